@@ -1,0 +1,325 @@
+//! Helpers for the cross-program integration tests: build a real tree in a few lines, run
+//! a real binary on it, snapshot the tree to prove a run changed nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+use std::time::{Duration, SystemTime};
+
+/// The workspace's target directory for the current profile (`target/debug`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/{test}-{hash}
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/{profile}/deps")
+        .to_path_buf()
+}
+
+/// A command for one of the workspace's binaries (`tmpa-compact`, ...), building them once
+/// per test process so that `cargo test` alone is enough.
+pub fn bin(name: &str) -> Command {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--workspace", "--bins"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    });
+    let path = target_dir().join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    let mut cmd = Command::new(path);
+    cmd.env_remove("TMPA_ROOT");
+    cmd
+}
+
+/// What a program printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (`-1` when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// stdout with RFC 3339 times replaced by `<TIME>` and `root` by `<ROOT>`, for
+    /// comparing runs.
+    pub fn stable_stdout(&self, root: &Path) -> String {
+        normalize(&self.stdout, root)
+    }
+
+    /// The stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Replaces times, durations and the root path so that two runs' outputs compare equal.
+pub fn normalize(s: &str, root: &Path) -> String {
+    let s = s.replace(&root.display().to_string(), "<ROOT>");
+    let mut out = String::with_capacity(s.len());
+    for line in s.lines() {
+        let words: Vec<String> = line
+            .split(' ')
+            .map(|w| {
+                let looks_like_time = w.len() >= 19
+                    && w.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+                    && w.as_bytes()[4] == b'-'
+                    && w.contains('T')
+                    && w.contains(':');
+                if looks_like_time {
+                    "<TIME>".to_owned()
+                } else {
+                    w.to_owned()
+                }
+            })
+            .collect();
+        out.push_str(&words.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
+/// A temporary TMPA tree.
+pub struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::new()
+    }
+}
+
+impl Tree {
+    /// A root with the three data directories.
+    pub fn new() -> Tree {
+        let t = Tree::bare();
+        for d in ["notifications", "token_stats", "chat_history"] {
+            fs::create_dir(t.root().join(d)).expect("mkdir");
+        }
+        t
+    }
+
+    /// An empty directory (not a TMPA root).
+    pub fn bare() -> Tree {
+        Tree {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The root path.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `bytes` at `rel` (creating directories); returns the path.
+    pub fn file(&self, rel: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.root().join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir -p");
+        fs::write(&p, bytes).expect("write");
+        p
+    }
+
+    /// Writes a valid loose event `token_stats/{day}/evt_{id}.json`.
+    pub fn event(&self, day: &str, id: &str, user: &str, prompt: u64, completion: u64) -> PathBuf {
+        self.file(
+            format!("token_stats/{day}/evt_{id}.json"),
+            event_json(
+                id,
+                &format!("{day}T12:00:00Z"),
+                user,
+                "gpt-x",
+                prompt,
+                completion,
+            ),
+        )
+    }
+
+    /// Runs `program` with `--root {root}` and `args`.
+    pub fn run(&self, program: &str, args: &[&str]) -> Run {
+        bin(program)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .expect("run program")
+            .into()
+    }
+
+    /// Every entry under the root except `.tmpa/`: path → (kind, size, mtime ns, content
+    /// hash for files, link target for symlinks). Equal snapshots mean nothing changed.
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, String> {
+        snapshot(self.root(), &[".tmpa"])
+    }
+}
+
+/// Snapshot of everything under `dir` (see [`Tree::snapshot`]), skipping top-level names
+/// in `skip`.
+pub fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, skip, &mut out);
+    out
+}
+
+fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, String>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let rel = p.strip_prefix(base).expect("under base").to_path_buf();
+        if dir == base && skip.iter().any(|s| rel.as_os_str() == *s) {
+            continue;
+        }
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let stamp = format!("{}.{}", m.mtime(), m.mtime_nsec());
+        let desc = if m.file_type().is_symlink() {
+            format!("link {:?}", fs::read_link(&p).ok())
+        } else if m.is_dir() {
+            walk(base, &p, skip, out);
+            format!("dir mode={:o}", m.mode())
+        } else if m.is_file() {
+            let bytes = fs::read(&p).unwrap_or_default();
+            format!(
+                "file len={} mtime={stamp} mode={:o} sha={}",
+                m.len(),
+                m.mode(),
+                tmpa_core::day::sha256_hex(&bytes)
+            )
+        } else {
+            format!("special mode={:o}", m.mode())
+        };
+        out.insert(rel, desc);
+    }
+}
+
+/// The JSON of a valid event.
+pub fn event_json(
+    id: &str,
+    ts: &str,
+    user: &str,
+    model: &str,
+    prompt: u64,
+    completion: u64,
+) -> String {
+    format!(
+        r#"{{"id":"{id}","ts":"{ts}","user_id":"{user}","model":"{model}","prompt_tokens":{prompt},"completion_tokens":{completion}}}"#
+    )
+}
+
+/// Sets a file's (or symlink's own) modification time to `age` ago.
+pub fn age(path: &Path, age: Duration) {
+    let t = SystemTime::now() - age;
+    let ts = rustix::fs::Timestamps {
+        last_access: to_timespec(t),
+        last_modification: to_timespec(t),
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &ts,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .expect("utimensat");
+}
+
+fn to_timespec(t: SystemTime) -> rustix::fs::Timespec {
+    let d = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after epoch");
+    rustix::fs::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// Whether this process may use root-only tools (tmpfs mounts, `chattr +i`).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A small tmpfs mounted at a fresh directory, unmounted on drop. `None` when not root or
+/// the mount fails (the caller skips the test and says so).
+pub struct Tmpfs {
+    /// The mount point.
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"2m"`) with at most `inodes` inodes.
+    pub fn mount(size: &str, inodes: u64) -> Option<Tmpfs> {
+        if !is_root() {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},nr_inodes={inodes}"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(Tmpfs { dir })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `chattr +i` on `path`, undone on drop (so the temp dir can be removed).
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    /// Makes `path` immutable; `None` when `chattr` fails (not root, unsupported fs).
+    pub fn set(path: &Path) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| Immutable(path.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}

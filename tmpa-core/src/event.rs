@@ -1,0 +1,207 @@
+//! Usage events (`token_stats/{day}/evt_{id}.json`) and recording them.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, FixedOffset};
+use serde_json::{Map, Value};
+
+use crate::atomic;
+use crate::error::{Error, Result};
+use crate::names::{Day, EventId};
+use crate::root::Root;
+
+/// A valid usage event: a JSON object with `id`, `ts` (RFC 3339), `user_id`, `model`
+/// (strings) and `prompt_tokens`, `completion_tokens` (non-negative integers).
+///
+/// All other fields are kept exactly as they were read and written back unchanged.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::Event;
+/// let e = Event::from_json(br#"{"id":"a1","ts":"2026-11-23T10:00:00Z","user_id":"u1",
+///   "model":"m","prompt_tokens":3,"completion_tokens":4,"trace":{"x":[1,2]}}"#).unwrap();
+/// assert_eq!(e.id().as_str(), "a1");
+/// assert_eq!(e.day().to_string(), "2026-11-23");
+/// assert_eq!(e.as_map()["trace"]["x"][1], 2);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    id: EventId,
+    ts: DateTime<FixedOffset>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    raw: Map<String, Value>,
+}
+
+impl Event {
+    /// Parses and validates an event from JSON bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEvent`] saying what is wrong (not JSON, a missing or mistyped field).
+    pub fn from_json(bytes: &[u8]) -> Result<Event> {
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidEvent {
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        Event::from_value(v)
+    }
+
+    /// Validates an event given as a JSON value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEvent`] saying which field is missing or mistyped.
+    pub fn from_value(v: Value) -> Result<Event> {
+        let Value::Object(raw) = v else {
+            return Err(invalid("not a JSON object".into()));
+        };
+        let id = str_field(&raw, "id")?;
+        let id = EventId::new(id).map_err(|e| invalid(format!("\"id\": {e}")))?;
+        let ts_s = str_field(&raw, "ts")?;
+        let ts = DateTime::parse_from_rfc3339(ts_s)
+            .map_err(|e| invalid(format!("\"ts\" {ts_s:?} is not RFC 3339: {e}")))?;
+        str_field(&raw, "user_id")?;
+        str_field(&raw, "model")?;
+        let prompt_tokens = uint_field(&raw, "prompt_tokens")?;
+        let completion_tokens = uint_field(&raw, "completion_tokens")?;
+        Ok(Event {
+            id,
+            ts,
+            prompt_tokens,
+            completion_tokens,
+            raw,
+        })
+    }
+
+    /// The event id.
+    pub fn id(&self) -> &EventId {
+        &self.id
+    }
+
+    /// The timestamp.
+    pub fn ts(&self) -> DateTime<FixedOffset> {
+        self.ts
+    }
+
+    /// The day the event belongs to: the date of `ts` in its own offset.
+    pub fn day(&self) -> Day {
+        Day::from_date(self.ts.date_naive())
+    }
+
+    /// The user id (any string; not used as a path).
+    pub fn user_id(&self) -> &str {
+        self.raw["user_id"].as_str().unwrap_or_default()
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        self.raw["model"].as_str().unwrap_or_default()
+    }
+
+    /// Prompt tokens.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+    }
+
+    /// Completion tokens.
+    pub fn completion_tokens(&self) -> u64 {
+        self.completion_tokens
+    }
+
+    /// The whole object, including fields this library does not know.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.raw
+    }
+
+    /// The canonical JSON of the event (keys sorted, no spaces): the same event always
+    /// gives the same bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.raw).expect("a JSON map always serializes")
+    }
+
+    /// `evt_{id}.json`.
+    pub fn file_name(&self) -> String {
+        event_file_name(&self.id)
+    }
+
+    /// The order of `_compacted.json`: by `ts` (as an instant), then by `id`.
+    pub fn cmp_ts_id(&self, other: &Event) -> Ordering {
+        self.ts.cmp(&other.ts).then_with(|| self.id.cmp(&other.id))
+    }
+}
+
+/// `evt_{id}.json`.
+pub fn event_file_name(id: &EventId) -> String {
+    format!("evt_{id}.json")
+}
+
+/// The id in an event file name `evt_{id}.json`, if the name has that shape.
+pub fn event_id_from_file_name(name: &str) -> Option<&str> {
+    name.strip_prefix("evt_")?.strip_suffix(".json")
+}
+
+fn invalid(reason: String) -> Error {
+    Error::InvalidEvent { reason }
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a str> {
+    match m.get(k) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(invalid(format!("\"{k}\" is not a string"))),
+        None => Err(invalid(format!("missing field \"{k}\""))),
+    }
+}
+
+fn uint_field(m: &Map<String, Value>, k: &str) -> Result<u64> {
+    match m.get(k) {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| invalid(format!("\"{k}\" is not a non-negative integer"))),
+        None => Err(invalid(format!("missing field \"{k}\""))),
+    }
+}
+
+impl Root {
+    /// Records an event: writes `token_stats/{day}/evt_{id}.json` atomically, where `day`
+    /// is the date of its `ts` in its own offset.
+    ///
+    /// Recording the same event twice is harmless; recording a different event under an
+    /// id that already has a loose file is refused, so a recorded event is never replaced.
+    /// (An id that compaction already moved into `_compacted.json` is not looked up: ids
+    /// are the backend's to keep unique, and the compactor reports such a conflict.)
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when `evt_{id}.json` exists with other content; [`Error::Io`]
+    /// or [`Error::Unsafe`] naming the path when the day directory cannot be made or
+    /// written.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::create_dir(dir.path().join("token_stats")).unwrap();
+    /// let root = tmpa_core::Root::open(dir.path()).unwrap();
+    /// let e = tmpa_core::Event::from_json(br#"{"id":"a1","ts":"2026-11-23T10:00:00Z",
+    ///   "user_id":"u1","model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+    /// let path = root.record_event(&e).unwrap();
+    /// assert!(path.ends_with("token_stats/2026-11-23/evt_a1.json"));
+    /// root.record_event(&e).unwrap(); // idempotent
+    /// ```
+    pub fn record_event(&self, event: &Event) -> Result<std::path::PathBuf> {
+        let dir = self.ensure_dir(&self.day_dir(event.day()))?;
+        let path = dir.join(event.file_name());
+        let bytes = event.to_json();
+        match atomic::write_new(&path, &bytes) {
+            Ok(()) => Ok(path),
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::AlreadyExists) => {
+                let existing = crate::root::read_bounded(&path, crate::day::EVENT_BYTES_MAX).ok();
+                let same = existing
+                    .and_then(|b| Event::from_json(&b).ok())
+                    .is_some_and(|old| old.as_map() == event.as_map());
+                if same {
+                    Ok(path)
+                } else {
+                    Err(Error::Conflict { path })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

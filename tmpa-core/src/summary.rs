@@ -1,0 +1,246 @@
+//! The day summary cache `token_stats/{day}/_summary.json`.
+//!
+//! The summary is a cache: it can always be rebuilt from the day's events, and whoever
+//! finds it missing, unreadable or inconsistent rebuilds it.
+//!
+//! **Consistency check.** A summary carries a `source` stamp: a SHA-256 over the size and
+//! mtime (ns) of `_compacted.json` and the sorted names of every `evt_*.json` in the day
+//! directory. Checking a summary costs one directory listing and one `stat`, never a read
+//! of the events. It is sound because event files are only ever created (by rename, never
+//! rewritten in place: an event's id is its file name) or deleted, and `_compacted.json` is
+//! only replaced by rename; any such change alters the stamp. The summary is also checked
+//! on its own (totals equal the sums over `by_user` and `by_model`,
+//! `total_tokens = prompt_tokens + completion_tokens`). Not detected: a file edited in place
+//! by hand with the same size within the same nanosecond.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::atomic;
+use crate::day::{COMPACTED_NAME, FileStamp, Problem, SUMMARY_NAME, hex, list_event_names};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::names::Day;
+use crate::root::{Root, read_bounded};
+
+/// Largest `_summary.json` read, in bytes.
+const SUMMARY_BYTES_MAX: u64 = 64 << 20;
+
+/// Counts over a set of events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Number of events.
+    pub events: u64,
+    /// Sum of `prompt_tokens`.
+    pub prompt_tokens: u64,
+    /// Sum of `completion_tokens`.
+    pub completion_tokens: u64,
+    /// `prompt_tokens + completion_tokens`.
+    pub total_tokens: u64,
+}
+
+impl Totals {
+    fn add(&mut self, e: &Event) {
+        self.events = self.events.saturating_add(1);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(e.prompt_tokens());
+        self.completion_tokens = self.completion_tokens.saturating_add(e.completion_tokens());
+        self.total_tokens = self
+            .total_tokens
+            .saturating_add(e.prompt_tokens().saturating_add(e.completion_tokens()));
+    }
+
+    fn plus(mut self, o: &Totals) -> Totals {
+        self.events = self.events.saturating_add(o.events);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(o.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(o.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(o.total_tokens);
+        self
+    }
+}
+
+/// A day's summary (`_summary.json`, format 1).
+///
+/// # Examples
+/// ```
+/// use tmpa_core::{Event, Summary};
+/// let e = Event::from_json(br#"{"id":"a","ts":"2026-11-23T10:00:00Z","user_id":"u",
+///   "model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+/// let s = Summary::compute("2026-11-23".parse().unwrap(), [&e]);
+/// assert_eq!(s.totals.total_tokens, 7);
+/// assert_eq!(s.by_user["u"].events, 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Always 1.
+    pub format: u32,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Over every valid event of the day.
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// Per `user_id`.
+    pub by_user: BTreeMap<String, Totals>,
+    /// Per `model`.
+    pub by_model: BTreeMap<String, Totals>,
+    /// The consistency stamp of the day directory this summary was computed for (see the
+    /// module docs); empty when unknown.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Summary {
+    /// Folds `events` into a summary (with an empty `source`).
+    pub fn compute<'a>(day: Day, events: impl IntoIterator<Item = &'a Event>) -> Summary {
+        let mut s = Summary {
+            format: 1,
+            day: day.to_string(),
+            totals: Totals::default(),
+            by_user: BTreeMap::new(),
+            by_model: BTreeMap::new(),
+            source: String::new(),
+        };
+        for e in events {
+            s.totals.add(e);
+            s.by_user.entry(e.user_id().to_owned()).or_default().add(e);
+            s.by_model.entry(e.model().to_owned()).or_default().add(e);
+        }
+        s
+    }
+
+    /// Whether the summary agrees with itself: totals equal the sums per user and per
+    /// model, and `total_tokens` is `prompt_tokens + completion_tokens` everywhere.
+    pub fn is_self_consistent(&self) -> bool {
+        let sum = |m: &BTreeMap<String, Totals>| m.values().fold(Totals::default(), Totals::plus);
+        let each_ok =
+            |t: &Totals| t.total_tokens == t.prompt_tokens.saturating_add(t.completion_tokens);
+        self.format == 1
+            && each_ok(&self.totals)
+            && self.by_user.values().all(each_ok)
+            && self.by_model.values().all(each_ok)
+            && sum(&self.by_user) == self.totals
+            && sum(&self.by_model) == self.totals
+    }
+
+    /// The canonical bytes of the summary (pretty JSON, keys in a fixed order).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a summary always serializes");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The consistency stamp of a day directory state (see the module docs).
+pub fn source_stamp(compacted: Option<FileStamp>, event_names: &[OsString]) -> String {
+    let mut h = Sha256::new();
+    match compacted {
+        Some(s) => h.update(format!("compacted {} {}\n", s.len, s.mtime_ns)),
+        None => h.update("compacted none\n"),
+    }
+    for n in event_names {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    format!("v1:{}", &hex(&h.finalize())[..32])
+}
+
+/// The current consistency stamp of a day directory: one listing and one `stat`.
+///
+/// # Errors
+/// As [`list_event_names`].
+pub fn current_stamp(root: &Root, day: Day) -> Result<String> {
+    let dir = root.day_dir(day);
+    let names = list_event_names(&dir)?;
+    let compacted = fs::symlink_metadata(dir.join(COMPACTED_NAME))
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| FileStamp::of(&m));
+    Ok(source_stamp(compacted, &names))
+}
+
+/// A summary as read by [`Root::summary`].
+#[derive(Clone, Debug)]
+pub struct SummaryRead {
+    /// The summary, consistent with the day as it was listed.
+    pub summary: Summary,
+    /// Whether it had to be rebuilt from the events.
+    pub rebuilt: bool,
+    /// Files that could not be used while rebuilding, and a failed rewrite of the cache.
+    pub problems: Vec<Problem>,
+}
+
+impl Root {
+    /// A day's summary: the cached `_summary.json` when it is consistent with the day,
+    /// else rebuilt from the events and rewritten atomically.
+    ///
+    /// A failure to rewrite the cache (read-only file system, permissions) does not fail
+    /// the call: the rebuilt summary is returned and the failure listed in `problems`.
+    ///
+    /// # Errors
+    /// As [`Root::scan_day`]: only when the day directory cannot be listed.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::create_dir(dir.path().join("token_stats")).unwrap();
+    /// let root = tmpa_core::Root::open(dir.path()).unwrap();
+    /// let e = tmpa_core::Event::from_json(br#"{"id":"a1","ts":"2026-11-23T10:00:00Z",
+    ///   "user_id":"u1","model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+    /// root.record_event(&e).unwrap();
+    /// let day = "2026-11-23".parse().unwrap();
+    /// let first = root.summary(day).unwrap();
+    /// assert!(first.rebuilt);
+    /// assert_eq!(first.summary.totals.total_tokens, 7);
+    /// assert!(!root.summary(day).unwrap().rebuilt); // the cache is now consistent
+    /// ```
+    pub fn summary(&self, day: Day) -> Result<SummaryRead> {
+        let path = self.day_dir(day).join(SUMMARY_NAME);
+        // The stamp is taken before the events are read: if the day changes meanwhile, the
+        // stored stamp is stale and the next reader rebuilds again, which is safe.
+        let stamp = current_stamp(self, day)?;
+        if let Some(cached) = read_cached(&path, day)
+            && cached.source == stamp
+        {
+            return Ok(SummaryRead {
+                summary: cached,
+                rebuilt: false,
+                problems: Vec::new(),
+            });
+        }
+        let read = self.read_day(day)?;
+        let mut summary = Summary::compute(day, &read.events);
+        summary.source = stamp;
+        let mut problems = read.problems;
+        if let Err(e) = atomic::write(&path, &summary.to_json()) {
+            problems.push(Problem {
+                path: path.clone(),
+                reason: format!("could not rewrite the summary cache: {}", e.chain()),
+            });
+        }
+        Ok(SummaryRead {
+            summary,
+            rebuilt: true,
+            problems,
+        })
+    }
+}
+
+/// Reads a cached summary; `None` when missing, unreadable, of another day or not
+/// self-consistent.
+pub fn read_cached(path: &std::path::Path, day: Day) -> Option<Summary> {
+    let bytes = read_bounded(path, SUMMARY_BYTES_MAX).ok()?;
+    let s: Summary = serde_json::from_slice(&bytes).ok()?;
+    (s.day == day.to_string() && s.is_self_consistent()).then_some(s)
+}
+
+/// Writes `summary` to `path` atomically.
+///
+/// # Errors
+/// [`Error::Io`] naming the path.
+pub fn write_summary(path: &std::path::Path, summary: &Summary) -> Result<(), Error> {
+    atomic::write(path, &summary.to_json())
+}

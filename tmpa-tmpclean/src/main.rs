@@ -1,0 +1,10 @@
+//! The tmpa-tmpclean binary: parses flags, runs, maps the outcome to the exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = tmpa_tmpclean::Args::parse();
+    tmpa_core::program::exit("tmpa-tmpclean", tmpa_tmpclean::run(&args))
+}
