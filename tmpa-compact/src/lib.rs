@@ -28,7 +28,7 @@ use tmpa_core::day::{
     COMPACTED_NAME, Compacted, DayScan, FileStamp, LooseEvent, Merge, Problem, SUMMARY_NAME,
     conflict_problem, merge, parse_compacted, write_compacted,
 };
-use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, resolve_root};
+use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, log_line, resolve_root};
 use tmpa_core::summary::{Summary, read_cached, source_stamp, write_summary};
 use tmpa_core::{Day, Error, Event, Root};
 
@@ -116,7 +116,7 @@ pub struct Report {
 pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
     let root = resolve_root(args.common.root.as_deref())?;
     let mut run = Run::start(PROGRAM, TASK, root, args.common.dry_run)?;
-    log_line(args, &run.header("COMPACT"));
+    log_line(args.common.json, &run.header("COMPACT"));
     let mut report = compact(&mut run, args);
     let mut status = report_status(&report);
     let footer = match run.finish(status, &report.counts) {
@@ -139,17 +139,8 @@ pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
     } else {
         print!("{}", render_text(&report));
     }
-    log_line(args, &footer);
+    log_line(args.common.json, &footer);
     Ok(status)
-}
-
-/// Log lines go to stdout, or to stderr when stdout carries the JSON report.
-fn log_line(args: &Args, line: &str) {
-    if args.common.json {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
 }
 
 /// The exit status a report calls for: 4 if a day failed, 1 if anything needs a look.

@@ -471,3 +471,45 @@ pub fn exit(program: &str, outcome: Result<ExitStatus>) -> ExitCode {
         }
     }
 }
+
+/// Prints a log line (first or last): on stdout, or on stderr when stdout carries the
+/// `--json` report, so that stdout stays one JSON document.
+pub fn log_line(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// Parses an age such as `90s`, `15m`, `12h`, `30d` or `2w` (a whole number and one unit).
+///
+/// # Errors
+/// A message saying what is wrong, for clap to print (exit 2).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use tmpa_core::program::parse_age;
+/// assert_eq!(parse_age("12h").unwrap(), Duration::from_secs(12 * 3600));
+/// assert_eq!(parse_age("2w").unwrap(), Duration::from_secs(14 * 86_400));
+/// assert!(parse_age("12").is_err());
+/// assert!(parse_age("-1d").is_err());
+/// ```
+pub fn parse_age(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{s:?}: expected a whole number and a unit (s, m, h, d, w), e.g. 30d")
+    })?;
+    let secs_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h, d or w")),
+    };
+    n.checked_mul(secs_per)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
