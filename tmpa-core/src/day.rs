@@ -23,7 +23,7 @@ use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
 use crate::event::{Event, event_id_from_file_name};
 use crate::names::Day;
-use crate::root::{Root, read_bounded};
+use crate::root::{Root, read_bounded, read_bounded_with_meta};
 
 /// Largest loose event file read, in bytes. Real events are a few hundred bytes.
 pub const EVENT_BYTES_MAX: u64 = 1 << 20;
@@ -142,18 +142,7 @@ impl Root {
         let dir = self.day_dir(day);
         let names = list_event_names(&dir)?;
         let compacted = read_compacted(&dir.join(COMPACTED_NAME), day);
-        let mut loose = Vec::with_capacity(names.len());
-        let mut problems = Vec::new();
-        for name in &names {
-            let path = dir.join(name);
-            match read_loose(&path, name) {
-                Ok(l) => loose.push(l),
-                // A file removed since listing (compacted by a concurrent reader's run,
-                // or by the backend): it is simply not part of this scan.
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => problems.push(Problem::from_error(&path, &e)),
-            }
-        }
+        let (loose, mut problems) = read_all_loose(&dir, &names);
         problems.sort();
         Ok(DayScan {
             day,
@@ -249,6 +238,55 @@ pub fn list_event_names(dir: &Path) -> Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// Below this many files a day is read on the calling thread: threads cost more than
+/// they save.
+const PARALLEL_FILES_MIN: usize = 512;
+/// At most this many reader threads: reading small files is syscall- and parse-bound, and
+/// more threads than cores only add contention.
+const READ_THREADS_MAX: usize = 4;
+
+/// Reads and validates every named loose file, on several threads for large days. The
+/// result is in `names` order whatever the threading.
+fn read_all_loose(dir: &Path, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(READ_THREADS_MAX);
+    if threads < 2 || names.len() < PARALLEL_FILES_MIN {
+        return read_loose_chunk(dir, names);
+    }
+    let chunk = names.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| s.spawn(move || read_loose_chunk(dir, part)))
+            .collect();
+        let mut loose = Vec::with_capacity(names.len());
+        let mut problems = Vec::new();
+        for h in handles {
+            let (l, p) = h.join().expect("a reader thread panicked");
+            loose.extend(l);
+            problems.extend(p);
+        }
+        (loose, problems)
+    })
+}
+
+fn read_loose_chunk(dir: &Path, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
+    let mut loose = Vec::with_capacity(names.len());
+    let mut problems = Vec::new();
+    for name in names {
+        let path = dir.join(name);
+        match read_loose(&path, name) {
+            Ok(l) => loose.push(l),
+            // A file removed since listing (by a concurrent compaction, or the backend):
+            // it is simply not part of this scan.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(Problem::from_error(&path, &e)),
+        }
+    }
+    (loose, problems)
+}
+
 fn read_loose(path: &Path, name: &std::ffi::OsStr) -> Result<LooseEvent> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
@@ -257,7 +295,7 @@ fn read_loose(path: &Path, name: &std::ffi::OsStr) -> Result<LooseEvent> {
     let name = name
         .to_str()
         .ok_or_else(|| corrupt("file name is not valid UTF-8".into()))?;
-    let bytes = read_bounded(path, EVENT_BYTES_MAX)?;
+    let (bytes, meta) = read_bounded_with_meta(path, EVENT_BYTES_MAX)?;
     let event = Event::from_json(&bytes)?;
     let expected = event_id_from_file_name(name).unwrap_or_default();
     if event.id().as_str() != expected {
@@ -266,7 +304,6 @@ fn read_loose(path: &Path, name: &std::ffi::OsStr) -> Result<LooseEvent> {
             event.id().as_str()
         )));
     }
-    let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
     Ok(LooseEvent {
         path: path.to_path_buf(),
         event,

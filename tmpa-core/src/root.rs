@@ -197,6 +197,15 @@ fn own_like_parent(dir: &Path, parent: &Path) -> Result<()> {
 /// [`Error::Corrupt`] when the path is not a regular file or is larger than `bytes_max`
 /// (it is then not read into memory); [`Error::Io`] when it cannot be read.
 pub fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>> {
+    read_bounded_with_meta(path, bytes_max).map(|(bytes, _)| bytes)
+}
+
+/// [`read_bounded`], also returning the metadata of the file that was read (from the open
+/// descriptor, so it describes exactly those bytes' file).
+///
+/// # Errors
+/// As [`read_bounded`].
+pub fn read_bounded_with_meta(path: &Path, bytes_max: u64) -> Result<(Vec<u8>, fs::Metadata)> {
     let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
     let file = File::options()
         .read(true)
@@ -215,7 +224,7 @@ pub fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>> {
     read_open_bounded(file, path, bytes_max)
 }
 
-pub(crate) fn read_open_bounded(file: File, path: &Path, bytes_max: u64) -> Result<Vec<u8>> {
+fn read_open_bounded(file: File, path: &Path, bytes_max: u64) -> Result<(Vec<u8>, fs::Metadata)> {
     let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
     if !meta.is_file() {
         return Err(Error::Corrupt {
@@ -234,7 +243,7 @@ pub(crate) fn read_open_bounded(file: File, path: &Path, bytes_max: u64) -> Resu
     if buf.len() as u64 > bytes_max {
         return Err(too_large(path, bytes_max));
     }
-    Ok(buf)
+    Ok((buf, meta))
 }
 
 fn too_large(path: &Path, bytes_max: u64) -> Error {
