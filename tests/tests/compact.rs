@@ -714,3 +714,35 @@ fn next(s: &mut u64) -> u64 {
     *s ^= *s >> 27;
     s.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
+
+/// --no-delete writes and verifies the compacted file and summary but keeps every loose
+/// file; the next real run deletes them as verified duplicates.
+#[test]
+fn no_delete_keeps_loose_files_until_a_real_run() {
+    let t = Tree::new();
+    t.event(D1, "a", "u", 1, 2);
+    t.event(D1, "b", "u", 3, 4);
+    let r = t.run("tmpa-compact", &["--day", D1, "--no-delete"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .lines()
+            .next()
+            .expect("header")
+            .contains("COMPACT-NO-DELETE")
+    );
+    assert_eq!(compacted_ids(&t, D1), vec!["a", "b"]);
+    assert_eq!(loose_names(&t, D1), vec!["evt_a.json", "evt_b.json"]);
+    assert_eq!(summary(&t, D1)["total_tokens"], 10);
+    assert!(receipts(&t).is_empty(), "nothing deleted, no receipt");
+    let r = t.run("tmpa-compact", &["--day", D1]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("duplicates=2"), "{}", r.stdout);
+    assert!(loose_names(&t, D1).is_empty());
+    assert_eq!(summary(&t, D1)["total_tokens"], 10);
+    assert_eq!(
+        t.run("tmpa-compact", &["--day", D1, "--no-delete", "--dry-run"])
+            .code,
+        2
+    );
+}

@@ -53,6 +53,11 @@ pub struct Args {
     /// Compact only this day (any day, today included)
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub day: Option<Day>,
+    /// Write and verify `_compacted.json` and `_summary.json`, but delete no loose file
+    /// (a rollout step between --dry-run and a real run; the next real run deletes them
+    /// as verified duplicates)
+    #[arg(long, conflicts_with = "dry_run")]
+    pub no_delete: bool,
 }
 
 /// What happened to one day.
@@ -116,7 +121,12 @@ pub struct Report {
 pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
     let root = resolve_root(args.common.root.as_deref())?;
     let mut run = Run::start(PROGRAM, TASK, root, args.common.dry_run)?;
-    log_line(args.common.json, &run.header("COMPACT"));
+    let mode = if args.no_delete {
+        "COMPACT-NO-DELETE"
+    } else {
+        "COMPACT"
+    };
+    log_line(args.common.json, &run.header(mode));
     let mut report = compact(&mut run, args);
     let mut status = report_status(&report);
     let footer = match run.finish(status, &report.counts) {
@@ -167,7 +177,7 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
     let mut reports = Vec::with_capacity(days.len());
     for (i, day) in days.iter().enumerate() {
         progress.show(format!("{PROGRAM}: day {day} ({}/{})", i + 1, days.len()));
-        reports.push(compact_day(run, *day));
+        reports.push(compact_day(run, *day, args.no_delete));
     }
     progress.clear();
     let mut counts = BTreeMap::new();
@@ -253,7 +263,8 @@ fn select_days(root: &Root, args: &Args) -> (Vec<Day>, Vec<Problem>) {
 }
 
 /// Compacts one day; never panics on bad input, never returns early without a report.
-pub fn compact_day(run: &mut Run, day: Day) -> DayReport {
+/// With `no_delete`, everything is written and verified but no loose file is deleted.
+pub fn compact_day(run: &mut Run, day: Day, no_delete: bool) -> DayReport {
     let mut r = DayReport {
         day: day.to_string(),
         ..DayReport::default()
@@ -300,7 +311,7 @@ pub fn compact_day(run: &mut Run, day: Day) -> DayReport {
     let outcome = if run.dry_run() {
         plan_day(run.root(), &scan, &m, &mut r)
     } else {
-        act_day(run, &scan, &m, &mut r)
+        act_day(run, &scan, &m, no_delete, &mut r)
     };
     if let Err(e) = outcome {
         r.status = "failed";
@@ -326,7 +337,13 @@ fn plan_day(root: &Root, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_c
 }
 
 /// Real run: write, verify, receipt, delete.
-fn act_day(run: &mut Run, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_core::Result<()> {
+fn act_day(
+    run: &mut Run,
+    scan: &DayScan,
+    m: &Merge,
+    no_delete: bool,
+    r: &mut DayReport,
+) -> tmpa_core::Result<()> {
     let cpath = scan.dir.join(COMPACTED_NAME);
     if m.events.is_empty() {
         r.status = "unchanged";
@@ -352,10 +369,14 @@ fn act_day(run: &mut Run, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_
         });
     }
     r.kept += failed.len();
-    let verified: Vec<usize> = to_delete
-        .into_iter()
-        .filter(|i| verified.contains(i))
-        .collect();
+    let verified: Vec<usize> = if no_delete {
+        Vec::new()
+    } else {
+        to_delete
+            .into_iter()
+            .filter(|i| verified.contains(i))
+            .collect()
+    };
 
     // The summary is written before any deletion, so a crash after a deletion never leaves
     // a summary that misses the deleted events.
