@@ -85,10 +85,16 @@ impl AtomicFile {
         Ok(atomic)
     }
 
+    /// Gives the temporary the mode (and, as root, the owner) it must have; each call is
+    /// skipped when the file already has it, because every metadata change costs a journal
+    /// update at fsync time.
     fn fix_owner_and_mode(&self, previous: Option<&fs::Metadata>, mode: u32) -> Result<()> {
         let file = self.file();
-        if previous.is_some() {
-            // The umask may have stripped bits of the mode the old file had.
+        let current = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &self.tmp, e))?;
+        if previous.is_some() && current.mode() & 0o7777 != mode {
+            // The umask stripped bits of the mode the old file had.
             file.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io("chmod", &self.tmp, e))?;
         }
@@ -103,6 +109,9 @@ impl AtomicFile {
                 (m.uid(), m.gid())
             }
         };
+        if (current.uid(), current.gid()) == (uid, gid) {
+            return Ok(());
+        }
         std::os::unix::fs::fchown(file, Some(uid), Some(gid))
             .map_err(|e| Error::io("chown", &self.tmp, e))
     }
