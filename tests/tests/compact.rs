@@ -746,3 +746,24 @@ fn no_delete_keeps_loose_files_until_a_real_run() {
         2
     );
 }
+
+/// A settled day is recognised from its summary stamp without re-reading its events, yet a
+/// `_compacted.json` replaced afterwards (here by garbage) is noticed and reported.
+#[test]
+fn settled_day_is_rechecked_when_its_compacted_file_changes() {
+    let t = Tree::new();
+    t.event(D1, "a", "u", 1, 1);
+    assert_eq!(t.run("tmpa-compact", &["--day", D1]).code, 0);
+    let r = t.run("tmpa-compact", &["--day", D1]);
+    assert!(
+        r.stdout
+            .contains(&format!("{D1} unchanged: loose=0 already_compacted=1")),
+        "{}",
+        r.stdout
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    t.file(format!("token_stats/{D1}/_compacted.json"), "garbage");
+    let r = t.run("tmpa-compact", &["--day", D1]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("left untouched"), "{}", r.stdout);
+}
