@@ -767,3 +767,30 @@ fn settled_day_is_rechecked_when_its_compacted_file_changes() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("left untouched"), "{}", r.stdout);
 }
+
+/// A valid `_compacted.json` written by another tool (pretty-printed, other key order) is
+/// rewritten in canonical form; its events are kept and duplicates then deleted.
+#[test]
+fn foreign_compacted_file_is_rewritten_canonically() {
+    let t = Tree::new();
+    let e = event_json("a", "2026-11-01T01:00:00Z", "u", "m", 3, 4);
+    let ev: Value = serde_json::from_str(&e).expect("json");
+    let doc = serde_json::json!({"events": [ev], "day": D1, "format": 1});
+    t.file(
+        format!("token_stats/{D1}/_compacted.json"),
+        serde_json::to_string_pretty(&doc).expect("json"),
+    );
+    t.file(format!("token_stats/{D1}/evt_a.json"), &e);
+    let r = t.run("tmpa-compact", &["--day", D1]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(loose_names(&t, D1).is_empty());
+    let text = fs::read_to_string(t.root().join(format!("token_stats/{D1}/_compacted.json")))
+        .expect("read");
+    assert!(
+        text.starts_with(
+            "{\"format\":1,\"day\":\"2026-11-01\",\"events\":[\n{\"completion_tokens\":4"
+        ),
+        "{text}"
+    );
+    assert_eq!(summary(&t, D1)["total_tokens"], 7);
+}

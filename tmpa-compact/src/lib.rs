@@ -16,7 +16,7 @@
 //! - The same set of events always gives byte-identical output; a run with nothing new
 //!   writes nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use tmpa_core::day::{
     COMPACTED_NAME, Compacted, DayScan, FileStamp, LooseEvent, Merge, Problem, SUMMARY_NAME,
-    conflict_problem, merge, parse_compacted, write_compacted,
+    compacted_matches, conflict_problem, merge, write_compacted,
 };
 use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, log_line, resolve_root};
 use tmpa_core::summary::{Summary, read_cached, source_stamp, write_summary};
@@ -379,37 +379,30 @@ fn act_day(
         r.status = "unchanged";
         return Ok(());
     }
-    if !m.added.is_empty() {
-        write_compacted(&cpath, scan.day, &m.events)?;
+    // Rewrite when there is something new, or when the file on disk is not the canonical
+    // form of its own events (written by another tool): verification compares bytes.
+    if !m.added.is_empty() || !compacted_matches(&cpath, scan.day, m.events.iter().copied())? {
+        write_compacted(&cpath, scan.day, m.events.iter().copied())?;
     }
     let to_delete: Vec<usize> = m.added.iter().chain(&m.duplicates).copied().collect();
-    let verified = if to_delete.is_empty() {
-        HashSet::new()
-    } else {
-        verify(&cpath, scan, &to_delete, m.events.len())?
-    };
-    let failed: Vec<usize> = to_delete
-        .iter()
-        .copied()
-        .filter(|i| !verified.contains(i))
-        .collect();
-    for &i in &failed {
-        r.problems.push(Problem {
-            path: scan.loose[i].path.clone(),
-            reason: format!(
-                "verification failed: event not found equal in {} (kept)",
-                cpath.display()
-            ),
-        });
+    let verified =
+        to_delete.is_empty() || compacted_matches(&cpath, scan.day, m.events.iter().copied())?;
+    if !verified {
+        for &i in &to_delete {
+            r.problems.push(Problem {
+                path: scan.loose[i].path.clone(),
+                reason: format!(
+                    "verification failed: {} does not read back as written (kept)",
+                    cpath.display()
+                ),
+            });
+        }
+        r.kept += to_delete.len();
     }
-    r.kept += failed.len();
-    let verified: Vec<usize> = if no_delete {
+    let verified: Vec<usize> = if no_delete || !verified {
         Vec::new()
     } else {
         to_delete
-            .into_iter()
-            .filter(|i| verified.contains(i))
-            .collect()
     };
 
     // The summary is written before any deletion, so a crash after a deletion never leaves
@@ -428,32 +421,6 @@ fn act_day(
         "compacted"
     };
     Ok(())
-}
-
-/// Re-reads `_compacted.json` from disk and returns the loose indexes whose event is in it,
-/// equal. Any failure to read it back verifies nothing.
-fn verify(
-    cpath: &std::path::Path,
-    scan: &DayScan,
-    candidates: &[usize],
-    expected_len: usize,
-) -> tmpa_core::Result<HashSet<usize>> {
-    let bytes = tmpa_core::root::read_bounded(cpath, tmpa_core::day::COMPACTED_BYTES_MAX)?;
-    let on_disk = parse_compacted(&bytes, cpath, scan.day)?;
-    if on_disk.len() < expected_len {
-        return Ok(HashSet::new());
-    }
-    let by_id: HashMap<&str, &Event> = on_disk.iter().map(|e| (e.id().as_str(), e)).collect();
-    Ok(candidates
-        .iter()
-        .copied()
-        .filter(|&i| {
-            let l = &scan.loose[i].event;
-            by_id
-                .get(l.id().as_str())
-                .is_some_and(|c| c.as_map() == l.as_map())
-        })
-        .collect())
 }
 
 /// Writes the receipt for `verified`, then deletes each file that is still the one that was
@@ -538,11 +505,11 @@ fn remaining_names(scan: &DayScan, gone: &[usize], also_gone: &[usize]) -> Vec<O
 
 fn day_summary(
     day: Day,
-    events: &[Event],
+    events: &[&Event],
     compacted: Option<FileStamp>,
     remaining: &[OsString],
 ) -> Summary {
-    let mut s = Summary::compute(day, events);
+    let mut s = Summary::compute(day, events.iter().copied());
     s.source = source_stamp(compacted, remaining);
     s
 }

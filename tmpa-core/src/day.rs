@@ -6,6 +6,7 @@
 //! are never followed, FIFOs and devices never opened for reading in a way that blocks,
 //! and no file larger than its limit is read into memory.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
@@ -15,7 +16,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -179,7 +179,7 @@ impl Root {
         }
         problems.sort();
         Ok(DayRead {
-            events: merged.events,
+            events: merged.events.into_iter().cloned().collect(),
             problems,
         })
     }
@@ -328,13 +328,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
-#[derive(Deserialize)]
-struct CompactedDoc {
-    format: u32,
-    day: String,
-    events: Vec<Value>,
-}
-
 /// Reads and validates a `_compacted.json`.
 pub fn read_compacted(path: &Path, day: Day) -> Compacted {
     let meta = match fs::symlink_metadata(path) {
@@ -353,9 +346,13 @@ pub fn read_compacted(path: &Path, day: Day) -> Compacted {
 
 /// Parses and validates the bytes of a `_compacted.json` of `day`.
 ///
+/// Events are parsed one at a time, so memory holds the validated events (about their
+/// size in bytes) and never the JSON tree of the whole file.
+///
 /// # Errors
 /// [`Error::Corrupt`] naming `path` when it is not the format: wrong `format` or `day`, an
-/// invalid event (with its index), an id twice, or events out of order.
+/// unknown top-level field, an invalid event (with its index), an id twice, or events out
+/// of order.
 pub fn parse_compacted(bytes: &[u8], path: &Path, day: Day) -> Result<Vec<Event>> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
@@ -369,21 +366,94 @@ pub fn parse_compacted(bytes: &[u8], path: &Path, day: Day) -> Result<Vec<Event>
     if doc.day != day.to_string() {
         return Err(corrupt(format!("holds day {:?}, expected {day}", doc.day)));
     }
-    let mut events = Vec::with_capacity(doc.events.len());
-    let mut seen = HashSet::with_capacity(doc.events.len());
-    for (i, v) in doc.events.into_iter().enumerate() {
-        let e = Event::from_value(v).map_err(|e| corrupt(format!("event #{i}: {}", e.chain())))?;
-        if !seen.insert(e.id().clone()) {
+    let events = doc.events;
+    let mut seen = HashSet::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        if !seen.insert(e.id()) {
             return Err(corrupt(format!("event id {} appears twice", e.id())));
         }
-        if let Some(prev) = events.last()
-            && Event::cmp_ts_id(prev, &e).is_gt()
-        {
+        if i > 0 && events[i - 1].cmp_ts_id(e).is_gt() {
             return Err(corrupt(format!("event #{i} is out of (ts, id) order")));
         }
-        events.push(e);
     }
     Ok(events)
+}
+
+/// `{"format", "day", "events"}`, with events validated as they stream by.
+struct CompactedDoc {
+    format: u32,
+    day: String,
+    events: Vec<Event>,
+}
+
+impl<'de> serde::Deserialize<'de> for CompactedDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(DocVisitor)
+    }
+}
+
+struct DocVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DocVisitor {
+    type Value = CompactedDoc;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object {\"format\", \"day\", \"events\"}")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<CompactedDoc, A::Error> {
+        use serde::de::Error as _;
+        let (mut format, mut day, mut events) = (None, None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "format" => format = Some(map.next_value()?),
+                "day" => day = Some(map.next_value()?),
+                "events" => events = Some(map.next_value::<EventList>()?.0),
+                // Rewriting would drop an unknown field: refuse the file instead.
+                other => return Err(A::Error::custom(format!("unknown field {other:?}"))),
+            }
+        }
+        Ok(CompactedDoc {
+            format: format.ok_or_else(|| A::Error::missing_field("format"))?,
+            day: day.ok_or_else(|| A::Error::missing_field("day"))?,
+            events: events.ok_or_else(|| A::Error::missing_field("events"))?,
+        })
+    }
+}
+
+struct EventList(Vec<Event>);
+
+impl<'de> serde::Deserialize<'de> for EventList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_seq(EventListVisitor)
+    }
+}
+
+struct EventListVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EventListVisitor {
+    type Value = EventList;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<EventList, A::Error> {
+        use serde::de::Error as _;
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element::<Value>()? {
+            let e = Event::from_value(v)
+                .map_err(|e| A::Error::custom(format!("event #{}: {}", out.len(), e.chain())))?;
+            out.push(e);
+        }
+        Ok(EventList(out))
+    }
 }
 
 /// Writes the canonical `_compacted.json` bytes of `day` with `events` (which must be
@@ -392,12 +462,15 @@ pub fn parse_compacted(bytes: &[u8], path: &Path, day: Day) -> Result<Vec<Event>
 ///
 /// # Errors
 /// Whatever `out` returns.
-pub fn write_compacted_to(out: &mut impl Write, day: Day, events: &[Event]) -> std::io::Result<()> {
-    debug_assert!(events.windows(2).all(|w| w[0].cmp_ts_id(&w[1]).is_lt()));
+pub fn write_compacted_to<I>(out: &mut impl Write, day: Day, events: I) -> std::io::Result<()>
+where
+    I: IntoIterator,
+    I::Item: Borrow<Event>,
+{
     write!(out, "{{\"format\":1,\"day\":\"{day}\",\"events\":[")?;
-    for (i, e) in events.iter().enumerate() {
+    for (i, e) in events.into_iter().enumerate() {
         out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-        serde_json::to_writer(&mut *out, e.as_map())?;
+        out.write_all(e.borrow().json_bytes())?;
     }
     out.write_all(b"\n]}\n")
 }
@@ -406,17 +479,82 @@ pub fn write_compacted_to(out: &mut impl Write, day: Day, events: &[Event]) -> s
 ///
 /// # Errors
 /// [`Error::Io`] naming the path.
-pub fn write_compacted(path: &Path, day: Day, events: &[Event]) -> Result<()> {
+pub fn write_compacted<I>(path: &Path, day: Day, events: I) -> Result<()>
+where
+    I: IntoIterator,
+    I::Item: Borrow<Event>,
+{
     let mut f = AtomicFile::create(path)?;
     write_compacted_to(&mut f, day, events).map_err(|e| Error::io("write", f.tmp_path(), e))?;
     f.commit()
 }
 
+/// Whether the file at `path` holds exactly the canonical `_compacted.json` bytes of `day`
+/// with `events`. Streams both sides: memory stays constant whatever the size.
+///
+/// This is the verification before deletion: the file is read back from disk (through
+/// the page cache, after the fsync of [`write_compacted`]) and compared byte for byte
+/// with what the events serialize to.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened or read (a missing file is `Ok(false)`).
+pub fn compacted_matches<I>(path: &Path, day: Day, events: I) -> Result<bool>
+where
+    I: IntoIterator,
+    I::Item: Borrow<Event>,
+{
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = match fs::File::options()
+        .read(true)
+        .custom_flags(crate::atomic::nofollow_flags())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut cmp = CompareWriter {
+        disk: std::io::BufReader::with_capacity(256 * 1024, file),
+        scratch: Vec::new(),
+        equal: true,
+    };
+    write_compacted_to(&mut cmp, day, events).map_err(|e| Error::io("read", path, e))?;
+    let mut rest = [0u8; 1];
+    let at_end =
+        std::io::Read::read(&mut cmp.disk, &mut rest).map_err(|e| Error::io("read", path, e))? == 0;
+    Ok(cmp.equal && at_end)
+}
+
+/// A writer that compares what is written with what a reader holds.
+struct CompareWriter<R> {
+    disk: R,
+    scratch: Vec<u8>,
+    equal: bool,
+}
+
+impl<R: std::io::Read> Write for CompareWriter<R> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.equal {
+            self.scratch.resize(buf.len(), 0);
+            match self.disk.read_exact(&mut self.scratch) {
+                Ok(()) => self.equal = self.scratch == buf,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => self.equal = false,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The result of merging compacted and loose events.
 #[derive(Clone, Debug, Default)]
-pub struct Merge {
+pub struct Merge<'a> {
     /// All events, each id once, sorted by (`ts`, `id`).
-    pub events: Vec<Event>,
+    pub events: Vec<&'a Event>,
     /// Indexes (into the loose slice) of events that were not compacted yet.
     pub added: Vec<usize>,
     /// Indexes of loose events already compacted with the same content.
@@ -427,19 +565,107 @@ pub struct Merge {
 
 /// Merges a day's compacted events with its valid loose events. Never loses one: a
 /// conflicting loose event is left out of `events` but listed in `conflicts`.
-pub fn merge(compacted: &[Event], loose: &[LooseEvent]) -> Merge {
+pub fn merge<'a>(compacted: &'a [Event], loose: &'a [LooseEvent]) -> Merge<'a> {
     let by_id: HashMap<&str, &Event> = compacted.iter().map(|e| (e.id().as_str(), e)).collect();
     let mut m = Merge::default();
     for (i, l) in loose.iter().enumerate() {
         match by_id.get(l.event.id().as_str()) {
             None => m.added.push(i),
-            Some(c) if c.as_map() == l.event.as_map() => m.duplicates.push(i),
+            Some(c) if c.json_bytes() == l.event.json_bytes() => m.duplicates.push(i),
             Some(_) => m.conflicts.push(i),
         }
     }
-    m.events = compacted.to_vec();
-    m.events
-        .extend(m.added.iter().map(|&i| loose[i].event.clone()));
-    m.events.sort_by(Event::cmp_ts_id);
+    m.events = compacted.iter().collect();
+    m.events.extend(m.added.iter().map(|&i| &loose[i].event));
+    m.events.sort_by(|a, b| a.cmp_ts_id(b));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, ts: &str) -> Event {
+        Event::from_json(
+            format!(
+                r#"{{"id":"{id}","ts":"{ts}","user_id":"u","model":"m","prompt_tokens":1,"completion_tokens":2,"x":[1.5,{{"b":1,"a":2}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn compacted_round_trip_and_byte_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(COMPACTED_NAME);
+        let day: Day = "2026-11-01".parse().unwrap();
+        let events = vec![
+            ev("a", "2026-11-01T01:00:00Z"),
+            ev("b", "2026-11-01T02:00:00Z"),
+        ];
+        write_compacted(&path, day, &events).unwrap();
+        assert!(compacted_matches(&path, day, &events).unwrap());
+        assert_eq!(
+            parse_compacted(&fs::read(&path).unwrap(), &path, day).unwrap(),
+            events
+        );
+        assert!(
+            !compacted_matches(&path, day, &events[..1]).unwrap(),
+            "fewer events"
+        );
+        let full = fs::read(&path).unwrap();
+        fs::write(&path, &full[..full.len() - 3]).unwrap();
+        assert!(
+            !compacted_matches(&path, day, &events).unwrap(),
+            "truncated"
+        );
+        let mut longer = full.clone();
+        longer.push(b' ');
+        fs::write(&path, &longer).unwrap();
+        assert!(
+            !compacted_matches(&path, day, &events).unwrap(),
+            "trailing byte"
+        );
+        fs::remove_file(&path).unwrap();
+        assert!(!compacted_matches(&path, day, &events).unwrap(), "missing");
+    }
+
+    #[test]
+    fn parse_compacted_refuses_what_it_cannot_rewrite_faithfully() {
+        let p = Path::new("/x/_compacted.json");
+        let day: Day = "2026-11-01".parse().unwrap();
+        let e = String::from_utf8(ev("a", "2026-11-01T01:00:00Z").json_bytes().to_vec()).unwrap();
+        for (doc, why) in [
+            (
+                format!(r#"{{"format":1,"day":"2026-11-01","events":[{e}],"extra":1}}"#),
+                "unknown field",
+            ),
+            (
+                format!(r#"{{"format":2,"day":"2026-11-01","events":[{e}]}}"#),
+                "unknown format",
+            ),
+            (
+                format!(r#"{{"format":1,"day":"2026-11-02","events":[{e}]}}"#),
+                "holds day",
+            ),
+            (
+                format!(r#"{{"format":1,"day":"2026-11-01","events":[{e},{e}]}}"#),
+                "appears twice",
+            ),
+            (
+                r#"{"format":1,"day":"2026-11-01","events":[{"id":"a"}]}"#.to_owned(),
+                "event #0",
+            ),
+            (
+                r#"{"format":1,"day":"2026-11-01"}"#.to_owned(),
+                "missing field",
+            ),
+        ] {
+            let err = parse_compacted(doc.as_bytes(), p, day)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
 }

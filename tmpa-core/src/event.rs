@@ -13,7 +13,10 @@ use crate::root::Root;
 /// A valid usage event: a JSON object with `id`, `ts` (RFC 3339), `user_id`, `model`
 /// (strings) and `prompt_tokens`, `completion_tokens` (non-negative integers).
 ///
-/// All other fields are kept exactly as they were read and written back unchanged.
+/// All other fields are kept exactly as they were read and written back unchanged. The
+/// event is held as its canonical JSON (keys sorted, no spaces) plus the fields the
+/// library uses, so a day of events costs little more memory than its bytes; two events
+/// are equal as JSON exactly when their canonical bytes are equal.
 ///
 /// # Examples
 /// ```
@@ -22,15 +25,17 @@ use crate::root::Root;
 ///   "model":"m","prompt_tokens":3,"completion_tokens":4,"trace":{"x":[1,2]}}"#).unwrap();
 /// assert_eq!(e.id().as_str(), "a1");
 /// assert_eq!(e.day().to_string(), "2026-11-23");
-/// assert_eq!(e.as_map()["trace"]["x"][1], 2);
+/// assert_eq!(e.to_map()["trace"]["x"][1], 2);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     id: EventId,
     ts: DateTime<FixedOffset>,
+    user_id: Box<str>,
+    model: Box<str>,
     prompt_tokens: u64,
     completion_tokens: u64,
-    raw: Map<String, Value>,
+    json: Box<[u8]>,
 }
 
 impl Event {
@@ -58,16 +63,21 @@ impl Event {
         let ts_s = str_field(&raw, "ts")?;
         let ts = DateTime::parse_from_rfc3339(ts_s)
             .map_err(|e| invalid(format!("\"ts\" {ts_s:?} is not RFC 3339: {e}")))?;
-        str_field(&raw, "user_id")?;
-        str_field(&raw, "model")?;
+        let user_id = str_field(&raw, "user_id")?.into();
+        let model = str_field(&raw, "model")?.into();
         let prompt_tokens = uint_field(&raw, "prompt_tokens")?;
         let completion_tokens = uint_field(&raw, "completion_tokens")?;
+        let json = serde_json::to_vec(&raw)
+            .expect("a JSON map always serializes")
+            .into_boxed_slice();
         Ok(Event {
             id,
             ts,
+            user_id,
+            model,
             prompt_tokens,
             completion_tokens,
-            raw,
+            json,
         })
     }
 
@@ -88,12 +98,12 @@ impl Event {
 
     /// The user id (any string; not used as a path).
     pub fn user_id(&self) -> &str {
-        self.raw["user_id"].as_str().unwrap_or_default()
+        &self.user_id
     }
 
     /// The model name.
     pub fn model(&self) -> &str {
-        self.raw["model"].as_str().unwrap_or_default()
+        &self.model
     }
 
     /// Prompt tokens.
@@ -106,15 +116,16 @@ impl Event {
         self.completion_tokens
     }
 
-    /// The whole object, including fields this library does not know.
-    pub fn as_map(&self) -> &Map<String, Value> {
-        &self.raw
+    /// The whole object, including fields this library does not know (parsed anew from
+    /// the canonical bytes on each call).
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_slice(&self.json).expect("canonical event JSON always parses")
     }
 
     /// The canonical JSON of the event (keys sorted, no spaces): the same event always
     /// gives the same bytes.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.raw).expect("a JSON map always serializes")
+    pub fn json_bytes(&self) -> &[u8] {
+        &self.json
     }
 
     /// `evt_{id}.json`.
@@ -187,14 +198,13 @@ impl Root {
     pub fn record_event(&self, event: &Event) -> Result<std::path::PathBuf> {
         let dir = self.ensure_dir(&self.day_dir(event.day()))?;
         let path = dir.join(event.file_name());
-        let bytes = event.to_json();
-        match atomic::write_new(&path, &bytes) {
+        match atomic::write_new(&path, event.json_bytes()) {
             Ok(()) => Ok(path),
             Err(e) if e.io_kind() == Some(std::io::ErrorKind::AlreadyExists) => {
                 let existing = crate::root::read_bounded(&path, crate::day::EVENT_BYTES_MAX).ok();
                 let same = existing
                     .and_then(|b| Event::from_json(&b).ok())
-                    .is_some_and(|old| old.as_map() == event.as_map());
+                    .is_some_and(|old| old == *event);
                 if same {
                     Ok(path)
                 } else {
