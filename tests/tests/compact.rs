@@ -794,3 +794,31 @@ fn foreign_compacted_file_is_rewritten_canonically() {
     );
     assert_eq!(summary(&t, D1)["total_tokens"], 7);
 }
+
+/// A `token_stats/` that is a symlink to a directory outside the root is not followed:
+/// reported, exit 1, the outside untouched.
+#[test]
+fn symlinked_token_stats_is_not_followed() {
+    let t = Tree::bare();
+    fs::create_dir(t.root().join("notifications")).expect("mkdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let day = outside.path().join(D1);
+    fs::create_dir(&day).expect("mkdir");
+    fs::write(
+        day.join("evt_x.json"),
+        event_json("x", "2026-11-01T00:00:00Z", "u", "m", 1, 1),
+    )
+    .expect("w");
+    std::os::unix::fs::symlink(outside.path(), t.root().join("token_stats")).expect("symlink");
+    let before = tmpa_tests::snapshot(outside.path(), &[]);
+    for args in [&["--dry-run"][..], &[]] {
+        let r = t.run("tmpa-compact", args);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(
+            r.stdout.contains("token_stats: is a symlink"),
+            "{}",
+            r.stdout
+        );
+    }
+    assert_eq!(tmpa_tests::snapshot(outside.path(), &[]), before);
+}

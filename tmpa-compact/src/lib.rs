@@ -218,6 +218,15 @@ fn select_days(root: &Root, args: &Args) -> (Vec<Day>, Vec<Problem>) {
     let dir = root.token_stats_dir();
     let mut days = Vec::new();
     let mut problems = Vec::new();
+    // Every path below is built under token_stats/: if that is a symlink, all of them
+    // would lead outside the root.
+    if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        problems.push(Problem {
+            path: dir,
+            reason: "is a symlink (not followed)".into(),
+        });
+        return (days, problems);
+    }
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (days, problems),
