@@ -75,7 +75,12 @@ impl Rng {
     }
 }
 
-const MODELS: [&str; 4] = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b"];
+const MODELS: [&str; 4] = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-3-5-sonnet",
+    "llama-3.1-70b",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
@@ -101,7 +106,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| "writer thread panicked".to_owned())??;
+            h.join()
+                .map_err(|_| "writer thread panicked".to_owned())??;
         }
         Ok(())
     })?;
@@ -111,7 +117,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn write_day(a: &Args, day: u32) -> std::io::Result<()> {
     let date = a.start_day + chrono::Days::new(u64::from(day));
-    let dir = a.root.join(format!("token_stats/{}", date.format("%Y-%m-%d")));
+    let dir = a
+        .root
+        .join(format!("token_stats/{}", date.format("%Y-%m-%d")));
     fs::create_dir_all(&dir)?;
     let mut rng = Rng(a.seed ^ (u64::from(day) << 32) ^ 0xD1);
     let mut buf = Vec::with_capacity(512);
@@ -153,23 +161,40 @@ fn write_user(a: &Args, user: u32) -> std::io::Result<()> {
         let id = format!("ntf_{:08x}{n:04}", rng.next() as u32);
         fs::write(
             inbox.join(format!("{id}.json")),
-            format!(r#"{{"title":"Weekly report {n}","body":"Your usage report is ready.","created_at":"2026-01-01T00:00:00Z"}}"#),
+            format!(
+                r#"{{"title":"Weekly report {n}","body":"Your usage report is ready.","created_at":"2026-01-01T00:00:00Z"}}"#
+            ),
         )?;
         if n % 2 == 0 {
-            fs::write(ack.join(format!("{id}.ack")), r#"{"acked_at":"2026-01-02T00:00:00Z"}"#)?;
+            fs::write(
+                ack.join(format!("{id}.ack")),
+                r#"{"acked_at":"2026-01-02T00:00:00Z"}"#,
+            )?;
         }
     }
     let sessions = a.root.join(format!("chat_history/{u}/sessions"));
     let profile = a.root.join(format!("chat_history/{u}/profile"));
     fs::create_dir_all(&sessions)?;
     fs::create_dir_all(&profile)?;
-    fs::write(profile.join("settings.json"), r#"{"lang":"en","theme":"dark"}"#)?;
+    fs::write(
+        profile.join("settings.json"),
+        r#"{"lang":"en","theme":"dark"}"#,
+    )?;
     for s in 0..a.sessions_per_user {
         let path = sessions.join(format!("s{:08x}{s:03}.json", rng.next() as u32));
-        let span = a.session_bytes_max.saturating_sub(a.session_bytes_min).max(1);
+        let span = a
+            .session_bytes_max
+            .saturating_sub(a.session_bytes_min)
+            .max(1);
         // Log-uniform sizes: most sessions are small, a few are large.
-        let size = (a.session_bytes_min as f64 * ((span as f64).ln() * rng.below(1000) as f64 / 1000.0).exp()) as u64;
-        write_session(&path, size.clamp(a.session_bytes_min, a.session_bytes_max), &mut rng)?;
+        let size = (a.session_bytes_min as f64
+            * ((span as f64).ln() * rng.below(1000) as f64 / 1000.0).exp())
+            as u64;
+        write_session(
+            &path,
+            size.clamp(a.session_bytes_min, a.session_bytes_max),
+            &mut rng,
+        )?;
         if rng.below(1000) < a.old_sessions_per_mille {
             set_age(&path, Duration::from_secs(60 * 86_400))?;
         }
@@ -191,7 +216,11 @@ fn write_session(path: &Path, size: u64, rng: &mut Rng) -> std::io::Result<()> {
             out.push(b',');
         }
         first = false;
-        let role = if rng.below(2) == 0 { "user" } else { "assistant" };
+        let role = if rng.below(2) == 0 {
+            "user"
+        } else {
+            "assistant"
+        };
         write!(out, r#"{{"role":"{role}","text":""#)?;
         for _ in 0..(5 + rng.below(60)) {
             out.extend_from_slice(WORDS[rng.below(16) as usize].as_bytes());
@@ -210,9 +239,17 @@ fn write_temporaries(a: &Args) -> std::io::Result<()> {
         .collect();
     for i in 0..a.temporaries {
         let dir = match (i % 3, days.is_empty() || a.users == 0) {
-            (0, false) | (_, true) if !days.is_empty() => days[rng.below(days.len() as u64) as usize].clone(),
-            (1, _) if a.users > 0 => a.root.join(format!("notifications/user{:05}/inbox", rng.below(u64::from(a.users)))),
-            _ if a.users > 0 => a.root.join(format!("chat_history/user{:05}/sessions", rng.below(u64::from(a.users)))),
+            (0, false) | (_, true) if !days.is_empty() => {
+                days[rng.below(days.len() as u64) as usize].clone()
+            }
+            (1, _) if a.users > 0 => a.root.join(format!(
+                "notifications/user{:05}/inbox",
+                rng.below(u64::from(a.users))
+            )),
+            _ if a.users > 0 => a.root.join(format!(
+                "chat_history/user{:05}/sessions",
+                rng.below(u64::from(a.users))
+            )),
             _ => continue,
         };
         let kind = i % 4;
@@ -230,5 +267,8 @@ fn write_temporaries(a: &Args) -> std::io::Result<()> {
 }
 
 fn set_age(p: &Path, age: Duration) -> std::io::Result<()> {
-    fs::File::options().write(true).open(p)?.set_modified(SystemTime::now() - age)
+    fs::File::options()
+        .write(true)
+        .open(p)?
+        .set_modified(SystemTime::now() - age)
 }
