@@ -1,7 +1,6 @@
 //! Notifications: `notifications/{user}/inbox/ntf_{id}.json` and their read receipts
 //! `notifications/{user}/ack/ntf_{id}.ack`.
 
-use std::fs;
 use std::io;
 use std::path::PathBuf;
 
@@ -10,7 +9,7 @@ use serde_json::Value;
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::names::{NotificationId, UserId};
-use crate::root::Root;
+use crate::root::{Root, list_stems};
 
 impl Root {
     /// Delivers a notification: writes `inbox/ntf_{id}.json` atomically (a redelivery
@@ -76,33 +75,10 @@ impl Root {
         let acked = list_stems(&self.ack_dir(user), ".ack")?;
         let mut out: Vec<NotificationId> = list_stems(&self.inbox_dir(user), ".json")?
             .into_iter()
-            .filter(|s| acked.binary_search(s).is_err())
+            .filter(|s| s.starts_with("ntf_") && acked.binary_search(s).is_err())
             .filter_map(|s| NotificationId::new(s.strip_prefix("ntf_")?).ok())
             .collect();
         out.sort();
         Ok(out)
     }
-}
-
-/// Sorted stems (`ntf_{id}`) of the `ntf_*{ext}` files in `dir`.
-fn list_stems(dir: &std::path::Path, ext: &str) -> Result<Vec<String>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        if let Some(stem) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_suffix(ext))
-            .filter(|s| s.starts_with("ntf_"))
-        {
-            out.push(stem.to_owned());
-        }
-    }
-    out.sort();
-    Ok(out)
 }

@@ -252,3 +252,22 @@ fn too_large(path: &Path, bytes_max: u64) -> Error {
         reason: format!("larger than the limit of {bytes_max} bytes (not read)"),
     }
 }
+
+/// The names in `dir` that are valid UTF-8 and end with `ext`, with `ext` stripped, sorted.
+/// A missing directory is an empty one.
+pub(crate) fn list_stems(dir: &Path, ext: &str) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if let Some(stem) = entry.file_name().to_str().and_then(|n| n.strip_suffix(ext)) {
+            out.push(stem.to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}

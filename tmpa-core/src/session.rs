@@ -1,13 +1,12 @@
 //! Chat sessions, live (`sessions/{session}.json`) or archived
 //! (`archive/{session}.json.gz`), read through one call.
 
-use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::names::{SessionId, UserId};
-use crate::root::{Root, read_bounded};
+use crate::root::{Root, list_stems, read_bounded};
 
 /// Largest session read into memory, in bytes (compressed or not).
 pub const SESSION_BYTES_MAX: u64 = 256 << 20;
@@ -99,22 +98,9 @@ fn list_with_ext(
     ext: &str,
     loc: SessionLocation,
 ) -> Result<Vec<(SessionId, SessionLocation)>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        let name = entry.file_name();
-        if let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(ext))
-            .and_then(|s| SessionId::new(s).ok())
-        {
-            out.push((id, loc));
-        }
-    }
-    Ok(out)
+    Ok(list_stems(dir, ext)?
+        .into_iter()
+        .filter_map(|s| SessionId::new(s).ok())
+        .map(|id| (id, loc))
+        .collect())
 }
