@@ -26,8 +26,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 use tmpa_core::day::{
     COMPACTED_NAME, Compacted, DayScan, FileStamp, LooseEvent, Merge, Problem, SUMMARY_NAME,
-    compacted_matches, conflict_problem, merge, write_compacted,
+    compacted_matches, conflict_problem, merge, scan_dir, write_compacted,
 };
+use tmpa_core::dirfd::DirHandle;
 use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, log_line, resolve_root};
 use tmpa_core::summary::{Summary, read_cached, source_stamp, write_summary};
 use tmpa_core::{Day, Error, Event, Root};
@@ -274,21 +275,31 @@ fn select_days(root: &Root, args: &Args) -> (Vec<Day>, Vec<Problem>) {
 /// Compacts one day; never panics on bad input, never returns early without a report.
 /// With `no_delete`, everything is written and verified but no loose file is deleted.
 pub fn compact_day(run: &mut Run, day: Day, no_delete: bool) -> DayReport {
-    if let Some(r) = settled_day(run.root(), day) {
-        return r;
-    }
     let mut r = DayReport {
         day: day.to_string(),
         ..DayReport::default()
     };
-    let scan = match run.root().scan_day(day) {
-        Ok(s) => s,
+    // Held by descriptor from here on: a directory swapped for a symlink meanwhile
+    // cannot lead any read, write or delete of this run out of the root.
+    let dir = match DirHandle::open(run.root(), &run.root().day_dir(day)) {
+        Ok(h) => h,
         Err(e) => {
             r.status = if matches!(e, Error::Unsafe { .. }) {
                 "skipped"
             } else {
                 "failed"
             };
+            r.error = Some(e.chain());
+            return r;
+        }
+    };
+    if let Some(r) = settled_day(&dir, day) {
+        return r;
+    }
+    let scan = match scan_dir(day, dir.op_path(), dir.display()) {
+        Ok(s) => s,
+        Err(e) => {
+            r.status = "failed";
             r.error = Some(e.chain());
             return r;
         }
@@ -321,13 +332,13 @@ pub fn compact_day(run: &mut Run, day: Day, no_delete: bool) -> DayReport {
         r.problems.push(conflict_problem(&scan.loose[i]));
     }
     let outcome = if run.dry_run() {
-        plan_day(run.root(), &scan, &m, &mut r)
+        plan_day(&dir, &scan, &m, &mut r)
     } else {
-        act_day(run, &scan, &m, no_delete, &mut r)
+        act_day(run, &dir, &scan, &m, no_delete, &mut r)
     };
     if let Err(e) = outcome {
         r.status = "failed";
-        r.error = Some(e.chain());
+        r.error = Some(dir.describe(&e.chain()));
     }
     r.problems.sort();
     r
@@ -338,13 +349,13 @@ pub fn compact_day(run: &mut Run, day: Day, no_delete: bool) -> DayReport {
 /// so nightly runs do not re-read the whole history. (A `_compacted.json` damaged in place
 /// without a change of size or mtime is not noticed here; tmpa-patrol's corrupt_json check
 /// parses it.)
-fn settled_day(root: &Root, day: Day) -> Option<DayReport> {
-    let names = tmpa_core::day::list_event_names(&root.day_dir(day)).ok()?;
+fn settled_day(dir: &DirHandle, day: Day) -> Option<DayReport> {
+    let names = tmpa_core::day::read_event_names(dir.op_path()).ok()?;
     if !names.is_empty() {
         return None;
     }
-    let cached = read_cached(&root.day_dir(day).join(SUMMARY_NAME), day)?;
-    let compacted = fs::symlink_metadata(root.day_dir(day).join(COMPACTED_NAME)).ok()?;
+    let cached = read_cached(&dir.op(SUMMARY_NAME), day)?;
+    let compacted = fs::symlink_metadata(dir.op(COMPACTED_NAME)).ok()?;
     if !compacted.is_file()
         || cached.source != source_stamp(Some(FileStamp::of(&compacted)), &names)
     {
@@ -361,7 +372,12 @@ fn settled_day(root: &Root, day: Day) -> Option<DayReport> {
 }
 
 /// Dry run: what [`act_day`] would do, changing nothing.
-fn plan_day(root: &Root, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_core::Result<()> {
+fn plan_day(
+    dir: &DirHandle,
+    scan: &DayScan,
+    m: &Merge,
+    r: &mut DayReport,
+) -> tmpa_core::Result<()> {
     let remaining = remaining_names(scan, &m.added, &m.duplicates);
     let stamp = match (&scan.compacted, m.added.is_empty()) {
         (Compacted::Valid { stamp, .. }, true) => Some(*stamp),
@@ -369,7 +385,7 @@ fn plan_day(root: &Root, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_c
     };
     let summary = day_summary(scan.day, &m.events, stamp, &remaining);
     r.summary_rewritten =
-        !m.events.is_empty() && !summary_is_current(root, scan.day, &summary, stamp.is_some());
+        !m.events.is_empty() && !summary_is_current(dir, scan.day, &summary, stamp.is_some());
     r.deleted = m.added.len() + m.duplicates.len();
     r.status = "planned";
     Ok(())
@@ -378,12 +394,13 @@ fn plan_day(root: &Root, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_c
 /// Real run: write, verify, receipt, delete.
 fn act_day(
     run: &mut Run,
+    dir: &DirHandle,
     scan: &DayScan,
     m: &Merge,
     no_delete: bool,
     r: &mut DayReport,
 ) -> tmpa_core::Result<()> {
-    let cpath = scan.dir.join(COMPACTED_NAME);
+    let cpath = dir.op(COMPACTED_NAME);
     if m.events.is_empty() {
         r.status = "unchanged";
         return Ok(());
@@ -402,7 +419,7 @@ fn act_day(
                 path: scan.loose[i].path.clone(),
                 reason: format!(
                     "verification failed: {} does not read back as written (kept)",
-                    cpath.display()
+                    dir.shown(COMPACTED_NAME).display()
                 ),
             });
         }
@@ -419,11 +436,11 @@ fn act_day(
     let cmeta = fs::symlink_metadata(&cpath).map_err(|e| io_err("stat", &cpath, e))?;
     let remaining = remaining_names(scan, &verified, &[]);
     let summary = day_summary(scan.day, &m.events, Some(FileStamp::of(&cmeta)), &remaining);
-    if !summary_is_current(run.root(), scan.day, &summary, true) {
-        write_summary(&scan.dir.join(SUMMARY_NAME), &summary)?;
+    if !summary_is_current(dir, scan.day, &summary, true) {
+        write_summary(&dir.op(SUMMARY_NAME), &summary)?;
         r.summary_rewritten = true;
     }
-    r.deleted = delete_verified(run, scan, &verified, &cpath, m.events.len(), r)?;
+    r.deleted = delete_verified(run, dir, scan, &verified, m.events.len(), r)?;
     r.status = if m.added.is_empty() && r.deleted == 0 && !r.summary_rewritten {
         "unchanged"
     } else {
@@ -436,9 +453,9 @@ fn act_day(
 /// read (same inode, size and mtime), in inode order, then fsyncs the directory.
 fn delete_verified(
     run: &mut Run,
+    dir: &DirHandle,
     scan: &DayScan,
     verified: &[usize],
-    cpath: &std::path::Path,
     held_events: usize,
     r: &mut DayReport,
 ) -> tmpa_core::Result<usize> {
@@ -454,7 +471,7 @@ fn delete_verified(
                 "file": l.path,
                 "sha256": l.sha256,
                 "bytes": l.bytes,
-                "held_by": cpath,
+                "held_by": dir.shown(COMPACTED_NAME),
                 "held_events": held_events,
                 "verified": true,
             })
@@ -465,7 +482,7 @@ fn delete_verified(
     order.sort_by_key(|l| l.ino);
     let mut deleted = 0;
     for l in order {
-        if !still_same(l) {
+        if !still_same(dir, l) {
             r.kept += 1;
             r.problems.push(Problem {
                 path: l.path.clone(),
@@ -473,19 +490,19 @@ fn delete_verified(
             });
             continue;
         }
-        match fs::remove_file(&l.path) {
+        match fs::remove_file(dir.op(&l.name)) {
             Ok(()) => deleted += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("delete", &l.path, e)),
         }
     }
-    tmpa_core::atomic::sync_dir(&scan.dir)?;
+    tmpa_core::atomic::sync_dir(dir.op_path())?;
     Ok(deleted)
 }
 
-/// Whether the file at `l.path` is still the one that was read and verified.
-fn still_same(l: &LooseEvent) -> bool {
-    fs::symlink_metadata(&l.path)
+/// Whether the directory entry is still the file that was read and verified.
+fn still_same(dir: &DirHandle, l: &LooseEvent) -> bool {
+    fs::symlink_metadata(dir.op(&l.name))
         .is_ok_and(|m| m.is_file() && m.ino() == l.ino && m.len() == l.bytes)
 }
 
@@ -525,8 +542,8 @@ fn day_summary(
 
 /// Whether the cached summary already says exactly `summary` (when `compare_source`, its
 /// stamp too).
-fn summary_is_current(root: &Root, day: Day, summary: &Summary, compare_source: bool) -> bool {
-    read_cached(&root.day_dir(day).join(SUMMARY_NAME), day).is_some_and(|c| {
+fn summary_is_current(dir: &DirHandle, day: Day, summary: &Summary, compare_source: bool) -> bool {
+    read_cached(&dir.op(SUMMARY_NAME), day).is_some_and(|c| {
         let mut c = c;
         if !compare_source {
             c.source.clone_from(&summary.source);

@@ -66,8 +66,10 @@ impl Problem {
 /// A valid loose event file.
 #[derive(Clone, Debug)]
 pub struct LooseEvent {
-    /// Its path.
+    /// Its path, as shown in reports.
     pub path: PathBuf,
+    /// Its file name.
+    pub name: OsString,
     /// The event it holds.
     pub event: Event,
     /// SHA-256 of the file's bytes, lower-case hex.
@@ -140,18 +142,8 @@ impl Root {
     /// [`DayScan::problems`] or [`Compacted::Corrupt`].
     pub fn scan_day(&self, day: Day) -> Result<DayScan> {
         let dir = self.day_dir(day);
-        let names = list_event_names(&dir)?;
-        let compacted = read_compacted(&dir.join(COMPACTED_NAME), day);
-        let (loose, mut problems) = read_all_loose(&dir, &names);
-        problems.sort();
-        Ok(DayScan {
-            day,
-            dir,
-            compacted,
-            loose,
-            problems,
-            event_names: names,
-        })
+        check_real_dir(&dir)?;
+        scan_dir(day, &dir, &dir)
     }
 
     /// The valid events of a day, from `_compacted.json` and loose files, each id once,
@@ -185,6 +177,48 @@ impl Root {
     }
 }
 
+/// Scans a day directory reached through `op_dir` (an ordinary path, or a
+/// [`DirHandle`](crate::dirfd::DirHandle)'s operational path), reporting every path
+/// under `shown_dir`. The caller has made sure `op_dir` is a real directory.
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be listed.
+pub fn scan_dir(day: Day, op_dir: &Path, shown_dir: &Path) -> Result<DayScan> {
+    let names = read_event_names(op_dir).map_err(|e| match e {
+        Error::Io { op, source, .. } => Error::Io {
+            op,
+            path: shown_dir.to_path_buf(),
+            source,
+        },
+        other => other,
+    })?;
+    let compacted = match read_compacted(&op_dir.join(COMPACTED_NAME), day) {
+        Compacted::Corrupt(p) => Compacted::Corrupt(Problem {
+            path: shown_dir.join(COMPACTED_NAME),
+            reason: shown(&p.reason, op_dir, shown_dir),
+        }),
+        other => other,
+    };
+    let (loose, mut problems) = read_all_loose(op_dir, shown_dir, &names);
+    problems.sort();
+    Ok(DayScan {
+        day,
+        dir: shown_dir.to_path_buf(),
+        compacted,
+        loose,
+        problems,
+        event_names: names,
+    })
+}
+
+/// `message` with the operational directory replaced by the one shown in reports.
+fn shown(message: &str, op_dir: &Path, shown_dir: &Path) -> String {
+    if op_dir == shown_dir {
+        return message.to_owned();
+    }
+    message.replace(&*op_dir.to_string_lossy(), &shown_dir.to_string_lossy())
+}
+
 /// The problem reported for a loose event that conflicts with its compacted version.
 pub fn conflict_problem(l: &LooseEvent) -> Problem {
     Problem {
@@ -211,6 +245,12 @@ pub struct DayRead {
 /// [`Error::Unsafe`] if `dir` is a symlink or not a directory, [`Error::Io`] if it cannot
 /// be listed.
 pub fn list_event_names(dir: &Path) -> Result<Vec<OsString>> {
+    check_real_dir(dir)?;
+    read_event_names(dir)
+}
+
+/// Refuses a path that is a symlink or not a directory.
+fn check_real_dir(dir: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
     if meta.file_type().is_symlink() {
         return Err(Error::Unsafe {
@@ -224,6 +264,14 @@ pub fn list_event_names(dir: &Path) -> Result<Vec<OsString>> {
             reason: "is not a directory",
         });
     }
+    Ok(())
+}
+
+/// The sorted `evt_*.json` names in `dir` (no check of `dir` itself).
+///
+/// # Errors
+/// [`Error::Io`] when `dir` cannot be listed.
+pub fn read_event_names(dir: &Path) -> Result<Vec<OsString>> {
     let rd = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     let mut names = Vec::new();
     for entry in rd {
@@ -247,18 +295,22 @@ const READ_THREADS_MAX: usize = 4;
 
 /// Reads and validates every named loose file, on several threads for large days. The
 /// result is in `names` order whatever the threading.
-fn read_all_loose(dir: &Path, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
+fn read_all_loose(
+    dir: &Path,
+    shown_dir: &Path,
+    names: &[OsString],
+) -> (Vec<LooseEvent>, Vec<Problem>) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(READ_THREADS_MAX);
     if threads < 2 || names.len() < PARALLEL_FILES_MIN {
-        return read_loose_chunk(dir, names);
+        return read_loose_chunk(dir, shown_dir, names);
     }
     let chunk = names.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = names
             .chunks(chunk)
-            .map(|part| s.spawn(move || read_loose_chunk(dir, part)))
+            .map(|part| s.spawn(move || read_loose_chunk(dir, shown_dir, part)))
             .collect();
         let mut loose = Vec::with_capacity(names.len());
         let mut problems = Vec::new();
@@ -271,17 +323,30 @@ fn read_all_loose(dir: &Path, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Probl
     })
 }
 
-fn read_loose_chunk(dir: &Path, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
+fn read_loose_chunk(
+    dir: &Path,
+    shown_dir: &Path,
+    names: &[OsString],
+) -> (Vec<LooseEvent>, Vec<Problem>) {
     let mut loose = Vec::with_capacity(names.len());
     let mut problems = Vec::new();
     for name in names {
         let path = dir.join(name);
         match read_loose(&path, name) {
-            Ok(l) => loose.push(l),
+            Ok(mut l) => {
+                l.path = shown_dir.join(name);
+                loose.push(l);
+            }
             // A file removed since listing (by a concurrent compaction, or the backend):
             // it is simply not part of this scan.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => problems.push(Problem::from_error(&path, &e)),
+            Err(e) => {
+                let p = Problem::from_error(&path, &e);
+                problems.push(Problem {
+                    path: shown_dir.join(name),
+                    reason: shown(&p.reason, dir, shown_dir),
+                });
+            }
         }
     }
     (loose, problems)
@@ -306,6 +371,7 @@ fn read_loose(path: &Path, name: &std::ffi::OsStr) -> Result<LooseEvent> {
     }
     Ok(LooseEvent {
         path: path.to_path_buf(),
+        name: OsString::from(name),
         event,
         sha256: sha256_hex(&bytes),
         bytes: bytes.len() as u64,

@@ -33,6 +33,7 @@
 
 pub mod atomic;
 pub mod day;
+pub mod dirfd;
 pub mod error;
 pub mod event;
 pub mod names;
