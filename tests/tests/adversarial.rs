@@ -111,3 +111,112 @@ fn day_directory_swapped_for_a_symlink_while_compacting() {
         "the race helper hardly ran"
     );
 }
+
+/// Hostile entries in a day directory: a 2 GiB sparse "event", a socket and a character
+/// device with event names, names with a newline and of 255 bytes, a hard link to a file
+/// outside the root. No panic, no hang, nothing outside changed, each problem named.
+#[test]
+fn hostile_entries_in_a_day_are_reported_not_trusted() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    let decoy = decoy();
+    let before = snapshot(decoy.path(), &[]);
+    t.event(D1, "fine", "u", 1, 1);
+    let day = t.root().join(format!("token_stats/{D1}"));
+    let huge = fs::File::create(day.join("evt_huge.json")).expect("create");
+    huge.set_len(2 << 30).expect("sparse 2 GiB");
+    let _sock = std::os::unix::net::UnixListener::bind(day.join("evt_sock.json")).expect("socket");
+    let dev = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        day.join("evt_null.json"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    );
+    let newline = std::ffi::OsStr::from_bytes(b"evt_new\nline.json");
+    fs::write(
+        day.join(newline),
+        event_json("new\nline", "2026-11-01T00:00:00Z", "u", "m", 1, 1),
+    )
+    .expect("w");
+    let long_id = "x".repeat(255 - "evt_.json".len());
+    fs::write(
+        day.join(format!("evt_{long_id}.json")),
+        event_json(&long_id, "2026-11-01T00:00:00Z", "u", "m", 1, 1),
+    )
+    .expect("255-byte name");
+    // A hard link to a decoy file: an ordinary file inside the root as far as the kernel
+    // can tell. Its id differs from its name, so it is corrupt and kept.
+    fs::hard_link(
+        decoy.path().join("evt_decoy0.json"),
+        day.join("evt_hard.json"),
+    )
+    .expect("hard link");
+    for args in [&["--day", D1, "--dry-run"][..], &["--day", D1]] {
+        let r = t.run("tmpa-compact", args);
+        assert_eq!(r.code, 1, "{r:?}");
+        for name in ["evt_huge.json", "evt_sock.json", "evt_hard.json"] {
+            assert!(
+                r.stdout.contains(name),
+                "{name} not reported:\n{}",
+                r.stdout
+            );
+        }
+        assert!(r.stdout.contains("larger than the limit"), "{}", r.stdout);
+        assert!(r.stdout.contains("not a regular file"), "{}", r.stdout);
+    }
+    let read = Root::open(t.root())
+        .expect("root")
+        .read_day(D1.parse().expect("day"))
+        .expect("read");
+    let ids: Vec<&str> = read.events.iter().map(|e| e.id().as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["fine"],
+        "the newline and 255-byte ids are not valid names; nothing else is trusted"
+    );
+    assert!(day.join("evt_huge.json").exists() && day.join("evt_hard.json").exists());
+    if dev.is_ok() {
+        assert!(day.join("evt_null.json").exists());
+    }
+    assert_eq!(snapshot(decoy.path(), &[]), before);
+}
+
+/// Names that are not UTF-8 or hold a newline: every report stays one line per problem,
+/// the JSON report still serializes, and the names are shown escaped.
+#[test]
+fn odd_names_keep_reports_one_line_and_json_valid() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    t.event(D1, "ok", "u", 1, 1);
+    let day = t.root().join(format!("token_stats/{D1}"));
+    fs::write(
+        day.join(std::ffi::OsStr::from_bytes(b"evt_\xff\xfe.json")),
+        b"{}",
+    )
+    .expect("w");
+    fs::write(
+        day.join(std::ffi::OsStr::from_bytes(b"evt_a\nb.json")),
+        b"{}",
+    )
+    .expect("w");
+    let r = t.run("tmpa-compact", &["--day", D1, "--dry-run"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let problem_lines: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("problem:"))
+        .collect();
+    assert_eq!(problem_lines.len(), 2, "{}", r.stdout);
+    assert!(r.stdout.contains("\\xFF\\xFE"), "{}", r.stdout);
+    assert!(r.stdout.contains("evt_a\\nb.json"), "{}", r.stdout);
+    let json = t.run("tmpa-compact", &["--day", D1, "--json"]).json();
+    assert_eq!(
+        json["days"][0]["problems"]
+            .as_array()
+            .expect("problems")
+            .len(),
+        2
+    );
+    assert_eq!(json["exit_code"], 1);
+}

@@ -101,6 +101,7 @@ pub struct Report {
     /// `tmpa-compact`.
     pub program: &'static str,
     /// The canonical root.
+    #[serde(serialize_with = "tmpa_core::day::serialize_path")]
     pub root: PathBuf,
     /// Whether this was a dry run.
     pub dry_run: bool,
@@ -468,10 +469,10 @@ fn delete_verified(
             let l = &scan.loose[i];
             serde_json::json!({
                 "day": scan.day.to_string(),
-                "file": l.path,
+                "file": tmpa_core::day::path_text(&l.path),
                 "sha256": l.sha256,
                 "bytes": l.bytes,
-                "held_by": dir.shown(COMPACTED_NAME),
+                "held_by": tmpa_core::day::path_text(&dir.shown(COMPACTED_NAME)),
                 "held_events": held_events,
                 "verified": true,
             })

@@ -34,10 +34,40 @@ pub const COMPACTED_NAME: &str = "_compacted.json";
 /// Name of the summary cache of a day.
 pub const SUMMARY_NAME: &str = "_summary.json";
 
+/// A path as text for logs and JSON: as it is when it is UTF-8 without control
+/// characters, else quoted and escaped (`"evt_\xFF.json"`, `"a\nb"`), so that one
+/// problem is always one line and every report serializes.
+///
+/// # Examples
+/// ```
+/// use std::path::Path;
+/// use tmpa_core::day::path_text;
+/// assert_eq!(path_text(Path::new("/a/evt_1.json")), "/a/evt_1.json");
+/// assert_eq!(path_text(Path::new("/a/b\nc")), "\"/a/b\\nc\"");
+/// ```
+pub fn path_text(path: &Path) -> String {
+    match path.to_str() {
+        Some(s) if !s.chars().any(char::is_control) => s.to_owned(),
+        _ => format!("{path:?}"),
+    }
+}
+
+/// Serializes a path with [`path_text`] (serde refuses paths that are not UTF-8).
+///
+/// # Errors
+/// Whatever the serializer returns for a string.
+pub fn serialize_path<S: serde::Serializer>(
+    path: &Path,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&path_text(path))
+}
+
 /// A file that could not be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Problem {
     /// The file concerned.
+    #[serde(serialize_with = "serialize_path")]
     pub path: PathBuf,
     /// What is wrong, in words.
     pub reason: String,
@@ -45,7 +75,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.reason)
+        write!(f, "{}: {}", path_text(&self.path), self.reason)
     }
 }
 

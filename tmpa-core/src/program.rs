@@ -185,8 +185,8 @@ pub struct RunRecord {
     pub task: String,
     /// The binary that ran.
     pub program: String,
-    /// The canonical root.
-    pub root: PathBuf,
+    /// The canonical root (escaped as by [`path_text`](crate::day::path_text)).
+    pub root: String,
     /// RFC 3339.
     pub started_at: String,
     /// RFC 3339.
@@ -201,7 +201,7 @@ pub struct RunRecord {
     pub counts: BTreeMap<String, u64>,
     /// The receipt of what this run deleted, if it deleted anything.
     #[serde(default)]
-    pub receipt: Option<PathBuf>,
+    pub receipt: Option<String>,
     /// When the last real run that finished its work (exit 0 or 1) started, this one or an
     /// earlier one; carried forward by runs that do not succeed.
     #[serde(default)]
@@ -346,14 +346,17 @@ impl Run {
         let record = RunRecord {
             task: self.task.to_owned(),
             program: self.program.to_owned(),
-            root: self.root.path().to_path_buf(),
+            root: crate::day::path_text(self.root.path()),
             started_at: rfc3339(self.started),
             finished_at: rfc3339(finished),
             duration_secs,
             dry_run: self.dry_run,
             exit_code: exit.code(),
             counts: counts.clone(),
-            receipt: self.receipt.as_ref().map(|r| r.path.clone()),
+            receipt: self
+                .receipt
+                .as_ref()
+                .map(|r| crate::day::path_text(&r.path)),
             last_success_at: last_at,
             last_success_duration_secs: last_dur,
             last_success_exit_code: last_exit,
