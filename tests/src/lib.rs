@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Once;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// The workspace's target directory for the current profile (`target/debug`).
@@ -19,18 +19,25 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A command for one of the workspace's binaries (`tmpa-compact`, ...), building them once
-/// per test process so that `cargo test` alone is enough.
+/// A command for one of the workspace's binaries (`tmpa-compact`, ...), building it once
+/// per test process so that `cargo test` alone is enough. Only the binary asked for is
+/// built, so a test of one program does not depend on the others compiling.
 pub fn bin(name: &str) -> Command {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--workspace", "--bins"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --workspace --bins failed");
-    });
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    {
+        let mut built = BUILT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !built.iter().any(|b| b == name) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--bin", name])
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build --bin {name} failed");
+            built.push(name.to_owned());
+        }
+    }
     let path = target_dir().join(name);
     assert!(path.exists(), "{} not built", path.display());
     let mut cmd = Command::new(path);

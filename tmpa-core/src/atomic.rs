@@ -133,6 +133,18 @@ impl AtomicFile {
         &self.tmp
     }
 
+    /// Sets the permission bits the final file will have (through the open descriptor,
+    /// never by path), e.g. to keep an archive as private as the file it was made from.
+    /// The umask does not apply.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the temporary path.
+    pub fn set_mode(&self, mode: u32) -> Result<()> {
+        self.file()
+            .set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| Error::io("chmod", &self.tmp, e))
+    }
+
     /// Flushes, fsyncs, renames over the final path and fsyncs the directory.
     ///
     /// # Errors

@@ -53,7 +53,9 @@ impl Root {
     }
 
     /// Every session of a user with where it lives, sorted by name. A session found both
-    /// live and archived is listed once, as live.
+    /// live and archived is listed once, as live. Temporaries (`{final}.tmp.{suffix}`,
+    /// which may end in `.json` too) and names that are not valid [`SessionId`]s are left
+    /// out.
     ///
     /// # Errors
     /// [`Error::Io`] when a directory cannot be listed (a missing one is empty).
@@ -100,6 +102,8 @@ fn list_with_ext(
 ) -> Result<Vec<(SessionId, SessionLocation)>> {
     Ok(list_stems(dir, ext)?
         .into_iter()
+        // `s.json.tmp.json` ends in `.json` but is a temporary of `s.json` (SPEC §2).
+        .filter(|s| crate::temp_final_name(std::ffi::OsStr::new(&format!("{s}{ext}"))).is_none())
         .filter_map(|s| SessionId::new(s).ok())
         .map(|id| (id, loc))
         .collect())

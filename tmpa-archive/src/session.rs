@@ -1,0 +1,556 @@
+//! Archiving one chat session: stream it through gzip into `archive/{session}.json.gz`,
+//! verify the archive by decompressing it from disk and comparing it byte for byte with
+//! the source, and say whether the source may now be deleted.
+//!
+//! Nothing here deletes a source: [`archive_one`] returns a [`Prepared`] that the caller
+//! deletes only after writing the receipt, and only if [`Prepared::still_same`] holds.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use flate2::{Compression, GzBuilder};
+use serde::de::IgnoredAny;
+use sha2::{Digest, Sha256};
+use tmpa_core::dirfd::DirHandle;
+use tmpa_core::{AtomicFile, Error};
+
+/// Chunk size for streaming a session and comparing it with its archive.
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// What was found or done for one session that was old enough to archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new archive was written and verified; the source is deleted (or would be).
+    Archive,
+    /// The archive already held exactly the session's bytes (an interrupted run): the source
+    /// is deleted (or would be).
+    Complete,
+    /// The archive holds other bytes, or is not valid gzip: both kept.
+    Conflict,
+    /// The session changed while it was being archived: kept, retried next run.
+    Changed,
+    /// The archive did not read back equal to the session: both kept.
+    VerificationFailed,
+    /// An I/O error (full disk, permission, immutable directory): the session is kept.
+    Failed,
+}
+
+impl Action {
+    /// The word the text report shows, for a real run or a dry run.
+    pub fn word(self, dry_run: bool) -> &'static str {
+        match (self, dry_run) {
+            (Action::Archive, false) => "archived",
+            (Action::Archive, true) => "would archive",
+            (Action::Complete, false) => "completed",
+            (Action::Complete, true) => "would complete",
+            (Action::Conflict, _) => "conflict",
+            (Action::Changed, _) => "changed",
+            (Action::VerificationFailed, _) => "verification failed",
+            (Action::Failed, _) => "failed",
+        }
+    }
+
+    /// Whether the source may be deleted once the receipt is written.
+    pub fn deletes_source(self) -> bool {
+        matches!(self, Action::Archive | Action::Complete)
+    }
+}
+
+/// Identity and state of a source file when it was opened: if any of these differ later,
+/// the session was rewritten meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// The stamp of `m`.
+    pub fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Modification time in whole seconds since the epoch.
+    pub fn mtime_secs(&self) -> i64 {
+        self.mtime.0
+    }
+}
+
+/// The outcome of archiving one session.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What happened.
+    pub action: Action,
+    /// In words, for the report (names the paths concerned).
+    pub detail: String,
+    /// SHA-256 of the session's bytes, when they were read whole.
+    pub sha256: Option<String>,
+    /// Size of the archive, when one was written or found.
+    pub archive_bytes: Option<u64>,
+    /// Whether the session is valid JSON (`None` when it was not read whole).
+    pub valid_json: Option<bool>,
+    /// Inode of an archive written by this run (so that it can be taken back if the
+    /// source changes before it is deleted).
+    pub written_ino: Option<u64>,
+    stamp: Stamp,
+}
+
+impl Prepared {
+    /// Whether the directory entry `name` in `dir` is still exactly the file that was
+    /// archived and verified (same inode, size, mtime and ctime).
+    pub fn still_same(&self, dir: &DirHandle, name: &str) -> bool {
+        fs::symlink_metadata(dir.op(name)).is_ok_and(|m| m.is_file() && Stamp::of(&m) == self.stamp)
+    }
+
+    /// Removes the archive this run wrote for the session (when it did), because the
+    /// session changed before it could be deleted: the live file is newer.
+    pub fn take_back(&self, archive: &DirHandle, archive_name: &str) {
+        if let Some(ino) = self.written_ino {
+            take_back(archive, archive_name, ino);
+        }
+    }
+
+    /// Size of the session in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.stamp.size
+    }
+}
+
+/// Options of an archival.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// gzip level, 0 to 9.
+    pub level: u32,
+    /// Plan only: read and compare, write nothing.
+    pub dry_run: bool,
+}
+
+/// Opens a file for reading without following a symlink and without blocking on a FIFO.
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
+    let flags =
+        rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
+    File::options()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+}
+
+/// Archives session `name` of `sessions` into `archive_name` of `archive` (`None` in a dry
+/// run when the archive directory does not exist yet). `shown_*` are the ordinary paths for
+/// reports. Never deletes, never overwrites an existing archive.
+pub fn archive_one(
+    sessions: &DirHandle,
+    name: &str,
+    archive: Option<&DirHandle>,
+    archive_name: &str,
+    opts: Options,
+) -> Prepared {
+    let shown = sessions.shown(name);
+    let shown_archive = archive.map_or_else(
+        || {
+            sessions
+                .display()
+                .with_file_name("archive")
+                .join(archive_name)
+        },
+        |a| a.shown(archive_name),
+    );
+    let mut source = match open_nofollow(&sessions.op(name)) {
+        Ok(f) => f,
+        Err(e) => return failed_early(sessions, &shown, "open", e),
+    };
+    let stamp = match source.metadata() {
+        Ok(m) if m.is_file() => Stamp::of(&m),
+        Ok(_) => {
+            return failed_early(
+                sessions,
+                &shown,
+                "open",
+                io::Error::other("not a regular file"),
+            );
+        }
+        Err(e) => return failed_early(sessions, &shown, "stat", e),
+    };
+    let mut p = Prepared {
+        action: Action::Failed,
+        detail: String::new(),
+        sha256: None,
+        archive_bytes: None,
+        valid_json: None,
+        written_ino: None,
+        stamp,
+    };
+    let existing = archive.and_then(|a| fs::symlink_metadata(a.op(archive_name)).ok());
+    let result = match existing {
+        Some(m) => compare_existing(
+            &mut p,
+            (&mut source, &shown),
+            archive.expect("exists"),
+            archive_name,
+            &m,
+        ),
+        None => write_new_archive(&mut p, (&mut source, &shown), archive, archive_name, opts),
+    };
+    if let Err(e) = result {
+        p.action = Action::Failed;
+        p.detail = sessions.describe(&archive.map_or(e.chain(), |a| a.describe(&e.chain())));
+        return p;
+    }
+    // A session rewritten while we read it is retried next run; an archive this run made
+    // of the old bytes is taken back (the live file is newer, so nothing is lost).
+    if p.action.deletes_source() && !source_unchanged(&source, sessions, name, &stamp) {
+        if let (Some(a), Some(ino)) = (archive, p.written_ino) {
+            take_back(a, archive_name, ino);
+            p.written_ino = None;
+        }
+        p.action = Action::Changed;
+        p.detail = "changed while being archived (kept; retried next run)".into();
+    }
+    if p.detail.is_empty() {
+        p.detail = match p.action {
+            Action::Archive => format!("-> {}", tmpa_core::day::path_text(&shown_archive)),
+            Action::Complete => format!(
+                "{} already holds these bytes (an earlier run was interrupted)",
+                tmpa_core::day::path_text(&shown_archive)
+            ),
+            _ => String::new(),
+        };
+    }
+    p
+}
+
+fn failed_early(sessions: &DirHandle, shown: &Path, op: &'static str, e: io::Error) -> Prepared {
+    let err = Error::Io {
+        op,
+        path: shown.to_path_buf(),
+        source: e,
+    };
+    Prepared {
+        action: Action::Failed,
+        detail: sessions.describe(&err.chain()),
+        sha256: None,
+        archive_bytes: None,
+        valid_json: None,
+        written_ino: None,
+        stamp: Stamp {
+            dev: 0,
+            ino: 0,
+            size: 0,
+            mtime: (0, 0),
+            ctime: (0, 0),
+        },
+    }
+}
+
+/// Whether the open source and its directory entry still match `stamp`.
+fn source_unchanged(source: &File, dir: &DirHandle, name: &str, stamp: &Stamp) -> bool {
+    source.metadata().is_ok_and(|m| Stamp::of(&m) == *stamp)
+        && fs::symlink_metadata(dir.op(name)).is_ok_and(|m| Stamp::of(&m) == *stamp)
+}
+
+/// Removes the archive this run wrote, if the entry is still that file.
+fn take_back(archive: &DirHandle, archive_name: &str, ino: u64) {
+    let path = archive.op(archive_name);
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == ino) {
+        // Best effort: a leftover archive of an older version is reported as a conflict
+        // by the next run, never silently replaced.
+        let _ = fs::remove_file(&path);
+        let _ = tmpa_core::atomic::sync_dir(archive.op_path());
+    }
+}
+
+/// An archive already exists: it completes an interrupted run when it holds exactly the
+/// session's bytes, and is a conflict otherwise. It is never rewritten.
+fn compare_existing(
+    p: &mut Prepared,
+    (source, source_shown): (&mut File, &Path),
+    archive: &DirHandle,
+    archive_name: &str,
+    meta: &fs::Metadata,
+) -> tmpa_core::Result<()> {
+    let shown = archive.shown(archive_name);
+    if !meta.is_file() {
+        p.action = Action::Conflict;
+        p.detail = format!(
+            "{} exists but is not a regular file (both kept)",
+            tmpa_core::day::path_text(&shown)
+        );
+        return Ok(());
+    }
+    p.archive_bytes = Some(meta.len());
+    match archive_equals_source(archive, archive_name, source, source_shown)? {
+        Ok(true) => p.action = Action::Complete,
+        Ok(false) => {
+            p.action = Action::Conflict;
+            p.detail = format!(
+                "{} holds different bytes (both kept; compare them and remove the wrong one)",
+                tmpa_core::day::path_text(&shown)
+            );
+        }
+        Err(reason) => {
+            p.action = Action::Conflict;
+            p.detail = format!(
+                "{} cannot be read back: {reason} (both kept)",
+                tmpa_core::day::path_text(&shown)
+            );
+        }
+    }
+    if p.action == Action::Complete {
+        let (sha, valid) = hash_and_check(source, source_shown)?;
+        p.sha256 = Some(sha);
+        p.valid_json = Some(valid);
+    }
+    Ok(())
+}
+
+/// Reads the source whole once more for its SHA-256 (for the receipt) and JSON validity.
+fn hash_and_check(source: &mut File, shown: &Path) -> tmpa_core::Result<(String, bool)> {
+    source.rewind().map_err(|e| io_err("seek", shown, e))?;
+    let mut tee = Tee::new(&mut *source, io::sink());
+    let valid = json_valid(&mut tee).map_err(|e| io_err("read", shown, e))?;
+    Ok((format!("{:x}", tee.hash.finalize()), valid))
+}
+
+/// Streams the source through gzip into a new archive (a temporary in the archive
+/// directory, committed without replacing anything), then verifies it from disk.
+fn write_new_archive(
+    p: &mut Prepared,
+    (source, source_shown): (&mut File, &Path),
+    archive: Option<&DirHandle>,
+    archive_name: &str,
+    opts: Options,
+) -> tmpa_core::Result<()> {
+    let Some(archive) = archive.filter(|_| !opts.dry_run) else {
+        // Dry run: read the session as a real run would (hash, JSON check), write nothing.
+        let (sha, valid) = hash_and_check(source, source_shown)?;
+        p.sha256 = Some(sha);
+        p.valid_json = Some(valid);
+        p.action = Action::Archive;
+        return Ok(());
+    };
+    let out = AtomicFile::create(archive.op(archive_name))?;
+    // The archive is as private as the session it holds.
+    let mode = source
+        .metadata()
+        .map_err(|e| io_err("stat", source_shown, e))?
+        .mode();
+    out.set_mode(mode & 0o777)?;
+    let inner_name = archive_name.strip_suffix(".gz").unwrap_or(archive_name);
+    let gz = GzBuilder::new()
+        .filename(inner_name.as_bytes())
+        .mtime(u32::try_from(p.stamp.mtime_secs().max(0)).unwrap_or(0))
+        .write(out, Compression::new(opts.level));
+    let mut tee = Tee::new(&mut *source, gz);
+    // An error here is either reading the session or writing the archive (full disk):
+    // name both.
+    let valid = json_valid(&mut tee).map_err(|e| {
+        io_err(
+            "archive",
+            source_shown,
+            io::Error::new(
+                e.kind(),
+                format!("into {}: {e}", archive.display().display()),
+            ),
+        )
+    })?;
+    let Tee { hash, out: gz, .. } = tee;
+    let out = gz
+        .finish()
+        .map_err(|e| io_err("compress", archive.display(), e))?;
+    p.sha256 = Some(format!("{:x}", hash.finalize()));
+    p.valid_json = Some(valid);
+    // Rewritten while we read it: nothing is committed, the session is retried next run.
+    let now = source.metadata().map(|m| Stamp::of(&m));
+    if now.ok() != Some(p.stamp) {
+        out.discard()?;
+        p.action = Action::Changed;
+        p.detail = "changed while being archived (kept; retried next run)".into();
+        return Ok(());
+    }
+    match out.commit_new() {
+        Ok(()) => {}
+        Err(e) if e.io_kind() == Some(io::ErrorKind::AlreadyExists) => {
+            p.action = Action::Conflict;
+            p.detail = format!(
+                "{} appeared while this run was writing it (both kept; the next run compares)",
+                tmpa_core::day::path_text(&archive.shown(archive_name))
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    let written = fs::symlink_metadata(archive.op(archive_name))
+        .map_err(|e| io_err("stat", &archive.shown(archive_name), e))?;
+    p.written_ino = Some(written.ino());
+    p.archive_bytes = Some(written.len());
+    // Verification: decompress what is on disk and compare with the session's bytes.
+    match archive_equals_source(archive, archive_name, source, source_shown)? {
+        Ok(true) => p.action = Action::Archive,
+        Ok(false) | Err(_) => {
+            p.action = Action::VerificationFailed;
+            p.detail = format!(
+                "verification failed: {} does not decompress to the session's bytes (both kept)",
+                tmpa_core::day::path_text(&archive.shown(archive_name))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses the archive from disk and compares it with the source from its start.
+/// The outer error is an I/O error on the source; the inner one says why the archive
+/// cannot be read back (not gzip, truncated, unreadable).
+fn archive_equals_source(
+    archive: &DirHandle,
+    archive_name: &str,
+    source: &mut File,
+    source_shown: &Path,
+) -> tmpa_core::Result<Result<bool, String>> {
+    let shown = archive.shown(archive_name);
+    let file = match open_nofollow(&archive.op(archive_name)) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(archive.describe(&io_err("open", &shown, e).chain()))),
+    };
+    source
+        .rewind()
+        .map_err(|e| io_err("seek", source_shown, e))?;
+    let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK_BYTES, file));
+    same_bytes(gz, &mut *source).map_err(|e| io_err("read", source_shown, e))
+}
+
+/// Compares two streams byte for byte. An error reading `a` (the archive) is a reason in
+/// the inner result; an error reading `b` (the source) is the outer error.
+fn same_bytes(a: impl Read, b: impl Read) -> io::Result<Result<bool, String>> {
+    let mut a = BufReader::with_capacity(CHUNK_BYTES, a);
+    let mut b = BufReader::with_capacity(CHUNK_BYTES, b);
+    loop {
+        let ab = match io::BufRead::fill_buf(&mut a) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let bb = io::BufRead::fill_buf(&mut b)?;
+        if ab.is_empty() || bb.is_empty() {
+            return Ok(Ok(ab.is_empty() && bb.is_empty()));
+        }
+        let n = ab.len().min(bb.len());
+        if ab[..n] != bb[..n] {
+            return Ok(Ok(false));
+        }
+        io::BufRead::consume(&mut a, n);
+        io::BufRead::consume(&mut b, n);
+    }
+}
+
+/// Reads the whole of `tee` (so every byte reaches its output and hash) and says whether it
+/// was one valid JSON document. Only I/O errors are errors.
+fn json_valid<R: Read, W: Write>(tee: &mut Tee<R, W>) -> io::Result<bool> {
+    let parsed = {
+        let reader = BufReader::with_capacity(CHUNK_BYTES, &mut *tee);
+        serde_json::from_reader::<_, IgnoredAny>(reader)
+    };
+    if let Some(e) = tee.error.take() {
+        return Err(e);
+    }
+    // A parse error stops reading early: the rest must still be archived.
+    io::copy(tee, &mut io::sink())?;
+    if let Some(e) = tee.error.take() {
+        return Err(e);
+    }
+    Ok(parsed.is_ok())
+}
+
+/// A reader that copies everything it reads to `out` and into a SHA-256.
+struct Tee<R, W> {
+    inner: R,
+    out: W,
+    hash: Sha256,
+    error: Option<io::Error>,
+}
+
+impl<R, W> Tee<R, W> {
+    fn new(inner: R, out: W) -> Self {
+        Tee {
+            inner,
+            out,
+            hash: Sha256::new(),
+            error: None,
+        }
+    }
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).inspect_err(|e| {
+            self.error = Some(io::Error::new(e.kind(), e.to_string()));
+        })?;
+        self.hash.update(&buf[..n]);
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let kind = e.kind();
+            let msg = e.to_string();
+            self.error = Some(e);
+            return Err(io::Error::new(kind, msg));
+        }
+        Ok(n)
+    }
+}
+
+fn io_err(op: &'static str, path: &Path, e: io::Error) -> Error {
+    Error::Io {
+        op,
+        path: PathBuf::from(path),
+        source: e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_bytes_compares_streams_of_any_chunking() {
+        let a = vec![7u8; 300_000];
+        let mut b = a.clone();
+        assert_eq!(same_bytes(&a[..], &b[..]).unwrap(), Ok(true));
+        b[299_999] = 8;
+        assert_eq!(same_bytes(&a[..], &b[..]).unwrap(), Ok(false));
+        assert_eq!(same_bytes(&a[..10], &a[..11]).unwrap(), Ok(false));
+        assert_eq!(same_bytes(&[][..], &[][..]).unwrap(), Ok(true));
+    }
+
+    #[test]
+    fn tee_passes_every_byte_even_after_a_parse_error() {
+        let input = b"{\"a\": [1, 2, oops]} and trailing bytes".to_vec();
+        let mut out = Vec::new();
+        let mut tee = Tee::new(&input[..], &mut out);
+        assert!(!json_valid(&mut tee).unwrap());
+        drop(tee);
+        assert_eq!(out, input);
+        let mut out = Vec::new();
+        let mut tee = Tee::new(&b"{\"ok\": true}\n"[..], &mut out);
+        assert!(json_valid(&mut tee).unwrap());
+    }
+
+    #[test]
+    fn json_nesting_bomb_is_invalid_not_a_crash() {
+        let bomb = "[".repeat(100_000);
+        let mut tee = Tee::new(bomb.as_bytes(), io::sink());
+        assert!(!json_valid(&mut tee).unwrap());
+    }
+}
