@@ -31,7 +31,7 @@ pub fn bin(name: &str) -> Command {
         if !built.iter().any(|b| b == name) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--quiet", "--bin", name])
+                .args(["build", "--quiet", "--workspace", "--bin", name])
                 .status()
                 .expect("run cargo build");
             assert!(status.success(), "cargo build --bin {name} failed");
