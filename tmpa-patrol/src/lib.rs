@@ -1,24 +1,780 @@
-//! tmpa-patrol: see SPEC and docs/ARCHITECTURE.md. Filled in by its own issue.
+//! # tmpa-patrol (the nine-item checklist)
+//!
+//! Checks a TMPA root the way the operations card asks, in one walk of the tree, and
+//! reports in the three shapes monitoring wants: a Nagios-style first line with perfdata
+//! plus a human table, `--json` (SPEC §7), and `--prometheus FILE` for node_exporter's
+//! textfile collector.
+//!
+//! The checks, by name: `service`, `directories`, `inbox_files`, `token_stats_files`,
+//! `inodes`, `tmp_files`, `corrupt_json`, `compact_events_last_success`,
+//! `archive_history_last_success`. Each has a status (ok, warning, critical, unknown), a
+//! value and a detail; every threshold is a flag whose default is the card's.
+//!
+//! Invariants:
+//! - Read-only in the data tree: it takes no lock and writes nothing there. The only
+//!   files it writes are the `--prometheus` file (atomically) and, with `--incremental`,
+//!   its JSON-check cache under `{root}/.tmpa/patrol/` (atomically).
+//! - One walk of the three data directories feeds every file-based check; symlinks are
+//!   never followed, reads are bounded in size and never block on a FIFO.
+//! - Exit code is the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
+//!   3 unknown. A patrol that cannot check at all (not a root, bad flag) exits 3.
 
-use std::path::PathBuf;
+pub mod corrupt;
+pub mod jobs;
+pub mod prom;
+pub mod service;
+pub mod walk;
 
-use tmpa_core::program::{ExitStatus, resolve_root};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
 
-/// Command-line arguments.
-#[derive(clap::Parser, Debug)]
-#[command(name = "tmpa-patrol", version, about)]
+use serde::Serialize;
+use tmpa_core::Root;
+use tmpa_core::day::path_text;
+use tmpa_core::program::{log_line, now_rfc3339, parse_age, resolve_root};
+
+/// Program name, as in the logs.
+pub const PROGRAM: &str = "tmpa-patrol";
+
+/// The checks, in report order.
+pub const CHECK_NAMES: [&str; 9] = [
+    "service",
+    "directories",
+    "inbox_files",
+    "token_stats_files",
+    "inodes",
+    "tmp_files",
+    "corrupt_json",
+    "compact_events_last_success",
+    "archive_history_last_success",
+];
+
+/// How many paths a check lists at most (the count is always exact).
+pub const FINDINGS_MAX: usize = 20;
+
+/// Check a TMPA root against the nine-item operations checklist (read-only).
+///
+/// Exit status follows the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
+/// 3 unknown (including "cannot check": not a TMPA root, bad flag).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "tmpa-patrol", version, about, long_about = None)]
 pub struct Args {
-    /// The TMPA root to work on [default: the current directory]
+    /// The TMPA root to check [default: the current directory]
     #[arg(long, env = "TMPA_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Print the report as one JSON document on stdout (log lines go to stderr)
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report in node_exporter textfile format to FILE, atomically
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+
+    /// Command that must exit 0 and print RUNNING, run with `sh -c`
+    /// (e.g. "supervisorctl status app") [default: none; the check is skipped]
+    #[arg(long, value_name = "CMD")]
+    pub service_cmd: Option<String>,
+    /// Kill the service command after this long (it is then critical)
+    #[arg(long, value_name = "AGE", default_value = "10s", value_parser = parse_age)]
+    pub service_timeout: Duration,
+
+    /// Directories that must exist as real directories in the root, comma-separated
+    #[arg(
+        long,
+        value_name = "DIRS",
+        value_delimiter = ',',
+        default_value = "notifications,token_stats,chat_history"
+    )]
+    pub required_dirs: Vec<String>,
+
+    /// Warn when an inbox holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub inbox_files_warning: u64,
+    /// Critical when an inbox holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 10000)]
+    pub inbox_files_critical: u64,
+    /// Warn when a token_stats day directory holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub token_stats_files_warning: u64,
+    /// Critical when a token_stats day directory holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 10000)]
+    pub token_stats_files_critical: u64,
+
+    /// Warn when more than this percentage of the file system's inodes is used
+    #[arg(long, value_name = "PCT", default_value_t = 70.0)]
+    pub inodes_warning: f64,
+    /// Critical when more than this percentage of the file system's inodes is used
+    #[arg(long, value_name = "PCT", default_value_t = 85.0)]
+    pub inodes_critical: f64,
+
+    /// A temporary unchanged for this long is stale (tmpa-tmpclean's --older-than)
+    #[arg(long, value_name = "AGE", default_value = "48h", value_parser = parse_age)]
+    pub tmp_older_than: Duration,
+    /// Warn when more than this many stale temporaries exist
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub tmp_warning: u64,
+    /// Critical when more than this many stale temporaries exist
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub tmp_critical: u64,
+
+    /// Warn when more than this many JSON files are corrupt
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub corrupt_warning: u64,
+    /// Critical when more than this many JSON files are corrupt
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub corrupt_critical: u64,
+    /// Re-parse only JSON files whose size, mtime, ctime or inode changed since they
+    /// were last checked (cache in {root}/.tmpa/patrol/)
+    #[arg(long)]
+    pub incremental: bool,
+    /// With --incremental: ignore the cache, parse every file, and rebuild the cache
+    #[arg(long, requires = "incremental")]
+    pub full: bool,
+    /// With --incremental: re-parse a file whose cached verdict is older than this,
+    /// changed or not
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
+    pub cache_max_age: Duration,
+
+    /// compact_events must have succeeded (a real run, exit 0 or 1) this recently
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
+    pub compact_window: Duration,
+    /// archive_history must have succeeded this recently (weekly job: 7 days + 1)
+    #[arg(long, value_name = "AGE", default_value = "8d", value_parser = parse_age)]
+    pub archive_window: Duration,
+    /// A job's log (TASK is compact_events or archive_history); repeatable. Its last 50
+    /// lines are shown when the job is not healthy, and a deletion that follows a failed
+    /// verification of the same path is critical
+    #[arg(long = "log", value_name = "TASK=PATH", value_parser = parse_log_arg)]
+    pub logs: Vec<(String, PathBuf)>,
 }
 
-/// Runs the program.
-///
-/// # Errors
-/// A root that is not a TMPA root.
-pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
-    let _root = resolve_root(args.root.as_deref())?;
-    eprintln!("tmpa-patrol: not implemented yet");
-    Ok(ExitStatus::Failure)
+fn parse_log_arg(s: &str) -> Result<(String, PathBuf), String> {
+    let (task, path) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected TASK=PATH, e.g. compact_events=/var/log/tmpa/compact.log")
+    })?;
+    if !jobs::TASKS.contains(&task) {
+        return Err(format!(
+            "{task:?}: unknown task; use one of {}",
+            jobs::TASKS.join(", ")
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("{s:?}: empty path"));
+    }
+    Ok((task.to_owned(), PathBuf::from(path)))
+}
+
+/// The outcome of one check (or of the whole patrol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// 0: fine.
+    Ok,
+    /// 1: needs a look soon.
+    Warning,
+    /// 2: needs a look now.
+    Critical,
+    /// 3: could not be checked.
+    Unknown,
+}
+
+impl Status {
+    /// The plugin exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+            Status::Unknown => 3,
+        }
+    }
+
+    /// The word on the Nagios status line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warning => "WARNING",
+            Status::Critical => "CRITICAL",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Severity for combining: critical > warning > unknown > ok (the usual plugin
+    /// rule: a known problem outranks a check that could not run).
+    fn severity(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Unknown => 1,
+            Status::Warning => 2,
+            Status::Critical => 3,
+        }
+    }
+
+    /// The worse of two statuses.
+    pub fn worst(self, other: Status) -> Status {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// The status of `value` against "more than `warning`" / "more than `critical`".
+    pub fn of_threshold(value: f64, warning: f64, critical: f64) -> Status {
+        if value > critical {
+            Status::Critical
+        } else if value > warning {
+            Status::Warning
+        } else {
+            Status::Ok
+        }
+    }
+}
+
+impl From<Status> for ExitCode {
+    fn from(s: Status) -> ExitCode {
+        ExitCode::from(s.code())
+    }
+}
+
+/// One perfdata item (Nagios) / one number of a check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Perf {
+    /// Label, e.g. `inbox_files_max`.
+    pub label: &'static str,
+    /// The value; `None` prints as `U`.
+    pub value: Option<f64>,
+    /// Unit of measure: "", "%", "s".
+    pub uom: &'static str,
+    /// Warning threshold.
+    pub warn: Option<f64>,
+    /// Critical threshold.
+    pub crit: Option<f64>,
+}
+
+/// The result of one check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// One of [`CHECK_NAMES`].
+    pub name: &'static str,
+    /// Its status.
+    pub status: Status,
+    /// Its main number (null when it could not be measured).
+    #[serde(serialize_with = "serialize_number")]
+    pub value: Option<f64>,
+    /// What was found, in a few words.
+    pub detail: String,
+    /// Paths or lines behind the detail (at most [`FINDINGS_MAX`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    /// The job's last log lines (only for a job check that is not ok, with `--log`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    /// Not configured: shown as unknown but left out of the overall status.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// Perfdata items.
+    #[serde(skip)]
+    pub perf: Vec<Perf>,
+}
+
+impl Check {
+    /// A check with no findings, log or perfdata.
+    pub fn new(name: &'static str, status: Status, value: Option<f64>, detail: String) -> Check {
+        Check {
+            name,
+            status,
+            value,
+            detail,
+            findings: Vec::new(),
+            log_tail: Vec::new(),
+            skipped: false,
+            perf: Vec::new(),
+        }
+    }
+}
+
+/// Integral values serialize as JSON integers, others as floats, `None` as null.
+fn serialize_number<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match *v {
+        Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => s.serialize_i64(x as i64),
+        Some(x) if x.is_finite() => s.serialize_f64(x),
+        _ => s.serialize_none(),
+    }
+}
+
+/// The whole patrol's report (`--json`: SPEC §7 plus a few fields).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Overall status: the worst of the checks that ran.
+    pub status: Status,
+    /// The nine checks, in [`CHECK_NAMES`] order.
+    pub checks: Vec<Check>,
+    /// The canonical root.
+    pub root: String,
+    /// When the patrol ran (RFC 3339).
+    pub checked_at: String,
+    /// Wall time of the patrol.
+    pub duration_secs: f64,
+    /// What the job checks read from the run records.
+    pub jobs: Vec<jobs::JobInfo>,
+    /// Numbers from the walk, for the metrics.
+    pub tree: walk::Totals,
+}
+
+impl Report {
+    /// The overall status of `checks`: the worst of those not skipped.
+    pub fn overall(checks: &[Check]) -> Status {
+        checks
+            .iter()
+            .filter(|c| !c.skipped)
+            .fold(Status::Ok, |s, c| s.worst(c.status))
+    }
+
+    /// A check by name.
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
+
+/// Thresholds checked before running, so that a contradictory set is a usage error.
+fn validate(args: &Args) -> Result<(), String> {
+    let pairs = [
+        (
+            "--inbox-files",
+            args.inbox_files_warning as f64,
+            args.inbox_files_critical as f64,
+        ),
+        (
+            "--token-stats-files",
+            args.token_stats_files_warning as f64,
+            args.token_stats_files_critical as f64,
+        ),
+        ("--inodes", args.inodes_warning, args.inodes_critical),
+        ("--tmp", args.tmp_warning as f64, args.tmp_critical as f64),
+        (
+            "--corrupt",
+            args.corrupt_warning as f64,
+            args.corrupt_critical as f64,
+        ),
+    ];
+    for (flag, w, c) in pairs {
+        if !(w.is_finite() && c.is_finite()) || w > c {
+            return Err(format!(
+                "{flag}-warning ({w}) must be a number not above {flag}-critical ({c})"
+            ));
+        }
+    }
+    if args.service_timeout.is_zero() {
+        return Err("--service-timeout must be more than 0s".into());
+    }
+    for d in &args.required_dirs {
+        let p = Path::new(d);
+        if d.is_empty()
+            || !p
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "--required-dirs: {d:?} must be a relative path without '..'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs every check on `root`. Writes nothing except the JSON-check cache (with
+/// `--incremental`, under `{root}/.tmpa/patrol/`).
+pub fn patrol(root: &Root, args: &Args) -> Report {
+    let started = Instant::now();
+    let checked_at = now_rfc3339();
+    let now = SystemTime::now();
+    // The service command runs while the tree is walked: both mostly wait.
+    let (service, (tree_checks, totals)) = std::thread::scope(|s| {
+        let service = s.spawn(|| service::check(args.service_cmd.as_deref(), args.service_timeout));
+        let tree = tree_checks(root, args, now);
+        (
+            service.join().unwrap_or_else(|_| {
+                Check::new(
+                    "service",
+                    Status::Unknown,
+                    None,
+                    "the service check panicked".into(),
+                )
+            }),
+            tree,
+        )
+    });
+    let mut checks = vec![service];
+    checks.extend(tree_checks);
+    let mut infos = Vec::new();
+    for spec in jobs::specs(args) {
+        let log = args
+            .logs
+            .iter()
+            .rev()
+            .find(|(t, _)| t == spec.task)
+            .map(|(_, p)| p.as_path());
+        let (check, info) = jobs::check(root, &spec, now, log);
+        checks.push(check);
+        infos.push(info);
+    }
+    debug_assert_eq!(
+        checks.iter().map(|c| c.name).collect::<Vec<_>>(),
+        CHECK_NAMES
+    );
+    Report {
+        status: Report::overall(&checks),
+        checks,
+        root: path_text(root.path()),
+        checked_at,
+        duration_secs: started.elapsed().as_secs_f64(),
+        jobs: infos,
+        tree: totals,
+    }
+}
+
+/// The checks fed by the walk, plus inodes.
+fn tree_checks(root: &Root, args: &Args, now: SystemTime) -> (Vec<Check>, walk::Totals) {
+    let w = walk::walk(root, &args.required_dirs);
+    let mut checks = vec![
+        walk::directories_check(&w),
+        walk::count_check(
+            "inbox_files",
+            "inbox_files_max",
+            ("inbox", "inboxes"),
+            root,
+            &w.inboxes,
+            args.inbox_files_warning,
+            args.inbox_files_critical,
+        ),
+        walk::count_check(
+            "token_stats_files",
+            "token_stats_files_max",
+            ("day directory", "day directories"),
+            root,
+            &w.days,
+            args.token_stats_files_warning,
+            args.token_stats_files_critical,
+        ),
+        inodes_check(root, args),
+        walk::tmp_check(root, &w, args, now),
+    ];
+    let opts = corrupt::Options {
+        incremental: args.incremental,
+        full: args.full,
+        cache_max_age: args.cache_max_age,
+        warning: args.corrupt_warning,
+        critical: args.corrupt_critical,
+    };
+    checks.push(corrupt::check(root, &w, &opts, now));
+    (checks, w.totals)
+}
+
+/// `inodes`: the share of the root's file system's inodes in use (statvfs).
+fn inodes_check(root: &Root, args: &Args) -> Check {
+    let name = "inodes";
+    let st = match rustix::fs::statvfs(root.path()) {
+        Ok(st) => st,
+        Err(e) => {
+            return Check::new(
+                name,
+                Status::Unknown,
+                None,
+                format!("statvfs {}: {e}", path_text(root.path())),
+            );
+        }
+    };
+    let mut check = if st.f_files == 0 {
+        // btrfs and some network file systems have no fixed inode table.
+        Check::new(
+            name,
+            Status::Ok,
+            Some(0.0),
+            "the file system reports no inode limit".into(),
+        )
+    } else {
+        let used = st.f_files.saturating_sub(st.f_ffree);
+        let pct = (used as f64 * 1000.0 / st.f_files as f64).round() / 10.0;
+        Check::new(
+            name,
+            Status::of_threshold(pct, args.inodes_warning, args.inodes_critical),
+            Some(pct),
+            format!(
+                "{pct}% of inodes used ({used} of {}, {} free); warning >{}%, critical >{}%",
+                st.f_files, st.f_ffree, args.inodes_warning, args.inodes_critical
+            ),
+        )
+    };
+    check.perf.push(Perf {
+        label: "inodes_used",
+        value: check.value,
+        uom: "%",
+        warn: Some(args.inodes_warning),
+        crit: Some(args.inodes_critical),
+    });
+    check
+}
+
+/// Runs the program: checks, prints, writes the Prometheus file; returns the overall
+/// status (the exit code). Never fails: what cannot be checked is `unknown`.
+pub fn run(args: &Args) -> Status {
+    if let Err(msg) = validate(args) {
+        return cannot_check(args, &format!("usage error: {msg}"));
+    }
+    let root = match resolve_root(args.root.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return cannot_check(args, &e.chain()),
+    };
+    let header = tmpa_core::program::header_line(PROGRAM, "PATROL", &root);
+    let mut report = patrol(&root, args);
+    let mut status = report.status;
+    if let Some(Err(e)) = args
+        .prometheus
+        .as_ref()
+        .map(|path| prom::write(path, &prom::render(&report)))
+    {
+        eprintln!(
+            "{PROGRAM}: error: cannot write the Prometheus file: {}",
+            e.chain()
+        );
+        // The checks stand; the metrics did not reach the collector.
+        status = status.worst(Status::Unknown);
+    }
+    report.status = status;
+    if args.json {
+        log_line(true, &header);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        println!("{}", nagios_line(&report));
+        println!("{header}");
+        print!("{}", render_table(&report));
+    }
+    log_line(args.json, &footer_line(&report));
+    status
+}
+
+/// Reports a patrol that could not check anything (bad flags, not a root): unknown, with
+/// a status line, a JSON document and a Prometheus file that say so, so that a stale
+/// metrics file does not keep reporting the last good state.
+fn cannot_check(args: &Args, msg: &str) -> Status {
+    let status = Status::Unknown;
+    eprintln!("{PROGRAM}: error: {msg}");
+    if let Some(Err(e)) = args
+        .prometheus
+        .as_ref()
+        .map(|path| prom::write(path, &prom::render_down()))
+    {
+        eprintln!(
+            "{PROGRAM}: error: cannot write the Prometheus file: {}",
+            e.chain()
+        );
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "status": status,
+            "checks": [],
+            "error": msg,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON serializes")
+        );
+    } else {
+        println!("TMPA UNKNOWN - cannot check: {}", one_line(msg, 200));
+    }
+    status
+}
+
+/// Handles a command-line error from clap: help and version print and exit 0; anything
+/// else is a usage error, which for a monitoring plugin is 3 (unknown), not 2
+/// (critical).
+pub fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let _ = e.print();
+    let first = e.to_string();
+    let first = first.lines().next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    println!("TMPA UNKNOWN - usage error: {}", one_line(first, 200));
+    Status::Unknown.into()
+}
+
+/// `s` on one line, at most `chars_max` characters.
+fn one_line(s: &str, chars_max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= chars_max {
+        flat
+    } else {
+        let mut t: String = flat.chars().take(chars_max.saturating_sub(3)).collect();
+        t.push_str("...");
+        t
+    }
+}
+
+/// The Nagios status line: `TMPA {STATUS} - {summary} | {perfdata}`. The summary names
+/// each check that is not ok (worst first) with its detail; `|` never appears before the
+/// perfdata.
+pub fn nagios_line(report: &Report) -> String {
+    let mut bad: Vec<&Check> = report
+        .checks
+        .iter()
+        .filter(|c| !c.skipped && c.status != Status::Ok)
+        .collect();
+    bad.sort_by_key(|c| std::cmp::Reverse(c.status.severity()));
+    let summary = if bad.is_empty() {
+        let ran = report.checks.iter().filter(|c| !c.skipped).count();
+        format!("{ran} checks ok")
+    } else {
+        bad.iter()
+            .map(|c| format!("{}: {}", c.name, one_line(&c.detail, 120)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let summary = summary.replace('|', "/");
+    let perf: Vec<String> = report
+        .checks
+        .iter()
+        .flat_map(|c| c.perf.iter())
+        .map(perf_item)
+        .collect();
+    format!(
+        "TMPA {} - {summary} | {}",
+        report.status.word(),
+        perf.join(" ")
+    )
+}
+
+fn perf_item(p: &Perf) -> String {
+    let num = |v: Option<f64>| v.map(fmt_num).unwrap_or_default();
+    let value = p.value.map_or_else(|| "U".to_owned(), fmt_num);
+    let uom = if p.value.is_some() { p.uom } else { "" };
+    format!("{}={value}{uom};{};{};0", p.label, num(p.warn), num(p.crit))
+}
+
+/// A number as text: integers without a fraction, others with up to 3 decimals.
+pub fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        format!("{}", x as i64)
+    } else {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// The human table: one row per check, then its findings and log lines indented.
+pub fn render_table(report: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<30} {:<8} {:>10}  DETAIL", "CHECK", "STATUS", "VALUE");
+    for c in &report.checks {
+        let status = if c.skipped {
+            "skipped".to_owned()
+        } else {
+            format!("{:?}", c.status).to_lowercase()
+        };
+        let value = c.value.map_or_else(|| "-".to_owned(), fmt_num);
+        let _ = writeln!(s, "{:<30} {status:<8} {value:>10}  {}", c.name, c.detail);
+        for f in &c.findings {
+            let _ = writeln!(s, "    {f}");
+        }
+        if !c.log_tail.is_empty() {
+            let _ = writeln!(s, "    last {} log lines:", c.log_tail.len());
+            for l in &c.log_tail {
+                let _ = writeln!(s, "    | {l}");
+            }
+        }
+    }
+    s
+}
+
+/// The log's last line: time, counts per status, exit code.
+pub fn footer_line(report: &Report) -> String {
+    let count = |st: Status| {
+        report
+            .checks
+            .iter()
+            .filter(|c| !c.skipped && c.status == st)
+            .count()
+    };
+    let skipped = report.checks.iter().filter(|c| c.skipped).count();
+    format!(
+        "{} {PROGRAM} finished: ok={} warning={} critical={} unknown={} skipped={skipped} exit={} ({})",
+        now_rfc3339(),
+        count(Status::Ok),
+        count(Status::Warning),
+        count(Status::Critical),
+        count(Status::Unknown),
+        report.status.code(),
+        format!("{:?}", report.status).to_lowercase(),
+    )
+}
+
+/// A path relative to the root, as text for reports.
+pub(crate) fn rel_text(root: &Root, path: &Path) -> String {
+    path_text(path.strip_prefix(root.path()).unwrap_or(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_prefers_known_problems_over_unknown() {
+        assert_eq!(Status::Unknown.worst(Status::Warning), Status::Warning);
+        assert_eq!(Status::Ok.worst(Status::Unknown), Status::Unknown);
+        assert_eq!(Status::Critical.worst(Status::Unknown), Status::Critical);
+    }
+
+    #[test]
+    fn thresholds_are_strictly_above() {
+        assert_eq!(Status::of_threshold(5000.0, 5000.0, 10000.0), Status::Ok);
+        assert_eq!(
+            Status::of_threshold(5001.0, 5000.0, 10000.0),
+            Status::Warning
+        );
+        assert_eq!(
+            Status::of_threshold(10001.0, 5000.0, 10000.0),
+            Status::Critical
+        );
+    }
+
+    #[test]
+    fn skipped_checks_do_not_count() {
+        let mut c = Check::new("service", Status::Unknown, None, "not configured".into());
+        c.skipped = true;
+        let ok = Check::new("inodes", Status::Ok, Some(1.0), String::new());
+        assert_eq!(Report::overall(&[c, ok]), Status::Ok);
+    }
+
+    #[test]
+    fn perfdata_shapes() {
+        let p = Perf {
+            label: "inodes_used",
+            value: Some(73.25),
+            uom: "%",
+            warn: Some(70.0),
+            crit: Some(85.0),
+        };
+        assert_eq!(perf_item(&p), "inodes_used=73.25%;70;85;0");
+        let u = Perf { value: None, ..p };
+        assert_eq!(perf_item(&u), "inodes_used=U;70;85;0");
+    }
+
+    #[test]
+    fn log_arg_needs_a_known_task() {
+        assert!(parse_log_arg("compact_events=/var/log/x").is_ok());
+        assert!(parse_log_arg("compact=/var/log/x").is_err());
+        assert!(parse_log_arg("compact_events=").is_err());
+        assert!(parse_log_arg("nothing").is_err());
+    }
 }

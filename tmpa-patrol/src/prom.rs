@@ -1,0 +1,227 @@
+//! `--prometheus FILE`: the report in the text exposition format that node_exporter's
+//! textfile collector reads, written atomically (a temporary `FILE.tmp.*`, which the
+//! collector ignores since it reads only `*.prom`, renamed over `FILE`).
+//!
+//! Every metric is a gauge with HELP and TYPE lines; label values are escaped.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::{Report, Status};
+
+/// A metric family being written: HELP and TYPE once, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn new<'a>(out: &'a mut String, name: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let _ = write!(self.out, "{name}");
+        if !labels.is_empty() {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            let _ = write!(self.out, "{{{}}}", l.join(","));
+        }
+        let _ = writeln!(self.out, " {}", number(value));
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn number(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+fn status_value(s: Status) -> f64 {
+    f64::from(s.code())
+}
+
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs() as f64)
+}
+
+/// The metrics of a report.
+pub fn render(report: &Report) -> String {
+    let mut s = String::new();
+    head(&mut s, 1.0, status_value(report.status));
+    let n = "tmpa_patrol_duration_seconds";
+    Family::new(&mut s, n, "Wall time of the patrol.").sample(n, &[], report.duration_secs);
+
+    let n = "tmpa_check_status";
+    let mut f = Family::new(
+        &mut s,
+        n,
+        "Status of each patrol check: 0 ok, 1 warning, 2 critical, 3 unknown.",
+    );
+    for c in &report.checks {
+        f.sample(n, &[("check", c.name)], status_value(c.status));
+    }
+    let n = "tmpa_check_skipped";
+    let mut f = Family::new(
+        &mut s,
+        n,
+        "1 when a check is not configured and left out of the overall status.",
+    );
+    for c in &report.checks {
+        f.sample(n, &[("check", c.name)], if c.skipped { 1.0 } else { 0.0 });
+    }
+    let n = "tmpa_check_value";
+    let mut f = Family::new(
+        &mut s,
+        n,
+        "Main number of each check: entries of the largest directory, percent of inodes used, stale temporaries, corrupt files, seconds since the job last succeeded, 1 when the service runs.",
+    );
+    for c in &report.checks {
+        if let Some(v) = c.value {
+            f.sample(n, &[("check", c.name)], v);
+        }
+    }
+
+    let t = &report.tree;
+    for (n, help, v) in [
+        (
+            "tmpa_tree_directories",
+            "Directories listed by the patrol's walk.",
+            t.dirs,
+        ),
+        (
+            "tmpa_tree_entries",
+            "Entries seen by the patrol's walk.",
+            t.entries,
+        ),
+        ("tmpa_inboxes", "Inbox directories.", t.inboxes),
+        (
+            "tmpa_token_stats_days",
+            "Day directories under token_stats/.",
+            t.days,
+        ),
+        (
+            "tmpa_json_files",
+            "JSON files in the data tree.",
+            t.json_files,
+        ),
+        (
+            "tmpa_tmp_files",
+            "Temporaries (fresh or stale) in the data tree.",
+            t.tmp_files,
+        ),
+    ] {
+        Family::new(&mut s, n, help).sample(n, &[], v as f64);
+    }
+
+    type Getter = fn(&crate::jobs::JobInfo) -> Option<f64>;
+    let job_metrics: [(&str, &str, Getter); 6] = [
+        (
+            "tmpa_job_last_success_timestamp_seconds",
+            "When the job's last successful real run started (Unix time).",
+            |j| j.last_success_unix,
+        ),
+        (
+            "tmpa_job_last_success_duration_seconds",
+            "Duration of the job's last successful real run.",
+            |j| j.last_success_duration_secs,
+        ),
+        (
+            "tmpa_job_last_success_exit_code",
+            "Exit code of the job's last successful real run (0, or 1: needs a look).",
+            |j| j.last_success_exit_code.map(f64::from),
+        ),
+        (
+            "tmpa_job_last_run_timestamp_seconds",
+            "When the job's last run (dry or real) started (Unix time).",
+            |j| j.last_run_unix,
+        ),
+        (
+            "tmpa_job_last_run_duration_seconds",
+            "Duration of the job's last run.",
+            |j| j.last_run_duration_secs,
+        ),
+        (
+            "tmpa_job_last_run_exit_code",
+            "Exit code of the job's last run.",
+            |j| j.last_run_exit_code.map(f64::from),
+        ),
+    ];
+    for (n, help, get) in job_metrics {
+        let mut f = Family::new(&mut s, n, help);
+        for j in &report.jobs {
+            if let Some(v) = get(j) {
+                f.sample(n, &[("task", j.task)], v);
+            }
+        }
+    }
+    let n = "tmpa_job_log_violations";
+    let mut f = Family::new(
+        &mut s,
+        n,
+        "Deletions after a failed verification of the same path found in the job's log.",
+    );
+    for j in &report.jobs {
+        f.sample(n, &[("task", j.task)], j.log_violations as f64);
+    }
+    s
+}
+
+fn head(s: &mut String, up: f64, status: f64) {
+    let n = "tmpa_patrol_up";
+    Family::new(
+        s,
+        n,
+        "1 when the patrol could check the root, 0 when it could not.",
+    )
+    .sample(n, &[], up);
+    let n = "tmpa_patrol_status";
+    Family::new(
+        s,
+        n,
+        "Overall patrol status: 0 ok, 1 warning, 2 critical, 3 unknown.",
+    )
+    .sample(n, &[], status);
+    let n = "tmpa_patrol_last_run_timestamp_seconds";
+    Family::new(s, n, "When the patrol last ran (Unix time).").sample(n, &[], now_unix());
+}
+
+/// The metrics of a patrol that could not check (not a root, bad flags).
+pub fn render_down() -> String {
+    let mut s = String::new();
+    head(&mut s, 0.0, status_value(Status::Unknown));
+    s
+}
+
+/// Writes `text` to `path` atomically.
+///
+/// # Errors
+/// [`tmpa_core::Error::Io`] naming the path (missing directory, no permission, full disk).
+pub fn write(path: &Path, text: &str) -> tmpa_core::Result<()> {
+    tmpa_core::atomic::write(path, text.as_bytes())
+}

@@ -1,0 +1,212 @@
+//! `service`: runs the `--service-cmd` (e.g. `supervisorctl status app`) with `sh -c` and a
+//! timeout; the service is up when the command exits 0 and its output says RUNNING.
+//!
+//! The command runs in its own process group, so that on timeout the whole group (the
+//! shell and whatever it started) is killed, not just the shell. Output is read on two
+//! threads, bounded, and drained past the bound so that the command never blocks on a
+//! full pipe.
+
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{Check, Perf, Status, one_line};
+
+/// Bytes of the command's output kept (per stream).
+pub const OUTPUT_BYTES_MAX: usize = 64 * 1024;
+/// How often the child is polled while it runs.
+const POLL: Duration = Duration::from_millis(20);
+/// How long to wait for the output after the command ended (a background grandchild
+/// may hold the pipe open).
+const DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// How the command ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Its exit status; `None` when it was killed on timeout.
+    pub status: Option<ExitStatus>,
+    /// Its standard output (at most [`OUTPUT_BYTES_MAX`]).
+    pub stdout: String,
+    /// Its standard error (at most [`OUTPUT_BYTES_MAX`]).
+    pub stderr: String,
+}
+
+/// Runs `cmd` with `sh -c`, killing its process group after `timeout`.
+///
+/// # Errors
+/// When `sh` cannot be started or waited for.
+pub fn run(cmd: &str, timeout: Duration) -> io::Result<Outcome> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let (tx, rx) = mpsc::channel();
+    let pipes: [(u8, Option<Box<dyn Read + Send>>); 2] = [
+        (
+            1,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            2,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ];
+    for (which, pipe) in pipes {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = (&mut pipe)
+                .take(OUTPUT_BYTES_MAX as u64)
+                .read_to_end(&mut kept);
+            let _ = io::copy(&mut pipe, &mut io::sink());
+            let _ = tx.send((which, kept));
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            kill_group(child.id());
+            let _ = child.kill();
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(POLL);
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let drain_until = Instant::now() + DRAIN_WAIT;
+    while let Ok((which, bytes)) =
+        rx.recv_timeout(drain_until.saturating_duration_since(Instant::now()))
+    {
+        if which == 1 {
+            stdout = bytes;
+        } else {
+            stderr = bytes;
+        }
+    }
+    Ok(Outcome {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+fn kill_group(pid: u32) {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    // The group may be gone already; the direct kill below still reaps the shell.
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+}
+
+fn first_line(s: &str) -> Option<&str> {
+    s.lines().map(str::trim).find(|l| !l.is_empty())
+}
+
+/// `service`: skipped (unknown, not counted) without a command.
+pub fn check(cmd: Option<&str>, timeout: Duration) -> Check {
+    let name = "service";
+    let Some(cmd) = cmd else {
+        let mut c = Check::new(
+            name,
+            Status::Unknown,
+            None,
+            "not configured (give --service-cmd, e.g. \"supervisorctl status app\")".into(),
+        );
+        c.skipped = true;
+        return c;
+    };
+    let (status, value, detail) = match run(cmd, timeout) {
+        Err(e) => (
+            Status::Unknown,
+            None,
+            format!("cannot run sh -c {cmd:?}: {e}"),
+        ),
+        Ok(Outcome { status: None, .. }) => (
+            Status::Critical,
+            Some(0.0),
+            format!(
+                "{cmd:?} gave no answer within {}s (killed)",
+                timeout.as_secs_f64()
+            ),
+        ),
+        Ok(o) => {
+            let said = first_line(&o.stdout)
+                .or_else(|| first_line(&o.stderr))
+                .map_or_else(|| "no output".to_owned(), |l| one_line(l, 200));
+            let code = o.status.and_then(|s| s.code());
+            if code == Some(0) && o.stdout.contains("RUNNING") {
+                (Status::Ok, Some(1.0), said)
+            } else {
+                let how =
+                    code.map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit {c}"));
+                (
+                    Status::Critical,
+                    Some(0.0),
+                    format!("{cmd:?} {how}, not RUNNING: {said}"),
+                )
+            }
+        }
+    };
+    let mut c = Check::new(name, status, value, detail);
+    c.perf.push(Perf {
+        label: "service_running",
+        value,
+        uom: "",
+        warn: None,
+        crit: None,
+    });
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_needs_exit_zero_and_the_word() {
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            check(Some("echo 'app RUNNING pid 1'"), t).status,
+            Status::Ok
+        );
+        assert_eq!(
+            check(Some("echo 'app RUNNING'; exit 3"), t).status,
+            Status::Critical
+        );
+        assert_eq!(
+            check(Some("echo 'app STOPPED'"), t).status,
+            Status::Critical
+        );
+        let skipped = check(None, t);
+        assert!(skipped.skipped && skipped.status == Status::Unknown);
+    }
+
+    #[test]
+    fn a_hanging_command_is_killed_on_time() {
+        let t0 = Instant::now();
+        let c = check(Some("sleep 30; echo RUNNING"), Duration::from_millis(300));
+        assert_eq!(c.status, Status::Critical);
+        assert!(c.detail.contains("no answer"), "{}", c.detail);
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+}

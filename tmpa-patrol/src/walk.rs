@@ -1,0 +1,424 @@
+//! The one walk of the tree that feeds `directories`, `inbox_files`, `token_stats_files`,
+//! `tmp_files` and `corrupt_json`.
+//!
+//! Only the three data directories are walked (`.tmpa/` is the programs' own state).
+//! Symlinks are never followed: an entry's type comes from the directory listing
+//! (`d_type`, or `lstat` where the file system does not fill it in). The walk stats only
+//! what a check needs: temporaries (for their age) and `.json` files (for the cache key).
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tmpa_core::Root;
+use tmpa_core::root::DATA_DIRS;
+
+use crate::{Args, Check, FINDINGS_MAX, Perf, Status, rel_text};
+
+/// Deepest directory walked, counted from the root. The tree is four levels deep; a
+/// deeper one is a mistake or an attack, reported rather than followed down.
+pub const DEPTH_MAX: usize = 16;
+
+/// Most `.json` files remembered for parsing (about 100 bytes each in memory). Beyond
+/// it, the rest are counted but not parsed, and `corrupt_json` says so.
+pub const JSON_FILES_MAX: usize = 10_000_000;
+
+/// Size, times and inode of a file: the key that says it has not changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status-change time, nanoseconds since the epoch (cannot be set by a user).
+    pub ctime_ns: i128,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl Stamp {
+    /// The stamp of `meta`.
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// What a `.json` file is, from where it lies; decides how it is validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JsonKind {
+    /// `token_stats/{day}/evt_{id}.json`: a full event check (SPEC §1).
+    Event {
+        /// The `{id}` of the file name.
+        id: String,
+    },
+    /// `token_stats/{day}/_compacted.json`: the whole format.
+    Compacted {
+        /// The day of its directory.
+        day: tmpa_core::Day,
+    },
+    /// `chat_history/{user}/sessions/{session}.json` and `_summary.json`: a JSON object.
+    Object,
+    /// Any other `.json`: well-formed JSON.
+    Other,
+}
+
+/// A `.json` file found by the walk.
+#[derive(Clone, Debug)]
+pub struct JsonFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its stamp when listed (`None` when it is not a regular file).
+    pub stamp: Option<Stamp>,
+    /// How to validate it.
+    pub kind: JsonKind,
+}
+
+/// Counts from the walk, for the report and the metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    /// Directories listed.
+    pub dirs: u64,
+    /// Entries seen (files, directories, anything).
+    pub entries: u64,
+    /// Inbox directories.
+    pub inboxes: u64,
+    /// Day directories under token_stats/.
+    pub days: u64,
+    /// `.json` files.
+    pub json_files: u64,
+    /// Temporaries (SPEC §2), fresh or stale.
+    pub tmp_files: u64,
+}
+
+/// Everything the walk found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Required directories that are missing, symlinks or not directories.
+    pub missing: Vec<String>,
+    /// Directories that could not be listed, or were too deep to enter.
+    pub errors: Vec<String>,
+    /// Each inbox and its number of entries.
+    pub inboxes: Vec<(PathBuf, u64)>,
+    /// Each day directory and its number of entries.
+    pub days: Vec<(PathBuf, u64)>,
+    /// Each temporary and its modification time.
+    pub tmp: Vec<(PathBuf, SystemTime)>,
+    /// The `.json` files, up to [`JSON_FILES_MAX`].
+    pub json: Vec<JsonFile>,
+    /// `.json` files beyond [`JSON_FILES_MAX`], not parsed.
+    pub json_not_listed: u64,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// What a directory is, from its path relative to the root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DirKind {
+    Inbox,
+    Day,
+    Other,
+}
+
+fn dir_kind(rel: &[&[u8]]) -> DirKind {
+    match rel {
+        [b"notifications", _, b"inbox"] => DirKind::Inbox,
+        [b"token_stats", _] => DirKind::Day,
+        _ => DirKind::Other,
+    }
+}
+
+fn json_kind(rel: &[&[u8]], name: &[u8]) -> JsonKind {
+    let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+    match rel {
+        [b"token_stats", day] => {
+            if let Some(id) = name
+                .strip_prefix(b"evt_")
+                .and_then(|n| n.strip_suffix(b".json"))
+                .and_then(text)
+            {
+                return JsonKind::Event { id };
+            }
+            if name == tmpa_core::day::COMPACTED_NAME.as_bytes()
+                && let Some(day) = text(day).and_then(|d| d.parse().ok())
+            {
+                return JsonKind::Compacted { day };
+            }
+            if name == tmpa_core::day::SUMMARY_NAME.as_bytes() {
+                return JsonKind::Object;
+            }
+            JsonKind::Other
+        }
+        [b"chat_history", _, b"sessions"] => JsonKind::Object,
+        _ => JsonKind::Other,
+    }
+}
+
+/// Walks the three data directories of `root` once, and checks that `required` exist.
+pub fn walk(root: &Root, required: &[String]) -> Walk {
+    let mut w = Walk::default();
+    for d in required {
+        let p = root.path().join(d);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                w.missing.push(format!("{d}/ is a symlink (not followed)"));
+            }
+            Ok(_) => w.missing.push(format!("{d}/ is not a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                w.missing.push(format!("{d}/ is missing"));
+            }
+            Err(e) => w.missing.push(format!("{d}/: {e}")),
+        }
+    }
+    let mut stack: Vec<PathBuf> = DATA_DIRS
+        .iter()
+        .map(|d| root.path().join(d))
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+        .collect();
+    stack.reverse();
+    while let Some(dir) = stack.pop() {
+        visit(root, &dir, &mut stack, &mut w);
+    }
+    w.inboxes.sort();
+    w.days.sort();
+    w.tmp.sort();
+    w.totals.inboxes = w.inboxes.len() as u64;
+    w.totals.days = w.days.len() as u64;
+    w.totals.tmp_files = w.tmp.len() as u64;
+    w
+}
+
+fn visit(root: &Root, dir: &Path, stack: &mut Vec<PathBuf>, w: &mut Walk) {
+    let rel_path = dir.strip_prefix(root.path()).unwrap_or(dir);
+    let rel: Vec<&[u8]> = rel_path
+        .components()
+        .map(|c| c.as_os_str().as_bytes())
+        .collect();
+    let kind = dir_kind(&rel);
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        // Removed since its parent was listed (an emptied day, say): nothing to check.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            w.errors
+                .push(format!("{}: cannot list: {e}", rel_text(root, dir)));
+            return;
+        }
+    };
+    w.totals.dirs += 1;
+    let mut entries = 0u64;
+    for entry in rd {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                w.errors
+                    .push(format!("{}: listing stopped: {e}", rel_text(root, dir)));
+                break;
+            }
+        };
+        entries += 1;
+        let name: OsString = entry.file_name();
+        let Ok(ft) = entry.file_type() else { continue };
+        let path = entry.path();
+        if ft.is_dir() {
+            if rel.len() + 1 >= DEPTH_MAX {
+                w.errors.push(format!(
+                    "{}: deeper than {DEPTH_MAX} levels, not walked",
+                    rel_text(root, &path)
+                ));
+            } else {
+                stack.push(path);
+            }
+            continue;
+        }
+        if tmpa_core::temp_final_name(&name).is_some() {
+            // lstat: the age of the entry itself, never of a link's target.
+            if let Ok(m) = entry.metadata() {
+                let mtime = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                w.tmp.push((path, mtime));
+            }
+            continue;
+        }
+        if name.as_bytes().ends_with(b".json") {
+            w.totals.json_files += 1;
+            if w.json.len() >= JSON_FILES_MAX {
+                w.json_not_listed += 1;
+                continue;
+            }
+            let stamp = if ft.is_file() {
+                match entry.metadata() {
+                    Ok(m) => Some(Stamp::of(&m)),
+                    // Gone since the listing: deleted by compaction, not corrupt.
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            let kind = json_kind(&rel, name.as_bytes());
+            w.json.push(JsonFile { path, stamp, kind });
+        }
+    }
+    w.totals.entries += entries;
+    match kind {
+        DirKind::Inbox => w.inboxes.push((dir.to_path_buf(), entries)),
+        DirKind::Day => w.days.push((dir.to_path_buf(), entries)),
+        DirKind::Other => {}
+    }
+}
+
+/// `directories`: required directories exist as real directories; every directory of
+/// the data tree could be listed.
+pub fn directories_check(w: &Walk) -> Check {
+    let (status, detail) = if !w.missing.is_empty() {
+        (Status::Critical, w.missing.join("; "))
+    } else if !w.errors.is_empty() {
+        (
+            Status::Warning,
+            format!(
+                "{} director{} could not be walked",
+                w.errors.len(),
+                if w.errors.len() == 1 { "y" } else { "ies" }
+            ),
+        )
+    } else {
+        (
+            Status::Ok,
+            format!(
+                "required directories present; {} directories walked",
+                w.totals.dirs
+            ),
+        )
+    };
+    let mut c = Check::new("directories", status, Some(w.missing.len() as f64), detail);
+    c.findings = w.errors.iter().take(FINDINGS_MAX).cloned().collect();
+    c.perf.push(Perf {
+        label: "directories_missing",
+        value: c.value,
+        uom: "",
+        warn: None,
+        crit: Some(0.0),
+    });
+    c
+}
+
+/// `inbox_files` / `token_stats_files`: the largest directory's entry count against the
+/// thresholds; findings list every directory over the warning threshold, largest first.
+pub fn count_check(
+    name: &'static str,
+    label: &'static str,
+    (what, whats): (&str, &str),
+    root: &Root,
+    dirs: &[(PathBuf, u64)],
+    warning: u64,
+    critical: u64,
+) -> Check {
+    let max = dirs
+        .iter()
+        .max_by_key(|(p, n)| (*n, std::cmp::Reverse(p.clone())));
+    let value = max.map_or(0, |(_, n)| *n);
+    let status = Status::of_threshold(value as f64, warning as f64, critical as f64);
+    let mut over: Vec<&(PathBuf, u64)> = dirs.iter().filter(|(_, n)| *n > warning).collect();
+    over.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let detail = match max {
+        None => format!("no {whats} found"),
+        Some((p, n)) => format!(
+            "largest {what} {} has {n} entries ({} {whats}, {} over {warning}); warning >{warning}, critical >{critical}",
+            rel_text(root, p),
+            dirs.len(),
+            over.len(),
+        ),
+    };
+    let mut c = Check::new(name, status, Some(value as f64), detail);
+    c.findings = over
+        .iter()
+        .take(FINDINGS_MAX)
+        .map(|(p, n)| format!("{}: {n} entries", rel_text(root, p)))
+        .collect();
+    c.perf.push(Perf {
+        label,
+        value: c.value,
+        uom: "",
+        warn: Some(warning as f64),
+        crit: Some(critical as f64),
+    });
+    c
+}
+
+/// `tmp_files`: temporaries older than `--tmp-older-than` against the thresholds. A
+/// fresh temporary is a write in flight and normal; a stale one is a write that died,
+/// which tmpa-tmpclean should have removed (or an orphan it keeps for a person).
+pub fn tmp_check(root: &Root, w: &Walk, args: &Args, now: SystemTime) -> Check {
+    let stale: Vec<&(PathBuf, SystemTime)> = w
+        .tmp
+        .iter()
+        .filter(|(_, m)| now.duration_since(*m).unwrap_or(Duration::ZERO) > args.tmp_older_than)
+        .collect();
+    let n = stale.len() as u64;
+    let status = Status::of_threshold(n as f64, args.tmp_warning as f64, args.tmp_critical as f64);
+    let detail = format!(
+        "{n} temporaries older than {} ({} in all); warning >{}, critical >{}",
+        crate::jobs::fmt_age(args.tmp_older_than.as_secs_f64()),
+        w.tmp.len(),
+        args.tmp_warning,
+        args.tmp_critical
+    );
+    let mut c = Check::new("tmp_files", status, Some(n as f64), detail);
+    c.findings = stale
+        .iter()
+        .take(FINDINGS_MAX)
+        .map(|(p, _)| rel_text(root, p))
+        .collect();
+    c.perf.push(Perf {
+        label: "tmp_files_stale",
+        value: c.value,
+        uom: "",
+        warn: Some(args.tmp_warning as f64),
+        crit: Some(args.tmp_critical as f64),
+    });
+    c.perf.push(Perf {
+        label: "tmp_files",
+        value: Some(w.tmp.len() as f64),
+        uom: "",
+        warn: None,
+        crit: None,
+    });
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_layout() {
+        assert!(dir_kind(&[b"notifications", b"u1", b"inbox"]) == DirKind::Inbox);
+        assert!(dir_kind(&[b"token_stats", b"2026-11-01"]) == DirKind::Day);
+        assert!(dir_kind(&[b"notifications", b"u1", b"ack"]) == DirKind::Other);
+        assert_eq!(
+            json_kind(&[b"token_stats", b"2026-11-01"], b"evt_a.json"),
+            JsonKind::Event { id: "a".into() }
+        );
+        assert!(matches!(
+            json_kind(&[b"token_stats", b"2026-11-01"], b"_compacted.json"),
+            JsonKind::Compacted { .. }
+        ));
+        assert_eq!(
+            json_kind(&[b"token_stats", b"junk"], b"_compacted.json"),
+            JsonKind::Other
+        );
+        assert_eq!(
+            json_kind(&[b"chat_history", b"u", b"sessions"], b"s.json"),
+            JsonKind::Object
+        );
+    }
+}
