@@ -461,10 +461,14 @@ impl UserRun<'_> {
         opts: Options,
     ) -> tmpa_core::Result<()> {
         let first = self.report.sessions.len();
-        let mut prepared = Vec::with_capacity(batch.len());
-        for (name, id) in batch {
+        // Compression dominates: sessions of a batch are archived on every core.
+        let done = tmpa_core::par::map_ordered(batch, |(name, id)| {
             let archive_name = format!("{id}.json.gz");
             let p = session::archive_one(sessions, name, archive, &archive_name, opts);
+            (archive_name, p)
+        });
+        let mut prepared = Vec::with_capacity(batch.len());
+        for ((name, id), (archive_name, p)) in batch.iter().zip(done) {
             self.report.sessions.push(SessionReport {
                 user: self.user.to_string(),
                 session: id.to_string(),

@@ -38,6 +38,7 @@ pub mod error;
 pub mod event;
 pub mod names;
 pub mod notify;
+pub mod par;
 pub mod program;
 pub mod root;
 pub mod session;
