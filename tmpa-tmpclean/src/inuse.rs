@@ -1,0 +1,324 @@
+//! Which files some process has open, mapped or locked: one scan of `/proc` per run.
+//!
+//! The scan reads every `/proc/{pid}/fd/*` (stat through the magic link gives the open
+//! file's device and inode), every `/proc/{pid}/maps` (files mapped into memory, which stay
+//! in use after their descriptor is closed) and `/proc/locks` (flock, POSIX and OFD
+//! locks). Only files on the root's device are kept, so memory is bounded by what is
+//! open on that file system, not on the whole machine.
+//!
+//! The rule is one-sided: a file is proven closed only when *every* process could be
+//! inspected. When any process's descriptors or maps cannot be read (not running as root,
+//! hardened `/proc`, no `/proc` at all), nothing is proven closed and every candidate is
+//! kept as "cannot prove it is closed". A process that exits during the scan is simply
+//! gone (its files are closed).
+//!
+//! Not covered: processes in other pid namespaces (run on the host, not in a container),
+//! threads that unshared their descriptor table, and a process that opens a temporary
+//! after the scan (the temporaries deleted are at least `--older-than` old and unchanged,
+//! which no writer leaves behind while it still uses them).
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, BufRead};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::fsops;
+
+/// Files in use on one device, as found by one scan.
+#[derive(Debug, Default)]
+pub struct InUse {
+    /// Inodes open (or mapped) by some process.
+    open: HashSet<u64>,
+    /// Inodes some process holds a lock on.
+    locked: HashSet<u64>,
+    /// Why the scan cannot prove anything closed, if it cannot.
+    blind: Option<String>,
+    /// Processes inspected.
+    processes: u64,
+}
+
+/// Whether a file is known to be in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// No process has it open, mapped or locked (every process was inspected).
+    Unused,
+    /// Some process has it open or mapped.
+    Open,
+    /// Some process holds a lock on it.
+    Locked,
+    /// Some process could not be inspected: nothing can be proven closed.
+    Unproven,
+}
+
+impl InUse {
+    /// Scans `proc_dir` (normally `/proc`) for files of device `dev`, skipping this
+    /// process itself.
+    pub fn scan(proc_dir: &Path, dev: u64) -> InUse {
+        let mut s = InUse::default();
+        let me = std::process::id();
+        let rd = match fs::read_dir(proc_dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                s.blind = Some(format!("cannot list {}: {e}", proc_dir.display()));
+                return s;
+            }
+        };
+        let mut unreadable: Vec<u32> = Vec::new();
+        for entry in rd.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let dir = entry.path();
+            match s.scan_process(&dir, dev) {
+                Ok(()) => s.processes += 1,
+                Err(e) if gone(&e) => {}
+                Err(_) => unreadable.push(pid),
+            }
+        }
+        if let Some(why) = not_our_proc(proc_dir, me) {
+            s.blind = Some(why);
+        }
+        if !unreadable.is_empty() {
+            unreadable.sort_unstable();
+            let shown: Vec<String> = unreadable.iter().take(5).map(u32::to_string).collect();
+            s.blind = Some(format!(
+                "the open files of {} process(es) cannot be read (pid {}{}); run as root",
+                unreadable.len(),
+                shown.join(", "),
+                if unreadable.len() > 5 { ", ..." } else { "" }
+            ));
+        }
+        let locks = proc_dir.join("locks");
+        match fs::File::open(&locks) {
+            Ok(f) => {
+                for line in io::BufReader::new(f).split(b'\n') {
+                    match line {
+                        Ok(line) => {
+                            if let Some((d, ino)) = parse_lock_line(&line)
+                                && d == dev
+                            {
+                                s.locked.insert(ino);
+                            }
+                        }
+                        Err(e) => {
+                            s.blind = Some(format!("cannot read {}: {e}", locks.display()));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                s.blind
+                    .get_or_insert_with(|| format!("cannot read {}: {e}", locks.display()));
+            }
+        }
+        s
+    }
+
+    /// Records the open and mapped files of one process.
+    fn scan_process(&mut self, dir: &Path, dev: u64) -> io::Result<()> {
+        let fd_dir = dir.join("fd");
+        let fds = fsops::open_dir_path(&fd_dir).map_err(io::Error::from)?;
+        let mut stream = rustix::fs::Dir::read_from(fds.as_fd()).map_err(io::Error::from)?;
+        while let Some(entry) = stream.read() {
+            let entry = entry.map_err(io::Error::from)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            match fsops::stat_path_following(fds.as_fd(), name) {
+                Ok(st) if st.dev == dev => {
+                    self.open.insert(st.ino);
+                }
+                Ok(_) => {}
+                // Closed between listing and stat, or a target that cannot be stated
+                // (a deleted file on a vanished mount): not one of ours either way.
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let maps = fs::File::open(dir.join("maps"))?;
+        for line in io::BufReader::new(maps).split(b'\n') {
+            if let Some((d, ino)) = parse_maps_line(&line?)
+                && d == dev
+            {
+                self.open.insert(ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the file `(dev, ino)` of the scanned device is in use.
+    pub fn verdict(&self, ino: u64) -> Use {
+        if self.open.contains(&ino) {
+            Use::Open
+        } else if self.locked.contains(&ino) {
+            Use::Locked
+        } else if self.blind.is_some() {
+            Use::Unproven
+        } else {
+            Use::Unused
+        }
+    }
+
+    /// Why nothing can be proven closed, when that is so.
+    pub fn blind(&self) -> Option<&str> {
+        self.blind.as_deref()
+    }
+
+    /// How many processes were inspected.
+    pub fn processes(&self) -> u64 {
+        self.processes
+    }
+
+    /// A scan result built by hand, for tests of the decision rule.
+    #[doc(hidden)]
+    pub fn from_parts(open: &[u64], locked: &[u64], blind: Option<&str>) -> InUse {
+        InUse {
+            open: open.iter().copied().collect(),
+            locked: locked.iter().copied().collect(),
+            blind: blind.map(str::to_owned),
+            processes: 1,
+        }
+    }
+}
+
+/// Why `proc_dir` cannot vouch for every process of this pid namespace, if it cannot: it
+/// is not a procfs, or it is the procfs of another pid namespace (this process is not in
+/// it).
+fn not_our_proc(proc_dir: &Path, me: u32) -> Option<String> {
+    const PROC_SUPER_MAGIC: rustix::fs::FsWord = 0x9fa0;
+    match rustix::fs::statfs(proc_dir) {
+        Ok(st) if st.f_type == PROC_SUPER_MAGIC => {}
+        Ok(_) => return Some(format!("{} is not a procfs", proc_dir.display())),
+        Err(e) => return Some(format!("cannot statfs {}: {e}", proc_dir.display())),
+    }
+    if !proc_dir.join(me.to_string()).exists() {
+        return Some(format!(
+            "{} belongs to another pid namespace (this process is not in it)",
+            proc_dir.display()
+        ));
+    }
+    None
+}
+
+/// The path of the proc file system.
+pub fn proc_dir() -> PathBuf {
+    PathBuf::from("/proc")
+}
+
+/// A process that exited (or a descriptor closed) while being read.
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(3) // ESRCH
+}
+
+fn hex_dev(maj: &[u8], min: &[u8]) -> Option<u64> {
+    let maj = u32::from_str_radix(std::str::from_utf8(maj).ok()?, 16).ok()?;
+    let min = u32::from_str_radix(std::str::from_utf8(min).ok()?, 16).ok()?;
+    Some(rustix::fs::makedev(maj, min))
+}
+
+/// Parses a `/proc/locks` line (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, or a
+/// waiter's `1: -> FLOCK ...`) into (device, inode).
+pub fn parse_lock_line(line: &[u8]) -> Option<(u64, u64)> {
+    line.split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .find_map(|w| {
+            let mut parts = w.split(|&b| b == b':');
+            let (maj, min, ino) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() || maj.is_empty() || min.is_empty() {
+                return None;
+            }
+            let ino: u64 = std::str::from_utf8(ino).ok()?.parse().ok()?;
+            Some((hex_dev(maj, min)?, ino))
+        })
+}
+
+/// Parses a `/proc/{pid}/maps` line (`addr perms offset MAJ:MIN inode path`) into
+/// (device, inode); anonymous mappings (inode 0) give `None`.
+pub fn parse_maps_line(line: &[u8]) -> Option<(u64, u64)> {
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let dev = words.nth(3)?;
+    let ino: u64 = std::str::from_utf8(words.next()?).ok()?.parse().ok()?;
+    if ino == 0 {
+        return None;
+    }
+    let mut parts = dev.split(|&b| b == b':');
+    let (maj, min) = (parts.next()?, parts.next()?);
+    Some((hex_dev(maj, min)?, ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_locks_lines() {
+        let dev = rustix::fs::makedev(0x08, 0x01);
+        assert_eq!(
+            parse_lock_line(b"1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"),
+            Some((dev, 5678))
+        );
+        assert_eq!(
+            parse_lock_line(b"2: -> POSIX  ADVISORY  WRITE 99 08:01:42 0 EOF"),
+            Some((dev, 42))
+        );
+        assert_eq!(
+            parse_lock_line(b"3: OFDLCK ADVISORY  READ  -1 00:2e:7 0 EOF"),
+            Some((rustix::fs::makedev(0, 0x2e), 7))
+        );
+        assert_eq!(parse_lock_line(b"garbage"), None);
+    }
+
+    #[test]
+    fn parses_maps_lines() {
+        assert_eq!(
+            parse_maps_line(b"7f00-7f10 r--p 00000000 fd:01 1234   /usr/lib/x.so"),
+            Some((rustix::fs::makedev(0xfd, 1), 1234))
+        );
+        assert_eq!(
+            parse_maps_line(b"7f00-7f10 rw-p 00000000 00:00 0 [heap]"),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_a_file_this_test_holds_open_through_a_child() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("held.json.tmp");
+        std::fs::write(&p, b"x").unwrap();
+        let st = std::fs::metadata(&p).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::fs::File::open(&p).unwrap())
+            .spawn()
+            .unwrap();
+        let s = InUse::scan(&proc_dir(), st.dev());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(s.verdict(st.ino()), Use::Open, "{s:?}");
+        assert!(s.processes() > 0);
+    }
+
+    #[test]
+    fn blind_scan_proves_nothing_closed() {
+        let s = InUse::from_parts(&[1], &[2], Some("pid 7 unreadable"));
+        assert_eq!(s.verdict(1), Use::Open);
+        assert_eq!(s.verdict(2), Use::Locked);
+        assert_eq!(s.verdict(3), Use::Unproven);
+        assert_eq!(InUse::from_parts(&[], &[], None).verdict(3), Use::Unused);
+        let none = InUse::scan(Path::new("/nonexistent-proc"), 1);
+        assert_eq!(none.verdict(3), Use::Unproven);
+    }
+}
