@@ -1,0 +1,987 @@
+//! tmpa-patrol on real trees: each check in its ok, warning and critical state, the three
+//! output shapes (Nagios line, SPEC §7 JSON, Prometheus textfile), the plugin exit codes,
+//! the incremental cache, log flagging, and that the data tree is never touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tmpa_tests::{Run, Tmpfs, Tree, age, bin, event_json};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// The nine checks of SPEC §7, in report order.
+const CHECKS: [&str; 9] = [
+    "service",
+    "directories",
+    "inbox_files",
+    "token_stats_files",
+    "inodes",
+    "tmp_files",
+    "corrupt_json",
+    "compact_events_last_success",
+    "archive_history_last_success",
+];
+const RUNNING: &str =
+    "echo 'app                              RUNNING   pid 4242, uptime 3 days, 1:02:03'";
+
+/// Runs the patrol with `--json` and returns the exit code and the document.
+fn patrol_json(t: &Tree, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let r = t.run("tmpa-patrol", &all);
+    (r.code, r.json())
+}
+
+fn check<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["checks"]
+        .as_array()
+        .expect("checks array")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {doc:#}"))
+}
+
+fn status_of(doc: &Value, name: &str) -> String {
+    check(doc, name)["status"]
+        .as_str()
+        .expect("status string")
+        .to_owned()
+}
+
+/// `n` tiny files `{prefix}{i}.json` in `dir`, written as fast as the file system allows.
+fn many_files(dir: &Path, prefix: &str, from: usize, to: usize) {
+    fs::create_dir_all(dir).expect("mkdir");
+    for i in from..to {
+        fs::write(dir.join(format!("{prefix}{i}.json")), b"{}").expect("write");
+    }
+}
+
+fn rfc3339_ago(ago: Duration) -> String {
+    let t = chrono::Local::now() - chrono::Duration::from_std(ago).expect("duration");
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+/// A run record as tmpa-core writes it, by hand: the last run started `run_ago` ago with
+/// `exit`; the last success (if any) started `success_ago` ago and took 60 s.
+fn record(
+    t: &Tree,
+    task: &str,
+    run_ago: Duration,
+    exit: u8,
+    dry_run: bool,
+    success: Option<(Duration, u8)>,
+) {
+    let doc = json!({
+        "task": task,
+        "program": "tmpa-x",
+        "root": t.root().display().to_string(),
+        "started_at": rfc3339_ago(run_ago),
+        "finished_at": rfc3339_ago(run_ago.saturating_sub(Duration::from_secs(60))),
+        "duration_secs": 60.0,
+        "dry_run": dry_run,
+        "exit_code": exit,
+        "counts": {"deleted": 3},
+        "receipt": null,
+        "last_success_at": success.map(|(ago, _)| rfc3339_ago(ago)),
+        "last_success_duration_secs": success.map(|_| 60.0),
+        "last_success_exit_code": success.map(|(_, code)| code),
+    });
+    t.file(
+        format!(".tmpa/runs/{task}.json"),
+        serde_json::to_vec_pretty(&doc).expect("json"),
+    );
+}
+
+/// Both jobs succeeded an hour ago.
+fn healthy_jobs(t: &Tree) {
+    record(t, "compact_events", HOUR, 0, false, Some((HOUR, 0)));
+    record(t, "archive_history", HOUR, 0, false, Some((HOUR, 0)));
+}
+
+/// A small healthy tree: a few events, a compacted day, an inbox, a session.
+fn healthy_tree() -> Tree {
+    let t = Tree::new();
+    t.event("2026-11-01", "a1", "u1", 3, 4);
+    t.event("2026-11-01", "a2", "u2", 5, 6);
+    t.file(
+        "token_stats/2026-10-31/_compacted.json",
+        format!(
+            "{{\"format\":1,\"day\":\"2026-10-31\",\"events\":[{}]}}",
+            event_json("b1", "2026-10-31T10:00:00Z", "u1", "m", 1, 2)
+        ),
+    );
+    t.file("notifications/u1/inbox/ntf_1.json", br#"{"title":"hi"}"#);
+    t.file("notifications/u1/ack/ntf_1.ack", b"");
+    t.file("chat_history/u1/sessions/s1.json", br#"{"messages":[]}"#);
+    t.file("chat_history/u1/profile/p.json", br#"{"name":"x"}"#);
+    healthy_jobs(&t);
+    t
+}
+
+/// A healthy tree with a running service is ok on every check: exit 0, SPEC §7 JSON with
+/// the nine checks in order, each with name, status, value and detail.
+#[test]
+fn healthy_tree_is_ok_and_json_matches_spec() {
+    let t = healthy_tree();
+    let (code, doc) = patrol_json(&t, &["--service-cmd", RUNNING]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["status"], "ok");
+    let names: Vec<&str> = doc["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, CHECKS);
+    for c in doc["checks"].as_array().expect("checks") {
+        assert_eq!(c["status"], "ok", "{c:#}");
+        assert!(c["detail"].is_string(), "{c:#}");
+        assert!(c["value"].is_number(), "{c:#}");
+        assert!(c.get("name").is_some() && c.get("status").is_some());
+    }
+    assert_eq!(check(&doc, "corrupt_json")["value"], 0);
+    assert_eq!(check(&doc, "service")["value"], 1);
+}
+
+/// The text output starts with a Nagios status line carrying perfdata with thresholds,
+/// then the log header line, the table, and a last line with the exit code.
+#[test]
+fn text_output_is_a_nagios_line_then_a_table() {
+    let t = healthy_tree();
+    let r = t.run("tmpa-patrol", &["--service-cmd", RUNNING]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let (summary, perf) = lines[0].split_once(" | ").expect("perfdata after ' | '");
+    assert!(summary.starts_with("TMPA OK - "), "{summary}");
+    let items: BTreeMap<&str, &str> = perf
+        .split(' ')
+        .map(|i| i.split_once('=').expect("label=value"))
+        .collect();
+    assert!(
+        items["inbox_files_max"].ends_with(";5000;10000;0"),
+        "{perf}"
+    );
+    assert!(items["token_stats_files_max"].ends_with(";5000;10000;0"));
+    assert!(items["inodes_used"].contains("%;70;85;0"));
+    assert!(items["compact_events_last_success_age"].ends_with("s;;86400;0"));
+    assert!(items["archive_history_last_success_age"].ends_with("s;;691200;0"));
+    assert!(
+        lines[1].contains("tmpa-patrol PATROL root="),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].starts_with("CHECK"));
+    for name in CHECKS {
+        assert!(r.stdout.contains(&format!("\n{name} ")), "{name} row");
+    }
+    let last = lines.last().expect("last line");
+    assert!(
+        last.contains("tmpa-patrol finished:") && last.ends_with("exit=0 (ok)"),
+        "{last}"
+    );
+}
+
+/// An inbox of 5000 entries is ok, 5001 a warning, 10001 critical; the finding names it.
+#[test]
+fn inbox_files_ok_warning_critical() {
+    let t = healthy_tree();
+    let inbox = t.root().join("notifications/u9/inbox");
+    many_files(&inbox, "ntf_", 0, 5000);
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "inbox_files"), "ok");
+    assert_eq!(check(&doc, "inbox_files")["value"], 5000);
+
+    many_files(&inbox, "ntf_", 5000, 5001);
+    let (code, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "inbox_files"), "warning");
+    assert_eq!(check(&doc, "inbox_files")["value"], 5001);
+    assert_eq!(code, 1);
+    assert!(
+        check(&doc, "inbox_files")["findings"][0]
+            .as_str()
+            .expect("finding")
+            .starts_with("notifications/u9/inbox: 5001")
+    );
+
+    many_files(&inbox, "ntf_", 5001, 10001);
+    let (code, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "inbox_files"), "critical");
+    assert_eq!(check(&doc, "inbox_files")["value"], 10001);
+    assert_eq!(code, 2);
+    // Thresholds are flags.
+    let (code, doc) = patrol_json(
+        &t,
+        &[
+            "--inbox-files-warning",
+            "20000",
+            "--inbox-files-critical",
+            "30000",
+        ],
+    );
+    assert_eq!(status_of(&doc, "inbox_files"), "ok");
+    assert_eq!(code, 0);
+}
+
+/// A day directory of 5001 entries is a warning, 10001 critical.
+#[test]
+fn token_stats_files_ok_warning_critical() {
+    let t = healthy_tree();
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "token_stats_files"), "ok");
+    let day = t.root().join("token_stats/2026-11-02");
+    // Events must be valid to keep corrupt_json out of the picture: write real ones.
+    let write = |from: usize, to: usize| {
+        for i in from..to {
+            fs::write(
+                day.join(format!("evt_e{i}.json")),
+                event_json(&format!("e{i}"), "2026-11-02T01:00:00Z", "u", "m", 1, 1),
+            )
+            .expect("write");
+        }
+    };
+    fs::create_dir_all(&day).expect("mkdir");
+    write(0, 5001);
+    let (code, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "token_stats_files"), "warning", "{doc:#}");
+    assert_eq!(check(&doc, "token_stats_files")["value"], 5001);
+    assert_eq!(status_of(&doc, "corrupt_json"), "ok");
+    assert_eq!(code, 1);
+    write(5001, 10001);
+    let (code, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "token_stats_files"), "critical");
+    assert_eq!(code, 2);
+}
+
+/// Inode thresholds are flags: the real usage against 0 % is critical, against the
+/// defaults it is whatever the file system says.
+#[test]
+fn inodes_thresholds_via_flags() {
+    let t = healthy_tree();
+    let (_, doc) = patrol_json(&t, &[]);
+    let used = check(&doc, "inodes")["value"]
+        .as_f64()
+        .expect("inodes value");
+    let expect = if used > 85.0 {
+        "critical"
+    } else if used > 70.0 {
+        "warning"
+    } else {
+        "ok"
+    };
+    assert_eq!(status_of(&doc, "inodes"), expect);
+    if used > 0.0 {
+        let (_, doc) = patrol_json(&t, &["--inodes-warning", "0", "--inodes-critical", "100"]);
+        assert_eq!(status_of(&doc, "inodes"), "warning");
+        let (code, doc) = patrol_json(&t, &["--inodes-warning", "0", "--inodes-critical", "0"]);
+        assert_eq!(status_of(&doc, "inodes"), "critical");
+        assert_eq!(code, 2);
+    }
+    // A warning above the critical threshold is a usage error: unknown.
+    let r = t.run(
+        "tmpa-patrol",
+        &["--inodes-warning", "90", "--inodes-critical", "80"],
+    );
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    assert!(r.stdout.starts_with("TMPA UNKNOWN - "), "{}", r.stdout);
+}
+
+/// On a tmpfs with 100 inodes (root only), filling 75 and then 90 of them turns the check
+/// to warning and then critical.
+#[test]
+fn inodes_on_a_small_tmpfs() {
+    let Some(fsys) = Tmpfs::mount("4m", 100) else {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    };
+    let root = fsys.path();
+    for d in ["notifications", "token_stats", "chat_history"] {
+        fs::create_dir(root.join(d)).expect("mkdir");
+    }
+    let run = |args: &[&str]| -> Value {
+        let r: Run = bin("tmpa-patrol")
+            .arg("--root")
+            .arg(root)
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("run")
+            .into();
+        r.json()
+    };
+    let pct = |doc: &Value| check(doc, "inodes")["value"].as_f64().expect("pct");
+    let doc = run(&[]);
+    assert_eq!(status_of(&doc, "inodes"), "ok", "{doc:#}");
+    let fill = |doc: &Value, to_pct: f64| {
+        let now = pct(doc);
+        let n = ((to_pct - now) as usize).max(1);
+        let dir = root.join("chat_history/fill");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let have = fs::read_dir(&dir).expect("list").count();
+        for i in have..have + n {
+            fs::write(dir.join(format!("f{i}")), b"").expect("write");
+        }
+    };
+    fill(&doc, 75.0);
+    let doc = run(&[]);
+    assert_eq!(status_of(&doc, "inodes"), "warning", "{}", pct(&doc));
+    fill(&doc, 90.0);
+    let doc = run(&[]);
+    assert_eq!(status_of(&doc, "inodes"), "critical", "{}", pct(&doc));
+}
+
+/// A missing required directory, a symlinked one, or one that is a file is critical;
+/// `--required-dirs` narrows the set.
+#[test]
+fn missing_directories_are_critical() {
+    let t = Tree::bare();
+    fs::create_dir(t.root().join("token_stats")).expect("mkdir");
+    healthy_jobs(&t);
+    let (code, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "directories"), "critical");
+    assert_eq!(check(&doc, "directories")["value"], 2);
+    let detail = check(&doc, "directories")["detail"]
+        .as_str()
+        .expect("detail");
+    assert!(
+        detail.contains("notifications/ is missing") && detail.contains("chat_history/ is missing"),
+        "{detail}"
+    );
+    assert_eq!(code, 2);
+
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(elsewhere.path(), t.root().join("chat_history")).expect("symlink");
+    fs::write(t.root().join("notifications"), b"").expect("file");
+    let (_, doc) = patrol_json(&t, &[]);
+    let detail = check(&doc, "directories")["detail"]
+        .as_str()
+        .expect("detail");
+    assert!(detail.contains("chat_history/ is a symlink"), "{detail}");
+    assert!(
+        detail.contains("notifications/ is not a directory"),
+        "{detail}"
+    );
+
+    let (code, doc) = patrol_json(&t, &["--required-dirs", "token_stats"]);
+    assert_eq!(status_of(&doc, "directories"), "ok", "{doc:#}");
+    assert_eq!(code, 0);
+}
+
+/// No run record, a dry run only, a stale success and a success that finished with exit 1
+/// or was followed by a failed run: critical, critical, critical, warning, warning.
+#[test]
+fn job_checks_read_the_run_records() {
+    let t = healthy_tree();
+    fs::remove_file(t.root().join(".tmpa/runs/compact_events.json")).expect("rm");
+    let (code, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "compact_events_last_success"), "critical");
+    assert!(check(&doc, "compact_events_last_success")["value"].is_null());
+    assert!(
+        check(&doc, "compact_events_last_success")["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("never run")
+    );
+    assert_eq!(code, 2);
+
+    // Dry runs do not count.
+    record(&t, "compact_events", HOUR, 0, true, None);
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "compact_events_last_success"), "critical");
+
+    // Stale: the last success is 25 h old; the last run (an hour ago) failed with exit 4.
+    record(&t, "compact_events", HOUR, 4, false, Some((25 * HOUR, 0)));
+    let (_, doc) = patrol_json(&t, &[]);
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "critical", "{c:#}");
+    let age = c["value"].as_f64().expect("age");
+    assert!((24.0 * 3600.0..25.0 * 3600.0).contains(&age), "{age}");
+    // The window is a flag.
+    let (_, doc) = patrol_json(&t, &["--compact-window", "26h"]);
+    assert_eq!(status_of(&doc, "compact_events_last_success"), "warning");
+
+    // Fresh success, but a later run failed: warning.
+    record(&t, "compact_events", HOUR, 4, false, Some((3 * HOUR, 0)));
+    let (code, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "compact_events_last_success"), "warning");
+    assert_eq!(code, 1);
+
+    // Fresh success with exit 1 (finished, something to look at): warning.
+    record(&t, "compact_events", HOUR, 1, false, Some((HOUR, 1)));
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "compact_events_last_success"), "warning");
+
+    // The weekly job has an 8-day window.
+    record(&t, "archive_history", 7 * DAY, 0, false, Some((7 * DAY, 0)));
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "archive_history_last_success"), "ok");
+    record(&t, "archive_history", 9 * DAY, 0, false, Some((9 * DAY, 0)));
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "archive_history_last_success"), "critical");
+
+    // A run record that is not one: unknown.
+    t.file(".tmpa/runs/archive_history.json", b"{not json");
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "archive_history_last_success"), "unknown");
+}
+
+/// A service command that prints RUNNING is ok; one that fails is critical; one that hangs
+/// is killed at the timeout and critical; none given is skipped and ignored overall.
+#[test]
+fn service_running_failing_hanging_and_skipped() {
+    let t = healthy_tree();
+    let (code, doc) = patrol_json(&t, &[]);
+    let s = check(&doc, "service");
+    assert_eq!(s["status"], "unknown");
+    assert_eq!(s["skipped"], true);
+    assert!(
+        s["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("not configured")
+    );
+    assert_eq!(doc["status"], "ok");
+    assert_eq!(code, 0);
+
+    let (code, doc) = patrol_json(&t, &["--service-cmd", RUNNING]);
+    assert_eq!(status_of(&doc, "service"), "ok");
+    assert_eq!(code, 0);
+
+    let (code, doc) = patrol_json(
+        &t,
+        &[
+            "--service-cmd",
+            "echo 'app STOPPED   Nov 25 07:00 AM'; exit 3",
+        ],
+    );
+    let s = check(&doc, "service");
+    assert_eq!(s["status"], "critical");
+    assert!(
+        s["detail"].as_str().expect("detail").contains("STOPPED"),
+        "{s:#}"
+    );
+    assert_eq!(s["value"], 0);
+    assert_eq!(code, 2);
+
+    // Exit 0 without the word is not running either.
+    let (_, doc) = patrol_json(&t, &["--service-cmd", "true"]);
+    assert_eq!(status_of(&doc, "service"), "critical");
+
+    let started = Instant::now();
+    let (code, doc) = patrol_json(
+        &t,
+        &[
+            "--service-cmd",
+            "sleep 30; echo RUNNING",
+            "--service-timeout",
+            "1s",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the timeout did not hit"
+    );
+    let s = check(&doc, "service");
+    assert_eq!(s["status"], "critical");
+    assert!(
+        s["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("no answer within 1s"),
+        "{s:#}"
+    );
+    assert_eq!(code, 2);
+}
+
+/// Fresh temporaries are writes in flight (ok); stale ones are a warning, many critical;
+/// names that only look like temporaries are not counted.
+#[test]
+fn tmp_files_ok_warning_critical() {
+    let t = healthy_tree();
+    t.file("token_stats/2026-11-01/evt_a3.json.tmp.77-1-ab", b"{");
+    t.file("chat_history/u1/sessions/s2.json.tmp", b"{");
+    t.file("chat_history/u1/profile/x.tmpl", b"");
+    t.file("chat_history/u1/profile/x.tmpfoo", b"");
+    let (_, doc) = patrol_json(&t, &[]);
+    let c = check(&doc, "tmp_files");
+    assert_eq!(c["status"], "ok", "{c:#}");
+    assert_eq!(c["value"], 0);
+    assert!(
+        c["detail"].as_str().expect("detail").contains("(2 in all)"),
+        "{c:#}"
+    );
+
+    age(
+        &t.root().join("chat_history/u1/sessions/s2.json.tmp"),
+        3 * DAY,
+    );
+    let (code, doc) = patrol_json(&t, &[]);
+    let c = check(&doc, "tmp_files");
+    assert_eq!(c["status"], "warning", "{c:#}");
+    assert_eq!(c["findings"][0], "chat_history/u1/sessions/s2.json.tmp");
+    assert_eq!(code, 1);
+
+    age(
+        &t.root()
+            .join("token_stats/2026-11-01/evt_a3.json.tmp.77-1-ab"),
+        3 * DAY,
+    );
+    let (code, doc) = patrol_json(&t, &["--tmp-critical", "1"]);
+    assert_eq!(status_of(&doc, "tmp_files"), "critical");
+    assert_eq!(code, 2);
+    let (_, doc) = patrol_json(&t, &["--tmp-older-than", "4d"]);
+    assert_eq!(status_of(&doc, "tmp_files"), "ok");
+}
+
+/// Corrupt JSON of every kind is found and named: an event that is not JSON, one whose id
+/// differs from its name, one missing a field, a compacted file out of format, a session
+/// that is not an object, a symlink; more than --corrupt-critical is critical.
+#[test]
+fn corrupt_json_ok_warning_critical() {
+    let t = healthy_tree();
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "corrupt_json"), "ok");
+
+    t.file("token_stats/2026-11-01/evt_bad1.json", b"{\"id\":");
+    let (code, doc) = patrol_json(&t, &[]);
+    let c = check(&doc, "corrupt_json");
+    assert_eq!(c["status"], "warning", "{c:#}");
+    assert_eq!(c["value"], 1);
+    assert!(
+        c["findings"][0]
+            .as_str()
+            .expect("finding")
+            .starts_with("token_stats/2026-11-01/evt_bad1.json: ")
+    );
+    assert_eq!(code, 1);
+
+    t.file(
+        "token_stats/2026-11-01/evt_other.json",
+        event_json("not-other", "2026-11-01T12:00:00Z", "u", "m", 1, 1),
+    );
+    t.file(
+        "token_stats/2026-11-01/evt_nofield.json",
+        br#"{"id":"nofield"}"#,
+    );
+    t.file(
+        "token_stats/2026-11-03/_compacted.json",
+        br#"{"format":1,"day":"2026-11-04","events":[]}"#,
+    );
+    t.file("chat_history/u1/sessions/s9.json", b"[1,2]");
+    std::os::unix::fs::symlink(
+        "/etc/passwd",
+        t.root().join("notifications/u1/inbox/ntf_l.json"),
+    )
+    .expect("symlink");
+    let (code, doc) = patrol_json(&t, &["--corrupt-critical", "5"]);
+    let c = check(&doc, "corrupt_json");
+    assert_eq!(c["status"], "critical", "{c:#}");
+    assert_eq!(c["value"], 6);
+    let text = c["findings"].to_string();
+    for needle in [
+        "evt_other.json: holds id",
+        "evt_nofield.json: ",
+        "_compacted.json: holds day",
+        "s9.json: not a JSON object",
+        "ntf_l.json: is not a regular file",
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+    assert_eq!(code, 2);
+}
+
+/// With --incremental the second patrol parses nothing unchanged; a file rewritten in
+/// place (same size) is parsed again and found; --full parses everything.
+#[test]
+fn incremental_cache_reparses_only_changes() {
+    let t = healthy_tree();
+    let parsed = |doc: &Value| -> u64 {
+        let d = check(doc, "corrupt_json")["detail"]
+            .as_str()
+            .expect("detail")
+            .to_owned();
+        let (_, rest) = d.split_once('(').expect("(");
+        rest.split(' ').next().expect("n").parse().expect("number")
+    };
+    let (_, first) = patrol_json(&t, &["--incremental"]);
+    let total = parsed(&first);
+    assert!(total >= 6, "{first:#}");
+    assert!(t.root().join(".tmpa/patrol/json-cache").is_dir());
+
+    let (_, second) = patrol_json(&t, &["--incremental"]);
+    assert_eq!(parsed(&second), 0, "{second:#}");
+    assert_eq!(status_of(&second, "corrupt_json"), "ok");
+
+    // Same size, different bytes, written in place.
+    let session = t.root().join("chat_history/u1/sessions/s1.json");
+    let len = fs::metadata(&session).expect("meta").len() as usize;
+    fs::write(&session, "x".repeat(len)).expect("overwrite");
+    let (_, third) = patrol_json(&t, &["--incremental"]);
+    assert_eq!(parsed(&third), 1, "{third:#}");
+    assert_eq!(status_of(&third, "corrupt_json"), "warning");
+    // The corrupt verdict is cached too: still reported without a re-parse.
+    let (_, fourth) = patrol_json(&t, &["--incremental"]);
+    assert_eq!(parsed(&fourth), 0);
+    assert_eq!(status_of(&fourth, "corrupt_json"), "warning");
+
+    let (_, full) = patrol_json(&t, &["--incremental", "--full"]);
+    assert_eq!(parsed(&full), total);
+    let (_, expired) = patrol_json(&t, &["--incremental", "--cache-max-age", "0s"]);
+    assert_eq!(parsed(&expired), total);
+    // A new file is parsed alone.
+    t.event("2026-11-01", "a9", "u1", 1, 1);
+    let (_, fifth) = patrol_json(&t, &["--incremental"]);
+    assert_eq!(parsed(&fifth), 1);
+}
+
+/// The patrol writes nothing in the data tree, whatever it finds and whichever flags.
+#[test]
+fn patrol_leaves_the_data_tree_untouched() {
+    let t = healthy_tree();
+    t.file("token_stats/2026-11-01/evt_bad.json", b"nope");
+    t.file("chat_history/u1/sessions/old.json.tmp", b"{");
+    age(
+        &t.root().join("chat_history/u1/sessions/old.json.tmp"),
+        5 * DAY,
+    );
+    many_files(&t.root().join("notifications/u2/inbox"), "ntf_", 0, 50);
+    let before = t.snapshot();
+    let out = tempfile::tempdir().expect("tempdir");
+    let prom = out.path().join("tmpa.prom");
+    let prom_arg = prom.to_str().expect("utf-8");
+    for args in [
+        vec![],
+        vec!["--json"],
+        vec!["--incremental", "--prometheus", prom_arg],
+        vec!["--incremental", "--full", "--service-cmd", RUNNING],
+    ] {
+        let r = t.run("tmpa-patrol", &args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stdout);
+        assert_eq!(t.snapshot(), before, "{args:?} changed the data tree");
+    }
+}
+
+/// Not a root, a bad flag, a bad age: unknown (3) with a status line, never clap's 2; the
+/// Prometheus file then says the patrol is down. --help exits 0.
+#[test]
+fn exit_codes_follow_the_plugin_convention() {
+    let t = Tree::bare();
+    let out = tempfile::tempdir().expect("tempdir");
+    let prom = out.path().join("tmpa.prom");
+    let r = t.run(
+        "tmpa-patrol",
+        &["--prometheus", prom.to_str().expect("utf-8")],
+    );
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stdout.starts_with("TMPA UNKNOWN - cannot check: "),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("not a TMPA root"), "{}", r.stderr);
+    let text = fs::read_to_string(&prom).expect("prom written");
+    let samples = parse_exposition(&text);
+    assert_eq!(samples[&("tmpa_patrol_up".to_owned(), String::new())], 0.0);
+    assert_eq!(
+        samples[&("tmpa_patrol_status".to_owned(), String::new())],
+        3.0
+    );
+
+    let r = t.run("tmpa-patrol", &["--json"]);
+    assert_eq!(r.code, 3);
+    assert_eq!(r.json()["status"], "unknown");
+
+    let good = healthy_tree();
+    for args in [
+        &["--no-such-flag"][..],
+        &["--service-timeout", "ten"],
+        &["--log", "nightly=/tmp/x.log"],
+        &["--inbox-files-warning", "-1"],
+    ] {
+        let r = good.run("tmpa-patrol", args);
+        assert_eq!(r.code, 3, "{args:?}: {r:?}");
+        assert!(
+            r.stdout.starts_with("TMPA UNKNOWN - usage error"),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+    let r: Run = bin("tmpa-patrol")
+        .arg("--help")
+        .output()
+        .expect("run")
+        .into();
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("--service-cmd"));
+}
+
+/// A strict reader of the Prometheus text exposition format: HELP and TYPE at most once per
+/// family and before its samples, a family's samples together, valid metric and label
+/// names, escaped label values, float values, no duplicate series. Returns
+/// (name, labels) → value.
+fn parse_exposition(text: &str) -> BTreeMap<(String, String), f64> {
+    fn metric_name_ok(s: &str) -> bool {
+        let mut c = s.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+    }
+    fn label_name_ok(s: &str) -> bool {
+        let mut c = s.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+            && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            && !s.starts_with("__")
+    }
+    fn value(s: &str) -> f64 {
+        match s {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            _ => s.parse().unwrap_or_else(|_| panic!("bad value {s:?}")),
+        }
+    }
+    /// Parses `{a="x",b="y"}` from the start of `s`; returns the canonical labels and the rest.
+    fn labels(s: &str) -> (String, &str) {
+        let mut out = Vec::new();
+        let mut rest = s.strip_prefix('{').expect("{");
+        loop {
+            if let Some(r) = rest.strip_prefix('}') {
+                return (out.join(","), r);
+            }
+            let eq = rest.find('=').expect("label =");
+            let name = &rest[..eq];
+            assert!(label_name_ok(name), "label name {name:?}");
+            rest = rest[eq + 1..].strip_prefix('"').expect("opening quote");
+            let mut val = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                let (i, c) = chars.next().expect("closing quote");
+                match c {
+                    '"' => break i,
+                    '\\' => match chars.next().expect("escape").1 {
+                        '\\' => val.push('\\'),
+                        '"' => val.push('"'),
+                        'n' => val.push('\n'),
+                        other => panic!("bad escape \\{other}"),
+                    },
+                    '\n' => panic!("raw newline in label value"),
+                    c => val.push(c),
+                }
+            };
+            out.push(format!("{name}={val}"));
+            rest = &rest[end + 1..];
+            rest = rest.strip_prefix(',').unwrap_or(rest);
+        }
+    }
+    let mut help = BTreeSet::new();
+    let mut typed: BTreeMap<String, String> = BTreeMap::new();
+    let mut finished_families = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut samples = BTreeMap::new();
+    assert!(text.ends_with('\n'), "the file ends with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').expect("HELP name doc");
+            assert!(metric_name_ok(name) && !doc.is_empty(), "{line}");
+            assert!(help.insert(name.to_owned()), "HELP twice for {name}");
+            assert!(
+                !samples.keys().any(|(n, _): &(String, String)| n == name),
+                "HELP after samples"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(metric_name_ok(name), "{line}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                typed.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "TYPE twice: {name}"
+            );
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).expect("sample");
+        let name = &line[..name_end];
+        assert!(metric_name_ok(name), "metric name {name:?}");
+        assert!(typed.contains_key(name), "sample before TYPE: {line}");
+        assert!(
+            !finished_families.contains(name),
+            "family {name} not contiguous"
+        );
+        if current.as_deref() != Some(name)
+            && let Some(prev) = current.replace(name.to_owned())
+        {
+            finished_families.insert(prev);
+        }
+        let (lbls, rest) = if line[name_end..].starts_with('{') {
+            labels(&line[name_end..])
+        } else {
+            (String::new(), &line[name_end..])
+        };
+        let parts: Vec<&str> = rest.split_whitespace().collect();
+        assert!(
+            (1..=2).contains(&parts.len()) && rest.starts_with(' '),
+            "value (and optional timestamp): {line}"
+        );
+        if let Some(ts) = parts.get(1) {
+            ts.parse::<i64>().expect("timestamp");
+        }
+        let v = value(parts[0]);
+        assert!(
+            samples.insert((name.to_owned(), lbls), v).is_none(),
+            "duplicate series: {line}"
+        );
+    }
+    samples
+}
+
+/// The Prometheus file parses strictly, carries every check's status, the values, the
+/// jobs' last-success times and durations, and is replaced atomically (a new inode, no
+/// temporary left beside it).
+#[test]
+fn prometheus_file_parses_and_is_replaced_atomically() {
+    let t = healthy_tree();
+    t.file("token_stats/2026-11-01/evt_bad.json", b"nope");
+    let out = tempfile::tempdir().expect("tempdir");
+    let prom = out.path().join("tmpa.prom");
+    fs::write(&prom, b"# stale\n").expect("write");
+    let ino_before = fs::metadata(&prom).expect("meta").ino();
+    let r = t.run(
+        "tmpa-patrol",
+        &[
+            "--prometheus",
+            prom.to_str().expect("utf-8"),
+            "--service-cmd",
+            RUNNING,
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_ne!(
+        fs::metadata(&prom).expect("meta").ino(),
+        ino_before,
+        "replaced by rename"
+    );
+    let names: Vec<String> = fs::read_dir(out.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["tmpa.prom"], "no temporary left behind");
+    let text = fs::read_to_string(&prom).expect("read");
+    let s = parse_exposition(&text);
+    let get = |name: &str, labels: &str| -> f64 {
+        *s.get(&(name.to_owned(), labels.to_owned()))
+            .unwrap_or_else(|| panic!("{name}{{{labels}}} missing in\n{text}"))
+    };
+    for name in CHECKS {
+        let v = get("tmpa_check_status", &format!("check={name}"));
+        assert!((0.0..=3.0).contains(&v));
+    }
+    assert_eq!(get("tmpa_check_status", "check=corrupt_json"), 1.0);
+    assert_eq!(get("tmpa_check_status", "check=service"), 0.0);
+    assert_eq!(get("tmpa_check_value", "check=corrupt_json"), 1.0);
+    assert_eq!(get("tmpa_patrol_status", ""), 1.0);
+    assert_eq!(get("tmpa_patrol_up", ""), 1.0);
+    let now = chrono::Utc::now().timestamp() as f64;
+    for task in ["compact_events", "archive_history"] {
+        let at = get(
+            "tmpa_job_last_success_timestamp_seconds",
+            &format!("task={task}"),
+        );
+        assert!((now - at - 3600.0).abs() < 120.0, "{task}: {at} vs {now}");
+        assert_eq!(
+            get(
+                "tmpa_job_last_success_duration_seconds",
+                &format!("task={task}")
+            ),
+            60.0
+        );
+        assert_eq!(
+            get("tmpa_job_last_run_exit_code", &format!("task={task}")),
+            0.0
+        );
+    }
+    // Every family has HELP and TYPE.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = &line[..line.find(['{', ' ']).expect("sample")];
+        assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}");
+    }
+}
+
+/// A job log where a path is deleted after its verification failed in the same run makes
+/// the job critical and names the line; the job's last 50 lines come with the report.
+/// The same deletion in a later run (after a header line) is not flagged.
+#[test]
+fn log_deletion_after_failed_verification_is_critical() {
+    let t = healthy_tree();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("compact.log");
+    let mut text = String::new();
+    for i in 0..80 {
+        text.push_str(&format!("filler line {i}\n"));
+    }
+    text.push_str("2026-11-25T02:30:00+00:00 tmpa-compact COMPACT root=/opt/app\n");
+    text.push_str("  problem: verification failed: /opt/app/token_stats/2026-11-01/evt_x.json does not read back\n");
+    text.push_str("deleted /opt/app/token_stats/2026-11-01/evt_x.json\n");
+    text.push_str(
+        "2026-11-25T02:40:00+00:00 tmpa-compact finished: deleted=1 exit=1 (needs a look)\n",
+    );
+    fs::write(&log, &text).expect("write log");
+    let arg = format!("compact_events={}", log.display());
+    let (code, doc) = patrol_json(&t, &["--log", &arg]);
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "critical", "{c:#}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("1 deletion(s) after a failed verification")
+    );
+    assert!(
+        c["findings"][0]
+            .as_str()
+            .expect("finding")
+            .contains("line 83"),
+        "{c:#}"
+    );
+    let tail = c["log_tail"].as_array().expect("tail");
+    assert_eq!(tail.len(), 50);
+    assert_eq!(
+        tail[49],
+        "2026-11-25T02:40:00+00:00 tmpa-compact finished: deleted=1 exit=1 (needs a look)"
+    );
+    assert_eq!(code, 2);
+    // The text report shows the tail too.
+    let r = t.run("tmpa-patrol", &["--log", &arg]);
+    assert!(r.stdout.contains("last 50 log lines:") && r.stdout.contains("| filler line 79"));
+
+    // A later run may delete what failed once and then verified; a healthy job shows no tail.
+    fs::write(
+        &log,
+        "t tmpa-compact COMPACT root=/opt/app\nverification failed: /opt/app/a/evt_y.json\n\
+         t tmpa-compact COMPACT root=/opt/app\ndeleted /opt/app/a/evt_y.json\n",
+    )
+    .expect("write log");
+    let (code, doc) = patrol_json(&t, &["--log", &arg]);
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "ok", "{c:#}");
+    assert!(c.get("log_tail").is_none());
+    assert_eq!(code, 0);
+
+    // An unhealthy job shows its tail even without a violation.
+    record(&t, "compact_events", HOUR, 4, false, None);
+    let (_, doc) = patrol_json(&t, &["--log", &arg]);
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "critical");
+    assert_eq!(c["log_tail"].as_array().expect("tail").len(), 4);
+}
