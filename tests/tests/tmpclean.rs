@@ -364,6 +364,27 @@ fn non_temporaries_and_other_directories_are_untouched() {
     );
 }
 
+/// `chat_history/{user}/profile/` is never touched by maintenance (SPEC §1): its stale
+/// temporaries are listed as protected and kept, exit 0.
+#[test]
+fn profile_temporaries_are_protected() {
+    let t = Tree::new();
+    let p = temp(&t, "chat_history/u1/profile/avatar.json.tmp", true);
+    let s = temp(&t, "chat_history/u1/sessions/s.json.tmp", true);
+    std::thread::sleep(WAIT);
+    let Some(r) = clean(&t, &["--older-than", OLD]) else {
+        return;
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(p.exists());
+    assert!(
+        line_for(&r, &p).contains("keep         protected"),
+        "{}",
+        r.stdout
+    );
+    assert!(!s.exists());
+}
+
 /// A symlink named like a temporary that points at a file outside the root is kept as
 /// "not a regular file": neither the link nor its target is touched. A fifo likewise.
 #[test]

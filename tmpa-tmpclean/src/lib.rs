@@ -9,14 +9,15 @@
 //! A temporary is deleted only when all of these hold (otherwise it is kept, with the
 //! first reason that applies):
 //!
-//! 1. it is a regular file (`not_regular`: symlinks, fifos, directories are never touched);
-//! 2. it is on the root's file system (`other_fs`);
-//! 3. neither its mtime nor its ctime is within `--older-than`, default 24h (`young`);
-//! 4. its final file exists in the same directory as a regular file (`orphan`: kept,
+//! 1. it is not under `chat_history/{user}/profile/` (`protected`: never touched, SPEC §1);
+//! 2. it is a regular file (`not_regular`: symlinks, fifos, directories are never touched);
+//! 3. it is on the root's file system (`other_fs`);
+//! 4. neither its mtime nor its ctime is within `--older-than`, default 24h (`young`);
+//! 5. its final file exists in the same directory as a regular file (`orphan`: kept,
 //!    reported, exit 1, because it may hold the only copy of some data);
-//! 5. no process has it open or mapped (`open`), none holds a lock on it (`locked`), and
+//! 6. no process has it open or mapped (`open`), none holds a lock on it (`locked`), and
 //!    every process could be inspected (`unproven`: kept, exit 1). `/proc` is scanned
-//!    once per run, and only when some temporary passed 1-4.
+//!    once per run, and only when some temporary passed 1-5.
 //!
 //! Invariants:
 //! - Never follows a symlink: directories are opened one component at a time with
@@ -35,6 +36,15 @@
 //!
 //! It never deletes an orphan, never reads or writes a final file, and never retries: what
 //! it keeps, the next run looks at again.
+//!
+//! Exit status (SPEC §3): 0 when nothing needs a look (young, open, locked, not regular,
+//! protected and other-file-system temporaries are normal); 1 for an orphan, an unproven
+//! temporary, one that changed between decision and deletion, a symlinked data directory
+//! or the [`walk::TEMPORARIES_MAX`] limit; 4 for an I/O failure (a directory that cannot
+//! be listed, a deletion refused, e.g. in a `chattr +i` directory, a receipt that cannot
+//! be written). A failure on one file is reported with its path and the others go on;
+//! a temporary whose receipt line was written but whose deletion failed gets a second
+//! receipt line saying it was not deleted.
 
 pub mod act;
 pub mod fsops;
@@ -89,7 +99,7 @@ pub struct Decision {
     /// `deleted`, `would_delete` (dry run) or `keep`.
     pub action: &'static str,
     /// `stale`, `young`, `open`, `locked`, `unproven`, `orphan`, `not_regular`,
-    /// `other_fs`, `changed` or `failed`.
+    /// `other_fs`, `protected`, `changed` or `failed`.
     pub reason: &'static str,
     /// The reason in words.
     pub detail: String,
@@ -286,6 +296,7 @@ fn build_report(
         "orphan",
         "not_regular",
         "other_fs",
+        "protected",
         "changed",
         "failed",
     ] {
@@ -362,6 +373,7 @@ pub(crate) fn detail(reason: &Reason, older: &str) -> String {
         ),
         Reason::NotRegular(k) => format!("is {} (never followed or deleted)", k.words()),
         Reason::OtherFs => "on another file system than the root (not touched)".into(),
+        Reason::Protected => "in a profile/ directory, which maintenance never touches".into(),
         Reason::Changed(s) => s.clone(),
         Reason::Failed(s) => format!("not deleted: {s}"),
     }
@@ -404,6 +416,66 @@ pub fn render_text(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tmpa_core::Root;
+
+    /// A root with `notifications/u1/inbox/{a,b}.json` and their temporaries, a run on it,
+    /// and a walk that sees every temporary as old (a cutoff an hour ahead).
+    fn walked() -> (tempfile::TempDir, Run, Anchor, Walk) {
+        let t = tempfile::tempdir().unwrap();
+        let inbox = t.path().join("notifications/u1/inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        for n in ["a", "b"] {
+            std::fs::write(inbox.join(format!("{n}.json")), b"{}").unwrap();
+            std::fs::write(inbox.join(format!("{n}.json.tmp")), b"partial").unwrap();
+        }
+        let root = Root::open(t.path()).unwrap();
+        let run = Run::start(PROGRAM, TASK, root.clone(), false).unwrap();
+        let anchor = Anchor::open(root.path()).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let w = walk::walk(&anchor, cutoff(later, Duration::ZERO));
+        assert_eq!(w.temps.len(), 2);
+        assert!(w.temps.iter().all(|t| t.reason == Reason::Stale), "{w:?}");
+        (t, run, anchor, w)
+    }
+
+    #[test]
+    fn directory_swapped_for_a_symlink_after_the_walk_leads_nowhere() {
+        let (t, mut run, anchor, mut w) = walked();
+        let outside = tempfile::tempdir().unwrap();
+        for n in ["a.json", "a.json.tmp", "b.json", "b.json.tmp"] {
+            std::fs::write(outside.path().join(n), b"outside").unwrap();
+        }
+        let inbox = t.path().join("notifications/u1/inbox");
+        std::fs::rename(&inbox, t.path().join("notifications/u1/moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &inbox).unwrap();
+        let order = sorted_order(&w);
+        let failures = act::delete_stale(&mut run, &anchor, &mut w, &order);
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(
+            w.temps
+                .iter()
+                .all(|t| matches!(t.reason, Reason::Changed(_))),
+            "{w:?}"
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 4);
+        assert!(t.path().join("notifications/u1/moved/a.json.tmp").exists());
+    }
+
+    #[test]
+    fn temporary_changed_after_the_walk_is_kept_the_other_deleted() {
+        let (t, mut run, anchor, mut w) = walked();
+        let inbox = t.path().join("notifications/u1/inbox");
+        std::fs::write(inbox.join("a.json.tmp"), b"rewritten, longer").unwrap();
+        let order = sorted_order(&w);
+        let failures = act::delete_stale(&mut run, &anchor, &mut w, &order);
+        assert!(failures.is_empty(), "{failures:?}");
+        let by_name = |n: &str| &w.temps.iter().find(|t| t.name == n).unwrap().reason;
+        assert!(matches!(by_name("a.json.tmp"), Reason::Changed(_)));
+        assert_eq!(by_name("b.json.tmp"), &Reason::Deleted);
+        assert!(inbox.join("a.json.tmp").exists());
+        assert!(!inbox.join("b.json.tmp").exists());
+        assert!(inbox.join("b.json").exists());
+    }
 
     #[test]
     fn age_text_uses_the_largest_whole_unit() {

@@ -48,6 +48,8 @@ pub enum Reason {
     NotRegular(Kind),
     /// On another file system than the root (a file bind-mounted into the tree).
     OtherFs,
+    /// Under `chat_history/{user}/profile/`, which maintenance never touches (SPEC §1).
+    Protected,
     /// Changed, moved or replaced between the decision and the deletion: kept.
     Changed(String),
     /// The deletion (or the checks just before it) failed with an I/O error.
@@ -66,6 +68,7 @@ impl Reason {
             Reason::Orphan(_) => "orphan",
             Reason::NotRegular(_) => "not_regular",
             Reason::OtherFs => "other_fs",
+            Reason::Protected => "protected",
             Reason::Changed(_) => "changed",
             Reason::Failed(_) => "failed",
         }
@@ -359,7 +362,11 @@ fn record_temporary(
             return;
         }
     };
-    let reason = first_decision(anchor, cutoff, level.fd.as_fd(), name, &stamp);
+    let reason = if is_protected(&level.rel) {
+        Reason::Protected
+    } else {
+        first_decision(anchor, cutoff, level.fd.as_fd(), name, &stamp)
+    };
     let id = *level.id.get_or_insert_with(|| {
         w.dirs.push(WalkedDir {
             rel: level.rel.clone(),
@@ -373,6 +380,14 @@ fn record_temporary(
         stamp,
         reason,
     });
+}
+
+/// Whether a directory (relative to the root) is in `chat_history/{user}/profile/`.
+pub fn is_protected(rel: &Path) -> bool {
+    let mut c = rel.components().map(|c| c.as_os_str());
+    c.next() == Some(OsStr::new("chat_history"))
+        && c.next().is_some()
+        && c.next() == Some(OsStr::new("profile"))
 }
 
 /// Kind, file system, age, final file; in that order, so that the reason given is the
@@ -404,4 +419,18 @@ fn first_decision(
 pub fn final_kind(dir: BorrowedFd<'_>, name: &OsStr) -> Option<Kind> {
     let f = temp_final_name(name)?;
     fsops::stat_at(dir, f).ok().map(|s| s.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_directories_are_protected() {
+        assert!(is_protected(Path::new("chat_history/u1/profile")));
+        assert!(is_protected(Path::new("chat_history/u1/profile/a/b")));
+        assert!(!is_protected(Path::new("chat_history/u1/sessions")));
+        assert!(!is_protected(Path::new("chat_history/profile")));
+        assert!(!is_protected(Path::new("notifications/u1/profile")));
+    }
 }
