@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Set-up", .ci/run): formatting, lints, every test
-# including doctests. Fails on the first failing step; ends with one summed closing line.
+# including doctests, then the Python package's tests. Fails on the first failing step;
+# ends with one summed closing line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
@@ -11,6 +12,21 @@ echo "== cargo test --workspace (unit, integration, doctests)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+
+echo "== Python package tmpa (tmpa-py): venv, maturin develop, pytest"
+venv=target/py-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7"
+(cd tmpa-py && VIRTUAL_ENV="$PWD/../$venv" PATH="$PWD/../$venv/bin:$PATH" maturin develop -q)
+cargo build -q --bin tmpa-compact --bin tmpa-archive
+pylog=$(mktemp)
+trap 'rm -f "$log" "$pylog"' EXIT
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tmpa-py/tests 2>&1 | tee "$pylog"
+
 # cargo prints one "test result:" line per test binary, the last often a crate's empty
-# doctest run; sum them so the closing line says what ran.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' "$log"
+# doctest run, and pytest one "N passed, M failed in Xs" line; sum them so the closing
+# line says what ran.
+{
+    awk '/^test result:/ { p += $4; f += $6 } END { print p, f }' "$log"
+    tail -n 1 "$pylog" | awk '{ p = 0; f = 0; for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p = $(i-1); if ($i ~ /^(failed|errors?)/) f += $(i-1) } print p, f }'
+} | awk '{ p += $1; f += $2 } END { printf "tests: %d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }'

@@ -182,9 +182,17 @@ impl Root {
     /// When a loose event has the id of a compacted one with other content, the compacted
     /// one is returned and the conflict reported.
     ///
+    /// A day without a directory has no events (it is not an error).
+    ///
     /// # Errors
-    /// As [`Root::scan_day`].
+    /// As [`Root::scan_day`], but a missing day directory is an empty day.
     pub fn read_day(&self, day: Day) -> Result<DayRead> {
+        if self.day_missing(day) {
+            return Ok(DayRead {
+                events: Vec::new(),
+                problems: Vec::new(),
+            });
+        }
         let scan = self.scan_day(day)?;
         let mut problems = scan.problems.clone();
         let compacted: &[Event] = match &scan.compacted {
@@ -204,6 +212,14 @@ impl Root {
             events: merged.events.into_iter().cloned().collect(),
             problems,
         })
+    }
+}
+
+impl Root {
+    /// Whether the day has no directory at all (nothing was ever recorded for it).
+    pub(crate) fn day_missing(&self, day: Day) -> bool {
+        fs::symlink_metadata(self.day_dir(day))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
     }
 }
 

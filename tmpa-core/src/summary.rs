@@ -180,6 +180,8 @@ impl Root {
     /// A failure to rewrite the cache (read-only file system, permissions) does not fail
     /// the call: the rebuilt summary is returned and the failure listed in `problems`.
     ///
+    /// A day without a directory gets an empty summary, and no directory is created.
+    ///
     /// # Errors
     /// As [`Root::scan_day`]: only when the day directory cannot be listed.
     ///
@@ -198,6 +200,14 @@ impl Root {
     /// assert!(!root.summary(day).unwrap().rebuilt); // the cache is now consistent
     /// ```
     pub fn summary(&self, day: Day) -> Result<SummaryRead> {
+        if self.day_missing(day) {
+            // Nothing recorded that day: an empty summary, and no directory created.
+            return Ok(SummaryRead {
+                summary: Summary::compute(day, []),
+                rebuilt: false,
+                problems: Vec::new(),
+            });
+        }
         let path = self.day_dir(day).join(SUMMARY_NAME);
         // The stamp is taken before the events are read: if the day changes meanwhile, the
         // stored stamp is stale and the next reader rebuilds again, which is safe.

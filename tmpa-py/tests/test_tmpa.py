@@ -1,0 +1,296 @@
+"""The Python package on real trees: every call, its errors, concurrency with tmpa-compact,
+and interop with the programs and with the backend's own tmp + os.replace files.
+
+Run by tests/check.sh after `maturin develop`; the programs are taken from TMPA_BIN_DIR
+(default: the workspace's target/debug, which check.sh builds)."""
+
+import errno
+import gzip
+import json
+import multiprocessing
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+import tmpa
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN_DIR = os.environ.get("TMPA_BIN_DIR", os.path.join(REPO, "target", "debug"))
+DAY = "2026-11-01"
+
+
+def program(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.path.exists(path):
+        subprocess.run(["cargo", "build", "-q", "--bin", name], cwd=REPO, check=True)
+    return path
+
+
+def event(i, day=DAY, user="u1", **extra):
+    e = {
+        "id": f"e{i}",
+        "ts": f"{day}T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
+        "user_id": user,
+        "model": "gpt-x",
+        "prompt_tokens": i,
+        "completion_tokens": 2 * i,
+    }
+    e.update(extra)
+    return e
+
+
+@pytest.fixture
+def root(tmp_path):
+    for d in ("notifications", "token_stats", "chat_history"):
+        (tmp_path / d).mkdir()
+    return tmpa.Root(tmp_path)
+
+
+def test_open_refuses_a_directory_that_is_not_a_root(tmp_path):
+    """A directory without the data directories is refused with NotARootError (a ValueError)."""
+    with pytest.raises(tmpa.NotARootError) as e:
+        tmpa.Root(tmp_path)
+    assert isinstance(e.value, ValueError)
+    assert str(tmp_path) in str(e.value)
+    with pytest.raises(FileNotFoundError) as e:
+        tmpa.Root(tmp_path / "missing")
+    assert e.value.filename == str(tmp_path / "missing")
+
+
+def test_record_event_and_read_the_day(root):
+    """Recorded events come back (unknown fields kept), each id once, sorted by ts."""
+    p = root.record_event(event(2, request_id="r-2", nested={"a": [1, 2]}))
+    assert p == root.path / "token_stats" / DAY / "evt_e2.json"
+    assert isinstance(root.path, os.PathLike)
+    root.record_event(event(1))
+    root.record_event(event(1))  # the same event again: still once
+    got = root.day_events(DAY)
+    assert [e["id"] for e in got] == ["e1", "e2"]
+    assert got[1]["request_id"] == "r-2" and got[1]["nested"] == {"a": [1, 2]}
+    assert root.day_events("2026-11-02") == []
+    assert root.summary("2026-11-02")["events"] == 0
+    assert not os.path.exists(root.path / "token_stats" / "2026-11-02")
+
+
+def test_bad_events_and_names_are_value_errors(root):
+    """A missing field, a negative count, an id with '../' and a bad day raise ValueError;
+    nothing is written."""
+    bad = [
+        {k: v for k, v in event(1).items() if k != "model"},
+        event(1, prompt_tokens=-1),
+        dict(event(1), id="../../etc/passwd"),
+        dict(event(1), ts="yesterday"),
+    ]
+    for e in bad:
+        with pytest.raises(ValueError):
+            root.record_event(e)
+    with pytest.raises(ValueError):
+        root.record_event({"id": "x", "value": float("nan")})
+    with pytest.raises(ValueError):
+        root.day_events("2026-13-01")
+    for user in ("../x", "", "a/b"):
+        with pytest.raises(ValueError):
+            root.unacked(user)
+    assert os.listdir(os.path.join(root.path, "token_stats")) == []
+
+
+def test_read_day_reports_corrupt_files_by_path(root):
+    """A corrupt event file is skipped and named with its reason; the rest is read."""
+    root.record_event(event(1))
+    bad = os.path.join(root.path, "token_stats", DAY, "evt_bad.json")
+    with open(bad, "w") as f:
+        f.write('{"id": "bad", "ts":')
+    day = root.read_day(DAY)
+    assert [e["id"] for e in day["events"]] == ["e1"]
+    assert [p["path"] for p in day["problems"]] == [bad]
+    assert day["problems"][0]["reason"]
+
+
+def test_summary_is_exact_and_rebuilt_when_stale(root):
+    """The summary folds every event; a corrupt _summary.json is rebuilt and rewritten."""
+    for i in range(1, 6):
+        root.record_event(event(i, user=f"u{i % 2}"))
+    s = root.summary(DAY)
+    assert s["events"] == 5
+    assert s["prompt_tokens"] == 15 and s["completion_tokens"] == 30
+    assert s["total_tokens"] == 45
+    assert s["by_user"]["u1"]["events"] == 3
+    assert s["by_model"]["gpt-x"]["total_tokens"] == 45
+    path = os.path.join(root.path, "token_stats", DAY, "_summary.json")
+    with open(path, "w") as f:
+        f.write("{corrupt")
+    assert root.summary(DAY)["events"] == 5
+    with open(path) as f:
+        assert json.load(f)["events"] == 5
+    root.record_event(event(6))
+    assert root.summary(DAY)["events"] == 6
+
+
+def test_notifications_deliver_ack_unacked(root):
+    """Deliver (id from the dict or given), ack twice (first receipt kept), list unacked."""
+    assert root.deliver("u1", {"id": 7, "title": "hi"}) == "7"
+    assert root.deliver("u1", {"title": "second"}, id="8") == "8"
+    with pytest.raises(ValueError):
+        root.deliver("u1", {"title": "no id"})
+    inbox = os.path.join(root.path, "notifications", "u1", "inbox")
+    with open(os.path.join(inbox, "ntf_7.json")) as f:
+        assert json.load(f) == {"id": 7, "title": "hi"}
+    assert root.unacked("u1") == ["7", "8"]
+    receipt = root.ack("u1", "7")
+    with open(receipt) as f:
+        first = f.read()
+    assert "acked_at" in json.loads(first)
+    time.sleep(0.01)
+    assert root.ack("u1", "7") == receipt
+    with open(receipt) as f:
+        assert f.read() == first
+    assert root.is_acked("u1", "7") and not root.is_acked("u1", "8")
+    assert root.unacked("u1") == ["8"]
+    assert root.unacked("nobody") == []
+
+
+def test_write_atomic_inside_the_root_only(root, tmp_path):
+    """write_atomic creates directories and replaces whole files; '..', absolute paths
+    outside the root and symlinked directories are refused (UnsafePathError, an OSError)."""
+    p = root.write_atomic("chat_history/u1/profile/p.json", b"{}")
+    root.write_atomic(os.path.join(root.path, "chat_history/u1/profile/p.json"), b'{"v":2}')
+    with open(p, "rb") as f:
+        assert f.read() == b'{"v":2}'
+    assert os.listdir(os.path.dirname(p)) == ["p.json"]
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    outside.mkdir()
+    os.symlink(outside, os.path.join(root.path, "chat_history", "evil"))
+    for bad in ("../escape", "/etc/x", "chat_history/evil/x.json"):
+        with pytest.raises(tmpa.UnsafePathError) as e:
+            root.write_atomic(bad, b"x")
+        assert isinstance(e.value, OSError)
+    assert list(outside.iterdir()) == []
+    target = tmp_path / "chat_history" / "plain.json"
+    tmpa.write_atomic(target, b"[1]")
+    assert target.read_bytes() == b"[1]"
+    with pytest.raises(FileNotFoundError) as e:
+        tmpa.write_atomic(tmp_path / "no" / "dir.json", b"x")
+    assert e.value.errno == errno.ENOENT
+
+
+def test_temp_final_name():
+    """The one definition of a temporary (SPEC section 2), as the programs use it."""
+    assert tmpa.temp_final_name("a.json.tmp") == "a.json"
+    assert tmpa.temp_final_name("a.json.tmp.123-0-ff") == "a.json"
+    assert tmpa.temp_final_name("a.json.tmpl") is None
+    assert tmpa.temp_final_name("x.tmpfoo") is None
+
+
+def test_sessions_live_archived_and_errors(root):
+    """read_session reads live and gzip-archived sessions; list_sessions lists each once;
+    a missing session is FileNotFoundError naming the path; a broken archive CorruptError."""
+    root.write_atomic("chat_history/u1/sessions/live.json", b'{"live": 1}')
+    archive = os.path.join(root.path, "chat_history/u1/archive")
+    os.makedirs(archive)
+    with gzip.open(os.path.join(archive, "old.json.gz"), "wb") as f:
+        f.write(b'{"old": 1}')
+    with open(os.path.join(archive, "broken.json.gz"), "wb") as f:
+        f.write(b"not gzip")
+    assert root.read_session("u1", "live") == b'{"live": 1}'
+    assert root.read_session("u1", "old") == b'{"old": 1}'
+    assert root.list_sessions("u1") == [
+        ("broken", "archived"),
+        ("live", "live"),
+        ("old", "archived"),
+    ]
+    with pytest.raises(FileNotFoundError) as e:
+        root.read_session("u1", "missing")
+    assert "missing.json" in e.value.filename
+    with pytest.raises(tmpa.CorruptError) as e:
+        root.read_session("u1", "broken")
+    assert e.value.path.endswith("broken.json.gz")
+
+
+def test_interop_programs_read_what_python_wrote_and_back(root):
+    """Events recorded from Python are compacted by tmpa-compact and still read back (now
+    from _compacted.json); a session archived by tmpa-archive is read back from Python;
+    an event written by the backend's old tmp + os.replace code is read too."""
+    for i in range(20):
+        root.record_event(event(i))
+    day_dir = os.path.join(root.path, "token_stats", DAY)
+    legacy = event(99)
+    tmp = os.path.join(day_dir, "evt_e99.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(legacy, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(day_dir, "evt_e99.json"))
+    r = subprocess.run([program("tmpa-compact"), "--root", root.path, "--day", DAY],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(os.listdir(day_dir)) == ["_compacted.json", "_summary.json"]
+    got = root.day_events(DAY)
+    assert len(got) == 21 and {e["id"] for e in got} == {f"e{i}" for i in list(range(20)) + [99]}
+    assert root.summary(DAY)["events"] == 21
+
+    body = json.dumps({"messages": ["x" * 100] * 50}).encode()
+    p = root.write_atomic("chat_history/u2/sessions/s1.json", body)
+    old = time.time() - 40 * 86400
+    os.utime(p, (old, old))
+    r = subprocess.run([program("tmpa-archive"), "--root", root.path],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not os.path.exists(p)
+    assert root.read_session("u2", "s1") == body
+    assert root.list_sessions("u2") == [("s1", "archived")]
+
+
+def _writer_process(path, start, n):
+    r = tmpa.Root(path)
+    for i in range(start, start + n):
+        r.record_event(event(i))
+
+
+def test_threads_and_processes_write_while_compaction_runs(root):
+    """Threads and processes record events while tmpa-compact runs again and again on the
+    same day: afterwards every event is there exactly once and the summary is exact."""
+    compact = program("tmpa-compact")
+    stop = threading.Event()
+    runs = []
+
+    def compactor():
+        while not stop.is_set():
+            r = subprocess.run([compact, "--root", root.path, "--day", DAY],
+                               capture_output=True, text=True)
+            runs.append(r.returncode)
+
+    def thread_writer(start, n):
+        for i in range(start, start + n):
+            root.record_event(event(i))
+
+    c = threading.Thread(target=compactor)
+    c.start()
+    threads = [threading.Thread(target=thread_writer, args=(k * 300, 300)) for k in range(3)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer_process, args=(root.path, 1000 + k * 300, 300))
+             for k in range(2)]
+    for t in threads:
+        t.start()
+    for p in procs:
+        p.start()
+    for t in threads:
+        t.join()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    stop.set()
+    c.join()
+    final = subprocess.run([compact, "--root", root.path, "--day", DAY],
+                           capture_output=True, text=True)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert runs and all(code == 0 for code in runs), runs
+    ids = [e["id"] for e in root.day_events(DAY)]
+    want = {f"e{i}" for i in list(range(900)) + list(range(1000, 1600))}
+    assert len(ids) == len(set(ids)) == len(want)
+    assert set(ids) == want
+    s = root.summary(DAY)
+    assert s["events"] == 1500
+    assert s["prompt_tokens"] == sum(list(range(900)) + list(range(1000, 1600)))
