@@ -684,3 +684,28 @@ fn log_lines() {
         "{n}"
     );
 }
+
+/// Run as root on a tree owned by the backend's user, the archive directory and the
+/// archives it creates belong to that user (the backend must still manage them).
+#[test]
+fn created_archives_belong_to_the_tree_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !tmpa_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = Tree::new();
+    session(&t, "u", "s", b"{}", MONTH);
+    let (uid, gid) = (4242u32, 4343u32);
+    for p in ["chat_history", "chat_history/u", "chat_history/u/sessions"] {
+        std::os::unix::fs::chown(t.root().join(p), Some(uid), Some(gid)).expect("chown");
+    }
+    assert_eq!(t.run("tmpa-archive", &[]).code, 0);
+    for p in [
+        t.root().join("chat_history/u/archive"),
+        archive_path(&t, "u", "s"),
+    ] {
+        let m = fs::metadata(&p).expect("meta");
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", p.display());
+    }
+}
