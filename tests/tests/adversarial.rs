@@ -220,3 +220,95 @@ fn odd_names_keep_reports_one_line_and_json_valid() {
     );
     assert_eq!(json["exit_code"], 1);
 }
+
+/// While archivals (real and dry) run, another thread keeps swapping a user's sessions/
+/// and archive/ directories with symlinks to a decoy outside the root that holds old
+/// sessions. Nothing outside the root changes, and every real session ends archived
+/// exactly once with its bytes.
+#[test]
+fn session_directories_swapped_for_symlinks_while_archiving() {
+    let t = Tree::new();
+    let decoy = tempfile::tempdir().expect("tempdir");
+    let old = Duration::from_secs(90 * 86_400);
+    for i in 0..50 {
+        let p = decoy.path().join(format!("s{i:04}.json"));
+        fs::write(&p, format!("{{\"decoy\":{i}}}")).expect("write");
+        tmpa_tests::age(&p, old);
+    }
+    let before = snapshot(decoy.path(), &[]);
+    let n = 400;
+    let mut want = Vec::new();
+    for i in 0..n {
+        let body = format!("{{\"real\":{i},\"pad\":\"{}\"}}", "x".repeat(i * 7 % 3000));
+        let p = t.file(format!("chat_history/u/sessions/s{i:04}.json"), &body);
+        tmpa_tests::age(&p, old);
+        want.push(body);
+    }
+    fs::create_dir_all(t.root().join("chat_history/u/archive")).expect("mkdir");
+    let user = t.root().join("chat_history/u");
+    let pairs: Vec<(std::path::PathBuf, std::path::PathBuf)> = ["sessions", "archive"]
+        .iter()
+        .map(|d| {
+            let link = user.join(format!(".swap-{d}"));
+            std::os::unix::fs::symlink(decoy.path(), &link).expect("symlink");
+            (user.join(d), link)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let flipper = {
+        let (stop, swaps, pairs) = (stop.clone(), swaps.clone(), pairs.clone());
+        std::thread::spawn(move || {
+            let mut k = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (dir, link) = &pairs[k % 2];
+                k += 1;
+                if exchange(dir, link) {
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_micros(300));
+                    assert!(exchange(dir, link), "swap back");
+                }
+                std::thread::sleep(Duration::from_micros(700));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut runs = 0;
+    while Instant::now() < deadline {
+        for args in [&["--dry-run"][..], &["--level", "1"]] {
+            let r = t.run("tmpa-archive", args);
+            assert!(!r.stderr.contains("panicked"), "{r:?}");
+            assert!([0, 1, 4].contains(&r.code), "{r:?}");
+            runs += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().expect("flipper");
+    assert_eq!(
+        snapshot(decoy.path(), &[]),
+        before,
+        "the decoy outside the root changed"
+    );
+    let r = t.run("tmpa-archive", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let root = Root::open(t.root()).expect("root");
+    let u = tmpa_core::UserId::new("u").expect("user");
+    let listed = root.list_sessions(&u).expect("list");
+    assert_eq!(listed.len(), n, "every real session, and no decoy one");
+    for (i, body) in want.iter().enumerate() {
+        let s = tmpa_core::SessionId::new(format!("s{i:04}")).expect("id");
+        assert!(!root.session_path(&u, &s).exists());
+        assert_eq!(
+            root.read_session(&u, &s).expect("archived"),
+            body.as_bytes()
+        );
+    }
+    eprintln!(
+        "swap race: {} swaps during {runs} archive runs",
+        swaps.load(Ordering::Relaxed)
+    );
+    assert!(
+        swaps.load(Ordering::Relaxed) > 100,
+        "the race helper hardly ran"
+    );
+}
