@@ -230,6 +230,14 @@ fn hex_dev(maj: &[u8], min: &[u8]) -> Option<u64> {
 
 /// Parses a `/proc/locks` line (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, or a
 /// waiter's `1: -> FLOCK ...`) into (device, inode).
+///
+/// # Examples
+/// ```
+/// use tmpa_tmpclean::inuse::parse_lock_line;
+/// let dev = rustix::fs::makedev(8, 1);
+/// assert_eq!(parse_lock_line(b"1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"), Some((dev, 5678)));
+/// assert_eq!(parse_lock_line(b"not a lock"), None);
+/// ```
 pub fn parse_lock_line(line: &[u8]) -> Option<(u64, u64)> {
     line.split(|&b| b == b' ')
         .filter(|w| !w.is_empty())

@@ -73,10 +73,14 @@ pub const TASK: &str = "tmp_cleanup";
 
 /// Remove stale atomic-write temporaries (`*.tmp`, `*.tmp.*`) from a TMPA tree (tmp_cleanup).
 ///
-/// Deletes a temporary only when it is unchanged for --older-than, its final file exists
-/// and no process has it open or locked; orphans (no final file) are kept and reported.
+/// Deletes a temporary only when it is a regular file unchanged (mtime and ctime) for
+/// --older-than, its final file exists, and no process has it open, mapped or locked.
+/// Orphans (no final file) are kept and reported (exit 1). Never follows a symlink, never
+/// leaves the root's file system, never enters .tmpa/, never touches
+/// chat_history/*/profile/. Exit: 0 ok, 1 needs a look, 2 usage, 3 locked, 4 I/O failure.
+/// Every deletion is preceded by a fsynced receipt in .tmpa/receipts/tmp_cleanup/.
 #[derive(clap::Parser, Debug)]
-#[command(name = "tmpa-tmpclean", version, about, long_about = None)]
+#[command(name = "tmpa-tmpclean", version)]
 pub struct Args {
     /// Flags every program takes.
     #[command(flatten)]

@@ -132,6 +132,8 @@ pub struct Walk {
     pub dirs_walked: u64,
     /// Entries looked at.
     pub entries: u64,
+    /// Whether [`TEMPORARIES_MAX`] was reached (the rest wait for the next run).
+    pub truncated: bool,
 }
 
 /// The root as the walk holds it: a descriptor and its identity.
@@ -341,7 +343,8 @@ fn record_temporary(
     w: &mut Walk,
 ) {
     if w.temps.len() >= TEMPORARIES_MAX {
-        if w.temps.len() == TEMPORARIES_MAX {
+        if !w.truncated {
+            w.truncated = true;
             w.problems.push(Problem {
                 path: anchor.path.clone(),
                 reason: format!(
@@ -383,6 +386,14 @@ fn record_temporary(
 }
 
 /// Whether a directory (relative to the root) is in `chat_history/{user}/profile/`.
+///
+/// # Examples
+/// ```
+/// use std::path::Path;
+/// use tmpa_tmpclean::walk::is_protected;
+/// assert!(is_protected(Path::new("chat_history/u1/profile")));
+/// assert!(!is_protected(Path::new("chat_history/u1/sessions")));
+/// ```
 pub fn is_protected(rel: &Path) -> bool {
     let mut c = rel.components().map(|c| c.as_os_str());
     c.next() == Some(OsStr::new("chat_history"))
