@@ -17,9 +17,9 @@ use tmpa_core::temp_final_name;
 
 use crate::fsops::{self, Kind, Stamp, Time};
 
-/// The data directories walked, in this order. `.tmpa/` and anything else at the top of
-/// the root are never entered.
-pub const DATA_DIRS: [&str; 3] = ["notifications", "token_stats", "chat_history"];
+/// The data directories walked (tmpa-core's, in its order). `.tmpa/` and anything else
+/// at the top of the root are never entered.
+pub use tmpa_core::root::DATA_DIRS;
 /// Deepest directory entered below a data directory (the layout needs 3; deeper trees
 /// are reported, not entered, so a bind-mount loop cannot recurse without end).
 pub const DEPTH_MAX: usize = 32;
