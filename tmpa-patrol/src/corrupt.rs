@@ -45,6 +45,8 @@ pub const BUCKET_BYTES_MAX: u64 = 256 << 20;
 pub const BUCKETS: usize = 256;
 /// Fewer files than this are parsed on the calling thread (threads would cost more).
 const PARALLEL_FILES_MIN: usize = 256;
+/// Most parsing threads (each may hold one file of up to its kind's limit in memory).
+const THREADS_MAX: usize = 4;
 /// Files a worker takes at a time.
 const CHUNK: usize = 32;
 const CACHE_HEADER: &str = "tmpa-patrol json-cache v1";
@@ -96,7 +98,7 @@ pub fn validate(file: &JsonFile) -> (Verdict, Option<Stamp>) {
         );
     }
     let bytes_max = match file.kind {
-        JsonKind::Event { .. } => EVENT_BYTES_MAX,
+        JsonKind::Event => EVENT_BYTES_MAX,
         JsonKind::Compacted { .. } => COMPACTED_BYTES_MAX,
         JsonKind::Object => SESSION_BYTES_MAX,
         JsonKind::Other => OTHER_BYTES_MAX,
@@ -111,11 +113,12 @@ pub fn validate(file: &JsonFile) -> (Verdict, Option<Stamp>) {
     };
     let stamp = Some(Stamp::of(&meta));
     let verdict = match &file.kind {
-        JsonKind::Event { id } => match Event::from_json(&bytes) {
-            Ok(e) if e.id().as_str() == id => Verdict::Ok,
+        JsonKind::Event => match Event::from_json(&bytes) {
+            Ok(e) if Some(e.id().as_str()) == event_id(&file.path) => Verdict::Ok,
             Ok(e) => Verdict::Corrupt(format!(
-                "holds id {:?} but its name says {id:?}",
-                e.id().as_str()
+                "holds id {:?} but its name says {:?}",
+                e.id().as_str(),
+                event_id(&file.path).unwrap_or("(not UTF-8)")
             )),
             Err(e) => Verdict::Corrupt(e.to_string()),
         },
@@ -137,6 +140,13 @@ pub fn validate(file: &JsonFile) -> (Verdict, Option<Stamp>) {
     (verdict, stamp)
 }
 
+/// The `{id}` of `evt_{id}.json`.
+fn event_id(path: &Path) -> Option<&str> {
+    path.file_name()?
+        .to_str()
+        .and_then(tmpa_core::event::event_id_from_file_name)
+}
+
 fn syntax(bytes: &[u8]) -> Verdict {
     match serde_json::from_slice::<IgnoredAny>(bytes) {
         Ok(_) => Verdict::Ok,
@@ -149,38 +159,54 @@ fn unix_secs(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Validates `files[i]` for every `i` in `todo`, on every core when there are enough.
-fn validate_all(files: &[JsonFile], todo: &[usize]) -> Vec<(usize, (Verdict, Option<Stamp>))> {
+/// Validates `files[i]` for every `i` in `todo`, on every core when there are enough,
+/// handing each result to `record` on the calling thread as it comes (so results never
+/// pile up in memory beside the outcomes).
+fn validate_all(
+    files: &[JsonFile],
+    todo: &[usize],
+    mut record: impl FnMut(usize, (Verdict, Option<Stamp>)),
+) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(8);
+        .min(THREADS_MAX);
     if threads == 1 || todo.len() < PARALLEL_FILES_MIN {
-        return todo.iter().map(|&i| (i, validate(&files[i]))).collect();
+        for &i in todo {
+            record(i, validate(&files[i]));
+        }
+        return;
     }
     let next = AtomicUsize::new(0);
-    let mut out = Vec::with_capacity(todo.len());
+    // Bounded: workers wait when the recording thread falls behind.
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<Vec<(usize, (Verdict, Option<Stamp>))>>(threads * 4);
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let start = next.fetch_add(CHUNK, Ordering::Relaxed);
-                        if start >= todo.len() {
-                            break mine;
-                        }
-                        for &i in &todo[start..(start + CHUNK).min(todo.len())] {
-                            mine.push((i, validate(&files[i])));
-                        }
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+                    if start >= todo.len() {
+                        break;
                     }
-                })
-            })
-            .collect();
-        for wk in workers {
-            out.extend(wk.join().expect("a validation worker panicked"));
+                    let batch = todo[start..(start + CHUNK).min(todo.len())]
+                        .iter()
+                        .map(|&i| (i, validate(&files[i])))
+                        .collect();
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for batch in rx {
+            for (i, r) in batch {
+                record(i, r);
+            }
         }
     });
-    out
 }
 
 /// `corrupt_json`.
@@ -199,14 +225,14 @@ pub fn check(root: &Root, w: &Walk, opts: &Options, now: SystemTime) -> Check {
         None => (0..files.len()).collect(),
     };
     let parsed = todo.len();
-    for (i, (verdict, stamp)) in validate_all(files, &todo) {
+    validate_all(files, &todo, |i, (verdict, stamp)| {
         outcomes[i] = Some(Outcome {
             verdict,
             stamp,
             checked_at: now_secs,
             from_cache: false,
         });
-    }
+    });
     if let Some(Err(e)) = cache.as_ref().map(|c| c.save(root, files, &outcomes)) {
         notes.push(format!("cache not saved: {e}"));
     }

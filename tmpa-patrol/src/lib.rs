@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tmpa_core::Root;
 use tmpa_core::day::path_text;
-use tmpa_core::program::{log_line, now_rfc3339, parse_age, resolve_root};
+use tmpa_core::program::{now_rfc3339, parse_age, resolve_root};
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-patrol";
@@ -544,17 +544,24 @@ pub fn run(args: &Args) -> Status {
     }
     report.status = status;
     if args.json {
-        log_line(true, &header);
-        println!(
-            "{}",
+        eprintln!("{header}");
+        out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report).expect("the report serializes")
-        );
+        ));
     } else {
-        println!("{}", nagios_line(&report));
-        println!("{header}");
-        print!("{}", render_table(&report));
+        out(&format!(
+            "{}\n{header}\n{}",
+            nagios_line(&report),
+            render_table(&report)
+        ));
     }
-    log_line(args.json, &footer_line(&report));
+    let footer = footer_line(&report);
+    if args.json {
+        eprintln!("{footer}");
+    } else {
+        out(&format!("{footer}\n"));
+    }
     status
 }
 
@@ -580,12 +587,15 @@ fn cannot_check(args: &Args, msg: &str) -> Status {
             "checks": [],
             "error": msg,
         });
-        println!(
-            "{}",
+        out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&doc).expect("JSON serializes")
-        );
+        ));
     } else {
-        println!("TMPA UNKNOWN - cannot check: {}", one_line(msg, 200));
+        out(&format!(
+            "TMPA UNKNOWN - cannot check: {}\n",
+            one_line(msg, 200)
+        ));
     }
     status
 }
@@ -603,8 +613,21 @@ pub fn usage_error(e: &clap::Error) -> ExitCode {
     let first = e.to_string();
     let first = first.lines().next().unwrap_or("bad arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    println!("TMPA UNKNOWN - usage error: {}", one_line(first, 200));
+    out(&format!(
+        "TMPA UNKNOWN - usage error: {}\n",
+        one_line(first, 200)
+    ));
     Status::Unknown.into()
+}
+
+/// Writes to stdout, ignoring a closed pipe (`tmpa-patrol | head -1`): the exit code
+/// still carries the finding, and a monitoring plugin must not die with a panic.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 /// `s` on one line, at most `chars_max` characters.

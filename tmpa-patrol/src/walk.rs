@@ -34,9 +34,9 @@ pub struct Stamp {
     /// Size in bytes.
     pub len: u64,
     /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
     /// Status-change time, nanoseconds since the epoch (cannot be set by a user).
-    pub ctime_ns: i128,
+    pub ctime_ns: i64,
     /// Inode number.
     pub ino: u64,
 }
@@ -46,8 +46,15 @@ impl Stamp {
     pub fn of(meta: &fs::Metadata) -> Stamp {
         Stamp {
             len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            // i64 nanoseconds last until 2262; saturating keeps odd clocks harmless.
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
             ino: meta.ino(),
         }
     }
@@ -56,11 +63,9 @@ impl Stamp {
 /// What a `.json` file is, from where it lies; decides how it is validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JsonKind {
-    /// `token_stats/{day}/evt_{id}.json`: a full event check (SPEC §1).
-    Event {
-        /// The `{id}` of the file name.
-        id: String,
-    },
+    /// `token_stats/{day}/evt_{id}.json`: a full event check (SPEC §1); the id is taken
+    /// from the file name when it is checked (not held in memory for every file).
+    Event,
     /// `token_stats/{day}/_compacted.json`: the whole format.
     Compacted {
         /// The day of its directory.
@@ -141,12 +146,8 @@ fn json_kind(rel: &[&[u8]], name: &[u8]) -> JsonKind {
     let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
     match rel {
         [b"token_stats", day] => {
-            if let Some(id) = name
-                .strip_prefix(b"evt_")
-                .and_then(|n| n.strip_suffix(b".json"))
-                .and_then(text)
-            {
-                return JsonKind::Event { id };
+            if name.starts_with(b"evt_") {
+                return JsonKind::Event;
             }
             if name == tmpa_core::day::COMPACTED_NAME.as_bytes()
                 && let Some(day) = text(day).and_then(|d| d.parse().ok())
@@ -406,7 +407,7 @@ mod tests {
         assert!(dir_kind(&[b"notifications", b"u1", b"ack"]) == DirKind::Other);
         assert_eq!(
             json_kind(&[b"token_stats", b"2026-11-01"], b"evt_a.json"),
-            JsonKind::Event { id: "a".into() }
+            JsonKind::Event
         );
         assert!(matches!(
             json_kind(&[b"token_stats", b"2026-11-01"], b"_compacted.json"),
