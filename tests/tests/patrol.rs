@@ -985,3 +985,42 @@ fn log_deletion_after_failed_verification_is_critical() {
     assert_eq!(c["status"], "critical");
     assert_eq!(c["log_tail"].as_array().expect("tail").len(), 4);
 }
+
+/// Symlinks inside the tree are never followed: a symlinked inbox pointing at a crowded
+/// directory is not counted, a symlinked day pointing at corrupt files is not read, and a
+/// FIFO named like an event does not block the patrol.
+#[test]
+fn symlinks_and_fifos_are_never_followed() {
+    let t = healthy_tree();
+    let outside = tempfile::tempdir().expect("tempdir");
+    many_files(outside.path(), "ntf_", 0, 5001);
+    fs::write(outside.path().join("evt_x.json"), b"not json").expect("write");
+    fs::create_dir_all(t.root().join("notifications/u7")).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path(), t.root().join("notifications/u7/inbox"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(outside.path(), t.root().join("token_stats/2026-11-09"))
+        .expect("symlink");
+    let fifo = t.root().join("token_stats/2026-11-01/evt_fifo.json");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
+    let started = Instant::now();
+    let (_, doc) = patrol_json(&t, &[]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(status_of(&doc, "inbox_files"), "ok", "{doc:#}");
+    assert_eq!(check(&doc, "inbox_files")["value"], 1);
+    let c = check(&doc, "corrupt_json");
+    // Only the FIFO is reported (not a regular file); nothing behind the symlinks.
+    assert_eq!(c["value"], 1, "{c:#}");
+    assert!(
+        c["findings"][0]
+            .as_str()
+            .expect("finding")
+            .contains("evt_fifo.json: is not a regular file")
+    );
+}

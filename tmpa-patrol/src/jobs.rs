@@ -353,7 +353,20 @@ fn is_deletion(lower: &str) -> bool {
 
 /// Deletions that follow a failed verification of the same path within one run (a run
 /// starts at its header line; the next night may legitimately delete a file that failed
-/// once and then verified).
+/// once and then verified). A path may be spelled absolute in one line and relative to
+/// the root in the other.
+///
+/// # Examples
+/// ```
+/// use tmpa_patrol::jobs::violations;
+/// let log = [
+///     "2026-11-25T02:30:00+01:00 tmpa-compact COMPACT root=/opt/app",
+///     "verification failed: /opt/app/token_stats/2026-11-01/evt_a.json (kept)",
+///     "deleted token_stats/2026-11-01/evt_a.json",
+/// ];
+/// assert_eq!(violations(&log).len(), 1);
+/// assert!(violations(&log[..2]).is_empty());
+/// ```
 pub fn violations(lines: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     // Base name → (full spelling, line number) of each path that failed verification.

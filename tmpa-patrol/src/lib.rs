@@ -221,6 +221,14 @@ impl Status {
     }
 
     /// The status of `value` against "more than `warning`" / "more than `critical`".
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_patrol::Status;
+    /// assert_eq!(Status::of_threshold(5000.0, 5000.0, 10000.0), Status::Ok);
+    /// assert_eq!(Status::of_threshold(5001.0, 5000.0, 10000.0), Status::Warning);
+    /// assert_eq!(Status::of_threshold(10001.0, 5000.0, 10000.0), Status::Critical);
+    /// ```
     pub fn of_threshold(value: f64, warning: f64, critical: f64) -> Status {
         if value > critical {
             Status::Critical
@@ -386,6 +394,25 @@ fn validate(args: &Args) -> Result<(), String> {
 
 /// Runs every check on `root`. Writes nothing except the JSON-check cache (with
 /// `--incremental`, under `{root}/.tmpa/patrol/`).
+///
+/// # Examples
+/// ```
+/// use clap::Parser;
+/// use tmpa_patrol::{Args, Status, patrol};
+/// let dir = tempfile::tempdir().unwrap();
+/// for d in ["notifications", "token_stats", "chat_history"] {
+///     std::fs::create_dir(dir.path().join(d)).unwrap();
+/// }
+/// std::fs::create_dir_all(dir.path().join("token_stats/2026-11-01")).unwrap();
+/// std::fs::write(dir.path().join("token_stats/2026-11-01/evt_a.json"), b"{").unwrap();
+/// let root = tmpa_core::Root::open(dir.path()).unwrap();
+/// let args = Args::parse_from(["tmpa-patrol"]);
+/// let report = patrol(&root, &args);
+/// let corrupt = report.check("corrupt_json").unwrap();
+/// assert_eq!((corrupt.status, corrupt.value), (Status::Warning, Some(1.0)));
+/// // No job has ever run on this root.
+/// assert_eq!(report.status, Status::Critical);
+/// ```
 pub fn patrol(root: &Root, args: &Args) -> Report {
     let started = Instant::now();
     let checked_at = now_rfc3339();
