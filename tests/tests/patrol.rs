@@ -709,6 +709,18 @@ fn exit_codes_follow_the_plugin_convention() {
             r.stdout
         );
     }
+    // Metrics that cannot be written make a healthy patrol unknown: the monitor would
+    // otherwise keep reading the last file.
+    let r = good.run(
+        "tmpa-patrol",
+        &["--prometheus", "/nonexistent-dir/tmpa.prom"],
+    );
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot write the Prometheus file"),
+        "{}",
+        r.stderr
+    );
     let r: Run = bin("tmpa-patrol")
         .arg("--help")
         .output()

@@ -24,9 +24,10 @@ use crate::{Args, Check, FINDINGS_MAX, Perf, Status, rel_text};
 /// deeper one is a mistake or an attack, reported rather than followed down.
 pub const DEPTH_MAX: usize = 16;
 
-/// Most `.json` files remembered for parsing (about 100 bytes each in memory). Beyond
-/// it, the rest are counted but not parsed, and `corrupt_json` says so.
-pub const JSON_FILES_MAX: usize = 10_000_000;
+/// Most `.json` files remembered for parsing (about 250 bytes each in memory with their
+/// verdicts, so at most about 1 GB). Beyond it, the rest are counted but not parsed, and
+/// `corrupt_json` is a warning that says so.
+pub const JSON_FILES_MAX: usize = 4_000_000;
 
 /// Size, times and inode of a file: the key that says it has not changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
