@@ -92,10 +92,16 @@ impl InUse {
             unreadable.sort_unstable();
             let shown: Vec<String> = unreadable.iter().take(5).map(u32::to_string).collect();
             s.blind = Some(format!(
-                "the open files of {} process(es) cannot be read (pid {}{}); run as root",
+                "the open files of {} process(es) cannot be read (pid {}{}); {}",
                 unreadable.len(),
                 shown.join(", "),
-                if unreadable.len() > 5 { ", ..." } else { "" }
+                if unreadable.len() > 5 { ", ..." } else { "" },
+                if rustix::process::geteuid().is_root() {
+                    "even root cannot read them here (a sandbox, an LSM, or a process of \
+                     another user namespace)"
+                } else {
+                    "run as root"
+                }
             ));
         }
         let locks = proc_dir.join("locks");

@@ -369,10 +369,10 @@ pub(crate) fn detail(reason: &Reason, older: &str) -> String {
             "cannot prove it is closed: some process cannot be inspected (needs a look)".into()
         }
         Reason::Orphan(None) => {
-            "orphan: no final file; may hold the only copy of its data (kept, needs a look)".into()
+            "no final file: may hold the only copy of its data (kept, needs a look)".into()
         }
         Reason::Orphan(Some(k)) => format!(
-            "orphan: its final file is {}, not a regular file (kept, needs a look)",
+            "its final file is {}, not a regular file (kept, needs a look)",
             k.words()
         ),
         Reason::NotRegular(k) => format!("is {} (never followed or deleted)", k.words()),
