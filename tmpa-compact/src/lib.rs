@@ -130,29 +130,13 @@ pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
     };
     log_line(args.common.json, &run.header(mode));
     let mut report = compact(&mut run, args);
-    let mut status = report_status(&report);
-    let footer = match run.finish(status, &report.counts) {
-        Ok((_, line)) => line,
-        Err(e) => {
-            eprintln!(
-                "{PROGRAM}: error: cannot write the run record: {}",
-                e.chain()
-            );
-            status = ExitStatus::Failure;
-            tmpa_core::program::footer_line(PROGRAM, status, &report.counts)
-        }
-    };
-    report.exit_code = status.code();
-    if args.common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serializes")
-        );
-    } else {
-        print!("{}", render_text(&report));
-    }
-    log_line(args.common.json, &footer);
-    Ok(status)
+    let status = report_status(&report);
+    Ok(tmpa_core::program::conclude(
+        run,
+        status,
+        args.common.json,
+        &mut report,
+    ))
 }
 
 /// The exit status a report calls for: 4 if a day failed, 1 if anything needs a look.
@@ -551,6 +535,20 @@ fn summary_is_current(dir: &DirHandle, day: Day, summary: &Summary, compare_sour
         }
         &c == summary
     })
+}
+
+impl tmpa_core::program::Report for Report {
+    fn counts(&self) -> &BTreeMap<String, u64> {
+        &self.counts
+    }
+
+    fn set_exit_code(&mut self, code: u8) {
+        self.exit_code = code;
+    }
+
+    fn render_text(&self) -> String {
+        render_text(self)
+    }
 }
 
 /// The report as text: one line per day, one indented line per problem, sorted.

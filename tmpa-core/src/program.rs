@@ -481,8 +481,57 @@ pub fn log_line(json: bool, line: &str) {
     if json {
         eprintln!("{line}");
     } else {
-        println!("{line}");
+        out(&format!("{line}\n"));
     }
+}
+
+/// Writes `text` to stdout. A closed stdout (`tmpa-compact --dry-run | head`) is not an
+/// error worth a panic: the run's work, run record and exit status stand; the rest of
+/// the output is dropped.
+pub fn out(text: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// A program's report: what `--json` prints, what the text output shows, and the counts
+/// that go into the run record and the log's last line.
+pub trait Report: Serialize {
+    /// The totals (`deleted=3 kept=1 ...`).
+    fn counts(&self) -> &BTreeMap<String, u64>;
+    /// Records the exit code the run ended with (it is part of the JSON report).
+    fn set_exit_code(&mut self, code: u8);
+    /// The text report, one line per item, sorted; without the first and last log lines.
+    fn render_text(&self) -> String;
+}
+
+/// Ends a run the same way for every program: writes the run record (a failure to write
+/// it makes the run exit 4), prints the report as text or as one JSON document, then the
+/// log's last line. Returns the final status.
+pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Report) -> ExitStatus {
+    let program = run.program;
+    let (status, footer) = match run.finish(status, report.counts()) {
+        Ok((_, line)) => (status, line),
+        Err(e) => {
+            eprintln!(
+                "{program}: error: cannot write the run record: {}",
+                e.chain()
+            );
+            let status = ExitStatus::Failure;
+            (status, footer_line(program, status, report.counts()))
+        }
+    };
+    report.set_exit_code(status.code());
+    if json {
+        let mut doc = serde_json::to_string_pretty(report).expect("a report always serializes");
+        doc.push('\n');
+        out(&doc);
+    } else {
+        out(&report.render_text());
+    }
+    log_line(json, &footer);
+    status
 }
 
 /// Parses an age such as `90s`, `15m`, `12h`, `30d` or `2w` (a whole number and one unit).
