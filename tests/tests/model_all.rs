@@ -109,9 +109,24 @@ struct World {
     canon: PathBuf,
 }
 
+/// tmpa-tmpclean deletes nothing while some process on the host cannot be inspected
+/// (a sandbox's init, even for root); it then runs in a fresh pid namespace of its own,
+/// killed with its `unshare` parent, so that its deletions are exercised too.
+fn command(p: Program) -> std::process::Command {
+    let cmd = bin(p.bin());
+    if !matches!(p, Program::Tmpclean) || !tmpa_tests::is_root() {
+        return cmd;
+    }
+    let mut wrapped = std::process::Command::new("unshare");
+    wrapped
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+        .arg(cmd.get_program());
+    wrapped
+}
+
 impl World {
     fn run(&self, p: Program, dry: bool) -> (i32, String) {
-        let mut cmd = bin(p.bin());
+        let mut cmd = command(p);
         cmd.arg("--root").arg(self.tree.root()).args(p.args());
         if dry {
             cmd.arg("--dry-run");
@@ -126,7 +141,7 @@ impl World {
     }
 
     fn kill(&self, p: Program, after_us: u32) {
-        let mut child = bin(p.bin())
+        let mut child = command(p)
             .arg("--root")
             .arg(self.tree.root())
             .args(p.args())
@@ -374,6 +389,13 @@ proptest! {
             prop_assert!([0, 1].contains(&code), "{out}");
         }
         check(&w, &m)?;
+        // A leftover whose final file still exists is stale garbage: the clean run removed it.
+        for (t, orphan) in &m.temps {
+            let fin = t.with_file_name(tmpa_core::temp_final_name(t.file_name().expect("name")).expect("a temporary"));
+            if !orphan && fin.exists() {
+                prop_assert!(!t.exists(), "stale {} kept", t.display());
+            }
+        }
         for d in DAYS {
             let dir = w.canon.join("token_stats").join(d);
             if dir.exists() {
