@@ -312,3 +312,233 @@ fn session_directories_swapped_for_symlinks_while_archiving() {
         "the race helper hardly ran"
     );
 }
+
+/// Runs `cmd` with a deadline; a program that blocks (on a FIFO, say) fails the test
+/// instead of hanging it.
+fn run_bounded(mut cmd: std::process::Command, limit: Duration) -> tmpa_tests::Run {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (mut out, mut err) = (
+        child.stdout.take().expect("out"),
+        child.stderr.take().expect("err"),
+    );
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let ereader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}: it blocked");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    tmpa_tests::Run {
+        code: status.code().unwrap_or(-1),
+        stdout: reader.join().expect("stdout"),
+        stderr: ereader.join().expect("stderr"),
+    }
+}
+
+/// One hostile tree against all four programs, dry and real: symlinks and hard links to
+/// files outside the root named like events, sessions and temporaries; symlinked user
+/// directories; FIFOs, sockets and device nodes with data names; newline, invalid UTF-8
+/// and 255-byte names; a 2 GiB sparse event and a 300 MiB sparse session; nesting bombs;
+/// an id holding `../`. No program hangs or panics, nothing outside the root changes,
+/// and each program names the entries it refused.
+#[test]
+fn all_programs_on_a_hostile_tree() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    let outside = decoy();
+    let before = snapshot(outside.path(), &[]);
+    let old = Duration::from_secs(90 * 86_400);
+    let day = t.root().join(format!("token_stats/{D1}"));
+    let sessions = t.root().join("chat_history/u/sessions");
+    fs::create_dir_all(&day).expect("mkdir");
+    fs::create_dir_all(&sessions).expect("mkdir");
+    t.event(D1, "fine", "u", 1, 1);
+    let fine = t.file("chat_history/u/sessions/fine.json", "{}");
+    tmpa_tests::age(&fine, old);
+    let sym = |target: &Path, link: std::path::PathBuf| std::os::unix::fs::symlink(target, link);
+    // Links out of the root, named like data.
+    sym(
+        &outside.path().join("evt_decoy0.json"),
+        day.join("evt_link.json"),
+    )
+    .expect("ln");
+    fs::hard_link(
+        outside.path().join("evt_decoy1.json"),
+        day.join("evt_decoy1.json"),
+    )
+    .expect("ln");
+    sym(&outside.path().join("s.json"), sessions.join("linked.json")).expect("ln");
+    sym(
+        &outside.path().join("s.json"),
+        sessions.join("fine.json.tmp"),
+    )
+    .expect("ln");
+    sym(outside.path(), t.root().join("chat_history/evil")).expect("ln");
+    sym(outside.path(), t.root().join("notifications/evil")).expect("ln");
+    // Special files with data names.
+    let mknod = |p: std::path::PathBuf, kind: rustix::fs::FileType, dev: u64| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p.as_path(),
+            kind,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            dev,
+        )
+        .expect("mknod");
+    };
+    mknod(day.join("evt_fifo.json"), rustix::fs::FileType::Fifo, 0);
+    mknod(sessions.join("fifo.json"), rustix::fs::FileType::Fifo, 0);
+    mknod(
+        sessions.join("fine.json.tmp.1"),
+        rustix::fs::FileType::Fifo,
+        0,
+    );
+    mknod(
+        day.join("evt_null.json"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::makedev(1, 3),
+    );
+    let _sock = std::os::unix::net::UnixListener::bind(day.join("evt_sock.json")).expect("socket");
+    // Odd names.
+    for name in [
+        OsStr::from_bytes(b"evt_\xfe\xff.json"),
+        OsStr::new("evt_new\nline.json"),
+    ] {
+        fs::write(day.join(name), "{}").expect("odd");
+    }
+    let long = format!("{}.json", "s".repeat(250));
+    let p = sessions.join(&long);
+    fs::write(&p, "{}").expect("long name");
+    tmpa_tests::age(&p, old);
+    let p = sessions.join(OsStr::from_bytes(b"bad\xff.json"));
+    fs::write(&p, "{}").expect("odd");
+    tmpa_tests::age(&p, old);
+    // Huge (sparse) files and nesting bombs.
+    let huge = fs::File::create(day.join("evt_huge.json")).expect("huge");
+    huge.set_len(2 << 30).expect("sparse");
+    let huge = fs::File::create(sessions.join("huge.json")).expect("huge");
+    huge.set_len(300 << 20).expect("sparse");
+    drop(huge);
+    tmpa_tests::age(&sessions.join("huge.json"), old);
+    fs::write(day.join("evt_bomb.json"), "[".repeat(1 << 20)).expect("bomb");
+    let bomb = sessions.join("bomb.json");
+    fs::write(&bomb, "{\"a\":".repeat(1 << 18)).expect("bomb");
+    tmpa_tests::age(&bomb, old);
+    fs::write(
+        day.join("evt_dots.json"),
+        event_json("../../etc/passwd", "2026-11-01T00:00:00Z", "u", "m", 1, 1),
+    )
+    .expect("dots");
+
+    let limit = Duration::from_secs(120);
+    let cases: [(&str, &[&str], &[i32]); 7] = [
+        (
+            "tmpa-compact",
+            &["--before", "2026-11-02", "--dry-run"],
+            &[1],
+        ),
+        ("tmpa-compact", &["--before", "2026-11-02"], &[1]),
+        ("tmpa-archive", &["--dry-run"], &[1]),
+        ("tmpa-archive", &[], &[1]),
+        (
+            "tmpa-tmpclean",
+            &["--dry-run", "--older-than", "0s"],
+            &[0, 1],
+        ),
+        ("tmpa-tmpclean", &["--older-than", "0s"], &[0, 1]),
+        ("tmpa-patrol", &["--json"], &[1, 2]),
+    ];
+    let mut outputs = std::collections::BTreeMap::new();
+    for (program, args, codes) in cases {
+        let mut cmd = tmpa_tests::bin(program);
+        cmd.arg("--root").arg(t.root()).args(args);
+        let r = run_bounded(cmd, limit);
+        assert!(!r.stderr.contains("panicked"), "{program} {args:?}: {r:?}");
+        assert!(
+            codes.contains(&r.code),
+            "{program} {args:?} exit {}: {r:?}",
+            r.code
+        );
+        assert_eq!(
+            snapshot(outside.path(), &[]),
+            before,
+            "{program} {args:?} changed the decoy outside the root"
+        );
+        outputs
+            .entry(program)
+            .or_insert_with(String::new)
+            .push_str(&r.stdout);
+    }
+    let named = |program: &str, what: &[&str]| {
+        for w in what {
+            assert!(
+                outputs[program].contains(w),
+                "{program} did not name {w}:\n{}",
+                outputs[program]
+            );
+        }
+    };
+    named(
+        "tmpa-compact",
+        &[
+            "evt_link.json",
+            "evt_fifo.json",
+            "evt_null.json",
+            "evt_sock.json",
+            "evt_huge.json",
+            "evt_bomb.json",
+            "evt_dots.json",
+            "\\xFE\\xFF",
+            "new\\nline",
+        ],
+    );
+    named(
+        "tmpa-archive",
+        &[
+            "linked.json",
+            "fifo.json",
+            "chat_history/evil",
+            "huge.json",
+            "bad\\xFF",
+            "bomb.json",
+        ],
+    );
+    named("tmpa-tmpclean", &["fine.json.tmp", "fine.json.tmp.1"]);
+    // The data the programs were given survives: the one valid event is compacted, the
+    // one valid old session archived.
+    let root = Root::open(t.root()).expect("root");
+    let read = root.read_day(D1.parse().expect("day")).expect("read");
+    assert!(read.events.iter().any(|e| e.id().as_str() == "fine"));
+    let u = tmpa_core::UserId::new("u").expect("user");
+    assert_eq!(
+        root.read_session(&u, &tmpa_core::SessionId::new("fine").expect("id"))
+            .expect("fine session"),
+        b"{}"
+    );
+    assert!(
+        sessions.join("huge.json").exists(),
+        "an oversized session must stay live"
+    );
+}

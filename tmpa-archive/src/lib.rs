@@ -19,6 +19,8 @@
 //!   every directory is held by descriptor from the root down.
 //! - One user's failure (permission, immutable directory, full disk) is reported and the
 //!   run goes on with the other users.
+//! - A session larger than the library's limit (`SESSION_BYTES_MAX`, 256 MiB) is reported
+//!   and left live: memory and time per session are bounded.
 
 pub mod session;
 
@@ -32,6 +34,7 @@ use serde::Serialize;
 use tmpa_core::day::{Problem, path_text, serialize_path};
 use tmpa_core::dirfd::DirHandle;
 use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, log_line, resolve_root};
+use tmpa_core::session::SESSION_BYTES_MAX;
 use tmpa_core::{Error, Root, SessionId, UserId};
 
 pub use session::{Action, Options};
@@ -420,6 +423,15 @@ impl UserRun<'_> {
                 self.problem(shown, "is not a regular file (left alone)");
             } else if meta.modified().is_ok_and(|m| m > self.cutoff) {
                 self.young += 1;
+            } else if meta.len() > SESSION_BYTES_MAX {
+                // The library refuses to read a session this large, live or archived:
+                // archiving it would not make it any more usable. It needs a look.
+                self.problem(
+                    shown,
+                    &format!(
+                        "larger than the session limit of {SESSION_BYTES_MAX} bytes (left live)"
+                    ),
+                );
             } else {
                 old.push((format!("{id}.json"), id));
             }
