@@ -407,7 +407,7 @@ proptest! {
                     "loose events left in {}", d);
             }
         }
-        for ((u, s), _) in &m.sessions {
+        for (u, s) in m.sessions.keys() {
             let p = w.session_path(*u, s);
             if p.exists() {
                 let age = fs::metadata(&p).expect("meta").modified().expect("mtime")
