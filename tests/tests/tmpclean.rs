@@ -14,69 +14,16 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use tmpa_tests::{Immutable, Run, Tree, bin, is_root, normalize};
+use tmpa_tests::{Immutable, Run, Tree, bin, host_inspectable, is_root, isolation, normalize};
 
 const BIN: &str = "tmpa-tmpclean";
 /// The age threshold the tests use, and how long they wait for a file to pass it (ctime
 /// cannot be set back, so "old" means really old by a little over a second).
 const OLD: &str = "1s";
 const WAIT: Duration = Duration::from_millis(1300);
-
-/// Whether root (or this user) can see what every process of this host has open (list and
-/// stat each `/proc/{pid}/fd/*`).
-fn host_inspectable() -> bool {
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return false;
-    };
-    let readable = |r: std::io::Result<()>| match r {
-        Ok(()) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    };
-    rd.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .all(|e| {
-            readable(fs::read_dir(e.path().join("fd")).and_then(|fds| {
-                for fd in fds {
-                    match fs::metadata(fd?.path()) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                        _ => {}
-                    }
-                }
-                Ok(())
-            }))
-        })
-}
-
-/// How to run the program so that every process it sees can be inspected: directly, or
-/// behind this `unshare` prefix. `None` when neither works (the caller skips).
-fn isolation() -> Option<&'static Vec<String>> {
-    static MODE: OnceLock<Option<Vec<String>>> = OnceLock::new();
-    MODE.get_or_init(|| {
-        if host_inspectable() {
-            return Some(Vec::new());
-        }
-        let mut prefix: Vec<String> = vec!["unshare".into()];
-        if !is_root() {
-            prefix.push("--map-root-user".into());
-        }
-        prefix.extend(["--pid", "--fork", "--mount-proc"].map(String::from));
-        let ok = Command::new(&prefix[0])
-            .args(&prefix[1..])
-            .arg("true")
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(prefix)
-    })
-    .as_ref()
-}
 
 fn bin_path() -> PathBuf {
     PathBuf::from(bin(BIN).get_program())
