@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tmpa_core::day::{Problem, path_text, serialize_path};
 use tmpa_core::dirfd::DirHandle;
-use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, log_line, resolve_root};
+use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run};
 use tmpa_core::session::SESSION_BYTES_MAX;
 use tmpa_core::{Error, Root, SessionId, UserId};
 
@@ -128,22 +128,16 @@ pub struct Report {
 /// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
 /// is reported per session and reflected in the returned status.
 pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
-    let root = resolve_root(args.common.root.as_deref())?;
-    let mut run = Run::start(PROGRAM, TASK, root, args.common.dry_run)?;
     let mode = if args.no_delete {
         "ARCHIVE-NO-DELETE"
     } else {
         "ARCHIVE"
     };
-    log_line(args.common.json, &run.header(mode));
-    let mut report = archive(&mut run, args);
-    let status = report_status(&report);
-    Ok(tmpa_core::program::conclude(
-        run,
-        status,
-        args.common.json,
-        &mut report,
-    ))
+    tmpa_core::program::run_program(PROGRAM, TASK, &args.common, mode, |run| {
+        let report = archive(run, args);
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The exit status a report calls for: 4 if anything failed (I/O), 1 if anything needs a

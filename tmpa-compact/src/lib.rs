@@ -29,7 +29,7 @@ use tmpa_core::day::{
     compacted_matches, conflict_problem, merge, scan_dir, write_compacted,
 };
 use tmpa_core::dirfd::DirHandle;
-use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, log_line, resolve_root};
+use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run};
 use tmpa_core::summary::{Summary, read_cached, source_stamp, write_summary};
 use tmpa_core::{Day, Error, Event, Root};
 
@@ -121,22 +121,16 @@ pub struct Report {
 /// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
 /// is reported per day and reflected in the returned status.
 pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
-    let root = resolve_root(args.common.root.as_deref())?;
-    let mut run = Run::start(PROGRAM, TASK, root, args.common.dry_run)?;
     let mode = if args.no_delete {
         "COMPACT-NO-DELETE"
     } else {
         "COMPACT"
     };
-    log_line(args.common.json, &run.header(mode));
-    let mut report = compact(&mut run, args);
-    let status = report_status(&report);
-    Ok(tmpa_core::program::conclude(
-        run,
-        status,
-        args.common.json,
-        &mut report,
-    ))
+    tmpa_core::program::run_program(PROGRAM, TASK, &args.common, mode, |run| {
+        let report = compact(run, args);
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The exit status a report calls for: 4 if a day failed, 1 if anything needs a look.

@@ -506,6 +506,28 @@ pub trait Report: Serialize {
     fn render_text(&self) -> String;
 }
 
+/// Runs a maintenance program the same way for every program: resolves the root (flag,
+/// `TMPA_ROOT`, current directory), takes the task's lock, prints the log's first line
+/// (`mode`, or `DRY-RUN`), lets `work` do the run and judge it, then [`conclude`]s.
+///
+/// # Errors
+/// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
+/// is `work`'s to report, and shows in the returned status.
+#[cfg(feature = "cli")]
+pub fn run_program<R: Report>(
+    program: &'static str,
+    task: &'static str,
+    common: &CommonArgs,
+    mode: &str,
+    work: impl FnOnce(&mut Run) -> (R, ExitStatus),
+) -> Result<ExitStatus> {
+    let root = resolve_root(common.root.as_deref())?;
+    let mut run = Run::start(program, task, root, common.dry_run)?;
+    log_line(common.json, &run.header(mode));
+    let (mut report, status) = work(&mut run);
+    Ok(conclude(run, status, common.json, &mut report))
+}
+
 /// Ends a run the same way for every program: writes the run record (a failure to write
 /// it makes the run exit 4), prints the report as text or as one JSON document, then the
 /// log's last line. Returns the final status.

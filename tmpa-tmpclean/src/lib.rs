@@ -59,9 +59,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tmpa_core::Problem;
 use tmpa_core::day::path_text;
-use tmpa_core::program::{
-    CommonArgs, ExitStatus, Progress, Run, log_line, parse_age, resolve_root,
-};
+use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, parse_age};
 
 use crate::inuse::{InUse, Use};
 use crate::walk::{Anchor, Cutoff, Reason, Walk};
@@ -146,17 +144,12 @@ pub struct Report {
 /// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
 /// is reported per file and reflected in the returned status.
 pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
-    let root = resolve_root(args.common.root.as_deref())?;
-    let mut run = Run::start(PROGRAM, TASK, root, args.common.dry_run)?;
-    log_line(args.common.json, &run.header("CLEAN"));
-    let mut report = clean(&mut run, args.older_than, SystemTime::now());
-    let status = report_status(&report);
-    Ok(tmpa_core::program::conclude(
-        run,
-        status,
-        args.common.json,
-        &mut report,
-    ))
+    let mode = "CLEAN";
+    tmpa_core::program::run_program(PROGRAM, TASK, &args.common, mode, |run| {
+        let report = clean(run, args.older_than, SystemTime::now());
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The exit status a report calls for: 4 after an I/O failure, 1 if anything needs a
