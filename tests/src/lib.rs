@@ -400,3 +400,16 @@ pub fn bin_inspectable(name: &str) -> Option<Command> {
         .arg(cmd.get_program());
     Some(wrapped)
 }
+
+/// Makes a FIFO at `path` (a named pipe: opening it for reading blocks until a writer
+/// comes, which is what the programs must never do).
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
+}

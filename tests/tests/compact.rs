@@ -247,14 +247,7 @@ fn odd_entries_are_reported_not_followed() {
     let day = t.root().join(format!("token_stats/{D1}"));
     std::os::unix::fs::symlink(&secret, day.join("evt_link.json")).expect("symlink");
     fs::write(day.join(OsStr::from_bytes(b"evt_\xff.json")), b"{}").expect("odd name");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        day.join("evt_fifo.json"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .expect("mkfifo");
+    tmpa_tests::mkfifo(&day.join("evt_fifo.json"));
     let r = t.run("tmpa-compact", &["--day", D1]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("symlink"), "{}", r.stdout);

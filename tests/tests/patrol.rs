@@ -1013,14 +1013,7 @@ fn symlinks_and_fifos_are_never_followed() {
     std::os::unix::fs::symlink(outside.path(), t.root().join("token_stats/2026-11-09"))
         .expect("symlink");
     let fifo = t.root().join("token_stats/2026-11-01/evt_fifo.json");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .expect("mkfifo");
+    tmpa_tests::mkfifo(&fifo);
     let started = Instant::now();
     let (_, doc) = patrol_json(&t, &[]);
     assert!(started.elapsed() < Duration::from_secs(20));

@@ -345,14 +345,7 @@ fn symlink_temporary_pointing_outside_is_left_alone() {
     std::os::unix::fs::symlink(&secret, &link).expect("symlink");
     tmpa_tests::age(&link, Duration::from_secs(3 * 86_400));
     let fifo = t.root().join("chat_history/u1/sessions/f.json.tmp");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .expect("mkfifo");
+    tmpa_tests::mkfifo(&fifo);
     t.file("chat_history/u1/sessions/f.json", "{}");
     let outside_before = tmpa_tests::snapshot(outside.path(), &[]);
     std::thread::sleep(WAIT);
