@@ -762,3 +762,50 @@ fn longest_event_id_records() {
     let too_long = "i".repeat(tmpa_core::names::NAME_BYTES_MAX + 1);
     assert!(EventId::new(too_long).is_err());
 }
+
+/// A day directory swapped for a symlink to the outside *while* events are recorded (a
+/// hostile process racing the check): nothing may be written outside the root.
+#[test]
+#[ignore = "bug (race): record_event checks the day directory by path (ensure_dir) and then \
+            writes by path, so a symlink swapped in between is followed and a temporary \
+            (sometimes the event) lands outside the root; reproduces within milliseconds"]
+fn day_directory_swapped_for_a_symlink_during_writes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_in(dir.path(), &["token_stats"]);
+    let decoy = dir.path().join("decoy");
+    fs::create_dir(&decoy).unwrap();
+    let day_dir = root.day_dir(day());
+    fs::create_dir(&day_dir).unwrap();
+    let link = root.token_stats_dir().join("link");
+    std::os::unix::fs::symlink(&decoy, &link).unwrap();
+    let stop = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Atomic exchanges: the day path is always either the directory or the link.
+            let swap = || {
+                use rustix::fs::{CWD, RenameFlags, renameat_with};
+                renameat_with(CWD, &day_dir, CWD, &link, RenameFlags::EXCHANGE).unwrap();
+            };
+            while !stop.load(Ordering::Relaxed) {
+                swap();
+                swap();
+            }
+        });
+        let mut i = 0;
+        while started.elapsed() < std::time::Duration::from_secs(2)
+            && fs::read_dir(&decoy).unwrap().next().is_none()
+        {
+            // Refusals are fine; writing outside is not.
+            let _ = root.record_event(&event(&format!("e{i}"), 1));
+            i += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(
+        names(&decoy),
+        Vec::<String>::new(),
+        "written outside the root"
+    );
+}
