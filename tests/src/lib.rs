@@ -413,3 +413,11 @@ pub fn mkfifo(path: &Path) {
     )
     .expect("mkfifo");
 }
+
+/// Two dry runs on an unchanged tree printed the same text apart from times and the root,
+/// and the first line says DRY-RUN.
+pub fn assert_same_dry_runs(root: &Path, a: &Run, b: &Run) {
+    assert_eq!(normalize(&a.stdout, root), normalize(&b.stdout, root));
+    let first = a.stdout.lines().next().unwrap_or_default();
+    assert!(first.contains("DRY-RUN"), "first line: {first:?}");
+}

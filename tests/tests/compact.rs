@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tmpa_core::{Day, Root};
-use tmpa_tests::{Immutable, Tmpfs, Tree, bin, event_json, is_root, normalize};
+use tmpa_tests::{Immutable, Tmpfs, Tree, bin, event_json, is_root};
 
 const D1: &str = "2026-11-01";
 const D2: &str = "2026-11-02";
@@ -362,17 +362,7 @@ fn dry_run_changes_nothing_and_is_stable() {
     let r2 = t.run("tmpa-compact", &["--dry-run", "--before", "2026-11-04"]);
     assert_eq!(r1.code, 1);
     assert_eq!(t.snapshot(), before);
-    assert_eq!(
-        normalize(&r1.stdout, t.root()),
-        normalize(&r2.stdout, t.root())
-    );
-    assert!(
-        r1.stdout
-            .lines()
-            .next()
-            .expect("header")
-            .contains("DRY-RUN")
-    );
+    tmpa_tests::assert_same_dry_runs(t.root(), &r1, &r2);
     assert!(r1.stdout.contains("would_delete=4"), "{}", r1.stdout);
     let plan = t
         .run(
