@@ -306,7 +306,7 @@ fn apply_damage(path: &Path, damage: &Damage) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Random events recorded (some twice), days compacted in between: each day reads back
     /// as exactly the set recorded on it, each id once, sorted by (ts, id).
