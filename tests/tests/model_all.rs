@@ -147,6 +147,17 @@ impl World {
         std::thread::sleep(Duration::from_micros(u64::from(after_us)));
         let _ = child.kill();
         child.wait().expect("reap");
+        // A program run behind `unshare` dies a moment after it (parent-death signal):
+        // wait until its lock is free, as the next cron run would find it.
+        let lock = self.canon.join(format!(".tmpa/locks/{}.lock", p.task()));
+        for _ in 0..200 {
+            match fs::File::open(&lock).map(|f| f.try_lock()) {
+                Ok(Err(fs::TryLockError::WouldBlock)) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => break,
+            }
+        }
     }
 
     fn live_sessions(&self, model: &Model) -> Vec<(usize, String)> {

@@ -324,7 +324,7 @@ pub fn compact_day(run: &mut Run, day: Day, no_delete: bool) -> DayReport {
 }
 
 /// A day with no loose event file whose summary's stamp matches the directory is settled:
-/// nothing to merge, delete or rewrite. Recognising it costs one listing and one `stat`,
+/// nothing to merge, delete or rewrite. Recognising it costs one listing and one `lstat`,
 /// so nightly runs do not re-read the whole history. (A `_compacted.json` damaged in place
 /// without a change of size or mtime is not noticed here; tmpa-patrol's corrupt_json check
 /// parses it.)
@@ -335,9 +335,7 @@ fn settled_day(dir: &DirHandle, day: Day) -> Option<DayReport> {
     }
     let cached = read_cached(&dir.op(SUMMARY_NAME), day)?;
     let compacted = fs::symlink_metadata(dir.op(COMPACTED_NAME)).ok()?;
-    if !compacted.is_file()
-        || cached.source != source_stamp(Some(FileStamp::of(&compacted)), &names)
-    {
+    if !compacted.is_file() || cached.source != source_stamp(Some(FileStamp::of(&compacted)), &[]) {
         return None;
     }
     let events = usize::try_from(cached.totals.events).ok()?;
@@ -362,7 +360,7 @@ fn plan_day(
         (Compacted::Valid { stamp, .. }, true) => Some(*stamp),
         _ => None, // a new _compacted.json would be written: its stamp is not known yet
     };
-    let summary = day_summary(scan.day, &m.events, stamp, &remaining);
+    let summary = day_summary(dir, scan.day, &m.events, stamp, &remaining);
     r.summary_rewritten =
         !m.events.is_empty() && !summary_is_current(dir, scan.day, &summary, stamp.is_some());
     r.deleted = m.added.len() + m.duplicates.len();
@@ -414,7 +412,13 @@ fn act_day(
     // a summary that misses the deleted events.
     let cmeta = fs::symlink_metadata(&cpath).map_err(|e| io_err("stat", &cpath, e))?;
     let remaining = remaining_names(scan, &verified, &[]);
-    let summary = day_summary(scan.day, &m.events, Some(FileStamp::of(&cmeta)), &remaining);
+    let summary = day_summary(
+        dir,
+        scan.day,
+        &m.events,
+        Some(FileStamp::of(&cmeta)),
+        &remaining,
+    );
     if !summary_is_current(dir, scan.day, &summary, true) {
         write_summary(&dir.op(SUMMARY_NAME), &summary)?;
         r.summary_rewritten = true;
@@ -508,14 +512,18 @@ fn remaining_names(scan: &DayScan, gone: &[usize], also_gone: &[usize]) -> Vec<O
         .collect()
 }
 
+/// The summary of `events` with the stamp of the directory as it will be once only
+/// `remaining` loose files are left (they are not touched, so their stamps hold).
 fn day_summary(
+    dir: &DirHandle,
     day: Day,
     events: &[&Event],
     compacted: Option<FileStamp>,
     remaining: &[OsString],
 ) -> Summary {
     let mut s = Summary::compute(day, events.iter().copied());
-    s.source = source_stamp(compacted, remaining);
+    let loose = tmpa_core::day::stamp_entries(dir.op_path(), remaining);
+    s.source = source_stamp(compacted, &loose);
     s
 }
 

@@ -126,10 +126,12 @@ pub enum Compacted {
     Corrupt(Problem),
 }
 
-/// Size and modification time of a file: a cheap fingerprint of a file that is only ever
-/// replaced by rename.
+/// Inode, size and modification time of a file: a cheap fingerprint that changes when the
+/// file is replaced by rename (new inode) or rewritten in place (size or mtime).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStamp {
+    /// Inode number.
+    pub ino: u64,
     /// Size in bytes.
     pub len: u64,
     /// Modification time, nanoseconds since the epoch.
@@ -140,10 +142,24 @@ impl FileStamp {
     /// The stamp of `meta`.
     pub fn of(meta: &fs::Metadata) -> FileStamp {
         FileStamp {
+            ino: meta.ino(),
             len: meta.len(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         }
     }
+}
+
+/// The stamps of the entries `names` of `dir` (without following symlinks), in the order
+/// given. An entry gone since it was listed is left out: the result describes the
+/// directory as it is now.
+pub fn stamp_entries(dir: &Path, names: &[OsString]) -> Vec<(OsString, FileStamp)> {
+    names
+        .iter()
+        .filter_map(|n| {
+            let m = fs::symlink_metadata(dir.join(n)).ok()?;
+            Some((n.clone(), FileStamp::of(&m)))
+        })
+        .collect()
 }
 
 /// Everything found in one day directory.

@@ -117,6 +117,32 @@ impl DirHandle {
         message.replace(&*self.op.to_string_lossy(), &self.display.to_string_lossy())
     }
 
+    /// An error about an entry reached through the operational path, rewritten to name
+    /// the ordinary path (errors about other paths are returned as they are).
+    pub fn shown_error(&self, e: Error) -> Error {
+        let fix = |p: PathBuf| match p.strip_prefix(&self.op) {
+            Ok(rest) => self.display.join(rest),
+            Err(_) => p,
+        };
+        match e {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: fix(path),
+                source,
+            },
+            Error::Corrupt { path, reason } => Error::Corrupt {
+                path: fix(path),
+                reason,
+            },
+            Error::Conflict { path } => Error::Conflict { path: fix(path) },
+            Error::Unsafe { path, reason } => Error::Unsafe {
+                path: fix(path),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// Whether the ordinary path still names this same directory (device and inode).
     pub fn still_at_path(&self) -> bool {
         let Ok(here) = rustix::fs::fstat(self.fd.as_fd()) else {

@@ -196,12 +196,15 @@ impl Root {
     /// root.record_event(&e).unwrap(); // idempotent
     /// ```
     pub fn record_event(&self, event: &Event) -> Result<std::path::PathBuf> {
-        let dir = self.ensure_dir(&self.day_dir(event.day()))?;
-        let path = dir.join(event.file_name());
-        match atomic::write_new(&path, event.json_bytes()) {
+        // Held by descriptor: a day directory swapped for a symlink meanwhile cannot lead
+        // the write out of the root.
+        let dir = self.hold_dir(&self.day_dir(event.day()))?;
+        let name = event.file_name();
+        let (op, path) = (dir.op(&name), dir.shown(&name));
+        match atomic::write_new(&op, event.json_bytes()) {
             Ok(()) => Ok(path),
             Err(e) if e.io_kind() == Some(std::io::ErrorKind::AlreadyExists) => {
-                let existing = crate::root::read_bounded(&path, crate::day::EVENT_BYTES_MAX).ok();
+                let existing = crate::root::read_bounded(&op, crate::day::EVENT_BYTES_MAX).ok();
                 let same = existing
                     .and_then(|b| Event::from_json(&b).ok())
                     .is_some_and(|old| old == *event);
@@ -211,7 +214,7 @@ impl Root {
                     Err(Error::Conflict { path })
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => Err(dir.shown_error(e)),
         }
     }
 }

@@ -91,9 +91,8 @@ impl Root {
         let parent = self
             .path()
             .join(rel.parent().unwrap_or(std::path::Path::new("")));
-        let dir = self.ensure_dir(&parent)?;
-        let dest = dir.join(file_name);
-        atomic::write(&dest, bytes)?;
-        Ok(dest)
+        let dir = self.hold_dir(&parent)?;
+        atomic::write(dir.op(file_name), bytes).map_err(|e| dir.shown_error(e))?;
+        Ok(dir.shown(file_name))
     }
 }

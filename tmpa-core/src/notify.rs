@@ -33,11 +33,11 @@ impl Root {
     /// assert!(root.unacked(&u).unwrap().is_empty());
     /// ```
     pub fn deliver(&self, user: &UserId, id: &NotificationId, body: &Value) -> Result<PathBuf> {
-        let dir = self.ensure_dir(&self.inbox_dir(user))?;
-        let path = dir.join(format!("ntf_{id}.json"));
+        let dir = self.hold_dir(&self.inbox_dir(user))?;
+        let name = format!("ntf_{id}.json");
         let bytes = serde_json::to_vec(body).expect("a JSON value always serializes");
-        atomic::write(&path, &bytes)?;
-        Ok(path)
+        atomic::write(dir.op(&name), &bytes).map_err(|e| dir.shown_error(e))?;
+        Ok(dir.shown(&name))
     }
 
     /// Acknowledges a notification: writes `ack/ntf_{id}.ack` with `{"acked_at": now}`.
@@ -46,12 +46,13 @@ impl Root {
     /// # Errors
     /// [`Error::Io`] / [`Error::Unsafe`] naming the path.
     pub fn ack(&self, user: &UserId, id: &NotificationId) -> Result<PathBuf> {
-        let dir = self.ensure_dir(&self.ack_dir(user))?;
-        let path = dir.join(format!("ntf_{id}.ack"));
+        let dir = self.hold_dir(&self.ack_dir(user))?;
+        let name = format!("ntf_{id}.ack");
+        let path = dir.shown(&name);
         let body = serde_json::json!({ "acked_at": chrono::Local::now().to_rfc3339() });
-        match atomic::write_new(&path, body.to_string().as_bytes()) {
+        match atomic::write_new(dir.op(&name), body.to_string().as_bytes()) {
             Err(e) if e.io_kind() == Some(io::ErrorKind::AlreadyExists) => Ok(path),
-            Err(e) => Err(e),
+            Err(e) => Err(dir.shown_error(e)),
             Ok(()) => Ok(path),
         }
     }

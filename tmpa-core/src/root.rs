@@ -12,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{nofollow_flags, sync_dir};
+use crate::dirfd::DirHandle;
 use crate::error::{Error, Result};
 use crate::names::{Day, SessionId, UserId};
 
@@ -178,6 +179,24 @@ impl Root {
             }
         }
         Ok(cur)
+    }
+}
+
+impl Root {
+    /// Holds `dir` (inside the root) by descriptor, creating it and its missing parents
+    /// first. Writes through the handle ([`DirHandle::op`]) land in that directory even if
+    /// another process swaps a component of its path for a symlink meanwhile.
+    ///
+    /// # Errors
+    /// As [`Root::ensure_dir`] and [`DirHandle::open`].
+    pub fn hold_dir(&self, dir: &Path) -> Result<DirHandle> {
+        match DirHandle::open(self, dir) {
+            Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {
+                self.ensure_dir(dir)?;
+                DirHandle::open(self, dir)
+            }
+            other => other,
+        }
     }
 }
 

@@ -3,15 +3,16 @@
 //! The summary is a cache: it can always be rebuilt from the day's events, and whoever
 //! finds it missing, unreadable or inconsistent rebuilds it.
 //!
-//! **Consistency check.** A summary carries a `source` stamp: a SHA-256 over the size and
-//! mtime (ns) of `_compacted.json` and the sorted names of every `evt_*.json` in the day
-//! directory. Checking a summary costs one directory listing and one `stat`, never a read
-//! of the events. It is sound because event files are only ever created (by rename, never
-//! rewritten in place: an event's id is its file name) or deleted, and `_compacted.json` is
-//! only replaced by rename; any such change alters the stamp. The summary is also checked
-//! on its own (totals equal the sums over `by_user` and `by_model`,
-//! `total_tokens = prompt_tokens + completion_tokens`). Not detected: a file edited in place
-//! by hand with the same size within the same nanosecond.
+//! **Consistency check.** A summary carries a `source` stamp: a SHA-256 over the inode,
+//! size and mtime (ns) of `_compacted.json` and of every `evt_*.json` in the day directory,
+//! with their names, sorted. Checking a summary costs one directory listing and one
+//! `lstat` per loose event file (none on a compacted day), never a read of the events.
+//! Any way of changing a day's events changes the stamp: creating or deleting an event
+//! file, replacing one by rename (a repaired file: new inode), rewriting one in place
+//! (size or mtime), replacing `_compacted.json`. The summary is also checked on its own
+//! (totals equal the sums over `by_user` and `by_model`,
+//! `total_tokens = prompt_tokens + completion_tokens`). Not detected: a file edited in
+//! place by hand keeping its size and its mtime to the nanosecond (or resetting it).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -22,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::atomic;
-use crate::day::{COMPACTED_NAME, FileStamp, Problem, SUMMARY_NAME, hex, list_event_names};
+use crate::day::{
+    COMPACTED_NAME, FileStamp, Problem, SUMMARY_NAME, hex, list_event_names, stamp_entries,
+};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::names::Day;
@@ -134,21 +137,26 @@ impl Summary {
     }
 }
 
-/// The consistency stamp of a day directory state (see the module docs).
-pub fn source_stamp(compacted: Option<FileStamp>, event_names: &[OsString]) -> String {
+/// The consistency stamp of a day directory state (see the module docs): the compacted
+/// file's stamp and each loose event file's name and stamp, in name order.
+pub fn source_stamp(compacted: Option<FileStamp>, loose: &[(OsString, FileStamp)]) -> String {
     let mut h = Sha256::new();
+    let line = |s: &FileStamp| format!(" {} {} {}\n", s.ino, s.len, s.mtime_ns);
     match compacted {
-        Some(s) => h.update(format!("compacted {} {}\n", s.len, s.mtime_ns)),
+        Some(s) => h.update(format!("compacted{}", line(&s))),
         None => h.update("compacted none\n"),
     }
-    for n in event_names {
+    let mut loose: Vec<&(OsString, FileStamp)> = loose.iter().collect();
+    loose.sort_by(|a, b| a.0.cmp(&b.0));
+    for (n, s) in loose {
         h.update(n.as_bytes());
-        h.update(b"\n");
+        h.update(line(s));
     }
-    format!("v1:{}", &hex(&h.finalize())[..32])
+    format!("v2:{}", &hex(&h.finalize())[..32])
 }
 
-/// The current consistency stamp of a day directory: one listing and one `stat`.
+/// The current consistency stamp of a day directory: one listing, one `lstat` of the
+/// compacted file and one of each loose event file.
 ///
 /// # Errors
 /// As [`list_event_names`].
@@ -159,7 +167,7 @@ pub fn current_stamp(root: &Root, day: Day) -> Result<String> {
         .ok()
         .filter(|m| m.is_file())
         .map(|m| FileStamp::of(&m));
-    Ok(source_stamp(compacted, &names))
+    Ok(source_stamp(compacted, &stamp_entries(&dir, &names)))
 }
 
 /// A summary as read by [`Root::summary`].
@@ -225,7 +233,12 @@ impl Root {
         let mut summary = Summary::compute(day, &read.events);
         summary.source = stamp;
         let mut problems = read.problems;
-        if let Err(e) = atomic::write(&path, &summary.to_json()) {
+        // Through the directory's descriptor: a day swapped for a symlink meanwhile cannot
+        // lead the rewrite out of the root.
+        let written = self.hold_dir(&self.day_dir(day)).and_then(|dir| {
+            atomic::write(dir.op(SUMMARY_NAME), &summary.to_json()).map_err(|e| dir.shown_error(e))
+        });
+        if let Err(e) = written {
             problems.push(Problem {
                 path: path.clone(),
                 reason: format!("could not rewrite the summary cache: {}", e.chain()),
