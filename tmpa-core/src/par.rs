@@ -20,10 +20,22 @@ pub const THREADS_MAX: usize = 8;
 /// assert_eq!(squares, vec![1, 4, 9, 16]);
 /// ```
 pub fn map_ordered<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(THREADS_MAX)
-        .min(items.len());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    map_ordered_on(cores, items, f)
+}
+
+/// [`map_ordered`] on up to `threads` threads (at most [`THREADS_MAX`]): for work that
+/// mostly waits on the disk (`stat` of cold inodes), where more requests in flight than
+/// cores pays.
+///
+/// # Panics
+/// When `f` panics (the panic is propagated).
+pub fn map_ordered_on<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.min(THREADS_MAX).min(items.len());
     if threads < 2 {
         return items.iter().map(f).collect();
     }

@@ -28,6 +28,10 @@ pub const DEPTH_MAX: usize = 16;
 /// verdicts, so at most about 1 GB). Beyond it, the rest are counted but not parsed, and
 /// `corrupt_json` is a warning that says so.
 pub const JSON_FILES_MAX: usize = 4_000_000;
+/// Threads that `stat` the listed files (more than cores: they mostly wait on inodes).
+const STAT_THREADS: usize = 4;
+/// Files a `stat` worker takes at a time.
+const STAT_CHUNK: usize = 4096;
 
 /// Size, times and inode of a file: the key that says it has not changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,17 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp of a raw `stat`.
+    fn of_stat(st: &rustix::fs::Stat) -> Stamp {
+        let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
+        Stamp {
+            len: u64::try_from(st.st_size).unwrap_or(0),
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as i64),
+            ino: st.st_ino,
+        }
+    }
+
     /// The stamp of `meta`.
     pub fn of(meta: &fs::Metadata) -> Stamp {
         Stamp {
@@ -188,9 +203,11 @@ pub fn walk(root: &Root, required: &[String]) -> Walk {
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
         .collect();
     stack.reverse();
+    let mut to_stat = Vec::new();
     while let Some(dir) = stack.pop() {
-        visit(root, &dir, &mut stack, &mut w);
+        visit(root, &dir, &mut stack, &mut w, &mut to_stat);
     }
+    stat_json(&mut w, &to_stat);
     w.inboxes.sort();
     w.days.sort();
     w.tmp.sort();
@@ -200,7 +217,69 @@ pub fn walk(root: &Root, required: &[String]) -> Walk {
     w
 }
 
-fn visit(root: &Root, dir: &Path, stack: &mut Vec<PathBuf>, w: &mut Walk) {
+/// Stats the listed regular `.json` files (`to_stat`: indices into `w.json`) on several
+/// threads: on a large tree the walk's time is these `stat`s (inode reads), and several in
+/// flight at once finish sooner, warm or cold. A file gone since the listing (deleted by
+/// compaction, say) is dropped: it is not corrupt.
+fn stat_json(w: &mut Walk, to_stat: &[usize]) {
+    // Chunks of consecutive files (the walk lists a directory's files together), each
+    // stat'ed relative to its directory's descriptor: one name lookup a file instead of
+    // a walk of the whole path.
+    let chunks: Vec<&[usize]> = to_stat.chunks(STAT_CHUNK).collect();
+    let json = &w.json;
+    let stamps: Vec<Option<Stamp>> =
+        tmpa_core::par::map_ordered_on(STAT_THREADS, &chunks, |chunk| stat_chunk(json, chunk))
+            .into_iter()
+            .flatten()
+            .collect();
+    let mut gone = Vec::new();
+    for (&i, stamp) in to_stat.iter().zip(stamps) {
+        match stamp {
+            Some(s) => w.json[i].stamp = Some(s),
+            None => gone.push(i),
+        }
+    }
+    if !gone.is_empty() {
+        let mut k = 0;
+        w.json.retain(|_| {
+            let keep = gone.binary_search(&k).is_err();
+            k += 1;
+            keep
+        });
+    }
+}
+
+/// Stamps of the files `chunk` (indices into `json`), `None` for one that is gone.
+fn stat_chunk(json: &[JsonFile], chunk: &[usize]) -> Vec<Option<Stamp>> {
+    use rustix::fs::{AtFlags, Mode, OFlags, openat, statat};
+    let mut dir: Option<(&Path, Option<std::os::fd::OwnedFd>)> = None;
+    chunk
+        .iter()
+        .map(|&i| {
+            let path = &json[i].path;
+            let (parent, name) = (path.parent()?, path.file_name()?);
+            if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                dir = Some((
+                    parent,
+                    openat(rustix::fs::CWD, parent, flags, Mode::empty()).ok(),
+                ));
+            }
+            let fd = dir.as_ref()?.1.as_ref()?;
+            statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|st| Stamp::of_stat(&st))
+        })
+        .collect()
+}
+
+fn visit(
+    root: &Root,
+    dir: &Path,
+    stack: &mut Vec<PathBuf>,
+    w: &mut Walk,
+    to_stat: &mut Vec<usize>,
+) {
     let rel_path = dir.strip_prefix(root.path()).unwrap_or(dir);
     let rel: Vec<&[u8]> = rel_path
         .components()
@@ -257,17 +336,16 @@ fn visit(root: &Root, dir: &Path, stack: &mut Vec<PathBuf>, w: &mut Walk) {
                 w.json_not_listed += 1;
                 continue;
             }
-            let stamp = if ft.is_file() {
-                match entry.metadata() {
-                    Ok(m) => Some(Stamp::of(&m)),
-                    // Gone since the listing: deleted by compaction, not corrupt.
-                    Err(_) => continue,
-                }
-            } else {
-                None
-            };
+            // Regular files are stat'ed after the walk, all at once (`stat_json`).
+            if ft.is_file() {
+                to_stat.push(w.json.len());
+            }
             let kind = json_kind(&rel, name.as_bytes());
-            w.json.push(JsonFile { path, stamp, kind });
+            w.json.push(JsonFile {
+                path,
+                stamp: None,
+                kind,
+            });
         }
     }
     w.totals.entries += entries;
