@@ -532,19 +532,7 @@ impl UserRun<'_> {
     }
 }
 
-impl tmpa_core::program::Report for Report {
-    fn counts(&self) -> &BTreeMap<String, u64> {
-        &self.counts
-    }
-
-    fn set_exit_code(&mut self, code: u8) {
-        self.exit_code = code;
-    }
-
-    fn render_text(&self) -> String {
-        render_text(self)
-    }
-}
+tmpa_core::impl_report!(Report);
 
 /// The report as text: one line per session acted on, one line per problem, sorted.
 pub fn render_text(report: &Report) -> String {

@@ -528,6 +528,28 @@ pub fn run_program<R: Report>(
     Ok(conclude(run, status, common.json, &mut report))
 }
 
+/// Implements [`Report`] for a program's report type that has the fields
+/// `counts: BTreeMap<String, u64>` and `exit_code: u8`, with a function
+/// `render_text(&Report) -> String` in scope: what every program's report looks like.
+#[macro_export]
+macro_rules! impl_report {
+    ($report:ty) => {
+        impl $crate::program::Report for $report {
+            fn counts(&self) -> &::std::collections::BTreeMap<String, u64> {
+                &self.counts
+            }
+
+            fn set_exit_code(&mut self, code: u8) {
+                self.exit_code = code;
+            }
+
+            fn render_text(&self) -> String {
+                render_text(self)
+            }
+        }
+    };
+}
+
 /// Ends a run the same way for every program: writes the run record (a failure to write
 /// it makes the run exit 4), prints the report as text or as one JSON document, then the
 /// log's last line. Returns the final status.

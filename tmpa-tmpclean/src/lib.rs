@@ -371,19 +371,7 @@ fn age_text(d: Duration) -> String {
     format!("{s}s")
 }
 
-impl tmpa_core::program::Report for Report {
-    fn counts(&self) -> &BTreeMap<String, u64> {
-        &self.counts
-    }
-
-    fn set_exit_code(&mut self, code: u8) {
-        self.exit_code = code;
-    }
-
-    fn render_text(&self) -> String {
-        render_text(self)
-    }
-}
+tmpa_core::impl_report!(Report);
 
 /// The report as text: one line per temporary (`action reason path: detail`), sorted by
 /// path, then the directories not entered and the problems.
