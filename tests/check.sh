@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo test --workspace (unit, integration, doctests)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace 2>&1 | tee "$log"
+cargo test --locked --workspace 2>&1 | tee "$log"
 
 echo "== Python package tmpa (tmpa-py): venv, maturin develop, pytest"
 venv=target/py-venv
