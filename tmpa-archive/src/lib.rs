@@ -372,18 +372,10 @@ impl UserRun<'_> {
     /// The names of the user's sessions old enough to archive, sorted. Young ones are
     /// counted; symlinks, odd names and non-regular files named like sessions are reported.
     fn old_sessions(&mut self, dir: &DirHandle) -> tmpa_core::Result<Vec<(String, SessionId)>> {
-        let rd = fs::read_dir(dir.op_path()).map_err(|e| Error::Io {
-            op: "list",
-            path: dir.display().to_path_buf(),
-            source: e,
-        })?;
+        let rd = fs::read_dir(dir.op_path()).map_err(|e| Error::io("list", dir.display(), e))?;
         let mut old = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|e| Error::Io {
-                op: "list",
-                path: dir.display().to_path_buf(),
-                source: e,
-            })?;
+            let entry = entry.map_err(|e| Error::io("list", dir.display(), e))?;
             let name = entry.file_name();
             if tmpa_core::temp_final_name(&name).is_some()
                 || !name.as_encoded_bytes().ends_with(b".json")
@@ -521,14 +513,7 @@ impl UserRun<'_> {
                 }
             }
         }
-        tmpa_core::atomic::sync_dir(sessions.op_path()).map_err(|e| match e {
-            Error::Io { op, source, .. } => Error::Io {
-                op,
-                path: sessions.display().to_path_buf(),
-                source,
-            },
-            other => other,
-        })
+        tmpa_core::atomic::sync_dir(sessions.op_path()).map_err(|e| sessions.shown_error(e))
     }
 }
 

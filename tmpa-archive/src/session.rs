@@ -8,7 +8,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flate2::{Compression, GzBuilder};
 use serde::de::IgnoredAny;
@@ -237,11 +237,7 @@ pub fn archive_one(
 }
 
 fn failed_early(sessions: &DirHandle, shown: &Path, op: &'static str, e: io::Error) -> Prepared {
-    let err = Error::Io {
-        op,
-        path: shown.to_path_buf(),
-        source: e,
-    };
+    let err = Error::io(op, shown, e);
     Prepared {
         action: Action::Failed,
         detail: sessions.describe(&err.chain()),
@@ -322,9 +318,9 @@ fn compare_existing(
 
 /// Reads the source whole once more for its SHA-256 (for the receipt) and JSON validity.
 fn hash_and_check(source: &mut File, shown: &Path) -> tmpa_core::Result<(String, bool)> {
-    source.rewind().map_err(|e| io_err("seek", shown, e))?;
+    source.rewind().map_err(|e| Error::io("seek", shown, e))?;
     let mut tee = Tee::new(&mut *source, io::sink());
-    let valid = json_valid(&mut tee).map_err(|e| io_err("read", shown, e))?;
+    let valid = json_valid(&mut tee).map_err(|e| Error::io("read", shown, e))?;
     Ok((format!("{:x}", tee.hash.finalize()), valid))
 }
 
@@ -349,7 +345,7 @@ fn write_new_archive(
     // The archive is as private as the session it holds.
     let mode = source
         .metadata()
-        .map_err(|e| io_err("stat", source_shown, e))?
+        .map_err(|e| Error::io("stat", source_shown, e))?
         .mode();
     out.set_mode(mode & 0o777)?;
     let inner_name = archive_name.strip_suffix(".gz").unwrap_or(archive_name);
@@ -361,7 +357,7 @@ fn write_new_archive(
     // An error here is either reading the session or writing the archive (full disk):
     // name both.
     let valid = json_valid(&mut tee).map_err(|e| {
-        io_err(
+        Error::io(
             "archive",
             source_shown,
             io::Error::new(
@@ -373,7 +369,7 @@ fn write_new_archive(
     let Tee { hash, out: gz, .. } = tee;
     let out = gz
         .finish()
-        .map_err(|e| io_err("compress", archive.display(), e))?;
+        .map_err(|e| Error::io("compress", archive.display(), e))?;
     p.sha256 = Some(format!("{:x}", hash.finalize()));
     p.valid_json = Some(valid);
     // Rewritten while we read it: nothing is committed, the session is retried next run.
@@ -397,7 +393,7 @@ fn write_new_archive(
         Err(e) => return Err(e),
     }
     let written = fs::symlink_metadata(archive.op(archive_name))
-        .map_err(|e| io_err("stat", &archive.shown(archive_name), e))?;
+        .map_err(|e| Error::io("stat", archive.shown(archive_name), e))?;
     p.written_ino = Some(written.ino());
     p.archive_bytes = Some(written.len());
     // Verification: decompress what is on disk and compare with the session's bytes.
@@ -426,13 +422,13 @@ fn archive_equals_source(
     let shown = archive.shown(archive_name);
     let file = match open_nofollow(&archive.op(archive_name)) {
         Ok(f) => f,
-        Err(e) => return Ok(Err(archive.describe(&io_err("open", &shown, e).chain()))),
+        Err(e) => return Ok(Err(Error::io("open", shown, e).chain())),
     };
     source
         .rewind()
-        .map_err(|e| io_err("seek", source_shown, e))?;
+        .map_err(|e| Error::io("seek", source_shown, e))?;
     let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK_BYTES, file));
-    same_bytes(gz, &mut *source).map_err(|e| io_err("read", source_shown, e))
+    same_bytes(gz, &mut *source).map_err(|e| Error::io("read", source_shown, e))
 }
 
 /// Compares two streams byte for byte. An error reading `a` (the archive) is a reason in
@@ -508,14 +504,6 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
             return Err(io::Error::new(kind, msg));
         }
         Ok(n)
-    }
-}
-
-fn io_err(op: &'static str, path: &Path, e: io::Error) -> Error {
-    Error::Io {
-        op,
-        path: PathBuf::from(path),
-        source: e,
     }
 }
 

@@ -410,7 +410,7 @@ fn act_day(
 
     // The summary is written before any deletion, so a crash after a deletion never leaves
     // a summary that misses the deleted events.
-    let cmeta = fs::symlink_metadata(&cpath).map_err(|e| io_err("stat", &cpath, e))?;
+    let cmeta = fs::symlink_metadata(&cpath).map_err(|e| Error::io("stat", &cpath, e))?;
     let remaining = remaining_names(scan, &verified, &[]);
     let summary = day_summary(
         dir,
@@ -476,7 +476,7 @@ fn delete_verified(
         match fs::remove_file(dir.op(&l.name)) {
             Ok(()) => deleted += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("delete", &l.path, e)),
+            Err(e) => return Err(Error::io("delete", &l.path, e)),
         }
     }
     tmpa_core::atomic::sync_dir(dir.op_path())?;
@@ -487,14 +487,6 @@ fn delete_verified(
 fn still_same(dir: &DirHandle, l: &LooseEvent) -> bool {
     fs::symlink_metadata(dir.op(&l.name))
         .is_ok_and(|m| m.is_file() && m.ino() == l.ino && m.len() == l.bytes)
-}
-
-fn io_err(op: &'static str, path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source: e,
-    }
 }
 
 /// Names of the `evt_*.json` entries that remain once `gone` (indexes into `scan.loose`)

@@ -121,6 +121,7 @@ impl DirHandle {
     /// the ordinary path (errors about other paths are returned as they are).
     pub fn shown_error(&self, e: Error) -> Error {
         let fix = |p: PathBuf| match p.strip_prefix(&self.op) {
+            Ok(rest) if rest.as_os_str().is_empty() => self.display.clone(),
             Ok(rest) => self.display.join(rest),
             Err(_) => p,
         };
