@@ -421,3 +421,21 @@ pub fn assert_same_dry_runs(root: &Path, a: &Run, b: &Run) {
     let first = a.stdout.lines().next().unwrap_or_default();
     assert!(first.contains("DRY-RUN"), "first line: {first:?}");
 }
+
+/// `program` run on a directory that is not a TMPA root exits 2, says so, and writes
+/// nothing there (SPEC §1).
+pub fn assert_refuses_non_root(program: &str) {
+    let bare = Tree::bare();
+    let r = bare.run(program, &[]);
+    assert_eq!(r.code, 2, "{program}: {r:?}");
+    assert!(
+        r.stderr.contains("not a TMPA root"),
+        "{program}: {}",
+        r.stderr
+    );
+    assert_eq!(
+        fs::read_dir(bare.root()).expect("ls").count(),
+        0,
+        "{program} wrote into a directory that is not a root"
+    );
+}

@@ -328,11 +328,7 @@ fn flags_and_usage_errors() {
         let r = t.run("tmpa-archive", bad);
         assert_eq!(r.code, 2, "{bad:?}: {r:?}");
     }
-    let bare = Tree::bare();
-    let r = bare.run("tmpa-archive", &[]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("not a TMPA root"), "{}", r.stderr);
-    assert_eq!(fs::read_dir(bare.root()).expect("dir").count(), 0);
+    tmpa_tests::assert_refuses_non_root("tmpa-archive");
 }
 
 /// While one archival holds the lock, a second exits 3 and changes nothing.

@@ -382,15 +382,7 @@ fn dry_run_changes_nothing_and_is_stable() {
 /// Usage errors exit 2 and write nothing: not a TMPA root, a bad date, an unknown flag.
 #[test]
 fn usage_errors_exit_2() {
-    let bare = Tree::bare();
-    let r = bare.run("tmpa-compact", &[]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("not a TMPA root"), "{}", r.stderr);
-    assert_eq!(
-        fs::read_dir(bare.root()).expect("ls").count(),
-        0,
-        "nothing written"
-    );
+    tmpa_tests::assert_refuses_non_root("tmpa-compact");
     let t = Tree::new();
     assert_eq!(t.run("tmpa-compact", &["--before", "2026-13-01"]).code, 2);
     assert_eq!(t.run("tmpa-compact", &["--frobnicate"]).code, 2);

@@ -586,15 +586,7 @@ fn held_lock_exits_3() {
 /// unknown flag.
 #[test]
 fn usage_errors_exit_2() {
-    let bare = Tree::bare();
-    let r = bare.run(BIN, &[]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("not a TMPA root"), "{}", r.stderr);
-    assert_eq!(
-        fs::read_dir(bare.root()).expect("ls").count(),
-        0,
-        "nothing written"
-    );
+    tmpa_tests::assert_refuses_non_root(BIN);
     let t = Tree::new();
     assert_eq!(t.run(BIN, &["--older-than", "12"]).code, 2);
     assert_eq!(t.run(BIN, &["--older-than", "-1d"]).code, 2);
