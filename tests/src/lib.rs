@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// The workspace's target directory for the current profile (`target/debug`).
@@ -211,7 +211,7 @@ fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Stri
                 "file len={} mtime={stamp} mode={:o} sha={}",
                 m.len(),
                 m.mode(),
-                tmpa_core::day::sha256_hex(&bytes)
+                tmpa_core::maintenance::sha256_hex(&bytes)
             )
         } else {
             format!("special mode={:o}", m.mode())
@@ -329,76 +329,6 @@ impl Drop for Immutable {
     fn drop(&mut self) {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
-}
-
-/// Whether root (or this user) can see what every process of this host has open (list and
-/// stat each `/proc/{pid}/fd/*`).
-pub fn host_inspectable() -> bool {
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return false;
-    };
-    let readable = |r: std::io::Result<()>| match r {
-        Ok(()) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    };
-    rd.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .all(|e| {
-            readable(fs::read_dir(e.path().join("fd")).and_then(|fds| {
-                for fd in fds {
-                    match fs::metadata(fd?.path()) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                        _ => {}
-                    }
-                }
-                Ok(())
-            }))
-        })
-}
-
-/// How to run the program so that every process it sees can be inspected: directly, or
-/// behind this `unshare` prefix. `None` when neither works (the caller skips).
-pub fn isolation() -> Option<&'static Vec<String>> {
-    static MODE: OnceLock<Option<Vec<String>>> = OnceLock::new();
-    MODE.get_or_init(|| {
-        if host_inspectable() {
-            return Some(Vec::new());
-        }
-        let mut prefix: Vec<String> = vec!["unshare".into()];
-        if !is_root() {
-            prefix.push("--map-root-user".into());
-        }
-        // --kill-child: a SIGKILL sent to `unshare` still ends the program inside.
-        prefix.extend(["--pid", "--fork", "--kill-child", "--mount-proc"].map(String::from));
-        let ok = Command::new(&prefix[0])
-            .args(&prefix[1..])
-            .arg("true")
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(prefix)
-    })
-    .as_ref()
-}
-
-/// A command for `name` (see [`bin`]) that runs where every process can be inspected
-/// through `/proc` (behind the [`isolation`] prefix when the host has a process even root
-/// cannot inspect); `None` when that is impossible here.
-pub fn bin_inspectable(name: &str) -> Option<Command> {
-    let prefix = isolation()?;
-    let cmd = bin(name);
-    if prefix.is_empty() {
-        return Some(cmd);
-    }
-    let mut wrapped = Command::new(&prefix[0]);
-    wrapped
-        .args(&prefix[1..])
-        .env_remove("TMPA_ROOT")
-        .arg(cmd.get_program());
-    Some(wrapped)
 }
 
 /// Makes a FIFO at `path` (a named pipe: opening it for reading blocks until a writer

@@ -136,9 +136,11 @@ fn archives_old_sessions_and_leaves_the_rest() {
             .expect("receipt names an archived session");
         assert_eq!(
             line["sha256"].as_str().expect("sha"),
-            tmpa_core::day::sha256_hex(&old[&(*user, name.clone())])
+            tmpa_core::maintenance::sha256_hex(&old[&(*user, name.clone())])
         );
-        assert_eq!(line["verified"], true);
+        assert_eq!(line["line"], "delete");
+        assert_eq!(line["verified_by"], "archive_read_back");
+        assert!(line["stamp"]["ino"].as_u64().is_some(), "{line}");
     }
     let record: Value = serde_json::from_slice(
         &fs::read(t.root().join(".tmpa/runs/archive_history.json")).expect("run record"),
@@ -552,7 +554,11 @@ fn full_disk_mid_run_loses_nothing() {
     for (i, b) in &sessions {
         let id = SessionId::new(format!("s{i}")).expect("id");
         assert_eq!(&root.read_session(&u, &id).expect("archived"), b);
-        assert!(!root.session_path(&u, &id).exists());
+        assert!(
+            root.list_sessions(&u)
+                .expect("list")
+                .contains(&(id.clone(), tmpa_core::SessionLocation::Archived))
+        );
     }
 }
 
@@ -632,7 +638,9 @@ fn killed_again_and_again_loses_nothing() {
             SessionId::new(name.as_str()).expect("s"),
         );
         assert!(
-            !root.session_path(&u, &s).exists(),
+            root.list_sessions(&u)
+                .expect("list")
+                .contains(&(s.clone(), tmpa_core::SessionLocation::Archived)),
             "{user}/{name} still live"
         );
         assert_eq!(&root.read_session(&u, &s).expect("archived"), b);

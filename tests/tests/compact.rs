@@ -84,7 +84,7 @@ fn compacts_past_days_and_second_run_is_a_no_op() {
             );
             hashes.insert(
                 p.clone(),
-                tmpa_core::day::sha256_hex(&fs::read(&p).expect("read")),
+                tmpa_core::maintenance::sha256_hex(&fs::read(&p).expect("read")),
             );
         }
     }
@@ -111,7 +111,9 @@ fn compacts_past_days_and_second_run_is_a_no_op() {
             line["sha256"].as_str(),
             Some(hashes[&t.root().join(rel)].as_str())
         );
-        assert_eq!(line["verified"], true);
+        assert_eq!(line["line"], "delete");
+        assert_eq!(line["verified_by"], "compacted_event");
+        assert!(line["stamp"]["ino"].as_u64().is_some(), "{line}");
     }
     let record: Value = serde_json::from_slice(
         &fs::read(t.root().join(".tmpa/runs/compact_events.json")).expect("record"),

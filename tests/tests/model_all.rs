@@ -114,7 +114,7 @@ struct World {
 /// its deletions are exercised too.
 fn command(p: Program) -> std::process::Command {
     match p {
-        Program::Tmpclean => tmpa_tests::bin_inspectable(p.bin()).unwrap_or_else(|| bin(p.bin())),
+        Program::Tmpclean => bin(p.bin()),
         _ => bin(p.bin()),
     }
 }

@@ -428,6 +428,61 @@ fn job_checks_read_the_run_records() {
     assert_eq!(status_of(&doc, "archive_history_last_success"), "unknown");
 }
 
+/// A run record holding only SPEC §3's mandatory fields (another tool's, or an older
+/// version's) is understood: a real run with exit 0 or 1 is the last success, finished at
+/// its `finished_at`; a dry run or a failed run is none.
+#[test]
+fn minimal_run_records_are_understood() {
+    let t = healthy_tree();
+    let minimal = |exit: u8, dry: bool, started: Duration, finished: Duration| {
+        format!(
+            r#"{{"task":"compact_events","started_at":"{}","finished_at":"{}","dry_run":{dry},"exit_code":{exit}}}"#,
+            rfc3339_ago(started),
+            rfc3339_ago(finished)
+        )
+    };
+    t.file(
+        ".tmpa/runs/compact_events.json",
+        minimal(0, false, 2 * HOUR, HOUR),
+    );
+    let (_, doc) = patrol_json(&t, &[]);
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "ok", "{c:#}");
+    let age = c["value"].as_f64().expect("age");
+    assert!(
+        (3500.0..3700.0).contains(&age),
+        "age from finished_at: {age}"
+    );
+    assert!(
+        c["detail"].as_str().expect("detail").contains("took 1h 0m"),
+        "{c:#}"
+    );
+
+    t.file(
+        ".tmpa/runs/compact_events.json",
+        minimal(1, false, 2 * HOUR, HOUR),
+    );
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "compact_events_last_success"), "warning");
+
+    for (exit, dry) in [(0, true), (4, false)] {
+        t.file(
+            ".tmpa/runs/compact_events.json",
+            minimal(exit, dry, 2 * HOUR, HOUR),
+        );
+        let (_, doc) = patrol_json(&t, &[]);
+        let c = check(&doc, "compact_events_last_success");
+        assert_eq!(c["status"], "critical", "exit {exit} dry {dry}: {c:#}");
+        assert!(
+            c["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("no successful real run"),
+            "{c:#}"
+        );
+    }
+}
+
 /// A service command that prints RUNNING is ok; one that fails is critical; one that hangs
 /// is killed at the timeout and critical; none given is skipped and ignored overall.
 #[test]
@@ -503,6 +558,7 @@ fn tmp_files_ok_warning_critical() {
     let t = healthy_tree();
     t.file("token_stats/2026-11-01/evt_a3.json.tmp.77-1-ab", b"{");
     t.file("chat_history/u1/sessions/s2.json.tmp", b"{");
+    t.file("notifications/u1/inbox/ntf_a.json.tmp.4242.9f3a", b"{");
     t.file("chat_history/u1/profile/x.tmpl", b"");
     t.file("chat_history/u1/profile/x.tmpfoo", b"");
     let (_, doc) = patrol_json(&t, &[]);
@@ -510,8 +566,8 @@ fn tmp_files_ok_warning_critical() {
     assert_eq!(c["status"], "ok", "{c:#}");
     assert_eq!(c["value"], 0);
     assert!(
-        c["detail"].as_str().expect("detail").contains("(2 in all)"),
-        "{c:#}"
+        c["detail"].as_str().expect("detail").contains("(3 in all)"),
+        "dotted suffixes count too: {c:#}"
     );
 
     age(

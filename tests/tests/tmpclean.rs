@@ -2,12 +2,9 @@
 //! file, another file system), odd names, symlinks and loops, dry runs, JSON, locks, usage
 //! errors and an immutable directory.
 //!
-//! The program keeps every candidate when some process cannot be inspected through
-//! `/proc` (it cannot prove the file closed). Where the host has such a process even for
-//! root (a sandbox's init), the tests that expect deletions run the program in a fresh pid
-//! namespace with its own `/proc` (`unshare --pid --fork --mount-proc`), where every
-//! process can be inspected; `uninspectable_process_keeps_every_candidate` checks the rule
-//! itself on such a host.
+//! "Not open" is proven by the kernel (a file lease), whatever `/proc` shows: the tests
+//! run the program plainly, in its own pid namespace beside a process that holds a
+//! temporary open, with a lease broken mid-deletion, and with `/proc` as the only evidence.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -17,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use tmpa_tests::{Immutable, Run, Tree, bin, host_inspectable, is_root, isolation};
+use tmpa_tests::{Immutable, Run, Tree, bin, is_root};
 
 const BIN: &str = "tmpa-tmpclean";
 /// The age threshold the tests use, and how long they wait for a file to pass it (ctime
@@ -29,58 +26,37 @@ fn bin_path() -> PathBuf {
     PathBuf::from(bin(BIN).get_program())
 }
 
-/// Runs the program on `t` where every process can be inspected; `None` (after saying
-/// so) when that is impossible here.
+/// Runs the program on `t`.
 fn clean(t: &Tree, args: &[&str]) -> Option<Run> {
-    clean_holding(t, None, args)
+    Some(t.run(BIN, args))
 }
 
-/// As [`clean`], while a live process holds `held` open for reading.
-fn clean_holding(t: &Tree, held: Option<&Path>, args: &[&str]) -> Option<Run> {
-    let Some(prefix) = isolation() else {
-        eprintln!("skipped: no way to inspect every process here (no unshare)");
-        return None;
-    };
-    let bin = bin_path();
-    if prefix.is_empty() {
-        let mut holder = held.map(|p| {
-            Command::new("sleep")
-                .arg("30")
-                .stdin(fs::File::open(p).expect("open held file"))
-                .spawn()
-                .expect("spawn holder")
-        });
-        let out = Command::new(&bin)
-            .env_remove("TMPA_ROOT")
-            .arg("--root")
-            .arg(t.root())
-            .args(args)
-            .output()
-            .expect("run");
-        if let Some(h) = holder.as_mut() {
-            let _ = h.kill();
-            let _ = h.wait();
+/// As [`clean`], while another process (a `sleep` with the file as its stdin) holds
+/// `held` open for reading; with `prefix`, the program runs behind it (`unshare ...`).
+fn clean_holding(t: &Tree, held: &Path, prefix: &[&str], args: &[&str]) -> Run {
+    let mut holder = Command::new("sleep")
+        .arg("30")
+        .stdin(fs::File::open(held).expect("open held file"))
+        .spawn()
+        .expect("spawn holder");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin_path());
+            c
         }
-        return Some(out.into());
-    }
-    // In the namespace, the shell (pid 1 there) holds the file open on fd 3 while the
-    // program runs; the program itself does not inherit it.
-    let script = match held {
-        Some(_) => r#"exec 3<"$1"; shift; "$@" 3<&-"#,
-        None => r#"shift; exec "$@""#,
+        None => Command::new(bin_path()),
     };
-    let out = Command::new(&prefix[0])
-        .args(&prefix[1..])
+    let out = cmd
         .env_remove("TMPA_ROOT")
-        .args(["sh", "-c", script, "sh"])
-        .arg(held.unwrap_or(Path::new("-")))
-        .arg(&bin)
         .arg("--root")
         .arg(t.root())
         .args(args)
         .output()
-        .expect("run in a pid namespace");
-    Some(out.into())
+        .expect("run");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    out.into()
 }
 
 /// A temporary (and, when `with_final`, its final file) at `rel`.
@@ -114,7 +90,7 @@ fn run_record(t: &Tree) -> Value {
 
 /// The line of the text report that names `path` (paths are printed as `path_text` does).
 fn line_for<'a>(r: &'a Run, path: &Path) -> &'a str {
-    let shown = tmpa_core::day::path_text(
+    let shown = tmpa_core::maintenance::path_text(
         &fs::canonicalize(path.parent().expect("parent"))
             .expect("canon")
             .join(path.file_name().expect("name")),
@@ -139,7 +115,7 @@ fn stale_temporaries_with_final_are_deleted_with_a_receipt() {
         true,
     );
     let ses = temp(&t, "chat_history/u1/sessions/s1.json.tmp.123-abc", true);
-    let want_sha = tmpa_core::day::sha256_hex(&fs::read(&py).expect("read"));
+    let want_sha = tmpa_core::maintenance::sha256_hex(&fs::read(&py).expect("read"));
     std::thread::sleep(WAIT);
     let Some(r) = clean(&t, &["--older-than", OLD]) else {
         return;
@@ -166,11 +142,13 @@ fn stale_temporaries_with_final_are_deleted_with_a_receipt() {
         .expect("receipt names the temporary");
     assert_eq!(py_line["sha256"].as_str(), Some(want_sha.as_str()));
     assert!(
-        py_line["final"]
+        py_line["held_by"]
             .as_str()
             .expect("final")
             .ends_with("inbox/ntf_1.json")
     );
+    assert_eq!(py_line["verified_by"], "stale_temporary");
+    assert_eq!(py_line["not_open"], "lease");
     let record = run_record(&t);
     assert_eq!(record["counts"]["deleted"], 3);
     assert_eq!(record["exit_code"], 0);
@@ -258,9 +236,7 @@ fn temporary_held_open_by_a_live_process_is_kept() {
     let held = temp(&t, "notifications/u2/inbox/ntf_5.json.tmp.9-x", true);
     let free = temp(&t, "notifications/u2/inbox/ntf_6.json.tmp", true);
     std::thread::sleep(WAIT);
-    let Some(r) = clean_holding(&t, Some(&held), &["--older-than", OLD]) else {
-        return;
-    };
+    let r = clean_holding(&t, &held, &[], &["--older-than", OLD]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         held.exists(),
@@ -625,7 +601,10 @@ fn immutable_directory_is_reported_and_nothing_else_lost() {
     assert!(line.contains("not deleted"), "{}", r.stdout);
     let rec = receipts(&t);
     assert!(
-        rec.iter().any(|l| l["not_deleted"].is_string()
+        rec.iter().any(|l| l["line"] == "kept"
+            && l["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not deleted"))
             && l["file"]
                 .as_str()
                 .is_some_and(|f| f.ends_with("u1/inbox/ntf_1.json.tmp"))),
@@ -634,24 +613,154 @@ fn immutable_directory_is_reported_and_nothing_else_lost() {
     assert_eq!(run_record(&t)["exit_code"], 4);
 }
 
-/// Where some process cannot be inspected even by root (this host's init, for one),
-/// no stale temporary can be proven closed: every one is kept, the reason is given, exit 1.
+/// A plain run deletes a stale temporary nobody has open, on the kernel's word (a file
+/// lease), even where `/proc` cannot show every process (this sandbox hides pid 1's
+/// descriptors even from root): the decision says `not open (lease)`.
 #[test]
-fn uninspectable_process_keeps_every_candidate() {
-    if host_inspectable() {
-        eprintln!("skipped: every process on this host can be inspected");
+fn plain_run_proves_not_open_by_lease_whatever_proc_shows() {
+    let t = Tree::new();
+    let p = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp", true);
+    std::thread::sleep(WAIT);
+    let r = t.run(BIN, &["--older-than", OLD]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!p.exists());
+    assert!(
+        line_for(&r, &p).contains("deleted      stale")
+            && line_for(&r, &p).contains("not open (lease)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(" deleted=1 "), "{}", r.stdout);
+}
+
+/// A cron container beside the application's has its own pid namespace: its `/proc`
+/// shows none of the application's processes. A temporary the application holds open is
+/// still kept (the kernel refuses the lease), and a free one deleted.
+#[test]
+fn temporary_held_open_outside_the_pid_namespace_is_kept() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot make a pid namespace here (unshare)");
+        return;
+    }
+    let t = Tree::new();
+    let held = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp.4242.9f3a", true);
+    let free = temp(&t, "notifications/u1/inbox/ntf_2.json.tmp", true);
+    std::thread::sleep(WAIT);
+    let r = clean_holding(
+        &t,
+        &held,
+        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
+        &["--older-than", OLD],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        held.exists(),
+        "a temporary held open outside was deleted:\n{}",
+        r.stdout
+    );
+    assert!(
+        line_for(&r, &held).contains("keep         open"),
+        "{}",
+        r.stdout
+    );
+    assert!(!free.exists(), "{}", r.stdout);
+}
+
+/// A temporary mapped into memory by a process that has closed its descriptor is still
+/// in use: kept as open.
+#[test]
+fn mapped_temporary_is_kept() {
+    let t = Tree::new();
+    let mapped = temp(&t, "chat_history/u1/sessions/s.json.tmp", true);
+    std::thread::sleep(WAIT);
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import mmap,sys,time\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,access=mmap.ACCESS_READ)\nf.close()\nprint('mapped',flush=True)\ntime.sleep(30)",
+        ])
+        .arg(&mapped)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line.trim(), "mapped");
+    let r = t.run(BIN, &["--older-than", OLD]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        mapped.exists(),
+        "a mapped temporary was deleted:\n{}",
+        r.stdout
+    );
+    assert!(
+        line_for(&r, &mapped).contains("keep         open"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Someone opens a temporary while tmpclean holds its lease, between the receipt and the
+/// deletion (the receipt's fsync is slowed down with strace): the lease shows broken, the
+/// file is kept and said so, and the opener goes on with the file intact.
+#[test]
+fn lease_broken_during_deletion_keeps_the_file() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: strace is not installed");
         return;
     }
     let t = Tree::new();
     let p = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp", true);
     std::thread::sleep(WAIT);
-    let r = t.run(BIN, &["--older-than", OLD]);
+    let child = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=fdatasync:delay_enter=3000000",
+        ])
+        .arg(bin_path())
+        .env_remove("TMPA_ROOT")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--older-than", OLD])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace");
+    // The receipt's fdatasync is the first; tmpclean holds the lease through it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let opened = std::time::Instant::now();
+    let content = fs::read(&p).expect("the opener waits for the lease, then reads the file");
+    let waited = opened.elapsed();
+    let r: Run = child.wait_with_output().expect("wait").into();
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(p.exists());
+    assert!(content.starts_with(b"partial write"), "{content:?}");
     assert!(
-        line_for(&r, &p).contains("keep         unproven"),
+        p.exists(),
+        "deleted although its lease was broken:\n{}",
+        r.stdout
+    );
+    let line = line_for(&r, &p);
+    assert!(
+        line.contains("keep         changed") && line.contains("lease broken"),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("cannot be read"), "{}", r.stdout);
+    assert!(
+        waited > Duration::from_millis(200),
+        "the open did not wait for the lease ({waited:?})"
+    );
+    let rec = receipts(&t);
+    assert!(rec.iter().any(|l| l["line"] == "kept"), "{rec:?}");
 }

@@ -24,25 +24,26 @@
 
 pub mod session;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tmpa_core::day::{Problem, path_text, serialize_path};
-use tmpa_core::dirfd::DirHandle;
-use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run};
-use tmpa_core::session::SESSION_BYTES_MAX;
-use tmpa_core::{Error, Root, SessionId, UserId};
+use tmpa_core::maintenance::{
+    Dir, Kind, SESSION_BYTES_MAX, path_text, root_dir, serialize_path, temp_final_name,
+};
+use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, UserId};
+use tmpa_maint::{
+    CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Progress, Proof, Run,
+    StartError, Task,
+};
 
 pub use session::{Action, Options};
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-archive";
-/// Task name, as in `.tmpa/runs/archive_history.json`.
-pub const TASK: &str = "archive_history";
+/// Task, as in `.tmpa/runs/archive_history.json`.
+pub const TASK: Task = Task::ArchiveHistory;
 /// Sessions handled between two receipt writes: bounds what a crash can leave archived but
 /// not yet deleted (the next run completes those) and the memory of one batch.
 const BATCH_MAX: usize = 256;
@@ -60,7 +61,7 @@ pub struct Args {
     pub common: CommonArgs,
     /// Archive sessions not modified for this long: a whole number and a unit (s, m, h, d,
     /// w), e.g. 12h, 30d, 2w
-    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = tmpa_core::program::parse_age)]
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = tmpa_maint::parse_age)]
     pub older_than: Duration,
     /// gzip compression level, 0 (none) to 9 (smallest)
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
@@ -115,11 +116,48 @@ pub struct Report {
     /// per-user failures.
     pub problems: Vec<Problem>,
     /// Totals.
-    pub counts: BTreeMap<String, u64>,
+    pub counts: Counts,
     /// The exit code.
     pub exit_code: u8,
     #[serde(skip)]
     failed: bool,
+}
+
+/// Totals of a run (the run record's `counts` and the log's last line).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counts {
+    /// Users looked at.
+    pub users: u64,
+    /// Session files seen.
+    pub sessions: u64,
+    /// Sessions too recent to archive.
+    pub young: u64,
+    /// Sessions archived (new archive written and verified).
+    pub archived: u64,
+    /// Sessions whose archive already held their bytes (an interrupted run completed).
+    pub completed: u64,
+    /// Sessions whose archive holds other bytes (both kept).
+    pub conflicts: u64,
+    /// Sessions that changed while being archived (kept, retried next run).
+    pub changed: u64,
+    /// Archives that did not read back equal (both kept).
+    pub verification_failed: u64,
+    /// Sessions an I/O error stopped.
+    pub failed: u64,
+    /// Sessions that are not valid JSON (archived as they are).
+    pub invalid_json: u64,
+    /// Sessions deleted (real runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+    /// Sessions a real run would delete (dry runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<u64>,
+    /// Bytes of the sessions deleted (or to delete).
+    pub bytes_in: u64,
+    /// Bytes of their archives.
+    pub bytes_out: u64,
+    /// Problems reported.
+    pub problems: u64,
 }
 
 /// Runs the program: resolves the root, takes the lock, archives, reports.
@@ -127,13 +165,9 @@ pub struct Report {
 /// # Errors
 /// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
 /// is reported per session and reflected in the returned status.
-pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
-    let mode = if args.no_delete {
-        "ARCHIVE-NO-DELETE"
-    } else {
-        "ARCHIVE"
-    };
-    tmpa_core::program::run_program(PROGRAM, TASK, &args.common, mode, |run| {
+pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
+    let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
+    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "ARCHIVE", |run| {
         let report = archive(run, args);
         let status = report_status(&report);
         (report, status)
@@ -170,7 +204,7 @@ pub fn archive(run: &mut Run, args: &Args) -> Report {
         older_than_secs: args.older_than.as_secs(),
         sessions: Vec::new(),
         problems: Vec::new(),
-        counts: BTreeMap::new(),
+        counts: Counts::default(),
         exit_code: 0,
         failed: false,
     };
@@ -200,15 +234,20 @@ pub fn archive(run: &mut Run, args: &Args) -> Report {
         seen += u.seen;
         if let Err(e) = outcome {
             let failed = !matches!(e, Error::Unsafe { .. });
-            let path = match &e {
-                Error::Io { path, .. } | Error::Unsafe { path, .. } => path.clone(),
-                _ => run.root().chat_history_dir().join(user.as_str()),
-            };
+            let path = e.path().map_or_else(
+                || run.root().path().join("chat_history").join(user.as_str()),
+                Path::to_path_buf,
+            );
             report.failed |= failed;
-            report.problems.push(Problem {
+            report.problems.push(Problem::new(
                 path,
-                reason: format!("user {user} not archived: {}", e.chain()),
-            });
+                if failed {
+                    ProblemKind::Unreadable
+                } else {
+                    ProblemKind::Unsafe
+                },
+                format!("user {user} not archived: {}", e.chain()),
+            ));
         }
     }
     progress.clear();
@@ -217,43 +256,26 @@ pub fn archive(run: &mut Run, args: &Args) -> Report {
     report
 }
 
-fn counts(report: &Report, users: u64, seen: u64, young: u64) -> BTreeMap<String, u64> {
-    let mut c = BTreeMap::new();
-    let deleted_key = if report.dry_run {
-        "would_delete"
-    } else {
-        "deleted"
+fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
+    let mut c = Counts {
+        users,
+        sessions: seen,
+        young,
+        problems: report.problems.len() as u64,
+        ..Counts::default()
     };
-    for key in [
-        "archived",
-        "completed",
-        "conflicts",
-        "changed",
-        "verification_failed",
-        "failed",
-        "invalid_json",
-        deleted_key,
-        "bytes_in",
-        "bytes_out",
-    ] {
-        c.insert(key.to_owned(), 0);
-    }
-    c.insert("users".to_owned(), users);
-    c.insert("sessions".to_owned(), seen);
-    c.insert("young".to_owned(), young);
-    c.insert("problems".to_owned(), report.problems.len() as u64);
+    let mut deleted = 0;
     for s in &report.sessions {
-        let key = match s.action {
-            Action::Archive => "archived",
-            Action::Complete => "completed",
-            Action::Conflict => "conflicts",
-            Action::Changed => "changed",
-            Action::VerificationFailed => "verification_failed",
-            Action::Failed => "failed",
-        };
-        *c.get_mut(key).expect("inserted above") += 1;
+        *match s.action {
+            Action::Archive => &mut c.archived,
+            Action::Complete => &mut c.completed,
+            Action::Conflict => &mut c.conflicts,
+            Action::Changed => &mut c.changed,
+            Action::VerificationFailed => &mut c.verification_failed,
+            Action::Failed => &mut c.failed,
+        } += 1;
         if s.valid_json == Some(false) {
-            *c.get_mut("invalid_json").expect("inserted above") += 1;
+            c.invalid_json += 1;
         }
         let gone = if report.dry_run {
             s.action.deletes_source()
@@ -261,57 +283,79 @@ fn counts(report: &Report, users: u64, seen: u64, young: u64) -> BTreeMap<String
             s.deleted
         };
         if gone {
-            *c.get_mut(deleted_key).expect("inserted above") += 1;
-            *c.get_mut("bytes_in").expect("inserted above") += s.bytes;
-            *c.get_mut("bytes_out").expect("inserted above") += s.archive_bytes.unwrap_or(0);
+            deleted += 1;
+            c.bytes_in += s.bytes;
+            c.bytes_out += s.archive_bytes.unwrap_or(0);
         }
+    }
+    if report.dry_run {
+        c.would_delete = Some(deleted);
+    } else {
+        c.deleted = Some(deleted);
     }
     c
 }
 
 /// The users of `chat_history/`, sorted; entries that are not safe to enter are reported.
 fn list_users(root: &Root, problems: &mut Vec<Problem>) -> Vec<UserId> {
-    let dir = root.chat_history_dir();
-    let rd = match fs::symlink_metadata(&dir) {
-        Ok(m) if m.file_type().is_symlink() => {
-            problems.push(Problem {
-                path: dir,
-                reason: "is a symlink (not followed)".into(),
-            });
+    let path = root.path().join("chat_history");
+    let dir = match root_dir(root).open_dir("chat_history") {
+        Ok(d) => d,
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(Error::Unsafe { .. }) => {
+            problems.push(Problem::new(
+                path,
+                ProblemKind::Unsafe,
+                "is a symlink (not followed)",
+            ));
             return Vec::new();
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        _ => match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) => {
-                problems.push(Problem {
-                    path: dir,
-                    reason: format!("cannot list: {e}"),
-                });
-                return Vec::new();
-            }
-        },
+        Err(e) => {
+            problems.push(Problem::new(
+                path,
+                ProblemKind::Unreadable,
+                format!("cannot list: {}", e.chain()),
+            ));
+            return Vec::new();
+        }
+    };
+    let entries = match dir.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(Problem::new(
+                path,
+                ProblemKind::Unreadable,
+                format!("cannot list: {}", e.chain()),
+            ));
+            return Vec::new();
+        }
     };
     let mut users = Vec::new();
-    for entry in rd.flatten() {
-        let path = entry.path();
-        let Some(user) = entry.file_name().to_str().and_then(|n| UserId::new(n).ok()) else {
-            problems.push(Problem {
+    for entry in entries.flatten() {
+        let path = dir.join(&entry.name);
+        let Some(user) = entry.name.to_str().and_then(|n| UserId::new(n).ok()) else {
+            problems.push(Problem::new(
                 path,
-                reason: "not a valid user id (left alone)".into(),
-            });
+                ProblemKind::Corrupt,
+                "not a valid user id (left alone)",
+            ));
             continue;
         };
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => users.push(user),
-            Ok(t) if t.is_symlink() => problems.push(Problem {
+        let kind = entry
+            .kind
+            .or_else(|| dir.stat(&entry.name).ok().flatten().map(|m| m.kind));
+        match kind {
+            Some(Kind::Directory) => users.push(user),
+            Some(Kind::Symlink) => problems.push(Problem::new(
                 path,
-                reason: "user directory is a symlink (not followed)".into(),
-            }),
-            _ => problems.push(Problem {
+                ProblemKind::Unsafe,
+                "user directory is a symlink (not followed)",
+            )),
+            _ => problems.push(Problem::new(
                 path,
-                reason: "not a directory (left alone)".into(),
-            }),
+                ProblemKind::Unsafe,
+                "not a directory (left alone)",
+            )),
         }
     }
     users.sort();
@@ -332,20 +376,19 @@ impl UserRun<'_> {
     /// Archives the user's old sessions in batches.
     fn archive_user(&mut self, run: &mut Run) -> tmpa_core::Result<()> {
         let root = run.root().clone();
-        let sessions_path = root.sessions_dir(self.user);
-        if fs::symlink_metadata(&sessions_path)
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            return Ok(());
-        }
+        let user_rel = Path::new("chat_history").join(self.user.as_str());
         // Held by descriptor: a directory swapped for a symlink meanwhile cannot lead any
         // read, write or delete of this run out of the root.
-        let sessions = DirHandle::open(&root, &sessions_path)?;
+        let sessions = match root_dir(&root).open_dir(user_rel.join("sessions")) {
+            Ok(d) => d,
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let old = self.old_sessions(&sessions)?;
         if old.is_empty() {
             return Ok(());
         }
-        let archive = self.archive_dir(&root)?;
+        let archive = self.archive_dir(&root, &user_rel.join("archive"), run.mode())?;
         let opts = Options {
             level: self.args.level,
             dry_run: run.dry_run(),
@@ -356,34 +399,33 @@ impl UserRun<'_> {
         Ok(())
     }
 
-    /// The archive directory, created in a real run; in a dry run `None` when missing.
-    fn archive_dir(&self, root: &Root) -> tmpa_core::Result<Option<DirHandle>> {
-        let path = root.archive_dir(self.user);
-        if self.report.dry_run {
-            return match fs::symlink_metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                _ => DirHandle::open(root, &path).map(Some),
-            };
+    /// The archive directory, created in a run that writes; in a dry run `None` when
+    /// missing.
+    fn archive_dir(&self, root: &Root, rel: &Path, mode: Mode) -> tmpa_core::Result<Option<Dir>> {
+        if mode.writes() {
+            return root_dir(root).create_dir_all(rel).map(Some);
         }
-        root.ensure_dir(&path)?;
-        DirHandle::open(root, &path).map(Some)
+        match root_dir(root).open_dir(rel) {
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     /// The names of the user's sessions old enough to archive, sorted. Young ones are
     /// counted; symlinks, odd names and non-regular files named like sessions are reported.
-    fn old_sessions(&mut self, dir: &DirHandle) -> tmpa_core::Result<Vec<(String, SessionId)>> {
-        let rd = fs::read_dir(dir.op_path()).map_err(|e| Error::io("list", dir.display(), e))?;
+    fn old_sessions(&mut self, dir: &Dir) -> tmpa_core::Result<Vec<(String, SessionId)>> {
+        let cutoff_ns = self
+            .cutoff
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let mut old = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io("list", dir.display(), e))?;
-            let name = entry.file_name();
-            if tmpa_core::temp_final_name(&name).is_some()
-                || !name.as_encoded_bytes().ends_with(b".json")
-            {
+        for entry in dir.entries()? {
+            let name = entry?.name;
+            if temp_final_name(&name).is_some() || !name.as_encoded_bytes().ends_with(b".json") {
                 continue; // temporaries are tmpa-tmpclean's; other files are not sessions
             }
             self.seen += 1;
-            let shown = dir.shown(&name);
+            let shown = dir.join(&name);
             let id = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".json"))
@@ -391,29 +433,39 @@ impl UserRun<'_> {
             let Some(id) = id else {
                 self.problem(
                     shown,
+                    ProblemKind::Corrupt,
                     "named like a session but not a valid session id (left alone)",
                 );
                 continue;
             };
-            let meta = match fs::symlink_metadata(dir.op(&name)) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            let meta = match dir.stat(&name) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
                 Err(e) => {
-                    self.problem(shown, &format!("cannot stat: {e}"));
+                    self.problem(
+                        shown,
+                        ProblemKind::Unreadable,
+                        &format!("cannot stat: {}", e.chain()),
+                    );
                     continue;
                 }
             };
-            if meta.file_type().is_symlink() {
-                self.problem(shown, "is a symlink (not followed)");
-            } else if !meta.is_file() {
-                self.problem(shown, "is not a regular file (left alone)");
-            } else if meta.modified().is_ok_and(|m| m > self.cutoff) {
+            if meta.kind == Kind::Symlink {
+                self.problem(shown, ProblemKind::Unsafe, "is a symlink (not followed)");
+            } else if meta.kind != Kind::File {
+                self.problem(
+                    shown,
+                    ProblemKind::Unsafe,
+                    "is not a regular file (left alone)",
+                );
+            } else if meta.stamp.mtime_ns > cutoff_ns {
                 self.young += 1;
-            } else if meta.len() > SESSION_BYTES_MAX {
+            } else if meta.stamp.size > SESSION_BYTES_MAX {
                 // The library refuses to read a session this large, live or archived:
                 // archiving it would not make it any more usable. It needs a look.
                 self.problem(
                     shown,
+                    ProblemKind::Corrupt,
                     &format!(
                         "larger than the session limit of {SESSION_BYTES_MAX} bytes (left live)"
                     ),
@@ -426,25 +478,23 @@ impl UserRun<'_> {
         Ok(old)
     }
 
-    fn problem(&mut self, path: PathBuf, reason: &str) {
-        self.report.problems.push(Problem {
-            path,
-            reason: reason.to_owned(),
-        });
+    fn problem(&mut self, path: PathBuf, kind: ProblemKind, reason: &str) {
+        self.report.problems.push(Problem::new(path, kind, reason));
     }
 
-    /// Archives and verifies a batch, writes its receipt, then deletes its verified sources.
+    /// Archives and verifies a batch, then deletes its verified sources through the one
+    /// deletion path (receipt first, each source only if still the same file).
     fn archive_batch(
         &mut self,
         run: &mut Run,
-        sessions: &DirHandle,
-        archive: Option<&DirHandle>,
+        sessions: &Dir,
+        archive: Option<&Dir>,
         batch: &[(String, SessionId)],
         opts: Options,
     ) -> tmpa_core::Result<()> {
         let first = self.report.sessions.len();
         // Compression dominates: sessions of a batch are archived on every core.
-        let done = tmpa_core::par::map_ordered(batch, |(name, id)| {
+        let done = tmpa_core::maintenance::map_ordered(batch, |(name, id)| {
             let archive_name = format!("{id}.json.gz");
             let p = session::archive_one(sessions, name, archive, &archive_name, opts);
             (archive_name, p)
@@ -454,7 +504,7 @@ impl UserRun<'_> {
             self.report.sessions.push(SessionReport {
                 user: self.user.to_string(),
                 session: id.to_string(),
-                path: sessions.shown(name),
+                path: sessions.join(name),
                 action: p.action,
                 deleted: false,
                 bytes: p.bytes(),
@@ -463,61 +513,84 @@ impl UserRun<'_> {
                 valid_json: p.valid_json,
                 detail: p.detail.clone(),
             });
-            prepared.push((name, archive_name, p));
+            prepared.push((first + prepared.len(), name, archive_name, p));
         }
-        if opts.dry_run || self.args.no_delete {
+        if !run.mode().deletes() {
             return Ok(());
         }
         let Some(archive) = archive else {
             return Ok(());
         };
-        let entries: Vec<serde_json::Value> = prepared
+        let deletable: Vec<_> = prepared
             .iter()
-            .filter(|(_, _, p)| p.action.deletes_source())
-            .map(|(name, archive_name, p)| {
-                serde_json::json!({
-                    "user": self.user.as_str(),
-                    "file": path_text(&sessions.shown(name)),
-                    "sha256": p.sha256,
-                    "bytes": p.bytes(),
-                    "held_by": path_text(&archive.shown(archive_name)),
-                    "archive_bytes": p.archive_bytes,
-                    "verified": true,
-                })
+            .filter(|(_, _, _, p)| p.action.deletes_source())
+            .collect();
+        let doomed: Vec<Doomed<'_>> = deletable
+            .iter()
+            .map(|(_, name, archive_name, p)| Doomed {
+                dir: sessions,
+                name: name.into(),
+                stamp: p.stamp,
+                line: Deletion {
+                    file: path_text(&sessions.join(name)),
+                    bytes: p.bytes(),
+                    sha256: p.sha256.clone().unwrap_or_default(),
+                    stamp: p.stamp,
+                    held_by: path_text(&archive.join(archive_name)),
+                    proof: Proof::ArchiveReadBack {
+                        user: self.user.to_string(),
+                        archive_bytes: p.archive_bytes.unwrap_or(0),
+                    },
+                },
+                lease: None,
             })
             .collect();
-        if entries.is_empty() {
+        if doomed.is_empty() {
             return Ok(());
         }
         // The receipt is durable before the first deletion it covers.
-        run.record_receipt(&entries)?;
-        for (i, (name, archive_name, p)) in prepared.iter().enumerate() {
-            if !p.action.deletes_source() {
-                continue;
-            }
-            let r = &mut self.report.sessions[first + i];
-            if !p.still_same(sessions, name) {
-                p.take_back(archive, archive_name);
-                r.action = Action::Changed;
-                r.detail = "changed after it was verified (kept; retried next run)".into();
-                continue;
-            }
-            match fs::remove_file(sessions.op(name)) {
-                Ok(()) => r.deleted = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
+        let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
+        for ((i, _, archive_name, p), outcome) in deletable.iter().zip(outcomes) {
+            let r = &mut self.report.sessions[*i];
+            match outcome {
+                Outcome::Deleted => r.deleted = true,
+                Outcome::Kept(Kept::Gone) => {}
+                Outcome::Kept(_) => {
+                    p.take_back(archive, archive_name);
+                    r.action = Action::Changed;
+                    r.detail = "changed after it was verified (kept; retried next run)".into();
+                }
+                Outcome::Failed(e) => {
                     r.action = Action::Failed;
                     r.detail = format!(
-                        "archived and verified, but cannot delete: {e} (kept; the next run completes)"
+                        "archived and verified, but cannot delete: {} (kept; the next run completes)",
+                        e.chain()
                     );
                 }
             }
         }
-        tmpa_core::atomic::sync_dir(sessions.op_path()).map_err(|e| sessions.shown_error(e))
+        match sync_failures.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
-tmpa_core::impl_report!(Report);
+impl tmpa_maint::Report for Report {
+    type Counts = Counts;
+
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    fn set_exit_code(&mut self, code: u8) {
+        self.exit_code = code;
+    }
+
+    fn render_text(&self) -> String {
+        render_text(self)
+    }
+}
 
 /// The report as text: one line per session acted on, one line per problem, sorted.
 pub fn render_text(report: &Report) -> String {

@@ -6,5 +6,5 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = tmpa_archive::Args::parse();
-    tmpa_core::program::exit("tmpa-archive", tmpa_archive::run(&args))
+    tmpa_maint::exit("tmpa-archive", tmpa_archive::run(&args))
 }

@@ -5,16 +5,16 @@
 //! Nothing here deletes a source: [`archive_one`] returns a [`Prepared`] that the caller
 //! deletes only after writing the receipt, and only if [`Prepared::still_same`] holds.
 
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use flate2::{Compression, GzBuilder};
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
-use tmpa_core::dirfd::DirHandle;
-use tmpa_core::{AtomicFile, Error};
+use tmpa_core::Error;
+use tmpa_core::maintenance::{AtomicFile, Dir, Kind, Meta, Stamp, path_text};
 
 /// Chunk size for streaming a session and comparing it with its archive.
 const CHUNK_BYTES: usize = 128 * 1024;
@@ -59,40 +59,6 @@ impl Action {
     }
 }
 
-/// Identity and state of a source file when it was opened: if any of these differ later,
-/// the session was rewritten meanwhile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    /// The stamp of `m`.
-    pub fn of(m: &fs::Metadata) -> Stamp {
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-
-    /// Size in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Modification time in whole seconds since the epoch.
-    pub fn mtime_secs(&self) -> i64 {
-        self.mtime.0
-    }
-}
-
 /// The outcome of archiving one session.
 #[derive(Debug)]
 pub struct Prepared {
@@ -109,19 +75,14 @@ pub struct Prepared {
     /// Inode of an archive written by this run (so that it can be taken back if the
     /// source changes before it is deleted).
     pub written_ino: Option<u64>,
-    stamp: Stamp,
+    /// The session's identity and times when it was read.
+    pub stamp: Stamp,
 }
 
 impl Prepared {
-    /// Whether the directory entry `name` in `dir` is still exactly the file that was
-    /// archived and verified (same inode, size, mtime and ctime).
-    pub fn still_same(&self, dir: &DirHandle, name: &str) -> bool {
-        fs::symlink_metadata(dir.op(name)).is_ok_and(|m| m.is_file() && Stamp::of(&m) == self.stamp)
-    }
-
     /// Removes the archive this run wrote for the session (when it did), because the
     /// session changed before it could be deleted: the live file is newer.
-    pub fn take_back(&self, archive: &DirHandle, archive_name: &str) {
+    pub fn take_back(&self, archive: &Dir, archive_name: &str) {
         if let Some(ino) = self.written_ino {
             take_back(archive, archive_name, ino);
         }
@@ -142,51 +103,34 @@ pub struct Options {
     pub dry_run: bool,
 }
 
-/// Opens a file for reading without following a symlink and without blocking on a FIFO.
-pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
-    let flags =
-        rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
-    File::options()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-}
-
 /// Archives session `name` of `sessions` into `archive_name` of `archive` (`None` in a dry
 /// run when the archive directory does not exist yet). `shown_*` are the ordinary paths for
 /// reports. Never deletes, never overwrites an existing archive.
 pub fn archive_one(
-    sessions: &DirHandle,
+    sessions: &Dir,
     name: &str,
-    archive: Option<&DirHandle>,
+    archive: Option<&Dir>,
     archive_name: &str,
     opts: Options,
 ) -> Prepared {
-    let shown = sessions.shown(name);
+    let shown = sessions.join(name);
     let shown_archive = archive.map_or_else(
-        || {
-            sessions
-                .display()
-                .with_file_name("archive")
-                .join(archive_name)
-        },
-        |a| a.shown(archive_name),
+        || sessions.path().with_file_name("archive").join(archive_name),
+        |a| a.join(archive_name),
     );
-    let mut source = match open_nofollow(&sessions.op(name)) {
+    let mut source = match sessions.open_read(name) {
         Ok(f) => f,
-        Err(e) => return failed_early(sessions, &shown, "open", e),
+        Err(e) => return failed_early(e),
     };
-    let stamp = match source.metadata() {
-        Ok(m) if m.is_file() => Stamp::of(&m),
+    let stamp = match Meta::of_fd(&source) {
+        Ok(m) if m.kind == Kind::File => m.stamp,
         Ok(_) => {
-            return failed_early(
-                sessions,
-                &shown,
-                "open",
-                io::Error::other("not a regular file"),
-            );
+            return failed_early(Error::Corrupt {
+                path: shown,
+                reason: "not a regular file".into(),
+            });
         }
-        Err(e) => return failed_early(sessions, &shown, "stat", e),
+        Err(e) => return failed_early(sessions.error("stat", name, e)),
     };
     let mut p = Prepared {
         action: Action::Failed,
@@ -197,7 +141,7 @@ pub fn archive_one(
         written_ino: None,
         stamp,
     };
-    let existing = archive.and_then(|a| fs::symlink_metadata(a.op(archive_name)).ok());
+    let existing = archive.and_then(|a| a.stat(archive_name).ok().flatten());
     let result = match existing {
         Some(m) => compare_existing(
             &mut p,
@@ -210,7 +154,7 @@ pub fn archive_one(
     };
     if let Err(e) = result {
         p.action = Action::Failed;
-        p.detail = sessions.describe(&archive.map_or(e.chain(), |a| a.describe(&e.chain())));
+        p.detail = e.chain();
         return p;
     }
     // A session rewritten while we read it is retried next run; an archive this run made
@@ -225,10 +169,10 @@ pub fn archive_one(
     }
     if p.detail.is_empty() {
         p.detail = match p.action {
-            Action::Archive => format!("-> {}", tmpa_core::day::path_text(&shown_archive)),
+            Action::Archive => format!("-> {}", path_text(&shown_archive)),
             Action::Complete => format!(
                 "{} already holds these bytes (an earlier run was interrupted)",
-                tmpa_core::day::path_text(&shown_archive)
+                path_text(&shown_archive)
             ),
             _ => String::new(),
         };
@@ -236,11 +180,10 @@ pub fn archive_one(
     p
 }
 
-fn failed_early(sessions: &DirHandle, shown: &Path, op: &'static str, e: io::Error) -> Prepared {
-    let err = Error::io(op, shown, e);
+fn failed_early(err: Error) -> Prepared {
     Prepared {
         action: Action::Failed,
-        detail: sessions.describe(&err.chain()),
+        detail: err.chain(),
         sha256: None,
         archive_bytes: None,
         valid_json: None,
@@ -249,26 +192,36 @@ fn failed_early(sessions: &DirHandle, shown: &Path, op: &'static str, e: io::Err
             dev: 0,
             ino: 0,
             size: 0,
-            mtime: (0, 0),
-            ctime: (0, 0),
+            mtime_ns: 0,
+            ctime_ns: 0,
         },
     }
 }
 
 /// Whether the open source and its directory entry still match `stamp`.
-fn source_unchanged(source: &File, dir: &DirHandle, name: &str, stamp: &Stamp) -> bool {
-    source.metadata().is_ok_and(|m| Stamp::of(&m) == *stamp)
-        && fs::symlink_metadata(dir.op(name)).is_ok_and(|m| Stamp::of(&m) == *stamp)
+fn source_unchanged(source: &File, dir: &Dir, name: &str, stamp: &Stamp) -> bool {
+    Meta::of_fd(source).is_ok_and(|m| m.stamp == *stamp)
+        && dir
+            .stat(name)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.stamp == *stamp)
 }
 
-/// Removes the archive this run wrote, if the entry is still that file.
-fn take_back(archive: &DirHandle, archive_name: &str, ino: u64) {
-    let path = archive.op(archive_name);
-    if fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == ino) {
+/// Removes the archive this run wrote, if the entry is still that file: the one removal
+/// of the workspace outside the deletion path, and it only undoes this run's own write
+/// (the live session, which is newer, stays).
+fn take_back(archive: &Dir, archive_name: &str, ino: u64) {
+    if archive
+        .stat(archive_name)
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.stamp.ino == ino)
+    {
         // Best effort: a leftover archive of an older version is reported as a conflict
         // by the next run, never silently replaced.
-        let _ = fs::remove_file(&path);
-        let _ = tmpa_core::atomic::sync_dir(archive.op_path());
+        let _ = archive.unlink(archive_name);
+        let _ = archive.sync();
     }
 }
 
@@ -277,34 +230,34 @@ fn take_back(archive: &DirHandle, archive_name: &str, ino: u64) {
 fn compare_existing(
     p: &mut Prepared,
     (source, source_shown): (&mut File, &Path),
-    archive: &DirHandle,
+    archive: &Dir,
     archive_name: &str,
-    meta: &fs::Metadata,
+    meta: &Meta,
 ) -> tmpa_core::Result<()> {
-    let shown = archive.shown(archive_name);
-    if !meta.is_file() {
+    let shown = archive.join(archive_name);
+    if meta.kind != Kind::File {
         p.action = Action::Conflict;
         p.detail = format!(
             "{} exists but is not a regular file (both kept)",
-            tmpa_core::day::path_text(&shown)
+            path_text(&shown)
         );
         return Ok(());
     }
-    p.archive_bytes = Some(meta.len());
+    p.archive_bytes = Some(meta.stamp.size);
     match archive_equals_source(archive, archive_name, source, source_shown)? {
         Ok(true) => p.action = Action::Complete,
         Ok(false) => {
             p.action = Action::Conflict;
             p.detail = format!(
                 "{} holds different bytes (both kept; compare them and remove the wrong one)",
-                tmpa_core::day::path_text(&shown)
+                path_text(&shown)
             );
         }
         Err(reason) => {
             p.action = Action::Conflict;
             p.detail = format!(
                 "{} cannot be read back: {reason} (both kept)",
-                tmpa_core::day::path_text(&shown)
+                path_text(&shown)
             );
         }
     }
@@ -329,7 +282,7 @@ fn hash_and_check(source: &mut File, shown: &Path) -> tmpa_core::Result<(String,
 fn write_new_archive(
     p: &mut Prepared,
     (source, source_shown): (&mut File, &Path),
-    archive: Option<&DirHandle>,
+    archive: Option<&Dir>,
     archive_name: &str,
     opts: Options,
 ) -> tmpa_core::Result<()> {
@@ -341,39 +294,38 @@ fn write_new_archive(
         p.action = Action::Archive;
         return Ok(());
     };
-    let out = AtomicFile::create(archive.op(archive_name))?;
+    let out = AtomicFile::create_in(archive, OsStr::new(archive_name))?;
     // The archive is as private as the session it holds.
-    let mode = source
-        .metadata()
+    let mode = Meta::of_fd(&*source)
         .map_err(|e| Error::io("stat", source_shown, e))?
-        .mode();
+        .mode;
     out.set_mode(mode & 0o777)?;
     let inner_name = archive_name.strip_suffix(".gz").unwrap_or(archive_name);
     let gz = GzBuilder::new()
         .filename(inner_name.as_bytes())
-        .mtime(u32::try_from(p.stamp.mtime_secs().max(0)).unwrap_or(0))
+        .mtime(u32::try_from((p.stamp.mtime_ns / 1_000_000_000).max(0)).unwrap_or(0))
         .write(out, Compression::new(opts.level));
     let mut tee = Tee::new(&mut *source, gz);
     // An error here is either reading the session or writing the archive (full disk):
     // name both.
     let valid = json_valid(&mut tee).map_err(|e| {
-        Error::io(
+        archive.error(
             "archive",
-            source_shown,
+            "",
             io::Error::new(
                 e.kind(),
-                format!("into {}: {e}", archive.display().display()),
+                format!("{} into it: {e}", path_text(source_shown)),
             ),
         )
     })?;
     let Tee { hash, out: gz, .. } = tee;
     let out = gz
         .finish()
-        .map_err(|e| Error::io("compress", archive.display(), e))?;
+        .map_err(|e| archive.error("compress", archive_name, e))?;
     p.sha256 = Some(format!("{:x}", hash.finalize()));
     p.valid_json = Some(valid);
     // Rewritten while we read it: nothing is committed, the session is retried next run.
-    let now = source.metadata().map(|m| Stamp::of(&m));
+    let now = Meta::of_fd(&*source).map(|m| m.stamp);
     if now.ok() != Some(p.stamp) {
         out.discard()?;
         p.action = Action::Changed;
@@ -382,20 +334,25 @@ fn write_new_archive(
     }
     match out.commit_new() {
         Ok(()) => {}
-        Err(e) if e.io_kind() == Some(io::ErrorKind::AlreadyExists) => {
+        Err(e) if e.io_kind() == io::ErrorKind::AlreadyExists => {
             p.action = Action::Conflict;
             p.detail = format!(
                 "{} appeared while this run was writing it (both kept; the next run compares)",
-                tmpa_core::day::path_text(&archive.shown(archive_name))
+                path_text(&archive.join(archive_name))
             );
             return Ok(());
         }
         Err(e) => return Err(e),
     }
-    let written = fs::symlink_metadata(archive.op(archive_name))
-        .map_err(|e| Error::io("stat", archive.shown(archive_name), e))?;
-    p.written_ino = Some(written.ino());
-    p.archive_bytes = Some(written.len());
+    let written = archive.stat(archive_name)?.ok_or_else(|| {
+        archive.error(
+            "stat",
+            archive_name,
+            io::Error::from(io::ErrorKind::NotFound),
+        )
+    })?;
+    p.written_ino = Some(written.stamp.ino);
+    p.archive_bytes = Some(written.stamp.size);
     // Verification: decompress what is on disk and compare with the session's bytes.
     match archive_equals_source(archive, archive_name, source, source_shown)? {
         Ok(true) => p.action = Action::Archive,
@@ -403,7 +360,7 @@ fn write_new_archive(
             p.action = Action::VerificationFailed;
             p.detail = format!(
                 "verification failed: {} does not decompress to the session's bytes (both kept)",
-                tmpa_core::day::path_text(&archive.shown(archive_name))
+                path_text(&archive.join(archive_name))
             );
         }
     }
@@ -414,15 +371,14 @@ fn write_new_archive(
 /// The outer error is an I/O error on the source; the inner one says why the archive
 /// cannot be read back (not gzip, truncated, unreadable).
 fn archive_equals_source(
-    archive: &DirHandle,
+    archive: &Dir,
     archive_name: &str,
     source: &mut File,
     source_shown: &Path,
 ) -> tmpa_core::Result<Result<bool, String>> {
-    let shown = archive.shown(archive_name);
-    let file = match open_nofollow(&archive.op(archive_name)) {
+    let file = match archive.open_read(archive_name) {
         Ok(f) => f,
-        Err(e) => return Ok(Err(Error::io("open", shown, e).chain())),
+        Err(e) => return Ok(Err(e.chain())),
     };
     source
         .rewind()

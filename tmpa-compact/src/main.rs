@@ -6,5 +6,5 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = tmpa_compact::Args::parse();
-    tmpa_core::program::exit(tmpa_compact::PROGRAM, tmpa_compact::run(&args))
+    tmpa_maint::exit(tmpa_compact::PROGRAM, tmpa_compact::run(&args))
 }

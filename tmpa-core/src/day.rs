@@ -8,22 +8,21 @@
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
 use crate::event::{Event, event_id_from_file_name};
+use crate::fs::{AtomicFile, Dir, Kind, Stamp};
 use crate::names::Day;
-use crate::root::{Root, read_bounded, read_bounded_with_meta};
+use crate::root::{Root, rel};
+use crate::text::{Problem, ProblemKind};
 
 /// Largest loose event file read, in bytes. Real events are a few hundred bytes.
 pub const EVENT_BYTES_MAX: u64 = 1 << 20;
@@ -34,80 +33,17 @@ pub const COMPACTED_NAME: &str = "_compacted.json";
 /// Name of the summary cache of a day.
 pub const SUMMARY_NAME: &str = "_summary.json";
 
-/// A path as text for logs and JSON: as it is when it is UTF-8 without control
-/// characters, else quoted and escaped (`"evt_\xFF.json"`, `"a\nb"`), so that one
-/// problem is always one line and every report serializes.
-///
-/// # Examples
-/// ```
-/// use std::path::Path;
-/// use tmpa_core::day::path_text;
-/// assert_eq!(path_text(Path::new("/a/evt_1.json")), "/a/evt_1.json");
-/// assert_eq!(path_text(Path::new("/a/b\nc")), "\"/a/b\\nc\"");
-/// ```
-pub fn path_text(path: &Path) -> String {
-    match path.to_str() {
-        Some(s) if !s.chars().any(char::is_control) => s.to_owned(),
-        _ => format!("{path:?}"),
-    }
-}
-
-/// Serializes a path with [`path_text`] (serde refuses paths that are not UTF-8).
-///
-/// # Errors
-/// Whatever the serializer returns for a string.
-pub fn serialize_path<S: serde::Serializer>(
-    path: &Path,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&path_text(path))
-}
-
-/// A file that could not be used, and why.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Problem {
-    /// The file concerned.
-    #[serde(serialize_with = "serialize_path")]
-    pub path: PathBuf,
-    /// What is wrong, in words.
-    pub reason: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", path_text(&self.path), self.reason)
-    }
-}
-
-impl Problem {
-    fn from_error(path: &Path, e: &Error) -> Problem {
-        let reason = match e {
-            Error::Corrupt { reason, .. } => reason.clone(),
-            Error::InvalidEvent { reason } => reason.clone(),
-            other => other.chain(),
-        };
-        Problem {
-            path: path.to_path_buf(),
-            reason,
-        }
-    }
-}
-
 /// A valid loose event file.
 #[derive(Clone, Debug)]
 pub struct LooseEvent {
-    /// Its path, as shown in reports.
-    pub path: PathBuf,
-    /// Its file name.
+    /// Its file name (`evt_{id}.json`).
     pub name: OsString,
     /// The event it holds.
     pub event: Event,
     /// SHA-256 of the file's bytes, lower-case hex.
     pub sha256: String,
-    /// Size of the file in bytes.
-    pub bytes: u64,
-    /// Inode number (deleting in inode order is measurably faster on ext4).
-    pub ino: u64,
+    /// Identity and times of the file that was read (from its descriptor).
+    pub stamp: Stamp,
 }
 
 /// The state of a day's `_compacted.json`.
@@ -119,47 +55,11 @@ pub enum Compacted {
     Valid {
         /// Its events, in file order (sorted by `ts`, `id`).
         events: Vec<Event>,
-        /// Its stamp (size and mtime), for the summary's consistency check.
-        stamp: FileStamp,
+        /// The stamp of the file read.
+        stamp: Stamp,
     },
     /// It exists but cannot be used; it must then be left untouched.
     Corrupt(Problem),
-}
-
-/// Inode, size and modification time of a file: a cheap fingerprint that changes when the
-/// file is replaced by rename (new inode) or rewritten in place (size or mtime).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileStamp {
-    /// Inode number.
-    pub ino: u64,
-    /// Size in bytes.
-    pub len: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i128,
-}
-
-impl FileStamp {
-    /// The stamp of `meta`.
-    pub fn of(meta: &fs::Metadata) -> FileStamp {
-        FileStamp {
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        }
-    }
-}
-
-/// The stamps of the entries `names` of `dir` (without following symlinks), in the order
-/// given. An entry gone since it was listed is left out: the result describes the
-/// directory as it is now.
-pub fn stamp_entries(dir: &Path, names: &[OsString]) -> Vec<(OsString, FileStamp)> {
-    names
-        .iter()
-        .filter_map(|n| {
-            let m = fs::symlink_metadata(dir.join(n)).ok()?;
-            Some((n.clone(), FileStamp::of(&m)))
-        })
-        .collect()
 }
 
 /// Everything found in one day directory.
@@ -167,8 +67,6 @@ pub fn stamp_entries(dir: &Path, names: &[OsString]) -> Vec<(OsString, FileStamp
 pub struct DayScan {
     /// The day.
     pub day: Day,
-    /// `token_stats/{day}`.
-    pub dir: PathBuf,
     /// `_compacted.json`.
     pub compacted: Compacted,
     /// The valid loose events, sorted by file name.
@@ -180,36 +78,39 @@ pub struct DayScan {
 }
 
 impl Root {
-    /// Scans one day directory: reads `_compacted.json` and every loose event.
-    ///
-    /// # Errors
-    /// Only when the day directory itself cannot be listed or is a symlink
-    /// ([`Error::Unsafe`]); every problem with a file inside is in
-    /// [`DayScan::problems`] or [`Compacted::Corrupt`].
-    pub fn scan_day(&self, day: Day) -> Result<DayScan> {
-        let dir = self.day_dir(day);
-        check_real_dir(&dir)?;
-        scan_dir(day, &dir, &dir)
-    }
-
     /// The valid events of a day, from `_compacted.json` and loose files, each id once,
     /// sorted by (`ts`, `id`), with every file that could not be used reported.
     ///
     /// When a loose event has the id of a compacted one with other content, the compacted
-    /// one is returned and the conflict reported.
-    ///
-    /// A day without a directory has no events (it is not an error).
+    /// one is returned and the conflict reported. A day without a directory has no events
+    /// (it is not an error).
     ///
     /// # Errors
-    /// As [`Root::scan_day`], but a missing day directory is an empty day.
+    /// Only when the day directory itself cannot be opened or listed ([`Error::Io`]), or is
+    /// a symlink or not a directory ([`Error::Unsafe`]); every problem with a file inside
+    /// is in [`DayRead::problems`].
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::create_dir(dir.path().join("token_stats")).unwrap();
+    /// let root = tmpa_core::Root::open(dir.path()).unwrap();
+    /// let e = tmpa_core::Event::from_json(br#"{"id":"a1","ts":"2026-11-23T10:00:00Z",
+    ///   "user_id":"u1","model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+    /// root.record_event(&e).unwrap();
+    /// let day = root.read_day(e.day()).unwrap();
+    /// assert_eq!(day.events, vec![e]);
+    /// assert!(day.problems.is_empty());
+    /// assert!(root.read_day("2020-01-01".parse().unwrap()).unwrap().events.is_empty());
+    /// ```
     pub fn read_day(&self, day: Day) -> Result<DayRead> {
-        if self.day_missing(day) {
+        let Some(dir) = self.open_dir_if_any(&rel::day(day))? else {
             return Ok(DayRead {
                 events: Vec::new(),
                 problems: Vec::new(),
             });
-        }
-        let scan = self.scan_day(day)?;
+        };
+        let scan = scan_day(&dir, day)?;
         let mut problems = scan.problems.clone();
         let compacted: &[Event] = match &scan.compacted {
             Compacted::Valid { events, .. } => events,
@@ -221,7 +122,7 @@ impl Root {
         };
         let merged = merge(compacted, &scan.loose);
         for &i in &merged.conflicts {
-            problems.push(conflict_problem(&scan.loose[i]));
+            problems.push(conflict_problem(&dir, &scan.loose[i]));
         }
         problems.sort();
         Ok(DayRead {
@@ -231,41 +132,17 @@ impl Root {
     }
 }
 
-impl Root {
-    /// Whether the day has no directory at all (nothing was ever recorded for it).
-    pub(crate) fn day_missing(&self, day: Day) -> bool {
-        fs::symlink_metadata(self.day_dir(day))
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-    }
-}
-
-/// Scans a day directory reached through `op_dir` (an ordinary path, or a
-/// [`DirHandle`](crate::dirfd::DirHandle)'s operational path), reporting every path
-/// under `shown_dir`. The caller has made sure `op_dir` is a real directory.
+/// Scans a day directory held by `dir`: reads `_compacted.json` and every loose event.
 ///
 /// # Errors
 /// [`Error::Io`] when the directory cannot be listed.
-pub fn scan_dir(day: Day, op_dir: &Path, shown_dir: &Path) -> Result<DayScan> {
-    let names = read_event_names(op_dir).map_err(|e| match e {
-        Error::Io { op, source, .. } => Error::Io {
-            op,
-            path: shown_dir.to_path_buf(),
-            source,
-        },
-        other => other,
-    })?;
-    let compacted = match read_compacted(&op_dir.join(COMPACTED_NAME), day) {
-        Compacted::Corrupt(p) => Compacted::Corrupt(Problem {
-            path: shown_dir.join(COMPACTED_NAME),
-            reason: shown(&p.reason, op_dir, shown_dir),
-        }),
-        other => other,
-    };
-    let (loose, mut problems) = read_all_loose(op_dir, shown_dir, &names);
+pub fn scan_day(dir: &Dir, day: Day) -> Result<DayScan> {
+    let names = event_names(dir)?;
+    let compacted = read_compacted(dir, day);
+    let (loose, mut problems) = read_all_loose(dir, &names);
     problems.sort();
     Ok(DayScan {
         day,
-        dir: shown_dir.to_path_buf(),
         compacted,
         loose,
         problems,
@@ -273,79 +150,50 @@ pub fn scan_dir(day: Day, op_dir: &Path, shown_dir: &Path) -> Result<DayScan> {
     })
 }
 
-/// `message` with the operational directory replaced by the one shown in reports.
-fn shown(message: &str, op_dir: &Path, shown_dir: &Path) -> String {
-    if op_dir == shown_dir {
-        return message.to_owned();
-    }
-    message.replace(&*op_dir.to_string_lossy(), &shown_dir.to_string_lossy())
-}
-
 /// The problem reported for a loose event that conflicts with its compacted version.
-pub fn conflict_problem(l: &LooseEvent) -> Problem {
-    Problem {
-        path: l.path.clone(),
-        reason: format!(
+pub fn conflict_problem(dir: &Dir, l: &LooseEvent) -> Problem {
+    Problem::new(
+        dir.join(&l.name),
+        ProblemKind::Conflict,
+        format!(
             "conflict: event {} is already compacted with different content",
             l.event.id()
         ),
-    }
+    )
 }
 
-/// The events of a day and the problems met reading it.
-#[derive(Clone, Debug)]
+/// The events of a day and the problems met reading it ([`Root::read_day`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DayRead {
     /// Valid events, each id once, sorted by (`ts`, `id`).
     pub events: Vec<Event>,
-    /// Files that could not be used, with reasons.
+    /// Files that could not be used, with their kind and reason, sorted by path.
     pub problems: Vec<Problem>,
 }
 
-/// Lists the `evt_*.json` entries of a day directory, sorted, refusing a symlinked directory.
-///
-/// # Errors
-/// [`Error::Unsafe`] if `dir` is a symlink or not a directory, [`Error::Io`] if it cannot
-/// be listed.
-pub fn list_event_names(dir: &Path) -> Result<Vec<OsString>> {
-    check_real_dir(dir)?;
-    read_event_names(dir)
+/// Whether `name` is a loose event file name (`evt_*.json`).
+pub fn is_event_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b.starts_with(b"evt_") && b.ends_with(b".json")
 }
 
-/// Refuses a path that is a symlink or not a directory.
-fn check_real_dir(dir: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-    if meta.file_type().is_symlink() {
-        return Err(Error::Unsafe {
-            path: dir.to_path_buf(),
-            reason: "is a symlink (not followed)",
-        });
-    }
-    if !meta.is_dir() {
-        return Err(Error::Unsafe {
-            path: dir.to_path_buf(),
-            reason: "is not a directory",
-        });
-    }
-    Ok(())
-}
-
-/// The sorted `evt_*.json` names in `dir` (no check of `dir` itself).
+/// The sorted `evt_*.json` names of a day directory.
 ///
 /// # Errors
-/// [`Error::Io`] when `dir` cannot be listed.
-pub fn read_event_names(dir: &Path) -> Result<Vec<OsString>> {
-    let rd = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
-    let mut names = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        let name = entry.file_name();
-        let b = name.as_bytes();
-        if b.starts_with(b"evt_") && b.ends_with(b".json") {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
+/// [`Error::Io`] when the directory cannot be listed.
+pub fn event_names(dir: &Dir) -> Result<Vec<OsString>> {
+    dir.names(is_event_name)
+}
+
+/// The stamps of the entries `names` of `dir` (not following symlinks), in the order
+/// given. An entry gone since it was listed is left out: the result describes the
+/// directory as it is now.
+pub fn stamp_entries(dir: &Dir, names: &[OsString]) -> Vec<(OsString, Stamp)> {
+    names
+        .iter()
+        .filter_map(|n| Some((n.clone(), dir.stat(n).ok()??.stamp)))
+        .collect()
 }
 
 /// Below this many files a day is read on the calling thread: threads cost more than
@@ -357,22 +205,18 @@ const READ_THREADS_MAX: usize = 4;
 
 /// Reads and validates every named loose file, on several threads for large days. The
 /// result is in `names` order whatever the threading.
-fn read_all_loose(
-    dir: &Path,
-    shown_dir: &Path,
-    names: &[OsString],
-) -> (Vec<LooseEvent>, Vec<Problem>) {
+fn read_all_loose(dir: &Dir, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(READ_THREADS_MAX);
     if threads < 2 || names.len() < PARALLEL_FILES_MIN {
-        return read_loose_chunk(dir, shown_dir, names);
+        return read_loose_chunk(dir, names);
     }
     let chunk = names.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = names
             .chunks(chunk)
-            .map(|part| s.spawn(move || read_loose_chunk(dir, shown_dir, part)))
+            .map(|part| s.spawn(move || read_loose_chunk(dir, part)))
             .collect();
         let mut loose = Vec::with_capacity(names.len());
         let mut problems = Vec::new();
@@ -385,46 +229,39 @@ fn read_all_loose(
     })
 }
 
-fn read_loose_chunk(
-    dir: &Path,
-    shown_dir: &Path,
-    names: &[OsString],
-) -> (Vec<LooseEvent>, Vec<Problem>) {
+fn read_loose_chunk(dir: &Dir, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
     let mut loose = Vec::with_capacity(names.len());
     let mut problems = Vec::new();
     for name in names {
-        let path = dir.join(name);
-        match read_loose(&path, name) {
-            Ok(mut l) => {
-                l.path = shown_dir.join(name);
-                loose.push(l);
-            }
+        match read_loose(dir, name) {
+            Ok(l) => loose.push(l),
             // A file removed since listing (by a concurrent compaction, or the backend):
             // it is simply not part of this scan.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                let p = Problem::from_error(&path, &e);
-                problems.push(Problem {
-                    path: shown_dir.join(name),
-                    reason: shown(&p.reason, dir, shown_dir),
-                });
-            }
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(Problem::from_error(&dir.join(name), e)),
         }
     }
     (loose, problems)
 }
 
-fn read_loose(path: &Path, name: &std::ffi::OsStr) -> Result<LooseEvent> {
+/// Reads and validates one loose event file.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the file when it is not a valid event of its name.
+pub fn read_loose(dir: &Dir, name: &OsStr) -> Result<LooseEvent> {
     let corrupt = |reason: String| Error::Corrupt {
-        path: path.to_path_buf(),
+        path: dir.join(name),
         reason,
     };
-    let name = name
+    let text = name
         .to_str()
         .ok_or_else(|| corrupt("file name is not valid UTF-8".into()))?;
-    let (bytes, meta) = read_bounded_with_meta(path, EVENT_BYTES_MAX)?;
-    let event = Event::from_json(&bytes)?;
-    let expected = event_id_from_file_name(name).unwrap_or_default();
+    let (bytes, meta) = dir.read(name, EVENT_BYTES_MAX)?;
+    let event = Event::from_json(&bytes).map_err(|e| match e {
+        Error::InvalidEvent { reason } => corrupt(reason),
+        other => other,
+    })?;
+    let expected = event_id_from_file_name(text).unwrap_or_default();
     if event.id().as_str() != expected {
         return Err(corrupt(format!(
             "id {:?} differs from the file name",
@@ -432,12 +269,10 @@ fn read_loose(path: &Path, name: &std::ffi::OsStr) -> Result<LooseEvent> {
         )));
     }
     Ok(LooseEvent {
-        path: path.to_path_buf(),
-        name: OsString::from(name),
+        name: name.to_os_string(),
         event,
         sha256: sha256_hex(&bytes),
-        bytes: bytes.len() as u64,
-        ino: meta.ino(),
+        stamp: meta.stamp,
     })
 }
 
@@ -456,19 +291,19 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Reads and validates a `_compacted.json`.
-pub fn read_compacted(path: &Path, day: Day) -> Compacted {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Compacted::Absent,
-        Err(e) => {
-            return Compacted::Corrupt(Problem::from_error(path, &Error::io("stat", path, e)));
-        }
-    };
-    let stamp = FileStamp::of(&meta);
-    match read_bounded(path, COMPACTED_BYTES_MAX).and_then(|b| parse_compacted(&b, path, day)) {
-        Ok(events) => Compacted::Valid { events, stamp },
-        Err(e) => Compacted::Corrupt(Problem::from_error(path, &e)),
+/// Reads and validates the `_compacted.json` of the day directory `dir`.
+pub fn read_compacted(dir: &Dir, day: Day) -> Compacted {
+    let path = dir.join(COMPACTED_NAME);
+    match dir.read(COMPACTED_NAME, COMPACTED_BYTES_MAX) {
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Compacted::Absent,
+        Err(e) => Compacted::Corrupt(Problem::from_error(&path, e)),
+        Ok((bytes, meta)) => match parse_compacted(&bytes, &path, day) {
+            Ok(events) => Compacted::Valid {
+                events,
+                stamp: meta.stamp,
+            },
+            Err(e) => Compacted::Corrupt(Problem::from_error(&path, e)),
+        },
     }
 }
 
@@ -603,22 +438,24 @@ where
     out.write_all(b"\n]}\n")
 }
 
-/// Writes `_compacted.json` of `day` atomically (see [`write_compacted_to`]).
+/// Writes `_compacted.json` of `day` into the day directory `dir` atomically (see
+/// [`write_compacted_to`]).
 ///
 /// # Errors
 /// [`Error::Io`] naming the path.
-pub fn write_compacted<I>(path: &Path, day: Day, events: I) -> Result<()>
+pub fn write_compacted<I>(dir: &Dir, day: Day, events: I) -> Result<()>
 where
     I: IntoIterator,
     I::Item: Borrow<Event>,
 {
-    let mut f = AtomicFile::create(path)?;
+    let mut f = AtomicFile::create_in(dir, OsStr::new(COMPACTED_NAME))?;
     write_compacted_to(&mut f, day, events).map_err(|e| Error::io("write", f.tmp_path(), e))?;
     f.commit()
 }
 
-/// Whether the file at `path` holds exactly the canonical `_compacted.json` bytes of `day`
-/// with `events`. Streams both sides: memory stays constant whatever the size.
+/// Whether the `_compacted.json` of the day directory `dir` holds exactly the canonical
+/// bytes of `day` with `events`. Streams both sides: memory stays constant whatever the
+/// size.
 ///
 /// This is the verification before deletion: the file is read back from disk (through
 /// the page cache, after the fsync of [`write_compacted`]) and compared byte for byte
@@ -626,30 +463,30 @@ where
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be opened or read (a missing file is `Ok(false)`).
-pub fn compacted_matches<I>(path: &Path, day: Day, events: I) -> Result<bool>
+pub fn compacted_matches<I>(dir: &Dir, day: Day, events: I) -> Result<bool>
 where
     I: IntoIterator,
     I::Item: Borrow<Event>,
 {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = match fs::File::options()
-        .read(true)
-        .custom_flags(crate::atomic::nofollow_flags())
-        .open(path)
-    {
+    let path = dir.join(COMPACTED_NAME);
+    let file = match dir.open_read(COMPACTED_NAME) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io("open", path, e)),
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
     };
+    if crate::fs::Meta::of_fd(&file).is_ok_and(|m| m.kind != Kind::File) {
+        return Ok(false);
+    }
     let mut cmp = CompareWriter {
         disk: std::io::BufReader::with_capacity(256 * 1024, file),
         scratch: Vec::new(),
         equal: true,
     };
-    write_compacted_to(&mut cmp, day, events).map_err(|e| Error::io("read", path, e))?;
+    write_compacted_to(&mut cmp, day, events).map_err(|e| Error::io("read", &path, e))?;
     let mut rest = [0u8; 1];
-    let at_end =
-        std::io::Read::read(&mut cmp.disk, &mut rest).map_err(|e| Error::io("read", path, e))? == 0;
+    let at_end = std::io::Read::read(&mut cmp.disk, &mut rest)
+        .map_err(|e| Error::io("read", &path, e))?
+        == 0;
     Ok(cmp.equal && at_end)
 }
 
@@ -725,38 +562,36 @@ mod tests {
 
     #[test]
     fn compacted_round_trip_and_byte_verification() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(COMPACTED_NAME);
+        let t = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(t.path()).unwrap();
+        let path = t.path().join(COMPACTED_NAME);
         let day: Day = "2026-11-01".parse().unwrap();
         let events = vec![
             ev("a", "2026-11-01T01:00:00Z"),
             ev("b", "2026-11-01T02:00:00Z"),
         ];
-        write_compacted(&path, day, &events).unwrap();
-        assert!(compacted_matches(&path, day, &events).unwrap());
+        write_compacted(&dir, day, &events).unwrap();
+        assert!(compacted_matches(&dir, day, &events).unwrap());
         assert_eq!(
-            parse_compacted(&fs::read(&path).unwrap(), &path, day).unwrap(),
+            parse_compacted(&std::fs::read(&path).unwrap(), &path, day).unwrap(),
             events
         );
         assert!(
-            !compacted_matches(&path, day, &events[..1]).unwrap(),
+            !compacted_matches(&dir, day, &events[..1]).unwrap(),
             "fewer events"
         );
-        let full = fs::read(&path).unwrap();
-        fs::write(&path, &full[..full.len() - 3]).unwrap();
-        assert!(
-            !compacted_matches(&path, day, &events).unwrap(),
-            "truncated"
-        );
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() - 3]).unwrap();
+        assert!(!compacted_matches(&dir, day, &events).unwrap(), "truncated");
         let mut longer = full.clone();
         longer.push(b' ');
-        fs::write(&path, &longer).unwrap();
+        std::fs::write(&path, &longer).unwrap();
         assert!(
-            !compacted_matches(&path, day, &events).unwrap(),
+            !compacted_matches(&dir, day, &events).unwrap(),
             "trailing byte"
         );
-        fs::remove_file(&path).unwrap();
-        assert!(!compacted_matches(&path, day, &events).unwrap(), "missing");
+        std::fs::remove_file(&path).unwrap();
+        assert!(!compacted_matches(&dir, day, &events).unwrap(), "missing");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The library's error type: every variant names the path or the value it concerns.
+//! The library's one error type: every variant names the path or the value it concerns.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::text::path_text;
 
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -9,72 +11,139 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What went wrong, and where.
 ///
 /// The `Display` text names the path; the underlying cause (if any) is the error's
-/// `source()`, so callers that print the whole chain (`anyhow`'s `{:#}`, or
-/// [`chain`]) show both without repeating either.
+/// `source()`, so callers that print the whole chain ([`Error::chain`], or `anyhow`'s
+/// `{:#}`) show both without repeating either. [`Error::path`] gives the path,
+/// [`Error::io_kind`] an [`io::ErrorKind`] for every variant, and an `Error` converts into
+/// an [`io::Error`] of that kind (keeping the whole error as its inner error).
+///
+/// # Examples
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let e = tmpa_core::Root::open(dir.path()).unwrap_err(); // holds no data directory
+/// assert!(matches!(e, tmpa_core::Error::NotRoot { .. }));
+/// assert_eq!(e.path(), Some(std::fs::canonicalize(dir.path()).unwrap().as_path()));
+/// let io: std::io::Error = e.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+/// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation on `path` failed.
-    #[error("{op} {}", path.display())]
+    #[error("{op} {}", path_text(path))]
     Io {
-        /// What was being done ("write", "rename", "read", ...).
+        /// What was being done ("write", "rename", "read", ...), for the message.
         op: &'static str,
         /// The file or directory concerned.
         path: PathBuf,
         /// The operating system's error.
         source: io::Error,
     },
+    /// The root directory itself cannot be opened (missing, no permission).
+    #[error("open root {}", path_text(path))]
+    OpenRoot {
+        /// The directory given.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// The directory holds none of `notifications/`, `token_stats/`, `chat_history/`.
-    #[error("{}: not a TMPA root (it holds none of notifications/, token_stats/, chat_history/)", path.display())]
+    #[error(
+        "{}: not a TMPA root (it holds none of notifications/, token_stats/, chat_history/)",
+        path_text(path)
+    )]
     NotRoot {
         /// The directory that was refused.
         path: PathBuf,
     },
-    /// A name (day, user, event id, session) that cannot be used as a path component.
+    /// A name (day, user, event id, session) that cannot be used as a file name.
     #[error("invalid {kind} {value:?}: {reason}")]
     InvalidName {
-        /// Which kind of name ("day", "event id", ...).
-        kind: &'static str,
+        /// Which kind of name.
+        kind: NameKind,
         /// The offending value.
         value: String,
         /// Why it was refused.
         reason: &'static str,
     },
     /// A file's content does not follow the format.
-    #[error("{}: corrupt: {reason}", path.display())]
+    #[error("{}: corrupt: {reason}", path_text(path))]
     Corrupt {
         /// The corrupt file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
-    /// An event or value given by the caller is invalid.
+    /// An event given by the caller is invalid.
     #[error("invalid event: {reason}")]
     InvalidEvent {
         /// What is wrong with it.
         reason: String,
     },
     /// The file already exists with other content; nothing was replaced.
-    #[error("{}: already exists with different content", path.display())]
+    #[error("{}: already exists with different content", path_text(path))]
     Conflict {
         /// The existing file.
         path: PathBuf,
     },
-    /// A path inside the root is a symlink or not a directory where a directory is needed.
-    #[error("{}: {reason}", path.display())]
+    /// A path leads through a symlink or a non-directory, or out of its directory.
+    #[error("{}: {reason}", path_text(path))]
     Unsafe {
         /// The path refused.
         path: PathBuf,
-        /// Why ("is a symlink", "is not a directory").
-        reason: &'static str,
+        /// Why.
+        reason: UnsafeReason,
     },
-    /// Another run holds the program's lock on this root.
-    #[error("{}: lock held by {holder}", path.display())]
-    Locked {
-        /// The lock file.
-        path: PathBuf,
-        /// Who holds it, as the holder wrote it ("pid 123 since ..."), or "unknown".
-        holder: String,
-    },
+}
+
+/// Why a path was refused ([`Error::Unsafe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnsafeReason {
+    /// A component is a symlink; symlinks are never followed.
+    Symlink,
+    /// A component that must be a directory is something else.
+    NotADirectory,
+    /// A name that is not one plain component (empty, `.`, `..`, holding `/` or NUL), or
+    /// a path that is absolute or holds `..`.
+    NotAName,
+}
+
+impl std::fmt::Display for UnsafeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UnsafeReason::Symlink => "is a symlink (not followed)",
+            UnsafeReason::NotADirectory => "is not a directory",
+            UnsafeReason::NotAName => "is not a plain relative name (no '..', no absolute path)",
+        })
+    }
+}
+
+/// The kinds of names ([`Error::InvalidName`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NameKind {
+    /// A `YYYY-MM-DD` day.
+    Day,
+    /// An event id.
+    Event,
+    /// A user id.
+    User,
+    /// A chat session name.
+    Session,
+    /// A notification id.
+    Notification,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameKind::Day => "day",
+            NameKind::Event => "event id",
+            NameKind::User => "user id",
+            NameKind::Session => "session id",
+            NameKind::Notification => "notification id",
+        })
+    }
 }
 
 impl Error {
@@ -87,10 +156,38 @@ impl Error {
         }
     }
 
-    /// The OS error kind, for I/O errors.
-    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+    /// The path the error concerns, when it concerns one.
+    pub fn path(&self) -> Option<&Path> {
         match self {
-            Error::Io { source, .. } => Some(source.kind()),
+            Error::Io { path, .. }
+            | Error::OpenRoot { path, .. }
+            | Error::NotRoot { path }
+            | Error::Corrupt { path, .. }
+            | Error::Conflict { path }
+            | Error::Unsafe { path, .. } => Some(path),
+            Error::InvalidName { .. } | Error::InvalidEvent { .. } => None,
+        }
+    }
+
+    /// The [`io::ErrorKind`] this error amounts to: the OS error's for I/O errors,
+    /// `AlreadyExists` for a conflict, `InvalidInput` for bad names, events and roots,
+    /// `InvalidData` for corrupt files, `Other` for unsafe paths.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io { source, .. } | Error::OpenRoot { source, .. } => source.kind(),
+            Error::Conflict { .. } => io::ErrorKind::AlreadyExists,
+            Error::NotRoot { .. } | Error::InvalidName { .. } | Error::InvalidEvent { .. } => {
+                io::ErrorKind::InvalidInput
+            }
+            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
+            Error::Unsafe { .. } => io::ErrorKind::Other,
+        }
+    }
+
+    /// The OS error number, for I/O errors.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } | Error::OpenRoot { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -101,14 +198,14 @@ impl Error {
     }
 }
 
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        io::Error::new(e.io_kind(), e)
+    }
+}
+
 /// Formats an error and all its sources on one line, joined by `": "`.
-///
-/// # Examples
-/// ```
-/// let e = std::io::Error::other("disk on fire");
-/// assert_eq!(tmpa_core::error::chain(&e), "disk on fire");
-/// ```
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut s = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

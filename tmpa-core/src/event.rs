@@ -5,10 +5,9 @@ use std::cmp::Ordering;
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 
-use crate::atomic;
 use crate::error::{Error, Result};
 use crate::names::{Day, EventId};
-use crate::root::Root;
+use crate::root::{Root, rel};
 
 /// A valid usage event: a JSON object with `id`, `ts` (RFC 3339), `user_id`, `model`
 /// (strings) and `prompt_tokens`, `completion_tokens` (non-negative integers).
@@ -198,15 +197,16 @@ impl Root {
     pub fn record_event(&self, event: &Event) -> Result<std::path::PathBuf> {
         // Held by descriptor: a day directory swapped for a symlink meanwhile cannot lead
         // the write out of the root.
-        let dir = self.hold_dir(&self.day_dir(event.day()))?;
+        let dir = self.hold_dir(&rel::day(event.day()))?;
         let name = event.file_name();
-        let (op, path) = (dir.op(&name), dir.shown(&name));
-        match atomic::write_new(&op, event.json_bytes()) {
+        let path = dir.join(&name);
+        match crate::fs::write_in(&dir, name.as_ref(), event.json_bytes(), true) {
             Ok(()) => Ok(path),
-            Err(e) if e.io_kind() == Some(std::io::ErrorKind::AlreadyExists) => {
-                let existing = crate::root::read_bounded(&op, crate::day::EVENT_BYTES_MAX).ok();
-                let same = existing
-                    .and_then(|b| Event::from_json(&b).ok())
+            Err(e) if e.io_kind() == std::io::ErrorKind::AlreadyExists => {
+                let same = dir
+                    .read(&name, crate::day::EVENT_BYTES_MAX)
+                    .ok()
+                    .and_then(|(b, _)| Event::from_json(&b).ok())
                     .is_some_and(|old| old == *event);
                 if same {
                     Ok(path)
@@ -214,7 +214,7 @@ impl Root {
                     Err(Error::Conflict { path })
                 }
             }
-            Err(e) => Err(dir.shown_error(e)),
+            Err(e) => Err(e),
         }
     }
 }

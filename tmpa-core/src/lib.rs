@@ -1,22 +1,27 @@
 //! # tmpa-core
 //!
-//! The library a backend embeds to keep its data as a TMPA tree of small JSON files, and
-//! the shared core of the four maintenance programs (`tmpa-compact`, `tmpa-archive`,
-//! `tmpa-tmpclean`, `tmpa-patrol`).
+//! The library a backend embeds to keep its data as a TMPA tree of small JSON files
+//! (SPEC §1): one usage event, one notification, one chat session per file, each written
+//! atomically and durably, readable while the maintenance programs (`tmpa-compact`,
+//! `tmpa-archive`, `tmpa-tmpclean`, `tmpa-patrol`) work on the same tree.
 //!
-//! - [`atomic`]: the one routine through which every file is written (tmp + fsync +
-//!   rename + directory fsync), and [`temp_final_name`], which recognises its leftovers.
-//! - [`Root`]: an opened, validated root; every path inside it is built from typed names
-//!   ([`Day`], [`EventId`], [`UserId`], [`SessionId`], [`NotificationId`]) that cannot
-//!   escape it.
-//! - Events ([`Event`], [`Root::record_event`], [`Root::read_day`]), summaries
-//!   ([`Summary`], [`Root::summary`]), notifications ([`Root::deliver`], [`Root::ack`],
-//!   [`Root::unacked`]), sessions ([`Root::read_session`], [`Root::list_sessions`]).
-//! - [`program`]: lock, run record, receipt, log lines and exit codes of the programs.
+//! Everything goes through a [`Root`]:
 //!
-//! Everything here is safe to call from many threads and processes at once, and while the
-//! maintenance programs run: files are only ever created or replaced by rename, so a
-//! reader sees a whole old or a whole new file.
+//! | call | what it does |
+//! |---|---|
+//! | [`Root::open`] | opens and checks a root |
+//! | [`Root::record_event`] | writes `token_stats/{day}/evt_{id}.json` (never replaces another event) |
+//! | [`Root::read_day`] | a day's events, compacted and loose, each id once, with the files it could not use |
+//! | [`Root::summary`] | a day's totals, from the `_summary.json` cache when it is current, else rebuilt |
+//! | [`Root::deliver`], [`Root::ack`], [`Root::is_acked`], [`Root::unacked`] | notifications and read receipts |
+//! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived |
+//! | [`Root::write_file`] | any other file of the tree, atomically |
+//!
+//! Values are typed: [`Event`] (validated, kept as canonical JSON), [`Summary`],
+//! [`DayRead`] with its [`Problem`]s, and names that cannot leave their directory
+//! ([`Day`], [`EventId`], [`UserId`], [`SessionId`], [`NotificationId`]). Every failure
+//! is an [`Error`] naming the path. [`write`] and [`AtomicFile`] write any file outside a
+//! root the same way; [`temp_final_name`] recognises the temporaries writers leave.
 //!
 //! ```
 //! use tmpa_core::{Event, Root};
@@ -26,36 +31,83 @@
 //! let e = Event::from_json(br#"{"id":"a1","ts":"2026-11-23T10:00:00Z","user_id":"u1",
 //!   "model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
 //! root.record_event(&e).unwrap();
-//! let day = root.read_day(e.day()).unwrap();
-//! assert_eq!(day.events, vec![e]);
-//! assert!(day.problems.is_empty());
+//! assert_eq!(root.read_day(e.day()).unwrap().events, vec![e]);
 //! ```
+//!
+//! # What is guaranteed
+//! - Durability: when a call that writes returns `Ok`, the file and its directory entry
+//!   are on stable storage (fsync of the file, rename, fsync of the directory). A crash at
+//!   any instant leaves the old file or the new one, never a part; a killed writer may
+//!   leave a temporary (`{final}.tmp.{unique}`) that `tmpa-tmpclean` removes.
+//! - Containment: no call follows a symlink inside the root or reaches outside it, even
+//!   if the tree is changed while the call runs; nothing needs `/proc`.
+//! - Concurrency: safe from many threads and processes at once and while the maintenance
+//!   programs run; a reader sees whole files only.
+//!
+//! # What is not guaranteed
+//! - Reads are bounded (an event file 1 MiB, a session 256 MiB): larger files are
+//!   reported, not read.
+//! - Event ids are the backend's to keep unique; [`Root::record_event`] refuses to replace
+//!   a loose event with other content, but does not look into compacted days.
+//! - A [`Root`] keeps acting on the directory it opened even if that is renamed later.
+//!
+//! # Features
+//! - `maintenance` (off by default): the file layer and format internals that the
+//!   workspace's maintenance programs build on ([`maintenance`] when enabled). A backend
+//!   does not need it; it has no stability promise.
 
-pub mod atomic;
-pub mod day;
-pub mod dirfd;
-pub mod error;
-pub mod event;
-pub mod names;
-pub mod notify;
-pub mod par;
-pub mod program;
-pub mod root;
-pub mod session;
-pub mod summary;
+#![cfg_attr(not(feature = "maintenance"), allow(dead_code, unused_imports))]
 
-pub use atomic::{AtomicFile, temp_final_name, write, write_new};
-pub use day::{DayRead, DayScan, Problem};
-pub use error::{Error, Result};
+mod day;
+mod error;
+mod event;
+mod fs;
+mod names;
+mod notify;
+mod par;
+mod root;
+mod session;
+mod summary;
+mod text;
+
+pub use day::DayRead;
+pub use error::{Error, NameKind, Result, UnsafeReason};
 pub use event::Event;
+pub use fs::{AtomicFile, temp_final_name};
 pub use names::{Day, EventId, NotificationId, SessionId, UserId};
 pub use root::Root;
 pub use session::SessionLocation;
-pub use summary::{Summary, Totals};
+pub use summary::{Summary, SummaryRead, Totals};
+pub use text::{Problem, ProblemKind};
+
+/// Writes `bytes` to `dest` atomically and durably, replacing any previous file (its mode,
+/// and as root its owner, are kept). The directory must exist; symlinks in the path are
+/// followed as for any path a caller gives, but `dest` itself is replaced, never
+/// followed.
+///
+/// # Errors
+/// [`Error::Io`] naming the path; no temporary is left behind.
+///
+/// # Examples
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("a.json");
+/// tmpa_core::write(&p, b"{}").unwrap();
+/// tmpa_core::write(&p, b"{\"v\":2}").unwrap();
+/// assert_eq!(std::fs::read(&p).unwrap(), b"{\"v\":2}");
+/// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+/// ```
+pub fn write(dest: impl AsRef<std::path::Path>, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", f.tmp_path(), e))?;
+    f.commit()
+}
 
 impl Root {
-    /// Writes `bytes` atomically to `rel`, a relative path inside the root, creating missing
-    /// directories (never through a symlink).
+    /// Writes `bytes` atomically to `rel`, a relative path inside the root, creating
+    /// missing directories (never through a symlink).
     ///
     /// # Errors
     /// [`Error::Unsafe`] when `rel` is absolute, holds `..`, or leads through a symlink;
@@ -75,24 +127,70 @@ impl Root {
         bytes: &[u8],
     ) -> Result<std::path::PathBuf> {
         let rel = rel.as_ref();
-        let unsafe_path = |reason| Error::Unsafe {
+        let unsafe_path = || Error::Unsafe {
             path: rel.to_path_buf(),
-            reason,
+            reason: UnsafeReason::NotAName,
         };
         if !rel
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)))
         {
-            return Err(unsafe_path("must be a relative path without '..'"));
+            return Err(unsafe_path());
         }
-        let file_name = rel
-            .file_name()
-            .ok_or_else(|| unsafe_path("has no file name"))?;
-        let parent = self
-            .path()
-            .join(rel.parent().unwrap_or(std::path::Path::new("")));
-        let dir = self.hold_dir(&parent)?;
-        atomic::write(dir.op(file_name), bytes).map_err(|e| dir.shown_error(e))?;
-        Ok(dir.shown(file_name))
+        let name = rel.file_name().ok_or_else(unsafe_path)?;
+        let dir = self.hold_dir(rel.parent().unwrap_or(std::path::Path::new("")))?;
+        fs::write_in(&dir, name, bytes, false)?;
+        Ok(dir.join(name))
+    }
+}
+
+#[cfg(feature = "maintenance")]
+pub mod maintenance {
+    //! The file layer and format internals the maintenance programs build on (through
+    //! `tmpa-maint`). Enabled by the `maintenance` feature; a backend does not need it,
+    //! and it carries no stability promise.
+    //!
+    //! - The one file layer: [`Dir`] (a directory held by descriptor: `openat2`/`openat`,
+    //!   `fstatat`, `renameat2`, `linkat`, `unlinkat`, `mkdirat`, `fsync`; never a
+    //!   symlink, never `/proc`), [`Stamp`], [`Meta`], [`Kind`], [`AtomicFile`],
+    //!   [`Lease`] (file leases), temporaries ([`temp_final_name`], [`temporary_of`]).
+    //! - The day formats: scanning a day ([`scan_day`]), merging ([`merge`]), the canonical
+    //!   `_compacted.json` ([`write_compacted`], [`compacted_matches`],
+    //!   [`parse_compacted`]), the summary's consistency stamp ([`source_stamp`]).
+
+    pub use crate::day::{
+        COMPACTED_BYTES_MAX, COMPACTED_NAME, Compacted, DayScan, EVENT_BYTES_MAX, LooseEvent,
+        Merge, SUMMARY_NAME, compacted_matches, conflict_problem, event_names, is_event_name,
+        merge, parse_compacted, read_compacted, read_loose, scan_day, sha256_hex, stamp_entries,
+        write_compacted, write_compacted_to,
+    };
+    pub use crate::event::{event_file_name, event_id_from_file_name};
+    pub use crate::fs::{
+        Abbreviation, AtomicFile, Dir, Entries, Entry, FinalName, Kind, Lease, LeaseRefused, Meta,
+        Stamp, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of,
+    };
+    pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
+    pub use crate::root::{DATA_DIRS, STATE_DIR};
+    pub use crate::session::SESSION_BYTES_MAX;
+    pub use crate::summary::{current_stamp, read_cached, source_stamp, write_summary};
+    pub use crate::text::{path_text, serialize_path};
+
+    /// The root directory, held by descriptor.
+    pub fn root_dir(root: &crate::Root) -> &Dir {
+        root.dir()
+    }
+
+    /// Writes `bytes` to the entry `name` of `dir` atomically; with `no_replace`, never
+    /// replacing an existing file (an error of kind `AlreadyExists`).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] naming the path.
+    pub fn write_in(
+        dir: &Dir,
+        name: &std::ffi::OsStr,
+        bytes: &[u8],
+        no_replace: bool,
+    ) -> crate::Result<()> {
+        crate::fs::write_in(dir, name, bytes, no_replace)
     }
 }

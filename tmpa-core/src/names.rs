@@ -1,22 +1,37 @@
-//! Typed names that are always safe single path components.
+//! Typed names that are always safe file names inside their directory.
 //!
 //! Every name that comes from data (a user id in an event, a session file's stem) passes
-//! through one of these types before it is joined to a path, so no caller can build a path
-//! outside the root: the constructors refuse `/`, `\`, NUL, control characters, `..`, a
-//! leading `.` or `-`, the empty string and anything over [`NAME_BYTES_MAX`] bytes.
+//! through one of these types before it becomes part of a path, so no caller can reach
+//! outside the root. A name is whatever the backend can write (SPEC §2): not empty, not
+//! `.` or `..`, without `/` or NUL, and short enough that the file it names fits in 255
+//! bytes (`evt_{id}.json`: ids up to 246 bytes). One more refusal keeps data from being
+//! taken for debris: a name whose file would look like a temporary (`{final}.tmp` or
+//! `{final}.tmp.{suffix}`, e.g. the session `a.json.tmp`, whose file `a.json.tmp.json`
+//! is a temporary of `a.json`), which tmpa-tmpclean could otherwise remove.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::NaiveDate;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, NameKind, Result};
+use crate::fs::temp_final_name;
 
-/// Longest accepted name, in bytes. File names on Linux stop at 255; the longest suffix the
-/// tree adds is `.json.gz.tmp.{unique}` (well under 55 bytes).
-pub const NAME_BYTES_MAX: usize = 200;
+/// Longest file name, in bytes (Linux `NAME_MAX`).
+pub(crate) const FILE_NAME_BYTES_MAX: usize = 255;
 
-fn check_component(kind: &'static str, s: &str) -> Result<()> {
+/// The file names a name of `kind` appears in, as (prefix, suffix) around it.
+fn wrappers(kind: NameKind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        NameKind::Event => &[("evt_", ".json")],
+        NameKind::Notification => &[("ntf_", ".json"), ("ntf_", ".ack")],
+        NameKind::Session => &[("", ".json"), ("", ".json.gz")],
+        NameKind::User | NameKind::Day => &[("", "")],
+    }
+}
+
+fn check_name(kind: NameKind, s: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidName {
             kind,
@@ -27,36 +42,51 @@ fn check_component(kind: &'static str, s: &str) -> Result<()> {
     if s.is_empty() {
         return bad("empty");
     }
-    if s.len() > NAME_BYTES_MAX {
-        return bad("longer than 200 bytes");
+    if s == "." || s == ".." {
+        return bad("is '.' or '..'");
     }
-    if s.contains("..") {
-        return bad("contains '..'");
+    if s.contains('/') {
+        return bad("contains '/'");
     }
-    if s.starts_with('.') || s.starts_with('-') {
-        return bad("starts with '.' or '-'");
+    if s.contains('\0') {
+        return bad("contains NUL");
     }
-    if s.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
-        return bad("contains '/', '\\' or a control character");
+    let longest = wrappers(kind)
+        .iter()
+        .map(|(p, x)| p.len() + s.len() + x.len())
+        .max()
+        .unwrap_or(s.len());
+    if longest > FILE_NAME_BYTES_MAX {
+        return bad("too long: its file name would exceed 255 bytes");
+    }
+    if kind != NameKind::User
+        && wrappers(kind)
+            .iter()
+            .any(|(p, x)| temp_final_name(OsStr::new(&format!("{p}{s}{x}"))).is_some())
+    {
+        return bad(
+            "its file name would look like a temporary ('.tmp' at its end or followed by '.')",
+        );
     }
     Ok(())
 }
 
 macro_rules! component_name {
-    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
         impl $name {
-            /// Validates `s` as a single safe path component.
+            /// Validates `s` (see the [module rules](self)).
             ///
             /// # Errors
-            /// [`Error::InvalidName`] when `s` is empty, too long, or holds `/`, `\`, NUL,
-            /// a control character or `..`, or starts with `.` or `-`.
+            /// [`Error::InvalidName`] when `s` is empty, `.` or `..`, holds `/` or NUL, is
+            /// too long for its file name, or would name a file that looks like a
+            /// temporary.
             pub fn new(s: impl Into<String>) -> Result<Self> {
                 let s = s.into();
-                check_component($kind, &s)?;
+                check_name($kind, &s)?;
                 Ok(Self(s))
             }
 
@@ -88,31 +118,36 @@ macro_rules! component_name {
 }
 
 component_name!(
-    /// An event id: the `{id}` in `evt_{id}.json`.
+    /// An event id: the `{id}` in `token_stats/{day}/evt_{id}.json` (up to 246 bytes).
     ///
     /// # Examples
     /// ```
     /// use tmpa_core::EventId;
     /// assert!(EventId::new("01HF7Z").is_ok());
+    /// assert!(EventId::new("i".repeat(240)).is_ok());
     /// assert!(EventId::new("../../etc/passwd").is_err());
+    /// assert!(EventId::new("i".repeat(247)).is_err()); // evt_{id}.json > 255 bytes
     /// ```
     EventId,
-    "event id"
+    NameKind::Event
 );
 component_name!(
-    /// A user id: a directory name under `notifications/` and `chat_history/`.
+    /// A user id: a directory name under `notifications/` and `chat_history/` (up to 255
+    /// bytes).
     UserId,
-    "user id"
+    NameKind::User
 );
 component_name!(
-    /// A chat session name: the `{session}` in `sessions/{session}.json`.
+    /// A chat session name: the `{session}` in `sessions/{session}.json` (up to 247 bytes,
+    /// so that its archive `{session}.json.gz` fits too).
     SessionId,
-    "session id"
+    NameKind::Session
 );
 component_name!(
-    /// A notification id: the `{id}` in `inbox/ntf_{id}.json` (without the `ntf_` prefix).
+    /// A notification id: the `{id}` in `inbox/ntf_{id}.json` (without the `ntf_` prefix;
+    /// up to 246 bytes).
     NotificationId,
-    "notification id"
+    NameKind::Notification
 );
 
 /// A calendar day, always valid, written `YYYY-MM-DD` (the name of a `token_stats/` directory).
@@ -149,7 +184,7 @@ impl FromStr for Day {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let bad = |reason| Error::InvalidName {
-            kind: "day",
+            kind: NameKind::Day,
             value: s.to_owned(),
             reason,
         };
@@ -179,15 +214,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_escapes() {
-        for bad in [
-            "", "..", "../x", "a/b", "a\0b", ".hidden", "-rf", "a\nb", "a\\b", "x..y",
-        ] {
+    fn refuses_only_what_could_leave_the_directory_or_be_taken_for_debris() {
+        for bad in ["", ".", "..", "../x", "a/b", "a\0b"] {
             assert!(UserId::new(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(UserId::new("x".repeat(201)).is_err());
-        for good in ["u1", "alice@example.com", "01HF7Z.x", "name with space"] {
+        assert!(UserId::new("x".repeat(255)).is_ok());
+        assert!(UserId::new("x".repeat(256)).is_err());
+        for good in [
+            "u1",
+            "alice@example.com",
+            "01HF7Z.x",
+            "name with space",
+            ".hidden",
+            "-rf",
+            "x..y",
+            "a\\b",
+            "tab\there",
+        ] {
             assert!(UserId::new(good).is_ok(), "{good:?} refused");
+            assert!(EventId::new(good).is_ok(), "{good:?} refused");
         }
+        assert!(EventId::new("i".repeat(246)).is_ok());
+        assert!(EventId::new("i".repeat(247)).is_err());
+        assert!(SessionId::new("s".repeat(247)).is_ok());
+        assert!(SessionId::new("s".repeat(248)).is_err());
+        for temp_like in ["a.json.tmp", "x.tmp", "x.tmp.y"] {
+            assert!(SessionId::new(temp_like).is_err(), "{temp_like:?}");
+            assert!(EventId::new(temp_like).is_err(), "{temp_like:?}");
+        }
+        assert!(SessionId::new("a.tmpl").is_ok());
     }
 }

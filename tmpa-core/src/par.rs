@@ -16,7 +16,7 @@ pub const THREADS_MAX: usize = 8;
 ///
 /// # Examples
 /// ```
-/// let squares = tmpa_core::par::map_ordered(&[1, 2, 3, 4], |x| x * x);
+/// let squares = tmpa_core::maintenance::map_ordered(&[1, 2, 3, 4], |x| x * x);
 /// assert_eq!(squares, vec![1, 4, 9, 16]);
 /// ```
 pub fn map_ordered<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {

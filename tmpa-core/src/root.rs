@@ -1,19 +1,10 @@
-//! Opening a TMPA root and the paths inside it.
-//!
-//! A [`Root`] is a canonical path to a directory that holds at least one of
-//! `notifications/`, `token_stats/`, `chat_history/` (SPEC §1). Paths inside it are built
-//! only from typed names ([`Day`], [`UserId`], ...), and directories are created one
-//! component at a time, refusing any component that is a symlink or not a directory, so
-//! data can never lead a write outside the root.
+//! Opening a TMPA root, and where things live inside it.
 
-use std::fs::{self, File};
-use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::atomic::{nofollow_flags, sync_dir};
-use crate::dirfd::DirHandle;
 use crate::error::{Error, Result};
+use crate::fs::{Dir, Kind};
 use crate::names::{Day, SessionId, UserId};
 
 /// The three data directories whose presence makes a directory a TMPA root.
@@ -22,7 +13,30 @@ pub const DATA_DIRS: [&str; 3] = ["notifications", "token_stats", "chat_history"
 /// Name of the programs' own state directory inside the root.
 pub const STATE_DIR: &str = ".tmpa";
 
-/// An opened, validated TMPA root.
+/// An opened TMPA root: a directory that holds at least one of `notifications/`,
+/// `token_stats/`, `chat_history/` (SPEC §1), and every call a backend makes on it.
+///
+/// # Guarantees
+/// - Every path inside the root is built from typed names ([`Day`], [`UserId`], ...) that
+///   cannot leave their directory, and reached by descriptor from the root without
+///   following any symlink: a directory swapped for a symlink, even while a call runs,
+///   makes the call fail ([`Error::Unsafe`]), never act outside the root.
+/// - Every file is written atomically and durably (temporary in the same directory,
+///   fsync, rename, directory fsync): a reader, or a crash, sees the old file or the new
+///   one, never a part.
+/// - Safe from many threads and processes at once, and while the maintenance programs
+///   run. Nothing needs `/proc`.
+/// - When running as root, new files and directories take the owner and group of their
+///   directory, and a replaced file keeps its mode and owner.
+///
+/// # Not guaranteed
+/// - The root is held by descriptor from [`Root::open`] on: if the directory is renamed or
+///   replaced later, this `Root` keeps acting on the directory it opened (open a new one
+///   to follow the path).
+/// - Uniqueness of event ids across days is the backend's to keep (an id recorded on two
+///   days is two events).
+/// - Reads are bounded (1 MiB an event, 256 MiB a session); larger files are reported,
+///   not read.
 ///
 /// # Examples
 /// ```
@@ -30,263 +44,106 @@ pub const STATE_DIR: &str = ".tmpa";
 /// assert!(tmpa_core::Root::open(dir.path()).is_err()); // not a root yet
 /// std::fs::create_dir(dir.path().join("token_stats")).unwrap();
 /// let root = tmpa_core::Root::open(dir.path()).unwrap();
-/// assert!(root.token_stats_dir().ends_with("token_stats"));
+/// assert_eq!(root.path(), std::fs::canonicalize(dir.path()).unwrap());
 /// ```
 #[derive(Clone, Debug)]
 pub struct Root {
-    path: PathBuf,
+    dir: Arc<Dir>,
 }
 
 impl Root {
     /// Opens `path` as a TMPA root.
     ///
     /// # Errors
-    /// [`Error::Io`] when the path cannot be resolved; [`Error::NotRoot`] when it holds
-    /// none of the three data directories.
+    /// [`Error::OpenRoot`] when the path cannot be resolved or opened;
+    /// [`Error::NotRoot`] when it holds none of the three data directories (as real
+    /// directories: a symlinked data directory does not count).
     pub fn open(path: impl AsRef<Path>) -> Result<Root> {
         let given = path.as_ref();
-        let path = fs::canonicalize(given).map_err(|e| Error::io("open root", given, e))?;
-        let is_root = DATA_DIRS.iter().any(|d| {
-            fs::symlink_metadata(path.join(d))
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-        });
-        if !is_root {
-            return Err(Error::NotRoot { path });
+        let open_root = |source| Error::OpenRoot {
+            path: given.to_path_buf(),
+            source,
+        };
+        let canonical = std::fs::canonicalize(given).map_err(open_root)?;
+        let dir = Dir::open_path(&canonical).map_err(|e| match e {
+            Error::Io { source, .. } => open_root(source),
+            other => other,
+        })?;
+        let mut is_root = false;
+        for d in DATA_DIRS {
+            if dir.stat(d)?.is_some_and(|m| m.kind == Kind::Directory) {
+                is_root = true;
+            }
         }
-        Ok(Root { path })
+        if !is_root {
+            return Err(Error::NotRoot { path: canonical });
+        }
+        Ok(Root { dir: Arc::new(dir) })
     }
 
     /// The canonical path of the root.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
-    /// `{root}/token_stats`.
-    pub fn token_stats_dir(&self) -> PathBuf {
-        self.path.join("token_stats")
+    /// The root directory, held by descriptor.
+    pub(crate) fn dir(&self) -> &Dir {
+        &self.dir
     }
 
-    /// `{root}/token_stats/{day}`.
-    pub fn day_dir(&self, day: Day) -> PathBuf {
-        self.token_stats_dir().join(day.to_string())
+    /// Opens the directory `rel` inside the root, creating what is missing.
+    pub(crate) fn hold_dir(&self, rel: &Path) -> Result<Dir> {
+        self.dir.create_dir_all(rel)
     }
 
-    /// `{root}/notifications`.
-    pub fn notifications_dir(&self) -> PathBuf {
-        self.path.join("notifications")
-    }
-
-    /// `{root}/notifications/{user}/inbox`.
-    pub fn inbox_dir(&self, user: &UserId) -> PathBuf {
-        self.notifications_dir().join(user.as_str()).join("inbox")
-    }
-
-    /// `{root}/notifications/{user}/ack`.
-    pub fn ack_dir(&self, user: &UserId) -> PathBuf {
-        self.notifications_dir().join(user.as_str()).join("ack")
-    }
-
-    /// `{root}/chat_history`.
-    pub fn chat_history_dir(&self) -> PathBuf {
-        self.path.join("chat_history")
-    }
-
-    /// `{root}/chat_history/{user}/sessions`.
-    pub fn sessions_dir(&self, user: &UserId) -> PathBuf {
-        self.chat_history_dir().join(user.as_str()).join("sessions")
-    }
-
-    /// `{root}/chat_history/{user}/archive`.
-    pub fn archive_dir(&self, user: &UserId) -> PathBuf {
-        self.chat_history_dir().join(user.as_str()).join("archive")
-    }
-
-    /// `{root}/chat_history/{user}/sessions/{session}.json`.
-    pub fn session_path(&self, user: &UserId, session: &SessionId) -> PathBuf {
-        self.sessions_dir(user).join(format!("{session}.json"))
-    }
-
-    /// `{root}/chat_history/{user}/archive/{session}.json.gz`.
-    pub fn archive_path(&self, user: &UserId, session: &SessionId) -> PathBuf {
-        self.archive_dir(user).join(format!("{session}.json.gz"))
-    }
-
-    /// `{root}/.tmpa`, the programs' state directory.
-    pub fn state_dir(&self) -> PathBuf {
-        self.path.join(STATE_DIR)
-    }
-
-    /// Makes sure `dir` (which must lie inside the root) exists as a real directory,
-    /// creating missing components and refusing symlinks on the way.
-    ///
-    /// New directories are fsynced into their parent and, when running as root, take the
-    /// owner and group of their parent.
-    ///
-    /// # Errors
-    /// [`Error::Unsafe`] when a component is a symlink or not a directory, or `dir` is
-    /// outside the root; [`Error::Io`] when one cannot be created.
-    pub fn ensure_dir(&self, dir: &Path) -> Result<PathBuf> {
-        let rel = dir.strip_prefix(&self.path).map_err(|_| Error::Unsafe {
-            path: dir.to_path_buf(),
-            reason: "is outside the root",
-        })?;
-        let mut cur = self.path.clone();
-        for comp in rel.components() {
-            let std::path::Component::Normal(c) = comp else {
-                return Err(Error::Unsafe {
-                    path: dir.to_path_buf(),
-                    reason: "holds '..' or '.'",
-                });
-            };
-            let parent = cur.clone();
-            cur.push(c);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Error::Unsafe {
-                        path: cur,
-                        reason: "is a symlink (not followed)",
-                    });
-                }
-                Ok(_) => {
-                    return Err(Error::Unsafe {
-                        path: cur,
-                        reason: "is not a directory",
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("stat", cur, e)),
-            }
-            match fs::create_dir(&cur) {
-                Ok(()) => {
-                    own_like_parent(&cur, &parent)?;
-                    sync_dir(&parent)?;
-                }
-                // Another thread or process created it first: check it again.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if !fs::symlink_metadata(&cur)
-                        .map(|m| m.is_dir())
-                        .unwrap_or(false)
-                    {
-                        return Err(Error::Unsafe {
-                            path: cur,
-                            reason: "is not a directory",
-                        });
-                    }
-                }
-                Err(e) => return Err(Error::io("create directory", cur, e)),
-            }
-        }
-        Ok(cur)
-    }
-}
-
-impl Root {
-    /// Holds `dir` (inside the root) by descriptor, creating it and its missing parents
-    /// first. Writes through the handle ([`DirHandle::op`]) land in that directory even if
-    /// another process swaps a component of its path for a symlink meanwhile.
-    ///
-    /// # Errors
-    /// As [`Root::ensure_dir`] and [`DirHandle::open`].
-    pub fn hold_dir(&self, dir: &Path) -> Result<DirHandle> {
-        match DirHandle::open(self, dir) {
-            Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {
-                self.ensure_dir(dir)?;
-                DirHandle::open(self, dir)
-            }
-            other => other,
+    /// Opens the directory `rel` inside the root; `None` when it (or a parent) does not
+    /// exist.
+    pub(crate) fn open_dir_if_any(&self, rel: &Path) -> Result<Option<Dir>> {
+        match self.dir.open_dir(rel) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
 
-fn own_like_parent(dir: &Path, parent: &Path) -> Result<()> {
-    if !rustix::process::geteuid().is_root() {
-        return Ok(());
-    }
-    let m = fs::metadata(parent).map_err(|e| Error::io("stat", parent, e))?;
-    std::os::unix::fs::chown(dir, Some(m.uid()), Some(m.gid()))
-        .map_err(|e| Error::io("chown", dir, e))
-}
+/// Where things live, relative to the root.
+pub(crate) mod rel {
+    use super::*;
 
-/// Reads a regular file of at most `bytes_max` bytes without following a symlink and
-/// without blocking on a FIFO or device.
-///
-/// # Errors
-/// [`Error::Corrupt`] when the path is not a regular file or is larger than `bytes_max`
-/// (it is then not read into memory); [`Error::Io`] when it cannot be read.
-pub fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>> {
-    read_bounded_with_meta(path, bytes_max).map(|(bytes, _)| bytes)
-}
+    pub(crate) fn token_stats() -> PathBuf {
+        PathBuf::from("token_stats")
+    }
 
-/// [`read_bounded`], also returning the metadata of the file that was read (from the open
-/// descriptor, so it describes exactly those bytes' file).
-///
-/// # Errors
-/// As [`read_bounded`].
-pub fn read_bounded_with_meta(path: &Path, bytes_max: u64) -> Result<(Vec<u8>, fs::Metadata)> {
-    let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-    let file = File::options()
-        .read(true)
-        .custom_flags(nofollow_flags() | nonblock)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-                Error::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: "is a symlink (not followed)".into(),
-                }
-            } else {
-                Error::io("open", path, e)
-            }
-        })?;
-    read_open_bounded(file, path, bytes_max)
-}
+    pub(crate) fn day(day: Day) -> PathBuf {
+        token_stats().join(day.to_string())
+    }
 
-fn read_open_bounded(file: File, path: &Path, bytes_max: u64) -> Result<(Vec<u8>, fs::Metadata)> {
-    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-    if !meta.is_file() {
-        return Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            reason: "is not a regular file".into(),
-        });
+    pub(crate) fn inbox(user: &UserId) -> PathBuf {
+        Path::new("notifications").join(user.as_str()).join("inbox")
     }
-    if meta.len() > bytes_max {
-        return Err(too_large(path, bytes_max));
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    // take(max + 1): a file that grew after the stat is still caught.
-    file.take(bytes_max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("read", path, e))?;
-    if buf.len() as u64 > bytes_max {
-        return Err(too_large(path, bytes_max));
-    }
-    Ok((buf, meta))
-}
 
-fn too_large(path: &Path, bytes_max: u64) -> Error {
-    Error::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("larger than the limit of {bytes_max} bytes (not read)"),
+    pub(crate) fn ack(user: &UserId) -> PathBuf {
+        Path::new("notifications").join(user.as_str()).join("ack")
     }
-}
 
-/// The names in `dir` that are valid UTF-8 and end with `ext`, with `ext` stripped, sorted.
-/// A missing directory is an empty one.
-pub(crate) fn list_stems(dir: &Path, ext: &str) -> Result<Vec<String>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        if let Some(stem) = entry.file_name().to_str().and_then(|n| n.strip_suffix(ext)) {
-            out.push(stem.to_owned());
-        }
+    pub(crate) fn chat_history() -> PathBuf {
+        PathBuf::from("chat_history")
     }
-    out.sort();
-    Ok(out)
+
+    pub(crate) fn sessions(user: &UserId) -> PathBuf {
+        chat_history().join(user.as_str()).join("sessions")
+    }
+
+    pub(crate) fn archive(user: &UserId) -> PathBuf {
+        chat_history().join(user.as_str()).join("archive")
+    }
+
+    pub(crate) fn session_file(session: &SessionId) -> String {
+        format!("{session}.json")
+    }
+
+    pub(crate) fn archive_file(session: &SessionId) -> String {
+        format!("{session}.json.gz")
+    }
 }

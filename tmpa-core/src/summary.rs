@@ -15,21 +15,19 @@
 //! place by hand keeping its size and its mtime to the nanosecond (or resetting it).
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::fs;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic;
-use crate::day::{
-    COMPACTED_NAME, FileStamp, Problem, SUMMARY_NAME, hex, list_event_names, stamp_entries,
-};
-use crate::error::{Error, Result};
+use crate::day::{COMPACTED_NAME, SUMMARY_NAME, event_names, hex, stamp_entries};
+use crate::error::Result;
 use crate::event::Event;
+use crate::fs::{Dir, Kind, Stamp};
 use crate::names::Day;
-use crate::root::{Root, read_bounded};
+use crate::root::{Root, rel};
+use crate::text::{Problem, ProblemKind};
 
 /// Largest `_summary.json` read, in bytes.
 const SUMMARY_BYTES_MAX: u64 = 64 << 20;
@@ -139,14 +137,14 @@ impl Summary {
 
 /// The consistency stamp of a day directory state (see the module docs): the compacted
 /// file's stamp and each loose event file's name and stamp, in name order.
-pub fn source_stamp(compacted: Option<FileStamp>, loose: &[(OsString, FileStamp)]) -> String {
+pub fn source_stamp(compacted: Option<Stamp>, loose: &[(OsString, Stamp)]) -> String {
     let mut h = Sha256::new();
-    let line = |s: &FileStamp| format!(" {} {} {}\n", s.ino, s.len, s.mtime_ns);
+    let line = |s: &Stamp| format!(" {} {} {}\n", s.ino, s.size, s.mtime_ns);
     match compacted {
         Some(s) => h.update(format!("compacted{}", line(&s))),
         None => h.update("compacted none\n"),
     }
-    let mut loose: Vec<&(OsString, FileStamp)> = loose.iter().collect();
+    let mut loose: Vec<&(OsString, Stamp)> = loose.iter().collect();
     loose.sort_by(|a, b| a.0.cmp(&b.0));
     for (n, s) in loose {
         h.update(n.as_bytes());
@@ -155,23 +153,23 @@ pub fn source_stamp(compacted: Option<FileStamp>, loose: &[(OsString, FileStamp)
     format!("v2:{}", &hex(&h.finalize())[..32])
 }
 
-/// The current consistency stamp of a day directory: one listing, one `lstat` of the
-/// compacted file and one of each loose event file.
+/// The current consistency stamp of the day directory `dir`: one listing, one `lstat` of
+/// the compacted file and one of each loose event file.
 ///
 /// # Errors
-/// As [`list_event_names`].
-pub fn current_stamp(root: &Root, day: Day) -> Result<String> {
-    let dir = root.day_dir(day);
-    let names = list_event_names(&dir)?;
-    let compacted = fs::symlink_metadata(dir.join(COMPACTED_NAME))
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| FileStamp::of(&m));
-    Ok(source_stamp(compacted, &stamp_entries(&dir, &names)))
+/// As [`event_names`].
+pub fn current_stamp(dir: &Dir) -> Result<String> {
+    let names = event_names(dir)?;
+    let compacted = dir
+        .stat(COMPACTED_NAME)?
+        .filter(|m| m.kind == Kind::File)
+        .map(|m| m.stamp);
+    Ok(source_stamp(compacted, &stamp_entries(dir, &names)))
 }
 
-/// A summary as read by [`Root::summary`].
+/// A day's summary as [`Root::summary`] returns it.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SummaryRead {
     /// The summary, consistent with the day as it was listed.
     pub summary: Summary,
@@ -191,7 +189,7 @@ impl Root {
     /// A day without a directory gets an empty summary, and no directory is created.
     ///
     /// # Errors
-    /// As [`Root::scan_day`]: only when the day directory cannot be listed.
+    /// As [`Root::read_day`]: only when the day directory cannot be opened or listed.
     ///
     /// # Examples
     /// ```
@@ -208,19 +206,18 @@ impl Root {
     /// assert!(!root.summary(day).unwrap().rebuilt); // the cache is now consistent
     /// ```
     pub fn summary(&self, day: Day) -> Result<SummaryRead> {
-        if self.day_missing(day) {
+        let Some(dir) = self.open_dir_if_any(&rel::day(day))? else {
             // Nothing recorded that day: an empty summary, and no directory created.
             return Ok(SummaryRead {
                 summary: Summary::compute(day, []),
                 rebuilt: false,
                 problems: Vec::new(),
             });
-        }
-        let path = self.day_dir(day).join(SUMMARY_NAME);
+        };
         // The stamp is taken before the events are read: if the day changes meanwhile, the
         // stored stamp is stale and the next reader rebuilds again, which is safe.
-        let stamp = current_stamp(self, day)?;
-        if let Some(cached) = read_cached(&path, day)
+        let stamp = current_stamp(&dir)?;
+        if let Some(cached) = read_cached(&dir, day)
             && cached.source == stamp
         {
             return Ok(SummaryRead {
@@ -233,16 +230,12 @@ impl Root {
         let mut summary = Summary::compute(day, &read.events);
         summary.source = stamp;
         let mut problems = read.problems;
-        // Through the directory's descriptor: a day swapped for a symlink meanwhile cannot
-        // lead the rewrite out of the root.
-        let written = self.hold_dir(&self.day_dir(day)).and_then(|dir| {
-            atomic::write(dir.op(SUMMARY_NAME), &summary.to_json()).map_err(|e| dir.shown_error(e))
-        });
-        if let Err(e) = written {
-            problems.push(Problem {
-                path: path.clone(),
-                reason: format!("could not rewrite the summary cache: {}", e.chain()),
-            });
+        if let Err(e) = write_summary(&dir, &summary) {
+            problems.push(Problem::new(
+                dir.join(SUMMARY_NAME),
+                ProblemKind::Unreadable,
+                format!("could not rewrite the summary cache: {}", e.chain()),
+            ));
         }
         Ok(SummaryRead {
             summary,
@@ -252,18 +245,18 @@ impl Root {
     }
 }
 
-/// Reads a cached summary; `None` when missing, unreadable, of another day or not
-/// self-consistent.
-pub fn read_cached(path: &std::path::Path, day: Day) -> Option<Summary> {
-    let bytes = read_bounded(path, SUMMARY_BYTES_MAX).ok()?;
+/// Reads the cached summary of the day directory `dir`; `None` when missing, unreadable,
+/// of another day or not self-consistent.
+pub fn read_cached(dir: &Dir, day: Day) -> Option<Summary> {
+    let (bytes, _) = dir.read(SUMMARY_NAME, SUMMARY_BYTES_MAX).ok()?;
     let s: Summary = serde_json::from_slice(&bytes).ok()?;
     (s.day == day.to_string() && s.is_self_consistent()).then_some(s)
 }
 
-/// Writes `summary` to `path` atomically.
+/// Writes `summary` into the day directory `dir` atomically.
 ///
 /// # Errors
-/// [`Error::Io`] naming the path.
-pub fn write_summary(path: &std::path::Path, summary: &Summary) -> Result<(), Error> {
-    atomic::write(path, &summary.to_json())
+/// [`crate::Error::Io`] naming the path.
+pub fn write_summary(dir: &Dir, summary: &Summary) -> Result<()> {
+    crate::fs::write_in(dir, OsStr::new(SUMMARY_NAME), &summary.to_json(), false)
 }

@@ -104,10 +104,15 @@ fn writers_and_readers_on_one_day() {
     }
     assert!(!root.summary(day).unwrap().rebuilt);
     // No temporary left by any writer.
-    let leftovers: Vec<_> = fs::read_dir(root.day_dir(day))
+    let leftovers: Vec<_> = fs::read_dir(day_dir(&root, day))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .filter(|n| tmpa_core::temp_final_name(n).is_some())
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `{root}/token_stats/{day}`.
+fn day_dir(root: &Root, day: Day) -> std::path::PathBuf {
+    root.path().join("token_stats").join(day.to_string())
 }

@@ -78,7 +78,7 @@ fn directories_and_events_made_by_root_belong_to_the_tree_owner() {
     assert_eq!(owner(day_dir), (BACKEND_UID, BACKEND_GID));
     assert_eq!(owner(&path), (BACKEND_UID, BACKEND_GID));
     root.summary(e.day()).unwrap();
-    let summary = day_dir.join(tmpa_core::day::SUMMARY_NAME);
+    let summary = day_dir.join(tmpa_core::maintenance::SUMMARY_NAME);
     assert_eq!(owner(&summary), (BACKEND_UID, BACKEND_GID));
 
     let file = root

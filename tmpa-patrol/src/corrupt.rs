@@ -21,7 +21,7 @@
 //! `touch -d` change the ctime, which no user can set.
 
 use std::collections::HashMap;
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,12 +29,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::de::IgnoredAny;
-use tmpa_core::day::{COMPACTED_BYTES_MAX, EVENT_BYTES_MAX, parse_compacted};
-use tmpa_core::root::read_bounded_with_meta;
-use tmpa_core::session::SESSION_BYTES_MAX;
+use tmpa_core::maintenance::{
+    COMPACTED_BYTES_MAX, Dir, EVENT_BYTES_MAX, SESSION_BYTES_MAX, STATE_DIR,
+    event_id_from_file_name, parse_compacted, root_dir, write_in,
+};
 use tmpa_core::{Error, Event, Root};
 
-use crate::walk::{JsonFile, JsonKind, Stamp, Walk};
+use crate::walk::{HeldDir, JsonFile, JsonKind, Stamp, Walk};
 use crate::{Check, FINDINGS_MAX, Perf, Status, rel_text};
 
 /// Largest `.json` read that is neither an event, a compacted file nor a session.
@@ -49,7 +50,7 @@ const PARALLEL_FILES_MIN: usize = 256;
 const THREADS_MAX: usize = 4;
 /// Files a worker takes at a time.
 const CHUNK: usize = 32;
-const CACHE_HEADER: &str = "tmpa-patrol json-cache v1";
+const CACHE_HEADER: &str = "tmpa-patrol json-cache v2";
 
 /// How the check runs.
 #[derive(Clone, Debug)]
@@ -89,29 +90,39 @@ struct Outcome {
     from_cache: bool,
 }
 
-/// Validates one file.
-pub fn validate(file: &JsonFile) -> (Verdict, Option<Stamp>) {
+/// Validates one file, read through its directory (`held` keeps the last one open).
+fn validate(
+    root: &Root,
+    dirs: &[PathBuf],
+    held: &mut HeldDir,
+    file: &JsonFile,
+) -> (Verdict, Option<Stamp>) {
     if file.stamp.is_none() {
         return (
             Verdict::Corrupt("is not a regular file (symlinks are not followed)".into()),
             None,
         );
     }
+    let Some(dir) = held.get(root, dirs, file.dir) else {
+        // Its directory is gone (or swapped for a symlink) since the walk.
+        return (Verdict::Gone, None);
+    };
+    let Some(name) = file.path.file_name() else {
+        return (Verdict::Gone, None);
+    };
     let bytes_max = match file.kind {
         JsonKind::Event => EVENT_BYTES_MAX,
         JsonKind::Compacted { .. } => COMPACTED_BYTES_MAX,
         JsonKind::Object => SESSION_BYTES_MAX,
         JsonKind::Other => OTHER_BYTES_MAX,
     };
-    let (bytes, meta) = match read_bounded_with_meta(&file.path, bytes_max) {
+    let (bytes, meta) = match dir.read(name, bytes_max) {
         Ok(r) => r,
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return (Verdict::Gone, None);
-        }
+        Err(e) if e.io_kind() == io::ErrorKind::NotFound => return (Verdict::Gone, None),
         Err(Error::Corrupt { reason, .. }) => return (Verdict::Corrupt(reason), None),
         Err(e) => return (Verdict::Unreadable(e.chain()), None),
     };
-    let stamp = Some(Stamp::of(&meta));
+    let stamp = Some(meta.stamp);
     let verdict = match &file.kind {
         JsonKind::Event => match Event::from_json(&bytes) {
             Ok(e) if Some(e.id().as_str()) == event_id(&file.path) => Verdict::Ok,
@@ -142,9 +153,7 @@ pub fn validate(file: &JsonFile) -> (Verdict, Option<Stamp>) {
 
 /// The `{id}` of `evt_{id}.json`.
 fn event_id(path: &Path) -> Option<&str> {
-    path.file_name()?
-        .to_str()
-        .and_then(tmpa_core::event::event_id_from_file_name)
+    path.file_name()?.to_str().and_then(event_id_from_file_name)
 }
 
 fn syntax(bytes: &[u8]) -> Verdict {
@@ -163,16 +172,19 @@ fn unix_secs(t: SystemTime) -> u64 {
 /// handing each result to `record` on the calling thread as it comes (so results never
 /// pile up in memory beside the outcomes).
 fn validate_all(
-    files: &[JsonFile],
+    root: &Root,
+    w: &Walk,
     todo: &[usize],
     mut record: impl FnMut(usize, (Verdict, Option<Stamp>)),
 ) {
+    let (files, dirs) = (&w.json, &w.dirs);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(THREADS_MAX);
     if threads == 1 || todo.len() < PARALLEL_FILES_MIN {
+        let mut held = HeldDir::default();
         for &i in todo {
-            record(i, validate(&files[i]));
+            record(i, validate(root, dirs, &mut held, &files[i]));
         }
         return;
     }
@@ -185,6 +197,7 @@ fn validate_all(
             let tx = tx.clone();
             let next = &next;
             s.spawn(move || {
+                let mut held = HeldDir::default();
                 loop {
                     let start = next.fetch_add(CHUNK, Ordering::Relaxed);
                     if start >= todo.len() {
@@ -192,7 +205,7 @@ fn validate_all(
                     }
                     let batch = todo[start..(start + CHUNK).min(todo.len())]
                         .iter()
-                        .map(|&i| (i, validate(&files[i])))
+                        .map(|&i| (i, validate(root, dirs, &mut held, &files[i])))
                         .collect();
                     if tx.send(batch).is_err() {
                         break;
@@ -225,7 +238,7 @@ pub fn check(root: &Root, w: &Walk, opts: &Options, now: SystemTime) -> Check {
         None => (0..files.len()).collect(),
     };
     let parsed = todo.len();
-    validate_all(files, &todo, |i, (verdict, stamp)| {
+    validate_all(root, w, &todo, |i, (verdict, stamp)| {
         outcomes[i] = Some(Outcome {
             verdict,
             stamp,
@@ -315,7 +328,8 @@ struct Entry {
 /// The incremental cache: which bucket each file falls in, which buckets must be
 /// rewritten.
 struct Cache {
-    dir: PathBuf,
+    /// `.tmpa/patrol/json-cache`, relative to the root.
+    rel: PathBuf,
     /// Files (indices) per bucket.
     members: Vec<Vec<usize>>,
     /// Buckets to rewrite.
@@ -340,8 +354,8 @@ fn rel_bytes<'a>(root: &Root, p: &'a Path) -> &'a [u8] {
         .as_bytes()
 }
 
-fn bucket_path(dir: &Path, b: usize) -> PathBuf {
-    dir.join(format!("{b:02x}.cache"))
+fn bucket_name(b: usize) -> String {
+    format!("{b:02x}.cache")
 }
 
 impl Cache {
@@ -353,7 +367,7 @@ impl Cache {
             members[bucket_of(dir.as_os_str().as_bytes())].push(i);
         }
         Cache {
-            dir: root.state_dir().join("patrol").join("json-cache"),
+            rel: Path::new(STATE_DIR).join("patrol").join("json-cache"),
             members,
             dirty: vec![false; BUCKETS],
         }
@@ -369,16 +383,17 @@ impl Cache {
         now_secs: u64,
         outcomes: &mut [Option<Outcome>],
     ) -> Vec<usize> {
-        let dir_ok = fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir());
+        let dir = root_dir(root).open_dir(&self.rel).ok();
         let mut todo = Vec::new();
         for b in 0..BUCKETS {
-            let path = bucket_path(&self.dir, b);
-            let existing = if dir_ok && !opts.full {
-                read_bucket(&path)
-            } else {
-                None
+            let name = bucket_name(b);
+            let existing = match &dir {
+                Some(d) if !opts.full => read_bucket(d, &name),
+                _ => None,
             };
-            let exists = dir_ok && fs::symlink_metadata(&path).is_ok();
+            let exists = dir
+                .as_ref()
+                .is_some_and(|d| d.stat(&name).ok().flatten().is_some());
             let Some(map) = existing else {
                 self.dirty[b] = !self.members[b].is_empty() || exists;
                 todo.extend_from_slice(&self.members[b]);
@@ -422,7 +437,9 @@ impl Cache {
         if !self.dirty.iter().any(|d| *d) {
             return Ok(());
         }
-        let dir = root.ensure_dir(&self.dir).map_err(|e| e.chain())?;
+        let dir = root_dir(root)
+            .create_dir_all(&self.rel)
+            .map_err(|e| e.chain())?;
         for b in (0..BUCKETS).filter(|b| self.dirty[*b]) {
             let mut lines: Vec<String> = Vec::with_capacity(self.members[b].len());
             for &i in &self.members[b] {
@@ -435,11 +452,12 @@ impl Cache {
                     Verdict::Unreadable(_) | Verdict::Gone => continue,
                 };
                 lines.push(format!(
-                    "{} {} {} {} {} {} {}",
-                    s.len,
+                    "{} {} {} {} {} {} {} {}",
+                    s.size,
                     s.mtime_ns,
                     s.ctime_ns,
                     s.ino,
+                    s.dev,
                     o.checked_at,
                     escape(rel_bytes(root, &files[i].path)),
                     corrupt.map_or_else(
@@ -457,7 +475,7 @@ impl Cache {
                 text.push_str(&l);
                 text.push('\n');
             }
-            tmpa_core::atomic::write(bucket_path(&dir, b), text.as_bytes())
+            write_in(&dir, OsStr::new(&bucket_name(b)), text.as_bytes(), false)
                 .map_err(|e| e.chain())?;
         }
         Ok(())
@@ -466,8 +484,8 @@ impl Cache {
 
 /// Reads one bucket: path relative to the root → entry. `None` when missing or not a cache
 /// file of this version (it is then rebuilt).
-fn read_bucket(path: &Path) -> Option<HashMap<Vec<u8>, Entry>> {
-    let bytes = tmpa_core::root::read_bounded(path, BUCKET_BYTES_MAX).ok()?;
+fn read_bucket(dir: &Dir, name: &str) -> Option<HashMap<Vec<u8>, Entry>> {
+    let (bytes, _) = dir.read(name, BUCKET_BYTES_MAX).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     let mut lines = text.lines();
     if lines.next()? != CACHE_HEADER {
@@ -476,14 +494,15 @@ fn read_bucket(path: &Path) -> Option<HashMap<Vec<u8>, Entry>> {
     let mut map = HashMap::new();
     for line in lines {
         let f: Vec<&str> = line.split(' ').collect();
-        let [len, mtime, ctime, ino, checked, rel, verdict] = f[..] else {
+        let [len, mtime, ctime, ino, dev, checked, rel, verdict] = f[..] else {
             return None;
         };
         let stamp = Stamp {
-            len: len.parse().ok()?,
+            size: len.parse().ok()?,
             mtime_ns: mtime.parse().ok()?,
             ctime_ns: ctime.parse().ok()?,
             ino: ino.parse().ok()?,
+            dev: dev.parse().ok()?,
         };
         let corrupt = match verdict {
             "ok" => None,

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::day::path_text;
-use tmpa_core::program::read_run_record;
+use tmpa_core::maintenance::path_text;
+use tmpa_maint::{LastSuccess, RunRecord, read_run_record};
 
 use crate::{Args, Check, FINDINGS_MAX, Perf, Status, one_line};
 
@@ -142,35 +142,35 @@ pub fn check(root: &Root, spec: &Spec, now: SystemTime, log: Option<&Path>) -> (
         Ok(Some(r)) => {
             info.last_run_at = Some(r.started_at.clone());
             info.last_run_unix = parse_time(&r.started_at).map(unix);
-            info.last_run_duration_secs = Some(r.duration_secs);
+            info.last_run_duration_secs = r.duration_secs.or_else(|| {
+                let (s, f) = (parse_time(&r.started_at)?, parse_time(&r.finished_at)?);
+                Some((unix(f) - unix(s)).max(0.0))
+            });
             info.last_run_exit_code = Some(r.exit_code);
             info.last_run_dry_run = Some(r.dry_run);
-            info.last_success_at.clone_from(&r.last_success_at);
-            info.last_success_duration_secs = r.last_success_duration_secs;
-            info.last_success_exit_code = r.last_success_exit_code;
             let last_run = format!(
                 "last run {} exit {}{}",
                 r.started_at,
                 r.exit_code,
                 if r.dry_run { " (dry run)" } else { "" }
             );
-            match r.last_success_at.as_deref().map(|s| (s, parse_time(s))) {
-                None => (
+            match r.last_success() {
+                Ok(None) => (
                     Status::Critical,
                     format!("no successful real run yet; {last_run}"),
                 ),
-                Some((s, None)) => (
-                    Status::Unknown,
-                    format!("last_success_at {s:?} is not RFC 3339"),
-                ),
-                Some((s, Some(t))) => {
-                    let started = unix(t);
+                Err(why) => (Status::Unknown, why),
+                Ok(Some(s)) => {
+                    info.last_success_at = Some(s.at.clone());
+                    info.last_success_duration_secs = Some(s.duration_secs);
+                    info.last_success_exit_code = Some(s.exit_code);
+                    let started = unix(s.started);
                     info.last_success_unix = Some(started);
-                    let finished = started + r.last_success_duration_secs.unwrap_or(0.0);
+                    let finished = started + s.duration_secs;
                     // A clock that went back is not a job that ran in the future.
                     let age = (now_unix - finished).max(0.0);
                     info.last_success_age_secs = Some(age);
-                    judge(spec, &r, s, age, window, &last_run)
+                    judge(spec, &r, &s, age, window, &last_run)
                 }
             }
         }
@@ -217,16 +217,16 @@ pub fn check(root: &Root, spec: &Spec, now: SystemTime, log: Option<&Path>) -> (
 /// The status of a job with a last success `age` seconds ago.
 fn judge(
     spec: &Spec,
-    r: &tmpa_core::program::RunRecord,
-    success_at: &str,
+    r: &RunRecord,
+    success: &LastSuccess,
     age: f64,
     window: f64,
     last_run: &str,
 ) -> (Status, String) {
-    let took = r.last_success_duration_secs.unwrap_or(0.0);
     let base = format!(
-        "last success {success_at} (took {}, finished {} ago)",
-        fmt_age(took),
+        "last success {} (took {}, finished {} ago)",
+        success.at,
+        fmt_age(success.duration_secs),
         fmt_age(age)
     );
     if age > window {
@@ -239,14 +239,13 @@ fn judge(
             ),
         );
     }
-    let last_is_success = r.last_success_at.as_deref() == Some(r.started_at.as_str());
-    if !last_is_success && r.exit_code >= 2 {
+    if !success.is_this_run && r.exit_code >= 2 {
         return (
             Status::Warning,
             format!("{base}; but the {last_run} (see its log)"),
         );
     }
-    if r.last_success_exit_code == Some(1) {
+    if success.exit_code == 1 {
         return (
             Status::Warning,
             format!(

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::day::path_text;
-use tmpa_core::program::{now_rfc3339, parse_age, resolve_root};
+use tmpa_core::maintenance::{path_text, root_dir};
+use tmpa_maint::{now_rfc3339, parse_age, resolve_root};
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-patrol";
@@ -502,7 +502,7 @@ fn tree_checks(root: &Root, args: &Args, now: SystemTime) -> (Vec<Check>, walk::
 /// `inodes`: the share of the root's file system's inodes in use (statvfs).
 fn inodes_check(root: &Root, args: &Args) -> Check {
     let name = "inodes";
-    let st = match rustix::fs::statvfs(root.path()) {
+    let st = match rustix::fs::fstatvfs(root_dir(root)) {
         Ok(st) => st,
         Err(e) => {
             return Check::new(
@@ -554,7 +554,7 @@ pub fn run(args: &Args) -> Status {
         Ok(r) => r,
         Err(e) => return cannot_check(args, &e.chain()),
     };
-    let header = tmpa_core::program::header_line(PROGRAM, "PATROL", &root);
+    let header = tmpa_maint::header_line(PROGRAM, "PATROL", &root);
     let mut report = patrol(&root, args);
     let mut status = report.status;
     if let Some(Err(e)) = args

@@ -223,5 +223,5 @@ pub fn render_down() -> String {
 /// # Errors
 /// [`tmpa_core::Error::Io`] naming the path (missing directory, no permission, full disk).
 pub fn write(path: &Path, text: &str) -> tmpa_core::Result<()> {
-    tmpa_core::atomic::write(path, text.as_bytes())
+    tmpa_core::write(path, text.as_bytes())
 }

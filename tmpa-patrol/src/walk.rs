@@ -2,21 +2,24 @@
 //! `tmp_files` and `corrupt_json`.
 //!
 //! Only the three data directories are walked (`.tmpa/` is the programs' own state).
-//! Symlinks are never followed: an entry's type comes from the directory listing
-//! (`d_type`, or `lstat` where the file system does not fill it in). The walk stats only
-//! what a check needs: temporaries (for their age) and `.json` files (for the cache key).
+//! Every directory is held by descriptor (tmpa-core's file layer), so symlinks are never
+//! followed: an entry's type comes from the directory listing (`d_type`, or `fstatat`
+//! where the file system does not fill it in). The walk stats only what a check needs:
+//! temporaries (for their age) and `.json` files (for the cache key).
 
 use std::ffi::OsString;
-use std::fs;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::root::DATA_DIRS;
+use tmpa_core::maintenance::{
+    COMPACTED_NAME, DATA_DIRS, Dir, Entries, Kind, SUMMARY_NAME, map_ordered_on, root_dir,
+    temporary_of,
+};
+
+pub use tmpa_core::maintenance::Stamp;
 
 use crate::{Args, Check, FINDINGS_MAX, Perf, Status, rel_text};
 
@@ -32,49 +35,6 @@ pub const JSON_FILES_MAX: usize = 4_000_000;
 const STAT_THREADS: usize = 4;
 /// Files a `stat` worker takes at a time.
 const STAT_CHUNK: usize = 4096;
-
-/// Size, times and inode of a file: the key that says it has not changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    /// Size in bytes.
-    pub len: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i64,
-    /// Status-change time, nanoseconds since the epoch (cannot be set by a user).
-    pub ctime_ns: i64,
-    /// Inode number.
-    pub ino: u64,
-}
-
-impl Stamp {
-    /// The stamp of a raw `stat`.
-    fn of_stat(st: &rustix::fs::Stat) -> Stamp {
-        let ns = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
-        Stamp {
-            len: u64::try_from(st.st_size).unwrap_or(0),
-            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as i64),
-            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as i64),
-            ino: st.st_ino,
-        }
-    }
-
-    /// The stamp of `meta`.
-    pub fn of(meta: &fs::Metadata) -> Stamp {
-        Stamp {
-            len: meta.len(),
-            // i64 nanoseconds last until 2262; saturating keeps odd clocks harmless.
-            mtime_ns: meta
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.mtime_nsec()),
-            ctime_ns: meta
-                .ctime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.ctime_nsec()),
-            ino: meta.ino(),
-        }
-    }
-}
 
 /// What a `.json` file is, from where it lies; decides how it is validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +58,8 @@ pub enum JsonKind {
 pub struct JsonFile {
     /// Its path.
     pub path: PathBuf,
+    /// Its directory: an index into [`Walk::dirs`].
+    pub dir: u32,
     /// Its stamp when listed (`None` when it is not a regular file).
     pub stamp: Option<Stamp>,
     /// How to validate it.
@@ -136,6 +98,8 @@ pub struct Walk {
     pub tmp: Vec<(PathBuf, SystemTime)>,
     /// The `.json` files, up to [`JSON_FILES_MAX`].
     pub json: Vec<JsonFile>,
+    /// The directories of the `.json` files, relative to the root.
+    pub dirs: Vec<PathBuf>,
     /// `.json` files beyond [`JSON_FILES_MAX`], not parsed.
     pub json_not_listed: u64,
     /// Totals.
@@ -165,12 +129,12 @@ fn json_kind(rel: &[&[u8]], name: &[u8]) -> JsonKind {
             if name.starts_with(b"evt_") {
                 return JsonKind::Event;
             }
-            if name == tmpa_core::day::COMPACTED_NAME.as_bytes()
+            if name == COMPACTED_NAME.as_bytes()
                 && let Some(day) = text(day).and_then(|d| d.parse().ok())
             {
                 return JsonKind::Compacted { day };
             }
-            if name == tmpa_core::day::SUMMARY_NAME.as_bytes() {
+            if name == SUMMARY_NAME.as_bytes() {
                 return JsonKind::Object;
             }
             JsonKind::Other
@@ -183,31 +147,35 @@ fn json_kind(rel: &[&[u8]], name: &[u8]) -> JsonKind {
 /// Walks the three data directories of `root` once, and checks that `required` exist.
 pub fn walk(root: &Root, required: &[String]) -> Walk {
     let mut w = Walk::default();
+    let top = root_dir(root);
     for d in required {
-        let p = root.path().join(d);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                w.missing.push(format!("{d}/ is a symlink (not followed)"));
+        match top.open_dir(d) {
+            Ok(_) => {}
+            Err(tmpa_core::Error::Unsafe { .. }) => {
+                let link = top
+                    .stat(d)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.kind == Kind::Symlink);
+                w.missing.push(if link {
+                    format!("{d}/ is a symlink (not followed)")
+                } else {
+                    format!("{d}/ is not a directory")
+                });
             }
-            Ok(_) => w.missing.push(format!("{d}/ is not a directory")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {
                 w.missing.push(format!("{d}/ is missing"));
             }
-            Err(e) => w.missing.push(format!("{d}/: {e}")),
+            Err(e) => w.missing.push(format!("{d}/: {}", io_words(&e))),
         }
     }
-    let mut stack: Vec<PathBuf> = DATA_DIRS
-        .iter()
-        .map(|d| root.path().join(d))
-        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
-        .collect();
-    stack.reverse();
     let mut to_stat = Vec::new();
-    while let Some(dir) = stack.pop() {
-        visit(root, &dir, &mut stack, &mut w, &mut to_stat);
+    for d in DATA_DIRS {
+        if let Ok(dir) = top.open_dir(d) {
+            walk_tree(root, dir, PathBuf::from(d), &mut w, &mut to_stat);
+        }
     }
-    stat_json(&mut w, &to_stat);
+    stat_json(root, &mut w, &to_stat);
     w.inboxes.sort();
     w.days.sort();
     w.tmp.sort();
@@ -217,21 +185,29 @@ pub fn walk(root: &Root, required: &[String]) -> Walk {
     w
 }
 
+/// The operating system's words for an error, without the path.
+fn io_words(e: &tmpa_core::Error) -> String {
+    match e {
+        tmpa_core::Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Stats the listed regular `.json` files (`to_stat`: indices into `w.json`) on several
 /// threads: on a large tree the walk's time is these `stat`s (inode reads), and several in
 /// flight at once finish sooner, warm or cold. A file gone since the listing (deleted by
 /// compaction, say) is dropped: it is not corrupt.
-fn stat_json(w: &mut Walk, to_stat: &[usize]) {
+fn stat_json(root: &Root, w: &mut Walk, to_stat: &[usize]) {
     // Chunks of consecutive files (the walk lists a directory's files together), each
-    // stat'ed relative to its directory's descriptor: one name lookup a file instead of
-    // a walk of the whole path.
+    // stat'ed relative to its directory's descriptor.
     let chunks: Vec<&[usize]> = to_stat.chunks(STAT_CHUNK).collect();
-    let json = &w.json;
-    let stamps: Vec<Option<Stamp>> =
-        tmpa_core::par::map_ordered_on(STAT_THREADS, &chunks, |chunk| stat_chunk(json, chunk))
-            .into_iter()
-            .flatten()
-            .collect();
+    let (json, dirs) = (&w.json, &w.dirs);
+    let stamps: Vec<Option<Stamp>> = map_ordered_on(STAT_THREADS, &chunks, |chunk| {
+        stat_chunk(root, dirs, json, chunk)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     let mut gone = Vec::new();
     for (&i, stamp) in to_stat.iter().zip(stamps) {
         match stamp {
@@ -250,82 +226,117 @@ fn stat_json(w: &mut Walk, to_stat: &[usize]) {
 }
 
 /// Stamps of the files `chunk` (indices into `json`), `None` for one that is gone.
-fn stat_chunk(json: &[JsonFile], chunk: &[usize]) -> Vec<Option<Stamp>> {
-    use rustix::fs::{AtFlags, Mode, OFlags, openat, statat};
-    let mut dir: Option<(&Path, Option<std::os::fd::OwnedFd>)> = None;
+fn stat_chunk(
+    root: &Root,
+    dirs: &[PathBuf],
+    json: &[JsonFile],
+    chunk: &[usize],
+) -> Vec<Option<Stamp>> {
+    let mut held = HeldDir::default();
     chunk
         .iter()
         .map(|&i| {
-            let path = &json[i].path;
-            let (parent, name) = (path.parent()?, path.file_name()?);
-            if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                dir = Some((
-                    parent,
-                    openat(rustix::fs::CWD, parent, flags, Mode::empty()).ok(),
-                ));
-            }
-            let fd = dir.as_ref()?.1.as_ref()?;
-            statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                .ok()
-                .map(|st| Stamp::of_stat(&st))
+            let f = &json[i];
+            let dir = held.get(root, dirs, f.dir)?;
+            let m = dir.stat(f.path.file_name()?).ok()??;
+            (m.kind == Kind::File).then_some(m.stamp)
         })
         .collect()
 }
 
-fn visit(
-    root: &Root,
-    dir: &Path,
-    stack: &mut Vec<PathBuf>,
-    w: &mut Walk,
-    to_stat: &mut Vec<usize>,
-) {
-    let rel_path = dir.strip_prefix(root.path()).unwrap_or(dir);
-    let rel: Vec<&[u8]> = rel_path
-        .components()
-        .map(|c| c.as_os_str().as_bytes())
-        .collect();
-    let kind = dir_kind(&rel);
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        // Removed since its parent was listed (an emptied day, say): nothing to check.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => {
-            w.errors
-                .push(format!("{}: cannot list: {e}", rel_text(root, dir)));
-            return;
+/// The directory of the last file looked at, held by descriptor, reopened from the root
+/// when the next file is in another.
+#[derive(Default)]
+pub(crate) struct HeldDir {
+    last: Option<(u32, Option<Dir>)>,
+}
+
+impl HeldDir {
+    /// The directory `index` of `dirs`, `None` when it cannot be opened (gone, or now a
+    /// symlink).
+    pub(crate) fn get(&mut self, root: &Root, dirs: &[PathBuf], index: u32) -> Option<&Dir> {
+        if self.last.as_ref().is_none_or(|(i, _)| *i != index) {
+            let dir = root_dir(root).open_dir(&dirs[index as usize]).ok();
+            self.last = Some((index, dir));
         }
-    };
-    w.totals.dirs += 1;
-    let mut entries = 0u64;
-    for entry in rd {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                w.errors
-                    .push(format!("{}: listing stopped: {e}", rel_text(root, dir)));
-                break;
+        self.last.as_ref()?.1.as_ref()
+    }
+}
+
+struct Level {
+    dir: Dir,
+    rel: PathBuf,
+    stream: Entries,
+    kind: DirKind,
+    entries: u64,
+    json_dir: Option<u32>,
+}
+
+/// Depth-first over one data directory, one open stream per level.
+fn walk_tree(root: &Root, top: Dir, rel: PathBuf, w: &mut Walk, to_stat: &mut Vec<usize>) {
+    let mut stack: Vec<Level> = Vec::new();
+    if let Some(l) = enter(root, top, rel, w) {
+        stack.push(l);
+    }
+    while let Some(level) = stack.last_mut() {
+        let entry = match level.stream.next() {
+            None => {
+                let done = stack.pop().expect("a level");
+                leave(root, done, w);
+                continue;
             }
+            Some(Err(e)) => {
+                w.errors.push(format!(
+                    "{}: listing stopped: {}",
+                    rel_text(root, &root.path().join(&level.rel)),
+                    io_words(&e)
+                ));
+                let done = stack.pop().expect("a level");
+                leave(root, done, w);
+                continue;
+            }
+            Some(Ok(e)) => e,
         };
-        entries += 1;
-        let name: OsString = entry.file_name();
-        let Ok(ft) = entry.file_type() else { continue };
-        let path = entry.path();
-        if ft.is_dir() {
-            if rel.len() + 1 >= DEPTH_MAX {
+        level.entries += 1;
+        let name: OsString = entry.name;
+        let kind = match entry.kind {
+            Some(k) => Some(k),
+            None => level.dir.stat(&name).ok().flatten().map(|m| m.kind),
+        };
+        let path = root.path().join(&level.rel).join(&name);
+        if kind == Some(Kind::Directory) {
+            let depth = level.rel.components().count();
+            if depth + 1 >= DEPTH_MAX {
                 w.errors.push(format!(
                     "{}: deeper than {DEPTH_MAX} levels, not walked",
                     rel_text(root, &path)
                 ));
-            } else {
-                stack.push(path);
+                continue;
+            }
+            let child_rel = level.rel.join(&name);
+            match level.dir.open_dir(&name) {
+                Ok(d) => {
+                    if let Some(l) = enter(root, d, child_rel, w) {
+                        stack.push(l);
+                    }
+                }
+                // Removed since it was listed (an emptied day, say), or swapped for a
+                // symlink: nothing to check.
+                Err(tmpa_core::Error::Unsafe { .. }) => {}
+                Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => w.errors.push(format!(
+                    "{}: cannot list: {}",
+                    rel_text(root, &path),
+                    io_words(&e)
+                )),
             }
             continue;
         }
-        if tmpa_core::temp_final_name(&name).is_some() {
-            // lstat: the age of the entry itself, never of a link's target.
-            if let Ok(m) = entry.metadata() {
-                let mtime = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        if temporary_of(&name).is_some() {
+            // The age of the entry itself, never of a link's target.
+            if let Ok(Some(m)) = level.dir.stat(&name) {
+                let mtime = SystemTime::UNIX_EPOCH
+                    + Duration::from_nanos(u64::try_from(m.stamp.mtime_ns).unwrap_or(0));
                 w.tmp.push((path, mtime));
             }
             continue;
@@ -337,21 +348,62 @@ fn visit(
                 continue;
             }
             // Regular files are stat'ed after the walk, all at once (`stat_json`).
-            if ft.is_file() {
+            if kind == Some(Kind::File) {
                 to_stat.push(w.json.len());
             }
-            let kind = json_kind(&rel, name.as_bytes());
+            let rel_parts: Vec<&[u8]> = level
+                .rel
+                .components()
+                .map(|c| c.as_os_str().as_bytes())
+                .collect();
+            let jkind = json_kind(&rel_parts, name.as_bytes());
+            let dir = *level.json_dir.get_or_insert_with(|| {
+                w.dirs.push(level.rel.clone());
+                u32::try_from(w.dirs.len() - 1).expect("fewer directories than files")
+            });
             w.json.push(JsonFile {
                 path,
+                dir,
                 stamp: None,
-                kind,
+                kind: jkind,
             });
         }
     }
-    w.totals.entries += entries;
-    match kind {
-        DirKind::Inbox => w.inboxes.push((dir.to_path_buf(), entries)),
-        DirKind::Day => w.days.push((dir.to_path_buf(), entries)),
+}
+
+/// Starts listing a directory.
+fn enter(root: &Root, dir: Dir, rel: PathBuf, w: &mut Walk) -> Option<Level> {
+    let stream = match dir.entries() {
+        Ok(s) => s,
+        Err(e) => {
+            w.errors.push(format!(
+                "{}: cannot list: {}",
+                rel_text(root, &root.path().join(&rel)),
+                io_words(&e)
+            ));
+            return None;
+        }
+    };
+    w.totals.dirs += 1;
+    let parts: Vec<&[u8]> = rel.components().map(|c| c.as_os_str().as_bytes()).collect();
+    let kind = dir_kind(&parts);
+    Some(Level {
+        dir,
+        rel,
+        stream,
+        kind,
+        entries: 0,
+        json_dir: None,
+    })
+}
+
+/// Records a directory once it is listed whole.
+fn leave(root: &Root, level: Level, w: &mut Walk) {
+    w.totals.entries += level.entries;
+    let path = root.path().join(&level.rel);
+    match level.kind {
+        DirKind::Inbox => w.inboxes.push((path, level.entries)),
+        DirKind::Day => w.days.push((path, level.entries)),
         DirKind::Other => {}
     }
 }

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use tmpa_core::day::path_text;
 use tmpa_core::{Day, Error, Event, NotificationId, SessionId, UserId};
 
 pyo3::create_exception!(
@@ -41,18 +40,26 @@ pyo3::create_exception!(
 fn to_py(e: Error) -> PyErr {
     let message = e.chain();
     match e {
-        Error::Io { path, source, .. } => match source.raw_os_error() {
-            // OSError(errno, strerror, filename) picks the errno's subclass itself.
-            Some(errno) => PyOSError::new_err((errno, message, path_text(&path))),
-            None => PyOSError::new_err(message),
-        },
+        Error::Io { path, source, .. } | Error::OpenRoot { path, source } => {
+            match source.raw_os_error() {
+                // OSError(errno, strerror, filename) picks the errno's subclass itself.
+                Some(errno) => PyOSError::new_err((errno, message, path_text(&path))),
+                None => PyOSError::new_err(message),
+            }
+        }
         Error::NotRoot { .. } => NotARootError::new_err(message),
         Error::Corrupt { path, .. } => with_path(CorruptError::new_err(message), &path),
         Error::Unsafe { path, .. } => with_path(UnsafePathError::new_err(message), &path),
         Error::Conflict { path } => PyOSError::new_err((libc_eexist(), message, path_text(&path))),
         Error::InvalidName { .. } | Error::InvalidEvent { .. } => PyValueError::new_err(message),
-        Error::Locked { .. } => PyOSError::new_err(message),
+        // A kind of error this version does not know: an OSError of the kind it amounts to.
+        other => PyOSError::new_err(other.chain()),
     }
+}
+
+/// A path as text: as it is when it is UTF-8, else with its bytes escaped.
+fn path_text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
 }
 
 /// `EEXIST`, without a libc dependency for one constant.
@@ -230,6 +237,23 @@ impl Root {
         loads(py, &read.summary.to_json())
     }
 
+    /// Writes a live chat session, `chat_history/{user}/sessions/{session}.json`,
+    /// atomically (replacing the previous version). Returns the path.
+    fn write_session(
+        &self,
+        py: Python<'_>,
+        user: &str,
+        session: &str,
+        data: Vec<u8>,
+    ) -> PyResult<PathBuf> {
+        let (u, s) = (
+            UserId::new(user).map_err(to_py)?,
+            SessionId::new(session).map_err(to_py)?,
+        );
+        py.detach(|| self.inner.write_session(&u, &s, &data))
+            .map_err(to_py)
+    }
+
     /// The bytes of a chat session, live or archived (decompressed).
     fn read_session<'py>(
         &self,
@@ -255,8 +279,8 @@ impl Root {
             .into_iter()
             .map(|(s, loc)| {
                 let where_ = match loc {
-                    tmpa_core::SessionLocation::Live => "live",
                     tmpa_core::SessionLocation::Archived => "archived",
+                    _ => "live",
                 };
                 (s.to_string(), where_.to_owned())
             })

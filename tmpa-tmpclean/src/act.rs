@@ -1,57 +1,116 @@
-//! The deletion: for the temporaries decided `Stale`, in batches of directories, re-open
-//! each directory from the root without following symlinks, hash each file, write and
-//! fsync the receipt, re-check each file and remove it relative to its directory, fsync
-//! the directory.
+//! Proving stale temporaries not open, and deleting them.
+//!
+//! In batches of directories: re-open each directory from the root (without following a
+//! symlink; it must still be the directory that was listed), open each temporary
+//! read-only and check it is the same unchanged file, then ask the kernel for a write
+//! lease on it. A lease is granted only when no other open file description of the file
+//! exists anywhere on the machine (any pid, mount or user namespace; mapped files
+//! included), and it is held through the hash, the receipt, the last checks and the
+//! `unlinkat`: whoever opens the file meanwhile waits, the lease shows broken, and the
+//! file is kept. Where no lease can be had, `/proc` is evidence (see [`crate::inuse`]).
+//! A dry run takes the same path and releases each lease at once.
 
-use std::ffi::OsStr;
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
 
-use rustix::io::Errno;
 use sha2::{Digest, Sha256};
-use tmpa_core::Problem;
-use tmpa_core::day::path_text;
-use tmpa_core::program::Run;
+use tmpa_core::maintenance::{Dir, Kind, Lease, LeaseRefused, Meta, path_text};
+use tmpa_core::{Problem, ProblemKind};
+use tmpa_maint::{Deletion, Doomed, Kept, NotOpenProof, Outcome, Proof, Run};
 
-use crate::fsops::{self, Kind};
+use crate::inuse::{InUse, Use};
 use crate::walk::{Anchor, Reason, Temporary, Walk, final_kind};
 
-/// Most directories held open at once (one batch); keeps well below the default limit of
-/// 1024 open files.
+/// Most directories held open at once (one batch).
 pub const BATCH_DIRS_MAX: usize = 256;
-/// Most temporaries covered by one receipt write (one fsync).
-pub const BATCH_FILES_MAX: usize = 4096;
-/// Threads that fsync a batch's directories together.
-pub const SYNC_THREADS: usize = 16;
+/// Most temporaries of one batch: each holds a leased descriptor until its deletion, and
+/// one receipt write (one fsync) covers the batch. With [`BATCH_DIRS_MAX`] it keeps well
+/// below the default limit of 1024 open files.
+pub const BATCH_FILES_MAX: usize = 512;
 
-/// A temporary about to be deleted, with what its receipt line says.
-struct Pending {
-    temp: usize,
-    entry: serde_json::Value,
+/// How the run proves temporaries closed.
+#[derive(Debug)]
+pub struct Prover {
+    /// `--proc-shows-all-writers`: accept `/proc` as proof where no lease can be had.
+    pub trust_proc: bool,
+    /// `--older-than`, for the receipt.
+    pub older_than: Duration,
+    /// The `/proc` scan, made once when first needed.
+    in_use: Option<InUse>,
+    /// The root's device, for the scan.
+    dev: u64,
 }
 
-/// Deletes every `Stale` temporary of `walk` (indexes in `order`, grouped by directory),
-/// updating each reason to `Deleted`, `Changed` or `Failed`. Returns the failures that
-/// concern no single temporary (a directory fsync). Stops deleting when a receipt cannot
-/// be written.
-pub fn delete_stale(
+impl Prover {
+    /// A prover for the temporaries of the root held by `anchor`.
+    pub fn new(anchor: &Anchor, trust_proc: bool, older_than: Duration) -> Prover {
+        Prover {
+            trust_proc,
+            older_than,
+            in_use: None,
+            dev: anchor.meta.stamp.dev,
+        }
+    }
+
+    fn in_use(&mut self) -> &InUse {
+        let dev = self.dev;
+        self.in_use
+            .get_or_insert_with(|| InUse::scan(&crate::inuse::proc_dir(), dev))
+    }
+
+    /// The `/proc` verdict for a temporary no lease could be had on: `Ok(())` when it is
+    /// proven closed, else the reason to keep it.
+    fn proc_verdict(&mut self, ino: u64, no_lease: &std::io::Error) -> Result<(), Reason> {
+        let trust = self.trust_proc;
+        let scan = self.in_use();
+        match scan.verdict(ino) {
+            Use::Open => Err(Reason::Open),
+            Use::Locked => Err(Reason::Locked),
+            _ if !trust => Err(Reason::Unproven(format!(
+                "no file lease here ({no_lease}) and /proc is not accepted as proof without \
+                 --proc-shows-all-writers"
+            ))),
+            _ => match scan.absent() {
+                Some(why) => Err(Reason::Unproven(format!(
+                    "no file lease here ({no_lease}) and no /proc to look in ({why})"
+                ))),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// A temporary proven not open, with what its receipt says.
+struct Proven {
+    temp: usize,
+    proof: NotOpenProof,
+    lease: Option<Lease>,
+    sha256: String,
+}
+
+/// Proves (and, in a real run, deletes) every `Stale` temporary of `walk` (indexes in
+/// `order`, grouped by directory), updating each reason. Returns the failures that
+/// concern no single temporary (a directory fsync), and stops deleting when a receipt
+/// cannot be written.
+pub fn settle(
     run: &mut Run,
     anchor: &Anchor,
     walk: &mut Walk,
     order: &[usize],
+    prover: &mut Prover,
 ) -> Vec<Problem> {
     let mut failures = Vec::new();
     let stale: Vec<usize> = order
         .iter()
         .copied()
-        .filter(|&i| walk.temps[i].reason == Reason::Stale)
+        .filter(|&i| walk.temps[i].reason == Reason::Stale(None))
         .collect();
     let mut rest = &stale[..];
     while !rest.is_empty() {
         let len = batch_len(walk, rest);
         let (batch, tail) = rest.split_at(len);
         rest = tail;
-        if !delete_batch(run, anchor, walk, batch, &mut failures) {
+        if !settle_batch(run, anchor, walk, batch, prover, &mut failures) {
             for &i in rest {
                 walk.temps[i].reason =
                     Reason::Failed("not attempted: an earlier receipt could not be written".into());
@@ -67,9 +126,12 @@ fn batch_len(walk: &Walk, rest: &[usize]) -> usize {
     let mut dirs = 0;
     let mut last = None;
     for (n, &i) in rest.iter().enumerate() {
+        if n >= BATCH_FILES_MAX {
+            return n;
+        }
         let d = walk.temps[i].dir;
         if last != Some(d) {
-            if dirs == BATCH_DIRS_MAX || n >= BATCH_FILES_MAX {
+            if dirs == BATCH_DIRS_MAX {
                 return n;
             }
             dirs += 1;
@@ -80,115 +142,159 @@ fn batch_len(walk: &Walk, rest: &[usize]) -> usize {
 }
 
 /// One batch. Returns false when the receipt could not be written (nothing deleted).
-fn delete_batch(
+fn settle_batch(
     run: &mut Run,
     anchor: &Anchor,
     walk: &mut Walk,
     batch: &[usize],
+    prover: &mut Prover,
     failures: &mut Vec<Problem>,
 ) -> bool {
-    let mut open: Vec<(u32, OwnedFd)> = Vec::new();
-    let mut pending: Vec<Pending> = Vec::new();
+    let hash = run.mode().deletes();
+    let mut open: Vec<(u32, Dir)> = Vec::new();
+    let mut proven: Vec<Proven> = Vec::new();
     for &i in batch {
         let d = walk.temps[i].dir;
         if open.last().is_none_or(|(od, _)| *od != d) {
             // A directory that cannot be re-opened is tried again for each of its
             // temporaries: each then says why it was kept.
             match reopen_dir(anchor, walk, d) {
-                Ok(fd) => open.push((d, fd)),
+                Ok(dir) => open.push((d, dir)),
                 Err(reason) => {
                     walk.temps[i].reason = reason;
                     continue;
                 }
             }
         }
-        let fd = &open.last().expect("opened above").1;
-        let path = shown(anchor, walk, &walk.temps[i]);
-        match receipt_entry(fd.as_fd(), anchor, walk, &walk.temps[i], &path) {
-            Ok(entry) => pending.push(Pending { temp: i, entry }),
+        let dir = &open.last().expect("opened above").1;
+        match prove(dir, &walk.temps[i], prover, hash) {
+            Ok((proof, lease, sha256)) => {
+                if hash {
+                    proven.push(Proven {
+                        temp: i,
+                        proof,
+                        lease,
+                        sha256,
+                    });
+                } else {
+                    // A dry run: proven, and the lease (if any) released at once.
+                    walk.temps[i].reason = Reason::Stale(Some(proof));
+                }
+            }
             Err(reason) => walk.temps[i].reason = reason,
         }
     }
-    if pending.is_empty() {
+    if proven.is_empty() {
         return true;
     }
-    let entries: Vec<serde_json::Value> = pending.iter().map(|p| p.entry.clone()).collect();
-    if let Err(e) = run.record_receipt(&entries) {
-        for p in &pending {
-            walk.temps[p.temp].reason =
-                Reason::Failed(format!("receipt not written, not deleted: {}", e.chain()));
-        }
-        return false;
-    }
-    let mut not_deleted = Vec::new();
-    for p in &pending {
-        let t = &walk.temps[p.temp];
-        let fd = &open
+    let dir_of = |t: &Temporary| {
+        &open
             .iter()
             .find(|(d, _)| *d == t.dir)
-            .expect("pending dirs are open")
-            .1;
-        let reason = remove_checked(fd.as_fd(), t);
-        if reason != Reason::Deleted {
-            not_deleted.push(serde_json::json!({
-                "file": p.entry["file"],
-                "not_deleted": crate::detail(&reason, ""),
-            }));
+            .expect("proven dirs are open")
+            .1
+    };
+    let older_than_secs = prover.older_than.as_secs();
+    let temps: Vec<usize> = proven.iter().map(|p| p.temp).collect();
+    let proofs: Vec<NotOpenProof> = proven.iter().map(|p| p.proof).collect();
+    let doomed: Vec<Doomed<'_>> = proven
+        .into_iter()
+        .map(|p| {
+            let t = &walk.temps[p.temp];
+            let dir = dir_of(t);
+            Doomed {
+                dir,
+                name: t.name.clone(),
+                stamp: t.meta.stamp,
+                line: Deletion {
+                    file: path_text(&dir.join(&t.name)),
+                    bytes: t.meta.stamp.size,
+                    sha256: p.sha256,
+                    stamp: t.meta.stamp,
+                    held_by: path_text(&dir.join(&t.final_name)),
+                    proof: Proof::StaleTemporary {
+                        older_than_secs,
+                        not_open: p.proof,
+                    },
+                },
+                lease: p.lease,
+            }
+        })
+        .collect();
+    let finals: Vec<std::ffi::OsString> = temps
+        .iter()
+        .map(|&i| walk.temps[i].final_name.clone())
+        .collect();
+    let last_check = |d: &Doomed<'_>| {
+        let i = doomed_index(&temps, walk, d);
+        (final_kind(d.dir, &finals[i]) != Some(Kind::File))
+            .then(|| "its final file disappeared just before deletion (kept)".to_owned())
+    };
+    let result = run.delete_verified(doomed, last_check);
+    let (outcomes, sync_failures) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            for &i in &temps {
+                walk.temps[i].reason =
+                    Reason::Failed(format!("receipt not written, not deleted: {}", e.chain()));
+            }
+            return false;
         }
-        walk.temps[p.temp].reason = reason;
+    };
+    for ((&i, outcome), proof) in temps.iter().zip(outcomes).zip(proofs) {
+        walk.temps[i].reason = match outcome {
+            Outcome::Deleted => Reason::Deleted(proof),
+            Outcome::Kept(Kept::LeaseBroken) => Reason::Changed(Kept::LeaseBroken.words()),
+            Outcome::Kept(Kept::Refused(why)) => Reason::Changed(why),
+            Outcome::Kept(Kept::Gone) => Reason::Changed("gone just before deletion".into()),
+            Outcome::Kept(Kept::Changed) => Reason::Changed(
+                "changed just before deletion (kept; the next run looks again)".into(),
+            ),
+            Outcome::Failed(e) => Reason::Failed(format!("delete: {}", io_words(&e))),
+        };
     }
-    for (d, e) in sync_dirs(&open) {
-        failures.push(Problem {
-            path: anchor.path.join(&walk.dirs[d as usize].rel),
-            reason: format!("fsync after deletion: {}", std::io::Error::from(e)),
-        });
-    }
-    if !not_deleted.is_empty() {
-        // Best effort: the receipt already says these were about to go; say they did not.
-        let _ = run.record_receipt(&not_deleted);
+    for e in sync_failures {
+        failures.push(Problem::new(
+            e.path()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
+            ProblemKind::Unreadable,
+            format!("fsync after deletion: {}", io_words(&e)),
+        ));
     }
     true
 }
 
-/// Fsyncs every directory of a batch, from [`SYNC_THREADS`] threads at once: the file
-/// system commits concurrent fsyncs together (ext4 and xfs group them into one journal
-/// commit), so a batch of 256 directories costs a few commits instead of 256. Returns the
-/// directories whose fsync failed.
-fn sync_dirs(open: &[(u32, OwnedFd)]) -> Vec<(u32, Errno)> {
-    let per_thread = open.len().div_ceil(SYNC_THREADS).max(1);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = open
-            .chunks(per_thread)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .filter_map(|(d, fd)| fsops::sync_dir(fd.as_fd()).err().map(|e| (*d, e)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("an fsync thread does not panic"))
-            .collect()
-    })
+/// Which of `temps` a doomed entry is (the delete path hands entries back in order, but
+/// the check sees only the entry).
+fn doomed_index(temps: &[usize], walk: &Walk, d: &Doomed<'_>) -> usize {
+    temps
+        .iter()
+        .position(|&i| walk.temps[i].name == d.name && walk.temps[i].meta.stamp == d.stamp)
+        .expect("every doomed entry is one of the batch")
 }
 
-fn shown(anchor: &Anchor, walk: &Walk, t: &Temporary) -> std::path::PathBuf {
-    anchor
-        .path
-        .join(&walk.dirs[t.dir as usize].rel)
-        .join(&t.name)
+/// The operating system's words for an error, without the path.
+fn io_words(e: &tmpa_core::Error) -> String {
+    match e {
+        tmpa_core::Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Re-opens a directory from the root, refusing symlinks on the way, and checks that it is
 /// still the directory that was listed.
-fn reopen_dir(anchor: &Anchor, walk: &Walk, d: u32) -> Result<OwnedFd, Reason> {
-    let dir = &walk.dirs[d as usize];
-    let fd = match fsops::open_dir_below(anchor.fd.as_fd(), &dir.rel) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => {
+fn reopen_dir(anchor: &Anchor, walk: &Walk, d: u32) -> Result<Dir, Reason> {
+    let wd = &walk.dirs[d as usize];
+    let dir = match anchor.dir.open_dir(&wd.rel) {
+        Ok(dir) => dir,
+        Err(tmpa_core::Error::Unsafe { .. }) => {
+            return Err(Reason::Changed(
+                "its directory was moved or replaced by a symlink since it was listed (kept)"
+                    .into(),
+            ));
+        }
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {
             return Err(Reason::Changed(
                 "its directory was moved or replaced by a symlink since it was listed (kept)"
                     .into(),
@@ -197,100 +303,93 @@ fn reopen_dir(anchor: &Anchor, walk: &Walk, d: u32) -> Result<OwnedFd, Reason> {
         Err(e) => {
             return Err(Reason::Failed(format!(
                 "re-open directory: {}",
-                std::io::Error::from(e)
+                io_words(&e)
             )));
         }
     };
-    match fsops::stat_fd(fd.as_fd()) {
-        Ok(st) if st.dev == dir.stamp.dev && st.ino == dir.stamp.ino => Ok(fd),
+    match dir.meta() {
+        Ok(m) if m.stamp.dev == wd.meta.stamp.dev && m.stamp.ino == wd.meta.stamp.ino => Ok(dir),
         Ok(_) => Err(Reason::Changed(
             "its directory was replaced since it was listed (kept)".into(),
         )),
-        Err(e) => Err(Reason::Failed(format!(
-            "stat directory: {}",
-            std::io::Error::from(e)
-        ))),
+        Err(e) => Err(Reason::Failed(format!("stat directory: {}", io_words(&e)))),
     }
 }
 
-/// Reads the file (through a no-follow descriptor, checked to be the same unchanged
-/// inode before and after) and returns its receipt line.
-fn receipt_entry(
-    dir: BorrowedFd<'_>,
-    anchor: &Anchor,
-    walk: &Walk,
+/// Opens the temporary read-only, checks it is the unchanged file that was found, and
+/// proves it not open: a write lease (held, in a real run, until its deletion), else the
+/// `/proc` evidence. With `hash`, reads it whole for its SHA-256 (through the same
+/// descriptor: reading breaks no lease of its own).
+fn prove(
+    dir: &Dir,
     t: &Temporary,
-    path: &std::path::Path,
-) -> Result<serde_json::Value, Reason> {
+    prover: &mut Prover,
+    hash: bool,
+) -> Result<(NotOpenProof, Option<Lease>, String), Reason> {
     let changed =
         || Reason::Changed("changed since it was listed (kept; the next run looks again)".into());
-    let fd = match fsops::open_file_at(dir, &t.name) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT | Errno::LOOP) => return Err(changed()),
-        Err(e) => return Err(Reason::Failed(format!("open: {}", std::io::Error::from(e)))),
+    let file = match dir.open_read(&t.name) {
+        Ok(f) => f,
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Err(changed()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(changed());
+        }
+        Err(e) => return Err(Reason::Failed(format!("open: {}", io_words(&e)))),
     };
-    let before = fsops::stat_fd(fd.as_fd())
-        .map_err(|e| Reason::Failed(format!("stat: {}", std::io::Error::from(e))))?;
-    if !before.same_file_unchanged(&t.stamp) {
+    let same = |f: &std::fs::File| {
+        Meta::of_fd(f).is_ok_and(|m| m.kind == Kind::File && m.stamp == t.meta.stamp)
+    };
+    if !same(&file) {
         return Err(changed());
     }
-    let mut file = std::fs::File::from(fd);
+    let (proof, lease, mut file_ref) = match Lease::take(file) {
+        Ok(lease) => (NotOpenProof::Lease, Some(lease), None),
+        Err((_, LeaseRefused::Busy)) => return Err(Reason::Open),
+        Err((file, LeaseRefused::Unavailable(e))) => {
+            prover.proc_verdict(t.meta.stamp.ino, &e)?;
+            (NotOpenProof::Proc, None, Some(file))
+        }
+    };
+    // After the lease: the file it covers must still be the one that was found.
+    let f: &std::fs::File = match (&lease, &file_ref) {
+        (Some(l), _) => l.file(),
+        (None, Some(f)) => f,
+        (None, None) => unreachable!("a lease or a file"),
+    };
+    if !same(f) {
+        return Err(changed());
+    }
+    let sha256 = if hash {
+        let mut reader: &std::fs::File = f;
+        hash_exact(&mut reader, t.meta.stamp.size).ok_or_else(changed)?
+    } else {
+        String::new()
+    };
+    if !same(f) {
+        return Err(changed());
+    }
+    file_ref.take();
+    Ok((proof, lease, sha256))
+}
+
+/// The SHA-256 of exactly `size` bytes read to the end; `None` when the length differs.
+fn hash_exact(r: &mut impl Read, size: u64) -> Option<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut read_total: u64 = 0;
+    let mut total: u64 = 0;
     loop {
-        match file.read(&mut buf) {
+        match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 hasher.update(&buf[..n]);
-                read_total += n as u64;
-                if read_total > t.stamp.size {
-                    return Err(changed());
+                total += n as u64;
+                if total > size {
+                    return None;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Reason::Failed(format!("read: {e}"))),
+            Err(_) => return None,
         }
     }
-    let after = fsops::stat_fd(file.as_fd())
-        .map_err(|e| Reason::Failed(format!("stat: {}", std::io::Error::from(e))))?;
-    if read_total != t.stamp.size || !after.same_file_unchanged(&t.stamp) {
-        return Err(changed());
-    }
-    let final_path = anchor
-        .path
-        .join(&walk.dirs[t.dir as usize].rel)
-        .join(t.final_name());
-    Ok(serde_json::json!({
-        "file": path_text(path),
-        "final": path_text(&final_path),
-        "bytes": t.stamp.size,
-        "sha256": format!("{:x}", hasher.finalize()),
-        "dev": t.stamp.dev,
-        "ino": t.stamp.ino,
-        "mtime": t.stamp.mtime.0,
-        "ctime": t.stamp.ctime.0,
-        "reason": "stale temporary: unchanged for --older-than, final file present, not open or locked",
-    }))
-}
-
-/// The last check and the removal: same unchanged inode, final file still a regular file.
-fn remove_checked(dir: BorrowedFd<'_>, t: &Temporary) -> Reason {
-    match fsops::stat_at(dir, &t.name) {
-        Ok(st) if st.same_file_unchanged(&t.stamp) => {}
-        Ok(_) | Err(Errno::NOENT) => {
-            return Reason::Changed(
-                "changed just before deletion (kept; the next run looks again)".into(),
-            );
-        }
-        Err(e) => return Reason::Failed(format!("stat: {}", std::io::Error::from(e))),
-    }
-    if final_kind(dir, &t.name) != Some(Kind::File) {
-        return Reason::Changed("its final file disappeared just before deletion (kept)".into());
-    }
-    match fsops::unlink_at(dir, OsStr::new(&t.name)) {
-        Ok(()) => Reason::Deleted,
-        Err(Errno::NOENT) => Reason::Changed("gone just before deletion".into()),
-        Err(e) => Reason::Failed(format!("delete: {}", std::io::Error::from(e))),
-    }
+    (total == size).then(|| format!("{:x}", hasher.finalize()))
 }

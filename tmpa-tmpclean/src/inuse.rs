@@ -6,26 +6,20 @@
 //! locks). Only files on the root's device are kept, so memory is bounded by what is
 //! open on that file system, not on the whole machine.
 //!
-//! The rule is one-sided: a file is proven closed only when *every* process could be
-//! inspected. When any process's descriptors or maps cannot be read (not running as root,
-//! hardened `/proc`, no `/proc` at all), nothing is proven closed and every candidate is
-//! kept as "cannot prove it is closed". A process that exits during the scan is simply
-//! gone (its files are closed).
-//!
-//! Not covered: processes in other pid namespaces (run on the host, not in a container),
-//! threads that unshared their descriptor table, and a process that opens a temporary
-//! after the scan (the temporaries deleted are at least `--older-than` old and unchanged,
-//! which no writer leaves behind while it still uses them).
+//! This is *evidence*, used only where the kernel gives no file lease (NFS, FUSE, overlay
+//! file systems; a file of another user without `CAP_LEASE`): a file `/proc` shows open
+//! or locked is kept. That `/proc` shows a file closed proves nothing by itself: `/proc`
+//! shows only this pid namespace (a cron container beside the application's sees none of
+//! the application's processes) and may hide processes even from root. tmpa-tmpclean
+//! accepts it as proof only when the operator states, with `--proc-shows-all-writers`,
+//! that `/proc` shows every process that can write the tree; and even then not when
+//! `/proc` is missing, is not a procfs, or belongs to another pid namespace.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead};
-use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-use crate::fsops;
 
 /// Files in use on one device, as found by one scan.
 #[derive(Debug, Default)]
@@ -36,6 +30,9 @@ pub struct InUse {
     locked: HashSet<u64>,
     /// Why the scan cannot prove anything closed, if it cannot.
     blind: Option<String>,
+    /// Why `/proc` is no evidence at all here (missing, not a procfs, another pid
+    /// namespace's), if it is not.
+    absent: Option<String>,
     /// Processes inspected.
     processes: u64,
 }
@@ -62,7 +59,9 @@ impl InUse {
         let rd = match fs::read_dir(proc_dir) {
             Ok(rd) => rd,
             Err(e) => {
-                s.blind = Some(format!("cannot list {}: {e}", proc_dir.display()));
+                let why = format!("cannot list {}: {e}", proc_dir.display());
+                s.blind = Some(why.clone());
+                s.absent = Some(why);
                 return s;
             }
         };
@@ -86,7 +85,8 @@ impl InUse {
             }
         }
         if let Some(why) = not_our_proc(proc_dir, me) {
-            s.blind = Some(why);
+            s.blind = Some(why.clone());
+            s.absent = Some(why);
         }
         if !unreadable.is_empty() {
             unreadable.sort_unstable();
@@ -133,24 +133,17 @@ impl InUse {
 
     /// Records the open and mapped files of one process.
     fn scan_process(&mut self, dir: &Path, dev: u64) -> io::Result<()> {
-        let fd_dir = dir.join("fd");
-        let fds = fsops::open_dir_path(&fd_dir).map_err(io::Error::from)?;
-        let mut stream = rustix::fs::Dir::read_from(fds.as_fd()).map_err(io::Error::from)?;
-        while let Some(entry) = stream.read() {
-            let entry = entry.map_err(io::Error::from)?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
-            }
-            match fsops::stat_path_following(fds.as_fd(), name) {
-                Ok(st) if st.dev == dev => {
-                    self.open.insert(st.ino);
+        for entry in fs::read_dir(dir.join("fd"))? {
+            // Through the magic link: the open file's own device and inode.
+            match fs::metadata(entry?.path()) {
+                Ok(m) if m.dev() == dev => {
+                    self.open.insert(m.ino());
                 }
                 Ok(_) => {}
                 // Closed between listing and stat, or a target that cannot be stated
                 // (a deleted file on a vanished mount): not one of ours either way.
-                Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         let maps = fs::File::open(dir.join("maps"))?;
@@ -182,6 +175,11 @@ impl InUse {
         self.blind.as_deref()
     }
 
+    /// Why `/proc` is no evidence at all here, when that is so.
+    pub fn absent(&self) -> Option<&str> {
+        self.absent.as_deref()
+    }
+
     /// How many processes were inspected.
     pub fn processes(&self) -> u64 {
         self.processes
@@ -194,6 +192,7 @@ impl InUse {
             open: open.iter().copied().collect(),
             locked: locked.iter().copied().collect(),
             blind: blind.map(str::to_owned),
+            absent: None,
             processes: 1,
         }
     }

@@ -15,22 +15,31 @@
 //! 4. neither its mtime nor its ctime is within `--older-than`, default 24h (`young`);
 //! 5. its final file exists in the same directory as a regular file (`orphan`: kept,
 //!    reported, exit 1, because it may hold the only copy of some data);
-//! 6. no process has it open or mapped (`open`), none holds a lock on it (`locked`), and
-//!    every process could be inspected (`unproven`: kept, exit 1). `/proc` is scanned
-//!    once per run, and only when some temporary passed 1-5.
+//! 6. it is proven not open. The proof is the kernel's: a write lease
+//!    (`fcntl(F_SETLEASE, F_WRLCK)`) is granted only when no other open file description
+//!    of the file exists, in any process of any pid, mount or user namespace, mapped
+//!    files included (`open` when refused); it is held through the receipt and the
+//!    `unlinkat`, so a process opening the file meanwhile waits and the file is kept.
+//!    Where no lease can be had (NFS, FUSE, overlay; a file of another user without
+//!    `CAP_LEASE`), `/proc` is evidence: a file it shows open or locked is kept
+//!    (`open`, `locked`); one it does not is kept as `unproven` (exit 1) unless
+//!    `--proc-shows-all-writers` states that `/proc` shows every process that can write
+//!    the tree. Each decision says which proof it rests on: `not open (lease)` or
+//!    `not open (/proc)`.
 //!
 //! Invariants:
-//! - Never follows a symlink: directories are opened one component at a time with
-//!   `O_NOFOLLOW | O_DIRECTORY` and every stat, open and unlink is relative to a directory
-//!   descriptor, so a directory swapped for a symlink mid-run cannot lead out of the root.
+//! - Never follows a symlink: every directory is reached from the root by descriptor
+//!   (tmpa-core's file layer) and every stat, open and unlink is relative to one, so a
+//!   directory swapped for a symlink mid-run cannot lead out of the root.
 //! - Never enters `.tmpa/`, anything outside the three data directories, or a directory on
 //!   another file system or mount than the root.
-//! - Never deletes anything that is not a temporary, and deletes a temporary only after its
-//!   receipt line (path, size, SHA-256 of the content, final file) is fsynced and a last
-//!   check finds the same inode with the same size, mtime and ctime, and its final file
-//!   still there. Each directory is fsynced after its deletions.
-//! - A dry run takes the same path up to the deletion and changes nothing outside
-//!   `.tmpa/`; its output (like every run's) is sorted and deterministic.
+//! - Never deletes anything that is not a temporary, and deletes through the workspace's
+//!   one deletion path: a fsynced receipt line (path, size, SHA-256, stamp, final file,
+//!   proof), then, with the lease still intact, the same inode with the same size, mtime
+//!   and ctime and its final file still there, then `unlinkat`, then a directory fsync.
+//! - A dry run takes the same path up to the deletion (leases are taken and released at
+//!   once) and changes nothing outside `.tmpa/`; its output (like every run's) is sorted
+//!   and deterministic.
 //! - Memory: one open directory stream per level of the walk, plus the temporaries (at most
 //!   [`walk::TEMPORARIES_MAX`]); the other files are seen once and forgotten.
 //!
@@ -47,36 +56,41 @@
 //! receipt line saying it was not deleted.
 
 pub mod act;
-pub mod fsops;
 pub mod inuse;
+mod reason;
 pub mod walk;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tmpa_core::Problem;
-use tmpa_core::day::path_text;
-use tmpa_core::program::{CommonArgs, ExitStatus, Progress, Run, parse_age};
+use tmpa_core::maintenance::{path_text, serialize_path};
+use tmpa_core::{Problem, ProblemKind};
+use tmpa_maint::{
+    CommonArgs, ExitStatus, Mode, NotOpenProof, Progress, Run, StartError, Task, parse_age,
+};
 
-use crate::inuse::{InUse, Use};
-use crate::walk::{Anchor, Cutoff, Reason, Walk};
+pub use crate::reason::{Reason, ReasonCode};
+use crate::walk::{Anchor, Cutoff, Walk};
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-tmpclean";
-/// Task name, as in `.tmpa/runs/tmp_cleanup.json`.
-pub const TASK: &str = "tmp_cleanup";
+/// Task, as in `.tmpa/runs/tmp_cleanup.json`.
+pub const TASK: Task = Task::TmpCleanup;
 
 /// Remove stale atomic-write temporaries (`*.tmp`, `*.tmp.*`) from a TMPA tree (tmp_cleanup).
 ///
 /// Deletes a temporary only when it is a regular file unchanged (mtime and ctime) for
-/// --older-than, its final file exists, and no process has it open, mapped or locked.
-/// Orphans (no final file) are kept and reported (exit 1). Never follows a symlink, never
-/// leaves the root's file system, never enters .tmpa/, never touches
-/// chat_history/*/profile/. Exit: 0 ok, 1 needs a look, 2 usage, 3 locked, 4 I/O failure.
-/// Every deletion is preceded by a fsynced receipt in .tmpa/receipts/tmp_cleanup/.
+/// --older-than, its final file exists, and it is proven not open: by the kernel, which
+/// grants a file lease only when no other process anywhere (any container, any pid
+/// namespace) has the file open or mapped, and holds it until the deletion; where no lease
+/// can be had (NFS, FUSE, overlay), /proc is only evidence (see --proc-shows-all-writers).
+/// Each decision names its proof: "not open (lease)" or "not open (/proc)". Orphans (no
+/// final file) are kept and reported (exit 1). Never follows a symlink, never leaves the
+/// root's file system, never enters .tmpa/, never touches chat_history/*/profile/. Exit: 0
+/// ok, 1 needs a look, 2 usage, 3 locked, 4 I/O failure. Every deletion is preceded by a
+/// fsynced receipt in .tmpa/receipts/tmp_cleanup/.
 #[derive(clap::Parser, Debug)]
 #[command(name = "tmpa-tmpclean", version)]
 pub struct Args {
@@ -87,22 +101,53 @@ pub struct Args {
     /// (a whole number and a unit: s, m, h, d, w)
     #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
     pub older_than: Duration,
+    /// Where no file lease can be had (NFS, FUSE, overlay file systems; a file of another
+    /// user without CAP_LEASE), accept /proc as proof that a temporary is not open. Pass it
+    /// only where /proc shows every process that can write the tree: not in a container
+    /// beside the application's, not where another host mounts the tree. Without it such
+    /// temporaries are kept as "unproven" (exit 1).
+    #[arg(long)]
+    pub proc_shows_all_writers: bool,
+}
+
+/// What is done with a temporary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Deleted by this run.
+    Deleted,
+    /// A real run would delete it (dry run).
+    WouldDelete,
+    /// Kept.
+    Keep,
+}
+
+impl Action {
+    /// The word of the text report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deleted => "deleted",
+            Action::WouldDelete => "would_delete",
+            Action::Keep => "keep",
+        }
+    }
 }
 
 /// What was decided for one temporary.
 #[derive(Clone, Debug, Serialize)]
 pub struct Decision {
     /// The temporary.
-    #[serde(serialize_with = "tmpa_core::day::serialize_path")]
+    #[serde(serialize_with = "serialize_path")]
     pub path: PathBuf,
     /// Its final file (which it would have replaced).
-    #[serde(rename = "final", serialize_with = "tmpa_core::day::serialize_path")]
+    #[serde(rename = "final", serialize_with = "serialize_path")]
     pub final_path: PathBuf,
-    /// `deleted`, `would_delete` (dry run) or `keep`.
-    pub action: &'static str,
-    /// `stale`, `young`, `open`, `locked`, `unproven`, `orphan`, `not_regular`,
-    /// `other_fs`, `protected`, `changed` or `failed`.
-    pub reason: &'static str,
+    /// What is done with it.
+    pub action: Action,
+    /// Why.
+    pub reason: ReasonCode,
+    /// What proved it not open, when something did.
+    pub proof: Option<NotOpenProof>,
     /// The reason in words.
     pub detail: String,
     /// Size in bytes when it was found.
@@ -111,13 +156,54 @@ pub struct Decision {
     pub needs_look: bool,
 }
 
+/// Totals of a run (the run record's `counts` and the log's last line).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counts {
+    /// Temporaries found.
+    pub temporaries: u64,
+    /// Temporaries kept.
+    pub kept: u64,
+    /// Deleted (real runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+    /// A real run would delete (dry runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<u64>,
+    /// Kept: changed within `--older-than`.
+    pub young: u64,
+    /// Kept: open or mapped.
+    pub open: u64,
+    /// Kept: locked.
+    pub locked: u64,
+    /// Kept: not proven closed.
+    pub unproven: u64,
+    /// Kept: no final file.
+    pub orphan: u64,
+    /// Kept: not a regular file.
+    pub not_regular: u64,
+    /// Kept: on another file system.
+    pub other_fs: u64,
+    /// Kept: under `profile/`.
+    pub protected: u64,
+    /// Kept: changed between decision and deletion.
+    pub changed: u64,
+    /// Kept: an I/O error.
+    pub failed: u64,
+    /// Directories listed.
+    pub dirs: u64,
+    /// Entries looked at.
+    pub entries: u64,
+    /// Directories not entered.
+    pub not_entered: u64,
+}
+
 /// The whole run's report.
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// `tmpa-tmpclean`.
     pub program: &'static str,
     /// The canonical root.
-    #[serde(serialize_with = "tmpa_core::day::serialize_path")]
+    #[serde(serialize_with = "serialize_path")]
     pub root: PathBuf,
     /// Whether this was a dry run.
     pub dry_run: bool,
@@ -130,7 +216,7 @@ pub struct Report {
     /// What went wrong or needs a look outside any single temporary, sorted.
     pub problems: Vec<Problem>,
     /// Totals.
-    pub counts: BTreeMap<String, u64>,
+    pub counts: Counts,
     /// The exit code.
     pub exit_code: u8,
     /// Whether an I/O failure happened (exit 4).
@@ -143,10 +229,10 @@ pub struct Report {
 /// # Errors
 /// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
 /// is reported per file and reflected in the returned status.
-pub fn run(args: &Args) -> tmpa_core::Result<ExitStatus> {
-    let mode = "CLEAN";
-    tmpa_core::program::run_program(PROGRAM, TASK, &args.common, mode, |run| {
-        let report = clean(run, args.older_than, SystemTime::now());
+pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
+    let mode = Mode::of_flags(args.common.dry_run, false);
+    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "CLEAN", |run| {
+        let report = clean(run, args, SystemTime::now());
         let status = report_status(&report);
         (report, status)
     })
@@ -170,44 +256,46 @@ fn cutoff(now: SystemTime, older_than: Duration) -> Cutoff {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .saturating_sub(older_than);
-    Cutoff((
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        since.subsec_nanos(),
-    ))
+    Cutoff(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// Walks, decides and (unless a dry run) deletes; never panics on odd input.
-pub fn clean(run: &mut Run, older_than: Duration, now: SystemTime) -> Report {
+/// Walks, decides, proves and (unless a dry run) deletes; never panics on odd input.
+pub fn clean(run: &mut Run, args: &Args, now: SystemTime) -> Report {
     let progress = Progress::new();
     let root = run.root().path().to_path_buf();
     let mut problems = Vec::new();
     let mut failed = false;
     let mut w = Walk::default();
-    let anchor = match Anchor::open(&root) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            failed = true;
-            problems.push(Problem {
-                path: root.clone(),
-                reason: e.chain(),
-            });
-            None
-        }
-    };
-    if let Some(anchor) = &anchor {
-        progress.show(format!("{PROGRAM}: walking {}", root.display()));
-        w = walk::walk(anchor, cutoff(now, older_than));
-        if w.temps.iter().any(|t| t.reason == Reason::Stale) {
-            progress.show(format!("{PROGRAM}: scanning /proc"));
-            let in_use = InUse::scan(&inuse::proc_dir(), anchor.stamp.dev);
-            apply_in_use(&mut w, &in_use, &root, &mut problems);
-        }
-        let order = sorted_order(&w);
-        if !run.dry_run() {
-            progress.show(format!("{PROGRAM}: deleting"));
-            let fs_failures = act::delete_stale(run, anchor, &mut w, &order);
+    match Anchor::open(run.root()) {
+        Ok(anchor) => {
+            progress.show(format!("{PROGRAM}: walking {}", root.display()));
+            w = walk::walk(&anchor, cutoff(now, args.older_than));
+            let order = sorted_order(&w);
+            progress.show(format!("{PROGRAM}: proving and deleting"));
+            let mut prover =
+                act::Prover::new(&anchor, args.proc_shows_all_writers, args.older_than);
+            let fs_failures = act::settle(run, &anchor, &mut w, &order, &mut prover);
             failed |= !fs_failures.is_empty();
             problems.extend(fs_failures);
+            let unproven = w
+                .temps
+                .iter()
+                .filter(|t| matches!(t.reason, Reason::Unproven(_)))
+                .count();
+            if unproven > 0 {
+                problems.push(Problem::new(
+                    &root,
+                    ProblemKind::Unreadable,
+                    format!(
+                        "{unproven} stale temporaries kept: no file lease could be had on them \
+                         and /proc is not proof enough (see --proc-shows-all-writers)"
+                    ),
+                ));
+            }
+        }
+        Err(e) => {
+            failed = true;
+            problems.push(Problem::from_error(&root, e));
         }
     }
     progress.clear();
@@ -216,32 +304,7 @@ pub fn clean(run: &mut Run, older_than: Duration, now: SystemTime) -> Report {
     problems.append(&mut w.problems);
     problems.sort();
     w.not_entered.sort();
-    build_report(run.dry_run(), &root, older_than, w, problems, failed)
-}
-
-/// Applies the `/proc` verdict to every temporary still `Stale`.
-fn apply_in_use(w: &mut Walk, in_use: &InUse, root: &std::path::Path, problems: &mut Vec<Problem>) {
-    let mut unproven = 0;
-    for t in w.temps.iter_mut().filter(|t| t.reason == Reason::Stale) {
-        t.reason = match in_use.verdict(t.stamp.ino) {
-            Use::Unused => Reason::Stale,
-            Use::Open => Reason::Open,
-            Use::Locked => Reason::Locked,
-            Use::Unproven => {
-                unproven += 1;
-                Reason::Unproven
-            }
-        };
-    }
-    if unproven > 0 {
-        problems.push(Problem {
-            path: root.to_path_buf(),
-            reason: format!(
-                "{unproven} stale temporaries kept: {}",
-                in_use.blind().unwrap_or("some process cannot be inspected")
-            ),
-        });
-    }
+    build_report(run.dry_run(), &root, args.older_than, w, problems, failed)
 }
 
 /// Indexes of the temporaries sorted by (directory, name): the order of the report and
@@ -257,7 +320,7 @@ fn sorted_order(w: &Walk) -> Vec<usize> {
 
 fn build_report(
     dry_run: bool,
-    root: &std::path::Path,
+    root: &Path,
     older_than: Duration,
     w: Walk,
     problems: Vec<Problem>,
@@ -265,56 +328,57 @@ fn build_report(
 ) -> Report {
     let order = sorted_order(&w);
     let older = age_text(older_than);
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for key in [
-        "temporaries",
-        "kept",
-        if dry_run { "would_delete" } else { "deleted" },
-        "young",
-        "open",
-        "locked",
-        "unproven",
-        "orphan",
-        "not_regular",
-        "other_fs",
-        "protected",
-        "changed",
-        "failed",
-    ] {
-        counts.insert(key.to_owned(), 0);
-    }
-    counts.insert("dirs".to_owned(), w.dirs_walked);
-    counts.insert("entries".to_owned(), w.entries);
-    counts.insert("not_entered".to_owned(), w.not_entered.len() as u64);
+    let mut counts = Counts {
+        dirs: w.dirs_walked,
+        entries: w.entries,
+        not_entered: w.not_entered.len() as u64,
+        ..Counts::default()
+    };
+    let mut gone = 0;
     let mut temporaries = Vec::with_capacity(order.len());
     for i in order {
         let t = &w.temps[i];
         let dir = root.join(&w.dirs[t.dir as usize].rel);
         let action = match t.reason {
-            Reason::Deleted => "deleted",
-            Reason::Stale if dry_run => "would_delete",
+            Reason::Deleted(_) => Action::Deleted,
+            Reason::Stale(Some(_)) if dry_run => Action::WouldDelete,
             // A real run attempts every stale temporary; none is left Stale.
-            _ => "keep",
+            _ => Action::Keep,
         };
-        *counts.entry("temporaries".to_owned()).or_default() += 1;
-        let count_key = match action {
-            "keep" => {
-                *counts.entry("kept".to_owned()).or_default() += 1;
-                t.reason.code()
-            }
-            other => other,
-        };
-        *counts.entry(count_key.to_owned()).or_default() += 1;
+        counts.temporaries += 1;
+        if action == Action::Keep {
+            counts.kept += 1;
+            *match t.reason.code() {
+                ReasonCode::Young => &mut counts.young,
+                ReasonCode::Open => &mut counts.open,
+                ReasonCode::Locked => &mut counts.locked,
+                ReasonCode::Unproven => &mut counts.unproven,
+                ReasonCode::Orphan => &mut counts.orphan,
+                ReasonCode::NotRegular => &mut counts.not_regular,
+                ReasonCode::OtherFs => &mut counts.other_fs,
+                ReasonCode::Protected => &mut counts.protected,
+                ReasonCode::Changed => &mut counts.changed,
+                ReasonCode::Failed | ReasonCode::Stale => &mut counts.failed,
+            } += 1;
+        } else {
+            gone += 1;
+        }
         failed |= matches!(t.reason, Reason::Failed(_));
         temporaries.push(Decision {
             path: dir.join(&t.name),
-            final_path: dir.join(t.final_name()),
+            final_path: dir.join(&t.final_name),
             action,
             reason: t.reason.code(),
-            detail: detail(&t.reason, &older),
-            bytes: t.stamp.size,
+            proof: t.reason.proof(),
+            detail: t.reason.detail(&older),
+            bytes: t.meta.stamp.size,
             needs_look: t.reason.needs_look(),
         });
+    }
+    if dry_run {
+        counts.would_delete = Some(gone);
+    } else {
+        counts.deleted = Some(gone);
     }
     Report {
         program: PROGRAM,
@@ -330,36 +394,6 @@ fn build_report(
     }
 }
 
-/// A reason in words (stable from run to run: no times, no pids).
-pub(crate) fn detail(reason: &Reason, older: &str) -> String {
-    match reason {
-        Reason::Stale => {
-            format!("unchanged for at least {older}, final file present, not open or locked")
-        }
-        Reason::Deleted => format!(
-            "unchanged for at least {older}, final file present, not open or locked; receipt written"
-        ),
-        Reason::Young => format!("changed within {older} (a write may be in progress)"),
-        Reason::Open => "open or mapped by a running process".into(),
-        Reason::Locked => "locked by a running process".into(),
-        Reason::Unproven => {
-            "cannot prove it is closed: some process cannot be inspected (needs a look)".into()
-        }
-        Reason::Orphan(None) => {
-            "no final file: may hold the only copy of its data (kept, needs a look)".into()
-        }
-        Reason::Orphan(Some(k)) => format!(
-            "its final file is {}, not a regular file (kept, needs a look)",
-            k.words()
-        ),
-        Reason::NotRegular(k) => format!("is {} (never followed or deleted)", k.words()),
-        Reason::OtherFs => "on another file system than the root (not touched)".into(),
-        Reason::Protected => "in a profile/ directory, which maintenance never touches".into(),
-        Reason::Changed(s) => s.clone(),
-        Reason::Failed(s) => format!("not deleted: {s}"),
-    }
-}
-
 /// `86400s` as `24h`, `7d` as `1w`: the largest whole unit.
 fn age_text(d: Duration) -> String {
     let s = d.as_secs();
@@ -371,7 +405,21 @@ fn age_text(d: Duration) -> String {
     format!("{s}s")
 }
 
-tmpa_core::impl_report!(Report);
+impl tmpa_maint::Report for Report {
+    type Counts = Counts;
+
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    fn set_exit_code(&mut self, code: u8) {
+        self.exit_code = code;
+    }
+
+    fn render_text(&self) -> String {
+        render_text(self)
+    }
+}
 
 /// The report as text: one line per temporary (`action reason path: detail`), sorted by
 /// path, then the directories not entered and the problems.
@@ -381,8 +429,8 @@ pub fn render_text(report: &Report) -> String {
         let _ = writeln!(
             s,
             "{:<12} {:<11} {}: {}",
-            d.action,
-            d.reason,
+            d.action.as_str(),
+            d.reason.as_str(),
             path_text(&d.path),
             d.detail
         );
@@ -399,66 +447,6 @@ pub fn render_text(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tmpa_core::Root;
-
-    /// A root with `notifications/u1/inbox/{a,b}.json` and their temporaries, a run on it,
-    /// and a walk that sees every temporary as old (a cutoff an hour ahead).
-    fn walked() -> (tempfile::TempDir, Run, Anchor, Walk) {
-        let t = tempfile::tempdir().unwrap();
-        let inbox = t.path().join("notifications/u1/inbox");
-        std::fs::create_dir_all(&inbox).unwrap();
-        for n in ["a", "b"] {
-            std::fs::write(inbox.join(format!("{n}.json")), b"{}").unwrap();
-            std::fs::write(inbox.join(format!("{n}.json.tmp")), b"partial").unwrap();
-        }
-        let root = Root::open(t.path()).unwrap();
-        let run = Run::start(PROGRAM, TASK, root.clone(), false).unwrap();
-        let anchor = Anchor::open(root.path()).unwrap();
-        let later = SystemTime::now() + Duration::from_secs(3600);
-        let w = walk::walk(&anchor, cutoff(later, Duration::ZERO));
-        assert_eq!(w.temps.len(), 2);
-        assert!(w.temps.iter().all(|t| t.reason == Reason::Stale), "{w:?}");
-        (t, run, anchor, w)
-    }
-
-    #[test]
-    fn directory_swapped_for_a_symlink_after_the_walk_leads_nowhere() {
-        let (t, mut run, anchor, mut w) = walked();
-        let outside = tempfile::tempdir().unwrap();
-        for n in ["a.json", "a.json.tmp", "b.json", "b.json.tmp"] {
-            std::fs::write(outside.path().join(n), b"outside").unwrap();
-        }
-        let inbox = t.path().join("notifications/u1/inbox");
-        std::fs::rename(&inbox, t.path().join("notifications/u1/moved")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), &inbox).unwrap();
-        let order = sorted_order(&w);
-        let failures = act::delete_stale(&mut run, &anchor, &mut w, &order);
-        assert!(failures.is_empty(), "{failures:?}");
-        assert!(
-            w.temps
-                .iter()
-                .all(|t| matches!(t.reason, Reason::Changed(_))),
-            "{w:?}"
-        );
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 4);
-        assert!(t.path().join("notifications/u1/moved/a.json.tmp").exists());
-    }
-
-    #[test]
-    fn temporary_changed_after_the_walk_is_kept_the_other_deleted() {
-        let (t, mut run, anchor, mut w) = walked();
-        let inbox = t.path().join("notifications/u1/inbox");
-        std::fs::write(inbox.join("a.json.tmp"), b"rewritten, longer").unwrap();
-        let order = sorted_order(&w);
-        let failures = act::delete_stale(&mut run, &anchor, &mut w, &order);
-        assert!(failures.is_empty(), "{failures:?}");
-        let by_name = |n: &str| &w.temps.iter().find(|t| t.name == n).unwrap().reason;
-        assert!(matches!(by_name("a.json.tmp"), Reason::Changed(_)));
-        assert_eq!(by_name("b.json.tmp"), &Reason::Deleted);
-        assert!(inbox.join("a.json.tmp").exists());
-        assert!(!inbox.join("b.json.tmp").exists());
-        assert!(inbox.join("b.json").exists());
-    }
 
     #[test]
     fn age_text_uses_the_largest_whole_unit() {

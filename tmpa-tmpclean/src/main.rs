@@ -6,5 +6,5 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = tmpa_tmpclean::Args::parse();
-    tmpa_core::program::exit(tmpa_tmpclean::PROGRAM, tmpa_tmpclean::run(&args))
+    tmpa_maint::exit(tmpa_tmpclean::PROGRAM, tmpa_tmpclean::run(&args))
 }

@@ -6,82 +6,20 @@
 //! other entries are looked at once, by name and `d_type`, and forgotten.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Dir, FileType};
-use rustix::io::Errno;
-use tmpa_core::Problem;
-use tmpa_core::temp_final_name;
+use tmpa_core::maintenance::{
+    DATA_DIRS, Dir, Entries, FinalName, Kind, Meta, root_dir, temporary_of,
+};
+use tmpa_core::{Error, Problem, ProblemKind, Root};
 
-use crate::fsops::{self, Kind, Stamp, Time};
+pub use crate::reason::Reason;
 
-/// The data directories walked (tmpa-core's, in its order). `.tmpa/` and anything else
-/// at the top of the root are never entered.
-pub use tmpa_core::root::DATA_DIRS;
 /// Deepest directory entered below a data directory (the layout needs 3; deeper trees
 /// are reported, not entered, so a bind-mount loop cannot recurse without end).
 pub const DEPTH_MAX: usize = 32;
 /// Most temporaries held by one run; the rest wait for the next run (reported).
 pub const TEMPORARIES_MAX: usize = 500_000;
-
-/// Why a temporary is kept, or that it may go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// Old, unchanged, final file present, not in use: delete (or, in a dry run, would).
-    Stale,
-    /// Deleted by this run.
-    Deleted,
-    /// Changed (by mtime or ctime) within `--older-than`: a write may be in progress.
-    Young,
-    /// Some process has it open or mapped.
-    Open,
-    /// Some process holds a lock on it.
-    Locked,
-    /// Some process could not be inspected, so it cannot be proven closed.
-    Unproven,
-    /// Old, but its final file is missing (`None`) or not a regular file (its kind): it
-    /// may hold the only copy of data. Never deleted; needs a look.
-    Orphan(Option<Kind>),
-    /// Not a regular file (symlink, fifo, directory, ...): never touched.
-    NotRegular(Kind),
-    /// On another file system than the root (a file bind-mounted into the tree).
-    OtherFs,
-    /// Under `chat_history/{user}/profile/`, which maintenance never touches (SPEC §1).
-    Protected,
-    /// Changed, moved or replaced between the decision and the deletion: kept.
-    Changed(String),
-    /// The deletion (or the checks just before it) failed with an I/O error.
-    Failed(String),
-}
-
-impl Reason {
-    /// A stable code for reports and JSON.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Reason::Stale | Reason::Deleted => "stale",
-            Reason::Young => "young",
-            Reason::Open => "open",
-            Reason::Locked => "locked",
-            Reason::Unproven => "unproven",
-            Reason::Orphan(_) => "orphan",
-            Reason::NotRegular(_) => "not_regular",
-            Reason::OtherFs => "other_fs",
-            Reason::Protected => "protected",
-            Reason::Changed(_) => "changed",
-            Reason::Failed(_) => "failed",
-        }
-    }
-
-    /// Whether an operator should look at it (exit 1, or 4 for a failure).
-    pub fn needs_look(&self) -> bool {
-        matches!(
-            self,
-            Reason::Orphan(_) | Reason::Unproven | Reason::Changed(_) | Reason::Failed(_)
-        )
-    }
-}
 
 /// One temporary found by the walk.
 #[derive(Clone, Debug)]
@@ -90,17 +28,13 @@ pub struct Temporary {
     pub dir: u32,
     /// Its name in that directory.
     pub name: OsString,
-    /// Identity, size and times when it was found.
-    pub stamp: Stamp,
+    /// Its final file's name (for a long name's abbreviated temporary, the entry it
+    /// stands for; else what the name says before `.tmp`).
+    pub final_name: OsString,
+    /// Identity, size, times and kind when it was found.
+    pub meta: Meta,
     /// The decision so far.
     pub reason: Reason,
-}
-
-impl Temporary {
-    /// Its final file's name (`a.json` for `a.json.tmp.123`).
-    pub fn final_name(&self) -> &OsStr {
-        temp_final_name(&self.name).expect("only temporaries are recorded")
-    }
 }
 
 /// A directory that holds at least one temporary.
@@ -109,7 +43,7 @@ pub struct WalkedDir {
     /// Path relative to the root.
     pub rel: PathBuf,
     /// Its identity when it was listed; it must still be this directory at deletion.
-    pub stamp: Stamp,
+    pub meta: Meta,
 }
 
 /// What the walk found.
@@ -119,8 +53,8 @@ pub struct Walk {
     pub dirs: Vec<WalkedDir>,
     /// Every temporary, in walk order.
     pub temps: Vec<Temporary>,
-    /// Directories not entered (another file system, too deep, a symlinked data
-    /// directory), with the reason; not an error.
+    /// Directories not entered (another file system, too deep), with the reason; not an
+    /// error.
     pub not_entered: Vec<Problem>,
     /// What went wrong (a directory that cannot be listed, an entry that cannot be
     /// stated), with the path.
@@ -136,97 +70,104 @@ pub struct Walk {
     pub truncated: bool,
 }
 
-/// The root as the walk holds it: a descriptor and its identity.
+/// The root as the walk holds it: its directory and identity.
 #[derive(Debug)]
 pub struct Anchor {
-    /// The root path (canonical), for reports.
-    pub path: PathBuf,
-    /// The open root directory.
-    pub fd: OwnedFd,
-    /// Its identity: device and mount every entered directory must share.
-    pub stamp: Stamp,
+    /// The root, held by descriptor.
+    pub dir: Dir,
+    /// Its identity: the device every entered directory must share.
+    pub meta: Meta,
+    /// Its mount id, where the kernel says: every entered directory must share it too.
+    pub mount_id: Option<u64>,
 }
 
 impl Anchor {
-    /// Opens the root.
+    /// Holds the root of `root`.
     ///
     /// # Errors
-    /// The OS error, naming the path.
-    pub fn open(path: &Path) -> tmpa_core::Result<Anchor> {
-        let io = |e: Errno| tmpa_core::Error::Io {
-            op: "open root",
-            path: path.to_path_buf(),
-            source: e.into(),
-        };
-        let fd = fsops::open_dir_path(path).map_err(io)?;
-        let stamp = fsops::stat_fd(fd.as_fd()).map_err(io)?;
+    /// [`Error::Io`] naming the root.
+    pub fn open(root: &Root) -> tmpa_core::Result<Anchor> {
+        let dir = root_dir(root).try_clone()?;
+        let meta = dir.meta()?;
+        let mount_id = dir.mount_id();
         Ok(Anchor {
-            path: path.to_path_buf(),
-            fd,
-            stamp,
+            dir,
+            meta,
+            mount_id,
         })
     }
 
-    /// Whether a directory with this stamp is on the root's file system (same device
-    /// and, where the kernel says, the same mount).
-    fn same_fs(&self, st: &Stamp) -> bool {
-        st.dev == self.stamp.dev
-            && match (st.mnt_id, self.stamp.mnt_id) {
+    /// The root's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether a directory is on the root's file system (same device and, where the kernel
+    /// says, the same mount).
+    fn same_fs(&self, dir: &Dir, meta: &Meta) -> bool {
+        meta.stamp.dev == self.meta.stamp.dev
+            && match (dir.mount_id(), self.mount_id) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             }
     }
 }
 
-/// The age rule: the cutoff is `now - older_than`; a file changed after it is young.
+/// The age rule: a file changed (mtime or ctime) after `cutoff_ns` is young.
 #[derive(Clone, Copy, Debug)]
-pub struct Cutoff(pub Time);
+pub struct Cutoff(pub i64);
 
 struct Level {
-    stream: Dir,
-    fd: OwnedFd,
+    dir: Dir,
     rel: PathBuf,
-    stamp: Stamp,
+    meta: Meta,
     id: Option<u32>,
+    stream: Entries,
 }
 
 /// Walks the data directories of the root and decides, for every temporary, everything
-/// that does not need the `/proc` scan (kind, file system, age, final file).
+/// that does not need to know whether it is open (kind, file system, age, final file).
 pub fn walk(anchor: &Anchor, cutoff: Cutoff) -> Walk {
     let mut w = Walk::default();
     for data in DATA_DIRS {
-        let rel = PathBuf::from(data);
-        match fsops::open_dir_at(anchor.fd.as_fd(), OsStr::new(data)) {
-            Ok(fd) => walk_tree(anchor, cutoff, fd, rel, &mut w),
-            Err(Errno::NOENT) => {}
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                let path = anchor.path.join(&rel);
-                if is_symlink(anchor.fd.as_fd(), OsStr::new(data)) {
-                    w.problems.push(Problem {
+        match anchor.dir.open_dir(data) {
+            Ok(d) => walk_tree(anchor, cutoff, d, PathBuf::from(data), &mut w),
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+            Err(Error::Unsafe { path, .. }) => {
+                if anchor
+                    .dir
+                    .stat(data)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.kind == Kind::Symlink)
+                {
+                    w.problems.push(Problem::new(
                         path,
-                        reason: "data directory is a symlink (not followed, not cleaned)".into(),
-                    });
+                        ProblemKind::Unsafe,
+                        "data directory is a symlink (not followed, not cleaned)",
+                    ));
                 }
             }
-            Err(e) => w.failures.push(Problem {
-                path: anchor.path.join(&rel),
-                reason: format!("cannot open: {}", io_text(e)),
-            }),
+            Err(e) => w.failures.push(Problem::new(
+                anchor.path().join(data),
+                ProblemKind::Unreadable,
+                format!("cannot open: {}", io_text(&e)),
+            )),
         }
     }
     w
 }
 
-fn is_symlink(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-    fsops::stat_at(dir, name).is_ok_and(|s| s.kind == Kind::Symlink)
-}
-
-fn io_text(e: Errno) -> String {
-    std::io::Error::from(e).to_string()
+/// The operating system's words for an error, without the path (reports add it).
+fn io_text(e: &Error) -> String {
+    match e {
+        Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Depth-first over one data directory, one open stream per level.
-fn walk_tree(anchor: &Anchor, cutoff: Cutoff, top: OwnedFd, rel: PathBuf, w: &mut Walk) {
+fn walk_tree(anchor: &Anchor, cutoff: Cutoff, top: Dir, rel: PathBuf, w: &mut Walk) {
     let mut stack: Vec<Level> = Vec::new();
     if let Some(level) = enter(anchor, top, rel, w) {
         stack.push(level);
@@ -236,101 +177,102 @@ fn walk_tree(anchor: &Anchor, cutoff: Cutoff, top: OwnedFd, rel: PathBuf, w: &mu
         let Some(level) = stack.last_mut() else {
             break;
         };
-        let entry = match level.stream.read() {
+        let entry = match level.stream.next() {
             None => {
                 stack.pop();
                 continue;
             }
             Some(Err(e)) => {
-                w.failures.push(Problem {
-                    path: anchor.path.join(&level.rel),
-                    reason: format!("cannot list: {}", io_text(e)),
-                });
+                w.failures.push(Problem::new(
+                    anchor.path().join(&level.rel),
+                    ProblemKind::Unreadable,
+                    format!("cannot list: {}", io_text(&e)),
+                ));
                 stack.pop();
                 continue;
             }
             Some(Ok(entry)) => entry,
         };
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        if name == "." || name == ".." {
-            continue;
-        }
+        let name = entry.name;
         w.entries += 1;
-        if temp_final_name(name).is_some() {
-            record_temporary(anchor, cutoff, level, name, w);
+        if temporary_of(&name).is_some() {
+            record_temporary(anchor, cutoff, level, &name, w);
             // A directory named like a temporary is kept (not regular) and still walked.
         }
-        let is_dir = match entry.file_type() {
-            FileType::Directory => true,
-            FileType::Unknown => {
-                fsops::stat_at(level.fd.as_fd(), name).is_ok_and(|s| s.kind == Kind::Directory)
-            }
-            _ => false,
+        let kind = match entry.kind {
+            Some(k) => Some(k),
+            None => level.dir.stat(&name).ok().flatten().map(|m| m.kind),
         };
-        if !is_dir {
+        if kind != Some(Kind::Directory) {
             continue;
         }
-        let rel = level.rel.join(name);
+        let rel = level.rel.join(&name);
         if depth > DEPTH_MAX {
-            w.not_entered.push(Problem {
-                path: anchor.path.join(&rel),
-                reason: format!("deeper than {DEPTH_MAX} levels (not entered)"),
-            });
+            w.not_entered.push(Problem::new(
+                anchor.path().join(&rel),
+                ProblemKind::Unsafe,
+                format!("deeper than {DEPTH_MAX} levels (not entered)"),
+            ));
             continue;
         }
-        match fsops::open_dir_at(level.fd.as_fd(), name) {
-            Ok(fd) => {
-                if let Some(next) = enter(anchor, fd, rel, w) {
+        match level.dir.open_dir(&name) {
+            Ok(d) => {
+                if let Some(next) = enter(anchor, d, rel, w) {
                     stack.push(next);
                 }
             }
             // Gone, or swapped for a symlink or a file since it was listed: not followed.
-            Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => {}
-            Err(e) => w.failures.push(Problem {
-                path: anchor.path.join(&rel),
-                reason: format!("cannot open: {}", io_text(e)),
-            }),
+            Err(Error::Unsafe { .. }) => {}
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => w.failures.push(Problem::new(
+                anchor.path().join(&rel),
+                ProblemKind::Unreadable,
+                format!("cannot open: {}", io_text(&e)),
+            )),
         }
     }
 }
 
-/// Checks a freshly opened directory (same file system as the root) and starts listing it.
-fn enter(anchor: &Anchor, fd: OwnedFd, rel: PathBuf, w: &mut Walk) -> Option<Level> {
-    let path = anchor.path.join(&rel);
-    let stamp = match fsops::stat_fd(fd.as_fd()) {
-        Ok(s) => s,
+/// Checks a freshly opened directory (same file system as the root).
+fn enter(anchor: &Anchor, dir: Dir, rel: PathBuf, w: &mut Walk) -> Option<Level> {
+    let path = anchor.path().join(&rel);
+    let meta = match dir.meta() {
+        Ok(m) => m,
         Err(e) => {
-            w.failures.push(Problem {
+            w.failures.push(Problem::new(
                 path,
-                reason: format!("cannot stat: {}", io_text(e)),
-            });
+                ProblemKind::Unreadable,
+                format!("cannot stat: {}", io_text(&e)),
+            ));
             return None;
         }
     };
-    if !anchor.same_fs(&stamp) {
-        w.not_entered.push(Problem {
+    if !anchor.same_fs(&dir, &meta) {
+        w.not_entered.push(Problem::new(
             path,
-            reason: "on another file system (not entered)".into(),
-        });
+            ProblemKind::Unsafe,
+            "on another file system (not entered)",
+        ));
         return None;
     }
-    let stream = match Dir::read_from(fd.as_fd()) {
+    let stream = match dir.entries() {
         Ok(s) => s,
         Err(e) => {
-            w.failures.push(Problem {
+            w.failures.push(Problem::new(
                 path,
-                reason: format!("cannot list: {}", io_text(e)),
-            });
+                ProblemKind::Unreadable,
+                format!("cannot list: {}", io_text(&e)),
+            ));
             return None;
         }
     };
     w.dirs_walked += 1;
     Some(Level {
-        stream,
-        fd,
+        dir,
         rel,
-        stamp,
+        meta,
         id: None,
+        stream,
     })
 }
 
@@ -345,42 +287,46 @@ fn record_temporary(
     if w.temps.len() >= TEMPORARIES_MAX {
         if !w.truncated {
             w.truncated = true;
-            w.problems.push(Problem {
-                path: anchor.path.clone(),
-                reason: format!(
+            w.problems.push(Problem::new(
+                anchor.path(),
+                ProblemKind::Unsafe,
+                format!(
                     "more than {TEMPORARIES_MAX} temporaries: the rest are left for the next run"
                 ),
-            });
+            ));
         }
         return;
     }
-    let stamp = match fsops::stat_at(level.fd.as_fd(), name) {
-        Ok(s) => s,
-        Err(Errno::NOENT) => return, // renamed over its final file meanwhile: done
+    let meta = match level.dir.stat(name) {
+        Ok(Some(m)) => m,
+        Ok(None) => return, // renamed over its final file meanwhile: done
         Err(e) => {
-            w.failures.push(Problem {
-                path: anchor.path.join(&level.rel).join(name),
-                reason: format!("cannot stat: {}", io_text(e)),
-            });
+            w.failures.push(Problem::new(
+                anchor.path().join(&level.rel).join(name),
+                ProblemKind::Unreadable,
+                format!("cannot stat: {}", io_text(&e)),
+            ));
             return;
         }
     };
+    let (final_name, final_kind) = final_of(&level.dir, name);
     let reason = if is_protected(&level.rel) {
         Reason::Protected
     } else {
-        first_decision(anchor, cutoff, level.fd.as_fd(), name, &stamp)
+        first_decision(anchor, cutoff, &meta, final_kind)
     };
     let id = *level.id.get_or_insert_with(|| {
         w.dirs.push(WalkedDir {
             rel: level.rel.clone(),
-            stamp: level.stamp,
+            meta: level.meta,
         });
         u32::try_from(w.dirs.len() - 1).expect("fewer directories than TEMPORARIES_MAX")
     });
     w.temps.push(Temporary {
         dir: id,
         name: name.to_os_string(),
-        stamp,
+        final_name,
+        meta,
         reason,
     });
 }
@@ -407,29 +353,58 @@ pub fn is_protected(rel: &Path) -> bool {
 fn first_decision(
     anchor: &Anchor,
     cutoff: Cutoff,
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    st: &Stamp,
+    meta: &Meta,
+    final_kind: Option<Kind>,
 ) -> Reason {
-    if st.kind != Kind::File {
-        return Reason::NotRegular(st.kind);
+    if meta.kind != Kind::File {
+        return Reason::NotRegular(meta.kind);
     }
-    if st.dev != anchor.stamp.dev {
+    if meta.stamp.dev != anchor.meta.stamp.dev {
         return Reason::OtherFs;
     }
-    if st.changed() > cutoff.0 {
+    if meta.stamp.changed_ns() > cutoff.0 {
         return Reason::Young;
     }
-    match final_kind(dir, name) {
-        Some(Kind::File) => Reason::Stale,
+    match final_kind {
+        Some(Kind::File) => Reason::Stale(None),
         other => Reason::Orphan(other),
     }
 }
 
-/// The kind of the final file of temporary `name` in `dir`, `None` when there is none.
-pub fn final_kind(dir: BorrowedFd<'_>, name: &OsStr) -> Option<Kind> {
-    let f = temp_final_name(name)?;
-    fsops::stat_at(dir, f).ok().map(|s| s.kind)
+/// The final file of the temporary `name` in `dir`: its name and kind (`None` when there
+/// is none). A long name's abbreviated temporary stands for the entry it matches.
+pub fn final_of(dir: &Dir, name: &OsStr) -> (OsString, Option<Kind>) {
+    let kind_of = |n: &OsStr| dir.stat(n).ok().flatten().map(|m| m.kind);
+    match temporary_of(name) {
+        None => (OsString::new(), None),
+        Some(FinalName::Exact(f)) => (f.to_os_string(), kind_of(f)),
+        Some(FinalName::Abbreviated(a)) => {
+            if let Some(k) = kind_of(a.exact) {
+                return (a.exact.to_os_string(), Some(k));
+            }
+            let found = dir
+                .entries()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| a.matches(&e.name));
+            match found {
+                Some(e) => {
+                    let k = kind_of(&e.name);
+                    (e.name, k)
+                }
+                None => (a.exact.to_os_string(), None),
+            }
+        }
+    }
+}
+
+/// The kind of the final file `final_name` in `dir` now.
+pub fn final_kind(dir: &Dir, final_name: &OsStr) -> Option<Kind> {
+    if final_name.is_empty() {
+        return None;
+    }
+    dir.stat(final_name).ok().flatten().map(|m| m.kind)
 }
 
 #[cfg(test)]

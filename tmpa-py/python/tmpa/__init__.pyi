@@ -49,6 +49,8 @@ class Root:
         """``{"events": [...], "problems": [{"path": str, "reason": str}]}``."""
     def summary(self, day: str) -> dict:
         """The day's summary; rebuilt from the events (and rewritten) when stale."""
+    def write_session(self, user: str, session: str, data: bytes) -> Path:
+        """Writes chat_history/{user}/sessions/{session}.json atomically; returns its path."""
     def read_session(self, user: str, session: str) -> bytes:
         """A chat session's bytes, live or archived. FileNotFoundError when neither."""
     def list_sessions(self, user: str) -> List[Tuple[str, str]]:

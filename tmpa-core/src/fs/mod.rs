@@ -1,0 +1,759 @@
+//! The one file layer: every open, stat, rename, link, unlink, mkdir and fsync that the
+//! library or a program does goes through a [`Dir`], a directory held by descriptor.
+//!
+//! A path such as `{root}/token_stats/2026-11-01` is re-resolved by the kernel on every
+//! use: if another process swaps a component for a symlink between a check and an
+//! action, a path-based action follows it out of the root. A [`Dir`] is opened once,
+//! below its parent, with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the
+//! kernel has it and one `O_NOFOLLOW | O_DIRECTORY` component at a time where it does
+//! not; every later operation names one entry of *that* directory (`openat`, `fstatat`,
+//! `renameat2`, `linkat`, `unlinkat`, `mkdirat`, `fsync` of the descriptor). Nothing here
+//! needs `/proc`.
+//!
+//! Errors name the path a person would type (`{root}/token_stats/2026-11-01/evt_a.json`),
+//! never a descriptor.
+
+mod atomic;
+mod lease;
+mod temp;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result, UnsafeReason};
+
+pub use atomic::AtomicFile;
+pub(crate) use atomic::write_in;
+pub use lease::{Lease, LeaseRefused};
+pub use temp::{Abbreviation, FinalName, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of};
+
+/// Identity and last change of a file: device, inode, size, and modification and
+/// status-change times in nanoseconds. Taken when data is read and compared again
+/// immediately before the file is deleted: any rewrite (new inode by rename, or size,
+/// mtime or ctime in place) shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    /// Device (`st_dev`).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification of the content, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Last change of the inode (content, mode, owner, links, rename), nanoseconds since
+    /// the epoch; cannot be set by a user.
+    pub ctime_ns: i64,
+}
+
+impl Stamp {
+    fn of(st: &rustix::fs::Stat) -> Stamp {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            #[allow(clippy::unnecessary_cast)]
+            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+
+    /// The later of mtime and ctime: the last time anything about the file changed.
+    pub fn changed_ns(&self) -> i64 {
+        self.mtime_ns.max(self.ctime_ns)
+    }
+}
+
+/// What kind of entry a name is, as `fstatat` says without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character or block device.
+    Device,
+    /// Anything else.
+    Other,
+}
+
+impl Kind {
+    fn of_type(t: FileType) -> Kind {
+        match t {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Directory,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::CharacterDevice | FileType::BlockDevice => Kind::Device,
+            FileType::Unknown => Kind::Other,
+        }
+    }
+
+    /// A few words for reports ("a symlink").
+    pub fn words(self) -> &'static str {
+        match self {
+            Kind::File => "a regular file",
+            Kind::Directory => "a directory",
+            Kind::Symlink => "a symlink",
+            Kind::Fifo => "a fifo",
+            Kind::Socket => "a socket",
+            Kind::Device => "a device",
+            Kind::Other => "an unknown kind of file",
+        }
+    }
+}
+
+/// What `fstatat` says of one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Identity, size and times.
+    pub stamp: Stamp,
+    /// Kind of entry.
+    pub kind: Kind,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+impl Meta {
+    fn of(st: &rustix::fs::Stat) -> Meta {
+        Meta {
+            stamp: Stamp::of(st),
+            kind: Kind::of_type(FileType::from_raw_mode(st.st_mode)),
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+        }
+    }
+
+    /// The metadata of an open file.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn of_fd(fd: impl AsFd) -> io::Result<Meta> {
+        Ok(Meta::of(&rustix::fs::fstat(fd)?))
+    }
+}
+
+/// A directory held by descriptor, with the path a person would type for it.
+///
+/// # Guarantees
+/// Every operation acts on an entry of this very directory, whatever its path names by
+/// then; no operation follows a symlink (the last component is opened `O_NOFOLLOW`,
+/// directories below are reached with `RESOLVE_NO_SYMLINKS` or one `O_NOFOLLOW`
+/// component at a time) or leaves the directory (`..` is refused).
+///
+/// # Not guaranteed
+/// That [`Dir::path`] still names this directory: it is what reports show.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Whether `openat2` works here: unknown, yes, no (an old kernel or a seccomp filter).
+static OPENAT2: AtomicU8 = AtomicU8::new(0);
+const OPENAT2_YES: u8 = 1;
+const OPENAT2_NO: u8 = 2;
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// Refuses a name that is not one plain component: empty, `.`, `..`, or holding `/` or NUL.
+fn check_name(dir: &Path, name: &OsStr) -> Result<()> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(Error::Unsafe {
+            path: dir.join(name),
+            reason: UnsafeReason::NotAName,
+        });
+    }
+    Ok(())
+}
+
+impl Dir {
+    /// Opens the directory at `path` as the caller gives it (symlinks in it are followed:
+    /// it is the caller's path, e.g. a root from the command line).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path.
+    pub fn open_path(path: &Path) -> Result<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(rustix::fs::CWD, path, flags, Mode::empty())
+            .map_err(|e| Error::io("open directory", path, e.into()))?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The path reports show for this directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path reports show for the entry `name`.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// An [`Error::Io`] about the entry `name` (or the directory itself when `name` is
+    /// empty).
+    pub fn error(
+        &self,
+        op: &'static str,
+        name: impl AsRef<OsStr>,
+        e: impl Into<io::Error>,
+    ) -> Error {
+        let name = name.as_ref();
+        let path = if name.is_empty() {
+            self.path.clone()
+        } else {
+            self.path.join(name)
+        };
+        Error::io(op, path, e.into())
+    }
+
+    /// A second descriptor for this directory.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the directory.
+    pub fn try_clone(&self) -> Result<Dir> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| self.error("duplicate descriptor", "", e))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Opens the directory `rel` (one or more plain components) below this one, never
+    /// following a symlink and never leaving this directory. An empty `rel` is this
+    /// directory again.
+    ///
+    /// # Errors
+    /// [`Error::Unsafe`] when a component is a symlink, not a directory, or not a plain
+    /// name; [`Error::Io`] naming the path for anything else (missing, no permission).
+    pub fn open_dir(&self, rel: impl AsRef<Path>) -> Result<Dir> {
+        let rel = rel.as_ref();
+        let shown = self.path.join(rel);
+        for c in rel.components() {
+            if !matches!(c, Component::Normal(_)) {
+                return Err(Error::Unsafe {
+                    path: shown,
+                    reason: UnsafeReason::NotAName,
+                });
+            }
+        }
+        if rel.as_os_str().is_empty() {
+            return self.try_clone();
+        }
+        if OPENAT2.load(Ordering::Relaxed) != OPENAT2_NO {
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&self.fd, rel, dir_flags(), Mode::empty(), how) {
+                Ok(fd) => {
+                    OPENAT2.store(OPENAT2_YES, Ordering::Relaxed);
+                    return Ok(Dir { fd, path: shown });
+                }
+                // Not there, or refused by a seccomp filter: the portable way below.
+                Err(Errno::NOSYS | Errno::PERM) => OPENAT2.store(OPENAT2_NO, Ordering::Relaxed),
+                // Which component is a symlink or not a directory: the walk below says.
+                Err(Errno::LOOP | Errno::NOTDIR | Errno::XDEV | Errno::AGAIN) => {}
+                Err(e) => return Err(Error::io("open directory", shown, e.into())),
+            }
+        }
+        self.open_dir_stepwise(rel)
+    }
+
+    /// [`Dir::open_dir`] one `O_NOFOLLOW | O_DIRECTORY` component at a time.
+    fn open_dir_stepwise(&self, rel: &Path) -> Result<Dir> {
+        let mut cur: Option<Dir> = None;
+        for c in rel.components() {
+            let Component::Normal(name) = c else {
+                unreachable!("checked by open_dir")
+            };
+            let parent = cur.as_ref().unwrap_or(self);
+            let next = parent.open_child(name)?;
+            cur = Some(next);
+        }
+        cur.map_or_else(|| self.try_clone(), Ok)
+    }
+
+    /// Opens the child directory `name`; a symlink or non-directory is [`Error::Unsafe`].
+    fn open_child(&self, name: &OsStr) -> Result<Dir> {
+        check_name(&self.path, name)?;
+        match rustix::fs::openat(&self.fd, name, dir_flags(), Mode::empty()) {
+            Ok(fd) => Ok(Dir {
+                fd,
+                path: self.path.join(name),
+            }),
+            // With O_DIRECTORY a symlink gives ENOTDIR as often as ELOOP: ask which.
+            Err(Errno::LOOP | Errno::NOTDIR) => Err(Error::Unsafe {
+                path: self.path.join(name),
+                reason: match self.stat(name) {
+                    Ok(Some(m)) if m.kind == Kind::Symlink => UnsafeReason::Symlink,
+                    _ => UnsafeReason::NotADirectory,
+                },
+            }),
+            Err(e) => Err(self.error("open directory", name, e)),
+        }
+    }
+
+    /// Opens the directory `rel` below this one like [`Dir::open_dir`], creating the
+    /// missing components first. A new directory is fsynced into its parent and, when
+    /// running as root, takes the owner and group of its parent (so a tree owned by the
+    /// backend's user stays writable by it after a root cron job).
+    ///
+    /// # Errors
+    /// As [`Dir::open_dir`]; [`Error::Io`] when a directory cannot be created.
+    pub fn create_dir_all(&self, rel: impl AsRef<Path>) -> Result<Dir> {
+        let rel = rel.as_ref();
+        match self.open_dir(rel) {
+            Err(e) if e.io_kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let mut cur = self.try_clone()?;
+        for c in rel.components() {
+            let Component::Normal(name) = c else {
+                return Err(Error::Unsafe {
+                    path: self.path.join(rel),
+                    reason: UnsafeReason::NotAName,
+                });
+            };
+            cur = match cur.open_child(name) {
+                Ok(d) => d,
+                Err(e) if e.io_kind() == io::ErrorKind::NotFound => cur.make_child(name)?,
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(cur)
+    }
+
+    /// Creates the child directory `name` (or takes the one another process just made).
+    fn make_child(&self, name: &OsStr) -> Result<Dir> {
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {
+                let child = self.open_child(name)?;
+                if rustix::process::geteuid().is_root() {
+                    let parent = Meta::of_fd(&self.fd).map_err(|e| self.error("stat", "", e))?;
+                    chown_to(&child.fd, parent.uid, parent.gid)
+                        .map_err(|e| self.error("chown", name, e))?;
+                }
+                self.sync()?;
+                Ok(child)
+            }
+            Err(Errno::EXIST) => self.open_child(name),
+            Err(e) => Err(self.error("create directory", name, e)),
+        }
+    }
+
+    /// The metadata of this directory itself.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the directory.
+    pub fn meta(&self) -> Result<Meta> {
+        Meta::of_fd(&self.fd).map_err(|e| self.error("stat", "", e))
+    }
+
+    /// The metadata of the entry `name`, not following it; `None` when there is none.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry for anything but its absence.
+    pub fn stat(&self, name: impl AsRef<OsStr>) -> Result<Option<Meta>> {
+        let name = name.as_ref();
+        check_name(&self.path, name)?;
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(Meta::of(&st))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.error("stat", name, e)),
+        }
+    }
+
+    /// The mount id of this directory (`statx`, Linux 5.8 and later), to tell bind mounts
+    /// of one file system apart; `None` where the kernel does not say.
+    pub fn mount_id(&self) -> Option<u64> {
+        use rustix::fs::StatxFlags;
+        let st = rustix::fs::statx(&self.fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
+        (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
+    }
+
+    /// Opens the entry `name` for reading, without following a symlink, without blocking
+    /// on a FIFO and without making it a controlling terminal. The caller checks what it
+    /// opened with [`Meta::of_fd`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry (kind `NotFound` when absent; a symlink is refused
+    /// with `ELOOP`).
+    pub fn open_read(&self, name: impl AsRef<OsStr>) -> Result<File> {
+        let name = name.as_ref();
+        check_name(&self.path, name)?;
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.fd, name, flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| self.error("open", name, e))
+    }
+
+    /// Reads the regular file `name` whole, if it is at most `bytes_max` bytes, with the
+    /// metadata of the file read (from its descriptor: it describes exactly those bytes).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the entry is a symlink, not a regular file, or larger than
+    /// `bytes_max` (then not read into memory); [`Error::Io`] naming the entry otherwise
+    /// (kind `NotFound` when absent).
+    pub fn read(&self, name: impl AsRef<OsStr>, bytes_max: u64) -> Result<(Vec<u8>, Meta)> {
+        let name = name.as_ref();
+        let path = || self.path.join(name);
+        let file = self.open_read(name).map_err(|e| {
+            if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+                Error::Corrupt {
+                    path: path(),
+                    reason: "is a symlink (not followed)".into(),
+                }
+            } else {
+                e
+            }
+        })?;
+        read_open(file, &path(), bytes_max)
+    }
+
+    /// The entries of this directory, in the order the file system lists them, without
+    /// `.` and `..`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the directory when it cannot be opened for listing; an error
+    /// in the middle of the listing is an item of the iterator.
+    pub fn entries(&self) -> Result<Entries> {
+        let stream = rustix::fs::Dir::read_from(&self.fd).map_err(|e| self.error("list", "", e))?;
+        Ok(Entries {
+            path: self.path.clone(),
+            stream,
+        })
+    }
+
+    /// The names of the entries of this directory for which `keep` holds, sorted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the directory.
+    pub fn names(&self, mut keep: impl FnMut(&OsStr) -> bool) -> Result<Vec<OsString>> {
+        let mut out = Vec::new();
+        for e in self.entries()? {
+            let e = e?;
+            if keep(&e.name) {
+                out.push(e.name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes the (non-directory) entry `name`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry (kind `NotFound` when it is already gone).
+    pub fn unlink(&self, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = name.as_ref();
+        check_name(&self.path, name)?;
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
+            .map_err(|e| self.error("delete", name, e))
+    }
+
+    /// Renames the entry `from` over `to` in this directory (replacing `to`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `to`.
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> Result<()> {
+        check_name(&self.path, from)?;
+        check_name(&self.path, to)?;
+        rustix::fs::renameat(&self.fd, from, &self.fd, to).map_err(|e| self.error("rename", to, e))
+    }
+
+    /// Renames the entry `from` to `to` in this directory unless `to` exists
+    /// (`RENAME_NOREPLACE`; on file systems without it, `linkat` then `unlinkat`, which is
+    /// as exclusive).
+    ///
+    /// # Errors
+    /// [`Error::Io`] of kind `AlreadyExists` naming `to` when it exists (nothing changed).
+    pub fn rename_noreplace(&self, from: &OsStr, to: &OsStr) -> Result<()> {
+        use rustix::fs::RenameFlags;
+        check_name(&self.path, from)?;
+        check_name(&self.path, to)?;
+        match rustix::fs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(()),
+            Err(Errno::INVAL | Errno::NOSYS) => {
+                rustix::fs::linkat(&self.fd, from, &self.fd, to, AtFlags::empty())
+                    .map_err(|e| self.error("link", to, e))?;
+                self.unlink(from)
+            }
+            Err(e) => Err(self.error("rename", to, e)),
+        }
+    }
+
+    /// Makes this directory's entries durable (after creations, renames, removals).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the directory.
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::fsync(&self.fd).map_err(|e| self.error("fsync directory", "", e))
+    }
+
+    /// Creates a new file `name` for writing (`O_EXCL`, never following a symlink), with
+    /// permission bits `mode` (less the umask).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry (kind `AlreadyExists` when it exists).
+    pub fn create_new(&self, name: &OsStr, mode: u32) -> Result<File> {
+        check_name(&self.path, name)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))
+            .map(File::from)
+            .map_err(|e| self.error("create", name, e))
+    }
+
+    /// Opens (creating if missing) the file `name` for appending, never following a
+    /// symlink: receipts and lock files.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry.
+    pub fn open_append(&self, name: &OsStr, mode: u32) -> Result<File> {
+        check_name(&self.path, name)?;
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))
+            .map(File::from)
+            .map_err(|e| self.error("open", name, e))
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Its name.
+    pub name: OsString,
+    /// Its kind as the listing says (`d_type`); `None` where the file system does not
+    /// say (ask [`Dir::stat`]).
+    pub kind: Option<Kind>,
+}
+
+/// The entries of a [`Dir`], without `.` and `..` (see [`Dir::entries`]). It reads
+/// through a descriptor of its own, so it outlives neither nor borrows the [`Dir`].
+pub struct Entries {
+    path: PathBuf,
+    stream: rustix::fs::Dir,
+}
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries").field("dir", &self.path).finish()
+    }
+}
+
+impl Iterator for Entries {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        loop {
+            let e = match self.stream.read()? {
+                Ok(e) => e,
+                Err(e) => return Some(Err(Error::io("list", self.path.clone(), e.into()))),
+            };
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = match e.file_type() {
+                FileType::Unknown => None,
+                t => Some(Kind::of_type(t)),
+            };
+            return Some(Ok(Entry {
+                name: OsStr::from_bytes(name).to_os_string(),
+                kind,
+            }));
+        }
+    }
+}
+
+/// Gives an open file or directory the owner and group `(uid, gid)`, unless it has them.
+pub(crate) fn chown_to(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
+    let st = rustix::fs::fstat(&fd)?;
+    if (st.st_uid, st.st_gid) == (uid, gid) {
+        return Ok(());
+    }
+    let (u, g) = (
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    );
+    rustix::fs::fchown(&fd, Some(u), Some(g))?;
+    Ok(())
+}
+
+/// Reads an open regular file whole, if it is at most `bytes_max` bytes.
+fn read_open(mut file: File, path: &Path, bytes_max: u64) -> Result<(Vec<u8>, Meta)> {
+    let meta = Meta::of_fd(&file).map_err(|e| Error::io("stat", path, e))?;
+    if meta.kind != Kind::File {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: "is not a regular file".into(),
+        });
+    }
+    let too_large = || Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("larger than the limit of {bytes_max} bytes (not read)"),
+    };
+    if meta.stamp.size > bytes_max {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(meta.stamp.size).unwrap_or(0));
+    // take(max + 1): a file that grew after the stat is still caught.
+    (&mut file)
+        .take(bytes_max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    if buf.len() as u64 > bytes_max {
+        return Err(too_large());
+    }
+    Ok((buf, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_symlinks_on_the_way_and_survives_a_swap() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/d1")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("a/d2")).unwrap();
+        let top = Dir::open_path(t.path()).unwrap();
+        let e = top.open_dir("a/d2").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unsafe {
+                    reason: UnsafeReason::Symlink,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("a/d2"), "{e}");
+        let e = top.open_dir("a/../a").unwrap_err();
+        assert!(matches!(e, Error::Unsafe { .. }), "{e}");
+        let h = top.open_dir("a/d1").unwrap();
+        // Swap the directory for a symlink to the outside: the handle still acts inside.
+        std::fs::rename(t.path().join("a/d1"), t.path().join("a/moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("a/d1")).unwrap();
+        let mut f = AtomicFile::create_in(&h, OsStr::new("x.json")).unwrap();
+        std::io::Write::write_all(&mut f, b"{}").unwrap();
+        f.commit().unwrap();
+        assert!(t.path().join("a/moved/x.json").exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_stepwise_walk_refuses_what_openat2_refuses() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::write(t.path().join("a/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(t.path().join("a/b"), t.path().join("a/l")).unwrap();
+        let top = Dir::open_path(t.path()).unwrap();
+        assert!(top.open_dir_stepwise(Path::new("a/b")).is_ok());
+        let e = top.open_dir_stepwise(Path::new("a/l")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unsafe {
+                    reason: UnsafeReason::Symlink,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = top.open_dir_stepwise(Path::new("a/f/x")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unsafe {
+                    reason: UnsafeReason::NotADirectory,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = top.open_dir_stepwise(Path::new("a/none")).unwrap_err();
+        assert_eq!(e.io_kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("a/none"), "{e}");
+    }
+
+    #[test]
+    fn names_that_are_not_one_component_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = Dir::open_path(t.path()).unwrap();
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(d.stat(bad).is_err(), "{bad:?}");
+            assert!(d.unlink(bad).is_err(), "{bad:?}");
+        }
+        assert!(d.stat("fine").unwrap().is_none());
+    }
+
+    #[test]
+    fn stat_sees_a_symlink_not_its_target() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"abc").unwrap();
+        std::os::unix::fs::symlink(t.path().join("f"), t.path().join("l")).unwrap();
+        let d = Dir::open_path(t.path()).unwrap();
+        let f = d.stat("f").unwrap().unwrap();
+        let l = d.stat("l").unwrap().unwrap();
+        assert_eq!((f.kind, f.stamp.size), (Kind::File, 3));
+        assert_eq!(l.kind, Kind::Symlink);
+        assert_ne!(f.stamp, l.stamp);
+        let e = d.read("l", 100).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+
+    #[test]
+    fn create_dir_all_makes_and_reuses() {
+        let t = tempfile::tempdir().unwrap();
+        let d = Dir::open_path(t.path()).unwrap();
+        let made = d.create_dir_all("x/y/z").unwrap();
+        assert_eq!(made.path(), t.path().join("x/y/z"));
+        assert!(t.path().join("x/y/z").is_dir());
+        assert!(d.create_dir_all("x/y/z").is_ok());
+        std::fs::write(t.path().join("x/file"), b"").unwrap();
+        assert!(matches!(
+            d.create_dir_all("x/file/q").unwrap_err(),
+            Error::Unsafe { .. }
+        ));
+    }
+}

@@ -1,0 +1,99 @@
+//! The flags every program takes, the three modes a run can be in, and ages.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags every maintenance program takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// The TMPA root to work on [default: the current directory]
+    #[arg(long, env = "TMPA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Plan and print exactly what a real run would do; change nothing outside {root}/.tmpa/
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as one JSON document on stdout (log lines go to stderr)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a run may change. One code path serves all three: they differ only where the
+/// run would write or delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `--dry-run`: read, decide and report; change nothing outside `{root}/.tmpa/`.
+    Plan,
+    /// `--no-delete`: write and verify what holds the data, delete nothing (a rollout
+    /// step; the next real run deletes what is then verified).
+    KeepSources,
+    /// Write, verify, receipt, delete.
+    Real,
+}
+
+impl Mode {
+    /// The mode the flags ask for.
+    pub fn of_flags(dry_run: bool, no_delete: bool) -> Mode {
+        match (dry_run, no_delete) {
+            (true, _) => Mode::Plan,
+            (false, true) => Mode::KeepSources,
+            (false, false) => Mode::Real,
+        }
+    }
+
+    /// Whether the run changes nothing outside `.tmpa/`.
+    pub fn is_plan(self) -> bool {
+        self == Mode::Plan
+    }
+
+    /// Whether the run writes (archives, compacted files, summaries).
+    pub fn writes(self) -> bool {
+        self != Mode::Plan
+    }
+
+    /// Whether the run deletes what it verified.
+    pub fn deletes(self) -> bool {
+        self == Mode::Real
+    }
+
+    /// The word of the log's first line: `DRY-RUN`, `{real}-NO-DELETE` or `{real}`.
+    pub fn label(self, real: &str) -> String {
+        match self {
+            Mode::Plan => "DRY-RUN".to_owned(),
+            Mode::KeepSources => format!("{real}-NO-DELETE"),
+            Mode::Real => real.to_owned(),
+        }
+    }
+}
+
+/// Parses an age such as `90s`, `15m`, `12h`, `30d` or `2w` (a whole number and one unit).
+///
+/// # Errors
+/// A message saying what is wrong, for clap to print (exit 2).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use tmpa_maint::parse_age;
+/// assert_eq!(parse_age("12h").unwrap(), Duration::from_secs(12 * 3600));
+/// assert_eq!(parse_age("2w").unwrap(), Duration::from_secs(14 * 86_400));
+/// assert!(parse_age("12").is_err());
+/// assert!(parse_age("-1d").is_err());
+/// ```
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{s:?}: expected a whole number and a unit (s, m, h, d, w), e.g. 30d")
+    })?;
+    let secs_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h, d or w")),
+    };
+    n.checked_mul(secs_per)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}

@@ -1,0 +1,36 @@
+//! # tmpa-maint
+//!
+//! The machinery the four maintenance programs (`tmpa-compact`, `tmpa-archive`,
+//! `tmpa-tmpclean`, `tmpa-patrol`) share, written once so that they cannot drift apart in
+//! how they start, lock, delete, record, log or exit (SPEC §3):
+//!
+//! - [`CommonArgs`] (`--root`, `--dry-run`, `--json`), [`Mode`] (plan, write without
+//!   deleting, real), [`parse_age`];
+//! - [`run_program`]: root, lock ([`Lock`]), the log's first line, the work, then
+//!   [`conclude`]: run record ([`RunRecord`]), report ([`Report`]), the log's last line;
+//! - the one deletion path ([`Run::delete_verified`]): a typed, fsynced receipt line
+//!   ([`Deletion`]) before each deletion, the full [`Stamp`](tmpa_core::maintenance::Stamp)
+//!   re-checked (and a file lease still intact, for tmpclean) immediately before
+//!   `unlinkat`, then a directory fsync;
+//! - [`ExitStatus`], decided from error kinds ([`StartError`]), never from message text.
+//!
+//! A backend embedding `tmpa-core` never compiles this crate.
+
+mod args;
+mod delete;
+mod exit;
+mod lock;
+mod receipt;
+mod record;
+mod run;
+
+pub use args::{CommonArgs, Mode, parse_age};
+pub use delete::{Doomed, Kept, Outcome};
+pub use exit::{ExitStatus, StartError, exit};
+pub use lock::Lock;
+pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
+pub use record::{LastSuccess, RunRecord, Task, read_run_record};
+pub use run::{
+    Progress, Report, Run, conclude, footer_line, header_line, log_line, now_rfc3339, out,
+    resolve_root, run_program,
+};

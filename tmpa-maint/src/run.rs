@@ -1,0 +1,315 @@
+//! A run from start to end: root, lock, the log's first line, the work, the run record,
+//! the report and the log's last line.
+
+use std::ffi::OsStr;
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+
+use chrono::{DateTime, Local, SecondsFormat};
+use serde::Serialize;
+use tmpa_core::Root;
+use tmpa_core::maintenance::{path_text, root_dir, write_in};
+
+use crate::args::{CommonArgs, Mode};
+use crate::exit::{ExitStatus, StartError};
+use crate::lock::Lock;
+use crate::receipt::{Receipt, ReceiptLine};
+use crate::record::{RunRecord, Task, read_run_record, runs_rel};
+
+/// Now, in local time, as RFC 3339 with seconds.
+pub fn now_rfc3339() -> String {
+    rfc3339(Local::now())
+}
+
+fn rfc3339(t: DateTime<Local>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// Opens the root named by the flag (or `TMPA_ROOT`, which clap folds into the flag), else
+/// the current directory.
+///
+/// # Errors
+/// [`tmpa_core::Error::NotRoot`] or [`tmpa_core::Error::OpenRoot`] (both exit 2).
+pub fn resolve_root(flag: Option<&Path>) -> tmpa_core::Result<Root> {
+    Root::open(flag.unwrap_or(Path::new(".")))
+}
+
+/// A run in progress: the root, the held lock, the mode, the start time and the receipt.
+#[derive(Debug)]
+pub struct Run {
+    program: &'static str,
+    task: Task,
+    root: Root,
+    mode: Mode,
+    started: DateTime<Local>,
+    receipt: Option<Receipt>,
+    _lock: Lock,
+}
+
+impl Run {
+    /// Takes the lock of `task` on `root` and starts the clock.
+    ///
+    /// # Errors
+    /// [`StartError::Locked`] (exit 3) or [`StartError::Core`] from [`Lock::acquire`].
+    pub fn start(
+        program: &'static str,
+        task: Task,
+        root: Root,
+        mode: Mode,
+    ) -> Result<Run, StartError> {
+        let lock = Lock::acquire(&root, task)?;
+        Ok(Run {
+            program,
+            task,
+            root,
+            mode,
+            started: Local::now(),
+            receipt: None,
+            _lock: lock,
+        })
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether this is a dry run.
+    pub fn dry_run(&self) -> bool {
+        self.mode.is_plan()
+    }
+
+    /// The log's first line: time, program, mode and root.
+    pub fn header(&self, real_mode: &str) -> String {
+        header_line(self.program, &self.mode.label(real_mode), &self.root)
+    }
+
+    /// Appends lines to this run's receipt (creating it on first use) and fsyncs it.
+    ///
+    /// # Errors
+    /// [`tmpa_core::Error::Io`] naming the receipt; the caller must then not delete.
+    pub(crate) fn record_receipt(&mut self, lines: &[ReceiptLine]) -> tmpa_core::Result<()> {
+        assert!(
+            self.mode.deletes(),
+            "only a real run deletes and writes receipts"
+        );
+        if self.receipt.is_none() {
+            self.receipt = Some(Receipt::create(&self.root, self.task, self.started)?);
+        }
+        self.receipt.as_mut().expect("created above").append(lines)
+    }
+
+    /// Writes the run record and returns it with the log's last line.
+    ///
+    /// # Errors
+    /// [`tmpa_core::Error::Io`] when the run record cannot be written.
+    pub fn finish(
+        self,
+        exit: ExitStatus,
+        counts: &impl Serialize,
+    ) -> tmpa_core::Result<(RunRecord, String)> {
+        let finished = Local::now();
+        let duration_secs = (finished - self.started).as_seconds_f64().max(0.0);
+        let counts = serde_json::to_value(counts).expect("counts always serialize");
+        let previous = read_run_record(&self.root, self.task.as_str())
+            .ok()
+            .flatten();
+        let dry_run = self.mode.is_plan();
+        let success = !dry_run && exit <= ExitStatus::NeedsLook;
+        let (last_at, last_dur, last_exit) = if success {
+            (
+                Some(rfc3339(self.started)),
+                Some(duration_secs),
+                Some(exit.code()),
+            )
+        } else {
+            previous
+                .and_then(|p| p.last_success().ok().flatten())
+                .map_or((None, None, None), |s| {
+                    (Some(s.at), Some(s.duration_secs), Some(s.exit_code))
+                })
+        };
+        let record = RunRecord {
+            task: self.task.as_str().to_owned(),
+            started_at: rfc3339(self.started),
+            finished_at: rfc3339(finished),
+            dry_run,
+            exit_code: exit.code(),
+            program: Some(self.program.to_owned()),
+            root: Some(path_text(self.root.path())),
+            duration_secs: Some(duration_secs),
+            counts: Some(counts.clone()),
+            receipt: self.receipt.as_ref().map(|r| path_text(&r.path)),
+            last_success_at: last_at,
+            last_success_duration_secs: last_dur,
+            last_success_exit_code: last_exit,
+        };
+        let dir = root_dir(&self.root).create_dir_all(runs_rel())?;
+        let json = serde_json::to_vec_pretty(&record).expect("a run record always serializes");
+        write_in(
+            &dir,
+            OsStr::new(&format!("{}.json", self.task)),
+            &json,
+            false,
+        )?;
+        let line = footer_line(self.program, exit, &counts);
+        Ok((record, line))
+    }
+}
+
+/// The log's first line: `{time} {program} {mode} root={root}`.
+pub fn header_line(program: &str, mode: &str, root: &Root) -> String {
+    format!(
+        "{} {program} {mode} root={}",
+        now_rfc3339(),
+        root.path().display()
+    )
+}
+
+/// The log's last line: `{time} {program} finished: {counts} exit={code} ({words})`, the
+/// counts as `key=value` in key order.
+pub fn footer_line(program: &str, exit: ExitStatus, counts: &serde_json::Value) -> String {
+    let counts: Vec<String> = counts
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{} {program} finished: {} exit={} ({})",
+        now_rfc3339(),
+        counts.join(" "),
+        exit.code(),
+        exit.describe()
+    )
+}
+
+/// Progress on stderr, shown only when stderr is a terminal (never in a cron log).
+#[derive(Debug)]
+pub struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    /// A progress line that prints only on a terminal.
+    pub fn new() -> Progress {
+        Progress {
+            on: io::stderr().is_terminal(),
+        }
+    }
+
+    /// Replaces the progress line.
+    pub fn show(&self, msg: impl AsRef<str>) {
+        if self.on {
+            eprint!("\r\x1b[K{}", msg.as_ref());
+        }
+    }
+
+    /// Clears the progress line.
+    pub fn clear(&self) {
+        if self.on {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// Prints a log line (first or last): on stdout, or on stderr when stdout carries the
+/// `--json` report, so that stdout stays one JSON document.
+pub fn log_line(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        out(&format!("{line}\n"));
+    }
+}
+
+/// Writes `text` to stdout. A closed stdout (`tmpa-compact --dry-run | head`) is not an
+/// error worth a panic: the run's work, run record and exit status stand; the rest of
+/// the output is dropped.
+pub fn out(text: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// A program's report: what `--json` prints, what the text output shows, and the counts
+/// that go into the run record and the log's last line.
+pub trait Report: Serialize {
+    /// The program's counts (a struct of its own).
+    type Counts: Serialize;
+    /// The totals (`deleted=3 kept=1 ...`).
+    fn counts(&self) -> &Self::Counts;
+    /// Records the exit code the run ended with (it is part of the JSON report).
+    fn set_exit_code(&mut self, code: u8);
+    /// The text report, one line per item, sorted; without the first and last log lines.
+    fn render_text(&self) -> String;
+}
+
+/// Runs a maintenance program the same way for every program: resolves the root (flag,
+/// `TMPA_ROOT`, current directory), takes the task's lock, prints the log's first line
+/// (`DRY-RUN`, `{real_mode}-NO-DELETE` or `{real_mode}`), lets `work` do the run and judge
+/// it, then [`conclude`]s.
+///
+/// # Errors
+/// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
+/// is `work`'s to report, and shows in the returned status.
+pub fn run_program<R: Report>(
+    program: &'static str,
+    task: Task,
+    common: &CommonArgs,
+    mode: Mode,
+    real_mode: &str,
+    work: impl FnOnce(&mut Run) -> (R, ExitStatus),
+) -> Result<ExitStatus, StartError> {
+    let root = resolve_root(common.root.as_deref())?;
+    let mut run = Run::start(program, task, root, mode)?;
+    log_line(common.json, &run.header(real_mode));
+    let (mut report, status) = work(&mut run);
+    Ok(conclude(run, status, common.json, &mut report))
+}
+
+/// Ends a run the same way for every program: writes the run record (a failure to write
+/// it makes the run exit 4), prints the report as text or as one JSON document, then the
+/// log's last line. Returns the final status.
+pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Report) -> ExitStatus {
+    let program = run.program;
+    let counts = serde_json::to_value(report.counts()).expect("counts always serialize");
+    let (status, footer) = match run.finish(status, report.counts()) {
+        Ok((_, line)) => (status, line),
+        Err(e) => {
+            eprintln!(
+                "{program}: error: cannot write the run record: {}",
+                e.chain()
+            );
+            let status = ExitStatus::Failure;
+            (status, footer_line(program, status, &counts))
+        }
+    };
+    report.set_exit_code(status.code());
+    if json {
+        let mut doc = serde_json::to_string_pretty(report).expect("a report always serializes");
+        doc.push('\n');
+        out(&doc);
+    } else {
+        out(&report.render_text());
+    }
+    log_line(json, &footer);
+    status
+}
