@@ -18,14 +18,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::event::{Event, event_id_from_file_name};
+use crate::event::{EVENT_BYTES_MAX, Event, event_id_from_file_name};
 use crate::fs::{AtomicFile, Dir, Kind, Stamp};
 use crate::names::Day;
+use crate::problem::{Problem, ProblemKind};
 use crate::root::{Root, rel};
-use crate::text::{Problem, ProblemKind};
 
-/// Largest loose event file read, in bytes. Real events are a few hundred bytes.
-pub const EVENT_BYTES_MAX: u64 = 1 << 20;
 /// Largest `_compacted.json` read, in bytes (about three million events).
 pub const COMPACTED_BYTES_MAX: u64 = 1 << 30;
 /// Name of the merged events file of a day.
@@ -162,7 +160,13 @@ pub fn conflict_problem(dir: &Dir, l: &LooseEvent) -> Problem {
     )
 }
 
-/// The events of a day and the problems met reading it ([`Root::read_day`]).
+/// The events of a day and the problems met reading it ([`Root::read_day`], which has an
+/// example).
+///
+/// # Not guaranteed
+/// A read is not a snapshot of the day as of one instant: an event recorded (or
+/// compacted) while the day is being read may or may not be in it, but never twice and
+/// never in part.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DayRead {

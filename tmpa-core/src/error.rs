@@ -25,6 +25,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// let io: std::io::Error = e.into();
 /// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
 /// ```
+///
+/// # Not guaranteed
+/// The set of variants: the enum is `#[non_exhaustive]`, so match with a wildcard arm (or
+/// on [`Error::io_kind`]). The `Display` texts are for people, not for parsing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -96,6 +100,15 @@ pub enum Error {
 }
 
 /// Why a path was refused ([`Error::Unsafe`]).
+///
+/// # Examples
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join("chat_history")).unwrap();
+/// let root = tmpa_core::Root::open(dir.path()).unwrap();
+/// let e = root.write_file("../x", b"").unwrap_err();
+/// assert!(matches!(e, tmpa_core::Error::Unsafe { reason: tmpa_core::UnsafeReason::NotAName, .. }));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum UnsafeReason {
@@ -119,6 +132,12 @@ impl std::fmt::Display for UnsafeReason {
 }
 
 /// The kinds of names ([`Error::InvalidName`]).
+///
+/// # Examples
+/// ```
+/// let e = tmpa_core::UserId::new("a/b").unwrap_err();
+/// assert!(matches!(e, tmpa_core::Error::InvalidName { kind: tmpa_core::NameKind::User, .. }));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NameKind {

@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 use crate::names::{Day, EventId};
 use crate::root::{Root, rel};
 
+/// Largest loose event file read, in bytes. Real events are a few hundred bytes.
+pub const EVENT_BYTES_MAX: u64 = 1 << 20;
+
 /// A valid usage event: a JSON object with `id`, `ts` (RFC 3339), `user_id`, `model`
 /// (strings) and `prompt_tokens`, `completion_tokens` (non-negative integers).
 ///
@@ -25,7 +28,14 @@ use crate::root::{Root, rel};
 /// assert_eq!(e.id().as_str(), "a1");
 /// assert_eq!(e.day().to_string(), "2026-11-23");
 /// assert_eq!(e.to_map()["trace"]["x"][1], 2);
+/// assert!(Event::from_json(br#"{"id":"a1"}"#).is_err()); // fields missing
 /// ```
+///
+/// # Not guaranteed
+/// - The original formatting: an event is written back as canonical JSON (keys sorted,
+///   no spaces); numbers keep their exact value (`float_roundtrip`), not their spelling
+///   (`1.0e2` comes back as `100.0`).
+/// - That `user_id` or `model` name anything: they are free strings, never paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     id: EventId,
@@ -204,7 +214,7 @@ impl Root {
             Ok(()) => Ok(path),
             Err(e) if e.io_kind() == std::io::ErrorKind::AlreadyExists => {
                 let same = dir
-                    .read(&name, crate::day::EVENT_BYTES_MAX)
+                    .read(&name, EVENT_BYTES_MAX)
                     .ok()
                     .and_then(|(b, _)| Event::from_json(&b).ok())
                     .is_some_and(|old| old == *event);

@@ -20,7 +20,7 @@
 //! Values are typed: [`Event`] (validated, kept as canonical JSON), [`Summary`],
 //! [`DayRead`] with its [`Problem`]s, and names that cannot leave their directory
 //! ([`Day`], [`EventId`], [`UserId`], [`SessionId`], [`NotificationId`]). Every failure
-//! is an [`Error`] naming the path. [`write`] and [`AtomicFile`] write any file outside a
+//! is an [`Error`] naming the path. [`write()`] and [`AtomicFile`] write any file outside a
 //! root the same way; [`temp_final_name`] recognises the temporaries writers leave.
 //!
 //! ```
@@ -53,8 +53,8 @@
 //!
 //! # Features
 //! - `maintenance` (off by default): the file layer and format internals that the
-//!   workspace's maintenance programs build on ([`maintenance`] when enabled). A backend
-//!   does not need it; it has no stability promise.
+//!   workspace's maintenance programs build on (the module `maintenance` when enabled).
+//!   A backend does not need it; it has no stability promise.
 
 #![cfg_attr(not(feature = "maintenance"), allow(dead_code, unused_imports))]
 
@@ -65,6 +65,7 @@ mod fs;
 mod names;
 mod notify;
 mod par;
+mod problem;
 mod root;
 mod session;
 mod summary;
@@ -75,10 +76,10 @@ pub use error::{Error, NameKind, Result, UnsafeReason};
 pub use event::Event;
 pub use fs::{AtomicFile, temp_final_name};
 pub use names::{Day, EventId, NotificationId, SessionId, UserId};
+pub use problem::{Problem, ProblemKind};
 pub use root::Root;
 pub use session::SessionLocation;
 pub use summary::{Summary, SummaryRead, Totals};
-pub use text::{Problem, ProblemKind};
 
 /// Writes `bytes` to `dest` atomically and durably, replacing any previous file (its mode,
 /// and as root its owner, are kept). The directory must exist; symlinks in the path are
@@ -159,12 +160,12 @@ pub mod maintenance {
     //!   [`parse_compacted`]), the summary's consistency stamp ([`source_stamp`]).
 
     pub use crate::day::{
-        COMPACTED_BYTES_MAX, COMPACTED_NAME, Compacted, DayScan, EVENT_BYTES_MAX, LooseEvent,
-        Merge, SUMMARY_NAME, compacted_matches, conflict_problem, event_names, is_event_name,
-        merge, parse_compacted, read_compacted, read_loose, scan_day, sha256_hex, stamp_entries,
-        write_compacted, write_compacted_to,
+        COMPACTED_BYTES_MAX, COMPACTED_NAME, Compacted, DayScan, LooseEvent, Merge, SUMMARY_NAME,
+        compacted_matches, conflict_problem, event_names, is_event_name, merge, parse_compacted,
+        read_compacted, read_loose, scan_day, sha256_hex, stamp_entries, write_compacted,
+        write_compacted_to,
     };
-    pub use crate::event::{event_file_name, event_id_from_file_name};
+    pub use crate::event::{EVENT_BYTES_MAX, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
         Abbreviation, AtomicFile, Dir, Entries, Entry, FinalName, Kind, Lease, LeaseRefused, Meta,
         Stamp, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of,

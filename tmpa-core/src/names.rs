@@ -78,7 +78,8 @@ macro_rules! component_name {
         pub struct $name(String);
 
         impl $name {
-            /// Validates `s` (see the [module rules](self)).
+            /// Validates `s`: not empty, not `.` or `..`, no `/` or NUL, short enough for
+            /// its file name (255 bytes), and not making its file look like a temporary.
             ///
             /// # Errors
             /// [`Error::InvalidName`] when `s` is empty, `.` or `..`, holds `/` or NUL, is
@@ -134,18 +135,42 @@ component_name!(
 component_name!(
     /// A user id: a directory name under `notifications/` and `chat_history/` (up to 255
     /// bytes).
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_core::UserId;
+    /// assert!(UserId::new("alice@example.com").is_ok());
+    /// assert!(UserId::new(".hidden -and- odd").is_ok()); // only what could leave is refused
+    /// assert!(UserId::new("a/b").is_err());
+    /// assert!(UserId::new("..").is_err());
+    /// ```
     UserId,
     NameKind::User
 );
 component_name!(
     /// A chat session name: the `{session}` in `sessions/{session}.json` (up to 247 bytes,
     /// so that its archive `{session}.json.gz` fits too).
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_core::SessionId;
+    /// assert!(SessionId::new("s-2026-10-01").is_ok());
+    /// assert!(SessionId::new("a.json.tmp").is_err()); // its file would look like a temporary
+    /// assert!(SessionId::new("s".repeat(248)).is_err());
+    /// ```
     SessionId,
     NameKind::Session
 );
 component_name!(
     /// A notification id: the `{id}` in `inbox/ntf_{id}.json` (without the `ntf_` prefix;
     /// up to 246 bytes).
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_core::NotificationId;
+    /// assert_eq!(NotificationId::new("42").unwrap().to_string(), "42");
+    /// assert!(NotificationId::new("").is_err());
+    /// ```
     NotificationId,
     NameKind::Notification
 );

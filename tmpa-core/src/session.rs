@@ -13,6 +13,17 @@ use crate::root::{Root, rel};
 pub const SESSION_BYTES_MAX: u64 = 256 << 20;
 
 /// Where a session lives ([`Root::list_sessions`]).
+///
+/// # Examples
+/// ```
+/// use tmpa_core::{Root, SessionId, SessionLocation, UserId};
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join("chat_history")).unwrap();
+/// let root = Root::open(dir.path()).unwrap();
+/// let (u, s) = (UserId::new("u1").unwrap(), SessionId::new("s1").unwrap());
+/// root.write_session(&u, &s, b"{}").unwrap();
+/// assert_eq!(root.list_sessions(&u).unwrap(), vec![(s, SessionLocation::Live)]);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]

@@ -26,13 +26,24 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::fs::{Dir, Kind, Stamp};
 use crate::names::Day;
+use crate::problem::{Problem, ProblemKind};
 use crate::root::{Root, rel};
-use crate::text::{Problem, ProblemKind};
 
 /// Largest `_summary.json` read, in bytes.
 const SUMMARY_BYTES_MAX: u64 = 64 << 20;
 
-/// Counts over a set of events.
+/// Counts over a set of events: the day's, or one user's or model's ([`Summary`]).
+///
+/// Sums saturate at `u64::MAX` rather than wrap.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::{Event, Summary};
+/// let e = Event::from_json(br#"{"id":"a","ts":"2026-11-23T10:00:00Z","user_id":"u",
+///   "model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+/// let t = Summary::compute("2026-11-23".parse().unwrap(), [&e]).by_model["m"];
+/// assert_eq!((t.events, t.prompt_tokens, t.completion_tokens, t.total_tokens), (1, 3, 4, 7));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Number of events.
@@ -75,6 +86,11 @@ impl Totals {
 /// assert_eq!(s.totals.total_tokens, 7);
 /// assert_eq!(s.by_user["u"].events, 1);
 /// ```
+///
+/// # Not guaranteed
+/// As a cache file, `_summary.json` is only as current as its consistency stamp can tell
+/// (see [`Root::summary`]): a hand edit of an event file in place that keeps its size and
+/// its mtime to the nanosecond is not noticed until the day changes otherwise.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Always 1.
@@ -167,7 +183,7 @@ pub fn current_stamp(dir: &Dir) -> Result<String> {
     Ok(source_stamp(compacted, &stamp_entries(dir, &names)))
 }
 
-/// A day's summary as [`Root::summary`] returns it.
+/// A day's summary as [`Root::summary`] returns it (see its example).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SummaryRead {
