@@ -799,3 +799,83 @@ fn symlinked_token_stats_is_not_followed() {
     }
     assert_eq!(tmpa_tests::snapshot(outside.path(), &[]), before);
 }
+
+/// A loose file rewritten in place after it was read and verified, keeping its inode and
+/// size (only its mtime and ctime change), is not deleted: the last check before each
+/// `unlinkat` compares the whole stamp (device, inode, size, mtime, ctime). The rewrite
+/// lands while the receipt's fdatasync is slowed down with strace.
+#[test]
+fn loose_file_rewritten_in_place_after_verification_is_kept() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let t = Tree::new();
+    let mut files = Vec::new();
+    for i in 0..4 {
+        files.push(t.event(D1, &format!("e{i}"), "u", 1, 1));
+    }
+    let touched = files[2].clone();
+    let child = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=fdatasync:delay_enter=2000000",
+        ])
+        .arg(bin("tmpa-compact").get_program())
+        .env_remove("TMPA_ROOT")
+        .args(["--day", D1, "--root"])
+        .arg(t.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace");
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = fs::metadata(&touched).expect("stat");
+    // Same bytes, same inode, same size: only the times change.
+    let bytes = fs::read(&touched).expect("read");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&touched)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .expect("rewrite in place");
+    let after = fs::metadata(&touched).expect("stat");
+    assert_eq!((before.ino(), before.len()), (after.ino(), after.len()));
+    let r: tmpa_tests::Run = child.wait_with_output().expect("wait").into();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        touched.exists(),
+        "deleted although it changed after verification:\n{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("changed after it was verified"),
+        "{}",
+        r.stdout
+    );
+    for f in files.iter().filter(|f| **f != touched) {
+        assert!(!f.exists(), "{} not deleted", f.display());
+    }
+    assert_eq!(compacted_ids(&t, D1).len(), 4);
+    let kept: Vec<Value> = receipts(&t)
+        .into_iter()
+        .filter(|l| l["line"] == "kept")
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        kept[0]["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("evt_e2.json"))
+    );
+    // The next run deletes it as a verified duplicate.
+    let again = t.run("tmpa-compact", &["--day", D1]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(!touched.exists());
+}

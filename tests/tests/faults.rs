@@ -289,3 +289,152 @@ fn chown_tree(dir: &Path, uid: u32) {
         }
     }
 }
+
+/// What must hold after any run on a [`busy_tree_at`] tree, however it ended: every event
+/// of both days readable exactly once, every session readable with its bytes, every final
+/// file next to a temporary still there.
+fn nothing_lost(root: &Path) {
+    let r = tmpa_core::Root::open(root).expect("root");
+    for day in [D1, D2] {
+        let read = r.read_day(day.parse().expect("day")).expect("read day");
+        assert_eq!(read.events.len(), 5, "{day}: {:?}", read.problems);
+    }
+    for user in ["ann", "bob"] {
+        let u = tmpa_core::UserId::new(user).expect("user");
+        for s in 0..3 {
+            let sid = tmpa_core::SessionId::new(format!("s{s}")).expect("session");
+            assert_eq!(
+                r.read_session(&u, &sid).expect("session readable"),
+                format!("{{\"s\":{s}}}").as_bytes()
+            );
+        }
+        assert!(
+            root.join(format!("notifications/{user}/inbox/ntf_1.json"))
+                .exists()
+        );
+    }
+}
+
+/// Whether strace can inject faults here.
+fn strace_works() -> bool {
+    Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:error=EIO",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// EIO from the disk at the Nth fsync (or fdatasync) of a run, for every N up to past the
+/// last one (injected from outside with `strace -e inject=...:error=EIO:when=N`):
+/// compaction, archival and cleanup each end with exit 0 (the fault came after the last
+/// sync), or report the failure (exit 4) having lost nothing; a run without the fault
+/// then finishes the job.
+#[test]
+fn eio_at_every_sync_loses_nothing() {
+    if !strace_works() {
+        eprintln!("skipped: strace cannot inject faults here");
+        return;
+    }
+    for (program, args) in [
+        ("tmpa-compact", &["--before", "2026-11-03"][..]),
+        ("tmpa-archive", &[]),
+        ("tmpa-tmpclean", &["--older-than", "1s"]),
+    ] {
+        let exe = bin(program).get_program().to_owned();
+        let mut reached_the_end = false;
+        for n in 1..=40 {
+            let t = busy_tree();
+            if program == "tmpa-tmpclean" {
+                std::thread::sleep(Duration::from_millis(1100)); // the temporaries' ctime ages
+            }
+            let r: Run = Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                .arg(format!("inject=fsync,fdatasync:error=EIO:when={n}"))
+                .arg(&exe)
+                .env_remove("TMPA_ROOT")
+                .arg("--root")
+                .arg(t.root())
+                .args(args)
+                .output()
+                .expect("strace")
+                .into();
+            assert!(!r.stderr.contains("panicked"), "{program} n={n}: {r:?}");
+            assert!(matches!(r.code, 0 | 4), "{program} n={n}: {r:?}");
+            nothing_lost(t.root());
+            if r.code == 4 {
+                assert!(
+                    r.stdout.contains("Input/output error")
+                        || r.stderr.contains("Input/output error"),
+                    "{program} n={n} did not say why: {r:?}"
+                );
+                let again = run(t.root(), program, args);
+                assert_eq!(again.code, 0, "{program} after EIO at sync {n}: {again:?}");
+                nothing_lost(t.root());
+            } else {
+                eprintln!(
+                    "{program}: EIO at each of its first {} syncs handled",
+                    n - 1
+                );
+                reached_the_end = true;
+                break;
+            }
+        }
+        assert!(
+            reached_the_end,
+            "{program}: more than 40 syncs in one small run?"
+        );
+    }
+}
+
+/// EIO at every `unlinkat`: nothing is deleted, each file is reported kept with a
+/// `kept` receipt line after its `delete` line, exit 4; the next run deletes them.
+#[test]
+fn eio_at_every_unlink_keeps_the_files_and_says_so() {
+    if !strace_works() {
+        eprintln!("skipped: strace cannot inject faults here");
+        return;
+    }
+    let t = busy_tree();
+    let exe = bin("tmpa-compact").get_program().to_owned();
+    let r: Run = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=unlinkat:error=EIO",
+        ])
+        .arg(&exe)
+        .env_remove("TMPA_ROOT")
+        .args(["--before", "2026-11-03", "--root"])
+        .arg(t.root())
+        .output()
+        .expect("strace")
+        .into();
+    assert_eq!(r.code, 4, "{r:?}");
+    assert_eq!(loose_events(t.root(), D1), 5);
+    nothing_lost(t.root());
+    let receipts = fs::read_dir(t.root().join(".tmpa/receipts/compact_events"))
+        .expect("receipts")
+        .map(|e| fs::read_to_string(e.expect("e").path()).expect("read"))
+        .collect::<String>();
+    let lines: Vec<serde_json::Value> = receipts
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let deletes = lines.iter().filter(|l| l["line"] == "delete").count();
+    let kept = lines.iter().filter(|l| l["line"] == "kept").count();
+    assert!(deletes > 0 && kept > 0, "{receipts}");
+    let again = run(t.root(), "tmpa-compact", &["--before", "2026-11-03"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(loose_events(t.root(), D1), 0);
+    nothing_lost(t.root());
+}

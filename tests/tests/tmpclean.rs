@@ -764,3 +764,46 @@ fn lease_broken_during_deletion_keeps_the_file() {
     let rec = receipts(&t);
     assert!(rec.iter().any(|l| l["line"] == "kept"), "{rec:?}");
 }
+
+/// The library's short temporary of a very long name (`{160 bytes}~{16 hex}.tmp.{unique}`,
+/// used when `{final}.tmp.{unique}` would not fit in 255 bytes) is recognised: stale with
+/// its final file present, it is deleted; the patrol counts it.
+#[test]
+fn short_temporary_of_a_long_name_is_recognised() {
+    use sha2::Digest as _;
+    let t = Tree::new();
+    let id = "i".repeat(240);
+    let fin = t.event("2026-11-01", &id, "u", 1, 1);
+    let name = fin
+        .file_name()
+        .expect("name")
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
+    let hash: String = sha2::Sha256::digest(name.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let short = fin.with_file_name(format!("{}~{hash}.tmp.4242-0-ff", &name[..160]));
+    fs::write(&short, b"{\"partial\"").expect("write");
+    assert!(short.file_name().expect("n").len() <= 255);
+    let p = t.run("tmpa-patrol", &["--json"]);
+    let tmp = p.json()["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "tmp_files")
+        .expect("tmp_files")
+        .clone();
+    assert!(
+        tmp["detail"].as_str().expect("d").contains("(1 in all)"),
+        "{tmp:#}"
+    );
+    std::thread::sleep(WAIT);
+    let r = clean(&t, &["--older-than", OLD]).expect("run");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!short.exists(), "{}", r.stdout);
+    assert!(fin.exists());
+    let line = line_for(&r, &short);
+    assert!(line.starts_with("deleted      stale"), "{}", r.stdout);
+}

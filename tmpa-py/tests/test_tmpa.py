@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -182,6 +183,67 @@ def test_temp_final_name():
     assert tmpa.temp_final_name("a.json.tmp.123-0-ff") == "a.json"
     assert tmpa.temp_final_name("a.json.tmpl") is None
     assert tmpa.temp_final_name("x.tmpfoo") is None
+    assert tmpa.temp_final_name("ntf_a.json.tmp.4242.9f3a") == "ntf_a.json"
+
+
+def test_long_ids_and_odd_names_are_accepted(root):
+    """Whatever the backend can write is a name: a 240-byte event id (its file is 249
+    bytes; the library's temporary is a short one), the longest id that fits, dots,
+    dashes and spaces; one byte more than fits is a ValueError."""
+    for id_ in ("i" * 240, "j" * 246, ".dot", "-dash", "with space"):
+        p = root.record_event(dict(event(1), id=id_))
+        assert os.path.basename(p) == f"evt_{id_}.json"
+    assert len(root.day_events(DAY)) == 5
+    day_dir = os.path.join(root.path, "token_stats", DAY)
+    assert not [n for n in os.listdir(day_dir) if tmpa.temp_final_name(n)]
+    with pytest.raises(ValueError):
+        root.record_event(dict(event(1), id="k" * 247))
+
+
+def test_write_session_then_read_it(root):
+    """write_session writes sessions/{session}.json atomically; read_session and
+    list_sessions see it; bad names are ValueErrors."""
+    p = root.write_session("u1", "s1", b'{"messages": []}')
+    assert str(p).endswith("chat_history/u1/sessions/s1.json")
+    assert root.read_session("u1", "s1") == b'{"messages": []}'
+    root.write_session("u1", "s1", b'{"messages": [1]}')
+    assert root.read_session("u1", "s1") == b'{"messages": [1]}'
+    assert root.list_sessions("u1") == [("s1", "live")]
+    with pytest.raises(ValueError):
+        root.write_session("u1", "../x", b"{}")
+
+
+def test_every_call_works_without_proc(tmp_path):
+    """With /proc unmounted (a chroot, a minimal sandbox), every call works: the library
+    holds directories by descriptor and never goes through /proc/self/fd."""
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "umount -l /proc"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("cannot unmount /proc in a private mount namespace here")
+    (tmp_path / "token_stats").mkdir()
+    script = """
+import sys, tmpa
+assert not __import__("os").path.exists("/proc/self")
+root = tmpa.Root(sys.argv[1])
+e = {"id": "a1", "ts": "2026-11-23T10:00:00Z", "user_id": "u1", "model": "m",
+     "prompt_tokens": 3, "completion_tokens": 4}
+root.record_event(e)
+assert root.day_events("2026-11-23") == [e]
+assert root.summary("2026-11-23")["total_tokens"] == 7
+root.deliver("u1", {"id": 1}); root.ack("u1", "1"); assert root.unacked("u1") == []
+root.write_session("u1", "s", b"{}"); assert root.read_session("u1", "s") == b"{}"
+root.write_atomic("chat_history/u1/profile/p.json", b"{}")
+print("all calls ok")
+"""
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'umount -l /proc && exec "$@"', "sh", sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "all calls ok" in r.stdout
 
 
 def test_sessions_live_archived_and_errors(root):
