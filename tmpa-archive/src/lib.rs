@@ -146,12 +146,9 @@ pub struct Counts {
     pub failed: u64,
     /// Sessions that are not valid JSON (archived as they are).
     pub invalid_json: u64,
-    /// Sessions deleted (real runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deleted: Option<u64>,
-    /// Sessions a real run would delete (dry runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub would_delete: Option<u64>,
+    /// Files deleted (real runs) or that a real run would delete (dry runs).
+    #[serde(flatten)]
+    pub deletions: tmpa_maint::DeleteCount,
     /// Bytes of the sessions deleted (or to delete).
     pub bytes_in: u64,
     /// Bytes of their archives.
@@ -288,11 +285,8 @@ fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
             c.bytes_out += s.archive_bytes.unwrap_or(0);
         }
     }
-    if report.dry_run {
-        c.would_delete = Some(deleted);
-    } else {
-        c.deleted = Some(deleted);
-    }
+    c.deletions =
+        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(report.dry_run, false), deleted);
     c
 }
 
@@ -576,21 +570,7 @@ impl UserRun<'_> {
     }
 }
 
-impl tmpa_maint::Report for Report {
-    type Counts = Counts;
-
-    fn counts(&self) -> &Counts {
-        &self.counts
-    }
-
-    fn set_exit_code(&mut self, code: u8) {
-        self.exit_code = code;
-    }
-
-    fn render_text(&self) -> String {
-        render_text(self)
-    }
-}
+tmpa_maint::impl_report!(Report, Counts);
 
 /// The report as text: one line per session acted on, one line per problem, sorted.
 pub fn render_text(report: &Report) -> String {

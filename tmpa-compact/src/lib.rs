@@ -156,12 +156,9 @@ pub struct Counts {
     pub conflicts: u64,
     /// Corrupt loose files (kept).
     pub corrupt: u64,
-    /// Loose files deleted (real runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deleted: Option<u64>,
-    /// Loose files a real run would delete (dry runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub would_delete: Option<u64>,
+    /// Files deleted (real runs) or that a real run would delete (dry runs).
+    #[serde(flatten)]
+    pub deletions: tmpa_maint::DeleteCount,
     /// Loose files kept because they changed or failed verification.
     pub kept: u64,
     /// Days an I/O error stopped.
@@ -226,11 +223,7 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
         counts.days_failed += u64::from(d.status == DayStatus::Failed);
         counts.days_skipped += u64::from(d.status == DayStatus::Skipped);
     }
-    if run.dry_run() {
-        counts.would_delete = Some(deleted);
-    } else {
-        counts.deleted = Some(deleted);
-    }
+    counts.deletions = tmpa_maint::DeleteCount::of(run.mode(), deleted);
     Report {
         program: PROGRAM,
         root: run.root().path().to_path_buf(),
@@ -604,21 +597,7 @@ fn summary_is_current(dir: &Dir, day: Day, summary: &Summary, compare_source: bo
     })
 }
 
-impl tmpa_maint::Report for Report {
-    type Counts = Counts;
-
-    fn counts(&self) -> &Counts {
-        &self.counts
-    }
-
-    fn set_exit_code(&mut self, code: u8) {
-        self.exit_code = code;
-    }
-
-    fn render_text(&self) -> String {
-        render_text(self)
-    }
-}
+tmpa_maint::impl_report!(Report, Counts);
 
 /// The report as text: one line per day, one indented line per problem, sorted.
 pub fn render_text(report: &Report) -> String {

@@ -31,6 +31,6 @@ pub use lock::Lock;
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record};
 pub use run::{
-    Progress, Report, Run, conclude, footer_line, header_line, log_line, now_rfc3339, out,
-    resolve_root, run_program,
+    DeleteCount, Progress, Report, Run, conclude, footer_line, header_line, log_line, now_rfc3339,
+    out, resolve_root, run_program,
 };

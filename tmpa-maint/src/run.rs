@@ -262,6 +262,59 @@ pub trait Report: Serialize {
     fn render_text(&self) -> String;
 }
 
+/// Implements [`Report`] for a program's report type that has the fields
+/// `counts: Counts` and `exit_code: u8`, with a function `render_text(&Report) -> String`
+/// in scope: what every program's report looks like.
+#[macro_export]
+macro_rules! impl_report {
+    ($report:ty, $counts:ty) => {
+        impl $crate::Report for $report {
+            type Counts = $counts;
+
+            fn counts(&self) -> &$counts {
+                &self.counts
+            }
+
+            fn set_exit_code(&mut self, code: u8) {
+                self.exit_code = code;
+            }
+
+            fn render_text(&self) -> String {
+                render_text(self)
+            }
+        }
+    };
+}
+
+/// How many files a run deleted, or (a dry run) would delete: one of the two keys, in a
+/// program's counts (`#[serde(flatten)]`) and so in its run record and last log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DeleteCount {
+    /// Deleted (real runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+    /// A real run would delete (dry runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_delete: Option<u64>,
+}
+
+impl DeleteCount {
+    /// `n` deletions, under the key the mode calls for.
+    pub fn of(mode: Mode, n: u64) -> DeleteCount {
+        if mode.is_plan() {
+            DeleteCount {
+                deleted: None,
+                would_delete: Some(n),
+            }
+        } else {
+            DeleteCount {
+                deleted: Some(n),
+                would_delete: None,
+            }
+        }
+    }
+}
+
 /// Runs a maintenance program the same way for every program: resolves the root (flag,
 /// `TMPA_ROOT`, current directory), takes the task's lock, prints the log's first line
 /// (`DRY-RUN`, `{real_mode}-NO-DELETE` or `{real_mode}`), lets `work` do the run and judge

@@ -163,12 +163,9 @@ pub struct Counts {
     pub temporaries: u64,
     /// Temporaries kept.
     pub kept: u64,
-    /// Deleted (real runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deleted: Option<u64>,
-    /// A real run would delete (dry runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub would_delete: Option<u64>,
+    /// Files deleted (real runs) or that a real run would delete (dry runs).
+    #[serde(flatten)]
+    pub deletions: tmpa_maint::DeleteCount,
     /// Kept: changed within `--older-than`.
     pub young: u64,
     /// Kept: open or mapped.
@@ -375,11 +372,8 @@ fn build_report(
             needs_look: t.reason.needs_look(),
         });
     }
-    if dry_run {
-        counts.would_delete = Some(gone);
-    } else {
-        counts.deleted = Some(gone);
-    }
+    counts.deletions =
+        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(dry_run, false), gone);
     Report {
         program: PROGRAM,
         root: root.to_path_buf(),
@@ -405,21 +399,7 @@ fn age_text(d: Duration) -> String {
     format!("{s}s")
 }
 
-impl tmpa_maint::Report for Report {
-    type Counts = Counts;
-
-    fn counts(&self) -> &Counts {
-        &self.counts
-    }
-
-    fn set_exit_code(&mut self, code: u8) {
-        self.exit_code = code;
-    }
-
-    fn render_text(&self) -> String {
-        render_text(self)
-    }
-}
+tmpa_maint::impl_report!(Report, Counts);
 
 /// The report as text: one line per temporary (`action reason path: detail`), sorted by
 /// path, then the directories not entered and the problems.
