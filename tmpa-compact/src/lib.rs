@@ -23,13 +23,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tmpa_core::maintenance::{
-    COMPACTED_NAME, Compacted, DayScan, Dir, Kind, Merge, Stamp, compacted_matches,
+    COMPACTED_NAME, Compacted, DayScan, Dir, Kind, LooseEvent, Merge, Stamp, compacted_matches,
     conflict_problem, event_names, merge, path_text, read_cached, root_dir, scan_day,
     serialize_path, source_stamp, stamp_entries, write_compacted, write_summary,
 };
 use tmpa_core::{Day, Error, Event, Problem, ProblemKind, Root, Summary};
 use tmpa_maint::{
-    CommonArgs, Deletion, Doomed, ExitStatus, Mode, Outcome, Progress, Proof, Run, StartError, Task,
+    CommonArgs, Deletion, Doomed, ExitStatus, Mode, Outcome, Planned, Progress, Proof, Run,
+    StartError, Task,
 };
 
 /// Program name, as in the logs.
@@ -56,7 +57,7 @@ pub struct Args {
     /// Write and verify `_compacted.json` and `_summary.json`, but delete no loose file
     /// (a rollout step between --dry-run and a real run; the next real run deletes them
     /// as verified duplicates)
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long, conflicts_with_all = ["dry_run", "apply_plan"])]
     pub no_delete: bool,
 }
 
@@ -113,6 +114,9 @@ pub struct DayReport {
     pub deleted: usize,
     /// Loose files kept because they changed after being read, or failed verification.
     pub kept: usize,
+    /// Loose files left for the next run because the plan being applied does not list
+    /// them.
+    pub not_in_plan: usize,
     /// Events in `_compacted.json` after the run.
     pub events: usize,
     /// Whether `_summary.json` was (or would be) rewritten.
@@ -329,7 +333,7 @@ pub fn compact_day(run: &mut Run, day: Day) -> DayReport {
     if let Some(r) = settled_day(&dir, day) {
         return r;
     }
-    let scan = match scan_day(&dir, day) {
+    let mut scan = match scan_day(&dir, day) {
         Ok(s) => s,
         Err(e) => {
             r.status = DayStatus::Failed;
@@ -337,6 +341,7 @@ pub fn compact_day(run: &mut Run, day: Day) -> DayReport {
             return r;
         }
     };
+    keep_planned(run, &dir, &mut scan, &mut r);
     r.loose = scan.loose.len();
     r.corrupt = scan.problems.len();
     r.problems.extend(scan.problems.iter().cloned());
@@ -364,7 +369,7 @@ pub fn compact_day(run: &mut Run, day: Day) -> DayReport {
         r.problems.push(conflict_problem(&dir, &scan.loose[i]));
     }
     let outcome = if run.dry_run() {
-        plan_day(&dir, &scan, &m, &mut r)
+        plan_day(run, &dir, &scan, &m, &mut r)
     } else {
         act_day(run, &dir, &scan, &m, &mut r)
     };
@@ -402,7 +407,13 @@ fn settled_day(dir: &Dir, day: Day) -> Option<DayReport> {
 }
 
 /// Dry run: what [`act_day`] would do, changing nothing.
-fn plan_day(dir: &Dir, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_core::Result<()> {
+fn plan_day(
+    run: &mut Run,
+    dir: &Dir,
+    scan: &DayScan,
+    m: &Merge,
+    r: &mut DayReport,
+) -> tmpa_core::Result<()> {
     let remaining = remaining_names(scan, &m.added, &m.duplicates);
     let stamp = match (&scan.compacted, m.added.is_empty()) {
         (Compacted::Valid { stamp, .. }, true) => Some(*stamp),
@@ -412,6 +423,9 @@ fn plan_day(dir: &Dir, scan: &DayScan, m: &Merge, r: &mut DayReport) -> tmpa_cor
     r.summary_rewritten =
         !m.events.is_empty() && !summary_is_current(dir, scan.day, &summary, stamp.is_some());
     r.deleted = m.added.len() + m.duplicates.len();
+    for &i in m.added.iter().chain(&m.duplicates) {
+        run.would_delete(deletion(dir, scan.day, &scan.loose[i], m.events.len()));
+    }
     r.status = DayStatus::Planned;
     Ok(())
 }
@@ -509,7 +523,6 @@ fn delete_verified(
         }
         return Ok(0);
     }
-    let held_by = path_text(&dir.join(COMPACTED_NAME));
     let mut doomed: Vec<Doomed<'_>> = verified
         .iter()
         .map(|&i| {
@@ -518,17 +531,7 @@ fn delete_verified(
                 dir,
                 name: l.name.clone(),
                 stamp: l.stamp,
-                line: Deletion {
-                    file: path_text(&dir.join(&l.name)),
-                    bytes: l.stamp.size,
-                    sha256: l.sha256.clone(),
-                    stamp: l.stamp,
-                    held_by: held_by.clone(),
-                    proof: Proof::CompactedEvent {
-                        day: scan.day.to_string(),
-                        held_events: held_events as u64,
-                    },
-                },
+                line: deletion(dir, scan.day, l, held_events),
                 lease: None,
             }
         })
@@ -553,6 +556,47 @@ fn delete_verified(
         return Err(e);
     }
     Ok(deleted)
+}
+
+/// The receipt line of a loose file deleted because its event is in the day's
+/// `_compacted.json` (holding `held_events` events); a dry run's plan lists the same.
+fn deletion(dir: &Dir, day: Day, l: &LooseEvent, held_events: usize) -> Deletion {
+    Deletion {
+        file: path_text(&dir.join(&l.name)),
+        bytes: l.stamp.size,
+        sha256: l.sha256.clone(),
+        stamp: l.stamp,
+        held_by: path_text(&dir.join(COMPACTED_NAME)),
+        proof: Proof::CompactedEvent {
+            day: day.to_string(),
+            held_events: held_events as u64,
+        },
+    }
+}
+
+/// Applying a plan: keeps in `scan` only the loose files the plan lists, unchanged; the
+/// others are left for the next run (a changed one is reported).
+fn keep_planned(run: &mut Run, dir: &Dir, scan: &mut DayScan, r: &mut DayReport) {
+    scan.loose.retain(|l| {
+        let file = path_text(&dir.join(&l.name));
+        match run.planned(&file) {
+            Planned::NoPlan => true,
+            Planned::NotInPlan => {
+                r.not_in_plan += 1;
+                false
+            }
+            Planned::Listed(p) if p.stamp == l.stamp && p.sha256 == l.sha256 => true,
+            Planned::Listed(_) => {
+                r.kept += 1;
+                r.problems.push(Problem::new(
+                    dir.join(&l.name),
+                    ProblemKind::Conflict,
+                    "changed since the plan was made (kept; the next run looks again)",
+                ));
+                false
+            }
+        }
+    });
 }
 
 /// Names of the `evt_*.json` entries that remain once `gone` (indexes into `scan.loose`)
@@ -631,6 +675,13 @@ pub fn render_text(report: &Report) -> String {
                 "current"
             },
         );
+        if d.not_in_plan > 0 {
+            let _ = writeln!(
+                s,
+                "  {} loose files not in the plan being applied: left for the next run",
+                d.not_in_plan
+            );
+        }
         if let Some(e) = &d.error {
             let _ = writeln!(s, "  error: {e}");
         }

@@ -15,6 +15,17 @@ pub struct CommonArgs {
     /// Print the report as one JSON document on stdout (log lines go to stderr)
     #[arg(long)]
     pub json: bool,
+    /// With --dry-run: also write the plan to FILE (JSON: every file a real run would
+    /// delete, with the stamp and SHA-256 it would verify and what would hold its data),
+    /// for review and --apply-plan
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub save_plan: Option<PathBuf>,
+    /// Delete exactly what the plan in FILE lists (made by --dry-run --save-plan): each file
+    /// only if it is still the same file and its data is still where the plan says; files
+    /// not in the plan are left for the next run. A plan for another program or root, of an
+    /// incompatible version, or torn, is refused (exit 2)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "save_plan"])]
+    pub apply_plan: Option<PathBuf>,
 }
 
 /// What a run may change. One code path serves all three: they differ only where the

@@ -37,6 +37,9 @@ pub enum Kept {
     LeaseBroken,
     /// The caller's last check refused, in words (e.g. "its final file disappeared").
     Refused(String),
+    /// A plan is being applied and this deletion is not the one it lists (not in the plan,
+    /// changed since, or its data now held elsewhere), in words.
+    NotAsPlanned(String),
 }
 
 impl Kept {
@@ -50,7 +53,7 @@ impl Kept {
             Kept::LeaseBroken => {
                 "opened by another process during deletion (lease broken; kept)".into()
             }
-            Kept::Refused(why) => why.clone(),
+            Kept::Refused(why) | Kept::NotAsPlanned(why) => why.clone(),
         }
     }
 }
@@ -94,15 +97,28 @@ impl Run {
         if doomed.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
+        // Applying a plan: only what it lists, as it lists it.
+        let not_as_planned: Vec<Option<String>> = match self.applying_mut() {
+            Some(a) => doomed.iter().map(|d| a.check(&d.line).err()).collect(),
+            None => vec![None; doomed.len()],
+        };
         let lines: Vec<ReceiptLine> = doomed
             .iter()
-            .map(|d| ReceiptLine::Delete(d.line.clone()))
+            .zip(&not_as_planned)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(d, _)| ReceiptLine::Delete(d.line.clone()))
             .collect();
-        self.record_receipt(&lines)?;
+        if !lines.is_empty() {
+            self.record_receipt(&lines)?;
+        }
         let mut outcomes = Vec::with_capacity(doomed.len());
         let mut kept_lines = Vec::new();
         let mut dirs: Vec<&'a Dir> = Vec::new();
-        for d in doomed {
+        for (d, refused) in doomed.into_iter().zip(not_as_planned) {
+            if let Some(why) = refused {
+                outcomes.push(Outcome::Kept(Kept::NotAsPlanned(why)));
+                continue;
+            }
             let outcome = remove_one(&d, &last_check);
             if !matches!(outcome, Outcome::Deleted) {
                 let reason = match &outcome {
