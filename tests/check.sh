@@ -9,12 +9,14 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-echo "== packaging tools: systemd-analyze, dpkg-shlibdeps, readelf, man"
-# tests/tests/cron.rs rates the units with systemd-analyze and packaging.rs builds the
+echo "== packaging tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man"
+# tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
+# filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
 # reads it (readelf, man). A fresh machine may lack them: install what is missing.
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v strace >/dev/null || missing+=(strace)
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v man >/dev/null || missing+=(man-db)

@@ -1,7 +1,8 @@
 //! cron/: the crontab, the package's /etc/cron.d/tmpa made from it, the systemd units and
 //! the logrotate snippet call the binaries the package installs in /usr/bin, with flags
 //! their `--help` lists, on the card's schedule, at the same gentle priority; the cron.d
-//! file runs nothing as installed; the units pass `systemd-analyze security` and `verify`.
+//! file runs nothing as installed; the units pass `systemd-analyze security` and `verify`,
+//! and their system call filters allow every call the programs make (traced by strace).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -930,5 +931,166 @@ fn logrotate_covers_every_log() {
             "{log} ({}) is not rotated",
             call.program
         );
+    }
+}
+
+/// The system calls of each seccomp group `systemd-analyze syscall-filter` knows, groups
+/// expanded.
+fn syscall_groups() -> BTreeMap<String, BTreeSet<String>> {
+    let out = systemd_analyze()
+        .args(["syscall-filter", "--no-pager"])
+        .output()
+        .expect("systemd-analyze syscall-filter");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut raw: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut group = String::new();
+    for line in text.lines() {
+        let item = line.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('@') {
+            group = item.to_owned();
+        } else if !group.is_empty() {
+            raw.entry(group.clone()).or_default().push(item.to_owned());
+        }
+    }
+    fn expand(raw: &BTreeMap<String, Vec<String>>, g: &str, out: &mut BTreeSet<String>) {
+        for item in raw.get(g).unwrap_or_else(|| panic!("unknown group {g}")) {
+            if item.starts_with('@') {
+                expand(raw, item, out);
+            } else {
+                out.insert(item.clone());
+            }
+        }
+    }
+    raw.keys()
+        .map(|g| {
+            let mut set = BTreeSet::new();
+            expand(&raw, g, &mut set);
+            (g.clone(), set)
+        })
+        .collect()
+}
+
+/// The system calls a unit's `SystemCallFilter=` lines allow: the allow list, less every
+/// `~` deny list after it.
+fn allowed_syscalls(u: &Unit, groups: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+    let names = |list: &str| -> BTreeSet<String> {
+        list.split_whitespace()
+            .flat_map(|n| match groups.get(n) {
+                Some(set) => set.clone(),
+                None => BTreeSet::from([n.to_owned()]),
+            })
+            .collect()
+    };
+    let mut allowed = groups["@default"].clone();
+    for line in get(u, "Service", "SystemCallFilter") {
+        match line.strip_prefix('~') {
+            Some(deny) => allowed.retain(|s| !names(deny).contains(s)),
+            None => allowed.extend(names(line)),
+        }
+    }
+    allowed
+}
+
+/// The system calls `argv` makes, its children's included, traced by strace.
+fn traced_syscalls(argv: &[String], root: &Path, scratch: &Path) -> BTreeSet<String> {
+    let trace = scratch.join("trace");
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args(argv)
+        .env("TMPA_ROOT", root)
+        .output()
+        .expect("strace is missing: apt-get install strace (tests/check.sh installs it)");
+    assert!(
+        matches!(status.status.code(), Some(0..=2)),
+        "{argv:?}: {status:?}"
+    );
+    fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .filter_map(|l| {
+            // "1234 openat(AT_FDCWD, ...) = 3"; resumptions and signals are not calls.
+            let call = l.split_once(' ')?.1.trim_start();
+            let name = &call[..call.find('(')?];
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                .then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// Every system call the programs make doing their real work (each maintenance program
+/// deleting on a tree owned by another user, as root: the chown and write paths; the
+/// patrol with its service command and metrics file) is one the unit's
+/// `SystemCallFilter=` allows: a call outside it would fail with EPERM under systemd.
+#[test]
+fn units_allow_every_syscall_the_programs_make() {
+    let groups = syscall_groups();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let t = Tree::new();
+    for i in 0..5 {
+        t.event("2026-01-05", &format!("e{i}"), "u1", 3, 4);
+    }
+    let session = t.file("chat_history/u1/sessions/s1.json", br#"{"m":[]}"#);
+    tmpa_tests::age(&session, std::time::Duration::from_secs(60 * 86_400));
+    let fin = t.event("2026-01-06", "f1", "u1", 1, 1);
+    t.file(
+        "token_stats/2026-01-06/evt_f1.json.tmp.42",
+        fs::read(&fin).expect("final"),
+    );
+    if tmpa_tests::is_root() {
+        // The backend's files belong to another user: the root jobs chown what they make.
+        chown_tree(t.root(), 65_534, 65_534);
+    }
+    for p in PROGRAMS {
+        let service = unit(&format!("systemd/{p}.service"));
+        let exec = words(get(&service, "Service", "ExecStart")[0]);
+        let mut argv = vec![bin(p).get_program().to_string_lossy().into_owned()];
+        for a in &exec[1..] {
+            argv.push(if a.starts_with("supervisorctl") {
+                "echo RUNNING".to_owned()
+            } else if a.starts_with("/var/lib/") {
+                scratch.path().join("tmpa.prom").display().to_string()
+            } else if let Some((task, _)) = a.split_once("=/var/log/") {
+                format!("{task}={}", scratch.path().join("job.log").display())
+            } else {
+                a.clone()
+            });
+        }
+        if p == "tmpa-tmpclean" || p == "tmpa-archive" {
+            // Old enough for this tree: what a real night deletes.
+            let at = argv
+                .iter()
+                .position(|a| a == "--older-than")
+                .expect("--older-than");
+            argv[at + 1] = "0s".into();
+        }
+        let calls = traced_syscalls(&argv, t.root(), scratch.path());
+        assert!(
+            calls.contains("openat") && calls.len() > 20,
+            "{p}: {calls:?}"
+        );
+        let allowed = allowed_syscalls(&service, &groups);
+        let denied: Vec<&String> = calls.difference(&allowed).collect();
+        assert!(
+            denied.is_empty(),
+            "{p} makes system calls its unit's SystemCallFilter= refuses: {denied:?}"
+        );
+    }
+    assert!(!session.exists(), "the archive run did its work");
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).expect("chown");
+    for e in fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() && !p.is_symlink() {
+            chown_tree(&p, uid, gid);
+        } else {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).expect("chown");
+        }
     }
 }
