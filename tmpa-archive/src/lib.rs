@@ -54,7 +54,7 @@ const BATCH_MAX: usize = 256;
 /// Runs weekly from cron. A session is deleted only after its archive has been
 /// decompressed from disk and compared byte for byte with it.
 #[derive(clap::Parser, Debug)]
-#[command(name = "tmpa-archive", version, about, long_about = None)]
+#[command(name = "tmpa-archive", version, about)]
 pub struct Args {
     /// Flags every program takes.
     #[command(flatten)]

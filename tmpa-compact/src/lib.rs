@@ -43,7 +43,7 @@ pub const TASK: Task = Task::CompactEvents;
 /// Runs nightly from cron. Deletes a loose event file only after its event has been
 /// read back, equal, from the durable `_compacted.json`.
 #[derive(clap::Parser, Debug)]
-#[command(name = "tmpa-compact", version, about, long_about = None)]
+#[command(name = "tmpa-compact", version, about)]
 pub struct Args {
     /// Flags every program takes.
     #[command(flatten)]
