@@ -72,13 +72,19 @@ pub enum Outcome {
 /// Directories fsynced together after a batch: concurrent fsyncs are committed together
 /// by ext4 and xfs (one journal commit for many directories).
 const SYNC_THREADS: usize = 16;
+/// Deletions between two directory fsyncs (and `--pace` pauses): each fsync commits a
+/// journal transaction of this many unlinks at most, so a live service's own fsync never
+/// waits behind the metadata of a whole day's deletions.
+pub const PACE_BATCH: usize = 256;
 
 impl Run {
     /// Deletes `doomed`, in the order given: first one receipt line each, appended and
     /// fsynced; then for each, immediately before its `unlinkat`, the last checks: its
     /// lease (if any) intact, its entry still a regular file with exactly the stamp that
     /// was verified, and `last_check` (`None` to go on, or why to keep it); then each
-    /// directory is fsynced. A file kept after its receipt line gets a `kept` line.
+    /// directory is fsynced. A file kept after its receipt line gets a `kept` line. Every
+    /// [`PACE_BATCH`] unlinks, the current directory is fsynced and the run pauses for
+    /// `--pace`, which leaves a live service's writes room on the same disk.
     ///
     /// Returns the outcomes in the order of `doomed`, and the directories whose fsync
     /// failed.
@@ -114,6 +120,7 @@ impl Run {
         let mut outcomes = Vec::with_capacity(doomed.len());
         let mut kept_lines = Vec::new();
         let mut dirs: Vec<&'a Dir> = Vec::new();
+        let mut unlinked = 0usize;
         for (d, refused) in doomed.into_iter().zip(not_as_planned) {
             if let Some(why) = refused {
                 outcomes.push(Outcome::Kept(Kept::NotAsPlanned(why)));
@@ -137,6 +144,16 @@ impl Run {
             // The lease (if any) is released here, after the unlink: a waiting opener
             // goes on at once.
             drop(d);
+            if matches!(outcome, Outcome::Deleted) {
+                unlinked += 1;
+                if unlinked % PACE_BATCH == 0 {
+                    // A small journal commit now, then room for the live service.
+                    let _ = dirs.last().map(|d| d.sync());
+                    if !self.pace.is_zero() {
+                        std::thread::sleep(self.pace);
+                    }
+                }
+            }
             outcomes.push(outcome);
         }
         dirs.sort_by_key(|d| std::ptr::from_ref::<Dir>(d) as usize);

@@ -50,6 +50,8 @@ pub struct Run {
     saving: Option<Saving>,
     /// A real run with `--apply-plan`: the plan being applied.
     applying: Option<Applying>,
+    /// `--pace`: the pause after each batch of deletions.
+    pub(crate) pace: std::time::Duration,
     _lock: Lock,
 }
 
@@ -75,6 +77,7 @@ impl Run {
             would_delete: Vec::new(),
             saving: None,
             applying: None,
+            pace: std::time::Duration::ZERO,
             _lock: lock,
         })
     }
@@ -453,6 +456,7 @@ pub fn run_program<R: Report>(
     let mut run = Run::start(program, task, root, mode)?;
     run.saving = common.save_plan.clone().map(|path| Saving { path });
     run.applying = applying;
+    run.pace = common.pace;
     log_line(common.json, &run.header(real_mode));
     let (mut report, status) = work(&mut run);
     Ok(conclude(run, status, common.json, &mut report))
