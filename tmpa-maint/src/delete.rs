@@ -146,7 +146,7 @@ impl Run {
             drop(d);
             if matches!(outcome, Outcome::Deleted) {
                 unlinked += 1;
-                if unlinked % PACE_BATCH == 0 {
+                if unlinked.is_multiple_of(PACE_BATCH) {
                     // A small journal commit now, then room for the live service.
                     let _ = dirs.last().map(|d| d.sync());
                     if !self.pace.is_zero() {
