@@ -207,13 +207,11 @@ impl Store {
                     (s.clone(), Some(s), prefix_path(url))
                 }
                 StoreScheme::File => {
-                    let dir = url.file_dir().expect("a file:// URL has a directory");
                     // Durable like every other write of TMPA: the object and its
-                    // directory are fsynced before the put returns.
-                    let s = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                        .map_err(|e| fail(Box::new(e)))?
-                        .with_fsync(true);
-                    (Arc::new(s), None, ObjectPath::default())
+                    // directory are fsynced before the put returns. The directory must
+                    // exist (like a bucket); the probe says so when it does not.
+                    let s = object_store::local::LocalFileSystem::new().with_fsync(true);
+                    (Arc::new(s), None, prefix_path(url))
                 }
             };
         drop(_ctx);
@@ -450,8 +448,8 @@ impl Store {
     }
 
     /// One cheap request that proves the store answers and the credentials are accepted:
-    /// a listing of at most one key under the prefix (for `file://`, the directory's
-    /// first entry).
+    /// a listing of at most one key under the prefix (for `file://`, that the directory
+    /// exists, and its first entry).
     ///
     /// # Errors
     /// [`Error::Store`] naming the store's URL.
@@ -473,8 +471,18 @@ impl Store {
                     .map(drop)
             }
             None => {
+                if let Some(dir) = self.url.file_dir()
+                    && !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir())
+                {
+                    return Err(Error::Store {
+                        op: "list",
+                        url: shown,
+                        kind: StoreErrorKind::Unavailable,
+                        source: Some(format!("{} is not a directory", dir.display()).into()),
+                    });
+                }
                 let fut = async {
-                    let mut s = self.inner.list(None);
+                    let mut s = self.inner.list(Some(&self.base));
                     match s.next().await {
                         Some(Err(e)) => Err(e),
                         _ => Ok(()),

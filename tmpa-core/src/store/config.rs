@@ -22,6 +22,11 @@ pub const TIMEOUT_SECS_DEFAULT: u64 = 30;
 /// Bounds of `timeout_secs`.
 const TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 
+/// Characters an archive URL may not hold: those S3 and GCS advise against in keys,
+/// which the client would percent-encode (so the keys would not start with the prefix
+/// as written).
+const KEY_CHARS_REFUSED: &str = "\\{}^%`[]\"<>~#|*?";
+
 /// The kinds of object store an archive URL can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,8 +123,9 @@ impl FromStr for StoreUrl {
 
     /// Parses `s3://bucket[/prefix]`, `gs://bucket[/prefix]`, `az://container[/prefix]`
     /// or `file:///absolute/dir`. Refused: other schemes, a missing bucket, query strings
-    /// or fragments, empty, `.` or `..` segments, control characters, `%`, `\` and spaces
-    /// (a prefix is written as the object keys will be).
+    /// or fragments, empty, `.` or `..` segments, control characters, spaces and the
+    /// characters object keys would have to escape (`\ { } ^ % ` [ ] " < > ~ # | * ?`), so
+    /// that the prefix is exactly the keys' (and for `file://`, the directory's).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let (scheme_text, rest) = s
             .split_once("://")
@@ -131,7 +137,7 @@ impl FromStr for StoreUrl {
         })?;
         if let Some(c) = rest
             .chars()
-            .find(|c| c.is_control() || c.is_whitespace() || "?#%\\".contains(*c))
+            .find(|c| c.is_control() || c.is_whitespace() || KEY_CHARS_REFUSED.contains(*c))
         {
             return Err(format!("{s:?}: the character {c:?} is not allowed"));
         }
