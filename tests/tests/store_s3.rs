@@ -429,3 +429,63 @@ fn the_library_reads_sessions_from_the_store() {
     let missing = library(&t, s.port(), Some("nope")).unwrap_err();
     assert!(missing.contains("No such file"), "{missing}");
 }
+
+/// Runs tmpa-patrol --json on `t` with the store's environment pointing at `port`; the
+/// archive_history_last_success check.
+fn patrol_archive_check(t: &Tree, port: u16, args: &[&str]) -> Value {
+    let mut cmd = bin("tmpa-patrol");
+    let r: Run = S3Server::env(&mut cmd, port)
+        .arg("--root")
+        .arg(t.root())
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run tmpa-patrol")
+        .into();
+    r.json()["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "archive_history_last_success")
+        .cloned()
+        .expect("archive check")
+}
+
+/// The patrol names the store archival goes to; it asks the store only with
+/// --check-archive-store (one request), and a store that does not answer is critical.
+#[test]
+fn the_patrol_names_the_store_and_probes_it_on_request() {
+    let Some(s) = server() else { return };
+    s.create_bucket("patrolled");
+    let (t, _) = tree("patrolled", 1);
+    assert_eq!(archive(&t, s.port(), &[]).code, 0);
+    let proxy = FaultProxy::start(s.port(), Fault::None, || {});
+    let quiet = patrol_archive_check(&t, proxy.port(), &[]);
+    assert_eq!(proxy.requests(), 0, "the patrol asked the store unasked");
+    assert_eq!(quiet["status"], "ok", "{quiet}");
+    assert!(
+        quiet["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("archives to s3://patrolled/host-a")),
+        "{quiet}"
+    );
+    let probed = patrol_archive_check(&t, proxy.port(), &["--check-archive-store"]);
+    assert_eq!(proxy.requests(), 1, "one cheap request");
+    assert_eq!(probed["status"], "ok", "{probed}");
+    assert!(
+        probed["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("reachable")),
+        "{probed}"
+    );
+    drop(proxy);
+    let closed = tmpa_tests::s3::free_port();
+    let down = patrol_archive_check(&t, closed, &["--check-archive-store"]);
+    assert_eq!(down["status"], "critical", "{down}");
+    assert!(
+        down["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cannot be reached")),
+        "{down}"
+    );
+}

@@ -140,6 +140,15 @@ impl Store {
     /// client that cannot be set up (missing region or credentials are found at the first
     /// request instead), or a `file://` directory that does not exist.
     pub fn open(config: &ArchiveConfig) -> Result<Store> {
+        Store::open_with_retries(config, RETRIES_MAX)
+    }
+
+    /// [`Store::open`] with `retries` retries of a transient failure instead of
+    /// [`RETRIES_MAX`] (a monitoring probe that must answer quickly).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_retries(config: &ArchiveConfig, retries: usize) -> Result<Store> {
         let url = &config.url;
         let shown = url.to_string();
         let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Store {
@@ -159,7 +168,7 @@ impl Store {
                 max_backoff: Duration::from_secs(5),
                 base: 2.0,
             },
-            max_retries: RETRIES_MAX,
+            max_retries: retries,
             retry_timeout: RETRY_WINDOW,
         };
         let timeout = humantime_secs(config.timeout);
