@@ -57,7 +57,7 @@ fn python_with_moto() -> Result<PathBuf, String> {
         tried.push(py.display().to_string());
     }
     Err(format!(
-        "no Python with moto[server] ({}); `pip install \"moto[server]\"` into target/py-venv (tests/check.sh does)",
+        "no Python with moto[server] ({}); tests/check.sh installs moto[s3], flask and flask-cors into target/py-venv",
         tried.join(", ")
     ))
 }
