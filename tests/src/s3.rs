@@ -371,7 +371,14 @@ pub enum Fault {
     DieAfter(usize),
     /// Waits this long before forwarding each request.
     Delay(Duration),
+    /// Another writer: before forwarding the PUT of an object (`*.json.gz`), puts other
+    /// bytes at the same key directly, so the client's put meets an object that was not
+    /// there at its HEAD.
+    RaceOnPut,
 }
+
+/// What [`Fault::RaceOnPut`]'s other writer puts.
+pub const RACING_BYTES: &[u8] = b"written by another host";
 
 /// An HTTP proxy on 127.0.0.1 in front of a server, with a [`Fault`].
 pub struct FaultProxy {
@@ -472,6 +479,14 @@ fn serve(
         }
         let method = req.head.split_whitespace().next().unwrap_or("").to_owned();
         let target = req.head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let object = target
+            .split('?')
+            .next()
+            .is_some_and(|p| p.ends_with(".json.gz"));
+        if matches!(fault, Fault::RaceOnPut) && method == "PUT" && object {
+            let path = target.split('?').next().unwrap_or_default();
+            http(upstream, "PUT", path, RACING_BYTES)?;
+        }
         let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
         let head = Message {
             head: req.with_header("connection", Some("close")),
@@ -488,12 +503,8 @@ fn serve(
         up.write_all(&req.body)?;
         let mut resp = read_message(&mut BufReader::new(up), method == "HEAD", true)?
             .ok_or_else(|| std::io::Error::other("no response upstream"))?;
-        let object_get = method == "GET"
-            && target
-                .split('?')
-                .next()
-                .is_some_and(|p| p.ends_with(".json.gz"))
-            && resp.head.split_whitespace().nth(1) == Some("200");
+        let object_get =
+            method == "GET" && object && resp.head.split_whitespace().nth(1) == Some("200");
         if object_get {
             match fault {
                 Fault::CorruptGet if !resp.body.is_empty() => {

@@ -208,6 +208,63 @@ fn an_equal_object_completes_and_a_different_one_is_a_conflict() {
     );
 }
 
+/// Another writer puts an object at the key between this run's HEAD and its put: the
+/// conditional put (If-None-Match: *) is refused by the store, so the other object is
+/// not replaced; it is compared, found different, and both are kept (exit 1).
+#[test]
+fn a_conditional_put_never_replaces_an_object_that_appeared_meanwhile() {
+    let Some(s) = server() else { return };
+    s.create_bucket("raced");
+    let (t, old) = tree("raced", 1);
+    let proxy = FaultProxy::start(s.port(), Fault::RaceOnPut, || {});
+    let r = archive(&t, proxy.port(), &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("appeared while this run was writing it"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        s.get_object("raced", &key("s0")).as_deref(),
+        Some(tmpa_tests::s3::RACING_BYTES),
+        "the other writer's object was replaced"
+    );
+    assert_eq!(fs::read(session_path(&t, "s0")).expect("kept"), old[0].1);
+}
+
+/// On a store without conditional put (here: AWS_CONDITIONAL_PUT=disabled, as for a
+/// store that rejects If-None-Match), archival HEADs before each put instead, says so in
+/// the report, and still verifies and deletes.
+#[test]
+fn without_conditional_put_the_run_heads_first_and_says_so() {
+    let Some(s) = server() else { return };
+    s.create_bucket("no-conditional");
+    let (t, old) = tree("no-conditional", 2);
+    let mut cmd = bin("tmpa-archive");
+    let r: Run = S3Server::env(&mut cmd, s.port())
+        .env("AWS_CONDITIONAL_PUT", "disabled")
+        .arg("--root")
+        .arg(t.root())
+        .arg("--json")
+        .output()
+        .expect("run tmpa-archive")
+        .into();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.json()["destination"]["put_guard"],
+        "head_first",
+        "{}",
+        r.stdout
+    );
+    for (name, b) in &old {
+        assert!(!session_path(&t, name).exists());
+        assert_eq!(
+            &gunzip(&s.get_object("no-conditional", &key(name)).expect("object")),
+            b
+        );
+    }
+}
+
 /// The store goes away in the middle of a run (after a few requests every connection is
 /// refused): the run exits 4, every session deleted had its object verified first (and
 /// it is in the store), every other session is still there with its bytes; the next
