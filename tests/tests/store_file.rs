@@ -61,6 +61,31 @@ fn archives_to_a_file_store_and_the_library_reads_it_back() {
     assert_eq!(t.snapshot(), before);
 }
 
+/// A backend that calls the library from inside its own tokio runtime still reads from
+/// the store: the library never blocks on a runtime inside another (that would panic).
+#[test]
+fn the_library_reads_the_store_from_inside_a_callers_runtime() {
+    let t = Tree::new();
+    let store = tempfile::tempdir().expect("store dir");
+    session(&t, "u1", "s1", b"{\"in\":\"runtime\"}");
+    t.file(
+        "tmpa.toml",
+        format!("[archive]\nurl = \"{}\"\n", url(store.path())),
+    );
+    assert_eq!(t.run("tmpa-archive", &[]).code, 0);
+    let root = Root::open(t.root()).expect("root");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let got = rt.block_on(async {
+        root.read_session(
+            &UserId::new("u1").expect("user"),
+            &SessionId::new("s1").expect("session"),
+        )
+    });
+    assert_eq!(got.expect("read inside a runtime"), b"{\"in\":\"runtime\"}");
+}
+
 /// `--to` sends one run elsewhere than tmpa.toml says.
 #[test]
 fn to_overrides_the_configured_store_for_one_run() {

@@ -119,7 +119,21 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     paged: Option<Arc<dyn PaginatedListStore>>,
     head_first: AtomicBool,
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its blocking pool, which tokio forbids inside the
+        // caller's own runtime: there, let it go without waiting (every request of this
+        // store has completed by now).
+        if let Some(rt) = self.rt.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -230,7 +244,7 @@ impl Store {
             inner,
             paged,
             head_first: AtomicBool::new(false),
-            rt,
+            rt: Some(rt),
         })
     }
 
@@ -280,16 +294,20 @@ impl Store {
     where
         F::Output: Send,
     {
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("the runtime lives as long as the store");
         if tokio::runtime::Handle::try_current().is_ok() {
             // Inside the caller's runtime, blocking on another would panic: a thread of
             // our own waits instead.
             std::thread::scope(|s| {
-                s.spawn(|| self.rt.block_on(fut))
+                s.spawn(|| rt.block_on(fut))
                     .join()
                     .expect("a store request does not panic")
             })
         } else {
-            self.rt.block_on(fut)
+            rt.block_on(fut)
         }
     }
 
