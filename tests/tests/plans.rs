@@ -16,11 +16,23 @@ use tmpa_tests::{Run, Tree, age};
 const D1: &str = "2026-11-01";
 const OLD: Duration = Duration::from_secs(60 * 86_400);
 
-fn plan_file(t: &Tree) -> PathBuf {
-    t.root().parent().expect("parent").join(format!(
-        "plan-{}.json",
-        t.root().file_name().expect("n").to_string_lossy()
-    ))
+/// A plan file outside the tree (a plan is not part of the data), removed with it.
+struct PlanFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for PlanFile {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.path
+    }
+}
+
+fn plan_file(_t: &Tree) -> PlanFile {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plan.json");
+    PlanFile { _dir: dir, path }
 }
 
 fn read_plan(p: &Path) -> Value {
