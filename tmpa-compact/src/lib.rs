@@ -377,7 +377,7 @@ pub fn render_text(report: &Report) -> String {
             // day line keeps one shape.
             let _ = writeln!(
                 s,
-                "  note: merged from {} sorted runs spilled to disk (--memory-budget)",
+                "  note: larger than --memory-budget: merged from sorted runs spilled to disk (runs={})",
                 d.spilled_runs
             );
         }

@@ -335,8 +335,12 @@ impl LooseDay {
         self.classes.len()
     }
 
-    fn held_bytes(&self) -> usize {
-        self.arena.bytes() + self.recs.capacity() * size_of::<LooseRec>()
+    /// Memory the current run takes (its records, and its bytes rounded up to chunks):
+    /// what is compared with the budget. The memory held is at most about twice the
+    /// records' part of it (a vector's spare capacity), and stays at that once a run has
+    /// been spilled: the next run reuses it.
+    fn run_bytes(&self) -> usize {
+        self.arena.in_use() + self.recs.len() * size_of::<LooseRec>()
     }
 
     fn sort(&mut self) {
@@ -373,8 +377,10 @@ pub(crate) fn scan_loose(
     compacted: &CompactedDay,
     opts: &DayOptions,
 ) -> tmpa_core::Result<LooseDay> {
+    let budget = usize::try_from(opts.memory_budget_bytes).unwrap_or(usize::MAX);
+    let run_bytes_max = budget.saturating_sub(compacted.bytes()).max(RUN_BYTES_MIN);
     let mut l = LooseDay {
-        arena: Arena::default(),
+        arena: Arena::with_chunk_bytes(run_bytes_max / 8),
         recs: Vec::new(),
         spill: None,
         classes: Vec::new(),
@@ -410,10 +416,12 @@ pub(crate) fn scan_loose(
             threads
         };
         for out in read_batch(dir, day, &batch, threads, compacted, opts) {
-            take_batch(&mut l, out);
-        }
-        if l.held_bytes() > run_bytes_max {
-            l.spill_run(root)?;
+            take_batch(&mut l, out, |l| {
+                if l.run_bytes() > run_bytes_max {
+                    l.spill_run(root)?;
+                }
+                Ok(())
+            })?;
         }
     }
     if l.spill.is_some() {
@@ -427,8 +435,13 @@ pub(crate) fn scan_loose(
     Ok(l)
 }
 
-/// Moves what one reader found into the day's records.
-fn take_batch(l: &mut LooseDay, out: ReaderOut) {
+/// Moves what one reader found into the day's records, calling `after_each` after each
+/// one (which spills the run when it outgrows the budget).
+fn take_batch(
+    l: &mut LooseDay,
+    out: ReaderOut,
+    mut after_each: impl FnMut(&mut LooseDay) -> tmpa_core::Result<()>,
+) -> tmpa_core::Result<()> {
     for it in &out.items {
         let json_end = it.offset + it.json_len;
         let span = l.arena.push(
@@ -450,10 +463,12 @@ fn take_batch(l: &mut LooseDay, out: ReaderOut) {
             stamp: it.stamp,
             sha256: it.sha256,
         });
+        after_each(l)?;
     }
     l.unloaded.extend(out.unloaded);
     l.problems.extend(out.problems);
     l.fold.absorb(out.fold);
+    Ok(())
 }
 
 /// One event read by a reader thread: its canonical JSON then its id at `offset` in the
