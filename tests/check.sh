@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
 # The project's test command (README "Set-up", .ci/run): formatting, lints, every test
-# including doctests, then the Python package's tests. Fails on the first failing step;
-# ends with one summed closing line.
+# including doctests and the Debian package's (one release build, by build-deb), then the
+# Python package's tests. Fails on the first failing step; ends with one summed closing
+# line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-echo "== cargo test --workspace (unit, integration, doctests)"
+echo "== packaging tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man"
+# tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
+# filters against what strace sees the programs call); packaging.rs builds the
+# Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
+# reads it (readelf, man). A fresh machine may lack them: install what is missing.
+missing=()
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v strace >/dev/null || missing+=(strace)
+command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+command -v readelf >/dev/null || missing+=(binutils)
+command -v man >/dev/null || missing+=(man-db)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "tests/check.sh: missing packages ${missing[*]}: install them (apt-get install)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "== cargo test --workspace (unit, integration, doctests; packaging.rs runs bash packaging/build-deb)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace 2>&1 | tee "$log"

@@ -1,5 +1,8 @@
-//! cron/: the crontab, the systemd units and the logrotate snippet call the binaries this
-//! workspace builds, with flags their `--help` lists, on the card's schedule.
+//! cron/: the crontab, the package's /etc/cron.d/tmpa made from it, the systemd units and
+//! the logrotate snippet call the binaries the package installs in /usr/bin, with flags
+//! their `--help` lists, on the card's schedule, at the same gentle priority; the cron.d
+//! file runs nothing as installed; the units pass `systemd-analyze security` and `verify`,
+//! and their system call filters allow every call the programs make (traced by strace).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -7,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use tmpa_tests::{Run, Tree, bin};
+use tmpa_docgen::BIN_DIR;
+use tmpa_tests::{Run, Tree, bin, target_dir};
 
 /// The binaries this workspace builds.
 const PROGRAMS: [&str; 4] = [
@@ -16,7 +20,10 @@ const PROGRAMS: [&str; 4] = [
     "tmpa-tmpclean",
     "tmpa-patrol",
 ];
-const BIN_DIR: &str = "/usr/local/bin/";
+/// The programs that delete, and so run in --dry-run from the package's cron.d.
+const DELETING: [&str; 3] = ["tmpa-compact", "tmpa-archive", "tmpa-tmpclean"];
+/// The production root of the crontab and the units.
+const ROOT: &str = "/opt/app";
 
 fn cron_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -85,7 +92,7 @@ fn words(s: &str) -> Vec<String> {
 }
 
 /// A program invocation: the program's name and its arguments.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Call {
     program: String,
     args: Vec<String>,
@@ -124,6 +131,85 @@ fn check_call(argv: &[String], context: &str) -> Call {
     }
 }
 
+/// How gently a job runs: what `nice`, `chrt` and `ionice` set in a crontab line, and
+/// `Nice=`, `CPUSchedulingPolicy=`, `IOSchedulingClass=` and `IOSchedulingPriority=` in a
+/// unit. The two must agree.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Priority {
+    nice: Option<i32>,
+    cpu_policy: Option<String>,
+    io_class: Option<String>,
+    io_priority: Option<u32>,
+}
+
+impl Priority {
+    /// The priority the maintenance jobs run at (nice 19, SCHED_BATCH, idle I/O).
+    fn lowest() -> Priority {
+        Priority {
+            nice: Some(19),
+            cpu_policy: Some("batch".into()),
+            io_class: Some("idle".into()),
+            io_priority: None,
+        }
+    }
+
+    /// Parses the wrappers at the start of `argv` (`nice -n N`, `chrt --batch 0`,
+    /// `ionice -c C [-n P]`); returns the priority and the rest of the command.
+    fn from_wrappers<'a>(mut argv: &'a [String], context: &str) -> (Priority, &'a [String]) {
+        let mut p = Priority::default();
+        loop {
+            let w: Vec<&str> = argv.iter().take(5).map(String::as_str).collect();
+            match w.as_slice() {
+                ["nice", "-n", n, ..] => {
+                    p.nice = Some(n.parse().expect("nice value"));
+                    argv = &argv[3..];
+                }
+                ["chrt", "--batch" | "-b", "0", ..] => {
+                    p.cpu_policy = Some("batch".into());
+                    argv = &argv[3..];
+                }
+                ["ionice", "-c", class, rest @ ..] => {
+                    p.io_class = Some(
+                        match *class {
+                            "1" => "realtime",
+                            "2" => "best-effort",
+                            "3" => "idle",
+                            c => panic!("{context}: ionice -c {c}"),
+                        }
+                        .into(),
+                    );
+                    if let ["-n", n, ..] = rest {
+                        p.io_priority = Some(n.parse().expect("ionice level"));
+                        argv = &argv[5..];
+                    } else {
+                        argv = &argv[3..];
+                    }
+                }
+                [w, ..] if ["nice", "chrt", "ionice"].contains(w) => {
+                    panic!("{context}: {w} used in a form this test does not read: {argv:?}")
+                }
+                _ => return (p, argv),
+            }
+        }
+    }
+
+    /// The priority a unit's [Service] section sets.
+    fn of_unit(u: &Unit) -> Priority {
+        let one = |k: &str| {
+            let v = get(u, "Service", k);
+            assert!(v.len() <= 1, "{k} set twice");
+            v.first().map(|s| (*s).to_owned())
+        };
+        Priority {
+            nice: one("Nice").map(|n| n.parse().expect("Nice=")),
+            cpu_policy: one("CPUSchedulingPolicy"),
+            io_class: one("IOSchedulingClass"),
+            io_priority: one("IOSchedulingPriority")
+                .map(|n| n.parse().expect("IOSchedulingPriority=")),
+        }
+    }
+}
+
 /// Whether `field` is a valid crontab time field with values in `lo..=hi` (`names`, if
 /// any, stand for `lo`, `lo + 1`, ...).
 fn field_ok(field: &str, lo: u32, hi: u32, names: &[&str]) -> bool {
@@ -152,88 +238,167 @@ fn field_ok(field: &str, lo: u32, hi: u32, names: &[&str]) -> bool {
         })
 }
 
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+/// Whether `fields` are five valid crontab time fields.
+fn time_fields_ok(fields: &[&str]) -> bool {
+    let limits: [(u32, u32, &[&str]); 5] = [
+        (0, 59, &[]),
+        (0, 23, &[]),
+        (1, 31, &[]),
+        (1, 12, &MONTHS),
+        (0, 7, &DAYS),
+    ];
+    fields.len() == 5
+        && fields
+            .iter()
+            .zip(limits)
+            .all(|(f, (lo, hi, names))| field_ok(f, lo, hi, names))
+}
+
 /// One crontab entry.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     /// The five time fields.
     fields: [String; 5],
+    /// The user column of a cron.d line.
+    user: Option<String>,
+    /// Whether the command starts with `test -x PROGRAM &&`.
+    guarded: bool,
+    /// How gently it runs.
+    priority: Priority,
+    /// The words that set it (`nice -n 19 ...`), before the program.
+    wrappers: Vec<String>,
     /// What it runs.
     call: Call,
     /// The log it appends to.
     log: String,
 }
 
-/// The crontab's entries and its environment lines.
-fn crontab() -> (Vec<Entry>, BTreeMap<String, String>) {
-    let text = read("tmpa.crontab");
-    let mut entries = Vec::new();
-    let mut env = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let context = format!("tmpa.crontab:{}", i + 1);
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let first = line.split_whitespace().next().expect("a word");
-        if let Some((name, value)) = first.split_once('=').filter(|(n, _)| {
-            n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !n.is_empty()
-        }) {
-            assert_eq!(line, first, "{context}: an environment line is NAME=value");
-            env.insert(name.to_owned(), value.to_owned());
-            continue;
-        }
-        assert!(
-            !line.starts_with('@'),
-            "{context}: use five fields, not @shortcuts"
-        );
-        let mut rest = line;
-        let mut fields: Vec<String> = Vec::new();
-        for _ in 0..5 {
-            rest = rest.trim_start();
-            let end = rest
-                .find(char::is_whitespace)
-                .unwrap_or_else(|| panic!("{context}: fewer than five fields"));
-            fields.push(rest[..end].to_owned());
-            rest = &rest[end..];
-        }
-        let limits: [(u32, u32, &[&str]); 5] = [
-            (0, 59, &[]),
-            (0, 23, &[]),
-            (1, 31, &[]),
-            (
-                1,
-                12,
-                &[
-                    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
-                    "dec",
-                ],
-            ),
-            (0, 7, &["sun", "mon", "tue", "wed", "thu", "fri", "sat"]),
-        ];
-        for (f, (lo, hi, names)) in fields.iter().zip(limits) {
-            assert!(
-                field_ok(f, lo, hi, names),
-                "{context}: bad field {f:?} (range {lo}-{hi})"
-            );
-        }
-        // cron turns an unescaped % into a newline.
-        assert!(!rest.contains('%'), "{context}: % in a command");
-        let argv = words(rest);
-        let n = argv.len();
-        assert!(
-            n >= 4 && argv[n - 3] == ">>" && argv[n - 1] == "2>&1",
-            "{context}: must end with '>> /var/log/tmpa/NAME.log 2>&1': {argv:?}"
-        );
-        let log = argv[n - 2].clone();
-        assert!(
-            log.starts_with("/var/log/tmpa/") && log.ends_with(".log"),
-            "{context}: log {log}"
-        );
-        let call = check_call(&argv[..n - 3], &context);
-        let fields: [String; 5] = fields.try_into().expect("five");
-        entries.push(Entry { fields, call, log });
+/// Parses a job line: five time fields, the user column when `user_column`, then the
+/// command (optionally `test -x PROGRAM &&`, then wrappers, the program, its arguments,
+/// `>> LOG 2>&1`).
+fn parse_job(line: &str, context: &str, user_column: bool) -> Entry {
+    assert!(
+        !line.starts_with('@'),
+        "{context}: use five fields, not @shortcuts"
+    );
+    let mut rest = line;
+    let mut fields: Vec<String> = Vec::new();
+    for _ in 0..5 + usize::from(user_column) {
+        rest = rest.trim_start();
+        let end = rest
+            .find(char::is_whitespace)
+            .unwrap_or_else(|| panic!("{context}: fewer than five fields"));
+        fields.push(rest[..end].to_owned());
+        rest = &rest[end..];
     }
-    (entries, env)
+    let user = user_column.then(|| fields.pop().expect("user column"));
+    let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+    assert!(time_fields_ok(&refs), "{context}: bad time fields {refs:?}");
+    // cron turns an unescaped % into a newline.
+    assert!(!rest.contains('%'), "{context}: % in a command");
+    let argv = words(rest);
+    let (guarded, argv) = match argv.as_slice() {
+        [t, x, path, and, rest @ ..] if t == "test" && x == "-x" && and == "&&" => {
+            assert!(
+                rest.iter().any(|w| w == path),
+                "{context}: test -x {path} guards another program: {rest:?}"
+            );
+            (true, rest)
+        }
+        _ => (false, argv.as_slice()),
+    };
+    assert!(
+        !argv.iter().any(|w| w == "&&" || w == ";" || w == "|"),
+        "{context}: one command per job: {argv:?}"
+    );
+    let (priority, rest) = Priority::from_wrappers(argv, context);
+    let wrappers = argv[..argv.len() - rest.len()].to_vec();
+    let argv = rest;
+    let n = argv.len();
+    assert!(
+        n >= 4 && argv[n - 3] == ">>" && argv[n - 1] == "2>&1",
+        "{context}: must end with '>> /var/log/tmpa/NAME.log 2>&1': {argv:?}"
+    );
+    let log = argv[n - 2].clone();
+    assert!(
+        log.starts_with("/var/log/tmpa/") && log.ends_with(".log"),
+        "{context}: log {log}"
+    );
+    let call = check_call(&argv[..n - 3], context);
+    Entry {
+        fields: fields.try_into().expect("five"),
+        user,
+        guarded,
+        priority,
+        wrappers,
+        call,
+        log,
+    }
+}
+
+/// An environment line (`NAME=value`), if `line` is one.
+fn env_line(line: &str) -> Option<(String, String)> {
+    let (name, value) = line.split_once('=')?;
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ok.then(|| (name.to_owned(), value.to_owned()))
+}
+
+/// A crontab's entries and its environment lines.
+struct Crontab {
+    entries: Vec<Entry>,
+    env: BTreeMap<String, String>,
+    /// Job lines that are commented out (cron.d).
+    commented: Vec<Entry>,
+}
+
+/// Parses a crontab (`user_column`: cron.d format). A comment whose first five words are
+/// valid time fields is a commented-out job, and is parsed as one.
+fn parse_crontab(name: &str, text: &str, user_column: bool) -> Crontab {
+    let mut tab = Crontab {
+        entries: Vec::new(),
+        env: BTreeMap::new(),
+        commented: Vec::new(),
+    };
+    for (i, line) in text.lines().enumerate() {
+        let context = format!("{name}:{}", i + 1);
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let first: Vec<&str> = comment.split_whitespace().take(5).collect();
+            if time_fields_ok(&first) {
+                tab.commented
+                    .push(parse_job(comment, &context, user_column));
+            }
+            continue;
+        }
+        if let Some((name, value)) = env_line(line) {
+            assert!(
+                !line.contains(char::is_whitespace),
+                "{context}: an environment line is NAME=value"
+            );
+            tab.env.insert(name, value);
+            continue;
+        }
+        tab.entries.push(parse_job(line, &context, user_column));
+    }
+    tab
+}
+
+/// Root's crontab, cron/tmpa.crontab.
+fn crontab() -> Crontab {
+    let tab = parse_crontab("tmpa.crontab", &read("tmpa.crontab"), false);
+    assert!(
+        tab.commented.is_empty(),
+        "no commented-out jobs in the crontab"
+    );
+    tab
 }
 
 #[test]
@@ -248,15 +413,35 @@ fn field_validation_rejects_out_of_range_and_malformed() {
     assert!(!field_ok("", 0, 59, &[]));
     assert!(!field_ok("0", 1, 31, &[]));
     assert!(!field_ok("x", 0, 23, &[]));
+    assert!(!time_fields_ok(&["m", "h", "dom", "mon", "dow"]));
+}
+
+/// The wrappers are read as the tools read them.
+#[test]
+fn priority_wrappers_are_read() {
+    let argv: Vec<String> = words("nice -n 19 chrt --batch 0 ionice -c 3 /usr/bin/x --a");
+    let (p, rest) = Priority::from_wrappers(&argv, "t");
+    assert_eq!(p, Priority::lowest());
+    assert_eq!(rest, ["/usr/bin/x", "--a"]);
+    let argv: Vec<String> = words("ionice -c 2 -n 7 nice -n 10 /usr/bin/x");
+    let (p, rest) = Priority::from_wrappers(&argv, "t");
+    let want = Priority {
+        nice: Some(10),
+        cpu_policy: None,
+        io_class: Some("best-effort".into()),
+        io_priority: Some(7),
+    };
+    assert_eq!((p, rest), (want, &argv[8..]));
 }
 
 /// Every non-comment crontab line is an environment line or a valid five-field entry that
 /// calls one of this workspace's binaries (installed path) with flags its --help lists,
-/// appending to its own log; the schedule is the card's.
+/// appending to its own log; the schedule is the card's; the maintenance jobs run at the
+/// lowest priority, the patrol below normal.
 #[test]
 fn crontab_lines_are_valid_and_call_our_binaries() {
-    let (entries, env) = crontab();
-    assert_eq!(env.get("TMPA_ROOT").map(String::as_str), Some("/opt/app"));
+    let Crontab { entries, env, .. } = crontab();
+    assert_eq!(env.get("TMPA_ROOT").map(String::as_str), Some(ROOT));
     let by_program: BTreeMap<&str, &Entry> = entries
         .iter()
         .map(|e| (e.call.program.as_str(), e))
@@ -291,16 +476,29 @@ fn crontab_lines_are_valid_and_call_our_binaries() {
     );
     let logs: BTreeSet<&str> = entries.iter().map(|e| e.log.as_str()).collect();
     assert_eq!(logs.len(), entries.len(), "each job its own log");
+    for e in &entries {
+        assert!(!e.guarded, "root's crontab runs the programs unguarded");
+        if DELETING.contains(&e.call.program.as_str()) {
+            assert_eq!(e.priority, Priority::lowest(), "{}", e.call.program);
+        } else {
+            assert!(
+                e.priority.nice.is_some_and(|n| n > 0) && e.priority.io_class.is_some(),
+                "{}: {:?}",
+                e.call.program,
+                e.priority
+            );
+        }
+    }
 }
 
-/// The crontab's arguments are accepted by the real programs: each maintenance line runs
-/// as a dry run on an empty tree and exits 0; the patrol line (paths moved into a temporary
-/// directory) is not a usage error.
+/// The crontab's commands are accepted by the real programs, wrappers included: each
+/// maintenance line runs (nice, chrt, ionice and all) as a dry run on an empty tree and
+/// exits 0; the patrol line (paths moved into a temporary directory) is not a usage error.
 #[test]
 fn crontab_arguments_parse_in_the_real_programs() {
-    let (entries, _) = crontab();
+    let Crontab { entries, .. } = crontab();
     let out = tempfile::tempdir().expect("tempdir");
-    for Entry { call, .. } in entries {
+    for Entry { call, wrappers, .. } in entries {
         let t = Tree::new();
         let mut args: Vec<String> = call.args.clone();
         if call.program == "tmpa-patrol" {
@@ -314,25 +512,70 @@ fn crontab_arguments_parse_in_the_real_programs() {
         } else {
             args.push("--dry-run".into());
         }
-        let r: Run = bin(&call.program)
-            .env("TMPA_ROOT", t.root())
+        // The crontab's own wrappers, then the binary under test in place of /usr/bin's.
+        let program = bin(&call.program).get_program().to_owned();
+        assert!(
+            !wrappers.is_empty(),
+            "{}: no priority wrappers",
+            call.program
+        );
+        let r: Run = Command::new(&wrappers[0])
+            .args(&wrappers[1..])
+            .arg(&program)
             .args(&args)
+            .env("TMPA_ROOT", t.root())
             .output()
             .expect("run")
             .into();
         if call.program == "tmpa-patrol" {
             // supervisorctl is absent here: critical (2), but never a usage error (3).
-            assert!(matches!(r.code, 0..=2), "{} {args:?}: {r:?}", call.program);
+            assert!(matches!(r.code, 0..=2), "{wrappers:?} {args:?}: {r:?}");
             assert!(out.path().join("tmpa.prom").exists());
         } else {
-            assert_eq!(r.code, 0, "{} {args:?}: {r:?}", call.program);
+            assert_eq!(r.code, 0, "{wrappers:?} {} {args:?}: {r:?}", call.program);
         }
     }
 }
 
-/// `key=value` lines of a unit file, by section.
-fn unit(rel: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+/// The package's /etc/cron.d/tmpa, as tmpa-docgen makes it from the crontab: the same
+/// environment and the same jobs (time fields, priority, program, arguments, log) with
+/// the user column root, every one commented out, guarded by `test -x`, and the deleting
+/// programs with --dry-run right after the program.
+#[test]
+fn cron_d_is_the_crontab_commented_out_and_dry_run() {
+    let text = tmpa_docgen::cron_d(&read("tmpa.crontab")).expect("cron.d");
+    let d = parse_crontab("cron.d/tmpa", &text, true);
+    let tab = crontab();
+    assert!(
+        d.entries.is_empty(),
+        "no job of the package's cron.d runs as installed: {:?}",
+        d.entries
+    );
+    assert_eq!(d.env, tab.env, "the same environment");
+    assert!(text.contains("NOTHING HERE RUNS AS INSTALLED"), "{text}");
+    assert_eq!(d.commented.len(), tab.entries.len(), "every job, once");
+    for (job, cron) in d.commented.iter().zip(&tab.entries) {
+        let p = cron.call.program.as_str();
+        assert_eq!(job.user.as_deref(), Some("root"), "{p}");
+        assert!(job.guarded, "{p}: test -x guard");
+        assert_eq!(job.fields, cron.fields, "{p}");
+        assert_eq!(job.priority, cron.priority, "{p}");
+        assert_eq!(job.log, cron.log, "{p}");
+        assert_eq!(job.call.program, p);
+        let mut want = cron.call.args.clone();
+        if DELETING.contains(&p) {
+            want.insert(0, "--dry-run".into());
+        }
+        assert_eq!(job.call.args, want, "{p}");
+    }
+}
+
+/// A unit file: `key=value` lines by section.
+type Unit = BTreeMap<String, Vec<(String, String)>>;
+
+/// Parses a unit file's `key=value` lines by section.
+fn unit(rel: &str) -> Unit {
+    let mut out: Unit = BTreeMap::new();
     let mut section = String::new();
     for line in read(rel).lines() {
         let line = line.trim();
@@ -353,11 +596,7 @@ fn unit(rel: &str) -> BTreeMap<String, Vec<(String, String)>> {
     out
 }
 
-fn get<'a>(
-    u: &'a BTreeMap<String, Vec<(String, String)>>,
-    section: &str,
-    key: &str,
-) -> Vec<&'a str> {
+fn get<'a>(u: &'a Unit, section: &str, key: &str) -> Vec<&'a str> {
     u.get(section)
         .map(|kv| {
             kv.iter()
@@ -368,16 +607,26 @@ fn get<'a>(
         .unwrap_or_default()
 }
 
-/// Each program has a oneshot service whose ExecStart calls it with listed flags, on the
-/// production root, appending to its log; and a timer on the crontab's schedule
-/// (validated by systemd-analyze where it exists).
-#[test]
-fn systemd_units_mirror_the_crontab() {
-    let (entries, _) = crontab();
-    let analyze = Command::new("systemd-analyze")
+/// `systemd-analyze`, which this machine and CI must have: a missing one fails the test
+/// instead of letting the units go unchecked.
+fn systemd_analyze() -> Command {
+    let ok = Command::new("systemd-analyze")
         .arg("--version")
         .output()
-        .is_ok();
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "systemd-analyze is missing: apt-get install systemd (tests/check.sh installs it)"
+    );
+    Command::new("systemd-analyze")
+}
+
+/// Each program has a oneshot service whose ExecStart calls it with listed flags, on the
+/// production root, appending to its log, at the crontab's priority; and a timer on the
+/// crontab's schedule (validated by systemd-analyze calendar).
+#[test]
+fn systemd_units_mirror_the_crontab() {
+    let Crontab { entries, .. } = crontab();
     let expected_calendar = BTreeMap::from([
         ("tmpa-compact", "*-*-* 02:30:00"),
         ("tmpa-archive", "Sun *-*-* 03:30:00"),
@@ -386,6 +635,7 @@ fn systemd_units_mirror_the_crontab() {
     for Entry {
         call: cron_call,
         log: cron_log,
+        priority: cron_priority,
         ..
     } in &entries
     {
@@ -395,7 +645,7 @@ fn systemd_units_mirror_the_crontab() {
         assert_eq!(get(&service, "Service", "Type"), ["oneshot"], "{context}");
         assert_eq!(
             get(&service, "Service", "Environment"),
-            ["TMPA_ROOT=/opt/app"],
+            [format!("TMPA_ROOT={ROOT}").as_str()],
             "{context}"
         );
         let exec = get(&service, "Service", "ExecStart");
@@ -409,6 +659,15 @@ fn systemd_units_mirror_the_crontab() {
             get(&service, "Service", "StandardOutput"),
             [format!("append:{cron_log}").as_str()],
             "{context}"
+        );
+        assert_eq!(
+            &Priority::of_unit(&service),
+            cron_priority,
+            "{context}: the crontab's nice/chrt/ionice"
+        );
+        assert!(
+            !service.contains_key("Install"),
+            "{context}: only the timer can be enabled"
         );
 
         let timer = unit(&format!("systemd/{p}.timer"));
@@ -428,17 +687,15 @@ fn systemd_units_mirror_the_crontab() {
         if let Some(want) = expected_calendar.get(p) {
             assert_eq!(cal[0], *want, "{context}");
         }
-        if analyze {
-            let out = Command::new("systemd-analyze")
-                .args(["calendar", cal[0]])
-                .output()
-                .expect("systemd-analyze");
-            assert!(
-                out.status.success(),
-                "{context}: systemd-analyze calendar {:?}",
-                cal[0]
-            );
-        }
+        let out = systemd_analyze()
+            .args(["calendar", cal[0]])
+            .output()
+            .expect("systemd-analyze");
+        assert!(
+            out.status.success(),
+            "{context}: systemd-analyze calendar {:?}",
+            cal[0]
+        );
     }
     let files: BTreeSet<String> = fs::read_dir(cron_dir().join("systemd"))
         .expect("list")
@@ -451,11 +708,184 @@ fn systemd_units_mirror_the_crontab() {
     );
 }
 
+/// The most `systemd-analyze security` may rate each service (0 is best, 10 worst): the
+/// root jobs that delete 2.0; the patrol, which runs a service command, 4.0.
+const EXPOSURE_MAX: [(&str, f64); 4] = [
+    ("tmpa-compact", 2.0),
+    ("tmpa-archive", 2.0),
+    ("tmpa-tmpclean", 2.0),
+    ("tmpa-patrol", 4.0),
+];
+
+/// `systemd-analyze security --offline=true --threshold` of the unit at `path`: its overall
+/// exposure (0 best, 10 worst), whether it is within `max` (the tool's exit status) and
+/// the tool's table.
+fn security(path: &Path, max: f64) -> (f64, bool, String) {
+    let out = systemd_analyze()
+        .args(["security", "--offline=true", "--no-pager"])
+        // The threshold is in tenths of the printed exposure.
+        .arg(format!("--threshold={}", (max * 10.0).round()))
+        .arg(path)
+        .output()
+        .expect("systemd-analyze security");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("Overall exposure level for ")?
+                .1
+                .split_once(": ")
+        })
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no overall exposure in:\n{stdout}\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    (exposure, out.status.success(), stdout.into_owned())
+}
+
+/// Each service passes `systemd-analyze security --offline=true --threshold` at its bar,
+/// and holds the sandbox the bar was reached with: only the root (and, for the patrol,
+/// the metrics directory) writable, exactly the capabilities the program needs, no
+/// network but the archive's (IPv4/IPv6 and unix sockets, for an object store).
+#[test]
+fn systemd_units_pass_the_security_bar() {
+    let caps = |extra: &[&str]| -> BTreeSet<String> {
+        [
+            "CAP_DAC_READ_SEARCH",
+            "CAP_DAC_OVERRIDE",
+            "CAP_CHOWN",
+            "CAP_FOWNER",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    // The measure works: an unhardened unit is rated UNSAFE and fails the 2.0 bar.
+    let bare = tempfile::tempdir().expect("tempdir");
+    let bare = bare.path().join("bare.service");
+    fs::write(&bare, "[Service]\nExecStart=/usr/bin/true\n").expect("write");
+    let (exposure, passed, _) = security(&bare, 2.0);
+    assert!(exposure > 9.0 && !passed, "bare unit: {exposure} {passed}");
+    for (p, max) in EXPOSURE_MAX {
+        let rel = format!("systemd/{p}.service");
+        let (exposure, passed, table) = security(&cron_dir().join(&rel), max);
+        println!("{p}.service: exposure {exposure} (bar {max})");
+        assert!(
+            passed && exposure <= max,
+            "{rel}: exposure {exposure} > {max}:\n{table}"
+        );
+
+        let u = unit(&rel);
+        let one = |k: &str| get(&u, "Service", k).join(" ");
+        assert_eq!(one("ProtectSystem"), "strict", "{rel}");
+        assert_eq!(one("NoNewPrivileges"), "yes", "{rel}");
+        assert_eq!(
+            one("SystemCallFilter").split(' ').next(),
+            Some("@system-service"),
+            "{rel}"
+        );
+        let rw = one("ReadWritePaths");
+        let writable: BTreeSet<&str> = rw.split(' ').collect();
+        let want_caps = match p {
+            "tmpa-tmpclean" => caps(&["CAP_LEASE"]),
+            _ => caps(&[]),
+        };
+        let have_caps: BTreeSet<String> = one("CapabilityBoundingSet")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(have_caps, want_caps, "{rel}: CapabilityBoundingSet");
+        assert_eq!(one("AmbientCapabilities"), "", "{rel}");
+        let root = format!("-{ROOT}");
+        if p == "tmpa-patrol" {
+            assert_eq!(
+                writable,
+                BTreeSet::from([root.as_str(), "-/var/lib/node_exporter/textfile_collector"]),
+                "{rel}"
+            );
+            let read_only: BTreeSet<String> =
+                one("ReadOnlyPaths").split(' ').map(str::to_owned).collect();
+            let data: BTreeSet<String> = ["notifications", "token_stats", "chat_history"]
+                .iter()
+                .map(|d| format!("-{ROOT}/{d}"))
+                .collect();
+            assert_eq!(read_only, data, "{rel}: the data tree stays read-only");
+        } else {
+            assert_eq!(writable, BTreeSet::from([root.as_str()]), "{rel}");
+        }
+        if p == "tmpa-archive" {
+            assert_eq!(one("PrivateNetwork"), "", "{rel}: keeps the network");
+            assert_eq!(
+                one("RestrictAddressFamilies"),
+                "AF_INET AF_INET6 AF_UNIX",
+                "{rel}"
+            );
+        } else {
+            assert_eq!(one("PrivateNetwork"), "yes", "{rel}");
+        }
+    }
+}
+
+/// `systemd-analyze verify` accepts every unit (no unknown key, no bad value, the
+/// ExecStart binary present) in a root laid out as the package installs it: the units in
+/// lib/systemd/system, the programs in usr/bin. Skipped, with the reason printed, where
+/// verify cannot run offline at all (a trivial unit fails too).
+#[test]
+fn systemd_units_verify() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let units = root.path().join("lib/systemd/system");
+    fs::create_dir_all(&units).expect("mkdir");
+    fs::create_dir_all(root.path().join("usr/bin")).expect("mkdir");
+    for p in PROGRAMS {
+        bin(p);
+        fs::copy(target_dir().join(p), root.path().join("usr/bin").join(p)).expect("copy");
+    }
+    fs::write(
+        units.join("canary.service"),
+        "[Service]\nType=oneshot\nExecStart=/usr/bin/tmpa-patrol --version\n",
+    )
+    .expect("write");
+    let verify = |names: &[String]| {
+        let out = systemd_analyze()
+            .args(["verify", "--man=no", "--recursive-errors=no"])
+            .arg(format!("--root={}", root.path().display()))
+            .args(names.iter().map(|n| units.join(n)))
+            .output()
+            .expect("systemd-analyze verify");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = verify(&["canary.service".to_owned()]);
+    if !ok {
+        println!("SKIPPED: systemd-analyze verify cannot run offline here: {err}");
+        return;
+    }
+    let mut names = Vec::new();
+    for e in fs::read_dir(cron_dir().join("systemd")).expect("list") {
+        let e = e.expect("entry");
+        fs::copy(e.path(), units.join(e.file_name())).expect("copy");
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let (ok, err) = verify(&names);
+    assert!(
+        ok && err.trim().is_empty(),
+        "systemd-analyze verify {names:?}:\n{err}"
+    );
+}
+
 /// Every log the crontab and the units write is rotated by the logrotate snippet, and
 /// each stanza is well formed.
 #[test]
 fn logrotate_covers_every_log() {
-    let (entries, _) = crontab();
+    let Crontab { entries, .. } = crontab();
     let text = read("logrotate/tmpa");
     let mut covered = BTreeSet::new();
     let mut depth = 0;
@@ -501,5 +931,166 @@ fn logrotate_covers_every_log() {
             "{log} ({}) is not rotated",
             call.program
         );
+    }
+}
+
+/// The system calls of each seccomp group `systemd-analyze syscall-filter` knows, groups
+/// expanded.
+fn syscall_groups() -> BTreeMap<String, BTreeSet<String>> {
+    let out = systemd_analyze()
+        .args(["syscall-filter", "--no-pager"])
+        .output()
+        .expect("systemd-analyze syscall-filter");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut raw: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut group = String::new();
+    for line in text.lines() {
+        let item = line.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('@') {
+            group = item.to_owned();
+        } else if !group.is_empty() {
+            raw.entry(group.clone()).or_default().push(item.to_owned());
+        }
+    }
+    fn expand(raw: &BTreeMap<String, Vec<String>>, g: &str, out: &mut BTreeSet<String>) {
+        for item in raw.get(g).unwrap_or_else(|| panic!("unknown group {g}")) {
+            if item.starts_with('@') {
+                expand(raw, item, out);
+            } else {
+                out.insert(item.clone());
+            }
+        }
+    }
+    raw.keys()
+        .map(|g| {
+            let mut set = BTreeSet::new();
+            expand(&raw, g, &mut set);
+            (g.clone(), set)
+        })
+        .collect()
+}
+
+/// The system calls a unit's `SystemCallFilter=` lines allow: the allow list, less every
+/// `~` deny list after it.
+fn allowed_syscalls(u: &Unit, groups: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+    let names = |list: &str| -> BTreeSet<String> {
+        list.split_whitespace()
+            .flat_map(|n| match groups.get(n) {
+                Some(set) => set.clone(),
+                None => BTreeSet::from([n.to_owned()]),
+            })
+            .collect()
+    };
+    let mut allowed = groups["@default"].clone();
+    for line in get(u, "Service", "SystemCallFilter") {
+        match line.strip_prefix('~') {
+            Some(deny) => allowed.retain(|s| !names(deny).contains(s)),
+            None => allowed.extend(names(line)),
+        }
+    }
+    allowed
+}
+
+/// The system calls `argv` makes, its children's included, traced by strace.
+fn traced_syscalls(argv: &[String], root: &Path, scratch: &Path) -> BTreeSet<String> {
+    let trace = scratch.join("trace");
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args(argv)
+        .env("TMPA_ROOT", root)
+        .output()
+        .expect("strace is missing: apt-get install strace (tests/check.sh installs it)");
+    assert!(
+        matches!(status.status.code(), Some(0..=2)),
+        "{argv:?}: {status:?}"
+    );
+    fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .filter_map(|l| {
+            // "1234 openat(AT_FDCWD, ...) = 3"; resumptions and signals are not calls.
+            let call = l.split_once(' ')?.1.trim_start();
+            let name = &call[..call.find('(')?];
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                .then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// Every system call the programs make doing their real work (each maintenance program
+/// deleting on a tree owned by another user, as root: the chown and write paths; the
+/// patrol with its service command and metrics file) is one the unit's
+/// `SystemCallFilter=` allows: a call outside it would fail with EPERM under systemd.
+#[test]
+fn units_allow_every_syscall_the_programs_make() {
+    let groups = syscall_groups();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let t = Tree::new();
+    for i in 0..5 {
+        t.event("2026-01-05", &format!("e{i}"), "u1", 3, 4);
+    }
+    let session = t.file("chat_history/u1/sessions/s1.json", br#"{"m":[]}"#);
+    tmpa_tests::age(&session, std::time::Duration::from_secs(60 * 86_400));
+    let fin = t.event("2026-01-06", "f1", "u1", 1, 1);
+    t.file(
+        "token_stats/2026-01-06/evt_f1.json.tmp.42",
+        fs::read(&fin).expect("final"),
+    );
+    if tmpa_tests::is_root() {
+        // The backend's files belong to another user: the root jobs chown what they make.
+        chown_tree(t.root(), 65_534, 65_534);
+    }
+    for p in PROGRAMS {
+        let service = unit(&format!("systemd/{p}.service"));
+        let exec = words(get(&service, "Service", "ExecStart")[0]);
+        let mut argv = vec![bin(p).get_program().to_string_lossy().into_owned()];
+        for a in &exec[1..] {
+            argv.push(if a.starts_with("supervisorctl") {
+                "echo RUNNING".to_owned()
+            } else if a.starts_with("/var/lib/") {
+                scratch.path().join("tmpa.prom").display().to_string()
+            } else if let Some((task, _)) = a.split_once("=/var/log/") {
+                format!("{task}={}", scratch.path().join("job.log").display())
+            } else {
+                a.clone()
+            });
+        }
+        if p == "tmpa-tmpclean" || p == "tmpa-archive" {
+            // Old enough for this tree: what a real night deletes.
+            let at = argv
+                .iter()
+                .position(|a| a == "--older-than")
+                .expect("--older-than");
+            argv[at + 1] = "0s".into();
+        }
+        let calls = traced_syscalls(&argv, t.root(), scratch.path());
+        assert!(
+            calls.contains("openat") && calls.len() > 20,
+            "{p}: {calls:?}"
+        );
+        let allowed = allowed_syscalls(&service, &groups);
+        let denied: Vec<&String> = calls.difference(&allowed).collect();
+        assert!(
+            denied.is_empty(),
+            "{p} makes system calls its unit's SystemCallFilter= refuses: {denied:?}"
+        );
+    }
+    assert!(!session.exists(), "the archive run did its work");
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).expect("chown");
+    for e in fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() && !p.is_symlink() {
+            chown_tree(&p, uid, gid);
+        } else {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).expect("chown");
+        }
     }
 }

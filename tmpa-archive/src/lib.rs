@@ -34,11 +34,11 @@ use tmpa_core::maintenance::{
 };
 use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, UserId};
 use tmpa_maint::{
-    CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Progress, Proof, Run,
+    CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Planned, Progress, Proof, Run,
     StartError, Task,
 };
 
-pub use session::{Action, Options};
+pub use session::{Action, Options, Prepared};
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-archive";
@@ -54,7 +54,7 @@ const BATCH_MAX: usize = 256;
 /// Runs weekly from cron. A session is deleted only after its archive has been
 /// decompressed from disk and compared byte for byte with it.
 #[derive(clap::Parser, Debug)]
-#[command(name = "tmpa-archive", version, about, long_about = None)]
+#[command(name = "tmpa-archive", version, about)]
 pub struct Args {
     /// Flags every program takes.
     #[command(flatten)]
@@ -68,7 +68,7 @@ pub struct Args {
     pub level: u32,
     /// Write and verify archives, but delete no session (a rollout step between --dry-run
     /// and a real run; the next real run deletes them as already archived)
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long, conflicts_with_all = ["dry_run", "apply_plan"])]
     pub no_delete: bool,
 }
 
@@ -378,7 +378,8 @@ impl UserRun<'_> {
             Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let old = self.old_sessions(&sessions)?;
+        let mut old = self.old_sessions(&sessions)?;
+        self.keep_planned(run, &sessions, &mut old);
         if old.is_empty() {
             return Ok(());
         }
@@ -472,6 +473,47 @@ impl UserRun<'_> {
         Ok(old)
     }
 
+    /// The receipt line of a session deleted because `archive` holds it.
+    fn deletion(&self, sessions: &Dir, name: &str, archive: &Path, p: &Prepared) -> Deletion {
+        Deletion {
+            file: path_text(&sessions.join(name)),
+            bytes: p.bytes(),
+            sha256: p.sha256.clone().unwrap_or_default(),
+            stamp: p.stamp,
+            held_by: path_text(archive),
+            proof: Proof::ArchiveReadBack {
+                user: self.user.to_string(),
+                archive_bytes: p.archive_bytes.unwrap_or(0),
+            },
+        }
+    }
+
+    /// Applying a plan: keeps only the sessions it lists (unchanged: the stamp is
+    /// checked here, the SHA-256 when the session is read); the others wait for the next
+    /// run.
+    fn keep_planned(&mut self, run: &mut Run, sessions: &Dir, old: &mut Vec<(String, SessionId)>) {
+        old.retain(|(name, _)| {
+            let file = path_text(&sessions.join(name));
+            match run.planned(&file) {
+                Planned::NoPlan => true,
+                Planned::NotInPlan => false,
+                Planned::Listed(p) => {
+                    let now = sessions.stat(name).ok().flatten().map(|m| m.stamp);
+                    if now == Some(p.stamp) {
+                        true
+                    } else {
+                        self.report.problems.push(Problem::new(
+                            sessions.join(name),
+                            ProblemKind::Conflict,
+                            "changed since the plan was made (kept; the next run looks again)",
+                        ));
+                        false
+                    }
+                }
+            }
+        });
+    }
+
     fn problem(&mut self, path: PathBuf, kind: ProblemKind, reason: &str) {
         self.report.problems.push(Problem::new(path, kind, reason));
     }
@@ -509,33 +551,33 @@ impl UserRun<'_> {
             });
             prepared.push((first + prepared.len(), name, archive_name, p));
         }
+        let archive_path = |archive_name: &str| match archive {
+            Some(a) => a.join(archive_name),
+            None => sessions.path().with_file_name("archive").join(archive_name),
+        };
+        let deletable: Vec<_> = prepared
+            .iter()
+            .filter(|(_, _, _, p)| p.action.deletes_source())
+            .collect();
+        if run.mode().is_plan() {
+            // The plan gets the receipt lines a real run would write.
+            for (_, name, archive_name, p) in &deletable {
+                run.would_delete(self.deletion(sessions, name, &archive_path(archive_name), p));
+            }
+        }
         if !run.mode().deletes() {
             return Ok(());
         }
         let Some(archive) = archive else {
             return Ok(());
         };
-        let deletable: Vec<_> = prepared
-            .iter()
-            .filter(|(_, _, _, p)| p.action.deletes_source())
-            .collect();
         let doomed: Vec<Doomed<'_>> = deletable
             .iter()
             .map(|(_, name, archive_name, p)| Doomed {
                 dir: sessions,
                 name: name.into(),
                 stamp: p.stamp,
-                line: Deletion {
-                    file: path_text(&sessions.join(name)),
-                    bytes: p.bytes(),
-                    sha256: p.sha256.clone().unwrap_or_default(),
-                    stamp: p.stamp,
-                    held_by: path_text(&archive.join(archive_name)),
-                    proof: Proof::ArchiveReadBack {
-                        user: self.user.to_string(),
-                        archive_bytes: p.archive_bytes.unwrap_or(0),
-                    },
-                },
+                line: self.deletion(sessions, name, &archive.join(archive_name), p),
                 lease: None,
             })
             .collect();

@@ -2,10 +2,9 @@
 //! compare, write `_summary.json`, then delete the verified loose files in chunks through
 //! the one deletion path.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::BufReader;
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use tmpa_core::maintenance::{
@@ -14,11 +13,13 @@ use tmpa_core::maintenance::{
     source_stamp, stamp_entries, write_summary,
 };
 use tmpa_core::{Day, Error, EventId, Problem, ProblemKind, Summary};
-use tmpa_maint::{Deletion, Doomed, Outcome, Proof, Run};
+use tmpa_maint::{Deletion, Doomed, Outcome, Planned, Proof, Run};
 
 use crate::merge::{Cursor, Discard, Findings, Sink, merge_pass, resolve_pending};
 use crate::record::Class;
-use crate::scan::{CompactedDay, DayOptions, LooseDay, scan_compacted, scan_loose};
+use crate::scan::{
+    Admit, CompactedDay, DayOptions, LooseDay, event_file_name_of, scan_compacted, scan_loose,
+};
 use crate::spill::PositionedReader;
 use crate::{DayReport, DayStatus};
 
@@ -66,7 +67,17 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
             return r;
         }
     };
-    let loose = match scan_loose(run.root(), &dir, day, &compacted, opts) {
+    let root = run.root().clone();
+    let scanned = if opts.applying_plan {
+        let mut admit = |name: &OsStr, stamp: &Stamp, sha: &[u8; 32]| {
+            admit_planned(run, &dir, name, stamp, sha, &mut r)
+        };
+        let admit: &mut Admit<'_> = &mut admit;
+        scan_loose(&root, &dir, day, &compacted, opts, Some(admit))
+    } else {
+        scan_loose(&root, &dir, day, &compacted, opts, None)
+    };
+    let loose = match scanned {
         Ok(l) => l,
         Err(e) => {
             r.status = DayStatus::Failed;
@@ -97,7 +108,7 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
             r.problems.push(conflict_problem_of(&dir, id));
         }
         if run.dry_run() {
-            work.plan(&mut r)
+            work.plan(run, &mut r)
         } else {
             work.act(run, &mut r)
         }
@@ -108,6 +119,37 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
     }
     r.problems.sort();
     r
+}
+
+/// Applying a plan: whether the loose file `name` takes part in this run. Only the files
+/// the plan lists, unchanged, do; the others are left for the next run (a changed one is
+/// reported).
+fn admit_planned(
+    run: &mut Run,
+    dir: &Dir,
+    name: &OsStr,
+    stamp: &Stamp,
+    sha: &[u8; 32],
+    r: &mut DayReport,
+) -> bool {
+    let file = path_text(&dir.join(name));
+    match run.planned(&file) {
+        Planned::NoPlan => true,
+        Planned::NotInPlan => {
+            r.not_in_plan += 1;
+            false
+        }
+        Planned::Listed(p) if p.stamp == *stamp && p.sha256 == hex(sha) => true,
+        Planned::Listed(_) => {
+            r.kept += 1;
+            r.problems.push(Problem::new(
+                dir.join(name),
+                ProblemKind::Conflict,
+                "changed since the plan was made (kept; the next run looks again)",
+            ));
+            false
+        }
+    }
 }
 
 fn count(n: u64) -> usize {
@@ -218,7 +260,7 @@ impl DayWork<'_> {
     }
 
     /// Dry run: what [`DayWork::act`] would do, changing nothing.
-    fn plan(&mut self, r: &mut DayReport) -> tmpa_core::Result<()> {
+    fn plan(&mut self, run: &mut Run, r: &mut DayReport) -> tmpa_core::Result<()> {
         // A new _compacted.json would be written when there is something new: its stamp
         // is not known yet.
         let stamp = self.compacted.stamp.filter(|_| self.added == 0);
@@ -227,8 +269,25 @@ impl DayWork<'_> {
         r.summary_rewritten =
             self.events() > 0 && !summary_is_current(self.dir, self.day, &summary, stamp.is_some());
         r.deleted = count(self.to_delete());
+        // The plan lists each file with the receipt line a real run would write for it.
+        let (held_by, proof) = self.held_by();
+        self.each_deletable(|name, stamp, sha| {
+            run.would_delete(deletion(self.dir, &name, stamp, &sha, &held_by, &proof));
+            Ok(())
+        })?;
         r.status = DayStatus::Planned;
         Ok(())
+    }
+
+    /// Where the deleted loose files' data is held, as receipts say it.
+    fn held_by(&self) -> (String, Proof) {
+        (
+            path_text(&self.dir.join(COMPACTED_NAME)),
+            Proof::CompactedEvent {
+                day: self.day.to_string(),
+                held_events: self.events(),
+            },
+        )
     }
 
     /// Real run: write, verify, summary, receipt, delete.
@@ -354,7 +413,7 @@ impl DayWork<'_> {
         remaining.extend(
             self.conflicts
                 .iter()
-                .map(|id| event_file_name_os(id.as_str().as_bytes())),
+                .map(|id| event_file_name_of(id.as_str().as_bytes())),
         );
         if keeping && self.to_delete() > 0 {
             if self.loose.spill.is_some() {
@@ -366,7 +425,7 @@ impl DayWork<'_> {
                     .recs
                     .iter()
                     .filter(|r| self.loose.classes[r.ordinal as usize].deletes())
-                    .map(|r| event_file_name_os(r.id(arena))),
+                    .map(|r| event_file_name_of(r.id(arena))),
             );
         }
         remaining.sort();
@@ -391,7 +450,7 @@ impl DayWork<'_> {
                 order.sort_unstable_by_key(|&i| self.loose.recs[i as usize].stamp.ino);
                 for i in order {
                     let rec = &self.loose.recs[i as usize];
-                    f(event_file_name_os(rec.id(arena)), rec.stamp, rec.sha256)?;
+                    f(event_file_name_of(rec.id(arena)), rec.stamp, rec.sha256)?;
                 }
                 Ok(())
             }
@@ -402,7 +461,7 @@ impl DayWork<'_> {
                         let s = reader.head().expect("advanced");
                         if classes[s.ordinal as usize].deletes() {
                             let stamp = s.stamp.expect("a record was read");
-                            f(event_file_name_os(s.id()), stamp, s.sha256)?;
+                            f(event_file_name_of(s.id()), stamp, s.sha256)?;
                         }
                     }
                 }
@@ -421,11 +480,7 @@ impl DayWork<'_> {
         held: Option<Stamp>,
         r: &mut DayReport,
     ) -> tmpa_core::Result<()> {
-        let held_by = path_text(&self.dir.join(COMPACTED_NAME));
-        let proof = Proof::CompactedEvent {
-            day: self.day.to_string(),
-            held_events: self.events(),
-        };
+        let (held_by, proof) = self.held_by();
         let mut chunk: Vec<(OsString, Stamp, [u8; 32])> = Vec::with_capacity(DELETE_CHUNK);
         let mut flush = |chunk: &mut Vec<(OsString, Stamp, [u8; 32])>,
                          r: &mut DayReport|
@@ -480,14 +535,7 @@ impl DayWork<'_> {
                 dir,
                 name: name.clone(),
                 stamp: *stamp,
-                line: Deletion {
-                    file: path_text(&dir.join(name)),
-                    bytes: stamp.size,
-                    sha256: hex(sha),
-                    stamp: *stamp,
-                    held_by: held_by.to_owned(),
-                    proof: proof.clone(),
-                },
+                line: deletion(dir, name, *stamp, sha, held_by, proof),
                 lease: None,
             })
             .collect();
@@ -511,6 +559,26 @@ impl DayWork<'_> {
     }
 }
 
+/// The receipt line of a loose file deleted because its event is in the day's
+/// `_compacted.json`; a dry run's plan lists the same.
+fn deletion(
+    dir: &Dir,
+    name: &OsStr,
+    stamp: Stamp,
+    sha: &[u8; 32],
+    held_by: &str,
+    proof: &Proof,
+) -> Deletion {
+    Deletion {
+        file: path_text(&dir.join(name)),
+        bytes: stamp.size,
+        sha256: hex(sha),
+        stamp,
+        held_by: held_by.to_owned(),
+        proof: proof.clone(),
+    }
+}
+
 /// A sink writing the canonical `_compacted.json` into a writer (the new file, or the
 /// comparison with the file on disk).
 struct FileSink<'p, W: std::io::Write> {
@@ -525,15 +593,6 @@ impl<W: std::io::Write> Sink for FileSink<'_, W> {
             .event(json)
             .map_err(|e| Error::io(self.op, self.path, e))
     }
-}
-
-/// `evt_{id}.json` of an id held as bytes (valid UTF-8: it came out of a JSON string).
-fn event_file_name_os(id: &[u8]) -> OsString {
-    let mut name = Vec::with_capacity(id.len() + 9);
-    name.extend_from_slice(b"evt_");
-    name.extend_from_slice(id);
-    name.extend_from_slice(b".json");
-    OsString::from_vec(name)
 }
 
 /// Whether the cached summary already says exactly `summary` (when `compare_source`, its

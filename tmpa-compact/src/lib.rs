@@ -46,7 +46,7 @@ pub const TASK: Task = Task::CompactEvents;
 /// Runs nightly from cron. Deletes a loose event file only after its event has been
 /// read back, equal, from the durable `_compacted.json`.
 #[derive(clap::Parser, Debug)]
-#[command(name = "tmpa-compact", version, about, long_about = None)]
+#[command(name = "tmpa-compact", version, about)]
 pub struct Args {
     /// Flags every program takes.
     #[command(flatten)]
@@ -60,7 +60,7 @@ pub struct Args {
     /// Write and verify `_compacted.json` and `_summary.json`, but delete no loose file
     /// (a rollout step between --dry-run and a real run; the next real run deletes them
     /// as verified duplicates)
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long, conflicts_with_all = ["dry_run", "apply_plan"])]
     pub no_delete: bool,
     /// Memory for one day's events (binary units: K, M, G). A larger day is merged from
     /// sorted runs spilled to a temporary file in {root}/.tmpa/spill/, so any day compacts
@@ -123,6 +123,9 @@ pub struct DayReport {
     pub deleted: usize,
     /// Loose files kept because they changed after being read, or failed verification.
     pub kept: usize,
+    /// Loose files left for the next run because the plan being applied does not list
+    /// them.
+    pub not_in_plan: usize,
     /// Events in `_compacted.json` after the run.
     pub events: usize,
     /// Whether `_summary.json` was (or would be) rewritten.
@@ -234,7 +237,7 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
             0
         }
     };
-    let opts = DayOptions::new(args.memory_budget);
+    let opts = DayOptions::new(args.memory_budget, args.common.apply_plan.is_some());
     let progress = Progress::new();
     let mut reports = Vec::with_capacity(days.len());
     for (i, day) in days.iter().enumerate() {
@@ -379,6 +382,13 @@ pub fn render_text(report: &Report) -> String {
                 s,
                 "  note: larger than --memory-budget: merged from sorted runs spilled to disk (runs={})",
                 d.spilled_runs
+            );
+        }
+        if d.not_in_plan > 0 {
+            let _ = writeln!(
+                s,
+                "  {} loose files not in the plan being applied: left for the next run",
+                d.not_in_plan
             );
         }
         if let Some(e) = &d.error {

@@ -5,9 +5,10 @@
 //! spilled as a run.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,6 +45,9 @@ pub struct DayOptions {
     /// Bytes of event data held in memory before runs are spilled to disk
     /// (`--memory-budget`).
     pub memory_budget_bytes: u64,
+    /// Whether a plan is being applied (`--apply-plan`): then only the loose files it
+    /// lists, unchanged, are merged.
+    pub applying_plan: bool,
     /// The hash of an event id, for the index of compacted ids; tests substitute a weak
     /// one to exercise collisions.
     pub(crate) id_hash: fn(&[u8]) -> u64,
@@ -51,13 +55,18 @@ pub struct DayOptions {
 
 impl DayOptions {
     /// Options with a memory budget of `memory_budget_bytes`.
-    pub fn new(memory_budget_bytes: u64) -> DayOptions {
+    pub fn new(memory_budget_bytes: u64, applying_plan: bool) -> DayOptions {
         DayOptions {
             memory_budget_bytes,
+            applying_plan,
             id_hash,
         }
     }
 }
+
+/// Decides, while a plan is applied, whether a loose file read (`evt_{id}.json`, its stamp
+/// and SHA-256) takes part in this run; one that does not is left for the next run.
+pub(crate) type Admit<'a> = dyn FnMut(&OsStr, &Stamp, &[u8; 32]) -> bool + 'a;
 
 /// The hash of an event id: SipHash with fixed keys (the same in every run).
 fn id_hash(id: &[u8]) -> u64 {
@@ -376,6 +385,7 @@ pub(crate) fn scan_loose(
     day: Day,
     compacted: &CompactedDay,
     opts: &DayOptions,
+    mut admit: Option<&mut Admit<'_>>,
 ) -> tmpa_core::Result<LooseDay> {
     let budget = usize::try_from(opts.memory_budget_bytes).unwrap_or(usize::MAX);
     let run_bytes_max = budget.saturating_sub(compacted.bytes()).max(RUN_BYTES_MIN);
@@ -415,8 +425,8 @@ pub(crate) fn scan_loose(
         } else {
             threads
         };
-        for out in read_batch(dir, day, &batch, threads, compacted, opts) {
-            take_batch(&mut l, out, |l| {
+        for out in read_batch(dir, &batch, threads, compacted, opts) {
+            take_batch(&mut l, out, admit.as_deref_mut(), |l| {
                 if l.run_bytes() > run_bytes_max {
                     l.spill_run(root)?;
                 }
@@ -440,14 +450,33 @@ pub(crate) fn scan_loose(
 fn take_batch(
     l: &mut LooseDay,
     out: ReaderOut,
+    mut admit: Option<&mut Admit<'_>>,
     mut after_each: impl FnMut(&mut LooseDay) -> tmpa_core::Result<()>,
 ) -> tmpa_core::Result<()> {
     for it in &out.items {
         let json_end = it.offset + it.json_len;
-        let span = l.arena.push(
-            &out.bytes[it.offset..json_end],
-            &out.bytes[json_end..json_end + usize::from(it.id_len)],
-        );
+        let id_end = json_end + usize::from(it.id_len);
+        let id = &out.bytes[json_end..id_end];
+        if let Some(admit) = admit.as_deref_mut() {
+            let name = event_file_name_of(id);
+            if !admit(&name, &it.stamp, &it.sha256) {
+                l.unloaded.push(name);
+                continue;
+            }
+        }
+        if !it.suspect {
+            let user_end = id_end + it.user_len;
+            let text = |r: std::ops::Range<usize>| {
+                std::str::from_utf8(&out.bytes[r]).expect("copied from a JSON string")
+            };
+            l.fold.add(
+                text(id_end..user_end),
+                text(user_end..user_end + it.model_len),
+                it.prompt_tokens,
+                it.completion_tokens,
+            );
+        }
+        let span = l.arena.push(&out.bytes[it.offset..json_end], id);
         let ordinal = u32::try_from(l.classes.len()).expect("fewer than 4G events a day");
         l.classes.push(if it.suspect {
             Class::Suspect
@@ -467,17 +496,29 @@ fn take_batch(
     }
     l.unloaded.extend(out.unloaded);
     l.problems.extend(out.problems);
-    l.fold.absorb(out.fold);
     Ok(())
 }
 
-/// One event read by a reader thread: its canonical JSON then its id at `offset` in the
-/// reader's bytes.
+/// `evt_{id}.json` of an id held as bytes (valid UTF-8: it came out of a JSON string).
+pub(crate) fn event_file_name_of(id: &[u8]) -> OsString {
+    let mut name = Vec::with_capacity(id.len() + 9);
+    name.extend_from_slice(b"evt_");
+    name.extend_from_slice(id);
+    name.extend_from_slice(b".json");
+    OsString::from_vec(name)
+}
+
+/// One event read by a reader thread: its canonical JSON, id, user id and model, end to
+/// end at `offset` in the reader's bytes, and what the summary counts.
 struct Item {
     instant: Instant,
     offset: usize,
     json_len: usize,
     id_len: u16,
+    user_len: usize,
+    model_len: usize,
+    prompt_tokens: u64,
+    completion_tokens: u64,
     suspect: bool,
     stamp: Stamp,
     sha256: [u8; 32],
@@ -489,13 +530,11 @@ struct ReaderOut {
     items: Vec<Item>,
     unloaded: Vec<OsString>,
     problems: Vec<Problem>,
-    fold: SummaryFold,
 }
 
 /// Reads the files `names` on `threads` threads, each taking the next name when done.
 fn read_batch(
     dir: &Dir,
-    day: Day,
     names: &[OsString],
     threads: usize,
     compacted: &CompactedDay,
@@ -508,7 +547,6 @@ fn read_batch(
             items: Vec::new(),
             unloaded: Vec::new(),
             problems: Vec::new(),
-            fold: SummaryFold::new(day),
         };
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -549,25 +587,22 @@ fn read_one(
     };
     let e = &l.event;
     let id = e.id().as_str().as_bytes();
-    let suspect = compacted.may_hold((opts.id_hash)(id));
-    if !suspect {
-        out.fold.add(
-            e.user_id(),
-            e.model(),
-            e.prompt_tokens(),
-            e.completion_tokens(),
-        );
-    }
     let offset = out.bytes.len();
     e.write_canonical(&mut out.bytes);
     let json_len = out.bytes.len() - offset;
     out.bytes.extend_from_slice(id);
+    out.bytes.extend_from_slice(e.user_id().as_bytes());
+    out.bytes.extend_from_slice(e.model().as_bytes());
     out.items.push(Item {
         instant: e.instant().into(),
         offset,
         json_len,
         id_len: id_len(id),
-        suspect,
+        user_len: e.user_id().len(),
+        model_len: e.model().len(),
+        prompt_tokens: e.prompt_tokens(),
+        completion_tokens: e.completion_tokens(),
+        suspect: compacted.may_hold((opts.id_hash)(id)),
         stamp: l.stamp,
         sha256: l.sha256,
     });

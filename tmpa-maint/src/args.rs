@@ -15,6 +15,22 @@ pub struct CommonArgs {
     /// Print the report as one JSON document on stdout (log lines go to stderr)
     #[arg(long)]
     pub json: bool,
+    /// With --dry-run: also write the plan to FILE (JSON: every file a real run would
+    /// delete, with the stamp and SHA-256 it would verify and what would hold its data),
+    /// for review and --apply-plan
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub save_plan: Option<PathBuf>,
+    /// Delete exactly what the plan in FILE lists (made by --dry-run --save-plan): each file
+    /// only if it is still the same file and its data is still where the plan says; files
+    /// not in the plan are left for the next run. A plan for another program or root, of an
+    /// incompatible version, or torn, is refused (exit 2)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "save_plan"])]
+    pub apply_plan: Option<PathBuf>,
+    /// Pause this long after each batch of 256 deletions and its directory fsync, so that a
+    /// live service writing to the same disk keeps its write latency (0 = full speed, for
+    /// a catch-up run by hand)
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_pause)]
+    pub pace: Duration,
 }
 
 /// What a run may change. One code path serves all three: they differ only where the
@@ -63,6 +79,36 @@ impl Mode {
             Mode::KeepSources => format!("{real}-NO-DELETE"),
             Mode::Real => real.to_owned(),
         }
+    }
+}
+
+/// Parses a pause: `0`, or a whole number of milliseconds or seconds (`20ms`, `1s`).
+///
+/// # Errors
+/// A message saying what is wrong, for clap to print (exit 2).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use tmpa_maint::parse_pause;
+/// assert_eq!(parse_pause("20ms").unwrap(), Duration::from_millis(20));
+/// assert_eq!(parse_pause("0").unwrap(), Duration::ZERO);
+/// assert!(parse_pause("20").is_err());
+/// assert!(parse_pause("2m").is_err()); // a pause between batches is short: ms or s
+/// ```
+pub fn parse_pause(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{s:?}: expected 0 or a whole number and a unit (ms, s), e.g. 20ms")
+    })?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" if n <= 60 => Ok(Duration::from_secs(n)),
+        "s" => Err(format!("{s:?}: at most 60s")),
+        _ => Err(format!("{s:?}: unknown unit {unit:?}; use ms or s")),
     }
 }
 

@@ -37,6 +37,9 @@ pub enum Kept {
     LeaseBroken,
     /// The caller's last check refused, in words (e.g. "its final file disappeared").
     Refused(String),
+    /// A plan is being applied and this deletion is not the one it lists (not in the plan,
+    /// changed since, or its data now held elsewhere), in words.
+    NotAsPlanned(String),
 }
 
 impl Kept {
@@ -50,7 +53,7 @@ impl Kept {
             Kept::LeaseBroken => {
                 "opened by another process during deletion (lease broken; kept)".into()
             }
-            Kept::Refused(why) => why.clone(),
+            Kept::Refused(why) | Kept::NotAsPlanned(why) => why.clone(),
         }
     }
 }
@@ -69,13 +72,19 @@ pub enum Outcome {
 /// Directories fsynced together after a batch: concurrent fsyncs are committed together
 /// by ext4 and xfs (one journal commit for many directories).
 const SYNC_THREADS: usize = 16;
+/// Deletions between two directory fsyncs (and `--pace` pauses): each fsync commits a
+/// journal transaction of this many unlinks at most, so a live service's own fsync never
+/// waits behind the metadata of a whole day's deletions.
+pub const PACE_BATCH: usize = 256;
 
 impl Run {
     /// Deletes `doomed`, in the order given: first one receipt line each, appended and
     /// fsynced; then for each, immediately before its `unlinkat`, the last checks: its
     /// lease (if any) intact, its entry still a regular file with exactly the stamp that
     /// was verified, and `last_check` (`None` to go on, or why to keep it); then each
-    /// directory is fsynced. A file kept after its receipt line gets a `kept` line.
+    /// directory is fsynced. A file kept after its receipt line gets a `kept` line. Every
+    /// [`PACE_BATCH`] unlinks, the current directory is fsynced and the run pauses for
+    /// `--pace`, which leaves a live service's writes room on the same disk.
     ///
     /// Returns the outcomes in the order of `doomed`, and the directories whose fsync
     /// failed.
@@ -94,15 +103,29 @@ impl Run {
         if doomed.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
+        // Applying a plan: only what it lists, as it lists it.
+        let not_as_planned: Vec<Option<String>> = match self.applying_mut() {
+            Some(a) => doomed.iter().map(|d| a.check(&d.line).err()).collect(),
+            None => vec![None; doomed.len()],
+        };
         let lines: Vec<ReceiptLine> = doomed
             .iter()
-            .map(|d| ReceiptLine::Delete(d.line.clone()))
+            .zip(&not_as_planned)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(d, _)| ReceiptLine::Delete(d.line.clone()))
             .collect();
-        self.record_receipt(&lines)?;
+        if !lines.is_empty() {
+            self.record_receipt(&lines)?;
+        }
         let mut outcomes = Vec::with_capacity(doomed.len());
         let mut kept_lines = Vec::new();
         let mut dirs: Vec<&'a Dir> = Vec::new();
-        for d in doomed {
+        let mut unlinked = 0usize;
+        for (d, refused) in doomed.into_iter().zip(not_as_planned) {
+            if let Some(why) = refused {
+                outcomes.push(Outcome::Kept(Kept::NotAsPlanned(why)));
+                continue;
+            }
             let outcome = remove_one(&d, &last_check);
             if !matches!(outcome, Outcome::Deleted) {
                 let reason = match &outcome {
@@ -121,6 +144,16 @@ impl Run {
             // The lease (if any) is released here, after the unlink: a waiting opener
             // goes on at once.
             drop(d);
+            if matches!(outcome, Outcome::Deleted) {
+                unlinked += 1;
+                if unlinked.is_multiple_of(PACE_BATCH) {
+                    // A small journal commit now, then room for the live service.
+                    let _ = dirs.last().map(|d| d.sync());
+                    if !self.pace.is_zero() {
+                        std::thread::sleep(self.pace);
+                    }
+                }
+            }
             outcomes.push(outcome);
         }
         dirs.sort_by_key(|d| std::ptr::from_ref::<Dir>(d) as usize);

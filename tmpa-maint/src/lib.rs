@@ -12,6 +12,8 @@
 //!   ([`Deletion`]) before each deletion, the full [`Stamp`](tmpa_core::maintenance::Stamp)
 //!   re-checked (and a file lease still intact, for tmpclean) immediately before
 //!   `unlinkat`, then a directory fsync;
+//! - reviewed plans ([`Plan`]): a dry run's exact list of deletions, saved with
+//!   `--save-plan` and applied, re-verified, with `--apply-plan`;
 //! - [`ExitStatus`], decided from error kinds ([`StartError`]), never from message text.
 //!
 //! A backend embedding `tmpa-core` never compiles this crate.
@@ -20,14 +22,16 @@ mod args;
 mod delete;
 mod exit;
 mod lock;
+mod plan;
 mod receipt;
 mod record;
 mod run;
 
-pub use args::{CommonArgs, Mode, parse_age};
+pub use args::{CommonArgs, Mode, parse_age, parse_pause};
 pub use delete::{Doomed, Kept, Outcome};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
+pub use plan::{Applying, PLAN_FORMAT, Plan, Planned};
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record};
 pub use run::{

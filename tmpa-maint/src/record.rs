@@ -76,6 +76,15 @@ pub struct RunRecord {
     /// Exit code of that run (0, or 1 when it finished but left something to look at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_exit_code: Option<u8>,
+    /// A dry run's plan digest (SHA-256 of what it would delete; see `--save-plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_digest: Option<String>,
+    /// How many dry runs in a row, this one included, had that plan digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_streak: Option<u32>,
+    /// The digest of the plan a real run applied (`--apply-plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_plan: Option<String>,
 }
 
 /// The last successful real run a record tells of.

@@ -13,7 +13,8 @@ use tmpa_core::maintenance::{path_text, root_dir, write_in};
 use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
 use crate::lock::Lock;
-use crate::receipt::{Receipt, ReceiptLine};
+use crate::plan::{Applying, Plan, Planned, Saving};
+use crate::receipt::{Deletion, Receipt, ReceiptLine};
 use crate::record::{RunRecord, Task, read_run_record, runs_rel};
 
 /// Now, in local time, as RFC 3339 with seconds.
@@ -43,6 +44,14 @@ pub struct Run {
     mode: Mode,
     started: DateTime<Local>,
     receipt: Option<Receipt>,
+    /// A dry run: what a real run would delete (the plan).
+    would_delete: Vec<Deletion>,
+    /// A dry run with `--save-plan`: where the plan goes.
+    saving: Option<Saving>,
+    /// A real run with `--apply-plan`: the plan being applied.
+    applying: Option<Applying>,
+    /// `--pace`: the pause after each batch of deletions.
+    pub(crate) pace: std::time::Duration,
     _lock: Lock,
 }
 
@@ -65,8 +74,40 @@ impl Run {
             mode,
             started: Local::now(),
             receipt: None,
+            would_delete: Vec::new(),
+            saving: None,
+            applying: None,
+            pace: std::time::Duration::ZERO,
             _lock: lock,
         })
+    }
+
+    /// A dry run: notes that a real run would delete this (the line its receipt would
+    /// get); the notes make the run's plan. A real run ignores it.
+    pub fn would_delete(&mut self, line: Deletion) {
+        if self.mode.is_plan() {
+            self.would_delete.push(line);
+        }
+    }
+
+    /// What the plan being applied says of `file` (as `path_text` writes it): a run
+    /// applying a plan considers only the files it lists.
+    pub fn planned(&mut self, file: &str) -> Planned<'_> {
+        match &mut self.applying {
+            None => Planned::NoPlan,
+            Some(a) => {
+                a.seen(file);
+                match a.get(file) {
+                    Some(d) => Planned::Listed(d),
+                    None => Planned::NotInPlan,
+                }
+            }
+        }
+    }
+
+    /// The plan being applied, if any (the delete path checks every deletion against it).
+    pub(crate) fn applying_mut(&mut self) -> Option<&mut Applying> {
+        self.applying.as_mut()
     }
 
     /// The root.
@@ -109,7 +150,7 @@ impl Run {
     /// # Errors
     /// [`tmpa_core::Error::Io`] when the run record cannot be written.
     pub fn finish(
-        self,
+        mut self,
         exit: ExitStatus,
         counts: &impl Serialize,
     ) -> tmpa_core::Result<(RunRecord, String)> {
@@ -129,11 +170,53 @@ impl Run {
             )
         } else {
             previous
+                .as_ref()
                 .and_then(|p| p.last_success().ok().flatten())
                 .map_or((None, None, None), |s| {
                     (Some(s.at), Some(s.duration_secs), Some(s.exit_code))
                 })
         };
+        let root_text = path_text(self.root.path());
+        let plan = dry_run.then(|| {
+            Plan::new(
+                self.program,
+                self.task,
+                &root_text,
+                rfc3339(self.started),
+                std::mem::take(&mut self.would_delete),
+            )
+        });
+        let plan_digest = plan.as_ref().map(|p| p.digest.clone());
+        let plan_streak = plan_digest.as_ref().map(|d| match &previous {
+            Some(p) if p.dry_run && p.plan_digest.as_ref() == Some(d) => {
+                p.plan_streak.unwrap_or(1) + 1
+            }
+            _ => 1,
+        });
+        let previous_plan = previous
+            .as_ref()
+            .filter(|p| p.dry_run)
+            .and_then(|p| p.plan_digest.clone());
+        let mut exit = exit;
+        let mut notes = Vec::new();
+        if let (Some(plan), Some(saving)) = (&plan, &self.saving) {
+            match tmpa_core::write(&saving.path, &plan.to_json()) {
+                Ok(()) => notes.push(format!(
+                    "plan of {} deletions saved to {}",
+                    plan.deletions.len(),
+                    path_text(&saving.path)
+                )),
+                Err(e) => {
+                    eprintln!(
+                        "{}: error: cannot save the plan: {}",
+                        self.program,
+                        e.chain()
+                    );
+                    exit = exit.worst(ExitStatus::Failure);
+                }
+            }
+        }
+        let applied_plan = self.applying.as_ref().map(|a| a.digest.clone());
         let record = RunRecord {
             task: self.task.as_str().to_owned(),
             started_at: rfc3339(self.started),
@@ -148,6 +231,9 @@ impl Run {
             last_success_at: last_at,
             last_success_duration_secs: last_dur,
             last_success_exit_code: last_exit,
+            plan_digest: plan_digest.clone(),
+            plan_streak,
+            applied_plan: applied_plan.clone(),
         };
         let dir = root_dir(&self.root).create_dir_all(runs_rel())?;
         let json = serde_json::to_vec_pretty(&record).expect("a run record always serializes");
@@ -157,8 +243,33 @@ impl Run {
             &json,
             false,
         )?;
-        let line = footer_line(self.program, exit, &counts);
+        let mut line = footer_line(self.program, exit, &counts);
+        if let (Some(d), Some(streak)) = (&plan_digest, plan_streak) {
+            line.push_str(&plan_words(d, previous_plan.as_deref(), streak));
+        }
+        if let Some(d) = &applied_plan {
+            line.push_str(&format!(" applied_plan={}", Plan::short_digest(d)));
+        }
+        for n in notes {
+            eprintln!("{}: {n}", self.program);
+        }
         Ok((record, line))
+    }
+}
+
+/// The end of a dry run's last log line: its plan digest and whether it is the previous
+/// dry run's: ` plan=3f2a9c1e07b4 (same as the previous dry run: 3 in a row)`.
+fn plan_words(digest: &str, previous: Option<&str>, streak: u32) -> String {
+    let short = Plan::short_digest(digest);
+    match previous {
+        None => format!(" plan={short} (first dry run with a plan)"),
+        Some(p) if p == digest => {
+            format!(" plan={short} (same as the previous dry run: {streak} in a row)")
+        }
+        Some(p) => format!(
+            " plan={short} (differs from the previous dry run's {})",
+            Plan::short_digest(p)
+        ),
     }
 }
 
@@ -332,7 +443,20 @@ pub fn run_program<R: Report>(
     work: impl FnOnce(&mut Run) -> (R, ExitStatus),
 ) -> Result<ExitStatus, StartError> {
     let root = resolve_root(common.root.as_deref())?;
+    // A plan that may not be applied is refused before anything is done (exit 2).
+    let applying = match &common.apply_plan {
+        Some(path) => Some(Applying::new(Plan::load(
+            path,
+            program,
+            task,
+            &path_text(root.path()),
+        )?)),
+        None => None,
+    };
     let mut run = Run::start(program, task, root, mode)?;
+    run.saving = common.save_plan.clone().map(|path| Saving { path });
+    run.applying = applying;
+    run.pace = common.pace;
     log_line(common.json, &run.header(real_mode));
     let (mut report, status) = work(&mut run);
     Ok(conclude(run, status, common.json, &mut report))
@@ -343,6 +467,18 @@ pub fn run_program<R: Report>(
 /// log's last line. Returns the final status.
 pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Report) -> ExitStatus {
     let program = run.program;
+    // Planned files the run never came to: gone, or no longer candidates. Not deleted;
+    // worth a look.
+    let unseen: Vec<String> = run
+        .applying
+        .as_ref()
+        .map(|a| a.unseen().into_iter().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let status = if unseen.is_empty() {
+        status
+    } else {
+        status.worst(ExitStatus::NeedsLook)
+    };
     let counts = serde_json::to_value(report.counts()).expect("counts always serialize");
     let (status, footer) = match run.finish(status, report.counts()) {
         Ok((_, line)) => (status, line),
@@ -362,6 +498,14 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         out(&doc);
     } else {
         out(&report.render_text());
+    }
+    for f in &unseen {
+        log_line(
+            json,
+            &format!(
+                "  problem: {f}: in the plan but not deleted (gone, or no longer a candidate)"
+            ),
+        );
     }
     log_line(json, &footer);
     status

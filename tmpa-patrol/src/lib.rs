@@ -59,7 +59,7 @@ pub const FINDINGS_MAX: usize = 20;
 /// Exit status follows the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
 /// 3 unknown (including "cannot check": not a TMPA root, bad flag).
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "tmpa-patrol", version, about, long_about = None)]
+#[command(name = "tmpa-patrol", version, about)]
 pub struct Args {
     /// The TMPA root to check [default: the current directory]
     #[arg(long, env = "TMPA_ROOT", value_name = "DIR")]

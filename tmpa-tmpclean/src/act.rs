@@ -16,7 +16,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tmpa_core::maintenance::{Dir, Kind, Lease, LeaseRefused, Meta, path_text};
 use tmpa_core::{Problem, ProblemKind};
-use tmpa_maint::{Deletion, Doomed, Kept, NotOpenProof, Outcome, Proof, Run};
+use tmpa_maint::{Deletion, Doomed, Kept, NotOpenProof, Outcome, Planned, Proof, Run};
 
 use crate::inuse::{InUse, Use};
 use crate::walk::{Anchor, Reason, Temporary, Walk, final_kind};
@@ -150,7 +150,8 @@ fn settle_batch(
     prover: &mut Prover,
     failures: &mut Vec<Problem>,
 ) -> bool {
-    let hash = run.mode().deletes();
+    let deletes = run.mode().deletes();
+    let older_than_secs = prover.older_than.as_secs();
     let mut open: Vec<(u32, Dir)> = Vec::new();
     let mut proven: Vec<Proven> = Vec::new();
     for &i in batch {
@@ -167,9 +168,14 @@ fn settle_batch(
             }
         }
         let dir = &open.last().expect("opened above").1;
-        match prove(dir, &walk.temps[i], prover, hash) {
+        let file = path_text(&dir.join(&walk.temps[i].name));
+        if run.planned(&file) == Planned::NotInPlan {
+            walk.temps[i].reason = Reason::NotInPlan;
+            continue;
+        }
+        match prove(dir, &walk.temps[i], prover) {
             Ok((proof, lease, sha256)) => {
-                if hash {
+                if deletes {
                     proven.push(Proven {
                         temp: i,
                         proof,
@@ -177,7 +183,10 @@ fn settle_batch(
                         sha256,
                     });
                 } else {
-                    // A dry run: proven, and the lease (if any) released at once.
+                    // A dry run: proven, and the lease (if any) released at once; the
+                    // plan gets the receipt line a real run would write.
+                    let t = &walk.temps[i];
+                    run.would_delete(deletion(dir, t, sha256, proof, older_than_secs));
                     walk.temps[i].reason = Reason::Stale(Some(proof));
                 }
             }
@@ -206,17 +215,7 @@ fn settle_batch(
                 dir,
                 name: t.name.clone(),
                 stamp: t.meta.stamp,
-                line: Deletion {
-                    file: path_text(&dir.join(&t.name)),
-                    bytes: t.meta.stamp.size,
-                    sha256: p.sha256,
-                    stamp: t.meta.stamp,
-                    held_by: path_text(&dir.join(&t.final_name)),
-                    proof: Proof::StaleTemporary {
-                        older_than_secs,
-                        not_open: p.proof,
-                    },
-                },
+                line: deletion(dir, t, p.sha256, p.proof, older_than_secs),
                 lease: p.lease,
             }
         })
@@ -245,7 +244,7 @@ fn settle_batch(
         walk.temps[i].reason = match outcome {
             Outcome::Deleted => Reason::Deleted(proof),
             Outcome::Kept(Kept::LeaseBroken) => Reason::Changed(Kept::LeaseBroken.words()),
-            Outcome::Kept(Kept::Refused(why)) => Reason::Changed(why),
+            Outcome::Kept(Kept::Refused(why) | Kept::NotAsPlanned(why)) => Reason::Changed(why),
             Outcome::Kept(Kept::Gone) => Reason::Changed("gone just before deletion".into()),
             Outcome::Kept(Kept::Changed) => Reason::Changed(
                 "changed just before deletion (kept; the next run looks again)".into(),
@@ -263,6 +262,27 @@ fn settle_batch(
         ));
     }
     true
+}
+
+/// The receipt line of a temporary about to be deleted (and of a plan's entry for it).
+fn deletion(
+    dir: &Dir,
+    t: &Temporary,
+    sha256: String,
+    proof: NotOpenProof,
+    older_than_secs: u64,
+) -> Deletion {
+    Deletion {
+        file: path_text(&dir.join(&t.name)),
+        bytes: t.meta.stamp.size,
+        sha256,
+        stamp: t.meta.stamp,
+        held_by: path_text(&dir.join(&t.final_name)),
+        proof: Proof::StaleTemporary {
+            older_than_secs,
+            not_open: proof,
+        },
+    }
 }
 
 /// Which of `temps` a doomed entry is (the delete path hands entries back in order, but
@@ -318,13 +338,12 @@ fn reopen_dir(anchor: &Anchor, walk: &Walk, d: u32) -> Result<Dir, Reason> {
 
 /// Opens the temporary read-only, checks it is the unchanged file that was found, and
 /// proves it not open: a write lease (held, in a real run, until its deletion), else the
-/// `/proc` evidence. With `hash`, reads it whole for its SHA-256 (through the same
-/// descriptor: reading breaks no lease of its own).
+/// `/proc` evidence. Reads it whole for its SHA-256 (through the same descriptor:
+/// reading breaks no lease of its own).
 fn prove(
     dir: &Dir,
     t: &Temporary,
     prover: &mut Prover,
-    hash: bool,
 ) -> Result<(NotOpenProof, Option<Lease>, String), Reason> {
     let changed =
         || Reason::Changed("changed since it was listed (kept; the next run looks again)".into());
@@ -359,12 +378,8 @@ fn prove(
     if !same(f) {
         return Err(changed());
     }
-    let sha256 = if hash {
-        let mut reader: &std::fs::File = f;
-        hash_exact(&mut reader, t.meta.stamp.size).ok_or_else(changed)?
-    } else {
-        String::new()
-    };
+    let mut reader: &std::fs::File = f;
+    let sha256 = hash_exact(&mut reader, t.meta.stamp.size).ok_or_else(changed)?;
     if !same(f) {
         return Err(changed());
     }

@@ -186,6 +186,8 @@ pub struct Counts {
     pub changed: u64,
     /// Kept: an I/O error.
     pub failed: u64,
+    /// Kept: not in the plan being applied.
+    pub not_in_plan: u64,
     /// Directories listed.
     pub dirs: u64,
     /// Entries looked at.
@@ -356,6 +358,7 @@ fn build_report(
                 ReasonCode::Protected => &mut counts.protected,
                 ReasonCode::Changed => &mut counts.changed,
                 ReasonCode::Failed | ReasonCode::Stale => &mut counts.failed,
+                ReasonCode::NotInPlan => &mut counts.not_in_plan,
             } += 1;
         } else {
             gone += 1;

@@ -35,6 +35,8 @@ pub enum Reason {
     Changed(String),
     /// The deletion (or the checks just before it) failed with an I/O error.
     Failed(String),
+    /// A plan is being applied and does not list it: left for the next run.
+    NotInPlan,
 }
 
 /// The stable code of a reason, for reports and JSON.
@@ -63,6 +65,8 @@ pub enum ReasonCode {
     Changed,
     /// [`Reason::Failed`].
     Failed,
+    /// [`Reason::NotInPlan`].
+    NotInPlan,
 }
 
 impl ReasonCode {
@@ -80,6 +84,7 @@ impl ReasonCode {
             ReasonCode::Protected => "protected",
             ReasonCode::Changed => "changed",
             ReasonCode::Failed => "failed",
+            ReasonCode::NotInPlan => "not_in_plan",
         }
     }
 }
@@ -99,6 +104,7 @@ impl Reason {
             Reason::Protected => ReasonCode::Protected,
             Reason::Changed(_) => ReasonCode::Changed,
             Reason::Failed(_) => ReasonCode::Failed,
+            Reason::NotInPlan => ReasonCode::NotInPlan,
         }
     }
 
@@ -146,6 +152,7 @@ impl Reason {
             Reason::Protected => "in a profile/ directory, which maintenance never touches".into(),
             Reason::Changed(s) => s.clone(),
             Reason::Failed(s) => format!("not deleted: {s}"),
+            Reason::NotInPlan => "not in the plan being applied (left for the next run)".into(),
         }
     }
 }

@@ -1,0 +1,66 @@
+//! `tmpa-docgen OUT_DIR`: writes the TMPA programs' man pages, shell completions and
+//! `/etc/cron.d/tmpa` into OUT_DIR (see the library's docs); `packaging/build-deb` runs it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Generate the TMPA programs' man pages, shell completions and /etc/cron.d/tmpa.
+///
+/// Writes OUT_DIR/man/man1/tmpa-*.1, OUT_DIR/completions/{bash,zsh,fish}/ and
+/// OUT_DIR/cron.d/tmpa from the programs' clap definitions and root's crontab.
+#[derive(Parser, Debug)]
+#[command(name = "tmpa-docgen", version)]
+struct Cli {
+    /// Directory to write into (created when missing)
+    out_dir: PathBuf,
+    /// Root's crontab, the one source of the schedule
+    #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../cron/tmpa.crontab"))]
+    crontab: PathBuf,
+    /// The man pages' date, YYYY-MM-DD [default: the day of SOURCE_DATE_EPOCH, else none]
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    date: Option<String>,
+}
+
+fn main() -> ExitCode {
+    match run(&Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tmpa-docgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let crontab = std::fs::read_to_string(&cli.crontab)
+        .with_context(|| format!("read {}", cli.crontab.display()))?;
+    let date = match &cli.date {
+        Some(d) => d.clone(),
+        None => source_date()?,
+    };
+    let written = tmpa_docgen::generate(&cli.out_dir, &crontab, &date)?;
+    println!(
+        "tmpa-docgen: {} files in {}",
+        written.len(),
+        cli.out_dir.display()
+    );
+    Ok(())
+}
+
+/// The UTC day of `SOURCE_DATE_EPOCH` (reproducible builds: build-deb sets it to the last
+/// commit's time), or "" when it is not set.
+fn source_date() -> Result<String> {
+    let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(String::new());
+    };
+    let secs: i64 = epoch
+        .trim()
+        .parse()
+        .with_context(|| format!("SOURCE_DATE_EPOCH={epoch:?} is not a number of seconds"))?;
+    let t = chrono::DateTime::from_timestamp(secs, 0)
+        .with_context(|| format!("SOURCE_DATE_EPOCH={epoch} is out of range"))?;
+    Ok(t.format("%Y-%m-%d").to_string())
+}

@@ -1,0 +1,508 @@
+//! packaging/: `bash packaging/build-deb` builds `target/debian/tmpa_{version}_{arch}.deb`
+//! holding what an operator needs (programs, man pages, completions, units, cron.d,
+//! logrotate, docs); the packaged programs and man pages work; dpkg installs it into a
+//! throwaway root without enabling or scheduling anything, the installed cron.d deletes
+//! nothing even with every line uncommented, and a purge leaves nothing behind.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tmpa_docgen::{PROGRAMS, SHELLS, completion_file_name};
+use tmpa_tests::{Tree, age};
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+}
+
+/// Runs `cmd`, failing the test with its output unless it exits 0.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is it installed? tests/check.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8(run(cmd).stdout).expect("utf-8")
+}
+
+/// The package, built once per test process by the real `bash packaging/build-deb`,
+/// under exactly the name the README promises.
+fn deb() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let arch = stdout(Command::new("dpkg").arg("--print-architecture"));
+        let name = format!("tmpa_{}_{}.deb", env!("CARGO_PKG_VERSION"), arch.trim());
+        let deb = workspace().join("target/debian").join(name);
+        let _ = fs::remove_file(&deb);
+        run(Command::new("bash")
+            .arg("packaging/build-deb")
+            .current_dir(workspace()));
+        assert!(deb.is_file(), "build-deb did not write {}", deb.display());
+        deb
+    })
+}
+
+/// The package's files, extracted once (`dpkg-deb -x`).
+fn extracted() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb())
+            .arg(dir.path()));
+        dir
+    })
+    .path()
+}
+
+/// The files (not directories) the package installs, as `dpkg-deb -c` lists them:
+/// path → (mode, owner/group).
+fn listing() -> Vec<(String, String, String)> {
+    stdout(Command::new("dpkg-deb").arg("-c").arg(deb()))
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let path = w[5].strip_prefix('.').expect("./path").to_owned();
+            (path, w[0].to_owned(), w[1].to_owned())
+        })
+        .collect()
+}
+
+/// The package holds the four programs, a gzipped man page each, completions for bash,
+/// zsh and fish where each shell looks, the units, cron.d and logrotate as conffiles, the
+/// docs: exactly these files, owned by root, with the control fields an installer reads.
+#[test]
+fn package_holds_what_an_operator_needs() {
+    let mut want: BTreeSet<String> = BTreeSet::new();
+    for p in &PROGRAMS {
+        let n = p.name;
+        want.insert(format!("/usr/bin/{n}"));
+        want.insert(format!("/usr/share/man/man1/{n}.1.gz"));
+        want.insert(format!("/usr/share/bash-completion/completions/{n}"));
+        want.insert(format!("/usr/share/zsh/vendor-completions/_{n}"));
+        want.insert(format!("/usr/share/fish/vendor_completions.d/{n}.fish"));
+        want.insert(format!("/lib/systemd/system/{n}.service"));
+        want.insert(format!("/lib/systemd/system/{n}.timer"));
+    }
+    for f in [
+        "/etc/cron.d/tmpa",
+        "/etc/logrotate.d/tmpa",
+        "/usr/share/doc/tmpa/README.md",
+        "/usr/share/doc/tmpa/OPERATIONS.md",
+        "/usr/share/doc/tmpa/FORMAT.md",
+        "/usr/share/doc/tmpa/copyright",
+    ] {
+        want.insert(f.to_owned());
+    }
+    let files = listing();
+    let have: BTreeSet<String> = files.iter().map(|(p, _, _)| p.clone()).collect();
+    assert_eq!(have, want, "the package's files");
+    for (path, mode, owner) in &files {
+        assert_eq!(owner, "0/0", "{path}: owned by root");
+        let want_mode = if path.starts_with("/usr/bin/") {
+            "-rwxr-xr-x"
+        } else {
+            "-rw-r--r--"
+        };
+        assert_eq!(mode, want_mode, "{path}");
+    }
+
+    let info = stdout(Command::new("dpkg-deb").arg("-I").arg(deb()));
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim_start().strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{info}"))
+            .to_owned()
+    };
+    assert_eq!(field("Package"), "tmpa");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        field("Architecture"),
+        stdout(Command::new("dpkg").arg("--print-architecture")).trim()
+    );
+    assert!(
+        field("Depends").contains("libc6"),
+        "Depends from dpkg-shlibdeps"
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        assert!(
+            info.contains(&format!(" {script} ")),
+            "{script} in:\n{info}"
+        );
+    }
+    let control = tempfile::tempdir().expect("tempdir");
+    run(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(deb())
+        .arg(control.path()));
+    let conffiles = fs::read_to_string(control.path().join("conffiles")).expect("conffiles");
+    assert_eq!(
+        conffiles.lines().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["/etc/cron.d/tmpa", "/etc/logrotate.d/tmpa"])
+    );
+}
+
+/// Every packaged program runs and reports the package's version; the binaries are
+/// stripped.
+#[test]
+fn packaged_programs_run() {
+    for p in &PROGRAMS {
+        let bin = extracted().join("usr/bin").join(p.name);
+        let version = stdout(Command::new(&bin).arg("--version"));
+        assert_eq!(
+            version.trim(),
+            format!("{} {}", p.name, env!("CARGO_PKG_VERSION"))
+        );
+        let file = stdout(Command::new("readelf").arg("-S").arg(&bin));
+        assert!(!file.contains(".debug_info"), "{}: not stripped", p.name);
+    }
+}
+
+/// Each man page is gzipped, formats without a warning, carries the program's long
+/// flags as the packaged binary's --help lists them (generated, so it cannot drift),
+/// and the sections clap has no field for.
+#[test]
+fn packaged_man_pages_render_and_match_the_programs() {
+    let man = Command::new("man").arg("--version").output().is_ok();
+    for p in &PROGRAMS {
+        let page = extracted().join(format!("usr/share/man/man1/{}.1.gz", p.name));
+        let gz = fs::read(&page).expect("man page");
+        assert_eq!(gz[..2], [0x1f, 0x8b], "{}: gzip", p.name);
+        let bin = extracted().join("usr/bin").join(p.name);
+        let help = stdout(Command::new(&bin).arg("--help"));
+        let flags: BTreeSet<&str> = help
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .collect();
+        assert!(flags.contains("--root"), "{}: {flags:?}", p.name);
+        let text = if man {
+            let out = run(Command::new("man")
+                .args(["--warnings", "-l"])
+                .arg(&page)
+                .env("MANWIDTH", "200")
+                // Unset, man-db strips bold and underline when writing to a pipe.
+                .env_remove("MAN_KEEP_FORMATTING")
+                .env_remove("MANPAGER")
+                .env("PAGER", "cat"));
+            let warnings = String::from_utf8_lossy(&out.stderr);
+            assert!(warnings.trim().is_empty(), "{}: {warnings}", p.name);
+            String::from_utf8(out.stdout).expect("utf-8")
+        } else {
+            println!("man is not installed: reading the roff source instead");
+            let roff = stdout(Command::new("gzip").arg("-dc").arg(&page));
+            assert!(roff.contains(&format!("\n.TH {} 1 ", p.name)), "{roff}");
+            roff.replace("\\-", "-")
+                .replace(".SH ", "")
+                .replace('"', "")
+        };
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "OPTIONS",
+            "EXIT STATUS",
+            "FILES",
+            "SEE ALSO",
+        ] {
+            assert!(
+                text.lines().any(|l| l.trim_end() == section),
+                "{}: no {section} section:\n{text}",
+                p.name
+            );
+        }
+        for flag in &flags {
+            assert!(
+                text.contains(flag),
+                "{}: {flag} missing from the man page",
+                p.name
+            );
+        }
+    }
+}
+
+/// The completions are where each shell looks, name the program, and the bash one
+/// loads: sourcing it registers a completion for the program.
+#[test]
+fn packaged_completions_load() {
+    let dirs = [
+        "usr/share/bash-completion/completions",
+        "usr/share/zsh/vendor-completions",
+        "usr/share/fish/vendor_completions.d",
+    ];
+    for p in &PROGRAMS {
+        for ((shell, _), dir) in SHELLS.iter().zip(dirs) {
+            let file = extracted()
+                .join(dir)
+                .join(completion_file_name(*shell, p.name));
+            let text =
+                fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert!(text.contains(p.name), "{}", file.display());
+            let fish = file.extension().is_some_and(|e| e == "fish");
+            let root_flag = if fish { "-l root " } else { "--root" };
+            assert!(text.contains(root_flag), "{}: {root_flag}", file.display());
+        }
+        let bash = extracted()
+            .join(dirs[0])
+            .join(completion_file_name(SHELLS[0].0, p.name));
+        let registered = stdout(Command::new("bash").arg("-c").arg(format!(
+            "source '{}' && complete -p {}",
+            bash.display(),
+            p.name
+        )));
+        assert!(registered.trim_end().ends_with(p.name), "{registered}");
+    }
+}
+
+/// The packaged units, logrotate file and cron.d are the repository's (cron.d as
+/// tmpa-docgen makes it from the crontab), and systemd-analyze verify accepts the units
+/// where the package puts them, beside the packaged programs.
+#[test]
+fn packaged_schedule_is_the_repository_one() {
+    let cron = workspace().join("cron");
+    for e in fs::read_dir(cron.join("systemd")).expect("units") {
+        let e = e.expect("entry");
+        let packaged = extracted().join("lib/systemd/system").join(e.file_name());
+        assert_eq!(
+            fs::read(&packaged).expect("packaged unit"),
+            fs::read(e.path()).expect("unit"),
+            "{}",
+            packaged.display()
+        );
+    }
+    assert_eq!(
+        fs::read(extracted().join("etc/logrotate.d/tmpa")).expect("logrotate"),
+        fs::read(cron.join("logrotate/tmpa")).expect("logrotate")
+    );
+    let crontab = fs::read_to_string(cron.join("tmpa.crontab")).expect("crontab");
+    assert_eq!(
+        fs::read_to_string(extracted().join("etc/cron.d/tmpa")).expect("cron.d"),
+        tmpa_docgen::cron_d(&crontab).expect("cron_d")
+    );
+    let units: Vec<PathBuf> = fs::read_dir(extracted().join("lib/systemd/system"))
+        .expect("units")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "--recursive-errors=no"])
+        .arg(format!("--root={}", extracted().display()))
+        .args(&units)
+        .output()
+        .expect("systemd-analyze is missing: apt-get install systemd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "verify: {err}"
+    );
+}
+
+/// A throwaway root with an empty dpkg database.
+fn dpkg_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    let admin = root.path().join("var/lib/dpkg");
+    for d in ["info", "updates", "triggers"] {
+        fs::create_dir_all(admin.join(d)).expect("mkdir");
+    }
+    fs::write(admin.join("status"), "").expect("status");
+    fs::write(admin.join("available"), "").expect("available");
+    root
+}
+
+/// dpkg into `root`, running the maintainer scripts outside a chroot with DPKG_ROOT set
+/// (the scripts honour it), without the host's libc6 registered there.
+fn dpkg(root: &Path, args: &[&str]) -> Output {
+    run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--log=/dev/null",
+        ])
+        .args(args))
+}
+
+/// Everything under `dir` (relative paths), except dpkg's own database.
+fn tree(dir: &Path) -> BTreeSet<PathBuf> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        for e in fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let rel = p.strip_prefix(base).expect("under base").to_path_buf();
+            if rel.starts_with("var/lib/dpkg") {
+                continue;
+            }
+            if p.is_dir() && !p.is_symlink() {
+                walk(base, &p, out);
+            }
+            out.insert(rel);
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// dpkg installs the package into a throwaway root: /var/log/tmpa is made 0750 root:adm,
+/// no timer is enabled, the cron.d file has no active job, `dpkg --verify` is clean;
+/// a purge removes every file, the conffiles and the logs.
+#[test]
+fn installs_enabling_nothing_and_purges_clean() {
+    if !tmpa_tests::is_root() {
+        println!("SKIPPED: needs root (postinst gives /var/log/tmpa to root:adm); CI runs as root");
+        return;
+    }
+    let root = dpkg_root();
+    let r = root.path();
+    let before = tree(r);
+    dpkg(r, &["-i", &deb().display().to_string()]);
+
+    let log = fs::metadata(r.join("var/log/tmpa")).expect("/var/log/tmpa");
+    assert!(log.is_dir());
+    assert_eq!(log.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(log.uid(), 0);
+    let adm = stdout(Command::new("getent").args(["group", "adm"]));
+    let adm_gid: u32 = adm.split(':').nth(2).expect("gid").parse().expect("gid");
+    assert_eq!(log.gid(), adm_gid, "group adm");
+
+    let installed = tree(r);
+    let enabled: Vec<&PathBuf> = installed
+        .iter()
+        .filter(|p| p.starts_with("etc/systemd") || p.to_string_lossy().contains(".wants"))
+        .collect();
+    assert!(enabled.is_empty(), "installing enabled {enabled:?}");
+    if Command::new("systemctl").arg("--version").output().is_ok() {
+        for p in &PROGRAMS {
+            let out = Command::new("systemctl")
+                .arg(format!("--root={}", r.display()))
+                .args(["is-enabled", &format!("{}.timer", p.name)])
+                .output()
+                .expect("systemctl");
+            let state = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(state.trim(), "disabled", "{}.timer", p.name);
+        }
+    }
+    let cron_d = fs::read_to_string(r.join("etc/cron.d/tmpa")).expect("cron.d");
+    for line in cron_d.lines().map(str::trim) {
+        let is_env = line.split_once('=').is_some_and(|(n, _)| {
+            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        assert!(
+            line.is_empty() || line.starts_with('#') || is_env,
+            "an active line in the installed cron.d: {line}"
+        );
+    }
+    let verify = stdout(
+        Command::new("dpkg")
+            .arg(format!("--root={}", r.display()))
+            .args(["--verify", "tmpa"]),
+    );
+    assert!(verify.trim().is_empty(), "dpkg --verify: {verify}");
+
+    dpkg(r, &["--purge", "tmpa"]);
+    let left: BTreeSet<PathBuf> = tree(r).difference(&before).cloned().collect();
+    // Only the directories postinst made the log directory in may stay.
+    let allowed: BTreeSet<PathBuf> = ["var", "var/log"].iter().map(PathBuf::from).collect();
+    assert!(
+        left.is_subset(&allowed),
+        "the purge left {:?}",
+        left.difference(&allowed).collect::<Vec<_>>()
+    );
+}
+
+/// The installed /etc/cron.d/tmpa deletes nothing even with every job line uncommented:
+/// on a tree where a real run of tmpa-compact and tmpa-archive would delete (past-day
+/// loose events, a session idle for 60 days, a stale temporary), each uncommented line
+/// (run by sh as cron would, with the packaged programs, its wrappers and its --dry-run)
+/// leaves the data tree as it was; then the same programs without --dry-run do change it.
+#[test]
+fn uncommented_cron_d_deletes_nothing() {
+    let t = Tree::new();
+    for i in 0..3 {
+        t.event("2026-01-05", &format!("e{i}"), "u1", 3, 4);
+    }
+    let session = t.file("chat_history/u1/sessions/s1.json", br#"{"m":[]}"#);
+    age(&session, Duration::from_secs(60 * 86_400));
+    t.file("chat_history/u1/profile/p.json", b"{}");
+    let final_file = t.event("2026-01-06", "f1", "u1", 1, 1);
+    let tmp = t.file(
+        "token_stats/2026-01-06/evt_f1.json.tmp.42",
+        fs::read(&final_file).expect("final"),
+    );
+    age(&tmp, Duration::from_secs(3 * 86_400));
+    let before = t.snapshot();
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let bin_dir = extracted().join("usr/bin");
+    let cron_d = fs::read_to_string(extracted().join("etc/cron.d/tmpa")).expect("cron.d");
+    let mut jobs = 0;
+    for line in cron_d.lines() {
+        let Some(job) = line.strip_prefix('#') else {
+            continue;
+        };
+        let w: Vec<&str> = job.split_whitespace().collect();
+        if w.len() < 7 || w[5] != "root" || w[6] != "test" {
+            continue; // a comment, not a job
+        }
+        jobs += 1;
+        let command = w[6..]
+            .join(" ")
+            .replace("/usr/bin/", &format!("{}/", bin_dir.display()))
+            .replace("/var/log/tmpa/", &format!("{}/", out.path().display()))
+            .replace(
+                "/var/lib/node_exporter/textfile_collector/",
+                &format!("{}/", out.path().display()),
+            );
+        let status = Command::new("sh")
+            .args(["-c", &command])
+            .env("TMPA_ROOT", t.root())
+            .status()
+            .expect("sh");
+        // The patrol reports critical (2: no supervisorctl here); the dry runs exit 0
+        // or 1 (the stale temporary is young by ctime: kept, and said so).
+        assert!(matches!(status.code(), Some(0..=2)), "{command}: {status}");
+        assert_eq!(t.snapshot(), before, "{command} changed the data tree");
+    }
+    assert_eq!(
+        jobs,
+        PROGRAMS.len(),
+        "every program has a job line:\n{cron_d}"
+    );
+    let logs: Vec<String> = ["compact", "archive", "tmpclean"]
+        .iter()
+        .map(|j| fs::read_to_string(out.path().join(format!("{j}.log"))).expect("log"))
+        .collect();
+    for log in &logs {
+        assert!(log.contains("DRY-RUN"), "{log}");
+    }
+
+    for p in ["tmpa-compact", "tmpa-archive"] {
+        let status = Command::new(bin_dir.join(p))
+            .env("TMPA_ROOT", t.root())
+            .output()
+            .expect("real run");
+        assert!(
+            status.status.code().is_some_and(|c| c <= 1),
+            "{p}: {status:?}"
+        );
+    }
+    assert_ne!(t.snapshot(), before, "the real runs had something to do");
+    assert!(
+        !session.exists(),
+        "the real archive run moved the idle session"
+    );
+}

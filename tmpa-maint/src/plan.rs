@@ -1,0 +1,251 @@
+//! Reviewed plans: `--dry-run --save-plan FILE` writes exactly what a real run would
+//! delete; `--apply-plan FILE` deletes that and nothing else.
+//!
+//! A plan lists, for every file the run would delete, the receipt line the real run would
+//! write for it ([`Deletion`]: path, size, SHA-256, stamp, where its data would be held
+//! and how that would be verified), with the program, its version, the task and the root.
+//! Its digest covers all of that but the time it was made, so two dry runs that would do
+//! the same thing have the same digest: every dry run's record keeps it, and its last log
+//! line says whether it matches the previous dry run's (and for how many in a row).
+//!
+//! Applying a plan re-verifies each listed file exactly as a real run does, and deletes it
+//! only if it is still the same file (the whole stamp, and its SHA-256) and its data is
+//! still held where the plan says; a file not in the plan is left for the next run; a
+//! changed file is kept and reported (exit 1). A plan for another program, task or root,
+//! of an incompatible version, or torn (not the JSON the digest says) is refused before
+//! anything is done (exit 2).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::exit::StartError;
+use crate::receipt::Deletion;
+use crate::record::Task;
+
+/// The plan format this version writes and reads.
+pub const PLAN_FORMAT: u32 = 1;
+/// Largest plan file read (about two million entries).
+const PLAN_BYTES_MAX: u64 = 1 << 30;
+
+/// A plan file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Always [`PLAN_FORMAT`].
+    pub format: u32,
+    /// The program that made it.
+    pub program: String,
+    /// Its version.
+    pub version: String,
+    /// Its task.
+    pub task: Task,
+    /// The canonical root (as `path_text` writes it).
+    pub root: String,
+    /// When the dry run that made it started (RFC 3339); not part of the digest.
+    pub created_at: String,
+    /// SHA-256 (hex) of everything above but `version` and `created_at`, and of the
+    /// deletions, in the canonical form [`Plan::compute_digest`] defines.
+    pub digest: String,
+    /// What a real run would delete, sorted by file.
+    pub deletions: Vec<Deletion>,
+}
+
+/// What the digest covers.
+#[derive(Serialize)]
+struct Body<'a> {
+    format: u32,
+    program: &'a str,
+    task: Task,
+    root: &'a str,
+    deletions: &'a [Deletion],
+}
+
+impl Plan {
+    /// A plan of `deletions` (sorted here), with its digest.
+    pub fn new(
+        program: &str,
+        task: Task,
+        root: &str,
+        created_at: String,
+        mut deletions: Vec<Deletion>,
+    ) -> Plan {
+        deletions.sort_by(|a, b| a.file.cmp(&b.file));
+        let mut p = Plan {
+            format: PLAN_FORMAT,
+            program: program.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            task,
+            root: root.to_owned(),
+            created_at,
+            digest: String::new(),
+            deletions,
+        };
+        p.digest = p.compute_digest();
+        p
+    }
+
+    /// The digest of the plan's content: SHA-256 of the compact JSON of its format,
+    /// program, task, root and deletions, in that order.
+    pub fn compute_digest(&self) -> String {
+        let body = Body {
+            format: self.format,
+            program: &self.program,
+            task: self.task,
+            root: &self.root,
+            deletions: &self.deletions,
+        };
+        let bytes = serde_json::to_vec(&body).expect("a plan always serializes");
+        format!("{:x}", Sha256::digest(&bytes))
+    }
+
+    /// The digest's first 12 hex digits, for log lines.
+    pub fn short_digest(digest: &str) -> &str {
+        &digest[..digest.len().min(12)]
+    }
+
+    /// The plan as its file holds it (pretty JSON and a newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a plan always serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// Reads the plan at `path` and checks it may be applied by `program` (of this
+    /// version) for `task` on `root`.
+    ///
+    /// # Errors
+    /// [`StartError::Usage`] naming the file and the problem: unreadable, torn (not JSON,
+    /// or a digest that does not match its content), of another format, program, task or
+    /// root, or of an incompatible version (another major.minor).
+    pub fn load(path: &Path, program: &str, task: Task, root: &str) -> Result<Plan, StartError> {
+        let refuse = |why: String| {
+            StartError::Usage(format!("plan {}: {why}; nothing done", path.display()))
+        };
+        let meta = std::fs::metadata(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+        if meta.len() > PLAN_BYTES_MAX {
+            return Err(refuse(format!("larger than {PLAN_BYTES_MAX} bytes")));
+        }
+        let bytes = std::fs::read(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+        let plan: Plan = serde_json::from_slice(&bytes)
+            .map_err(|e| refuse(format!("not a plan (torn or edited?): {e}")))?;
+        if plan.format != PLAN_FORMAT {
+            return Err(refuse(format!(
+                "plan format {} (this version reads format {PLAN_FORMAT})",
+                plan.format
+            )));
+        }
+        if plan.compute_digest() != plan.digest {
+            return Err(refuse(
+                "its digest does not match its content (torn or edited)".into(),
+            ));
+        }
+        if plan.program != program || plan.task != task {
+            return Err(refuse(format!(
+                "made by {} for {}, not by {program} for {task}",
+                plan.program, plan.task
+            )));
+        }
+        if plan.root != root {
+            return Err(refuse(format!("made for root {}, not {root}", plan.root)));
+        }
+        let ours = env!("CARGO_PKG_VERSION");
+        if major_minor(&plan.version) != major_minor(ours) {
+            return Err(refuse(format!(
+                "made by version {}, incompatible with {ours} (re-plan with a dry run)",
+                plan.version
+            )));
+        }
+        Ok(plan)
+    }
+}
+
+fn major_minor(v: &str) -> Option<(&str, &str)> {
+    let mut it = v.split('.');
+    Some((it.next()?, it.next()?))
+}
+
+/// A plan being applied: which planned files were offered for deletion.
+#[derive(Debug)]
+pub struct Applying {
+    /// The plan's digest.
+    pub digest: String,
+    by_file: BTreeMap<String, Deletion>,
+    offered: BTreeSet<String>,
+}
+
+/// What a plan says of a file.
+#[derive(Debug, PartialEq)]
+pub enum Planned<'a> {
+    /// No plan is being applied: a real run decides for itself.
+    NoPlan,
+    /// The plan does not list it: it is left for the next run.
+    NotInPlan,
+    /// The plan lists it, as this line.
+    Listed(&'a Deletion),
+}
+
+impl Applying {
+    /// A plan about to be applied.
+    pub fn new(plan: Plan) -> Applying {
+        Applying {
+            digest: plan.digest,
+            by_file: plan
+                .deletions
+                .into_iter()
+                .map(|d| (d.file.clone(), d))
+                .collect(),
+            offered: BTreeSet::new(),
+        }
+    }
+
+    /// The plan's line for `file` (as `path_text` writes it), if any.
+    pub fn get(&self, file: &str) -> Option<&Deletion> {
+        self.by_file.get(file)
+    }
+
+    /// Whether a deletion the run is about to make is the one the plan lists: the same
+    /// file with the same stamp, size and SHA-256, its data held at the same place and
+    /// verified the same way. `Err` says why not.
+    pub(crate) fn check(&mut self, d: &Deletion) -> Result<(), String> {
+        let Some(p) = self.by_file.get(&d.file) else {
+            return Err("not in the plan (left for the next run)".into());
+        };
+        self.offered.insert(d.file.clone());
+        if p.stamp != d.stamp || p.bytes != d.bytes || p.sha256 != d.sha256 {
+            return Err("changed since the plan was made (kept)".into());
+        }
+        if p.held_by != d.held_by
+            || std::mem::discriminant(&p.proof) != std::mem::discriminant(&d.proof)
+        {
+            return Err(format!(
+                "its data would now be held by {}, the plan says {} (kept)",
+                d.held_by, p.held_by
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks a planned file as seen by the run (even if it was kept before deletion).
+    pub fn seen(&mut self, file: &str) {
+        if self.by_file.contains_key(file) {
+            self.offered.insert(file.to_owned());
+        }
+    }
+
+    /// The planned files the run never came to (gone, or no longer a candidate).
+    pub fn unseen(&self) -> Vec<&str> {
+        self.by_file
+            .keys()
+            .filter(|f| !self.offered.contains(*f))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// `--save-plan`'s destination, written when the dry run ends.
+#[derive(Debug)]
+pub(crate) struct Saving {
+    pub(crate) path: PathBuf,
+}
