@@ -23,6 +23,8 @@ mod record;
 mod scan;
 mod size;
 mod spill;
+#[cfg(test)]
+mod tests;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,8 +22,13 @@ use crate::arena::Arena;
 use crate::record::{Class, CompactedRec, Instant, LooseRec, cmp_key};
 use crate::spill::{PositionedReader, Spill};
 
-/// Names listed and read per batch: bounds the names held at once, whatever the day.
-const BATCH_NAMES: usize = 4096;
+/// Names read per chunk (on every core, then moved into the day's records): bounds the
+/// readers' buffers, whatever the day.
+const READ_CHUNK_NAMES: usize = 4096;
+/// What a name listed costs, about, in bytes: names are listed (then sorted by inode) in
+/// batches of up to an eighth of the budget, so a day of up to about half a million
+/// files is read in one pass in inode order with the default budget.
+const LISTED_NAME_BYTES_EST: usize = 64;
 /// Below this many files in a batch they are read on the calling thread: threads cost
 /// more than they save.
 const PARALLEL_FILES_MIN: usize = 512;
@@ -399,39 +404,44 @@ pub(crate) fn scan_loose(
         fold: SummaryFold::new(day),
         suspects: 0,
     };
-    let budget = usize::try_from(opts.memory_budget_bytes).unwrap_or(usize::MAX);
-    let run_bytes_max = budget.saturating_sub(compacted.bytes()).max(RUN_BYTES_MIN);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(READ_THREADS_MAX);
+    let names_max = (budget / LISTED_NAME_BYTES_EST / 8).max(READ_CHUNK_NAMES);
     let mut entries = dir.entries()?;
-    let mut batch = Vec::with_capacity(BATCH_NAMES);
+    let mut names = Names::default();
     loop {
-        batch.clear();
+        names.clear();
         for entry in entries.by_ref() {
-            let name = entry?.name;
-            if is_event_name(&name) {
-                batch.push(name);
-                if batch.len() == BATCH_NAMES {
+            let entry = entry?;
+            if is_event_name(&entry.name) {
+                names.push(entry.ino, &entry.name);
+                if names.len() == names_max {
                     break;
                 }
             }
         }
-        if batch.is_empty() {
+        if names.len() == 0 {
             break;
         }
-        let threads = if batch.len() < PARALLEL_FILES_MIN {
-            1
-        } else {
-            threads
-        };
-        for out in read_batch(dir, &batch, threads, compacted, opts) {
-            take_batch(&mut l, out, admit.as_deref_mut(), |l| {
-                if l.run_bytes() > run_bytes_max {
-                    l.spill_run(root)?;
-                }
-                Ok(())
-            })?;
+        // Read in inode order: the inode tables and the files' blocks are then read in
+        // disk order (2x faster cold than directory order on ext4 at 50k files).
+        names.sort_by_inode();
+        for start in (0..names.len()).step_by(READ_CHUNK_NAMES) {
+            let chunk = start..names.len().min(start + READ_CHUNK_NAMES);
+            let threads = if chunk.len() < PARALLEL_FILES_MIN {
+                1
+            } else {
+                threads
+            };
+            for out in read_batch(dir, &names, chunk, threads, compacted, opts) {
+                take_batch(&mut l, out, admit.as_deref_mut(), |l| {
+                    if l.run_bytes() > run_bytes_max {
+                        l.spill_run(root)?;
+                    }
+                    Ok(())
+                })?;
+            }
         }
     }
     if l.spill.is_some() {
@@ -443,6 +453,43 @@ pub(crate) fn scan_loose(
     }
     l.problems.sort();
     Ok(l)
+}
+
+/// Names listed, with their inode numbers, in one buffer.
+#[derive(Debug, Default)]
+struct Names {
+    bytes: Vec<u8>,
+    /// Inode number, offset and length of each name in `bytes`.
+    list: Vec<(u64, u32, u8)>,
+}
+
+impl Names {
+    fn push(&mut self, ino: u64, name: &OsStr) {
+        let offset = u32::try_from(self.bytes.len()).expect("names of a batch under 4 GiB");
+        // A file name is at most 255 bytes.
+        let len = u8::try_from(name.len()).expect("a file name is at most 255 bytes");
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.list.push((ino, offset, len));
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn get(&self, i: usize) -> &OsStr {
+        let (_, offset, len) = self.list[i];
+        let start = offset as usize;
+        OsStr::from_bytes(&self.bytes[start..start + usize::from(len)])
+    }
+
+    fn sort_by_inode(&mut self) {
+        self.list.sort_unstable_by_key(|&(ino, _, _)| ino);
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.list.clear();
+    }
 }
 
 /// Moves what one reader found into the day's records, calling `after_each` after each
@@ -535,7 +582,8 @@ struct ReaderOut {
 /// Reads the files `names` on `threads` threads, each taking the next name when done.
 fn read_batch(
     dir: &Dir,
-    names: &[OsString],
+    names: &Names,
+    chunk: std::ops::Range<usize>,
     threads: usize,
     compacted: &CompactedDay,
     opts: &DayOptions,
@@ -549,9 +597,11 @@ fn read_batch(
             problems: Vec::new(),
         };
         loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(name) = names.get(i) else { break out };
-            read_one(dir, name, compacted, opts, &mut out);
+            let i = chunk.start + next.fetch_add(1, Ordering::Relaxed);
+            if i >= chunk.end {
+                break out;
+            }
+            read_one(dir, names.get(i), compacted, opts, &mut out);
         }
     };
     if threads < 2 {
@@ -568,7 +618,7 @@ fn read_batch(
 
 fn read_one(
     dir: &Dir,
-    name: &OsString,
+    name: &OsStr,
     compacted: &CompactedDay,
     opts: &DayOptions,
     out: &mut ReaderOut,
@@ -581,7 +631,7 @@ fn read_one(
             if e.io_kind() != std::io::ErrorKind::NotFound {
                 out.problems.push(Problem::from_error(&dir.join(name), e));
             }
-            out.unloaded.push(name.clone());
+            out.unloaded.push(name.to_os_string());
             return;
         }
     };
