@@ -3,8 +3,21 @@
 # including doctests and the Debian package's (one release build, by build-deb), then the
 # Python package's tests. Fails on the first failing step; ends with one summed closing
 # line.
+#
+# The archive-tier tests need a local S3-compatible server: moto, installed here into
+# target/py-venv (the Rust tests start it from there on a free port of 127.0.0.1, per test
+# file, and stop it; pytest starts its own). TMPA_REQUIRE_S3_TESTS makes a missing moto
+# fail those tests instead of skipping them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export TMPA_REQUIRE_S3_TESTS=1
+echo "== Python venv (target/py-venv): maturin, pytest, moto (the S3 server of the tests)"
+venv=target/py-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+# moto[s3] and the server's web framework only: moto[server] would pull every AWS
+# service's dependencies (about three times the download) for nothing.
+"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" \
+    "moto[s3]>=5,<6" "flask>=2,<4" "flask-cors>=4,<7"
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
@@ -33,11 +46,10 @@ echo "== cargo test --workspace (unit, integration, doctests; packaging.rs runs 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace 2>&1 | tee "$log"
+echo "== cargo test -p tmpa-core --test no_store_feature (the library without object-store)"
+cargo test --locked -p tmpa-core --test no_store_feature 2>&1 | tee -a "$log"
 
-echo "== Python package tmpa (tmpa-py): venv, maturin develop, pytest"
-venv=target/py-venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7"
+echo "== Python package tmpa (tmpa-py): maturin develop, pytest"
 (cd tmpa-py && VIRTUAL_ENV="$PWD/../$venv" PATH="$PWD/../$venv/bin:$PATH" maturin develop -q)
 cargo build -q --bin tmpa-compact --bin tmpa-archive
 pylog=$(mktemp)

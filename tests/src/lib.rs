@@ -1,5 +1,8 @@
 //! Helpers for the cross-program integration tests: build a real tree in a few lines, run
-//! a real binary on it, snapshot the tree to prove a run changed nothing.
+//! a real binary on it, snapshot the tree to prove a run changed nothing; and a real
+//! S3-compatible server with a fault-injecting proxy ([`s3`]).
+
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -36,6 +36,11 @@ fn planned_files(plan: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A dry run's plan note: its stderr's last line (in a cron log, the log's last line).
+fn note(r: &Run) -> &str {
+    r.stderr.lines().last().unwrap_or_default()
+}
+
 fn last_line(r: &Run) -> &str {
     r.stdout.lines().last().unwrap_or_default()
 }
@@ -319,8 +324,9 @@ fn plans_that_may_not_be_applied_are_refused() {
     assert_eq!(r.code, 2, "--save-plan needs --dry-run: {r:?}");
 }
 
-/// Each dry run records its plan's digest; its last log line says whether it is the
-/// previous dry run's, and how many in a row: "stable for three nights" in one line.
+/// Each dry run records its plan's digest; its plan note (stderr's last line, so a cron
+/// log's last line) says whether it is the previous dry run's, and how many in a row:
+/// "stable for three nights" in one line. Stdout stays the same from run to run.
 #[test]
 fn dry_runs_say_whether_their_plan_is_the_previous_one() {
     let t = Tree::new();
@@ -330,22 +336,27 @@ fn dry_runs_say_whether_their_plan_is_the_previous_one() {
     let args = ["--before", "2026-11-02", "--dry-run"];
     let first = t.run("tmpa-compact", &args);
     assert!(
-        last_line(&first).contains("(first dry run with a plan)"),
+        note(&first).contains("no earlier dry run to compare with"),
         "{}",
-        first.stdout
+        first.stderr
     );
     let second = t.run("tmpa-compact", &args);
     let third = t.run("tmpa-compact", &args);
     assert!(
-        last_line(&second).contains("same as the previous dry run: 2 in a row"),
+        note(&second).contains("the same as the previous dry run's (2 dry runs in a row)"),
         "{}",
-        second.stdout
+        second.stderr
     );
     assert!(
-        last_line(&third).contains("same as the previous dry run: 3 in a row"),
+        note(&third).contains("the same as the previous dry run's (3 dry runs in a row)"),
         "{}",
-        third.stdout
+        third.stderr
     );
+    // Stdout stays the same from dry run to dry run on an unchanged tree (SPEC §3): the
+    // digest is in the last line, the comparison in the note.
+    tmpa_tests::assert_same_dry_runs(t.root(), &second, &third);
+    tmpa_tests::assert_same_dry_runs(t.root(), &first, &second);
+    assert!(last_line(&first).contains(" plan="), "{}", first.stdout);
     let record: Value = serde_json::from_slice(
         &fs::read(t.root().join(".tmpa/runs/compact_events.json")).expect("record"),
     )
@@ -355,8 +366,8 @@ fn dry_runs_say_whether_their_plan_is_the_previous_one() {
     t.event(D1, "new", "u", 1, 1);
     let fourth = t.run("tmpa-compact", &args);
     assert!(
-        last_line(&fourth).contains("differs from the previous dry run"),
+        note(&fourth).contains("differs from the previous dry run's"),
         "{}",
-        fourth.stdout
+        fourth.stderr
     );
 }

@@ -21,24 +21,45 @@
 //!   run goes on with the other users.
 //! - A session larger than the library's limit (`SESSION_BYTES_MAX`, 256 MiB) is reported
 //!   and left live: memory and time per session are bounded.
+//!
+//! With an object store (`{root}/tmpa.toml` `[archive] url = "s3://bucket/prefix"`, or
+//! `--to URL` for one run), the same invariants hold with the object
+//! `{prefix}/{user}/{session}.json.gz` in place of the local archive ([`store`]):
+//! - An object is never replaced: a HEAD first, then a conditional put where the store
+//!   has one (the report says which); an object already there is compared.
+//! - A session is deleted only after its object, read back from the store with the ETag
+//!   its put returned and the bytes that were sent, decompressed to exactly the session's
+//!   bytes on disk, and after the receipt line (object URL, size, ETag, SHA-256 of the
+//!   object and of the session) is fsynced.
+//! - A store that cannot be reached, is too slow or keeps failing leaves every session
+//!   not yet verified in place (exit 4); after its first such failure no further request
+//!   is made in the run.
+//! - `--dry-run` makes no request at all: it lists what would be uploaded.
+//! - `--migrate-local` moves local archives to the store the same way (the local archive
+//!   is deleted through the same deletion path once the object reads back equal).
 
 pub mod session;
+pub mod store;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tmpa_core::maintenance::store::{PutGuard, Store};
 use tmpa_core::maintenance::{
     Dir, Kind, SESSION_BYTES_MAX, path_text, root_dir, serialize_path, temp_final_name,
 };
-use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, UserId};
+use tmpa_core::{
+    ArchiveConfig, Error, Problem, ProblemKind, Root, SessionId, StoreErrorKind, StoreUrl, UserId,
+};
 use tmpa_maint::{
     CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Planned, Progress, Proof, Run,
     StartError, Task,
 };
 
-pub use session::{Action, Options, Prepared};
+pub use session::{Action, Options, StoredObject};
+pub use store::{SourceKind, StoreRun};
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-archive";
@@ -47,6 +68,9 @@ pub const TASK: Task = Task::ArchiveHistory;
 /// Sessions handled between two receipt writes: bounds what a crash can leave archived but
 /// not yet deleted (the next run completes those) and the memory of one batch.
 const BATCH_MAX: usize = 256;
+/// Requests in flight to a store at once (sessions of a batch handled side by side):
+/// a store's latency, not the CPU, bounds one session.
+const STORE_THREADS: usize = 8;
 
 /// Gzip old chat sessions into archive/, verify them from disk, then delete them
 /// (archive_history).
@@ -70,6 +94,15 @@ pub struct Args {
     /// and a real run; the next real run deletes them as already archived)
     #[arg(long, conflicts_with_all = ["dry_run", "apply_plan"])]
     pub no_delete: bool,
+    /// Archive to this object store for this run, instead of what {root}/tmpa.toml says
+    /// (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir)
+    /// [default: the [archive] url of {root}/tmpa.toml, else the local archive/ directories]
+    #[arg(long, value_name = "URL")]
+    pub to: Option<StoreUrl>,
+    /// Also move the local archives (chat_history/*/archive/*.json.gz) to the store: each
+    /// is uploaded as it is, read back and compared, then removed locally
+    #[arg(long)]
+    pub migrate_local: bool,
 }
 
 /// What happened to one session old enough to archive.
@@ -96,6 +129,36 @@ pub struct SessionReport {
     pub valid_json: Option<bool>,
     /// Details in words.
     pub detail: String,
+    /// What was archived: `sessions` (a live session) or `archive` (a local archive moved
+    /// to the store with `--migrate-local`).
+    pub from: Origin,
+    /// The object that holds it, when archiving to a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<StoredObject>,
+}
+
+/// Where an archived item came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `sessions/{session}.json`.
+    Sessions,
+    /// `archive/{session}.json.gz` (`--migrate-local`).
+    Archive,
+}
+
+/// Where a run archives to.
+#[derive(Clone, Debug, Serialize)]
+pub struct Destination {
+    /// `local` (each user's `archive/`) or the store's URL.
+    pub url: String,
+    /// How objects are kept from being replaced (stores only; known once a put was made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub put_guard: Option<PutGuard>,
+    /// Why the store was given up on in this run, if it was (every session not yet
+    /// verified was left in place).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// The whole run's report.
@@ -110,7 +173,10 @@ pub struct Report {
     pub dry_run: bool,
     /// `--older-than`, in seconds.
     pub older_than_secs: u64,
-    /// Every session old enough to archive, by user then session.
+    /// Where archives go.
+    pub destination: Destination,
+    /// Every session old enough to archive, by user then session (then, with
+    /// `--migrate-local`, each user's local archives).
     pub sessions: Vec<SessionReport>,
     /// Files and directories that need a look (symlinks, odd names, invalid JSON), and
     /// per-user failures.
@@ -142,11 +208,13 @@ pub struct Counts {
     pub changed: u64,
     /// Archives that did not read back equal (both kept).
     pub verification_failed: u64,
-    /// Sessions an I/O error stopped.
+    /// Sessions an I/O error (or a failing store) stopped.
     pub failed: u64,
+    /// Local archives to move that are not valid gzip (`--migrate-local`; kept).
+    pub corrupt: u64,
     /// Sessions that are not valid JSON (archived as they are).
     pub invalid_json: u64,
-    /// Files deleted (real runs) or that a real run would delete (dry runs).
+    /// Sessions deleted (real runs) or that a real run would delete (dry runs).
     #[serde(flatten)]
     pub deletions: tmpa_maint::DeleteCount,
     /// Bytes of the sessions deleted (or to delete).
@@ -164,11 +232,52 @@ pub struct Counts {
 /// is reported per session and reflected in the returned status.
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
+    let store = open_store(args)?;
     tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "ARCHIVE", |run| {
-        let report = archive(run, args);
+        let report = archive(run, args, store.as_ref());
         let status = report_status(&report);
         (report, status)
     })
+}
+
+/// The store this run archives to: `--to`, else `{root}/tmpa.toml`'s `[archive] url`;
+/// `None` for the local `archive/` directories. Makes no request.
+///
+/// # Errors
+/// A usage error (exit 2) naming the file or URL and the problem: a `tmpa.toml` that
+/// cannot be used, a client that cannot be set up from the URL and the environment,
+/// `--migrate-local` without a store. A root that cannot be opened as in every program.
+pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
+    let root = tmpa_maint::resolve_root(args.common.root.as_deref())?;
+    let usage = |e: Error| StartError::Usage(e.chain());
+    let file = root.archive_config().map_err(usage)?;
+    let config = match (&args.to, file) {
+        (Some(url), Some(file)) => Some(ArchiveConfig {
+            url: url.clone(),
+            ..file
+        }),
+        (Some(url), None) => Some(ArchiveConfig::for_url(url.clone())),
+        (None, file) => file,
+    };
+    let Some(config) = config else {
+        if args.migrate_local {
+            return Err(StartError::Usage(format!(
+                "--migrate-local moves local archives to an object store, but none is configured: set [archive] url in {} or give --to URL",
+                path_text(&root.path().join(tmpa_core::maintenance::CONFIG_NAME))
+            )));
+        }
+        return Ok(None);
+    };
+    match Store::open(&config) {
+        Ok(store) => Ok(Some(StoreRun::new(store))),
+        Err(
+            e @ Error::Store {
+                kind: StoreErrorKind::Config,
+                ..
+            },
+        ) => Err(usage(e)),
+        Err(e) => Err(StartError::Core(e)),
+    }
 }
 
 /// The exit status a report calls for: 4 if anything failed (I/O), 1 if anything needs a
@@ -181,7 +290,9 @@ pub fn report_status(report: &Report) -> ExitStatus {
     for s in &report.sessions {
         status = status.worst(match s.action {
             Action::Failed => ExitStatus::Failure,
-            Action::Conflict | Action::VerificationFailed => ExitStatus::NeedsLook,
+            Action::Conflict | Action::VerificationFailed | Action::Corrupt => {
+                ExitStatus::NeedsLook
+            }
             _ if s.valid_json == Some(false) => ExitStatus::NeedsLook,
             _ => ExitStatus::Ok,
         });
@@ -192,13 +303,19 @@ pub fn report_status(report: &Report) -> ExitStatus {
     status
 }
 
-/// Archives the old sessions of every user of the run's root.
-pub fn archive(run: &mut Run, args: &Args) -> Report {
+/// Archives the old sessions of every user of the run's root, to `store` when there is
+/// one (and, with `--migrate-local`, moves the local archives there).
+pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     let mut report = Report {
         program: PROGRAM,
         root: run.root().path().to_path_buf(),
         dry_run: run.dry_run(),
         older_than_secs: args.older_than.as_secs(),
+        destination: Destination {
+            url: store.map_or_else(|| "local".to_owned(), |s| s.store.url().to_string()),
+            put_guard: None,
+            unavailable: None,
+        },
         sessions: Vec::new(),
         problems: Vec::new(),
         counts: Counts::default(),
@@ -209,6 +326,13 @@ pub fn archive(run: &mut Run, args: &Args) -> Report {
         .checked_sub(args.older_than)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let users = list_users(run.root(), &mut report.problems);
+    if let Some(sr) = store.filter(|_| run.mode().writes()) {
+        // One cheap request before any work: a store that cannot be reached leaves every
+        // session in place at the cost of one timeout.
+        if let Err(e) = sr.store.probe() {
+            let _ = sr.down.set(e.chain());
+        }
+    }
     let progress = Progress::new();
     let mut young = 0u64;
     let mut seen = 0u64;
@@ -222,6 +346,7 @@ pub fn archive(run: &mut Run, args: &Args) -> Report {
             user,
             cutoff,
             args,
+            store,
             report: &mut report,
             young: 0,
             seen: 0,
@@ -248,6 +373,28 @@ pub fn archive(run: &mut Run, args: &Args) -> Report {
         }
     }
     progress.clear();
+    if let Some(sr) = store {
+        if run.mode().writes()
+            && report
+                .sessions
+                .iter()
+                .any(|s| s.object.is_some() && s.action == Action::Archive)
+        {
+            report.destination.put_guard = Some(sr.store.put_mode());
+        }
+        if let Some(why) = sr.down.get() {
+            report.failed = true;
+            report.destination.unavailable = Some(why.clone());
+            report.problems.push(Problem::new(
+                run.root().path().join("chat_history"),
+                ProblemKind::Unreadable,
+                format!(
+                    "the store {} failed ({why}); every session not yet verified was left in place",
+                    sr.store.url()
+                ),
+            ));
+        }
+    }
     report.problems.sort();
     report.counts = counts(&report, users.len() as u64, seen, young);
     report
@@ -270,6 +417,7 @@ fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
             Action::Changed => &mut c.changed,
             Action::VerificationFailed => &mut c.verification_failed,
             Action::Failed => &mut c.failed,
+            Action::Corrupt => &mut c.corrupt,
         } += 1;
         if s.valid_json == Some(false) {
             c.invalid_json += 1;
@@ -361,37 +509,155 @@ struct UserRun<'a> {
     user: &'a UserId,
     cutoff: SystemTime,
     args: &'a Args,
+    store: Option<&'a StoreRun>,
     report: &'a mut Report,
     young: u64,
     seen: u64,
 }
 
 impl UserRun<'_> {
-    /// Archives the user's old sessions in batches.
+    /// Archives the user's old sessions in batches (then, with `--migrate-local`, moves
+    /// the user's local archives to the store).
     fn archive_user(&mut self, run: &mut Run) -> tmpa_core::Result<()> {
         let root = run.root().clone();
         let user_rel = Path::new("chat_history").join(self.user.as_str());
-        // Held by descriptor: a directory swapped for a symlink meanwhile cannot lead any
-        // read, write or delete of this run out of the root.
-        let sessions = match root_dir(&root).open_dir(user_rel.join("sessions")) {
-            Ok(d) => d,
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut old = self.old_sessions(&sessions)?;
-        self.keep_planned(run, &sessions, &mut old);
-        if old.is_empty() {
-            return Ok(());
-        }
-        let archive = self.archive_dir(&root, &user_rel.join("archive"), run.mode())?;
         let opts = Options {
             level: self.args.level,
             dry_run: run.dry_run(),
         };
-        for batch in old.chunks(BATCH_MAX) {
-            self.archive_batch(run, &sessions, archive.as_ref(), batch, opts)?;
+        // Held by descriptor: a directory swapped for a symlink meanwhile cannot lead any
+        // read, write or delete of this run out of the root.
+        let sessions = open_if_any(&root, &user_rel.join("sessions"))?;
+        let old = match &sessions {
+            Some(dir) => {
+                let mut old = self.old_sessions(dir)?;
+                self.keep_planned(run, dir, &mut old);
+                old
+            }
+            None => Vec::new(),
+        };
+        if let (Some(sessions), false) = (&sessions, old.is_empty()) {
+            match self.store {
+                None => {
+                    let archive = self.archive_dir(&root, &user_rel.join("archive"), run.mode())?;
+                    for batch in old.chunks(BATCH_MAX) {
+                        self.archive_batch(run, sessions, archive.as_ref(), batch, opts)?;
+                    }
+                }
+                Some(sr) => {
+                    for batch in old.chunks(BATCH_MAX) {
+                        self.store_batch(run, sr, (sessions, SourceKind::Session), batch, opts)?;
+                    }
+                }
+            }
+        }
+        if let (Some(sr), true) = (self.store, self.args.migrate_local) {
+            let Some(archive) = open_if_any(&root, &user_rel.join("archive"))? else {
+                return Ok(());
+            };
+            let mut local = self.local_archives(&archive)?;
+            self.keep_planned(run, &archive, &mut local);
+            for batch in local.chunks(BATCH_MAX) {
+                self.store_batch(run, sr, (&archive, SourceKind::LocalArchive), batch, opts)?;
+            }
         }
         Ok(())
+    }
+
+    /// The user's local archives (`{session}.json.gz` regular files), sorted; other
+    /// entries are left alone, symlinks reported.
+    fn local_archives(&mut self, dir: &Dir) -> tmpa_core::Result<Vec<(String, SessionId)>> {
+        let mut out = Vec::new();
+        for entry in dir.entries()? {
+            let name = entry?.name;
+            let Some(id) = name
+                .to_str()
+                .filter(|_| temp_final_name(&name).is_none())
+                .and_then(|n| n.strip_suffix(".json.gz"))
+                .and_then(|s| SessionId::new(s).ok())
+            else {
+                continue; // temporaries and files that are not archives
+            };
+            match dir.stat(&name)? {
+                Some(m) if m.kind == Kind::File => out.push((format!("{id}.json.gz"), id)),
+                Some(m) if m.kind == Kind::Symlink => self.problem(
+                    dir.join(&name),
+                    ProblemKind::Unsafe,
+                    "is a symlink (not followed, not moved)",
+                ),
+                _ => {}
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Archives a batch to the store (live sessions, or local archives to move), then
+    /// deletes the verified sources through the one deletion path.
+    fn store_batch(
+        &mut self,
+        run: &mut Run,
+        sr: &StoreRun,
+        (dir, kind): (&Dir, SourceKind),
+        batch: &[(String, SessionId)],
+        opts: Options,
+    ) -> tmpa_core::Result<()> {
+        let first = self.report.sessions.len();
+        let user = self.user;
+        let done = tmpa_core::maintenance::map_ordered_on(STORE_THREADS, batch, |(name, id)| {
+            store::archive_one(dir, name, (user, id), kind, sr, opts)
+        });
+        let mut verified = Vec::new();
+        for ((name, id), p) in batch.iter().zip(done) {
+            let i = first + verified.len();
+            self.report.sessions.push(SessionReport {
+                user: user.to_string(),
+                session: id.to_string(),
+                path: dir.join(name),
+                action: p.action,
+                deleted: false,
+                bytes: p.bytes(),
+                archive_bytes: p.archive_bytes,
+                sha256: p.sha256.clone(),
+                valid_json: p.valid_json,
+                detail: p.detail.clone(),
+                from: match kind {
+                    SourceKind::Session => Origin::Sessions,
+                    SourceKind::LocalArchive => Origin::Archive,
+                },
+                object: p.object.clone(),
+            });
+            verified.push((i, name.as_str(), id, p));
+        }
+        let doomed: Vec<Verified<'_>> = verified
+            .iter()
+            .filter(|(_, _, _, p)| p.action.deletes_source())
+            .map(|(i, name, id, p)| {
+                let object = p.object.clone().unwrap_or_default();
+                Verified {
+                    report: *i,
+                    id,
+                    name,
+                    prepared: p,
+                    held_by: object.url,
+                    proof: Proof::StoreReadBack {
+                        user: user.to_string(),
+                        object_bytes: object.bytes.unwrap_or(0),
+                        etag: object.etag,
+                        version: object.version,
+                        object_sha256: object.sha256.unwrap_or_default(),
+                    },
+                }
+            })
+            .collect();
+        self.delete_batch(run, dir, doomed, |v| {
+            if v.prepared.wrote_object
+                && let Some(etag) = v.prepared.object.as_ref().and_then(|o| o.etag.as_deref())
+            {
+                let key = sr.store.key(user, v.id);
+                let _ = sr.store.delete_own(&key, etag);
+            }
+        })
     }
 
     /// The archive directory, created in a run that writes; in a dry run `None` when
@@ -473,37 +739,21 @@ impl UserRun<'_> {
         Ok(old)
     }
 
-    /// The receipt line of a session deleted because `archive` holds it.
-    fn deletion(&self, sessions: &Dir, name: &str, archive: &Path, p: &Prepared) -> Deletion {
-        Deletion {
-            file: path_text(&sessions.join(name)),
-            bytes: p.bytes(),
-            sha256: p.sha256.clone().unwrap_or_default(),
-            stamp: p.stamp,
-            held_by: path_text(archive),
-            proof: Proof::ArchiveReadBack {
-                user: self.user.to_string(),
-                archive_bytes: p.archive_bytes.unwrap_or(0),
-            },
-        }
-    }
-
-    /// Applying a plan: keeps only the sessions it lists (unchanged: the stamp is
-    /// checked here, the SHA-256 when the session is read); the others wait for the next
-    /// run.
-    fn keep_planned(&mut self, run: &mut Run, sessions: &Dir, old: &mut Vec<(String, SessionId)>) {
-        old.retain(|(name, _)| {
-            let file = path_text(&sessions.join(name));
+    /// Applying a plan: keeps only the files it lists (unchanged: the stamp is checked
+    /// here, the SHA-256 when the file is read); the others wait for the next run.
+    fn keep_planned(&mut self, run: &mut Run, dir: &Dir, files: &mut Vec<(String, SessionId)>) {
+        files.retain(|(name, _)| {
+            let file = path_text(&dir.join(name));
             match run.planned(&file) {
                 Planned::NoPlan => true,
                 Planned::NotInPlan => false,
                 Planned::Listed(p) => {
-                    let now = sessions.stat(name).ok().flatten().map(|m| m.stamp);
+                    let now = dir.stat(name).ok().flatten().map(|m| m.stamp);
                     if now == Some(p.stamp) {
                         true
                     } else {
                         self.report.problems.push(Problem::new(
-                            sessions.join(name),
+                            dir.join(name),
                             ProblemKind::Conflict,
                             "changed since the plan was made (kept; the next run looks again)",
                         ));
@@ -548,55 +798,90 @@ impl UserRun<'_> {
                 sha256: p.sha256.clone(),
                 valid_json: p.valid_json,
                 detail: p.detail.clone(),
+                from: Origin::Sessions,
+                object: None,
             });
-            prepared.push((first + prepared.len(), name, archive_name, p));
+            prepared.push((first + prepared.len(), name, id, archive_name, p));
         }
+        // Where each archive is (or, in a dry run, would be).
         let archive_path = |archive_name: &str| match archive {
             Some(a) => a.join(archive_name),
             None => sessions.path().with_file_name("archive").join(archive_name),
         };
-        let deletable: Vec<_> = prepared
+        let doomed: Vec<Verified<'_>> = prepared
             .iter()
-            .filter(|(_, _, _, p)| p.action.deletes_source())
+            .filter(|(.., p)| p.action.deletes_source())
+            .map(|(i, name, id, archive_name, p)| Verified {
+                report: *i,
+                id,
+                name,
+                prepared: p,
+                held_by: path_text(&archive_path(archive_name)),
+                proof: Proof::ArchiveReadBack {
+                    user: self.user.to_string(),
+                    archive_bytes: p.archive_bytes.unwrap_or(0),
+                },
+            })
             .collect();
-        if run.mode().is_plan() {
-            // The plan gets the receipt lines a real run would write.
-            for (_, name, archive_name, p) in &deletable {
-                run.would_delete(self.deletion(sessions, name, &archive_path(archive_name), p));
+        self.delete_batch(run, sessions, doomed, |v| {
+            if let Some(archive) = archive {
+                v.prepared.take_back(archive, &format!("{}.json.gz", v.id));
             }
-        }
-        if !run.mode().deletes() {
+        })
+    }
+
+    /// Deletes the verified sources of a batch from `dir` through the one deletion path
+    /// (receipt first, each only if still the same file); a source that changed after
+    /// its verification is kept, and `take_back` undoes this run's copy of its old bytes.
+    fn delete_batch(
+        &mut self,
+        run: &mut Run,
+        dir: &Dir,
+        verified: Vec<Verified<'_>>,
+        take_back: impl Fn(&Verified<'_>),
+    ) -> tmpa_core::Result<()> {
+        if verified.is_empty() {
             return Ok(());
         }
-        let Some(archive) = archive else {
-            return Ok(());
+        let line = |v: &Verified<'_>| Deletion {
+            file: path_text(&dir.join(v.name)),
+            bytes: v.prepared.bytes(),
+            sha256: v.prepared.sha256.clone().unwrap_or_default(),
+            stamp: v.prepared.stamp,
+            held_by: v.held_by.clone(),
+            proof: v.proof.clone(),
         };
-        let doomed: Vec<Doomed<'_>> = deletable
+        if !run.mode().deletes() {
+            // A dry run's plan gets the receipt lines a real run would write.
+            for v in &verified {
+                run.would_delete(line(v));
+            }
+            return Ok(());
+        }
+        let doomed: Vec<Doomed<'_>> = verified
             .iter()
-            .map(|(_, name, archive_name, p)| Doomed {
-                dir: sessions,
-                name: name.into(),
-                stamp: p.stamp,
-                line: self.deletion(sessions, name, &archive.join(archive_name), p),
+            .map(|v| Doomed {
+                dir,
+                name: v.name.into(),
+                stamp: v.prepared.stamp,
+                line: line(v),
                 lease: None,
             })
             .collect();
-        if doomed.is_empty() {
-            return Ok(());
-        }
         // The receipt is durable before the first deletion it covers.
         let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
-        for ((i, _, archive_name, p), outcome) in deletable.iter().zip(outcomes) {
-            let r = &mut self.report.sessions[*i];
+        for (v, outcome) in verified.iter().zip(outcomes) {
             match outcome {
-                Outcome::Deleted => r.deleted = true,
+                Outcome::Deleted => self.report.sessions[v.report].deleted = true,
                 Outcome::Kept(Kept::Gone) => {}
                 Outcome::Kept(_) => {
-                    p.take_back(archive, archive_name);
+                    take_back(v);
+                    let r = &mut self.report.sessions[v.report];
                     r.action = Action::Changed;
                     r.detail = "changed after it was verified (kept; retried next run)".into();
                 }
                 Outcome::Failed(e) => {
+                    let r = &mut self.report.sessions[v.report];
                     r.action = Action::Failed;
                     r.detail = format!(
                         "archived and verified, but cannot delete: {} (kept; the next run completes)",
@@ -612,11 +897,49 @@ impl UserRun<'_> {
     }
 }
 
+/// A source whose data is verified to be held elsewhere, about to be deleted.
+struct Verified<'a> {
+    /// Its index in the report's sessions.
+    report: usize,
+    /// Its session.
+    id: &'a SessionId,
+    /// Its name in its directory.
+    name: &'a str,
+    /// What archiving it found.
+    prepared: &'a session::Prepared,
+    /// Where its data is now (a path or an object URL).
+    held_by: String,
+    /// How that was verified.
+    proof: Proof,
+}
+
+/// The directory `rel` of the root, held by descriptor; `None` when missing.
+fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
+    match root_dir(root).open_dir(rel) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 tmpa_maint::impl_report!(Report, Counts);
 
-/// The report as text: one line per session acted on, one line per problem, sorted.
+/// The report as text: where archives go (with a store), one line per problem, one line
+/// per session acted on, sorted.
 pub fn render_text(report: &Report) -> String {
     let mut s = String::new();
+    if report.destination.url != "local" {
+        let _ = writeln!(
+            s,
+            "  store: {}{}",
+            report.destination.url,
+            match (report.dry_run, report.destination.put_guard) {
+                (true, _) => " (dry run: no request made)".to_owned(),
+                (false, Some(g)) => format!(" ({})", g.words()),
+                (false, None) => String::new(),
+            }
+        );
+    }
     for p in &report.problems {
         let _ = writeln!(s, "  problem: {p}");
     }
@@ -625,10 +948,14 @@ pub fn render_text(report: &Report) -> String {
             Some(a) => format!("{} -> {a} bytes", r.bytes),
             None => format!("{} bytes", r.bytes),
         };
+        let word = match (r.from, r.action, report.dry_run) {
+            (Origin::Archive, Action::Archive, false) => "moved",
+            (Origin::Archive, Action::Archive, true) => "would move",
+            (_, action, dry) => action.word(dry),
+        };
         let _ = writeln!(
             s,
-            "{} {} ({size}){}{}",
-            r.action.word(report.dry_run),
+            "{word} {} ({size}){}{}",
             path_text(&r.path),
             if r.detail.is_empty() { "" } else { ": " },
             r.detail,

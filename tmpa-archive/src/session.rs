@@ -17,7 +17,7 @@ use tmpa_core::Error;
 use tmpa_core::maintenance::{AtomicFile, Dir, Kind, Meta, Stamp, path_text};
 
 /// Chunk size for streaming a session and comparing it with its archive.
-const CHUNK_BYTES: usize = 128 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 128 * 1024;
 
 /// What was found or done for one session that was old enough to archive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -34,8 +34,11 @@ pub enum Action {
     Changed,
     /// The archive did not read back equal to the session: both kept.
     VerificationFailed,
-    /// An I/O error (full disk, permission, immutable directory): the session is kept.
+    /// An I/O error (full disk, permission, immutable directory) or a store that could
+    /// not be reached: the session is kept.
     Failed,
+    /// A local archive to move (`--migrate-local`) is not valid gzip: kept, not moved.
+    Corrupt,
 }
 
 impl Action {
@@ -50,6 +53,7 @@ impl Action {
             (Action::Changed, _) => "changed",
             (Action::VerificationFailed, _) => "verification failed",
             (Action::Failed, _) => "failed",
+            (Action::Corrupt, _) => "corrupt",
         }
     }
 
@@ -77,6 +81,30 @@ pub struct Prepared {
     pub written_ino: Option<u64>,
     /// The session's identity and times when it was read.
     pub stamp: Stamp,
+    /// The object in the store that holds (or would hold) the data, when archiving to a
+    /// store.
+    pub object: Option<StoredObject>,
+    /// Whether this run created that object (so that it can be taken back if the source
+    /// changes before it is deleted).
+    pub wrote_object: bool,
+}
+
+/// An archive object as read back from the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoredObject {
+    /// Its URL (`s3://bucket/prefix/user/session.json.gz`).
+    pub url: String,
+    /// Its size in bytes (`None` in a dry run, which contacts no store).
+    pub bytes: Option<u64>,
+    /// Its ETag, as the store gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Its version, on a versioned bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// SHA-256 of its bytes as read back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl Prepared {
@@ -91,6 +119,21 @@ impl Prepared {
     /// Size of the session in bytes.
     pub fn bytes(&self) -> u64 {
         self.stamp.size
+    }
+
+    /// A session read with `stamp`, nothing decided yet.
+    pub(crate) fn new(stamp: Stamp) -> Prepared {
+        Prepared {
+            action: Action::Failed,
+            detail: String::new(),
+            sha256: None,
+            archive_bytes: None,
+            valid_json: None,
+            written_ino: None,
+            stamp,
+            object: None,
+            wrote_object: false,
+        }
     }
 }
 
@@ -132,15 +175,7 @@ pub fn archive_one(
         }
         Err(e) => return failed_early(sessions.error("stat", name, e)),
     };
-    let mut p = Prepared {
-        action: Action::Failed,
-        detail: String::new(),
-        sha256: None,
-        archive_bytes: None,
-        valid_json: None,
-        written_ino: None,
-        stamp,
-    };
+    let mut p = Prepared::new(stamp);
     let existing = archive.and_then(|a| a.stat(archive_name).ok().flatten());
     let result = match existing {
         Some(m) => compare_existing(
@@ -180,26 +215,20 @@ pub fn archive_one(
     p
 }
 
-fn failed_early(err: Error) -> Prepared {
-    Prepared {
-        action: Action::Failed,
-        detail: err.chain(),
-        sha256: None,
-        archive_bytes: None,
-        valid_json: None,
-        written_ino: None,
-        stamp: Stamp {
-            dev: 0,
-            ino: 0,
-            size: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-        },
-    }
+pub(crate) fn failed_early(err: Error) -> Prepared {
+    let mut p = Prepared::new(Stamp {
+        dev: 0,
+        ino: 0,
+        size: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+    });
+    p.detail = err.chain();
+    p
 }
 
 /// Whether the open source and its directory entry still match `stamp`.
-fn source_unchanged(source: &File, dir: &Dir, name: &str, stamp: &Stamp) -> bool {
+pub(crate) fn source_unchanged(source: &File, dir: &Dir, name: &str, stamp: &Stamp) -> bool {
     Meta::of_fd(source).is_ok_and(|m| m.stamp == *stamp)
         && dir
             .stat(name)
@@ -270,7 +299,7 @@ fn compare_existing(
 }
 
 /// Reads the source whole once more for its SHA-256 (for the receipt) and JSON validity.
-fn hash_and_check(source: &mut File, shown: &Path) -> tmpa_core::Result<(String, bool)> {
+pub(crate) fn hash_and_check(source: &mut File, shown: &Path) -> tmpa_core::Result<(String, bool)> {
     source.rewind().map_err(|e| Error::io("seek", shown, e))?;
     let mut tee = Tee::new(&mut *source, io::sink());
     let valid = json_valid(&mut tee).map_err(|e| Error::io("read", shown, e))?;
@@ -389,7 +418,7 @@ fn archive_equals_source(
 
 /// Compares two streams byte for byte. An error reading `a` (the archive) is a reason in
 /// the inner result; an error reading `b` (the source) is the outer error.
-fn same_bytes(a: impl Read, b: impl Read) -> io::Result<Result<bool, String>> {
+pub(crate) fn same_bytes(a: impl Read, b: impl Read) -> io::Result<Result<bool, String>> {
     let mut a = BufReader::with_capacity(CHUNK_BYTES, a);
     let mut b = BufReader::with_capacity(CHUNK_BYTES, b);
     loop {
@@ -412,7 +441,7 @@ fn same_bytes(a: impl Read, b: impl Read) -> io::Result<Result<bool, String>> {
 
 /// Reads the whole of `tee` (so every byte reaches its output and hash) and says whether it
 /// was one valid JSON document. Only I/O errors are errors.
-fn json_valid<R: Read, W: Write>(tee: &mut Tee<R, W>) -> io::Result<bool> {
+pub(crate) fn json_valid<R: Read, W: Write>(tee: &mut Tee<R, W>) -> io::Result<bool> {
     let parsed = {
         let reader = BufReader::with_capacity(CHUNK_BYTES, &mut *tee);
         serde_json::from_reader::<_, IgnoredAny>(reader)
@@ -429,15 +458,15 @@ fn json_valid<R: Read, W: Write>(tee: &mut Tee<R, W>) -> io::Result<bool> {
 }
 
 /// A reader that copies everything it reads to `out` and into a SHA-256.
-struct Tee<R, W> {
+pub(crate) struct Tee<R, W> {
     inner: R,
-    out: W,
-    hash: Sha256,
+    pub(crate) out: W,
+    pub(crate) hash: Sha256,
     error: Option<io::Error>,
 }
 
 impl<R, W> Tee<R, W> {
-    fn new(inner: R, out: W) -> Self {
+    pub(crate) fn new(inner: R, out: W) -> Self {
         Tee {
             inner,
             out,

@@ -97,6 +97,100 @@ pub enum Error {
         /// Why.
         reason: UnsafeReason,
     },
+    /// The root's configuration (`{root}/tmpa.toml`) or an archive URL cannot be used.
+    #[error("{}: {reason}", path_text(path))]
+    Config {
+        /// The configuration file (or, for a URL given on the command line, the URL).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `{root}/tmpa.toml` names an object store, but this build of the library has no
+    /// `object-store` feature, so archived sessions there cannot be read.
+    #[error(
+        "{}: archives are in the object store {url}, but this build of tmpa-core has no \"object-store\" feature (rebuild with it to read them)",
+        path_text(path)
+    )]
+    StoreUnsupported {
+        /// The configuration file that names the store.
+        path: PathBuf,
+        /// The store's URL.
+        url: String,
+    },
+    /// A request to the object store failed (after its retries), or the store refused it.
+    #[error("{op} {url}: {kind}")]
+    Store {
+        /// What was being done ("put", "get", "head", "list", ...).
+        op: &'static str,
+        /// The object (or store) URL concerned.
+        url: String,
+        /// What kind of failure, for callers to decide on.
+        kind: StoreErrorKind,
+        /// The store client's own error.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// What kind of object-store failure an [`Error::Store`] is.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::StoreErrorKind;
+/// assert_eq!(StoreErrorKind::Unavailable.io_kind(), std::io::ErrorKind::TimedOut);
+/// assert_eq!(StoreErrorKind::NotFound.to_string(), "no such object");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The object already exists (a conditional put refused to replace it).
+    AlreadyExists,
+    /// The store refused the credentials or the access (403, 401).
+    Denied,
+    /// The store does not support the operation (e.g. no conditional put).
+    Unsupported,
+    /// The store could not be reached, timed out, or kept answering errors after the
+    /// retries: the store is down or slow, not the object.
+    Unavailable,
+    /// The client could not be built from the URL and the environment.
+    Config,
+    /// The object is larger than the library reads into memory.
+    TooLarge,
+    /// Any other failure the store reported.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// The [`io::ErrorKind`] this amounts to.
+    pub fn io_kind(self) -> io::ErrorKind {
+        match self {
+            StoreErrorKind::NotFound => io::ErrorKind::NotFound,
+            StoreErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            StoreErrorKind::Denied => io::ErrorKind::PermissionDenied,
+            StoreErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            StoreErrorKind::Unavailable => io::ErrorKind::TimedOut,
+            StoreErrorKind::Config => io::ErrorKind::InvalidInput,
+            StoreErrorKind::TooLarge => io::ErrorKind::InvalidData,
+            StoreErrorKind::Other => io::ErrorKind::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreErrorKind::NotFound => "no such object",
+            StoreErrorKind::AlreadyExists => "the object already exists",
+            StoreErrorKind::Denied => "access denied by the store",
+            StoreErrorKind::Unsupported => "not supported by the store",
+            StoreErrorKind::Unavailable => "the store is unreachable, too slow or failing",
+            StoreErrorKind::Config => "cannot set up the store client",
+            StoreErrorKind::TooLarge => "the object is larger than the limit",
+            StoreErrorKind::Other => "the store reported an error",
+        })
+    }
 }
 
 /// Why a path was refused ([`Error::Unsafe`]).
@@ -183,14 +277,17 @@ impl Error {
             | Error::NotRoot { path }
             | Error::Corrupt { path, .. }
             | Error::Conflict { path }
-            | Error::Unsafe { path, .. } => Some(path),
-            Error::InvalidName { .. } | Error::InvalidEvent { .. } => None,
+            | Error::Unsafe { path, .. }
+            | Error::Config { path, .. }
+            | Error::StoreUnsupported { path, .. } => Some(path),
+            Error::InvalidName { .. } | Error::InvalidEvent { .. } | Error::Store { .. } => None,
         }
     }
 
     /// The [`io::ErrorKind`] this error amounts to: the OS error's for I/O errors,
-    /// `AlreadyExists` for a conflict, `InvalidInput` for bad names, events and roots,
-    /// `InvalidData` for corrupt files, `Other` for unsafe paths.
+    /// `AlreadyExists` for a conflict, `InvalidInput` for bad names, events, roots and
+    /// configuration, `InvalidData` for corrupt files, `Other` for unsafe paths, and
+    /// [`StoreErrorKind::io_kind`] for object-store failures.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
             Error::Io { source, .. } | Error::OpenRoot { source, .. } => source.kind(),
@@ -200,6 +297,17 @@ impl Error {
             }
             Error::Corrupt { .. } => io::ErrorKind::InvalidData,
             Error::Unsafe { .. } => io::ErrorKind::Other,
+            Error::Config { .. } => io::ErrorKind::InvalidInput,
+            Error::StoreUnsupported { .. } => io::ErrorKind::Unsupported,
+            Error::Store { kind, .. } => kind.io_kind(),
+        }
+    }
+
+    /// The object URL the error concerns, for object-store errors.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Error::Store { url, .. } | Error::StoreUnsupported { url, .. } => Some(url),
+            _ => None,
         }
     }
 

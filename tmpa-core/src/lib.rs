@@ -14,7 +14,8 @@
 //! | [`Root::read_day`] | a day's events, compacted and loose, each id once, with the files it could not use |
 //! | [`Root::summary`] | a day's totals, from the `_summary.json` cache when it is current, else rebuilt |
 //! | [`Root::deliver`], [`Root::ack`], [`Root::is_acked`], [`Root::unacked`] | notifications and read receipts |
-//! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived |
+//! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived (locally or in an object store) |
+//! | [`Root::archive_config`] | where archives go, from `{root}/tmpa.toml` |
 //! | [`Root::write_file`] | any other file of the tree, atomically |
 //!
 //! Values are typed: [`Event`] (validated, kept as canonical JSON), [`Summary`],
@@ -55,6 +56,13 @@
 //! - `maintenance` (off by default): the file layer and format internals that the
 //!   workspace's maintenance programs build on (the module `maintenance` when enabled).
 //!   A backend does not need it; it has no stability promise.
+//! - `object-store` (off by default): archived sessions in the object store that
+//!   `{root}/tmpa.toml` names (`[archive] url = "s3://bucket/prefix"`, also `gs://`,
+//!   `az://`, `file://`) are read by [`Root::read_session`] and listed by
+//!   [`Root::list_sessions`]. It brings Apache Arrow's `object_store` (with rustls) and a
+//!   tokio runtime that the library creates inside the calls that need it. Without it,
+//!   those calls fail with [`Error::StoreUnsupported`] on such a tree rather than report
+//!   the archived sessions missing.
 
 #![cfg_attr(not(feature = "maintenance"), allow(dead_code, unused_imports))]
 
@@ -68,17 +76,19 @@ mod par;
 mod problem;
 mod root;
 mod session;
+mod store;
 mod summary;
 mod text;
 
 pub use day::DayRead;
-pub use error::{Error, NameKind, Result, UnsafeReason};
+pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
 pub use event::Event;
 pub use fs::{AtomicFile, temp_final_name};
 pub use names::{Day, EventId, NotificationId, SessionId, UserId};
 pub use problem::{Problem, ProblemKind};
 pub use root::Root;
 pub use session::SessionLocation;
+pub use store::{ArchiveConfig, StoreScheme, StoreUrl};
 pub use summary::{Summary, SummaryRead, Totals};
 
 /// Writes `bytes` to `dest` atomically and durably, replacing any previous file (its mode,
@@ -178,10 +188,21 @@ pub mod maintenance {
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::SESSION_BYTES_MAX;
+    pub use crate::store::{CONFIG_NAME, TIMEOUT_SECS_DEFAULT};
     pub use crate::summary::{
         SummaryFold, current_stamp, read_cached, source_stamp, write_summary,
     };
     pub use crate::text::{path_text, serialize_path};
+
+    /// The archive store's client (feature `object-store`), for tmpa-archive and
+    /// tmpa-patrol.
+    #[cfg(feature = "object-store")]
+    pub mod store {
+        pub use crate::store::client::{
+            LISTED_OBJECTS_MAX, ObjectInfo, ObjectKey, PutGuard, PutNew, RETRIES_MAX, RETRY_WINDOW,
+            Store,
+        };
+    }
 
     /// The root directory, held by descriptor.
     pub fn root_dir(root: &crate::Root) -> &Dir {

@@ -1,5 +1,6 @@
-//! Chat sessions, live (`sessions/{session}.json`) or archived
-//! (`archive/{session}.json.gz`), written and read through one call each.
+//! Chat sessions, live (`sessions/{session}.json`), archived locally
+//! (`archive/{session}.json.gz`) or in the root's object store (`{root}/tmpa.toml`),
+//! written and read through one call each.
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::names::{SessionId, UserId};
 use crate::root::{Root, rel};
+use crate::store::ArchiveConfig;
 
 /// Largest session read into memory, in bytes (compressed or not).
 pub const SESSION_BYTES_MAX: u64 = 256 << 20;
@@ -32,6 +34,8 @@ pub enum SessionLocation {
     Live,
     /// `archive/{session}.json.gz`.
     Archived,
+    /// `{prefix}/{user}/{session}.json.gz` in the object store `{root}/tmpa.toml` names.
+    Stored,
 }
 
 impl Root {
@@ -64,14 +68,23 @@ impl Root {
         Ok(dir.join(&name))
     }
 
-    /// The bytes of a session, live or archived (decompressed).
+    /// The bytes of a session, live or archived (decompressed): looked for live, then in
+    /// the local `archive/`, then in the object store that `{root}/tmpa.toml` names (if
+    /// any; `tmpa.toml` is read at each call that gets that far).
     ///
-    /// When both exist (an archival that was interrupted before deleting the source), the
-    /// live file is returned: it is the newer or an equal copy.
+    /// When several exist (an archival that was interrupted before deleting the source),
+    /// the first found is returned: the live file is the newer or an equal copy.
+    ///
+    /// A call that reaches the store sets up its client and runtime for that call (a
+    /// tokio current-thread runtime of its own: the caller needs none, and may be inside
+    /// one), so connections are not reused between calls.
     ///
     /// # Errors
-    /// [`Error::Io`] of kind `NotFound` when neither exists; [`Error::Corrupt`] when the
-    /// archive is not valid gzip or either is larger than 256 MiB.
+    /// [`Error::Io`] of kind `NotFound` when none exists; [`Error::Corrupt`] when the
+    /// archive is not valid gzip or any copy is larger than 256 MiB; [`Error::Config`]
+    /// when `tmpa.toml` cannot be used; [`Error::Store`] when the store fails (after
+    /// retries); [`Error::StoreUnsupported`] when `tmpa.toml` names a store and the
+    /// library was built without the `object-store` feature.
     ///
     /// # Examples
     /// ```
@@ -102,22 +115,52 @@ impl Root {
                 rustix::io::Errno::NOENT.into(),
             )
         };
-        let Some(dir) = self.open_dir_if_any(&rel::archive(user))? else {
+        if let Some(dir) = self.open_dir_if_any(&rel::archive(user))? {
+            match dir.read(&archive_name, SESSION_BYTES_MAX) {
+                Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+                other => {
+                    let gz = other?.0;
+                    return gunzip_bounded(&gz, &dir.join(&archive_name), SESSION_BYTES_MAX);
+                }
+            }
+        }
+        let Some(config) = self.archive_config()? else {
             return Err(not_found());
         };
-        let gz = match dir.read(&archive_name, SESSION_BYTES_MAX) {
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
-            other => other?.0,
-        };
-        gunzip_bounded(&gz, &dir.join(&archive_name), SESSION_BYTES_MAX)
+        match stored::read(self, &config, user, session)? {
+            Some(bytes) => Ok(bytes),
+            None => Err(not_found()),
+        }
     }
 
-    /// Every session of a user with where it lives, sorted by name. A session found both
-    /// live and archived is listed once, as live. Temporaries and names that are not valid
-    /// [`SessionId`]s are left out.
+    /// The archive tier `{root}/tmpa.toml` configures; `None` when archives are local
+    /// (no file, or no `[archive]` table).
     ///
     /// # Errors
-    /// [`Error::Io`] when a directory cannot be listed (a missing one is empty).
+    /// [`Error::Config`] naming the file and the problem.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::create_dir(dir.path().join("chat_history")).unwrap();
+    /// let root = tmpa_core::Root::open(dir.path()).unwrap();
+    /// assert_eq!(root.archive_config().unwrap(), None);
+    /// std::fs::write(dir.path().join("tmpa.toml"), "[archive]\nurl = \"s3://b/host-a\"\n").unwrap();
+    /// assert_eq!(root.archive_config().unwrap().unwrap().url.to_string(), "s3://b/host-a");
+    /// ```
+    pub fn archive_config(&self) -> Result<Option<ArchiveConfig>> {
+        ArchiveConfig::load_from(self.dir())
+    }
+
+    /// Every session of a user with where it lives, sorted by name: live, archived
+    /// locally, and in the object store `{root}/tmpa.toml` names (one listing request).
+    /// A session found in several places is listed once, where [`Root::read_session`]
+    /// finds it first (live, then local archive, then store). Temporaries and names that
+    /// are not valid [`SessionId`]s are left out.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a directory cannot be listed (a missing one is empty); the
+    /// errors of [`Root::read_session`] for the configuration and the store.
     pub fn list_sessions(&self, user: &UserId) -> Result<Vec<(SessionId, SessionLocation)>> {
         let mut out = self.list_located(&rel::sessions(user), ".json", SessionLocation::Live)?;
         out.extend(self.list_located(
@@ -125,7 +168,14 @@ impl Root {
             ".json.gz",
             SessionLocation::Archived,
         )?);
-        // Live sorts before Archived: dedup keeps the live one.
+        if let Some(config) = self.archive_config()? {
+            out.extend(
+                stored::list(self, &config, user)?
+                    .into_iter()
+                    .map(|id| (id, SessionLocation::Stored)),
+            );
+        }
+        // Live sorts before Archived before Stored: dedup keeps the first.
         out.sort();
         out.dedup_by(|b, a| a.0 == b.0);
         Ok(out)
@@ -143,6 +193,66 @@ impl Root {
             .filter_map(|s| SessionId::new(s).ok())
             .map(|id| (id, loc))
             .collect())
+    }
+}
+
+/// Sessions in the object store.
+#[cfg(feature = "object-store")]
+mod stored {
+    use super::*;
+    use crate::store::client::Store;
+
+    pub(super) fn read(
+        _root: &Root,
+        config: &ArchiveConfig,
+        user: &UserId,
+        session: &SessionId,
+    ) -> Result<Option<Vec<u8>>> {
+        let store = Store::open(config)?;
+        let key = store.key(user, session);
+        let Some((gz, _)) = store.get(&key, SESSION_BYTES_MAX)? else {
+            return Ok(None);
+        };
+        gunzip_bounded(&gz, Path::new(&store.object_url(&key)), SESSION_BYTES_MAX).map(Some)
+    }
+
+    pub(super) fn list(
+        _root: &Root,
+        config: &ArchiveConfig,
+        user: &UserId,
+    ) -> Result<Vec<SessionId>> {
+        Store::open(config)?.list_sessions(user)
+    }
+}
+
+/// Without the `object-store` feature: a store in `tmpa.toml` is an error, never
+/// "no such session".
+#[cfg(not(feature = "object-store"))]
+mod stored {
+    use super::*;
+
+    fn unsupported(root: &Root, config: &ArchiveConfig) -> Error {
+        Error::StoreUnsupported {
+            path: root.path().join(crate::store::CONFIG_NAME),
+            url: config.url.to_string(),
+        }
+    }
+
+    pub(super) fn read(
+        root: &Root,
+        config: &ArchiveConfig,
+        _user: &UserId,
+        _session: &SessionId,
+    ) -> Result<Option<Vec<u8>>> {
+        Err(unsupported(root, config))
+    }
+
+    pub(super) fn list(
+        root: &Root,
+        config: &ArchiveConfig,
+        _user: &UserId,
+    ) -> Result<Vec<SessionId>> {
+        Err(unsupported(root, config))
     }
 }
 

@@ -35,6 +35,6 @@ pub use plan::{Applying, PLAN_FORMAT, Plan, Planned};
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record};
 pub use run::{
-    DeleteCount, Progress, Report, Run, conclude, footer_line, header_line, log_line, now_rfc3339,
-    out, resolve_root, run_program,
+    DeleteCount, Ending, Progress, Report, Run, conclude, footer_line, header_line, log_line,
+    now_rfc3339, out, resolve_root, run_program,
 };

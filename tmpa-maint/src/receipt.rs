@@ -69,6 +69,24 @@ pub enum Proof {
         /// Size of the archive.
         archive_bytes: u64,
     },
+    /// The object (`held_by`, its URL) was read back from the object store, with the ETag
+    /// its put returned, and decompressed to exactly the source's bytes (tmpa-archive to
+    /// a store; with `--migrate-local`, the source is a local archive and the object holds
+    /// the same data).
+    StoreReadBack {
+        /// The session's user.
+        user: String,
+        /// Size of the object in bytes.
+        object_bytes: u64,
+        /// The object's ETag, as the store gave it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+        /// The object's version, on a versioned bucket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        /// SHA-256 of the object's bytes as read back, lower-case hex.
+        object_sha256: String,
+    },
     /// A leftover of a completed atomic write: its final file (`held_by`) exists, it was
     /// unchanged for `older_than_secs`, and it was proven not open.
     StaleTemporary {

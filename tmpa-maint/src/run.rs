@@ -153,7 +153,7 @@ impl Run {
         mut self,
         exit: ExitStatus,
         counts: &impl Serialize,
-    ) -> tmpa_core::Result<(RunRecord, String)> {
+    ) -> tmpa_core::Result<Ending> {
         let finished = Local::now();
         let duration_secs = (finished - self.started).as_seconds_f64().max(0.0);
         let counts = serde_json::to_value(counts).expect("counts always serialize");
@@ -244,8 +244,10 @@ impl Run {
             false,
         )?;
         let mut line = footer_line(self.program, exit, &counts);
-        if let (Some(d), Some(streak)) = (&plan_digest, plan_streak) {
-            line.push_str(&plan_words(d, previous_plan.as_deref(), streak));
+        if let Some(d) = &plan_digest {
+            // The digest alone: on an unchanged tree, consecutive dry runs print the same
+            // text (SPEC §3); how it compares with the previous one is the plan note.
+            line.push_str(&format!(" plan={}", Plan::short_digest(d)));
         }
         if let Some(d) = &applied_plan {
             line.push_str(&format!(" applied_plan={}", Plan::short_digest(d)));
@@ -253,24 +255,47 @@ impl Run {
         for n in notes {
             eprintln!("{}: {n}", self.program);
         }
-        Ok((record, line))
+        let plan_note = plan_digest
+            .as_deref()
+            .zip(plan_streak)
+            .map(|(d, streak)| plan_note(self.program, d, previous_plan.as_deref(), streak));
+        Ok(Ending {
+            record,
+            footer: line,
+            plan_note,
+        })
     }
 }
 
-/// The end of a dry run's last log line: its plan digest and whether it is the previous
-/// dry run's: ` plan=3f2a9c1e07b4 (same as the previous dry run: 3 in a row)`.
-fn plan_words(digest: &str, previous: Option<&str>, streak: u32) -> String {
+/// What a run leaves when it ends: its record, the log's last line, and for a dry run the
+/// plan note.
+#[derive(Debug)]
+pub struct Ending {
+    /// The run record written.
+    pub record: RunRecord,
+    /// The log's last line (on stdout, or stderr with `--json`).
+    pub footer: String,
+    /// A dry run's plan note: whether its plan is the previous dry run's. Printed on
+    /// stderr after the last line, so that a cron log (`>> log 2>&1`) ends with it while
+    /// stdout stays the same from dry run to dry run on an unchanged tree.
+    pub plan_note: Option<String>,
+}
+
+/// A dry run's plan note: `{time} {program} plan 3f2a9c1e07b4: the same as the previous
+/// dry run's (3 dry runs in a row)`.
+fn plan_note(program: &str, digest: &str, previous: Option<&str>, streak: u32) -> String {
     let short = Plan::short_digest(digest);
-    match previous {
-        None => format!(" plan={short} (first dry run with a plan)"),
+    let words = match previous {
+        None => "no earlier dry run to compare with".to_owned(),
         Some(p) if p == digest => {
-            format!(" plan={short} (same as the previous dry run: {streak} in a row)")
+            format!("the same as the previous dry run's ({streak} dry runs in a row)")
         }
         Some(p) => format!(
-            " plan={short} (differs from the previous dry run's {})",
+            "differs from the previous dry run's {} (a new plan)",
             Plan::short_digest(p)
         ),
-    }
+    };
+    format!("{} {program} plan {short}: {words}", now_rfc3339())
 }
 
 /// The log's first line: `{time} {program} {mode} root={root}`.
@@ -480,15 +505,15 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         status.worst(ExitStatus::NeedsLook)
     };
     let counts = serde_json::to_value(report.counts()).expect("counts always serialize");
-    let (status, footer) = match run.finish(status, report.counts()) {
-        Ok((_, line)) => (status, line),
+    let (status, footer, plan_note) = match run.finish(status, report.counts()) {
+        Ok(end) => (status, end.footer, end.plan_note),
         Err(e) => {
             eprintln!(
                 "{program}: error: cannot write the run record: {}",
                 e.chain()
             );
             let status = ExitStatus::Failure;
-            (status, footer_line(program, status, &counts))
+            (status, footer_line(program, status, &counts), None)
         }
     };
     report.set_exit_code(status.code());
@@ -508,5 +533,8 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         );
     }
     log_line(json, &footer);
+    if let Some(note) = plan_note {
+        eprintln!("{note}");
+    }
     status
 }

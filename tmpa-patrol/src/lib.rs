@@ -23,6 +23,7 @@ pub mod corrupt;
 pub mod jobs;
 pub mod prom;
 pub mod service;
+pub mod store;
 pub mod walk;
 
 use std::fmt::Write as _;
@@ -147,6 +148,11 @@ pub struct Args {
     /// verification of the same path is critical
     #[arg(long = "log", value_name = "TASK=PATH", value_parser = parse_log_arg)]
     pub logs: Vec<(String, PathBuf)>,
+    /// Make one cheap request to the archive store that {root}/tmpa.toml names (a listing
+    /// of at most one key, 10 s at most): archive_history_last_success is critical when
+    /// the store cannot be reached
+    #[arg(long)]
+    pub check_archive_store: bool,
 }
 
 fn parse_log_arg(s: &str) -> Result<(String, PathBuf), String> {
@@ -327,6 +333,8 @@ pub struct Report {
     pub duration_secs: f64,
     /// What the job checks read from the run records.
     pub jobs: Vec<jobs::JobInfo>,
+    /// Where archives go, and (with `--check-archive-store`) whether the store answers.
+    pub archive_store: store::StoreInfo,
     /// Numbers from the walk, for the metrics.
     pub tree: walk::Totals,
 }
@@ -436,6 +444,7 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
     let mut checks = vec![service];
     checks.extend(tree_checks);
     let mut infos = Vec::new();
+    let mut archive_store = store::StoreInfo::default();
     for spec in jobs::specs(args) {
         let log = args
             .logs
@@ -443,7 +452,10 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
             .rev()
             .find(|(t, _)| t == spec.task)
             .map(|(_, p)| p.as_path());
-        let (check, info) = jobs::check(root, &spec, now, log);
+        let (mut check, info) = jobs::check(root, &spec, now, log);
+        if spec.task == "archive_history" {
+            archive_store = store::annotate(root, &mut check, args.check_archive_store);
+        }
         checks.push(check);
         infos.push(info);
     }
@@ -458,6 +470,7 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
         checked_at,
         duration_secs: started.elapsed().as_secs_f64(),
         jobs: infos,
+        archive_store,
         tree: totals,
     }
 }

@@ -107,6 +107,17 @@ pub fn render(report: &Report) -> String {
         }
     }
 
+    if let Some(up) = report.archive_store.reachable {
+        let n = "tmpa_archive_store_up";
+        let url = report.archive_store.url.as_deref().unwrap_or("");
+        Family::new(
+            &mut s,
+            n,
+            "1 when the archive store answered the patrol's probe (--check-archive-store), 0 when it did not.",
+        )
+        .sample(n, &[("url", url)], if up { 1.0 } else { 0.0 });
+    }
+
     let t = &report.tree;
     for (n, help, v) in [
         (

@@ -8,7 +8,13 @@
 //! `errno` and `filename` (so `FileNotFoundError`, `PermissionError`, ... as usual), bad
 //! names and events `ValueError`, corrupt files `tmpa.CorruptError` (a `ValueError`), a
 //! directory that is not a root `tmpa.NotARootError` (a `ValueError`), a path leading
-//! through a symlink or out of the root `tmpa.UnsafePathError` (an `OSError`).
+//! through a symlink or out of the root `tmpa.UnsafePathError` (an `OSError`), a
+//! `{root}/tmpa.toml` that cannot be used `tmpa.ConfigError` (a `ValueError`, `.path`),
+//! an object store that fails or that this build cannot reach `tmpa.StoreError` (an
+//! `OSError`, `.url` and `.kind`).
+//!
+//! Built with tmpa-core's `object-store` feature: sessions archived in the object store
+//! that `{root}/tmpa.toml` names are read and listed like local ones.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +34,18 @@ pyo3::create_exception!(
     CorruptError,
     PyValueError,
     "A file does not follow its format; `.path` names it."
+);
+pyo3::create_exception!(
+    _tmpa,
+    ConfigError,
+    PyValueError,
+    "{root}/tmpa.toml cannot be used; `.path` names it."
+);
+pyo3::create_exception!(
+    _tmpa,
+    StoreError,
+    PyOSError,
+    "The object store holding archived sessions failed or cannot be used; `.url` names the object, `.kind` says how (e.g. \"unavailable\", \"denied\")."
 );
 pyo3::create_exception!(
     _tmpa,
@@ -52,6 +70,21 @@ fn to_py(e: Error) -> PyErr {
         Error::Unsafe { path, .. } => with_path(UnsafePathError::new_err(message), &path),
         Error::Conflict { path } => PyOSError::new_err((libc_eexist(), message, path_text(&path))),
         Error::InvalidName { .. } | Error::InvalidEvent { .. } => PyValueError::new_err(message),
+        Error::Config { path, .. } => with_path(ConfigError::new_err(message), &path),
+        Error::Store { url, kind, .. } => {
+            let kind = serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            with_attrs(
+                StoreError::new_err(message),
+                &[("url", url), ("kind", kind)],
+            )
+        }
+        Error::StoreUnsupported { url, .. } => with_attrs(
+            StoreError::new_err(message),
+            &[("url", url), ("kind", "unsupported".to_owned())],
+        ),
         // A kind of error this version does not know: an OSError of the kind it amounts to.
         other => PyOSError::new_err(other.chain()),
     }
@@ -73,6 +106,16 @@ fn libc_eexist() -> i32 {
 fn with_path(err: PyErr, path: &Path) -> PyErr {
     Python::attach(|py| {
         let _ = err.value(py).setattr("path", path_text(path));
+    });
+    err
+}
+
+/// Sets string attributes on the exception's value.
+fn with_attrs(err: PyErr, attrs: &[(&str, String)]) -> PyErr {
+    Python::attach(|py| {
+        for (k, v) in attrs {
+            let _ = err.value(py).setattr(*k, v);
+        }
     });
     err
 }
@@ -254,7 +297,8 @@ impl Root {
             .map_err(to_py)
     }
 
-    /// The bytes of a chat session, live or archived (decompressed).
+    /// The bytes of a chat session, live or archived (decompressed): live, then the local
+    /// archive, then the object store `{root}/tmpa.toml` names.
     fn read_session<'py>(
         &self,
         py: Python<'py>,
@@ -271,7 +315,8 @@ impl Root {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// A user's sessions as `(session, "live" | "archived")`, sorted by session.
+    /// A user's sessions as `(session, "live" | "archived" | "stored")`, sorted by
+    /// session ("stored": in the object store `{root}/tmpa.toml` names).
     fn list_sessions(&self, py: Python<'_>, user: &str) -> PyResult<Vec<(String, String)>> {
         let u = UserId::new(user).map_err(to_py)?;
         let list = py.detach(|| self.inner.list_sessions(&u)).map_err(to_py)?;
@@ -279,8 +324,11 @@ impl Root {
             .into_iter()
             .map(|(s, loc)| {
                 let where_ = match loc {
+                    tmpa_core::SessionLocation::Live => "live",
                     tmpa_core::SessionLocation::Archived => "archived",
-                    _ => "live",
+                    tmpa_core::SessionLocation::Stored => "stored",
+                    // A place this version does not know: archived somewhere.
+                    _ => "archived",
                 };
                 (s.to_string(), where_.to_owned())
             })
@@ -319,5 +367,7 @@ fn _tmpa(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NotARootError", m.py().get_type::<NotARootError>())?;
     m.add("CorruptError", m.py().get_type::<CorruptError>())?;
     m.add("UnsafePathError", m.py().get_type::<UnsafePathError>())?;
+    m.add("ConfigError", m.py().get_type::<ConfigError>())?;
+    m.add("StoreError", m.py().get_type::<StoreError>())?;
     Ok(())
 }

@@ -13,18 +13,22 @@ whole new file, never a part. The GIL is released during I/O.
 """
 
 from ._tmpa import (
+    ConfigError,
     CorruptError,
     NotARootError,
     Root,
+    StoreError,
     UnsafePathError,
     temp_final_name,
     write_atomic,
 )
 
 __all__ = [
+    "ConfigError",
     "CorruptError",
     "NotARootError",
     "Root",
+    "StoreError",
     "UnsafePathError",
     "temp_final_name",
     "write_atomic",

@@ -18,6 +18,17 @@ class UnsafePathError(OSError):
     """A path leads through a symlink, through a non-directory, or out of the root."""
     path: str
 
+class ConfigError(ValueError):
+    """``{root}/tmpa.toml`` cannot be used (bad TOML, unknown key, bad archive URL)."""
+    path: str
+
+class StoreError(OSError):
+    """The object store holding archived sessions failed (unreachable, slow, refusing)
+    or cannot be used by this build; ``url`` names the object or store, ``kind`` says how
+    ("unavailable", "denied", "unsupported", "too_large", ...)."""
+    url: str
+    kind: str
+
 class Root:
     """An opened TMPA root. Safe to share between threads and to use from many processes,
     while the maintenance programs run."""
@@ -52,9 +63,10 @@ class Root:
     def write_session(self, user: str, session: str, data: bytes) -> Path:
         """Writes chat_history/{user}/sessions/{session}.json atomically; returns its path."""
     def read_session(self, user: str, session: str) -> bytes:
-        """A chat session's bytes, live or archived. FileNotFoundError when neither."""
+        """A chat session's bytes: live, archived locally, or in the object store that
+        ``{root}/tmpa.toml`` names. FileNotFoundError when none; ConfigError, StoreError."""
     def list_sessions(self, user: str) -> List[Tuple[str, str]]:
-        """``(session, "live" | "archived")`` for each of the user's sessions."""
+        """``(session, "live" | "archived" | "stored")`` for each of the user's sessions."""
 
 def write_atomic(path: _Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (its directory must exist)."""

@@ -1,0 +1,409 @@
+//! Archiving to an object store: one session (or, with `--migrate-local`, one local
+//! archive) is gzipped in memory, put without overwriting, read back from the store,
+//! checked against the put (ETag, SHA-256 of the bytes), decompressed and compared byte
+//! for byte with the source on disk. Nothing here deletes a local file: like
+//! [`crate::session::archive_one`], it returns a [`Prepared`] that the caller deletes
+//! through the one deletion path, after the receipt.
+//!
+//! A store that fails (unreachable, too slow, answering errors after the retries) trips
+//! [`StoreRun::down`]: the sessions not yet tried are left in place without another
+//! request, so a dead store costs one timeout, not one per session.
+
+use std::fs::File;
+use std::io::{self, Read, Seek};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use flate2::{Compression, GzBuilder};
+use sha2::{Digest, Sha256};
+use tmpa_core::maintenance::store::{ObjectInfo, ObjectKey, PutNew, Store};
+use tmpa_core::maintenance::{Dir, Kind, Meta, SESSION_BYTES_MAX};
+use tmpa_core::{Error, SessionId, StoreErrorKind, UserId};
+
+use crate::session::{
+    Action, CHUNK_BYTES, Options, Prepared, StoredObject, Tee, failed_early, hash_and_check,
+    json_valid, same_bytes, source_unchanged,
+};
+
+/// A run's store and whether it has failed.
+#[derive(Debug)]
+pub struct StoreRun {
+    /// The client.
+    pub store: Store,
+    /// Set at the first failure of the store itself (not of one object): why. Every
+    /// session after it is left in place untried.
+    pub down: OnceLock<String>,
+}
+
+impl StoreRun {
+    /// A run on `store`, not failed yet.
+    pub fn new(store: Store) -> StoreRun {
+        StoreRun {
+            store,
+            down: OnceLock::new(),
+        }
+    }
+
+    /// Records `e` as the store's failure when it is one (not an object's).
+    fn note(&self, e: &Error) {
+        if matches!(
+            e,
+            Error::Store {
+                kind: StoreErrorKind::Unavailable | StoreErrorKind::Denied,
+                ..
+            }
+        ) {
+            let _ = self.down.set(e.chain());
+        }
+    }
+
+    /// The words for a session left untried because the store is down.
+    fn untried(&self) -> Option<String> {
+        self.down.get().map(|why| {
+            format!(
+                "left in place, not tried: the store {} failed earlier in this run ({why})",
+                self.store.url()
+            )
+        })
+    }
+}
+
+/// What is archived: a live session (gzipped here) or a local archive (moved as it is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `sessions/{session}.json`.
+    Session,
+    /// `archive/{session}.json.gz` (`--migrate-local`).
+    LocalArchive,
+}
+
+/// Archives the file `name` of `dir` (a session, or a local archive with
+/// [`SourceKind::LocalArchive`]) as the object of `user`'s `session`. Never deletes a
+/// local file, never overwrites an object.
+pub fn archive_one(
+    dir: &Dir,
+    name: &str,
+    (user, session): (&UserId, &SessionId),
+    kind: SourceKind,
+    sr: &StoreRun,
+    opts: Options,
+) -> Prepared {
+    let shown = dir.join(name);
+    let key = sr.store.key(user, session);
+    let url = sr.store.object_url(&key);
+    let mut source = match dir.open_read(name) {
+        Ok(f) => f,
+        Err(e) => return failed_early(e),
+    };
+    let stamp = match Meta::of_fd(&source) {
+        Ok(m) if m.kind == Kind::File => m.stamp,
+        Ok(_) => {
+            return failed_early(Error::Corrupt {
+                path: shown,
+                reason: "not a regular file".into(),
+            });
+        }
+        Err(e) => return failed_early(dir.error("stat", name, e)),
+    };
+    let mut p = Prepared::new(stamp);
+    p.object = Some(StoredObject {
+        url: url.clone(),
+        ..StoredObject::default()
+    });
+    if let Some(why) = sr.untried() {
+        p.detail = why;
+        return p;
+    }
+    let result = match kind {
+        SourceKind::Session => session_to_store(&mut p, (&mut source, &shown), sr, &key, opts),
+        SourceKind::LocalArchive => archive_to_store(&mut p, (&mut source, &shown), sr, &key, opts),
+    };
+    if let Err(e) = result {
+        sr.note(&e);
+        p.action = Action::Failed;
+        p.detail = format!("left in place: {}", e.chain());
+        return p;
+    }
+    if p.action.deletes_source() && !source_unchanged(&source, dir, name, &stamp) {
+        take_back(&mut p, sr, &key);
+        p.action = Action::Changed;
+        p.detail = "changed while being archived (kept; retried next run)".into();
+    }
+    if p.detail.is_empty() {
+        p.detail = match (p.action, opts.dry_run) {
+            (Action::Archive, true) => format!("-> {url} (dry run: the store is not contacted)"),
+            (Action::Archive, false) => format!("-> {url}"),
+            (Action::Complete, _) => {
+                format!("{url} already holds these bytes (an earlier run was interrupted)")
+            }
+            _ => String::new(),
+        };
+    }
+    p
+}
+
+/// Removes the object this run created for a source that changed before it could be
+/// deleted (the live file is newer, so nothing is lost). Best effort: a leftover is
+/// compared, never replaced, by the next run.
+fn take_back(p: &mut Prepared, sr: &StoreRun, key: &ObjectKey) {
+    let etag = p.object.as_ref().and_then(|o| o.etag.clone());
+    if let (true, Some(etag)) = (p.wrote_object, etag) {
+        let _ = sr.store.delete_own(key, &etag);
+        p.wrote_object = false;
+    }
+}
+
+/// A live session: gzip it in memory (hashing it and checking its JSON on the way), then
+/// store it.
+fn session_to_store(
+    p: &mut Prepared,
+    (source, shown): (&mut File, &Path),
+    sr: &StoreRun,
+    key: &ObjectKey,
+    opts: Options,
+) -> tmpa_core::Result<()> {
+    if opts.dry_run {
+        let (sha, valid) = hash_and_check(source, shown)?;
+        p.sha256 = Some(sha);
+        p.valid_json = Some(valid);
+        p.action = Action::Archive;
+        return Ok(());
+    }
+    let inner_name = shown
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let gz = GzBuilder::new()
+        .filename(inner_name.as_bytes())
+        .mtime(u32::try_from((p.stamp.mtime_ns / 1_000_000_000).max(0)).unwrap_or(0))
+        .write(
+            Vec::with_capacity(usize::try_from(p.stamp.size / 4).unwrap_or(0)),
+            Compression::new(opts.level),
+        );
+    let mut tee = Tee::new(&mut *source, gz);
+    let valid = json_valid(&mut tee).map_err(|e| Error::io("read", shown, e))?;
+    let Tee { hash, out: gz, .. } = tee;
+    let bytes = gz.finish().map_err(|e| Error::io("compress", shown, e))?;
+    p.sha256 = Some(format!("{:x}", hash.finalize()));
+    p.valid_json = Some(valid);
+    // Rewritten while we read it: nothing is stored, the session is retried next run.
+    if Meta::of_fd(&*source).map(|m| m.stamp).ok() != Some(p.stamp) {
+        p.action = Action::Changed;
+        p.detail = "changed while being archived (kept; retried next run)".into();
+        return Ok(());
+    }
+    store_verified(p, (source, shown), sr, key, bytes, Compare::Decompressed)
+}
+
+/// A local archive (`--migrate-local`): check it is gzip holding a session, then store
+/// its bytes as they are.
+fn archive_to_store(
+    p: &mut Prepared,
+    (source, shown): (&mut File, &Path),
+    sr: &StoreRun,
+    key: &ObjectKey,
+    opts: Options,
+) -> tmpa_core::Result<()> {
+    let mut bytes = Vec::with_capacity(usize::try_from(p.stamp.size).unwrap_or(0));
+    (&mut *source)
+        .take(SESSION_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", shown, e))?;
+    if bytes.len() as u64 != p.stamp.size {
+        p.action = Action::Changed;
+        p.detail = "changed while being read (kept; retried next run)".into();
+        return Ok(());
+    }
+    p.sha256 = Some(sha256_hex(&bytes));
+    let mut dec = flate2::read::MultiGzDecoder::new(&bytes[..]).take(SESSION_BYTES_MAX + 1);
+    let mut tee = Tee::new(&mut dec, io::sink());
+    match json_valid(&mut tee) {
+        Ok(valid) => p.valid_json = Some(valid),
+        Err(e) => {
+            p.action = Action::Corrupt;
+            p.detail = format!("not valid gzip ({e}): kept, not moved");
+            return Ok(());
+        }
+    }
+    p.action = Action::Archive;
+    if opts.dry_run {
+        return Ok(());
+    }
+    store_verified(p, (source, shown), sr, key, bytes, Compare::Raw)
+}
+
+/// How an object is compared with its source.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    /// The source is the session: the object must decompress to its bytes.
+    Decompressed,
+    /// The source is a local archive: the object must hold its bytes (or, for an object
+    /// found already there, decompress to what the local archive decompresses to).
+    Raw,
+}
+
+/// Puts `bytes` as `key` unless an object is there (then compares it), and verifies
+/// what the store holds against the source on disk.
+fn store_verified(
+    p: &mut Prepared,
+    (source, shown): (&mut File, &Path),
+    sr: &StoreRun,
+    key: &ObjectKey,
+    bytes: Vec<u8>,
+    how: Compare,
+) -> tmpa_core::Result<()> {
+    let store = &sr.store;
+    let url = store.object_url(key);
+    // A HEAD first, even on a store with conditional put: a rerun after an interruption
+    // then costs no upload, and a store that ignores If-None-Match cannot overwrite an
+    // object that was already there.
+    if store.head(key)?.is_some() {
+        return compare_existing(p, (source, shown), sr, key, how, "");
+    }
+    let sent_sha = sha256_hex(&bytes);
+    let sent_len = bytes.len() as u64;
+    let (put_etag, put_version) = match store.put_new(key, bytes)? {
+        PutNew::Exists => {
+            return compare_existing(
+                p,
+                (source, shown),
+                sr,
+                key,
+                how,
+                " (it appeared while this run was writing it)",
+            );
+        }
+        PutNew::Created { etag, version } => (etag, version),
+    };
+    p.wrote_object = true;
+    let object = p.object.get_or_insert_with(StoredObject::default);
+    object.etag.clone_from(&put_etag);
+    object.version.clone_from(&put_version);
+    let failed = |p: &mut Prepared, why: String| {
+        p.action = Action::VerificationFailed;
+        p.detail = format!("verification failed: {url} {why} (both kept)");
+    };
+    // Read back from the store, not from anything this process kept.
+    let Some((got, info)) = store.get(key, SESSION_BYTES_MAX)? else {
+        failed(p, "is missing right after it was stored".into());
+        return Ok(());
+    };
+    record(p, &got, &info);
+    if let (Some(put), Some(read)) = (&put_etag, &info.etag)
+        && put != read
+    {
+        failed(
+            p,
+            format!("was stored with ETag {put} but reads back with ETag {read}"),
+        );
+        return Ok(());
+    }
+    if info.size != sent_len || sha256_hex(&got) != sent_sha {
+        failed(
+            p,
+            format!(
+                "reads back as other bytes than were stored ({} bytes, {sent_len} sent)",
+                got.len()
+            ),
+        );
+        return Ok(());
+    }
+    match equals_source(&got, source, shown, how)? {
+        Ok(true) => p.action = Action::Archive,
+        Ok(false) => failed(p, "does not decompress to the source's bytes".into()),
+        Err(why) => failed(p, format!("cannot be read back: {why}")),
+    }
+    Ok(())
+}
+
+/// An object is already there: it completes an interrupted run when it holds the
+/// source's data, and is a conflict otherwise. It is never replaced.
+fn compare_existing(
+    p: &mut Prepared,
+    (source, shown): (&mut File, &Path),
+    sr: &StoreRun,
+    key: &ObjectKey,
+    how: Compare,
+    note: &str,
+) -> tmpa_core::Result<()> {
+    let url = sr.store.object_url(key);
+    let Some((got, info)) = sr.store.get(key, SESSION_BYTES_MAX)? else {
+        // Deleted between the HEAD and the GET: the next run writes it.
+        p.action = Action::Changed;
+        p.detail = format!("{url} vanished while being compared (kept; retried next run)");
+        return Ok(());
+    };
+    record(p, &got, &info);
+    match equals_source(&got, source, shown, how)? {
+        Ok(true) => {
+            p.action = Action::Complete;
+            if !note.is_empty() {
+                p.detail = format!("{url} already holds these bytes{note}");
+            }
+        }
+        Ok(false) => {
+            p.action = Action::Conflict;
+            p.detail = format!(
+                "{url} holds different bytes{note} (both kept; compare them and remove the wrong one)"
+            );
+        }
+        Err(why) => {
+            p.action = Action::Conflict;
+            p.detail = format!("{url} cannot be read back: {why}{note} (both kept)");
+        }
+    }
+    Ok(())
+}
+
+/// Notes what the store answered for the report and the receipt.
+fn record(p: &mut Prepared, got: &[u8], info: &ObjectInfo) {
+    p.archive_bytes = Some(info.size);
+    let object = p.object.get_or_insert_with(StoredObject::default);
+    object.bytes = Some(info.size);
+    object.etag.clone_from(&info.etag);
+    object.version.clone_from(&info.version);
+    object.sha256 = Some(sha256_hex(got));
+}
+
+/// Whether the object's bytes `got` hold the source's data (read again from disk). The
+/// outer error is an I/O error on the source; the inner one says why the object cannot
+/// be read (not gzip, truncated).
+fn equals_source(
+    got: &[u8],
+    source: &mut File,
+    shown: &Path,
+    how: Compare,
+) -> tmpa_core::Result<Result<bool, String>> {
+    source.rewind().map_err(|e| Error::io("seek", shown, e))?;
+    let result = match how {
+        Compare::Decompressed => same_bytes(
+            bounded(flate2::read::MultiGzDecoder::new(got)),
+            io::BufReader::with_capacity(CHUNK_BYTES, &mut *source),
+        ),
+        Compare::Raw => {
+            // Byte for byte first (an object this run stored); else the same session
+            // compressed otherwise (an object a local run stored before) counts too.
+            match same_bytes(got, io::BufReader::with_capacity(CHUNK_BYTES, &mut *source)) {
+                Ok(Ok(true)) => Ok(Ok(true)),
+                Ok(_) => {
+                    source.rewind().map_err(|e| Error::io("seek", shown, e))?;
+                    let local = bounded(flate2::read::MultiGzDecoder::new(
+                        io::BufReader::with_capacity(CHUNK_BYTES, &mut *source),
+                    ));
+                    same_bytes(bounded(flate2::read::MultiGzDecoder::new(got)), local)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    result.map_err(|e| Error::io("read", shown, e))
+}
+
+/// At most one byte more than a session may hold: a decompression bomb stops there.
+fn bounded<R: Read>(r: R) -> io::Take<R> {
+    r.take(SESSION_BYTES_MAX + 1)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}

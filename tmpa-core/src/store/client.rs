@@ -1,0 +1,593 @@
+//! The object-store client (feature `object-store`): Apache Arrow's `object_store` behind
+//! a blocking API, on a tokio current-thread runtime that this type creates and owns, so
+//! that no caller needs a runtime (and a caller inside one still works: the request then
+//! runs on a thread of its own).
+//!
+//! What it promises:
+//! - [`Store::put_new`] never replaces an object: a conditional put (`If-None-Match: *`,
+//!   `PutMode::Create`) where the store has one; where it does not (the store answers
+//!   "not implemented", or `AWS_CONDITIONAL_PUT=disabled`), a HEAD first, and
+//!   [`Store::put_mode`] says so for the report.
+//! - Every request has a time limit ([`ArchiveConfig::timeout`]; 5 s to connect) and
+//!   transient failures (connection errors, timeouts, 5xx, 429) are retried
+//!   [`RETRIES_MAX`] times with exponential backoff from 100 ms to 5 s, within
+//!   [`RETRY_WINDOW`]. After that the error is [`StoreErrorKind::Unavailable`].
+//! - Reads are bounded ([`Store::get`] refuses an object over its `bytes_max`).
+//!
+//! Not promised: that a store which silently ignores `If-None-Match` (some old
+//! S3-compatible servers) refuses an overwrite. The HEAD that tmpa-archive makes before
+//! each upload narrows that to a race with another writer of the same key.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::{Path as ObjectPath, PathPart};
+use object_store::{
+    BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
+};
+
+use super::config::{ArchiveConfig, StoreScheme, StoreUrl};
+use crate::error::{Error, Result, StoreErrorKind};
+use crate::names::{SessionId, UserId};
+
+/// Retries of a failed request (transient failures only).
+pub const RETRIES_MAX: usize = 3;
+/// No retry starts later than this after the first attempt.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(120);
+/// Time to establish a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most objects one listing returns (a user's archived sessions).
+pub const LISTED_OBJECTS_MAX: usize = 1_000_000;
+
+/// How [`Store::put_new`] keeps from replacing an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PutGuard {
+    /// A conditional put (`If-None-Match: *`): the store itself refuses to replace.
+    Conditional,
+    /// The store has no conditional put: a HEAD before the put (another writer of the
+    /// same key between the two could be overwritten).
+    HeadFirst,
+}
+
+impl PutGuard {
+    /// In words, for reports.
+    pub fn words(self) -> &'static str {
+        match self {
+            PutGuard::Conditional => "conditional put (If-None-Match: *): never overwrites",
+            PutGuard::HeadFirst => {
+                "no conditional put on this store: HEAD before each put (a concurrent writer of the same key could be overwritten)"
+            }
+        }
+    }
+}
+
+/// What the store says about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag, when the store gives one.
+    pub etag: Option<String>,
+    /// Its version, on a versioned bucket.
+    pub version: Option<String>,
+}
+
+/// What [`Store::put_new`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutNew {
+    /// The object was created with this ETag and version.
+    Created {
+        /// The ETag the store answered.
+        etag: Option<String>,
+        /// The version, on a versioned bucket.
+        version: Option<String>,
+    },
+    /// An object was already there: nothing was written.
+    Exists,
+}
+
+/// An archive object's key: `{prefix}/{user}/{session}.json.gz`, each name one key
+/// segment (characters S3 advises against are percent-encoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectKey(ObjectPath);
+
+/// A connection to the archive store of a root.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::store::Store;
+/// use tmpa_core::{ArchiveConfig, SessionId, UserId};
+/// let dir = tempfile::tempdir().unwrap();
+/// let url = format!("file://{}", dir.path().display()).parse().unwrap();
+/// let store = Store::open(&ArchiveConfig::for_url(url)).unwrap();
+/// let key = store.key(&UserId::new("u1").unwrap(), &SessionId::new("s1").unwrap());
+/// assert!(store.head(&key).unwrap().is_none());
+/// assert!(matches!(store.put_new(&key, b"x".to_vec()).unwrap(), tmpa_core::maintenance::store::PutNew::Created { .. }));
+/// assert!(matches!(store.put_new(&key, b"y".to_vec()).unwrap(), tmpa_core::maintenance::store::PutNew::Exists));
+/// assert_eq!(store.get(&key, 10).unwrap().unwrap().0, b"x");
+/// assert_eq!(store.object_url(&key), format!("file://{}/u1/s1.json.gz", dir.path().display()));
+/// ```
+pub struct Store {
+    url: StoreUrl,
+    base: ObjectPath,
+    inner: Arc<dyn ObjectStore>,
+    paged: Option<Arc<dyn PaginatedListStore>>,
+    head_first: AtomicBool,
+    /// Always `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its blocking pool, which tokio forbids inside the
+        // caller's own runtime: there, let it go without waiting (every request of this
+        // store has completed by now).
+        if let Some(rt) = self.rt.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.url.to_string())
+            .field("put_mode", &self.put_mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Sets up the client for `config` from the store's standard environment
+    /// (credentials, region, endpoint). Makes no request.
+    ///
+    /// # Errors
+    /// [`Error::Store`] of kind [`StoreErrorKind::Config`] naming the URL: a runtime or
+    /// client that cannot be set up (missing region or credentials are found at the first
+    /// request instead), or a `file://` directory that does not exist.
+    pub fn open(config: &ArchiveConfig) -> Result<Store> {
+        Store::open_with_retries(config, RETRIES_MAX)
+    }
+
+    /// [`Store::open`] with `retries` retries of a transient failure instead of
+    /// [`RETRIES_MAX`] (a monitoring probe that must answer quickly).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_retries(config: &ArchiveConfig, retries: usize) -> Result<Store> {
+        let url = &config.url;
+        let shown = url.to_string();
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Store {
+            op: "set up the client for",
+            url: shown.clone(),
+            kind: StoreErrorKind::Config,
+            source: Some(source),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(Box::new(e)))?;
+        let _ctx = rt.enter();
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                base: 2.0,
+            },
+            max_retries: retries,
+            retry_timeout: RETRY_WINDOW,
+        };
+        let timeout = humantime_secs(config.timeout);
+        let connect = humantime_secs(CONNECT_TIMEOUT);
+        let cloud_url = format!("{}://{}", url.scheme().as_str(), url.bucket());
+        let (inner, paged, base): (Arc<dyn ObjectStore>, Option<Arc<dyn PaginatedListStore>>, _) =
+            match url.scheme() {
+                StoreScheme::S3 => {
+                    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
+                    let s = Arc::new(
+                        AmazonS3Builder::from_env()
+                            .with_url(cloud_url)
+                            .with_retry(retry)
+                            .with_config(K::Client(ClientConfigKey::Timeout), timeout)
+                            .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
+                            .build()
+                            .map_err(|e| fail(Box::new(e)))?,
+                    );
+                    (s.clone(), Some(s), prefix_path(url))
+                }
+                StoreScheme::Gcs => {
+                    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+                    let s = Arc::new(
+                        GoogleCloudStorageBuilder::from_env()
+                            .with_url(cloud_url)
+                            .with_retry(retry)
+                            .with_config(K::Client(ClientConfigKey::Timeout), timeout)
+                            .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
+                            .build()
+                            .map_err(|e| fail(Box::new(e)))?,
+                    );
+                    (s.clone(), Some(s), prefix_path(url))
+                }
+                StoreScheme::Azure => {
+                    use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
+                    let s = Arc::new(
+                        MicrosoftAzureBuilder::from_env()
+                            .with_url(cloud_url)
+                            .with_retry(retry)
+                            .with_config(K::Client(ClientConfigKey::Timeout), timeout)
+                            .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
+                            .build()
+                            .map_err(|e| fail(Box::new(e)))?,
+                    );
+                    (s.clone(), Some(s), prefix_path(url))
+                }
+                StoreScheme::File => {
+                    // Durable like every other write of TMPA: the object and its
+                    // directory are fsynced before the put returns. The directory must
+                    // exist (like a bucket); the probe says so when it does not.
+                    let s = object_store::local::LocalFileSystem::new().with_fsync(true);
+                    (Arc::new(s), None, prefix_path(url))
+                }
+            };
+        drop(_ctx);
+        Ok(Store {
+            url: url.clone(),
+            base,
+            inner,
+            paged,
+            head_first: AtomicBool::new(false),
+            rt: Some(rt),
+        })
+    }
+
+    /// The store's URL (scheme, bucket, prefix).
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// How [`Store::put_new`] keeps from replacing objects (learnt at the first put).
+    pub fn put_mode(&self) -> PutGuard {
+        if self.head_first.load(Ordering::Relaxed) {
+            PutGuard::HeadFirst
+        } else {
+            PutGuard::Conditional
+        }
+    }
+
+    /// The key of a session's archive.
+    pub fn key(&self, user: &UserId, session: &SessionId) -> ObjectKey {
+        ObjectKey(
+            self.user_dir(user)
+                .join(PathPart::from(format!("{session}.json.gz"))),
+        )
+    }
+
+    fn user_dir(&self, user: &UserId) -> ObjectPath {
+        self.base.clone().join(PathPart::from(user.as_str()))
+    }
+
+    /// The object's URL, as reports and receipts name it: `s3://bucket/prefix/user/s.json.gz`.
+    pub fn object_url(&self, key: &ObjectKey) -> String {
+        let rel = key
+            .0
+            .prefix_match(&self.base)
+            .map(|parts| {
+                parts
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_else(|| key.0.to_string());
+        format!("{}/{rel}", self.url)
+    }
+
+    /// Runs `fut` on this store's runtime, from any thread.
+    fn block_on<F: Future + Send>(&self, fut: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("the runtime lives as long as the store");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Inside the caller's runtime, blocking on another would panic: a thread of
+            // our own waits instead.
+            std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(fut))
+                    .join()
+                    .expect("a store request does not panic")
+            })
+        } else {
+            rt.block_on(fut)
+        }
+    }
+
+    fn error(&self, op: &'static str, key: &ObjectKey, e: object_store::Error) -> Error {
+        store_error(op, self.object_url(key), e)
+    }
+
+    /// The object's size and ETag; `None` when there is none.
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming the object URL.
+    pub fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>> {
+        match self.block_on(self.inner.head(&key.0)) {
+            Ok(m) => Ok(Some(ObjectInfo {
+                size: m.size,
+                etag: m.e_tag,
+                version: m.version,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("head", key, e)),
+        }
+    }
+
+    /// The object's bytes (at most `bytes_max`) and what the store says of them; `None`
+    /// when there is no such object.
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming the object URL; of kind [`StoreErrorKind::TooLarge`] when
+    /// it holds more than `bytes_max` bytes (not read).
+    pub fn get(&self, key: &ObjectKey, bytes_max: u64) -> Result<Option<(Vec<u8>, ObjectInfo)>> {
+        let url = || self.object_url(key);
+        let too_large = |size: u64| Error::Store {
+            op: "get",
+            url: url(),
+            kind: StoreErrorKind::TooLarge,
+            source: Some(format!("{size} bytes, more than {bytes_max}").into()),
+        };
+        let fut = async {
+            let got = match self.inner.get_opts(&key.0, GetOptions::default()).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.error("get", key, e)),
+            };
+            if got.meta.size > bytes_max {
+                return Err(too_large(got.meta.size));
+            }
+            let info = ObjectInfo {
+                size: got.meta.size,
+                etag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
+            let mut bytes = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.error("get", key, e))?;
+                if (bytes.len() + chunk.len()) as u64 > bytes_max {
+                    return Err(too_large((bytes.len() + chunk.len()) as u64));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Some((bytes, info)))
+        };
+        self.block_on(fut)
+    }
+
+    /// Creates the object with `bytes`, never replacing one: [`PutNew::Exists`] when one
+    /// is there. See [`Store::put_mode`] for how.
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming the object URL.
+    pub fn put_new(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<PutNew> {
+        let payload = PutPayload::from(bytes);
+        if !self.head_first.load(Ordering::Relaxed) {
+            let opts = PutOptions::from(PutMode::Create);
+            match self.block_on(self.inner.put_opts(&key.0, payload.clone(), opts)) {
+                Ok(r) => {
+                    return Ok(PutNew::Created {
+                        etag: r.e_tag,
+                        version: r.version,
+                    });
+                }
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => return Ok(PutNew::Exists),
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    self.head_first.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.error("put", key, e)),
+            }
+        }
+        if self.head(key)?.is_some() {
+            return Ok(PutNew::Exists);
+        }
+        let opts = PutOptions::from(PutMode::Overwrite);
+        match self.block_on(self.inner.put_opts(&key.0, payload, opts)) {
+            Ok(r) => Ok(PutNew::Created {
+                etag: r.e_tag,
+                version: r.version,
+            }),
+            Err(e) => Err(self.error("put", key, e)),
+        }
+    }
+
+    /// Deletes the object if it still has the ETag `etag` (an object this run wrote and
+    /// must take back). Returns whether it was deleted.
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming the object URL.
+    pub fn delete_own(&self, key: &ObjectKey, etag: &str) -> Result<bool> {
+        match self.head(key)? {
+            Some(info) if info.etag.as_deref() == Some(etag) => {
+                self.block_on(self.inner.delete(&key.0))
+                    .map_err(|e| self.error("delete", key, e))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The sessions archived in the store for `user`, sorted. Objects that are not
+    /// `{session}.json.gz` with a valid session name are left out.
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming the user's prefix; of kind [`StoreErrorKind::TooLarge`]
+    /// past [`LISTED_OBJECTS_MAX`] objects.
+    pub fn list_sessions(&self, user: &UserId) -> Result<Vec<SessionId>> {
+        let dir = self.user_dir(user);
+        let shown = format!("{}/{}/", self.url, PathPart::from(user.as_str()).as_ref());
+        let fut = async {
+            let mut out = Vec::new();
+            let mut stream = self.inner.list(Some(&dir));
+            let mut seen = 0usize;
+            while let Some(meta) = stream.next().await {
+                let meta = meta.map_err(|e| store_error("list", shown.clone(), e))?;
+                seen += 1;
+                if seen > LISTED_OBJECTS_MAX {
+                    return Err(Error::Store {
+                        op: "list",
+                        url: shown.clone(),
+                        kind: StoreErrorKind::TooLarge,
+                        source: Some(format!("more than {LISTED_OBJECTS_MAX} objects").into()),
+                    });
+                }
+                // Only direct children: `{user}/{session}.json.gz`.
+                if meta.location.parts().count() != dir.parts().count() + 1 {
+                    continue;
+                }
+                let Some(name) = meta.location.filename().map(percent_decode) else {
+                    continue;
+                };
+                if let Some(id) = name
+                    .strip_suffix(".json.gz")
+                    .and_then(|s| SessionId::new(s).ok())
+                {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        };
+        let mut out = self.block_on(fut)?;
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// One cheap request that proves the store answers and the credentials are accepted:
+    /// a listing of at most one key under the prefix (for `file://`, that the directory
+    /// exists, and its first entry).
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming the store's URL.
+    pub fn probe(&self) -> Result<()> {
+        let shown = self.url.to_string();
+        let result = match &self.paged {
+            Some(paged) => {
+                let prefix = format!("{}/", self.base);
+                let prefix = if self.base.as_ref().is_empty() {
+                    None
+                } else {
+                    Some(prefix)
+                };
+                let opts = PaginatedListOptions {
+                    max_keys: Some(1),
+                    ..PaginatedListOptions::default()
+                };
+                self.block_on(paged.list_paginated(prefix.as_deref(), opts))
+                    .map(drop)
+            }
+            None => {
+                if let Some(dir) = self.url.file_dir()
+                    && !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir())
+                {
+                    return Err(Error::Store {
+                        op: "list",
+                        url: shown,
+                        kind: StoreErrorKind::Unavailable,
+                        source: Some(format!("{} is not a directory", dir.display()).into()),
+                    });
+                }
+                let fut = async {
+                    let mut s = self.inner.list(Some(&self.base));
+                    match s.next().await {
+                        Some(Err(e)) => Err(e),
+                        _ => Ok(()),
+                    }
+                };
+                self.block_on(fut)
+            }
+        };
+        result.map_err(|e| store_error("list", shown, e))
+    }
+}
+
+/// The prefix of a cloud URL as a key path.
+fn prefix_path(url: &StoreUrl) -> ObjectPath {
+    ObjectPath::from_iter(url.prefix().split('/').filter(|s| !s.is_empty()))
+}
+
+/// A duration as object_store's configuration wants it (humantime).
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+/// Decodes the `%XX` escapes of a key segment.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An object_store error as the library's, with its kind.
+fn store_error(op: &'static str, url: String, e: object_store::Error) -> Error {
+    use object_store::Error as E;
+    let kind = match &e {
+        E::NotFound { .. } => StoreErrorKind::NotFound,
+        E::AlreadyExists { .. } => StoreErrorKind::AlreadyExists,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => StoreErrorKind::Denied,
+        E::NotImplemented { .. } | E::NotSupported { .. } => StoreErrorKind::Unsupported,
+        E::Precondition { .. } | E::NotModified { .. } | E::InvalidPath { .. } => {
+            StoreErrorKind::Other
+        }
+        E::UnknownConfigurationKey { .. } => StoreErrorKind::Config,
+        // Transport failures, timeouts and server errors that outlived the retries: the
+        // store, not the object, is the problem.
+        _ => StoreErrorKind::Unavailable,
+    };
+    Error::Store {
+        op,
+        url,
+        kind,
+        source: Some(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_escape_what_s3_advises_against_and_decode_back() {
+        for name in ["plain", "a b", "50%", "x#y", "é", "a?b*c"] {
+            let part = PathPart::from(name);
+            assert_eq!(percent_decode(part.as_ref()), name, "{}", part.as_ref());
+        }
+        assert_eq!(percent_decode("%2E%2E"), "..");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -1,0 +1,14 @@
+//! The archive tier: where archived chat sessions live when `{root}/tmpa.toml` names an
+//! object store (`[archive] url = "s3://bucket/prefix"`), and the client that reaches it
+//! (feature `object-store`).
+//!
+//! The configuration ([`ArchiveConfig`], [`StoreUrl`]) is read by every build; the client
+//! ([`client::Store`]) only with the feature. A build without it that meets a tree whose
+//! archives are in a store says so ([`crate::Error::StoreUnsupported`]) instead of
+//! reporting those sessions missing.
+
+#[cfg(feature = "object-store")]
+pub(crate) mod client;
+mod config;
+
+pub use config::{ArchiveConfig, CONFIG_NAME, StoreScheme, StoreUrl, TIMEOUT_SECS_DEFAULT};

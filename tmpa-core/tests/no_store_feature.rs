@@ -1,0 +1,51 @@
+//! A build of the library without the `object-store` feature, on a tree whose
+//! `tmpa.toml` names a store: archived sessions there are reported as unreadable with
+//! this build (Error::StoreUnsupported naming the file and the store), never as missing.
+//! tests/check.sh runs this file on its own (`cargo test -p tmpa-core --test
+//! no_store_feature`), where the feature is off; in the workspace's run the feature is on
+//! and the file is empty.
+#![cfg(not(feature = "object-store"))]
+
+use tmpa_core::{Error, Root, SessionId, SessionLocation, UserId};
+
+/// read_session and list_sessions say that the store cannot be reached by this build;
+/// live and locally archived sessions are still read.
+#[test]
+fn a_store_without_the_feature_is_an_error_not_a_missing_session() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("chat_history/u1/sessions")).unwrap();
+    std::fs::write(dir.path().join("chat_history/u1/sessions/live.json"), b"{}").unwrap();
+    std::fs::write(
+        dir.path().join("tmpa.toml"),
+        "[archive]\nurl = \"s3://chat-archive/host-a\"\n",
+    )
+    .unwrap();
+    let root = Root::open(dir.path()).unwrap();
+    let u = UserId::new("u1").unwrap();
+    let e = root
+        .read_session(&u, &SessionId::new("old").unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::StoreUnsupported { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("tmpa.toml")
+            && msg.contains("s3://chat-archive/host-a")
+            && msg.contains("object-store"),
+        "{msg}"
+    );
+    assert_eq!(e.io_kind(), std::io::ErrorKind::Unsupported);
+    assert!(matches!(
+        root.list_sessions(&u).unwrap_err(),
+        Error::StoreUnsupported { .. }
+    ));
+    assert_eq!(
+        root.read_session(&u, &SessionId::new("live").unwrap())
+            .unwrap(),
+        b"{}"
+    );
+    std::fs::remove_file(dir.path().join("tmpa.toml")).unwrap();
+    assert_eq!(
+        root.list_sessions(&u).unwrap(),
+        vec![(SessionId::new("live").unwrap(), SessionLocation::Live)]
+    );
+}

@@ -1,0 +1,149 @@
+"""The Python package reading chat sessions that tmpa-archive moved to an object store:
+a real S3-compatible server (moto, in this process on a free port of 127.0.0.1) and a
+file:// store. Skipped, saying why, only when moto is not installed and
+TMPA_REQUIRE_S3_TESTS is unset (tests/check.sh sets it)."""
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+import tmpa
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN_DIR = os.environ.get("TMPA_BIN_DIR", os.path.join(REPO, "target", "debug"))
+OLD = time.time() - 40 * 86400
+
+
+def program(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.path.exists(path):
+        subprocess.run(["cargo", "build", "-q", "--bin", name], cwd=REPO, check=True)
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto server on 127.0.0.1; yields its endpoint URL."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as e:
+        if os.environ.get("TMPA_REQUIRE_S3_TESTS"):
+            pytest.fail(f"TMPA_REQUIRE_S3_TESTS is set but moto[server] is missing: {e}")
+        pytest.skip(f"moto[server] is not installed ({e}): pip install \"moto[s3]\" flask flask-cors")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The store's standard environment, for this process (the library reads it at each
+    call) and for the programs it starts."""
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3,
+        "AWS_ALLOW_HTTP": "true",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+def create_bucket(endpoint, name):
+    req = urllib.request.Request(
+        f"{endpoint}/{name}",
+        method="PUT",
+        headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"},
+    )
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 200
+
+
+def tree_with_old_sessions(tmp_path, sessions):
+    for d in ("notifications", "token_stats", "chat_history"):
+        (tmp_path / d).mkdir()
+    for name, data in sessions.items():
+        p = tmp_path / "chat_history" / "u1" / "sessions" / f"{name}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.utime(p, (OLD, OLD))
+    return tmp_path
+
+
+def test_reads_sessions_archived_in_s3(tmp_path, s3, s3_env):
+    """After tmpa-archive moved sessions to S3, read_session returns their bytes and
+    list_sessions says "stored"; a live session is still "live"."""
+    create_bucket(s3, "py-reads")
+    sessions = {"s1": json.dumps({"m": [1, 2]}).encode(), "s2": b"{\"m\":[]}"}
+    root_dir = tree_with_old_sessions(tmp_path, sessions)
+    (root_dir / "tmpa.toml").write_text('[archive]\nurl = "s3://py-reads/host-a"\n')
+    r = subprocess.run([program("tmpa-archive"), "--root", str(root_dir)],
+                       capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (root_dir / "chat_history/u1/sessions/s1.json").exists()
+    root = tmpa.Root(root_dir)
+    root.write_session("u1", "s3", b"{}")
+    for name, data in sessions.items():
+        assert root.read_session("u1", name) == data
+    assert root.list_sessions("u1") == [("s1", "stored"), ("s2", "stored"), ("s3", "live")]
+    with pytest.raises(FileNotFoundError):
+        root.read_session("u1", "nope")
+
+
+def test_an_unreachable_store_is_a_store_error(tmp_path, monkeypatch):
+    """A store that does not answer is a StoreError naming the object, not a missing
+    session."""
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    root_dir = tree_with_old_sessions(tmp_path, {})
+    (root_dir / "tmpa.toml").write_text('[archive]\nurl = "s3://gone/host-a"\ntimeout_secs = 2\n')
+    with pytest.raises(tmpa.StoreError) as e:
+        tmpa.Root(root_dir).read_session("u1", "s1")
+    assert e.value.url == "s3://gone/host-a/u1/s1.json.gz"
+    assert e.value.kind == "unavailable"
+    assert isinstance(e.value, OSError)
+
+
+def test_reads_a_file_store_and_names_a_bad_config(tmp_path):
+    """A file:// store is read the same way; a bad tmpa.toml is a ConfigError naming it."""
+    store = tmp_path / "store"
+    (store / "u1").mkdir(parents=True)
+    (store / "u1" / "old.json.gz").write_bytes(gzip.compress(b"{\"old\":true}"))
+    root_dir = tmp_path / "root"
+    root_dir.mkdir()
+    tree_with_old_sessions(root_dir, {})
+    (root_dir / "tmpa.toml").write_text(f'[archive]\nurl = "file://{store}"\n')
+    root = tmpa.Root(root_dir)
+    assert root.read_session("u1", "old") == b"{\"old\":true}"
+    assert root.list_sessions("u1") == [("old", "stored")]
+    (root_dir / "tmpa.toml").write_text('[archive]\nurl = "ftp://x"\n')
+    with pytest.raises(tmpa.ConfigError) as e:
+        root.read_session("u1", "old")
+    assert e.value.path == str(root_dir / "tmpa.toml")
+    assert "unsupported scheme" in str(e.value)
+    assert isinstance(e.value, ValueError)
