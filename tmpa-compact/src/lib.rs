@@ -16,22 +16,27 @@
 //! - The same set of events always gives byte-identical output; a run with nothing new
 //!   writes nothing.
 
-use std::collections::HashSet;
-use std::ffi::OsString;
+mod arena;
+mod day;
+mod merge;
+mod record;
+mod scan;
+mod size;
+mod spill;
+#[cfg(test)]
+mod tests;
+
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
-use tmpa_core::maintenance::{
-    COMPACTED_NAME, Compacted, DayScan, Dir, Kind, LooseEvent, Merge, Stamp, compacted_matches,
-    conflict_problem, event_names, merge, path_text, read_cached, root_dir, scan_day,
-    serialize_path, source_stamp, stamp_entries, write_compacted, write_summary,
-};
-use tmpa_core::{Day, Error, Event, Problem, ProblemKind, Root, Summary};
-use tmpa_maint::{
-    CommonArgs, Deletion, Doomed, ExitStatus, Mode, Outcome, Planned, Progress, Proof, Run,
-    StartError, Task,
-};
+use tmpa_core::maintenance::{Kind, root_dir, serialize_path};
+use tmpa_core::{Day, Error, Problem, ProblemKind, Root};
+use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
+
+pub use day::compact_day;
+pub use scan::DayOptions;
+pub use size::{MEMORY_BUDGET_BYTES_MIN, MEMORY_BUDGET_DEFAULT, parse_memory_budget};
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-compact";
@@ -59,6 +64,12 @@ pub struct Args {
     /// as verified duplicates)
     #[arg(long, conflicts_with_all = ["dry_run", "apply_plan"])]
     pub no_delete: bool,
+    /// Memory for one day's events (binary units: K, M, G). A larger day is merged from
+    /// sorted runs spilled to a temporary file in {root}/.tmpa/spill/, so any day compacts
+    /// in about this much memory; at least 64K
+    #[arg(long, value_name = "SIZE", default_value = MEMORY_BUDGET_DEFAULT,
+          value_parser = parse_memory_budget)]
+    pub memory_budget: u64,
 }
 
 /// What became of one day.
@@ -125,6 +136,9 @@ pub struct DayReport {
     pub problems: Vec<Problem>,
     /// The error that stopped this day, if any.
     pub error: Option<String>,
+    /// Sorted runs spilled to disk because the day did not fit `--memory-budget` (0: it
+    /// was merged in memory).
+    pub spilled_runs: usize,
 }
 
 /// The whole run's report.
@@ -141,6 +155,9 @@ pub struct Report {
     pub days: Vec<DayReport>,
     /// Problems outside any day (symlinked or odd entries in token_stats/).
     pub problems: Vec<Problem>,
+    /// Spill files left by a run killed as it created one, removed by this run.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spill_leftovers_removed: usize,
     /// Totals over all days.
     pub counts: Counts,
     /// The exit code.
@@ -202,14 +219,32 @@ pub fn report_status(report: &Report) -> ExitStatus {
     status
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// Compacts every selected day of the run's root.
 pub fn compact(run: &mut Run, args: &Args) -> Report {
-    let (days, problems) = select_days(run.root(), args);
+    let (days, mut problems) = select_days(run.root(), args);
+    // This run holds the lock: a spill file there is a killed run's.
+    let spill_leftovers_removed = match spill::sweep_leftovers(run.root()) {
+        Ok(n) => n,
+        Err(e) => {
+            let path = run.root().path().join(spill::spill_dir_rel());
+            problems.push(Problem::new(
+                path,
+                ProblemKind::Unreadable,
+                format!("cannot remove leftover spill files: {}", e.chain()),
+            ));
+            0
+        }
+    };
+    let opts = DayOptions::new(args.memory_budget, args.common.apply_plan.is_some());
     let progress = Progress::new();
     let mut reports = Vec::with_capacity(days.len());
     for (i, day) in days.iter().enumerate() {
         progress.show(format!("{PROGRAM}: day {day} ({}/{})", i + 1, days.len()));
-        reports.push(compact_day(run, *day));
+        reports.push(compact_day(run, *day, &opts));
     }
     progress.clear();
     let mut counts = Counts {
@@ -234,6 +269,7 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
         dry_run: run.dry_run(),
         days: reports,
         problems,
+        spill_leftovers_removed,
         counts,
         exit_code: 0,
     }
@@ -307,340 +343,6 @@ fn select_days(root: &Root, args: &Args) -> (Vec<Day>, Vec<Problem>) {
     (days, problems)
 }
 
-/// Compacts one day; never panics on bad input, never returns early without a report.
-/// In [`Mode::KeepSources`] everything is written and verified but no loose file is
-/// deleted.
-pub fn compact_day(run: &mut Run, day: Day) -> DayReport {
-    let mut r = DayReport {
-        day: day.to_string(),
-        ..DayReport::default()
-    };
-    // Held by descriptor from here on: a directory swapped for a symlink meanwhile
-    // cannot lead any read, write or delete of this run out of the root.
-    let rel = Path::new("token_stats").join(day.to_string());
-    let dir = match root_dir(run.root()).open_dir(&rel) {
-        Ok(h) => h,
-        Err(e) => {
-            r.status = if matches!(e, Error::Unsafe { .. }) {
-                DayStatus::Skipped
-            } else {
-                DayStatus::Failed
-            };
-            r.error = Some(e.chain());
-            return r;
-        }
-    };
-    if let Some(r) = settled_day(&dir, day) {
-        return r;
-    }
-    let mut scan = match scan_day(&dir, day) {
-        Ok(s) => s,
-        Err(e) => {
-            r.status = DayStatus::Failed;
-            r.error = Some(e.chain());
-            return r;
-        }
-    };
-    keep_planned(run, &dir, &mut scan, &mut r);
-    r.loose = scan.loose.len();
-    r.corrupt = scan.problems.len();
-    r.problems.extend(scan.problems.iter().cloned());
-    let compacted = match &scan.compacted {
-        Compacted::Corrupt(p) => {
-            r.status = DayStatus::Skipped;
-            let mut p = p.clone();
-            p.reason = format!(
-                "{} (day left untouched: it may hold the only copy of deleted events)",
-                p.reason
-            );
-            r.problems.push(p);
-            return r;
-        }
-        Compacted::Absent => &[][..],
-        Compacted::Valid { events, .. } => &events[..],
-    };
-    r.already_compacted = compacted.len();
-    let m = merge(compacted, &scan.loose);
-    r.merged = m.added.len();
-    r.duplicates = m.duplicates.len();
-    r.conflicts = m.conflicts.len();
-    r.events = m.events.len();
-    for &i in &m.conflicts {
-        r.problems.push(conflict_problem(&dir, &scan.loose[i]));
-    }
-    let outcome = if run.dry_run() {
-        plan_day(run, &dir, &scan, &m, &mut r)
-    } else {
-        act_day(run, &dir, &scan, &m, &mut r)
-    };
-    if let Err(e) = outcome {
-        r.status = DayStatus::Failed;
-        r.error = Some(e.chain());
-    }
-    r.problems.sort();
-    r
-}
-
-/// A day with no loose event file whose summary's stamp matches the directory is settled:
-/// nothing to merge, delete or rewrite. Recognising it costs one listing and one `lstat`,
-/// so nightly runs do not re-read the whole history. (A `_compacted.json` damaged in place
-/// without a change of size or mtime is not noticed here; tmpa-patrol's corrupt_json check
-/// parses it.)
-fn settled_day(dir: &Dir, day: Day) -> Option<DayReport> {
-    let names = event_names(dir).ok()?;
-    if !names.is_empty() {
-        return None;
-    }
-    let cached = read_cached(dir, day)?;
-    let compacted = dir.stat(COMPACTED_NAME).ok()??;
-    if compacted.kind != Kind::File || cached.source != source_stamp(Some(compacted.stamp), &[]) {
-        return None;
-    }
-    let events = usize::try_from(cached.totals.events).ok()?;
-    Some(DayReport {
-        day: day.to_string(),
-        status: DayStatus::Unchanged,
-        already_compacted: events,
-        events,
-        ..DayReport::default()
-    })
-}
-
-/// Dry run: what [`act_day`] would do, changing nothing.
-fn plan_day(
-    run: &mut Run,
-    dir: &Dir,
-    scan: &DayScan,
-    m: &Merge,
-    r: &mut DayReport,
-) -> tmpa_core::Result<()> {
-    let remaining = remaining_names(scan, &m.added, &m.duplicates);
-    let stamp = match (&scan.compacted, m.added.is_empty()) {
-        (Compacted::Valid { stamp, .. }, true) => Some(*stamp),
-        _ => None, // a new _compacted.json would be written: its stamp is not known yet
-    };
-    let summary = day_summary(dir, scan.day, &m.events, stamp, &remaining);
-    r.summary_rewritten =
-        !m.events.is_empty() && !summary_is_current(dir, scan.day, &summary, stamp.is_some());
-    r.deleted = m.added.len() + m.duplicates.len();
-    for &i in m.added.iter().chain(&m.duplicates) {
-        run.would_delete(deletion(dir, scan.day, &scan.loose[i], m.events.len()));
-    }
-    r.status = DayStatus::Planned;
-    Ok(())
-}
-
-/// Real run: write, verify, receipt, delete.
-fn act_day(
-    run: &mut Run,
-    dir: &Dir,
-    scan: &DayScan,
-    m: &Merge,
-    r: &mut DayReport,
-) -> tmpa_core::Result<()> {
-    if m.events.is_empty() {
-        r.status = DayStatus::Unchanged;
-        return Ok(());
-    }
-    // Rewrite when there is something new, or when the file on disk is not the canonical
-    // form of its own events (written by another tool): verification compares bytes.
-    if !m.added.is_empty() || !compacted_matches(dir, scan.day, m.events.iter().copied())? {
-        write_compacted(dir, scan.day, m.events.iter().copied())?;
-    }
-    let to_delete: Vec<usize> = m.added.iter().chain(&m.duplicates).copied().collect();
-    // The stamp of the compacted file that is verified: it must still be that file when
-    // the loose files go.
-    let held = dir
-        .stat(COMPACTED_NAME)?
-        .filter(|c| c.kind == Kind::File)
-        .map(|c| c.stamp);
-    let verified =
-        to_delete.is_empty() || compacted_matches(dir, scan.day, m.events.iter().copied())?;
-    if !verified {
-        for &i in &to_delete {
-            r.problems.push(Problem::new(
-                dir.join(&scan.loose[i].name),
-                ProblemKind::Corrupt,
-                format!(
-                    "verification failed: {} does not read back as written (kept)",
-                    dir.join(COMPACTED_NAME).display()
-                ),
-            ));
-        }
-        r.kept += to_delete.len();
-    }
-    let verified: Vec<usize> = if !run.mode().deletes() || !verified {
-        Vec::new()
-    } else {
-        to_delete
-    };
-
-    // The summary is written before any deletion, so a crash after a deletion never leaves
-    // a summary that misses the deleted events.
-    let remaining = remaining_names(scan, &verified, &[]);
-    let summary = day_summary(dir, scan.day, &m.events, held, &remaining);
-    if !summary_is_current(dir, scan.day, &summary, true) {
-        write_summary(dir, &summary)?;
-        r.summary_rewritten = true;
-    }
-    r.deleted = delete_verified(run, dir, scan, &verified, held, m.events.len(), r)?;
-    r.status = if m.added.is_empty() && r.deleted == 0 && !r.summary_rewritten {
-        DayStatus::Unchanged
-    } else {
-        DayStatus::Compacted
-    };
-    Ok(())
-}
-
-/// Deletes the verified loose files through the one deletion path (receipt first; each
-/// file only if it is still exactly the file that was read), in inode order, which is
-/// measurably faster on ext4.
-fn delete_verified(
-    run: &mut Run,
-    dir: &Dir,
-    scan: &DayScan,
-    verified: &[usize],
-    held: Option<Stamp>,
-    held_events: usize,
-    r: &mut DayReport,
-) -> tmpa_core::Result<usize> {
-    if verified.is_empty() {
-        return Ok(0);
-    }
-    // The compacted file verified above must still be the one there (only a hand edit
-    // could change it: another compaction waits for the lock).
-    if held.is_none() || dir.stat(COMPACTED_NAME)?.map(|c| c.stamp) != held {
-        for &i in verified {
-            r.kept += 1;
-            r.problems.push(Problem::new(
-                dir.join(&scan.loose[i].name),
-                ProblemKind::Corrupt,
-                format!(
-                    "{} changed after it was verified (kept)",
-                    dir.join(COMPACTED_NAME).display()
-                ),
-            ));
-        }
-        return Ok(0);
-    }
-    let mut doomed: Vec<Doomed<'_>> = verified
-        .iter()
-        .map(|&i| {
-            let l = &scan.loose[i];
-            Doomed {
-                dir,
-                name: l.name.clone(),
-                stamp: l.stamp,
-                line: deletion(dir, scan.day, l, held_events),
-                lease: None,
-            }
-        })
-        .collect();
-    doomed.sort_by_key(|d| d.stamp.ino);
-    let names: Vec<OsString> = doomed.iter().map(|d| d.name.clone()).collect();
-    let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
-    let mut deleted = 0;
-    for (name, outcome) in names.iter().zip(outcomes) {
-        match outcome {
-            Outcome::Deleted => deleted += 1,
-            Outcome::Kept(tmpa_maint::Kept::Gone) => {}
-            Outcome::Kept(k) => {
-                r.kept += 1;
-                r.problems
-                    .push(Problem::new(dir.join(name), ProblemKind::Unsafe, k.words()));
-            }
-            Outcome::Failed(e) => return Err(e),
-        }
-    }
-    if let Some(e) = sync_failures.into_iter().next() {
-        return Err(e);
-    }
-    Ok(deleted)
-}
-
-/// The receipt line of a loose file deleted because its event is in the day's
-/// `_compacted.json` (holding `held_events` events); a dry run's plan lists the same.
-fn deletion(dir: &Dir, day: Day, l: &LooseEvent, held_events: usize) -> Deletion {
-    Deletion {
-        file: path_text(&dir.join(&l.name)),
-        bytes: l.stamp.size,
-        sha256: l.sha256.clone(),
-        stamp: l.stamp,
-        held_by: path_text(&dir.join(COMPACTED_NAME)),
-        proof: Proof::CompactedEvent {
-            day: day.to_string(),
-            held_events: held_events as u64,
-        },
-    }
-}
-
-/// Applying a plan: keeps in `scan` only the loose files the plan lists, unchanged; the
-/// others are left for the next run (a changed one is reported).
-fn keep_planned(run: &mut Run, dir: &Dir, scan: &mut DayScan, r: &mut DayReport) {
-    scan.loose.retain(|l| {
-        let file = path_text(&dir.join(&l.name));
-        match run.planned(&file) {
-            Planned::NoPlan => true,
-            Planned::NotInPlan => {
-                r.not_in_plan += 1;
-                false
-            }
-            Planned::Listed(p) if p.stamp == l.stamp && p.sha256 == l.sha256 => true,
-            Planned::Listed(_) => {
-                r.kept += 1;
-                r.problems.push(Problem::new(
-                    dir.join(&l.name),
-                    ProblemKind::Conflict,
-                    "changed since the plan was made (kept; the next run looks again)",
-                ));
-                false
-            }
-        }
-    });
-}
-
-/// Names of the `evt_*.json` entries that remain once `gone` (indexes into `scan.loose`)
-/// are deleted.
-fn remaining_names(scan: &DayScan, gone: &[usize], also_gone: &[usize]) -> Vec<OsString> {
-    let gone: HashSet<&std::ffi::OsStr> = gone
-        .iter()
-        .chain(also_gone)
-        .map(|&i| scan.loose[i].name.as_os_str())
-        .collect();
-    scan.event_names
-        .iter()
-        .filter(|n| !gone.contains(n.as_os_str()))
-        .cloned()
-        .collect()
-}
-
-/// The summary of `events` with the stamp of the directory as it will be once only
-/// `remaining` loose files are left (they are not touched, so their stamps hold).
-fn day_summary(
-    dir: &Dir,
-    day: Day,
-    events: &[&Event],
-    compacted: Option<Stamp>,
-    remaining: &[OsString],
-) -> Summary {
-    let mut s = Summary::compute(day, events.iter().copied());
-    let loose = stamp_entries(dir, remaining);
-    s.source = source_stamp(compacted, &loose);
-    s
-}
-
-/// Whether the cached summary already says exactly `summary` (when `compare_source`, its
-/// stamp too).
-fn summary_is_current(dir: &Dir, day: Day, summary: &Summary, compare_source: bool) -> bool {
-    read_cached(dir, day).is_some_and(|c| {
-        let mut c = c;
-        if !compare_source {
-            c.source.clone_from(&summary.source);
-        }
-        &c == summary
-    })
-}
-
 tmpa_maint::impl_report!(Report, Counts);
 
 /// The report as text: one line per day, one indented line per problem, sorted.
@@ -675,6 +377,15 @@ pub fn render_text(report: &Report) -> String {
                 "current"
             },
         );
+        if d.spilled_runs > 0 {
+            // The day did not fit the memory budget: say so on its own line, so that the
+            // day line keeps one shape.
+            let _ = writeln!(
+                s,
+                "  note: larger than --memory-budget: merged from sorted runs spilled to disk (runs={})",
+                d.spilled_runs
+            );
+        }
         if d.not_in_plan > 0 {
             let _ = writeln!(
                 s,

@@ -53,10 +53,7 @@ impl Event {
     /// # Errors
     /// [`Error::InvalidEvent`] saying what is wrong (not JSON, a missing or mistyped field).
     pub fn from_json(bytes: &[u8]) -> Result<Event> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidEvent {
-            reason: format!("not valid JSON: {e}"),
-        })?;
-        Event::from_value(v)
+        RawEvent::from_json(bytes).map(Event::from_raw)
     }
 
     /// Validates an event given as a JSON value.
@@ -64,30 +61,22 @@ impl Event {
     /// # Errors
     /// [`Error::InvalidEvent`] saying which field is missing or mistyped.
     pub fn from_value(v: Value) -> Result<Event> {
-        let Value::Object(raw) = v else {
-            return Err(invalid("not a JSON object".into()));
-        };
-        let id = str_field(&raw, "id")?;
-        let id = EventId::new(id).map_err(|e| invalid(format!("\"id\": {e}")))?;
-        let ts_s = str_field(&raw, "ts")?;
-        let ts = DateTime::parse_from_rfc3339(ts_s)
-            .map_err(|e| invalid(format!("\"ts\" {ts_s:?} is not RFC 3339: {e}")))?;
-        let user_id = str_field(&raw, "user_id")?.into();
-        let model = str_field(&raw, "model")?.into();
-        let prompt_tokens = uint_field(&raw, "prompt_tokens")?;
-        let completion_tokens = uint_field(&raw, "completion_tokens")?;
-        let json = serde_json::to_vec(&raw)
-            .expect("a JSON map always serializes")
-            .into_boxed_slice();
-        Ok(Event {
-            id,
-            ts,
-            user_id,
-            model,
-            prompt_tokens,
-            completion_tokens,
-            json,
-        })
+        RawEvent::from_value(v).map(Event::from_raw)
+    }
+
+    /// The event of a validated [`RawEvent`], made canonical.
+    pub(crate) fn from_raw(raw: RawEvent) -> Event {
+        let mut json = Vec::new();
+        raw.write_canonical(&mut json);
+        Event {
+            user_id: raw.user_id().into(),
+            model: raw.model().into(),
+            ts: raw.ts,
+            prompt_tokens: raw.prompt_tokens,
+            completion_tokens: raw.completion_tokens,
+            json: json.into_boxed_slice(),
+            id: raw.id,
+        }
     }
 
     /// The event id.
@@ -145,6 +134,120 @@ impl Event {
     /// The order of `_compacted.json`: by `ts` (as an instant), then by `id`.
     pub fn cmp_ts_id(&self, other: &Event) -> Ordering {
         self.ts.cmp(&other.ts).then_with(|| self.id.cmp(&other.id))
+    }
+}
+
+/// An event parsed and validated, before it is made canonical: the JSON object with the
+/// fields the library checks, exactly as [`Event::from_json`] checks them (an [`Event`] is
+/// built from one). Compaction writes its canonical bytes straight into its own buffers
+/// ([`RawEvent::write_canonical`]) instead of keeping an [`Event`] per event.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::RawEvent;
+/// let raw = RawEvent::from_json(br#"{"ts":"2026-11-23T10:00:00+01:00","id":"a1","user_id":"u1",
+///   "model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+/// assert_eq!((raw.id().as_str(), raw.user_id(), raw.prompt_tokens()), ("a1", "u1", 3));
+/// assert_eq!(raw.instant(), (1_795_424_400, 0)); // 09:00 UTC
+/// let mut canonical = Vec::new();
+/// raw.write_canonical(&mut canonical);
+/// let e = tmpa_core::Event::from_json(&canonical).unwrap();
+/// assert_eq!(e.json_bytes(), &canonical[..]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RawEvent {
+    id: EventId,
+    ts: DateTime<FixedOffset>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    map: Map<String, Value>,
+}
+
+impl RawEvent {
+    /// Parses and validates an event from JSON bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEvent`] saying what is wrong (not JSON, a missing or mistyped field).
+    pub fn from_json(bytes: &[u8]) -> Result<RawEvent> {
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidEvent {
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        RawEvent::from_value(v)
+    }
+
+    /// Validates an event given as a JSON value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEvent`] saying which field is missing or mistyped.
+    pub fn from_value(v: Value) -> Result<RawEvent> {
+        let Value::Object(map) = v else {
+            return Err(invalid("not a JSON object".into()));
+        };
+        let id = str_field(&map, "id")?;
+        let id = EventId::new(id).map_err(|e| invalid(format!("\"id\": {e}")))?;
+        let ts_s = str_field(&map, "ts")?;
+        let ts = DateTime::parse_from_rfc3339(ts_s)
+            .map_err(|e| invalid(format!("\"ts\" {ts_s:?} is not RFC 3339: {e}")))?;
+        str_field(&map, "user_id")?;
+        str_field(&map, "model")?;
+        let prompt_tokens = uint_field(&map, "prompt_tokens")?;
+        let completion_tokens = uint_field(&map, "completion_tokens")?;
+        Ok(RawEvent {
+            id,
+            ts,
+            prompt_tokens,
+            completion_tokens,
+            map,
+        })
+    }
+
+    /// The event id.
+    pub fn id(&self) -> &EventId {
+        &self.id
+    }
+
+    /// The timestamp.
+    pub fn ts(&self) -> DateTime<FixedOffset> {
+        self.ts
+    }
+
+    /// The timestamp as an instant: seconds since the epoch (UTC) and nanoseconds. Ordering
+    /// these pairs orders events exactly as [`Event::cmp_ts_id`] orders their `ts`.
+    pub fn instant(&self) -> (i64, u32) {
+        (self.ts.timestamp(), self.ts.timestamp_subsec_nanos())
+    }
+
+    /// The user id.
+    pub fn user_id(&self) -> &str {
+        self.validated_str("user_id")
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        self.validated_str("model")
+    }
+
+    /// Prompt tokens.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+    }
+
+    /// Completion tokens.
+    pub fn completion_tokens(&self) -> u64 {
+        self.completion_tokens
+    }
+
+    /// Appends the canonical JSON of the event (keys sorted, no spaces) to `out`: the
+    /// bytes [`Event::json_bytes`] holds for the same event.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &self.map).expect("a JSON map always serializes");
+    }
+
+    fn validated_str(&self, k: &str) -> &str {
+        match self.map.get(k) {
+            Some(Value::String(s)) => s,
+            _ => unreachable!("{k} was validated as a string"),
+        }
     }
 }
 

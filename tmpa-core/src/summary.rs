@@ -57,13 +57,13 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, e: &Event) {
+    fn add(&mut self, prompt_tokens: u64, completion_tokens: u64) {
         self.events = self.events.saturating_add(1);
-        self.prompt_tokens = self.prompt_tokens.saturating_add(e.prompt_tokens());
-        self.completion_tokens = self.completion_tokens.saturating_add(e.completion_tokens());
+        self.prompt_tokens = self.prompt_tokens.saturating_add(prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(completion_tokens);
         self.total_tokens = self
             .total_tokens
-            .saturating_add(e.prompt_tokens().saturating_add(e.completion_tokens()));
+            .saturating_add(prompt_tokens.saturating_add(completion_tokens));
     }
 
     fn plus(mut self, o: &Totals) -> Totals {
@@ -113,20 +113,16 @@ pub struct Summary {
 impl Summary {
     /// Folds `events` into a summary (with an empty `source`).
     pub fn compute<'a>(day: Day, events: impl IntoIterator<Item = &'a Event>) -> Summary {
-        let mut s = Summary {
-            format: 1,
-            day: day.to_string(),
-            totals: Totals::default(),
-            by_user: BTreeMap::new(),
-            by_model: BTreeMap::new(),
-            source: String::new(),
-        };
+        let mut fold = SummaryFold::new(day);
         for e in events {
-            s.totals.add(e);
-            s.by_user.entry(e.user_id().to_owned()).or_default().add(e);
-            s.by_model.entry(e.model().to_owned()).or_default().add(e);
+            fold.add(
+                e.user_id(),
+                e.model(),
+                e.prompt_tokens(),
+                e.completion_tokens(),
+            );
         }
-        s
+        fold.finish()
     }
 
     /// Whether the summary agrees with itself: totals equal the sums per user and per
@@ -149,6 +145,83 @@ impl Summary {
         v.push(b'\n');
         v
     }
+}
+
+/// A [`Summary`] built one event at a time, holding only the totals (per user and per
+/// model) and never the events: what compaction folds while it reads a day.
+///
+/// Folds can be built apart (one per reader thread) and [`absorb`](SummaryFold::absorb)ed
+/// into one: sums saturate at `u64::MAX` and never go down, so the result does not depend
+/// on the order.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::SummaryFold;
+/// let day = "2026-11-23".parse().unwrap();
+/// let (mut a, mut b) = (SummaryFold::new(day), SummaryFold::new(day));
+/// a.add("u1", "m", 3, 4);
+/// b.add("u2", "m", 1, 0);
+/// a.absorb(b);
+/// let s = a.finish();
+/// assert_eq!((s.totals.events, s.totals.total_tokens, s.by_model["m"].events), (2, 8, 2));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SummaryFold {
+    summary: Summary,
+}
+
+impl SummaryFold {
+    /// An empty fold for `day`.
+    pub fn new(day: Day) -> SummaryFold {
+        SummaryFold {
+            summary: Summary {
+                format: 1,
+                day: day.to_string(),
+                totals: Totals::default(),
+                by_user: BTreeMap::new(),
+                by_model: BTreeMap::new(),
+                source: String::new(),
+            },
+        }
+    }
+
+    /// Counts one event.
+    pub fn add(&mut self, user_id: &str, model: &str, prompt_tokens: u64, completion_tokens: u64) {
+        let s = &mut self.summary;
+        s.totals.add(prompt_tokens, completion_tokens);
+        totals_of(&mut s.by_user, user_id).add(prompt_tokens, completion_tokens);
+        totals_of(&mut s.by_model, model).add(prompt_tokens, completion_tokens);
+    }
+
+    /// Adds everything `other` counted.
+    pub fn absorb(&mut self, other: SummaryFold) {
+        let (s, o) = (&mut self.summary, other.summary);
+        s.totals = s.totals.plus(&o.totals);
+        for (into, from) in [(&mut s.by_user, o.by_user), (&mut s.by_model, o.by_model)] {
+            for (k, t) in from {
+                let e = into.entry(k).or_default();
+                *e = e.plus(&t);
+            }
+        }
+    }
+
+    /// Events counted so far.
+    pub fn events(&self) -> u64 {
+        self.summary.totals.events
+    }
+
+    /// The summary (with an empty `source`).
+    pub fn finish(self) -> Summary {
+        self.summary
+    }
+}
+
+/// The totals of `key`, created empty the first time; allocates only for a new key.
+fn totals_of<'m>(m: &'m mut BTreeMap<String, Totals>, key: &str) -> &'m mut Totals {
+    if !m.contains_key(key) {
+        m.insert(key.to_owned(), Totals::default());
+    }
+    m.get_mut(key).expect("inserted above")
 }
 
 /// The consistency stamp of a day directory state (see the module docs): the compacted

@@ -1,0 +1,608 @@
+//! One day of compaction: read, classify, write `_compacted.json`, read it back and
+//! compare, write `_summary.json`, then delete the verified loose files in chunks through
+//! the one deletion path.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use tmpa_core::maintenance::{
+    AtomicFile, COMPACTED_NAME, CompactedWriter, Dir, Kind, ReadBack, Stamp, SummaryFold,
+    conflict_problem_of, event_names, hex, open_compacted, path_text, read_cached, root_dir,
+    source_stamp, stamp_entries, write_summary,
+};
+use tmpa_core::{Day, Error, EventId, Problem, ProblemKind, Summary};
+use tmpa_maint::{Deletion, Doomed, Outcome, Planned, Proof, Run};
+
+use crate::merge::{Cursor, Discard, Findings, Sink, merge_pass, resolve_pending};
+use crate::record::Class;
+use crate::scan::{
+    Admit, CompactedDay, DayOptions, LooseDay, event_file_name_of, scan_compacted, scan_loose,
+};
+use crate::spill::PositionedReader;
+use crate::{DayReport, DayStatus};
+
+/// Loose files deleted per call of the deletion path: bounds the receipt lines and names
+/// held at once (about 0.5 KiB each) whatever the day.
+const DELETE_CHUNK: usize = 8192;
+/// Read buffer of the comparison with the file on disk.
+const COMPARE_BUF_BYTES: usize = 256 << 10;
+
+/// Compacts one day; never panics on bad input, never returns early without a report.
+/// In [`tmpa_maint::Mode::KeepSources`] everything is written and verified but no loose
+/// file is deleted.
+pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
+    let mut r = DayReport {
+        day: day.to_string(),
+        ..DayReport::default()
+    };
+    // Held by descriptor from here on: a directory swapped for a symlink meanwhile
+    // cannot lead any read, write or delete of this run out of the root.
+    let rel = Path::new("token_stats").join(day.to_string());
+    let dir = match root_dir(run.root()).open_dir(&rel) {
+        Ok(h) => h,
+        Err(e) => {
+            r.status = if matches!(e, Error::Unsafe { .. }) {
+                DayStatus::Skipped
+            } else {
+                DayStatus::Failed
+            };
+            r.error = Some(e.chain());
+            return r;
+        }
+    };
+    if let Some(r) = settled_day(&dir, day) {
+        return r;
+    }
+    let compacted = match scan_compacted(&dir, day, opts) {
+        Ok(c) => c,
+        Err(mut p) => {
+            r.status = DayStatus::Skipped;
+            p.reason = format!(
+                "{} (day left untouched: it may hold the only copy of deleted events)",
+                p.reason
+            );
+            r.problems.push(p);
+            return r;
+        }
+    };
+    let root = run.root().clone();
+    let scanned = if opts.applying_plan {
+        let mut admit = |name: &OsStr, stamp: &Stamp, sha: &[u8; 32]| {
+            admit_planned(run, &dir, name, stamp, sha, &mut r)
+        };
+        let admit: &mut Admit<'_> = &mut admit;
+        scan_loose(&root, &dir, day, &compacted, opts, Some(admit))
+    } else {
+        scan_loose(&root, &dir, day, &compacted, opts, None)
+    };
+    let loose = match scanned {
+        Ok(l) => l,
+        Err(e) => {
+            r.status = DayStatus::Failed;
+            r.error = Some(e.chain());
+            return r;
+        }
+    };
+    r.loose = loose.count();
+    r.corrupt = loose.problems.len();
+    r.already_compacted = usize::try_from(compacted.events).unwrap_or(usize::MAX);
+    r.spilled_runs = loose.spill.as_ref().map_or(0, |s| s.runs());
+    let mut work = DayWork {
+        dir: &dir,
+        day,
+        compacted,
+        loose,
+        conflicts: Vec::new(),
+        duplicates: 0,
+        added: 0,
+    };
+    r.problems.append(&mut work.loose.problems);
+    let outcome = work.classify().and_then(|()| {
+        r.merged = count(work.added);
+        r.duplicates = count(work.duplicates);
+        r.conflicts = work.conflicts.len();
+        r.events = count(work.compacted.events + work.added);
+        for id in &work.conflicts {
+            r.problems.push(conflict_problem_of(&dir, id));
+        }
+        if run.dry_run() {
+            work.plan(run, &mut r)
+        } else {
+            work.act(run, &mut r)
+        }
+    });
+    if let Err(e) = outcome {
+        r.status = DayStatus::Failed;
+        r.error = Some(e.chain());
+    }
+    r.problems.sort();
+    r
+}
+
+/// Applying a plan: whether the loose file `name` takes part in this run. Only the files
+/// the plan lists, unchanged, do; the others are left for the next run (a changed one is
+/// reported).
+fn admit_planned(
+    run: &mut Run,
+    dir: &Dir,
+    name: &OsStr,
+    stamp: &Stamp,
+    sha: &[u8; 32],
+    r: &mut DayReport,
+) -> bool {
+    let file = path_text(&dir.join(name));
+    match run.planned(&file) {
+        Planned::NoPlan => true,
+        Planned::NotInPlan => {
+            r.not_in_plan += 1;
+            false
+        }
+        Planned::Listed(p) if p.stamp == *stamp && p.sha256 == hex(sha) => true,
+        Planned::Listed(_) => {
+            r.kept += 1;
+            r.problems.push(Problem::new(
+                dir.join(name),
+                ProblemKind::Conflict,
+                "changed since the plan was made (kept; the next run looks again)",
+            ));
+            false
+        }
+    }
+}
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A day with no loose event file whose summary's stamp matches the directory is settled:
+/// nothing to merge, delete or rewrite. Recognising it costs one listing and one `lstat`,
+/// so nightly runs do not re-read the whole history. (A `_compacted.json` damaged in place
+/// without a change of size or mtime is not noticed here; tmpa-patrol's corrupt_json check
+/// parses it.)
+fn settled_day(dir: &Dir, day: Day) -> Option<DayReport> {
+    let names = event_names(dir).ok()?;
+    if !names.is_empty() {
+        return None;
+    }
+    let cached = read_cached(dir, day)?;
+    let compacted = dir.stat(COMPACTED_NAME).ok()??;
+    if compacted.kind != Kind::File || cached.source != source_stamp(Some(compacted.stamp), &[]) {
+        return None;
+    }
+    let events = usize::try_from(cached.totals.events).ok()?;
+    Some(DayReport {
+        day: day.to_string(),
+        status: DayStatus::Unchanged,
+        already_compacted: events,
+        events,
+        ..DayReport::default()
+    })
+}
+
+/// A day read, being compacted.
+struct DayWork<'d> {
+    dir: &'d Dir,
+    day: Day,
+    compacted: CompactedDay,
+    loose: LooseDay,
+    conflicts: Vec<EventId>,
+    duplicates: u64,
+    added: u64,
+}
+
+impl DayWork<'_> {
+    /// One merge pass of the day into `sink`.
+    fn pass(&mut self, sink: &mut dyn Sink) -> tmpa_core::Result<Findings> {
+        let mut cursor = match &self.loose.spill {
+            Some(spill) => Cursor::runs(spill)?,
+            None => Cursor::memory(&self.loose.recs, &self.loose.arena),
+        };
+        merge_pass(
+            &self.compacted.src,
+            self.day,
+            self.dir.path(),
+            &mut cursor,
+            &mut self.loose.classes,
+            sink,
+        )
+    }
+
+    /// Decides every loose event: new, duplicate or conflict. Only events whose id's hash
+    /// is among the compacted ids need a pass of the merge (and, for those that meet no
+    /// compacted event of their `ts`, an exact look-up of their ids).
+    fn classify(&mut self) -> tmpa_core::Result<()> {
+        if self.loose.suspects > 0 {
+            let found = self.pass(&mut Discard)?;
+            self.duplicates += found.duplicates;
+            self.conflicts.extend(found.conflicts);
+            let resolved = resolve_pending(
+                &self.compacted.src,
+                self.day,
+                found.pending,
+                &mut self.loose.classes,
+                &mut self.loose.fold,
+            )?;
+            self.conflicts.extend(resolved.conflicts);
+        }
+        self.added = self
+            .loose
+            .classes
+            .iter()
+            .filter(|c| **c == Class::Added)
+            .count() as u64;
+        debug_assert!(
+            !self
+                .loose
+                .classes
+                .iter()
+                .any(|c| matches!(c, Class::Suspect | Class::Pending))
+        );
+        self.conflicts.sort();
+        Ok(())
+    }
+
+    fn events(&self) -> u64 {
+        self.compacted.events + self.added
+    }
+
+    fn to_delete(&self) -> u64 {
+        self.added + self.duplicates
+    }
+
+    /// The summary of the merged events (the compacted ones and the new ones).
+    fn summary(&self) -> Summary {
+        let mut fold = self.compacted.fold.clone();
+        fold.absorb(self.loose.fold.clone());
+        debug_assert_eq!(fold.events(), self.events());
+        SummaryFold::finish(fold)
+    }
+
+    /// Dry run: what [`DayWork::act`] would do, changing nothing.
+    fn plan(&mut self, run: &mut Run, r: &mut DayReport) -> tmpa_core::Result<()> {
+        // A new _compacted.json would be written when there is something new: its stamp
+        // is not known yet.
+        let stamp = self.compacted.stamp.filter(|_| self.added == 0);
+        let mut summary = self.summary();
+        summary.source = self.stamp_after(stamp, false);
+        r.summary_rewritten =
+            self.events() > 0 && !summary_is_current(self.dir, self.day, &summary, stamp.is_some());
+        r.deleted = count(self.to_delete());
+        // The plan lists each file with the receipt line a real run would write for it.
+        let (held_by, proof) = self.held_by();
+        self.each_deletable(|name, stamp, sha| {
+            run.would_delete(deletion(self.dir, &name, stamp, &sha, &held_by, &proof));
+            Ok(())
+        })?;
+        r.status = DayStatus::Planned;
+        Ok(())
+    }
+
+    /// Where the deleted loose files' data is held, as receipts say it.
+    fn held_by(&self) -> (String, Proof) {
+        (
+            path_text(&self.dir.join(COMPACTED_NAME)),
+            Proof::CompactedEvent {
+                day: self.day.to_string(),
+                held_events: self.events(),
+            },
+        )
+    }
+
+    /// Real run: write, verify, summary, receipt, delete.
+    fn act(&mut self, run: &mut Run, r: &mut DayReport) -> tmpa_core::Result<()> {
+        if self.events() == 0 {
+            r.status = DayStatus::Unchanged;
+            return Ok(());
+        }
+        // Rewrite when there is something new, or when the file on disk is not the
+        // canonical form of its own events (written by another tool): verification
+        // compares bytes.
+        if self.added > 0 || !self.matches_disk()? {
+            self.write()?;
+        }
+        // The compacted file verified is held open: its stamp is the one that must still
+        // be there when the loose files go.
+        let (held_file, held) = match open_compacted(self.dir)? {
+            Some((f, m)) => (Some(f), Some(m.stamp)),
+            None => (None, None),
+        };
+        let verified = self.to_delete() == 0
+            || match &held_file {
+                Some(f) => self.read_back(f)?,
+                None => false,
+            };
+        if !verified {
+            let reason = format!(
+                "verification failed: {} does not read back as written (kept)",
+                self.dir.join(COMPACTED_NAME).display()
+            );
+            self.each_deletable(|name, _, _| {
+                r.kept += 1;
+                r.problems.push(Problem::new(
+                    self.dir.join(name),
+                    ProblemKind::Corrupt,
+                    reason.clone(),
+                ));
+                Ok(())
+            })?;
+        }
+        let deleting = run.mode().deletes() && verified && self.to_delete() > 0;
+        // The summary is written before any deletion, so a crash after a deletion never
+        // leaves a summary that misses the deleted events.
+        let mut summary = self.summary();
+        summary.source = self.stamp_after(held, !deleting);
+        if !summary_is_current(self.dir, self.day, &summary, true) {
+            write_summary(self.dir, &summary)?;
+            r.summary_rewritten = true;
+        }
+        if deleting {
+            self.delete(run, held, r)?;
+        }
+        r.status = if self.added == 0 && r.deleted == 0 && !r.summary_rewritten {
+            DayStatus::Unchanged
+        } else {
+            DayStatus::Compacted
+        };
+        Ok(())
+    }
+
+    /// Whether the `_compacted.json` read is exactly the canonical form of its events.
+    fn matches_disk(&mut self) -> tmpa_core::Result<bool> {
+        let Some(file) = self.compacted.file.take() else {
+            return Ok(false);
+        };
+        let same = self.read_back(&file);
+        self.compacted.file = Some(file);
+        same
+    }
+
+    /// Whether `file` holds exactly the bytes the merged events serialize to: the
+    /// comparison streams both sides, in constant memory.
+    fn read_back(&mut self, file: &File) -> tmpa_core::Result<bool> {
+        let path = self.dir.join(COMPACTED_NAME);
+        let disk = BufReader::with_capacity(
+            COMPARE_BUF_BYTES,
+            PositionedReader {
+                file,
+                pos: 0,
+                end: u64::MAX,
+            },
+        );
+        let writer = CompactedWriter::start(ReadBack::new(disk), self.day)
+            .map_err(|e| Error::io("read", &path, e))?;
+        let mut sink = FileSink {
+            writer,
+            op: "read",
+            path: &path,
+        };
+        self.pass(&mut sink)?;
+        let FileSink { writer, .. } = sink;
+        writer
+            .finish()
+            .and_then(ReadBack::finish)
+            .map_err(|e| Error::io("read", &path, e))
+    }
+
+    /// Writes `_compacted.json` atomically from one merge pass.
+    fn write(&mut self) -> tmpa_core::Result<()> {
+        let f = AtomicFile::create_in(self.dir, COMPACTED_NAME.as_ref())?;
+        let tmp = f.tmp_path();
+        let writer =
+            CompactedWriter::start(f, self.day).map_err(|e| Error::io("write", &tmp, e))?;
+        let mut sink = FileSink {
+            writer,
+            op: "write",
+            path: &tmp,
+        };
+        // On an error the AtomicFile is dropped with the sink: its temporary goes.
+        self.pass(&mut sink)?;
+        let FileSink { writer, .. } = sink;
+        writer
+            .finish()
+            .map_err(|e| Error::io("write", &tmp, e))?
+            .commit()
+    }
+
+    /// The consistency stamp of the day directory as it will be once the loose files to
+    /// delete are gone (or, with `keeping`, all still there); empty when that is not
+    /// known without holding every name (a spilled day whose loose files stay).
+    fn stamp_after(&self, compacted: Option<Stamp>, keeping: bool) -> String {
+        let mut remaining = self.loose.unloaded.clone();
+        remaining.extend(
+            self.conflicts
+                .iter()
+                .map(|id| event_file_name_of(id.as_str().as_bytes())),
+        );
+        if keeping && self.to_delete() > 0 {
+            if self.loose.spill.is_some() {
+                return String::new();
+            }
+            let arena = &self.loose.arena;
+            remaining.extend(
+                self.loose
+                    .recs
+                    .iter()
+                    .filter(|r| self.loose.classes[r.ordinal as usize].deletes())
+                    .map(|r| event_file_name_of(r.id(arena))),
+            );
+        }
+        remaining.sort();
+        remaining.dedup();
+        source_stamp(compacted, &stamp_entries(self.dir, &remaining))
+    }
+
+    /// Calls `f` with the name, stamp and SHA-256 of every loose file to delete, in
+    /// inode order for a day held in memory (measurably faster on ext4), run by run for a
+    /// spilled one.
+    fn each_deletable(
+        &self,
+        mut f: impl FnMut(OsString, Stamp, [u8; 32]) -> tmpa_core::Result<()>,
+    ) -> tmpa_core::Result<()> {
+        let classes = &self.loose.classes;
+        match &self.loose.spill {
+            None => {
+                let arena = &self.loose.arena;
+                let mut order: Vec<u32> = (0..self.loose.recs.len() as u32)
+                    .filter(|&i| classes[self.loose.recs[i as usize].ordinal as usize].deletes())
+                    .collect();
+                order.sort_unstable_by_key(|&i| self.loose.recs[i as usize].stamp.ino);
+                for i in order {
+                    let rec = &self.loose.recs[i as usize];
+                    f(event_file_name_of(rec.id(arena)), rec.stamp, rec.sha256)?;
+                }
+                Ok(())
+            }
+            Some(spill) => {
+                for i in 0..spill.runs() {
+                    let mut reader = spill.reader(i, COMPARE_BUF_BYTES);
+                    while reader.advance()? {
+                        let s = reader.head().expect("advanced");
+                        if classes[s.ordinal as usize].deletes() {
+                            let stamp = s.stamp.expect("a record was read");
+                            f(event_file_name_of(s.id()), stamp, s.sha256)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the verified loose files through the one deletion path, a chunk at a time
+    /// (each chunk in inode order): receipt first, each file only if it is still exactly
+    /// the file that was read, and only while the compacted file is still the one
+    /// verified.
+    fn delete(
+        &self,
+        run: &mut Run,
+        held: Option<Stamp>,
+        r: &mut DayReport,
+    ) -> tmpa_core::Result<()> {
+        let (held_by, proof) = self.held_by();
+        let mut chunk: Vec<(OsString, Stamp, [u8; 32])> = Vec::with_capacity(DELETE_CHUNK);
+        let mut flush = |chunk: &mut Vec<(OsString, Stamp, [u8; 32])>,
+                         r: &mut DayReport|
+         -> tmpa_core::Result<()> {
+            chunk.sort_unstable_by_key(|(_, stamp, _)| stamp.ino);
+            let result = self.delete_chunk(run, chunk, held, &held_by, &proof, r);
+            chunk.clear();
+            result
+        };
+        self.each_deletable(|name, stamp, sha| {
+            chunk.push((name, stamp, sha));
+            if chunk.len() == DELETE_CHUNK {
+                flush(&mut chunk, r)?;
+            }
+            Ok(())
+        })?;
+        flush(&mut chunk, r)
+    }
+
+    fn delete_chunk(
+        &self,
+        run: &mut Run,
+        chunk: &[(OsString, Stamp, [u8; 32])],
+        held: Option<Stamp>,
+        held_by: &str,
+        proof: &Proof,
+        r: &mut DayReport,
+    ) -> tmpa_core::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir;
+        // The compacted file verified above must still be the one there (only a hand edit
+        // could change it: another compaction waits for the lock).
+        if held.is_none() || dir.stat(COMPACTED_NAME)?.map(|c| c.stamp) != held {
+            for (name, _, _) in chunk {
+                r.kept += 1;
+                r.problems.push(Problem::new(
+                    dir.join(name),
+                    ProblemKind::Corrupt,
+                    format!(
+                        "{} changed after it was verified (kept)",
+                        dir.join(COMPACTED_NAME).display()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        let doomed: Vec<Doomed<'_>> = chunk
+            .iter()
+            .map(|(name, stamp, sha)| Doomed {
+                dir,
+                name: name.clone(),
+                stamp: *stamp,
+                line: deletion(dir, name, *stamp, sha, held_by, proof),
+                lease: None,
+            })
+            .collect();
+        let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
+        for ((name, _, _), outcome) in chunk.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Deleted => r.deleted += 1,
+                Outcome::Kept(tmpa_maint::Kept::Gone) => {}
+                Outcome::Kept(k) => {
+                    r.kept += 1;
+                    r.problems
+                        .push(Problem::new(dir.join(name), ProblemKind::Unsafe, k.words()));
+                }
+                Outcome::Failed(e) => return Err(e),
+            }
+        }
+        match sync_failures.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The receipt line of a loose file deleted because its event is in the day's
+/// `_compacted.json`; a dry run's plan lists the same.
+fn deletion(
+    dir: &Dir,
+    name: &OsStr,
+    stamp: Stamp,
+    sha: &[u8; 32],
+    held_by: &str,
+    proof: &Proof,
+) -> Deletion {
+    Deletion {
+        file: path_text(&dir.join(name)),
+        bytes: stamp.size,
+        sha256: hex(sha),
+        stamp,
+        held_by: held_by.to_owned(),
+        proof: proof.clone(),
+    }
+}
+
+/// A sink writing the canonical `_compacted.json` into a writer (the new file, or the
+/// comparison with the file on disk).
+struct FileSink<'p, W: std::io::Write> {
+    writer: CompactedWriter<W>,
+    op: &'static str,
+    path: &'p Path,
+}
+
+impl<W: std::io::Write> Sink for FileSink<'_, W> {
+    fn event(&mut self, json: &[u8]) -> tmpa_core::Result<()> {
+        self.writer
+            .event(json)
+            .map_err(|e| Error::io(self.op, self.path, e))
+    }
+}
+
+/// Whether the cached summary already says exactly `summary` (when `compare_source`, its
+/// stamp too).
+fn summary_is_current(dir: &Dir, day: Day, summary: &Summary, compare_source: bool) -> bool {
+    read_cached(dir, day).is_some_and(|c| {
+        let mut c = c;
+        if !compare_source {
+            c.source.clone_from(&summary.source);
+        }
+        &c == summary
+    })
+}

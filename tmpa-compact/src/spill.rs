@@ -1,0 +1,234 @@
+//! The spill file: sorted runs of a day's loose events written to disk when the day does
+//! not fit the memory budget, read back run by run for the k-way merge.
+//!
+//! It lives in `{root}/.tmpa/spill/` (the programs' state, on the data's file system, so
+//! a full disk shows as what it is) and is unlinked as soon as it is open: the process
+//! holds the only reference, so neither an error nor a kill leaves it behind, and the
+//! space returns when the run ends however it ends. Only a kill in the instant between
+//! creating and unlinking it leaves a `compact_events.*.spill`, which the next run
+//! removes ([`sweep_leftovers`]) while it holds the lock no other compaction can hold.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tmpa_core::maintenance::{Dir, Meta, STATE_DIR, root_dir};
+use tmpa_core::{Error, Root};
+
+use crate::arena::Arena;
+use crate::record::{LooseRec, Spilled, write_spilled};
+
+/// The directory of spill files, below the root.
+pub(crate) fn spill_dir_rel() -> PathBuf {
+    Path::new(STATE_DIR).join("spill")
+}
+
+const PREFIX: &str = "compact_events.";
+const SUFFIX: &str = ".spill";
+
+/// Buffer of the writer of a run.
+const WRITE_BUF_BYTES: usize = 256 << 10;
+
+/// Removes the spill files a killed run may have left. Only a run holding the
+/// compaction lock may call it: no other compaction can be using them.
+///
+/// # Errors
+/// When the directory cannot be listed or a leftover cannot be removed.
+pub(crate) fn sweep_leftovers(root: &Root) -> tmpa_core::Result<usize> {
+    let dir = match root_dir(root).open_dir(spill_dir_rel()) {
+        Ok(d) => d,
+        Err(e) if e.io_kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let leftovers = dir.names(|n| {
+        n.to_str()
+            .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+    })?;
+    for name in &leftovers {
+        dir.unlink(name)?;
+    }
+    Ok(leftovers.len())
+}
+
+/// Where a run is in the spill file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunSpan {
+    start: u64,
+    len: u64,
+}
+
+/// An open, already unlinked spill file and the runs written to it.
+#[derive(Debug)]
+pub(crate) struct Spill {
+    write: File,
+    read: File,
+    /// The path it had, for messages.
+    path: PathBuf,
+    len: u64,
+    runs: Vec<RunSpan>,
+}
+
+impl Spill {
+    /// Creates the spill file under `{root}/.tmpa/spill/` and unlinks it at once.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path.
+    pub(crate) fn create(root: &Root) -> tmpa_core::Result<Spill> {
+        let dir = root_dir(root).create_dir_all(spill_dir_rel())?;
+        let name = unique_name();
+        let write = dir.create_new(&name, 0o600)?;
+        let opened = Spill::open_and_unlink(&dir, &name, write);
+        if opened.is_err() {
+            let _ = dir.unlink(&name); // best effort; the next run's sweep gets it otherwise
+        }
+        opened
+    }
+
+    fn open_and_unlink(dir: &Dir, name: &OsStr, write: File) -> tmpa_core::Result<Spill> {
+        let path = dir.join(name);
+        let read = dir.open_read(name)?;
+        let same = |f: &File| Meta::of_fd(f).map(|m| (m.stamp.dev, m.stamp.ino));
+        let (w, r) = (same(&write), same(&read));
+        if w.is_err() || w.ok() != r.ok() {
+            return Err(Error::io(
+                "open",
+                &path,
+                io::Error::other("the spill file was replaced while it was being opened"),
+            ));
+        }
+        dir.unlink(name)?;
+        Ok(Spill {
+            write,
+            read,
+            path,
+            len: 0,
+            runs: Vec::new(),
+        })
+    }
+
+    /// Appends `recs` (sorted) as one run.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the spill file (a full disk is `StorageFull`).
+    pub(crate) fn write_run(&mut self, recs: &[LooseRec], arena: &Arena) -> tmpa_core::Result<()> {
+        let start = self.len;
+        let mut out = BufWriter::with_capacity(
+            WRITE_BUF_BYTES,
+            PositionedWriter {
+                file: &self.write,
+                pos: start,
+            },
+        );
+        let written = recs
+            .iter()
+            .try_for_each(|r| write_spilled(&mut out, r, arena))
+            .and_then(|()| out.into_inner().map_err(io::IntoInnerError::into_error));
+        let end = written.map_err(|e| Error::io("write", &self.path, e))?.pos;
+        self.len = end;
+        self.runs.push(RunSpan {
+            start,
+            len: end - start,
+        });
+        Ok(())
+    }
+
+    /// Number of runs written.
+    pub(crate) fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// A reader of run `i`, with a buffer of `buf_bytes`.
+    pub(crate) fn reader(&self, i: usize, buf_bytes: usize) -> RunReader<'_> {
+        let run = self.runs[i];
+        RunReader {
+            input: BufReader::with_capacity(
+                buf_bytes,
+                PositionedReader {
+                    file: &self.read,
+                    pos: run.start,
+                    end: run.start + run.len,
+                },
+            ),
+            path: &self.path,
+            head: Spilled::default(),
+            live: false,
+        }
+    }
+}
+
+/// One run read back record by record.
+#[derive(Debug)]
+pub(crate) struct RunReader<'s> {
+    input: BufReader<PositionedReader<'s>>,
+    path: &'s Path,
+    head: Spilled,
+    live: bool,
+}
+
+impl RunReader<'_> {
+    /// Moves to the next record; `false` at the end of the run.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the spill file.
+    pub(crate) fn advance(&mut self) -> tmpa_core::Result<bool> {
+        self.live = self
+            .head
+            .read_from(&mut self.input)
+            .map_err(|e| Error::io("read", self.path, e))?;
+        Ok(self.live)
+    }
+
+    /// The current record, if the run is not over.
+    pub(crate) fn head(&self) -> Option<&Spilled> {
+        self.live.then_some(&self.head)
+    }
+}
+
+/// Writes at its own offset (`pwrite`), whatever else uses the descriptor.
+struct PositionedWriter<'f> {
+    file: &'f File,
+    pos: u64,
+}
+
+impl io::Write for PositionedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads `[pos, end)` of a file at its own offset (`pread`), so that several readers
+/// share one descriptor.
+#[derive(Debug)]
+pub(crate) struct PositionedReader<'f> {
+    pub(crate) file: &'f File,
+    pub(crate) pos: u64,
+    pub(crate) end: u64,
+}
+
+impl Read for PositionedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn unique_name() -> OsString {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{PREFIX}{}.{nanos:x}{SUFFIX}", std::process::id()).into()
+}
