@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -878,4 +879,79 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
     let again = t.run("tmpa-compact", &["--day", D1]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(!touched.exists());
+}
+
+/// `--pace` (what the crontab and the units pass): the day is read one file at a time
+/// with a pause per 256 files, the new `_compacted.json` goes to the disk in steps
+/// (`fdatasync` per 256 KiB) and deletions pause per 64; the bytes are those of a run at
+/// full speed, which pauses never. Seen from outside with strace.
+#[test]
+fn paced_run_pauses_and_writes_the_same_bytes() {
+    if Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("skipped: no working strace");
+        return;
+    }
+    const EVENTS: usize = 1200;
+    let run = |pace: &str| -> (Vec<u8>, usize, usize, usize) {
+        let t = Tree::new();
+        for i in 0..EVENTS {
+            t.event(D1, &format!("{i:05}-{}", "p".repeat(160)), "u", i as u64, 1);
+        }
+        let trace = t.root().parent().expect("parent").join(format!(
+            "{}.strace",
+            t.root().file_name().expect("name").to_string_lossy()
+        ));
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .args([
+                "-e",
+                "trace=nanosleep,clock_nanosleep,fdatasync,clone,clone3",
+            ])
+            .arg(bin("tmpa-compact").get_program())
+            .env_remove("TMPA_ROOT")
+            .arg("--root")
+            .arg(t.root())
+            .args(["--before", D2, "--pace", pace])
+            .output()
+            .expect("strace");
+        let text = fs::read_to_string(&trace).expect("trace");
+        fs::remove_file(&trace).expect("rm trace");
+        assert!(out.status.success(), "{pace}: {out:?}");
+        let count = |call: &str| text.lines().filter(|l| l.contains(call)).count();
+        let sleeps = count("nanosleep(");
+        let datasyncs = count("fdatasync(");
+        let threads = count("clone(") + count("clone3(");
+        let dir = t.root().join(format!("token_stats/{D1}"));
+        assert_eq!(
+            loose_names(&t, D1).len(),
+            0,
+            "{pace}: every event compacted"
+        );
+        (
+            fs::read(dir.join("_compacted.json")).expect("compacted"),
+            sleeps,
+            datasyncs,
+            threads,
+        )
+    };
+    let (fast, fast_sleeps, fast_datasyncs, fast_threads) = run("0");
+    let (paced, sleeps, datasyncs, threads) = run("1ms");
+    assert_eq!(paced, fast, "the same _compacted.json");
+    assert!(fast.len() > 256 << 10, "a file of several steps");
+    assert_eq!(fast_sleeps, 0, "full speed never pauses");
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+        assert!(fast_threads > 0, "full speed reads on several threads");
+    }
+    // 1200 files read: 4 pauses; 1200 deleted: 18; the file: one step per 256 KiB.
+    assert!(sleeps >= EVENTS / 256 + EVENTS / 64, "pauses: {sleeps}");
+    assert!(
+        datasyncs >= fast_datasyncs + fast.len() / (256 << 10),
+        "steps: {datasyncs} (at full speed {fast_datasyncs})"
+    );
+    assert_eq!(threads, 0, "a paced run reads on its own thread");
 }

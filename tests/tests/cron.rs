@@ -621,6 +621,27 @@ fn systemd_analyze() -> Command {
     Command::new("systemd-analyze")
 }
 
+/// The three jobs that read and delete in bulk pace themselves (`--pace`, not 0): the
+/// priority wrapper alone leaves a live service's writes waiting (docs/PERFORMANCE.md);
+/// the units pass the same arguments (checked below).
+#[test]
+fn bulk_jobs_pace_themselves() {
+    let Crontab { entries, .. } = crontab();
+    for program in ["tmpa-compact", "tmpa-archive", "tmpa-tmpclean"] {
+        let e = entries
+            .iter()
+            .find(|e| e.call.program == program)
+            .unwrap_or_else(|| panic!("no {program} line"));
+        let at = e.call.args.iter().position(|a| a == "--pace");
+        let pace = at.and_then(|i| e.call.args.get(i + 1));
+        assert!(
+            pace.is_some_and(|p| p != "0" && tmpa_maint::parse_pause(p).is_ok_and(|d| !d.is_zero())),
+            "{program}: the crontab line passes no --pace: {:?}",
+            e.call.args
+        );
+    }
+}
+
 /// Each program has a oneshot service whose ExecStart calls it with listed flags, on the
 /// production root, appending to its log, at the crontab's priority; and a timer on the
 /// crontab's schedule (validated by systemd-analyze calendar).

@@ -22,6 +22,12 @@ struct PlanFile {
     path: PathBuf,
 }
 
+impl AsRef<Path> for PlanFile {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl std::ops::Deref for PlanFile {
     type Target = PathBuf;
     fn deref(&self) -> &PathBuf {

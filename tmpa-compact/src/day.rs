@@ -97,6 +97,7 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
         conflicts: Vec::new(),
         duplicates: 0,
         added: 0,
+        pace: opts.pace,
     };
     r.problems.append(&mut work.loose.problems);
     let outcome = work.classify().and_then(|()| {
@@ -190,6 +191,8 @@ struct DayWork<'d> {
     conflicts: Vec<EventId>,
     duplicates: u64,
     added: u64,
+    /// `--pace` (the new `_compacted.json` written in steps when not zero).
+    pace: std::time::Duration,
 }
 
 impl DayWork<'_> {
@@ -389,8 +392,13 @@ impl DayWork<'_> {
     fn write(&mut self) -> tmpa_core::Result<()> {
         let f = AtomicFile::create_in(self.dir, COMPACTED_NAME.as_ref())?;
         let tmp = f.tmp_path();
+        let paced = PacedFile {
+            file: f,
+            unsynced: 0,
+            pace: self.pace,
+        };
         let writer =
-            CompactedWriter::start(f, self.day).map_err(|e| Error::io("write", &tmp, e))?;
+            CompactedWriter::start(paced, self.day).map_err(|e| Error::io("write", &tmp, e))?;
         let mut sink = FileSink {
             writer,
             op: "write",
@@ -402,6 +410,7 @@ impl DayWork<'_> {
         writer
             .finish()
             .map_err(|e| Error::io("write", &tmp, e))?
+            .file
             .commit()
     }
 
@@ -576,6 +585,37 @@ fn deletion(
         stamp,
         held_by: held_by.to_owned(),
         proof: proof.clone(),
+    }
+}
+
+/// Bytes of a `_compacted.json` written between two `fdatasync`s in a paced run.
+const PACE_WRITE_BYTES: usize = 256 << 10;
+
+/// The new `_compacted.json`; in a paced run (`--pace`) written to the disk every
+/// [`PACE_WRITE_BYTES`] with a pause after each, so that a live service's fsyncs never
+/// wait behind the whole file's writeback at commit.
+struct PacedFile {
+    file: AtomicFile,
+    unsynced: usize,
+    pace: std::time::Duration,
+}
+
+impl std::io::Write for PacedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if !self.pace.is_zero() {
+            self.unsynced += n;
+            if self.unsynced >= PACE_WRITE_BYTES {
+                self.unsynced = 0;
+                self.file.sync_data()?;
+                std::thread::sleep(self.pace);
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 

@@ -239,7 +239,10 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
             0
         }
     };
-    let opts = DayOptions::new(args.memory_budget, args.common.apply_plan.is_some());
+    let opts = DayOptions {
+        pace: run.pace(),
+        ..DayOptions::new(args.memory_budget, args.common.apply_plan.is_some())
+    };
     let progress = Progress::new();
     let mut reports = Vec::with_capacity(days.len());
     for (i, day) in days.iter().enumerate() {

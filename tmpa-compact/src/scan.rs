@@ -53,6 +53,10 @@ pub struct DayOptions {
     /// Whether a plan is being applied (`--apply-plan`): then only the loose files it
     /// lists, unchanged, are merged.
     pub applying_plan: bool,
+    /// `--pace`: when not zero, loose files are read on one thread in batches of
+    /// [`tmpa_maint::PACE_BATCH`] with this pause after each, so that a live service
+    /// writing to the same disk finds the device's queue nearly empty.
+    pub pace: std::time::Duration,
     /// The hash of an event id, for the index of compacted ids; tests substitute a weak
     /// one to exercise collisions.
     pub(crate) id_hash: fn(&[u8]) -> u64,
@@ -64,6 +68,7 @@ impl DayOptions {
         DayOptions {
             memory_budget_bytes,
             applying_plan,
+            pace: std::time::Duration::ZERO,
             id_hash,
         }
     }
@@ -408,6 +413,13 @@ pub(crate) fn scan_loose(
         .map_or(1, |n| n.get())
         .min(READ_THREADS_MAX);
     let names_max = (budget / LISTED_NAME_BYTES_EST / 8).max(READ_CHUNK_NAMES);
+    // Paced: one read at a time in the device's queue, and a pause per batch.
+    let paced = !opts.pace.is_zero();
+    let chunk_names = if paced {
+        tmpa_maint::PACE_BATCH
+    } else {
+        READ_CHUNK_NAMES
+    };
     let mut entries = dir.entries()?;
     let mut names = Names::default();
     loop {
@@ -427,9 +439,12 @@ pub(crate) fn scan_loose(
         // Read in inode order: the inode tables and the files' blocks are then read in
         // disk order (2x faster cold than directory order on ext4 at 50k files).
         names.sort_by_inode();
-        for start in (0..names.len()).step_by(READ_CHUNK_NAMES) {
-            let chunk = start..names.len().min(start + READ_CHUNK_NAMES);
-            let threads = if chunk.len() < PARALLEL_FILES_MIN {
+        for start in (0..names.len()).step_by(chunk_names) {
+            if paced && start > 0 {
+                std::thread::sleep(opts.pace);
+            }
+            let chunk = start..names.len().min(start + chunk_names);
+            let threads = if paced || chunk.len() < PARALLEL_FILES_MIN {
                 1
             } else {
                 threads

@@ -26,10 +26,13 @@ pub struct CommonArgs {
     /// incompatible version, or torn, is refused (exit 2)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "save_plan"])]
     pub apply_plan: Option<PathBuf>,
-    /// Pause this long after each batch of 256 deletions and its directory fsync, so that a
-    /// live service writing to the same disk keeps its write latency (0 = full speed, for
-    /// a catch-up run by hand)
-    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_pause)]
+    /// Run gently beside a live service writing to the same disk: read one file at a
+    /// time, and pause this long after each batch of 256 files read, of 256 deletions
+    /// (each batch's directory fsynced) and of 256 KiB written (fdatasync), so that the
+    /// service's own fsyncs find the disk's queue and the journal nearly empty; the run
+    /// takes longer. The crontab and the systemd units pass 20ms; 0 (the default) runs at
+    /// full speed, e.g. for a catch-up by hand
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_pause)]
     pub pace: Duration,
 }
 

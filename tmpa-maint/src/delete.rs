@@ -72,10 +72,15 @@ pub enum Outcome {
 /// Directories fsynced together after a batch: concurrent fsyncs are committed together
 /// by ext4 and xfs (one journal commit for many directories).
 const SYNC_THREADS: usize = 16;
-/// Deletions between two directory fsyncs (and `--pace` pauses): each fsync commits a
-/// journal transaction of this many unlinks at most, so a live service's own fsync never
-/// waits behind the metadata of a whole day's deletions.
+/// Files per `--pace` pause: a paced run pauses for `--pace` per this many files read (see
+/// tmpa-compact) or deleted; and deletions between two directory fsyncs at full speed:
+/// each fsync commits a journal transaction of this many unlinks at most, so a live
+/// service's own fsync never waits behind the metadata of a whole day's deletions.
 pub const PACE_BATCH: usize = 256;
+/// In a paced run, deletions between two directory fsyncs, each followed by a pause of
+/// the same share of `--pace`: journal commits of a quarter the size, at the same rate.
+const PACED_SYNC_BATCH: usize = PACE_BATCH / PACED_SHARE as usize;
+const PACED_SHARE: u32 = 4;
 
 impl Run {
     /// Deletes `doomed`, in the order given: first one receipt line each, appended and
@@ -83,8 +88,9 @@ impl Run {
     /// lease (if any) intact, its entry still a regular file with exactly the stamp that
     /// was verified, and `last_check` (`None` to go on, or why to keep it); then each
     /// directory is fsynced. A file kept after its receipt line gets a `kept` line. Every
-    /// [`PACE_BATCH`] unlinks, the current directory is fsynced and the run pauses for
-    /// `--pace`, which leaves a live service's writes room on the same disk.
+    /// [`PACE_BATCH`] unlinks (in a paced run, every quarter of that, pausing for a
+    /// quarter of `--pace`), the current directory is fsynced, which leaves a live
+    /// service's writes room on the same disk.
     ///
     /// Returns the outcomes in the order of `doomed`, and the directories whose fsync
     /// failed.
@@ -146,11 +152,16 @@ impl Run {
             drop(d);
             if matches!(outcome, Outcome::Deleted) {
                 unlinked += 1;
-                if unlinked.is_multiple_of(PACE_BATCH) {
+                let every = if self.pace.is_zero() {
+                    PACE_BATCH
+                } else {
+                    PACED_SYNC_BATCH
+                };
+                if unlinked.is_multiple_of(every) {
                     // A small journal commit now, then room for the live service.
                     let _ = dirs.last().map(|d| d.sync());
                     if !self.pace.is_zero() {
-                        std::thread::sleep(self.pace);
+                        std::thread::sleep(self.pace / PACED_SHARE);
                     }
                 }
             }

@@ -28,7 +28,7 @@ mod record;
 mod run;
 
 pub use args::{CommonArgs, Mode, parse_age, parse_pause};
-pub use delete::{Doomed, Kept, Outcome};
+pub use delete::{Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
 pub use plan::{Applying, PLAN_FORMAT, Plan, Planned};

@@ -115,6 +115,12 @@ impl Run {
         &self.root
     }
 
+    /// `--pace`: the pause after each batch of [`PACE_BATCH`](crate::PACE_BATCH) files deleted (or, in a
+    /// program that reads many files, read); zero runs at full speed.
+    pub fn pace(&self) -> std::time::Duration {
+        self.pace
+    }
+
     /// The mode.
     pub fn mode(&self) -> Mode {
         self.mode

@@ -153,6 +153,22 @@ impl AtomicFile {
             .map_err(|e| self.tmp_error("chmod", e.into()))
     }
 
+    /// Writes what was written so far to the disk (flush and `fdatasync`), so that a
+    /// large file goes out in steps a live service's own writes can pass between, rather
+    /// than in one burst at [`commit`](AtomicFile::commit). Not needed for durability:
+    /// `commit` syncs everything.
+    ///
+    /// # Errors
+    /// An I/O error of the flush or the sync (e.g. no space left on the device).
+    pub fn sync_data(&mut self) -> io::Result<()> {
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("AtomicFile already finished"))?;
+        out.flush()?;
+        out.get_ref().sync_data()
+    }
+
     /// Flushes, fsyncs, renames over the final name and fsyncs the directory.
     ///
     /// # Errors

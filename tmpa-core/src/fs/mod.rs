@@ -23,7 +23,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -404,14 +404,32 @@ impl Dir {
     /// on a FIFO and without making it a controlling terminal. The caller checks what it
     /// opened with [`Meta::of_fd`].
     ///
+    /// The read does not change the file's access time (`O_NOATIME`, where the process
+    /// owns the file or has `CAP_FOWNER`; otherwise the kernel's `relatime` rule applies):
+    /// reading every event of a day would otherwise dirty every inode, and a live
+    /// service's next fsync would wait for the journal to write them all.
+    ///
     /// # Errors
     /// [`Error::Io`] naming the entry (kind `NotFound` when absent; a symlink is refused
     /// with `ELOOP`).
     pub fn open_read(&self, name: impl AsRef<OsStr>) -> Result<File> {
+        /// Set once `O_NOATIME` was refused (a file of another user, no `CAP_FOWNER`):
+        /// the files of a tree mostly share an owner, so the next opens do without.
+        static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
         let name = name.as_ref();
         check_name(&self.path, name)?;
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        if !NOATIME_REFUSED.load(Ordering::Relaxed) {
+            match rustix::fs::openat(&self.fd, name, flags | OFlags::NOATIME, Mode::empty()) {
+                Err(Errno::PERM) => NOATIME_REFUSED.store(true, Ordering::Relaxed),
+                other => {
+                    return other
+                        .map(File::from)
+                        .map_err(|e| self.error("open", name, e));
+                }
+            }
+        }
         rustix::fs::openat(&self.fd, name, flags, Mode::empty())
             .map(File::from)
             .map_err(|e| self.error("open", name, e))
