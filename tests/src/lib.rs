@@ -223,6 +223,20 @@ fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Stri
     }
 }
 
+/// How many events the library reads in `days` of the tree at `root` (compacted and
+/// loose, each id once): what "nothing lost" is checked against.
+pub fn events_in_days(root: &Path, days: &[&str]) -> usize {
+    let rt = tmpa_core::Root::open(root).expect("root");
+    days.iter()
+        .map(|d| {
+            rt.read_day(d.parse().expect("day"))
+                .expect("read")
+                .events
+                .len()
+        })
+        .sum()
+}
+
 /// The JSON of a valid event.
 pub fn event_json(
     id: &str,

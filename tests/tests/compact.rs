@@ -591,18 +591,7 @@ fn full_disk_loses_nothing_and_next_run_completes() {
         r.stdout.contains("No space left") || r.stderr.contains("No space left"),
         "{r:?}"
     );
-    let count = |root: &Path| -> usize {
-        let rt = Root::open(root).expect("root");
-        [D1, D2]
-            .iter()
-            .map(|d| {
-                rt.read_day(d.parse().expect("day"))
-                    .expect("read")
-                    .events
-                    .len()
-            })
-            .sum()
-    };
+    let count = |root: &Path| tmpa_tests::events_in_days(root, &[D1, D2]);
     assert_eq!(count(root), total, "nothing lost on a full disk");
     fs::remove_file(&filler).expect("free space");
     let r = run();

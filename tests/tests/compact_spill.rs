@@ -271,18 +271,7 @@ fn full_disk_during_the_spill_loses_nothing() {
     );
     assert!(r.stdout.contains(&format!("{D1} failed")), "{}", r.stdout);
     assert!(spill_files(root).is_empty(), "{:?}", spill_files(root));
-    let count = || -> usize {
-        let rt = Root::open(root).expect("root");
-        [D1, D2]
-            .iter()
-            .map(|d| {
-                rt.read_day(d.parse().expect("day"))
-                    .expect("read")
-                    .events
-                    .len()
-            })
-            .sum()
-    };
+    let count = || tmpa_tests::events_in_days(root, &[D1, D2]);
     assert_eq!(count(), 1200, "nothing lost on a full disk");
     assert_eq!(loose_count(root, D1) + loose_count(root, D2), 1200);
     fs::remove_file(&filler).expect("free space");

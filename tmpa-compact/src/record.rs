@@ -65,14 +65,18 @@ pub(crate) struct LooseRec {
 
 impl LooseRec {
     pub(crate) fn json<'a>(&self, arena: &'a Arena) -> &'a [u8] {
-        let b = arena.get(self.span);
-        &b[..b.len() - usize::from(self.id_len)]
+        json_and_id(arena, self.span, self.id_len).0
     }
 
     pub(crate) fn id<'a>(&self, arena: &'a Arena) -> &'a [u8] {
-        let b = arena.get(self.span);
-        &b[b.len() - usize::from(self.id_len)..]
+        json_and_id(arena, self.span, self.id_len).1
     }
+}
+
+/// The canonical JSON and the id an arena span holds, one after the other.
+fn json_and_id(arena: &Arena, span: Span, id_len: u16) -> (&[u8], &[u8]) {
+    let b = arena.get(span);
+    b.split_at(b.len() - usize::from(id_len))
 }
 
 /// A compacted event held in memory (when `_compacted.json` is small next to the budget).
@@ -86,13 +90,11 @@ pub(crate) struct CompactedRec {
 
 impl CompactedRec {
     pub(crate) fn json<'a>(&self, arena: &'a Arena) -> &'a [u8] {
-        let b = arena.get(self.span);
-        &b[..b.len() - usize::from(self.id_len)]
+        json_and_id(arena, self.span, self.id_len).0
     }
 
     pub(crate) fn id<'a>(&self, arena: &'a Arena) -> &'a [u8] {
-        let b = arena.get(self.span);
-        &b[b.len() - usize::from(self.id_len)..]
+        json_and_id(arena, self.span, self.id_len).1
     }
 }
 

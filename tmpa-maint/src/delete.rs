@@ -73,12 +73,13 @@ pub enum Outcome {
 /// by ext4 and xfs (one journal commit for many directories).
 const SYNC_THREADS: usize = 16;
 /// Files per `--pace` pause: a paced run pauses for `--pace` per this many files read (see
-/// tmpa-compact) or deleted; and deletions between two directory fsyncs at full speed:
-/// each fsync commits a journal transaction of this many unlinks at most, so a live
-/// service's own fsync never waits behind the metadata of a whole day's deletions.
+/// tmpa-compact) or deleted.
 pub const PACE_BATCH: usize = 256;
-/// In a paced run, deletions between two directory fsyncs, each followed by a pause of
-/// the same share of `--pace`: journal commits of a quarter the size, at the same rate.
+/// In a paced run, deletions between two directory fsyncs, each followed by the same
+/// share of `--pace`: each fsync commits a journal transaction of this many unlinks at
+/// most, so a live service's own fsync never waits behind the metadata of a whole day's
+/// deletions. (At full speed the directory is fsynced once, after the batch: every
+/// fsync is a journal commit and a cache flush of the disk.)
 const PACED_SYNC_BATCH: usize = PACE_BATCH / PACED_SHARE as usize;
 const PACED_SHARE: u32 = 4;
 
@@ -87,10 +88,10 @@ impl Run {
     /// fsynced; then for each, immediately before its `unlinkat`, the last checks: its
     /// lease (if any) intact, its entry still a regular file with exactly the stamp that
     /// was verified, and `last_check` (`None` to go on, or why to keep it); then each
-    /// directory is fsynced. A file kept after its receipt line gets a `kept` line. Every
-    /// [`PACE_BATCH`] unlinks (in a paced run, every quarter of that, pausing for a
-    /// quarter of `--pace`), the current directory is fsynced, which leaves a live
-    /// service's writes room on the same disk.
+    /// directory is fsynced. A file kept after its receipt line gets a `kept` line. In a
+    /// paced run (`--pace`), every 64 unlinks the current directory is fsynced and the run
+    /// pauses for a quarter of `--pace`, which leaves a live service's writes room on the
+    /// same disk.
     ///
     /// Returns the outcomes in the order of `doomed`, and the directories whose fsync
     /// failed.
@@ -152,17 +153,10 @@ impl Run {
             drop(d);
             if matches!(outcome, Outcome::Deleted) {
                 unlinked += 1;
-                let every = if self.pace.is_zero() {
-                    PACE_BATCH
-                } else {
-                    PACED_SYNC_BATCH
-                };
-                if unlinked.is_multiple_of(every) {
+                if !self.pace.is_zero() && unlinked.is_multiple_of(PACED_SYNC_BATCH) {
                     // A small journal commit now, then room for the live service.
                     let _ = dirs.last().map(|d| d.sync());
-                    if !self.pace.is_zero() {
-                        std::thread::sleep(self.pace / PACED_SHARE);
-                    }
+                    std::thread::sleep(self.pace / PACED_SHARE);
                 }
             }
             outcomes.push(outcome);
