@@ -26,12 +26,12 @@ pub struct CommonArgs {
     /// incompatible version, or torn, is refused (exit 2)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "save_plan"])]
     pub apply_plan: Option<PathBuf>,
-    /// Run gently beside a live service writing to the same disk: read one file at a
-    /// time, and pause this long after each batch of 256 files read, of 256 deletions
-    /// (each batch's directory fsynced) and of 256 KiB written (fdatasync), so that the
-    /// service's own fsyncs find the disk's queue and the journal nearly empty; the run
-    /// takes longer. The crontab and the systemd units pass 20ms; 0 (the default) runs at
-    /// full speed, e.g. for a catch-up by hand
+    /// Run gently beside a live service writing to the same disk: delete in batches of 64,
+    /// each committed (directory fsync) and followed by a quarter of this pause; tmpa-compact
+    /// also reads one file at a time with this pause per 256 files, and writes
+    /// _compacted.json in steps of 256 KiB, each synced (fdatasync) and followed by this
+    /// pause. The run takes longer; what it does is the same. The crontab and the systemd
+    /// units pass 20ms; 0 (the default) runs at full speed, e.g. for a catch-up by hand
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_pause)]
     pub pace: Duration,
 }
