@@ -95,6 +95,18 @@ fn compaction_plan_is_exact_and_applied_as_is() {
     );
     assert_eq!(p["digest"].as_str().expect("digest").len(), 64);
     assert_eq!(planned_files(&p).len(), 4);
+    // A dry run that saves nothing keeps only hashes of the lines: the same digest, and
+    // the streak goes on.
+    let again = t.run("tmpa-compact", &["--before", "2026-11-02", "--dry-run"]);
+    let record: Value = serde_json::from_slice(
+        &fs::read(t.root().join(".tmpa/runs/compact_events.json")).expect("record"),
+    )
+    .expect("json");
+    assert_eq!(record["plan_digest"], p["digest"], "{again:?}");
+    assert!(
+        note(&again).contains("the same as the previous dry run's (2 dry runs in a row)"),
+        "{again:?}"
+    );
     for d in p["deletions"].as_array().expect("d") {
         assert_eq!(d["sha256"].as_str().expect("sha").len(), 64);
         assert!(d["stamp"]["ino"].as_u64().is_some());

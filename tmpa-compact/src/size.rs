@@ -7,7 +7,7 @@ pub const MEMORY_BUDGET_DEFAULT: &str = "256MiB";
 pub const MEMORY_BUDGET_BYTES_MIN: u64 = 64 << 10;
 
 /// Parses a size: a whole number and an optional binary unit (`K`/`KiB`, `M`/`MiB`,
-/// `G`/`GiB`; none or `B` for bytes), at least [`MEMORY_BUDGET_BYTES_MIN`].
+/// `G`/`GiB`, `T`/`TiB`, the one-letter ones in either case; none or `B` for bytes), at least [`MEMORY_BUDGET_BYTES_MIN`].
 ///
 /// # Errors
 /// A message saying what is wrong, for clap to print (exit 2).
@@ -17,6 +17,7 @@ pub const MEMORY_BUDGET_BYTES_MIN: u64 = 64 << 10;
 /// use tmpa_compact::parse_memory_budget;
 /// assert_eq!(parse_memory_budget("256MiB").unwrap(), 256 << 20);
 /// assert_eq!(parse_memory_budget("1G").unwrap(), 1 << 30);
+/// assert_eq!(parse_memory_budget("64m").unwrap(), 64 << 20);
 /// assert_eq!(parse_memory_budget("65536").unwrap(), 65536);
 /// assert!(parse_memory_budget("12").is_err()); // below the minimum
 /// assert!(parse_memory_budget("1.5G").is_err());
@@ -30,11 +31,12 @@ pub fn parse_memory_budget(s: &str) -> Result<u64, String> {
     let shift = match unit {
         "" | "B" => 0,
         "K" | "k" | "KiB" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
+        "M" | "m" | "MiB" => 20,
+        "G" | "g" | "GiB" => 30,
+        "T" | "t" | "TiB" => 40,
         _ => {
             return Err(format!(
-                "{s:?}: unknown unit {unit:?}; use K, M or G (KiB, MiB, GiB: powers of 1024)"
+                "{s:?}: unknown unit {unit:?}; use K, M, G or T (KiB, MiB, GiB, TiB: powers of 1024)"
             ));
         }
     };

@@ -54,12 +54,42 @@ pub struct Plan {
 
 /// What the digest covers.
 #[derive(Serialize)]
-struct Body<'a> {
+struct Head<'a> {
     format: u32,
     program: &'a str,
     task: Task,
     root: &'a str,
-    deletions: &'a [Deletion],
+}
+
+/// The SHA-256 of one deletion's compact JSON: what the digest is made of.
+pub(crate) fn deletion_hash(d: &Deletion) -> [u8; 32] {
+    Sha256::digest(serde_json::to_vec(d).expect("a deletion always serializes")).into()
+}
+
+/// The digest of a plan: SHA-256 of the compact JSON of its format, program, task and
+/// root, then of the SHA-256 of each deletion's compact JSON, sorted. It does not depend
+/// on the order in which the run met the files, and a dry run that saves no plan keeps
+/// only 32 bytes per file to compute it, whatever the day's size.
+pub(crate) fn digest_of(
+    format: u32,
+    program: &str,
+    task: Task,
+    root: &str,
+    mut hashes: Vec<[u8; 32]>,
+) -> String {
+    let head = Head {
+        format,
+        program,
+        task,
+        root,
+    };
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&head).expect("a plan head always serializes"));
+    hashes.sort_unstable();
+    for d in &hashes {
+        h.update(d);
+    }
+    format!("{:x}", h.finalize())
 }
 
 impl Plan {
@@ -86,18 +116,16 @@ impl Plan {
         p
     }
 
-    /// The digest of the plan's content: SHA-256 of the compact JSON of its format,
-    /// program, task, root and deletions, in that order.
+    /// The digest of the plan's content (see [`digest_of`]): its format, program, task,
+    /// root and deletions, not its version or the time it was made.
     pub fn compute_digest(&self) -> String {
-        let body = Body {
-            format: self.format,
-            program: &self.program,
-            task: self.task,
-            root: &self.root,
-            deletions: &self.deletions,
-        };
-        let bytes = serde_json::to_vec(&body).expect("a plan always serializes");
-        format!("{:x}", Sha256::digest(&bytes))
+        digest_of(
+            self.format,
+            &self.program,
+            self.task,
+            &self.root,
+            self.deletions.iter().map(deletion_hash).collect(),
+        )
     }
 
     /// The digest's first 12 hex digits, for log lines.

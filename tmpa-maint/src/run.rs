@@ -13,7 +13,7 @@ use tmpa_core::maintenance::{path_text, root_dir, write_in};
 use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
 use crate::lock::Lock;
-use crate::plan::{Applying, Plan, Planned, Saving};
+use crate::plan::{self, Applying, PLAN_FORMAT, Plan, Planned, Saving};
 use crate::receipt::{Deletion, Receipt, ReceiptLine};
 use crate::record::{RunRecord, Task, read_run_record, runs_rel};
 
@@ -45,7 +45,10 @@ pub struct Run {
     started: DateTime<Local>,
     receipt: Option<Receipt>,
     /// A dry run: what a real run would delete (the plan).
+    /// A dry run's plan: the lines themselves when it is saved (`--save-plan`), else
+    /// only their hashes (32 bytes a file, whatever the day's size).
     would_delete: Vec<Deletion>,
+    would_delete_hashes: Vec<[u8; 32]>,
     /// A dry run with `--save-plan`: where the plan goes.
     saving: Option<Saving>,
     /// A real run with `--apply-plan`: the plan being applied.
@@ -75,6 +78,7 @@ impl Run {
             started: Local::now(),
             receipt: None,
             would_delete: Vec::new(),
+            would_delete_hashes: Vec::new(),
             saving: None,
             applying: None,
             pace: std::time::Duration::ZERO,
@@ -86,7 +90,11 @@ impl Run {
     /// get); the notes make the run's plan. A real run ignores it.
     pub fn would_delete(&mut self, line: Deletion) {
         if self.mode.is_plan() {
-            self.would_delete.push(line);
+            if self.saving.is_some() {
+                self.would_delete.push(line);
+            } else {
+                self.would_delete_hashes.push(plan::deletion_hash(&line));
+            }
         }
     }
 
@@ -183,7 +191,8 @@ impl Run {
                 })
         };
         let root_text = path_text(self.root.path());
-        let plan = dry_run.then(|| {
+        // The plan itself only when it is saved; its digest for every dry run.
+        let plan = (dry_run && self.saving.is_some()).then(|| {
             Plan::new(
                 self.program,
                 self.task,
@@ -192,7 +201,18 @@ impl Run {
                 std::mem::take(&mut self.would_delete),
             )
         });
-        let plan_digest = plan.as_ref().map(|p| p.digest.clone());
+        let plan_digest = match &plan {
+            Some(p) => Some(p.digest.clone()),
+            None => dry_run.then(|| {
+                plan::digest_of(
+                    PLAN_FORMAT,
+                    self.program,
+                    self.task,
+                    &root_text,
+                    std::mem::take(&mut self.would_delete_hashes),
+                )
+            }),
+        };
         let plan_streak = plan_digest.as_ref().map(|d| match &previous {
             Some(p) if p.dry_run && p.plan_digest.as_ref() == Some(d) => {
                 p.plan_streak.unwrap_or(1) + 1
