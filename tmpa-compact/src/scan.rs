@@ -42,7 +42,7 @@ const COMPACTED_IN_MEMORY_SHARE: u64 = 4;
 /// Buffer of a streamed `_compacted.json`.
 const STREAM_BUF_BYTES: usize = 256 << 10;
 /// A run is never smaller than this, whatever else the budget holds.
-const RUN_BYTES_MIN: usize = 32 << 10;
+pub(crate) const RUN_BYTES_MIN: usize = 32 << 10;
 
 /// What compaction is told per day.
 #[derive(Clone, Copy, Debug)]

@@ -15,7 +15,7 @@ use tmpa_core::maintenance::{COMPACTED_NAME, write_compacted, write_compacted_to
 use tmpa_core::{Day, Event, Root, Summary};
 use tmpa_maint::{Mode, Run};
 
-use crate::scan::DayOptions;
+use crate::scan::{DayOptions, RUN_BYTES_MIN};
 use crate::{DayStatus, PROGRAM, TASK, compact_day};
 
 const DAY: &str = "2026-11-01";
@@ -88,7 +88,7 @@ fn scenario() -> impl Strategy<Value = (Vec<(Ev, Fate)>, usize)> {
         1 => Just(Fate::ConflictOtherTs),
     ];
     (
-        proptest::collection::vec((ev, fate), 100..260),
+        proptest::collection::vec((ev, fate), 150..320),
         0usize..3, // corrupt loose files
     )
 }
@@ -188,6 +188,12 @@ proptest! {
         let mut want = Vec::new();
         write_compacted_to(&mut want, day, &expected.events).unwrap();
         let want_summary = Summary::compute(day, &expected.events);
+        let loose_bytes: u64 = fs::read_dir(original.path().join(format!("token_stats/{DAY}")))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("evt_"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
         let conflicts = expected
             .problems
             .iter()
@@ -210,7 +216,11 @@ proptest! {
             prop_assert_eq!(r.corrupt, corrupt, "{}", what);
             prop_assert_eq!(r.events, expected.events.len(), "{}", what);
             if what.starts_with("spilled") {
-                prop_assert!(r.spilled_runs > 1, "{what}: not spilled: {r:?}");
+                // A run is never smaller than RUN_BYTES_MIN, whatever the budget: a day
+                // whose loose events hold less than two of them may fit in one.
+                if loose_bytes > 2 * RUN_BYTES_MIN as u64 {
+                    prop_assert!(r.spilled_runs > 1, "{what}: not spilled ({loose_bytes} loose bytes): {r:?}");
+                }
             } else {
                 prop_assert_eq!(r.spilled_runs, 0, "{}", what);
             }
