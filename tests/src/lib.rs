@@ -223,6 +223,38 @@ fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Stri
     }
 }
 
+/// Every receipt line of every run of `task` under `root` (none when it never deleted);
+/// each line must be JSON.
+pub fn receipt_lines(root: &Path, task: &str) -> Vec<serde_json::Value> {
+    read_receipts(root, task, false)
+}
+
+/// Like [`receipt_lines`], for a tree whose runs may have been killed: a run killed while
+/// appending may leave its file's last line torn (the files it names were then not
+/// deleted yet), which is skipped; any other line must be JSON.
+pub fn receipt_lines_after_kills(root: &Path, task: &str) -> Vec<serde_json::Value> {
+    read_receipts(root, task, true)
+}
+
+fn read_receipts(root: &Path, task: &str, torn_last_line_skipped: bool) -> Vec<serde_json::Value> {
+    let Ok(rd) = fs::read_dir(root.join(".tmpa/receipts").join(task)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let text = fs::read_to_string(e.expect("entry").path()).expect("receipt");
+        let complete = if torn_last_line_skipped {
+            &text[..text.rfind('\n').map_or(0, |i| i + 1)]
+        } else {
+            &text[..]
+        };
+        for line in complete.lines() {
+            out.push(serde_json::from_str(line).expect("receipt line is JSON"));
+        }
+    }
+    out
+}
+
 /// How many events the library reads in `days` of the tree at `root` (compacted and
 /// loose, each id once): what "nothing lost" is checked against.
 pub fn events_in_days(root: &Path, days: &[&str]) -> usize {

@@ -47,18 +47,7 @@ fn archive_path(t: &Tree, user: &str, name: &str) -> PathBuf {
 
 /// Every receipt line of every archival run (a torn last line from a kill is skipped).
 fn receipts(t: &Tree) -> Vec<Value> {
-    let Ok(rd) = fs::read_dir(t.root().join(".tmpa/receipts/archive_history")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let text = fs::read_to_string(e.expect("entry").path()).expect("receipt");
-        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        for line in complete.lines() {
-            out.push(serde_json::from_str::<Value>(line).expect("receipt line is JSON"));
-        }
-    }
-    out
+    tmpa_tests::receipt_lines_after_kills(t.root(), "archive_history")
 }
 
 /// Old sessions are archived (readable by `gzip -dc`), verified, receipted and deleted;

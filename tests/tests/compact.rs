@@ -50,22 +50,9 @@ fn summary(tree: &Tree, day: &str) -> Value {
     .expect("summary is JSON")
 }
 
-/// Every receipt line of every compaction run. A run killed while appending may leave its
-/// last line torn (the files it names were then not deleted yet); any other line must parse.
+/// Every receipt line of every compaction run (a torn last line from a kill is skipped).
 fn receipts(tree: &Tree) -> Vec<Value> {
-    let dir = tree.root().join(".tmpa/receipts/compact_events");
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let text = fs::read_to_string(e.expect("entry").path()).expect("receipt");
-        let (complete, _torn) = text.split_at(text.rfind('\n').map_or(0, |i| i + 1));
-        for line in complete.lines() {
-            out.push(serde_json::from_str::<Value>(line).expect("receipt line is JSON"));
-        }
-    }
-    out
+    tmpa_tests::receipt_lines_after_kills(tree.root(), "compact_events")
 }
 
 /// Three past days of events are merged, verified, summarised and their loose files deleted;

@@ -56,20 +56,10 @@ fn run_compact(root: &Path, extra: &[&str]) -> i32 {
 }
 
 fn receipted_files(root: &Path) -> BTreeSet<String> {
-    let dir = root.join(".tmpa/receipts/compact_events");
-    let mut out = BTreeSet::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let text = fs::read_to_string(e.path()).expect("receipt");
-            // A killed run may leave its last line torn; its files were not deleted yet.
-            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-            for line in complete.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).expect("receipt line");
-                out.insert(v["file"].as_str().expect("file").to_owned());
-            }
-        }
-    }
-    out
+    tmpa_tests::receipt_lines_after_kills(root, "compact_events")
+        .iter()
+        .map(|v| v["file"].as_str().expect("file").to_owned())
+        .collect()
 }
 
 fn check(

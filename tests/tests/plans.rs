@@ -35,6 +35,25 @@ impl std::ops::Deref for PlanFile {
     }
 }
 
+impl PlanFile {
+    /// A dry run of `program` on `t` with `args` that saves its plan here (exit 0).
+    fn save(&self, t: &Tree, program: &str, args: &[&str]) -> Run {
+        let path = self.path.to_str().expect("utf-8 path");
+        let r = t.run(
+            program,
+            &[args, &["--dry-run", "--save-plan", path]].concat(),
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        r
+    }
+
+    /// `program` on `t` with `args`, applying the plan saved here.
+    fn apply(&self, t: &Tree, program: &str, args: &[&str]) -> Run {
+        let path = self.path.to_str().expect("utf-8 path");
+        t.run(program, &[args, &["--apply-plan", path]].concat())
+    }
+}
+
 fn plan_file(_t: &Tree) -> PlanFile {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("plan.json");
@@ -73,17 +92,7 @@ fn compaction_plan_is_exact_and_applied_as_is() {
         .map(|i| t.event(D1, &format!("e{i}"), "u", 1, 1))
         .collect();
     let plan = plan_file(&t);
-    let r = t.run(
-        "tmpa-compact",
-        &[
-            "--before",
-            "2026-11-02",
-            "--dry-run",
-            "--save-plan",
-            plan.to_str().expect("p"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    plan.save(&t, "tmpa-compact", &["--before", "2026-11-02"]);
     let p = read_plan(&plan);
     assert_eq!(p["program"], "tmpa-compact");
     assert_eq!(p["task"], "compact_events");
@@ -129,15 +138,7 @@ fn compaction_plan_is_exact_and_applied_as_is() {
         tmpa_tests::event_json("e1", &format!("{D1}T12:00:00Z"), "u", "m", 9, 9),
     )
     .expect("rewrite");
-    let r = t.run(
-        "tmpa-compact",
-        &[
-            "--before",
-            "2026-11-02",
-            "--apply-plan",
-            plan.to_str().expect("p"),
-        ],
-    );
+    let r = plan.apply(&t, "tmpa-compact", &["--before", "2026-11-02"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         late.exists(),
@@ -193,11 +194,7 @@ fn archive_plan_is_applied_as_is() {
         sessions.push(p);
     }
     let plan = plan_file(&t);
-    let r = t.run(
-        "tmpa-archive",
-        &["--dry-run", "--save-plan", plan.to_str().expect("p")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    plan.save(&t, "tmpa-archive", &[]);
     let p = read_plan(&plan);
     assert_eq!(planned_files(&p).len(), 3);
     assert!(
@@ -210,7 +207,7 @@ fn archive_plan_is_applied_as_is() {
     age(&newcomer, OLD);
     fs::write(&sessions[2], b"{\"i\":2,\"more\":true}").expect("rewrite");
     age(&sessions[2], OLD);
-    let r = t.run("tmpa-archive", &["--apply-plan", plan.to_str().expect("p")]);
+    let r = plan.apply(&t, "tmpa-archive", &[]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         !sessions[0].exists() && !sessions[1].exists(),
@@ -236,31 +233,13 @@ fn tmpclean_plan_is_applied_as_is() {
     let b = mk("ntf_b");
     std::thread::sleep(Duration::from_millis(1300));
     let plan = plan_file(&t);
-    let r = t.run(
-        "tmpa-tmpclean",
-        &[
-            "--older-than",
-            "1s",
-            "--dry-run",
-            "--save-plan",
-            plan.to_str().expect("p"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    plan.save(&t, "tmpa-tmpclean", &["--older-than", "1s"]);
     let p = read_plan(&plan);
     assert_eq!(planned_files(&p).len(), 2);
     assert_eq!(p["deletions"][0]["not_open"], "lease");
     let c = mk("ntf_c");
     std::thread::sleep(Duration::from_millis(1300));
-    let r = t.run(
-        "tmpa-tmpclean",
-        &[
-            "--older-than",
-            "1s",
-            "--apply-plan",
-            plan.to_str().expect("p"),
-        ],
-    );
+    let r = plan.apply(&t, "tmpa-tmpclean", &["--older-than", "1s"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!a.exists() && !b.exists(), "{}", r.stdout);
     assert!(c.exists(), "not in the plan\n{}", r.stdout);
@@ -276,17 +255,7 @@ fn plans_that_may_not_be_applied_are_refused() {
         t.event(D1, &format!("e{i}"), "u", 1, 1);
     }
     let plan = plan_file(&t);
-    let r = t.run(
-        "tmpa-compact",
-        &[
-            "--before",
-            "2026-11-02",
-            "--dry-run",
-            "--save-plan",
-            plan.to_str().expect("p"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    plan.save(&t, "tmpa-compact", &["--before", "2026-11-02"]);
     let good = fs::read_to_string(&plan).expect("plan");
     let other = Tree::new();
     other.event(D1, "x", "u", 1, 1);

@@ -94,19 +94,9 @@ fn sha256(bytes: &[u8]) -> String {
     tmpa_core::maintenance::sha256_hex(bytes)
 }
 
-/// Every complete receipt line of the archive runs of `t`.
+/// Every receipt line of the archive runs of `t`.
 fn receipts(t: &Tree) -> Vec<Value> {
-    let Ok(rd) = fs::read_dir(t.root().join(".tmpa/receipts/archive_history")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let text = fs::read_to_string(e.expect("entry").path()).expect("receipt");
-        for line in text.lines() {
-            out.push(serde_json::from_str(line).expect("receipt line is JSON"));
-        }
-    }
-    out
+    tmpa_tests::receipt_lines(t.root(), "archive_history")
 }
 
 /// The library, as a backend process with the store's environment: a session's bytes

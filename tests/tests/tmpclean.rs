@@ -70,17 +70,7 @@ fn temp(t: &Tree, rel: &str, with_final: bool) -> PathBuf {
 }
 
 fn receipts(t: &Tree) -> Vec<Value> {
-    let Ok(rd) = fs::read_dir(t.root().join(".tmpa/receipts/tmp_cleanup")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let text = fs::read_to_string(e.expect("entry").path()).expect("receipt");
-        for line in text.lines() {
-            out.push(serde_json::from_str::<Value>(line).expect("receipt line is JSON"));
-        }
-    }
-    out
+    tmpa_tests::receipt_lines(t.root(), "tmp_cleanup")
 }
 
 fn run_record(t: &Tree) -> Value {

@@ -137,6 +137,33 @@ pub struct SessionReport {
     pub object: Option<StoredObject>,
 }
 
+impl SessionReport {
+    /// The report of `user`'s session `session` (file `path`, from `from`) as prepared;
+    /// not deleted (yet).
+    fn prepared(
+        user: &UserId,
+        session: &SessionId,
+        path: PathBuf,
+        p: &session::Prepared,
+        from: Origin,
+    ) -> SessionReport {
+        SessionReport {
+            user: user.to_string(),
+            session: session.to_string(),
+            path,
+            action: p.action,
+            deleted: false,
+            bytes: p.bytes(),
+            archive_bytes: p.archive_bytes,
+            sha256: p.sha256.clone(),
+            valid_json: p.valid_json,
+            detail: p.detail.clone(),
+            from,
+            object: p.object.clone(),
+        }
+    }
+}
+
 /// Where an archived item came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -610,23 +637,13 @@ impl UserRun<'_> {
         let mut verified = Vec::new();
         for ((name, id), p) in batch.iter().zip(done) {
             let i = first + verified.len();
-            self.report.sessions.push(SessionReport {
-                user: user.to_string(),
-                session: id.to_string(),
-                path: dir.join(name),
-                action: p.action,
-                deleted: false,
-                bytes: p.bytes(),
-                archive_bytes: p.archive_bytes,
-                sha256: p.sha256.clone(),
-                valid_json: p.valid_json,
-                detail: p.detail.clone(),
-                from: match kind {
-                    SourceKind::Session => Origin::Sessions,
-                    SourceKind::LocalArchive => Origin::Archive,
-                },
-                object: p.object.clone(),
-            });
+            let from = match kind {
+                SourceKind::Session => Origin::Sessions,
+                SourceKind::LocalArchive => Origin::Archive,
+            };
+            self.report
+                .sessions
+                .push(SessionReport::prepared(user, id, dir.join(name), &p, from));
             verified.push((i, name.as_str(), id, p));
         }
         let doomed: Vec<Verified<'_>> = verified
@@ -787,20 +804,13 @@ impl UserRun<'_> {
         });
         let mut prepared = Vec::with_capacity(batch.len());
         for ((name, id), (archive_name, p)) in batch.iter().zip(done) {
-            self.report.sessions.push(SessionReport {
-                user: self.user.to_string(),
-                session: id.to_string(),
-                path: sessions.join(name),
-                action: p.action,
-                deleted: false,
-                bytes: p.bytes(),
-                archive_bytes: p.archive_bytes,
-                sha256: p.sha256.clone(),
-                valid_json: p.valid_json,
-                detail: p.detail.clone(),
-                from: Origin::Sessions,
-                object: None,
-            });
+            self.report.sessions.push(SessionReport::prepared(
+                self.user,
+                id,
+                sessions.join(name),
+                &p,
+                Origin::Sessions,
+            ));
             prepared.push((first + prepared.len(), name, id, archive_name, p));
         }
         // Where each archive is (or, in a dry run, would be).

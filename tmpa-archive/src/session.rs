@@ -161,19 +161,9 @@ pub fn archive_one(
         || sessions.path().with_file_name("archive").join(archive_name),
         |a| a.join(archive_name),
     );
-    let mut source = match sessions.open_read(name) {
-        Ok(f) => f,
+    let (mut source, stamp) = match open_source(sessions, name) {
+        Ok(opened) => opened,
         Err(e) => return failed_early(e),
-    };
-    let stamp = match Meta::of_fd(&source) {
-        Ok(m) if m.kind == Kind::File => m.stamp,
-        Ok(_) => {
-            return failed_early(Error::Corrupt {
-                path: shown,
-                reason: "not a regular file".into(),
-            });
-        }
-        Err(e) => return failed_early(sessions.error("stat", name, e)),
     };
     let mut p = Prepared::new(stamp);
     let existing = archive.and_then(|a| a.stat(archive_name).ok().flatten());
@@ -213,6 +203,24 @@ pub fn archive_one(
         };
     }
     p
+}
+
+/// Opens the file `name` of `dir` to archive it, with the stamp of what was opened (from
+/// its descriptor: the file the archive is made of is the one later deletions check).
+///
+/// # Errors
+/// The open or stat error naming the file; [`Error::Corrupt`] when it is not a regular
+/// file.
+pub(crate) fn open_source(dir: &Dir, name: &str) -> Result<(File, Stamp), Error> {
+    let source = dir.open_read(name)?;
+    match Meta::of_fd(&source) {
+        Ok(m) if m.kind == Kind::File => Ok((source, m.stamp)),
+        Ok(_) => Err(Error::Corrupt {
+            path: dir.join(name),
+            reason: "not a regular file".into(),
+        }),
+        Err(e) => Err(dir.error("stat", name, e)),
+    }
 }
 
 pub(crate) fn failed_early(err: Error) -> Prepared {

@@ -17,12 +17,12 @@ use std::sync::OnceLock;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 use tmpa_core::maintenance::store::{ObjectInfo, ObjectKey, PutNew, Store};
-use tmpa_core::maintenance::{Dir, Kind, Meta, SESSION_BYTES_MAX};
+use tmpa_core::maintenance::{Dir, Meta, SESSION_BYTES_MAX};
 use tmpa_core::{Error, SessionId, StoreErrorKind, UserId};
 
 use crate::session::{
     Action, CHUNK_BYTES, Options, Prepared, StoredObject, Tee, failed_early, hash_and_check,
-    json_valid, same_bytes, source_unchanged,
+    json_valid, open_source, same_bytes, source_unchanged,
 };
 
 /// A run's store and whether it has failed.
@@ -91,19 +91,9 @@ pub fn archive_one(
     let shown = dir.join(name);
     let key = sr.store.key(user, session);
     let url = sr.store.object_url(&key);
-    let mut source = match dir.open_read(name) {
-        Ok(f) => f,
+    let (mut source, stamp) = match open_source(dir, name) {
+        Ok(opened) => opened,
         Err(e) => return failed_early(e),
-    };
-    let stamp = match Meta::of_fd(&source) {
-        Ok(m) if m.kind == Kind::File => m.stamp,
-        Ok(_) => {
-            return failed_early(Error::Corrupt {
-                path: shown,
-                reason: "not a regular file".into(),
-            });
-        }
-        Err(e) => return failed_early(dir.error("stat", name, e)),
     };
     let mut p = Prepared::new(stamp);
     p.object = Some(StoredObject {
