@@ -272,6 +272,24 @@ impl Applying {
     }
 }
 
+/// What a dry run notes of each file a real run would delete: the lines themselves when
+/// the plan is saved (`--save-plan`), else only their hashes (32 bytes a file, whatever
+/// the day's size), which is all its digest needs.
+#[derive(Debug)]
+pub(crate) enum Noted {
+    Lines(Vec<Deletion>),
+    Hashes(Vec<[u8; 32]>),
+}
+
+impl Noted {
+    pub(crate) fn push(&mut self, line: Deletion) {
+        match self {
+            Noted::Lines(lines) => lines.push(line),
+            Noted::Hashes(hashes) => hashes.push(deletion_hash(&line)),
+        }
+    }
+}
+
 /// `--save-plan`'s destination, written when the dry run ends.
 #[derive(Debug)]
 pub(crate) struct Saving {

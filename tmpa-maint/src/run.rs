@@ -13,7 +13,7 @@ use tmpa_core::maintenance::{path_text, root_dir, write_in};
 use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
 use crate::lock::Lock;
-use crate::plan::{self, Applying, PLAN_FORMAT, Plan, Planned, Saving};
+use crate::plan::{self, Applying, Noted, PLAN_FORMAT, Plan, Planned, Saving};
 use crate::receipt::{Deletion, Receipt, ReceiptLine};
 use crate::record::{RunRecord, Task, read_run_record, runs_rel};
 
@@ -44,11 +44,8 @@ pub struct Run {
     mode: Mode,
     started: DateTime<Local>,
     receipt: Option<Receipt>,
-    /// A dry run: what a real run would delete (the plan).
-    /// A dry run's plan: the lines themselves when it is saved (`--save-plan`), else
-    /// only their hashes (32 bytes a file, whatever the day's size).
-    would_delete: Vec<Deletion>,
-    would_delete_hashes: Vec<[u8; 32]>,
+    /// A dry run: what a real run would delete (the plan), as lines or hashes.
+    would_delete: Noted,
     /// A dry run with `--save-plan`: where the plan goes.
     saving: Option<Saving>,
     /// A real run with `--apply-plan`: the plan being applied.
@@ -77,8 +74,7 @@ impl Run {
             mode,
             started: Local::now(),
             receipt: None,
-            would_delete: Vec::new(),
-            would_delete_hashes: Vec::new(),
+            would_delete: Noted::Hashes(Vec::new()),
             saving: None,
             applying: None,
             pace: std::time::Duration::ZERO,
@@ -90,11 +86,7 @@ impl Run {
     /// get); the notes make the run's plan. A real run ignores it.
     pub fn would_delete(&mut self, line: Deletion) {
         if self.mode.is_plan() {
-            if self.saving.is_some() {
-                self.would_delete.push(line);
-            } else {
-                self.would_delete_hashes.push(plan::deletion_hash(&line));
-            }
+            self.would_delete.push(line);
         }
     }
 
@@ -192,26 +184,30 @@ impl Run {
         };
         let root_text = path_text(self.root.path());
         // The plan itself only when it is saved; its digest for every dry run.
-        let plan = (dry_run && self.saving.is_some()).then(|| {
-            Plan::new(
-                self.program,
-                self.task,
-                &root_text,
-                rfc3339(self.started),
-                std::mem::take(&mut self.would_delete),
-            )
-        });
-        let plan_digest = match &plan {
-            Some(p) => Some(p.digest.clone()),
-            None => dry_run.then(|| {
-                plan::digest_of(
+        let noted = std::mem::replace(&mut self.would_delete, Noted::Hashes(Vec::new()));
+        let (plan, plan_digest) = match noted {
+            _ if !dry_run => (None, None),
+            Noted::Lines(lines) => {
+                let plan = Plan::new(
+                    self.program,
+                    self.task,
+                    &root_text,
+                    rfc3339(self.started),
+                    lines,
+                );
+                let digest = plan.digest.clone();
+                (Some(plan), Some(digest))
+            }
+            Noted::Hashes(hashes) => (
+                None,
+                Some(plan::digest_of(
                     PLAN_FORMAT,
                     self.program,
                     self.task,
                     &root_text,
-                    std::mem::take(&mut self.would_delete_hashes),
-                )
-            }),
+                    hashes,
+                )),
+            ),
         };
         let plan_streak = plan_digest.as_ref().map(|d| match &previous {
             Some(p) if p.dry_run && p.plan_digest.as_ref() == Some(d) => {
@@ -506,6 +502,9 @@ pub fn run_program<R: Report>(
     };
     let mut run = Run::start(program, task, root, mode)?;
     run.saving = common.save_plan.clone().map(|path| Saving { path });
+    if run.saving.is_some() {
+        run.would_delete = Noted::Lines(Vec::new());
+    }
     run.applying = applying;
     run.pace = common.pace;
     log_line(common.json, &run.header(real_mode));
