@@ -2,11 +2,13 @@
 //! not fit the memory budget, read back run by run for the k-way merge.
 //!
 //! It lives in `{root}/.tmpa/spill/` (the programs' state, on the data's file system, so
-//! a full disk shows as what it is) and is unlinked as soon as it is open: the process
-//! holds the only reference, so neither an error nor a kill leaves it behind, and the
-//! space returns when the run ends however it ends. Only a kill in the instant between
-//! creating and unlinking it leaves a `compact_events.*.spill`, which the next run
-//! removes ([`sweep_leftovers`]) while it holds the lock no other compaction can hold.
+//! a full disk shows as what it is) and has no name: it is created with `O_TMPFILE`, the
+//! process holds the only reference, so neither an error nor a kill leaves it behind,
+//! and the space returns when the run ends however it ends. Where the file system has
+//! no unnamed files, it is created with a name and unlinked as soon as it is open; a
+//! kill in the instant between the two leaves a `compact_events.*.spill`, which the
+//! next run removes ([`sweep_leftovers`]) while it holds the lock no other compaction
+//! can hold.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -71,15 +73,34 @@ pub(crate) struct Spill {
 }
 
 impl Spill {
-    /// Creates the spill file under `{root}/.tmpa/spill/` and unlinks it at once.
+    /// Creates the spill file under `{root}/.tmpa/spill/`: unnamed, or where the file
+    /// system cannot, named and unlinked at once.
     ///
     /// # Errors
     /// [`Error::Io`] naming the path.
     pub(crate) fn create(root: &Root) -> tmpa_core::Result<Spill> {
         let dir = root_dir(root).create_dir_all(spill_dir_rel())?;
+        if let Some(write) = dir.create_unnamed(0o600)? {
+            let read = write
+                .try_clone()
+                .map_err(|e| dir.error("duplicate descriptor of a spill file in", "", e))?;
+            return Ok(Spill {
+                write,
+                read,
+                path: dir.join("(unnamed spill file)"),
+                len: 0,
+                runs: Vec::new(),
+            });
+        }
+        Spill::create_named(&dir)
+    }
+
+    /// The spill file where unnamed files cannot be made: created with a name in `dir`
+    /// and unlinked at once.
+    fn create_named(dir: &Dir) -> tmpa_core::Result<Spill> {
         let name = unique_name();
         let write = dir.create_new(&name, 0o600)?;
-        let opened = Spill::open_and_unlink(&dir, &name, write);
+        let opened = Spill::open_and_unlink(dir, &name, write);
         if opened.is_err() {
             let _ = dir.unlink(&name); // best effort; the next run's sweep gets it otherwise
         }
@@ -231,4 +252,74 @@ fn unique_name() -> OsString {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("{PREFIX}{}.{nanos:x}{SUFFIX}", std::process::id()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use tmpa_core::maintenance::Stamp;
+
+    use super::*;
+    use crate::record::Instant;
+
+    fn records(arena: &mut Arena, ids: &[&str]) -> Vec<LooseRec> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let json = format!(r#"{{"id":"{id}"}}"#);
+                LooseRec {
+                    instant: Instant::from((1_700_000_000 + i as i64, 0)),
+                    span: arena.push(json.as_bytes(), id.as_bytes()),
+                    id_len: u16::try_from(id.len()).expect("short"),
+                    ordinal: u32::try_from(i).expect("few"),
+                    stamp: Stamp {
+                        dev: 1,
+                        ino: i as u64,
+                        size: json.len() as u64,
+                        mtime_ns: 0,
+                        ctime_ns: 0,
+                    },
+                    sha256: [u8::try_from(i).expect("few"); 32],
+                }
+            })
+            .collect()
+    }
+
+    fn read_back(spill: &Spill) -> Vec<Vec<String>> {
+        (0..spill.runs())
+            .map(|i| {
+                let mut r = spill.reader(i, 64);
+                let mut ids = Vec::new();
+                while r.advance().expect("read") {
+                    let head = r.head().expect("live");
+                    ids.push(String::from_utf8(head.id().to_vec()).expect("utf-8"));
+                }
+                ids
+            })
+            .collect()
+    }
+
+    /// Both kinds of spill file (unnamed, and named then unlinked where a file system
+    /// has no unnamed files) give back the runs written to them and leave no entry in
+    /// the directory while they are in use.
+    #[test]
+    fn both_kinds_of_spill_file_hold_their_runs_and_leave_no_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(tmp.path().join("token_stats")).expect("mkdir");
+        let root = Root::open(tmp.path()).expect("root");
+        let dir = root_dir(&root)
+            .create_dir_all(spill_dir_rel())
+            .expect("dir");
+        let mut arena = Arena::default();
+        let first = records(&mut arena, &["a", "b", "c"]);
+        let second = records(&mut arena, &["d", "e"]);
+        for mut spill in [
+            Spill::create(&root).expect("create"),
+            Spill::create_named(&dir).expect("create named"),
+        ] {
+            spill.write_run(&first, &arena).expect("run 1");
+            spill.write_run(&second, &arena).expect("run 2");
+            assert_eq!(dir.names(|_| true).expect("list"), Vec::<OsString>::new());
+            assert_eq!(read_back(&spill), [vec!["a", "b", "c"], vec!["d", "e"]]);
+        }
+    }
 }

@@ -552,6 +552,24 @@ impl Dir {
             .map_err(|e| self.error("create", name, e))
     }
 
+    /// Creates a file in this directory that has no name (`O_TMPFILE`, read and write):
+    /// it is gone when its last descriptor closes, however the process ends, so a kill
+    /// leaves nothing behind. `Ok(None)` where the file system or kernel cannot create
+    /// one (then create a named file and unlink it).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the directory (a full disk, permissions).
+    pub fn create_unnamed(&self, mode: u32) -> Result<Option<File>> {
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, ".", flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            // EOPNOTSUPP: the file system has no unnamed files; EISDIR or EINVAL: a kernel
+            // older than O_TMPFILE reads the flags as O_DIRECTORY.
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Ok(None),
+            Err(e) => Err(self.error("create an unnamed file in", "", e)),
+        }
+    }
+
     /// Opens (creating if missing) the file `name` for appending, never following a
     /// symlink: receipts and lock files.
     ///
