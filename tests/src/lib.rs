@@ -236,6 +236,23 @@ pub fn receipt_lines_after_kills(root: &Path, task: &str) -> Vec<serde_json::Val
     read_receipts(root, task, true)
 }
 
+/// Waits until a run of `task` under `root` has written a receipt line (at most a
+/// minute): the moment a slowed-down run is between its receipt and its deletions,
+/// without guessing a time that a slow machine would miss.
+///
+/// # Panics
+/// When no line comes within a minute.
+pub fn wait_for_receipt_line(root: &Path, task: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while receipt_lines_after_kills(root, task).is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "{task} wrote no receipt line in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn read_receipts(root: &Path, task: &str, torn_last_line_skipped: bool) -> Vec<serde_json::Value> {
     let Ok(rd) = fs::read_dir(root.join(".tmpa/receipts").join(task)) else {
         return Vec::new();

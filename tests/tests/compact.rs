@@ -814,7 +814,8 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("strace");
-    std::thread::sleep(Duration::from_millis(1000));
+    // The receipt's line is written before its (slowed) fdatasync and the deletions.
+    tmpa_tests::wait_for_receipt_line(t.root(), "compact_events");
     let before = fs::metadata(&touched).expect("stat");
     // Same bytes, same inode, same size: only the times change.
     let bytes = fs::read(&touched).expect("read");

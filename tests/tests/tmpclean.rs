@@ -728,8 +728,9 @@ fn lease_broken_during_deletion_keeps_the_file() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("strace");
-    // The receipt's fdatasync is the first; tmpclean holds the lease through it.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The receipt's fdatasync is the first; tmpclean holds the lease through it. Its line
+    // is written once the lease is held: wait for it rather than guess a time.
+    tmpa_tests::wait_for_receipt_line(t.root(), "tmp_cleanup");
     let opened = std::time::Instant::now();
     let content = fs::read(&p).expect("the opener waits for the lease, then reads the file");
     let waited = opened.elapsed();
