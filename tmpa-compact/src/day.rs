@@ -373,18 +373,8 @@ impl DayWork<'_> {
                 end: u64::MAX,
             },
         );
-        let writer = CompactedWriter::start(ReadBack::new(disk), self.day)
-            .map_err(|e| Error::io("read", &path, e))?;
-        let mut sink = FileSink {
-            writer,
-            op: "read",
-            path: &path,
-        };
-        self.pass(&mut sink)?;
-        let FileSink { writer, .. } = sink;
-        writer
+        self.serialize_into(ReadBack::new(disk), "read", &path)?
             .finish()
-            .and_then(ReadBack::finish)
             .map_err(|e| Error::io("read", &path, e))
     }
 
@@ -397,21 +387,22 @@ impl DayWork<'_> {
             unsynced: 0,
             pace: self.pace,
         };
-        let writer =
-            CompactedWriter::start(paced, self.day).map_err(|e| Error::io("write", &tmp, e))?;
-        let mut sink = FileSink {
-            writer,
-            op: "write",
-            path: &tmp,
-        };
-        // On an error the AtomicFile is dropped with the sink: its temporary goes.
+        // On an error the AtomicFile is dropped with the writer: its temporary goes.
+        self.serialize_into(paced, "write", &tmp)?.file.commit()
+    }
+
+    /// Serializes the merged events as `_compacted.json` into `out` in one merge pass
+    /// and gives `out` back; an error is `op` on `path`.
+    fn serialize_into<W: std::io::Write>(
+        &mut self,
+        out: W,
+        op: &'static str,
+        path: &Path,
+    ) -> tmpa_core::Result<W> {
+        let writer = CompactedWriter::start(out, self.day).map_err(|e| Error::io(op, path, e))?;
+        let mut sink = FileSink { writer, op, path };
         self.pass(&mut sink)?;
-        let FileSink { writer, .. } = sink;
-        writer
-            .finish()
-            .map_err(|e| Error::io("write", &tmp, e))?
-            .file
-            .commit()
+        sink.writer.finish().map_err(|e| Error::io(op, path, e))
     }
 
     /// The consistency stamp of the day directory as it will be once the loose files to

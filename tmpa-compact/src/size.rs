@@ -24,10 +24,8 @@ pub const MEMORY_BUDGET_BYTES_MIN: u64 = 64 << 10;
 /// assert!(parse_memory_budget("2MB").is_err()); // decimal units are not guessed at
 /// ```
 pub fn parse_memory_budget(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| {
-        format!("{s:?}: expected a whole number and a binary unit (K, M, G), e.g. 256MiB")
-    })?;
+    let (n, unit) =
+        tmpa_maint::number_and_unit(s, "a whole number and a binary unit (K, M, G), e.g. 256MiB")?;
     let shift = match unit {
         "" | "B" => 0,
         "K" | "k" | "KiB" => 10,

@@ -85,6 +85,28 @@ impl Mode {
     }
 }
 
+/// Splits a command-line quantity such as `30d` or `256MiB` into its whole number and
+/// the unit after it (possibly empty), the shared first step of the flags' parsers.
+///
+/// # Errors
+/// `"{s:?}: expected {expected}"` when `s` does not start with a whole number that fits
+/// in a `u64`.
+///
+/// # Examples
+/// ```
+/// use tmpa_maint::number_and_unit;
+/// assert_eq!(number_and_unit("30d", "a number").unwrap(), (30, "d"));
+/// assert_eq!(number_and_unit("512", "a number").unwrap(), (512, ""));
+/// assert!(number_and_unit("-1d", "a number").is_err());
+/// ```
+pub fn number_and_unit<'s>(s: &'s str, expected: &str) -> Result<(u64, &'s str), String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected {expected}"))?;
+    Ok((n, unit))
+}
+
 /// Parses a pause: `0`, or a whole number of milliseconds or seconds (`20ms`, `1s`).
 ///
 /// # Errors
@@ -103,10 +125,7 @@ pub fn parse_pause(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| {
-        format!("{s:?}: expected 0 or a whole number and a unit (ms, s), e.g. 20ms")
-    })?;
+    let (n, unit) = number_and_unit(s, "0 or a whole number and a unit (ms, s), e.g. 20ms")?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" if n <= 60 => Ok(Duration::from_secs(n)),
@@ -130,10 +149,7 @@ pub fn parse_pause(s: &str) -> Result<Duration, String> {
 /// assert!(parse_age("-1d").is_err());
 /// ```
 pub fn parse_age(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| {
-        format!("{s:?}: expected a whole number and a unit (s, m, h, d, w), e.g. 30d")
-    })?;
+    let (n, unit) = number_and_unit(s, "a whole number and a unit (s, m, h, d, w), e.g. 30d")?;
     let secs_per = match unit {
         "s" => 1,
         "m" => 60,
