@@ -31,48 +31,15 @@ pub const COMPACTED_NAME: &str = "_compacted.json";
 /// Name of the summary cache of a day.
 pub const SUMMARY_NAME: &str = "_summary.json";
 
-/// A valid loose event file.
-#[derive(Clone, Debug)]
-pub struct LooseEvent {
-    /// Its file name (`evt_{id}.json`).
-    pub name: OsString,
-    /// The event it holds.
-    pub event: Event,
-    /// SHA-256 of the file's bytes, lower-case hex.
-    pub sha256: String,
-    /// Identity and times of the file that was read (from its descriptor).
-    pub stamp: Stamp,
-}
-
 /// The state of a day's `_compacted.json`.
 #[derive(Clone, Debug)]
 pub enum Compacted {
     /// There is none.
     Absent,
-    /// It was read and is valid.
-    Valid {
-        /// Its events, in file order (sorted by `ts`, `id`).
-        events: Vec<Event>,
-        /// The stamp of the file read.
-        stamp: Stamp,
-    },
+    /// It was read and is valid: its events, in file order (sorted by `ts`, `id`).
+    Valid(Vec<Event>),
     /// It exists but cannot be used; it must then be left untouched.
     Corrupt(Problem),
-}
-
-/// Everything found in one day directory.
-#[derive(Clone, Debug)]
-pub struct DayScan {
-    /// The day.
-    pub day: Day,
-    /// `_compacted.json`.
-    pub compacted: Compacted,
-    /// The valid loose events, sorted by file name.
-    pub loose: Vec<LooseEvent>,
-    /// Loose files that cannot be used (corrupt, odd names, symlinks), sorted by path.
-    pub problems: Vec<Problem>,
-    /// Names of every `evt_*.json` entry seen (valid or not), sorted.
-    pub event_names: Vec<OsString>,
 }
 
 impl Root {
@@ -108,19 +75,19 @@ impl Root {
                 problems: Vec::new(),
             });
         };
-        let scan = scan_day(&dir, day)?;
-        let mut problems = scan.problems.clone();
-        let compacted: &[Event] = match &scan.compacted {
-            Compacted::Valid { events, .. } => events,
-            Compacted::Absent => &[],
+        let names = event_names(&dir)?;
+        let (loose, mut problems) = read_all_loose(&dir, &names);
+        let compacted = match read_compacted(&dir, day) {
+            Compacted::Valid(events) => events,
+            Compacted::Absent => Vec::new(),
             Compacted::Corrupt(p) => {
-                problems.push(p.clone());
-                &[]
+                problems.push(p);
+                Vec::new()
             }
         };
-        let merged = merge(compacted, &scan.loose);
+        let merged = merge(&compacted, &loose);
         for &i in &merged.conflicts {
-            problems.push(conflict_problem(&dir, &scan.loose[i]));
+            problems.push(conflict_problem_of(&dir, loose[i].id()));
         }
         problems.sort();
         Ok(DayRead {
@@ -128,29 +95,6 @@ impl Root {
             problems,
         })
     }
-}
-
-/// Scans a day directory held by `dir`: reads `_compacted.json` and every loose event.
-///
-/// # Errors
-/// [`Error::Io`] when the directory cannot be listed.
-pub fn scan_day(dir: &Dir, day: Day) -> Result<DayScan> {
-    let names = event_names(dir)?;
-    let compacted = read_compacted(dir, day);
-    let (loose, mut problems) = read_all_loose(dir, &names);
-    problems.sort();
-    Ok(DayScan {
-        day,
-        compacted,
-        loose,
-        problems,
-        event_names: names,
-    })
-}
-
-/// The problem reported for a loose event that conflicts with its compacted version.
-pub fn conflict_problem(dir: &Dir, l: &LooseEvent) -> Problem {
-    conflict_problem_of(dir, l.event.id())
 }
 
 /// The problem reported for the loose event `id` that conflicts with its compacted version.
@@ -211,7 +155,7 @@ const READ_THREADS_MAX: usize = 4;
 
 /// Reads and validates every named loose file, on several threads for large days. The
 /// result is in `names` order whatever the threading.
-fn read_all_loose(dir: &Dir, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
+fn read_all_loose(dir: &Dir, names: &[OsString]) -> (Vec<Event>, Vec<Problem>) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(READ_THREADS_MAX);
@@ -235,7 +179,7 @@ fn read_all_loose(dir: &Dir, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Proble
     })
 }
 
-fn read_loose_chunk(dir: &Dir, names: &[OsString]) -> (Vec<LooseEvent>, Vec<Problem>) {
+fn read_loose_chunk(dir: &Dir, names: &[OsString]) -> (Vec<Event>, Vec<Problem>) {
     let mut loose = Vec::with_capacity(names.len());
     let mut problems = Vec::new();
     for name in names {
@@ -262,27 +206,32 @@ pub struct LooseRaw {
     pub stamp: Stamp,
 }
 
-/// Reads and validates one loose event file.
+/// Reads and validates one loose event file, as the library's reads need it.
 ///
 /// # Errors
-/// [`Error::Corrupt`] naming the file when it is not a valid event of its name.
-pub fn read_loose(dir: &Dir, name: &OsStr) -> Result<LooseEvent> {
-    let raw = read_loose_raw(dir, name)?;
-    Ok(LooseEvent {
-        name: name.to_os_string(),
-        event: Event::from_raw(raw.event),
-        sha256: hex(&raw.sha256),
-        stamp: raw.stamp,
-    })
+/// As [`read_loose_raw`].
+fn read_loose(dir: &Dir, name: &OsStr) -> Result<Event> {
+    read_valid_loose(dir, name).map(|(event, _, _)| Event::from_raw(event))
 }
 
-/// Reads and validates one loose event file, keeping the event as parsed ([`read_loose`]
-/// is this, made canonical).
+/// Reads and validates one loose event file as compaction needs it: the event as parsed,
+/// the SHA-256 of the file's bytes and the stamp of the file read.
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the file when it is not a valid event of its name; an
 /// [`Error::Io`] of kind `NotFound` when it is gone.
 pub fn read_loose_raw(dir: &Dir, name: &OsStr) -> Result<LooseRaw> {
+    let (event, bytes, meta) = read_valid_loose(dir, name)?;
+    Ok(LooseRaw {
+        event,
+        sha256: Sha256::digest(&bytes).into(),
+        stamp: meta.stamp,
+    })
+}
+
+/// Reads the loose event file `name` and checks that it is a valid event of its name;
+/// the event as parsed, the bytes read and their file's metadata.
+fn read_valid_loose(dir: &Dir, name: &OsStr) -> Result<(RawEvent, Vec<u8>, Meta)> {
     let corrupt = |reason: String| Error::Corrupt {
         path: dir.join(name),
         reason,
@@ -302,11 +251,7 @@ pub fn read_loose_raw(dir: &Dir, name: &OsStr) -> Result<LooseRaw> {
             event.id().as_str()
         )));
     }
-    Ok(LooseRaw {
-        event,
-        sha256: Sha256::digest(&bytes).into(),
-        stamp: meta.stamp,
-    })
+    Ok((event, bytes, meta))
 }
 
 /// SHA-256 of `bytes` as lower-case hex.
@@ -331,11 +276,8 @@ pub fn read_compacted(dir: &Dir, day: Day) -> Compacted {
     match dir.read(COMPACTED_NAME, COMPACTED_BYTES_MAX) {
         Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Compacted::Absent,
         Err(e) => Compacted::Corrupt(Problem::from_error(&path, e)),
-        Ok((bytes, meta)) => match parse_compacted(&bytes, &path, day) {
-            Ok(events) => Compacted::Valid {
-                events,
-                stamp: meta.stamp,
-            },
+        Ok((bytes, _)) => match parse_compacted(&bytes, &path, day) {
+            Ok(events) => Compacted::Valid(events),
             Err(e) => Compacted::Corrupt(Problem::from_error(&path, e)),
         },
     }
@@ -822,35 +764,6 @@ where
     f.commit()
 }
 
-/// Whether the `_compacted.json` of the day directory `dir` holds exactly the canonical
-/// bytes of `day` with `events`. Streams both sides: memory stays constant whatever the
-/// size.
-///
-/// This is the verification before deletion: the file is read back from disk (through
-/// the page cache, after the fsync of [`write_compacted`]) and compared byte for byte
-/// with what the events serialize to.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be opened or read (a missing file is `Ok(false)`).
-pub fn compacted_matches<I>(dir: &Dir, day: Day, events: I) -> Result<bool>
-where
-    I: IntoIterator,
-    I::Item: Borrow<Event>,
-{
-    let path = dir.join(COMPACTED_NAME);
-    let file = match dir.open_read(COMPACTED_NAME) {
-        Ok(f) => f,
-        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    if crate::fs::Meta::of_fd(&file).is_ok_and(|m| m.kind != Kind::File) {
-        return Ok(false);
-    }
-    let mut cmp = ReadBack::new(std::io::BufReader::with_capacity(256 * 1024, file));
-    write_compacted_to(&mut cmp, day, events).map_err(|e| Error::io("read", &path, e))?;
-    cmp.finish().map_err(|e| Error::io("read", &path, e))
-}
-
 /// The result of merging compacted and loose events.
 #[derive(Clone, Debug, Default)]
 pub struct Merge<'a> {
@@ -866,18 +779,18 @@ pub struct Merge<'a> {
 
 /// Merges a day's compacted events with its valid loose events. Never loses one: a
 /// conflicting loose event is left out of `events` but listed in `conflicts`.
-pub fn merge<'a>(compacted: &'a [Event], loose: &'a [LooseEvent]) -> Merge<'a> {
+pub fn merge<'a>(compacted: &'a [Event], loose: &'a [Event]) -> Merge<'a> {
     let by_id: HashMap<&str, &Event> = compacted.iter().map(|e| (e.id().as_str(), e)).collect();
     let mut m = Merge::default();
     for (i, l) in loose.iter().enumerate() {
-        match by_id.get(l.event.id().as_str()) {
+        match by_id.get(l.id().as_str()) {
             None => m.added.push(i),
-            Some(c) if c.json_bytes() == l.event.json_bytes() => m.duplicates.push(i),
+            Some(c) if c.json_bytes() == l.json_bytes() => m.duplicates.push(i),
             Some(_) => m.conflicts.push(i),
         }
     }
     m.events = compacted.iter().collect();
-    m.events.extend(m.added.iter().map(|&i| &loose[i].event));
+    m.events.extend(m.added.iter().map(|&i| &loose[i]));
     m.events.sort_by(|a, b| a.cmp_ts_id(b));
     m
 }
@@ -894,6 +807,24 @@ mod tests {
             .as_bytes(),
         )
         .unwrap()
+    }
+
+    /// Whether the `_compacted.json` of `dir` holds exactly the canonical bytes of `day`
+    /// with `events`, read back through [`ReadBack`] as compaction verifies it (a missing
+    /// or non-regular file is `false`).
+    fn compacted_matches(dir: &Dir, day: Day, events: &[Event]) -> Result<bool> {
+        let path = dir.join(COMPACTED_NAME);
+        let file = match dir.open_read(COMPACTED_NAME) {
+            Ok(f) => f,
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if crate::fs::Meta::of_fd(&file).is_ok_and(|m| m.kind != Kind::File) {
+            return Ok(false);
+        }
+        let mut cmp = ReadBack::new(std::io::BufReader::new(file));
+        write_compacted_to(&mut cmp, day, events).map_err(|e| Error::io("read", &path, e))?;
+        cmp.finish().map_err(|e| Error::io("read", &path, e))
     }
 
     #[test]

@@ -165,20 +165,18 @@ pub mod maintenance {
     //!   `fstatat`, `renameat2`, `linkat`, `unlinkat`, `mkdirat`, `fsync`; never a
     //!   symlink, never `/proc`), [`Stamp`], [`Meta`], [`Kind`], [`AtomicFile`],
     //!   [`Lease`] (file leases), temporaries ([`temp_final_name`], [`temporary_of`]).
-    //! - The day formats: scanning a day ([`scan_day`]), merging ([`merge`]), the canonical
-    //!   `_compacted.json` ([`write_compacted`], [`compacted_matches`],
-    //!   [`parse_compacted`]), the summary's consistency stamp ([`source_stamp`]).
-    //! - The same formats one event at a time, for days larger than memory: events as
-    //!   parsed ([`RawEvent`], [`read_loose_raw`]), `_compacted.json` streamed
-    //!   ([`visit_compacted`]), written ([`CompactedWriter`]) and compared with the disk
-    //!   ([`ReadBack`]), the summary folded ([`SummaryFold`]).
+    //! - The day formats one event at a time, so that a day of any size compacts in
+    //!   bounded memory: events as parsed ([`RawEvent`], [`read_loose_raw`]), the
+    //!   canonical `_compacted.json` streamed ([`visit_compacted`], [`parse_compacted`]),
+    //!   written ([`CompactedWriter`], [`write_compacted`]) and compared with the disk
+    //!   ([`ReadBack`]), the summary folded ([`SummaryFold`]) and its consistency stamp
+    //!   ([`source_stamp`]).
 
     pub use crate::day::{
-        COMPACTED_BYTES_MAX, COMPACTED_NAME, Compacted, CompactedWriter, DayScan, LooseEvent,
-        LooseRaw, Merge, ReadBack, SUMMARY_NAME, VisitError, compacted_matches, conflict_problem,
-        conflict_problem_of, event_names, hex, is_event_name, merge, open_compacted,
-        parse_compacted, read_compacted, read_loose, read_loose_raw, scan_day, sha256_hex,
-        stamp_entries, visit_compacted, visit_compacted_slice, write_compacted, write_compacted_to,
+        COMPACTED_BYTES_MAX, COMPACTED_NAME, CompactedWriter, LooseRaw, ReadBack, SUMMARY_NAME,
+        VisitError, conflict_problem_of, event_names, hex, is_event_name, open_compacted,
+        parse_compacted, read_loose_raw, sha256_hex, stamp_entries, visit_compacted,
+        visit_compacted_slice, write_compacted, write_compacted_to,
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
@@ -189,9 +187,7 @@ pub mod maintenance {
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::SESSION_BYTES_MAX;
     pub use crate::store::{CONFIG_NAME, TIMEOUT_SECS_DEFAULT};
-    pub use crate::summary::{
-        SummaryFold, current_stamp, read_cached, source_stamp, write_summary,
-    };
+    pub use crate::summary::{SummaryFold, read_cached, source_stamp, write_summary};
     pub use crate::text::{path_text, serialize_path};
 
     /// The archive store's client (feature `object-store`), for tmpa-archive and
