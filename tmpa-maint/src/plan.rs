@@ -116,8 +116,10 @@ impl Plan {
         p
     }
 
-    /// The digest of the plan's content (see [`digest_of`]): its format, program, task,
-    /// root and deletions, not its version or the time it was made.
+    /// The digest of the plan's content, not its version or the time it was made: the
+    /// SHA-256 of the compact JSON of its format, program, task and root, then of the
+    /// sorted SHA-256s of each deletion's compact JSON (so a dry run that saves no plan
+    /// computes the same digest from 32 bytes a file).
     pub fn compute_digest(&self) -> String {
         digest_of(
             self.format,
