@@ -311,8 +311,8 @@ pub fn parse_compacted(bytes: &[u8], path: &Path, day: Day) -> Result<Vec<Event>
     Ok(events)
 }
 
-/// Opens the `_compacted.json` of the day directory `dir` for reading, refusing what
-/// [`read_compacted`] refuses before reading a byte; `None` when there is none.
+/// Opens the `_compacted.json` of the day directory `dir` for reading, refusing before
+/// reading a byte what the library's day read refuses; `None` when there is none.
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming it when it is a symlink, not a regular file or larger than
