@@ -493,7 +493,7 @@ const CRON_D_HEADER: &str = "\
 # only while its program is installed (test -x: a removed package leaves this file).";
 
 /// `/etc/cron.d/tmpa`, made from root's crontab: the crontab's opening comment replaced by
-/// [`CRON_D_HEADER`], `root` added after the time fields, every job commented out,
+/// a header saying the jobs are off until an operator turns them on, `root` added after the time fields, every job commented out,
 /// guarded by `test -x PROGRAM &&`, and with `--dry-run` right after the program of every
 /// job that deletes.
 ///

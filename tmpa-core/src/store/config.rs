@@ -221,7 +221,7 @@ pub struct ArchiveConfig {
     /// The store and prefix.
     pub url: StoreUrl,
     /// How long one request may take (connecting included) before it counts as failed
-    /// and is retried. Default [`TIMEOUT_SECS_DEFAULT`].
+    /// and is retried. Default 30 seconds (`timeout_secs` in `[archive]`).
     pub timeout: Duration,
 }
 
