@@ -22,6 +22,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
 echo "== packaging tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the

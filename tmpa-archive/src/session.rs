@@ -3,7 +3,7 @@
 //! the source, and say whether the source may now be deleted.
 //!
 //! Nothing here deletes a source: [`archive_one`] returns a [`Prepared`] that the caller
-//! deletes only after writing the receipt, and only if [`Prepared::still_same`] holds.
+//! deletes only after writing the receipt, and only if the source is still the file archived (`source_unchanged`).
 
 use std::ffi::OsStr;
 use std::fs::File;
