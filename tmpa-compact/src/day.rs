@@ -302,7 +302,8 @@ impl DayWork<'_> {
         // Rewrite when there is something new, or when the file on disk is not the
         // canonical form of its own events (written by another tool): verification
         // compares bytes.
-        if self.added > 0 || !self.matches_disk()? {
+        let wrote = self.added > 0 || !self.matches_disk()?;
+        if wrote {
             self.write()?;
         }
         // The compacted file verified is held open: its stamp is the one that must still
@@ -341,6 +342,14 @@ impl DayWork<'_> {
             r.summary_rewritten = true;
         }
         if deleting {
+            if !wrote && let Some(f) = &held_file {
+                // An existing `_compacted.json` holds the loose events (an earlier run
+                // wrote it, then stopped): made durable, file and directory, before any
+                // source goes on its strength. A file this run wrote is durable already.
+                let path = self.dir.join(COMPACTED_NAME);
+                f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+                self.dir.sync()?;
+            }
             self.delete(run, held, r)?;
         }
         r.status = if self.added == 0 && r.deleted == 0 && !r.summary_rewritten {

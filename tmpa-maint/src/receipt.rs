@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Local};
 use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
 use tmpa_core::maintenance::{Dir, STATE_DIR, Stamp, root_dir};
@@ -129,18 +128,11 @@ pub(crate) struct Receipt {
 }
 
 impl Receipt {
-    pub(crate) fn create(
-        root: &Root,
-        task: Task,
-        started: DateTime<Local>,
-    ) -> tmpa_core::Result<Receipt> {
+    /// Creates the receipt of the run `run_id` (`{run_id}.jsonl`).
+    pub(crate) fn create(root: &Root, task: Task, run_id: &str) -> tmpa_core::Result<Receipt> {
         let dir = root_dir(root)
             .create_dir_all(Path::new(STATE_DIR).join("receipts").join(task.as_str()))?;
-        let name = format!(
-            "{}-{}.jsonl",
-            started.format("%Y%m%dT%H%M%S%z"),
-            std::process::id()
-        );
+        let name = format!("{run_id}.jsonl");
         let file = dir.open_append(OsStr::new(&name), 0o644)?;
         dir.sync()?;
         Ok(Receipt {

@@ -246,6 +246,7 @@ fn settle_batch(
             Outcome::Kept(Kept::LeaseBroken) => Reason::Changed(Kept::LeaseBroken.words()),
             Outcome::Kept(Kept::Refused(why) | Kept::NotAsPlanned(why)) => Reason::Changed(why),
             Outcome::Kept(Kept::Gone) => Reason::Changed("gone just before deletion".into()),
+            Outcome::Kept(k @ Kept::Superseded { .. }) => Reason::Failed(k.words()),
             Outcome::Kept(Kept::Changed) => Reason::Changed(
                 "changed just before deletion (kept; the next run looks again)".into(),
             ),
