@@ -481,3 +481,68 @@ fn older_than_has_a_floor() {
     let r = t.run("tmpa-tmpclean", &["--older-than", "1m", "--dry-run"]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// The patrol reports what the delete step left in the quarantine, on the check of the
+/// task that left it (a warning), in its JSON and in its metrics; it touches none of it.
+#[test]
+fn patrol_reports_the_quarantine() {
+    let t = Tree::new();
+    t.event(D1, "e1", "u", 1, 1);
+    let kept = t.file(
+        format!(".tmpa/quarantine/kept/compact_events/20261201T023000+0000-1/token_stats/{D1}/evt_e9.json"),
+        "{}",
+    );
+    let in_flight = t.file(
+        ".tmpa/quarantine/in-flight/tmp_cleanup/20261201T023000+0000-2/notifications/u1/inbox/ntf_1.json.tmp",
+        "{",
+    );
+    let prom = tempfile::tempdir().expect("tempdir");
+    let prom_file = prom.path().join("tmpa.prom");
+    let r = t.run(
+        "tmpa-patrol",
+        &["--json", "--prometheus", prom_file.to_str().expect("utf-8")],
+    );
+    let doc = r.json();
+    let check = |name: &str| {
+        doc["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .expect(name)
+    };
+    let compact = check("compact_events_last_success");
+    assert!(
+        compact["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 file(s) kept aside"),
+        "{compact}"
+    );
+    assert_ne!(compact["status"], "ok", "{compact}");
+    let tmp = check("tmp_files");
+    assert!(
+        tmp["detail"]
+            .as_str()
+            .unwrap()
+            .contains("in-flight/tmp_cleanup"),
+        "{tmp}"
+    );
+    assert_ne!(tmp["status"], "ok", "{tmp}");
+    let tasks = doc["quarantine"]["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let metrics = fs::read_to_string(&prom_file).expect("metrics");
+    assert!(
+        metrics.contains("tmpa_quarantine_files{area=\"kept\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tmpa_quarantine_files{area=\"in_flight\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        kept.exists() && in_flight.exists(),
+        "the patrol touches nothing"
+    );
+}

@@ -176,3 +176,36 @@ fn a_key_written_twice_keeps_the_file() {
     assert!(p.exists());
     assert!(r.stdout.contains("appears twice"), "{}", r.stdout);
 }
+
+/// A `_compacted.json` written before numbers kept their text holds `1e2` as `100.0`: it
+/// still reads, and a loose file of the same event spelled `1e2` (an interrupted run's
+/// leftover) is a duplicate, deleted, not a conflict; the compacted file is unchanged.
+#[test]
+fn an_old_spelling_of_the_same_value_is_a_duplicate() {
+    let t = Tree::new();
+    let head = format!(r#""id":"a","model":"m","prompt_tokens":1,"ts":"{DAY}T10:00:00Z","user_id":"u""#);
+    let compacted = t.file(
+        format!("token_stats/{DAY}/_compacted.json"),
+        format!(
+            "{{\"format\":1,\"day\":\"{DAY}\",\"events\":[\n{{\"completion_tokens\":1,{head},\"x\":100.0}}\n]}}\n"
+        ),
+    );
+    let before = fs::read(&compacted).expect("read");
+    let loose = t.file(
+        format!("token_stats/{DAY}/evt_a.json"),
+        format!("{{\"completion_tokens\":1,{head},\"x\":1e2}}"),
+    );
+    let r = t.run("tmpa-compact", &["--day", DAY]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!loose.exists(), "the duplicate goes");
+    assert_eq!(fs::read(&compacted).expect("read"), before);
+    assert_eq!(tmpa_tests::events_in_days(t.root(), &[DAY]), 1);
+    // Another value is a conflict, kept.
+    let other = t.file(
+        format!("token_stats/{DAY}/evt_a.json"),
+        format!("{{\"completion_tokens\":1,{head},\"x\":100.000000000000000001}}"),
+    );
+    let r = t.run("tmpa-compact", &["--day", DAY]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(other.exists());
+}
