@@ -392,6 +392,16 @@ fn recovery_finishes_verified_deletions_and_puts_back_the_rest() {
         "{\"older\":1}"
     );
     assert!(!aside.exists(), "the killed run's quarantine is tidied");
+    let recovered: Vec<String> = tmpa_tests::receipt_lines(t.root(), "compact_events")
+        .into_iter()
+        .filter(|l| l["line"] == "recovered")
+        .map(|l| l["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        recovered,
+        ["deleted", "restored", "kept"],
+        "the receipt says so"
+    );
     // The stranger is back and compacted like any loose event.
     assert_eq!(events_in_days(t.root(), &[D1]), 2);
 }

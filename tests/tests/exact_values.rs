@@ -183,7 +183,8 @@ fn a_key_written_twice_keeps_the_file() {
 #[test]
 fn an_old_spelling_of_the_same_value_is_a_duplicate() {
     let t = Tree::new();
-    let head = format!(r#""id":"a","model":"m","prompt_tokens":1,"ts":"{DAY}T10:00:00Z","user_id":"u""#);
+    let head =
+        format!(r#""id":"a","model":"m","prompt_tokens":1,"ts":"{DAY}T10:00:00Z","user_id":"u""#);
     let compacted = t.file(
         format!("token_stats/{DAY}/_compacted.json"),
         format!(

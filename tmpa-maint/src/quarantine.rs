@@ -20,7 +20,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
 use tmpa_core::maintenance::{Dir, Kind, STATE_DIR, Stamp, path_text, root_dir};
 
@@ -138,8 +138,9 @@ fn keep_aside(
     Ok(path_text(&kept.join(name)))
 }
 
-/// What the recovery of a killed run did with one file it found in the quarantine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// What the recovery of a killed run did with one file it found in the quarantine (a
+/// `recovered` line of the receipt of the run that recovered it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recovered {
     /// Where the file was before the killed run moved it (its path below the root).
     pub file: String,
@@ -149,7 +150,7 @@ pub struct Recovered {
 }
 
 /// What the recovery did with a file left in the quarantine by a killed run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum RecoveredAction {
     /// The killed run's receipt names exactly this inode, unchanged: its delete step was

@@ -27,6 +27,8 @@ pub enum ReceiptLine {
         /// Why it was kept.
         reason: String,
     },
+    /// A file a killed run left in the quarantine, and what this run did with it.
+    Recovered(crate::quarantine::Recovered),
 }
 
 /// What a receipt says of a file before it is deleted.
@@ -186,5 +188,28 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<ReceiptLine>(&text).unwrap(), line);
+    }
+
+    #[test]
+    fn recovered_lines_are_typed_and_read_back() {
+        use crate::quarantine::{Recovered, RecoveredAction};
+        for action in [
+            RecoveredAction::Deleted,
+            RecoveredAction::Restored,
+            RecoveredAction::Kept {
+                at: "/r/.tmpa/quarantine/kept/x".into(),
+            },
+            RecoveredAction::Failed {
+                error: "EIO".into(),
+            },
+        ] {
+            let line = ReceiptLine::Recovered(Recovered {
+                file: "/r/token_stats/2026-11-01/evt_a.json".into(),
+                action,
+            });
+            let text = serde_json::to_string(&line).unwrap();
+            assert!(text.contains(r#""line":"recovered""#), "{text}");
+            assert_eq!(serde_json::from_str::<ReceiptLine>(&text).unwrap(), line);
+        }
     }
 }

@@ -79,7 +79,7 @@ impl Run {
         } else {
             Vec::new()
         };
-        Ok(Run {
+        let mut run = Run {
             program,
             task,
             root,
@@ -93,7 +93,19 @@ impl Run {
             quarantine: Quarantine::new(task, run_id),
             recovered,
             _lock: lock,
-        })
+        };
+        if !run.recovered.is_empty() {
+            // The killed run's receipt says "delete" of each; this one says what became
+            // of them.
+            let lines: Vec<ReceiptLine> = run
+                .recovered
+                .iter()
+                .cloned()
+                .map(ReceiptLine::Recovered)
+                .collect();
+            run.record_receipt(&lines)?;
+        }
+        Ok(run)
     }
 
     /// The root and the run's quarantine, for the delete step.
