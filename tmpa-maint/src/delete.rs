@@ -250,3 +250,142 @@ fn sync_all(dirs: &[&Dir]) -> Vec<tmpa_core::Error> {
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    use tmpa_core::Root;
+    use tmpa_core::maintenance::{Dir, root_dir};
+
+    use super::*;
+    use crate::args::Mode;
+    use crate::receipt::Proof;
+    use crate::record::Task;
+
+    fn tree() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        (t, root)
+    }
+
+    fn doomed<'a>(dir: &'a Dir, name: &str) -> Doomed<'a> {
+        let stamp = dir.stat(name).unwrap().unwrap().stamp;
+        Doomed {
+            dir,
+            name: name.into(),
+            stamp,
+            line: Deletion {
+                file: dir.join(name).display().to_string(),
+                bytes: stamp.size,
+                sha256: "00".into(),
+                stamp,
+                held_by: "elsewhere".into(),
+                proof: Proof::CompactedEvent {
+                    day: "2026-11-01".into(),
+                    held_events: 1,
+                },
+            },
+            lease: None,
+        }
+    }
+
+    fn receipt_lines(root: &Path) -> Vec<String> {
+        let dir = root.join(".tmpa/receipts/compact_events");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            out.extend(text.lines().map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["line"].as_str().unwrap().to_owned()
+            }));
+        }
+        out
+    }
+
+    /// Deleted, changed, gone and refused files: one receipt line each before anything
+    /// happens, a `kept` line for each kept, the outcomes in order, nothing left aside.
+    #[test]
+    fn outcomes_and_receipt_lines() {
+        let (t, root) = tree();
+        let day = t.path().join("token_stats/2026-11-01");
+        for n in ["a.json", "b.json", "c.json", "d.json"] {
+            std::fs::write(day.join(n), n).unwrap();
+        }
+        let root_path = root.path().to_path_buf();
+        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Real).unwrap();
+        let dir = root_dir(run.root())
+            .open_dir("token_stats/2026-11-01")
+            .unwrap();
+        let all = vec![
+            doomed(&dir, "a.json"),
+            doomed(&dir, "b.json"),
+            doomed(&dir, "c.json"),
+            doomed(&dir, "d.json"),
+        ];
+        // b is replaced by a writer, c removed by someone else, d refused by the caller.
+        std::fs::write(day.join("b.new"), "newer").unwrap();
+        std::fs::rename(day.join("b.new"), day.join("b.json")).unwrap();
+        std::fs::remove_file(day.join("c.json")).unwrap();
+        let (outcomes, sync_failures) = run
+            .delete_verified(all, |d| {
+                (d.name == OsStr::new("d.json")).then(|| "not today".to_owned())
+            })
+            .unwrap();
+        assert!(sync_failures.is_empty());
+        let words: Vec<String> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Deleted => "deleted".to_owned(),
+                Outcome::Kept(k) => k.words(),
+                Outcome::Failed(e) => e.chain(),
+            })
+            .collect();
+        assert_eq!(words[0], "deleted");
+        assert!(words[1].starts_with("changed"), "{words:?}");
+        assert!(words[2].starts_with("gone"), "{words:?}");
+        assert_eq!(words[3], "not today");
+        assert!(!day.join("a.json").exists());
+        assert_eq!(
+            std::fs::read_to_string(day.join("b.json")).unwrap(),
+            "newer"
+        );
+        assert!(day.join("d.json").exists());
+        assert_eq!(
+            receipt_lines(&root_path),
+            [
+                "delete", "delete", "delete", "delete", "kept", "kept", "kept"
+            ]
+        );
+        drop(run);
+        let q = root_path.join(".tmpa/quarantine/in-flight/compact_events");
+        let left: Vec<_> = walk_files(&q);
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    fn walk_files(p: &Path) -> Vec<std::path::PathBuf> {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .flat_map(|e| {
+                if e.file_type().unwrap().is_dir() {
+                    walk_files(&e.path())
+                } else {
+                    vec![e.path()]
+                }
+            })
+            .collect()
+    }
+
+    /// A run that does not delete never reaches the delete path.
+    #[test]
+    #[should_panic(expected = "only a real run deletes")]
+    fn a_dry_run_cannot_delete() {
+        let (_t, root) = tree();
+        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Plan).unwrap();
+        let _ = run.delete_verified(Vec::new(), |_| None);
+    }
+}
