@@ -329,7 +329,7 @@ fn reopen_dir(anchor: &Anchor, walk: &Walk, d: u32) -> Result<Dir, Reason> {
         }
     };
     match dir.meta() {
-        Ok(m) if m.stamp.dev == wd.meta.stamp.dev && m.stamp.ino == wd.meta.stamp.ino => Ok(dir),
+        Ok(m) if m.stamp.same_inode(&wd.meta.stamp) => Ok(dir),
         Ok(_) => Err(Reason::Changed(
             "its directory was replaced since it was listed (kept)".into(),
         )),

@@ -81,10 +81,12 @@ impl Stamp {
     }
 
     /// The same inode with the same content as far as the inode tells: device, inode,
-    /// size and mtime, but not ctime. A `rename` of the file itself changes its ctime,
-    /// so this is the comparison for a file this program just moved; everywhere else
-    /// the whole stamp (`==`) is compared, ctime included, which also shows a content
-    /// rewrite that restored the mtime (`touch -d`).
+    /// size and mtime, but not ctime. A `rename` of the file itself, or the unlink of
+    /// another of its links, changes its ctime and nothing else, so this is the
+    /// comparison for a file this program just moved (the delete step) or whose name
+    /// another file replaced (a compacted file read while the next one is committed);
+    /// everywhere else the whole stamp (`==`) is compared, ctime included, which also
+    /// shows a content rewrite that restored the mtime (`touch -d`).
     pub fn same_but_ctime(&self, other: &Stamp) -> bool {
         self.same_inode(other) && (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
     }
