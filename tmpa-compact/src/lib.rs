@@ -259,14 +259,15 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
     };
     let progress = Progress::new();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let shared: SharedRun<'_> = std::sync::Mutex::new(&mut *run);
-    let reports = map_ordered_on(workers, &days, |day| {
-        let r = compact_day(&shared, *day, &opts);
-        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        progress.show(format!("{PROGRAM}: day {day} done ({n}/{})", days.len()));
-        r
-    });
-    drop(shared);
+    let reports = {
+        let shared: SharedRun<'_> = std::sync::Mutex::new(&mut *run);
+        map_ordered_on(workers, &days, |day| {
+            let r = compact_day(&shared, *day, &opts);
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress.show(format!("{PROGRAM}: day {day} done ({n}/{})", days.len()));
+            r
+        })
+    };
     progress.clear();
     let mut counts = Counts {
         days: reports.len() as u64,
