@@ -129,7 +129,7 @@ fn trim(s: &str) -> &str {
 /// and equal values, arrays equal item by item, strings with the same characters (however
 /// escaped), numbers equal as exact decimals (`1e2`, `100` and `100.0` are equal;
 /// `0.10000000000000000001` and `0.1` are not), as Python's `json` with `Decimal` reads
-/// them. It shares no code with [`write_canonical`] beyond serde_json's parser, so it
+/// them. It shares no code with the canonical form beyond serde_json's parser, so it
 /// checks what compaction keeps against what it read.
 pub fn same_value(a: &str, b: &str) -> bool {
     match (
