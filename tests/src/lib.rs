@@ -399,6 +399,22 @@ fn to_timespec(t: SystemTime) -> rustix::fs::Timespec {
     }
 }
 
+/// Whether strace can inject faults here (installed, and allowed to trace).
+pub fn strace_works() -> bool {
+    Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:error=EIO",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Whether this process may use root-only tools (tmpfs mounts, `chattr +i`).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

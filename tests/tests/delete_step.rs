@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tmpa_tests::{Run, Tree, age, bin, events_in_days};
+use tmpa_tests::{Run, Tree, age, bin, events_in_days, strace_works};
 
 const D1: &str = "2026-11-01";
 const OLD: Duration = Duration::from_secs(60 * 86_400);
@@ -72,20 +72,6 @@ fn old_session(t: &Tree, user: &str, session: &str, body: &str) -> PathBuf {
     let p = t.file(format!("chat_history/{user}/sessions/{session}.json"), body);
     age(&p, OLD);
     p
-}
-
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args([
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=getpid:error=EIO",
-            "true",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Archives an old session while a user resumes it (tmp + rename) 0.3 s into the

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tmpa_tests::{Run, Tree, age, bin, is_root};
+use tmpa_tests::{Run, Tree, age, bin, is_root, strace_works};
 
 const D1: &str = "2026-11-01";
 const D2: &str = "2026-11-02";
@@ -314,22 +314,6 @@ fn nothing_lost(root: &Path) {
                 .exists()
         );
     }
-}
-
-/// Whether strace can inject faults here.
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=getpid:error=EIO",
-            "true",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// EIO from the disk at the Nth fsync (or fdatasync) of a run, for every N up to past the
