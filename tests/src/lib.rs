@@ -508,7 +508,7 @@ pub fn assert_same_dry_runs(root: &Path, a: &Run, b: &Run) {
 }
 
 /// `program` run on a directory that is not a TMPA root exits 2, says so, and writes
-/// nothing there (SPEC §1).
+/// nothing there (docs/FORMAT.md "The tree").
 pub fn assert_refuses_non_root(program: &str) {
     let bare = Tree::bare();
     let r = bare.run(program, &[]);

@@ -175,7 +175,7 @@ fn hostile_entries_in_a_day_are_reported_not_trusted() {
     assert_eq!(
         ids,
         vec!["fine", long_id.as_str()],
-        "a 255-byte file name is a valid event (SPEC §2); the newline one is not JSON; \
+        "a 255-byte file name is a valid event (docs/FORMAT.md, The tree: names); the newline one is not JSON; \
          nothing else is trusted"
     );
     assert!(day.join("evt_huge.json").exists() && day.join("evt_hard.json").exists());

@@ -1,4 +1,4 @@
-//! No program and no library call needs `/proc` (SPEC §3): each runs in a private mount
+//! No program and no library call needs `/proc` (docs/OPERATIONS.md "Exit codes"): each runs in a private mount
 //! namespace where `/proc` is unmounted (a chroot, a minimal sandbox) and does its whole
 //! job.
 

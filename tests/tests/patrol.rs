@@ -1,5 +1,5 @@
 //! tmpa-patrol on real trees: each check in its ok, warning and critical state, the three
-//! output shapes (Nagios line, SPEC §7 JSON, Prometheus textfile), the plugin exit codes,
+//! output shapes (Nagios line, docs/OPERATIONS.md "tmpa-patrol" JSON, Prometheus textfile), the plugin exit codes,
 //! the incremental cache, log flagging, and that the data tree is never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +13,7 @@ use tmpa_tests::{Run, Tmpfs, Tree, age, bin, event_json};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
-/// The nine checks of SPEC §7, in report order.
+/// The nine checks of docs/OPERATIONS.md "tmpa-patrol", in report order.
 const CHECKS: [&str; 9] = [
     "service",
     "directories",
@@ -122,7 +122,7 @@ fn healthy_tree() -> Tree {
     t
 }
 
-/// A healthy tree with a running service is ok on every check: exit 0, SPEC §7 JSON with
+/// A healthy tree with a running service is ok on every check: exit 0, docs/OPERATIONS.md "tmpa-patrol" JSON with
 /// the nine checks in order, each with name, status, value and detail.
 #[test]
 fn healthy_tree_is_ok_and_json_matches_spec() {
@@ -428,7 +428,7 @@ fn job_checks_read_the_run_records() {
     assert_eq!(status_of(&doc, "archive_history_last_success"), "unknown");
 }
 
-/// A run record holding only SPEC §3's mandatory fields (another tool's, or an older
+/// A run record holding only the mandatory fields of docs/FORMAT.md "Program state" (another tool's, or an older
 /// version's) is understood: a real run with exit 0 or 1 is the last success, finished at
 /// its `finished_at`; a dry run or a failed run is none.
 #[test]

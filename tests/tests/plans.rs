@@ -351,7 +351,7 @@ fn dry_runs_say_whether_their_plan_is_the_previous_one() {
         "{}",
         third.stderr
     );
-    // Stdout stays the same from dry run to dry run on an unchanged tree (SPEC §3): the
+    // Stdout stays the same from dry run to dry run on an unchanged tree (docs/OPERATIONS.md "Exit codes"): the
     // digest is in the last line, the comparison in the note.
     tmpa_tests::assert_same_dry_runs(t.root(), &second, &third);
     tmpa_tests::assert_same_dry_runs(t.root(), &first, &second);

@@ -274,7 +274,7 @@ fn non_temporaries_and_other_directories_are_untouched() {
     );
 }
 
-/// `chat_history/{user}/profile/` is never touched by maintenance (SPEC §1): its stale
+/// `chat_history/{user}/profile/` is never touched by maintenance (docs/FORMAT.md "The tree"): its stale
 /// temporaries are listed as protected and kept, exit 0.
 #[test]
 fn profile_temporaries_are_protected() {

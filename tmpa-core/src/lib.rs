@@ -1,7 +1,7 @@
 //! # tmpa-core
 //!
 //! The library a backend embeds to keep its data as a TMPA tree of small JSON files
-//! (SPEC §1): one usage event, one notification, one chat session per file, each written
+//! (docs/FORMAT.md "The tree"): one usage event, one notification, one chat session per file, each written
 //! atomically and durably, readable while the maintenance programs (`tmpa-compact`,
 //! `tmpa-archive`, `tmpa-tmpclean`, `tmpa-patrol`) work on the same tree.
 //!

@@ -2,7 +2,7 @@
 //!
 //! Every name that comes from data (a user id in an event, a session file's stem) passes
 //! through one of these types before it becomes part of a path, so no caller can reach
-//! outside the root. A name is whatever the backend can write (SPEC §2): not empty, not
+//! outside the root. A name is whatever the backend can write (docs/FORMAT.md "Temporaries"): not empty, not
 //! `.` or `..`, without `/` or NUL, and short enough that the file it names fits in 255
 //! bytes (`evt_{id}.json`: ids up to 246 bytes). One more refusal keeps data from being
 //! taken for debris: a name whose file would look like a temporary (`{final}.tmp` or

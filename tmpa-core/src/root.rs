@@ -14,7 +14,7 @@ pub const DATA_DIRS: [&str; 3] = ["notifications", "token_stats", "chat_history"
 pub const STATE_DIR: &str = ".tmpa";
 
 /// An opened TMPA root: a directory that holds at least one of `notifications/`,
-/// `token_stats/`, `chat_history/` (SPEC §1), and every call a backend makes on it.
+/// `token_stats/`, `chat_history/` (docs/FORMAT.md "The tree"), and every call a backend makes on it.
 ///
 /// # Guarantees
 /// - Every path inside the root is built from typed names ([`Day`], [`UserId`], ...) that

@@ -1,4 +1,4 @@
-//! tmpa-core used from many threads at once (SPEC §8): writers recording events into a day
+//! tmpa-core used from many threads at once (docs/RELIABILITY.md "Durability"): writers recording events into a day
 //! that does not exist yet while readers read the day and its summary. No reader ever sees
 //! a problem or a duplicate, and once the writers are done the day and the summary hold
 //! exactly what was recorded.

@@ -1,4 +1,4 @@
-//! The crash test of SPEC §2: a child process rewrites one file in a loop with
+//! The crash test of docs/FORMAT.md "Temporaries": a child process rewrites one file in a loop with
 //! `tmpa_core::write` and is killed with SIGKILL at random moments, many times. Every read
 //! (after each kill, and by a reader thread all along) sees one whole content, never a
 //! part; completed writes leave no temporary behind.

@@ -1,4 +1,4 @@
-//! Modes and owners of written files (SPEC §2), as cron's root sees them: a replaced file
+//! Modes and owners of written files (docs/FORMAT.md "Temporaries"), as cron's root sees them: a replaced file
 //! keeps its mode and owner; a new file and a new directory take the owner and group of
 //! the directory they are made in, so the backend's user can still write there. Skipped
 //! (with a message) when not running as root.

@@ -1,7 +1,7 @@
 //! Property tests of tmpa-core's invariants, through the public API only:
 //! a day's read is the union of what was recorded (each id once, whatever was compacted),
 //! a summary is a fold of the events (whatever state the cache was left in), and exactly
-//! the temporary names of SPEC §2 map back to a final name.
+//! the temporary names of docs/FORMAT.md "Temporaries" map back to a final name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -393,7 +393,7 @@ fn os(bytes: Vec<u8>) -> OsString {
     OsString::from_vec(bytes)
 }
 
-/// The final names `name` can be the temporary of, by SPEC §2 (`{final}.tmp`, or
+/// The final names `name` can be the temporary of, by docs/FORMAT.md "Temporaries" (`{final}.tmp`, or
 /// `{final}.tmp.{suffix}` with any non-empty suffix, dots included), found by trying every
 /// split of the name (an oracle independent of the library's parsing).
 fn readings(name: &[u8]) -> BTreeSet<Vec<u8>> {
@@ -470,7 +470,7 @@ proptest! {
     }
 }
 
-/// The fixed examples of SPEC §2: what is and is not a temporary.
+/// The fixed examples of docs/FORMAT.md "Temporaries": what is and is not a temporary.
 #[test]
 fn spec_examples_of_temporary_names() {
     for (name, fin) in [

@@ -1,11 +1,11 @@
-//! Exit statuses (SPEC §3), decided from error kinds.
+//! Exit statuses (docs/OPERATIONS.md "Exit codes"), decided from error kinds.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tmpa_core::maintenance::path_text;
 
-/// How a run ended (SPEC §3). Higher is worse; a run reports the worst it met.
+/// How a run ended (docs/OPERATIONS.md "Exit codes"). Higher is worse; a run reports the worst it met.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum ExitStatus {
     /// 0: done, nothing to report.

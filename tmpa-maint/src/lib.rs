@@ -2,7 +2,7 @@
 //!
 //! The machinery the four maintenance programs (`tmpa-compact`, `tmpa-archive`,
 //! `tmpa-tmpclean`, `tmpa-patrol`) share, written once so that they cannot drift apart in
-//! how they start, lock, delete, record, log or exit (SPEC §3):
+//! how they start, lock, delete, record, log or exit (docs/OPERATIONS.md "Exit codes"):
 //!
 //! - [`CommonArgs`] (`--root`, `--dry-run`, `--json`), [`Mode`] (plan, write without
 //!   deleting, real), [`parse_age`];

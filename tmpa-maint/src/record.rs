@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
 use tmpa_core::maintenance::{STATE_DIR, root_dir};
 
-/// The maintenance tasks that leave run records (SPEC §3).
+/// The maintenance tasks that leave run records (docs/OPERATIONS.md "Exit codes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
@@ -36,7 +36,7 @@ impl std::fmt::Display for Task {
     }
 }
 
-/// A run record. SPEC §3's mandatory fields (`task`, `started_at`, `finished_at`,
+/// A run record. the mandatory fields of docs/FORMAT.md "Program state" (`task`, `started_at`, `finished_at`,
 /// `dry_run`, `exit_code`) are all a record needs to be understood; the programs of
 /// this workspace also write the rest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ impl RunRecord {
     }
 
     /// The last success: the carried-forward fields when present; else, for a record
-    /// holding only SPEC's mandatory fields, this run itself if it succeeded (from its
+    /// holding only the mandatory fields (docs/FORMAT.md "Program state"), this run itself if it succeeded (from its
     /// `started_at` and `finished_at`).
     ///
     /// # Errors
@@ -156,7 +156,7 @@ pub(crate) fn runs_rel() -> std::path::PathBuf {
 ///
 /// # Errors
 /// [`tmpa_core::Error::Io`] when it exists but cannot be read, [`tmpa_core::Error::Corrupt`]
-/// when it does not hold SPEC's mandatory fields.
+/// when it does not hold the mandatory fields (docs/FORMAT.md "Program state").
 pub fn read_run_record(root: &Root, task: &str) -> tmpa_core::Result<Option<RunRecord>> {
     let dir = match root_dir(root).open_dir(runs_rel()) {
         Ok(d) => d,

@@ -310,7 +310,7 @@ impl Run {
         let mut line = footer_line(self.program, exit, &counts);
         if let Some(d) = &plan_digest {
             // The digest alone: on an unchanged tree, consecutive dry runs print the same
-            // text (SPEC §3); how it compares with the previous one is the plan note.
+            // text (docs/OPERATIONS.md "Exit codes"); how it compares with the previous one is the plan note.
             line.push_str(&format!(" plan={}", Plan::short_digest(d)));
         }
         if let Some(d) = &applied_plan {

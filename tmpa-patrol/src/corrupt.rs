@@ -2,7 +2,7 @@
 //! core; with `--incremental`, only the files that changed since they were last parsed.
 //!
 //! What "valid" means depends on where a file lies: a loose event must be a valid event
-//! whose `id` matches its name (SPEC §1); a `_compacted.json` must be the whole format
+//! whose `id` matches its name (docs/FORMAT.md "The tree"); a `_compacted.json` must be the whole format
 //! (sorted, unique, valid events); a session and a `_summary.json` must be a JSON object;
 //! anything else must be well-formed JSON. Syntax-only checks use `IgnoredAny`, so a large
 //! session costs its bytes and not a JSON tree.

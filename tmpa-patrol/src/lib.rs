@@ -2,7 +2,7 @@
 //!
 //! Checks a TMPA root the way the operations card asks, in one walk of the tree, and
 //! reports in the three shapes monitoring wants: a Nagios-style first line with perfdata
-//! plus a human table, `--json` (SPEC §7), and `--prometheus FILE` for node_exporter's
+//! plus a human table, `--json` (docs/OPERATIONS.md "tmpa-patrol"), and `--prometheus FILE` for node_exporter's
 //! textfile collector.
 //!
 //! The checks, by name: `service`, `directories`, `inbox_files`, `token_stats_files`,
@@ -319,7 +319,7 @@ fn serialize_number<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok
     }
 }
 
-/// The whole patrol's report (`--json`: SPEC §7 plus a few fields).
+/// The whole patrol's report (`--json`: docs/OPERATIONS.md "tmpa-patrol" plus a few fields).
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// Overall status: the worst of the checks that ran.

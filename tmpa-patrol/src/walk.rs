@@ -39,7 +39,7 @@ const STAT_CHUNK: usize = 4096;
 /// What a `.json` file is, from where it lies; decides how it is validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JsonKind {
-    /// `token_stats/{day}/evt_{id}.json`: a full event check (SPEC §1); the id is taken
+    /// `token_stats/{day}/evt_{id}.json`: a full event check (docs/FORMAT.md "The tree"); the id is taken
     /// from the file name when it is checked (not held in memory for every file).
     Event,
     /// `token_stats/{day}/_compacted.json`: the whole format.
@@ -79,7 +79,7 @@ pub struct Totals {
     pub days: u64,
     /// `.json` files.
     pub json_files: u64,
-    /// Temporaries (SPEC §2), fresh or stale.
+    /// Temporaries (docs/FORMAT.md "Temporaries"), fresh or stale.
     pub tmp_files: u64,
 }
 

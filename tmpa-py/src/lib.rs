@@ -272,7 +272,7 @@ impl Root {
         Ok(out)
     }
 
-    /// A day's summary (SPEC's `_summary.json` as a dict): the cached file when it is
+    /// A day's summary (docs/FORMAT.md's `_summary.json` as a dict): the cached file when it is
     /// consistent with the day, else rebuilt from the events and rewritten.
     fn summary<'py>(&self, py: Python<'py>, day: &str) -> PyResult<Bound<'py, PyAny>> {
         let d = self::day(day)?;

@@ -178,7 +178,7 @@ def test_write_atomic_inside_the_root_only(root, tmp_path):
 
 
 def test_temp_final_name():
-    """The one definition of a temporary (SPEC section 2), as the programs use it."""
+    """The one definition of a temporary (docs/FORMAT.md "Temporaries"), as the programs use it."""
     assert tmpa.temp_final_name("a.json.tmp") == "a.json"
     assert tmpa.temp_final_name("a.json.tmp.123-0-ff") == "a.json"
     assert tmpa.temp_final_name("a.json.tmpl") is None

@@ -1,6 +1,6 @@
 //! # tmpa-tmpclean (tmp_cleanup)
 //!
-//! Finds the leftovers of interrupted atomic writes (SPEC §2: `{final}.tmp` and
+//! Finds the leftovers of interrupted atomic writes (docs/FORMAT.md "Temporaries": `{final}.tmp` and
 //! `{final}.tmp.{suffix}`, as [`tmpa_core::temp_final_name`] defines them) under
 //! `notifications/`, `token_stats/` and `chat_history/`, decides for each one whether it
 //! may go, says why, and deletes only the stale ones. It replaces the operators'
@@ -9,7 +9,7 @@
 //! A temporary is deleted only when all of these hold (otherwise it is kept, with the
 //! first reason that applies):
 //!
-//! 1. it is not under `chat_history/{user}/profile/` (`protected`: never touched, SPEC §1);
+//! 1. it is not under `chat_history/{user}/profile/` (`protected`: never touched, docs/FORMAT.md "The tree");
 //! 2. it is a regular file (`not_regular`: symlinks, fifos, directories are never touched);
 //! 3. it is on the root's file system (`other_fs`);
 //! 4. neither its mtime nor its ctime is within `--older-than`, default 24h (`young`);
@@ -46,7 +46,7 @@
 //! It never deletes an orphan, never reads or writes a final file, and never retries: what
 //! it keeps, the next run looks at again.
 //!
-//! Exit status (SPEC §3): 0 when nothing needs a look (young, open, locked, not regular,
+//! Exit status (docs/OPERATIONS.md "Exit codes"): 0 when nothing needs a look (young, open, locked, not regular,
 //! protected and other-file-system temporaries are normal); 1 for an orphan, an unproven
 //! temporary, one that changed between decision and deletion, a symlinked data directory
 //! or the [`walk::TEMPORARIES_MAX`] limit; 4 for an I/O failure (a directory that cannot

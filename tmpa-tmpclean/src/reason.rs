@@ -29,7 +29,7 @@ pub enum Reason {
     NotRegular(Kind),
     /// On another file system than the root (a file bind-mounted into the tree).
     OtherFs,
-    /// Under `chat_history/{user}/profile/`, which maintenance never touches (SPEC §1).
+    /// Under `chat_history/{user}/profile/`, which maintenance never touches (docs/FORMAT.md "The tree").
     Protected,
     /// Changed, moved, replaced or opened between the decision and the deletion: kept.
     Changed(String),

@@ -1,5 +1,5 @@
 //! The walk: streams the three data directories through directory descriptors and keeps
-//! only the temporaries (SPEC §2), each with its stamp and a first decision.
+//! only the temporaries (docs/FORMAT.md "Temporaries"), each with its stamp and a first decision.
 //!
 //! Memory is bounded by the depth of the tree (one open directory stream per level,
 //! at most [`DEPTH_MAX`]) plus the temporaries found (at most [`TEMPORARIES_MAX`]); the

@@ -29,7 +29,7 @@ pub const BIN_DIR: &str = "/usr/bin/";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A program that deletes after verifying (compact, archive, tmpclean): exit statuses
-    /// 0 to 4 (SPEC §3), a lock, a run record and receipts under `{root}/.tmpa/`.
+    /// 0 to 4 (docs/OPERATIONS.md "Exit codes"), a lock, a run record and receipts under `{root}/.tmpa/`.
     Maintenance {
         /// The task name of its run record and receipts (`compact_events`, ...).
         task: &'static str,
@@ -111,7 +111,7 @@ pub fn program(name: &str) -> Option<&'static Program> {
 /// The package's version, the workspace's: the version every program prints.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Exit statuses of the maintenance programs (SPEC §3; README's table).
+/// Exit statuses of the maintenance programs (docs/OPERATIONS.md "Exit codes"; README's table).
 const MAINTENANCE_EXIT: [(&str, &str); 5] = [
     ("0", "Done, nothing to report."),
     (
@@ -130,7 +130,7 @@ const MAINTENANCE_EXIT: [(&str, &str); 5] = [
     ("4", "Any other failure (I/O error, no space left)."),
 ];
 
-/// Exit statuses of tmpa-patrol: the monitoring-plugin convention (SPEC §7).
+/// Exit statuses of tmpa-patrol: the monitoring-plugin convention (docs/OPERATIONS.md "tmpa-patrol").
 const PATROL_EXIT: [(&str, &str); 4] = [
     ("0", "OK: every check that ran is ok."),
     ("1", "WARNING: at least one warning, no critical."),

@@ -1,4 +1,4 @@
-//! Atomic, durable file replacement (SPEC §2) in a held directory.
+//! Atomic, durable file replacement (docs/FORMAT.md "Temporaries") in a held directory.
 //!
 //! Every file the library or a program creates or replaces goes through [`AtomicFile`]:
 //! write a temporary in the same directory, fsync it, rename it over `{final}`, fsync
@@ -36,7 +36,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// # Not guaranteed
 /// A process killed between creating and committing leaves its temporary behind (its
-/// name is a temporary's, SPEC §2: `tmpa-tmpclean` removes it once stale). Dropping an
+/// name is a temporary's, docs/FORMAT.md "Temporaries": `tmpa-tmpclean` removes it once stale). Dropping an
 /// `AtomicFile` without committing removes the temporary on a best-effort basis; call
 /// [`discard`](AtomicFile::discard) to learn whether that worked.
 ///

@@ -1,4 +1,4 @@
-//! Temporary names (SPEC §2): what the atomic write calls its temporaries, and how a
+//! Temporary names (docs/FORMAT.md "Temporaries"): what the atomic write calls its temporaries, and how a
 //! name is recognised as one and mapped back to the file it would have replaced.
 //!
 //! A name is a temporary when it is `{final}.tmp` or `{final}.tmp.{suffix}`, with a
