@@ -7,8 +7,28 @@ use std::path::Path;
 /// problem is always one line and every report serializes.
 pub fn path_text(path: &Path) -> String {
     match path.to_str() {
-        Some(s) if !s.chars().any(char::is_control) => s.to_owned(),
-        _ => format!("{path:?}"),
+        Some(s) => name_text(s),
+        None => format!("{path:?}"),
+    }
+}
+
+/// A name from the data (a user, event or session id, a file name, a note read from a
+/// file) as text for logs: as it is without control characters, else quoted and escaped
+/// like [`path_text`] (`"a\nb"`, `"\u{1b}[31m"`), so that no name can start a line of
+/// its own or drive a terminal. JSON output keeps names exact (serde escapes them).
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::name_text;
+/// assert_eq!(name_text("u1"), "u1");
+/// assert_eq!(name_text("u\n2099 ok"), "\"u\\n2099 ok\"");
+/// assert_eq!(name_text("\x1b[2J"), "\"\\u{1b}[2J\"");
+/// ```
+pub fn name_text(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        format!("{s:?}")
+    } else {
+        s.to_owned()
     }
 }
 

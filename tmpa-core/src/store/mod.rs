@@ -11,4 +11,6 @@
 pub(crate) mod client;
 mod config;
 
+#[cfg(feature = "maintenance")]
+pub use config::read_config_text;
 pub use config::{ArchiveConfig, CONFIG_NAME, StoreScheme, StoreUrl, TIMEOUT_SECS_DEFAULT};

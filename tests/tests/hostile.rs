@@ -1,0 +1,196 @@
+//! A tree its owner controls cannot steer a program run by root: the tree is chowned to an
+//! unprivileged user, who plants a hostile `tmpa.toml`, symlinks, hard links and FIFOs
+//! (as that user, through `setpriv`) at the paths the programs open; then the programs
+//! run as root. Skipped (with a message) when the test does not run as root.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tmpa_tests::{Run, Tree, age, is_root};
+
+/// The tree's owner: an unprivileged user and group no one else uses.
+const OWNER: (u32, u32) = (4242, 4343);
+const MONTH: Duration = Duration::from_secs(40 * 86_400);
+
+/// Makes `root` and everything under it the owner's, as a backend's tree is.
+fn give_to_owner(dir: &Path) {
+    std::os::unix::fs::lchown(dir, Some(OWNER.0), Some(OWNER.1)).expect("chown");
+    if fs::symlink_metadata(dir).expect("stat").is_dir() {
+        for e in fs::read_dir(dir).expect("ls") {
+            give_to_owner(&e.expect("entry").path());
+        }
+    }
+}
+
+/// Runs `script` with `sh -c` as the tree's owner (no capability, no supplementary
+/// group): what that user can do, the test does.
+fn as_owner(script: &str) {
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", OWNER.0),
+            &format!("--regid={}", OWNER.1),
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("run setpriv");
+    assert!(
+        out.status.success(),
+        "as the owner: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A tree with one old session of `u1`, owned by the unprivileged owner; `None` (test
+/// skipped) when not root.
+fn owned_tree() -> Option<Tree> {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown the tree and to drop to its owner");
+        return None;
+    }
+    let t = Tree::new();
+    // The temporary directory is the runner's (0700): the owner must reach its tree.
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let s = t.file("chat_history/u1/sessions/s1.json", b"{\"a\":1}");
+    age(&s, MONTH);
+    give_to_owner(t.root());
+    Some(t)
+}
+
+fn assert_refused(r: &Run, file: &Path, why: &str) {
+    assert_eq!(r.code, 2, "{r:?}");
+    let first = r.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&file.display().to_string()) && first.contains(why),
+        "expected {} and {why:?} in: {}",
+        file.display(),
+        r.stderr
+    );
+}
+
+/// The owner's `tmpa.toml` pointing root's archival at another directory is refused
+/// (exit 2, naming the file and its owner): nothing written there, no session deleted.
+#[test]
+fn owners_tmpa_toml_cannot_send_root_s_archives_elsewhere() {
+    let Some(t) = owned_tree() else { return };
+    let victim = tempfile::tempdir().expect("victim dir");
+    as_owner(&format!(
+        "printf '[archive]\\nurl = \"file://{}\"\\n' > {}/tmpa.toml",
+        victim.path().display(),
+        t.root().display()
+    ));
+    let r = t.run("tmpa-archive", &[]);
+    assert_refused(
+        &r,
+        &t.root().join("tmpa.toml"),
+        "owned by uid 4242, not by root",
+    );
+    assert_eq!(fs::read_dir(victim.path()).expect("ls").count(), 0);
+    assert!(t.root().join("chat_history/u1/sessions/s1.json").exists());
+    // The patrol says why the next archival will refuse, and asks no store.
+    let p = t.run("tmpa-patrol", &["--check-archive-store", "--json"]);
+    let text = p.stdout.clone();
+    assert!(text.contains("owned by uid 4242"), "{p:?}");
+    assert!(!text.contains("\"reachable\":true"), "{p:?}");
+}
+
+/// A `tmpa.toml` of root's that others may write, or that has a second name, is refused
+/// the same way; once it is root's alone the same file is honoured.
+#[test]
+fn root_s_tmpa_toml_is_believed_only_when_no_one_else_could_write_it() {
+    let Some(t) = owned_tree() else { return };
+    let store = tempfile::tempdir().expect("store");
+    let toml = t.file(
+        "tmpa.toml",
+        format!("[archive]\nurl = \"file://{}\"\n", store.path().display()),
+    );
+    fs::set_permissions(&toml, fs::Permissions::from_mode(0o664)).expect("chmod");
+    assert_refused(&t.run("tmpa-archive", &[]), &toml, "writable by its group");
+    fs::set_permissions(&toml, fs::Permissions::from_mode(0o646)).expect("chmod");
+    assert_refused(&t.run("tmpa-archive", &[]), &toml, "writable by everyone");
+    fs::set_permissions(&toml, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let other = t.root().join("other-name");
+    fs::hard_link(&toml, &other).expect("link");
+    assert_refused(&t.run("tmpa-archive", &[]), &toml, "2 hard links");
+    fs::remove_file(&other).expect("unlink");
+    let ok = t.run("tmpa-archive", &[]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(store.path().join("u1/s1.json.gz").exists());
+}
+
+/// The owner's `tmpa.toml` as a symlink to a file of root's that names a store is never
+/// followed: exit 2, saying it is a symlink.
+#[test]
+fn a_symlinked_tmpa_toml_is_never_followed() {
+    let Some(t) = owned_tree() else { return };
+    let decoy = tempfile::tempdir().expect("decoy");
+    let root_toml = decoy.path().join("root.toml");
+    fs::write(&root_toml, "[archive]\nurl = \"file:///nowhere\"\n").expect("write");
+    as_owner(&format!(
+        "ln -s {} {}/tmpa.toml",
+        root_toml.display(),
+        t.root().display()
+    ));
+    let r = t.run("tmpa-archive", &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("symlink"), "{}", r.stderr);
+}
+
+/// Whatever the owner plants at the lock's name — a symlink to a file of root's, a hard
+/// link, a FIFO, a file of its own — the run refuses it (exit 2, naming it), never
+/// blocks, and never truncates or writes the other file.
+#[test]
+fn planted_lock_files_are_refused_and_never_written_through() {
+    let Some(t) = owned_tree() else { return };
+    let locks = t.root().join(".tmpa/locks");
+    let lock = locks.join("archive_history.lock");
+    as_owner(&format!("mkdir -p {}", locks.display()));
+    let precious = tempfile::tempdir().expect("precious");
+    fs::set_permissions(precious.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let target = precious.path().join("passwd");
+    fs::write(&target, "root:x:0:0\n").expect("write");
+    let owners = t.root().join("owners-file");
+    as_owner(&format!("echo mine > {}", owners.display()));
+    let plants = [
+        (
+            format!("ln -s {} {}", target.display(), lock.display()),
+            "a symlink",
+        ),
+        (
+            format!("ln {} {}", owners.display(), lock.display()),
+            "2 hard links",
+        ),
+        (format!("mkfifo {}", lock.display()), "a fifo"),
+        (
+            format!("echo 'pid 1 since 2099' > {}", lock.display()),
+            "owned by uid 4242",
+        ),
+    ];
+    for (plant, why) in plants {
+        let _ = fs::remove_file(&lock);
+        as_owner(&plant);
+        let r = t.run("tmpa-archive", &[]);
+        assert_refused(&r, &lock, why);
+        assert_eq!(fs::read_to_string(&target).expect("read"), "root:x:0:0\n");
+        assert_eq!(fs::read_to_string(&owners).expect("read"), "mine\n");
+        assert!(t.root().join("chat_history/u1/sessions/s1.json").exists());
+    }
+    // Root's own lock file, left by an earlier run, is reused and never truncated.
+    fs::remove_file(&lock).expect("unlink");
+    assert_eq!(t.run("tmpa-archive", &["--dry-run"]).code, 0);
+    let m = fs::metadata(&lock).expect("lock");
+    assert_eq!((m.uid(), m.nlink(), m.len()), (0, 1, 64));
+    fs::write(&lock, format!("{:<200}\n", "a longer note")).expect("write");
+    assert_eq!(t.run("tmpa-archive", &["--dry-run"]).code, 0);
+    assert_eq!(
+        fs::metadata(&lock).expect("lock").len(),
+        201,
+        "not truncated"
+    );
+}
