@@ -194,3 +194,34 @@ fn planted_lock_files_are_refused_and_never_written_through() {
         "not truncated"
     );
 }
+
+/// A `file://` store in a directory the owner can write: a `{user}` symlink planted there
+/// is never followed (the session stays, nothing lands in the symlink's target), and the
+/// other users are archived.
+#[test]
+fn a_symlink_in_a_file_store_is_never_followed() {
+    let Some(t) = owned_tree() else { return };
+    let s2 = t.file("chat_history/u2/sessions/s2.json", b"{}");
+    age(&s2, MONTH);
+    give_to_owner(t.root());
+    let store = tempfile::tempdir().expect("store");
+    fs::set_permissions(store.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    give_to_owner(store.path());
+    let victim = tempfile::tempdir().expect("victim");
+    as_owner(&format!(
+        "ln -s {} {}/u1",
+        victim.path().display(),
+        store.path().display()
+    ));
+    t.file(
+        "tmpa.toml",
+        format!("[archive]\nurl = \"file://{}\"\n", store.path().display()),
+    );
+    let r = t.run("tmpa-archive", &[]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("symlink"), "{}", r.stdout);
+    assert_eq!(fs::read_dir(victim.path()).expect("ls").count(), 0);
+    assert!(t.root().join("chat_history/u1/sessions/s1.json").exists());
+    assert!(store.path().join("u2/s2.json.gz").is_file());
+    assert!(!s2.exists());
+}

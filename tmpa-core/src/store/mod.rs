@@ -10,6 +10,8 @@
 #[cfg(feature = "object-store")]
 pub(crate) mod client;
 mod config;
+#[cfg(feature = "object-store")]
+mod local;
 
 #[cfg(feature = "maintenance")]
 pub use config::read_config_text;
