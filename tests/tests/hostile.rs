@@ -225,3 +225,73 @@ fn a_symlink_in_a_file_store_is_never_followed() {
     assert!(store.path().join("u2/s2.json.gz").is_file());
     assert!(!s2.exists());
 }
+
+/// What a hostile name tries to print: a line of its own that looks like a successful
+/// run's last line, then a terminal escape that clears the screen.
+const FORGED: &str = "2099-01-01T00:00:00+00:00 tmpa-archive finished: exit=0 (ok)";
+
+fn hostile_name() -> String {
+    format!("x\n{FORGED}\x1b[2J")
+}
+
+/// No line of the text output is the forged one, and no escape sequence gets through.
+fn assert_no_forgery(program: &str, r: &Run) {
+    for line in r.stdout.lines().chain(r.stderr.lines()) {
+        assert!(
+            !line.starts_with("2099-01-01"),
+            "{program} printed a forged line:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    assert!(
+        !r.stdout.contains('\x1b') && !r.stderr.contains('\x1b'),
+        "{program} printed an escape sequence: {r:?}"
+    );
+}
+
+/// User directories, session, event and temporary file names holding a newline and an
+/// escape sequence print escaped in every program's text output (no forged log line, no
+/// terminal control), while `--json` keeps the names exact.
+#[test]
+fn names_with_control_characters_cannot_forge_log_lines() {
+    let t = Tree::new();
+    let name = hostile_name();
+    // tmpa-archive: a user and a session with the name, and a user directory whose
+    // sessions/ cannot be listed (a file), so that the user id lands in a problem.
+    let s = t.file(format!("chat_history/{name}/sessions/{name}.json"), b"{}");
+    age(&s, MONTH);
+    t.file(format!("chat_history/{name}2/sessions"), b"not a directory");
+    // tmpa-compact: a corrupt event file and a conflicting event with the name as id.
+    t.file(format!("token_stats/2026-01-01/evt_{name}.json"), b"{");
+    // tmpa-tmpclean: an old temporary with the name.
+    let tmp = t.file(
+        format!("chat_history/u1/sessions/{name}.json.tmp.1-a"),
+        b"partial",
+    );
+    t.file(format!("chat_history/u1/sessions/{name}.json"), b"{}");
+    std::thread::sleep(Duration::from_millis(1300));
+    for (program, args) in [
+        ("tmpa-archive", &["--dry-run"][..]),
+        ("tmpa-archive", &[][..]),
+        ("tmpa-compact", &[][..]),
+        ("tmpa-tmpclean", &["--older-than", "1s"][..]),
+        ("tmpa-patrol", &[][..]),
+    ] {
+        let r = t.run(program, args);
+        assert_no_forgery(program, &r);
+    }
+    assert!(!tmp.exists(), "tmpclean removed the temporary");
+    // JSON keeps the exact names.
+    let s2 = t.file(format!("chat_history/{name}/sessions/{name}.json"), b"{}");
+    age(&s2, MONTH);
+    let r = t.run("tmpa-archive", &["--dry-run", "--json"]);
+    let doc = r.json();
+    let sessions = doc["sessions"].as_array().expect("sessions");
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["user"] == name.as_str() && s["session"] == name.as_str()),
+        "{doc}"
+    );
+}

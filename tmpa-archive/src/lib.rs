@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tmpa_core::maintenance::store::{PutGuard, Store};
 use tmpa_core::maintenance::{
-    Dir, Kind, SESSION_BYTES_MAX, path_text, root_dir, serialize_path, temp_final_name,
+    Dir, Kind, SESSION_BYTES_MAX, line_text, path_text, root_dir, serialize_path, temp_final_name,
 };
 use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, StoreErrorKind, StoreUrl, UserId};
 use tmpa_maint::{
@@ -958,7 +958,7 @@ pub fn render_text(report: &Report) -> String {
             "{word} {} ({size}){}{}",
             path_text(&r.path),
             if r.detail.is_empty() { "" } else { ": " },
-            r.detail,
+            line_text(&r.detail),
         );
         if r.valid_json == Some(false) {
             let _ = writeln!(

@@ -32,6 +32,34 @@ pub fn name_text(s: &str) -> String {
     }
 }
 
+/// Free text meant to be one line of a log (a reason, a detail, an error's chain, a line
+/// read from another log), with every control character escaped (`\n`, `\t`,
+/// `\u{1b}`) and nothing else changed: whatever names it quotes, it stays one line and
+/// cannot drive a terminal. Text output applies it where free text is printed; JSON
+/// keeps the text exact.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::line_text;
+/// assert_eq!(line_text("user a b: gone"), "user a b: gone");
+/// assert_eq!(line_text("user a\nb"), "user a\\nb");
+/// assert_eq!(line_text("\x1b[2J"), "\\u{1b}[2J");
+/// ```
+pub fn line_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Serializes a path with [`path_text`] (serde refuses paths that are not UTF-8).
 ///
 /// # Errors

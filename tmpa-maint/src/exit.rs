@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tmpa_core::maintenance::path_text;
+use tmpa_core::maintenance::{line_text, path_text};
 
 /// How a run ended (SPEC §3). Higher is worse; a run reports the worst it met.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -125,7 +125,7 @@ pub fn exit(program: &str, outcome: Result<ExitStatus, StartError>) -> ExitCode 
     match outcome {
         Ok(status) => status.into(),
         Err(e) => {
-            eprintln!("{program}: error: {}", e.chain());
+            eprintln!("{program}: error: {}", line_text(&e.chain()));
             e.status().into()
         }
     }

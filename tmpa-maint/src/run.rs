@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Local, SecondsFormat};
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::maintenance::{path_text, root_dir, write_in};
+use tmpa_core::maintenance::{line_text, path_text, root_dir, write_in};
 
 use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
@@ -233,7 +233,7 @@ impl Run {
                     eprintln!(
                         "{}: error: cannot save the plan: {}",
                         self.program,
-                        e.chain()
+                        line_text(&e.chain())
                     );
                     exit = exit.worst(ExitStatus::Failure);
                 }
@@ -276,7 +276,7 @@ impl Run {
             line.push_str(&format!(" applied_plan={}", Plan::short_digest(d)));
         }
         for n in notes {
-            eprintln!("{}: {n}", self.program);
+            eprintln!("{}: {}", self.program, line_text(&n));
         }
         let plan_note = plan_digest
             .as_deref()
@@ -326,7 +326,7 @@ pub fn header_line(program: &str, mode: &str, root: &Root) -> String {
     format!(
         "{} {program} {mode} root={}",
         now_rfc3339(),
-        root.path().display()
+        path_text(root.path())
     )
 }
 
@@ -338,7 +338,7 @@ pub fn footer_line(program: &str, exit: ExitStatus, counts: &serde_json::Value) 
         .map(|m| {
             m.iter()
                 .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    serde_json::Value::String(s) => format!("{k}={}", line_text(s)),
                     other => format!("{k}={other}"),
                 })
                 .collect()
@@ -370,7 +370,7 @@ impl Progress {
     /// Replaces the progress line.
     pub fn show(&self, msg: impl AsRef<str>) {
         if self.on {
-            eprint!("\r\x1b[K{}", msg.as_ref());
+            eprint!("\r\x1b[K{}", line_text(msg.as_ref()));
         }
     }
 
@@ -536,7 +536,7 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         Err(e) => {
             eprintln!(
                 "{program}: error: cannot write the run record: {}",
-                e.chain()
+                line_text(&e.chain())
             );
             let status = ExitStatus::Failure;
             (status, footer_line(program, status, &counts), None)
@@ -554,13 +554,14 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         log_line(
             json,
             &format!(
-                "  problem: {f}: in the plan but not deleted (gone, or no longer a candidate)"
+                "  problem: {}: in the plan but not deleted (gone, or no longer a candidate)",
+                line_text(f)
             ),
         );
     }
     log_line(json, &footer);
     if let Some(note) = plan_note {
-        eprintln!("{note}");
+        eprintln!("{}", line_text(&note));
     }
     status
 }
