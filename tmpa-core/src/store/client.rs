@@ -133,6 +133,9 @@ pub struct Store {
     base: ObjectPath,
     backend: Backend,
     head_first: AtomicBool,
+    /// Set when the server answered 501 Not Implemented to a conditional put
+    /// (`If-None-Match`): it has none, and `put_new` falls back to HEAD first.
+    conditional_refused: Arc<AtomicBool>,
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -202,6 +205,10 @@ impl Store {
         let timeout = humantime_secs(config.timeout);
         let connect = humantime_secs(CONNECT_TIMEOUT);
         let cloud_url = format!("{}://{}", url.scheme().as_str(), url.bucket());
+        let conditional_refused = Arc::new(AtomicBool::new(false));
+        let watch = || WatchConditional {
+            refused: conditional_refused.clone(),
+        };
         let cloud = |s: Arc<dyn ObjectStore>, p: Arc<dyn PaginatedListStore>| Backend::Cloud {
             inner: s,
             paged: p,
@@ -212,6 +219,7 @@ impl Store {
                 let s = Arc::new(
                     AmazonS3Builder::from_env()
                         .with_url(cloud_url)
+                        .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)
                         .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
@@ -225,6 +233,7 @@ impl Store {
                 let s = Arc::new(
                     GoogleCloudStorageBuilder::from_env()
                         .with_url(cloud_url)
+                        .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)
                         .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
@@ -238,6 +247,7 @@ impl Store {
                 let s = Arc::new(
                     MicrosoftAzureBuilder::from_env()
                         .with_url(cloud_url)
+                        .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)
                         .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
@@ -263,6 +273,7 @@ impl Store {
             base,
             backend,
             head_first: AtomicBool::new(false),
+            conditional_refused,
             rt: Some(rt),
         })
     }
@@ -431,6 +442,12 @@ impl Store {
                 Err(object_store::Error::NotImplemented { .. }) => {
                     self.head_first.store(true, Ordering::Relaxed);
                 }
+                // The server has no conditional put (501 to If-None-Match, retried as a
+                // server error, then reported as a generic failure): not a store that is
+                // down, a store without the feature.
+                Err(_) if self.conditional_refused.load(Ordering::Relaxed) => {
+                    self.head_first.store(true, Ordering::Relaxed);
+                }
                 Err(e) => return Err(self.error("put", key, e)),
             }
         }
@@ -553,6 +570,48 @@ impl Store {
             .block_on(paged.list_paginated(prefix.as_deref(), opts))
             .map(drop);
         result.map_err(|e| store_error("list", shown, e))
+    }
+}
+
+/// Connects through reqwest as object_store does by default, watching for a server that
+/// answers 501 Not Implemented to a conditional request (`If-None-Match`).
+#[derive(Debug)]
+struct WatchConditional {
+    refused: Arc<AtomicBool>,
+}
+
+impl object_store::client::HttpConnector for WatchConditional {
+    fn connect(
+        &self,
+        options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(options)?;
+        Ok(object_store::client::HttpClient::new(WatchedClient {
+            inner,
+            refused: self.refused.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct WatchedClient {
+    inner: object_store::client::HttpClient,
+    refused: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for WatchedClient {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> std::result::Result<object_store::client::HttpResponse, object_store::client::HttpError>
+    {
+        let conditional = req.headers().contains_key("if-none-match");
+        let resp = self.inner.execute(req).await?;
+        if conditional && resp.status().as_u16() == 501 {
+            self.refused.store(true, Ordering::Relaxed);
+        }
+        Ok(resp)
     }
 }
 
