@@ -295,3 +295,62 @@ fn names_with_control_characters_cannot_forge_log_lines() {
         "{doc}"
     );
 }
+
+/// The arguments of `setpriv` that make what follows run as the tree's owner.
+fn as_owner_args() -> Vec<String> {
+    vec![
+        "setpriv".into(),
+        format!("--reuid={}", OWNER.0),
+        format!("--regid={}", OWNER.1),
+        "--clear-groups".into(),
+        "--".into(),
+    ]
+}
+
+/// Where no lease can be had (tmpa-tmpclean run as the tree's owner, without `CAP_LEASE`,
+/// on a temporary of another user) and the operator accepts `/proc` as proof, `/proc` is
+/// read again just before the deletion: a process of the owner's that opens the temporary
+/// after the proof (while the receipt's `fdatasync` is slowed by strace) keeps it.
+#[test]
+fn proc_evidence_is_read_again_just_before_the_deletion() {
+    let Some(t) = owned_tree() else { return };
+    let tmp = t.file("notifications/u1/inbox/ntf_1.json.tmp", "partial");
+    t.file("notifications/u1/inbox/ntf_1.json", "{}");
+    give_to_owner(t.root());
+    std::os::unix::fs::chown(&tmp, Some(5555), Some(5555)).expect("chown");
+    std::thread::sleep(Duration::from_millis(1300));
+    let program = tmpa_tests::bin("tmpa-tmpclean").get_program().to_owned();
+    let child = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=fdatasync:delay_enter=2000000",
+        ])
+        .args(as_owner_args())
+        .arg(&program)
+        .arg("--root")
+        .arg(t.root())
+        .args(["--older-than", "1s", "--proc-shows-all-writers"])
+        .env_remove("TMPA_ROOT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace");
+    // The receipt line is written after the proof, before its (slowed) fdatasync.
+    tmpa_tests::wait_for_receipt_line(t.root(), "tmp_cleanup");
+    let args = as_owner_args();
+    let mut holder = Command::new(&args[0])
+        .args(&args[1..])
+        .args(["sleep", "30"])
+        .stdin(fs::File::open(&tmp).expect("open"))
+        .spawn()
+        .expect("holder");
+    let r: Run = child.wait_with_output().expect("wait").into();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(tmp.exists(), "deleted while open: {r:?}");
+    assert!(r.stdout.contains("/proc read again"), "{r:?}");
+}
