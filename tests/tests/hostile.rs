@@ -354,3 +354,46 @@ fn proc_evidence_is_read_again_just_before_the_deletion() {
     assert!(tmp.exists(), "deleted while open: {r:?}");
     assert!(r.stdout.contains("/proc read again"), "{r:?}");
 }
+
+/// Runs tmpa-archive on `root` in a mount namespace whose `/etc` is a fresh tmpfs holding
+/// only `/etc/tmpa/tmpa.toml` = `toml`, with `/etc/tmpa` of mode `mode`.
+fn archive_with_etc(root: &Path, toml: &str, mode: &str) -> Run {
+    let program = tmpa_tests::bin("tmpa-archive").get_program().to_owned();
+    let script = format!(
+        "mount -t tmpfs -o mode=0755 none /etc && mkdir -m {mode} /etc/tmpa && \
+         printf '%s' \"$TOML\" > /etc/tmpa/tmpa.toml && chmod 0644 /etc/tmpa/tmpa.toml && \
+         exec \"$@\""
+    );
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(&program)
+        .arg("--root")
+        .arg(root)
+        .env("TOML", toml)
+        .env_remove("TMPA_ROOT")
+        .output()
+        .expect("unshare")
+        .into()
+}
+
+/// `/etc/tmpa/tmpa.toml` is root's and takes the place of the tree's (here the owner's,
+/// which alone would be refused): archives go where it says. An `/etc/tmpa` that others
+/// may write is refused (exit 2, naming it).
+#[test]
+fn etc_tmpa_toml_is_used_instead_of_the_tree_s() {
+    let Some(t) = owned_tree() else { return };
+    let victim = tempfile::tempdir().expect("victim");
+    as_owner(&format!(
+        "printf '[archive]\\nurl = \"file://{}\"\\n' > {}/tmpa.toml",
+        victim.path().display(),
+        t.root().display()
+    ));
+    let store = tempfile::tempdir().expect("store");
+    let toml = format!("[archive]\nurl = \"file://{}\"\n", store.path().display());
+    let bad = archive_with_etc(t.root(), &toml, "0775");
+    assert_refused(&bad, Path::new("/etc/tmpa"), "writable by its group");
+    let r = archive_with_etc(t.root(), &toml, "0755");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(store.path().join("u1/s1.json.gz").is_file(), "{r:?}");
+    assert_eq!(fs::read_dir(victim.path()).expect("ls").count(), 0);
+}
