@@ -28,16 +28,10 @@ fn give_to_owner(dir: &Path) {
 /// Runs `script` with `sh -c` as the tree's owner (no capability, no supplementary
 /// group): what that user can do, the test does.
 fn as_owner(script: &str) {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={}", OWNER.0),
-            &format!("--regid={}", OWNER.1),
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
+    let args = as_owner_args();
+    let out = Command::new(&args[0])
+        .args(&args[1..])
+        .args(["sh", "-c", script])
         .output()
         .expect("run setpriv");
     assert!(
