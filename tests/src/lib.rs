@@ -45,7 +45,80 @@ pub fn bin(name: &str) -> Command {
     assert!(path.exists(), "{} not built", path.display());
     let mut cmd = Command::new(path);
     cmd.env_remove("TMPA_ROOT");
+    if name == "tmpa-tmpclean" {
+        clock_ahead(&mut cmd);
+    }
     cmd
+}
+
+/// libfaketime, Debian's `libfaketime` (tests/check.sh installs it).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// How far ahead [`clock_ahead`] sets a program's clock.
+pub const CLOCK_AHEAD_SECS: u64 = 70;
+
+/// Runs `cmd` with its clock [`CLOCK_AHEAD_SECS`] ahead (libfaketime), so that files a
+/// test wrote a moment ago are older than `--older-than 1m`, tmpclean's floor: a file's
+/// ctime cannot be set back, and a test cannot wait a minute per run. The programs read
+/// file times with raw system calls, which libfaketime does not change; only their idea
+/// of "now" moves. [`bin`] does this for `tmpa-tmpclean`; a wrapper (strace, setpriv,
+/// unshare) runs [`program_args`] instead, so that only the program loads libfaketime.
+///
+/// # Panics
+/// When libfaketime is not installed.
+pub fn clock_ahead(cmd: &mut Command) -> &mut Command {
+    for (k, v) in clock_ahead_env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn clock_ahead_env() -> [(&'static str, String); 3] {
+    assert!(
+        Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} missing: apt-get install libfaketime (tests/check.sh does)"
+    );
+    [
+        ("LD_PRELOAD", FAKETIME_LIB.to_owned()),
+        ("FAKETIME", format!("+{CLOCK_AHEAD_SECS}s")),
+        // Time stamps from stat() are the file system's, not shifted.
+        ("NO_FAKE_STAT", "1".to_owned()),
+    ]
+}
+
+/// The command line that runs the program `name` behind a wrapper (strace, setpriv,
+/// unshare): its path, and for `tmpa-tmpclean` first `env` with [`clock_ahead`]'s
+/// variables, so that the wrapper itself runs on the real clock.
+pub fn program_args(name: &str) -> Vec<std::ffi::OsString> {
+    let path = bin(name).get_program().to_owned();
+    if name != "tmpa-tmpclean" {
+        return vec![path];
+    }
+    let mut args: Vec<std::ffi::OsString> = vec!["env".into()];
+    args.extend(
+        clock_ahead_env()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}").into()),
+    );
+    args.push(path);
+    args
+}
+
+/// Removes the shared-memory files libfaketime leaves behind when a program that loaded
+/// it was killed (it removes its own on a normal exit).
+pub fn faketime_leftovers_removed() {
+    let Ok(rd) = fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("faketime_shm_")
+            .or_else(|| name.strip_prefix("sem.faketime_sem_"));
+        if pid.is_some_and(|p| !Path::new("/proc").join(p).exists()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// What a program printed and how it exited.

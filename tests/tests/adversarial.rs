@@ -467,10 +467,10 @@ fn all_programs_on_a_hostile_tree() {
         ("tmpa-archive", &[], &[1]),
         (
             "tmpa-tmpclean",
-            &["--dry-run", "--older-than", "0s"],
+            &["--dry-run", "--older-than", "1m"],
             &[0, 1],
         ),
-        ("tmpa-tmpclean", &["--older-than", "0s"], &[0, 1]),
+        ("tmpa-tmpclean", &["--older-than", "1m"], &[0, 1]),
         ("tmpa-patrol", &["--json"], &[1, 2]),
     ];
     let mut outputs = std::collections::BTreeMap::new();

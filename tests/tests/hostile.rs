@@ -269,7 +269,7 @@ fn names_with_control_characters_cannot_forge_log_lines() {
         ("tmpa-archive", &["--dry-run"][..]),
         ("tmpa-archive", &[][..]),
         ("tmpa-compact", &[][..]),
-        ("tmpa-tmpclean", &["--older-than", "1s"][..]),
+        ("tmpa-tmpclean", &["--older-than", "1m"][..]),
         ("tmpa-patrol", &[][..]),
     ] {
         let r = t.run(program, args);
@@ -313,7 +313,6 @@ fn proc_evidence_is_read_again_just_before_the_deletion() {
     give_to_owner(t.root());
     std::os::unix::fs::chown(&tmp, Some(5555), Some(5555)).expect("chown");
     std::thread::sleep(Duration::from_millis(1300));
-    let program = tmpa_tests::bin("tmpa-tmpclean").get_program().to_owned();
     let child = Command::new("strace")
         .args([
             "-f",
@@ -324,10 +323,10 @@ fn proc_evidence_is_read_again_just_before_the_deletion() {
             "inject=fdatasync:delay_enter=2000000",
         ])
         .args(as_owner_args())
-        .arg(&program)
+        .args(tmpa_tests::program_args("tmpa-tmpclean"))
         .arg("--root")
         .arg(t.root())
-        .args(["--older-than", "1s", "--proc-shows-all-writers"])
+        .args(["--older-than", "1m", "--proc-shows-all-writers"])
         .env_remove("TMPA_ROOT")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -38,7 +38,7 @@ impl Program {
         match self {
             Program::Compact => &["--before", "2026-11-01"],
             Program::Archive => &["--older-than", "30d"],
-            Program::Tmpclean => &["--older-than", "0s"],
+            Program::Tmpclean => &["--older-than", "1m"],
         }
     }
 

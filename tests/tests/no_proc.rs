@@ -2,15 +2,14 @@
 //! namespace where `/proc` is unmounted (a chroot, a minimal sandbox) and does its whole
 //! job.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tmpa_tests::{Run, Tree, bin};
+use tmpa_tests::{Run, Tree};
 
 /// Runs `program args` in a new mount namespace without `/proc`; `None` (after saying so)
 /// where such a namespace cannot be made here.
-fn without_proc(program: &Path, args: &[&std::ffi::OsStr]) -> Option<Run> {
+fn without_proc(program: &[std::ffi::OsString], args: &[&std::ffi::OsStr]) -> Option<Run> {
     let probe = Command::new("unshare")
         .args([
             "--mount",
@@ -29,7 +28,7 @@ fn without_proc(program: &Path, args: &[&std::ffi::OsStr]) -> Option<Run> {
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(r#"umount -l /proc && ! test -e /proc/self && exec "$@""#)
         .arg("sh")
-        .arg(program)
+        .args(program)
         .args(args)
         .env_remove("TMPA_ROOT")
         .output()
@@ -37,8 +36,8 @@ fn without_proc(program: &Path, args: &[&std::ffi::OsStr]) -> Option<Run> {
     Some(out.into())
 }
 
-fn program_path(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(bin(name).get_program())
+fn program_path(name: &str) -> Vec<std::ffi::OsString> {
+    tmpa_tests::program_args(name)
 }
 
 /// Every library call a backend makes, with a 240-byte event id among them.
@@ -73,7 +72,7 @@ fn every_program_works_without_proc() {
     for (program, args, code) in [
         ("tmpa-compact", vec!["--before", "2026-11-02"], 0),
         ("tmpa-archive", vec![], 0),
-        ("tmpa-tmpclean", vec!["--older-than", "1s"], 0),
+        ("tmpa-tmpclean", vec!["--older-than", "1m"], 0),
     ] {
         let mut a: Vec<&std::ffi::OsStr> = vec!["--root".as_ref(), root];
         a.extend(args.iter().map(|s| std::ffi::OsStr::new(*s)));

@@ -233,13 +233,13 @@ fn tmpclean_plan_is_applied_as_is() {
     let b = mk("ntf_b");
     std::thread::sleep(Duration::from_millis(1300));
     let plan = plan_file(&t);
-    plan.save(&t, "tmpa-tmpclean", &["--older-than", "1s"]);
+    plan.save(&t, "tmpa-tmpclean", &["--older-than", "1m"]);
     let p = read_plan(&plan);
     assert_eq!(planned_files(&p).len(), 2);
     assert_eq!(p["deletions"][0]["not_open"], "lease");
     let c = mk("ntf_c");
     std::thread::sleep(Duration::from_millis(1300));
-    let r = plan.apply(&t, "tmpa-tmpclean", &["--older-than", "1s"]);
+    let r = plan.apply(&t, "tmpa-tmpclean", &["--older-than", "1m"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!a.exists() && !b.exists(), "{}", r.stdout);
     assert!(c.exists(), "not in the plan\n{}", r.stdout);
@@ -298,7 +298,7 @@ fn plans_that_may_not_be_applied_are_refused() {
         let args: Vec<&str> = if program == "tmpa-tmpclean" {
             vec![
                 "--older-than",
-                "1s",
+                "1m",
                 "--apply-plan",
                 plan.to_str().expect("p"),
             ]

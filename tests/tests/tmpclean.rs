@@ -17,14 +17,11 @@ use serde_json::Value;
 use tmpa_tests::{Immutable, Run, Tree, bin, is_root};
 
 const BIN: &str = "tmpa-tmpclean";
-/// The age threshold the tests use, and how long they wait for a file to pass it (ctime
-/// cannot be set back, so "old" means really old by a little over a second).
-const OLD: &str = "1s";
+/// The age threshold the tests use (tmpclean's floor). The program runs with its clock
+/// `tmpa_tests::CLOCK_AHEAD_SECS` ahead (ctime cannot be set back), so a file passes it a
+/// moment after it was written.
+const OLD: &str = "1m";
 const WAIT: Duration = Duration::from_millis(1300);
-
-fn bin_path() -> PathBuf {
-    PathBuf::from(bin(BIN).get_program())
-}
 
 /// Runs the program on `t`.
 fn clean(t: &Tree, args: &[&str]) -> Option<Run> {
@@ -42,10 +39,10 @@ fn clean_holding(t: &Tree, held: &Path, prefix: &[&str], args: &[&str]) -> Run {
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg(bin_path());
+            c.args(rest).args(tmpa_tests::program_args(BIN));
             c
         }
-        None => Command::new(bin_path()),
+        None => bin(BIN),
     };
     let out = cmd
         .env_remove("TMPA_ROOT")
@@ -719,7 +716,7 @@ fn lease_broken_during_deletion_keeps_the_file() {
             "-e",
             "inject=fdatasync:delay_enter=3000000",
         ])
-        .arg(bin_path())
+        .args(tmpa_tests::program_args(BIN))
         .env_remove("TMPA_ROOT")
         .arg("--root")
         .arg(t.root())

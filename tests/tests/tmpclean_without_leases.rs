@@ -60,7 +60,7 @@ fn without_leases_proc_is_evidence_and_proof_only_when_the_operator_says_so() {
     let held = temp(&t, "notifications/u1/inbox/ntf_2.json.tmp.77.x");
     std::thread::sleep(Duration::from_millis(1300));
 
-    let r = t.run("tmpa-tmpclean", &["--older-than", "1s"]);
+    let r = t.run("tmpa-tmpclean", &["--older-than", "1m"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(free.exists() && held.exists());
     let line = line_for(&r, &free);
@@ -76,7 +76,7 @@ fn without_leases_proc_is_evidence_and_proof_only_when_the_operator_says_so() {
     let r: Run = bin("tmpa-tmpclean")
         .arg("--root")
         .arg(t.root())
-        .args(["--older-than", "1s", "--proc-shows-all-writers"])
+        .args(["--older-than", "1m", "--proc-shows-all-writers"])
         .output()
         .expect("run")
         .into();

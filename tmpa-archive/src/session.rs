@@ -174,6 +174,7 @@ pub fn archive_one(
             archive.expect("exists"),
             archive_name,
             &m,
+            !opts.dry_run,
         ),
         None => write_new_archive(&mut p, (&mut source, &shown), archive, archive_name, opts),
     };
@@ -270,6 +271,7 @@ fn compare_existing(
     archive: &Dir,
     archive_name: &str,
     meta: &Meta,
+    make_durable: bool,
 ) -> tmpa_core::Result<()> {
     let shown = archive.join(archive_name);
     if meta.kind != Kind::File {
@@ -297,6 +299,16 @@ fn compare_existing(
                 path_text(&shown)
             );
         }
+    }
+    if p.action == Action::Complete && make_durable {
+        // The session is deleted on the strength of an archive an earlier run wrote and
+        // may not have synced (it stopped in between): file and directory are made
+        // durable first.
+        archive
+            .open_read(archive_name)?
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &shown, e))?;
+        archive.sync()?;
     }
     if p.action == Action::Complete {
         let (sha, valid) = hash_and_check(source, source_shown)?;

@@ -23,6 +23,17 @@ use crate::scan::{
 use crate::spill::PositionedReader;
 use crate::{DayReport, DayStatus};
 
+/// The run, shared by the days compacted at once (see [`crate::compact`]): each takes it
+/// for a call (a chunk of deletions, a plan lookup), never across its reads.
+pub type SharedRun<'r> = std::sync::Mutex<&'r mut Run>;
+
+/// The run, for one call.
+fn lock<'a, 'r>(run: &'a SharedRun<'r>) -> std::sync::MutexGuard<'a, &'r mut Run> {
+    // A panic elsewhere while holding it leaves the run as it was: go on with it.
+    run.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Loose files deleted per call of the deletion path: bounds the receipt lines and names
 /// held at once (about 0.5 KiB each) whatever the day.
 const DELETE_CHUNK: usize = 8192;
@@ -32,7 +43,7 @@ const COMPARE_BUF_BYTES: usize = 256 << 10;
 /// Compacts one day; never panics on bad input, never returns early without a report.
 /// In [`tmpa_maint::Mode::KeepSources`] everything is written and verified but no loose
 /// file is deleted.
-pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
+pub fn compact_day(run: &SharedRun<'_>, day: Day, opts: &DayOptions) -> DayReport {
     let mut r = DayReport {
         day: day.to_string(),
         ..DayReport::default()
@@ -40,7 +51,8 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
     // Held by descriptor from here on: a directory swapped for a symlink meanwhile
     // cannot lead any read, write or delete of this run out of the root.
     let rel = Path::new("token_stats").join(day.to_string());
-    let dir = match root_dir(run.root()).open_dir(&rel) {
+    let root = lock(run).root().clone();
+    let dir = match root_dir(&root).open_dir(&rel) {
         Ok(h) => h,
         Err(e) => {
             r.status = if matches!(e, Error::Unsafe { .. }) {
@@ -67,7 +79,6 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
             return r;
         }
     };
-    let root = run.root().clone();
     let scanned = if opts.applying_plan {
         let mut admit = |name: &OsStr, stamp: &Stamp, sha: &[u8; 32]| {
             admit_planned(run, &dir, name, stamp, sha, &mut r)
@@ -108,7 +119,7 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
         for id in &work.conflicts {
             r.problems.push(conflict_problem_of(&dir, id));
         }
-        if run.dry_run() {
+        if lock(run).dry_run() {
             work.plan(run, &mut r)
         } else {
             work.act(run, &mut r)
@@ -126,7 +137,7 @@ pub fn compact_day(run: &mut Run, day: Day, opts: &DayOptions) -> DayReport {
 /// the plan lists, unchanged, do; the others are left for the next run (a changed one is
 /// reported).
 fn admit_planned(
-    run: &mut Run,
+    run: &SharedRun<'_>,
     dir: &Dir,
     name: &OsStr,
     stamp: &Stamp,
@@ -134,7 +145,7 @@ fn admit_planned(
     r: &mut DayReport,
 ) -> bool {
     let file = path_text(&dir.join(name));
-    match run.planned(&file) {
+    match lock(run).planned(&file) {
         Planned::NoPlan => true,
         Planned::NotInPlan => {
             r.not_in_plan += 1;
@@ -263,7 +274,7 @@ impl DayWork<'_> {
     }
 
     /// Dry run: what [`DayWork::act`] would do, changing nothing.
-    fn plan(&mut self, run: &mut Run, r: &mut DayReport) -> tmpa_core::Result<()> {
+    fn plan(&mut self, run: &SharedRun<'_>, r: &mut DayReport) -> tmpa_core::Result<()> {
         // A new _compacted.json would be written when there is something new: its stamp
         // is not known yet.
         let stamp = self.compacted.stamp.filter(|_| self.added == 0);
@@ -275,7 +286,7 @@ impl DayWork<'_> {
         // The plan lists each file with the receipt line a real run would write for it.
         let (held_by, proof) = self.held_by();
         self.each_deletable(|name, stamp, sha| {
-            run.would_delete(deletion(self.dir, &name, stamp, &sha, &held_by, &proof));
+            lock(run).would_delete(deletion(self.dir, &name, stamp, &sha, &held_by, &proof));
             Ok(())
         })?;
         r.status = DayStatus::Planned;
@@ -294,7 +305,7 @@ impl DayWork<'_> {
     }
 
     /// Real run: write, verify, summary, receipt, delete.
-    fn act(&mut self, run: &mut Run, r: &mut DayReport) -> tmpa_core::Result<()> {
+    fn act(&mut self, run: &SharedRun<'_>, r: &mut DayReport) -> tmpa_core::Result<()> {
         if self.events() == 0 {
             r.status = DayStatus::Unchanged;
             return Ok(());
@@ -302,7 +313,8 @@ impl DayWork<'_> {
         // Rewrite when there is something new, or when the file on disk is not the
         // canonical form of its own events (written by another tool): verification
         // compares bytes.
-        if self.added > 0 || !self.matches_disk()? {
+        let wrote = self.added > 0 || !self.matches_disk()?;
+        if wrote {
             self.write()?;
         }
         // The compacted file verified is held open: its stamp is the one that must still
@@ -331,7 +343,7 @@ impl DayWork<'_> {
                 Ok(())
             })?;
         }
-        let deleting = run.mode().deletes() && verified && self.to_delete() > 0;
+        let deleting = lock(run).mode().deletes() && verified && self.to_delete() > 0;
         // The summary is written before any deletion, so a crash after a deletion never
         // leaves a summary that misses the deleted events.
         let mut summary = self.summary();
@@ -341,6 +353,14 @@ impl DayWork<'_> {
             r.summary_rewritten = true;
         }
         if deleting {
+            if !wrote && let Some(f) = &held_file {
+                // An existing `_compacted.json` holds the loose events (an earlier run
+                // wrote it, then stopped): made durable, file and directory, before any
+                // source goes on its strength. A file this run wrote is durable already.
+                let path = self.dir.join(COMPACTED_NAME);
+                f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+                self.dir.sync()?;
+            }
             self.delete(run, held, r)?;
         }
         r.status = if self.added == 0 && r.deleted == 0 && !r.summary_rewritten {
@@ -476,14 +496,14 @@ impl DayWork<'_> {
     /// verified.
     fn delete(
         &self,
-        run: &mut Run,
+        run: &SharedRun<'_>,
         held: Option<Stamp>,
         r: &mut DayReport,
     ) -> tmpa_core::Result<()> {
         let (held_by, proof) = self.held_by();
         let mut chunk: Vec<(OsString, Stamp, [u8; 32])> = Vec::with_capacity(DELETE_CHUNK);
-        let mut flush = |chunk: &mut Vec<(OsString, Stamp, [u8; 32])>,
-                         r: &mut DayReport|
+        let flush = |chunk: &mut Vec<(OsString, Stamp, [u8; 32])>,
+                     r: &mut DayReport|
          -> tmpa_core::Result<()> {
             chunk.sort_unstable_by_key(|(_, stamp, _)| stamp.ino);
             let result = self.delete_chunk(run, chunk, held, &held_by, &proof, r);
@@ -502,7 +522,7 @@ impl DayWork<'_> {
 
     fn delete_chunk(
         &self,
-        run: &mut Run,
+        run: &SharedRun<'_>,
         chunk: &[(OsString, Stamp, [u8; 32])],
         held: Option<Stamp>,
         held_by: &str,
@@ -539,7 +559,8 @@ impl DayWork<'_> {
                 lease: None,
             })
             .collect();
-        let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
+        // Held for the chunk: another day's thread reads, merges and writes meanwhile.
+        let (outcomes, sync_failures) = lock(run).delete_verified(doomed, |_| None)?;
         for ((name, _, _), outcome) in chunk.iter().zip(outcomes) {
             match outcome {
                 Outcome::Deleted => r.deleted += 1,

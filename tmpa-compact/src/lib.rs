@@ -30,11 +30,14 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tmpa_core::maintenance::{Kind, root_dir, serialize_path};
+use tmpa_core::maintenance::{Kind, map_ordered_on, root_dir, serialize_path};
 use tmpa_core::{Day, Error, Problem, ProblemKind, Root};
 use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
-pub use day::compact_day;
+pub use day::{SharedRun, compact_day};
+
+/// Days compacted at once at full speed (see [`compact`]).
+const DAYS_AT_ONCE: usize = 2;
 pub use scan::DayOptions;
 pub use size::{MEMORY_BUDGET_BYTES_MIN, MEMORY_BUDGET_DEFAULT, parse_memory_budget};
 
@@ -239,16 +242,32 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
             0
         }
     };
+    // At full speed two days go at once: one day's deletions (metadata, the journal)
+    // overlap the next day's reads (the disk), each with half the memory budget. A paced
+    // run keeps to one day at a time.
+    let workers = if run.pace().is_zero() && run.mode().deletes() && days.len() > 1 {
+        DAYS_AT_ONCE
+    } else {
+        1
+    };
     let opts = DayOptions {
         pace: run.pace(),
-        ..DayOptions::new(args.memory_budget, args.common.apply_plan.is_some())
+        ..DayOptions::new(
+            args.memory_budget / workers as u64,
+            args.common.apply_plan.is_some(),
+        )
     };
     let progress = Progress::new();
-    let mut reports = Vec::with_capacity(days.len());
-    for (i, day) in days.iter().enumerate() {
-        progress.show(format!("{PROGRAM}: day {day} ({}/{})", i + 1, days.len()));
-        reports.push(compact_day(run, *day, &opts));
-    }
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let reports = {
+        let shared: SharedRun<'_> = std::sync::Mutex::new(&mut *run);
+        map_ordered_on(workers, &days, |day| {
+            let r = compact_day(&shared, *day, &opts);
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress.show(format!("{PROGRAM}: day {day} done ({n}/{})", days.len()));
+            r
+        })
+    };
     progress.clear();
     let mut counts = Counts {
         days: reports.len() as u64,

@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::path::Path;
 
-use tmpa_core::maintenance::{RawEvent, SummaryFold, event_file_name};
+use tmpa_core::maintenance::{RawEvent, SummaryFold, event_file_name, same_json_value};
 use tmpa_core::{Day, Error, EventId};
 
 use crate::arena::Arena;
@@ -276,6 +276,14 @@ fn take_alone(
     }
 }
 
+/// Whether two canonical events hold the same value in other spellings.
+fn same_spelled_otherwise(a: &[u8], b: &[u8]) -> bool {
+    match (std::str::from_utf8(a), std::str::from_utf8(b)) {
+        (Ok(a), Ok(b)) => same_json_value(a, b),
+        _ => false,
+    }
+}
+
 /// A loose event and the compacted event of the same (`ts`, `id`).
 fn meet(
     h: &Head<'_>,
@@ -286,7 +294,11 @@ fn meet(
 ) -> tmpa_core::Result<()> {
     let class = &mut classes[h.ordinal as usize];
     match *class {
-        Class::Suspect if h.json == compacted_json => {
+        // The same bytes; or the same value spelled otherwise (a `_compacted.json` written
+        // before numbers kept their text holds `1e2` as `100.0`): the event is held.
+        Class::Suspect
+            if h.json == compacted_json || same_spelled_otherwise(h.json, compacted_json) =>
+        {
             *class = Class::Duplicate;
             found.duplicates += 1;
         }

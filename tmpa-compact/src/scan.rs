@@ -131,8 +131,7 @@ impl CompactedSrc {
                         .map_err(|e| Error::io("stat", path, e))?;
                     // Not the ctime: replacing the name (the new `_compacted.json`)
                     // unlinks this inode, which changes its ctime and nothing else.
-                    let same = |s: &Stamp| (s.dev, s.ino, s.size, s.mtime_ns);
-                    if same(&now.stamp) == same(stamp) {
+                    if now.stamp.same_but_ctime(stamp) {
                         Ok(())
                     } else {
                         Err(Error::io(

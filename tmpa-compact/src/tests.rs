@@ -167,7 +167,7 @@ fn weak_hash(id: &[u8]) -> u64 {
 fn compact(root: &Path, opts: &DayOptions) -> crate::DayReport {
     let root = Root::open(root).unwrap();
     let mut run = Run::start(PROGRAM, TASK, root, Mode::Real).unwrap();
-    compact_day(&mut run, DAY.parse().unwrap(), opts)
+    compact_day(&std::sync::Mutex::new(&mut run), DAY.parse().unwrap(), opts)
 }
 
 proptest! {

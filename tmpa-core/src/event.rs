@@ -3,9 +3,11 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, FixedOffset};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::json;
 use crate::names::{Day, EventId};
 use crate::root::{Root, rel};
 
@@ -31,10 +33,15 @@ pub const EVENT_BYTES_MAX: u64 = 1 << 20;
 /// assert!(Event::from_json(br#"{"id":"a1"}"#).is_err()); // fields missing
 /// ```
 ///
+/// Every value is kept exactly: numbers keep the text they were written with (a Python
+/// `int` of 30 digits, a `Decimal` of 20 decimals, `1e-400`), strings their characters.
+/// An object that names a key twice is refused (readers disagree on which value counts).
+///
 /// # Not guaranteed
 /// - The original formatting: an event is written back as canonical JSON (keys sorted,
-///   no spaces); numbers keep their exact value (`float_roundtrip`), not their spelling
-///   (`1.0e2` comes back as `100.0`).
+///   no spaces, strings escaped as serde_json escapes them).
+/// - That [`Event::to_map`] keeps every number exactly: it is a `serde_json` map, whose
+///   numbers are 64-bit integers or `f64`; [`Event::json_bytes`] is exact.
 /// - That `user_id` or `model` name anything: they are free strings, never paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -160,7 +167,10 @@ pub struct RawEvent {
     ts: DateTime<FixedOffset>,
     prompt_tokens: u64,
     completion_tokens: u64,
-    map: Map<String, Value>,
+    user_id: Box<str>,
+    model: Box<str>,
+    /// The canonical JSON (keys sorted, no spaces, numbers as written).
+    canonical: Box<[u8]>,
 }
 
 impl RawEvent {
@@ -169,10 +179,10 @@ impl RawEvent {
     /// # Errors
     /// [`Error::InvalidEvent`] saying what is wrong (not JSON, a missing or mistyped field).
     pub fn from_json(bytes: &[u8]) -> Result<RawEvent> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidEvent {
+        let raw: &RawValue = serde_json::from_slice(bytes).map_err(|e| Error::InvalidEvent {
             reason: format!("not valid JSON: {e}"),
         })?;
-        RawEvent::from_value(v)
+        RawEvent::from_raw_value(raw)
     }
 
     /// Validates an event given as a JSON value.
@@ -180,24 +190,41 @@ impl RawEvent {
     /// # Errors
     /// [`Error::InvalidEvent`] saying which field is missing or mistyped.
     pub fn from_value(v: Value) -> Result<RawEvent> {
-        let Value::Object(map) = v else {
+        let text = serde_json::to_string(&v).expect("a JSON value always serializes");
+        RawEvent::from_json(text.as_bytes())
+    }
+
+    /// Validates an event given as raw JSON text, keeping every value exactly.
+    pub(crate) fn from_raw_value(raw: &RawValue) -> Result<RawEvent> {
+        if !raw.get().trim_start().starts_with('{') {
             return Err(invalid("not a JSON object".into()));
+        }
+        let members = json::sorted_members(raw).map_err(invalid)?;
+        let field = |k: &str| {
+            members
+                .binary_search_by(|(key, _)| key.as_ref().cmp(k))
+                .ok()
+                .map(|i| members[i].1)
         };
-        let id = str_field(&map, "id")?;
-        let id = EventId::new(id).map_err(|e| invalid(format!("\"id\": {e}")))?;
-        let ts_s = str_field(&map, "ts")?;
-        let ts = DateTime::parse_from_rfc3339(ts_s)
+        let id = str_field(field("id"), "id")?;
+        let id = EventId::new(&id).map_err(|e| invalid(format!("\"id\": {e}")))?;
+        let ts_s = str_field(field("ts"), "ts")?;
+        let ts = DateTime::parse_from_rfc3339(&ts_s)
             .map_err(|e| invalid(format!("\"ts\" {ts_s:?} is not RFC 3339: {e}")))?;
-        str_field(&map, "user_id")?;
-        str_field(&map, "model")?;
-        let prompt_tokens = uint_field(&map, "prompt_tokens")?;
-        let completion_tokens = uint_field(&map, "completion_tokens")?;
+        let user_id = str_field(field("user_id"), "user_id")?;
+        let model = str_field(field("model"), "model")?;
+        let prompt_tokens = uint_field(field("prompt_tokens"), "prompt_tokens")?;
+        let completion_tokens = uint_field(field("completion_tokens"), "completion_tokens")?;
+        let mut canonical = Vec::with_capacity(raw.get().len());
+        json::write_canonical(raw, &mut canonical).map_err(invalid)?;
         Ok(RawEvent {
             id,
             ts,
             prompt_tokens,
             completion_tokens,
-            map,
+            user_id: user_id.into(),
+            model: model.into(),
+            canonical: canonical.into_boxed_slice(),
         })
     }
 
@@ -219,12 +246,12 @@ impl RawEvent {
 
     /// The user id.
     pub fn user_id(&self) -> &str {
-        self.validated_str("user_id")
+        &self.user_id
     }
 
     /// The model name.
     pub fn model(&self) -> &str {
-        self.validated_str("model")
+        &self.model
     }
 
     /// Prompt tokens.
@@ -237,17 +264,15 @@ impl RawEvent {
         self.completion_tokens
     }
 
-    /// Appends the canonical JSON of the event (keys sorted, no spaces) to `out`: the
-    /// bytes [`Event::json_bytes`] holds for the same event.
+    /// Appends the canonical JSON of the event (keys sorted, no spaces, every number as
+    /// it was written) to `out`: the bytes [`Event::json_bytes`] holds for the same event.
     pub fn write_canonical(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &self.map).expect("a JSON map always serializes");
+        out.extend_from_slice(&self.canonical);
     }
 
-    fn validated_str(&self, k: &str) -> &str {
-        match self.map.get(k) {
-            Some(Value::String(s)) => s,
-            _ => unreachable!("{k} was validated as a string"),
-        }
+    /// The canonical JSON of the event.
+    pub fn canonical(&self) -> &[u8] {
+        &self.canonical
     }
 }
 
@@ -265,19 +290,25 @@ fn invalid(reason: String) -> Error {
     Error::InvalidEvent { reason }
 }
 
-fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a str> {
-    match m.get(k) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(invalid(format!("\"{k}\" is not a string"))),
+fn str_field(v: Option<&RawValue>, k: &str) -> Result<String> {
+    match v {
+        Some(v) => serde_json::from_str::<String>(v.get())
+            .map_err(|_| invalid(format!("\"{k}\" is not a string"))),
         None => Err(invalid(format!("missing field \"{k}\""))),
     }
 }
 
-fn uint_field(m: &Map<String, Value>, k: &str) -> Result<u64> {
-    match m.get(k) {
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| invalid(format!("\"{k}\" is not a non-negative integer"))),
+/// A non-negative integer written as one (`3`; not `3.0` or `3e0`), up to `u64::MAX`.
+fn uint_field(v: Option<&RawValue>, k: &str) -> Result<u64> {
+    match v {
+        Some(v) => {
+            let text = v.get().trim();
+            text.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| text.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| invalid(format!("\"{k}\" is not a non-negative integer")))
+        }
         None => Err(invalid(format!("missing field \"{k}\""))),
     }
 }

@@ -70,6 +70,7 @@ mod day;
 mod error;
 mod event;
 mod fs;
+mod json;
 mod names;
 mod notify;
 mod par;
@@ -180,9 +181,11 @@ pub mod maintenance {
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
-        Abbreviation, AtomicFile, Dir, Entries, Entry, FinalName, Kind, Lease, LeaseRefused, Meta,
-        Stamp, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of,
+        Abbreviation, AtomicFile, Dir, Disposal, Entries, Entry, Expected, FinalName, Keep, Kind,
+        Lease, LeaseRefused, Meta, Stamp, TEMP_NAME_BYTES_MAX, dispose, temp_final_name,
+        temporary_of,
     };
+    pub use crate::json::same_value as same_json_value;
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::SESSION_BYTES_MAX;

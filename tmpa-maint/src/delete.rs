@@ -1,10 +1,12 @@
-//! The one deletion path of the workspace: verify → receipt → re-check → `unlinkat` →
-//! directory fsync. Compaction, archival and tmpclean all delete through
-//! [`Run::delete_verified`]; nothing else in the workspace removes a data file.
+//! The one deletion path of the workspace: verify → receipt → the verified delete step
+//! (check, move aside into the quarantine, check again, unlink: tmpa-core's
+//! [`dispose`](tmpa_core::maintenance::dispose)) → directory fsync. Compaction, archival
+//! and tmpclean all delete through [`Run::delete_verified`]; nothing else in the
+//! workspace removes a data file.
 
 use std::ffi::OsString;
 
-use tmpa_core::maintenance::{Dir, Kind, Lease, Stamp};
+use tmpa_core::maintenance::{Dir, Disposal, Expected, Keep, Lease, Stamp, dispose};
 
 use crate::receipt::{Deletion, ReceiptLine};
 use crate::run::Run;
@@ -40,6 +42,14 @@ pub enum Kept {
     /// A plan is being applied and this deletion is not the one it lists (not in the plan,
     /// changed since, or its data now held elsewhere), in words.
     NotAsPlanned(String),
+    /// Moved aside for deletion and found to be another file than the verified one (a
+    /// writer replaced it in that instant), and a newer file took its name before it
+    /// could be put back: kept in the quarantine (`at`), never deleted; an operator
+    /// compares the two.
+    Superseded {
+        /// Where it is kept.
+        at: String,
+    },
 }
 
 impl Kept {
@@ -54,7 +64,16 @@ impl Kept {
                 "opened by another process during deletion (lease broken; kept)".into()
             }
             Kept::Refused(why) | Kept::NotAsPlanned(why) => why.clone(),
+            Kept::Superseded { at } => format!(
+                "replaced by a writer as it was deleted, and replaced again before it could be put back: kept at {at} (compare it with the file at its name)"
+            ),
         }
+    }
+
+    /// Whether an operator should look at it (the run exits 1): a file kept in the
+    /// quarantine.
+    pub fn needs_look(&self) -> bool {
+        matches!(self, Kept::Superseded { .. })
     }
 }
 
@@ -65,7 +84,9 @@ pub enum Outcome {
     Deleted,
     /// Kept, and why.
     Kept(Kept),
-    /// The deletion failed (permission, immutable directory, I/O error): kept.
+    /// The deletion failed (permission, immutable directory, another mount, I/O error):
+    /// kept at its name, or (when the error names the quarantine) in the quarantine,
+    /// where the next run finishes it.
     Failed(tmpa_core::Error),
 }
 
@@ -85,10 +106,12 @@ const PACED_SHARE: u32 = 4;
 
 impl Run {
     /// Deletes `doomed`, in the order given: first one receipt line each, appended and
-    /// fsynced; then for each, immediately before its `unlinkat`, the last checks: its
-    /// lease (if any) intact, its entry still a regular file with exactly the stamp that
-    /// was verified, and `last_check` (`None` to go on, or why to keep it); then each
-    /// directory is fsynced. A file kept after its receipt line gets a `kept` line. In a
+    /// fsynced; then for each the verified delete step
+    /// ([`dispose`](tmpa_core::maintenance::dispose)): its lease (if any) intact, its
+    /// entry still a regular file with exactly the stamp that was verified, and
+    /// `last_check` (`None` to go on, or why to keep it); then it is moved into the run's
+    /// quarantine, checked there again (and its lease), and only then unlinked; a file
+    /// that turns out to be another is put back. Then each directory is fsynced. A file kept after its receipt line gets a `kept` line. In a
     /// paced run (`--pace`), every 64 unlinks the current directory is fsynced and the run
     /// pauses for a quarter of `--pace`, which leaves a live service's writes room on the
     /// same disk.
@@ -133,7 +156,7 @@ impl Run {
                 outcomes.push(Outcome::Kept(Kept::NotAsPlanned(why)));
                 continue;
             }
-            let outcome = remove_one(&d, &last_check);
+            let outcome = remove_one(self, &d, &last_check);
             if !matches!(outcome, Outcome::Deleted) {
                 let reason = match &outcome {
                     Outcome::Kept(k) => k.words(),
@@ -172,29 +195,34 @@ impl Run {
     }
 }
 
-fn remove_one<'a>(d: &Doomed<'a>, last_check: &impl Fn(&Doomed<'a>) -> Option<String>) -> Outcome {
-    let lease_ok = || d.lease.as_ref().is_none_or(Lease::intact);
-    if !lease_ok() {
-        return Outcome::Kept(Kept::LeaseBroken);
-    }
-    match d.dir.stat(&d.name) {
-        Ok(Some(m)) if m.kind == Kind::File && m.stamp == d.stamp => {}
-        Ok(Some(_)) => return Outcome::Kept(Kept::Changed),
-        Ok(None) => return Outcome::Kept(Kept::Gone),
+/// The verified delete step for one doomed file, in the run's quarantine.
+fn remove_one<'a>(
+    run: &mut Run,
+    d: &Doomed<'a>,
+    last_check: &impl Fn(&Doomed<'a>) -> Option<String>,
+) -> Outcome {
+    let (root, quarantine) = run.quarantine();
+    let aside = match quarantine.aside_for(root, d.dir) {
+        Ok(a) => a,
         Err(e) => return Outcome::Failed(e),
-    }
-    if let Some(why) = last_check(d) {
-        return Outcome::Kept(Kept::Refused(why));
-    }
-    // Once more, as close to the unlink as can be: an opener that arrived during the
-    // checks is waiting for the lease now.
-    if !lease_ok() {
-        return Outcome::Kept(Kept::LeaseBroken);
-    }
-    match d.dir.unlink(&d.name) {
-        Ok(()) => Outcome::Deleted,
-        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Outcome::Kept(Kept::Gone),
-        Err(e) => Outcome::Failed(e),
+    };
+    let expected = Expected {
+        stamp: d.stamp,
+        lease: d.lease.as_ref(),
+    };
+    match dispose(d.dir, &d.name, aside, &d.name, &expected, || last_check(d)) {
+        Disposal::Deleted => Outcome::Deleted,
+        Disposal::Kept(Keep::Changed) => Outcome::Kept(Kept::Changed),
+        Disposal::Kept(Keep::Gone) => Outcome::Kept(Kept::Gone),
+        Disposal::Kept(Keep::LeaseBroken) => Outcome::Kept(Kept::LeaseBroken),
+        Disposal::Kept(Keep::Refused(why)) => Outcome::Kept(Kept::Refused(why)),
+        Disposal::Kept(Keep::CannotMove(e)) => Outcome::Failed(e),
+        Disposal::Superseded => match quarantine.keep(root, d.dir, &d.name) {
+            Ok(at) => Outcome::Kept(Kept::Superseded { at }),
+            // Still in the in-flight quarantine: the next run's recovery keeps it.
+            Err(e) => Outcome::Failed(e),
+        },
+        Disposal::Failed { error, .. } => Outcome::Failed(error),
     }
 }
 
@@ -221,4 +249,143 @@ fn sync_all(dirs: &[&Dir]) -> Vec<tmpa_core::Error> {
             .flat_map(|w| w.join().expect("an fsync thread does not panic"))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    use tmpa_core::Root;
+    use tmpa_core::maintenance::{Dir, root_dir};
+
+    use super::*;
+    use crate::args::Mode;
+    use crate::receipt::Proof;
+    use crate::record::Task;
+
+    fn tree() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        (t, root)
+    }
+
+    fn doomed<'a>(dir: &'a Dir, name: &str) -> Doomed<'a> {
+        let stamp = dir.stat(name).unwrap().unwrap().stamp;
+        Doomed {
+            dir,
+            name: name.into(),
+            stamp,
+            line: Deletion {
+                file: dir.join(name).display().to_string(),
+                bytes: stamp.size,
+                sha256: "00".into(),
+                stamp,
+                held_by: "elsewhere".into(),
+                proof: Proof::CompactedEvent {
+                    day: "2026-11-01".into(),
+                    held_events: 1,
+                },
+            },
+            lease: None,
+        }
+    }
+
+    fn receipt_lines(root: &Path) -> Vec<String> {
+        let dir = root.join(".tmpa/receipts/compact_events");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            out.extend(text.lines().map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["line"].as_str().unwrap().to_owned()
+            }));
+        }
+        out
+    }
+
+    /// Deleted, changed, gone and refused files: one receipt line each before anything
+    /// happens, a `kept` line for each kept, the outcomes in order, nothing left aside.
+    #[test]
+    fn outcomes_and_receipt_lines() {
+        let (t, root) = tree();
+        let day = t.path().join("token_stats/2026-11-01");
+        for n in ["a.json", "b.json", "c.json", "d.json"] {
+            std::fs::write(day.join(n), n).unwrap();
+        }
+        let root_path = root.path().to_path_buf();
+        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Real).unwrap();
+        let dir = root_dir(run.root())
+            .open_dir("token_stats/2026-11-01")
+            .unwrap();
+        let all = vec![
+            doomed(&dir, "a.json"),
+            doomed(&dir, "b.json"),
+            doomed(&dir, "c.json"),
+            doomed(&dir, "d.json"),
+        ];
+        // b is replaced by a writer, c removed by someone else, d refused by the caller.
+        std::fs::write(day.join("b.new"), "newer").unwrap();
+        std::fs::rename(day.join("b.new"), day.join("b.json")).unwrap();
+        std::fs::remove_file(day.join("c.json")).unwrap();
+        let (outcomes, sync_failures) = run
+            .delete_verified(all, |d| {
+                (d.name == OsStr::new("d.json")).then(|| "not today".to_owned())
+            })
+            .unwrap();
+        assert!(sync_failures.is_empty());
+        let words: Vec<String> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Deleted => "deleted".to_owned(),
+                Outcome::Kept(k) => k.words(),
+                Outcome::Failed(e) => e.chain(),
+            })
+            .collect();
+        assert_eq!(words[0], "deleted");
+        assert!(words[1].starts_with("changed"), "{words:?}");
+        assert!(words[2].starts_with("gone"), "{words:?}");
+        assert_eq!(words[3], "not today");
+        assert!(!day.join("a.json").exists());
+        assert_eq!(
+            std::fs::read_to_string(day.join("b.json")).unwrap(),
+            "newer"
+        );
+        assert!(day.join("d.json").exists());
+        assert_eq!(
+            receipt_lines(&root_path),
+            [
+                "delete", "delete", "delete", "delete", "kept", "kept", "kept"
+            ]
+        );
+        drop(run);
+        let q = root_path.join(".tmpa/quarantine/in-flight/compact_events");
+        let left: Vec<_> = walk_files(&q);
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    fn walk_files(p: &Path) -> Vec<std::path::PathBuf> {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .flat_map(|e| {
+                if e.file_type().unwrap().is_dir() {
+                    walk_files(&e.path())
+                } else {
+                    vec![e.path()]
+                }
+            })
+            .collect()
+    }
+
+    /// A run that does not delete never reaches the delete path.
+    #[test]
+    #[should_panic(expected = "only a real run deletes")]
+    fn a_dry_run_cannot_delete() {
+        let (_t, root) = tree();
+        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Plan).unwrap();
+        let _ = run.delete_verified(Vec::new(), |_| None);
+    }
 }

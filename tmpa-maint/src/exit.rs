@@ -130,3 +130,53 @@ pub fn exit(program: &str, outcome: Result<ExitStatus, StartError>) -> ExitCode 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Start-up errors map to their documented statuses by kind, never by message text.
+    #[test]
+    fn start_errors_map_by_kind() {
+        let not_root = StartError::Core(tmpa_core::Error::NotRoot {
+            path: PathBuf::from("/x"),
+        });
+        assert_eq!(not_root.status(), ExitStatus::Usage);
+        let locked = StartError::Locked {
+            path: PathBuf::from("/x/.tmpa/locks/compact_events.lock"),
+            holder: "pid 1".into(),
+        };
+        assert_eq!(locked.status(), ExitStatus::Locked);
+        assert!(locked.chain().contains("pid 1"));
+        let io = StartError::Core(tmpa_core::Error::io(
+            "open",
+            "/x/.tmpa",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        ));
+        assert_eq!(io.status(), ExitStatus::Failure);
+        assert_eq!(StartError::Usage("bad".into()).status(), ExitStatus::Usage);
+    }
+
+    /// The worst of two statuses is the higher code; the codes are the documented ones.
+    #[test]
+    fn worst_and_codes() {
+        let all = [
+            ExitStatus::Ok,
+            ExitStatus::NeedsLook,
+            ExitStatus::Usage,
+            ExitStatus::Locked,
+            ExitStatus::Failure,
+        ];
+        assert_eq!(all.map(ExitStatus::code), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            ExitStatus::NeedsLook.worst(ExitStatus::Failure),
+            ExitStatus::Failure
+        );
+        assert_eq!(
+            ExitStatus::Failure.worst(ExitStatus::Ok),
+            ExitStatus::Failure
+        );
+    }
+}

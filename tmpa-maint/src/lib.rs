@@ -24,6 +24,7 @@ mod delete;
 mod exit;
 mod lock;
 mod plan;
+mod quarantine;
 mod receipt;
 mod record;
 mod run;
@@ -35,6 +36,7 @@ pub use delete::{Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
 pub use plan::{Applying, PLAN_FORMAT, Plan, Planned};
+pub use quarantine::{Recovered, RecoveredAction, quarantine_rel};
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record};
 pub use run::{

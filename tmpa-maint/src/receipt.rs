@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Local};
 use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
 use tmpa_core::maintenance::{Dir, STATE_DIR, Stamp, root_dir};
@@ -28,6 +27,8 @@ pub enum ReceiptLine {
         /// Why it was kept.
         reason: String,
     },
+    /// A file a killed run left in the quarantine, and what this run did with it.
+    Recovered(crate::quarantine::Recovered),
 }
 
 /// What a receipt says of a file before it is deleted.
@@ -129,18 +130,11 @@ pub(crate) struct Receipt {
 }
 
 impl Receipt {
-    pub(crate) fn create(
-        root: &Root,
-        task: Task,
-        started: DateTime<Local>,
-    ) -> tmpa_core::Result<Receipt> {
+    /// Creates the receipt of the run `run_id` (`{run_id}.jsonl`).
+    pub(crate) fn create(root: &Root, task: Task, run_id: &str) -> tmpa_core::Result<Receipt> {
         let dir = root_dir(root)
             .create_dir_all(Path::new(STATE_DIR).join("receipts").join(task.as_str()))?;
-        let name = format!(
-            "{}-{}.jsonl",
-            started.format("%Y%m%dT%H%M%S%z"),
-            std::process::id()
-        );
+        let name = format!("{run_id}.jsonl");
         let file = dir.open_append(OsStr::new(&name), 0o644)?;
         dir.sync()?;
         Ok(Receipt {
@@ -194,5 +188,28 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<ReceiptLine>(&text).unwrap(), line);
+    }
+
+    #[test]
+    fn recovered_lines_are_typed_and_read_back() {
+        use crate::quarantine::{Recovered, RecoveredAction};
+        for action in [
+            RecoveredAction::Deleted,
+            RecoveredAction::Restored,
+            RecoveredAction::Kept {
+                at: "/r/.tmpa/quarantine/kept/x".into(),
+            },
+            RecoveredAction::Failed {
+                error: "EIO".into(),
+            },
+        ] {
+            let line = ReceiptLine::Recovered(Recovered {
+                file: "/r/token_stats/2026-11-01/evt_a.json".into(),
+                action,
+            });
+            let text = serde_json::to_string(&line).unwrap();
+            assert!(text.contains(r#""line":"recovered""#), "{text}");
+            assert_eq!(serde_json::from_str::<ReceiptLine>(&text).unwrap(), line);
+        }
     }
 }

@@ -14,6 +14,7 @@ use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
 use crate::lock::Lock;
 use crate::plan::{self, Applying, Noted, PLAN_FORMAT, Plan, Planned, Saving};
+use crate::quarantine::{self, Quarantine, Recovered};
 use crate::receipt::{Deletion, Receipt, ReceiptLine};
 use crate::record::{RunRecord, Task, read_run_record, runs_rel};
 
@@ -52,6 +53,10 @@ pub struct Run {
     applying: Option<Applying>,
     /// `--pace`: the pause after each batch of deletions.
     pub(crate) pace: std::time::Duration,
+    /// Where the delete step moves files (`{root}/.tmpa/quarantine/in-flight/{task}/{run}`).
+    quarantine: Quarantine,
+    /// What the recovery of killed runs found in the quarantine at the start.
+    recovered: Vec<Recovered>,
     _lock: Lock,
 }
 
@@ -67,19 +72,50 @@ impl Run {
         mode: Mode,
     ) -> Result<Run, StartError> {
         let lock = Lock::acquire(&root, task)?;
-        Ok(Run {
+        let started = Local::now();
+        let run_id = run_id(started);
+        let recovered = if mode.deletes() {
+            quarantine::recover(&root, task, &run_id)?
+        } else {
+            Vec::new()
+        };
+        let mut run = Run {
             program,
             task,
             root,
             mode,
-            started: Local::now(),
+            started,
             receipt: None,
             would_delete: Noted::Hashes(Vec::new()),
             saving: None,
             applying: None,
             pace: std::time::Duration::ZERO,
+            quarantine: Quarantine::new(task, run_id),
+            recovered,
             _lock: lock,
-        })
+        };
+        if !run.recovered.is_empty() {
+            // The killed run's receipt says "delete" of each; this one says what became
+            // of them.
+            let lines: Vec<ReceiptLine> = run
+                .recovered
+                .iter()
+                .cloned()
+                .map(ReceiptLine::Recovered)
+                .collect();
+            run.record_receipt(&lines)?;
+        }
+        Ok(run)
+    }
+
+    /// The root and the run's quarantine, for the delete step.
+    pub(crate) fn quarantine(&mut self) -> (&Root, &mut Quarantine) {
+        (&self.root, &mut self.quarantine)
+    }
+
+    /// What the recovery of killed runs did at the start of this run (real runs only).
+    pub fn recovered(&self) -> &[Recovered] {
+        &self.recovered
     }
 
     /// A dry run: notes that a real run would delete this (the line its receipt would
@@ -147,7 +183,11 @@ impl Run {
             "only a real run deletes and writes receipts"
         );
         if self.receipt.is_none() {
-            self.receipt = Some(Receipt::create(&self.root, self.task, self.started)?);
+            self.receipt = Some(Receipt::create(
+                &self.root,
+                self.task,
+                &run_id(self.started),
+            )?);
         }
         self.receipt.as_mut().expect("created above").append(lines)
     }
@@ -161,6 +201,7 @@ impl Run {
         exit: ExitStatus,
         counts: &impl Serialize,
     ) -> tmpa_core::Result<Ending> {
+        self.quarantine.tidy(&self.root);
         let finished = Local::now();
         let duration_secs = (finished - self.started).as_seconds_f64().max(0.0);
         let counts = serde_json::to_value(counts).expect("counts always serialize");
@@ -288,6 +329,16 @@ impl Run {
             plan_note,
         })
     }
+}
+
+/// A run's name among the runs of its task, `{start time}-{pid}`: the stem of its receipt
+/// and the name of its quarantine directory.
+fn run_id(started: DateTime<Local>) -> String {
+    format!(
+        "{}-{}",
+        started.format("%Y%m%dT%H%M%S%z"),
+        std::process::id()
+    )
 }
 
 /// What a run leaves when it ends: its record, the log's last line, and for a dry run the
@@ -530,6 +581,12 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
     } else {
         status.worst(ExitStatus::NeedsLook)
     };
+    let recovered = run.recovered.clone();
+    let status = if recovered.iter().any(Recovered::needs_look) {
+        status.worst(ExitStatus::NeedsLook)
+    } else {
+        status
+    };
     let counts = serde_json::to_value(report.counts()).expect("counts always serialize");
     let (status, footer, plan_note) = match run.finish(status, report.counts()) {
         Ok(end) => (status, end.footer, end.plan_note),
@@ -544,11 +601,24 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
     };
     report.set_exit_code(status.code());
     if json {
-        let mut doc = serde_json::to_string_pretty(report).expect("a report always serializes");
+        let mut doc = serde_json::to_value(&*report).expect("a report always serializes");
+        if let (false, Some(map)) = (recovered.is_empty(), doc.as_object_mut()) {
+            map.insert(
+                "recovered".into(),
+                serde_json::to_value(&recovered).expect("recoveries always serialize"),
+            );
+        }
+        let mut doc = serde_json::to_string_pretty(&doc).expect("a report always serializes");
         doc.push('\n');
         out(&doc);
     } else {
-        out(&report.render_text());
+        let mut text = String::new();
+        for r in &recovered {
+            text.push_str(&r.words());
+            text.push('\n');
+        }
+        text.push_str(&report.render_text());
+        out(&text);
     }
     for f in &unseen {
         log_line(

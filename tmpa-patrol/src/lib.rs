@@ -22,6 +22,7 @@
 pub mod corrupt;
 pub mod jobs;
 pub mod prom;
+pub mod quarantine;
 pub mod service;
 pub mod store;
 pub mod walk;
@@ -337,6 +338,8 @@ pub struct Report {
     pub archive_store: store::StoreInfo,
     /// Numbers from the walk, for the metrics.
     pub tree: walk::Totals,
+    /// What the delete step left in `.tmpa/quarantine/`, per task.
+    pub quarantine: quarantine::QuarantineInfo,
 }
 
 impl Report {
@@ -443,6 +446,10 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
     });
     let mut checks = vec![service];
     checks.extend(tree_checks);
+    let quarantine = quarantine::scan(root);
+    if let Some(tmp) = checks.iter_mut().find(|c| c.name == "tmp_files") {
+        quarantine::annotate(tmp, &quarantine, "tmp_cleanup");
+    }
     let mut infos = Vec::new();
     let mut archive_store = store::StoreInfo::default();
     for spec in jobs::specs(args) {
@@ -456,6 +463,7 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
         if spec.task == "archive_history" {
             archive_store = store::annotate(root, &mut check, args.check_archive_store);
         }
+        quarantine::annotate(&mut check, &quarantine, spec.task);
         checks.push(check);
         infos.push(info);
     }
@@ -472,6 +480,7 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
         jobs: infos,
         archive_store,
         tree: totals,
+        quarantine,
     }
 }
 

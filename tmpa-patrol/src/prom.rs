@@ -77,6 +77,16 @@ pub fn render(report: &Report) -> String {
     let n = "tmpa_patrol_duration_seconds";
     Family::new(&mut s, n, "Wall time of the patrol.").sample(n, &[], report.duration_secs);
 
+    let n = "tmpa_quarantine_files";
+    let (kept, in_flight) = report.quarantine.totals();
+    let mut f = Family::new(
+        &mut s,
+        n,
+        "Files in .tmpa/quarantine: kept aside for an operator (area=kept), or left by a killed run (area=in_flight).",
+    );
+    f.sample(n, &[("area", "kept")], kept as f64);
+    f.sample(n, &[("area", "in_flight")], in_flight as f64);
+
     let n = "tmpa_check_status";
     let mut f = Family::new(
         &mut s,

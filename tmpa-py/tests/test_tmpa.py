@@ -305,6 +305,33 @@ def test_interop_programs_read_what_python_wrote_and_back(root):
     assert root.list_sessions("u2") == [("s1", "archived")]
 
 
+def test_python_ints_and_decimals_survive_compaction_exactly(root):
+    """A Python int of 30 digits recorded through the library, and a Decimal of 20
+    decimals written by the backend's own json code, come back exactly after
+    tmpa-compact has merged them and deleted the loose files."""
+    from decimal import Decimal
+
+    big = 123456789012345678901234567890
+    root.record_event(event(1, cost=big, nested={"v": [big, -big]}))
+    day_dir = os.path.join(root.path, "token_stats", DAY)
+    text = ('{"id":"e2","ts":"%sT10:00:02Z","user_id":"u1","model":"m",'
+            '"prompt_tokens":1,"completion_tokens":1,"price":0.10000000000000000001,'
+            '"tiny":1e-400}' % DAY)
+    with open(os.path.join(day_dir, "evt_e2.json"), "w") as f:
+        f.write(text)
+    r = subprocess.run([program("tmpa-compact"), "--root", root.path, "--day", DAY],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(os.listdir(day_dir)) == ["_compacted.json", "_summary.json"]
+    got = {e["id"]: e for e in root.day_events(DAY)}
+    assert got["e1"]["cost"] == big and got["e1"]["nested"] == {"v": [big, -big]}
+    with open(os.path.join(day_dir, "_compacted.json")) as f:
+        doc = json.load(f, parse_float=Decimal)
+    e2 = next(e for e in doc["events"] if e["id"] == "e2")
+    assert e2["price"] == Decimal("0.10000000000000000001")
+    assert e2["tiny"] == Decimal("1e-400")
+
+
 def _writer_process(path, start, n):
     r = tmpa.Root(path)
     for i in range(start, start + n):

@@ -313,6 +313,7 @@ fn settle_batch(
             Outcome::Kept(Kept::LeaseBroken) => Reason::Changed(Kept::LeaseBroken.words()),
             Outcome::Kept(Kept::Refused(why) | Kept::NotAsPlanned(why)) => Reason::Changed(why),
             Outcome::Kept(Kept::Gone) => Reason::Changed("gone just before deletion".into()),
+            Outcome::Kept(k @ Kept::Superseded { .. }) => Reason::Failed(k.words()),
             Outcome::Kept(Kept::Changed) => Reason::Changed(
                 "changed just before deletion (kept; the next run looks again)".into(),
             ),
@@ -395,7 +396,7 @@ fn reopen_dir(anchor: &Anchor, walk: &Walk, d: u32) -> Result<Dir, Reason> {
         }
     };
     match dir.meta() {
-        Ok(m) if m.stamp.dev == wd.meta.stamp.dev && m.stamp.ino == wd.meta.stamp.ino => Ok(dir),
+        Ok(m) if m.stamp.same_inode(&wd.meta.stamp) => Ok(dir),
         Ok(_) => Err(Reason::Changed(
             "its directory was replaced since it was listed (kept)".into(),
         )),

@@ -98,8 +98,8 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Delete only temporaries whose mtime and ctime are both older than this
-    /// (a whole number and a unit: s, m, h, d, w)
-    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
+    /// (a whole number and a unit: s, m, h, d, w; at least 1m)
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_older_than)]
     pub older_than: Duration,
     /// Where no file lease can be had (NFS, FUSE, overlay file systems; a file of another
     /// user without CAP_LEASE), accept /proc as proof that a temporary is not open. Pass it
@@ -247,6 +247,24 @@ pub fn report_status(report: &Report) -> ExitStatus {
     } else {
         ExitStatus::Ok
     }
+}
+
+/// The shortest `--older-than`: a temporary younger than this may be a write between its
+/// writer's close and its rename (a slow fsync, a paused process), which no lease sees.
+pub const OLDER_THAN_MIN: Duration = Duration::from_secs(60);
+
+/// `--older-than`: an age of at least [`OLDER_THAN_MIN`].
+///
+/// # Errors
+/// The reason in words, for clap (exit 2).
+pub fn parse_older_than(s: &str) -> Result<Duration, String> {
+    let d = parse_age(s)?;
+    if d < OLDER_THAN_MIN {
+        return Err(format!(
+            "{s:?} is below the floor of 1m: a temporary younger than a minute may be a write between its writer's close and rename"
+        ));
+    }
+    Ok(d)
 }
 
 /// The age cutoff: files changed after `now - older_than` are young.

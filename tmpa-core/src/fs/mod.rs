@@ -14,6 +14,7 @@
 //! never a descriptor.
 
 mod atomic;
+mod dispose;
 mod lease;
 mod temp;
 
@@ -32,6 +33,7 @@ use crate::error::{Error, Result, UnsafeReason};
 
 pub use atomic::AtomicFile;
 pub(crate) use atomic::write_in;
+pub use dispose::{Disposal, Expected, Keep, dispose};
 pub use lease::{Lease, LeaseRefused};
 pub use temp::{Abbreviation, FinalName, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of};
 
@@ -71,6 +73,22 @@ impl Stamp {
     /// The later of mtime and ctime: the last time anything about the file changed.
     pub fn changed_ns(&self) -> i64 {
         self.mtime_ns.max(self.ctime_ns)
+    }
+
+    /// The same inode: device and inode number (what a `rename` over the name changes).
+    pub fn same_inode(&self, other: &Stamp) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+
+    /// The same inode with the same content as far as the inode tells: device, inode,
+    /// size and mtime, but not ctime. A `rename` of the file itself, or the unlink of
+    /// another of its links, changes its ctime and nothing else, so this is the
+    /// comparison for a file this program just moved (the delete step) or whose name
+    /// another file replaced (a compacted file read while the next one is committed);
+    /// everywhere else the whole stamp (`==`) is compared, ctime included, which also
+    /// shows a content rewrite that restored the mtime (`touch -d`).
+    pub fn same_but_ctime(&self, other: &Stamp) -> bool {
+        self.same_inode(other) && (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
     }
 }
 
@@ -520,18 +538,41 @@ impl Dir {
     /// # Errors
     /// [`Error::Io`] of kind `AlreadyExists` naming `to` when it exists (nothing changed).
     pub fn rename_noreplace(&self, from: &OsStr, to: &OsStr) -> Result<()> {
-        use rustix::fs::RenameFlags;
         check_name(&self.path, from)?;
         check_name(&self.path, to)?;
-        match rustix::fs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE) {
-            Ok(()) => Ok(()),
-            Err(Errno::INVAL | Errno::NOSYS) => {
-                rustix::fs::linkat(&self.fd, from, &self.fd, to, AtFlags::empty())
-                    .map_err(|e| self.error("link", to, e))?;
-                self.unlink(from)
-            }
-            Err(e) => Err(self.error("rename", to, e)),
-        }
+        renameat_noreplace(self, from, self, to).map_err(|e| self.error("rename", to, e))
+    }
+
+    /// Moves the entry `name` of this directory to `to_name` in `to` (on the same file
+    /// system), unless `to_name` exists there (`RENAME_NOREPLACE`; where the file system
+    /// has no such flag, `linkat` then `unlinkat`, which is as exclusive).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the source: kind `NotFound` when it is gone,
+    /// `AlreadyExists` when `to_name` exists (nothing changed), `CrossesDevices` (EXDEV)
+    /// when `to` is on another mount, `PermissionDenied` and others as the OS says.
+    pub fn move_noreplace(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> Result<()> {
+        check_name(&self.path, name)?;
+        check_name(&to.path, to_name)?;
+        renameat_noreplace(self, name, to, to_name).map_err(|e| self.error("move", name, e))
+    }
+
+    /// Whether this directory is on a read-only mount (`fstatvfs`); `false` when the
+    /// kernel does not say.
+    pub fn on_read_only_mount(&self) -> bool {
+        rustix::fs::fstatvfs(&self.fd)
+            .is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    }
+
+    /// Removes the empty directory `name`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming it (kind `DirectoryNotEmpty` when it holds anything).
+    pub fn remove_dir(&self, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = name.as_ref();
+        check_name(&self.path, name)?;
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)
+            .map_err(|e| self.error("remove directory", name, e))
     }
 
     /// Makes this directory's entries durable (after creations, renames, removals).
@@ -612,6 +653,20 @@ impl Dir {
 impl AsFd for Dir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// `renameat2(RENAME_NOREPLACE)`; where the file system has no such flag (`EINVAL`) or
+/// the kernel no `renameat2` (`ENOSYS`), `linkat` then `unlinkat`, which is as exclusive.
+fn renameat_noreplace(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+    use rustix::fs::RenameFlags;
+    match rustix::fs::renameat_with(&from.fd, name, &to.fd, to_name, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            rustix::fs::linkat(&from.fd, name, &to.fd, to_name, AtFlags::empty())?;
+            Ok(rustix::fs::unlinkat(&from.fd, name, AtFlags::empty())?)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
