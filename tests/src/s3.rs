@@ -375,6 +375,9 @@ pub enum Fault {
     /// bytes at the same key directly, so the client's put meets an object that was not
     /// there at its HEAD.
     RaceOnPut,
+    /// A server without conditional puts: answers every PUT that carries `If-None-Match`
+    /// with 501 Not Implemented (as some S3-compatible stores do), without forwarding it.
+    RefuseIfNoneMatch,
 }
 
 /// What [`Fault::RaceOnPut`]'s other writer puts.
@@ -483,6 +486,20 @@ fn serve(
             .split('?')
             .next()
             .is_some_and(|p| p.ends_with(".json.gz"));
+        if matches!(fault, Fault::RefuseIfNoneMatch)
+            && method == "PUT"
+            && req.header("if-none-match").is_some()
+        {
+            let body = b"<Error><Code>NotImplemented</Code></Error>";
+            write!(
+                out,
+                "HTTP/1.1 501 Not Implemented\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n",
+                body.len()
+            )?;
+            out.write_all(body)?;
+            out.flush()?;
+            continue;
+        }
         if matches!(fault, Fault::RaceOnPut) && method == "PUT" && object {
             let path = target.split('?').next().unwrap_or_default();
             http(upstream, "PUT", path, RACING_BYTES)?;

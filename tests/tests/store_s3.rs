@@ -255,6 +255,28 @@ fn without_conditional_put_the_run_heads_first_and_says_so() {
     }
 }
 
+/// A server that answers 501 Not Implemented to the conditional put (If-None-Match) is a
+/// store without conditional puts, not a store that is down: the run falls back to HEAD
+/// before each put, says so, verifies and deletes (exit 0).
+#[test]
+fn a_store_refusing_if_none_match_gets_head_then_put() {
+    let Some(s) = server() else { return };
+    s.create_bucket("refuses-inm");
+    let (t, old) = tree("refuses-inm", 3);
+    let proxy = FaultProxy::start(s.port(), Fault::RefuseIfNoneMatch, || {});
+    let r = archive(&t, proxy.port(), &["--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["destination"]["put_guard"], "head_first", "{doc}");
+    for (name, b) in &old {
+        assert!(!session_path(&t, name).exists(), "{name} kept");
+        assert_eq!(
+            &gunzip(&s.get_object("refuses-inm", &key(name)).expect("object")),
+            b
+        );
+    }
+}
+
 /// The store goes away in the middle of a run (after a few requests every connection is
 /// refused): the run exits 4, every session deleted had its object verified first (and
 /// it is in the store), every other session is still there with its bytes; the next

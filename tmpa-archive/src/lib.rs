@@ -48,11 +48,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tmpa_core::maintenance::store::{PutGuard, Store};
 use tmpa_core::maintenance::{
-    Dir, Kind, SESSION_BYTES_MAX, path_text, root_dir, serialize_path, temp_final_name,
+    Dir, Kind, SESSION_BYTES_MAX, line_text, path_text, root_dir, serialize_path, temp_final_name,
 };
-use tmpa_core::{
-    ArchiveConfig, Error, Problem, ProblemKind, Root, SessionId, StoreErrorKind, StoreUrl, UserId,
-};
+use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, StoreErrorKind, StoreUrl, UserId};
 use tmpa_maint::{
     CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Planned, Progress, Proof, Run,
     StartError, Task,
@@ -277,15 +275,7 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
 pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
     let root = tmpa_maint::resolve_root(args.common.root.as_deref())?;
     let usage = |e: Error| StartError::Usage(e.chain());
-    let file = root.archive_config().map_err(usage)?;
-    let config = match (&args.to, file) {
-        (Some(url), Some(file)) => Some(ArchiveConfig {
-            url: url.clone(),
-            ..file
-        }),
-        (Some(url), None) => Some(ArchiveConfig::for_url(url.clone())),
-        (None, file) => file,
-    };
+    let config = tmpa_maint::archive_config(&root, args.to.as_ref())?;
     let Some(config) = config else {
         if args.migrate_local {
             return Err(StartError::Usage(format!(
@@ -968,7 +958,7 @@ pub fn render_text(report: &Report) -> String {
             "{word} {} ({size}){}{}",
             path_text(&r.path),
             if r.detail.is_empty() { "" } else { ": " },
-            r.detail,
+            line_text(&r.detail),
         );
         if r.valid_json == Some(false) {
             let _ = writeln!(

@@ -9,7 +9,8 @@
 //! makes it a duplicate, with other bytes a conflict; none makes it [`Class::Pending`],
 //! settled by [`resolve_pending`] (a conflict with another `ts`, or a hash collision).
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::path::Path;
 
 use tmpa_core::maintenance::{RawEvent, SummaryFold, event_file_name, same_json_value};
@@ -57,9 +58,23 @@ pub(crate) enum Cursor<'a> {
     /// The runs of the spill file, merged k ways.
     Runs {
         readers: Vec<RunReader<'a>>,
-        /// The reader whose head is the smallest.
+        /// The live readers by their heads' keys, smallest on top (ties: the lower
+        /// index): each step costs log k, not k.
+        heap: BinaryHeap<Reverse<HeapKey>>,
+        /// The reader whose head is the smallest (taken off the heap).
         min: Option<usize>,
+        /// A spare id buffer, so that a step allocates nothing.
+        spare: Vec<u8>,
     },
+}
+
+/// A reader's head in the merge's heap: its (`ts`, `id`) key, copied (ids are at most 246
+/// bytes), and the reader's index.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct HeapKey {
+    instant: Instant,
+    id: Vec<u8>,
+    reader: usize,
 }
 
 /// Read buffers of all the runs together, at most.
@@ -82,32 +97,40 @@ impl<'a> Cursor<'a> {
     pub(crate) fn runs(spill: &'a Spill) -> tmpa_core::Result<Cursor<'a>> {
         let buf = (RUN_BUFFERS_BYTES / spill.runs().max(1)).clamp(4 << 10, 1 << 20);
         let mut readers = Vec::with_capacity(spill.runs());
+        let mut heap = BinaryHeap::with_capacity(spill.runs());
         for i in 0..spill.runs() {
             let mut r = spill.reader(i, buf);
             r.advance()?;
+            if let Some(h) = r.head() {
+                let (instant, id) = h.key();
+                heap.push(Reverse(HeapKey {
+                    instant,
+                    id: id.to_vec(),
+                    reader: i,
+                }));
+            }
             readers.push(r);
         }
-        let mut c = Cursor::Runs { readers, min: None };
-        c.find_min();
+        let mut c = Cursor::Runs {
+            readers,
+            heap,
+            min: None,
+            spare: Vec::new(),
+        };
+        c.pop_min();
         Ok(c)
     }
 
-    fn find_min(&mut self) {
-        if let Cursor::Runs { readers, min } = self {
-            *min = None;
-            for (i, r) in readers.iter().enumerate() {
-                let Some(h) = r.head() else { continue };
-                let smaller = match *min {
-                    None => true,
-                    Some(m) => {
-                        let best = readers[m].head().expect("min is live");
-                        cmp_key(h.key(), best.key()).is_lt()
-                    }
-                };
-                if smaller {
-                    *min = Some(i);
-                }
-            }
+    /// Takes the smallest head off the heap (its id buffer kept for the next push).
+    fn pop_min(&mut self) {
+        if let Cursor::Runs {
+            heap, min, spare, ..
+        } = self
+        {
+            *min = heap.pop().map(|Reverse(k)| {
+                *spare = k.id;
+                k.reader
+            });
         }
     }
 
@@ -120,12 +143,14 @@ impl<'a> Cursor<'a> {
                 json: r.json(arena),
                 ordinal: r.ordinal,
             }),
-            Cursor::Runs { readers, min } => min.and_then(|m| readers[m].head()).map(|h| Head {
-                instant: h.key().0,
-                id: h.id(),
-                json: h.json(),
-                ordinal: h.ordinal,
-            }),
+            Cursor::Runs { readers, min, .. } => {
+                min.and_then(|m| readers[m].head()).map(|h| Head {
+                    instant: h.key().0,
+                    id: h.id(),
+                    json: h.json(),
+                    ordinal: h.ordinal,
+                })
+            }
         }
     }
 
@@ -136,11 +161,27 @@ impl<'a> Cursor<'a> {
     pub(crate) fn advance(&mut self) -> tmpa_core::Result<()> {
         match self {
             Cursor::Memory { next, .. } => *next += 1,
-            Cursor::Runs { readers, min } => {
+            Cursor::Runs {
+                readers,
+                heap,
+                min,
+                spare,
+            } => {
                 if let Some(m) = *min {
                     readers[m].advance()?;
+                    if let Some(h) = readers[m].head() {
+                        let (instant, id) = h.key();
+                        let mut buf = std::mem::take(spare);
+                        buf.clear();
+                        buf.extend_from_slice(id);
+                        heap.push(Reverse(HeapKey {
+                            instant,
+                            id: buf,
+                            reader: m,
+                        }));
+                    }
                 }
-                self.find_min();
+                self.pop_min();
             }
         }
         Ok(())

@@ -22,9 +22,12 @@ use crate::arena::Arena;
 use crate::record::{Class, CompactedRec, Instant, LooseRec, cmp_key};
 use crate::spill::{PositionedReader, Spill};
 
-/// Names read per chunk (on every core, then moved into the day's records): bounds the
-/// readers' buffers, whatever the day.
+/// Names read per chunk (on every core, then moved into the day's records).
 const READ_CHUNK_NAMES: usize = 4096;
+/// Bytes of events the readers of one chunk hold at most (plus one event per reader):
+/// a chunk ends at [`READ_CHUNK_NAMES`] files or at this many bytes, whichever comes
+/// first, so that the readers' buffers are bounded whatever the size of the events.
+pub(crate) const READ_CHUNK_BYTES: usize = 8 << 20;
 /// What a name listed costs, about, in bytes: names are listed (then sorted by inode) in
 /// batches of up to an eighth of the budget, so a day of up to about half a million
 /// files is read in one pass in inode order with the default budget.
@@ -397,7 +400,11 @@ pub(crate) fn scan_loose(
     mut admit: Option<&mut Admit<'_>>,
 ) -> tmpa_core::Result<LooseDay> {
     let budget = usize::try_from(opts.memory_budget_bytes).unwrap_or(usize::MAX);
-    let run_bytes_max = budget.saturating_sub(compacted.bytes()).max(RUN_BYTES_MIN);
+    // The listing batch (an eighth of the budget) comes out of the budget too.
+    let run_bytes_max = budget
+        .saturating_sub(compacted.bytes())
+        .saturating_sub(budget / 8)
+        .max(RUN_BYTES_MIN);
     let mut l = LooseDay {
         arena: Arena::with_chunk_bytes(run_bytes_max / 8),
         recs: Vec::new(),
@@ -438,7 +445,8 @@ pub(crate) fn scan_loose(
         // Read in inode order: the inode tables and the files' blocks are then read in
         // disk order (2x faster cold than directory order on ext4 at 50k files).
         names.sort_by_inode();
-        for start in (0..names.len()).step_by(chunk_names) {
+        let mut start = 0;
+        while start < names.len() {
             if paced && start > 0 {
                 std::thread::sleep(opts.pace);
             }
@@ -448,7 +456,8 @@ pub(crate) fn scan_loose(
             } else {
                 threads
             };
-            for out in read_batch(dir, &names, chunk, threads, compacted, opts) {
+            let (outs, next) = read_batch(dir, &names, chunk, threads, compacted, opts);
+            for out in outs {
                 take_batch(&mut l, out, admit.as_deref_mut(), |l| {
                     if l.run_bytes() > run_bytes_max {
                         l.spill_run(root)?;
@@ -456,6 +465,7 @@ pub(crate) fn scan_loose(
                     Ok(())
                 })?;
             }
+            start = next;
         }
     }
     if l.spill.is_some() {
@@ -593,7 +603,9 @@ struct ReaderOut {
     problems: Vec<Problem>,
 }
 
-/// Reads the files `names` on `threads` threads, each taking the next name when done.
+/// Reads files of `names` from `chunk.start` on `threads` threads, each taking the next
+/// name when done, until the chunk ends or the readers hold [`READ_CHUNK_BYTES`]; returns
+/// what they read and the index of the first name not read.
 fn read_batch(
     dir: &Dir,
     names: &Names,
@@ -601,8 +613,9 @@ fn read_batch(
     threads: usize,
     compacted: &CompactedDay,
     opts: &DayOptions,
-) -> Vec<ReaderOut> {
+) -> (Vec<ReaderOut>, usize) {
     let next = AtomicUsize::new(0);
+    let held = AtomicUsize::new(0);
     let work = || {
         let mut out = ReaderOut {
             bytes: Vec::new(),
@@ -610,24 +623,31 @@ fn read_batch(
             unloaded: Vec::new(),
             problems: Vec::new(),
         };
-        loop {
+        // Checked before a name is taken: every name taken is read.
+        while held.load(Ordering::Relaxed) < READ_CHUNK_BYTES {
             let i = chunk.start + next.fetch_add(1, Ordering::Relaxed);
             if i >= chunk.end {
-                break out;
+                break;
             }
+            let before = out.bytes.len();
             read_one(dir, names.get(i), compacted, opts, &mut out);
+            held.fetch_add(out.bytes.len() - before, Ordering::Relaxed);
         }
+        out
     };
-    if threads < 2 {
-        return vec![work()];
-    }
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
+    let outs = if threads < 2 {
+        vec![work()]
+    } else {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    let read = next.load(Ordering::Relaxed).min(chunk.len());
+    (outs, chunk.start + read)
 }
 
 fn read_one(

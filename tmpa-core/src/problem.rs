@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::text::{path_text, serialize_path};
+use crate::text::{line_text, path_text, serialize_path};
 
 /// What kind of problem a file has ([`Problem`] has an example).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -116,6 +116,6 @@ impl Ord for Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", path_text(&self.path), self.reason)
+        write!(f, "{}: {}", path_text(&self.path), line_text(&self.reason))
     }
 }

@@ -7,9 +7,57 @@ use std::path::Path;
 /// problem is always one line and every report serializes.
 pub fn path_text(path: &Path) -> String {
     match path.to_str() {
-        Some(s) if !s.chars().any(char::is_control) => s.to_owned(),
-        _ => format!("{path:?}"),
+        Some(s) => name_text(s),
+        None => format!("{path:?}"),
     }
+}
+
+/// A name from the data (a user, event or session id, a file name, a note read from a
+/// file) as text for logs: as it is without control characters, else quoted and escaped
+/// like [`path_text`] (`"a\nb"`, `"\u{1b}[31m"`), so that no name can start a line of
+/// its own or drive a terminal. JSON output keeps names exact (serde escapes them).
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::name_text;
+/// assert_eq!(name_text("u1"), "u1");
+/// assert_eq!(name_text("u\n2099 ok"), "\"u\\n2099 ok\"");
+/// assert_eq!(name_text("\x1b[2J"), "\"\\u{1b}[2J\"");
+/// ```
+pub fn name_text(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        format!("{s:?}")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Free text meant to be one line of a log (a reason, a detail, an error's chain, a line
+/// read from another log), with every control character escaped (`\n`, `\t`,
+/// `\u{1b}`) and nothing else changed: whatever names it quotes, it stays one line and
+/// cannot drive a terminal. Text output applies it where free text is printed; JSON
+/// keeps the text exact.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::line_text;
+/// assert_eq!(line_text("user a b: gone"), "user a b: gone");
+/// assert_eq!(line_text("user a\nb"), "user a\\nb");
+/// assert_eq!(line_text("\x1b[2J"), "\\u{1b}[2J");
+/// ```
+pub fn line_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Serializes a path with [`path_text`] (serde refuses paths that are not UTF-8).

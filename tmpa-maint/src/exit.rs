@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tmpa_core::maintenance::path_text;
+use tmpa_core::maintenance::{line_text, path_text};
 
 /// How a run ended (docs/OPERATIONS.md "Exit codes"). Higher is worse; a run reports the worst it met.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -70,6 +70,15 @@ pub enum StartError {
         /// Who holds it, as the holder wrote it ("pid 123 since ..."), or "unknown".
         holder: String,
     },
+    /// A file that decides what the run does is one that another user could have
+    /// written (the lock file, the archive configuration): refused, nothing done.
+    #[error("{}: refused: {why}", path_text(path))]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Why it is not trusted.
+        why: crate::trust::Distrust,
+    },
     /// The flags contradict each other or the root's configuration.
     #[error("{0}")]
     Usage(String),
@@ -85,6 +94,7 @@ impl StartError {
                 | tmpa_core::Error::OpenRoot { .. }
                 | tmpa_core::Error::InvalidName { .. },
             )
+            | StartError::Untrusted { .. }
             | StartError::Usage(_) => ExitStatus::Usage,
             StartError::Locked { .. } => ExitStatus::Locked,
             StartError::Core(_) => ExitStatus::Failure,
@@ -115,7 +125,7 @@ pub fn exit(program: &str, outcome: Result<ExitStatus, StartError>) -> ExitCode 
     match outcome {
         Ok(status) => status.into(),
         Err(e) => {
-            eprintln!("{program}: error: {}", e.chain());
+            eprintln!("{program}: error: {}", line_text(&e.chain()));
             e.status().into()
         }
     }

@@ -19,6 +19,7 @@
 //! A backend embedding `tmpa-core` never compiles this crate.
 
 mod args;
+mod config;
 mod delete;
 mod exit;
 mod lock;
@@ -27,8 +28,10 @@ mod quarantine;
 mod receipt;
 mod record;
 mod run;
+mod trust;
 
 pub use args::{CommonArgs, Mode, number_and_unit, parse_age, parse_pause};
+pub use config::{ETC_CONFIG_DIR, archive_config};
 pub use delete::{Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
@@ -40,3 +43,4 @@ pub use run::{
     DeleteCount, Ending, Progress, Report, Run, conclude, footer_line, header_line, log_line,
     now_rfc3339, out, resolve_root, run_program,
 };
+pub use trust::{Distrust, only_runner_writes, runner_uid, trusted_file};

@@ -2,14 +2,20 @@
 
 use std::ffi::OsStr;
 use std::fs::{File, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use tmpa_core::Root;
-use tmpa_core::maintenance::{STATE_DIR, root_dir};
+use tmpa_core::maintenance::{Meta, STATE_DIR, name_text, root_dir};
 
 use crate::exit::StartError;
 use crate::record::Task;
+use crate::trust::{Distrust, runner_uid};
+
+/// Bytes of the holder's note at the start of the lock file (padded with spaces, so that a
+/// shorter note overwrites a longer one without truncating the file).
+const NOTE_BYTES: usize = 64;
 
 /// The lock a program holds on a root for the duration of its run: an OS file lock
 /// (`flock`, via std's `File::try_lock`) on `{root}/.tmpa/locks/{task}.lock`.
@@ -17,6 +23,12 @@ use crate::record::Task;
 /// The OS releases it when the process dies, however it dies, so a killed run never
 /// leaves a stale lock. The file holds the holder's pid and start time, for the message
 /// that a second run prints.
+///
+/// # Security
+/// The lock file lies in a directory the tree's owner may write. It is opened without
+/// following a symlink, without blocking on a FIFO and without truncating, and is used
+/// only when it is a regular file with one link owned by this program's user: a link the
+/// owner planted there is refused (exit 2), and no other file is ever written through it.
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
@@ -28,25 +40,40 @@ impl Lock {
     ///
     /// # Errors
     /// [`StartError::Locked`] naming the holder when another process holds it;
-    /// [`StartError::Core`] when the state directory cannot be made or the lock file
-    /// opened.
+    /// [`StartError::Untrusted`] when the lock file is a symlink, not a regular file, has
+    /// another link or another owner; [`StartError::Core`] when the state directory cannot
+    /// be made or the lock file opened.
     pub fn acquire(root: &Root, task: Task) -> Result<Lock, StartError> {
         let dir = root_dir(root).create_dir_all(Path::new(STATE_DIR).join("locks"))?;
         let name = format!("{}.lock", task.as_str());
         let path = dir.join(&name);
-        let mut file = dir.open_append(OsStr::new(&name), 0o644)?;
+        let mut file = match dir.open_or_create(OsStr::new(&name), 0o644) {
+            Err(e) if e.raw_os_error() == Some(libc_eloop()) => {
+                return Err(StartError::Untrusted {
+                    path,
+                    why: Distrust::Kind(tmpa_core::maintenance::Kind::Symlink),
+                });
+            }
+            other => other?,
+        };
+        let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
+        check_lock_file(&meta).map_err(|why| StartError::Untrusted {
+            path: path.clone(),
+            why,
+        })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                let mut holder = Vec::new();
+                let _ = (&mut file).take(NOTE_BYTES as u64).read_to_end(&mut holder);
+                let holder = String::from_utf8_lossy(&holder);
                 let holder = holder.trim();
                 return Err(StartError::Locked {
                     path,
                     holder: if holder.is_empty() {
                         "unknown".into()
                     } else {
-                        holder.to_owned()
+                        name_text(holder)
                     },
                 });
             }
@@ -54,16 +81,10 @@ impl Lock {
                 return Err(dir.error("lock", &name, e).into());
             }
         }
-        let note = format!(
-            "pid {} since {}\n",
-            std::process::id(),
-            crate::now_rfc3339()
-        );
+        let note = format!("pid {} since {}", std::process::id(), crate::now_rfc3339());
+        let note = format!("{note:<width$}\n", width = NOTE_BYTES - 1);
         // The note is informational: failing to write it must not fail the run.
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(note.as_bytes()));
+        let _ = file.write_all_at(note.as_bytes(), 0);
         Ok(Lock { _file: file, path })
     }
 
@@ -71,4 +92,28 @@ impl Lock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `ELOOP`: what `O_NOFOLLOW` answers for a symlink.
+fn libc_eloop() -> i32 {
+    rustix::io::Errno::LOOP.raw_os_error()
+}
+
+/// A lock file is used only when it is a regular file with one link, owned by this
+/// program's user (root's lock is root's, the owner's run's is the owner's).
+fn check_lock_file(meta: &Meta) -> Result<(), Distrust> {
+    if meta.kind != tmpa_core::maintenance::Kind::File {
+        return Err(Distrust::Kind(meta.kind));
+    }
+    if meta.links != 1 {
+        return Err(Distrust::Links(meta.links));
+    }
+    let runner = runner_uid();
+    if meta.uid != runner {
+        return Err(Distrust::Owner {
+            uid: meta.uid,
+            runner,
+        });
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Local, SecondsFormat};
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::maintenance::{path_text, root_dir, write_in};
+use tmpa_core::maintenance::{line_text, path_text, root_dir, write_in};
 
 use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
@@ -274,7 +274,7 @@ impl Run {
                     eprintln!(
                         "{}: error: cannot save the plan: {}",
                         self.program,
-                        e.chain()
+                        line_text(&e.chain())
                     );
                     exit = exit.worst(ExitStatus::Failure);
                 }
@@ -317,7 +317,7 @@ impl Run {
             line.push_str(&format!(" applied_plan={}", Plan::short_digest(d)));
         }
         for n in notes {
-            eprintln!("{}: {n}", self.program);
+            eprintln!("{}: {}", self.program, line_text(&n));
         }
         let plan_note = plan_digest
             .as_deref()
@@ -377,7 +377,7 @@ pub fn header_line(program: &str, mode: &str, root: &Root) -> String {
     format!(
         "{} {program} {mode} root={}",
         now_rfc3339(),
-        root.path().display()
+        path_text(root.path())
     )
 }
 
@@ -389,7 +389,7 @@ pub fn footer_line(program: &str, exit: ExitStatus, counts: &serde_json::Value) 
         .map(|m| {
             m.iter()
                 .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    serde_json::Value::String(s) => format!("{k}={}", line_text(s)),
                     other => format!("{k}={other}"),
                 })
                 .collect()
@@ -421,7 +421,7 @@ impl Progress {
     /// Replaces the progress line.
     pub fn show(&self, msg: impl AsRef<str>) {
         if self.on {
-            eprint!("\r\x1b[K{}", msg.as_ref());
+            eprint!("\r\x1b[K{}", line_text(msg.as_ref()));
         }
     }
 
@@ -593,7 +593,7 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         Err(e) => {
             eprintln!(
                 "{program}: error: cannot write the run record: {}",
-                e.chain()
+                line_text(&e.chain())
             );
             let status = ExitStatus::Failure;
             (status, footer_line(program, status, &counts), None)
@@ -624,13 +624,14 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         log_line(
             json,
             &format!(
-                "  problem: {f}: in the plan but not deleted (gone, or no longer a candidate)"
+                "  problem: {}: in the plan but not deleted (gone, or no longer a candidate)",
+                line_text(f)
             ),
         );
     }
     log_line(json, &footer);
     if let Some(note) = plan_note {
-        eprintln!("{note}");
+        eprintln!("{}", line_text(&note));
     }
     status
 }

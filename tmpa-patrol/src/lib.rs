@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::maintenance::{path_text, root_dir};
+use tmpa_core::maintenance::{line_text, path_text, root_dir};
 use tmpa_maint::{now_rfc3339, parse_age, resolve_root};
 
 /// Program name, as in the logs.
@@ -586,7 +586,7 @@ pub fn run(args: &Args) -> Status {
     {
         eprintln!(
             "{PROGRAM}: error: cannot write the Prometheus file: {}",
-            e.chain()
+            line_text(&e.chain())
         );
         // The checks stand; the metrics did not reach the collector.
         status = status.worst(Status::Unknown);
@@ -619,7 +619,7 @@ pub fn run(args: &Args) -> Status {
 /// metrics file does not keep reporting the last good state.
 fn cannot_check(args: &Args, msg: &str) -> Status {
     let status = Status::Unknown;
-    eprintln!("{PROGRAM}: error: {msg}");
+    eprintln!("{PROGRAM}: error: {}", line_text(msg));
     if let Some(Err(e)) = args
         .prometheus
         .as_ref()
@@ -755,14 +755,19 @@ pub fn render_table(report: &Report) -> String {
             format!("{:?}", c.status).to_lowercase()
         };
         let value = c.value.map_or_else(|| "-".to_owned(), fmt_num);
-        let _ = writeln!(s, "{:<30} {status:<8} {value:>10}  {}", c.name, c.detail);
+        let _ = writeln!(
+            s,
+            "{:<30} {status:<8} {value:>10}  {}",
+            c.name,
+            line_text(&c.detail)
+        );
         for f in &c.findings {
-            let _ = writeln!(s, "    {f}");
+            let _ = writeln!(s, "    {}", line_text(f));
         }
         if !c.log_tail.is_empty() {
             let _ = writeln!(s, "    last {} log lines:", c.log_tail.len());
             for l in &c.log_tail {
-                let _ = writeln!(s, "    | {l}");
+                let _ = writeln!(s, "    | {}", line_text(l));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The archive tier, for `archive_history_last_success`: its detail names where archives
-//! go (`{root}/tmpa.toml`'s `[archive] url`, or the local `archive/` directories), and
+//! go (as tmpa-archive decides it, `tmpa_maint::archive_config`: `/etc/tmpa/tmpa.toml` or
+//! a trusted `{root}/tmpa.toml`, or the local `archive/` directories), and
 //! with `--check-archive-store` one cheap request (a listing of at most one key) proves
 //! the store answers. A store that does not is critical: the next archival would leave
 //! every session in place.
@@ -34,7 +35,9 @@ pub struct StoreInfo {
 /// the store once.
 pub fn annotate(root: &Root, check: &mut Check, probe: bool) -> StoreInfo {
     let mut info = StoreInfo::default();
-    let config = match root.archive_config() {
+    // What tmpa-archive would use, believed on the same terms (a file the tree's owner
+    // wrote is refused there, so it is reported here, and never probed).
+    let config = match tmpa_maint::archive_config(root, None) {
         Ok(c) => c,
         Err(e) => {
             info.error = Some(e.chain());

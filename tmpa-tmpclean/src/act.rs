@@ -35,11 +35,18 @@ pub struct Prover {
     pub trust_proc: bool,
     /// `--older-than`, for the receipt.
     pub older_than: Duration,
-    /// The `/proc` scan, made once when first needed.
-    in_use: Option<InUse>,
+    /// The `/proc` scan, made once when first needed (`Err`: it did not finish in time).
+    in_use: Option<Result<InUse, String>>,
     /// The root's device, for the scan.
     dev: u64,
+    /// Why `/proc` is no longer asked: a scan that did not finish in time (its thread may
+    /// still be stuck on a dead mount) stops every later proof by `/proc` in the run.
+    hung: std::sync::OnceLock<String>,
 }
+
+/// Longest wait for one scan of `/proc`: a `stat` through `/proc/{pid}/fd/*` of a file on
+/// a dead network mount can block, and the run must not.
+pub const PROC_SCAN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Prover {
     /// A prover for the temporaries of the root held by `anchor`.
@@ -49,34 +56,86 @@ impl Prover {
             older_than,
             in_use: None,
             dev: anchor.meta.stamp.dev,
+            hung: std::sync::OnceLock::new(),
         }
     }
 
-    fn in_use(&mut self) -> &InUse {
+    /// One scan of `/proc` on a thread of its own, waited for at most
+    /// [`PROC_SCAN_TIMEOUT`]; `Err` (and no later scan in this run) when it takes longer.
+    fn timed_scan(&self) -> Result<InUse, String> {
+        if let Some(why) = self.hung.get() {
+            return Err(why.clone());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
         let dev = self.dev;
-        self.in_use
-            .get_or_insert_with(|| InUse::scan(&crate::inuse::proc_dir(), dev))
+        // Detached: a scan stuck on a dead mount is left behind, never waited for.
+        std::thread::spawn(move || {
+            let _ = tx.send(InUse::scan(&crate::inuse::proc_dir(), dev));
+        });
+        rx.recv_timeout(PROC_SCAN_TIMEOUT).map_err(|_| {
+            let why = format!(
+                "a scan of /proc took more than {} s (a process with a file open on a hung mount?)",
+                PROC_SCAN_TIMEOUT.as_secs()
+            );
+            self.hung.get_or_init(|| why).clone()
+        })
     }
 
     /// The `/proc` verdict for a temporary no lease could be had on: `Ok(())` when it is
     /// proven closed, else the reason to keep it.
     fn proc_verdict(&mut self, ino: u64, no_lease: &std::io::Error) -> Result<(), Reason> {
-        let trust = self.trust_proc;
-        let scan = self.in_use();
-        match scan.verdict(ino) {
-            Use::Open => Err(Reason::Open),
-            Use::Locked => Err(Reason::Locked),
-            _ if !trust => Err(Reason::Unproven(format!(
-                "no file lease here ({no_lease}) and /proc is not accepted as proof without \
-                 --proc-shows-all-writers"
-            ))),
-            _ => match scan.absent() {
-                Some(why) => Err(Reason::Unproven(format!(
-                    "no file lease here ({no_lease}) and no /proc to look in ({why})"
-                ))),
-                None => Ok(()),
-            },
+        if self.in_use.is_none() {
+            self.in_use = Some(self.timed_scan());
         }
+        let scan = self.in_use.as_ref().expect("scanned above");
+        judge(scan, ino, self.trust_proc, no_lease)
+    }
+
+    /// Just before the deletion of a temporary proven closed by `/proc`: `/proc` read again
+    /// (the first scan is minutes old by now in a large run). `None` when it still shows
+    /// the file closed, else why it is kept.
+    fn recheck(&self, ino: u64) -> Option<String> {
+        let no_lease = std::io::Error::other("none was granted");
+        let scan = self.timed_scan();
+        judge(&scan, ino, self.trust_proc, &no_lease)
+            .err()
+            .map(|reason| {
+                format!(
+                    "/proc read again: {} just before deletion (kept)",
+                    reason.detail("")
+                )
+            })
+    }
+}
+
+/// What a `/proc` scan says of the inode `ino`, by the rule of `--proc-shows-all-writers`.
+fn judge(
+    scan: &Result<InUse, String>,
+    ino: u64,
+    trust: bool,
+    no_lease: &std::io::Error,
+) -> Result<(), Reason> {
+    let scan = match scan {
+        Ok(s) => s,
+        Err(why) => {
+            return Err(Reason::Unproven(format!(
+                "no file lease here ({no_lease}) and {why}"
+            )));
+        }
+    };
+    match scan.verdict(ino) {
+        Use::Open => Err(Reason::Open),
+        Use::Locked => Err(Reason::Locked),
+        _ if !trust => Err(Reason::Unproven(format!(
+            "no file lease here ({no_lease}) and /proc is not accepted as proof without \
+             --proc-shows-all-writers"
+        ))),
+        _ => match scan.absent() {
+            Some(why) => Err(Reason::Unproven(format!(
+                "no file lease here ({no_lease}) and no /proc to look in ({why})"
+            ))),
+            None => Ok(()),
+        },
     }
 }
 
@@ -224,10 +283,18 @@ fn settle_batch(
         .iter()
         .map(|&i| walk.temps[i].final_name.clone())
         .collect();
+    let prover = &*prover;
     let last_check = |d: &Doomed<'_>| {
         let i = doomed_index(&temps, walk, d);
-        (final_kind(d.dir, &finals[i]) != Some(Kind::File))
-            .then(|| "its final file disappeared just before deletion (kept)".to_owned())
+        if final_kind(d.dir, &finals[i]) != Some(Kind::File) {
+            return Some("its final file disappeared just before deletion (kept)".to_owned());
+        }
+        // Without a lease nothing stops another process from opening the file after the
+        // proof: /proc is asked again now.
+        match proofs[i] {
+            NotOpenProof::Proc => prover.recheck(d.stamp.ino),
+            _ => None,
+        }
     };
     let result = run.delete_verified(doomed, last_check);
     let (outcomes, sync_failures) = match result {

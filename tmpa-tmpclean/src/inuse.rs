@@ -1,7 +1,9 @@
-//! Which files some process has open, mapped or locked: one scan of `/proc` per run.
+//! Which files some process has open, mapped or locked: a scan of `/proc` (once for the
+//! proofs of a run, and again just before each deletion it proves).
 //!
-//! The scan reads every `/proc/{pid}/fd/*` (stat through the magic link gives the open
-//! file's device and inode), every `/proc/{pid}/maps` (files mapped into memory, which stay
+//! The scan reads every `/proc/{pid}/fd/*` (`statx` through the magic link, with
+//! `AT_STATX_DONT_SYNC`, gives the open file's device and inode without asking a network
+//! file system's server), every `/proc/{pid}/maps` (files mapped into memory, which stay
 //! in use after their descriptor is closed) and `/proc/locks` (flock, POSIX and OFD
 //! locks). Only files on the root's device are kept, so memory is bounded by what is
 //! open on that file system, not on the whole machine.
@@ -18,7 +20,6 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufRead};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Files in use on one device, as found by one scan.
@@ -134,16 +135,25 @@ impl InUse {
     /// Records the open and mapped files of one process.
     fn scan_process(&mut self, dir: &Path, dev: u64) -> io::Result<()> {
         for entry in fs::read_dir(dir.join("fd"))? {
-            // Through the magic link: the open file's own device and inode.
-            match fs::metadata(entry?.path()) {
-                Ok(m) if m.dev() == dev => {
-                    self.open.insert(m.ino());
+            // Through the magic link: the open file's own device and inode, from the
+            // attributes the kernel has (`AT_STATX_DONT_SYNC`: a network file system is
+            // not asked, so a dead server cannot block the scan).
+            use rustix::fs::{AtFlags, StatxFlags};
+            let path = entry?.path();
+            match rustix::fs::statx(
+                rustix::fs::CWD,
+                &path,
+                AtFlags::STATX_DONT_SYNC,
+                StatxFlags::INO,
+            ) {
+                Ok(st) if rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor) == dev => {
+                    self.open.insert(st.stx_ino);
                 }
                 Ok(_) => {}
                 // Closed between listing and stat, or a target that cannot be stated
                 // (a deleted file on a vanished mount): not one of ours either way.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         let maps = fs::File::open(dir.join("maps"))?;

@@ -65,7 +65,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tmpa_core::maintenance::{path_text, serialize_path};
+use tmpa_core::maintenance::{line_text, path_text, serialize_path};
 use tmpa_core::{Problem, ProblemKind};
 use tmpa_maint::{
     CommonArgs, ExitStatus, Mode, NotOpenProof, Progress, Run, StartError, Task, parse_age,
@@ -433,7 +433,7 @@ pub fn render_text(report: &Report) -> String {
             d.action.as_str(),
             d.reason.as_str(),
             path_text(&d.path),
-            d.detail
+            line_text(&d.detail)
         );
     }
     for p in &report.not_entered {

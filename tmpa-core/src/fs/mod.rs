@@ -152,6 +152,8 @@ pub struct Meta {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// Hard links to it (`st_nlink`).
+    pub links: u64,
 }
 
 impl Meta {
@@ -162,6 +164,8 @@ impl Meta {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
+            #[allow(clippy::unnecessary_cast)] // the field type differs between targets
+            links: st.st_nlink as u64,
         }
     }
 
@@ -611,8 +615,28 @@ impl Dir {
         }
     }
 
+    /// Opens (creating if missing) the file `name` for reading and writing at offset 0,
+    /// never following a symlink, never truncating, never blocking on a FIFO nor making it
+    /// a controlling terminal: lock files. The caller checks what it opened with
+    /// [`Meta::of_fd`] before writing.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry (a symlink is refused with `ELOOP`).
+    pub fn open_or_create(&self, name: &OsStr, mode: u32) -> Result<File> {
+        check_name(&self.path, name)?;
+        let flags = OFlags::RDWR
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))
+            .map(File::from)
+            .map_err(|e| self.error("open", name, e))
+    }
+
     /// Opens (creating if missing) the file `name` for appending, never following a
-    /// symlink: receipts and lock files.
+    /// symlink: receipts.
     ///
     /// # Errors
     /// [`Error::Io`] naming the entry.

@@ -93,9 +93,24 @@ pub enum PutNew {
 }
 
 /// An archive object's key: `{prefix}/{user}/{session}.json.gz`, each name one key
-/// segment (characters S3 advises against are percent-encoded).
+/// segment (characters S3 advises against are percent-encoded; a `file://` store uses
+/// the names as they are, one directory entry each).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectKey(ObjectPath);
+pub struct ObjectKey {
+    path: ObjectPath,
+    user: String,
+    name: String,
+}
+
+/// Where the objects are: a cloud store through Arrow's client, or a directory through
+/// the file layer (never following a symlink below the configured directory).
+enum Backend {
+    Cloud {
+        inner: Arc<dyn ObjectStore>,
+        paged: Arc<dyn PaginatedListStore>,
+    },
+    Local(super::local::LocalStore),
+}
 
 /// A connection to the archive store of a root.
 ///
@@ -116,9 +131,11 @@ pub struct ObjectKey(ObjectPath);
 pub struct Store {
     url: StoreUrl,
     base: ObjectPath,
-    inner: Arc<dyn ObjectStore>,
-    paged: Option<Arc<dyn PaginatedListStore>>,
+    backend: Backend,
     head_first: AtomicBool,
+    /// Set when the server answered 501 Not Implemented to a conditional put
+    /// (`If-None-Match`): it has none, and `put_new` falls back to HEAD first.
+    conditional_refused: Arc<AtomicBool>,
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -188,62 +205,75 @@ impl Store {
         let timeout = humantime_secs(config.timeout);
         let connect = humantime_secs(CONNECT_TIMEOUT);
         let cloud_url = format!("{}://{}", url.scheme().as_str(), url.bucket());
-        let (inner, paged, base): (Arc<dyn ObjectStore>, Option<Arc<dyn PaginatedListStore>>, _) =
-            match url.scheme() {
-                StoreScheme::S3 => {
-                    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-                    let s = Arc::new(
-                        AmazonS3Builder::from_env()
-                            .with_url(cloud_url)
-                            .with_retry(retry)
-                            .with_config(K::Client(ClientConfigKey::Timeout), timeout)
-                            .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
-                            .build()
-                            .map_err(|e| fail(Box::new(e)))?,
-                    );
-                    (s.clone(), Some(s), prefix_path(url))
-                }
-                StoreScheme::Gcs => {
-                    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
-                    let s = Arc::new(
-                        GoogleCloudStorageBuilder::from_env()
-                            .with_url(cloud_url)
-                            .with_retry(retry)
-                            .with_config(K::Client(ClientConfigKey::Timeout), timeout)
-                            .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
-                            .build()
-                            .map_err(|e| fail(Box::new(e)))?,
-                    );
-                    (s.clone(), Some(s), prefix_path(url))
-                }
-                StoreScheme::Azure => {
-                    use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
-                    let s = Arc::new(
-                        MicrosoftAzureBuilder::from_env()
-                            .with_url(cloud_url)
-                            .with_retry(retry)
-                            .with_config(K::Client(ClientConfigKey::Timeout), timeout)
-                            .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
-                            .build()
-                            .map_err(|e| fail(Box::new(e)))?,
-                    );
-                    (s.clone(), Some(s), prefix_path(url))
-                }
-                StoreScheme::File => {
-                    // Durable like every other write of TMPA: the object and its
-                    // directory are fsynced before the put returns. The directory must
-                    // exist (like a bucket); the probe says so when it does not.
-                    let s = object_store::local::LocalFileSystem::new().with_fsync(true);
-                    (Arc::new(s), None, prefix_path(url))
-                }
-            };
+        let conditional_refused = Arc::new(AtomicBool::new(false));
+        let watch = || WatchConditional {
+            refused: conditional_refused.clone(),
+        };
+        let cloud = |s: Arc<dyn ObjectStore>, p: Arc<dyn PaginatedListStore>| Backend::Cloud {
+            inner: s,
+            paged: p,
+        };
+        let (backend, base) = match url.scheme() {
+            StoreScheme::S3 => {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
+                let s = Arc::new(
+                    AmazonS3Builder::from_env()
+                        .with_url(cloud_url)
+                        .with_http_connector(watch())
+                        .with_retry(retry)
+                        .with_config(K::Client(ClientConfigKey::Timeout), timeout)
+                        .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
+                        .build()
+                        .map_err(|e| fail(Box::new(e)))?,
+                );
+                (cloud(s.clone(), s), prefix_path(url))
+            }
+            StoreScheme::Gcs => {
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+                let s = Arc::new(
+                    GoogleCloudStorageBuilder::from_env()
+                        .with_url(cloud_url)
+                        .with_http_connector(watch())
+                        .with_retry(retry)
+                        .with_config(K::Client(ClientConfigKey::Timeout), timeout)
+                        .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
+                        .build()
+                        .map_err(|e| fail(Box::new(e)))?,
+                );
+                (cloud(s.clone(), s), prefix_path(url))
+            }
+            StoreScheme::Azure => {
+                use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
+                let s = Arc::new(
+                    MicrosoftAzureBuilder::from_env()
+                        .with_url(cloud_url)
+                        .with_http_connector(watch())
+                        .with_retry(retry)
+                        .with_config(K::Client(ClientConfigKey::Timeout), timeout)
+                        .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
+                        .build()
+                        .map_err(|e| fail(Box::new(e)))?,
+                );
+                (cloud(s.clone(), s), prefix_path(url))
+            }
+            StoreScheme::File => {
+                // Through the file layer: atomic, fsynced, never following a symlink
+                // below the directory. The directory must exist (like a bucket); the
+                // probe says so when it does not.
+                let dir = url.file_dir().unwrap_or_default();
+                (
+                    Backend::Local(super::local::LocalStore::new(dir)),
+                    prefix_path(url),
+                )
+            }
+        };
         drop(_ctx);
         Ok(Store {
             url: url.clone(),
             base,
-            inner,
-            paged,
+            backend,
             head_first: AtomicBool::new(false),
+            conditional_refused,
             rt: Some(rt),
         })
     }
@@ -264,10 +294,12 @@ impl Store {
 
     /// The key of a session's archive.
     pub fn key(&self, user: &UserId, session: &SessionId) -> ObjectKey {
-        ObjectKey(
-            self.user_dir(user)
-                .join(PathPart::from(format!("{session}.json.gz"))),
-        )
+        let name = format!("{session}.json.gz");
+        ObjectKey {
+            path: self.user_dir(user).join(PathPart::from(name.as_str())),
+            user: user.as_str().to_owned(),
+            name,
+        }
     }
 
     fn user_dir(&self, user: &UserId) -> ObjectPath {
@@ -277,7 +309,7 @@ impl Store {
     /// The object's URL, as reports and receipts name it: `s3://bucket/prefix/user/s.json.gz`.
     pub fn object_url(&self, key: &ObjectKey) -> String {
         let rel = key
-            .0
+            .path
             .prefix_match(&self.base)
             .map(|parts| {
                 parts
@@ -285,7 +317,7 @@ impl Store {
                     .collect::<Vec<_>>()
                     .join("/")
             })
-            .unwrap_or_else(|| key.0.to_string());
+            .unwrap_or_else(|| key.path.to_string());
         format!("{}/{rel}", self.url)
     }
 
@@ -320,7 +352,11 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] naming the object URL.
     pub fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>> {
-        match self.block_on(self.inner.head(&key.0)) {
+        let inner = match &self.backend {
+            Backend::Local(l) => return l.head(&key.user, &key.name, self.object_url(key)),
+            Backend::Cloud { inner, .. } => inner,
+        };
+        match self.block_on(inner.head(&key.path)) {
             Ok(m) => Ok(Some(ObjectInfo {
                 size: m.size,
                 etag: m.e_tag,
@@ -345,8 +381,12 @@ impl Store {
             kind: StoreErrorKind::TooLarge,
             source: Some(format!("{size} bytes, more than {bytes_max}").into()),
         };
+        let inner = match &self.backend {
+            Backend::Local(l) => return l.get(&key.user, &key.name, bytes_max, url()),
+            Backend::Cloud { inner, .. } => inner,
+        };
         let fut = async {
-            let got = match self.inner.get_opts(&key.0, GetOptions::default()).await {
+            let got = match inner.get_opts(&key.path, GetOptions::default()).await {
                 Ok(g) => g,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(self.error("get", key, e)),
@@ -379,10 +419,16 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] naming the object URL.
     pub fn put_new(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<PutNew> {
+        let inner = match &self.backend {
+            Backend::Local(l) => {
+                return l.put_new(&key.user, &key.name, &bytes, self.object_url(key));
+            }
+            Backend::Cloud { inner, .. } => inner,
+        };
         let payload = PutPayload::from(bytes);
         if !self.head_first.load(Ordering::Relaxed) {
             let opts = PutOptions::from(PutMode::Create);
-            match self.block_on(self.inner.put_opts(&key.0, payload.clone(), opts)) {
+            match self.block_on(inner.put_opts(&key.path, payload.clone(), opts)) {
                 Ok(r) => {
                     return Ok(PutNew::Created {
                         etag: r.e_tag,
@@ -396,6 +442,12 @@ impl Store {
                 Err(object_store::Error::NotImplemented { .. }) => {
                     self.head_first.store(true, Ordering::Relaxed);
                 }
+                // The server has no conditional put (501 to If-None-Match, retried as a
+                // server error, then reported as a generic failure): not a store that is
+                // down, a store without the feature.
+                Err(_) if self.conditional_refused.load(Ordering::Relaxed) => {
+                    self.head_first.store(true, Ordering::Relaxed);
+                }
                 Err(e) => return Err(self.error("put", key, e)),
             }
         }
@@ -403,7 +455,7 @@ impl Store {
             return Ok(PutNew::Exists);
         }
         let opts = PutOptions::from(PutMode::Overwrite);
-        match self.block_on(self.inner.put_opts(&key.0, payload, opts)) {
+        match self.block_on(inner.put_opts(&key.path, payload, opts)) {
             Ok(r) => Ok(PutNew::Created {
                 etag: r.e_tag,
                 version: r.version,
@@ -418,9 +470,15 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] naming the object URL.
     pub fn delete_own(&self, key: &ObjectKey, etag: &str) -> Result<bool> {
+        let inner = match &self.backend {
+            Backend::Local(l) => {
+                return l.delete_own(&key.user, &key.name, etag, self.object_url(key));
+            }
+            Backend::Cloud { inner, .. } => inner,
+        };
         match self.head(key)? {
             Some(info) if info.etag.as_deref() == Some(etag) => {
-                self.block_on(self.inner.delete(&key.0))
+                self.block_on(inner.delete(&key.path))
                     .map_err(|e| self.error("delete", key, e))?;
                 Ok(true)
             }
@@ -437,9 +495,21 @@ impl Store {
     pub fn list_sessions(&self, user: &UserId) -> Result<Vec<SessionId>> {
         let dir = self.user_dir(user);
         let shown = format!("{}/{}/", self.url, PathPart::from(user.as_str()).as_ref());
+        let inner = match &self.backend {
+            Backend::Local(l) => {
+                let mut out: Vec<SessionId> = l
+                    .list(user.as_str(), ".json.gz", shown)?
+                    .into_iter()
+                    .filter_map(|s| SessionId::new(s).ok())
+                    .collect();
+                out.sort();
+                return Ok(out);
+            }
+            Backend::Cloud { inner, .. } => inner,
+        };
         let fut = async {
             let mut out = Vec::new();
-            let mut stream = self.inner.list(Some(&dir));
+            let mut stream = inner.list(Some(&dir));
             let mut seen = 0usize;
             while let Some(meta) = stream.next().await {
                 let meta = meta.map_err(|e| store_error("list", shown.clone(), e))?;
@@ -482,43 +552,66 @@ impl Store {
     /// [`Error::Store`] naming the store's URL.
     pub fn probe(&self) -> Result<()> {
         let shown = self.url.to_string();
-        let result = match &self.paged {
-            Some(paged) => {
-                let prefix = format!("{}/", self.base);
-                let prefix = if self.base.as_ref().is_empty() {
-                    None
-                } else {
-                    Some(prefix)
-                };
-                let opts = PaginatedListOptions {
-                    max_keys: Some(1),
-                    ..PaginatedListOptions::default()
-                };
-                self.block_on(paged.list_paginated(prefix.as_deref(), opts))
-                    .map(drop)
-            }
-            None => {
-                if let Some(dir) = self.url.file_dir()
-                    && !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir())
-                {
-                    return Err(Error::Store {
-                        op: "list",
-                        url: shown,
-                        kind: StoreErrorKind::Unavailable,
-                        source: Some(format!("{} is not a directory", dir.display()).into()),
-                    });
-                }
-                let fut = async {
-                    let mut s = self.inner.list(Some(&self.base));
-                    match s.next().await {
-                        Some(Err(e)) => Err(e),
-                        _ => Ok(()),
-                    }
-                };
-                self.block_on(fut)
-            }
+        let paged = match &self.backend {
+            Backend::Local(l) => return l.probe(shown),
+            Backend::Cloud { paged, .. } => paged,
         };
+        let prefix = format!("{}/", self.base);
+        let prefix = if self.base.as_ref().is_empty() {
+            None
+        } else {
+            Some(prefix)
+        };
+        let opts = PaginatedListOptions {
+            max_keys: Some(1),
+            ..PaginatedListOptions::default()
+        };
+        let result = self
+            .block_on(paged.list_paginated(prefix.as_deref(), opts))
+            .map(drop);
         result.map_err(|e| store_error("list", shown, e))
+    }
+}
+
+/// Connects through reqwest as object_store does by default, watching for a server that
+/// answers 501 Not Implemented to a conditional request (`If-None-Match`).
+#[derive(Debug)]
+struct WatchConditional {
+    refused: Arc<AtomicBool>,
+}
+
+impl object_store::client::HttpConnector for WatchConditional {
+    fn connect(
+        &self,
+        options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(options)?;
+        Ok(object_store::client::HttpClient::new(WatchedClient {
+            inner,
+            refused: self.refused.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct WatchedClient {
+    inner: object_store::client::HttpClient,
+    refused: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for WatchedClient {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> std::result::Result<object_store::client::HttpResponse, object_store::client::HttpError>
+    {
+        let conditional = req.headers().contains_key("if-none-match");
+        let resp = self.inner.execute(req).await?;
+        if conditional && resp.status().as_u16() == 501 {
+            self.refused.store(true, Ordering::Relaxed);
+        }
+        Ok(resp)
     }
 }
 

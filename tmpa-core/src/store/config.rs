@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::fs::Dir;
+use crate::fs::{Dir, Meta};
 
 /// Name of the configuration file in the root.
 pub const CONFIG_NAME: &str = "tmpa.toml";
@@ -288,24 +288,38 @@ impl ArchiveConfig {
     /// Reads `tmpa.toml` in `root` (never through a symlink). `None` when there is no such
     /// file or it has no `[archive]` table.
     pub(crate) fn load_from(root: &Dir) -> Result<Option<ArchiveConfig>> {
-        let shown = root.join(CONFIG_NAME);
-        let bytes = match root.read(CONFIG_NAME, CONFIG_BYTES_MAX) {
-            Ok((b, _)) => b,
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(Error::Corrupt { reason, .. }) => {
-                return Err(Error::Config {
-                    path: shown,
-                    reason,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let text = String::from_utf8(bytes).map_err(|_| Error::Config {
-            path: shown.clone(),
-            reason: "not UTF-8 text".into(),
-        })?;
-        ArchiveConfig::parse(&text, &shown)
+        match read_config_text(root)? {
+            Some((text, _)) => ArchiveConfig::parse(&text, &root.join(CONFIG_NAME)),
+            None => Ok(None),
+        }
     }
+}
+
+/// The text of `tmpa.toml` in `dir` (never through a symlink, at most 64 KiB) and the
+/// metadata of the file read, for a caller that decides whether to believe it; `None`
+/// when there is no such file.
+///
+/// # Errors
+/// [`Error::Config`] naming the file when it is not a regular file, too large or not
+/// UTF-8; [`Error::Io`] when it cannot be read.
+pub fn read_config_text(dir: &Dir) -> Result<Option<(String, Meta)>> {
+    let shown = dir.join(CONFIG_NAME);
+    let (bytes, meta) = match dir.read(CONFIG_NAME, CONFIG_BYTES_MAX) {
+        Ok(read) => read,
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(Error::Corrupt { reason, .. }) => {
+            return Err(Error::Config {
+                path: shown,
+                reason,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| Error::Config {
+        path: shown,
+        reason: "not UTF-8 text".into(),
+    })?;
+    Ok(Some((text, meta)))
 }
 
 #[cfg(test)]

@@ -10,5 +10,9 @@
 #[cfg(feature = "object-store")]
 pub(crate) mod client;
 mod config;
+#[cfg(feature = "object-store")]
+mod local;
 
+#[cfg(feature = "maintenance")]
+pub use config::read_config_text;
 pub use config::{ArchiveConfig, CONFIG_NAME, StoreScheme, StoreUrl, TIMEOUT_SECS_DEFAULT};
