@@ -185,7 +185,7 @@ pub mod maintenance {
     };
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
-    pub use crate::session::SESSION_BYTES_MAX;
+    pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};
     pub use crate::store::{CONFIG_NAME, TIMEOUT_SECS_DEFAULT};
     pub use crate::summary::{SummaryFold, read_cached, source_stamp, write_summary};
     pub use crate::text::{path_text, serialize_path};
