@@ -251,7 +251,7 @@ fn hold_maintenance_locks(run: &Run, wait: Duration) -> Result<Vec<Lock>, StartE
                     break;
                 }
                 Err(StartError::Locked { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(e),
             }

@@ -24,6 +24,8 @@ const STATE_KEPT: [&str; 2] = ["receipts", "runs"];
 /// Deepest directory entered below a data directory (the tree is 4 deep; `profile/` is
 /// the backend's and may be deeper).
 const DEPTH_MAX: usize = 32;
+/// The snapshot program's run record in `.tmpa/runs/`, which a snapshot leaves out.
+const OWN_RUN_RECORD: &str = "snapshot.json";
 /// The snapshot's own record, in its `.tmpa/`.
 pub const MANIFEST_NAME: &str = "snapshot.json";
 
@@ -61,7 +63,8 @@ pub struct Counts {
     pub files: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// Directories made.
+    /// Directories of the data tree made (those of `.tmpa/` not counted, so that dry
+    /// runs of an unchanged tree say the same).
     pub dirs: u64,
     /// Files taken as hard links.
     pub linked: u64,
@@ -222,10 +225,14 @@ struct Taker<'r> {
     report: &'r mut Report,
 }
 
-/// Where in the tree a directory is: only `token_stats/` has summaries.
+/// Where in the tree a directory is: `token_stats/` has summaries to leave out,
+/// `.tmpa/runs/` the snapshot's own run record.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Area {
     TokenStats,
+    Runs,
+    /// The rest of `.tmpa/` that is kept (receipts).
+    State,
     Other,
 }
 
@@ -266,14 +273,8 @@ impl Taker<'_> {
         };
         for d in STATE_KEPT {
             if state.stat(d)?.is_some() {
-                self.entry(
-                    &state,
-                    state_dst.as_ref(),
-                    OsStr::new(d),
-                    None,
-                    Area::Other,
-                    1,
-                )?;
+                let area = if d == "runs" { Area::Runs } else { Area::State };
+                self.entry(&state, state_dst.as_ref(), OsStr::new(d), None, area, 1)?;
             }
         }
         if let Some(sd) = &state_dst {
@@ -316,6 +317,9 @@ impl Taker<'_> {
                 self.report.counts.summaries_left_out += 1;
                 Ok(())
             }
+            // The live tree's record of its snapshots: the snapshot has its own
+            // (`.tmpa/snapshot.json`), and a dry run must not see the last one's.
+            Kind::File if area == Area::Runs && name == OWN_RUN_RECORD => Ok(()),
             Kind::File => self.file(src, dst, name),
             other => {
                 self.not_regular(&src.join(name), other);
@@ -361,7 +365,9 @@ impl Taker<'_> {
             Some(d) => Some(d.create_dir_new(name, 0o700)?),
             None => None,
         };
-        self.report.counts.dirs += 1;
+        if matches!(area, Area::TokenStats | Area::Other) {
+            self.report.counts.dirs += 1;
+        }
         let entries = match sub.entries() {
             Ok(e) => e,
             Err(e) => {
