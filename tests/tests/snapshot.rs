@@ -556,3 +556,145 @@ fn restic_backup_of_a_snapshot_restores_and_verifies() {
     );
     assert!(tree.join(".tmpa/runs/archive_history.json").is_file());
 }
+
+/// `tmpa-snapshot` under strace, with `inject` (e.g. `linkat:error=EIO:when=3`).
+fn take_traced(root: &Path, to: &Path, inject: &str) -> tmpa_tests::Run {
+    let exe = bin("tmpa-snapshot").get_program().to_owned();
+    Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("inject={inject}"))
+        .arg(exe)
+        .env_remove("TMPA_ROOT")
+        .arg("--root")
+        .arg(root)
+        .arg("--to")
+        .arg(to)
+        .output()
+        .expect("strace is installed (tests/check.sh installs it)")
+        .into()
+}
+
+/// A small tree of every kind of file, for the fault tests.
+fn small_tree() -> Tree {
+    let t = Tree::new();
+    for i in 0..5 {
+        t.event("2026-01-01", &format!("e{i}"), "u1", i, 1);
+    }
+    t.file("chat_history/u1/sessions/s1.json", "{}");
+    t.file("notifications/u2/inbox/ntf_n.json", "{}");
+    t.file("notifications/u2/ack/ntf_n.ack", "{}");
+    t
+}
+
+/// EIO at the Nth fsync, for every N up to past the last one, and at a link: DIR is
+/// never half a snapshot. Either the snapshot is complete (exit 0; or exit 4 when only
+/// what follows its publication failed: the parent's fsync, the run record), or DIR is
+/// not there at all (exit 4, the partial build named); the error is said, and the live
+/// tree never changes.
+#[test]
+fn eio_at_any_sync_or_link_never_publishes_half_a_snapshot() {
+    let t = small_tree();
+    let before = t.snapshot();
+    // What every later snapshot holds (the first run of the program adds .tmpa/runs/).
+    let reference = tempfile::tempdir().expect("tempdir");
+    for name in ["first", "s"] {
+        assert_eq!(take(t.root(), &reference.path().join(name), &[]).code, 0);
+    }
+    let complete = paths(&reference.path().join("s"));
+    let mut reached_the_end = false;
+    for n in 1..=60 {
+        let out = tempfile::tempdir().expect("tempdir");
+        let to = out.path().join("s");
+        let r = take_traced(
+            t.root(),
+            &to,
+            &format!("fsync,fdatasync:error=EIO:when={n}"),
+        );
+        assert!(!r.stderr.contains("panicked"), "n={n}: {r:?}");
+        assert_eq!(t.snapshot(), before, "n={n} changed the live tree");
+        match r.code {
+            0 => {
+                assert_eq!(verify(&to).code, 0, "n={n}");
+                reached_the_end = true;
+                break;
+            }
+            4 => {
+                assert!(r.stderr.contains("Input/output error"), "n={n}: {r:?}");
+                if to.exists() {
+                    assert_eq!(paths(&to), complete, "n={n}: half a snapshot published");
+                    assert_eq!(verify(&to).code, 0, "n={n}");
+                } else {
+                    assert!(r.stderr.contains(".s.partial"), "n={n}: {r:?}");
+                }
+            }
+            code => panic!("n={n}: exit {code}: {r:?}"),
+        }
+    }
+    assert!(reached_the_end, "more than 60 syncs in a small snapshot?");
+    let out = tempfile::tempdir().expect("tempdir");
+    let to = out.path().join("s");
+    let r = take_traced(t.root(), &to, "linkat:error=EIO:when=3");
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(!to.exists());
+    assert!(r.stderr.contains(".s.partial"), "{r:?}");
+    assert_eq!(t.snapshot(), before);
+}
+
+/// A snapshot killed in the middle of its pass leaves no DIR, only its partial build,
+/// which the next run names and refuses (exit 2) until it is removed; the maintenance
+/// locks die with it.
+#[test]
+fn a_killed_snapshot_leaves_only_its_partial_build() {
+    let t = small_tree();
+    let out = tempfile::tempdir().expect("tempdir");
+    let to = out.path().join("s");
+    let exe = bin("tmpa-snapshot").get_program().to_owned();
+    // Each link takes 200 ms: the kill lands in the middle of the pass.
+    let mut child = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=linkat:delay_enter=200000",
+        ])
+        .arg(exe)
+        .arg("--root")
+        .arg(t.root())
+        .arg("--to")
+        .arg(&to)
+        .spawn()
+        .expect("strace");
+    let partial = out.path().join(".s.partial");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !partial.join("notifications").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pass never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The snapshot itself, not strace: its pid is in the lock it holds.
+    let holder = fs::read_to_string(t.root().join(".tmpa/locks/snapshot.lock")).expect("lock");
+    let pid: i32 = holder
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("lock note {holder:?}"));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill");
+    child.wait().expect("wait");
+    assert!(!to.exists());
+    assert!(partial.is_dir());
+    let r = take(t.root(), &to, &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains(".s.partial"), "{}", r.stderr);
+    fs::remove_dir_all(&partial).expect("rm -r");
+    let r = take(t.root(), &to, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(verify(&to).code, 0);
+}
