@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tmpa_core::{Event, NotificationId, Root, SessionId, UserId};
-use tmpa_tests::{Tmpfs, Tree, age, bin, event_json};
+use tmpa_tests::{Tmpfs, Tree, age, bin, event_json, strace_inject};
 
 const DAYS: u64 = 86_400;
 
@@ -557,14 +557,9 @@ fn restic_backup_of_a_snapshot_restores_and_verifies() {
     assert!(tree.join(".tmpa/runs/archive_history.json").is_file());
 }
 
-/// `tmpa-snapshot` under strace, with `inject` (e.g. `linkat:error=EIO:when=3`).
+/// `tmpa-snapshot --root {root} --to {to}` under strace, with `inject`.
 fn take_traced(root: &Path, to: &Path, inject: &str) -> tmpa_tests::Run {
-    let exe = bin("tmpa-snapshot").get_program().to_owned();
-    Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-        .arg(format!("inject={inject}"))
-        .arg(exe)
-        .env_remove("TMPA_ROOT")
+    strace_inject(inject, "tmpa-snapshot")
         .arg("--root")
         .arg(root)
         .arg("--to")
@@ -648,18 +643,8 @@ fn a_killed_snapshot_leaves_only_its_partial_build() {
     let t = small_tree();
     let out = tempfile::tempdir().expect("tempdir");
     let to = out.path().join("s");
-    let exe = bin("tmpa-snapshot").get_program().to_owned();
     // Each link takes 200 ms: the kill lands in the middle of the pass.
-    let mut child = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=linkat:delay_enter=200000",
-        ])
-        .arg(exe)
+    let mut child = strace_inject("linkat:delay_enter=200000", "tmpa-snapshot")
         .arg("--root")
         .arg(t.root())
         .arg("--to")

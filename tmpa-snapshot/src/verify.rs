@@ -18,6 +18,9 @@ use tmpa_maint::{ExitStatus, StartError, header_line, log_line, now_rfc3339, out
 use crate::PROBLEMS_LISTED_MAX;
 use crate::take::MANIFEST_NAME;
 
+/// How a file's bytes become the JSON they hold (an archive's gunzip).
+type Decode = fn(&[u8], &Path, u64) -> tmpa_core::Result<Vec<u8>>;
+
 /// Largest notification read (the library writes small JSON values).
 const NOTIFICATION_BYTES_MAX: u64 = 1 << 20;
 
@@ -233,26 +236,16 @@ impl Verifier {
         };
         for user in self.subdirs(&ch) {
             if let Some(sessions) = self.open_if_any(&user, "sessions") {
-                for name in self.files(&sessions, ".json") {
-                    self.counts.sessions += 1;
-                    match sessions.read(&name, SESSION_BYTES_MAX) {
-                        Ok((b, _)) => self.json(&sessions.join(&name), &b),
-                        Err(e) => self.problem(Problem::from_error(&sessions.join(&name), e)),
-                    }
-                }
+                self.counts.sessions +=
+                    self.json_files(&sessions, ".json", SESSION_BYTES_MAX, None);
             }
             if let Some(archive) = self.open_if_any(&user, "archive") {
-                for name in self.files(&archive, ".json.gz") {
-                    self.counts.archives += 1;
-                    let path = archive.join(&name);
-                    let bytes = archive
-                        .read(&name, SESSION_BYTES_MAX)
-                        .and_then(|(gz, _)| gunzip_bounded(&gz, &path, SESSION_BYTES_MAX));
-                    match bytes {
-                        Ok(b) => self.json(&path, &b),
-                        Err(e) => self.problem(Problem::from_error(&path, e)),
-                    }
-                }
+                self.counts.archives += self.json_files(
+                    &archive,
+                    ".json.gz",
+                    SESSION_BYTES_MAX,
+                    Some(gunzip_bounded),
+                );
             }
         }
     }
@@ -264,18 +257,31 @@ impl Verifier {
         };
         for user in self.subdirs(&nd) {
             if let Some(inbox) = self.open_if_any(&user, "inbox") {
-                for name in self.files(&inbox, ".json") {
-                    self.counts.notifications += 1;
-                    match inbox.read(&name, NOTIFICATION_BYTES_MAX) {
-                        Ok((b, _)) => self.json(&inbox.join(&name), &b),
-                        Err(e) => self.problem(Problem::from_error(&inbox.join(&name), e)),
-                    }
-                }
+                self.counts.notifications +=
+                    self.json_files(&inbox, ".json", NOTIFICATION_BYTES_MAX, None);
             }
             if let Some(ack) = self.open_if_any(&user, "ack") {
                 self.counts.acks += self.files(&ack, ".ack").len() as u64;
             }
         }
+    }
+
+    /// Reads each `*{ext}` file of `dir` (at most `bytes_max`), decodes it (`gunzip`, for
+    /// archives) and checks it is JSON; returns how many there were.
+    fn json_files(&mut self, dir: &Dir, ext: &str, bytes_max: u64, decode: Option<Decode>) -> u64 {
+        let names = self.files(dir, ext);
+        for name in &names {
+            let path = dir.join(name);
+            let bytes = dir.read(name, bytes_max).and_then(|(b, _)| match decode {
+                Some(d) => d(&b, &path, bytes_max),
+                None => Ok(b),
+            });
+            match bytes {
+                Ok(b) => self.json(&path, &b),
+                Err(e) => self.problem(Problem::from_error(&path, e)),
+            }
+        }
+        names.len() as u64
     }
 
     fn json(&mut self, path: &Path, bytes: &[u8]) {
