@@ -55,7 +55,7 @@ pub struct Sample {
 /// The runs remembered, oldest first.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
-    /// Always [`FORMAT`].
+    /// Always 1 (the format of this file).
     pub format: u32,
     /// Oldest first, at most [`HISTORY_RUNS_MAX`].
     pub samples: Vec<Sample>,

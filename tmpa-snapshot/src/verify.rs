@@ -106,6 +106,22 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitStatus, StartError> {
 
 /// Reads every file of the tree at `root` and reports each one that a restore could not
 /// use. Writes nothing.
+///
+/// # Examples
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let day = dir.path().join("token_stats/2026-11-23");
+/// std::fs::create_dir_all(&day).unwrap();
+/// std::fs::write(day.join("evt_a.json"), br#"{"id":"a","ts":"2026-11-23T10:00:00Z",
+///   "user_id":"u1","model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+/// let root = tmpa_core::Root::open(dir.path()).unwrap();
+/// let report = tmpa_snapshot::verify(&root);
+/// assert_eq!((report.counts.events, report.exit_code), (1, 0));
+/// std::fs::write(day.join("evt_b.json"), b"not json").unwrap();
+/// let report = tmpa_snapshot::verify(&root);
+/// assert!(report.problems[0].path.ends_with("evt_b.json"));
+/// assert_eq!(report.exit_code, 1);
+/// ```
 pub fn verify(root: &Root) -> VerifyReport {
     let mut v = Verifier::default();
     v.days(root);
