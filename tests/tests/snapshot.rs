@@ -683,3 +683,113 @@ fn a_killed_snapshot_leaves_only_its_partial_build() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(verify(&to).code, 0);
 }
+
+/// A tree owner swaps files for symlinks to a secret outside the root while the snapshot
+/// links them (each link stretched to 50 ms by strace): what it links is checked in the
+/// snapshot, so no symlink and nothing of the secret ends up there; each swapped file is
+/// named (exit 1). With --copy the same (opened without following).
+#[test]
+fn files_swapped_for_symlinks_mid_snapshot_are_not_taken() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("secret");
+    fs::write(&secret, "SECRET").expect("write");
+    for copy in [false, true] {
+        let t = Tree::new();
+        let day = t.root().join("token_stats/2026-01-01");
+        for i in 0..10 {
+            t.event("2026-01-01", &format!("e{i}"), "u1", i, 1);
+        }
+        let out = tempfile::tempdir().expect("tempdir");
+        let to = out.path().join("s");
+        let (inject, extra) = if copy {
+            ("openat:delay_enter=50000", &["--copy"][..])
+        } else {
+            ("linkat:delay_enter=50000", &[][..])
+        };
+        let child = strace_inject(inject, "tmpa-snapshot")
+            .arg("--root")
+            .arg(t.root())
+            .arg("--to")
+            .arg(&to)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strace");
+        let partial = out.path().join(".s.partial/token_stats");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !partial.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pass never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for i in 0..10 {
+            let link = day.join(format!("evt_e{i}.json.swap"));
+            symlink(&secret, &link).expect("symlink");
+            fs::rename(&link, day.join(format!("evt_e{i}.json"))).expect("swap");
+        }
+        let r: tmpa_tests::Run = child.wait_with_output().expect("wait").into();
+        assert_eq!(r.code, 1, "copy={copy}: {r:?}");
+        assert!(
+            r.stdout.contains(": a symlink"),
+            "copy={copy}: {}",
+            r.stdout
+        );
+        for p in paths(&to) {
+            let full = to.join(&p);
+            let m = fs::symlink_metadata(&full).expect("lstat");
+            assert!(
+                !m.file_type().is_symlink(),
+                "copy={copy}: {} is a symlink",
+                p.display()
+            );
+            if m.is_file() {
+                let bytes = fs::read(&full).expect("read");
+                assert_ne!(
+                    bytes,
+                    b"SECRET",
+                    "copy={copy}: {} holds the secret",
+                    p.display()
+                );
+            }
+        }
+        assert_eq!(verify(&to).code, 0, "copy={copy}");
+    }
+}
+
+/// Names as hostile as the format allows (spaces, a newline, backslashes, non-UTF-8
+/// bytes) are taken as they are, linked or copied, and verified.
+#[test]
+fn hostile_names_are_taken_as_they_are() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    let odd = ["s p a c e", "new\nline", "back\\slash", "\u{e9}t\u{e9}"];
+    for name in odd {
+        t.file(format!("chat_history/u 1/sessions/{name}.json"), "{}");
+        t.file(format!("notifications/u\\2/inbox/ntf_{name}.json"), "[]");
+    }
+    let raw = std::ffi::OsStr::from_bytes(b"bad\xffutf8.json");
+    fs::write(t.root().join("chat_history/u 1/sessions").join(raw), "{}").expect("write");
+    let out = tempfile::tempdir().expect("tempdir");
+    for (dir, extra) in [("linked", &[][..]), ("copied", &["--copy"][..])] {
+        let to = out.path().join(dir);
+        let r = take(t.root(), &to, extra);
+        assert_eq!(r.code, 0, "{r:?}");
+        for name in odd {
+            assert!(
+                to.join(format!("chat_history/u 1/sessions/{name}.json"))
+                    .is_file()
+            );
+            assert!(
+                to.join(format!("notifications/u\\2/inbox/ntf_{name}.json"))
+                    .is_file()
+            );
+        }
+        assert!(to.join("chat_history/u 1/sessions").join(raw).is_file());
+        let v = verify(&to);
+        assert_eq!(v.code, 0, "{v:?}");
+        assert!(v.stdout.contains("5 sessions"), "{}", v.stdout);
+    }
+}
