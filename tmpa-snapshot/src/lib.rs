@@ -91,7 +91,8 @@ pub struct Args {
     pub dry_run: bool,
     /// Wait this long at most for a running tmpa-compact, tmpa-archive or tmpa-tmpclean to
     /// finish (their locks), then exit 3 (a whole number and a unit: s, m, h)
-    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = parse_age)]
+    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = parse_age,
+          conflicts_with = "dry_run")]
     pub wait: Duration,
     /// Print the report as one JSON document on stdout (log lines go to stderr)
     #[arg(long)]
