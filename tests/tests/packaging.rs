@@ -85,9 +85,10 @@ fn listing() -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The package holds the four programs, a gzipped man page each, completions for bash,
-/// zsh and fish where each shell looks, the units, cron.d and logrotate as conffiles, the
-/// docs: exactly these files, owned by root, with the control fields an installer reads.
+/// The package holds the five programs, a gzipped man page each, completions for bash,
+/// zsh and fish where each shell looks, the units of the scheduled ones, cron.d and
+/// logrotate as conffiles, the docs: exactly these files, owned by root, with the control
+/// fields an installer reads.
 #[test]
 fn package_holds_what_an_operator_needs() {
     let mut want: BTreeSet<String> = BTreeSet::new();
@@ -98,8 +99,10 @@ fn package_holds_what_an_operator_needs() {
         want.insert(format!("/usr/share/bash-completion/completions/{n}"));
         want.insert(format!("/usr/share/zsh/vendor-completions/_{n}"));
         want.insert(format!("/usr/share/fish/vendor_completions.d/{n}.fish"));
-        want.insert(format!("/lib/systemd/system/{n}.service"));
-        want.insert(format!("/lib/systemd/system/{n}.timer"));
+        if p.scheduled() {
+            want.insert(format!("/lib/systemd/system/{n}.service"));
+            want.insert(format!("/lib/systemd/system/{n}.timer"));
+        }
     }
     for f in [
         "/etc/cron.d/tmpa",
