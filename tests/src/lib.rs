@@ -415,6 +415,19 @@ pub fn strace_works() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `strace -f -qq -o /dev/null -e inject={inject} {program}`: the workspace binary
+/// `program` (through [`program_args`]: tmpclean with its clock ahead) with a fault (`fsync:error=EIO:when=3`) or a delay
+/// (`linkat:delay_enter=200000`) injected from outside. strace must be installed
+/// (tests/check.sh installs it): a test that needs it fails without it.
+pub fn strace_inject(inject: &str, program: &str) -> Command {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("inject={inject}"))
+        .args(program_args(program))
+        .env_remove("TMPA_ROOT");
+    cmd
+}
+
 /// Whether this process may use root-only tools (tmpfs mounts, `chattr +i`).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

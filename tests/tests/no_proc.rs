@@ -52,7 +52,8 @@ fn every_library_call_works_without_proc() {
     assert!(r.stdout.contains("ok write_session"), "{}", r.stdout);
 }
 
-/// Compaction, archival, tmp cleanup and the patrol do their whole job without `/proc`.
+/// Compaction, archival, tmp cleanup, the patrol and a snapshot with its verification do
+/// their whole job without `/proc`.
 #[test]
 fn every_program_works_without_proc() {
     let t = Tree::new();
@@ -116,4 +117,19 @@ fn every_program_works_without_proc() {
             assert_ne!(c["status"], "unknown", "{c:#}");
         }
     }
+    let out = tempfile::tempdir().expect("tempdir");
+    let snap = out.path().join("snap");
+    let snapshot = program_path("tmpa-snapshot");
+    let Some(r) = without_proc(
+        &snapshot,
+        &["--root".as_ref(), root, "--to".as_ref(), snap.as_os_str()],
+    ) else {
+        return;
+    };
+    assert_eq!(r.code, 0, "tmpa-snapshot: {r:?}");
+    let Some(r) = without_proc(&snapshot, &["--verify".as_ref(), snap.as_os_str()]) else {
+        return;
+    };
+    assert_eq!(r.code, 0, "tmpa-snapshot --verify: {r:?}");
+    assert!(snap.join("chat_history/u1/archive/s1.json.gz").is_file());
 }

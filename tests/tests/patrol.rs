@@ -13,8 +13,8 @@ use tmpa_tests::{Run, Tmpfs, Tree, age, bin, event_json};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
-/// The nine checks of docs/OPERATIONS.md "tmpa-patrol", in report order.
-const CHECKS: [&str; 9] = [
+/// The nine checks of docs/OPERATIONS.md "tmpa-patrol" and the growth check, in report order.
+const CHECKS: [&str; 10] = [
     "service",
     "directories",
     "inbox_files",
@@ -24,6 +24,7 @@ const CHECKS: [&str; 9] = [
     "corrupt_json",
     "compact_events_last_success",
     "archive_history_last_success",
+    "growth",
 ];
 const RUNNING: &str =
     "echo 'app                              RUNNING   pid 4242, uptime 3 days, 1:02:03'";
@@ -123,7 +124,7 @@ fn healthy_tree() -> Tree {
 }
 
 /// A healthy tree with a running service is ok on every check: exit 0, docs/OPERATIONS.md "tmpa-patrol" JSON with
-/// the nine checks in order, each with name, status, value and detail.
+/// the ten checks in order, each with name, status, value and detail.
 #[test]
 fn healthy_tree_is_ok_and_json_matches_spec() {
     let t = healthy_tree();
@@ -1083,5 +1084,198 @@ fn symlinks_and_fifos_are_never_followed() {
             .as_str()
             .expect("finding")
             .contains("evt_fifo.json: is not a regular file")
+    );
+}
+
+/// The growth item of `what` in a `--json` report.
+fn growth_item<'a>(doc: &'a Value, what: &str) -> &'a Value {
+    doc["growth"]["items"]
+        .as_array()
+        .expect("growth items")
+        .iter()
+        .find(|i| i["what"] == what)
+        .unwrap_or_else(|| panic!("no growth item {what} in {doc:#}"))
+}
+
+/// `n` fresh temporaries more in the tree (a backend failing its writes leaves these).
+fn more_temporaries(t: &Tree, from: usize, n: usize) {
+    for i in from..from + n {
+        t.file(format!("token_stats/2026-11-01/evt_t{i}.json.tmp.{i}"), "{");
+    }
+}
+
+/// The patrol remembers its counts in .tmpa/patrol/history.json and reports the growth
+/// since its last run and per hour; temporaries growing in three runs in a row are a
+/// warning (text, JSON and Prometheus), which clears when they stop growing.
+#[test]
+fn growth_across_runs_warns_when_temporaries_keep_growing() {
+    let t = healthy_tree();
+    let prom = t.root().join("metrics.prom");
+    let prom_arg = prom.to_str().expect("utf-8").to_owned();
+    let args = ["--service-cmd", RUNNING, "--prometheus", &prom_arg];
+    let (code, doc) = patrol_json(&t, &args);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(status_of(&doc, "growth"), "ok");
+    assert!(
+        check(&doc, "growth")["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("first run"),
+        "{doc:#}"
+    );
+    assert!(t.root().join(".tmpa/patrol/history.json").is_file());
+    for (run, expect) in [(1, "ok"), (2, "ok"), (3, "warning")] {
+        more_temporaries(&t, run * 10, 2);
+        let (code, doc) = patrol_json(&t, &args);
+        let tmp = growth_item(&doc, "temporaries");
+        assert_eq!(tmp["delta"], 2, "{doc:#}");
+        assert_eq!(tmp["streak"], run, "{doc:#}");
+        assert!(tmp["per_hour"].as_f64().expect("per hour") > 0.0, "{doc:#}");
+        assert_eq!(status_of(&doc, "growth"), expect, "{doc:#}");
+        assert_eq!(code, if expect == "ok" { 0 } else { 1 }, "{doc:#}");
+    }
+    let metrics = fs::read_to_string(&prom).expect("metrics");
+    assert!(
+        metrics.contains("tmpa_growth_since_last_run{count=\"temporaries\",path=\"\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tmpa_growth_streak_runs{count=\"temporaries\",path=\"\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tmpa_check_status{check=\"growth\"} 1"),
+        "{metrics}"
+    );
+    // More runs of growth are needed with --growth-runs 5; the text report says so.
+    more_temporaries(&t, 90, 1);
+    let r = t.run(
+        "tmpa-patrol",
+        &["--service-cmd", RUNNING, "--growth-runs", "5"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("growth "))
+        .expect("growth row");
+    assert!(row.contains("temporaries 7 (+1,"), "{row}");
+    // Stopped growing: ok again.
+    let (code, doc) = patrol_json(&t, &args);
+    assert_eq!(
+        (code, status_of(&doc, "growth")),
+        (0, "ok".to_owned()),
+        "{doc:#}"
+    );
+    assert_eq!(growth_item(&doc, "temporaries")["streak"], 0);
+}
+
+/// A damaged history is not an error: the patrol starts a new one.
+#[test]
+fn a_damaged_history_starts_again() {
+    let t = healthy_tree();
+    t.file(".tmpa/patrol/history.json", "{ not json");
+    let (code, doc) = patrol_json(&t, &["--service-cmd", RUNNING]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert!(
+        check(&doc, "growth")["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("first run")
+    );
+    let saved: Value = serde_json::from_slice(
+        &fs::read(t.root().join(".tmpa/patrol/history.json")).expect("history"),
+    )
+    .expect("history is JSON again");
+    assert_eq!(saved["samples"].as_array().expect("samples").len(), 1);
+}
+
+/// `--watch 1s --for 3s` after a deployment: a line per interval saying what changed (the
+/// temporaries a failing backend leaves), then a verdict and the worst status as the exit
+/// code; the history is left to the scheduled patrols.
+#[test]
+fn watch_prints_each_interval_then_a_verdict() {
+    let t = healthy_tree();
+    assert_eq!(t.run("tmpa-patrol", &["--service-cmd", RUNNING]).code, 0);
+    let history = fs::read(t.root().join(".tmpa/patrol/history.json")).expect("history");
+    let child = bin("tmpa-patrol")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--service-cmd", RUNNING, "--watch", "1s", "--for", "3s"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    more_temporaries(&t, 0, 4);
+    let r: Run = child.wait_with_output().expect("wait").into();
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].contains("tmpa-patrol WATCH root="), "{}", r.stdout);
+    let intervals: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(" OK ") && !l.contains("tmpa-patrol"))
+        .collect();
+    assert_eq!(intervals.len(), 4, "{}", r.stdout);
+    assert!(
+        intervals.iter().any(|l| l.contains("temporaries 4 (+4,")),
+        "{}",
+        r.stdout
+    );
+    let verdict = lines.last().expect("verdict");
+    assert!(
+        verdict.contains("watch verdict: OK after 4 patrols")
+            && verdict.contains("temporaries 4 (+4,")
+            && verdict.ends_with("exit=0"),
+        "{verdict}"
+    );
+    assert_eq!(
+        fs::read(t.root().join(".tmpa/patrol/history.json")).expect("history"),
+        history
+    );
+}
+
+/// A watch stopped by SIGTERM still gives its verdict, and exits with the worst status
+/// seen (critical: compaction has never run here); with --json every line is a document.
+#[test]
+fn watch_until_stopped_exits_with_the_worst_status() {
+    let t = healthy_tree();
+    fs::remove_file(t.root().join(".tmpa/runs/compact_events.json")).expect("rm");
+    let child = bin("tmpa-patrol")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--service-cmd", RUNNING, "--watch", "1s", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .expect("kill");
+    let started = Instant::now();
+    let r: Run = child.wait_with_output().expect("wait").into();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly"
+    );
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let docs: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(docs.len() >= 3, "{}", r.stdout);
+    assert_eq!(docs[0]["status"], "critical");
+    let verdict = docs.last().expect("verdict");
+    assert_eq!(verdict["verdict"], "critical");
+    assert_eq!(verdict["exit_code"], 2);
+    assert!(
+        verdict["worst_not_ok"]
+            .as_array()
+            .expect("list")
+            .contains(&json!("compact_events_last_success=critical")),
+        "{verdict:#}"
     );
 }

@@ -188,7 +188,7 @@ pub mod maintenance {
     pub use crate::json::same_value as same_json_value;
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
-    pub use crate::session::SESSION_BYTES_MAX;
+    pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};
     pub use crate::store::{CONFIG_NAME, TIMEOUT_SECS_DEFAULT, read_config_text};
     pub use crate::summary::{SummaryFold, read_cached, source_stamp, write_summary};
     pub use crate::text::{line_text, name_text, path_text, serialize_path};

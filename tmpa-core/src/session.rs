@@ -260,7 +260,7 @@ mod stored {
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming `path`.
-pub(crate) fn gunzip_bounded(bytes: &[u8], path: &Path, bytes_max: u64) -> Result<Vec<u8>> {
+pub fn gunzip_bounded(bytes: &[u8], path: &Path, bytes_max: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(bytes)
         .take(bytes_max + 1)

@@ -1,7 +1,7 @@
 //! # tmpa-maint
 //!
-//! The machinery the four maintenance programs (`tmpa-compact`, `tmpa-archive`,
-//! `tmpa-tmpclean`, `tmpa-patrol`) share, written once so that they cannot drift apart in
+//! The machinery the maintenance programs (`tmpa-compact`, `tmpa-archive`,
+//! `tmpa-tmpclean`, `tmpa-patrol`, `tmpa-snapshot`) share, written once so that they cannot drift apart in
 //! how they start, lock, delete, record, log or exit (docs/OPERATIONS.md "Exit codes"):
 //!
 //! - [`CommonArgs`] (`--root`, `--dry-run`, `--json`), [`Mode`] (plan, write without

@@ -17,6 +17,8 @@ pub enum Task {
     ArchiveHistory,
     /// `tmpa-tmpclean`.
     TmpCleanup,
+    /// `tmpa-snapshot`.
+    Snapshot,
 }
 
 impl Task {
@@ -26,6 +28,7 @@ impl Task {
             Task::CompactEvents => "compact_events",
             Task::ArchiveHistory => "archive_history",
             Task::TmpCleanup => "tmp_cleanup",
+            Task::Snapshot => "snapshot",
         }
     }
 }

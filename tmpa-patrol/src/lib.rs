@@ -1,4 +1,4 @@
-//! # tmpa-patrol (the nine-item checklist)
+//! # tmpa-patrol (the nine-item checklist, and growth)
 //!
 //! Checks a TMPA root the way the operations card asks, in one walk of the tree, and
 //! reports in the three shapes monitoring wants: a Nagios-style first line with perfdata
@@ -7,25 +7,32 @@
 //!
 //! The checks, by name: `service`, `directories`, `inbox_files`, `token_stats_files`,
 //! `inodes`, `tmp_files`, `corrupt_json`, `compact_events_last_success`,
-//! `archive_history_last_success`. Each has a status (ok, warning, critical, unknown), a
-//! value and a detail; every threshold is a flag whose default is the card's.
+//! `archive_history_last_success`, and a tenth, `growth`: the counts of temporaries,
+//! corrupt files and the largest directories against the patrol's previous runs
+//! (remembered in `{root}/.tmpa/patrol/history.json`), warning when one keeps growing run
+//! after run. Each has a status (ok, warning, critical, unknown), a value and a detail;
+//! every threshold is a flag whose default is the card's. `--watch INTERVAL` repeats the
+//! patrol after a deployment: one line per interval with what changed, then a verdict.
 //!
 //! Invariants:
 //! - Read-only in the data tree: it takes no lock and writes nothing there. The only
-//!   files it writes are the `--prometheus` file (atomically) and, with `--incremental`,
-//!   its JSON-check cache under `{root}/.tmpa/patrol/` (atomically).
+//!   files it writes are the `--prometheus` file (atomically), its history
+//!   (`{root}/.tmpa/patrol/history.json`, atomically; not in `--watch`) and, with
+//!   `--incremental`, its JSON-check cache under `{root}/.tmpa/patrol/` (atomically).
 //! - One walk of the three data directories feeds every file-based check; symlinks are
 //!   never followed, reads are bounded in size and never block on a FIFO.
 //! - Exit code is the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
 //!   3 unknown. A patrol that cannot check at all (not a root, bad flag) exits 3.
 
 pub mod corrupt;
+pub mod history;
 pub mod jobs;
 pub mod prom;
 pub mod quarantine;
 pub mod service;
 pub mod store;
 pub mod walk;
+mod watch;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,7 +48,7 @@ use tmpa_maint::{now_rfc3339, parse_age, resolve_root};
 pub const PROGRAM: &str = "tmpa-patrol";
 
 /// The checks, in report order.
-pub const CHECK_NAMES: [&str; 9] = [
+pub const CHECK_NAMES: [&str; 10] = [
     "service",
     "directories",
     "inbox_files",
@@ -51,15 +58,19 @@ pub const CHECK_NAMES: [&str; 9] = [
     "corrupt_json",
     "compact_events_last_success",
     "archive_history_last_success",
+    "growth",
 ];
 
 /// How many paths a check lists at most (the count is always exact).
 pub const FINDINGS_MAX: usize = 20;
 
-/// Check a TMPA root against the nine-item operations checklist (read-only).
+/// Check a TMPA root against the nine-item operations checklist (read-only), and how its
+/// counts grew since the last patrol.
 ///
 /// Exit status follows the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
-/// 3 unknown (including "cannot check": not a TMPA root, bad flag).
+/// 3 unknown (including "cannot check": not a TMPA root, bad flag). Each run remembers its
+/// counts (temporaries, corrupt files, largest directories) in
+/// {root}/.tmpa/patrol/history.json for the growth check.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "tmpa-patrol", version, about)]
 pub struct Args {
@@ -154,6 +165,27 @@ pub struct Args {
     /// the store cannot be reached
     #[arg(long)]
     pub check_archive_store: bool,
+
+    /// growth: temporaries and corrupt files grow in a run when their count rose by more
+    /// than this since the previous patrol
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub growth_warning: u64,
+    /// growth: one of the five largest directories grows in a run when it gained more
+    /// than this many entries since the previous patrol
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub growth_dir_warning: u64,
+    /// growth: warn when a count grew in this many patrols in a row
+    #[arg(long, value_name = "RUNS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub growth_runs: u32,
+    /// After a deployment: patrol every INTERVAL (e.g. 1m), one line per interval with
+    /// what changed, then a verdict and the exit status of the worst check; until --for is
+    /// over, or until interrupted (Ctrl-C, SIGTERM). Does not add to the history
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_age)]
+    pub watch: Option<Duration>,
+    /// With --watch: stop after this long (e.g. 30m)
+    #[arg(long = "for", value_name = "DURATION", requires = "watch", value_parser = parse_age)]
+    pub watch_for: Option<Duration>,
 }
 
 fn parse_log_arg(s: &str) -> Result<(String, PathBuf), String> {
@@ -340,6 +372,11 @@ pub struct Report {
     pub tree: walk::Totals,
     /// What the delete step left in `.tmpa/quarantine/`, per task.
     pub quarantine: quarantine::QuarantineInfo,
+    /// How the counts grew since the previous patrol.
+    pub growth: history::Growth,
+    /// This patrol's counts, as the history remembers them.
+    #[serde(skip)]
+    pub sample: history::Sample,
 }
 
 impl Report {
@@ -388,6 +425,9 @@ fn validate(args: &Args) -> Result<(), String> {
     if args.service_timeout.is_zero() {
         return Err("--service-timeout must be more than 0s".into());
     }
+    if args.watch.is_some_and(|w| w.is_zero()) {
+        return Err("--watch must be at least 1s".into());
+    }
     for d in &args.required_dirs {
         let p = Path::new(d);
         if d.is_empty()
@@ -425,11 +465,17 @@ fn validate(args: &Args) -> Result<(), String> {
 /// assert_eq!(report.status, Status::Critical);
 /// ```
 pub fn patrol(root: &Root, args: &Args) -> Report {
+    patrol_against(root, args, &history::History::load(root).samples)
+}
+
+/// [`patrol`], its growth measured against `past` (the samples of earlier patrols, oldest
+/// first).
+pub fn patrol_against(root: &Root, args: &Args, past: &[history::Sample]) -> Report {
     let started = Instant::now();
     let checked_at = now_rfc3339();
     let now = SystemTime::now();
     // The service command runs while the tree is walked: both mostly wait.
-    let (service, (tree_checks, totals)) = std::thread::scope(|s| {
+    let (service, (tree_checks, totals, largest)) = std::thread::scope(|s| {
         let service = s.spawn(|| service::check(args.service_cmd.as_deref(), args.service_timeout));
         let tree = tree_checks(root, args, now);
         (
@@ -467,6 +513,23 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
         checks.push(check);
         infos.push(info);
     }
+    let corrupt = checks
+        .iter()
+        .find(|c| c.name == "corrupt_json")
+        .filter(|c| c.status != Status::Unknown)
+        .and_then(|c| c.value)
+        .map(|v| v as u64);
+    let sample = history::Sample {
+        at_unix: now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+        temporaries: totals.tmp_files,
+        corrupt,
+        largest,
+    };
+    let thresholds = growth_thresholds(args);
+    let growth = history::growth(past, &sample, thresholds);
+    checks.push(history::check(&growth, thresholds));
     debug_assert_eq!(
         checks.iter().map(|c| c.name).collect::<Vec<_>>(),
         CHECK_NAMES
@@ -481,12 +544,38 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
         archive_store,
         tree: totals,
         quarantine,
+        growth,
+        sample,
     }
 }
 
-/// The checks fed by the walk, plus inodes.
-fn tree_checks(root: &Root, args: &Args, now: SystemTime) -> (Vec<Check>, walk::Totals) {
+/// The growth check's thresholds from the flags.
+fn growth_thresholds(args: &Args) -> history::Thresholds {
+    history::Thresholds {
+        per_run: args.growth_warning,
+        dir_per_run: args.growth_dir_warning,
+        runs: args.growth_runs,
+    }
+}
+
+/// The checks fed by the walk, plus inodes; the walk's totals and largest directories.
+fn tree_checks(
+    root: &Root,
+    args: &Args,
+    now: SystemTime,
+) -> (Vec<Check>, walk::Totals, Vec<history::DirCount>) {
     let w = walk::walk(root, &args.required_dirs);
+    let mut largest: Vec<history::DirCount> = w
+        .inboxes
+        .iter()
+        .chain(&w.days)
+        .map(|(p, n)| history::DirCount {
+            path: rel_text(root, p),
+            entries: *n,
+        })
+        .collect();
+    largest.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.path.cmp(&b.path)));
+    largest.truncate(history::LARGEST_MAX);
     let mut checks = vec![
         walk::directories_check(&w),
         walk::count_check(
@@ -518,7 +607,7 @@ fn tree_checks(root: &Root, args: &Args, now: SystemTime) -> (Vec<Check>, walk::
         critical: args.corrupt_critical,
     };
     checks.push(corrupt::check(root, &w, &opts, now));
-    (checks, w.totals)
+    (checks, w.totals, largest)
 }
 
 /// `inodes`: the share of the root's file system's inodes in use (statvfs).
@@ -576,8 +665,20 @@ pub fn run(args: &Args) -> Status {
         Ok(r) => r,
         Err(e) => return cannot_check(args, &e.chain()),
     };
+    if let Some(interval) = args.watch {
+        return watch::watch(&root, args, interval);
+    }
     let header = tmpa_maint::header_line(PROGRAM, "PATROL", &root);
-    let mut report = patrol(&root, args);
+    let mut hist = history::History::load(&root);
+    let mut report = patrol_against(&root, args, &hist.samples);
+    hist.push(report.sample.clone());
+    if let Err(e) = hist.save(&root) {
+        // The checks stand; the next run compares with an older run, or with none.
+        eprintln!(
+            "{PROGRAM}: warning: cannot remember this run's counts: {}",
+            e.chain()
+        );
+    }
     let mut status = report.status;
     if let Some(Err(e)) = args
         .prometheus

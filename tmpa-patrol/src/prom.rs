@@ -201,6 +201,34 @@ pub fn render(report: &Report) -> String {
             }
         }
     }
+    let g = &report.growth;
+    type ItemGetter = fn(&crate::history::Item) -> Option<f64>;
+    let growth_metrics: [(&str, &str, ItemGetter); 3] = [
+        (
+            "tmpa_growth_since_last_run",
+            "Change of a count since the previous patrol (temporaries, corrupt_json, or one of the largest directories).",
+            |i| i.delta.map(|d| d as f64),
+        ),
+        (
+            "tmpa_growth_per_hour",
+            "Change of a count per hour, over the time since the previous patrol.",
+            |i| i.per_hour,
+        ),
+        (
+            "tmpa_growth_streak_runs",
+            "Patrols in a row in which a count grew by more than --growth-warning.",
+            |i| Some(f64::from(i.streak)),
+        ),
+    ];
+    for (n, help, get) in growth_metrics {
+        let mut f = Family::new(&mut s, n, help);
+        for i in &g.items {
+            if let Some(v) = get(i) {
+                let path = i.path.as_deref().unwrap_or("");
+                f.sample(n, &[("count", i.what.as_str()), ("path", path)], v);
+            }
+        }
+    }
     let n = "tmpa_job_log_violations";
     let mut f = Family::new(
         &mut s,

@@ -1,4 +1,4 @@
-//! What the Debian package ships beside the four binaries, generated from the sources that
+//! What the Debian package ships beside the five binaries, generated from the sources that
 //! own it, so that none of it can drift from them:
 //!
 //! - a man page per program from its clap definition (`clap_mangen`: name, synopsis, the
@@ -36,6 +36,9 @@ pub enum Kind {
     },
     /// The read-only checklist: monitoring-plugin exit statuses (0 ok to 3 unknown).
     Patrol,
+    /// Backups (tmpa-snapshot): run by an operator or a backup job, never scheduled by
+    /// the package; exit statuses 0 to 4, holds the maintenance programs' locks.
+    Snapshot,
 }
 
 /// One of the workspace's programs.
@@ -71,10 +74,16 @@ impl Program {
     pub fn command(&self) -> Command {
         (self.command)()
     }
+
+    /// Whether the package schedules it (a crontab line, a systemd timer): every program
+    /// but the snapshot, which a backup job runs when it backs up.
+    pub fn scheduled(&self) -> bool {
+        self.kind != Kind::Snapshot
+    }
 }
 
-/// The four programs, in the order of the operations card.
-pub const PROGRAMS: [Program; 4] = [
+/// The five programs: the four of the operations card, then the snapshot.
+pub const PROGRAMS: [Program; 5] = [
     Program {
         name: "tmpa-compact",
         kind: Kind::Maintenance {
@@ -100,6 +109,11 @@ pub const PROGRAMS: [Program; 4] = [
         name: "tmpa-patrol",
         kind: Kind::Patrol,
         command: tmpa_patrol::Args::command,
+    },
+    Program {
+        name: "tmpa-snapshot",
+        kind: Kind::Snapshot,
+        command: tmpa_snapshot::Args::command,
     },
 ];
 
@@ -128,6 +142,34 @@ const MAINTENANCE_EXIT: [(&str, &str); 5] = [
         "Another run of the same program holds the lock on this root.",
     ),
     ("4", "Any other failure (I/O error, no space left)."),
+];
+
+/// Exit statuses of tmpa-snapshot (the maintenance programs' numbers, its own meanings).
+const SNAPSHOT_EXIT: [(&str, &str); 5] = [
+    (
+        "0",
+        "Done: the snapshot is complete, or --verify found every file good.",
+    ),
+    (
+        "1",
+        "Needs a look: entries left out of the snapshot (symlinks and other non-regular \
+         files, files that could not be read), or the problems --verify names.",
+    ),
+    (
+        "2",
+        "Usage error (bad flag, not a TMPA root, a destination that exists, is inside the \
+         root, or has a partial build left by an interrupted run); nothing written.",
+    ),
+    (
+        "3",
+        "Another snapshot, or (after --wait) tmpa-compact, tmpa-archive or tmpa-tmpclean, \
+         holds its lock on this root.",
+    ),
+    (
+        "4",
+        "Failure writing the snapshot (no space, I/O error): DIR is not made, the partial \
+         build is left and named.",
+    ),
 ];
 
 /// Exit statuses of tmpa-patrol: the monitoring-plugin convention (docs/OPERATIONS.md "tmpa-patrol").
@@ -196,6 +238,7 @@ fn exit_status(roff: &mut Roff, kind: Kind) {
     roff.control("SH", ["EXIT STATUS"]);
     let table: &[(&str, &str)] = match kind {
         Kind::Maintenance { .. } => &MAINTENANCE_EXIT,
+        Kind::Snapshot => &SNAPSHOT_EXIT,
         Kind::Patrol => {
             roff.text([roman(
                 "The monitoring-plugin convention, so that it works as a Nagios or Icinga \
@@ -264,6 +307,26 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
                  exits 3.",
             );
         }
+        Kind::Snapshot => {
+            item(
+                roff,
+                &state("runs/snapshot.json"),
+                "The run record every snapshot leaves, dry or not: times, exit_code and the \
+                 counts (files, bytes, what was left out).",
+            );
+            item(
+                roff,
+                &state("locks/"),
+                "snapshot.lock for the run, and for a real snapshot's pass the locks of \
+                 compact_events, archive_history and tmp_cleanup: a run of theirs that starts \
+                 meanwhile exits 3.",
+            );
+            item(
+                roff,
+                "DIR/.tmpa/snapshot.json",
+                "In the snapshot: when it was taken, of which root, how, and its counts.",
+            );
+        }
         Kind::Patrol => {
             item(
                 roff,
@@ -273,7 +336,8 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
             item(
                 roff,
                 &state("patrol/"),
-                "The --incremental cache: the patrol's only write inside the root.",
+                "history.json (each run's counts, for the growth check) and the \
+                 --incremental cache: the patrol's only writes inside the root.",
             );
             if let Some(prom) = &schedule.prometheus {
                 item(
@@ -292,6 +356,9 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
             "The scheduled job's log (each run appends its whole output); rotated by \
              /etc/logrotate.d/tmpa.",
         );
+    }
+    if !program.scheduled() {
+        return;
     }
     item(
         roff,
@@ -671,7 +738,7 @@ SHELL=/bin/sh
                 .filter_map(|l| l.strip_prefix("\\fB")?.strip_suffix("\\fR"))
                 .collect();
             let want: &[&str] = match p.kind {
-                Kind::Maintenance { .. } => &["0", "1", "2", "3", "4"],
+                Kind::Maintenance { .. } | Kind::Snapshot => &["0", "1", "2", "3", "4"],
                 Kind::Patrol => &["0", "1", "2", "3"],
             };
             assert_eq!(codes, want, "{}", p.name);

@@ -575,6 +575,33 @@ impl Dir {
             .map_err(|e| self.error("remove directory", name, e))
     }
 
+    /// Links the regular file `name` of this directory into `dest` as `dest_name`
+    /// (`linkat` without `AT_SYMLINK_FOLLOW`: a symlink is linked as itself, never
+    /// followed). The caller checks what it linked with [`Dir::stat`] on `dest`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry of this directory (kind `CrossesDevices` across file
+    /// systems or mounts, `AlreadyExists` when `dest_name` exists, `PermissionDenied`
+    /// where the kernel's `protected_hardlinks` refuses a file of another user).
+    pub fn link_into(&self, name: &OsStr, dest: &Dir, dest_name: &OsStr) -> Result<()> {
+        check_name(&self.path, name)?;
+        check_name(&dest.path, dest_name)?;
+        rustix::fs::linkat(&self.fd, name, &dest.fd, dest_name, AtFlags::empty())
+            .map_err(|e| self.error("link", name, e))
+    }
+
+    /// Creates the directory `name` in this one with permission bits `mode` (less the
+    /// umask) and opens it; an existing entry is an error, never reused.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry (kind `AlreadyExists` when there is one).
+    pub fn create_dir_new(&self, name: &OsStr, mode: u32) -> Result<Dir> {
+        check_name(&self.path, name)?;
+        rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode))
+            .map_err(|e| self.error("create directory", name, e))?;
+        self.open_child(name)
+    }
+
     /// Makes this directory's entries durable (after creations, renames, removals).
     ///
     /// # Errors
