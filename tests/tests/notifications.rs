@@ -416,3 +416,25 @@ fn notifications_older_than_is_parsed() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// After an archival, the patrol's inbox check counts only the live inbox entries and
+/// reports the archived total, from the archives' names.
+#[test]
+fn patrol_counts_live_inbox_files_and_reports_the_archived_total() {
+    let (t, _) = small_tree();
+    assert_eq!(t.run("tmpa-archive", &[]).code, 0);
+    let r = t.run("tmpa-patrol", &["--json"]);
+    let doc = r.json();
+    let inbox = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "inbox_files")
+        .unwrap();
+    assert_eq!(inbox["value"], 2, "{inbox}");
+    let detail = inbox["detail"].as_str().unwrap();
+    assert!(
+        detail.ends_with("; 8 acknowledged notifications archived in 2 archives (not counted)"),
+        "{detail}"
+    );
+}

@@ -127,7 +127,9 @@ pub fn write_archive<W: Write>(
     level: u32,
 ) -> io::Result<W> {
     let gz = flate2::GzBuilder::new().write(out, flate2::Compression::new(level));
-    let mut tar = tar::Builder::new(gz);
+    // tar writes each 512-byte header and each small member on its own: gzip gets them
+    // in large pieces (one deflate call per small write costs a window copy each).
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(256 << 10, gz));
     tar.mode(tar::HeaderMode::Deterministic);
     append(&mut tar, INDEX_NAME, &index_json(batch), 0)?;
     for n in batch {
@@ -135,7 +137,10 @@ pub fn write_archive<W: Write>(
         append(&mut tar, &body, &n.body, n.mtime_ns)?;
         append(&mut tar, &ack, &n.ack, n.acked_ns)?;
     }
-    tar.into_inner()?.finish()
+    tar.into_inner()?
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .finish()
 }
 
 fn append<W: Write>(

@@ -21,6 +21,7 @@
 
 pub mod corrupt;
 pub mod jobs;
+pub mod notify;
 pub mod prom;
 pub mod quarantine;
 pub mod service;
@@ -510,6 +511,9 @@ fn tree_checks(root: &Root, args: &Args, now: SystemTime) -> (Vec<Check>, walk::
         inodes_check(root, args),
         walk::tmp_check(root, &w, args, now),
     ];
+    if let Some(inbox) = checks.iter_mut().find(|c| c.name == "inbox_files") {
+        notify::annotate(inbox, &notify::archived(root));
+    }
     let opts = corrupt::Options {
         incremental: args.incremental,
         full: args.full,
