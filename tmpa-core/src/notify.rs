@@ -119,7 +119,7 @@ impl Root {
         {
             return Ok(false);
         }
-        Ok(self.find_archived(user, id)?.is_some())
+        Ok(self.archived_in(user, id)?.is_some())
     }
 
     /// The bytes of a notification, live (`inbox/ntf_{id}.json`) or archived (then
@@ -224,6 +224,15 @@ impl Root {
         user: &UserId,
         id: &NotificationId,
     ) -> Result<Option<ArchivedNotification>> {
+        let Some((dir, name)) = self.archived_in(user, id)? else {
+            return Ok(None);
+        };
+        find_in_archive(dir.open_read(&name)?, &dir.join(&name), id)
+    }
+
+    /// The archive that holds a notification (its directory and name), from the indexes
+    /// alone; the latest copy when several do.
+    fn archived_in(&self, user: &UserId, id: &NotificationId) -> Result<Option<(Dir, String)>> {
         let Some(dir) = self.open_dir_if_any(&rel::notification_archive(user))? else {
             return Ok(None);
         };
@@ -236,10 +245,7 @@ impl Root {
                 best = Some((e.mtime_ns, name));
             }
         }
-        let Some((_, name)) = best else {
-            return Ok(None);
-        };
-        find_in_archive(dir.open_read(&name)?, &dir.join(&name), id)
+        Ok(best.map(|(_, name)| (dir, name)))
     }
 
     /// Calls `visit` with the index of each of the user's archives, one at a time.

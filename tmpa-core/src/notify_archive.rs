@@ -159,7 +159,8 @@ fn append<W: Write>(
 
 /// Reads the archive `file` (shown as `shown` in errors): its index first; then, when
 /// `wanted(index)`, its members in order, each checked against the index and handed to
-/// `visit` until it returns `false`. Memory: the index and one notification.
+/// `visit` until it returns `false`. Memory: the index and one notification. (A lookup
+/// of one notification reads and checks only its members: [`find_in_archive`].)
 ///
 /// Returns the index.
 ///
@@ -170,6 +171,18 @@ fn append<W: Write>(
 pub fn read_archive(
     file: File,
     shown: &Path,
+    wanted: impl FnOnce(&[IndexEntry]) -> bool,
+    visit: impl FnMut(ArchivedNotification) -> bool,
+) -> Result<Vec<IndexEntry>> {
+    read_members(file, shown, None, wanted, visit)
+}
+
+/// [`read_archive`], reading and checking only the members of `only` when given (the
+/// others are passed over unread).
+fn read_members(
+    file: File,
+    shown: &Path,
+    only: Option<&str>,
     wanted: impl FnOnce(&[IndexEntry]) -> bool,
     mut visit: impl FnMut(ArchivedNotification) -> bool,
 ) -> Result<Vec<IndexEntry>> {
@@ -188,6 +201,11 @@ pub fn read_archive(
     }
     for e in &index.notifications {
         let (body_name, ack_name) = member_names(&e.id);
+        if only.is_some_and(|id| id != e.id) {
+            skip_member(&mut entries, shown, &body_name)?;
+            skip_member(&mut entries, shown, &ack_name)?;
+            continue;
+        }
         let id = NotificationId::new(e.id.as_str())
             .map_err(|_| corrupt(shown, &format!("{:?} is not a notification id", e.id)))?;
         let (body, mtime_s) = next_member(&mut entries, shown, &body_name, NOTIFICATION_BYTES_MAX)?;
@@ -226,9 +244,10 @@ pub fn find_in_archive(
     id: &NotificationId,
 ) -> Result<Option<ArchivedNotification>> {
     let mut found = None;
-    read_archive(
+    read_members(
         file,
         shown,
+        Some(id.as_str()),
         |index| index.iter().any(|e| e.id == id.as_str()),
         |n| {
             if n.id == *id {
@@ -239,6 +258,22 @@ pub fn find_in_archive(
         },
     )?;
     Ok(found)
+}
+
+/// Passes over the next member, which must be `name`, without reading it.
+fn skip_member<R: Read>(entries: &mut tar::Entries<'_, R>, shown: &Path, name: &str) -> Result<()> {
+    match entries.next() {
+        Some(Ok(e)) if &*e.path_bytes() == name.as_bytes() => Ok(()),
+        Some(Ok(e)) => Err(corrupt(
+            shown,
+            &format!(
+                "holds {} where {name} belongs",
+                String::from_utf8_lossy(&e.path_bytes())
+            ),
+        )),
+        Some(Err(e)) => Err(corrupt(shown, &format!("cannot read {name}: {e}"))),
+        None => Err(corrupt(shown, &format!("ends before {name}"))),
+    }
 }
 
 fn seconds(ns: i64) -> u64 {
