@@ -160,7 +160,7 @@ fn append<W: Write>(
 /// Reads the archive `file` (shown as `shown` in errors): its index first; then, when
 /// `wanted(index)`, its members in order, each checked against the index and handed to
 /// `visit` until it returns `false`. Memory: the index and one notification. (A lookup
-/// of one notification reads and checks only its members: [`find_in_archive`].)
+/// of one notification reads and checks only its members.)
 ///
 /// Returns the index.
 ///
