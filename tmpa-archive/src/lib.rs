@@ -22,6 +22,12 @@
 //! - A session larger than the library's limit (`SESSION_BYTES_MAX`, 256 MiB) is reported
 //!   and left live: memory and time per session are bounded.
 //!
+//! Acknowledged notifications whose ack is older than `--notifications-older-than`
+//! (default 90 days) are archived per user in batches into
+//! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz`, verified from disk and
+//! receipted the same way, then their inbox files and acks deleted ([`notify`]); the
+//! library reads them there. These archives stay local, also when a store is configured.
+//!
 //! With an object store (`{root}/tmpa.toml` `[archive] url = "s3://bucket/prefix"`, or
 //! `--to URL` for one run), the same invariants hold with the object
 //! `{prefix}/{user}/{session}.json.gz` in place of the local archive ([`store`]):
@@ -38,6 +44,7 @@
 //! - `--migrate-local` moves local archives to the store the same way (the local archive
 //!   is deleted through the same deletion path once the object reads back equal).
 
+pub mod notify;
 pub mod session;
 pub mod store;
 
@@ -85,6 +92,10 @@ pub struct Args {
     /// w), e.g. 12h, 30d, 2w
     #[arg(long, value_name = "AGE", default_value = "30d", value_parser = tmpa_maint::parse_age)]
     pub older_than: Duration,
+    /// Archive acknowledged notifications whose ack is this old (into
+    /// notifications/{user}/archive/): a whole number and a unit (s, m, h, d, w)
+    #[arg(long, value_name = "AGE", default_value = "90d", value_parser = tmpa_maint::parse_age)]
+    pub notifications_older_than: Duration,
     /// gzip compression level, 0 (none) to 9 (smallest)
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub level: u32,
@@ -203,8 +214,13 @@ pub struct Report {
     /// Every session old enough to archive, by user then session (then, with
     /// `--migrate-local`, each user's local archives).
     pub sessions: Vec<SessionReport>,
-    /// Files and directories that need a look (symlinks, odd names, invalid JSON), and
-    /// per-user failures.
+    /// `--notifications-older-than`, in seconds.
+    pub notifications_older_than_secs: u64,
+    /// Every archive of acknowledged notifications written, completed or attempted, by
+    /// user.
+    pub notification_batches: Vec<notify::BatchReport>,
+    /// Files and directories that need a look (symlinks, odd names, invalid JSON, acks
+    /// without their notification), and per-user failures.
     pub problems: Vec<Problem>,
     /// Totals.
     pub counts: Counts,
@@ -246,6 +262,9 @@ pub struct Counts {
     pub bytes_in: u64,
     /// Bytes of their archives.
     pub bytes_out: u64,
+    /// Notifications archived, and what else the notification archival found.
+    #[serde(flatten)]
+    pub notifications: notify::NotificationCounts,
     /// Problems reported.
     pub problems: u64,
 }
@@ -314,6 +333,13 @@ pub fn report_status(report: &Report) -> ExitStatus {
             _ => ExitStatus::Ok,
         });
     }
+    for b in &report.notification_batches {
+        status = status.worst(match b.action {
+            notify::BatchAction::Failed => ExitStatus::Failure,
+            notify::BatchAction::Conflict => ExitStatus::NeedsLook,
+            _ => ExitStatus::Ok,
+        });
+    }
     if report.failed {
         status = status.worst(ExitStatus::Failure);
     }
@@ -334,6 +360,8 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             unavailable: None,
         },
         sessions: Vec::new(),
+        notifications_older_than_secs: args.notifications_older_than.as_secs(),
+        notification_batches: Vec::new(),
         problems: Vec::new(),
         counts: Counts::default(),
         exit_code: 0,
@@ -342,7 +370,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     let cutoff = SystemTime::now()
         .checked_sub(args.older_than)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let users = list_users(run.root(), &mut report.problems);
+    let users = list_users(run.root(), "chat_history", &mut report.problems);
     if let Some(sr) = store.filter(|_| run.mode().writes()) {
         // One cheap request before any work: a store that cannot be reached leaves every
         // session in place at the cost of one timeout.
@@ -412,9 +440,63 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             ));
         }
     }
+    let (ncounts, ndeleted) = archive_notifications(run, args, &mut report);
     report.problems.sort();
     report.counts = counts(&report, users.len() as u64, seen, young);
+    report.counts.notifications = ncounts;
+    let sessions_deleted = report
+        .counts
+        .deletions
+        .deleted
+        .or(report.counts.deletions.would_delete);
+    report.counts.deletions =
+        tmpa_maint::DeleteCount::of(run.mode(), sessions_deleted.unwrap_or(0) + ndeleted);
     report
+}
+
+/// Archives every user's old acknowledged notifications ([`notify`]); returns the counts
+/// and the files deleted (or that a real run would delete).
+fn archive_notifications(
+    run: &mut Run,
+    args: &Args,
+    report: &mut Report,
+) -> (notify::NotificationCounts, u64) {
+    let cutoff = SystemTime::now()
+        .checked_sub(args.notifications_older_than)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut counts = notify::NotificationCounts::default();
+    let mut deleted = 0;
+    for user in list_users(run.root(), "notifications", &mut report.problems) {
+        let mut u = notify::NotifyRun {
+            user: &user,
+            cutoff,
+            level: args.level,
+            batches: &mut report.notification_batches,
+            problems: &mut report.problems,
+            counts: &mut counts,
+            deleted: 0,
+        };
+        let outcome = u.archive_user(run);
+        deleted += u.deleted;
+        if let Err(e) = outcome {
+            let failed = !matches!(e, Error::Unsafe { .. });
+            report.failed |= failed;
+            let path = e.path().map_or_else(
+                || run.root().path().join("notifications").join(user.as_str()),
+                Path::to_path_buf,
+            );
+            report.problems.push(Problem::new(
+                path,
+                if failed {
+                    ProblemKind::Unreadable
+                } else {
+                    ProblemKind::Unsafe
+                },
+                format!("notifications of {user} not archived: {}", e.chain()),
+            ));
+        }
+    }
+    (counts, deleted)
 }
 
 fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
@@ -455,10 +537,11 @@ fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
     c
 }
 
-/// The users of `chat_history/`, sorted; entries that are not safe to enter are reported.
-fn list_users(root: &Root, problems: &mut Vec<Problem>) -> Vec<UserId> {
-    let path = root.path().join("chat_history");
-    let dir = match root_dir(root).open_dir("chat_history") {
+/// The users of `data` (`chat_history` or `notifications`), sorted; entries that are not
+/// safe to enter are reported.
+fn list_users(root: &Root, data: &str, problems: &mut Vec<Problem>) -> Vec<UserId> {
+    let path = root.path().join(data);
+    let dir = match root_dir(root).open_dir(data) {
         Ok(d) => d,
         Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(Error::Unsafe { .. }) => {
@@ -942,6 +1025,9 @@ pub fn render_text(report: &Report) -> String {
     }
     for p in &report.problems {
         let _ = writeln!(s, "  problem: {p}");
+    }
+    for b in &report.notification_batches {
+        let _ = writeln!(s, "{}", notify::render_batch(b, report.dry_run));
     }
     for r in &report.sessions {
         let size = match r.archive_bytes {

@@ -13,7 +13,7 @@
 //! | [`Root::record_event`] | writes `token_stats/{day}/evt_{id}.json` (never replaces another event) |
 //! | [`Root::read_day`] | a day's events, compacted and loose, each id once, with the files it could not use |
 //! | [`Root::summary`] | a day's totals, from the `_summary.json` cache when it is current, else rebuilt |
-//! | [`Root::deliver`], [`Root::ack`], [`Root::is_acked`], [`Root::unacked`] | notifications and read receipts |
+//! | [`Root::deliver`], [`Root::ack`], [`Root::is_acked`], [`Root::unacked`], [`Root::read_notification`], [`Root::list_notifications`] | notifications and read receipts, live or archived |
 //! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived (locally or in an object store) |
 //! | [`Root::archive_config`] | where archives go, from `{root}/tmpa.toml` |
 //! | [`Root::write_file`] | any other file of the tree, atomically |
@@ -73,6 +73,7 @@ mod fs;
 mod json;
 mod names;
 mod notify;
+mod notify_archive;
 mod par;
 mod problem;
 mod root;
@@ -86,6 +87,7 @@ pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
 pub use event::Event;
 pub use fs::{AtomicFile, temp_final_name};
 pub use names::{Day, EventId, NotificationId, SessionId, UserId};
+pub use notify::{NotificationInfo, NotificationLocation};
 pub use problem::{Problem, ProblemKind};
 pub use root::Root;
 pub use session::SessionLocation;
@@ -186,6 +188,10 @@ pub mod maintenance {
         temporary_of,
     };
     pub use crate::json::same_value as same_json_value;
+    pub use crate::notify_archive::{
+        ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_DIR, NOTIFICATION_BYTES_MAX,
+        archive_count, archive_name, archive_names, read_archive, write_archive,
+    };
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};

@@ -127,6 +127,12 @@ pub(crate) mod rel {
         Path::new("notifications").join(user.as_str()).join("ack")
     }
 
+    pub(crate) fn notification_archive(user: &UserId) -> PathBuf {
+        Path::new("notifications")
+            .join(user.as_str())
+            .join(crate::notify_archive::NOTIFICATION_ARCHIVE_DIR)
+    }
+
     pub(crate) fn chat_history() -> PathBuf {
         PathBuf::from("chat_history")
     }

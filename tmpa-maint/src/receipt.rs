@@ -70,6 +70,17 @@ pub enum Proof {
         /// Size of the archive.
         archive_bytes: u64,
     },
+    /// The notification or ack was read back, byte for byte and with its time, from the
+    /// notification archive `held_by` (a `tar.gz` of `notifications` acknowledged
+    /// notifications) decompressed from disk (tmpa-archive).
+    NotificationArchive {
+        /// The notification's user.
+        user: String,
+        /// Size of the archive in bytes.
+        archive_bytes: u64,
+        /// Notifications the archive holds.
+        notifications: u64,
+    },
     /// The object (`held_by`, its URL) was read back from the object store, with the ETag
     /// its put returned, and decompressed to exactly the source's bytes (tmpa-archive to
     /// a store; with `--migrate-local`, the source is a local archive and the object holds

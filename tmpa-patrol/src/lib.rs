@@ -27,6 +27,7 @@
 pub mod corrupt;
 pub mod history;
 pub mod jobs;
+pub mod notify;
 pub mod prom;
 pub mod quarantine;
 pub mod service;
@@ -599,6 +600,9 @@ fn tree_checks(
         inodes_check(root, args),
         walk::tmp_check(root, &w, args, now),
     ];
+    if let Some(inbox) = checks.iter_mut().find(|c| c.name == "inbox_files") {
+        notify::annotate(inbox, &notify::archived(root));
+    }
     let opts = corrupt::Options {
         incremental: args.incremental,
         full: args.full,

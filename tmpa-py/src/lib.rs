@@ -236,13 +236,54 @@ impl Root {
         py.detach(|| self.inner.ack(&u, &n)).map_err(to_py)
     }
 
-    /// Whether a notification has been acknowledged.
+    /// Whether a notification has been acknowledged (an archived one always has).
     fn is_acked(&self, py: Python<'_>, user: &str, id: &str) -> PyResult<bool> {
         let (u, n) = (
             UserId::new(user).map_err(to_py)?,
             NotificationId::new(id).map_err(to_py)?,
         );
         py.detach(|| self.inner.is_acked(&u, &n)).map_err(to_py)
+    }
+
+    /// The bytes of a notification, live (`inbox/ntf_{id}.json`) or archived by
+    /// tmpa-archive (exactly the bytes it had in the inbox).
+    fn read_notification<'py>(
+        &self,
+        py: Python<'py>,
+        user: &str,
+        id: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (u, n) = (
+            UserId::new(user).map_err(to_py)?,
+            NotificationId::new(id).map_err(to_py)?,
+        );
+        let bytes = py
+            .detach(|| self.inner.read_notification(&u, &n))
+            .map_err(to_py)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// A user's notifications as `(id, "live" | "archived", acked)`, sorted by id.
+    fn list_notifications(
+        &self,
+        py: Python<'_>,
+        user: &str,
+    ) -> PyResult<Vec<(String, String, bool)>> {
+        let u = UserId::new(user).map_err(to_py)?;
+        let list = py
+            .detach(|| self.inner.list_notifications(&u))
+            .map_err(to_py)?;
+        Ok(list
+            .into_iter()
+            .map(|n| {
+                let where_ = match n.location {
+                    tmpa_core::NotificationLocation::Live => "live",
+                    // Archived, or a place this version does not know: archived somewhere.
+                    _ => "archived",
+                };
+                (n.id.to_string(), where_.to_owned(), n.acked)
+            })
+            .collect())
     }
 
     /// The ids of a user's notifications that have not been acknowledged, sorted.

@@ -305,6 +305,43 @@ def test_interop_programs_read_what_python_wrote_and_back(root):
     assert root.list_sessions("u2") == [("s1", "archived")]
 
 
+def test_notifications_archived_by_tmpa_archive_read_back_exactly(root):
+    """300 notifications over two years, most acknowledged, delivered and acknowledged
+    from Python (each an fsynced write): after tmpa-archive, the inbox holds only the unread and the recent, and
+    every notification reads back exactly, with its ack state, whether live or archived."""
+    now = time.time()
+    want = {}
+    stay = []
+    for i in range(300):
+        nid = f"n{i:05}"
+        root.deliver("u1", {"n": i, "text": f"notification {i} \u00e9"}, id=nid)
+        days = 730 - i * 730 // 300
+        inbox = os.path.join(root.path, "notifications", "u1", "inbox", f"ntf_{nid}.json")
+        os.utime(inbox, (now - days * 86400,) * 2)
+        acked = i % 10 != 0
+        if acked:
+            ack = root.ack("u1", nid)
+            os.utime(ack, (now - (days - 1) * 86400,) * 2)
+        with open(inbox, "rb") as f:
+            want[nid] = (f.read(), acked)
+        if not acked or days - 1 < 90:
+            stay.append(f"ntf_{nid}.json")
+    r = subprocess.run([program("tmpa-archive"), "--root", root.path],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    inbox = sorted(os.listdir(os.path.join(root.path, "notifications", "u1", "inbox")))
+    assert inbox == stay
+    listed = root.list_notifications("u1")
+    assert [(n, a) for n, _, a in listed] == [(n, a) for n, (_, a) in sorted(want.items())]
+    assert {w for _, w, _ in listed} == {"live", "archived"}
+    for nid, (body, acked) in want.items():
+        assert root.read_notification("u1", nid) == body
+        assert root.is_acked("u1", nid) == acked
+    assert root.unacked("u1") == sorted(n for n, (_, a) in want.items() if not a)
+    with pytest.raises(FileNotFoundError):
+        root.read_notification("u1", "never")
+
+
 def test_python_ints_and_decimals_survive_compaction_exactly(root):
     """A Python int of 30 digits recorded through the library, and a Decimal of 20
     decimals written by the backend's own json code, come back exactly after

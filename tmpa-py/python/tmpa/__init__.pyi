@@ -51,9 +51,15 @@ class Root:
     def ack(self, user: str, id: str) -> Path:
         """Write the read receipt ``ack/ntf_{id}.ack`` (idempotent); return its path."""
     def is_acked(self, user: str, id: str) -> bool:
-        """Whether the notification has a read receipt."""
+        """Whether the notification has a read receipt (an archived one always has)."""
     def unacked(self, user: str) -> List[str]:
         """Ids of the user's notifications without a read receipt, sorted."""
+    def read_notification(self, user: str, id: str) -> bytes:
+        """A notification's bytes, live or archived by tmpa-archive (exactly as it was in
+        the inbox). FileNotFoundError when neither exists."""
+    def list_notifications(self, user: str) -> List[Tuple[str, str, bool]]:
+        """``(id, "live" | "archived", acked)`` for each of the user's notifications,
+        sorted by id."""
     def day_events(self, day: str) -> List[dict]:
         """The day's valid events (compacted and loose, each id once, by ts then id)."""
     def read_day(self, day: str) -> dict:

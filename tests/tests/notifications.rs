@@ -1,0 +1,440 @@
+//! tmpa-archive's notification archival on real trees: acknowledged notifications older
+//! than `--notifications-older-than` leave the inbox for an archive the library still
+//! reads; unacknowledged and recent ones stay; orphan acks are reported; notifications
+//! delivered or acknowledged during the run are never lost; kills at every system call
+//! that matters lose nothing; dry runs, plans and receipts as for sessions.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tmpa_core::{NotificationId, NotificationLocation, Root, UserId};
+use tmpa_tests::{Run, Tree, age, bin};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// What a notification should be after any run: its bytes, and whether it is acked.
+type Want = BTreeMap<(String, String), (Vec<u8>, bool)>;
+
+/// Delivers `ntf_{id}.json` to `user` with `body`, delivered `delivered` ago and (when
+/// `acked` is some) acknowledged that long ago.
+fn notification(
+    t: &Tree,
+    want: &mut Want,
+    (user, id): (&str, &str),
+    body: &[u8],
+    delivered: Duration,
+    acked: Option<Duration>,
+) {
+    let p = t.file(format!("notifications/{user}/inbox/ntf_{id}.json"), body);
+    age(&p, delivered);
+    if let Some(a) = acked {
+        let ack = t.file(
+            format!("notifications/{user}/ack/ntf_{id}.ack"),
+            format!(r#"{{"acked_at":"{} days ago"}}"#, a.as_secs() / 86_400),
+        );
+        age(&ack, a);
+    }
+    want.insert((user.into(), id.into()), (body.to_vec(), acked.is_some()));
+}
+
+/// Every notification of `want` reads back exactly through the library, with its ack
+/// state, live or archived; `unacked` lists exactly the unacknowledged ones.
+fn nothing_lost(root: &Path, want: &Want) {
+    let r = Root::open(root).expect("root");
+    let mut users: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
+    for ((user, id), (_, acked)) in want {
+        users.entry(user).or_default().push((id, *acked));
+    }
+    for (user, ids) in users {
+        let u = UserId::new(user).expect("user");
+        let listed: BTreeMap<String, bool> = r
+            .list_notifications(&u)
+            .expect("list")
+            .into_iter()
+            .map(|n| (n.id.to_string(), n.acked))
+            .collect();
+        let expected: BTreeMap<String, bool> =
+            ids.iter().map(|(id, a)| ((*id).to_owned(), *a)).collect();
+        assert_eq!(listed, expected, "list_notifications of {user}");
+        let unacked: Vec<String> = r
+            .unacked(&u)
+            .expect("unacked")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let want_unacked: Vec<String> = ids
+            .iter()
+            .filter(|(_, a)| !a)
+            .map(|(id, _)| (*id).to_owned())
+            .collect();
+        assert_eq!(unacked, want_unacked, "unacked of {user}");
+    }
+    // Reads by id: every one in a small tree, a spread sample of a large one (each read of
+    // an archived notification looks into the user's archive indexes).
+    let step = (want.len() / 400).max(1);
+    for ((user, id), (body, acked)) in want.iter().step_by(step) {
+        let (u, n) = (
+            UserId::new(user.as_str()).unwrap(),
+            NotificationId::new(id.as_str()).unwrap(),
+        );
+        assert_eq!(
+            &r.read_notification(&u, &n).expect("read"),
+            body,
+            "{user}/{id}"
+        );
+        assert_eq!(r.is_acked(&u, &n).expect("is_acked"), *acked, "{user}/{id}");
+    }
+}
+
+/// The inbox and ack entries of `user`, sorted.
+fn live(root: &Path, user: &str, dir: &str) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(root.join(format!("notifications/{user}/{dir}"))) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = rd
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn archives(root: &Path, user: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(root.join(format!("notifications/{user}/archive")))
+        .map(|rd| rd.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A user with 20,000 notifications over two years, most acknowledged: after one run the
+/// inbox holds only the unacknowledged and the recently acknowledged, the rest sit in a
+/// few archives that `tar tzf` lists, and every notification reads back exactly through
+/// the library; a second run changes nothing.
+#[test]
+fn twenty_thousand_notifications_over_two_years() {
+    let t = Tree::new();
+    let mut want = Want::new();
+    let mut stay = Vec::new();
+    for i in 0..20_000u64 {
+        let id = format!("{i:06}");
+        let delivered = DAY * u32::try_from(730 - i * 730 / 20_000).unwrap();
+        let body = format!(r#"{{"n":{i},"text":"notification {i} of two years"}}"#);
+        // Every 10th is never read; the others are read a day after delivery.
+        let acked = (i % 10 != 0).then(|| delivered.saturating_sub(DAY));
+        if acked.is_none_or(|a| a < DAY * 90) {
+            stay.push(format!("ntf_{id}.json"));
+        }
+        notification(
+            &t,
+            &mut want,
+            ("u1", &id),
+            body.as_bytes(),
+            delivered,
+            acked,
+        );
+    }
+    let r = t.run("tmpa-archive", &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = r.json();
+    let archived = report["counts"]["notifications_archived"].as_u64().unwrap();
+    assert_eq!(archived as usize, 20_000 - stay.len());
+    assert_eq!(live(t.root(), "u1", "inbox"), stay);
+    let files = archives(t.root(), "u1");
+    assert_eq!(files.len(), archived.div_ceil(4096) as usize, "{files:?}");
+    let listed = Command::new("tar")
+        .arg("tzf")
+        .arg(&files[0])
+        .output()
+        .expect("tar");
+    assert!(String::from_utf8_lossy(&listed.stdout).starts_with("index.json\ninbox/ntf_"));
+    nothing_lost(t.root(), &want);
+    let in_archives = Root::open(t.root())
+        .unwrap()
+        .list_notifications(&UserId::new("u1").unwrap())
+        .unwrap()
+        .iter()
+        .filter(|n| n.location == NotificationLocation::Archived)
+        .count();
+    assert_eq!(in_archives as u64, archived);
+    let again = t.run("tmpa-archive", &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(archives(t.root(), "u1"), files);
+    assert_eq!(live(t.root(), "u1", "inbox"), stay);
+}
+
+/// A small tree of two users: old acknowledged, old unacknowledged, recently acknowledged,
+/// an id that needs a long name in tar and one with odd characters.
+fn small_tree() -> (Tree, Want) {
+    let t = Tree::new();
+    let mut want = Want::new();
+    let long = "L".repeat(200);
+    for user in ["alice", "bob"] {
+        for (id, acked) in [
+            ("1", Some(DAY * 200)),
+            ("2", Some(DAY * 120)),
+            ("new", Some(DAY)),
+            ("unread", None),
+            ("sp ace\\ \u{e9}\n", Some(DAY * 100)),
+            (long.as_str(), Some(DAY * 300)),
+        ] {
+            let body = format!(r#"{{"for":"{user}","id":{id:?}}}"#);
+            notification(&t, &mut want, (user, id), body.as_bytes(), DAY * 365, acked);
+        }
+    }
+    (t, want)
+}
+
+/// Old acknowledged notifications leave the inbox with their acks, the rest stay; the
+/// receipt names each inbox file and ack with the archive that holds it.
+#[test]
+fn archives_old_acknowledged_only_and_receipts_both_files() {
+    let (t, want) = small_tree();
+    let r = t.run("tmpa-archive", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for user in ["alice", "bob"] {
+        assert_eq!(
+            live(t.root(), user, "inbox"),
+            ["ntf_new.json", "ntf_unread.json"]
+        );
+        assert_eq!(live(t.root(), user, "ack"), ["ntf_new.ack"]);
+        assert_eq!(archives(t.root(), user).len(), 1);
+    }
+    nothing_lost(t.root(), &want);
+    let lines = tmpa_tests::receipt_lines(t.root(), "archive_history");
+    assert_eq!(lines.len(), 2 * 2 * 4, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["verified_by"], "notification_archive", "{l}");
+        assert_eq!(l["notifications"], 4, "{l}");
+        assert!(
+            l["held_by"].as_str().unwrap().contains("/archive/acked-4-"),
+            "{l}"
+        );
+    }
+}
+
+/// A dry run changes nothing and lists what a real run would archive; its saved plan,
+/// applied, archives exactly that.
+#[test]
+fn dry_run_and_plan() {
+    let (t, want) = small_tree();
+    let before = t.snapshot();
+    let plan = t.root().join(".tmpa/plan.json");
+    let plan_arg = plan.to_str().unwrap();
+    let dry = t.run("tmpa-archive", &["--dry-run", "--save-plan", plan_arg]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("would archive 4 notifications of alice"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(before, t.snapshot(), "a dry run changed the tree");
+    let applied = t.run("tmpa-archive", &["--apply-plan", plan_arg]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_eq!(
+        live(t.root(), "alice", "inbox"),
+        ["ntf_new.json", "ntf_unread.json"]
+    );
+    nothing_lost(t.root(), &want);
+}
+
+/// An old ack whose notification is gone is kept and reported (exit 1); an ack whose
+/// notification an archive holds with exactly that ack (a run stopped between the two
+/// deletions) is completed.
+#[test]
+fn orphan_ack_is_kept_and_a_leftover_ack_completed() {
+    let (t, want) = small_tree();
+    let orphan = t.file("notifications/alice/ack/ntf_gone.ack", b"{}");
+    age(&orphan, DAY * 200);
+    let ack1 = t.root().join("notifications/bob/ack/ntf_1.ack");
+    let saved = fs::read(&ack1).unwrap();
+    let first = t.run("tmpa-archive", &[]);
+    assert_eq!(first.code, 1, "{}", first.stdout);
+    assert!(
+        first
+            .stdout
+            .contains("ntf_gone.ack: an ack without its notification"),
+        "{}",
+        first.stdout
+    );
+    assert!(orphan.exists());
+    // bob's ack of 1 comes back as a stopped run would leave it.
+    fs::write(&ack1, &saved).unwrap();
+    age(&ack1, DAY * 200);
+    let second = t.run("tmpa-archive", &["--json"]);
+    assert_eq!(
+        second.json()["counts"]["acks_completed"],
+        1,
+        "{}",
+        second.stdout
+    );
+    assert!(!ack1.exists());
+    assert!(orphan.exists());
+    nothing_lost(t.root(), &want);
+}
+
+/// Runs tmpa-archive on `root` under strace with every `renameat2` delayed by `us`.
+fn stretched(root: &Path, us: u64) -> std::process::Child {
+    Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("inject=renameat2:delay_enter={us}"))
+        .args(tmpa_tests::program_args("tmpa-archive"))
+        .env_remove("TMPA_ROOT")
+        .arg("--root")
+        .arg(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace")
+}
+
+/// While a run deletes (each move aside stretched), the backend delivers a notification
+/// again with new content, delivers a new one and acknowledges an unread one: the
+/// redelivered one is kept with its ack and reported, the others untouched, nothing lost.
+#[test]
+fn delivered_and_acknowledged_during_the_run() {
+    if !strace_works() {
+        eprintln!("skipped: strace cannot inject here");
+        return;
+    }
+    let (t, mut want) = small_tree();
+    let child = stretched(t.root(), 300_000);
+    tmpa_tests::wait_for_receipt_line(t.root(), "archive_history");
+    let r = Root::open(t.root()).unwrap();
+    let alice = UserId::new("alice").unwrap();
+    for id in ["2", "new2"] {
+        let body = serde_json::json!({"again": id});
+        r.deliver(&alice, &NotificationId::new(id).unwrap(), &body)
+            .unwrap();
+        let acked = id == "2";
+        want.insert(
+            ("alice".into(), id.into()),
+            (serde_json::to_vec(&body).unwrap(), acked),
+        );
+    }
+    r.ack(&alice, &NotificationId::new("unread").unwrap())
+        .unwrap();
+    want.get_mut(&("alice".into(), "unread".into())).unwrap().1 = true;
+    let run: Run = child.wait_with_output().expect("wait").into();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("changed ") && run.stdout.contains("ntf_2.json"),
+        "{}",
+        run.stdout
+    );
+    assert!(t.root().join("notifications/alice/ack/ntf_2.ack").exists());
+    nothing_lost(t.root(), &want);
+}
+
+fn strace_works() -> bool {
+    Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:error=EIO",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A SIGKILL at every call of each system call that matters (the archive's write, its
+/// rename and fsync, the delete step's renameat2 and unlinkat): after every kill nothing
+/// is lost, and the next run finishes (exit 0, only the young and unread left live, the
+/// quarantine empty).
+#[test]
+fn kill_at_every_syscall_loses_nothing() {
+    if !strace_works() {
+        eprintln!("skipped: strace cannot inject here");
+        return;
+    }
+    let mut kills = 0;
+    for syscall in ["write", "renameat2", "fsync", "fdatasync", "unlinkat"] {
+        for n in 1..=300 {
+            let (t, want) = small_tree();
+            let r: Run = Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"))
+                .args(tmpa_tests::program_args("tmpa-archive"))
+                .env_remove("TMPA_ROOT")
+                .arg("--root")
+                .arg(t.root())
+                .output()
+                .expect("strace")
+                .into();
+            let killed = r.code != 0;
+            nothing_lost(t.root(), &want);
+            let again = t.run("tmpa-archive", &[]);
+            assert_eq!(again.code, 0, "after a kill at {syscall} #{n}: {again:?}");
+            nothing_lost(t.root(), &want);
+            for user in ["alice", "bob"] {
+                assert_eq!(
+                    live(t.root(), user, "inbox"),
+                    ["ntf_new.json", "ntf_unread.json"],
+                    "{syscall} #{n}"
+                );
+                assert_eq!(
+                    live(t.root(), user, "ack"),
+                    ["ntf_new.ack"],
+                    "{syscall} #{n}"
+                );
+            }
+            let q = t.root().join(".tmpa/quarantine/in-flight");
+            let left = Command::new("find")
+                .arg(&q)
+                .args(["-type", "f"])
+                .output()
+                .unwrap();
+            assert!(left.stdout.is_empty(), "{syscall} #{n}: {left:?}");
+            if !killed {
+                break;
+            }
+            kills += 1;
+        }
+    }
+    assert!(kills > 20, "only {kills} kills landed");
+}
+
+/// The binary takes --notifications-older-than and refuses a bad value (exit 2).
+#[test]
+fn notifications_older_than_is_parsed() {
+    let (t, _) = small_tree();
+    let r = t.run(
+        "tmpa-archive",
+        &["--notifications-older-than", "1000d", "--json"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["counts"]["notifications_archived"], 0);
+    let bad = bin("tmpa-archive")
+        .args(["--notifications-older-than", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// After an archival, the patrol's inbox check counts only the live inbox entries and
+/// reports the archived total, from the archives' names.
+#[test]
+fn patrol_counts_live_inbox_files_and_reports_the_archived_total() {
+    let (t, _) = small_tree();
+    assert_eq!(t.run("tmpa-archive", &[]).code, 0);
+    let r = t.run("tmpa-patrol", &["--json"]);
+    let doc = r.json();
+    let inbox = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "inbox_files")
+        .unwrap();
+    assert_eq!(inbox["value"], 2, "{inbox}");
+    let detail = inbox["detail"].as_str().unwrap();
+    assert!(
+        detail.ends_with("; 8 acknowledged notifications archived in 2 archives (not counted)"),
+        "{detail}"
+    );
+}

@@ -1,0 +1,642 @@
+//! Archiving acknowledged notifications: per user, the notifications whose ack is older
+//! than `--notifications-older-than` go in batches into
+//! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz` (tmpa-core's format: each
+//! notification's name, exact bytes and time, and its ack's), written atomically without
+//! replacing anything, read back from disk and compared member by member, receipted, and
+//! only then are the inbox files, and after them their acks, deleted through the one
+//! deletion path.
+//!
+//! Never touched: an unacknowledged notification, one whose ack is younger than the
+//! cutoff, temporaries, anything that is not a regular `ntf_{id}.json` / `ntf_{id}.ack`.
+//! An old ack without its notification is kept and reported (exit 1), unless an archive
+//! holds its notification with exactly that ack (a run stopped between the two
+//! deletions): then it is deleted on the strength of that archive. A notification
+//! rewritten or delivered again during the run is kept (its ack too) and reported.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tmpa_core::maintenance::{
+    ArchivedNotification, AtomicFile, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_DIR,
+    NOTIFICATION_BYTES_MAX, Stamp, archive_name, archive_names, path_text, read_archive, root_dir,
+    serialize_path, sha256_hex, temp_final_name, write_archive,
+};
+use tmpa_core::{Error, NotificationId, Problem, ProblemKind, UserId};
+use tmpa_maint::{Deletion, Doomed, Kept, Outcome, Planned, Proof, Run};
+
+/// Notifications per archive: bounds one archive's index (what a library lookup reads
+/// from each archive) and what a crash can leave archived but not yet deleted.
+const BATCH_MAX: usize = 4096;
+/// Bytes of notifications and acks held in memory for one batch.
+const BATCH_BYTES_MAX: u64 = 64 << 20;
+
+/// What became of one batch of a user's acknowledged notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchAction {
+    /// A new archive was written and verified; the sources are deleted (or would be).
+    Archive,
+    /// The archive already held exactly this batch (an interrupted run): the sources are
+    /// deleted (or would be).
+    Complete,
+    /// An archive of that name holds other bytes, or cannot be read: all kept.
+    Conflict,
+    /// An I/O error (full disk, permission): all kept.
+    Failed,
+}
+
+impl BatchAction {
+    fn deletes_sources(self) -> bool {
+        matches!(self, BatchAction::Archive | BatchAction::Complete)
+    }
+
+    fn word(self, dry_run: bool) -> &'static str {
+        match (self, dry_run) {
+            (BatchAction::Archive, false) => "archived",
+            (BatchAction::Archive, true) => "would archive",
+            (BatchAction::Complete, false) => "completed",
+            (BatchAction::Complete, true) => "would complete",
+            (BatchAction::Conflict, _) => "conflict",
+            (BatchAction::Failed, _) => "failed",
+        }
+    }
+}
+
+/// One archive of a user's notifications (or one that would be written).
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchReport {
+    /// The user.
+    pub user: String,
+    /// The archive.
+    #[serde(serialize_with = "serialize_path")]
+    pub archive: PathBuf,
+    /// What was (or would be) done.
+    pub action: BatchAction,
+    /// Notifications in the batch.
+    pub notifications: u64,
+    /// Notifications deleted from the inbox (with their acks); in a dry run, that would be.
+    pub deleted: u64,
+    /// Bytes of the notifications and acks of the batch.
+    pub bytes_in: u64,
+    /// Size of the archive, when one was written or found.
+    pub archive_bytes: Option<u64>,
+    /// Notifications kept because they changed after they were read (rewritten, delivered
+    /// again): their inbox files.
+    pub changed: Vec<String>,
+    /// Details in words.
+    pub detail: String,
+}
+
+/// Totals of the notification archival (in the run's counts).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NotificationCounts {
+    /// Acks looked at.
+    pub acks: u64,
+    /// Acks younger than `--notifications-older-than` (their notifications left).
+    pub acks_young: u64,
+    /// Notifications archived (or that would be).
+    pub notifications_archived: u64,
+    /// Notifications kept because they changed during the run.
+    pub notifications_changed: u64,
+    /// Acks whose notification an archive already held (an interrupted run completed).
+    pub acks_completed: u64,
+    /// Old acks without their notification (kept, reported).
+    pub orphan_acks: u64,
+    /// Archives written (or that would be).
+    pub notification_archives: u64,
+}
+
+/// One user's notification archival.
+pub(crate) struct NotifyRun<'a> {
+    pub(crate) user: &'a UserId,
+    pub(crate) cutoff: SystemTime,
+    pub(crate) level: u32,
+    pub(crate) batches: &'a mut Vec<BatchReport>,
+    pub(crate) problems: &'a mut Vec<Problem>,
+    pub(crate) counts: &'a mut NotificationCounts,
+    /// Files deleted (or that would be).
+    pub(crate) deleted: u64,
+}
+
+/// A notification read from the inbox with its ack, about to be archived.
+struct Read {
+    n: ArchivedNotification,
+    stamp: Stamp,
+    ack_stamp: Stamp,
+}
+
+impl NotifyRun<'_> {
+    /// Archives the user's acknowledged notifications older than the cutoff.
+    pub(crate) fn archive_user(&mut self, run: &mut Run) -> tmpa_core::Result<()> {
+        let root = run.root().clone();
+        let base = Path::new("notifications").join(self.user.as_str());
+        let Some(acks) = crate::open_if_any(&root, &base.join("ack"))? else {
+            return Ok(());
+        };
+        let inbox = crate::open_if_any(&root, &base.join("inbox"))?;
+        let (mut old, lonely) = self.old_acks(&acks, inbox.as_ref())?;
+        if let Some(inbox) = &inbox {
+            self.keep_planned(run, inbox, &acks, &mut old);
+        }
+        if old.is_empty() && lonely.is_empty() {
+            return Ok(());
+        }
+        let rel = base.join(NOTIFICATION_ARCHIVE_DIR);
+        let archive = if run.mode().writes() {
+            Some(root_dir(&root).create_dir_all(&rel)?)
+        } else {
+            crate::open_if_any(&root, &rel)?
+        };
+        let shown_archive = archive
+            .as_ref()
+            .map_or_else(|| root.path().join(&rel), |d| d.path().to_path_buf());
+        self.lonely_acks(run, &acks, archive.as_ref(), lonely)?;
+        let Some(inbox) = inbox else {
+            return Ok(());
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        for id in old {
+            let Some(r) = self.read_one(&inbox, &acks, &id) else {
+                continue;
+            };
+            bytes += r.stamp.size + r.ack_stamp.size;
+            batch.push(r);
+            if batch.len() == BATCH_MAX || bytes >= BATCH_BYTES_MAX {
+                self.batch(
+                    run,
+                    (&inbox, &acks),
+                    (archive.as_ref(), &shown_archive),
+                    &batch,
+                )?;
+                batch.clear();
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.batch(
+                run,
+                (&inbox, &acks),
+                (archive.as_ref(), &shown_archive),
+                &batch,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The ids of the old acks whose notification is in the inbox, sorted, and of the old
+    /// acks without one. Young acks are counted; symlinks and odd entries reported.
+    fn old_acks(
+        &mut self,
+        acks: &Dir,
+        inbox: Option<&Dir>,
+    ) -> tmpa_core::Result<(Vec<NotificationId>, Vec<NotificationId>)> {
+        let cutoff_ns = self
+            .cutoff
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let (mut old, mut lonely) = (Vec::new(), Vec::new());
+        for entry in acks.entries()? {
+            let name = entry?.name;
+            let Some(id) = id_of(&name, ".ack") else {
+                continue; // temporaries and files that are not acks
+            };
+            self.counts.acks += 1;
+            let Some(meta) = self.regular(acks, &name) else {
+                continue;
+            };
+            if meta.stamp.mtime_ns > cutoff_ns {
+                self.counts.acks_young += 1;
+                continue;
+            }
+            let inbox_name = format!("ntf_{id}.json");
+            let live = match inbox.map(|d| d.stat(&inbox_name)).transpose()? {
+                Some(Some(m)) => Some(m),
+                _ => None,
+            };
+            match live {
+                None => lonely.push(id),
+                Some(m) if m.kind == Kind::File => old.push(id),
+                Some(_) => self.problem(
+                    inbox.expect("listed").join(&inbox_name),
+                    ProblemKind::Unsafe,
+                    "is not a regular file (left alone, its ack too)",
+                ),
+            }
+        }
+        old.sort();
+        lonely.sort();
+        Ok((old, lonely))
+    }
+
+    /// The metadata of `name` when it is a regular file; a symlink or another kind is
+    /// reported.
+    fn regular(&mut self, dir: &Dir, name: &OsStr) -> Option<Meta> {
+        match dir.stat(name) {
+            Ok(Some(m)) if m.kind == Kind::File => Some(m),
+            Ok(Some(_)) => {
+                self.problem(
+                    dir.join(name),
+                    ProblemKind::Unsafe,
+                    "is not a regular file (not followed, left alone)",
+                );
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.problem(dir.join(name), ProblemKind::Unreadable, &e.chain());
+                None
+            }
+        }
+    }
+
+    /// Applying a plan: keeps only the notifications whose inbox file and ack it lists,
+    /// unchanged.
+    fn keep_planned(
+        &mut self,
+        run: &mut Run,
+        inbox: &Dir,
+        acks: &Dir,
+        ids: &mut Vec<NotificationId>,
+    ) {
+        ids.retain(|id| {
+            [
+                (inbox, format!("ntf_{id}.json")),
+                (acks, format!("ntf_{id}.ack")),
+            ]
+            .iter()
+            .all(
+                |(dir, name)| match run.planned(&path_text(&dir.join(name))) {
+                    Planned::NoPlan => true,
+                    Planned::NotInPlan => false,
+                    Planned::Listed(p) => {
+                        let now = dir.stat(name).ok().flatten().map(|m| m.stamp);
+                        now == Some(p.stamp)
+                    }
+                },
+            )
+        });
+    }
+
+    /// Reads a notification and its ack (each from its descriptor, with the stamp of what
+    /// was read); `None` when either is gone, too large or unreadable (reported).
+    fn read_one(&mut self, inbox: &Dir, acks: &Dir, id: &NotificationId) -> Option<Read> {
+        let name = format!("ntf_{id}.json");
+        let ack_name = format!("ntf_{id}.ack");
+        let read = |dir: &Dir, name: &str| dir.read(name, NOTIFICATION_BYTES_MAX);
+        match (read(inbox, &name), read(acks, &ack_name)) {
+            (Ok((body, meta)), Ok((ack, ack_meta))) => Some(Read {
+                n: ArchivedNotification {
+                    id: id.clone(),
+                    body,
+                    mtime_ns: meta.stamp.mtime_ns,
+                    ack,
+                    acked_ns: ack_meta.stamp.mtime_ns,
+                },
+                stamp: meta.stamp,
+                ack_stamp: ack_meta.stamp,
+            }),
+            (Err(e), _) | (_, Err(e)) if e.io_kind() == io::ErrorKind::NotFound => None,
+            (Err(e), _) | (_, Err(e)) => {
+                let kind = match e {
+                    Error::Corrupt { .. } => ProblemKind::Corrupt,
+                    _ => ProblemKind::Unreadable,
+                };
+                let path = e
+                    .path()
+                    .map_or_else(|| inbox.join(&name), Path::to_path_buf);
+                self.problem(path, kind, &format!("not archived: {}", e.chain()));
+                None
+            }
+        }
+    }
+
+    /// Archives one batch, verifies it from disk, then deletes its inbox files and, after
+    /// each, its ack, through the one deletion path.
+    fn batch(
+        &mut self,
+        run: &mut Run,
+        (inbox, acks): (&Dir, &Dir),
+        (archive, shown_archive): (Option<&Dir>, &Path),
+        batch: &[Read],
+    ) -> tmpa_core::Result<()> {
+        let notes: Vec<ArchivedNotification> = batch.iter().map(|r| r.n.clone()).collect();
+        let name = archive_name(&notes);
+        let mut report = BatchReport {
+            user: self.user.to_string(),
+            archive: shown_archive.join(&name),
+            action: BatchAction::Failed,
+            notifications: batch.len() as u64,
+            deleted: 0,
+            bytes_in: batch.iter().map(|r| r.stamp.size + r.ack_stamp.size).sum(),
+            archive_bytes: None,
+            changed: Vec::new(),
+            detail: String::new(),
+        };
+        match archive.filter(|_| run.mode().writes()) {
+            None => report.action = BatchAction::Archive,
+            Some(dir) => match write_and_verify(dir, &name, &notes, self.level) {
+                Ok((action, bytes, detail)) => {
+                    report.action = action;
+                    report.archive_bytes = Some(bytes);
+                    report.detail = detail;
+                }
+                Err(e) => report.detail = e.chain(),
+            },
+        }
+        let i = self.batches.len();
+        self.batches.push(report);
+        if !self.batches[i].action.deletes_sources() {
+            return Ok(());
+        }
+        self.counts.notification_archives += 1;
+        let proof = Proof::NotificationArchive {
+            user: self.user.to_string(),
+            archive_bytes: self.batches[i].archive_bytes.unwrap_or(0),
+            notifications: batch.len() as u64,
+        };
+        let held_by = path_text(&self.batches[i].archive);
+        let bodies: Vec<Doomed<'_>> = batch
+            .iter()
+            .map(|r| {
+                let name = format!("ntf_{}.json", r.n.id);
+                doomed(inbox, name, (&r.n.body, r.stamp), &held_by, &proof)
+            })
+            .collect();
+        let ack_of = |r: &Read| {
+            let name = format!("ntf_{}.ack", r.n.id);
+            doomed(acks, name, (&r.n.ack, r.ack_stamp), &held_by, &proof)
+        };
+        if !run.mode().deletes() {
+            for d in bodies.into_iter().chain(batch.iter().map(ack_of)) {
+                run.would_delete(d.line);
+            }
+            self.batches[i].deleted = batch.len() as u64;
+            self.counts.notifications_archived += batch.len() as u64;
+            self.deleted += 2 * batch.len() as u64;
+            return Ok(());
+        }
+        // Inbox files first: a run stopped between the two leaves an ack whose
+        // notification is archived, which the next run completes; the other order would
+        // leave a notification that looks unread.
+        let (outcomes, mut sync_failures) = run.delete_verified(bodies, |_| None)?;
+        let mut then_acks = Vec::new();
+        for (r, outcome) in batch.iter().zip(outcomes) {
+            let file = path_text(&inbox.join(format!("ntf_{}.json", r.n.id)));
+            match outcome {
+                Outcome::Deleted | Outcome::Kept(Kept::Gone) => then_acks.push(ack_of(r)),
+                Outcome::Kept(k) => {
+                    self.counts.notifications_changed += 1;
+                    self.batches[i].changed.push(file.clone());
+                    let kind = if k.needs_look() {
+                        ProblemKind::Conflict
+                    } else {
+                        continue;
+                    };
+                    self.problem(PathBuf::from(file), kind, &k.words());
+                }
+                Outcome::Failed(e) => self.problem(
+                    PathBuf::from(file),
+                    ProblemKind::Unreadable,
+                    &format!("archived and verified, but cannot delete: {} (kept; the next run completes)", e.chain()),
+                ),
+            }
+        }
+        let n_bodies = then_acks.len() as u64;
+        let (outcomes, failures) = run.delete_verified(then_acks, |_| None)?;
+        sync_failures.extend(failures);
+        self.deleted += n_bodies
+            + outcomes
+                .iter()
+                .filter(|o| matches!(o, Outcome::Deleted))
+                .count() as u64;
+        self.batches[i].deleted = n_bodies;
+        self.counts.notifications_archived += n_bodies;
+        match sync_failures.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Old acks without their notification: deleted when an archive holds their
+    /// notification with exactly these bytes (a run stopped between its two deletions),
+    /// else kept and reported.
+    fn lonely_acks(
+        &mut self,
+        run: &mut Run,
+        acks: &Dir,
+        archive: Option<&Dir>,
+        lonely: Vec<NotificationId>,
+    ) -> tmpa_core::Result<()> {
+        if lonely.is_empty() {
+            return Ok(());
+        }
+        // Which archive holds each (only the lonely ids are kept from the indexes).
+        let mut held: HashMap<&str, (String, u64, u64, String)> = HashMap::new();
+        if let Some(dir) = archive {
+            for name in archive_names(dir)? {
+                let file = dir.open_read(&name)?;
+                let bytes = Meta::of_fd(&file).map_or(0, |m| m.stamp.size);
+                let index = read_archive(file, &dir.join(&name), |_| false, |_| false)?;
+                let n = index.len() as u64;
+                for e in index {
+                    if let Ok(i) = lonely.binary_search_by(|id| id.as_str().cmp(&e.id)) {
+                        held.insert(lonely[i].as_str(), (name.clone(), bytes, n, e.ack_sha256));
+                    }
+                }
+            }
+        }
+        let mut doomed = Vec::new();
+        for id in &lonely {
+            let name = format!("ntf_{id}.ack");
+            let read = acks.read(&name, NOTIFICATION_BYTES_MAX);
+            let (ack, meta) = match read {
+                Ok(r) => r,
+                Err(e) if e.io_kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.problem(acks.join(&name), ProblemKind::Unreadable, &e.chain());
+                    continue;
+                }
+            };
+            let sha = sha256_hex(&ack);
+            match (held.get(id.as_str()), archive) {
+                (Some((archive_name, bytes, n, ack_sha)), Some(dir)) if *ack_sha == sha => {
+                    let proof = Proof::NotificationArchive {
+                        user: self.user.to_string(),
+                        archive_bytes: *bytes,
+                        notifications: *n,
+                    };
+                    let held_by = path_text(&dir.join(archive_name));
+                    doomed.push(self::doomed(
+                        acks,
+                        name,
+                        (&ack, meta.stamp),
+                        &held_by,
+                        &proof,
+                    ));
+                }
+                _ => {
+                    self.counts.orphan_acks += 1;
+                    let reason = format!(
+                        "an ack without its notification (inbox/ntf_{id}.json is missing and no archive holds it with this ack): kept"
+                    );
+                    self.problem(acks.join(&name), ProblemKind::Conflict, &reason);
+                }
+            }
+        }
+        if !run.mode().deletes() {
+            for d in doomed {
+                self.counts.acks_completed += 1;
+                self.deleted += 1;
+                run.would_delete(d.line);
+            }
+            return Ok(());
+        }
+        let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
+        let done = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Deleted))
+            .count() as u64;
+        self.counts.acks_completed += done;
+        self.deleted += done;
+        match sync_failures.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn problem(&mut self, path: PathBuf, kind: ProblemKind, reason: &str) {
+        self.problems.push(Problem::new(path, kind, reason));
+    }
+}
+
+/// A file of `dir` whose bytes (read with `stamp`) the archive `held_by` holds.
+fn doomed<'d>(
+    dir: &'d Dir,
+    name: String,
+    (bytes, stamp): (&[u8], Stamp),
+    held_by: &str,
+    proof: &Proof,
+) -> Doomed<'d> {
+    Doomed {
+        dir,
+        line: Deletion {
+            file: path_text(&dir.join(&name)),
+            bytes: stamp.size,
+            sha256: sha256_hex(bytes),
+            stamp,
+            held_by: held_by.to_owned(),
+            proof: proof.clone(),
+        },
+        name: name.into(),
+        stamp,
+        lease: None,
+    }
+}
+
+/// The id of `ntf_{id}{ext}`, when `name` is one and not a temporary.
+fn id_of(name: &OsStr, ext: &str) -> Option<NotificationId> {
+    if temp_final_name(name).is_some() {
+        return None;
+    }
+    let id = name.to_str()?.strip_prefix("ntf_")?.strip_suffix(ext)?;
+    NotificationId::new(id).ok()
+}
+
+/// Writes the archive `name` of `batch` into `dir` (never replacing a file), or finds
+/// it already there, and compares it, read back from disk, with the batch. Returns what
+/// was done, the archive's size, and details.
+fn write_and_verify(
+    dir: &Dir,
+    name: &str,
+    batch: &[ArchivedNotification],
+    level: u32,
+) -> tmpa_core::Result<(BatchAction, u64, String)> {
+    let shown = dir.join(name);
+    let existed = dir.stat(name)?.is_some();
+    if !existed {
+        let mut out = AtomicFile::create_in(dir, OsStr::new(name))?;
+        // Notifications are private to their user: so is their archive.
+        out.set_mode(0o600)?;
+        out = write_archive(out, batch, level).map_err(|e| Error::io("write", &shown, e))?;
+        out.flush().map_err(|e| Error::io("write", &shown, e))?;
+        match out.commit_new() {
+            Ok(()) => {}
+            Err(e) if e.io_kind() == io::ErrorKind::AlreadyExists => {
+                return Ok((
+                    BatchAction::Conflict,
+                    0,
+                    "appeared while this run was writing it (all kept; the next run compares)"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let file = dir.open_read(name)?;
+    let meta = Meta::of_fd(&file).map_err(|e| Error::io("stat", &shown, e))?;
+    if existed {
+        // Deleting on the strength of an archive an earlier run may not have synced.
+        file.sync_all().map_err(|e| Error::io("fsync", &shown, e))?;
+        dir.sync()?;
+    }
+    let mut equal = 0usize;
+    let read = read_archive(
+        file,
+        &shown,
+        |_| true,
+        |n| {
+            let same = batch.get(equal) == Some(&n);
+            equal += usize::from(same);
+            same
+        },
+    );
+    let action = if existed {
+        BatchAction::Complete
+    } else {
+        BatchAction::Archive
+    };
+    match read {
+        Ok(index) if index.len() == batch.len() && equal == batch.len() => {
+            Ok((action, meta.stamp.size, String::new()))
+        }
+        Ok(_) => Ok((
+            BatchAction::Conflict,
+            meta.stamp.size,
+            "holds other notifications than this batch (all kept; compare them)".into(),
+        )),
+        Err(e) => Ok((
+            BatchAction::Conflict,
+            meta.stamp.size,
+            format!("does not read back: {} (all kept)", e.chain()),
+        )),
+    }
+}
+
+/// One line of the text report for a batch (and one per notification kept because it
+/// changed).
+pub(crate) fn render_batch(b: &BatchReport, dry_run: bool) -> String {
+    let size = match b.archive_bytes {
+        Some(a) => format!("{} -> {a} bytes", b.bytes_in),
+        None => format!("{} bytes", b.bytes_in),
+    };
+    let mut s = format!(
+        "{} {} notifications of {} into {} ({size}){}{}",
+        b.action.word(dry_run),
+        b.notifications,
+        b.user,
+        path_text(&b.archive),
+        if b.detail.is_empty() { "" } else { ": " },
+        b.detail,
+    );
+    for f in &b.changed {
+        s.push_str(&format!(
+            "\n  changed {f}: rewritten after it was read (kept with its ack; the next run looks again)"
+        ));
+    }
+    s
+}
