@@ -98,10 +98,12 @@ fn package_holds_what_an_operator_needs() {
         want.insert(format!("/usr/share/bash-completion/completions/{n}"));
         want.insert(format!("/usr/share/zsh/vendor-completions/_{n}"));
         want.insert(format!("/usr/share/fish/vendor_completions.d/{n}.fish"));
-        want.insert(format!("/lib/systemd/system/{n}.service"));
-        want.insert(format!("/lib/systemd/system/{n}.timer"));
+        want.insert(format!("/usr/lib/systemd/system/{n}.service"));
+        want.insert(format!("/usr/lib/systemd/system/{n}.timer"));
     }
     for f in [
+        "/etc/default/tmpa",
+        "/usr/lib/systemd/system-generators/tmpa-generator",
         "/etc/cron.d/tmpa",
         "/etc/logrotate.d/tmpa",
         "/usr/share/doc/tmpa/README.md",
@@ -116,8 +118,11 @@ fn package_holds_what_an_operator_needs() {
     assert_eq!(have, want, "the package's files");
     for (path, mode, owner) in &files {
         assert_eq!(owner, "0/0", "{path}: owned by root");
-        let want_mode = if path.starts_with("/usr/bin/") {
+        let want_mode = if path.starts_with("/usr/bin/") || path.contains("-generators/") {
             "-rwxr-xr-x"
+        } else if path == "/etc/default/tmpa" {
+            // It may hold the object store's credentials.
+            "-rw-r-----"
         } else {
             "-rw-r--r--"
         };
@@ -155,7 +160,11 @@ fn package_holds_what_an_operator_needs() {
     let conffiles = fs::read_to_string(control.path().join("conffiles")).expect("conffiles");
     assert_eq!(
         conffiles.lines().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["/etc/cron.d/tmpa", "/etc/logrotate.d/tmpa"])
+        BTreeSet::from([
+            "/etc/default/tmpa",
+            "/etc/cron.d/tmpa",
+            "/etc/logrotate.d/tmpa"
+        ])
     );
 }
 
@@ -278,7 +287,9 @@ fn packaged_schedule_is_the_repository_one() {
     let cron = workspace().join("cron");
     for e in fs::read_dir(cron.join("systemd")).expect("units") {
         let e = e.expect("entry");
-        let packaged = extracted().join("lib/systemd/system").join(e.file_name());
+        let packaged = extracted()
+            .join("usr/lib/systemd/system")
+            .join(e.file_name());
         assert_eq!(
             fs::read(&packaged).expect("packaged unit"),
             fs::read(e.path()).expect("unit"),
@@ -286,16 +297,26 @@ fn packaged_schedule_is_the_repository_one() {
             packaged.display()
         );
     }
-    assert_eq!(
-        fs::read(extracted().join("etc/logrotate.d/tmpa")).expect("logrotate"),
-        fs::read(cron.join("logrotate/tmpa")).expect("logrotate")
-    );
+    for (packaged, repo) in [
+        ("etc/logrotate.d/tmpa", "logrotate/tmpa"),
+        ("etc/default/tmpa", "tmpa.default"),
+        (
+            "usr/lib/systemd/system-generators/tmpa-generator",
+            "tmpa-generator",
+        ),
+    ] {
+        assert_eq!(
+            fs::read(extracted().join(packaged)).expect("packaged"),
+            fs::read(cron.join(repo)).expect("repository's"),
+            "{packaged}"
+        );
+    }
     let crontab = fs::read_to_string(cron.join("tmpa.crontab")).expect("crontab");
     assert_eq!(
         fs::read_to_string(extracted().join("etc/cron.d/tmpa")).expect("cron.d"),
         tmpa_docgen::cron_d(&crontab).expect("cron_d")
     );
-    let units: Vec<PathBuf> = fs::read_dir(extracted().join("lib/systemd/system"))
+    let units: Vec<PathBuf> = fs::read_dir(extracted().join("usr/lib/systemd/system"))
         .expect("units")
         .map(|e| e.expect("entry").path())
         .collect();
@@ -427,8 +448,9 @@ fn installs_enabling_nothing_and_purges_clean() {
 /// The installed /etc/cron.d/tmpa deletes nothing even with every job line uncommented:
 /// on a tree where a real run of tmpa-compact and tmpa-archive would delete (past-day
 /// loose events, a session idle for 60 days, a stale temporary), each uncommented line
-/// (run by sh as cron would, with the packaged programs, its wrappers and its --dry-run)
-/// leaves the data tree as it was; then the same programs without --dry-run do change it.
+/// (run by sh as cron would, with the packaged programs, its wrappers and the installed
+/// /etc/default/tmpa, whose modes are --dry-run) leaves the data tree as it was; then the
+/// same programs without --dry-run do change it.
 #[test]
 fn uncommented_cron_d_deletes_nothing() {
     let t = Tree::new();
@@ -449,6 +471,20 @@ fn uncommented_cron_d_deletes_nothing() {
     let out = tempfile::tempdir().expect("tempdir");
     let bin_dir = extracted().join("usr/bin");
     let cron_d = fs::read_to_string(extracted().join("etc/cron.d/tmpa")).expect("cron.d");
+    // The installed configuration, its root and metrics directory moved here.
+    let conf = out.path().join("tmpa.conf");
+    let shipped = fs::read_to_string(extracted().join("etc/default/tmpa")).expect("config");
+    let moved = shipped
+        .replace(
+            "TMPA_ROOT=/opt/app",
+            &format!("TMPA_ROOT={}", t.root().display()),
+        )
+        .replace(
+            "TMPA_METRICS_DIR=/var/lib/prometheus/node-exporter",
+            &format!("TMPA_METRICS_DIR={}", out.path().display()),
+        );
+    assert_ne!(moved, shipped);
+    fs::write(&conf, moved).expect("config");
     let mut jobs = 0;
     for line in cron_d.lines() {
         let Some(job) = line.strip_prefix('#') else {
@@ -463,13 +499,10 @@ fn uncommented_cron_d_deletes_nothing() {
             .join(" ")
             .replace("/usr/bin/", &format!("{}/", bin_dir.display()))
             .replace("/var/log/tmpa/", &format!("{}/", out.path().display()))
-            .replace(
-                "/var/lib/node_exporter/textfile_collector/",
-                &format!("{}/", out.path().display()),
-            );
+            .replace("/etc/default/tmpa", &conf.display().to_string());
         let status = Command::new("sh")
             .args(["-c", &command])
-            .env("TMPA_ROOT", t.root())
+            .env_remove("TMPA_ROOT")
             .status()
             .expect("sh");
         // The patrol reports critical (2: no supervisorctl here); the dry runs exit 0
