@@ -331,7 +331,8 @@ pub struct Report {
     pub checked_at: String,
     /// Wall time of the patrol.
     pub duration_secs: f64,
-    /// What the job checks read from the run records.
+    /// What the job checks read from the run records, then the records exported only
+    /// (`jobs::EXPORTED_ONLY`).
     pub jobs: Vec<jobs::JobInfo>,
     /// Where archives go, and (with `--check-archive-store`) whether the store answers.
     pub archive_store: store::StoreInfo,
@@ -459,6 +460,7 @@ pub fn patrol(root: &Root, args: &Args) -> Report {
         checks.push(check);
         infos.push(info);
     }
+    infos.extend(jobs::EXPORTED_ONLY.map(|task| jobs::info(root, task, now)));
     debug_assert_eq!(
         checks.iter().map(|c| c.name).collect::<Vec<_>>(),
         CHECK_NAMES
