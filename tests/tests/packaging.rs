@@ -86,7 +86,8 @@ fn listing() -> Vec<(String, String, String)> {
 }
 
 /// The package holds the four programs, a gzipped man page each, completions for bash,
-/// zsh and fish where each shell looks, the units, cron.d and logrotate as conffiles, the
+/// zsh and fish where each shell looks, the units and their generator, the configuration
+/// (root only), cron.d and logrotate as conffiles, the alert rules and dashboard, the
 /// docs: exactly these files, owned by root, with the control fields an installer reads.
 #[test]
 fn package_holds_what_an_operator_needs() {
@@ -104,6 +105,8 @@ fn package_holds_what_an_operator_needs() {
     for f in [
         "/etc/default/tmpa",
         "/usr/lib/systemd/system-generators/tmpa-generator",
+        "/usr/share/tmpa/monitoring/tmpa.rules.yml",
+        "/usr/share/tmpa/monitoring/tmpa-dashboard.json",
         "/etc/cron.d/tmpa",
         "/etc/logrotate.d/tmpa",
         "/usr/share/doc/tmpa/README.md",
@@ -279,9 +282,10 @@ fn packaged_completions_load() {
     }
 }
 
-/// The packaged units, logrotate file and cron.d are the repository's (cron.d as
-/// tmpa-docgen makes it from the crontab), and systemd-analyze verify accepts the units
-/// where the package puts them, beside the packaged programs.
+/// The packaged units, generator, configuration, logrotate file, alert rules, dashboard
+/// and cron.d are the repository's (cron.d as tmpa-docgen makes it from the crontab;
+/// monitoring.rs tests the rules), and systemd-analyze verify accepts the units where
+/// the package puts them, beside the packaged programs and configuration.
 #[test]
 fn packaged_schedule_is_the_repository_one() {
     let cron = workspace().join("cron");
@@ -303,6 +307,14 @@ fn packaged_schedule_is_the_repository_one() {
         (
             "usr/lib/systemd/system-generators/tmpa-generator",
             "tmpa-generator",
+        ),
+        (
+            "usr/share/tmpa/monitoring/tmpa.rules.yml",
+            "monitoring/tmpa.rules.yml",
+        ),
+        (
+            "usr/share/tmpa/monitoring/tmpa-dashboard.json",
+            "monitoring/tmpa-dashboard.json",
         ),
     ] {
         assert_eq!(
