@@ -551,3 +551,180 @@ fn uncommented_cron_d_deletes_nothing() {
         "the real archive run moved the idle session"
     );
 }
+
+/// The units the maintainer scripts name: their `units=` line, the same in each.
+fn script_units() -> BTreeSet<String> {
+    let mut lists = Vec::new();
+    for script in ["postinst", "prerm", "postrm"] {
+        let text =
+            fs::read_to_string(workspace().join("packaging/debian").join(script)).expect("script");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("units=\""))
+            .unwrap_or_else(|| panic!("{script}: no units= line"));
+        let list: BTreeSet<String> = line
+            .trim_end_matches('"')
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        lists.push(list);
+    }
+    assert!(lists.windows(2).all(|w| w[0] == w[1]), "{lists:?}");
+    lists.pop().expect("three lists")
+}
+
+/// `systemctl --root=R is-enabled UNIT`: enabled, disabled, masked...
+fn enable_state(root: &Path, unit: &str) -> String {
+    let out = Command::new("systemctl")
+        .arg(format!("--root={}", root.display()))
+        .args(["is-enabled", unit])
+        .output()
+        .expect("systemctl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A throwaway root laid out as Debian's since bookworm (merged /usr: /lib is a link to
+/// usr/lib), where a unit moved from /lib to /usr/lib could be lost by a careless upgrade.
+fn merged_usr_root() -> tempfile::TempDir {
+    let root = dpkg_root();
+    fs::create_dir_all(root.path().join("usr/lib")).expect("mkdir");
+    std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).expect("symlink");
+    root
+}
+
+/// The maintainer scripts handle exactly the packaged units; the admin's choice of
+/// timers survives a remove and a reinstall (the removed units are masked, not
+/// disabled, as dh_installsystemd does), a timer never enabled stays disabled, and a
+/// purge forgets the choice and leaves nothing behind.
+#[test]
+fn remove_and_reinstall_keep_the_admins_enabled_timers() {
+    let packaged: BTreeSet<String> = listing()
+        .into_iter()
+        .filter_map(|(p, _, _)| {
+            p.strip_prefix("/usr/lib/systemd/system/")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(script_units(), packaged, "the scripts' units= lists");
+    if !tmpa_tests::is_root() {
+        println!("SKIPPED: needs root (dpkg into a throwaway root); CI runs as root");
+        return;
+    }
+    let root = merged_usr_root();
+    let r = root.path();
+    let before = tree(r);
+    let deb = deb().display().to_string();
+    dpkg(r, &["-i", &deb]);
+    run(Command::new("systemctl")
+        .arg(format!("--root={}", r.display()))
+        .args(["enable", "tmpa-patrol.timer"]));
+    assert_eq!(enable_state(r, "tmpa-patrol.timer"), "enabled");
+
+    dpkg(r, &["-r", "tmpa"]);
+    assert!(!r.join("usr/bin/tmpa-patrol").exists(), "removed");
+    dpkg(r, &["-i", &deb]);
+    assert_eq!(
+        enable_state(r, "tmpa-patrol.timer"),
+        "enabled",
+        "the admin's timer after remove and reinstall"
+    );
+    assert_eq!(enable_state(r, "tmpa-compact.timer"), "disabled");
+
+    dpkg(r, &["--purge", "tmpa"]);
+    let left: BTreeSet<PathBuf> = tree(r).difference(&before).cloned().collect();
+    let allowed: BTreeSet<PathBuf> = ["var", "var/log"].iter().map(PathBuf::from).collect();
+    assert!(
+        left.is_subset(&allowed),
+        "the purge left {:?}",
+        left.difference(&allowed).collect::<Vec<_>>()
+    );
+}
+
+/// An upgrade from the previous release's layout (units in /lib/systemd/system, on a
+/// merged-/usr root, a lower version) to this package: the admin's edited
+/// /etc/default/tmpa is kept, an enabled timer stays enabled, every unit file is still
+/// there under /usr/lib (none lost to the /lib alias), and `dpkg --verify` is clean.
+#[test]
+fn upgrade_from_the_previous_layout_keeps_settings_and_timers() {
+    if !tmpa_tests::is_root() {
+        println!("SKIPPED: needs root (dpkg into a throwaway root); CI runs as root");
+        return;
+    }
+    // The previous package: this one's files with the units where 0.1.0 put them, and a
+    // lower version.
+    let work = tempfile::tempdir().expect("tempdir");
+    let unpacked = work.path().join("old");
+    run(Command::new("dpkg-deb").arg("-R").arg(deb()).arg(&unpacked));
+    fs::create_dir_all(unpacked.join("lib/systemd")).expect("mkdir");
+    fs::rename(
+        unpacked.join("usr/lib/systemd/system"),
+        unpacked.join("lib/systemd/system"),
+    )
+    .expect("move the units");
+    let control = unpacked.join("DEBIAN/control");
+    let text = fs::read_to_string(&control).expect("control");
+    let version = format!("Version: {}", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains(&version), "{text}");
+    fs::write(&control, text.replace(&version, "Version: 0.0.1")).expect("control");
+    let sums = unpacked.join("DEBIAN/md5sums");
+    let text = fs::read_to_string(&sums).expect("md5sums");
+    fs::write(
+        &sums,
+        text.replace("  usr/lib/systemd/system/", "  lib/systemd/system/"),
+    )
+    .expect("md5sums");
+    let old = work.path().join("tmpa_0.0.1.deb");
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&unpacked)
+        .arg(&old));
+
+    let root = merged_usr_root();
+    let r = root.path();
+    dpkg(r, &["-i", &old.display().to_string()]);
+    run(Command::new("systemctl")
+        .arg(format!("--root={}", r.display()))
+        .args(["enable", "tmpa-compact.timer"]));
+    let conf = r.join("etc/default/tmpa");
+    let edited = fs::read_to_string(&conf)
+        .expect("config")
+        .replace("TMPA_COMPACT_MODE=--dry-run", "TMPA_COMPACT_MODE=");
+    fs::write(&conf, &edited).expect("edit");
+
+    dpkg(r, &["--force-confold", "-i", &deb().display().to_string()]);
+    assert_eq!(fs::read_to_string(&conf).expect("config"), edited, "kept");
+    assert_eq!(enable_state(r, "tmpa-compact.timer"), "enabled");
+    assert_eq!(enable_state(r, "tmpa-patrol.timer"), "disabled");
+    for unit in script_units() {
+        assert!(
+            r.join("usr/lib/systemd/system").join(&unit).is_file(),
+            "{unit} lost in the upgrade"
+        );
+    }
+    let verify = stdout(
+        Command::new("dpkg")
+            .arg(format!("--root={}", r.display()))
+            .args(["--verify", "tmpa"]),
+    );
+    // The edited conffile is the one expected difference.
+    let unexpected: Vec<&str> = verify
+        .lines()
+        .filter(|l| !l.ends_with(" /etc/default/tmpa"))
+        .collect();
+    assert!(unexpected.is_empty(), "dpkg --verify: {verify}");
+}
+
+/// lintian, Debian's package checker, finds no error in the package (warnings are
+/// printed for the record). A missing lintian fails the test: tests/check.sh installs it.
+#[test]
+fn lintian_finds_no_error() {
+    let out = Command::new("lintian")
+        .args(["--no-tag-display-limit", "--display-level", ">=warning"])
+        .arg(deb())
+        .output()
+        .expect("lintian is missing: apt-get install lintian (tests/check.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("lintian:\n{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+}

@@ -27,7 +27,9 @@ mod receipt;
 mod record;
 mod run;
 
-pub use args::{CommonArgs, Mode, number_and_unit, parse_age, parse_pause};
+pub use args::{
+    CommonArgs, Diagnostics, Mode, init_diagnostics, number_and_unit, parse_age, parse_pause,
+};
 pub use delete::{Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;

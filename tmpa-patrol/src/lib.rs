@@ -71,6 +71,9 @@ pub struct Args {
     /// Also write the report in node_exporter textfile format to FILE, atomically
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
+    /// Diagnostics of the libraries beneath the patrol (`-v`/`-q`, as every program).
+    #[command(flatten)]
+    pub diagnostics: tmpa_maint::Diagnostics,
 
     /// Command that must exit 0 and print RUNNING, run with `sh -c`
     /// (e.g. "supervisorctl status app") [default: none; the check is skipped]
@@ -562,6 +565,7 @@ fn inodes_check(root: &Root, args: &Args) -> Check {
 /// Runs the program: checks, prints, writes the Prometheus file; returns the overall
 /// status (the exit code). Never fails: what cannot be checked is `unknown`.
 pub fn run(args: &Args) -> Status {
+    tmpa_maint::init_diagnostics(&args.diagnostics);
     if let Err(msg) = validate(args) {
         return cannot_check(args, &format!("usage error: {msg}"));
     }
