@@ -24,11 +24,11 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
-echo "== packaging tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, promtool, lintian"
+echo "== packaging tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, promtool"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
-# reads it (readelf, man, lintian); monitoring.rs checks and tests the alert rules with promtool
+# reads it (readelf, man); monitoring.rs checks and tests the alert rules with promtool
 # (Debian's prometheus package). A fresh machine may lack them: install what is missing.
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
@@ -37,7 +37,6 @@ command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v man >/dev/null || missing+=(man-db)
 command -v promtool >/dev/null || missing+=(prometheus)
-command -v lintian >/dev/null || missing+=(lintian)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "tests/check.sh: missing packages ${missing[*]}: install them (apt-get install)" >&2
