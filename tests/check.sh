@@ -24,11 +24,12 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
-echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, libfaketime, restic"
+echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, libfaketime, restic, promtool"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
-# reads it (readelf, man). A fresh machine may lack them: install what is missing.
+# reads it (readelf, man); monitoring.rs checks and tests the alert rules with promtool
+# (Debian's prometheus package). A fresh machine may lack them: install what is missing.
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v strace >/dev/null || missing+=(strace)
@@ -40,6 +41,7 @@ command -v man >/dev/null || missing+=(man-db)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
 # tests/tests/snapshot.rs backs a snapshot up with the real restic and restores it.
 command -v restic >/dev/null || missing+=(restic)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "tests/check.sh: missing packages ${missing[*]}: install them (apt-get install)" >&2

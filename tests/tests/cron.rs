@@ -1,8 +1,11 @@
 //! cron/: the crontab, the package's /etc/cron.d/tmpa made from it, the systemd units and
 //! the logrotate snippet call the binaries the package installs in /usr/bin, with flags
-//! their `--help` lists, on the card's schedule, at the same gentle priority; the cron.d
-//! file runs nothing as installed; the units pass `systemd-analyze security` and `verify`,
-//! and their system call filters allow every call the programs make (traced by strace).
+//! their `--help` lists, on the card's schedule, at the same gentle priority; all of them
+//! take their settings from /etc/default/tmpa (cron/tmpa.default), as sh and systemd read
+//! it, the units' user and writable paths through cron/tmpa-generator; the cron.d file
+//! runs nothing as installed and the configuration as shipped deletes nothing; the units
+//! pass `systemd-analyze security` and `verify`, and their system call filters allow
+//! every call the programs make (traced by strace).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -20,10 +23,26 @@ const PROGRAMS: [&str; 4] = [
     "tmpa-tmpclean",
     "tmpa-patrol",
 ];
-/// The programs that delete, and so run in --dry-run from the package's cron.d.
+/// The programs that delete, and so are installed in --dry-run.
 const DELETING: [&str; 3] = ["tmpa-compact", "tmpa-archive", "tmpa-tmpclean"];
-/// The production root of the crontab and the units.
+/// The production root of the shipped configuration.
 const ROOT: &str = "/opt/app";
+/// Where the configuration is installed; every job and unit reads it there.
+const CONFIG: &str = "/etc/default/tmpa";
+/// What every job of the crontab runs before its program: the configuration, exported
+/// (`set -a`), then the program as the configured user.
+const JOB_PREFIX: [&str; 10] = [
+    "set",
+    "-a",
+    "&&",
+    ".",
+    CONFIG,
+    "&&",
+    "/usr/sbin/runuser",
+    "-u",
+    "$TMPA_USER",
+    "--",
+];
 
 fn cron_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -270,12 +289,12 @@ struct Entry {
     guarded: bool,
     /// How gently it runs.
     priority: Priority,
-    /// The words that set it (`nice -n 19 ...`), before the program.
-    wrappers: Vec<String>,
     /// What it runs.
     call: Call,
     /// The log it appends to.
     log: String,
+    /// The command as written, after the time fields (and user column).
+    command: String,
 }
 
 /// Parses a job line: five time fields, the user column when `user_column`, then the
@@ -301,6 +320,7 @@ fn parse_job(line: &str, context: &str, user_column: bool) -> Entry {
     assert!(time_fields_ok(&refs), "{context}: bad time fields {refs:?}");
     // cron turns an unescaped % into a newline.
     assert!(!rest.contains('%'), "{context}: % in a command");
+    let command = rest.trim().to_owned();
     let argv = words(rest);
     let (guarded, argv) = match argv.as_slice() {
         [t, x, path, and, rest @ ..] if t == "test" && x == "-x" && and == "&&" => {
@@ -312,13 +332,17 @@ fn parse_job(line: &str, context: &str, user_column: bool) -> Entry {
         }
         _ => (false, argv.as_slice()),
     };
+    let prefix = JOB_PREFIX.map(str::to_owned);
+    assert!(
+        argv.starts_with(&prefix),
+        "{context}: a job reads {CONFIG} and runs as $TMPA_USER: {argv:?}"
+    );
+    let argv = &argv[prefix.len()..];
     assert!(
         !argv.iter().any(|w| w == "&&" || w == ";" || w == "|"),
         "{context}: one command per job: {argv:?}"
     );
-    let (priority, rest) = Priority::from_wrappers(argv, context);
-    let wrappers = argv[..argv.len() - rest.len()].to_vec();
-    let argv = rest;
+    let (priority, argv) = Priority::from_wrappers(argv, context);
     let n = argv.len();
     assert!(
         n >= 4 && argv[n - 3] == ">>" && argv[n - 1] == "2>&1",
@@ -335,9 +359,9 @@ fn parse_job(line: &str, context: &str, user_column: bool) -> Entry {
         user,
         guarded,
         priority,
-        wrappers,
         call,
         log,
+        command,
     }
 }
 
@@ -441,7 +465,10 @@ fn priority_wrappers_are_read() {
 #[test]
 fn crontab_lines_are_valid_and_call_our_binaries() {
     let Crontab { entries, env, .. } = crontab();
-    assert_eq!(env.get("TMPA_ROOT").map(String::as_str), Some(ROOT));
+    assert!(
+        !env.contains_key("TMPA_ROOT"),
+        "the root is {CONFIG}'s, not the crontab's"
+    );
     let by_program: BTreeMap<&str, &Entry> = entries
         .iter()
         .map(|e| (e.call.program.as_str(), e))
@@ -470,10 +497,7 @@ fn crontab_lines_are_valid_and_call_our_binaries() {
     let args = |p: &str| by_program[p].call.args.join(" ");
     assert!(args("tmpa-archive").contains("--older-than 30d"));
     assert!(args("tmpa-tmpclean").contains("--older-than 24h"));
-    assert!(
-        args("tmpa-patrol")
-            .contains("--prometheus /var/lib/node_exporter/textfile_collector/tmpa.prom")
-    );
+    assert!(args("tmpa-patrol").contains("--prometheus ${TMPA_METRICS_DIR}/tmpa.prom"));
     let logs: BTreeSet<&str> = entries.iter().map(|e| e.log.as_str()).collect();
     assert_eq!(logs.len(), entries.len(), "each job its own log");
     for e in &entries {
@@ -491,58 +515,336 @@ fn crontab_lines_are_valid_and_call_our_binaries() {
     }
 }
 
-/// The crontab's commands are accepted by the real programs, wrappers included: each
-/// maintenance line runs (nice, chrt, ionice and all) as a dry run on an empty tree and
-/// exits 0; the patrol line (paths moved into a temporary directory) is not a usage error.
-#[test]
-fn crontab_arguments_parse_in_the_real_programs() {
-    let Crontab { entries, .. } = crontab();
-    let out = tempfile::tempdir().expect("tempdir");
-    for Entry { call, wrappers, .. } in entries {
-        let t = Tree::new();
-        let mut args: Vec<String> = call.args.clone();
-        if call.program == "tmpa-patrol" {
-            for a in &mut args {
-                if a.starts_with("/var/") {
-                    *a = out.path().join("tmpa.prom").display().to_string();
-                } else if let Some((task, _)) = a.split_once("=/var/log/") {
-                    *a = format!("{task}={}", out.path().join("job.log").display());
-                }
-            }
-        } else {
-            args.push("--dry-run".into());
+/// The configuration as shipped (cron/tmpa.default): `NAME=value` lines in the subset
+/// that systemd's `EnvironmentFile=` and sh read alike (checked: sh's values are these).
+fn config() -> BTreeMap<String, String> {
+    config_of(&read("tmpa.default"))
+}
+
+/// Parses a configuration in that subset: no `export`, no `$`, a value with spaces in
+/// double quotes (which both strip).
+fn config_of(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
         }
-        // The crontab's own wrappers, then the binary under test in place of /usr/bin's.
-        let program = bin(&call.program).get_program().to_owned();
+        let (name, value) = env_line(line).unwrap_or_else(|| panic!("not NAME=value: {line}"));
         assert!(
-            !wrappers.is_empty(),
-            "{}: no priority wrappers",
-            call.program
+            !value.contains(['$', '`', '\\', '\'']),
+            "{line}: sh and systemd differ on $, `, \\ and '"
         );
-        let r: Run = Command::new(&wrappers[0])
-            .args(&wrappers[1..])
-            .arg(&program)
-            .args(&args)
-            .env("TMPA_ROOT", t.root())
-            .output()
-            .expect("run")
-            .into();
-        if call.program == "tmpa-patrol" {
-            // supervisorctl is absent here: critical (2), but never a usage error (3).
-            assert!(matches!(r.code, 0..=2), "{wrappers:?} {args:?}: {r:?}");
-            assert!(out.path().join("tmpa.prom").exists());
+        let value = match value.strip_prefix('"') {
+            Some(v) => v.strip_suffix('"').expect("closing quote").to_owned(),
+            None => {
+                assert!(
+                    !value.contains([' ', '"']),
+                    "{line}: quote a value with spaces"
+                );
+                value
+            }
+        };
+        out.insert(name, value);
+    }
+    out
+}
+
+/// Writes a configuration: the shipped one with `changes` (name, value) made.
+fn write_config(path: &Path, changes: &[(&str, &str)]) {
+    let mut conf = config();
+    for (k, v) in changes {
+        conf.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let text: String = conf.iter().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect();
+    fs::write(path, text).expect("write config");
+}
+
+/// A unit's ExecStart= with its variables expanded as systemd does (systemd.service(5),
+/// "Command lines"): `$NAME` as a word of its own becomes the value split at whitespace
+/// (nothing when empty); `${NAME}` becomes the value as it is, within its word.
+fn expand_exec(exec: &[String], env: &BTreeMap<String, String>) -> Vec<String> {
+    let value = |name: &str| env.get(name).cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for w in exec {
+        if let Some(name) = w.strip_prefix('$').filter(|n| !n.starts_with('{')) {
+            out.extend(value(name).split_whitespace().map(str::to_owned));
+            continue;
+        }
+        let mut word = w.clone();
+        while let Some(at) = word.find("${") {
+            let end = at + word[at..].find('}').expect("closing brace");
+            word.replace_range(at..=end, &value(&word[at + 2..end]));
+        }
+        out.push(word);
+    }
+    out
+}
+
+/// The shipped configuration reads the same to sh (the cron lines, tmpa-generator) as to
+/// systemd's parser (the units), and installs every deleting program in --dry-run, paced,
+/// on the production root, as root, with Debian's node_exporter directory.
+#[test]
+fn configuration_installs_every_program_in_dry_run() {
+    let conf = config();
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg("set -a && . \"$1\" && env")
+        .arg("sh")
+        .arg(cron_dir().join("tmpa.default"))
+        .env_clear()
+        .output()
+        .expect("sh");
+    assert!(sh.status.success(), "sh cannot read it: {sh:?}");
+    let by_sh: BTreeMap<String, String> = String::from_utf8_lossy(&sh.stdout)
+        .lines()
+        .filter_map(env_line)
+        .filter(|(k, _)| conf.contains_key(k))
+        .collect();
+    assert_eq!(by_sh, conf, "sh and systemd read tmpa.default alike");
+    for p in DELETING {
+        let var = tmpa_docgen::program(p).and_then(|p| p.mode_variable());
+        let var = var.unwrap_or_else(|| panic!("{p}: no mode variable"));
+        assert_eq!(
+            conf.get(&var).map(String::as_str),
+            Some("--dry-run"),
+            "{var}"
+        );
+    }
+    let pace = tmpa_maint::parse_pause(&conf["TMPA_PACE"]).expect("TMPA_PACE");
+    assert!(!pace.is_zero(), "the jobs are paced as installed");
+    assert_eq!(conf["TMPA_ROOT"], ROOT);
+    assert_eq!(conf["TMPA_USER"], "root");
+    assert_eq!(
+        conf["TMPA_METRICS_DIR"],
+        "/var/lib/prometheus/node-exporter"
+    );
+}
+
+/// A crontab job as sh runs it, with the configuration, the programs and the logs moved:
+/// `/etc/default/tmpa` → `conf`, `/usr/bin/tmpa-*` → the built binaries, `/var/log/tmpa/`
+/// → `logs`. Returns the run.
+fn run_cron_job(e: &Entry, conf: &Path, logs: &Path) -> Run {
+    let mut line = e.command.replace(CONFIG, &conf.display().to_string());
+    for p in PROGRAMS {
+        let built = bin(p).get_program().to_string_lossy().into_owned();
+        line = line.replace(&format!("{BIN_DIR}{p} "), &format!("{built} "));
+    }
+    let line = line.replace("/var/log/tmpa/", &format!("{}/", logs.display()));
+    Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("sh")
+        .into()
+}
+
+/// The last run record of `task` on `root`.
+fn run_record(root: &Path, task: &str) -> serde_json::Value {
+    let p = root.join(format!(".tmpa/runs/{task}.json"));
+    serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .expect("run record")
+}
+
+/// Each crontab line, run by sh as cron does with the shipped configuration (its root and
+/// metrics directory moved to temporary ones), plans and deletes nothing: every deleting
+/// program leaves a dry-run record and its files; the patrol writes its metrics.
+#[test]
+fn cron_lines_run_in_dry_run_with_the_shipped_configuration() {
+    let Crontab { entries, .. } = crontab();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let t = Tree::new();
+    let evt = t.event("2026-01-05", "e1", "u1", 3, 4);
+    let conf = scratch.path().join("tmpa");
+    let root = t.root().display().to_string();
+    let metrics = scratch.path().display().to_string();
+    write_config(
+        &conf,
+        &[("TMPA_ROOT", &root), ("TMPA_METRICS_DIR", &metrics)],
+    );
+    for e in &entries {
+        let r = run_cron_job(e, &conf, scratch.path());
+        let p = e.call.program.as_str();
+        let log = fs::read_to_string(scratch.path().join(e.log.rsplit('/').next().expect("name")))
+            .unwrap_or_default();
+        if p == "tmpa-patrol" {
+            // supervisorctl is absent here: critical, but the metrics are written.
+            assert!(
+                scratch.path().join("tmpa.prom").exists(),
+                "{p}: {r:?} {log}"
+            );
+            continue;
+        }
+        assert_eq!(r.code, 0, "{p}: {r:?}\n{log}");
+        let task = match tmpa_docgen::program(p).map(|p| p.kind) {
+            Some(tmpa_docgen::Kind::Maintenance { task }) => task,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(run_record(t.root(), task)["dry_run"], true, "{p}: {log}");
+        assert!(log.contains(" DRY-RUN "), "{p}: {log}");
+    }
+    assert!(evt.exists(), "nothing deleted");
+}
+
+/// Moving compaction to real runs is the one line the docs say (`TMPA_COMPACT_MODE=`),
+/// and with `TMPA_USER` the tree's owner both the cron line (runuser) and the unit
+/// (ExecStart= as systemd expands it, run as the generator's `User=`) compact a tree that
+/// user owns: loose events merged and deleted, new files the owner's, no root needed.
+#[test]
+fn one_line_of_the_configuration_makes_compaction_real_as_the_tree_owner() {
+    if !tmpa_tests::is_root() {
+        println!("SKIPPED: needs root to run the jobs as another user");
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let conf = scratch.path().join("tmpa");
+    let Crontab { entries, .. } = crontab();
+    let cron_line = entries
+        .iter()
+        .find(|e| e.call.program == "tmpa-compact")
+        .expect("compact line");
+    let service = unit("systemd/tmpa-compact.service");
+    for how in ["cron", "unit"] {
+        let t = Tree::new();
+        let evt = t.event("2026-01-05", "e1", "u1", 3, 4);
+        t.event("2026-01-05", "e2", "u1", 1, 1);
+        chown_tree(t.root(), 65_534, 65_534);
+        let root = t.root().display().to_string();
+        write_config(
+            &conf,
+            &[
+                ("TMPA_ROOT", &root),
+                ("TMPA_USER", "nobody"),
+                ("TMPA_COMPACT_MODE", ""),
+            ],
+        );
+        let r: Run = if how == "cron" {
+            run_cron_job(cron_line, &conf, scratch.path())
         } else {
-            assert_eq!(r.code, 0, "{wrappers:?} {} {args:?}: {r:?}", call.program);
+            let env = config_of(&fs::read_to_string(&conf).expect("conf"));
+            let generated = scratch.path().join("generator");
+            let user = generated_user(&conf, &generated, "tmpa-compact");
+            let exec = expand_exec(&words(get(&service, "Service", "ExecStart")[0]), &env);
+            Command::new("/usr/sbin/runuser")
+                .args(["-u", &user, "--"])
+                .arg(bin("tmpa-compact").get_program())
+                .args(&exec[1..])
+                .env_clear()
+                .envs(&env)
+                .output()
+                .expect("run")
+                .into()
+        };
+        assert!(matches!(r.code, 0), "{how}: {r:?}");
+        let record = run_record(t.root(), "compact_events");
+        assert_eq!(record["dry_run"], false, "{how}: a real run");
+        assert!(
+            !evt.exists(),
+            "{how}: the loose events were compacted and deleted"
+        );
+        let compacted = t.root().join("token_stats/2026-01-05/_compacted.json");
+        let owner =
+            std::os::unix::fs::MetadataExt::uid(&fs::metadata(&compacted).expect("compacted"));
+        assert_eq!(owner, 65_534, "{how}: written as the tree's owner");
+    }
+}
+
+/// The `User=` tmpa-generator gives `service` for the configuration `conf` (written into
+/// `out`), root when it gives none.
+fn generated_user(conf: &Path, out: &Path, service: &str) -> String {
+    let r = run_generator(conf, out);
+    assert_eq!(r.code, 0, "tmpa-generator: {r:?}");
+    let dropin = out.join(format!("{service}.service.d/50-tmpa-config.conf"));
+    let text = fs::read_to_string(&dropin).expect("drop-in");
+    text.lines()
+        .find_map(|l| l.strip_prefix("User="))
+        .unwrap_or("root")
+        .to_owned()
+}
+
+/// Runs cron/tmpa-generator on the configuration `conf`, into `out`.
+fn run_generator(conf: &Path, out: &Path) -> Run {
+    Command::new("sh")
+        .arg(cron_dir().join("tmpa-generator"))
+        .arg(out)
+        .env("TMPA_CONFIG_FILE", conf)
+        .output()
+        .expect("sh")
+        .into()
+}
+
+/// tmpa-generator turns the configuration into each service's drop-in: the root (and the
+/// patrol's metrics directory) writable, the data directories read-only to the patrol,
+/// `User=` unless root; a value systemd could misread (a relative path, a space, a bad
+/// user name) is named on stderr and every service made to fail instead of running with a
+/// default nobody chose.
+#[test]
+fn generator_writes_the_configured_user_and_paths() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let conf = scratch.path().join("tmpa");
+    let dropin = |out: &Path, p: &str| {
+        fs::read_to_string(out.join(format!("{p}.service.d/50-tmpa-config.conf"))).expect("drop-in")
+    };
+    let out = scratch.path().join("shipped");
+    write_config(&conf, &[]);
+    assert_eq!(run_generator(&conf, &out).code, 0);
+    for p in PROGRAMS {
+        let text = dropin(&out, p);
+        let u = parse_unit(&text);
+        assert_eq!(get(&u, "Service", "User"), Vec::<&str>::new(), "{p}: root");
+        let rw = get(&u, "Service", "ReadWritePaths").join(" ");
+        if p == "tmpa-patrol" {
+            assert_eq!(rw, format!("-{ROOT} -/var/lib/prometheus/node-exporter"));
+            assert_eq!(
+                get(&u, "Service", "ReadOnlyPaths").join(" "),
+                format!("-{ROOT}/notifications -{ROOT}/token_stats -{ROOT}/chat_history")
+            );
+        } else {
+            assert_eq!(rw, format!("-{ROOT}"), "{p}");
+        }
+    }
+    let out = scratch.path().join("owner");
+    write_config(&conf, &[("TMPA_USER", "app"), ("TMPA_ROOT", "/srv/data")]);
+    assert_eq!(run_generator(&conf, &out).code, 0);
+    let u = parse_unit(&dropin(&out, "tmpa-archive"));
+    assert_eq!(get(&u, "Service", "User"), ["app"]);
+    assert_eq!(get(&u, "Service", "ReadWritePaths"), ["-/srv/data"]);
+    for (name, bad) in [
+        ("TMPA_ROOT", "srv/data"),
+        ("TMPA_ROOT", "/srv/my data"),
+        ("TMPA_USER", "app;rm"),
+        ("TMPA_METRICS_DIR", ""),
+    ] {
+        let out = scratch.path().join(format!("bad-{name}-{}", bad.len()));
+        write_config(&conf, &[(name, bad)]);
+        let r = run_generator(&conf, &out);
+        assert_eq!(r.code, 1, "{name}={bad:?}: {r:?}");
+        assert!(r.stderr.contains(&format!("{name}=\"{bad}\"")), "{r:?}");
+        assert!(r.stderr.contains(&conf.display().to_string()), "{r:?}");
+        for p in PROGRAMS {
+            let u = parse_unit(&dropin(&out, p));
+            let exec = get(&u, "Service", "ExecStart");
+            assert_eq!(
+                exec.len(),
+                2,
+                "{p}: ExecStart reset, then the refusal: {exec:?}"
+            );
+            assert!(
+                exec[1].contains("exit 2") && exec[1].contains("not valid"),
+                "{exec:?}"
+            );
+            assert!(get(&u, "Service", "User").is_empty(), "{p}");
         }
     }
 }
 
 /// The package's /etc/cron.d/tmpa, as tmpa-docgen makes it from the crontab: the same
 /// environment and the same jobs (time fields, priority, program, arguments, log) with
-/// the user column root, every one commented out, guarded by `test -x`, and the deleting
-/// programs with --dry-run right after the program.
+/// the user column root, every one commented out and guarded by `test -x`, the deleting
+/// programs taking their mode from the configuration right after the program.
 #[test]
-fn cron_d_is_the_crontab_commented_out_and_dry_run() {
+fn cron_d_is_the_crontab_commented_out() {
     let text = tmpa_docgen::cron_d(&read("tmpa.crontab")).expect("cron.d");
     let d = parse_crontab("cron.d/tmpa", &text, true);
     let tab = crontab();
@@ -562,22 +864,27 @@ fn cron_d_is_the_crontab_commented_out_and_dry_run() {
         assert_eq!(job.priority, cron.priority, "{p}");
         assert_eq!(job.log, cron.log, "{p}");
         assert_eq!(job.call.program, p);
-        let mut want = cron.call.args.clone();
+        assert_eq!(job.call.args, cron.call.args, "{p}");
         if DELETING.contains(&p) {
-            want.insert(0, "--dry-run".into());
+            let var = tmpa_docgen::program(p).and_then(|p| p.mode_variable());
+            assert_eq!(job.call.args.first(), var.map(|v| format!("${v}")).as_ref());
         }
-        assert_eq!(job.call.args, want, "{p}");
     }
 }
 
 /// A unit file: `key=value` lines by section.
 type Unit = BTreeMap<String, Vec<(String, String)>>;
 
-/// Parses a unit file's `key=value` lines by section.
+/// Parses a unit file of cron/ by its relative path.
 fn unit(rel: &str) -> Unit {
+    parse_unit(&read(rel))
+}
+
+/// Parses a unit file's `key=value` lines by section.
+fn parse_unit(text: &str) -> Unit {
     let mut out: Unit = BTreeMap::new();
     let mut section = String::new();
-    for line in read(rel).lines() {
+    for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
@@ -588,7 +895,7 @@ fn unit(rel: &str) -> Unit {
         }
         let (k, v) = line
             .split_once('=')
-            .unwrap_or_else(|| panic!("{rel}: {line}"));
+            .unwrap_or_else(|| panic!("not key=value: {line}"));
         out.entry(section.clone())
             .or_default()
             .push((k.trim().to_owned(), v.trim().to_owned()));
@@ -621,9 +928,9 @@ fn systemd_analyze() -> Command {
     Command::new("systemd-analyze")
 }
 
-/// The three jobs that read and delete in bulk pace themselves (`--pace`, not 0): the
-/// priority wrapper alone leaves a live service's writes waiting (docs/PERFORMANCE.md);
-/// the units pass the same arguments (checked below).
+/// The three jobs that read and delete in bulk pace themselves (`--pace`, not 0, with the
+/// shipped configuration): the priority wrapper alone leaves a live service's writes
+/// waiting (docs/PERFORMANCE.md); the units pass the same arguments (checked below).
 #[test]
 fn bulk_jobs_pace_themselves() {
     let Crontab { entries, .. } = crontab();
@@ -632,8 +939,9 @@ fn bulk_jobs_pace_themselves() {
             .iter()
             .find(|e| e.call.program == program)
             .unwrap_or_else(|| panic!("no {program} line"));
-        let at = e.call.args.iter().position(|a| a == "--pace");
-        let pace = at.and_then(|i| e.call.args.get(i + 1));
+        let args = expand_exec(&e.call.args, &config());
+        let at = args.iter().position(|a| a == "--pace");
+        let pace = at.and_then(|i| args.get(i + 1));
         assert!(
             pace.is_some_and(|p| p != "0" && tmpa_maint::parse_pause(p).is_ok_and(|d| !d.is_zero())),
             "{program}: the crontab line passes no --pace: {:?}",
@@ -642,8 +950,8 @@ fn bulk_jobs_pace_themselves() {
     }
 }
 
-/// Each program has a oneshot service whose ExecStart calls it with listed flags, on the
-/// production root, appending to its log, at the crontab's priority; and a timer on the
+/// Each program has a oneshot service whose ExecStart calls it with listed flags, with
+/// the configuration's settings, appending to its log, at the crontab's priority; and a timer on the
 /// crontab's schedule (validated by systemd-analyze calendar).
 #[test]
 fn systemd_units_mirror_the_crontab() {
@@ -665,9 +973,13 @@ fn systemd_units_mirror_the_crontab() {
         let context = format!("{p}.service");
         assert_eq!(get(&service, "Service", "Type"), ["oneshot"], "{context}");
         assert_eq!(
-            get(&service, "Service", "Environment"),
-            [format!("TMPA_ROOT={ROOT}").as_str()],
-            "{context}"
+            get(&service, "Service", "EnvironmentFile"),
+            [CONFIG],
+            "{context}: the settings are the configuration's"
+        );
+        assert!(
+            get(&service, "Service", "Environment").is_empty(),
+            "{context}: no setting of its own"
         );
         let exec = get(&service, "Service", "ExecStart");
         assert_eq!(exec.len(), 1, "{context}: one ExecStart");
@@ -769,9 +1081,10 @@ fn security(path: &Path, max: f64) -> (f64, bool, String) {
 }
 
 /// Each service passes `systemd-analyze security --offline=true --threshold` at its bar,
-/// and holds the sandbox the bar was reached with: only the root (and, for the patrol,
-/// the metrics directory) writable, exactly the capabilities the program needs, no
-/// network but the archive's (IPv4/IPv6 and unix sockets, for an object store).
+/// and holds the sandbox the bar was reached with: nothing writable but what
+/// tmpa-generator adds (the root, and for the patrol the metrics directory: tested
+/// above), exactly the capabilities the program needs, no network but the archive's
+/// (IPv4/IPv6 and unix sockets, for an object store).
 #[test]
 fn systemd_units_pass_the_security_bar() {
     let caps = |extra: &[&str]| -> BTreeSet<String> {
@@ -810,8 +1123,11 @@ fn systemd_units_pass_the_security_bar() {
             Some("@system-service"),
             "{rel}"
         );
-        let rw = one("ReadWritePaths");
-        let writable: BTreeSet<&str> = rw.split(' ').collect();
+        assert_eq!(
+            one("ReadWritePaths"),
+            "",
+            "{rel}: the writable paths are tmpa-generator's, from the configuration"
+        );
         let want_caps = match p {
             "tmpa-tmpclean" => caps(&["CAP_LEASE"]),
             _ => caps(&[]),
@@ -822,23 +1138,6 @@ fn systemd_units_pass_the_security_bar() {
             .collect();
         assert_eq!(have_caps, want_caps, "{rel}: CapabilityBoundingSet");
         assert_eq!(one("AmbientCapabilities"), "", "{rel}");
-        let root = format!("-{ROOT}");
-        if p == "tmpa-patrol" {
-            assert_eq!(
-                writable,
-                BTreeSet::from([root.as_str(), "-/var/lib/node_exporter/textfile_collector"]),
-                "{rel}"
-            );
-            let read_only: BTreeSet<String> =
-                one("ReadOnlyPaths").split(' ').map(str::to_owned).collect();
-            let data: BTreeSet<String> = ["notifications", "token_stats", "chat_history"]
-                .iter()
-                .map(|d| format!("-{ROOT}/{d}"))
-                .collect();
-            assert_eq!(read_only, data, "{rel}: the data tree stays read-only");
-        } else {
-            assert_eq!(writable, BTreeSet::from([root.as_str()]), "{rel}");
-        }
         if p == "tmpa-archive" {
             assert_eq!(one("PrivateNetwork"), "", "{rel}: keeps the network");
             assert_eq!(
@@ -854,12 +1153,13 @@ fn systemd_units_pass_the_security_bar() {
 
 /// `systemd-analyze verify` accepts every unit (no unknown key, no bad value, the
 /// ExecStart binary present) in a root laid out as the package installs it: the units in
-/// lib/systemd/system, the programs in usr/bin. Skipped, with the reason printed, where
+/// usr/lib/systemd/system with tmpa-generator's drop-ins from the shipped configuration,
+/// the programs in usr/bin. Skipped, with the reason printed, where
 /// verify cannot run offline at all (a trivial unit fails too).
 #[test]
 fn systemd_units_verify() {
     let root = tempfile::tempdir().expect("tempdir");
-    let units = root.path().join("lib/systemd/system");
+    let units = root.path().join("usr/lib/systemd/system");
     fs::create_dir_all(&units).expect("mkdir");
     fs::create_dir_all(root.path().join("usr/bin")).expect("mkdir");
     for p in PROGRAMS {
@@ -888,6 +1188,15 @@ fn systemd_units_verify() {
         println!("SKIPPED: systemd-analyze verify cannot run offline here: {err}");
         return;
     }
+    // As installed: the configuration, and tmpa-generator's drop-ins from it.
+    let etc = root.path().join("etc/default");
+    fs::create_dir_all(&etc).expect("mkdir");
+    fs::copy(cron_dir().join("tmpa.default"), etc.join("tmpa")).expect("copy");
+    let generated = run_generator(
+        &etc.join("tmpa"),
+        &root.path().join("run/systemd/generator"),
+    );
+    assert_eq!(generated.code, 0, "{generated:?}");
     let mut names = Vec::new();
     for e in fs::read_dir(cron_dir().join("systemd")).expect("list") {
         let e = e.expect("entry");
@@ -1068,12 +1377,17 @@ fn units_allow_every_syscall_the_programs_make() {
     }
     for p in PROGRAMS {
         let service = unit(&format!("systemd/{p}.service"));
-        let exec = words(get(&service, "Service", "ExecStart")[0]);
+        // Real runs, as the configuration says once the rollout is done.
+        let mut env = config();
+        for mode in env.iter_mut().filter(|(k, _)| k.ends_with("_MODE")) {
+            mode.1.clear();
+        }
+        let exec = expand_exec(&words(get(&service, "Service", "ExecStart")[0]), &env);
         let mut argv = vec![bin(p).get_program().to_string_lossy().into_owned()];
         for a in &exec[1..] {
             argv.push(if a.starts_with("supervisorctl") {
                 "echo RUNNING".to_owned()
-            } else if a.starts_with("/var/lib/") {
+            } else if a.ends_with("/tmpa.prom") {
                 scratch.path().join("tmpa.prom").display().to_string()
             } else if let Some((task, _)) = a.split_once("=/var/log/") {
                 format!("{task}={}", scratch.path().join("job.log").display())

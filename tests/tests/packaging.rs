@@ -86,8 +86,9 @@ fn listing() -> Vec<(String, String, String)> {
 }
 
 /// The package holds the five programs, a gzipped man page each, completions for bash,
-/// zsh and fish where each shell looks, the units of the scheduled ones, cron.d and
-/// logrotate as conffiles, the docs: exactly these files, owned by root, with the control
+/// zsh and fish where each shell looks, the units of the scheduled ones and their
+/// generator, the configuration (root only), cron.d and logrotate as conffiles, the alert
+/// rules and dashboard, the docs: exactly these files, owned by root, with the control
 /// fields an installer reads.
 #[test]
 fn package_holds_what_an_operator_needs() {
@@ -100,11 +101,15 @@ fn package_holds_what_an_operator_needs() {
         want.insert(format!("/usr/share/zsh/vendor-completions/_{n}"));
         want.insert(format!("/usr/share/fish/vendor_completions.d/{n}.fish"));
         if p.scheduled() {
-            want.insert(format!("/lib/systemd/system/{n}.service"));
-            want.insert(format!("/lib/systemd/system/{n}.timer"));
+            want.insert(format!("/usr/lib/systemd/system/{n}.service"));
+            want.insert(format!("/usr/lib/systemd/system/{n}.timer"));
         }
     }
     for f in [
+        "/etc/default/tmpa",
+        "/usr/lib/systemd/system-generators/tmpa-generator",
+        "/usr/share/tmpa/monitoring/tmpa.rules.yml",
+        "/usr/share/tmpa/monitoring/tmpa-dashboard.json",
         "/etc/cron.d/tmpa",
         "/etc/logrotate.d/tmpa",
         "/usr/share/doc/tmpa/README.md",
@@ -119,8 +124,11 @@ fn package_holds_what_an_operator_needs() {
     assert_eq!(have, want, "the package's files");
     for (path, mode, owner) in &files {
         assert_eq!(owner, "0/0", "{path}: owned by root");
-        let want_mode = if path.starts_with("/usr/bin/") {
+        let want_mode = if path.starts_with("/usr/bin/") || path.contains("-generators/") {
             "-rwxr-xr-x"
+        } else if path == "/etc/default/tmpa" {
+            // It may hold the object store's credentials.
+            "-rw-r-----"
         } else {
             "-rw-r--r--"
         };
@@ -158,7 +166,11 @@ fn package_holds_what_an_operator_needs() {
     let conffiles = fs::read_to_string(control.path().join("conffiles")).expect("conffiles");
     assert_eq!(
         conffiles.lines().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["/etc/cron.d/tmpa", "/etc/logrotate.d/tmpa"])
+        BTreeSet::from([
+            "/etc/default/tmpa",
+            "/etc/cron.d/tmpa",
+            "/etc/logrotate.d/tmpa"
+        ])
     );
 }
 
@@ -193,6 +205,8 @@ fn packaged_man_pages_render_and_match_the_programs() {
         let flags: BTreeSet<&str> = help
             .split(|c: char| c.is_whitespace() || c == ',')
             .filter(|w| w.starts_with("--") && w.len() > 2)
+            // A repeatable flag (-v, -q) is listed as `--verbose...`.
+            .map(|w| w.trim_end_matches("..."))
             .collect();
         assert!(flags.contains("--root"), "{}: {flags:?}", p.name);
         let text = if man {
@@ -273,15 +287,18 @@ fn packaged_completions_load() {
     }
 }
 
-/// The packaged units, logrotate file and cron.d are the repository's (cron.d as
-/// tmpa-docgen makes it from the crontab), and systemd-analyze verify accepts the units
-/// where the package puts them, beside the packaged programs.
+/// The packaged units, generator, configuration, logrotate file, alert rules, dashboard
+/// and cron.d are the repository's (cron.d as tmpa-docgen makes it from the crontab;
+/// monitoring.rs tests the rules), and systemd-analyze verify accepts the units where
+/// the package puts them, beside the packaged programs and configuration.
 #[test]
 fn packaged_schedule_is_the_repository_one() {
     let cron = workspace().join("cron");
     for e in fs::read_dir(cron.join("systemd")).expect("units") {
         let e = e.expect("entry");
-        let packaged = extracted().join("lib/systemd/system").join(e.file_name());
+        let packaged = extracted()
+            .join("usr/lib/systemd/system")
+            .join(e.file_name());
         assert_eq!(
             fs::read(&packaged).expect("packaged unit"),
             fs::read(e.path()).expect("unit"),
@@ -289,16 +306,34 @@ fn packaged_schedule_is_the_repository_one() {
             packaged.display()
         );
     }
-    assert_eq!(
-        fs::read(extracted().join("etc/logrotate.d/tmpa")).expect("logrotate"),
-        fs::read(cron.join("logrotate/tmpa")).expect("logrotate")
-    );
+    for (packaged, repo) in [
+        ("etc/logrotate.d/tmpa", "logrotate/tmpa"),
+        ("etc/default/tmpa", "tmpa.default"),
+        (
+            "usr/lib/systemd/system-generators/tmpa-generator",
+            "tmpa-generator",
+        ),
+        (
+            "usr/share/tmpa/monitoring/tmpa.rules.yml",
+            "monitoring/tmpa.rules.yml",
+        ),
+        (
+            "usr/share/tmpa/monitoring/tmpa-dashboard.json",
+            "monitoring/tmpa-dashboard.json",
+        ),
+    ] {
+        assert_eq!(
+            fs::read(extracted().join(packaged)).expect("packaged"),
+            fs::read(cron.join(repo)).expect("repository's"),
+            "{packaged}"
+        );
+    }
     let crontab = fs::read_to_string(cron.join("tmpa.crontab")).expect("crontab");
     assert_eq!(
         fs::read_to_string(extracted().join("etc/cron.d/tmpa")).expect("cron.d"),
         tmpa_docgen::cron_d(&crontab).expect("cron_d")
     );
-    let units: Vec<PathBuf> = fs::read_dir(extracted().join("lib/systemd/system"))
+    let units: Vec<PathBuf> = fs::read_dir(extracted().join("usr/lib/systemd/system"))
         .expect("units")
         .map(|e| e.expect("entry").path())
         .collect();
@@ -360,6 +395,34 @@ fn tree(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
+/// Purges the package from `root`, which held `before` before it was installed: nothing
+/// is left but the directories postinst made the log directory in.
+fn purge_leaves_nothing(root: &Path, before: &BTreeSet<PathBuf>) {
+    dpkg(root, &["--purge", "tmpa"]);
+    let left: BTreeSet<PathBuf> = tree(root).difference(before).cloned().collect();
+    // deb-systemd-helper leaves its (empty) state and unit directories, as for any package
+    // whose units it handled.
+    let allowed: BTreeSet<PathBuf> = [
+        "var",
+        "var/log",
+        "var/lib/systemd",
+        "etc",
+        "etc/systemd",
+        "etc/systemd/system",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    for dir in left.intersection(&allowed) {
+        assert!(root.join(dir).is_dir(), "{}", dir.display());
+    }
+    assert!(
+        left.is_subset(&allowed),
+        "the purge left {:?}",
+        left.difference(&allowed).collect::<Vec<_>>()
+    );
+}
+
 /// dpkg installs the package into a throwaway root: /var/log/tmpa is made 0750 root:adm,
 /// no timer is enabled, the cron.d file has no active job, `dpkg --verify` is clean;
 /// a purge removes every file, the conffiles and the logs.
@@ -416,22 +479,15 @@ fn installs_enabling_nothing_and_purges_clean() {
     );
     assert!(verify.trim().is_empty(), "dpkg --verify: {verify}");
 
-    dpkg(r, &["--purge", "tmpa"]);
-    let left: BTreeSet<PathBuf> = tree(r).difference(&before).cloned().collect();
-    // Only the directories postinst made the log directory in may stay.
-    let allowed: BTreeSet<PathBuf> = ["var", "var/log"].iter().map(PathBuf::from).collect();
-    assert!(
-        left.is_subset(&allowed),
-        "the purge left {:?}",
-        left.difference(&allowed).collect::<Vec<_>>()
-    );
+    purge_leaves_nothing(r, &before);
 }
 
 /// The installed /etc/cron.d/tmpa deletes nothing even with every job line uncommented:
 /// on a tree where a real run of tmpa-compact and tmpa-archive would delete (past-day
 /// loose events, a session idle for 60 days, a stale temporary), each uncommented line
-/// (run by sh as cron would, with the packaged programs, its wrappers and its --dry-run)
-/// leaves the data tree as it was; then the same programs without --dry-run do change it.
+/// (run by sh as cron would, with the packaged programs, its wrappers and the installed
+/// /etc/default/tmpa, whose modes are --dry-run) leaves the data tree as it was; then the
+/// same programs without --dry-run do change it.
 #[test]
 fn uncommented_cron_d_deletes_nothing() {
     let t = Tree::new();
@@ -452,6 +508,20 @@ fn uncommented_cron_d_deletes_nothing() {
     let out = tempfile::tempdir().expect("tempdir");
     let bin_dir = extracted().join("usr/bin");
     let cron_d = fs::read_to_string(extracted().join("etc/cron.d/tmpa")).expect("cron.d");
+    // The installed configuration, its root and metrics directory moved here.
+    let conf = out.path().join("tmpa.conf");
+    let shipped = fs::read_to_string(extracted().join("etc/default/tmpa")).expect("config");
+    let moved = shipped
+        .replace(
+            "TMPA_ROOT=/opt/app",
+            &format!("TMPA_ROOT={}", t.root().display()),
+        )
+        .replace(
+            "TMPA_METRICS_DIR=/var/lib/prometheus/node-exporter",
+            &format!("TMPA_METRICS_DIR={}", out.path().display()),
+        );
+    assert_ne!(moved, shipped);
+    fs::write(&conf, moved).expect("config");
     let mut jobs = 0;
     for line in cron_d.lines() {
         let Some(job) = line.strip_prefix('#') else {
@@ -466,13 +536,10 @@ fn uncommented_cron_d_deletes_nothing() {
             .join(" ")
             .replace("/usr/bin/", &format!("{}/", bin_dir.display()))
             .replace("/var/log/tmpa/", &format!("{}/", out.path().display()))
-            .replace(
-                "/var/lib/node_exporter/textfile_collector/",
-                &format!("{}/", out.path().display()),
-            );
+            .replace("/etc/default/tmpa", &conf.display().to_string());
         let status = Command::new("sh")
             .args(["-c", &command])
-            .env("TMPA_ROOT", t.root())
+            .env_remove("TMPA_ROOT")
             .status()
             .expect("sh");
         // The patrol reports critical (2: no supervisorctl here); the dry runs exit 0
@@ -508,4 +575,160 @@ fn uncommented_cron_d_deletes_nothing() {
         !session.exists(),
         "the real archive run moved the idle session"
     );
+}
+
+/// The units the maintainer scripts name: their `units=` line, the same in each.
+fn script_units() -> BTreeSet<String> {
+    let mut lists = Vec::new();
+    for script in ["postinst", "prerm", "postrm"] {
+        let text =
+            fs::read_to_string(workspace().join("packaging/debian").join(script)).expect("script");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("units=\""))
+            .unwrap_or_else(|| panic!("{script}: no units= line"));
+        let list: BTreeSet<String> = line
+            .trim_end_matches('"')
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        lists.push(list);
+    }
+    assert!(lists.windows(2).all(|w| w[0] == w[1]), "{lists:?}");
+    lists.pop().expect("three lists")
+}
+
+/// `systemctl --root=R is-enabled UNIT`: enabled, disabled, masked...
+fn enable_state(root: &Path, unit: &str) -> String {
+    let out = Command::new("systemctl")
+        .arg(format!("--root={}", root.display()))
+        .args(["is-enabled", unit])
+        .output()
+        .expect("systemctl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A throwaway root laid out as Debian's since bookworm (merged /usr: /lib is a link to
+/// usr/lib), where a unit moved from /lib to /usr/lib could be lost by a careless upgrade.
+fn merged_usr_root() -> tempfile::TempDir {
+    let root = dpkg_root();
+    fs::create_dir_all(root.path().join("usr/lib")).expect("mkdir");
+    std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).expect("symlink");
+    root
+}
+
+/// The maintainer scripts handle exactly the packaged units; the admin's choice of
+/// timers survives a remove and a reinstall (the removed units are masked, not
+/// disabled, as dh_installsystemd does), a timer never enabled stays disabled, and a
+/// purge forgets the choice and leaves nothing behind.
+#[test]
+fn remove_and_reinstall_keep_the_admins_enabled_timers() {
+    let packaged: BTreeSet<String> = listing()
+        .into_iter()
+        .filter_map(|(p, _, _)| {
+            p.strip_prefix("/usr/lib/systemd/system/")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(script_units(), packaged, "the scripts' units= lists");
+    if !tmpa_tests::is_root() {
+        println!("SKIPPED: needs root (dpkg into a throwaway root); CI runs as root");
+        return;
+    }
+    let root = merged_usr_root();
+    let r = root.path();
+    let before = tree(r);
+    let deb = deb().display().to_string();
+    dpkg(r, &["-i", &deb]);
+    run(Command::new("systemctl")
+        .arg(format!("--root={}", r.display()))
+        .args(["enable", "tmpa-patrol.timer"]));
+    assert_eq!(enable_state(r, "tmpa-patrol.timer"), "enabled");
+
+    dpkg(r, &["-r", "tmpa"]);
+    assert!(!r.join("usr/bin/tmpa-patrol").exists(), "removed");
+    dpkg(r, &["-i", &deb]);
+    assert_eq!(
+        enable_state(r, "tmpa-patrol.timer"),
+        "enabled",
+        "the admin's timer after remove and reinstall"
+    );
+    assert_eq!(enable_state(r, "tmpa-compact.timer"), "disabled");
+
+    purge_leaves_nothing(r, &before);
+}
+
+/// An upgrade from the previous release's layout (units in /lib/systemd/system, on a
+/// merged-/usr root, a lower version) to this package: the admin's edited
+/// /etc/default/tmpa is kept, an enabled timer stays enabled, every unit file is still
+/// there under /usr/lib (none lost to the /lib alias), and `dpkg --verify` is clean.
+#[test]
+fn upgrade_from_the_previous_layout_keeps_settings_and_timers() {
+    if !tmpa_tests::is_root() {
+        println!("SKIPPED: needs root (dpkg into a throwaway root); CI runs as root");
+        return;
+    }
+    // The previous package: this one's files with the units where 0.1.0 put them, and a
+    // lower version.
+    let work = tempfile::tempdir().expect("tempdir");
+    let unpacked = work.path().join("old");
+    run(Command::new("dpkg-deb").arg("-R").arg(deb()).arg(&unpacked));
+    fs::create_dir_all(unpacked.join("lib/systemd")).expect("mkdir");
+    fs::rename(
+        unpacked.join("usr/lib/systemd/system"),
+        unpacked.join("lib/systemd/system"),
+    )
+    .expect("move the units");
+    let control = unpacked.join("DEBIAN/control");
+    let text = fs::read_to_string(&control).expect("control");
+    let version = format!("Version: {}", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains(&version), "{text}");
+    fs::write(&control, text.replace(&version, "Version: 0.0.1")).expect("control");
+    let sums = unpacked.join("DEBIAN/md5sums");
+    if let Ok(text) = fs::read_to_string(&sums) {
+        fs::write(
+            &sums,
+            text.replace("  usr/lib/systemd/system/", "  lib/systemd/system/"),
+        )
+        .expect("md5sums");
+    }
+    let old = work.path().join("tmpa_0.0.1.deb");
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&unpacked)
+        .arg(&old));
+
+    let root = merged_usr_root();
+    let r = root.path();
+    dpkg(r, &["-i", &old.display().to_string()]);
+    run(Command::new("systemctl")
+        .arg(format!("--root={}", r.display()))
+        .args(["enable", "tmpa-compact.timer"]));
+    let conf = r.join("etc/default/tmpa");
+    let edited = fs::read_to_string(&conf)
+        .expect("config")
+        .replace("TMPA_COMPACT_MODE=--dry-run", "TMPA_COMPACT_MODE=");
+    fs::write(&conf, &edited).expect("edit");
+
+    dpkg(r, &["--force-confold", "-i", &deb().display().to_string()]);
+    assert_eq!(fs::read_to_string(&conf).expect("config"), edited, "kept");
+    assert_eq!(enable_state(r, "tmpa-compact.timer"), "enabled");
+    assert_eq!(enable_state(r, "tmpa-patrol.timer"), "disabled");
+    for unit in script_units() {
+        assert!(
+            r.join("usr/lib/systemd/system").join(&unit).is_file(),
+            "{unit} lost in the upgrade"
+        );
+    }
+    let verify = stdout(
+        Command::new("dpkg")
+            .arg(format!("--root={}", r.display()))
+            .args(["--verify", "tmpa"]),
+    );
+    // The edited conffile is the one expected difference.
+    let unexpected: Vec<&str> = verify
+        .lines()
+        .filter(|l| !l.ends_with(" /etc/default/tmpa"))
+        .collect();
+    assert!(unexpected.is_empty(), "dpkg --verify: {verify}");
 }

@@ -915,12 +915,15 @@ fn parse_exposition(text: &str) -> BTreeMap<(String, String), f64> {
 }
 
 /// The Prometheus file parses strictly, carries every check's status, the values, the
-/// jobs' last-success times and durations, and is replaced atomically (a new inode, no
+/// jobs' last-success times and durations (tmpclean's last run too), and is replaced
+/// atomically (a new inode, no
 /// temporary left beside it).
 #[test]
 fn prometheus_file_parses_and_is_replaced_atomically() {
     let t = healthy_tree();
     t.file("token_stats/2026-11-01/evt_bad.json", b"nope");
+    // tmpclean, in its dry-run rollout: exported though it has no check of its own.
+    record(&t, "tmp_cleanup", HOUR, 0, true, None);
     let out = tempfile::tempdir().expect("tempdir");
     let prom = out.path().join("tmpa.prom");
     fs::write(&prom, b"# stale\n").expect("write");
@@ -979,6 +982,14 @@ fn prometheus_file_parses_and_is_replaced_atomically() {
             0.0
         );
     }
+    // tmpclean's runs are exported too: its last (dry) run, no success yet.
+    assert_eq!(get("tmpa_job_last_run_exit_code", "task=tmp_cleanup"), 0.0);
+    let at = get("tmpa_job_last_run_timestamp_seconds", "task=tmp_cleanup");
+    assert!(
+        (now - at - 3600.0).abs() < 120.0,
+        "tmp_cleanup: {at} vs {now}"
+    );
+    assert!(!text.contains("tmpa_job_last_success_timestamp_seconds{task=\"tmp_cleanup\"}"));
     // Every family has HELP and TYPE.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = &line[..line.find(['{', ' ']).expect("sample")];

@@ -34,6 +34,27 @@ pub struct CommonArgs {
     /// units pass 20ms; 0 (the default) runs at full speed, e.g. for a catch-up by hand
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_pause)]
     pub pace: Duration,
+    /// Diagnostics of the libraries beneath the program (see [`Diagnostics`]).
+    #[command(flatten)]
+    pub diagnostics: Diagnostics,
+}
+
+/// `-v`/`-q`: how much the libraries beneath a program say on stderr, through `tracing`
+/// (the object-store client's retries and its HTTP client's connections, say). Warnings
+/// by default; `-v` adds each retry of the store, `-vv` the HTTP client's debug lines,
+/// `-q` silences them. The program's own log lines (first line, `problem:` lines,
+/// totals) are its record, read by operators and the patrol: no flag removes them.
+pub type Diagnostics = clap_verbosity_flag::Verbosity<clap_verbosity_flag::WarnLevel>;
+
+/// Sends the diagnostics `-v`/`-q` ask for to stderr; the first call of a process wins.
+pub fn init_diagnostics(level: &Diagnostics) {
+    // A second subscriber (a test running several programs in one process) is refused by
+    // tracing; the first one stands.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level.tracing_level_filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 /// What a run may change. One code path serves all three: they differ only where the

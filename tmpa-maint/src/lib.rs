@@ -30,7 +30,9 @@ mod record;
 mod run;
 mod trust;
 
-pub use args::{CommonArgs, Mode, number_and_unit, parse_age, parse_pause};
+pub use args::{
+    CommonArgs, Diagnostics, Mode, init_diagnostics, number_and_unit, parse_age, parse_pause,
+};
 pub use config::{ETC_CONFIG_DIR, archive_config};
 pub use delete::{Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};

@@ -541,6 +541,7 @@ pub fn run_program<R: Report>(
     real_mode: &str,
     work: impl FnOnce(&mut Run) -> (R, ExitStatus),
 ) -> Result<ExitStatus, StartError> {
+    crate::args::init_diagnostics(&common.diagnostics);
     let root = resolve_root(common.root.as_deref())?;
     // A plan that may not be applied is refused before anything is done (exit 2).
     let applying = match &common.apply_plan {

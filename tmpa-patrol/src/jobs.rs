@@ -24,6 +24,10 @@ use crate::{Args, Check, FINDINGS_MAX, Perf, Status, one_line};
 
 /// The tasks a job check watches (and `--log` accepts).
 pub const TASKS: [&str; 2] = ["compact_events", "archive_history"];
+/// Tasks whose run record is exported as metrics (`tmpa_job_*`) without a check of their
+/// own: tmpclean's runs, for the alert rules (a failing or stopped cleanup), while the
+/// checklist keeps its nine items (`tmp_files` already watches what tmpclean leaves).
+pub const EXPORTED_ONLY: [&str; 1] = ["tmp_cleanup"];
 /// Lines of a job's log shown when it is not healthy.
 pub const LOG_TAIL_LINES: usize = 50;
 /// Bytes read from the end of a log (logrotate keeps it smaller; a longer log is
@@ -115,6 +119,18 @@ pub fn fmt_age(secs: f64) -> String {
     } else {
         format!("{sec}s")
     }
+}
+
+/// What the run record of `task` says, for the metrics only (see [`EXPORTED_ONLY`]): the
+/// same reading as a check's, with no window and no log.
+pub fn info(root: &Root, task: &'static str, now: SystemTime) -> JobInfo {
+    let spec = Spec {
+        name: task,
+        task,
+        window: Duration::MAX,
+        flag: "",
+    };
+    check(root, &spec, now, None).1
 }
 
 /// Runs one job check.

@@ -84,6 +84,9 @@ pub struct Args {
     /// Also write the report in node_exporter textfile format to FILE, atomically
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
+    /// Diagnostics of the libraries beneath the patrol (`-v`/`-q`, as every program).
+    #[command(flatten)]
+    pub diagnostics: tmpa_maint::Diagnostics,
 
     /// Command that must exit 0 and print RUNNING, run with `sh -c`
     /// (e.g. "supervisorctl status app") [default: none; the check is skipped]
@@ -365,7 +368,8 @@ pub struct Report {
     pub checked_at: String,
     /// Wall time of the patrol.
     pub duration_secs: f64,
-    /// What the job checks read from the run records.
+    /// What the job checks read from the run records, then the records exported only
+    /// (`jobs::EXPORTED_ONLY`).
     pub jobs: Vec<jobs::JobInfo>,
     /// Where archives go, and (with `--check-archive-store`) whether the store answers.
     pub archive_store: store::StoreInfo,
@@ -531,6 +535,7 @@ pub fn patrol_against(root: &Root, args: &Args, past: &[history::Sample]) -> Rep
     let thresholds = growth_thresholds(args);
     let growth = history::growth(past, &sample, thresholds);
     checks.push(history::check(&growth, thresholds));
+    infos.extend(jobs::EXPORTED_ONLY.map(|task| jobs::info(root, task, now)));
     debug_assert_eq!(
         checks.iter().map(|c| c.name).collect::<Vec<_>>(),
         CHECK_NAMES
@@ -662,6 +667,7 @@ fn inodes_check(root: &Root, args: &Args) -> Check {
 /// Runs the program: checks, prints, writes the Prometheus file; returns the overall
 /// status (the exit code). Never fails: what cannot be checked is `unknown`.
 pub fn run(args: &Args) -> Status {
+    tmpa_maint::init_diagnostics(&args.diagnostics);
     if let Err(msg) = validate(args) {
         return cannot_check(args, &format!("usage error: {msg}"));
     }

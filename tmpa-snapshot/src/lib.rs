@@ -97,6 +97,9 @@ pub struct Args {
     /// Print the report as one JSON document on stdout (log lines go to stderr)
     #[arg(long)]
     pub json: bool,
+    /// Diagnostics of the libraries beneath the program (`-v`/`-q`, as every program).
+    #[command(flatten)]
+    pub diagnostics: tmpa_maint::Diagnostics,
 }
 
 /// The whole snapshot run's report.
@@ -169,6 +172,7 @@ pub fn render_text(report: &Report) -> String {
 /// 2; another snapshot running: exit 3).
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     if let Some(dir) = &args.verify {
+        tmpa_maint::init_diagnostics(&args.diagnostics);
         return verify::run(dir, args.json);
     }
     let to = args
@@ -182,6 +186,7 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
         save_plan: None,
         apply_plan: None,
         pace: Duration::ZERO,
+        diagnostics: args.diagnostics.clone(),
     };
     let mode = Mode::of_flags(args.dry_run, false);
     let root = tmpa_maint::resolve_root(args.root.as_deref())?;

@@ -6,8 +6,9 @@
 //!   field for (exit status, environment, files, see also);
 //! - bash, zsh and fish completions from the same definitions (`clap_complete`);
 //! - `/etc/cron.d/tmpa` from root's crontab `cron/tmpa.crontab` ([`cron_d`]): the same
-//!   jobs with the user column, every job commented out and the deleting programs in
-//!   `--dry-run`, so that installing the package never starts a deletion.
+//!   jobs with the user column, every job commented out, each deleting program's mode
+//!   read from `/etc/default/tmpa` ([`Program::mode_variable`]), which the package ships
+//!   with every one in `--dry-run`: installing the package never starts a deletion.
 //!
 //! The binary `tmpa-docgen OUT_DIR` writes all of it; `packaging/build-deb` packs it.
 
@@ -79,6 +80,20 @@ impl Program {
     /// but the snapshot, which a backup job runs when it backs up.
     pub fn scheduled(&self) -> bool {
         self.kind != Kind::Snapshot
+    }
+
+    /// The variable of `/etc/default/tmpa` that holds a deleting program's mode flag
+    /// (`TMPA_COMPACT_MODE` for `tmpa-compact`: `--dry-run`, `--no-delete` or empty),
+    /// which its cron line and unit pass unquoted, so that an empty value is no argument;
+    /// `None` for a program that never deletes.
+    pub fn mode_variable(&self) -> Option<String> {
+        match self.kind {
+            Kind::Maintenance { .. } => Some(format!(
+                "TMPA_{}_MODE",
+                self.name.trim_start_matches("tmpa-").to_ascii_uppercase()
+            )),
+            Kind::Patrol | Kind::Snapshot => None,
+        }
     }
 }
 
@@ -362,13 +377,22 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
     }
     item(
         roff,
-        "/etc/cron.d/tmpa",
-        "The schedule for cron, installed with every job commented out and the deleting \
-         programs in --dry-run.",
+        "/etc/default/tmpa",
+        "The jobs' settings, read by the cron lines and the units: the root, the user they \
+         run as, each deleting program's mode (installed as --dry-run), the pace and the \
+         metrics directory.",
     );
     item(
         roff,
-        &format!("/lib/systemd/system/{0}.service, {0}.timer", program.name),
+        "/etc/cron.d/tmpa",
+        "The schedule for cron, installed with every job commented out.",
+    );
+    item(
+        roff,
+        &format!(
+            "/usr/lib/systemd/system/{0}.service, {0}.timer",
+            program.name
+        ),
         "The same job as a hardened systemd service and its timer, installed disabled. Use \
          either cron.d or the timers, not both.",
     );
@@ -461,7 +485,10 @@ impl Job {
     pub fn schedule(&self) -> Schedule {
         Schedule {
             log: self.log().map(str::to_owned),
-            prometheus: self.word_after("--prometheus").map(str::to_owned),
+            // `"${TMPA_METRICS_DIR}/tmpa.prom"`: the path as the man page names it.
+            prometheus: self
+                .word_after("--prometheus")
+                .map(|w| w.trim_matches('"').to_owned()),
         }
     }
 }
@@ -545,13 +572,14 @@ pub fn crontab_jobs(text: &str) -> Result<Vec<Job>> {
 const CRON_D_HEADER: &str = "\
 # /etc/cron.d/tmpa: the TMPA maintenance jobs, installed by the tmpa package.
 #
-# NOTHING HERE RUNS AS INSTALLED: every job line below is commented out, and the lines of
-# the three programs that delete (tmpa-compact, tmpa-archive, tmpa-tmpclean) carry
-# --dry-run, so uncommenting one starts runs that plan and log but delete nothing.
+# NOTHING HERE RUNS AS INSTALLED: every job line below is commented out. Each job reads
+# /etc/default/tmpa as it starts: the root, the user it runs as, the mode of each program
+# that deletes (installed as TMPA_COMPACT_MODE=--dry-run and so on: plan and log, delete
+# nothing), the pace and the metrics directory.
 # Roll out as /usr/share/doc/tmpa/OPERATIONS.md says:
 #   1. uncomment the tmpa-patrol line (it only reads, and writes its metrics);
 #   2. uncomment the other three, and compare two or three nights of their dry-run logs;
-#   3. then remove --dry-run from each of them.
+#   3. then empty each program's TMPA_*_MODE in /etc/default/tmpa, one line each.
 # Use this file or the systemd timers (tmpa-*.timer, installed disabled), not both.
 # This is a conffile: your edits are kept across upgrades.
 #
@@ -560,13 +588,14 @@ const CRON_D_HEADER: &str = "\
 # only while its program is installed (test -x: a removed package leaves this file).";
 
 /// `/etc/cron.d/tmpa`, made from root's crontab: the crontab's opening comment replaced by
-/// a header saying the jobs are off until an operator turns them on, `root` added after the time fields, every job commented out,
-/// guarded by `test -x PROGRAM &&`, and with `--dry-run` right after the program of every
-/// job that deletes.
+/// a header saying the jobs are off until an operator turns them on, `root` added after
+/// the time fields, every job commented out and guarded by `test -x PROGRAM &&`.
 ///
 /// # Errors
 ///
-/// Those of [`parse_crontab`]; a job that already holds `--dry-run`.
+/// Those of [`parse_crontab`]; a job of a deleting program that does not take its mode
+/// from [`Program::mode_variable`] (unquoted, so that an empty value is no argument), or
+/// that names a mode flag itself: the mode is the configuration's, in one place.
 pub fn cron_d(crontab: &str) -> Result<String> {
     let lines = parse_crontab(crontab)?;
     let body = lines
@@ -585,31 +614,39 @@ pub fn cron_d(crontab: &str) -> Result<String> {
                 out.push('\n');
             }
             Line::Job(job) => {
-                let mut command = job.command.clone();
-                if let Kind::Maintenance { .. } = job.program.kind {
-                    if command.split_whitespace().any(|w| w == "--dry-run") {
-                        bail!("{}: already has --dry-run in the crontab", job.program.name);
-                    }
-                    let path = format!("{BIN_DIR}{}", job.program.name);
-                    let at = command
-                        .split_whitespace()
-                        .position(|w| w == path)
-                        .expect("parse_crontab found the program");
-                    let mut words: Vec<&str> = command.split_whitespace().collect();
-                    words.insert(at + 1, "--dry-run");
-                    command = words.join(" ");
-                }
+                check_mode(job)?;
                 // Debian policy 9.5.1: a removed (not purged) package leaves its cron.d
                 // file, so each job checks that its program is still installed.
                 let guard = format!("test -x {BIN_DIR}{} &&", job.program.name);
                 out.push_str(&format!(
-                    "#{}  root  {guard} {command}\n",
-                    job.when.join(" ")
+                    "#{}  root  {guard} {}\n",
+                    job.when.join(" "),
+                    job.command
                 ));
             }
         }
     }
     Ok(out)
+}
+
+/// A deleting program's job takes its mode from its variable alone.
+fn check_mode(job: &Job) -> Result<()> {
+    let words: Vec<&str> = job.command.split_whitespace().collect();
+    let name = job.program.name;
+    if let Some(flag) = words
+        .iter()
+        .find(|w| ["--dry-run", "--no-delete"].contains(w))
+    {
+        bail!("{name}: {flag} in the crontab: the mode is /etc/default/tmpa's");
+    }
+    if let Some(var) = job.program.mode_variable() {
+        let path = format!("{BIN_DIR}{name}");
+        let at = words.iter().position(|w| *w == path);
+        if at.and_then(|i| words.get(i + 1)) != Some(&format!("${var}").as_str()) {
+            bail!("{name}: the crontab does not pass ${var} (unquoted) right after {path}");
+        }
+    }
+    Ok(())
 }
 
 /// Writes into `out_dir`: `man/man1/{program}.1`, `completions/{bash,zsh,fish}/...` and
@@ -661,12 +698,12 @@ SHELL=/bin/sh
 
 # m   h   dom mon dow  command
 # compaction
-30 2 * * *  nice -n 19 /usr/bin/tmpa-compact --x >> /var/log/tmpa/compact.log 2>&1
+30 2 * * *  nice -n 19 /usr/bin/tmpa-compact $TMPA_COMPACT_MODE --x >> /var/log/tmpa/compact.log 2>&1
 */5 * * * * /usr/bin/tmpa-patrol --prometheus /p.prom >> /var/log/tmpa/patrol.log 2>&1
 ";
 
     #[test]
-    fn cron_d_comments_every_job_and_dry_runs_the_deleting_ones() {
+    fn cron_d_comments_every_job() {
         let d = cron_d(CRONTAB).unwrap();
         assert!(d.starts_with(CRON_D_HEADER));
         assert!(!d.contains("root's crontab header"), "{d}");
@@ -674,7 +711,7 @@ SHELL=/bin/sh
         assert!(d.contains("\n# m   h   dom mon dow  user  command\n"));
         assert!(d.contains(
             "\n#30 2 * * *  root  test -x /usr/bin/tmpa-compact && nice -n 19 \
-             /usr/bin/tmpa-compact --dry-run --x >> /var/log/tmpa/compact.log 2>&1\n"
+             /usr/bin/tmpa-compact $TMPA_COMPACT_MODE --x >> /var/log/tmpa/compact.log 2>&1\n"
         ));
         assert!(d.contains(
             "\n#*/5 * * * *  root  test -x /usr/bin/tmpa-patrol && /usr/bin/tmpa-patrol \
@@ -682,12 +719,24 @@ SHELL=/bin/sh
         ));
     }
 
+    /// The mode is the configuration's: a deleting job without its variable, with it
+    /// quoted (an empty value would be an empty argument), or with a mode flag of its own
+    /// is refused.
+    #[test]
+    fn cron_d_refuses_a_job_whose_mode_is_not_its_variable() {
+        assert!(cron_d("30 2 * * * /usr/bin/tmpa-compact --x\n").is_err());
+        assert!(cron_d("30 2 * * * /usr/bin/tmpa-compact \"$TMPA_COMPACT_MODE\"\n").is_err());
+        assert!(cron_d("30 2 * * * /usr/bin/tmpa-compact $TMPA_ARCHIVE_MODE\n").is_err());
+        assert!(cron_d("30 2 * * * /usr/bin/tmpa-compact $TMPA_COMPACT_MODE --dry-run\n").is_err());
+        assert!(cron_d("30 2 * * * /usr/bin/tmpa-compact $TMPA_COMPACT_MODE\n").is_ok());
+        assert_eq!(program("tmpa-patrol").unwrap().mode_variable(), None);
+    }
+
     #[test]
     fn crontab_lines_the_generator_does_not_understand_are_refused() {
         assert!(parse_crontab("30 2 * * /usr/bin/tmpa-compact\n").is_err());
         assert!(parse_crontab("30 2 * * * /usr/local/bin/tmpa-compact\n").is_err());
         assert!(parse_crontab("30 2 * * * /usr/bin/tmpa-other\n").is_err());
-        assert!(cron_d("30 2 * * * /usr/bin/tmpa-compact --dry-run\n").is_err());
     }
 
     #[test]
