@@ -115,7 +115,7 @@ fn loose_events(root: &Path, day: &str) -> usize {
 #[test]
 fn read_only_data_file_system() {
     let Some(fsys) = tmpa_tests::Tmpfs::mount("16m", 10_000) else {
-        eprintln!("skipped: needs root to mount a tmpfs");
+        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
         return;
     };
     let root = fsys.path().join("root");
@@ -124,7 +124,7 @@ fn read_only_data_file_system() {
     fs::create_dir_all(root.join(".tmpa")).expect("mkdir");
     let bind_arg = state.path().to_str().expect("utf-8 temp path").to_owned();
     let Some(state_mount) = mount(&["--bind", &bind_arg], &root.join(".tmpa")) else {
-        eprintln!("skipped: cannot bind-mount");
+        tmpa_tests::missing_prerequisite("cannot bind-mount");
         return;
     };
     assert!(remount(fsys.path(), "ro"), "remount read-only");
@@ -152,7 +152,8 @@ fn read_only_data_file_system() {
     }
     let p = run(&root, "tmpa-patrol", &["--json"]);
     assert_ne!(p.code, 3, "patrol must still check a read-only tree: {p:?}");
-    assert!(p.json()["checks"].as_array().is_some_and(|c| c.len() == 9));
+    // The nine checks of docs/OPERATIONS.md "tmpa-patrol" and the growth check.
+    assert!(p.json()["checks"].as_array().is_some_and(|c| c.len() == 10));
 
     drop(state_mount);
     assert!(remount(fsys.path(), "rw"), "remount read-write");
@@ -182,11 +183,11 @@ fn read_only_root_fails_before_any_work() {
     let t = busy_tree();
     let root = t.root().to_str().expect("utf-8 temp path").to_owned();
     if !is_root() {
-        eprintln!("skipped: needs root to make read-only bind mounts");
+        tmpa_tests::missing_prerequisite("needs root to make read-only bind mounts");
         return;
     }
     let Some(_ro) = mount(&["--bind", &root], t.root()) else {
-        eprintln!("skipped: cannot bind-mount");
+        tmpa_tests::missing_prerequisite("cannot bind-mount");
         return;
     };
     assert!(remount(t.root(), "bind,ro"), "remount read-only");
@@ -212,7 +213,7 @@ fn read_only_root_fails_before_any_work() {
 #[test]
 fn permission_denied_for_the_backend_user() {
     if !is_root() || Command::new("setpriv").arg("--help").output().is_err() {
-        eprintln!("skipped: needs root and setpriv to run as another user");
+        tmpa_tests::missing_prerequisite("needs root and setpriv to run as another user");
         return;
     }
     let t = busy_tree();
@@ -324,7 +325,7 @@ fn nothing_lost(root: &Path) {
 #[test]
 fn eio_at_every_sync_loses_nothing() {
     if !strace_works() {
-        eprintln!("skipped: strace cannot inject faults here");
+        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
         return;
     }
     for (program, args) in [
@@ -383,7 +384,7 @@ fn eio_at_every_sync_loses_nothing() {
 #[test]
 fn eio_at_every_unlink_keeps_the_files_and_says_so() {
     if !strace_works() {
-        eprintln!("skipped: strace cannot inject faults here");
+        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
         return;
     }
     let t = busy_tree();
