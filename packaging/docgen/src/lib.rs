@@ -12,6 +12,8 @@
 //!
 //! The binary `tmpa-docgen OUT_DIR` writes all of it; `packaging/build-deb` packs it.
 
+pub mod reference;
+
 use std::fmt;
 use std::fs;
 use std::io;
@@ -249,20 +251,25 @@ fn item(roff: &mut Roff, term: &str, text: &str) {
         .text([roman(text)]);
 }
 
-fn exit_status(roff: &mut Roff, kind: Kind) {
-    roff.control("SH", ["EXIT STATUS"]);
-    let table: &[(&str, &str)] = match kind {
+/// A program's exit statuses: (code, meaning).
+pub fn exit_statuses(kind: Kind) -> &'static [(&'static str, &'static str)] {
+    match kind {
         Kind::Maintenance { .. } => &MAINTENANCE_EXIT,
         Kind::Snapshot => &SNAPSHOT_EXIT,
-        Kind::Patrol => {
-            roff.text([roman(
-                "The monitoring-plugin convention, so that it works as a Nagios or Icinga \
-                 check as it is:",
-            )]);
-            &PATROL_EXIT
-        }
-    };
-    for (code, meaning) in table {
+        Kind::Patrol => &PATROL_EXIT,
+    }
+}
+
+/// What the patrol's EXIT STATUS says before its table.
+pub const PATROL_EXIT_NOTE: &str =
+    "The monitoring-plugin convention, so that it works as a Nagios or Icinga check as it is:";
+
+fn exit_status(roff: &mut Roff, kind: Kind) {
+    roff.control("SH", ["EXIT STATUS"]);
+    if kind == Kind::Patrol {
+        roff.text([roman(PATROL_EXIT_NOTE)]);
+    }
+    for (code, meaning) in exit_statuses(kind) {
         item(roff, code, meaning);
     }
 }

@@ -10,12 +10,18 @@ use clap::Parser;
 /// Generate the TMPA programs' man pages, shell completions and /etc/cron.d/tmpa.
 ///
 /// Writes OUT_DIR/man/man1/tmpa-*.1, OUT_DIR/completions/{bash,zsh,fish}/ and
-/// OUT_DIR/cron.d/tmpa from the programs' clap definitions and root's crontab.
+/// OUT_DIR/cron.d/tmpa from the programs' clap definitions and root's crontab; or, with
+/// --reference FILE, the flags and exit statuses page (docs/REFERENCE.md).
 #[derive(Parser, Debug)]
 #[command(name = "tmpa-docgen", version)]
 struct Cli {
     /// Directory to write into (created when missing)
-    out_dir: PathBuf,
+    #[arg(required_unless_present = "reference")]
+    out_dir: Option<PathBuf>,
+    /// Write the reference page of every program's flags and exit statuses to FILE
+    /// instead (docs/REFERENCE.md)
+    #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
+    reference: Option<PathBuf>,
     /// Root's crontab, the one source of the schedule
     #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../cron/tmpa.crontab"))]
     crontab: PathBuf,
@@ -35,17 +41,26 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    if let Some(file) = &cli.reference {
+        std::fs::write(file, tmpa_docgen::reference::reference())
+            .with_context(|| format!("write {}", file.display()))?;
+        println!("tmpa-docgen: wrote {}", file.display());
+        return Ok(());
+    }
+    let Some(out_dir) = &cli.out_dir else {
+        anyhow::bail!("OUT_DIR or --reference FILE is required");
+    };
     let crontab = std::fs::read_to_string(&cli.crontab)
         .with_context(|| format!("read {}", cli.crontab.display()))?;
     let date = match &cli.date {
         Some(d) => d.clone(),
         None => source_date()?,
     };
-    let written = tmpa_docgen::generate(&cli.out_dir, &crontab, &date)?;
+    let written = tmpa_docgen::generate(out_dir, &crontab, &date)?;
     println!(
         "tmpa-docgen: {} files in {}",
         written.len(),
-        cli.out_dir.display()
+        out_dir.display()
     );
     Ok(())
 }
