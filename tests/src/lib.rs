@@ -399,6 +399,27 @@ fn to_timespec(t: SystemTime) -> rustix::fs::Timespec {
     }
 }
 
+/// The variable that lets a test whose prerequisite is missing skip instead of failing.
+pub const ALLOW_SKIP: &str = "TMPA_ALLOW_SKIP";
+
+/// A test's prerequisite (root, a tool, a kernel feature) is missing. The tests run
+/// everything in CI (tests/check.sh runs as root and installs every tool), so this
+/// panics, naming what is missing, unless [`ALLOW_SKIP`] is set (a developer's machine
+/// without root): then it prints `SKIPPED: {what}` and the caller returns.
+///
+/// # Panics
+/// Unless `TMPA_ALLOW_SKIP` is set.
+pub fn missing_prerequisite(what: &str) {
+    if std::env::var_os(ALLOW_SKIP).is_some() {
+        eprintln!("SKIPPED: {what}");
+        return;
+    }
+    panic!(
+        "missing prerequisite: {what} (bash tests/check.sh as root provides it; \
+         set {ALLOW_SKIP}=1 to skip such tests instead)"
+    );
+}
+
 /// Whether strace can inject faults here (installed, and allowed to trace).
 pub fn strace_works() -> bool {
     Command::new("strace")

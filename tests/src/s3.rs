@@ -5,10 +5,10 @@
 //!
 //! The server is found as the module `moto.server` of `$TMPA_TEST_PYTHON`, else of the
 //! workspace's `target/py-venv` (which tests/check.sh builds and installs moto into), else
-//! of `python3`. When none has it, [`S3Server::start`] panics if `TMPA_REQUIRE_S3_TESTS`
-//! is set (CI sets it: a missing server must fail, not skip) and otherwise returns `None`
-//! after printing why, so that a developer without moto sees the S3 tests skipped, never
-//! silently passed.
+//! of `python3`. When none has it, [`S3Server::start`] fails the test (a missing
+//! prerequisite, [`crate::missing_prerequisite`]), or with `TMPA_ALLOW_SKIP` set returns
+//! `None` after printing why, so that a developer without moto sees the S3 tests skipped,
+//! never silently passed.
 //!
 //! The server watches its standard input and exits when it closes, so a test process
 //! that dies (or ends without dropping a shared server) takes its server with it.
@@ -84,16 +84,15 @@ impl S3Server {
     /// Starts a moto server on a free port of 127.0.0.1 and waits until it answers.
     ///
     /// # Panics
-    /// When it cannot be started and `TMPA_REQUIRE_S3_TESTS` is set, or when it was
-    /// found but does not come up.
+    /// When it cannot be started and `TMPA_ALLOW_SKIP` is unset, or when it was found
+    /// but does not come up.
     pub fn start() -> Option<S3Server> {
         let py = match python_with_moto() {
             Ok(p) => p,
-            Err(why) if std::env::var_os("TMPA_REQUIRE_S3_TESTS").is_some() => {
-                panic!("TMPA_REQUIRE_S3_TESTS is set but the S3 server cannot start: {why}")
-            }
             Err(why) => {
-                eprintln!("SKIPPED: S3 tests need a local S3 server: {why}");
+                crate::missing_prerequisite(&format!(
+                    "S3 tests need a local S3 server (moto): {why}"
+                ));
                 return None;
             }
         };

@@ -483,7 +483,7 @@ fn session_rewritten_during_archival_is_never_lost() {
 #[test]
 fn full_disk_mid_run_loses_nothing() {
     let Some(fsys) = Tmpfs::mount("2m", 1000) else {
-        eprintln!("skipped: needs root to mount a tmpfs");
+        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
         return;
     };
     let root = fsys.path().join("root");
@@ -561,7 +561,9 @@ fn immutable_archive_dir_fails_one_user_only() {
     let dir = t.root().join("chat_history/locked/archive");
     fs::create_dir_all(&dir).expect("mkdir");
     let Some(_guard) = Immutable::set(&dir) else {
-        eprintln!("skipped: chattr +i not available (needs root and a supporting fs)");
+        tmpa_tests::missing_prerequisite(
+            "chattr +i not available (needs root and a supporting fs)",
+        );
         return;
     };
     let r = t.run("tmpa-archive", &[]);
@@ -677,7 +679,7 @@ fn log_lines() {
 fn created_archives_belong_to_the_tree_owner() {
     use std::os::unix::fs::MetadataExt;
     if !tmpa_tests::is_root() {
-        eprintln!("skipped: needs root");
+        tmpa_tests::missing_prerequisite("needs root");
         return;
     }
     let t = Tree::new();

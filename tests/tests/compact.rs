@@ -541,7 +541,7 @@ fn concurrent_writer_loses_nothing() {
 #[test]
 fn full_disk_loses_nothing_and_next_run_completes() {
     let Some(fs_) = Tmpfs::mount("6m", 10_000) else {
-        eprintln!("skipped: needs root to mount a tmpfs");
+        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
         return;
     };
     let root = fs_.path();
@@ -603,14 +603,14 @@ fn full_disk_loses_nothing_and_next_run_completes() {
 #[test]
 fn immutable_day_is_reported_others_proceed() {
     if !is_root() {
-        eprintln!("skipped: needs root for chattr");
+        tmpa_tests::missing_prerequisite("needs root for chattr");
         return;
     }
     let t = Tree::new();
     t.event(D1, "stuck", "u", 1, 1);
     t.event(D2, "free", "u", 1, 1);
     let Some(guard) = Immutable::set(&t.root().join(format!("token_stats/{D1}"))) else {
-        eprintln!("skipped: chattr +i not supported here");
+        tmpa_tests::missing_prerequisite("chattr +i not supported here");
         return;
     };
     let r = t.run("tmpa-compact", &["--before", "2026-11-04"]);
@@ -628,7 +628,7 @@ fn immutable_day_is_reported_others_proceed() {
 #[test]
 fn created_files_belong_to_the_tree_owner() {
     if !is_root() {
-        eprintln!("skipped: needs root");
+        tmpa_tests::missing_prerequisite("needs root");
         return;
     }
     let t = Tree::new();
@@ -788,7 +788,7 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: strace is not installed");
+        tmpa_tests::missing_prerequisite("strace is not installed");
         return;
     }
     let t = Tree::new();
@@ -869,7 +869,7 @@ fn paced_run_pauses_and_writes_the_same_bytes() {
         .status()
         .map_or(true, |s| !s.success())
     {
-        eprintln!("skipped: no working strace");
+        tmpa_tests::missing_prerequisite("no working strace");
         return;
     }
     const EVENTS: usize = 1200;

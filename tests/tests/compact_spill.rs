@@ -249,7 +249,7 @@ fn sigkill_during_the_spill_loses_nothing_and_leaves_no_spill_file() {
 #[test]
 fn full_disk_during_the_spill_loses_nothing() {
     let Some(fs_) = Tmpfs::mount("8m", 10_000) else {
-        eprintln!("skipped: needs root to mount a tmpfs");
+        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
         return;
     };
     let root = fs_.path();

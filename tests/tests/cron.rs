@@ -694,7 +694,7 @@ fn cron_lines_run_in_dry_run_with_the_shipped_configuration() {
 #[test]
 fn one_line_of_the_configuration_makes_compaction_real_as_the_tree_owner() {
     if !tmpa_tests::is_root() {
-        println!("SKIPPED: needs root to run the jobs as another user");
+        tmpa_tests::missing_prerequisite("needs root to run the jobs as another user");
         return;
     }
     let scratch = tempfile::tempdir().expect("tempdir");
@@ -1185,7 +1185,9 @@ fn systemd_units_verify() {
     };
     let (ok, err) = verify(&["canary.service".to_owned()]);
     if !ok {
-        println!("SKIPPED: systemd-analyze verify cannot run offline here: {err}");
+        tmpa_tests::missing_prerequisite(&format!(
+            "systemd-analyze verify cannot run offline here: {err}"
+        ));
         return;
     }
     // As installed: the configuration, and tmpa-generator's drop-ins from it.

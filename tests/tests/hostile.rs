@@ -45,7 +45,7 @@ fn as_owner(script: &str) {
 /// skipped) when not root.
 fn owned_tree() -> Option<Tree> {
     if !is_root() {
-        eprintln!("skipped: needs root to chown the tree and to drop to its owner");
+        tmpa_tests::missing_prerequisite("needs root to chown the tree and to drop to its owner");
         return None;
     }
     let t = Tree::new();

@@ -21,7 +21,7 @@ fn without_proc(program: &[std::ffi::OsString], args: &[&std::ffi::OsStr]) -> Op
         ])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot unmount /proc in a private mount namespace here");
+        tmpa_tests::missing_prerequisite("cannot unmount /proc in a private mount namespace here");
         return None;
     }
     let out = Command::new("unshare")

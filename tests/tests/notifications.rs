@@ -297,7 +297,7 @@ fn stretched(root: &Path, us: u64) -> std::process::Child {
 #[test]
 fn delivered_and_acknowledged_during_the_run() {
     if !strace_works() {
-        eprintln!("skipped: strace cannot inject here");
+        tmpa_tests::missing_prerequisite("strace cannot inject here");
         return;
     }
     let (t, mut want) = small_tree();
@@ -350,7 +350,7 @@ fn strace_works() -> bool {
 #[test]
 fn kill_at_every_syscall_loses_nothing() {
     if !strace_works() {
-        eprintln!("skipped: strace cannot inject here");
+        tmpa_tests::missing_prerequisite("strace cannot inject here");
         return;
     }
     let mut kills = 0;

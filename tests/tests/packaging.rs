@@ -429,7 +429,9 @@ fn purge_leaves_nothing(root: &Path, before: &BTreeSet<PathBuf>) {
 #[test]
 fn installs_enabling_nothing_and_purges_clean() {
     if !tmpa_tests::is_root() {
-        println!("SKIPPED: needs root (postinst gives /var/log/tmpa to root:adm); CI runs as root");
+        tmpa_tests::missing_prerequisite(
+            "needs root (postinst gives /var/log/tmpa to root:adm); CI runs as root",
+        );
         return;
     }
     let root = dpkg_root();
@@ -632,7 +634,9 @@ fn remove_and_reinstall_keep_the_admins_enabled_timers() {
         .collect();
     assert_eq!(script_units(), packaged, "the scripts' units= lists");
     if !tmpa_tests::is_root() {
-        println!("SKIPPED: needs root (dpkg into a throwaway root); CI runs as root");
+        tmpa_tests::missing_prerequisite(
+            "needs root (dpkg into a throwaway root); CI runs as root",
+        );
         return;
     }
     let root = merged_usr_root();
@@ -665,7 +669,9 @@ fn remove_and_reinstall_keep_the_admins_enabled_timers() {
 #[test]
 fn upgrade_from_the_previous_layout_keeps_settings_and_timers() {
     if !tmpa_tests::is_root() {
-        println!("SKIPPED: needs root (dpkg into a throwaway root); CI runs as root");
+        tmpa_tests::missing_prerequisite(
+            "needs root (dpkg into a throwaway root); CI runs as root",
+        );
         return;
     }
     // The previous package: this one's files with the units where 0.1.0 put them, and a

@@ -295,7 +295,7 @@ fn inodes_thresholds_via_flags() {
 #[test]
 fn inodes_on_a_small_tmpfs() {
     let Some(fsys) = Tmpfs::mount("4m", 100) else {
-        eprintln!("skipped: needs root to mount a tmpfs");
+        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
         return;
     };
     let root = fsys.path();

@@ -19,7 +19,7 @@ const MONTH: Duration = Duration::from_secs(40 * 86_400);
 const USER: &str = "alice";
 
 /// The server this test file shares (each test uses its own bucket); `None` when moto
-/// is not installed and TMPA_REQUIRE_S3_TESTS is unset (the tests then say SKIPPED).
+/// is not installed and TMPA_ALLOW_SKIP is set (the tests then say SKIPPED).
 fn server() -> Option<&'static S3Server> {
     static SERVER: OnceLock<Option<S3Server>> = OnceLock::new();
     SERVER.get_or_init(S3Server::start).as_ref()

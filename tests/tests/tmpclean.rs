@@ -362,7 +362,7 @@ fn symlinked_directories_and_loops_are_not_followed() {
 #[test]
 fn tmpfs_mounted_inside_the_root_is_not_entered() {
     if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+        tmpa_tests::missing_prerequisite("mounting a tmpfs needs root");
         return;
     }
     struct Mount(PathBuf);
@@ -380,7 +380,7 @@ fn tmpfs_mounted_inside_the_root_is_not_entered() {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("skipped: cannot mount a tmpfs here");
+        tmpa_tests::missing_prerequisite("cannot mount a tmpfs here");
         return;
     }
     let _mount = Mount(mnt.clone());
@@ -563,7 +563,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn immutable_directory_is_reported_and_nothing_else_lost() {
     if !is_root() {
-        eprintln!("skipped: chattr +i needs root");
+        tmpa_tests::missing_prerequisite("chattr +i needs root");
         return;
     }
     let t = Tree::new();
@@ -572,7 +572,7 @@ fn immutable_directory_is_reported_and_nothing_else_lost() {
     let dir = t.root().join("notifications/u1/inbox");
     std::thread::sleep(WAIT);
     let Some(_imm) = Immutable::set(&dir) else {
-        eprintln!("skipped: chattr +i not supported here");
+        tmpa_tests::missing_prerequisite("chattr +i not supported here");
         return;
     };
     let Some(r) = clean(&t, &["--older-than", OLD]) else {
@@ -629,7 +629,7 @@ fn temporary_held_open_outside_the_pid_namespace_is_kept() {
         .args(["--pid", "--fork", "--mount-proc", "true"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot make a pid namespace here (unshare)");
+        tmpa_tests::missing_prerequisite("cannot make a pid namespace here (unshare)");
         return;
     }
     let t = Tree::new();
@@ -701,7 +701,7 @@ fn mapped_temporary_is_kept() {
 #[test]
 fn lease_broken_during_deletion_keeps_the_file() {
     if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("skipped: strace is not installed");
+        tmpa_tests::missing_prerequisite("strace is not installed");
         return;
     }
     let t = Tree::new();

@@ -52,7 +52,9 @@ fn line_for<'a>(r: &'a Run, p: &Path) -> &'a str {
 #[test]
 fn without_leases_proc_is_evidence_and_proof_only_when_the_operator_says_so() {
     let Some(_off) = LeasesOff::set() else {
-        eprintln!("skipped: cannot turn leases off here ({SYSCTL} not writable)");
+        tmpa_tests::missing_prerequisite(&format!(
+            "cannot turn leases off here ({SYSCTL} not writable)"
+        ));
         return;
     };
     let t = Tree::new();

@@ -7,6 +7,8 @@
 //! `chattr` and `mount` need root and a file system that supports them; a test that cannot
 //! set up its scenario says so on stderr and passes without checking anything.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -102,10 +104,10 @@ impl Immutable {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!(
-                "SKIPPED: chattr +i {} failed (needs root and ext4/xfs/btrfs)",
+            support::missing_prerequisite(&format!(
+                "chattr +i {} failed (needs root and ext4/xfs/btrfs)",
                 path.display()
-            );
+            ));
             return None;
         }
         Some(Immutable(path.to_path_buf()))
@@ -143,10 +145,10 @@ impl Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs on {} (needs root)",
+            support::missing_prerequisite(&format!(
+                "cannot mount a tmpfs on {} (needs root)",
                 dir.display()
-            );
+            ));
             return None;
         }
         Some(Tmpfs(dir.to_path_buf()))

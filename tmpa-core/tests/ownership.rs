@@ -1,7 +1,9 @@
 //! Modes and owners of written files (docs/FORMAT.md "Temporaries"), as cron's root sees them: a replaced file
 //! keeps its mode and owner; a new file and a new directory take the owner and group of
-//! the directory they are made in, so the backend's user can still write there. Skipped
-//! (with a message) when not running as root.
+//! the directory they are made in, so the backend's user can still write there. They need
+//! root (`support::missing_prerequisite`).
+
+mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,7 +18,7 @@ const BACKEND_GID: u32 = 4712;
 fn is_root() -> bool {
     let root = rustix::process::geteuid().is_root();
     if !root {
-        eprintln!("SKIPPED: ownership tests need root");
+        support::missing_prerequisite("ownership tests need root");
     }
     root
 }

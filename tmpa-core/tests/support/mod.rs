@@ -1,0 +1,23 @@
+//! What tmpa-core's integration tests share. (The workspace's `tmpa_tests` crate holds the
+//! same rule for the program tests; it depends on tmpa-core, so tmpa-core's own tests
+//! cannot use it.)
+
+/// The variable that lets a test whose prerequisite is missing skip instead of failing.
+pub const ALLOW_SKIP: &str = "TMPA_ALLOW_SKIP";
+
+/// A test's prerequisite (root, `chattr`, a tmpfs) is missing: a panic naming it, unless
+/// [`ALLOW_SKIP`] is set (a developer's machine without root), when it prints
+/// `SKIPPED: {what}` and the caller returns. CI (tests/check.sh, as root) runs everything.
+///
+/// # Panics
+/// Unless `TMPA_ALLOW_SKIP` is set.
+pub fn missing_prerequisite(what: &str) {
+    if std::env::var_os(ALLOW_SKIP).is_some() {
+        eprintln!("SKIPPED: {what}");
+        return;
+    }
+    panic!(
+        "missing prerequisite: {what} (bash tests/check.sh as root provides it; \
+         set {ALLOW_SKIP}=1 to skip such tests instead)"
+    );
+}
