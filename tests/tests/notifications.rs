@@ -241,6 +241,34 @@ fn dry_run_and_plan() {
     nothing_lost(t.root(), &want);
 }
 
+/// `--no-delete` (the rollout step between a dry run and real runs) writes and verifies
+/// the archives and deletes nothing: every inbox file and ack stays, and the run reports
+/// no deletion; the next real run deletes them as already archived.
+#[test]
+fn no_delete_writes_archives_and_deletes_nothing() {
+    let (t, want) = small_tree();
+    let r = t.run("tmpa-archive", &["--no-delete", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let counts = &r.json()["counts"];
+    assert_eq!(counts["deleted"], 0, "{counts}");
+    assert_eq!(counts["notifications_archived"], 8, "{counts}");
+    for user in ["alice", "bob"] {
+        assert_eq!(live(t.root(), user, "inbox").len(), 6, "{user}");
+        assert_eq!(live(t.root(), user, "ack").len(), 5, "{user}");
+        assert_eq!(archives(t.root(), user).len(), 1, "{user}");
+    }
+    assert!(tmpa_tests::receipt_lines(t.root(), "archive_history").is_empty());
+    nothing_lost(t.root(), &want);
+    let real = t.run("tmpa-archive", &["--json"]);
+    assert_eq!(real.code, 0, "{}", real.stderr);
+    assert_eq!(real.json()["counts"]["deleted"], 16);
+    assert_eq!(
+        live(t.root(), "alice", "inbox"),
+        ["ntf_new.json", "ntf_unread.json"]
+    );
+    nothing_lost(t.root(), &want);
+}
+
 /// An old ack whose notification is gone is kept and reported (exit 1); an ack whose
 /// notification an archive holds with exactly that ack (a run stopped between the two
 /// deletions) is completed.
@@ -296,7 +324,7 @@ fn stretched(root: &Path, us: u64) -> std::process::Child {
 /// redelivered one is kept with its ack and reported, the others untouched, nothing lost.
 #[test]
 fn delivered_and_acknowledged_during_the_run() {
-    if !strace_works() {
+    if !tmpa_tests::strace_works() {
         tmpa_tests::missing_prerequisite("strace cannot inject here");
         return;
     }
@@ -329,27 +357,13 @@ fn delivered_and_acknowledged_during_the_run() {
     nothing_lost(t.root(), &want);
 }
 
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args([
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=getpid:error=EIO",
-            "true",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// A SIGKILL at every call of each system call that matters (the archive's write, its
 /// rename and fsync, the delete step's renameat2 and unlinkat): after every kill nothing
 /// is lost, and the next run finishes (exit 0, only the young and unread left live, the
 /// quarantine empty).
 #[test]
 fn kill_at_every_syscall_loses_nothing() {
-    if !strace_works() {
+    if !tmpa_tests::strace_works() {
         tmpa_tests::missing_prerequisite("strace cannot inject here");
         return;
     }

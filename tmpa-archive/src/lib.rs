@@ -934,13 +934,6 @@ impl UserRun<'_> {
             held_by: v.held_by.clone(),
             proof: v.proof.clone(),
         };
-        if !run.mode().deletes() {
-            // A dry run's plan gets the receipt lines a real run would write.
-            for v in &verified {
-                run.would_delete(line(v));
-            }
-            return Ok(());
-        }
         let doomed: Vec<Doomed<'_>> = verified
             .iter()
             .map(|v| Doomed {
@@ -951,12 +944,15 @@ impl UserRun<'_> {
                 lease: None,
             })
             .collect();
-        // The receipt is durable before the first deletion it covers.
-        let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
+        // Per mode: noted in a dry run's plan, left by --no-delete, or deleted (the
+        // receipt durable before the first deletion it covers).
+        let (outcomes, synced) = run.dispose(doomed, |_| None)?.split();
         for (v, outcome) in verified.iter().zip(outcomes) {
             match outcome {
                 Outcome::Deleted => self.report.sessions[v.report].deleted = true,
-                Outcome::Kept(Kept::Gone) => {}
+                // A dry run's plan has it; --no-delete leaves it: the report's action
+                // says what a real run does.
+                Outcome::WouldDelete | Outcome::Left | Outcome::Kept(Kept::Gone) => {}
                 Outcome::Kept(_) => {
                     take_back(v);
                     let r = &mut self.report.sessions[v.report];
@@ -973,10 +969,7 @@ impl UserRun<'_> {
                 }
             }
         }
-        match sync_failures.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        synced
     }
 }
 

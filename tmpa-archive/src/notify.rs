@@ -371,24 +371,21 @@ impl NotifyRun<'_> {
             let name = format!("ntf_{}.ack", r.n.id);
             doomed(acks, name, (&r.n.ack, r.ack_stamp), &held_by, &proof)
         };
-        if !run.mode().deletes() {
-            for d in bodies.into_iter().chain(batch.iter().map(ack_of)) {
-                run.would_delete(d.line);
-            }
-            self.batches[i].deleted = batch.len() as u64;
-            self.counts.notifications_archived += batch.len() as u64;
-            self.deleted += 2 * batch.len() as u64;
-            return Ok(());
-        }
         // Inbox files first: a run stopped between the two leaves an ack whose
         // notification is archived, which the next run completes; the other order would
-        // leave a notification that looks unread.
-        let (outcomes, mut sync_failures) = run.delete_verified(bodies, |_| None)?;
+        // leave a notification that looks unread. Per mode (Run::dispose): noted in a dry
+        // run's plan, left by --no-delete (with their acks), or deleted.
+        let (outcomes, bodies_synced) = run.dispose(bodies, |_| None)?.split();
         let mut then_acks = Vec::new();
+        let mut archived = 0u64;
         for (r, outcome) in batch.iter().zip(outcomes) {
             let file = path_text(&inbox.join(format!("ntf_{}.json", r.n.id)));
             match outcome {
-                Outcome::Deleted | Outcome::Kept(Kept::Gone) => then_acks.push(ack_of(r)),
+                Outcome::Deleted | Outcome::WouldDelete | Outcome::Kept(Kept::Gone) => {
+                    archived += 1;
+                    then_acks.push(ack_of(r));
+                }
+                Outcome::Left => archived += 1,
                 Outcome::Kept(k) => {
                     self.counts.notifications_changed += 1;
                     self.batches[i].changed.push(file.clone());
@@ -407,19 +404,12 @@ impl NotifyRun<'_> {
             }
         }
         let n_bodies = then_acks.len() as u64;
-        let (outcomes, failures) = run.delete_verified(then_acks, |_| None)?;
-        sync_failures.extend(failures);
-        self.deleted += n_bodies
-            + outcomes
-                .iter()
-                .filter(|o| matches!(o, Outcome::Deleted))
-                .count() as u64;
+        let of_acks = run.dispose(then_acks, |_| None)?;
+        self.deleted += n_bodies + of_acks.deleted();
         self.batches[i].deleted = n_bodies;
-        self.counts.notifications_archived += n_bodies;
-        match sync_failures.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.counts.notifications_archived += archived;
+        let (_, acks_synced) = of_acks.split();
+        bodies_synced.and(acks_synced)
     }
 
     /// Old acks without their notification: deleted when an archive holds their
@@ -488,25 +478,10 @@ impl NotifyRun<'_> {
                 }
             }
         }
-        if !run.mode().deletes() {
-            for d in doomed {
-                self.counts.acks_completed += 1;
-                self.deleted += 1;
-                run.would_delete(d.line);
-            }
-            return Ok(());
-        }
-        let (outcomes, sync_failures) = run.delete_verified(doomed, |_| None)?;
-        let done = outcomes
-            .iter()
-            .filter(|o| matches!(o, Outcome::Deleted))
-            .count() as u64;
-        self.counts.acks_completed += done;
-        self.deleted += done;
-        match sync_failures.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let disposed = run.dispose(doomed, |_| None)?;
+        self.counts.acks_completed += disposed.deleted();
+        self.deleted += disposed.deleted();
+        disposed.split().1
     }
 
     fn problem(&mut self, path: PathBuf, kind: ProblemKind, reason: &str) {

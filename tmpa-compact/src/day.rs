@@ -282,13 +282,9 @@ impl DayWork<'_> {
         summary.source = self.stamp_after(stamp, false);
         r.summary_rewritten =
             self.events() > 0 && !summary_is_current(self.dir, self.day, &summary, stamp.is_some());
-        r.deleted = count(self.to_delete());
-        // The plan lists each file with the receipt line a real run would write for it.
-        let (held_by, proof) = self.held_by();
-        self.each_deletable(|name, stamp, sha| {
-            lock(run).would_delete(deletion(self.dir, &name, stamp, &sha, &held_by, &proof));
-            Ok(())
-        })?;
+        // The plan lists each file with the receipt line a real run would write for it:
+        // the same disposal as a real run's, which the dry run's mode turns into notes.
+        self.delete(run, Holder::Planned, r)?;
         r.status = DayStatus::Planned;
         Ok(())
     }
@@ -361,7 +357,7 @@ impl DayWork<'_> {
                 f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
                 self.dir.sync()?;
             }
-            self.delete(run, held, r)?;
+            self.delete(run, Holder::Verified(held), r)?;
         }
         r.status = if self.added == 0 && r.deleted == 0 && !r.summary_rewritten {
             DayStatus::Unchanged
@@ -497,7 +493,7 @@ impl DayWork<'_> {
     fn delete(
         &self,
         run: &SharedRun<'_>,
-        held: Option<Stamp>,
+        held: Holder,
         r: &mut DayReport,
     ) -> tmpa_core::Result<()> {
         let (held_by, proof) = self.held_by();
@@ -524,7 +520,7 @@ impl DayWork<'_> {
         &self,
         run: &SharedRun<'_>,
         chunk: &[(OsString, Stamp, [u8; 32])],
-        held: Option<Stamp>,
+        held: Holder,
         held_by: &str,
         proof: &Proof,
         r: &mut DayReport,
@@ -535,7 +531,9 @@ impl DayWork<'_> {
         let dir = self.dir;
         // The compacted file verified above must still be the one there (only a hand edit
         // could change it: another compaction waits for the lock).
-        if held.is_none() || dir.stat(COMPACTED_NAME)?.map(|c| c.stamp) != held {
+        if let Holder::Verified(held) = held
+            && (held.is_none() || dir.stat(COMPACTED_NAME)?.map(|c| c.stamp) != held)
+        {
             for (name, _, _) in chunk {
                 r.kept += 1;
                 r.problems.push(Problem::new(
@@ -560,11 +558,11 @@ impl DayWork<'_> {
             })
             .collect();
         // Held for the chunk: another day's thread reads, merges and writes meanwhile.
-        let (outcomes, sync_failures) = lock(run).delete_verified(doomed, |_| None)?;
+        let (outcomes, synced) = lock(run).dispose(doomed, |_| None)?.split();
         for ((name, _, _), outcome) in chunk.iter().zip(outcomes) {
             match outcome {
-                Outcome::Deleted => r.deleted += 1,
-                Outcome::Kept(tmpa_maint::Kept::Gone) => {}
+                Outcome::Deleted | Outcome::WouldDelete => r.deleted += 1,
+                Outcome::Left | Outcome::Kept(tmpa_maint::Kept::Gone) => {}
                 Outcome::Kept(k) => {
                     r.kept += 1;
                     r.problems
@@ -573,11 +571,18 @@ impl DayWork<'_> {
                 Outcome::Failed(e) => return Err(e),
             }
         }
-        match sync_failures.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        synced
     }
+}
+
+/// What must still hold a day's loose events when their files go.
+#[derive(Clone, Copy, Debug)]
+enum Holder {
+    /// A dry run: the `_compacted.json` a real run would write and verify first.
+    Planned,
+    /// The `_compacted.json` verified, by its stamp (`None`: there is none, so nothing
+    /// goes).
+    Verified(Option<Stamp>),
 }
 
 /// The receipt line of a loose file deleted because its event is in the day's

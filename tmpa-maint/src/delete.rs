@@ -1,13 +1,19 @@
 //! The one deletion path of the workspace: verify → receipt → the verified delete step
 //! (check, move aside into the quarantine, check again, unlink: tmpa-core's
-//! [`dispose`](tmpa_core::maintenance::dispose)) → directory fsync. Compaction, archival
-//! and tmpclean all delete through [`Run::delete_verified`]; nothing else in the
-//! workspace removes a data file.
+//! [`dispose`](tmpa_core::maintenance::dispose)) → directory fsync.
+//!
+//! A program hands its verified candidates to [`Run::dispose`] whatever its mode, and
+//! the mode decides (docs/OPERATIONS.md "Rolling out: dry run first"): a dry run notes
+//! each in the run's plan ([`Outcome::WouldDelete`]), `--no-delete` leaves each for the
+//! next real run ([`Outcome::Left`]), a real run deletes each through the verified delete
+//! step. Compaction, archival (sessions, notifications, acks) and tmpclean all go through
+//! it; nothing else in the workspace removes a data file.
 
 use std::ffi::OsString;
 
 use tmpa_core::maintenance::{Dir, Disposal, Expected, Keep, Lease, Stamp, dispose};
 
+use crate::args::Mode;
 use crate::receipt::{Deletion, ReceiptLine};
 use crate::run::Run;
 
@@ -82,12 +88,55 @@ impl Kept {
 pub enum Outcome {
     /// Deleted (its receipt line was durable first).
     Deleted,
+    /// A dry run: a real run would delete it; the plan has the receipt line it would
+    /// write.
+    WouldDelete,
+    /// `--no-delete`: verified and left in place; the next real run deletes it.
+    Left,
     /// Kept, and why.
     Kept(Kept),
     /// The deletion failed (permission, immutable directory, another mount, I/O error):
     /// kept at its name, or (when the error names the quarantine) in the quarantine,
     /// where the next run finishes it.
     Failed(tmpa_core::Error),
+}
+
+impl Outcome {
+    /// Whether it counts in the run's `deleted` (real) or `would_delete` (dry run).
+    pub fn counts_as_deleted(&self) -> bool {
+        matches!(self, Outcome::Deleted | Outcome::WouldDelete)
+    }
+}
+
+/// What [`Run::dispose`] did with a batch.
+#[derive(Debug)]
+#[must_use]
+pub struct Disposed {
+    /// One outcome per candidate, in the order given.
+    pub outcomes: Vec<Outcome>,
+    /// Directories whose fsync after the deletions failed (real runs): the deletions
+    /// happened but are not known to be durable.
+    pub sync_failures: Vec<tmpa_core::Error>,
+}
+
+impl Disposed {
+    /// How many count as deleted (or, in a dry run, would be).
+    pub fn deleted(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|o| o.counts_as_deleted())
+            .count() as u64
+    }
+
+    /// The outcomes, and whether the deletions are durable: `Err` with the first
+    /// directory whose fsync failed.
+    pub fn split(self) -> (Vec<Outcome>, tmpa_core::Result<()>) {
+        let synced = match self.sync_failures.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        (self.outcomes, synced)
+    }
 }
 
 /// Directories fsynced together after a batch: concurrent fsyncs are committed together
@@ -105,6 +154,42 @@ const PACED_SYNC_BATCH: usize = PACE_BATCH / PACED_SHARE as usize;
 const PACED_SHARE: u32 = 4;
 
 impl Run {
+    /// Disposes of `doomed` (files whose data the caller verified to be durably
+    /// elsewhere) as the run's mode says: a dry run notes each in its plan
+    /// ([`Run::would_delete`]) and releases it; `--no-delete` leaves each; a real run
+    /// deletes them through the verified delete step ([`Run::delete_verified`]'s steps:
+    /// receipt first, check, move aside, check again, unlink, directory fsync).
+    ///
+    /// # Errors
+    /// A real run's receipt cannot be written: then nothing was deleted.
+    pub fn dispose<'a>(
+        &mut self,
+        doomed: Vec<Doomed<'a>>,
+        last_check: impl Fn(&Doomed<'a>) -> Option<String>,
+    ) -> tmpa_core::Result<Disposed> {
+        let outcomes = match self.mode() {
+            Mode::Plan => doomed
+                .into_iter()
+                .map(|d| {
+                    self.would_delete(d.line);
+                    Outcome::WouldDelete
+                })
+                .collect(),
+            Mode::KeepSources => doomed.iter().map(|_| Outcome::Left).collect(),
+            Mode::Real => {
+                let (outcomes, sync_failures) = self.delete_verified(doomed, last_check)?;
+                return Ok(Disposed {
+                    outcomes,
+                    sync_failures,
+                });
+            }
+        };
+        Ok(Disposed {
+            outcomes,
+            sync_failures: Vec::new(),
+        })
+    }
+
     /// Deletes `doomed`, in the order given: first one receipt line each, appended and
     /// fsynced; then for each the verified delete step
     /// ([`dispose`](tmpa_core::maintenance::dispose)): its lease (if any) intact, its
@@ -124,7 +209,7 @@ impl Run {
     ///
     /// # Panics
     /// In a run whose mode does not delete.
-    pub fn delete_verified<'a>(
+    fn delete_verified<'a>(
         &mut self,
         doomed: Vec<Doomed<'a>>,
         last_check: impl Fn(&Doomed<'a>) -> Option<String>,
@@ -161,7 +246,7 @@ impl Run {
                 let reason = match &outcome {
                     Outcome::Kept(k) => k.words(),
                     Outcome::Failed(e) => format!("not deleted: {}", e.chain()),
-                    Outcome::Deleted => unreachable!(),
+                    Outcome::Deleted | Outcome::WouldDelete | Outcome::Left => unreachable!(),
                 };
                 kept_lines.push(ReceiptLine::Kept {
                     file: d.line.file.clone(),
@@ -339,6 +424,7 @@ mod tests {
             .iter()
             .map(|o| match o {
                 Outcome::Deleted => "deleted".to_owned(),
+                Outcome::WouldDelete | Outcome::Left => unreachable!("a real run"),
                 Outcome::Kept(k) => k.words(),
                 Outcome::Failed(e) => e.chain(),
             })
@@ -378,6 +464,52 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Every mode takes the same candidates: a dry run notes them (its plan), changing
+    /// nothing and writing no receipt; --no-delete leaves them; only a real run deletes,
+    /// receipt first.
+    #[test]
+    fn dispose_per_mode() {
+        for mode in [Mode::Plan, Mode::KeepSources, Mode::Real] {
+            let (t, root) = tree();
+            let day = t.path().join("token_stats/2026-11-01");
+            for n in ["a.json", "b.json"] {
+                std::fs::write(day.join(n), n).unwrap();
+            }
+            let root_path = root.path().to_path_buf();
+            let mut run = Run::start("tmpa-test", Task::CompactEvents, root, mode).unwrap();
+            let dir = root_dir(run.root())
+                .open_dir("token_stats/2026-11-01")
+                .unwrap();
+            let disposed = run
+                .dispose(vec![doomed(&dir, "a.json"), doomed(&dir, "b.json")], |_| {
+                    None
+                })
+                .unwrap();
+            assert_eq!(
+                disposed.deleted(),
+                if mode == Mode::KeepSources { 0 } else { 2 }
+            );
+            let (outcomes, synced) = disposed.split();
+            synced.unwrap();
+            for o in &outcomes {
+                match (mode, o) {
+                    (Mode::Plan, Outcome::WouldDelete)
+                    | (Mode::KeepSources, Outcome::Left)
+                    | (Mode::Real, Outcome::Deleted) => {}
+                    _ => panic!("{mode:?}: {o:?}"),
+                }
+            }
+            let left = day.join("a.json").exists() && day.join("b.json").exists();
+            assert_eq!(left, !mode.deletes(), "{mode:?}");
+            let receipts = root_path.join(".tmpa/receipts/compact_events");
+            if mode.deletes() {
+                assert_eq!(receipt_lines(&root_path), ["delete", "delete"]);
+            } else {
+                assert!(!receipts.exists(), "{mode:?} wrote a receipt");
+            }
+        }
     }
 
     /// A run that does not delete never reaches the delete path.

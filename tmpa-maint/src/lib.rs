@@ -34,7 +34,7 @@ pub use args::{
     CommonArgs, Diagnostics, Mode, init_diagnostics, number_and_unit, parse_age, parse_pause,
 };
 pub use config::{ETC_CONFIG_DIR, archive_config};
-pub use delete::{Doomed, Kept, Outcome, PACE_BATCH};
+pub use delete::{Disposed, Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
 pub use plan::{Applying, PLAN_FORMAT, Plan, Planned};

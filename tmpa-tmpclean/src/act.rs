@@ -209,8 +209,6 @@ fn settle_batch(
     prover: &mut Prover,
     failures: &mut Vec<Problem>,
 ) -> bool {
-    let deletes = run.mode().deletes();
-    let older_than_secs = prover.older_than.as_secs();
     let mut open: Vec<(u32, Dir)> = Vec::new();
     let mut proven: Vec<Proven> = Vec::new();
     for &i in batch {
@@ -233,22 +231,12 @@ fn settle_batch(
             continue;
         }
         match prove(dir, &walk.temps[i], prover) {
-            Ok((proof, lease, sha256)) => {
-                if deletes {
-                    proven.push(Proven {
-                        temp: i,
-                        proof,
-                        lease,
-                        sha256,
-                    });
-                } else {
-                    // A dry run: proven, and the lease (if any) released at once; the
-                    // plan gets the receipt line a real run would write.
-                    let t = &walk.temps[i];
-                    run.would_delete(deletion(dir, t, sha256, proof, older_than_secs));
-                    walk.temps[i].reason = Reason::Stale(Some(proof));
-                }
-            }
+            Ok((proof, lease, sha256)) => proven.push(Proven {
+                temp: i,
+                proof,
+                lease,
+                sha256,
+            }),
             Err(reason) => walk.temps[i].reason = reason,
         }
     }
@@ -296,9 +284,11 @@ fn settle_batch(
             _ => None,
         }
     };
-    let result = run.delete_verified(doomed, last_check);
+    // Per mode (Run::dispose): a dry run's plan gets the receipt line a real run would
+    // write and each lease is released at once; a real run deletes.
+    let result = run.dispose(doomed, last_check);
     let (outcomes, sync_failures) = match result {
-        Ok(r) => r,
+        Ok(r) => (r.outcomes, r.sync_failures),
         Err(e) => {
             for &i in &temps {
                 walk.temps[i].reason =
@@ -310,6 +300,7 @@ fn settle_batch(
     for ((&i, outcome), proof) in temps.iter().zip(outcomes).zip(proofs) {
         walk.temps[i].reason = match outcome {
             Outcome::Deleted => Reason::Deleted(proof),
+            Outcome::WouldDelete | Outcome::Left => Reason::Stale(Some(proof)),
             Outcome::Kept(Kept::LeaseBroken) => Reason::Changed(Kept::LeaseBroken.words()),
             Outcome::Kept(Kept::Refused(why) | Kept::NotAsPlanned(why)) => Reason::Changed(why),
             Outcome::Kept(Kept::Gone) => Reason::Changed("gone just before deletion".into()),
