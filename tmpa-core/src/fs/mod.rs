@@ -14,7 +14,9 @@
 //! never a descriptor.
 
 mod atomic;
+#[cfg(feature = "maintenance")]
 mod dispose;
+#[cfg(feature = "maintenance")]
 mod lease;
 mod temp;
 
@@ -33,7 +35,9 @@ use crate::error::{Error, Result, UnsafeReason};
 
 pub use atomic::AtomicFile;
 pub(crate) use atomic::write_in;
+#[cfg(feature = "maintenance")]
 pub use dispose::{Disposal, Expected, Keep, dispose};
+#[cfg(feature = "maintenance")]
 pub use lease::{Lease, LeaseRefused};
 pub use temp::{Abbreviation, FinalName, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of};
 
