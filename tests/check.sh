@@ -24,7 +24,7 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
-echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, libfaketime, restic, promtool"
+echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, libfaketime, restic, borg, promtool"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
@@ -39,8 +39,9 @@ command -v man >/dev/null || missing+=(man-db)
 # tmpclean's tests run it with its clock a minute ahead (tmpa_tests::clock_ahead): a
 # file's ctime cannot be set back, and --older-than has a floor of one minute.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
-# tests/tests/snapshot.rs backs a snapshot up with the real restic and restores it.
+# tests/tests/snapshot.rs backs a snapshot up with the real restic and borg and restores it.
 command -v restic >/dev/null || missing+=(restic)
+command -v borg >/dev/null || missing+=(borgbackup)
 command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

@@ -783,12 +783,8 @@ fn symlinked_token_stats_is_not_followed() {
 /// lands while the receipt's fdatasync is slowed down with strace.
 #[test]
 fn loose_file_rewritten_in_place_after_verification_is_kept() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        tmpa_tests::missing_prerequisite("strace is not installed");
+    if !tmpa_tests::strace_works() {
+        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
         return;
     }
     let t = Tree::new();
@@ -797,17 +793,7 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
         files.push(t.event(D1, &format!("e{i}"), "u", 1, 1));
     }
     let touched = files[2].clone();
-    let child = std::process::Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=fdatasync:delay_enter=2000000",
-        ])
-        .arg(bin("tmpa-compact").get_program())
-        .env_remove("TMPA_ROOT")
+    let child = tmpa_tests::strace_inject("fdatasync:delay_enter=2000000", "tmpa-compact")
         .args(["--day", D1, "--root"])
         .arg(t.root())
         .stdout(std::process::Stdio::piped())

@@ -21,11 +21,7 @@ const WRITER_AFTER: Duration = Duration::from_millis(300);
 
 /// Runs `program` on `root` under strace with every call of `syscall` delayed.
 fn stretched(program: &str, syscall: &str, root: &Path, args: &[&str]) -> Child {
-    Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-        .arg(format!("inject={syscall}:delay_enter={STRETCH_US}"))
-        .args(tmpa_tests::program_args(program))
-        .env_remove("TMPA_ROOT")
+    tmpa_tests::strace_inject(&format!("{syscall}:delay_enter={STRETCH_US}"), program)
         .arg("--root")
         .arg(root)
         .args(args)
@@ -257,17 +253,16 @@ fn kill_at_every_syscall_of_the_step_loses_nothing() {
         for syscall in ["renameat2", "newfstatat", "unlinkat", "fsync"] {
             for n in 1..=200 {
                 let t = small_tree();
-                let r: Run = Command::new("strace")
-                    .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-                    .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"))
-                    .args(tmpa_tests::program_args(program))
-                    .env_remove("TMPA_ROOT")
-                    .arg("--root")
-                    .arg(t.root())
-                    .args(args)
-                    .output()
-                    .expect("strace")
-                    .into();
+                let r: Run = tmpa_tests::strace_inject(
+                    &format!("{syscall}:signal=SIGKILL:when={n}"),
+                    program,
+                )
+                .arg("--root")
+                .arg(t.root())
+                .args(args)
+                .output()
+                .expect("strace")
+                .into();
                 let killed = r.code != 0 && r.code != 1;
                 nothing_lost(t.root());
                 for q in quarantined(t.root()) {

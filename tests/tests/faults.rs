@@ -333,24 +333,20 @@ fn eio_at_every_sync_loses_nothing() {
         ("tmpa-archive", &[]),
         ("tmpa-tmpclean", &["--older-than", "1m"]),
     ] {
-        let exe = tmpa_tests::program_args(program);
         let mut reached_the_end = false;
         for n in 1..=40 {
             let t = busy_tree();
             if program == "tmpa-tmpclean" {
                 std::thread::sleep(Duration::from_millis(1100)); // the temporaries' ctime ages
             }
-            let r: Run = Command::new("strace")
-                .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-                .arg(format!("inject=fsync,fdatasync:error=EIO:when={n}"))
-                .args(&exe)
-                .env_remove("TMPA_ROOT")
-                .arg("--root")
-                .arg(t.root())
-                .args(args)
-                .output()
-                .expect("strace")
-                .into();
+            let r: Run =
+                tmpa_tests::strace_inject(&format!("fsync,fdatasync:error=EIO:when={n}"), program)
+                    .arg("--root")
+                    .arg(t.root())
+                    .args(args)
+                    .output()
+                    .expect("strace")
+                    .into();
             assert!(!r.stderr.contains("panicked"), "{program} n={n}: {r:?}");
             assert!(matches!(r.code, 0 | 4), "{program} n={n}: {r:?}");
             nothing_lost(t.root());
@@ -388,18 +384,7 @@ fn eio_at_every_unlink_keeps_the_files_and_says_so() {
         return;
     }
     let t = busy_tree();
-    let exe = bin("tmpa-compact").get_program().to_owned();
-    let r: Run = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=unlinkat:error=EIO",
-        ])
-        .arg(&exe)
-        .env_remove("TMPA_ROOT")
+    let r: Run = tmpa_tests::strace_inject("unlinkat:error=EIO", "tmpa-compact")
         .args(["--before", "2026-11-03", "--root"])
         .arg(t.root())
         .output()

@@ -700,24 +700,14 @@ fn mapped_temporary_is_kept() {
 /// file is kept and said so, and the opener goes on with the file intact.
 #[test]
 fn lease_broken_during_deletion_keeps_the_file() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        tmpa_tests::missing_prerequisite("strace is not installed");
+    if !tmpa_tests::strace_works() {
+        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
         return;
     }
     let t = Tree::new();
     let p = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp", true);
     std::thread::sleep(WAIT);
-    let child = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=fdatasync:delay_enter=3000000",
-        ])
-        .args(tmpa_tests::program_args(BIN))
-        .env_remove("TMPA_ROOT")
+    let child = tmpa_tests::strace_inject("fdatasync:delay_enter=3000000", BIN)
         .arg("--root")
         .arg(t.root())
         .args(["--older-than", OLD])

@@ -31,6 +31,11 @@ impl Task {
             Task::Snapshot => "snapshot",
         }
     }
+
+    /// Whether the task deletes (its dry runs have a plan); the snapshot only copies.
+    pub fn deletes(self) -> bool {
+        self != Task::Snapshot
+    }
 }
 
 impl std::fmt::Display for Task {

@@ -228,7 +228,8 @@ impl Run {
         // The plan itself only when it is saved; its digest for every dry run.
         let noted = std::mem::replace(&mut self.would_delete, Noted::Hashes(Vec::new()));
         let (plan, plan_digest) = match noted {
-            _ if !dry_run => (None, None),
+            // A task that never deletes (the snapshot) has no plan to review.
+            _ if !dry_run || !self.task.deletes() => (None, None),
             Noted::Lines(lines) => {
                 let plan = Plan::new(
                     self.program,

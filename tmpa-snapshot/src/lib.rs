@@ -22,8 +22,10 @@
 //! to `DIR` when complete, so `DIR` is never a half snapshot.
 //!
 //! **What**: `notifications/`, `token_stats/`, `chat_history/`, `tmpa.toml`, and of
-//! `.tmpa/` the receipts and run records. Left out: `_summary.json` (a cache, rebuilt on
-//! the first read), temporaries, `.tmpa/` internals (locks, spill, quarantine, the
+//! `.tmpa/` the receipts, run records and the quarantine (a killed run's files between
+//! their move aside and their unlink, which the next run of its task deletes or puts
+//! back: in a restored tree as in the live one). Left out: `_summary.json` (a cache,
+//! rebuilt on the first read), temporaries, `.tmpa/` internals (locks, spill, the
 //! patrol's state), anything else at the top of the root, and anything that is not a
 //! regular file or a directory (a symlink is never followed, and named as a problem).
 //!

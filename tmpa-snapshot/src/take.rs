@@ -19,8 +19,11 @@ use tmpa_maint::StartError;
 
 use crate::{PROBLEMS_LISTED_MAX, Report};
 
-/// The parts of `.tmpa/` a snapshot keeps: what the runs did and deleted.
-const STATE_KEPT: [&str; 2] = ["receipts", "runs"];
+/// The parts of `.tmpa/` a snapshot keeps: what the runs did and deleted, and the
+/// quarantine, where a run killed in its delete step left files that may hold the only
+/// copy of their data until the next run of that task finishes or puts them back
+/// (docs/OPERATIONS.md "The quarantine"); a restored tree's next run does the same.
+const STATE_KEPT: [&str; 3] = ["receipts", "runs", "quarantine"];
 /// Deepest directory entered below a data directory (the tree is 4 deep; `profile/` is
 /// the backend's and may be deeper).
 const DEPTH_MAX: usize = 32;
@@ -231,13 +234,14 @@ struct Taker<'r> {
 enum Area {
     TokenStats,
     Runs,
-    /// The rest of `.tmpa/` that is kept (receipts).
+    /// The rest of `.tmpa/` that is kept (receipts, quarantine).
     State,
     Other,
 }
 
 impl Taker<'_> {
-    /// The top of the root: the data directories, `tmpa.toml`, `.tmpa/{receipts,runs}`.
+    /// The top of the root: the data directories, `tmpa.toml`,
+    /// `.tmpa/{receipts,runs,quarantine}`.
     fn top(&mut self, src: &Dir, dst: Option<&Dir>) -> Result<(), Fatal> {
         for e in src.entries()? {
             let e = e?;

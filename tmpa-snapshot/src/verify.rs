@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use tmpa_core::maintenance::{
-    Dir, Kind, SESSION_BYTES_MAX, STATE_DIR, gunzip_bounded, map_ordered, root_dir, serialize_path,
-    temp_final_name,
+    Dir, Kind, SESSION_BYTES_MAX, STATE_DIR, gunzip_bounded, map_ordered, read_archive, root_dir,
+    serialize_path, temp_final_name,
 };
 use tmpa_core::{Day, Problem, ProblemKind, Root, Summary};
 use tmpa_maint::{ExitStatus, StartError, header_line, log_line, now_rfc3339, out};
@@ -37,6 +37,11 @@ pub struct VerifyCounts {
     pub archives: u64,
     /// Notifications read.
     pub notifications: u64,
+    /// Archives of acknowledged notifications read whole, every member checked against
+    /// its index.
+    pub notification_archives: u64,
+    /// Notifications (with their acks) in those archives.
+    pub archived_notifications: u64,
     /// Read receipts (acks) seen.
     pub acks: u64,
     /// Temporaries seen (not read; not a problem: leftovers of writes in progress).
@@ -88,7 +93,7 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitStatus, StartError> {
     log_line(
         json,
         &format!(
-            "{} {} verified: days={} events={} sessions={} archives={} notifications={} problems={} exit={} ({})",
+            "{} {} verified: days={} events={} sessions={} archives={} notifications={} notification_archives={} problems={} exit={} ({})",
             now_rfc3339(),
             crate::PROGRAM,
             c.days,
@@ -96,6 +101,7 @@ pub fn run(dir: &Path, json: bool) -> Result<ExitStatus, StartError> {
             c.sessions,
             c.archives,
             c.notifications,
+            c.notification_archives,
             c.problems,
             status.code(),
             status.describe()
@@ -168,8 +174,16 @@ fn render_text(r: &VerifyReport) -> String {
     let c = &r.counts;
     let _ = writeln!(
         s,
-        "  read {} days ({} events), {} sessions, {} archives, {} notifications ({} acks); {} temporaries not read",
-        c.days, c.events, c.sessions, c.archives, c.notifications, c.acks, c.temporaries
+        "  read {} days ({} events), {} sessions, {} archives, {} notifications ({} acks), {} notification archives ({} notifications); {} temporaries not read",
+        c.days,
+        c.events,
+        c.sessions,
+        c.archives,
+        c.notifications,
+        c.acks,
+        c.notification_archives,
+        c.archived_notifications,
+        c.temporaries
     );
     if let Some(url) = &r.archive_store {
         let _ = writeln!(
@@ -278,6 +292,27 @@ impl Verifier {
             }
             if let Some(ack) = self.open_if_any(&user, "ack") {
                 self.counts.acks += self.files(&ack, ".ack").len() as u64;
+            }
+            if let Some(archive) = self.open_if_any(&user, "archive") {
+                self.notification_archives(&archive);
+            }
+        }
+    }
+
+    /// Reads each archive of acknowledged notifications of `dir` whole: its index, and
+    /// every notification and ack checked against it (tmpa-core's reader).
+    fn notification_archives(&mut self, dir: &Dir) {
+        for name in self.files(dir, ".tar.gz") {
+            let path = dir.join(&name);
+            let read = dir
+                .open_read(&name)
+                .and_then(|f| read_archive(f, &path, |_| true, |_| true));
+            match read {
+                Ok(index) => {
+                    self.counts.notification_archives += 1;
+                    self.counts.archived_notifications += index.len() as u64;
+                }
+                Err(e) => self.problem(Problem::from_error(&path, e)),
             }
         }
     }
