@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
@@ -25,6 +25,70 @@ use crate::session::{
     json_valid, open_source, same_bytes, source_unchanged,
 };
 
+/// Bytes of sessions the store's threads may hold in memory at once: each holds a
+/// session's compressed bytes and, while verifying, the copy read back (charged as twice
+/// the session's size). A session larger than this alone runs by itself, so a run's
+/// memory is at most this or twice the largest session ([`SESSION_BYTES_MAX`]), plus the
+/// client's constant, whatever the number of threads.
+pub const IN_FLIGHT_BYTES_MAX: u64 = 128 << 20;
+
+/// What the store's threads hold in memory, bounded by a byte budget.
+#[derive(Debug)]
+pub struct InFlight {
+    budget: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// A share of an [`InFlight`] budget, given back on drop.
+#[derive(Debug)]
+pub struct Share<'a> {
+    of: &'a InFlight,
+    bytes: u64,
+}
+
+impl InFlight {
+    /// A budget of `budget` bytes.
+    pub fn new(budget: u64) -> InFlight {
+        InFlight {
+            budget,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits until `bytes` fit beside what the other threads hold (or nothing else is
+    /// held: a share larger than the budget runs alone), then takes them.
+    pub fn take(&self, bytes: u64) -> Share<'_> {
+        let mut used = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *used > 0 && used.saturating_add(bytes) > self.budget {
+            used = self
+                .freed
+                .wait(used)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *used += bytes;
+        Share { of: self, bytes }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let mut used = self
+            .of
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *used -= self.bytes;
+        self.of.freed.notify_all();
+    }
+}
+
 /// A run's store and whether it has failed.
 #[derive(Debug)]
 pub struct StoreRun {
@@ -33,6 +97,8 @@ pub struct StoreRun {
     /// Set at the first failure of the store itself (not of one object): why. Every
     /// session after it is left in place untried.
     pub down: OnceLock<String>,
+    /// The session bytes the threads hold at once.
+    pub in_flight: InFlight,
 }
 
 impl StoreRun {
@@ -41,6 +107,7 @@ impl StoreRun {
         StoreRun {
             store,
             down: OnceLock::new(),
+            in_flight: InFlight::new(IN_FLIGHT_BYTES_MAX),
         }
     }
 
@@ -159,6 +226,8 @@ fn session_to_store(
         p.action = Action::Archive;
         return Ok(());
     }
+    // The compressed bytes and the copy read back, held until the session is verified.
+    let _share = sr.in_flight.take(p.stamp.size.saturating_mul(2));
     let inner_name = shown
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -194,6 +263,7 @@ fn archive_to_store(
     key: &ObjectKey,
     opts: Options,
 ) -> tmpa_core::Result<()> {
+    let _share = sr.in_flight.take(p.stamp.size.saturating_mul(2));
     let mut bytes = Vec::with_capacity(usize::try_from(p.stamp.size).unwrap_or(0));
     (&mut *source)
         .take(SESSION_BYTES_MAX + 1)
@@ -396,4 +466,36 @@ fn bounded<R: Read>(r: R) -> io::Take<R> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Eight threads taking shares never hold more than the budget together, and a share
+    /// larger than the budget runs alone.
+    #[test]
+    fn in_flight_never_exceeds_its_budget() {
+        let f = InFlight::new(100);
+        let peak = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for i in 0..8u64 {
+                let (f, peak) = (&f, &peak);
+                s.spawn(move || {
+                    for n in [30, 60, 150, 10] {
+                        let share = f.take(n + i);
+                        peak.fetch_max(f.used(), Ordering::SeqCst);
+                        assert!(f.used() <= 100 || f.used() == n + i, "{}", f.used());
+                        std::thread::sleep(Duration::from_millis(2));
+                        drop(share);
+                    }
+                });
+            }
+        });
+        assert_eq!(f.used(), 0);
+        assert!(peak.load(Ordering::SeqCst) >= 150);
+    }
 }
