@@ -189,8 +189,9 @@ pub mod maintenance {
     };
     pub use crate::json::same_value as same_json_value;
     pub use crate::notify_archive::{
-        ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_DIR, NOTIFICATION_BYTES_MAX,
-        archive_count, archive_name, archive_names, read_archive, write_archive,
+        ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_ARCHIVE_DIR,
+        NOTIFICATION_BYTES_MAX, archive_count, archive_name, archive_names, read_archive,
+        write_archive,
     };
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
