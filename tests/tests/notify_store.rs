@@ -283,6 +283,47 @@ fn a_leftover_ack_is_completed_from_the_store_and_an_orphan_kept() {
     reads_back(&t, None, &want, |_| true);
 }
 
+/// A dry run to a directory store saves a plan naming each object it would write (and
+/// writes none); applying the plan archives exactly those notifications, with receipt
+/// lines that match the plan's.
+#[test]
+fn a_plan_to_a_file_store_is_applied() {
+    let store = tempfile::tempdir().expect("store dir");
+    let url = format!("file://{}", store.path().display());
+    let (t, want) = tree(&["alice"], 4, &url);
+    let plan = t.root().join(".tmpa/plan.json");
+    let plan_arg = plan.to_str().expect("utf-8");
+    let before = t.snapshot();
+    let dry = archive(&t, None, &["--dry-run", "--save-plan", plan_arg]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert_eq!(t.snapshot(), before);
+    assert!(tmpa_tests::snapshot(store.path(), &[]).is_empty());
+    let saved: Value = serde_json::from_slice(&fs::read(&plan).expect("plan")).expect("json");
+    let planned = saved["deletions"].as_array().expect("deletions");
+    assert_eq!(planned.len(), 8, "{saved}");
+    for d in planned {
+        assert_eq!(d["verified_by"], "store_read_back", "{d}");
+        assert!(
+            d["held_by"]
+                .as_str()
+                .is_some_and(|h| h.starts_with(&format!("{url}/alice/acked-4-"))),
+            "{d}"
+        );
+    }
+    let applied = archive(&t, None, &["--apply-plan", plan_arg]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let lines = receipts(&t);
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    for l in &lines {
+        let p = planned
+            .iter()
+            .find(|d| d["file"] == l["file"])
+            .unwrap_or_else(|| panic!("not in the plan: {l}"));
+        assert_eq!(p["held_by"], l["held_by"], "{l}");
+    }
+    reads_back(&t, None, &want, |_| true);
+}
+
 /// Old acknowledged notifications go to S3 next to the user's sessions (one object per
 /// batch), verified by read-back; receipts name the object; the library, as a backend
 /// with the store's environment, reads and lists them from the store; a rerun changes
