@@ -361,7 +361,8 @@ fn read_message(
 pub enum Fault {
     /// Nothing: passes everything through (and counts requests).
     None,
-    /// Flips a byte in the body of every object a GET returns (`*.json.gz`).
+    /// Flips a byte in the body of every archive object a GET returns (`*.json.gz`,
+    /// sessions; `*.tar.gz`, notifications).
     CorruptGet,
     /// Hands back another ETag with every object a GET returns.
     WrongEtagOnGet,
@@ -370,7 +371,7 @@ pub enum Fault {
     DieAfter(usize),
     /// Waits this long before forwarding each request.
     Delay(Duration),
-    /// Another writer: before forwarding the PUT of an object (`*.json.gz`), puts other
+    /// Another writer: before forwarding the PUT of an archive object, puts other
     /// bytes at the same key directly, so the client's put meets an object that was not
     /// there at its HEAD.
     RaceOnPut,
@@ -484,7 +485,7 @@ fn serve(
         let object = target
             .split('?')
             .next()
-            .is_some_and(|p| p.ends_with(".json.gz"));
+            .is_some_and(|p| p.ends_with(".json.gz") || p.ends_with(".tar.gz"));
         if matches!(fault, Fault::RefuseIfNoneMatch)
             && method == "PUT"
             && req.header("if-none-match").is_some()

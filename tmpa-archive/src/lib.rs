@@ -26,7 +26,9 @@
 //! (default 90 days) are archived per user in batches into
 //! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz`, verified from disk and
 //! receipted the same way, then their inbox files and acks deleted ([`notify`]); the
-//! library reads them there. These archives stay local, also when a store is configured.
+//! library reads them there. With a store, each batch is the object
+//! `{prefix}/{user}/acked-{n}-{digest}.tar.gz` instead, stored and verified exactly as a
+//! session's object is (below), and the library reads it from the store.
 //!
 //! With an object store (`{root}/tmpa.toml` `[archive] url = "s3://bucket/prefix"`, or
 //! `--to URL` for one run), the same invariants hold with the object
@@ -336,7 +338,9 @@ pub fn report_status(report: &Report) -> ExitStatus {
     for b in &report.notification_batches {
         status = status.worst(match b.action {
             notify::BatchAction::Failed => ExitStatus::Failure,
-            notify::BatchAction::Conflict => ExitStatus::NeedsLook,
+            notify::BatchAction::Conflict | notify::BatchAction::VerificationFailed => {
+                ExitStatus::NeedsLook
+            }
             _ => ExitStatus::Ok,
         });
     }
@@ -418,13 +422,17 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         }
     }
     progress.clear();
+    let (ncounts, ndeleted) = archive_notifications(run, args, store, &mut report);
     if let Some(sr) = store {
-        if run.mode().writes()
-            && report
-                .sessions
+        let put = report
+            .sessions
+            .iter()
+            .any(|s| s.object.is_some() && s.action == Action::Archive)
+            || report
+                .notification_batches
                 .iter()
-                .any(|s| s.object.is_some() && s.action == Action::Archive)
-        {
+                .any(|b| b.object.is_some() && b.action == notify::BatchAction::Archive);
+        if run.mode().writes() && put {
             report.destination.put_guard = Some(sr.store.put_mode());
         }
         if let Some(why) = sr.down.get() {
@@ -434,13 +442,12 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
                 run.root().path().join("chat_history"),
                 ProblemKind::Unreadable,
                 format!(
-                    "the store {} failed ({why}); every session not yet verified was left in place",
+                    "the store {} failed ({why}); every session and notification not yet verified was left in place",
                     sr.store.url()
                 ),
             ));
         }
     }
-    let (ncounts, ndeleted) = archive_notifications(run, args, &mut report);
     report.problems.sort();
     report.counts = counts(&report, users.len() as u64, seen, young);
     report.counts.notifications = ncounts;
@@ -454,11 +461,13 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     report
 }
 
-/// Archives every user's old acknowledged notifications ([`notify`]); returns the counts
-/// and the files deleted (or that a real run would delete).
+/// Archives every user's old acknowledged notifications ([`notify`]), to `store` when
+/// there is one; returns the counts and the files deleted (or that a real run would
+/// delete).
 fn archive_notifications(
     run: &mut Run,
     args: &Args,
+    store: Option<&StoreRun>,
     report: &mut Report,
 ) -> (notify::NotificationCounts, u64) {
     let cutoff = SystemTime::now()
@@ -469,6 +478,7 @@ fn archive_notifications(
     for user in list_users(run.root(), "notifications", &mut report.problems) {
         let mut u = notify::NotifyRun {
             user: &user,
+            store,
             cutoff,
             level: args.level,
             batches: &mut report.notification_batches,

@@ -6,6 +6,14 @@
 //! only then are the inbox files, and after them their acks, deleted through the one
 //! deletion path.
 //!
+//! With an object store (the run's [`StoreRun`], from `tmpa.toml` or `--to`), each batch
+//! goes instead into the object `{prefix}/{user}/acked-{n}-{digest}.tar.gz`, beside the
+//! user's sessions, through the one store path of sessions ([`crate::store::put_verified`]:
+//! HEAD, a put that never replaces, GET, ETag and SHA-256 against the put, every member
+//! compared), and the deletions' receipts say `store_read_back` with the object's URL.
+//! A store that fails leaves every batch not yet verified in place; a dry run makes no
+//! request.
+//!
 //! Never touched: an unacknowledged notification, one whose ack is younger than the
 //! cutoff, temporaries, anything that is not a regular `ntf_{id}.json` / `ntf_{id}.ack`.
 //! An old ack without its notification is kept and reported (exit 1), unless an archive
@@ -20,13 +28,17 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Serialize;
+use tmpa_core::maintenance::store::ObjectKey;
 use tmpa_core::maintenance::{
-    ArchivedNotification, AtomicFile, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_DIR,
-    NOTIFICATION_BYTES_MAX, Stamp, archive_name, archive_names, path_text, read_archive, root_dir,
-    serialize_path, sha256_hex, temp_final_name, write_archive,
+    ArchivedNotification, AtomicFile, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX,
+    NOTIFICATION_ARCHIVE_DIR, NOTIFICATION_BYTES_MAX, Stamp, archive_name, archive_names,
+    path_text, read_archive, root_dir, serialize_path, sha256_hex, temp_final_name, write_archive,
 };
 use tmpa_core::{Error, NotificationId, Problem, ProblemKind, UserId};
 use tmpa_maint::{Deletion, Doomed, Kept, Outcome, Planned, Proof, Run};
+
+use crate::session::StoredObject;
+use crate::store::{StoreRun, Verdict};
 
 /// Notifications per archive: bounds one archive's index (what a library lookup reads
 /// from each archive) and what a crash can leave archived but not yet deleted.
@@ -45,7 +57,10 @@ pub enum BatchAction {
     Complete,
     /// An archive of that name holds other bytes, or cannot be read: all kept.
     Conflict,
-    /// An I/O error (full disk, permission): all kept.
+    /// The object this run stored does not read back as stored, or not as the batch:
+    /// all kept.
+    VerificationFailed,
+    /// An I/O error (full disk, permission) or a store that failed: all kept.
     Failed,
 }
 
@@ -61,6 +76,7 @@ impl BatchAction {
             (BatchAction::Complete, false) => "completed",
             (BatchAction::Complete, true) => "would complete",
             (BatchAction::Conflict, _) => "conflict",
+            (BatchAction::VerificationFailed, _) => "verification failed",
             (BatchAction::Failed, _) => "failed",
         }
     }
@@ -71,7 +87,7 @@ impl BatchAction {
 pub struct BatchReport {
     /// The user.
     pub user: String,
-    /// The archive.
+    /// The archive: its path, or with a store its object's URL.
     #[serde(serialize_with = "serialize_path")]
     pub archive: PathBuf,
     /// What was (or would be) done.
@@ -89,6 +105,9 @@ pub struct BatchReport {
     pub changed: Vec<String>,
     /// Details in words.
     pub detail: String,
+    /// The object that holds the batch, when archiving to a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<StoredObject>,
 }
 
 /// Totals of the notification archival (in the run's counts).
@@ -106,6 +125,10 @@ pub struct NotificationCounts {
     pub acks_completed: u64,
     /// Old acks without their notification (kept, reported).
     pub orphan_acks: u64,
+    /// Old acks without their notification that could not be compared with the store's
+    /// archives (a dry run makes no request; a store that failed gets none): kept, for
+    /// the next real run to decide.
+    pub acks_not_compared: u64,
     /// Archives written (or that would be).
     pub notification_archives: u64,
 }
@@ -113,6 +136,8 @@ pub struct NotificationCounts {
 /// One user's notification archival.
 pub(crate) struct NotifyRun<'a> {
     pub(crate) user: &'a UserId,
+    /// Where archives go: the store, or (`None`) the user's `archive/`.
+    pub(crate) store: Option<&'a StoreRun>,
     pub(crate) cutoff: SystemTime,
     pub(crate) level: u32,
     pub(crate) batches: &'a mut Vec<BatchReport>,
@@ -146,7 +171,9 @@ impl NotifyRun<'_> {
             return Ok(());
         }
         let rel = base.join(NOTIFICATION_ARCHIVE_DIR);
-        let archive = if run.mode().writes() {
+        // With a store, the local directory is only read (archives written before the
+        // store was configured).
+        let archive = if run.mode().writes() && self.store.is_none() {
             Some(root_dir(&root).create_dir_all(&rel)?)
         } else {
             crate::open_if_any(&root, &rel)?
@@ -315,8 +342,8 @@ impl NotifyRun<'_> {
         }
     }
 
-    /// Archives one batch, verifies it from disk, then deletes its inbox files and, after
-    /// each, its ack, through the one deletion path.
+    /// Archives one batch, verifies it from disk (or from the store), then deletes its
+    /// inbox files and, after each, its ack, through the one deletion path.
     fn batch(
         &mut self,
         run: &mut Run,
@@ -336,10 +363,26 @@ impl NotifyRun<'_> {
             archive_bytes: None,
             changed: Vec::new(),
             detail: String::new(),
+            object: None,
         };
-        match archive.filter(|_| run.mode().writes()) {
-            None => report.action = BatchAction::Archive,
-            Some(dir) => match write_and_verify(dir, &name, &notes, self.level) {
+        match (self.store, archive.filter(|_| run.mode().writes())) {
+            (Some(sr), _) => {
+                let key = sr.store.notification_key(self.user, &name);
+                let url = sr.store.object_url(&key);
+                report.archive = PathBuf::from(&url);
+                report.object = Some(StoredObject {
+                    url,
+                    ..StoredObject::default()
+                });
+                if run.mode().writes() {
+                    store_batch(sr, &key, &notes, self.level, &mut report);
+                } else {
+                    report.action = BatchAction::Archive;
+                    report.detail = "dry run: the store is not contacted".into();
+                }
+            }
+            (None, None) => report.action = BatchAction::Archive,
+            (None, Some(dir)) => match write_and_verify(dir, &name, &notes, self.level) {
                 Ok((action, bytes, detail)) => {
                     report.action = action;
                     report.archive_bytes = Some(bytes);
@@ -354,12 +397,7 @@ impl NotifyRun<'_> {
             return Ok(());
         }
         self.counts.notification_archives += 1;
-        let proof = Proof::NotificationArchive {
-            user: self.user.to_string(),
-            archive_bytes: self.batches[i].archive_bytes.unwrap_or(0),
-            notifications: batch.len() as u64,
-        };
-        let held_by = path_text(&self.batches[i].archive);
+        let (held_by, proof) = self.held_by(&self.batches[i], batch.len() as u64);
         let bodies: Vec<Doomed<'_>> = batch
             .iter()
             .map(|r| {
@@ -412,9 +450,25 @@ impl NotifyRun<'_> {
         bodies_synced.and(acks_synced)
     }
 
-    /// Old acks without their notification: deleted when an archive holds their
-    /// notification with exactly these bytes (a run stopped between its two deletions),
-    /// else kept and reported.
+    /// Where a batch's notifications are now and how that was verified, for the receipt.
+    fn held_by(&self, b: &BatchReport, notifications: u64) -> (String, Proof) {
+        let user = self.user.to_string();
+        match &b.object {
+            Some(o) => (o.url.clone(), store_proof(user, o)),
+            None => (
+                path_text(&b.archive),
+                Proof::NotificationArchive {
+                    user,
+                    archive_bytes: b.archive_bytes.unwrap_or(0),
+                    notifications,
+                },
+            ),
+        }
+    }
+
+    /// Old acks without their notification: deleted when an archive (local, or in the
+    /// store) holds their notification with exactly these bytes (a run stopped between
+    /// its two deletions), else kept and reported.
     fn lonely_acks(
         &mut self,
         run: &mut Run,
@@ -425,8 +479,9 @@ impl NotifyRun<'_> {
         if lonely.is_empty() {
             return Ok(());
         }
-        // Which archive holds each (only the lonely ids are kept from the indexes).
-        let mut held: HashMap<&str, (String, u64, u64, String)> = HashMap::new();
+        // Which archive holds each (only the lonely ids are kept from the indexes): where
+        // it is, how that was verified, and the SHA-256 of the ack it holds.
+        let mut held: HashMap<String, (String, Proof, String)> = HashMap::new();
         if let Some(dir) = archive {
             for name in archive_names(dir)? {
                 let file = dir.open_read(&name)?;
@@ -434,10 +489,32 @@ impl NotifyRun<'_> {
                 let index = read_archive(file, &dir.join(&name), |_| false, |_| false)?;
                 let n = index.len() as u64;
                 for e in index {
-                    if let Ok(i) = lonely.binary_search_by(|id| id.as_str().cmp(&e.id)) {
-                        held.insert(lonely[i].as_str(), (name.clone(), bytes, n, e.ack_sha256));
+                    if lonely.binary_search_by(|id| id.as_str().cmp(&e.id)).is_ok() {
+                        let proof = Proof::NotificationArchive {
+                            user: self.user.to_string(),
+                            archive_bytes: bytes,
+                            notifications: n,
+                        };
+                        let held_by = path_text(&dir.join(&name));
+                        held.insert(e.id, (held_by, proof, e.ack_sha256));
                     }
                 }
+            }
+        }
+        let mut compared = true;
+        if let Some(sr) = self.store {
+            compared = run.mode().writes() && sr.untried().is_none();
+            if compared && let Err(e) = self.store_holders(sr, &lonely, &mut held) {
+                sr.note(&e);
+                compared = false;
+                self.problem(
+                    acks.path().to_path_buf(),
+                    ProblemKind::Unreadable,
+                    &format!(
+                        "acks without their notification kept: the store's archives cannot be read: {}",
+                        e.chain()
+                    ),
+                );
             }
         }
         let mut doomed = Vec::new();
@@ -453,22 +530,11 @@ impl NotifyRun<'_> {
                 }
             };
             let sha = sha256_hex(&ack);
-            match (held.get(id.as_str()), archive) {
-                (Some((archive_name, bytes, n, ack_sha)), Some(dir)) if *ack_sha == sha => {
-                    let proof = Proof::NotificationArchive {
-                        user: self.user.to_string(),
-                        archive_bytes: *bytes,
-                        notifications: *n,
-                    };
-                    let held_by = path_text(&dir.join(archive_name));
-                    doomed.push(self::doomed(
-                        acks,
-                        name,
-                        (&ack, meta.stamp),
-                        &held_by,
-                        &proof,
-                    ));
+            match held.get(id.as_str()) {
+                Some((held_by, proof, ack_sha)) if *ack_sha == sha => {
+                    doomed.push(self::doomed(acks, name, (&ack, meta.stamp), held_by, proof));
                 }
+                _ if !compared => self.counts.acks_not_compared += 1,
                 _ => {
                     self.counts.orphan_acks += 1;
                     let reason = format!(
@@ -484,8 +550,134 @@ impl NotifyRun<'_> {
         disposed.split().1
     }
 
+    /// Adds to `held` the lonely acks whose notification an archive in the store holds
+    /// (local archives found first are kept), each archive read back whole from the store.
+    fn store_holders(
+        &self,
+        sr: &StoreRun,
+        lonely: &[NotificationId],
+        held: &mut HashMap<String, (String, Proof, String)>,
+    ) -> tmpa_core::Result<()> {
+        for name in sr.store.list_notification_archives(self.user)? {
+            let key = sr.store.notification_key(self.user, &name);
+            let Some((bytes, info)) = sr.store.get(&key, NOTIFICATION_ARCHIVE_BYTES_MAX)? else {
+                continue;
+            };
+            let url = sr.store.object_url(&key);
+            let index = read_archive(&bytes[..], Path::new(&url), |_| false, |_| false)?;
+            let object = StoredObject {
+                url: url.clone(),
+                bytes: Some(info.size),
+                etag: info.etag,
+                version: info.version,
+                sha256: Some(sha256_hex(&bytes)),
+            };
+            for e in index {
+                if lonely.binary_search_by(|id| id.as_str().cmp(&e.id)).is_ok()
+                    && !held.contains_key(&e.id)
+                {
+                    let proof = store_proof(self.user.to_string(), &object);
+                    held.insert(e.id, (url.clone(), proof, e.ack_sha256));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn problem(&mut self, path: PathBuf, kind: ProblemKind, reason: &str) {
         self.problems.push(Problem::new(path, kind, reason));
+    }
+}
+
+/// The receipt's proof for files whose data the object `o` holds, read back from the
+/// store.
+fn store_proof(user: String, o: &StoredObject) -> Proof {
+    Proof::StoreReadBack {
+        user,
+        object_bytes: o.bytes.unwrap_or(0),
+        etag: o.etag.clone(),
+        version: o.version.clone(),
+        object_sha256: o.sha256.clone().unwrap_or_default(),
+    }
+}
+
+/// Writes the archive of `batch` to the store as the object `key` (never replacing
+/// one; an equal one completes an interrupted run) and verifies it read back from the
+/// store, every member compared with the batch, through the store path of sessions.
+/// A failure of the store itself stops every later request of the run.
+fn store_batch(
+    sr: &StoreRun,
+    key: &ObjectKey,
+    batch: &[ArchivedNotification],
+    level: u32,
+    report: &mut BatchReport,
+) {
+    if let Some(why) = sr.untried() {
+        report.action = BatchAction::Failed;
+        report.detail = why;
+        return;
+    }
+    let shown = report.archive.clone();
+    let put = write_archive(Vec::new(), batch, level)
+        .map_err(|e| Error::io("compress", &shown, e))
+        .and_then(|bytes| {
+            // Bounded like every read of it: an archive the library could not read back
+            // is never stored.
+            if bytes.len() as u64 > NOTIFICATION_ARCHIVE_BYTES_MAX {
+                return Err(Error::Corrupt {
+                    path: shown.clone(),
+                    reason: format!(
+                        "the batch compresses to {} bytes, more than {NOTIFICATION_ARCHIVE_BYTES_MAX}",
+                        bytes.len()
+                    ),
+                });
+            }
+            crate::store::put_verified(sr, key, bytes, NOTIFICATION_ARCHIVE_BYTES_MAX, |got| {
+                Ok(same_batch(got, &shown, batch))
+            })
+        });
+    match put {
+        Err(e) => {
+            sr.note(&e);
+            report.action = BatchAction::Failed;
+            report.detail = format!("left in place: {}", e.chain());
+        }
+        Ok(put) => {
+            report.action = match put.verdict {
+                Verdict::Stored => BatchAction::Archive,
+                Verdict::AlreadyThere => BatchAction::Complete,
+                Verdict::Conflict | Verdict::Vanished => BatchAction::Conflict,
+                Verdict::VerificationFailed => BatchAction::VerificationFailed,
+            };
+            debug_assert_eq!(put.verdict.verified(), report.action.deletes_sources());
+            report.archive_bytes = put.object.bytes;
+            report.object = Some(put.object);
+            report.detail = put.detail;
+        }
+    }
+}
+
+/// Whether the archive read from `r` holds exactly `batch`, in order; `Err` says why it
+/// cannot be read.
+fn same_batch(
+    r: impl io::Read,
+    shown: &Path,
+    batch: &[ArchivedNotification],
+) -> Result<bool, String> {
+    let mut equal = 0usize;
+    let read = read_archive(
+        r,
+        shown,
+        |_| true,
+        |n| {
+            let same = batch.get(equal) == Some(&n);
+            equal += usize::from(same);
+            same
+        },
+    );
+    match read {
+        Ok(index) => Ok(index.len() == batch.len() && equal == batch.len()),
+        Err(e) => Err(e.chain()),
     }
 }
 
@@ -559,35 +751,22 @@ fn write_and_verify(
         file.sync_all().map_err(|e| Error::io("fsync", &shown, e))?;
         dir.sync()?;
     }
-    let mut equal = 0usize;
-    let read = read_archive(
-        file,
-        &shown,
-        |_| true,
-        |n| {
-            let same = batch.get(equal) == Some(&n);
-            equal += usize::from(same);
-            same
-        },
-    );
     let action = if existed {
         BatchAction::Complete
     } else {
         BatchAction::Archive
     };
-    match read {
-        Ok(index) if index.len() == batch.len() && equal == batch.len() => {
-            Ok((action, meta.stamp.size, String::new()))
-        }
-        Ok(_) => Ok((
+    match same_batch(file, &shown, batch) {
+        Ok(true) => Ok((action, meta.stamp.size, String::new())),
+        Ok(false) => Ok((
             BatchAction::Conflict,
             meta.stamp.size,
             "holds other notifications than this batch (all kept; compare them)".into(),
         )),
-        Err(e) => Ok((
+        Err(why) => Ok((
             BatchAction::Conflict,
             meta.stamp.size,
-            format!("does not read back: {} (all kept)", e.chain()),
+            format!("does not read back: {why} (all kept)"),
         )),
     }
 }

@@ -112,7 +112,7 @@ impl StoreRun {
     }
 
     /// Records `e` as the store's failure when it is one (not an object's).
-    fn note(&self, e: &Error) {
+    pub(crate) fn note(&self, e: &Error) {
         if matches!(
             e,
             Error::Store {
@@ -124,8 +124,9 @@ impl StoreRun {
         }
     }
 
-    /// The words for a session left untried because the store is down.
-    fn untried(&self) -> Option<String> {
+    /// The words for a session (or a batch of notifications) left untried because the
+    /// store is down.
+    pub(crate) fn untried(&self) -> Option<String> {
         self.down.get().map(|why| {
             format!(
                 "left in place, not tried: the store {} failed earlier in this run ({why})",
@@ -312,113 +313,188 @@ fn store_verified(
     bytes: Vec<u8>,
     how: Compare,
 ) -> tmpa_core::Result<()> {
+    let put = put_verified(sr, key, bytes, SESSION_BYTES_MAX, |got| {
+        equals_source(got, source, shown, how)
+    })?;
+    p.wrote_object = put.wrote;
+    if put.object.bytes.is_some() {
+        p.archive_bytes = put.object.bytes;
+    }
+    p.object = Some(put.object);
+    p.action = match put.verdict {
+        Verdict::Stored => Action::Archive,
+        Verdict::AlreadyThere => Action::Complete,
+        Verdict::Conflict => Action::Conflict,
+        Verdict::VerificationFailed => Action::VerificationFailed,
+        Verdict::Vanished => Action::Changed,
+    };
+    p.detail = put.detail;
+    Ok(())
+}
+
+/// What [`put_verified`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The object was created, read back from the store and equals the source.
+    Stored,
+    /// An object was already there and holds the source's data (an interrupted run).
+    AlreadyThere,
+    /// An object was already there with other data, or one that cannot be read: both
+    /// kept.
+    Conflict,
+    /// The object this run created does not read back as stored, or not as the source.
+    VerificationFailed,
+    /// The object that was there vanished before it could be compared.
+    Vanished,
+}
+
+impl Verdict {
+    /// Whether the source may be deleted once the receipt is written.
+    pub(crate) fn verified(self) -> bool {
+        matches!(self, Verdict::Stored | Verdict::AlreadyThere)
+    }
+}
+
+/// An object put (or found) and verified by [`put_verified`].
+#[derive(Debug)]
+pub(crate) struct Put {
+    pub(crate) verdict: Verdict,
+    /// What the store answered (URL always; size, ETag, SHA-256 once read back).
+    pub(crate) object: StoredObject,
+    /// Whether this run created the object.
+    pub(crate) wrote: bool,
+    /// In words, for the report; empty when there is nothing to add.
+    pub(crate) detail: String,
+}
+
+/// The one way an object is stored: a HEAD first (an object there is compared, never
+/// replaced), else a put that never replaces one ([`Store::put_new`]), then a GET of at
+/// most `bytes_max` bytes, its ETag and SHA-256 checked against the put, and its bytes
+/// handed to `compare`, which says whether they hold the source's data (the source read
+/// again from disk). The outer error is the store's or the source's I/O error; the inner
+/// one of `compare` says why the object cannot be read.
+pub(crate) fn put_verified(
+    sr: &StoreRun,
+    key: &ObjectKey,
+    bytes: Vec<u8>,
+    bytes_max: u64,
+    mut compare: impl FnMut(&[u8]) -> tmpa_core::Result<Result<bool, String>>,
+) -> tmpa_core::Result<Put> {
     let store = &sr.store;
     let url = store.object_url(key);
+    let mut put = Put {
+        verdict: Verdict::VerificationFailed,
+        object: StoredObject {
+            url: url.clone(),
+            ..StoredObject::default()
+        },
+        wrote: false,
+        detail: String::new(),
+    };
     // A HEAD first, even on a store with conditional put: a rerun after an interruption
     // then costs no upload, and a store that ignores If-None-Match cannot overwrite an
     // object that was already there.
     if store.head(key)?.is_some() {
-        return compare_existing(p, (source, shown), sr, key, how, "");
+        compare_existing(&mut put, sr, key, bytes_max, &mut compare, "")?;
+        return Ok(put);
     }
     let sent_sha = sha256_hex(&bytes);
     let sent_len = bytes.len() as u64;
     let (put_etag, put_version) = match store.put_new(key, bytes)? {
         PutNew::Exists => {
-            return compare_existing(
-                p,
-                (source, shown),
+            compare_existing(
+                &mut put,
                 sr,
                 key,
-                how,
+                bytes_max,
+                &mut compare,
                 " (it appeared while this run was writing it)",
-            );
+            )?;
+            return Ok(put);
         }
         PutNew::Created { etag, version } => (etag, version),
     };
-    p.wrote_object = true;
-    let object = p.object.get_or_insert_with(StoredObject::default);
-    object.etag.clone_from(&put_etag);
-    object.version.clone_from(&put_version);
-    let failed = |p: &mut Prepared, why: String| {
-        p.action = Action::VerificationFailed;
-        p.detail = format!("verification failed: {url} {why} (both kept)");
+    put.wrote = true;
+    put.object.etag.clone_from(&put_etag);
+    put.object.version.clone_from(&put_version);
+    let failed = |put: &mut Put, why: String| {
+        put.verdict = Verdict::VerificationFailed;
+        put.detail = format!("verification failed: {url} {why} (both kept)");
     };
     // Read back from the store, not from anything this process kept.
-    let Some((got, info)) = store.get(key, SESSION_BYTES_MAX)? else {
-        failed(p, "is missing right after it was stored".into());
-        return Ok(());
+    let Some((got, info)) = store.get(key, bytes_max)? else {
+        failed(&mut put, "is missing right after it was stored".into());
+        return Ok(put);
     };
-    record(p, &got, &info);
-    if let (Some(put), Some(read)) = (&put_etag, &info.etag)
-        && put != read
+    record(&mut put.object, &got, &info);
+    if let (Some(sent), Some(read)) = (&put_etag, &info.etag)
+        && sent != read
     {
         failed(
-            p,
-            format!("was stored with ETag {put} but reads back with ETag {read}"),
+            &mut put,
+            format!("was stored with ETag {sent} but reads back with ETag {read}"),
         );
-        return Ok(());
+        return Ok(put);
     }
     if info.size != sent_len || sha256_hex(&got) != sent_sha {
         failed(
-            p,
+            &mut put,
             format!(
                 "reads back as other bytes than were stored ({} bytes, {sent_len} sent)",
                 got.len()
             ),
         );
-        return Ok(());
+        return Ok(put);
     }
-    match equals_source(&got, source, shown, how)? {
-        Ok(true) => p.action = Action::Archive,
-        Ok(false) => failed(p, "does not decompress to the source's bytes".into()),
-        Err(why) => failed(p, format!("cannot be read back: {why}")),
+    match compare(&got)? {
+        Ok(true) => put.verdict = Verdict::Stored,
+        Ok(false) => failed(&mut put, "does not hold the source's bytes".into()),
+        Err(why) => failed(&mut put, format!("cannot be read back: {why}")),
     }
-    Ok(())
+    Ok(put)
 }
 
 /// An object is already there: it completes an interrupted run when it holds the
 /// source's data, and is a conflict otherwise. It is never replaced.
 fn compare_existing(
-    p: &mut Prepared,
-    (source, shown): (&mut File, &Path),
+    put: &mut Put,
     sr: &StoreRun,
     key: &ObjectKey,
-    how: Compare,
+    bytes_max: u64,
+    compare: &mut impl FnMut(&[u8]) -> tmpa_core::Result<Result<bool, String>>,
     note: &str,
 ) -> tmpa_core::Result<()> {
     let url = sr.store.object_url(key);
-    let Some((got, info)) = sr.store.get(key, SESSION_BYTES_MAX)? else {
+    let Some((got, info)) = sr.store.get(key, bytes_max)? else {
         // Deleted between the HEAD and the GET: the next run writes it.
-        p.action = Action::Changed;
-        p.detail = format!("{url} vanished while being compared (kept; retried next run)");
+        put.verdict = Verdict::Vanished;
+        put.detail = format!("{url} vanished while being compared (kept; retried next run)");
         return Ok(());
     };
-    record(p, &got, &info);
-    match equals_source(&got, source, shown, how)? {
+    record(&mut put.object, &got, &info);
+    match compare(&got)? {
         Ok(true) => {
-            p.action = Action::Complete;
+            put.verdict = Verdict::AlreadyThere;
             if !note.is_empty() {
-                p.detail = format!("{url} already holds these bytes{note}");
+                put.detail = format!("{url} already holds these bytes{note}");
             }
         }
         Ok(false) => {
-            p.action = Action::Conflict;
-            p.detail = format!(
+            put.verdict = Verdict::Conflict;
+            put.detail = format!(
                 "{url} holds different bytes{note} (both kept; compare them and remove the wrong one)"
             );
         }
         Err(why) => {
-            p.action = Action::Conflict;
-            p.detail = format!("{url} cannot be read back: {why}{note} (both kept)");
+            put.verdict = Verdict::Conflict;
+            put.detail = format!("{url} cannot be read back: {why}{note} (both kept)");
         }
     }
     Ok(())
 }
 
 /// Notes what the store answered for the report and the receipt.
-fn record(p: &mut Prepared, got: &[u8], info: &ObjectInfo) {
-    p.archive_bytes = Some(info.size);
-    let object = p.object.get_or_insert_with(StoredObject::default);
+fn record(object: &mut StoredObject, got: &[u8], info: &ObjectInfo) {
     object.bytes = Some(info.size);
     object.etag.clone_from(&info.etag);
     object.version.clone_from(&info.version);

@@ -56,13 +56,15 @@
 //! - `maintenance` (off by default): the file layer and format internals that the
 //!   workspace's maintenance programs build on (the module `maintenance` when enabled).
 //!   A backend does not need it; it has no stability promise.
-//! - `object-store` (off by default): archived sessions in the object store that
-//!   `{root}/tmpa.toml` names (`[archive] url = "s3://bucket/prefix"`, also `gs://`,
-//!   `az://`, `file://`) are read by [`Root::read_session`] and listed by
-//!   [`Root::list_sessions`]. It brings Apache Arrow's `object_store` (with rustls) and a
-//!   tokio runtime that the library creates inside the calls that need it. Without it,
-//!   those calls fail with [`Error::StoreUnsupported`] on such a tree rather than report
-//!   the archived sessions missing.
+//! - `object-store` (off by default): archived sessions and notifications in the object
+//!   store that `{root}/tmpa.toml` names (`[archive] url = "s3://bucket/prefix"`, also
+//!   `gs://`, `az://`, `file://`) are read by [`Root::read_session`],
+//!   [`Root::read_notification`] and [`Root::is_acked`] and listed by
+//!   [`Root::list_sessions`] and [`Root::list_notifications`]. It brings Apache Arrow's
+//!   `object_store` (with rustls) and a tokio runtime that the library creates inside the
+//!   calls that need it. Without it, those calls fail with [`Error::StoreUnsupported`] on
+//!   such a tree (when they get past the live files and the local archives) rather than
+//!   report the archived data missing.
 
 #![cfg_attr(not(feature = "maintenance"), allow(dead_code, unused_imports))]
 
@@ -189,8 +191,9 @@ pub mod maintenance {
     };
     pub use crate::json::same_value as same_json_value;
     pub use crate::notify_archive::{
-        ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_DIR, NOTIFICATION_BYTES_MAX,
-        archive_count, archive_name, archive_names, read_archive, write_archive,
+        ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_ARCHIVE_DIR,
+        NOTIFICATION_BYTES_MAX, archive_count, archive_name, archive_names, read_archive,
+        write_archive,
     };
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};

@@ -1,7 +1,11 @@
 //! Notifications: `notifications/{user}/inbox/ntf_{id}.json` and their read receipts
 //! `notifications/{user}/ack/ntf_{id}.ack`, live, or archived by tmpa-archive into
-//! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz` (`notify_archive.rs`). Every
-//! read answers the same whether a notification is live or archived.
+//! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz` (`notify_archive.rs`), or,
+//! when `{root}/tmpa.toml` names an object store, into its object
+//! `{prefix}/{user}/acked-{n}-{digest}.tar.gz`. Every read answers the same whether a
+//! notification is live, archived locally or in the store; like sessions, it looks live
+//! first, then in the local archives, then in the store (read at each call that gets
+//! that far).
 
 use std::ffi::OsStr;
 use std::io;
@@ -13,9 +17,11 @@ use crate::error::{Error, Result};
 use crate::fs::Dir;
 use crate::names::{NotificationId, UserId};
 use crate::notify_archive::{
-    ArchivedNotification, NOTIFICATION_BYTES_MAX, archive_names, find_in_archive, read_archive,
+    ArchivedNotification, IndexEntry, NOTIFICATION_BYTES_MAX, archive_names, find_in_archive,
+    read_archive,
 };
 use crate::root::{Root, rel};
+use crate::store::ArchiveConfig;
 
 /// Where a notification is ([`Root::list_notifications`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -27,6 +33,8 @@ pub enum NotificationLocation {
     /// In an archive of `archive/` (acknowledged: only acknowledged notifications are
     /// archived).
     Archived,
+    /// In an archive in the object store `{root}/tmpa.toml` names (acknowledged).
+    Stored,
 }
 
 /// One notification of a user, with where it is and whether it is acknowledged.
@@ -87,13 +95,19 @@ impl Root {
     }
 
     /// Whether the notification is acknowledged: its `ack/ntf_{id}.ack` exists, or (when
-    /// it is not in the inbox) it is archived, which only acknowledged notifications are.
-    /// A notification delivered again after it was archived is the live one: acknowledged
-    /// when it has an ack.
+    /// it is not in the inbox) it is archived, locally or in the object store, which only
+    /// acknowledged notifications are. A notification delivered again after it was
+    /// archived is the live one: acknowledged when it has an ack.
+    ///
+    /// A call that gets past the live files and the local archives reads `tmpa.toml` and,
+    /// when it names a store, lists the user's archives there and reads their indexes
+    /// (one object at a time, each whole: at most 128 MiB).
     ///
     /// # Errors
     /// [`crate::Error::Io`] when the ack file's presence cannot be determined;
-    /// [`crate::Error::Corrupt`] when an archive that had to be looked into is not one.
+    /// [`crate::Error::Corrupt`] when an archive that had to be looked into is not one;
+    /// [`crate::Error::Config`], [`crate::Error::Store`] and
+    /// [`crate::Error::StoreUnsupported`] as for [`Root::read_session`].
     ///
     /// # Examples
     /// ```
@@ -119,18 +133,30 @@ impl Root {
         {
             return Ok(false);
         }
-        Ok(self.archived_in(user, id)?.is_some())
+        if self.archived_in(user, id)?.is_some() {
+            return Ok(true);
+        }
+        let Some(config) = self.archive_config()? else {
+            return Ok(false);
+        };
+        Ok(stored::latest(self, &config, user, id)?.is_some())
     }
 
     /// The bytes of a notification, live (`inbox/ntf_{id}.json`) or archived (then
-    /// exactly the bytes it had in the inbox). When an archival was interrupted before it
-    /// deleted the inbox file, the live file is returned: it is the newer or an equal
-    /// copy.
+    /// exactly the bytes it had in the inbox): looked for live, then in the local
+    /// archives, then in the object store `{root}/tmpa.toml` names (if any; read at each
+    /// call that gets that far). When an archival was interrupted before it deleted the
+    /// inbox file, the live file is returned: it is the newer or an equal copy. Within
+    /// the local archives, or within the store, the copy with the latest modification
+    /// time is returned; a local copy is returned before any in the store (as for
+    /// sessions).
     ///
     /// # Errors
-    /// [`crate::Error::Io`] of kind `NotFound` when neither exists;
+    /// [`crate::Error::Io`] of kind `NotFound` when none exists;
     /// [`crate::Error::Corrupt`] when the file is larger than 1 MiB, a symlink, or an
-    /// archive that had to be read is not valid.
+    /// archive that had to be read is not valid; [`crate::Error::Config`],
+    /// [`crate::Error::Store`] and [`crate::Error::StoreUnsupported`] as for
+    /// [`Root::read_session`].
     ///
     /// # Examples
     /// ```
@@ -152,26 +178,42 @@ impl Root {
                 other => return other.map(|(b, _)| b),
             }
         }
-        match self.find_archived(user, id)? {
-            Some(n) => Ok(n.body),
-            None => Err(Error::io(
+        let not_found = || {
+            Error::io(
                 "read notification",
                 self.path().join(rel::inbox(user)).join(&name),
                 rustix::io::Errno::NOENT.into(),
-            )),
+            )
+        };
+        if let Some(n) = self.find_archived(user, id)? {
+            return Ok(n.body);
+        }
+        let Some(config) = self.archive_config()? else {
+            return Err(not_found());
+        };
+        match stored::read(self, &config, user, id)? {
+            Some(n) => Ok(n.body),
+            None => Err(not_found()),
         }
     }
 
     /// Every notification of a user, sorted by id: those in the inbox (acknowledged when
-    /// their ack exists) and the archived ones not in the inbox (acknowledged). Names that
-    /// are not `ntf_{id}.json` with a valid id are left out; an ack without its
-    /// notification lists nothing.
+    /// their ack exists) and the archived ones not in the inbox (acknowledged), locally
+    /// ([`NotificationLocation::Archived`]) or in the object store `{root}/tmpa.toml`
+    /// names ([`NotificationLocation::Stored`]; one listing request, then a GET of each
+    /// of the user's archives there). A notification found in several places is listed
+    /// once, where [`Root::read_notification`] finds it. Names that are not
+    /// `ntf_{id}.json` with a valid id are left out; an ack without its notification lists
+    /// nothing.
     ///
-    /// Memory: the list, plus one archive's index at a time.
+    /// Memory: the list, plus one archive's index at a time (an archive in the store is
+    /// read whole: at most 128 MiB).
     ///
     /// # Errors
     /// [`crate::Error::Io`] when a directory cannot be listed (a missing one is empty) or
-    /// an archive opened; [`crate::Error::Corrupt`] when an archive's index is not valid.
+    /// an archive opened; [`crate::Error::Corrupt`] when an archive's index is not valid;
+    /// [`crate::Error::Config`], [`crate::Error::Store`] and
+    /// [`crate::Error::StoreUnsupported`] as for [`Root::read_session`].
     ///
     /// # Examples
     /// ```
@@ -198,19 +240,25 @@ impl Root {
                 })
             })
             .collect();
-        self.visit_archive_indexes(user, |index| {
+        let mut add = |index: &[IndexEntry], location| {
             for e in index {
                 let Ok(id) = NotificationId::new(e.id.as_str()) else {
                     continue;
                 };
                 out.push(NotificationInfo {
                     id,
-                    location: NotificationLocation::Archived,
+                    location,
                     acked: true,
                 });
             }
-        })?;
-        // Live sorts before Archived: where both exist, the live one is listed.
+        };
+        self.visit_archive_indexes(user, |index| add(index, NotificationLocation::Archived))?;
+        if let Some(config) = self.archive_config()? {
+            stored::visit_indexes(self, &config, user, |_, index| {
+                add(index, NotificationLocation::Stored);
+            })?;
+        }
+        // Live sorts before Archived before Stored: the first place is listed.
         out.sort();
         out.dedup_by(|b, a| a.id == b.id);
         Ok(out)
@@ -252,7 +300,7 @@ impl Root {
     fn visit_archive_indexes(
         &self,
         user: &UserId,
-        mut visit: impl FnMut(&[crate::notify_archive::IndexEntry]),
+        mut visit: impl FnMut(&[IndexEntry]),
     ) -> Result<()> {
         let Some(dir) = self.open_dir_if_any(&rel::notification_archive(user))? else {
             return Ok(());
@@ -264,7 +312,9 @@ impl Root {
     }
 
     /// The notifications in a user's inbox without an ack, sorted by id. Names that are
-    /// not `ntf_{id}.json` with a valid id (temporaries, odd names) are skipped.
+    /// not `ntf_{id}.json` with a valid id (temporaries, odd names) are skipped. Archived
+    /// notifications, local or in the store, are all acknowledged: this never needs to
+    /// look at them (and makes no request to a store).
     ///
     /// # Errors
     /// [`crate::Error::Io`] when the inbox or the ack directory cannot be listed (a
@@ -298,6 +348,117 @@ impl Root {
 }
 
 /// The index of the archive `name` of `dir`.
-fn read_index(dir: &Dir, name: &str) -> Result<Vec<crate::notify_archive::IndexEntry>> {
+fn read_index(dir: &Dir, name: &str) -> Result<Vec<IndexEntry>> {
     read_archive(dir.open_read(name)?, &dir.join(name), |_| false, |_| false)
+}
+
+/// Notifications archived in the object store.
+#[cfg(feature = "object-store")]
+mod stored {
+    use super::*;
+    use crate::notify_archive::NOTIFICATION_ARCHIVE_BYTES_MAX;
+    use crate::store::client::Store;
+
+    /// Calls `visit` with the name and index of each of the user's archives in the
+    /// store, one at a time (each object read whole, bounded). An archive removed
+    /// between the listing and its read is passed over.
+    pub(super) fn visit_indexes(
+        _root: &Root,
+        config: &ArchiveConfig,
+        user: &UserId,
+        mut visit: impl FnMut(&str, &[IndexEntry]),
+    ) -> Result<()> {
+        let store = Store::open(config)?;
+        for name in store.list_notification_archives(user)? {
+            let key = store.notification_key(user, &name);
+            let Some((bytes, _)) = store.get(&key, NOTIFICATION_ARCHIVE_BYTES_MAX)? else {
+                continue;
+            };
+            let shown = std::path::PathBuf::from(store.object_url(&key));
+            visit(
+                &name,
+                &read_archive(&bytes[..], &shown, |_| false, |_| false)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// The store's archive that holds `id`, from the indexes alone; the latest copy when
+    /// several do.
+    pub(super) fn latest(
+        root: &Root,
+        config: &ArchiveConfig,
+        user: &UserId,
+        id: &NotificationId,
+    ) -> Result<Option<String>> {
+        let mut best: Option<(i64, String)> = None;
+        visit_indexes(root, config, user, |name, index| {
+            if let Some(e) = index.iter().find(|e| e.id == id.as_str())
+                && best.as_ref().is_none_or(|(t, _)| e.mtime_ns > *t)
+            {
+                best = Some((e.mtime_ns, name.to_owned()));
+            }
+        })?;
+        Ok(best.map(|(_, name)| name))
+    }
+
+    /// The archived copy of `id` in the store (the latest when several archives hold it).
+    pub(super) fn read(
+        root: &Root,
+        config: &ArchiveConfig,
+        user: &UserId,
+        id: &NotificationId,
+    ) -> Result<Option<ArchivedNotification>> {
+        let Some(name) = latest(root, config, user, id)? else {
+            return Ok(None);
+        };
+        let store = Store::open(config)?;
+        let key = store.notification_key(user, &name);
+        let Some((bytes, _)) = store.get(&key, NOTIFICATION_ARCHIVE_BYTES_MAX)? else {
+            return Ok(None);
+        };
+        let shown = std::path::PathBuf::from(store.object_url(&key));
+        find_in_archive(&bytes[..], &shown, id)
+    }
+}
+
+/// Without the `object-store` feature: a store in `tmpa.toml` is an error, never "not
+/// archived".
+#[cfg(not(feature = "object-store"))]
+mod stored {
+    use super::*;
+
+    fn unsupported(root: &Root, config: &ArchiveConfig) -> Error {
+        Error::StoreUnsupported {
+            path: root.path().join(crate::store::CONFIG_NAME),
+            url: config.url.to_string(),
+        }
+    }
+
+    pub(super) fn visit_indexes(
+        root: &Root,
+        config: &ArchiveConfig,
+        _user: &UserId,
+        _visit: impl FnMut(&str, &[IndexEntry]),
+    ) -> Result<()> {
+        Err(unsupported(root, config))
+    }
+
+    pub(super) fn latest(
+        root: &Root,
+        config: &ArchiveConfig,
+        _user: &UserId,
+        _id: &NotificationId,
+    ) -> Result<Option<String>> {
+        Err(unsupported(root, config))
+    }
+
+    pub(super) fn read(
+        root: &Root,
+        config: &ArchiveConfig,
+        _user: &UserId,
+        _id: &NotificationId,
+    ) -> Result<Option<ArchivedNotification>> {
+        Err(unsupported(root, config))
+    }
 }

@@ -11,7 +11,6 @@
 //! batch always gets the same name, so a run that was killed before it deleted the
 //! sources finds its own archive again and compares instead of writing another.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -26,6 +25,11 @@ use crate::names::NotificationId;
 pub const NOTIFICATION_ARCHIVE_DIR: &str = "archive";
 /// Largest notification (and ack) read into memory, live or archived, in bytes.
 pub const NOTIFICATION_BYTES_MAX: u64 = 1 << 20;
+/// Largest archive file or object, in bytes: a batch holds at most 64 MiB of
+/// notifications and acks plus one of each (tmpa-archive's limit), its tar headers
+/// (1 KiB a notification, 4096 at most) and its index; gzip at level 0 adds 5 bytes per
+/// 64 KiB. An archive in an object store is read whole, so this bounds that read.
+pub const NOTIFICATION_ARCHIVE_BYTES_MAX: u64 = 128 << 20;
 /// Largest index of an archive, in bytes: bounds what one archive costs to look into.
 const INDEX_BYTES_MAX: u64 = 16 << 20;
 /// The archive format's version (the index's `format`).
@@ -157,7 +161,7 @@ fn append<W: Write>(
     tar.append_data(&mut header, name, bytes)
 }
 
-/// Reads the archive `file` (shown as `shown` in errors): its index first; then, when
+/// Reads the archive `file` (a file, or an object's bytes; shown as `shown` in errors): its index first; then, when
 /// `wanted(index)`, its members in order, each checked against the index and handed to
 /// `visit` until it returns `false`. Memory: the index and one notification. (A lookup
 /// of one notification reads and checks only its members.)
@@ -168,8 +172,8 @@ fn append<W: Write>(
 /// [`Error::Corrupt`] naming `shown` when it is not an archive of this format, or a
 /// member is missing, misnamed, larger than [`NOTIFICATION_BYTES_MAX`] or not what the
 /// index says.
-pub fn read_archive(
-    file: File,
+pub fn read_archive<R: Read>(
+    file: R,
     shown: &Path,
     wanted: impl FnOnce(&[IndexEntry]) -> bool,
     visit: impl FnMut(ArchivedNotification) -> bool,
@@ -179,8 +183,8 @@ pub fn read_archive(
 
 /// [`read_archive`], reading and checking only the members of `only` when given (the
 /// others are passed over unread).
-fn read_members(
-    file: File,
+fn read_members<R: Read>(
+    file: R,
     shown: &Path,
     only: Option<&str>,
     wanted: impl FnOnce(&[IndexEntry]) -> bool,
@@ -238,8 +242,8 @@ fn read_members(
 ///
 /// # Errors
 /// As [`read_archive`].
-pub fn find_in_archive(
-    file: File,
+pub fn find_in_archive<R: Read>(
+    file: R,
     shown: &Path,
     id: &NotificationId,
 ) -> Result<Option<ArchivedNotification>> {

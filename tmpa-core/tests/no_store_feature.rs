@@ -1,12 +1,13 @@
 //! A build of the library without the `object-store` feature, on a tree whose
-//! `tmpa.toml` names a store: archived sessions there are reported as unreadable with
+//! `tmpa.toml` names a store: archived sessions (and notifications) there are reported
+//! as unreadable with
 //! this build (Error::StoreUnsupported naming the file and the store), never as missing.
 //! tests/check.sh runs this file on its own (`cargo test -p tmpa-core --test
 //! no_store_feature`), where the feature is off; in the workspace's run the feature is on
 //! and the file is empty.
 #![cfg(not(feature = "object-store"))]
 
-use tmpa_core::{Error, Root, SessionId, SessionLocation, UserId};
+use tmpa_core::{Error, NotificationId, Root, SessionId, SessionLocation, UserId};
 
 /// read_session and list_sessions say that the store cannot be reached by this build;
 /// live and locally archived sessions are still read.
@@ -48,4 +49,35 @@ fn a_store_without_the_feature_is_an_error_not_a_missing_session() {
         root.list_sessions(&u).unwrap(),
         vec![(SessionId::new("live").unwrap(), SessionLocation::Live)]
     );
+}
+
+/// Notification reads that get past the live files and the local archives say the same:
+/// the store cannot be reached by this build. Live notifications, and `unacked` (which
+/// never needs an archive), still answer.
+#[test]
+fn a_store_without_the_feature_is_an_error_not_a_missing_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("notifications")).unwrap();
+    std::fs::write(
+        root.join("tmpa.toml"),
+        "[archive]\nurl = \"s3://chat-archive/host-a\"\n",
+    )
+    .unwrap();
+    let root = Root::open(root).unwrap();
+    let u = UserId::new("u1").unwrap();
+    let live = NotificationId::new("live").unwrap();
+    let old = NotificationId::new("old").unwrap();
+    root.deliver(&u, &live, &serde_json::json!({"text": "hi"}))
+        .unwrap();
+    let unsupported = |e: Error| matches!(e, Error::StoreUnsupported { .. });
+    assert!(unsupported(root.read_notification(&u, &old).unwrap_err()));
+    assert!(unsupported(root.is_acked(&u, &old).unwrap_err()));
+    assert!(unsupported(root.list_notifications(&u).unwrap_err()));
+    assert_eq!(
+        root.read_notification(&u, &live).unwrap(),
+        br#"{"text":"hi"}"#
+    );
+    assert!(!root.is_acked(&u, &live).unwrap());
+    assert_eq!(root.unacked(&u).unwrap(), vec![live]);
 }

@@ -157,7 +157,7 @@ impl Run {
     /// Disposes of `doomed` (files whose data the caller verified to be durably
     /// elsewhere) as the run's mode says: a dry run notes each in its plan
     /// ([`Run::would_delete`]) and releases it; `--no-delete` leaves each; a real run
-    /// deletes them through the verified delete step ([`Run::delete_verified`]'s steps:
+    /// deletes them through the verified delete step (`Run::delete_verified`'s steps:
     /// receipt first, check, move aside, check again, unlink, directory fsync).
     ///
     /// # Errors

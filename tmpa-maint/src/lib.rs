@@ -8,7 +8,7 @@
 //!   deleting, real), [`parse_age`];
 //! - [`run_program`]: root, lock ([`Lock`]), the log's first line, the work, then
 //!   [`conclude`]: run record ([`RunRecord`]), report ([`Report`]), the log's last line;
-//! - the one deletion path ([`Run::delete_verified`]): a typed, fsynced receipt line
+//! - the one deletion path ([`Run::dispose`]): a typed, fsynced receipt line
 //!   ([`Deletion`]) before each deletion, the full [`Stamp`](tmpa_core::maintenance::Stamp)
 //!   re-checked (and a file lease still intact, for tmpclean) immediately before
 //!   `unlinkat`, then a directory fsync;

@@ -153,7 +153,7 @@ impl Run {
 
     /// `--pace`: in a program that reads many files, the pause per
     /// [`PACE_BATCH`](crate::PACE_BATCH) files read (deletions pause a quarter of it
-    /// every 64, see [`Run::delete_verified`]); zero runs at full speed.
+    /// every 64, see [`Run::dispose`]); zero runs at full speed.
     pub fn pace(&self) -> std::time::Duration {
         self.pace
     }

@@ -263,7 +263,8 @@ impl Root {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// A user's notifications as `(id, "live" | "archived", acked)`, sorted by id.
+    /// A user's notifications as `(id, "live" | "archived" | "stored", acked)`, sorted by
+    /// id ("stored": archived in the object store `tmpa.toml` names).
     fn list_notifications(
         &self,
         py: Python<'_>,
@@ -278,6 +279,7 @@ impl Root {
             .map(|n| {
                 let where_ = match n.location {
                     tmpa_core::NotificationLocation::Live => "live",
+                    tmpa_core::NotificationLocation::Stored => "stored",
                     // Archived, or a place this version does not know: archived somewhere.
                     _ => "archived",
                 };

@@ -1,5 +1,5 @@
-"""The Python package reading chat sessions that tmpa-archive moved to an object store:
-a real S3-compatible server (moto, in this process on a free port of 127.0.0.1) and a
+"""The Python package reading chat sessions and acknowledged notifications that
+tmpa-archive moved to an object store: a real S3-compatible server (moto, in this process on a free port of 127.0.0.1) and a
 file:// store. Skipped, saying why, only when moto is not installed and
 TMPA_ALLOW_SKIP is set (a developer's machine; CI never sets it)."""
 
@@ -147,3 +147,36 @@ def test_reads_a_file_store_and_names_a_bad_config(tmp_path):
     assert e.value.path == str(root_dir / "tmpa.toml")
     assert "unsupported scheme" in str(e.value)
     assert isinstance(e.value, ValueError)
+
+
+def test_reads_notifications_archived_in_s3(tmp_path, s3, s3_env):
+    """After tmpa-archive moved old acknowledged notifications to S3, read_notification
+    returns their exact bytes, is_acked says True, list_notifications says "stored"; the
+    unread and the recently acknowledged stay live, and unacked lists the unread."""
+    create_bucket(s3, "py-notes")
+    root_dir = tree_with_old_sessions(tmp_path, {})
+    (root_dir / "tmpa.toml").write_text('[archive]\nurl = "s3://py-notes/host-a"\n')
+    root = tmpa.Root(root_dir)
+    for i in range(3):
+        root.deliver("u1", {"text": f"hello {i}"}, id=f"n{i}")
+    root.deliver("u1", {"text": "recent"}, id="recent")
+    bodies = {n: root.read_notification("u1", n) for n in ("n0", "n1", "n2", "recent")}
+    long_ago = time.time() - 200 * 86400
+    for n in ("n0", "n1", "recent"):
+        ack = root.ack("u1", n)
+        if n != "recent":
+            os.utime(ack, (long_ago, long_ago))
+    r = subprocess.run([program("tmpa-archive"), "--root", str(root_dir)],
+                       capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    inbox = root_dir / "notifications" / "u1" / "inbox"
+    assert sorted(p.name for p in inbox.iterdir()) == ["ntf_n2.json", "ntf_recent.json"]
+    assert not (root_dir / "notifications" / "u1" / "archive").exists()
+    for n, data in bodies.items():
+        assert root.read_notification("u1", n) == data
+    assert [root.is_acked("u1", n) for n in ("n0", "n1", "n2", "recent")] == [True, True, False, True]
+    assert root.list_notifications("u1") == [
+        ("n0", "stored", True), ("n1", "stored", True), ("n2", "live", False), ("recent", "live", True)]
+    assert root.unacked("u1") == ["n2"]
+    with pytest.raises(FileNotFoundError):
+        root.read_notification("u1", "nope")

@@ -92,7 +92,8 @@ pub enum PutNew {
     Exists,
 }
 
-/// An archive object's key: `{prefix}/{user}/{session}.json.gz`, each name one key
+/// An archive object's key: `{prefix}/{user}/{session}.json.gz`, or
+/// `{prefix}/{user}/acked-{n}-{16 hex}.tar.gz` for notifications; each name one key
 /// segment (characters S3 advises against are percent-encoded; a `file://` store uses
 /// the names as they are, one directory entry each).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,6 +303,24 @@ impl Store {
         }
     }
 
+    /// The key of an archive of a user's acknowledged notifications,
+    /// `{prefix}/{user}/acked-{n}-{16 hex}.tar.gz`: beside the user's sessions, from which
+    /// its name cannot be mistaken (they end in `.json.gz`).
+    ///
+    /// # Panics
+    /// When `archive` is not such a name ([`crate::maintenance::archive_count`]).
+    pub fn notification_key(&self, user: &UserId, archive: &str) -> ObjectKey {
+        assert!(
+            crate::notify_archive::archive_count(archive).is_some(),
+            "{archive:?} is not the name of a notification archive"
+        );
+        ObjectKey {
+            path: self.user_dir(user).join(PathPart::from(archive)),
+            user: user.as_str().to_owned(),
+            name: archive.to_owned(),
+        }
+    }
+
     fn user_dir(&self, user: &UserId) -> ObjectPath {
         self.base.clone().join(PathPart::from(user.as_str()))
     }
@@ -493,16 +512,36 @@ impl Store {
     /// [`Error::Store`] naming the user's prefix; of kind [`StoreErrorKind::TooLarge`]
     /// past [`LISTED_OBJECTS_MAX`] objects.
     pub fn list_sessions(&self, user: &UserId) -> Result<Vec<SessionId>> {
+        Ok(self
+            .list_user(user, ".json.gz")?
+            .into_iter()
+            .filter_map(|s| SessionId::new(s).ok())
+            .collect())
+    }
+
+    /// The names of the archives of acknowledged notifications in the store for `user`
+    /// (`acked-{n}-{16 hex}.tar.gz`), sorted; other objects are left out.
+    ///
+    /// # Errors
+    /// As [`Store::list_sessions`].
+    pub fn list_notification_archives(&self, user: &UserId) -> Result<Vec<String>> {
+        Ok(self
+            .list_user(user, "")?
+            .into_iter()
+            .filter(|n| crate::notify_archive::archive_count(n).is_some())
+            .collect())
+    }
+
+    /// The names of the objects directly under the user's prefix that end in `suffix`,
+    /// without it, sorted and each once.
+    fn list_user(&self, user: &UserId, suffix: &str) -> Result<Vec<String>> {
         let dir = self.user_dir(user);
         let shown = format!("{}/{}/", self.url, PathPart::from(user.as_str()).as_ref());
         let inner = match &self.backend {
             Backend::Local(l) => {
-                let mut out: Vec<SessionId> = l
-                    .list(user.as_str(), ".json.gz", shown)?
-                    .into_iter()
-                    .filter_map(|s| SessionId::new(s).ok())
-                    .collect();
+                let mut out = l.list(user.as_str(), suffix, shown)?;
                 out.sort();
+                out.dedup();
                 return Ok(out);
             }
             Backend::Cloud { inner, .. } => inner,
@@ -522,18 +561,15 @@ impl Store {
                         source: Some(format!("more than {LISTED_OBJECTS_MAX} objects").into()),
                     });
                 }
-                // Only direct children: `{user}/{session}.json.gz`.
+                // Only direct children: `{user}/{name}`.
                 if meta.location.parts().count() != dir.parts().count() + 1 {
                     continue;
                 }
                 let Some(name) = meta.location.filename().map(percent_decode) else {
                     continue;
                 };
-                if let Some(id) = name
-                    .strip_suffix(".json.gz")
-                    .and_then(|s| SessionId::new(s).ok())
-                {
-                    out.push(id);
+                if let Some(stem) = name.strip_suffix(suffix) {
+                    out.push(stem.to_owned());
                 }
             }
             Ok(out)

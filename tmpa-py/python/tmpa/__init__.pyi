@@ -58,8 +58,9 @@ class Root:
         """A notification's bytes, live or archived by tmpa-archive (exactly as it was in
         the inbox). FileNotFoundError when neither exists."""
     def list_notifications(self, user: str) -> List[Tuple[str, str, bool]]:
-        """``(id, "live" | "archived", acked)`` for each of the user's notifications,
-        sorted by id."""
+        """``(id, "live" | "archived" | "stored", acked)`` for each of the user's
+        notifications, sorted by id (``"stored"``: archived in the object store
+        ``tmpa.toml`` names)."""
     def day_events(self, day: str) -> List[dict]:
         """The day's valid events (compacted and loose, each id once, by ts then id)."""
     def read_day(self, day: str) -> dict:
