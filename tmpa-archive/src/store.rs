@@ -60,7 +60,10 @@ impl InFlight {
     /// Waits until `bytes` fit beside what the other threads hold (or nothing else is
     /// held: a share larger than the budget runs alone), then takes them.
     pub fn take(&self, bytes: u64) -> Share<'_> {
-        let mut used = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut used = self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while *used > 0 && used.saturating_add(bytes) > self.budget {
             used = self
                 .freed
@@ -73,7 +76,10 @@ impl InFlight {
 
     /// Bytes held now.
     pub fn used(&self) -> u64 {
-        *self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
