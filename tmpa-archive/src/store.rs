@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex, OnceLock};
 
 use flate2::{Compression, GzBuilder};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tmpa_core::maintenance::store::{ObjectInfo, ObjectKey, PutNew, Store};
-use tmpa_core::maintenance::{Dir, Meta, SESSION_BYTES_MAX};
+use tmpa_core::maintenance::{Dir, Meta, SESSION_BYTES_MAX, sha256_hex};
 use tmpa_core::{Error, SessionId, StoreErrorKind, UserId};
 
 use crate::session::{
@@ -544,10 +544,6 @@ fn equals_source(
 /// At most one byte more than a session may hold: a decompression bomb stops there.
 fn bounded<R: Read>(r: R) -> io::Take<R> {
     r.take(SESSION_BYTES_MAX + 1)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@
 
 #![cfg_attr(not(feature = "maintenance"), allow(dead_code, unused_imports))]
 
+mod compacted;
 mod day;
 mod error;
 mod event;
@@ -177,11 +178,14 @@ pub mod maintenance {
     //!   ([`ReadBack`]), the summary folded ([`SummaryFold`]) and its consistency stamp
     //!   ([`source_stamp`]).
 
+    pub use crate::compacted::{
+        COMPACTED_BYTES_MAX, COMPACTED_NAME, CompactedWriter, ReadBack, VisitError, open_compacted,
+        parse_compacted, visit_compacted, visit_compacted_slice, write_compacted,
+        write_compacted_to,
+    };
     pub use crate::day::{
-        COMPACTED_BYTES_MAX, COMPACTED_NAME, CompactedWriter, LooseRaw, ReadBack, SUMMARY_NAME,
-        VisitError, conflict_problem_of, event_names, hex, is_event_name, open_compacted,
-        parse_compacted, read_loose_raw, sha256_hex, stamp_entries, visit_compacted,
-        visit_compacted_slice, write_compacted, write_compacted_to,
+        LooseRaw, SUMMARY_NAME, conflict_problem_of, event_names, hex, is_event_name,
+        read_loose_raw, sha256_hex, stamp_entries,
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{

@@ -21,7 +21,8 @@ use std::os::unix::ffi::OsStrExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::day::{COMPACTED_NAME, SUMMARY_NAME, event_names, hex, stamp_entries};
+use crate::compacted::COMPACTED_NAME;
+use crate::day::{SUMMARY_NAME, event_names, hex, stamp_entries};
 use crate::error::Result;
 use crate::event::Event;
 use crate::fs::{Dir, Kind, Stamp};
