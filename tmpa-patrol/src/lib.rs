@@ -24,26 +24,33 @@
 //! - Exit code is the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
 //!   3 unknown. A patrol that cannot check at all (not a root, bad flag) exits 3.
 
+mod args;
 pub mod corrupt;
 pub mod history;
 pub mod jobs;
 pub mod notify;
 pub mod prom;
 pub mod quarantine;
+mod render;
 pub mod service;
 pub mod store;
 pub mod walk;
 mod watch;
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use tmpa_core::Root;
 use tmpa_core::maintenance::{line_text, path_text, root_dir};
-use tmpa_maint::{now_rfc3339, parse_age, resolve_root};
+use tmpa_maint::{now_rfc3339, resolve_root};
+
+pub use args::Args;
+use args::validate;
+use render::one_line;
+pub use render::{fmt_num, footer_line, nagios_line, render_table};
+use tmpa_maint::out;
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-patrol";
@@ -64,149 +71,6 @@ pub const CHECK_NAMES: [&str; 10] = [
 
 /// How many paths a check lists at most (the count is always exact).
 pub const FINDINGS_MAX: usize = 20;
-
-/// Check a TMPA root against the nine-item operations checklist (read-only), and how its
-/// counts grew since the last patrol.
-///
-/// Exit status follows the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
-/// 3 unknown (including "cannot check": not a TMPA root, bad flag). Each run remembers its
-/// counts (temporaries, corrupt files, largest directories) in
-/// {root}/.tmpa/patrol/history.json for the growth check.
-#[derive(clap::Parser, Debug, Clone)]
-#[command(name = "tmpa-patrol", version, about)]
-pub struct Args {
-    /// The TMPA root to check [default: the current directory]
-    #[arg(long, env = "TMPA_ROOT", value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Print the report as one JSON document on stdout (log lines go to stderr)
-    #[arg(long)]
-    pub json: bool,
-    /// Also write the report in node_exporter textfile format to FILE, atomically
-    #[arg(long, value_name = "FILE")]
-    pub prometheus: Option<PathBuf>,
-    /// Diagnostics of the libraries beneath the patrol (`-v`/`-q`, as every program).
-    #[command(flatten)]
-    pub diagnostics: tmpa_maint::Diagnostics,
-
-    /// Command that must exit 0 and print RUNNING, run with `sh -c`
-    /// (e.g. "supervisorctl status app") [default: none; the check is skipped]
-    #[arg(long, value_name = "CMD")]
-    pub service_cmd: Option<String>,
-    /// Kill the service command after this long (it is then critical)
-    #[arg(long, value_name = "AGE", default_value = "10s", value_parser = parse_age)]
-    pub service_timeout: Duration,
-
-    /// Directories that must exist as real directories in the root, comma-separated
-    #[arg(
-        long,
-        value_name = "DIRS",
-        value_delimiter = ',',
-        default_value = "notifications,token_stats,chat_history"
-    )]
-    pub required_dirs: Vec<String>,
-
-    /// Warn when an inbox holds more than this many entries
-    #[arg(long, value_name = "N", default_value_t = 5000)]
-    pub inbox_files_warning: u64,
-    /// Critical when an inbox holds more than this many entries
-    #[arg(long, value_name = "N", default_value_t = 10000)]
-    pub inbox_files_critical: u64,
-    /// Warn when a token_stats day directory holds more than this many entries
-    #[arg(long, value_name = "N", default_value_t = 5000)]
-    pub token_stats_files_warning: u64,
-    /// Critical when a token_stats day directory holds more than this many entries
-    #[arg(long, value_name = "N", default_value_t = 10000)]
-    pub token_stats_files_critical: u64,
-
-    /// Warn when more than this percentage of the file system's inodes is used
-    #[arg(long, value_name = "PCT", default_value_t = 70.0)]
-    pub inodes_warning: f64,
-    /// Critical when more than this percentage of the file system's inodes is used
-    #[arg(long, value_name = "PCT", default_value_t = 85.0)]
-    pub inodes_critical: f64,
-
-    /// A temporary unchanged for this long is stale (tmpa-tmpclean's --older-than)
-    #[arg(long, value_name = "AGE", default_value = "48h", value_parser = parse_age)]
-    pub tmp_older_than: Duration,
-    /// Warn when more than this many stale temporaries exist
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub tmp_warning: u64,
-    /// Critical when more than this many stale temporaries exist
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub tmp_critical: u64,
-
-    /// Warn when more than this many JSON files are corrupt
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub corrupt_warning: u64,
-    /// Critical when more than this many JSON files are corrupt
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub corrupt_critical: u64,
-    /// Re-parse only JSON files whose size, mtime, ctime or inode changed since they
-    /// were last checked (cache in {root}/.tmpa/patrol/)
-    #[arg(long)]
-    pub incremental: bool,
-    /// With --incremental: ignore the cache, parse every file, and rebuild the cache
-    #[arg(long, requires = "incremental")]
-    pub full: bool,
-    /// With --incremental: re-parse a file whose cached verdict is older than this,
-    /// changed or not
-    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
-    pub cache_max_age: Duration,
-
-    /// compact_events must have succeeded (a real run, exit 0 or 1) this recently
-    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
-    pub compact_window: Duration,
-    /// archive_history must have succeeded this recently (weekly job: 7 days + 1)
-    #[arg(long, value_name = "AGE", default_value = "8d", value_parser = parse_age)]
-    pub archive_window: Duration,
-    /// A job's log (TASK is compact_events or archive_history); repeatable. Its last 50
-    /// lines are shown when the job is not healthy, and a deletion that follows a failed
-    /// verification of the same path is critical
-    #[arg(long = "log", value_name = "TASK=PATH", value_parser = parse_log_arg)]
-    pub logs: Vec<(String, PathBuf)>,
-    /// Make one cheap request to the archive store that {root}/tmpa.toml names (a listing
-    /// of at most one key, 10 s at most): archive_history_last_success is critical when
-    /// the store cannot be reached
-    #[arg(long)]
-    pub check_archive_store: bool,
-
-    /// growth: temporaries and corrupt files grow in a run when their count rose by more
-    /// than this since the previous patrol
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub growth_warning: u64,
-    /// growth: one of the five largest directories grows in a run when it gained more
-    /// than this many entries since the previous patrol
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub growth_dir_warning: u64,
-    /// growth: warn when a count grew in this many patrols in a row
-    #[arg(long, value_name = "RUNS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub growth_runs: u32,
-    /// After a deployment: patrol every INTERVAL (e.g. 1m), one line per interval with
-    /// what changed, then a verdict and the exit status of the worst check; until --for is
-    /// over, or until interrupted (Ctrl-C, SIGTERM). Does not add to the history
-    #[arg(long, value_name = "INTERVAL", value_parser = parse_age)]
-    pub watch: Option<Duration>,
-    /// With --watch: stop after this long (e.g. 30m)
-    #[arg(long = "for", value_name = "DURATION", requires = "watch", value_parser = parse_age)]
-    pub watch_for: Option<Duration>,
-}
-
-fn parse_log_arg(s: &str) -> Result<(String, PathBuf), String> {
-    let (task, path) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?}: expected TASK=PATH, e.g. compact_events=/var/log/tmpa/compact.log")
-    })?;
-    if !jobs::TASKS.contains(&task) {
-        return Err(format!(
-            "{task:?}: unknown task; use one of {}",
-            jobs::TASKS.join(", ")
-        ));
-    }
-    if path.is_empty() {
-        return Err(format!("{s:?}: empty path"));
-    }
-    Ok((task.to_owned(), PathBuf::from(path)))
-}
 
 /// The outcome of one check (or of the whole patrol).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -397,55 +261,6 @@ impl Report {
     pub fn check(&self, name: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == name)
     }
-}
-
-/// Thresholds checked before running, so that a contradictory set is a usage error.
-fn validate(args: &Args) -> Result<(), String> {
-    let pairs = [
-        (
-            "--inbox-files",
-            args.inbox_files_warning as f64,
-            args.inbox_files_critical as f64,
-        ),
-        (
-            "--token-stats-files",
-            args.token_stats_files_warning as f64,
-            args.token_stats_files_critical as f64,
-        ),
-        ("--inodes", args.inodes_warning, args.inodes_critical),
-        ("--tmp", args.tmp_warning as f64, args.tmp_critical as f64),
-        (
-            "--corrupt",
-            args.corrupt_warning as f64,
-            args.corrupt_critical as f64,
-        ),
-    ];
-    for (flag, w, c) in pairs {
-        if !(w.is_finite() && c.is_finite()) || w > c {
-            return Err(format!(
-                "{flag}-warning ({w}) must be a number not above {flag}-critical ({c})"
-            ));
-        }
-    }
-    if args.service_timeout.is_zero() {
-        return Err("--service-timeout must be more than 0s".into());
-    }
-    if args.watch.is_some_and(|w| w.is_zero()) {
-        return Err("--watch must be at least 1s".into());
-    }
-    for d in &args.required_dirs {
-        let p = Path::new(d);
-        if d.is_empty()
-            || !p
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(format!(
-                "--required-dirs: {d:?} must be a relative path without '..'"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Runs every check on `root`. Writes nothing except the JSON-check cache (with
@@ -780,133 +595,6 @@ pub fn usage_error(e: &clap::Error) -> ExitCode {
     Status::Unknown.into()
 }
 
-/// Writes to stdout, ignoring a closed pipe (`tmpa-patrol | head -1`): the exit code
-/// still carries the finding, and a monitoring plugin must not die with a panic.
-fn out(text: &str) {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush());
-}
-
-/// `s` on one line, at most `chars_max` characters.
-fn one_line(s: &str, chars_max: usize) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.chars().count() <= chars_max {
-        flat
-    } else {
-        let mut t: String = flat.chars().take(chars_max.saturating_sub(3)).collect();
-        t.push_str("...");
-        t
-    }
-}
-
-/// The Nagios status line: `TMPA {STATUS} - {summary} | {perfdata}`. The summary names
-/// each check that is not ok (worst first) with its detail; `|` never appears before the
-/// perfdata.
-pub fn nagios_line(report: &Report) -> String {
-    let mut bad: Vec<&Check> = report
-        .checks
-        .iter()
-        .filter(|c| !c.skipped && c.status != Status::Ok)
-        .collect();
-    bad.sort_by_key(|c| std::cmp::Reverse(c.status.severity()));
-    let summary = if bad.is_empty() {
-        let ran = report.checks.iter().filter(|c| !c.skipped).count();
-        format!("{ran} checks ok")
-    } else {
-        bad.iter()
-            .map(|c| format!("{}: {}", c.name, one_line(&c.detail, 120)))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let summary = summary.replace('|', "/");
-    let perf: Vec<String> = report
-        .checks
-        .iter()
-        .flat_map(|c| c.perf.iter())
-        .map(perf_item)
-        .collect();
-    format!(
-        "TMPA {} - {summary} | {}",
-        report.status.word(),
-        perf.join(" ")
-    )
-}
-
-fn perf_item(p: &Perf) -> String {
-    let num = |v: Option<f64>| v.map(fmt_num).unwrap_or_default();
-    let value = p.value.map_or_else(|| "U".to_owned(), fmt_num);
-    let uom = if p.value.is_some() { p.uom } else { "" };
-    format!("{}={value}{uom};{};{};0", p.label, num(p.warn), num(p.crit))
-}
-
-/// A number as text: integers without a fraction, others with up to 3 decimals.
-pub fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 9.0e15 {
-        format!("{}", x as i64)
-    } else {
-        let s = format!("{x:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    }
-}
-
-/// The human table: one row per check, then its findings and log lines indented.
-pub fn render_table(report: &Report) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "{:<30} {:<8} {:>10}  DETAIL", "CHECK", "STATUS", "VALUE");
-    for c in &report.checks {
-        let status = if c.skipped {
-            "skipped".to_owned()
-        } else {
-            format!("{:?}", c.status).to_lowercase()
-        };
-        let value = c.value.map_or_else(|| "-".to_owned(), fmt_num);
-        let _ = writeln!(
-            s,
-            "{:<30} {status:<8} {value:>10}  {}",
-            c.name,
-            line_text(&c.detail)
-        );
-        for f in &c.findings {
-            let _ = writeln!(s, "    {}", line_text(f));
-        }
-        if !c.log_tail.is_empty() {
-            let _ = writeln!(s, "    last {} log lines:", c.log_tail.len());
-            for l in &c.log_tail {
-                let _ = writeln!(s, "    | {}", line_text(l));
-            }
-        }
-    }
-    s
-}
-
-/// The log's last line: time, counts per status, exit code.
-pub fn footer_line(report: &Report) -> String {
-    let count = |st: Status| {
-        report
-            .checks
-            .iter()
-            .filter(|c| !c.skipped && c.status == st)
-            .count()
-    };
-    let skipped = report.checks.iter().filter(|c| c.skipped).count();
-    format!(
-        "{} {PROGRAM} finished: ok={} warning={} critical={} unknown={} skipped={skipped} exit={} ({})",
-        now_rfc3339(),
-        count(Status::Ok),
-        count(Status::Warning),
-        count(Status::Critical),
-        count(Status::Unknown),
-        report.status.code(),
-        format!("{:?}", report.status).to_lowercase(),
-    )
-}
-
 /// A path relative to the root, as text for reports.
 pub(crate) fn rel_text(root: &Root, path: &Path) -> String {
     path_text(path.strip_prefix(root.path()).unwrap_or(path))
@@ -915,6 +603,8 @@ pub(crate) fn rel_text(root: &Root, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::parse_log_arg;
+    use crate::render::perf_item;
 
     #[test]
     fn worst_prefers_known_problems_over_unknown() {

@@ -1,0 +1,201 @@
+//! The patrol's flags (`Args`) and the check that a set of thresholds makes sense
+//! before anything runs (`validate`: a contradictory set is a usage error, exit 3).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tmpa_maint::parse_age;
+
+use crate::jobs;
+
+/// Check a TMPA root against the nine-item operations checklist (read-only), and how its
+/// counts grew since the last patrol.
+///
+/// Exit status follows the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
+/// 3 unknown (including "cannot check": not a TMPA root, bad flag). Each run remembers its
+/// counts (temporaries, corrupt files, largest directories) in
+/// {root}/.tmpa/patrol/history.json for the growth check.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "tmpa-patrol", version, about)]
+pub struct Args {
+    /// The TMPA root to check [default: the current directory]
+    #[arg(long, env = "TMPA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print the report as one JSON document on stdout (log lines go to stderr)
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report in node_exporter textfile format to FILE, atomically
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+    /// Diagnostics of the libraries beneath the patrol (`-v`/`-q`, as every program).
+    #[command(flatten)]
+    pub diagnostics: tmpa_maint::Diagnostics,
+
+    /// Command that must exit 0 and print RUNNING, run with `sh -c`
+    /// (e.g. "supervisorctl status app") [default: none; the check is skipped]
+    #[arg(long, value_name = "CMD")]
+    pub service_cmd: Option<String>,
+    /// Kill the service command after this long (it is then critical)
+    #[arg(long, value_name = "AGE", default_value = "10s", value_parser = parse_age)]
+    pub service_timeout: Duration,
+
+    /// Directories that must exist as real directories in the root, comma-separated
+    #[arg(
+        long,
+        value_name = "DIRS",
+        value_delimiter = ',',
+        default_value = "notifications,token_stats,chat_history"
+    )]
+    pub required_dirs: Vec<String>,
+
+    /// Warn when an inbox holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub inbox_files_warning: u64,
+    /// Critical when an inbox holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 10000)]
+    pub inbox_files_critical: u64,
+    /// Warn when a token_stats day directory holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub token_stats_files_warning: u64,
+    /// Critical when a token_stats day directory holds more than this many entries
+    #[arg(long, value_name = "N", default_value_t = 10000)]
+    pub token_stats_files_critical: u64,
+
+    /// Warn when more than this percentage of the file system's inodes is used
+    #[arg(long, value_name = "PCT", default_value_t = 70.0)]
+    pub inodes_warning: f64,
+    /// Critical when more than this percentage of the file system's inodes is used
+    #[arg(long, value_name = "PCT", default_value_t = 85.0)]
+    pub inodes_critical: f64,
+
+    /// A temporary unchanged for this long is stale (tmpa-tmpclean's --older-than)
+    #[arg(long, value_name = "AGE", default_value = "48h", value_parser = parse_age)]
+    pub tmp_older_than: Duration,
+    /// Warn when more than this many stale temporaries exist
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub tmp_warning: u64,
+    /// Critical when more than this many stale temporaries exist
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub tmp_critical: u64,
+
+    /// Warn when more than this many JSON files are corrupt
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub corrupt_warning: u64,
+    /// Critical when more than this many JSON files are corrupt
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub corrupt_critical: u64,
+    /// Re-parse only JSON files whose size, mtime, ctime or inode changed since they
+    /// were last checked (cache in {root}/.tmpa/patrol/)
+    #[arg(long)]
+    pub incremental: bool,
+    /// With --incremental: ignore the cache, parse every file, and rebuild the cache
+    #[arg(long, requires = "incremental")]
+    pub full: bool,
+    /// With --incremental: re-parse a file whose cached verdict is older than this,
+    /// changed or not
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
+    pub cache_max_age: Duration,
+
+    /// compact_events must have succeeded (a real run, exit 0 or 1) this recently
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
+    pub compact_window: Duration,
+    /// archive_history must have succeeded this recently (weekly job: 7 days + 1)
+    #[arg(long, value_name = "AGE", default_value = "8d", value_parser = parse_age)]
+    pub archive_window: Duration,
+    /// A job's log (TASK is compact_events or archive_history); repeatable. Its last 50
+    /// lines are shown when the job is not healthy, and a deletion that follows a failed
+    /// verification of the same path is critical
+    #[arg(long = "log", value_name = "TASK=PATH", value_parser = parse_log_arg)]
+    pub logs: Vec<(String, PathBuf)>,
+    /// Make one cheap request to the archive store that {root}/tmpa.toml names (a listing
+    /// of at most one key, 10 s at most): archive_history_last_success is critical when
+    /// the store cannot be reached
+    #[arg(long)]
+    pub check_archive_store: bool,
+
+    /// growth: temporaries and corrupt files grow in a run when their count rose by more
+    /// than this since the previous patrol
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub growth_warning: u64,
+    /// growth: one of the five largest directories grows in a run when it gained more
+    /// than this many entries since the previous patrol
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub growth_dir_warning: u64,
+    /// growth: warn when a count grew in this many patrols in a row
+    #[arg(long, value_name = "RUNS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub growth_runs: u32,
+    /// After a deployment: patrol every INTERVAL (e.g. 1m), one line per interval with
+    /// what changed, then a verdict and the exit status of the worst check; until --for is
+    /// over, or until interrupted (Ctrl-C, SIGTERM). Does not add to the history
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_age)]
+    pub watch: Option<Duration>,
+    /// With --watch: stop after this long (e.g. 30m)
+    #[arg(long = "for", value_name = "DURATION", requires = "watch", value_parser = parse_age)]
+    pub watch_for: Option<Duration>,
+}
+
+pub(crate) fn parse_log_arg(s: &str) -> Result<(String, PathBuf), String> {
+    let (task, path) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected TASK=PATH, e.g. compact_events=/var/log/tmpa/compact.log")
+    })?;
+    if !jobs::TASKS.contains(&task) {
+        return Err(format!(
+            "{task:?}: unknown task; use one of {}",
+            jobs::TASKS.join(", ")
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("{s:?}: empty path"));
+    }
+    Ok((task.to_owned(), PathBuf::from(path)))
+}
+
+/// Thresholds checked before running, so that a contradictory set is a usage error.
+pub(crate) fn validate(args: &Args) -> Result<(), String> {
+    let pairs = [
+        (
+            "--inbox-files",
+            args.inbox_files_warning as f64,
+            args.inbox_files_critical as f64,
+        ),
+        (
+            "--token-stats-files",
+            args.token_stats_files_warning as f64,
+            args.token_stats_files_critical as f64,
+        ),
+        ("--inodes", args.inodes_warning, args.inodes_critical),
+        ("--tmp", args.tmp_warning as f64, args.tmp_critical as f64),
+        (
+            "--corrupt",
+            args.corrupt_warning as f64,
+            args.corrupt_critical as f64,
+        ),
+    ];
+    for (flag, w, c) in pairs {
+        if !(w.is_finite() && c.is_finite()) || w > c {
+            return Err(format!(
+                "{flag}-warning ({w}) must be a number not above {flag}-critical ({c})"
+            ));
+        }
+    }
+    if args.service_timeout.is_zero() {
+        return Err("--service-timeout must be more than 0s".into());
+    }
+    if args.watch.is_some_and(|w| w.is_zero()) {
+        return Err("--watch must be at least 1s".into());
+    }
+    for d in &args.required_dirs {
+        let p = Path::new(d);
+        if d.is_empty()
+            || !p
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "--required-dirs: {d:?} must be a relative path without '..'"
+            ));
+        }
+    }
+    Ok(())
+}
