@@ -47,26 +47,27 @@
 //!   is deleted through the same deletion path once the object reads back equal).
 
 pub mod notify;
+mod report;
 pub mod session;
 pub mod store;
+mod tier;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-use tmpa_core::maintenance::store::{PutGuard, Store};
-use tmpa_core::maintenance::{
-    Dir, Kind, SESSION_BYTES_MAX, line_text, path_text, root_dir, serialize_path, temp_final_name,
-};
+use tmpa_core::maintenance::store::Store;
+use tmpa_core::maintenance::{Dir, Kind, SESSION_BYTES_MAX, path_text, root_dir, temp_final_name};
 use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, StoreErrorKind, StoreUrl, UserId};
 use tmpa_maint::{
     CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Planned, Progress, Proof, Run,
     StartError, Task,
 };
 
+use report::counts;
+pub use report::{Counts, Destination, Origin, Report, SessionReport, render_text, report_status};
 pub use session::{Action, Options, StoredObject};
 pub use store::{SourceKind, StoreRun};
+use tier::Tier;
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-archive";
@@ -75,9 +76,6 @@ pub const TASK: Task = Task::ArchiveHistory;
 /// Sessions handled between two receipt writes: bounds what a crash can leave archived but
 /// not yet deleted (the next run completes those) and the memory of one batch.
 const BATCH_MAX: usize = 256;
-/// Requests in flight to a store at once (sessions of a batch handled side by side):
-/// a store's latency, not the CPU, bounds one session.
-const STORE_THREADS: usize = 8;
 
 /// Gzip old chat sessions into archive/, verify them from disk, then delete them
 /// (archive_history).
@@ -114,161 +112,6 @@ pub struct Args {
     /// is uploaded as it is, read back and compared, then removed locally
     #[arg(long)]
     pub migrate_local: bool,
-}
-
-/// What happened to one session old enough to archive.
-#[derive(Clone, Debug, Serialize)]
-pub struct SessionReport {
-    /// The user.
-    pub user: String,
-    /// The session id.
-    pub session: String,
-    /// The session file.
-    #[serde(serialize_with = "serialize_path")]
-    pub path: PathBuf,
-    /// What was (or would be) done.
-    pub action: Action,
-    /// Whether the session file was deleted (always false in a dry run).
-    pub deleted: bool,
-    /// Size of the session in bytes.
-    pub bytes: u64,
-    /// Size of its archive in bytes, when one exists.
-    pub archive_bytes: Option<u64>,
-    /// SHA-256 of the session's bytes.
-    pub sha256: Option<String>,
-    /// Whether the session is valid JSON (archived either way: archival preserves bytes).
-    pub valid_json: Option<bool>,
-    /// Details in words.
-    pub detail: String,
-    /// What was archived: `sessions` (a live session) or `archive` (a local archive moved
-    /// to the store with `--migrate-local`).
-    pub from: Origin,
-    /// The object that holds it, when archiving to a store.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<StoredObject>,
-}
-
-impl SessionReport {
-    /// The report of `user`'s session `session` (file `path`, from `from`) as prepared;
-    /// not deleted (yet).
-    fn prepared(
-        user: &UserId,
-        session: &SessionId,
-        path: PathBuf,
-        p: &session::Prepared,
-        from: Origin,
-    ) -> SessionReport {
-        SessionReport {
-            user: user.to_string(),
-            session: session.to_string(),
-            path,
-            action: p.action,
-            deleted: false,
-            bytes: p.bytes(),
-            archive_bytes: p.archive_bytes,
-            sha256: p.sha256.clone(),
-            valid_json: p.valid_json,
-            detail: p.detail.clone(),
-            from,
-            object: p.object.clone(),
-        }
-    }
-}
-
-/// Where an archived item came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Origin {
-    /// `sessions/{session}.json`.
-    Sessions,
-    /// `archive/{session}.json.gz` (`--migrate-local`).
-    Archive,
-}
-
-/// Where a run archives to.
-#[derive(Clone, Debug, Serialize)]
-pub struct Destination {
-    /// `local` (each user's `archive/`) or the store's URL.
-    pub url: String,
-    /// How objects are kept from being replaced (stores only; known once a put was made).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub put_guard: Option<PutGuard>,
-    /// Why the store was given up on in this run, if it was (every session not yet
-    /// verified was left in place).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unavailable: Option<String>,
-}
-
-/// The whole run's report.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-archive`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
-    /// `--older-than`, in seconds.
-    pub older_than_secs: u64,
-    /// Where archives go.
-    pub destination: Destination,
-    /// Every session old enough to archive, by user then session (then, with
-    /// `--migrate-local`, each user's local archives).
-    pub sessions: Vec<SessionReport>,
-    /// `--notifications-older-than`, in seconds.
-    pub notifications_older_than_secs: u64,
-    /// Every archive of acknowledged notifications written, completed or attempted, by
-    /// user.
-    pub notification_batches: Vec<notify::BatchReport>,
-    /// Files and directories that need a look (symlinks, odd names, invalid JSON, acks
-    /// without their notification), and per-user failures.
-    pub problems: Vec<Problem>,
-    /// Totals.
-    pub counts: Counts,
-    /// The exit code.
-    pub exit_code: u8,
-    #[serde(skip)]
-    failed: bool,
-}
-
-/// Totals of a run (the run record's `counts` and the log's last line).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Counts {
-    /// Users looked at.
-    pub users: u64,
-    /// Session files seen.
-    pub sessions: u64,
-    /// Sessions too recent to archive.
-    pub young: u64,
-    /// Sessions archived (new archive written and verified).
-    pub archived: u64,
-    /// Sessions whose archive already held their bytes (an interrupted run completed).
-    pub completed: u64,
-    /// Sessions whose archive holds other bytes (both kept).
-    pub conflicts: u64,
-    /// Sessions that changed while being archived (kept, retried next run).
-    pub changed: u64,
-    /// Archives that did not read back equal (both kept).
-    pub verification_failed: u64,
-    /// Sessions an I/O error (or a failing store) stopped.
-    pub failed: u64,
-    /// Local archives to move that are not valid gzip (`--migrate-local`; kept).
-    pub corrupt: u64,
-    /// Sessions that are not valid JSON (archived as they are).
-    pub invalid_json: u64,
-    /// Sessions deleted (real runs) or that a real run would delete (dry runs).
-    #[serde(flatten)]
-    pub deletions: tmpa_maint::DeleteCount,
-    /// Bytes of the sessions deleted (or to delete).
-    pub bytes_in: u64,
-    /// Bytes of their archives.
-    pub bytes_out: u64,
-    /// Notifications archived, and what else the notification archival found.
-    #[serde(flatten)]
-    pub notifications: notify::NotificationCounts,
-    /// Problems reported.
-    pub problems: u64,
 }
 
 /// Runs the program: resolves the root, takes the lock, archives, reports.
@@ -316,38 +159,6 @@ pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
         ) => Err(usage(e)),
         Err(e) => Err(StartError::Core(e)),
     }
-}
-
-/// The exit status a report calls for: 4 if anything failed (I/O), 1 if anything needs a
-/// look (conflict, failed verification, symlink, invalid JSON), else 0.
-pub fn report_status(report: &Report) -> ExitStatus {
-    let mut status = ExitStatus::Ok;
-    if !report.problems.is_empty() {
-        status = ExitStatus::NeedsLook;
-    }
-    for s in &report.sessions {
-        status = status.worst(match s.action {
-            Action::Failed => ExitStatus::Failure,
-            Action::Conflict | Action::VerificationFailed | Action::Corrupt => {
-                ExitStatus::NeedsLook
-            }
-            _ if s.valid_json == Some(false) => ExitStatus::NeedsLook,
-            _ => ExitStatus::Ok,
-        });
-    }
-    for b in &report.notification_batches {
-        status = status.worst(match b.action {
-            notify::BatchAction::Failed => ExitStatus::Failure,
-            notify::BatchAction::Conflict | notify::BatchAction::VerificationFailed => {
-                ExitStatus::NeedsLook
-            }
-            _ => ExitStatus::Ok,
-        });
-    }
-    if report.failed {
-        status = status.worst(ExitStatus::Failure);
-    }
-    status
 }
 
 /// Archives the old sessions of every user of the run's root, to `store` when there is
@@ -509,44 +320,6 @@ fn archive_notifications(
     (counts, deleted)
 }
 
-fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
-    let mut c = Counts {
-        users,
-        sessions: seen,
-        young,
-        problems: report.problems.len() as u64,
-        ..Counts::default()
-    };
-    let mut deleted = 0;
-    for s in &report.sessions {
-        *match s.action {
-            Action::Archive => &mut c.archived,
-            Action::Complete => &mut c.completed,
-            Action::Conflict => &mut c.conflicts,
-            Action::Changed => &mut c.changed,
-            Action::VerificationFailed => &mut c.verification_failed,
-            Action::Failed => &mut c.failed,
-            Action::Corrupt => &mut c.corrupt,
-        } += 1;
-        if s.valid_json == Some(false) {
-            c.invalid_json += 1;
-        }
-        let gone = if report.dry_run {
-            s.action.deletes_source()
-        } else {
-            s.deleted
-        };
-        if gone {
-            deleted += 1;
-            c.bytes_in += s.bytes;
-            c.bytes_out += s.archive_bytes.unwrap_or(0);
-        }
-    }
-    c.deletions =
-        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(report.dry_run, false), deleted);
-    c
-}
-
 /// The users of `data` (`chat_history` or `notifications`), sorted; entries that are not
 /// safe to enter are reported.
 fn list_users(root: &Root, data: &str, problems: &mut Vec<Problem>) -> Vec<UserId> {
@@ -647,18 +420,14 @@ impl UserRun<'_> {
             None => Vec::new(),
         };
         if let (Some(sessions), false) = (&sessions, old.is_empty()) {
-            match self.store {
+            let tier = match self.store {
                 None => {
-                    let archive = self.archive_dir(&root, &user_rel.join("archive"), run.mode())?;
-                    for batch in old.chunks(BATCH_MAX) {
-                        self.archive_batch(run, sessions, archive.as_ref(), batch, opts)?;
-                    }
+                    Tier::Local(self.archive_dir(&root, &user_rel.join("archive"), run.mode())?)
                 }
-                Some(sr) => {
-                    for batch in old.chunks(BATCH_MAX) {
-                        self.store_batch(run, sr, (sessions, SourceKind::Session), batch, opts)?;
-                    }
-                }
+                Some(sr) => Tier::Store(sr),
+            };
+            for batch in old.chunks(BATCH_MAX) {
+                self.batch(run, &tier, (sessions, SourceKind::Session), batch, opts)?;
             }
         }
         if let (Some(sr), true) = (self.store, self.args.migrate_local) {
@@ -667,8 +436,15 @@ impl UserRun<'_> {
             };
             let mut local = self.local_archives(&archive)?;
             self.keep_planned(run, &archive, &mut local);
+            let tier = Tier::Store(sr);
             for batch in local.chunks(BATCH_MAX) {
-                self.store_batch(run, sr, (&archive, SourceKind::LocalArchive), batch, opts)?;
+                self.batch(
+                    run,
+                    &tier,
+                    (&archive, SourceKind::LocalArchive),
+                    batch,
+                    opts,
+                )?;
             }
         }
         Ok(())
@@ -700,64 +476,6 @@ impl UserRun<'_> {
         }
         out.sort();
         Ok(out)
-    }
-
-    /// Archives a batch to the store (live sessions, or local archives to move), then
-    /// deletes the verified sources through the one deletion path.
-    fn store_batch(
-        &mut self,
-        run: &mut Run,
-        sr: &StoreRun,
-        (dir, kind): (&Dir, SourceKind),
-        batch: &[(String, SessionId)],
-        opts: Options,
-    ) -> tmpa_core::Result<()> {
-        let first = self.report.sessions.len();
-        let user = self.user;
-        let done = tmpa_core::maintenance::map_ordered_on(STORE_THREADS, batch, |(name, id)| {
-            store::archive_one(dir, name, (user, id), kind, sr, opts)
-        });
-        let mut verified = Vec::new();
-        for ((name, id), p) in batch.iter().zip(done) {
-            let i = first + verified.len();
-            let from = match kind {
-                SourceKind::Session => Origin::Sessions,
-                SourceKind::LocalArchive => Origin::Archive,
-            };
-            self.report
-                .sessions
-                .push(SessionReport::prepared(user, id, dir.join(name), &p, from));
-            verified.push((i, name.as_str(), id, p));
-        }
-        let doomed: Vec<Verified<'_>> = verified
-            .iter()
-            .filter(|(_, _, _, p)| p.action.deletes_source())
-            .map(|(i, name, id, p)| {
-                let object = p.object.clone().unwrap_or_default();
-                Verified {
-                    report: *i,
-                    id,
-                    name,
-                    prepared: p,
-                    held_by: object.url,
-                    proof: Proof::StoreReadBack {
-                        user: user.to_string(),
-                        object_bytes: object.bytes.unwrap_or(0),
-                        etag: object.etag,
-                        version: object.version,
-                        object_sha256: object.sha256.unwrap_or_default(),
-                    },
-                }
-            })
-            .collect();
-        self.delete_batch(run, dir, doomed, |v| {
-            if v.prepared.wrote_object
-                && let Some(etag) = v.prepared.object.as_ref().and_then(|o| o.etag.as_deref())
-            {
-                let key = sr.store.key(user, v.id);
-                let _ = sr.store.delete_own(&key, etag);
-            }
-        })
     }
 
     /// The archive directory, created in a run that writes; in a dry run `None` when
@@ -868,58 +586,50 @@ impl UserRun<'_> {
         self.report.problems.push(Problem::new(path, kind, reason));
     }
 
-    /// Archives and verifies a batch, then deletes its verified sources through the one
-    /// deletion path (receipt first, each source only if still the same file).
-    fn archive_batch(
+    /// One batch, whatever the tier: each source archived and verified (on the tier's
+    /// threads), reported, then the verified ones disposed of through the one delete step
+    /// (receipt first, each only if still the same file).
+    fn batch(
         &mut self,
         run: &mut Run,
-        sessions: &Dir,
-        archive: Option<&Dir>,
+        tier: &Tier<'_>,
+        (dir, kind): (&Dir, SourceKind),
         batch: &[(String, SessionId)],
         opts: Options,
     ) -> tmpa_core::Result<()> {
         let first = self.report.sessions.len();
-        // Compression dominates: sessions of a batch are archived on every core.
-        let done = tmpa_core::maintenance::map_ordered(batch, |(name, id)| {
-            let archive_name = format!("{id}.json.gz");
-            let p = session::archive_one(sessions, name, archive, &archive_name, opts);
-            (archive_name, p)
+        let user = self.user;
+        let done = tier.map(batch, |(name, id)| {
+            tier.archive((dir, kind), name, (user, id), opts)
         });
-        let mut prepared = Vec::with_capacity(batch.len());
-        for ((name, id), (archive_name, p)) in batch.iter().zip(done) {
-            self.report.sessions.push(SessionReport::prepared(
-                self.user,
-                id,
-                sessions.join(name),
-                &p,
-                Origin::Sessions,
-            ));
-            prepared.push((first + prepared.len(), name, id, archive_name, p));
-        }
-        // Where each archive is (or, in a dry run, would be).
-        let archive_path = |archive_name: &str| match archive {
-            Some(a) => a.join(archive_name),
-            None => sessions.path().with_file_name("archive").join(archive_name),
+        let from = match kind {
+            SourceKind::Session => Origin::Sessions,
+            SourceKind::LocalArchive => Origin::Archive,
         };
+        let mut prepared = Vec::with_capacity(batch.len());
+        for ((name, id), p) in batch.iter().zip(done) {
+            self.report
+                .sessions
+                .push(SessionReport::prepared(user, id, dir.join(name), &p, from));
+            prepared.push((first + prepared.len(), name.as_str(), id, p));
+        }
         let doomed: Vec<Verified<'_>> = prepared
             .iter()
             .filter(|(.., p)| p.action.deletes_source())
-            .map(|(i, name, id, archive_name, p)| Verified {
-                report: *i,
-                id,
-                name,
-                prepared: p,
-                held_by: path_text(&archive_path(archive_name)),
-                proof: Proof::ArchiveReadBack {
-                    user: self.user.to_string(),
-                    archive_bytes: p.archive_bytes.unwrap_or(0),
-                },
+            .map(|(i, name, id, p)| {
+                let (held_by, proof) = tier.holder(dir, (user, id), p);
+                Verified {
+                    report: *i,
+                    id,
+                    name,
+                    prepared: p,
+                    held_by,
+                    proof,
+                }
             })
             .collect();
-        self.delete_batch(run, sessions, doomed, |v| {
-            if let Some(archive) = archive {
-                v.prepared.take_back(archive, &format!("{}.json.gz", v.id));
-            }
+        self.delete_batch(run, dir, doomed, |v| {
+            tier.take_back((user, v.id), v.prepared)
         })
     }
 
@@ -1006,56 +716,4 @@ fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
         Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-tmpa_maint::impl_report!(Report, Counts);
-
-/// The report as text: where archives go (with a store), one line per problem, one line
-/// per session acted on, sorted.
-pub fn render_text(report: &Report) -> String {
-    let mut s = String::new();
-    if report.destination.url != "local" {
-        let _ = writeln!(
-            s,
-            "  store: {}{}",
-            report.destination.url,
-            match (report.dry_run, report.destination.put_guard) {
-                (true, _) => " (dry run: no request made)".to_owned(),
-                (false, Some(g)) => format!(" ({})", g.words()),
-                (false, None) => String::new(),
-            }
-        );
-    }
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
-    }
-    for b in &report.notification_batches {
-        let _ = writeln!(s, "{}", notify::render_batch(b, report.dry_run));
-    }
-    for r in &report.sessions {
-        let size = match r.archive_bytes {
-            Some(a) => format!("{} -> {a} bytes", r.bytes),
-            None => format!("{} bytes", r.bytes),
-        };
-        let word = match (r.from, r.action, report.dry_run) {
-            (Origin::Archive, Action::Archive, false) => "moved",
-            (Origin::Archive, Action::Archive, true) => "would move",
-            (_, action, dry) => action.word(dry),
-        };
-        let _ = writeln!(
-            s,
-            "{word} {} ({size}){}{}",
-            path_text(&r.path),
-            if r.detail.is_empty() { "" } else { ": " },
-            line_text(&r.detail),
-        );
-        if r.valid_json == Some(false) {
-            let _ = writeln!(
-                s,
-                "  problem: {}: not valid JSON (archived as it is: archival preserves bytes)",
-                path_text(&r.path)
-            );
-        }
-    }
-    s
 }

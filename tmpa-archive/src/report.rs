@@ -1,0 +1,292 @@
+//! tmpa-archive's report: what happened to each session and notification batch, the
+//! totals that go into the run record and the log's last line, the exit status they call
+//! for, and the text an operator reads (`--json` is the report serialised).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tmpa_core::maintenance::store::PutGuard;
+use tmpa_core::maintenance::{line_text, path_text, serialize_path};
+use tmpa_core::{Problem, SessionId, UserId};
+use tmpa_maint::ExitStatus;
+
+use crate::notify;
+use crate::session::{self, Action, StoredObject};
+
+/// What happened to one session old enough to archive.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionReport {
+    /// The user.
+    pub user: String,
+    /// The session id.
+    pub session: String,
+    /// The session file.
+    #[serde(serialize_with = "serialize_path")]
+    pub path: PathBuf,
+    /// What was (or would be) done.
+    pub action: Action,
+    /// Whether the session file was deleted (always false in a dry run).
+    pub deleted: bool,
+    /// Size of the session in bytes.
+    pub bytes: u64,
+    /// Size of its archive in bytes, when one exists.
+    pub archive_bytes: Option<u64>,
+    /// SHA-256 of the session's bytes.
+    pub sha256: Option<String>,
+    /// Whether the session is valid JSON (archived either way: archival preserves bytes).
+    pub valid_json: Option<bool>,
+    /// Details in words.
+    pub detail: String,
+    /// What was archived: `sessions` (a live session) or `archive` (a local archive moved
+    /// to the store with `--migrate-local`).
+    pub from: Origin,
+    /// The object that holds it, when archiving to a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<StoredObject>,
+}
+
+impl SessionReport {
+    /// The report of `user`'s session `session` (file `path`, from `from`) as prepared;
+    /// not deleted (yet).
+    pub(crate) fn prepared(
+        user: &UserId,
+        session: &SessionId,
+        path: PathBuf,
+        p: &session::Prepared,
+        from: Origin,
+    ) -> SessionReport {
+        SessionReport {
+            user: user.to_string(),
+            session: session.to_string(),
+            path,
+            action: p.action,
+            deleted: false,
+            bytes: p.bytes(),
+            archive_bytes: p.archive_bytes,
+            sha256: p.sha256.clone(),
+            valid_json: p.valid_json,
+            detail: p.detail.clone(),
+            from,
+            object: p.object.clone(),
+        }
+    }
+}
+
+/// Where an archived item came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `sessions/{session}.json`.
+    Sessions,
+    /// `archive/{session}.json.gz` (`--migrate-local`).
+    Archive,
+}
+
+/// Where a run archives to.
+#[derive(Clone, Debug, Serialize)]
+pub struct Destination {
+    /// `local` (each user's `archive/`) or the store's URL.
+    pub url: String,
+    /// How objects are kept from being replaced (stores only; known once a put was made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub put_guard: Option<PutGuard>,
+    /// Why the store was given up on in this run, if it was (every session not yet
+    /// verified was left in place).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+/// The whole run's report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `tmpa-archive`.
+    pub program: &'static str,
+    /// The canonical root.
+    #[serde(serialize_with = "serialize_path")]
+    pub root: PathBuf,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// `--older-than`, in seconds.
+    pub older_than_secs: u64,
+    /// Where archives go.
+    pub destination: Destination,
+    /// Every session old enough to archive, by user then session (then, with
+    /// `--migrate-local`, each user's local archives).
+    pub sessions: Vec<SessionReport>,
+    /// `--notifications-older-than`, in seconds.
+    pub notifications_older_than_secs: u64,
+    /// Every archive of acknowledged notifications written, completed or attempted, by
+    /// user.
+    pub notification_batches: Vec<notify::BatchReport>,
+    /// Files and directories that need a look (symlinks, odd names, invalid JSON, acks
+    /// without their notification), and per-user failures.
+    pub problems: Vec<Problem>,
+    /// Totals.
+    pub counts: Counts,
+    /// The exit code.
+    pub exit_code: u8,
+    #[serde(skip)]
+    pub(crate) failed: bool,
+}
+
+/// Totals of a run (the run record's `counts` and the log's last line).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counts {
+    /// Users looked at.
+    pub users: u64,
+    /// Session files seen.
+    pub sessions: u64,
+    /// Sessions too recent to archive.
+    pub young: u64,
+    /// Sessions archived (new archive written and verified).
+    pub archived: u64,
+    /// Sessions whose archive already held their bytes (an interrupted run completed).
+    pub completed: u64,
+    /// Sessions whose archive holds other bytes (both kept).
+    pub conflicts: u64,
+    /// Sessions that changed while being archived (kept, retried next run).
+    pub changed: u64,
+    /// Archives that did not read back equal (both kept).
+    pub verification_failed: u64,
+    /// Sessions an I/O error (or a failing store) stopped.
+    pub failed: u64,
+    /// Local archives to move that are not valid gzip (`--migrate-local`; kept).
+    pub corrupt: u64,
+    /// Sessions that are not valid JSON (archived as they are).
+    pub invalid_json: u64,
+    /// Sessions deleted (real runs) or that a real run would delete (dry runs).
+    #[serde(flatten)]
+    pub deletions: tmpa_maint::DeleteCount,
+    /// Bytes of the sessions deleted (or to delete).
+    pub bytes_in: u64,
+    /// Bytes of their archives.
+    pub bytes_out: u64,
+    /// Notifications archived, and what else the notification archival found.
+    #[serde(flatten)]
+    pub notifications: notify::NotificationCounts,
+    /// Problems reported.
+    pub problems: u64,
+}
+
+/// The exit status a report calls for: 4 if anything failed (I/O), 1 if anything needs a
+/// look (conflict, failed verification, symlink, invalid JSON), else 0.
+pub fn report_status(report: &Report) -> ExitStatus {
+    let mut status = ExitStatus::Ok;
+    if !report.problems.is_empty() {
+        status = ExitStatus::NeedsLook;
+    }
+    for s in &report.sessions {
+        status = status.worst(match s.action {
+            Action::Failed => ExitStatus::Failure,
+            Action::Conflict | Action::VerificationFailed | Action::Corrupt => {
+                ExitStatus::NeedsLook
+            }
+            _ if s.valid_json == Some(false) => ExitStatus::NeedsLook,
+            _ => ExitStatus::Ok,
+        });
+    }
+    for b in &report.notification_batches {
+        status = status.worst(match b.action {
+            notify::BatchAction::Failed => ExitStatus::Failure,
+            notify::BatchAction::Conflict | notify::BatchAction::VerificationFailed => {
+                ExitStatus::NeedsLook
+            }
+            _ => ExitStatus::Ok,
+        });
+    }
+    if report.failed {
+        status = status.worst(ExitStatus::Failure);
+    }
+    status
+}
+
+pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
+    let mut c = Counts {
+        users,
+        sessions: seen,
+        young,
+        problems: report.problems.len() as u64,
+        ..Counts::default()
+    };
+    let mut deleted = 0;
+    for s in &report.sessions {
+        *match s.action {
+            Action::Archive => &mut c.archived,
+            Action::Complete => &mut c.completed,
+            Action::Conflict => &mut c.conflicts,
+            Action::Changed => &mut c.changed,
+            Action::VerificationFailed => &mut c.verification_failed,
+            Action::Failed => &mut c.failed,
+            Action::Corrupt => &mut c.corrupt,
+        } += 1;
+        if s.valid_json == Some(false) {
+            c.invalid_json += 1;
+        }
+        let gone = if report.dry_run {
+            s.action.deletes_source()
+        } else {
+            s.deleted
+        };
+        if gone {
+            deleted += 1;
+            c.bytes_in += s.bytes;
+            c.bytes_out += s.archive_bytes.unwrap_or(0);
+        }
+    }
+    c.deletions =
+        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(report.dry_run, false), deleted);
+    c
+}
+
+tmpa_maint::impl_report!(Report, Counts);
+
+/// The report as text: where archives go (with a store), one line per problem, one line
+/// per session acted on, sorted.
+pub fn render_text(report: &Report) -> String {
+    let mut s = String::new();
+    if report.destination.url != "local" {
+        let _ = writeln!(
+            s,
+            "  store: {}{}",
+            report.destination.url,
+            match (report.dry_run, report.destination.put_guard) {
+                (true, _) => " (dry run: no request made)".to_owned(),
+                (false, Some(g)) => format!(" ({})", g.words()),
+                (false, None) => String::new(),
+            }
+        );
+    }
+    for p in &report.problems {
+        let _ = writeln!(s, "  problem: {p}");
+    }
+    for b in &report.notification_batches {
+        let _ = writeln!(s, "{}", notify::render_batch(b, report.dry_run));
+    }
+    for r in &report.sessions {
+        let size = match r.archive_bytes {
+            Some(a) => format!("{} -> {a} bytes", r.bytes),
+            None => format!("{} bytes", r.bytes),
+        };
+        let word = match (r.from, r.action, report.dry_run) {
+            (Origin::Archive, Action::Archive, false) => "moved",
+            (Origin::Archive, Action::Archive, true) => "would move",
+            (_, action, dry) => action.word(dry),
+        };
+        let _ = writeln!(
+            s,
+            "{word} {} ({size}){}{}",
+            path_text(&r.path),
+            if r.detail.is_empty() { "" } else { ": " },
+            line_text(&r.detail),
+        );
+        if r.valid_json == Some(false) {
+            let _ = writeln!(
+                s,
+                "  problem: {}: not valid JSON (archived as it is: archival preserves bytes)",
+                path_text(&r.path)
+            );
+        }
+    }
+    s
+}
