@@ -143,21 +143,14 @@ fn read_all_loose(dir: &Dir, names: &[OsString]) -> (Vec<Event>, Vec<Problem>) {
     if threads < 2 || names.len() < PARALLEL_FILES_MIN {
         return read_loose_chunk(dir, names);
     }
-    let chunk = names.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| s.spawn(move || read_loose_chunk(dir, part)))
-            .collect();
-        let mut loose = Vec::with_capacity(names.len());
-        let mut problems = Vec::new();
-        for h in handles {
-            let (l, p) = h.join().expect("a reader thread panicked");
-            loose.extend(l);
-            problems.extend(p);
-        }
-        (loose, problems)
-    })
+    let parts: Vec<&[OsString]> = names.chunks(names.len().div_ceil(threads)).collect();
+    let mut loose = Vec::with_capacity(names.len());
+    let mut problems = Vec::new();
+    for (l, p) in crate::par::map_ordered_on(threads, &parts, |part| read_loose_chunk(dir, part)) {
+        loose.extend(l);
+        problems.extend(p);
+    }
+    (loose, problems)
 }
 
 fn read_loose_chunk(dir: &Dir, names: &[OsString]) -> (Vec<Event>, Vec<Problem>) {

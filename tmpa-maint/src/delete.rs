@@ -11,7 +11,9 @@
 
 use std::ffi::OsString;
 
-use tmpa_core::maintenance::{Dir, Disposal, Expected, Keep, Lease, Stamp, dispose};
+use tmpa_core::maintenance::{
+    Dir, Disposal, Expected, Keep, Lease, Stamp, THREADS_MAX, dispose, map_ordered_on,
+};
 
 use crate::args::Mode;
 use crate::receipt::{Deletion, ReceiptLine};
@@ -139,9 +141,6 @@ impl Disposed {
     }
 }
 
-/// Directories fsynced together after a batch: concurrent fsyncs are committed together
-/// by ext4 and xfs (one journal commit for many directories).
-const SYNC_THREADS: usize = 16;
 /// Files per `--pace` pause: a paced run pauses for `--pace` per this many files read (see
 /// tmpa-compact) or deleted.
 pub const PACE_BATCH: usize = 256;
@@ -311,29 +310,13 @@ fn remove_one<'a>(
     }
 }
 
-/// Fsyncs every directory, several at once; returns the failures.
+/// Fsyncs every directory, several at once (ext4 and xfs commit concurrent fsyncs in one
+/// journal transaction); returns the failures.
 fn sync_all(dirs: &[&Dir]) -> Vec<tmpa_core::Error> {
-    if dirs.len() < 2 {
-        return dirs.iter().filter_map(|d| d.sync().err()).collect();
-    }
-    let per_thread = dirs.len().div_ceil(SYNC_THREADS).max(1);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = dirs
-            .chunks(per_thread)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .filter_map(|d| d.sync().err())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("an fsync thread does not panic"))
-            .collect()
-    })
+    map_ordered_on(THREADS_MAX, dirs, |d| d.sync().err())
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 #[cfg(test)]
