@@ -105,7 +105,7 @@ impl Anchor {
     /// Whether a directory is on the root's file system (same device and, where the kernel
     /// says, the same mount).
     fn same_fs(&self, dir: &Dir, meta: &Meta) -> bool {
-        meta.stamp.dev == self.meta.stamp.dev
+        meta.stamp.same_device(&self.meta.stamp)
             && match (dir.mount_id(), self.mount_id) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,

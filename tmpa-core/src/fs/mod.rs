@@ -79,6 +79,12 @@ impl Stamp {
         self.mtime_ns.max(self.ctime_ns)
     }
 
+    /// On the same file system (device): what a walk that must not cross into another
+    /// mount, or a hard link (which cannot cross one), asks.
+    pub fn same_device(&self, other: &Stamp) -> bool {
+        self.dev == other.dev
+    }
+
     /// The same inode: device and inode number (what a `rename` over the name changes).
     pub fn same_inode(&self, other: &Stamp) -> bool {
         (self.dev, self.ino) == (other.dev, other.ino)
