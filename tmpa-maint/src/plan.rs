@@ -297,3 +297,120 @@ impl Noted {
 pub(crate) struct Saving {
     pub(crate) path: PathBuf,
 }
+
+#[cfg(test)]
+mod tests {
+    use tmpa_core::maintenance::Stamp;
+
+    use super::*;
+    use crate::receipt::Proof;
+
+    fn line(file: &str, ino: u64) -> Deletion {
+        Deletion {
+            file: file.to_owned(),
+            bytes: 10,
+            sha256: "ab".repeat(32),
+            stamp: Stamp {
+                dev: 1,
+                ino,
+                size: 10,
+                mtime_ns: 5,
+                ctime_ns: 6,
+            },
+            held_by: "/r/token_stats/2026-11-01/_compacted.json".into(),
+            proof: Proof::CompactedEvent {
+                day: "2026-11-01".into(),
+                held_events: 2,
+            },
+        }
+    }
+
+    fn plan(lines: Vec<Deletion>) -> Plan {
+        Plan::new(
+            "tmpa-compact",
+            Task::CompactEvents,
+            "/r",
+            "t0".into(),
+            lines,
+        )
+    }
+
+    /// The digest is the content's: not the order the run found the files in, not the
+    /// time; a dry run that keeps only hashes computes the same one.
+    #[test]
+    fn digest_is_the_content_s() {
+        let a = plan(vec![line("/r/a", 1), line("/r/b", 2)]);
+        let mut b = plan(vec![line("/r/b", 2), line("/r/a", 1)]);
+        b.created_at = "t1".into();
+        assert_eq!(a.digest, b.compute_digest());
+        assert_ne!(a.digest, plan(vec![line("/r/a", 1)]).digest);
+        let hashes = [line("/r/b", 2), line("/r/a", 1)]
+            .iter()
+            .map(deletion_hash)
+            .collect();
+        assert_eq!(
+            a.digest,
+            digest_of(
+                PLAN_FORMAT,
+                "tmpa-compact",
+                Task::CompactEvents,
+                "/r",
+                hashes
+            )
+        );
+    }
+
+    /// A plan is refused, naming why, when torn, edited, or for another program, task
+    /// or root; read back as it was written otherwise.
+    #[test]
+    fn load_refuses_what_may_not_be_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let p = plan(vec![line("/r/a", 1)]);
+        std::fs::write(&path, p.to_json()).unwrap();
+        let ok = Plan::load(&path, "tmpa-compact", Task::CompactEvents, "/r").unwrap();
+        assert_eq!(ok, p);
+        let refused =
+            |program: &str, task: Task, root: &str| match Plan::load(&path, program, task, root) {
+                Err(StartError::Usage(why)) => why,
+                other => panic!("{other:?}"),
+            };
+        assert!(refused("tmpa-archive", Task::ArchiveHistory, "/r").contains("made by"));
+        assert!(refused("tmpa-compact", Task::CompactEvents, "/s").contains("root /r"));
+        let edited = String::from_utf8(p.to_json())
+            .unwrap()
+            .replace("\"bytes\": 10", "\"bytes\": 11");
+        std::fs::write(&path, edited).unwrap();
+        assert!(refused("tmpa-compact", Task::CompactEvents, "/r").contains("digest"));
+        std::fs::write(&path, &p.to_json()[..20]).unwrap();
+        assert!(refused("tmpa-compact", Task::CompactEvents, "/r").contains("not a plan"));
+    }
+
+    /// Applying: only the listed file, only unchanged, only held where the plan says;
+    /// the files the run never came to are listed.
+    #[test]
+    fn applying_admits_exactly_the_planned_deletion() {
+        let mut a = Applying::new(plan(vec![
+            line("/r/a", 1),
+            line("/r/b", 2),
+            line("/r/c", 3),
+        ]));
+        assert_eq!(a.check(&line("/r/a", 1)), Ok(()));
+        assert!(
+            a.check(&line("/r/x", 9))
+                .unwrap_err()
+                .contains("not in the plan")
+        );
+        assert!(a.check(&line("/r/b", 7)).unwrap_err().contains("changed"));
+        let mut elsewhere = line("/r/c", 3);
+        elsewhere.held_by = "/elsewhere".into();
+        assert!(
+            a.check(&elsewhere)
+                .unwrap_err()
+                .contains("held by /elsewhere")
+        );
+        let a2 = Applying::new(plan(vec![line("/r/a", 1), line("/r/z", 4)]));
+        assert_eq!(a2.unseen(), ["/r/a", "/r/z"]);
+        assert_eq!(a.unseen(), Vec::<&str>::new());
+    }
+}

@@ -150,7 +150,10 @@ impl Destination {
                 path_text(&parent.join(&partial))
             )));
         }
-        let same_fs = parent.meta()?.stamp.same_device(&root_dir(root).meta()?.stamp);
+        let same_fs = parent
+            .meta()?
+            .stamp
+            .same_device(&root_dir(root).meta()?.stamp);
         let method = match (copy, same_fs) {
             (true, _) => Method::CopyAsked,
             (false, false) => Method::CopyOtherFs,
