@@ -186,7 +186,7 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
         save_plan: None,
         apply_plan: None,
         pace: Duration::ZERO,
-        diagnostics: args.diagnostics.clone(),
+        diagnostics: args.diagnostics,
     };
     let mode = Mode::of_flags(args.dry_run, false);
     let root = tmpa_maint::resolve_root(args.root.as_deref())?;
