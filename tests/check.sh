@@ -24,11 +24,11 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
-echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, libfaketime, restic, promtool"
+echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, lintian, libfaketime, restic, promtool"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
-# reads it (readelf, man); monitoring.rs checks and tests the alert rules with promtool
+# reads it (readelf, man) and has lintian check it; monitoring.rs checks and tests the alert rules with promtool
 # (Debian's prometheus package). A fresh machine may lack them: install what is missing.
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
@@ -36,6 +36,7 @@ command -v strace >/dev/null || missing+=(strace)
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v man >/dev/null || missing+=(man-db)
+command -v lintian >/dev/null || missing+=(lintian)
 # tmpclean's tests run it with its clock a minute ahead (tmpa_tests::clock_ahead): a
 # file's ctime cannot be set back, and --older-than has a floor of one minute.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
