@@ -24,11 +24,11 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
-echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, libfaketime, restic, borg, promtool"
+echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, lintian, libfaketime, restic, borg, promtool, podman"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
-# reads it (readelf, man); monitoring.rs checks and tests the alert rules with promtool
+# reads it (readelf, man) and has lintian check it; monitoring.rs checks and tests the alert rules with promtool
 # (Debian's prometheus package). A fresh machine may lack them: install what is missing.
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
@@ -36,6 +36,7 @@ command -v strace >/dev/null || missing+=(strace)
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v man >/dev/null || missing+=(man-db)
+command -v lintian >/dev/null || missing+=(lintian)
 # tmpclean's tests run it with its clock a minute ahead (tmpa_tests::clock_ahead): a
 # file's ctime cannot be set back, and --older-than has a floor of one minute.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
@@ -43,6 +44,9 @@ command -v man >/dev/null || missing+=(man-db)
 command -v restic >/dev/null || missing+=(restic)
 command -v borg >/dev/null || missing+=(borgbackup)
 command -v promtool >/dev/null || missing+=(prometheus)
+# tests/tests/container.rs builds the image with podman (packaging/container/build) and
+# reads it through `podman image mount`; no container is ever run.
+command -v podman >/dev/null || missing+=(podman)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "tests/check.sh: missing packages ${missing[*]}: install them (apt-get install)" >&2

@@ -2,7 +2,8 @@
 //! holding what an operator needs (programs, man pages, completions, units, cron.d,
 //! logrotate, docs); the packaged programs and man pages work; dpkg installs it into a
 //! throwaway root without enabling or scheduling anything, the installed cron.d deletes
-//! nothing even with every line uncommented, and a purge leaves nothing behind.
+//! nothing even with every line uncommented, and a purge leaves nothing behind; lintian
+//! finds no error, and the changelog is this version's.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -116,6 +117,8 @@ fn package_holds_what_an_operator_needs() {
         "/usr/share/doc/tmpa/OPERATIONS.md",
         "/usr/share/doc/tmpa/FORMAT.md",
         "/usr/share/doc/tmpa/copyright",
+        "/usr/share/doc/tmpa/changelog.gz",
+        "/usr/share/lintian/overrides/tmpa",
     ] {
         want.insert(f.to_owned());
     }
@@ -737,4 +740,51 @@ fn upgrade_from_the_previous_layout_keeps_settings_and_timers() {
         .filter(|l| !l.ends_with(" /etc/default/tmpa"))
         .collect();
     assert!(unexpected.is_empty(), "dpkg --verify: {verify}");
+}
+
+/// lintian, Debian's package checker, finds no error in the package; its whole report is
+/// printed for the record. A missing lintian fails the test: tests/check.sh installs it.
+#[test]
+fn lintian_finds_no_error() {
+    let out = Command::new("lintian")
+        .args(["--tag-display-limit", "0", "--display-level", ">=warning"])
+        .arg(deb())
+        .output()
+        .expect("lintian is missing: apt-get install lintian (tests/check.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("lintian report:\n{text}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+    // lintian exits 1 on an error tag, 2 when it could not check at all: no report then.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "lintian: {}\n{text}",
+        out.status
+    );
+}
+
+/// The package's changelog.gz is packaging/debian/changelog, gzipped, and its newest
+/// entry is this version (a release without its entry would ship a stale changelog).
+#[test]
+fn changelog_is_the_debian_changelog_of_this_version() {
+    let gz =
+        fs::File::open(extracted().join("usr/share/doc/tmpa/changelog.gz")).expect("changelog.gz");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text)
+        .expect("gunzip changelog.gz");
+    let source = workspace().join("packaging/debian/changelog");
+    assert_eq!(text, fs::read_to_string(&source).expect("changelog"));
+    let version = stdout(
+        Command::new("dpkg-parsechangelog")
+            .arg("-l")
+            .arg(&source)
+            .args(["-S", "Version"]),
+    );
+    assert_eq!(
+        version.trim(),
+        env!("CARGO_PKG_VERSION"),
+        "{}",
+        source.display()
+    );
 }

@@ -1,9 +1,12 @@
 //! Builds a small, realistic demo tree for trying the programs:
-//! `cargo run -p tmpa-core --example demo_tree -- DIR`.
+//! `cargo run -p tmpa-core --example demo_tree -- DIR [--with-corrupt]`.
 //!
-//! Three past days and today of usage events (one corrupt file among them), inboxes with
-//! and without acks, old and recent chat sessions, a stale temporary next to its final
-//! file and an orphan temporary. Written through the library, as a backend would.
+//! Three past days and today of usage events, inboxes with and without acks, old and
+//! recent chat sessions, a stale temporary next to its final file and an orphan
+//! temporary. Written through the library, as a backend would. The tree is clean by
+//! default, so a newcomer's first compaction ends with exit 0; `--with-corrupt` adds one
+//! corrupt event file two days back (not through the library: a backend cannot write
+//! one), to show how a program names a file it must keep (exit 1, README "Set-up").
 //! DIR must be missing, empty, or an earlier demo tree (it is then rebuilt).
 
 use std::fs;
@@ -17,7 +20,7 @@ use tmpa_core::{Event, NotificationId, Root, UserId};
 const MARKER: &str = ".tmpa-demo";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: demo_tree DIR")?);
+    let (dir, with_corrupt) = parse_args(std::env::args().skip(1))?;
     prepare(&dir)?;
     for d in ["notifications", "token_stats", "chat_history"] {
         fs::create_dir_all(dir.join(d))?;
@@ -48,11 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             root.record_event(&e)?;
         }
     }
-    let corrupt_day = (today - Days::days(2)).format("%Y-%m-%d");
-    fs::write(
-        dir.join(format!("token_stats/{corrupt_day}/evt_broken.json")),
-        b"{\"id\":\"broken\",\"ts\":",
-    )?;
+    if with_corrupt {
+        let corrupt_day = (today - Days::days(2)).format("%Y-%m-%d");
+        fs::write(
+            dir.join(format!("token_stats/{corrupt_day}/evt_broken.json")),
+            b"{\"id\":\"broken\",\"ts\":",
+        )?;
+    }
     for (i, u) in users.iter().enumerate() {
         let user = UserId::new(*u)?;
         for k in 0..3 {
@@ -83,8 +88,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let orphan = dir.join("notifications/bob/inbox/ntf_999.json.tmp.4242");
     fs::write(&orphan, b"{\"title\":")?;
     set_age(&orphan, Duration::from_secs(3 * 86_400))?;
-    println!("demo tree ready at {} ({n} events)", dir.display());
+    let corrupt = if with_corrupt {
+        ", one corrupt event file"
+    } else {
+        ""
+    };
+    println!("demo tree ready at {} ({n} events{corrupt})", dir.display());
     Ok(())
+}
+
+const USAGE: &str = "usage: demo_tree DIR [--with-corrupt]";
+
+/// DIR and whether to add the corrupt event file; anything else is refused, so a
+/// mistyped flag never becomes a directory name.
+fn parse_args(
+    args: impl Iterator<Item = String>,
+) -> Result<(PathBuf, bool), Box<dyn std::error::Error>> {
+    let mut dir = None;
+    let mut with_corrupt = false;
+    for a in args {
+        match a.as_str() {
+            "--with-corrupt" => with_corrupt = true,
+            s if s.starts_with('-') => return Err(format!("unknown flag {s}; {USAGE}").into()),
+            _ if dir.is_some() => return Err(USAGE.into()),
+            _ => dir = Some(PathBuf::from(a)),
+        }
+    }
+    Ok((dir.ok_or(USAGE)?, with_corrupt))
 }
 
 /// Refuses to touch a directory that is neither empty nor an earlier demo tree.
