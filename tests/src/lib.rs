@@ -339,7 +339,18 @@ fn read_receipts(root: &Path, task: &str, torn_last_line_skipped: bool) -> Vec<s
             &text[..]
         };
         for line in complete.lines() {
-            out.push(serde_json::from_str(line).expect("receipt line is JSON"));
+            // Every line is one of the receipt's typed lines (delete, kept, recovered),
+            // read through the program's own type, with nothing unknown in it: a field
+            // renamed or added without the type fails here.
+            let typed: tmpa_maint::ReceiptLine = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("receipt line is not a ReceiptLine ({e}): {line}"));
+            let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(
+                serde_json::to_value(&typed).expect("serializes"),
+                value,
+                "the receipt line reads back through ReceiptLine unchanged"
+            );
+            out.push(value);
         }
     }
     out

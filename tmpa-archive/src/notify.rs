@@ -8,7 +8,7 @@
 //!
 //! With an object store (the run's [`StoreRun`], from `tmpa.toml` or `--to`), each batch
 //! goes instead into the object `{prefix}/{user}/acked-{n}-{digest}.tar.gz`, beside the
-//! user's sessions, through the one store path of sessions ([`crate::store::put_verified`]:
+//! user's sessions, through the one store path of sessions (`store::put_verified`:
 //! HEAD, a put that never replaces, GET, ETag and SHA-256 against the put, every member
 //! compared), and the deletions' receipts say `store_read_back` with the object's URL.
 //! A store that fails leaves every batch not yet verified in place; a dry run makes no

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tmpa_core::maintenance::{
-    COMPACTED_BYTES_MAX, COMPACTED_NAME, Dir, RawEvent, Stamp, SummaryFold, VisitError,
-    is_event_name, open_compacted, read_loose_raw, visit_compacted, visit_compacted_slice,
+    COMPACTED_BYTES_MAX, COMPACTED_NAME, Dir, PARALLEL_FILES_MIN, READ_THREADS_MAX, RawEvent,
+    Stamp, SummaryFold, VisitError, is_event_name, open_compacted, read_loose_raw, visit_compacted,
+    visit_compacted_slice,
 };
 use tmpa_core::{Day, Error, Problem, Root};
 
@@ -32,12 +33,6 @@ pub(crate) const READ_CHUNK_BYTES: usize = 8 << 20;
 /// batches of up to an eighth of the budget, so a day of up to about half a million
 /// files is read in one pass in inode order with the default budget.
 const LISTED_NAME_BYTES_EST: usize = 64;
-/// Below this many files in a batch they are read on the calling thread: threads cost
-/// more than they save.
-const PARALLEL_FILES_MIN: usize = 512;
-/// At most this many reader threads: reading small files is syscall- and parse-bound, and
-/// more threads than cores only add contention.
-const READ_THREADS_MAX: usize = 4;
 /// A `_compacted.json` up to this share of the budget is held in memory (its canonical
 /// bytes and records take about its size again); a larger one is re-read from disk by
 /// each pass of the merge.

@@ -128,11 +128,11 @@ pub fn stamp_entries(dir: &Dir, names: &[OsString]) -> Vec<(OsString, Stamp)> {
 }
 
 /// Below this many files a day is read on the calling thread: threads cost more than
-/// they save.
-const PARALLEL_FILES_MIN: usize = 512;
-/// At most this many reader threads: reading small files is syscall- and parse-bound, and
-/// more threads than cores only add contention.
-const READ_THREADS_MAX: usize = 4;
+/// they save (the library's day read and tmpa-compact's alike).
+pub const PARALLEL_FILES_MIN: usize = 512;
+/// At most this many threads read a day's small files: the reads are syscall- and
+/// parse-bound, and more threads than cores only add contention.
+pub const READ_THREADS_MAX: usize = 4;
 
 /// Reads and validates every named loose file, on several threads for large days. The
 /// result is in `names` order whatever the threading.

@@ -184,8 +184,8 @@ pub mod maintenance {
         write_compacted_to,
     };
     pub use crate::day::{
-        LooseRaw, SUMMARY_NAME, conflict_problem_of, event_names, hex, is_event_name,
-        read_loose_raw, sha256_hex, stamp_entries,
+        LooseRaw, PARALLEL_FILES_MIN, READ_THREADS_MAX, SUMMARY_NAME, conflict_problem_of,
+        event_names, hex, is_event_name, read_loose_raw, sha256_hex, stamp_entries,
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
