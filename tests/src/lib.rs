@@ -410,6 +410,33 @@ fn to_timespec(t: SystemTime) -> rustix::fs::Timespec {
     }
 }
 
+/// Runs `cmd` (a tool: dpkg, podman, lintian), failing the test with its output unless
+/// it exits 0.
+///
+/// # Panics
+/// When it cannot be started or exits otherwise.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is it installed? tests/check.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// [`run_ok`]'s standard output, as text.
+///
+/// # Panics
+/// As [`run_ok`], or when the output is not UTF-8.
+pub fn stdout_ok(cmd: &mut Command) -> String {
+    String::from_utf8(run_ok(cmd).stdout).expect("utf-8")
+}
+
 /// The variable that lets a test whose prerequisite is missing skip instead of failing.
 pub const ALLOW_SKIP: &str = "TMPA_ALLOW_SKIP";
 

@@ -13,11 +13,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-use tmpa_tests::is_root;
+use tmpa_tests::{is_root, run_ok as run, stdout_ok as stdout};
 
 const PROGRAMS: [&str; 5] = [
     "tmpa-compact",
@@ -41,25 +41,6 @@ fn workspace() -> &'static Path {
 
 fn tag() -> String {
     format!("localhost/tmpa:{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// Runs `cmd`, failing the test with its output unless it exits 0.
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is it installed? tests/check.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(run(cmd).stdout).expect("utf-8")
 }
 
 /// The image, built once per test process by the real `bash packaging/container/build`

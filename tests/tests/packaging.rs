@@ -14,31 +14,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tmpa_docgen::{PROGRAMS, SHELLS, completion_file_name};
-use tmpa_tests::{Tree, age};
+use tmpa_tests::{Tree, age, run_ok as run, stdout_ok as stdout};
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace")
-}
-
-/// Runs `cmd`, failing the test with its output unless it exits 0.
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is it installed? tests/check.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(run(cmd).stdout).expect("utf-8")
 }
 
 /// The package, built once per test process by the real `bash packaging/build-deb`,

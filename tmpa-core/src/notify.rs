@@ -428,20 +428,13 @@ mod stored {
 mod stored {
     use super::*;
 
-    fn unsupported(root: &Root, config: &ArchiveConfig) -> Error {
-        Error::StoreUnsupported {
-            path: root.path().join(crate::store::CONFIG_NAME),
-            url: config.url.to_string(),
-        }
-    }
-
     pub(super) fn visit_indexes(
         root: &Root,
         config: &ArchiveConfig,
         _user: &UserId,
         _visit: impl FnMut(&str, &[IndexEntry]),
     ) -> Result<()> {
-        Err(unsupported(root, config))
+        Err(config.unsupported(root.path()))
     }
 
     pub(super) fn latest(
@@ -450,7 +443,7 @@ mod stored {
         _user: &UserId,
         _id: &NotificationId,
     ) -> Result<Option<String>> {
-        Err(unsupported(root, config))
+        Err(config.unsupported(root.path()))
     }
 
     pub(super) fn read(
@@ -459,6 +452,6 @@ mod stored {
         _user: &UserId,
         _id: &NotificationId,
     ) -> Result<Option<ArchivedNotification>> {
-        Err(unsupported(root, config))
+        Err(config.unsupported(root.path()))
     }
 }

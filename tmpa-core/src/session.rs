@@ -231,20 +231,13 @@ mod stored {
 mod stored {
     use super::*;
 
-    fn unsupported(root: &Root, config: &ArchiveConfig) -> Error {
-        Error::StoreUnsupported {
-            path: root.path().join(crate::store::CONFIG_NAME),
-            url: config.url.to_string(),
-        }
-    }
-
     pub(super) fn read(
         root: &Root,
         config: &ArchiveConfig,
         _user: &UserId,
         _session: &SessionId,
     ) -> Result<Option<Vec<u8>>> {
-        Err(unsupported(root, config))
+        Err(config.unsupported(root.path()))
     }
 
     pub(super) fn list(
@@ -252,7 +245,7 @@ mod stored {
         config: &ArchiveConfig,
         _user: &UserId,
     ) -> Result<Vec<SessionId>> {
-        Err(unsupported(root, config))
+        Err(config.unsupported(root.path()))
     }
 }
 

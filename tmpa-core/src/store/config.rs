@@ -225,6 +225,19 @@ pub struct ArchiveConfig {
     pub timeout: Duration,
 }
 
+impl ArchiveConfig {
+    /// What a build without the `object-store` feature answers for anything archived
+    /// in this store, for the tree at `root`: an error naming the file and the URL, never
+    /// "not archived".
+    #[cfg(not(feature = "object-store"))]
+    pub(crate) fn unsupported(&self, root: &Path) -> Error {
+        Error::StoreUnsupported {
+            path: root.join(super::CONFIG_NAME),
+            url: self.url.to_string(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
