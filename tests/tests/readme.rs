@@ -1,6 +1,6 @@
 //! README.md "Set-up": its demo commands, run as written (only `demo-run` moved into a
 //! temporary directory), do what the README says: command 1 compacts a clean demo tree
-//! and exits 0, command 2 keeps and names the corrupt file and exits 1.
+//! and exits 0; the corrupt-file example after it keeps and names the file and exits 1.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -42,8 +42,8 @@ fn sh(command: &str, dir: &Path) -> Output {
 }
 
 /// Command 1 builds a clean demo tree and compacts it: every past day merged, its loose
-/// files deleted, exit 0; command 2 adds one corrupt event file: it is named on a
-/// `problem:` line and kept, and the run exits 1.
+/// files deleted, exit 0; the corrupt-file example adds one corrupt event file: it is
+/// named on a `problem:` line and kept, and the run exits 1. Command 2 is the tests.
 #[test]
 fn readme_demo_commands_do_what_the_readme_says() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -61,7 +61,8 @@ fn readme_demo_commands_do_what_the_readme_says() {
     );
     assert!(!last.contains(" merged=0 "), "nothing was merged: {text}");
 
-    let out = sh(&readme_command("# 2. "), &demo);
+    assert_eq!(readme_command("# 2. "), "bash tests/check.sh");
+    let out = sh(&readme_command("# With one corrupt event file"), &demo);
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}\n{err}");
