@@ -44,7 +44,8 @@ fn tag() -> String {
 }
 
 /// The image, built once per test process by the real `bash packaging/container/build`
-/// (the release build is the package's, reused when it is current).
+/// from the debug build the tests already made (`TMPA_BUILD_PROFILE=dev`, as the
+/// package test does).
 fn image() -> String {
     static BUILT: OnceLock<String> = OnceLock::new();
     BUILT
@@ -61,6 +62,7 @@ fn image() -> String {
             let started = Instant::now();
             run(Command::new("bash")
                 .arg("packaging/container/build")
+                .env("TMPA_BUILD_PROFILE", "dev")
                 .current_dir(workspace()));
             eprintln!(
                 "packaging/container/build: {:.1} s",
