@@ -234,7 +234,9 @@ fn settle_batch(
             Ok((proof, lease, sha256)) => proven.push(Proven {
                 temp: i,
                 proof,
-                lease,
+                // A run that deletes nothing keeps no lease past its proof: a writer that
+                // reopens the temporary must not wait on it for the rest of the batch.
+                lease: lease.filter(|_| run.mode().deletes()),
                 sha256,
             }),
             Err(reason) => walk.temps[i].reason = reason,
