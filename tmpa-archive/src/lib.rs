@@ -215,21 +215,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         young += u.young;
         seen += u.seen;
         if let Err(e) = outcome {
-            let failed = !matches!(e, Error::Unsafe { .. });
-            let path = e.path().map_or_else(
-                || run.root().path().join("chat_history").join(user.as_str()),
-                Path::to_path_buf,
-            );
-            report.failed |= failed;
-            report.problems.push(Problem::new(
-                path,
-                if failed {
-                    ProblemKind::Unreadable
-                } else {
-                    ProblemKind::Unsafe
-                },
-                format!("user {user} not archived: {}", e.chain()),
-            ));
+            user_not_archived(&mut report, run.root(), ("chat_history", user), "user", &e);
         }
     }
     progress.clear();
@@ -300,24 +286,44 @@ fn archive_notifications(
         let outcome = u.archive_user(run);
         deleted += u.deleted;
         if let Err(e) = outcome {
-            let failed = !matches!(e, Error::Unsafe { .. });
-            report.failed |= failed;
-            let path = e.path().map_or_else(
-                || run.root().path().join("notifications").join(user.as_str()),
-                Path::to_path_buf,
+            user_not_archived(
+                report,
+                run.root(),
+                ("notifications", &user),
+                "notifications of",
+                &e,
             );
-            report.problems.push(Problem::new(
-                path,
-                if failed {
-                    ProblemKind::Unreadable
-                } else {
-                    ProblemKind::Unsafe
-                },
-                format!("notifications of {user} not archived: {}", e.chain()),
-            ));
         }
     }
     (counts, deleted)
+}
+
+/// A user of `data` whose archival stopped on `e`: a problem naming the file (or the
+/// user's directory) and why; a failure of the run (exit 4) unless the tree was unsafe
+/// to enter, which needs a look (exit 1).
+fn user_not_archived(
+    report: &mut Report,
+    root: &Root,
+    (data, user): (&str, &UserId),
+    what: &str,
+    e: &Error,
+) {
+    let failed = !matches!(e, Error::Unsafe { .. });
+    report.failed |= failed;
+    let path = e.path().map_or_else(
+        || root.path().join(data).join(user.as_str()),
+        Path::to_path_buf,
+    );
+    let kind = if failed {
+        ProblemKind::Unreadable
+    } else {
+        ProblemKind::Unsafe
+    };
+    report.problems.push(Problem::new(
+        path,
+        kind,
+        format!("{what} {user} not archived: {}", e.chain()),
+    ));
 }
 
 /// The users of `data` (`chat_history` or `notifications`), sorted; entries that are not
