@@ -24,7 +24,7 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
-echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, lintian, libfaketime, restic, borg, promtool, podman"
+echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, lintian, libfaketime, restic, borg, promtool, systemd-journal-remote, podman"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
@@ -44,6 +44,9 @@ command -v lintian >/dev/null || missing+=(lintian)
 command -v restic >/dev/null || missing+=(restic)
 command -v borg >/dev/null || missing+=(borgbackup)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The patrol reads the units' output from the journal with journalctl; tests write real
+# journal files for it with systemd-journal-remote (tmpa_tests::journal).
+[ -x /lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
 # tests/tests/container.rs builds the image with podman (packaging/container/build) and
 # reads it through `podman image mount`; no container is ever run.
 command -v podman >/dev/null || missing+=(podman)

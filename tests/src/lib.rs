@@ -458,6 +458,49 @@ pub fn missing_prerequisite(what: &str) {
     );
 }
 
+/// systemd's journal writer for a journal in the export format (package
+/// systemd-journal-remote): the tests write real journal files with it, which the patrol
+/// reads with the real journalctl.
+pub const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
+
+/// A journal in `dir` holding `entries` (unit, how long ago, message), as journald stores
+/// the lines of a unit's output. `None` (the test returns) when the writer is missing and
+/// [`ALLOW_SKIP`] is set.
+///
+/// # Panics
+/// When the writer fails, or is missing without [`ALLOW_SKIP`].
+pub fn journal(dir: &Path, entries: &[(&str, Duration, String)]) -> Option<()> {
+    if !Path::new(JOURNAL_REMOTE).exists() {
+        missing_prerequisite("systemd-journal-remote (package systemd-journal-remote)");
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    let mut export = String::new();
+    for (i, (unit, ago, message)) in entries.iter().enumerate() {
+        assert!(!message.contains('\n'));
+        // Entries of one instant keep their order: a microsecond apart.
+        let at = (now - *ago).as_micros() + i as u128;
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={at}\n_SYSTEMD_UNIT={unit}\n_TRANSPORT=stdout\n\
+             SYSLOG_IDENTIFIER={}\nPRIORITY=6\nMESSAGE={message}\n\n",
+            unit.trim_end_matches(".service")
+        ));
+    }
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let input = dir.join("entries.export");
+    std::fs::write(&input, export).expect("export");
+    let out = Command::new(JOURNAL_REMOTE)
+        .arg(format!("--output={}", dir.join("remote.journal").display()))
+        .arg(&input)
+        .output()
+        .expect("systemd-journal-remote");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::remove_file(&input).expect("rm export");
+    Some(())
+}
+
 /// Whether strace can inject faults here (installed, and allowed to trace).
 pub fn strace_works() -> bool {
     Command::new("strace")

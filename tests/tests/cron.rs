@@ -985,14 +985,19 @@ fn systemd_units_mirror_the_crontab() {
         assert_eq!(exec.len(), 1, "{context}: one ExecStart");
         let call = check_call(&words(exec[0]), &context);
         assert_eq!(
-            call.args, cron_call.args,
-            "{context}: same arguments as the crontab"
+            call.args,
+            journal_for_log(&cron_call.args),
+            "{context}: the crontab's arguments, reading the jobs' journal where cron reads \
+             their logs"
         );
-        assert_eq!(
-            get(&service, "Service", "StandardOutput"),
-            [format!("append:{cron_log}").as_str()],
-            "{context}"
-        );
+        // The unit's output goes to the journal; cron's goes to its log file.
+        assert!(cron_log.starts_with("/var/log/tmpa/"), "{context}");
+        for key in ["StandardOutput", "StandardError"] {
+            assert!(
+                get(&service, "Service", key).is_empty(),
+                "{context}: {key}= would take the output away from the journal"
+            );
+        }
         assert_eq!(
             &Priority::of_unit(&service),
             cron_priority,
@@ -1326,6 +1331,29 @@ fn allowed_syscalls(u: &Unit, groups: &BTreeMap<String, BTreeSet<String>>) -> BT
     allowed
 }
 
+/// A patrol's arguments with each job's log file (`--log TASK=/var/log/tmpa/X.log`, as
+/// the crontab reads it) replaced by the job's unit's journal (`--journal
+/// TASK=tmpa-X.service`, as the units read it); other arguments unchanged.
+fn journal_for_log(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--log" {
+            let v = it.next().expect("--log TASK=PATH");
+            let (task, path) = v.split_once('=').expect("TASK=PATH");
+            let name = path
+                .strip_prefix("/var/log/tmpa/")
+                .and_then(|f| f.strip_suffix(".log"))
+                .unwrap_or_else(|| panic!("--log {v}: not a job log under /var/log/tmpa"));
+            out.push("--journal".to_owned());
+            out.push(format!("{task}=tmpa-{name}.service"));
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
 /// The system calls `argv` makes, its children's included, traced by strace.
 fn traced_syscalls(argv: &[String], root: &Path, scratch: &Path) -> BTreeSet<String> {
     let trace = scratch.join("trace");
@@ -1391,11 +1419,30 @@ fn units_allow_every_syscall_the_programs_make() {
                 "echo RUNNING".to_owned()
             } else if a.ends_with("/tmpa.prom") {
                 scratch.path().join("tmpa.prom").display().to_string()
-            } else if let Some((task, _)) = a.split_once("=/var/log/") {
-                format!("{task}={}", scratch.path().join("job.log").display())
             } else {
                 a.clone()
             });
+        }
+        if argv.iter().any(|a| a == "--journal") {
+            // The jobs' journal, read by the journalctl the patrol runs: a real one, with
+            // a failing run in it, in place of the system's.
+            let dir = scratch.path().join("journal");
+            let entries = [
+                "t tmpa-compact COMPACT root=/x",
+                "verification failed: /x/token_stats/d/evt_a.json",
+                "deleted /x/token_stats/d/evt_a.json",
+            ]
+            .map(|m| {
+                (
+                    "tmpa-compact.service",
+                    std::time::Duration::from_secs(60),
+                    m.to_owned(),
+                )
+            });
+            if tmpa_tests::journal(&dir, &entries).is_none() {
+                return;
+            }
+            argv.extend(["--journal-directory".to_owned(), dir.display().to_string()]);
         }
         if p == "tmpa-tmpclean" || p == "tmpa-archive" {
             // Old enough for this tree: what a real night deletes.

@@ -1066,6 +1066,176 @@ fn log_deletion_after_failed_verification_is_critical() {
     assert_eq!(c["log_tail"].as_array().expect("tail").len(), 4);
 }
 
+/// `--journal TASK=UNIT` reads the unit's journal as `--log` reads a file: a deletion after
+/// a failed verification in one run is critical and named, with the job's last 50 lines;
+/// another unit's entries and runs older than the lookback (8 days) are not read; a clean
+/// real run is ok; and a journal that cannot be read is a warning, never "nothing wrong".
+#[test]
+fn journal_deletion_after_failed_verification_is_critical() {
+    let t = healthy_tree();
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let compact = "tmpa-compact.service";
+    let mut entries = vec![
+        // Nine days ago: out of the lookback.
+        (
+            compact,
+            9 * DAY,
+            "t tmpa-compact COMPACT root=/opt/app".to_owned(),
+        ),
+        (
+            compact,
+            9 * DAY,
+            "verification failed: /opt/app/token_stats/2026-11-01/evt_old.json".to_owned(),
+        ),
+        (
+            compact,
+            9 * DAY,
+            "deleted /opt/app/token_stats/2026-11-01/evt_old.json".to_owned(),
+        ),
+        // Another unit.
+        (
+            "tmpa-archive.service",
+            HOUR,
+            "t tmpa-archive ARCHIVE root=/opt/app".to_owned(),
+        ),
+        (
+            "tmpa-archive.service",
+            HOUR,
+            "verification failed: /opt/app/chat_history/u1/sessions/s9.json".to_owned(),
+        ),
+        (
+            "tmpa-archive.service",
+            HOUR,
+            "deleted /opt/app/chat_history/u1/sessions/s9.json".to_owned(),
+        ),
+        (
+            compact,
+            2 * HOUR,
+            "2026-11-25T02:30:00+00:00 tmpa-compact COMPACT root=/opt/app".to_owned(),
+        ),
+    ];
+    for i in 0..80 {
+        entries.push((compact, 2 * HOUR, format!("filler line {i}")));
+    }
+    entries.extend([
+        (compact, 2 * HOUR, "  problem: verification failed: /opt/app/token_stats/2026-11-01/evt_x.json does not read back".to_owned()),
+        (compact, 2 * HOUR, "deleted /opt/app/token_stats/2026-11-01/evt_x.json".to_owned()),
+        (compact, 2 * HOUR, "2026-11-25T02:40:00+00:00 tmpa-compact finished: deleted=1 exit=1 (needs a look)".to_owned()),
+    ]);
+    let bad = dirs.path().join("bad");
+    if tmpa_tests::journal(&bad, &entries).is_none() {
+        return;
+    }
+    let dir = bad.display().to_string();
+    let (code, doc) = patrol_json(
+        &t,
+        &[
+            "--journal",
+            "compact_events=tmpa-compact.service",
+            "--journal-directory",
+            &dir,
+        ],
+    );
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "critical", "{c:#}");
+    let detail = c["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(
+            "1 deletion(s) after a failed verification in the journal of tmpa-compact.service"
+        ),
+        "{detail}"
+    );
+    let findings = c["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{c:#}");
+    assert!(
+        findings[0]
+            .as_str()
+            .expect("finding")
+            .contains("evt_x.json")
+    );
+    let tail = c["log_tail"].as_array().expect("tail");
+    assert_eq!(tail.len(), 50);
+    assert_eq!(
+        tail[48],
+        "deleted /opt/app/token_stats/2026-11-01/evt_x.json"
+    );
+    assert_eq!(
+        tail[49],
+        "2026-11-25T02:40:00+00:00 tmpa-compact finished: deleted=1 exit=1 (needs a look)"
+    );
+    assert_eq!(code, 2);
+    // The archive job reads its own unit: one violation there, none of compaction's.
+    let (_, doc) = patrol_json(
+        &t,
+        &[
+            "--journal",
+            "archive_history=tmpa-archive.service",
+            "--journal-directory",
+            &dir,
+        ],
+    );
+    let c = check(&doc, "archive_history_last_success");
+    assert_eq!(
+        c["findings"].as_array().expect("findings").len(),
+        1,
+        "{c:#}"
+    );
+    assert!(
+        c["findings"][0]
+            .as_str()
+            .expect("finding")
+            .contains("s9.json")
+    );
+
+    // What a real run prints, as the unit's journal holds it, is healthy.
+    let ok_tree = healthy_tree();
+    let run = ok_tree.run("tmpa-compact", &[]);
+    assert!(run.code <= 1, "{run:?}");
+    let lines: Vec<(&str, Duration, String)> = run
+        .stdout
+        .lines()
+        .chain(run.stderr.lines())
+        .map(|l| (compact, HOUR, l.to_owned()))
+        .collect();
+    assert!(lines.len() >= 2, "{run:?}");
+    let good = dirs.path().join("good");
+    tmpa_tests::journal(&good, &lines).expect("journal");
+    let (code, doc) = patrol_json(
+        &ok_tree,
+        &[
+            "--journal",
+            "compact_events=tmpa-compact.service",
+            "--journal-directory",
+            &good.display().to_string(),
+        ],
+    );
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "ok", "{c:#}");
+    assert!(c.get("log_tail").is_none());
+    assert_eq!(code, 0, "{doc:#}");
+
+    // A journal that cannot be read: the check says so and is not ok.
+    let missing = dirs.path().join("missing").display().to_string();
+    let (code, doc) = patrol_json(
+        &ok_tree,
+        &[
+            "--journal",
+            "compact_events=tmpa-compact.service",
+            "--journal-directory",
+            &missing,
+        ],
+    );
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "warning", "{c:#}");
+    let detail = c["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("cannot read its log: the journal of tmpa-compact.service")
+            && detail.contains("journalctl exit"),
+        "{detail}"
+    );
+    assert_eq!(code, 1);
+}
+
 /// Symlinks inside the tree are never followed: a symlinked inbox pointing at a crowded
 /// directory is not counted, a symlinked day pointing at corrupt files is not read, and a
 /// FIFO named like an event does not block the patrol.

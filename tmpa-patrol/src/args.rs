@@ -7,6 +7,7 @@ use std::time::Duration;
 use tmpa_maint::parse_age;
 
 use crate::jobs;
+use crate::logs::{self, LogSource};
 
 /// Check a TMPA root against the nine-item operations checklist (read-only), and how its
 /// counts grew since the last patrol.
@@ -102,11 +103,21 @@ pub struct Args {
     /// archive_history must have succeeded this recently (weekly job: 7 days + 1)
     #[arg(long, value_name = "AGE", default_value = "8d", value_parser = parse_age)]
     pub archive_window: Duration,
-    /// A job's log (TASK is compact_events or archive_history); repeatable. Its last 50
-    /// lines are shown when the job is not healthy, and a deletion that follows a failed
-    /// verification of the same path is critical
+    /// A job's log file, as its cron line appends to it (TASK is compact_events or
+    /// archive_history); repeatable. Its last 50 lines are shown when the job is not
+    /// healthy, and a deletion that follows a failed verification of the same path is
+    /// critical
     #[arg(long = "log", value_name = "TASK=PATH", value_parser = parse_log_arg)]
     pub logs: Vec<(String, PathBuf)>,
+    /// A job's systemd unit whose journal is read as --log reads a file (e.g.
+    /// compact_events=tmpa-compact.service), with journalctl over the last 8 days; the
+    /// patrol needs to be root or in group systemd-journal
+    #[arg(long = "journal", value_name = "TASK=UNIT", value_parser = parse_journal_arg)]
+    pub journals: Vec<(String, String)>,
+    /// With --journal: read the journal files in DIR instead of the system's
+    /// (journalctl --directory), e.g. a container's persisted journal
+    #[arg(long, value_name = "DIR", requires = "journals")]
+    pub journal_directory: Option<PathBuf>,
     /// Make one cheap request to the archive store that {root}/tmpa.toml names (a listing
     /// of at most one key, 10 s at most): archive_history_last_success is critical when
     /// the store cannot be reached
@@ -135,20 +146,60 @@ pub struct Args {
     pub watch_for: Option<Duration>,
 }
 
-pub(crate) fn parse_log_arg(s: &str) -> Result<(String, PathBuf), String> {
-    let (task, path) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?}: expected TASK=PATH, e.g. compact_events=/var/log/tmpa/compact.log")
-    })?;
+/// `TASK=VALUE` with a known task.
+fn task_and(s: &str, example: &str) -> Result<(String, String), String> {
+    let (task, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected {example}"))?;
     if !jobs::TASKS.contains(&task) {
         return Err(format!(
             "{task:?}: unknown task; use one of {}",
             jobs::TASKS.join(", ")
         ));
     }
-    if path.is_empty() {
-        return Err(format!("{s:?}: empty path"));
+    if value.is_empty() {
+        return Err(format!("{s:?}: nothing after '='; expected {example}"));
     }
-    Ok((task.to_owned(), PathBuf::from(path)))
+    Ok((task.to_owned(), value.to_owned()))
+}
+
+pub(crate) fn parse_log_arg(s: &str) -> Result<(String, PathBuf), String> {
+    let (task, path) = task_and(
+        s,
+        "TASK=PATH, e.g. compact_events=/var/log/tmpa/compact.log",
+    )?;
+    Ok((task, PathBuf::from(path)))
+}
+
+pub(crate) fn parse_journal_arg(s: &str) -> Result<(String, String), String> {
+    let (task, unit) = task_and(s, "TASK=UNIT, e.g. compact_events=tmpa-compact.service")?;
+    if !logs::is_unit_name(&unit) {
+        return Err(format!(
+            "{unit:?}: not a unit name (letters, digits and :_.@-, no pattern)"
+        ));
+    }
+    Ok((task, unit))
+}
+
+impl Args {
+    /// Where `task`'s output is read from, in the order given: its `--log` files, then
+    /// its `--journal` units.
+    pub(crate) fn log_sources(&self, task: &str) -> Vec<LogSource> {
+        let files = self
+            .logs
+            .iter()
+            .filter(|(t, _)| t == task)
+            .map(|(_, p)| LogSource::File(p.clone()));
+        let units = self
+            .journals
+            .iter()
+            .filter(|(t, _)| t == task)
+            .map(|(_, unit)| LogSource::Journal {
+                unit: unit.clone(),
+                directory: self.journal_directory.clone(),
+            });
+        files.chain(units).collect()
+    }
 }
 
 /// Thresholds checked before running, so that a contradictory set is a usage error.

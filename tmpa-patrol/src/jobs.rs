@@ -7,37 +7,22 @@
 //! when it *finished* (start + duration), so tonight's run, while it is still running,
 //! does not make last night's look too old.
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::maintenance::path_text;
 use tmpa_maint::{LastSuccess, RunRecord, read_run_record};
 
-use crate::{Args, Check, FINDINGS_MAX, Perf, Status, one_line};
+use crate::logs::LogSource;
+use crate::{Args, Check, FINDINGS_MAX, Perf, Status};
 
-/// The tasks a job check watches (and `--log` accepts).
+/// The tasks a job check watches (and `--log` and `--journal` accept).
 pub const TASKS: [&str; 2] = ["compact_events", "archive_history"];
 /// Tasks whose run record is exported as metrics (`tmpa_job_*`) without a check of their
 /// own: tmpclean's runs, for the alert rules (a failing or stopped cleanup), while the
 /// checklist keeps its nine items (`tmp_files` already watches what tmpclean leaves).
 pub const EXPORTED_ONLY: [&str; 1] = ["tmp_cleanup"];
-/// Lines of a job's log shown when it is not healthy.
-pub const LOG_TAIL_LINES: usize = 50;
-/// Bytes read from the end of a log (logrotate keeps it smaller; a longer log is
-/// scanned over its last this many bytes only).
-pub const LOG_BYTES_MAX: u64 = 32 << 20;
-/// Characters kept of each log line shown.
-const LOG_LINE_CHARS_MAX: usize = 400;
-/// Paths remembered per run as having failed verification.
-const FAILED_PATHS_MAX: usize = 100_000;
-
 /// One job check.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -130,11 +115,11 @@ pub fn info(root: &Root, task: &'static str, now: SystemTime) -> JobInfo {
         window: Duration::MAX,
         flag: "",
     };
-    check(root, &spec, now, None).1
+    check(root, &spec, now, &[]).1
 }
 
-/// Runs one job check.
-pub fn check(root: &Root, spec: &Spec, now: SystemTime, log: Option<&Path>) -> (Check, JobInfo) {
+/// Runs one job check, reading each of the job's `logs`.
+pub fn check(root: &Root, spec: &Spec, now: SystemTime, logs: &[LogSource]) -> (Check, JobInfo) {
     let mut info = JobInfo {
         task: spec.task,
         ..JobInfo::default()
@@ -193,25 +178,43 @@ pub fn check(root: &Root, spec: &Spec, now: SystemTime, log: Option<&Path>) -> (
     };
     let mut findings = Vec::new();
     let mut tail = Vec::new();
-    if let Some(path) = log {
-        match scan_log(path) {
+    let mut unread = Vec::new();
+    for source in logs {
+        match source.scan(now) {
             Ok(scan) => {
-                info.log_violations = scan.violations.len();
+                info.log_violations += scan.violations.len();
                 if !scan.violations.is_empty() {
                     status = Status::Critical;
                     detail = format!(
-                        "{} deletion(s) after a failed verification in {}; {detail}",
+                        "{} deletion(s) after a failed verification in {source}; {detail}",
                         scan.violations.len(),
-                        path_text(path)
                     );
-                    findings = scan.violations.into_iter().take(FINDINGS_MAX).collect();
+                    let room = FINDINGS_MAX.saturating_sub(findings.len());
+                    findings.extend(
+                        scan.violations
+                            .into_iter()
+                            .take(room)
+                            .map(|v| format!("{source}: {v}")),
+                    );
                 }
-                if status != Status::Ok {
+                // The tail of the last source that has one.
+                if !scan.tail.is_empty() {
                     tail = scan.tail;
                 }
             }
-            Err(e) => detail.push_str(&format!("; log {}: {e}", path_text(path))),
+            Err(e) => unread.push(format!("{source}: {e}")),
         }
+    }
+    if status == Status::Ok {
+        tail.clear();
+    }
+    if !unread.is_empty() {
+        // The log is where a deletion that went wrong would show: not reading it is not
+        // "none went wrong".
+        if status == Status::Ok {
+            status = Status::Warning;
+        }
+        detail.push_str(&format!("; cannot read its log: {}", unread.join("; ")));
     }
     let mut c = Check::new(spec.name, status, info.last_success_age_secs, detail);
     c.findings = findings;
@@ -272,199 +275,9 @@ fn judge(
     (Status::Ok, base)
 }
 
-/// What a job's log says.
-#[derive(Clone, Debug, Default)]
-pub struct LogScan {
-    /// Its last [`LOG_TAIL_LINES`] lines.
-    pub tail: Vec<String>,
-    /// One message per deletion that follows a failed verification of the same path in
-    /// the same run.
-    pub violations: Vec<String>,
-}
-
-/// Reads the end of a log (at most [`LOG_BYTES_MAX`] bytes; never blocks on a FIFO).
-///
-/// # Errors
-/// A message when it cannot be opened or read, or is not a regular file.
-pub fn scan_log(path: &Path) -> Result<LogScan, String> {
-    let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-    let mut f = File::options()
-        .read(true)
-        .custom_flags(nonblock)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let start = meta.len().saturating_sub(LOG_BYTES_MAX);
-    f.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(LOG_BYTES_MAX)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && !lines.is_empty() {
-        // The first line was cut by the seek.
-        lines.remove(0);
-    }
-    let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
-        .iter()
-        .map(|l| one_line(l, LOG_LINE_CHARS_MAX))
-        .collect();
-    Ok(LogScan {
-        tail,
-        violations: violations(&lines),
-    })
-}
-
-/// A run's first line, as `program::header_line` writes it: `{time} tmpa-x {MODE} root=..`.
-fn is_run_header(line: &str) -> bool {
-    let w: Vec<&str> = line.split_whitespace().take(4).collect();
-    w.len() == 4 && w[1].starts_with("tmpa-") && w[3].starts_with("root=")
-}
-
-/// Words of a line that look like paths (`a/b`, `x.json`), stripped of punctuation.
-fn path_words(line: &str) -> Vec<&str> {
-    line.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| ":,;()[]{}\"'`".contains(c)))
-        .filter(|w| {
-            w.contains('/')
-                || w.rsplit_once('.').is_some_and(|(head, ext)| {
-                    !head.is_empty()
-                        && !ext.is_empty()
-                        && ext.chars().all(|c| c.is_ascii_alphanumeric())
-                        && ext.chars().any(|c| c.is_ascii_alphabetic())
-                })
-        })
-        .collect()
-}
-
-fn base_name(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
-}
-
-/// Whether two spellings name the same path (one may be relative to the root).
-fn same_path(a: &str, b: &str) -> bool {
-    a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
-}
-
-fn is_deletion(lower: &str) -> bool {
-    let says = ["deleted", "deleting", "removed", "unlinked"]
-        .iter()
-        .any(|w| lower.contains(w));
-    let denies = [
-        "not deleted",
-        "not delete",
-        "would delete",
-        "would_delete",
-        "kept",
-    ]
-    .iter()
-    .any(|w| lower.contains(w));
-    says && !denies
-}
-
-/// Deletions that follow a failed verification of the same path within one run (a run
-/// starts at its header line; the next night may legitimately delete a file that failed
-/// once and then verified). A path may be spelled absolute in one line and relative to
-/// the root in the other.
-///
-/// # Examples
-/// ```
-/// use tmpa_patrol::jobs::violations;
-/// let log = [
-///     "2026-11-25T02:30:00+01:00 tmpa-compact COMPACT root=/opt/app",
-///     "verification failed: /opt/app/token_stats/2026-11-01/evt_a.json (kept)",
-///     "deleted token_stats/2026-11-01/evt_a.json",
-/// ];
-/// assert_eq!(violations(&log).len(), 1);
-/// assert!(violations(&log[..2]).is_empty());
-/// ```
-pub fn violations(lines: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    // Base name → (full spelling, line number) of each path that failed verification.
-    let mut failed: HashMap<String, Vec<(String, usize)>> = HashMap::new();
-    let mut remembered = 0usize;
-    let mut reported = HashSet::new();
-    for (i, line) in lines.iter().enumerate() {
-        if is_run_header(line) {
-            failed.clear();
-            remembered = 0;
-            continue;
-        }
-        let lower = line.to_lowercase();
-        if lower.contains("verification failed") {
-            for p in path_words(line) {
-                if remembered < FAILED_PATHS_MAX {
-                    remembered += 1;
-                    failed
-                        .entry(base_name(p).to_owned())
-                        .or_default()
-                        .push((p.to_owned(), i + 1));
-                }
-            }
-            continue;
-        }
-        if !is_deletion(&lower) {
-            continue;
-        }
-        for p in path_words(line) {
-            let Some(cands) = failed.get(base_name(p)) else {
-                continue;
-            };
-            if let Some((_, at)) = cands.iter().find(|(f, _)| same_path(f, p))
-                && reported.insert((i, p.to_owned()))
-            {
-                out.push(format!(
-                    "line {}: {p} deleted after its verification failed (line {at})",
-                    i + 1
-                ));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deletion_after_failed_verification_is_found() {
-        let log = [
-            "2026-11-25T02:30:00+00:00 tmpa-compact COMPACT root=/opt/app",
-            "verification failed: /opt/app/token_stats/2026-11-01/evt_a.json does not read back",
-            "deleted token_stats/2026-11-01/evt_a.json",
-            "deleted token_stats/2026-11-01/evt_b.json",
-        ];
-        let v = violations(&log);
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].contains("evt_a.json") && v[0].contains("line 3"));
-    }
-
-    #[test]
-    fn a_new_run_may_delete_what_failed_before() {
-        let log = [
-            "t tmpa-compact COMPACT root=/opt/app",
-            "verification failed: /a/evt_a.json",
-            "t tmpa-compact COMPACT root=/opt/app",
-            "deleted /a/evt_a.json",
-        ];
-        assert!(violations(&log).is_empty());
-    }
-
-    #[test]
-    fn kept_and_dry_run_lines_are_not_deletions() {
-        let log = [
-            "verification failed: /a/evt_a.json (kept)",
-            "/a/evt_a.json: not deleted",
-            "would delete /a/evt_a.json",
-            "t tmpa-compact finished: deleted=3 exit=1 (needs a look)",
-        ];
-        assert!(violations(&log).is_empty());
-    }
 
     #[test]
     fn ages_read_well() {

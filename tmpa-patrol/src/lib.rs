@@ -28,6 +28,7 @@ mod args;
 pub mod corrupt;
 pub mod history;
 pub mod jobs;
+pub mod logs;
 pub mod notify;
 pub mod prom;
 pub mod quarantine;
@@ -183,7 +184,8 @@ pub struct Check {
     /// Paths or lines behind the detail (at most [`FINDINGS_MAX`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<String>,
-    /// The job's last log lines (only for a job check that is not ok, with `--log`).
+    /// The job's last log lines (only for a job check that is not ok, with `--log` or
+    /// `--journal`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
     /// Not configured: shown as unknown but left out of the overall status.
@@ -319,13 +321,8 @@ pub fn patrol_against(root: &Root, args: &Args, past: &[history::Sample]) -> Rep
     let mut infos = Vec::new();
     let mut archive_store = store::StoreInfo::default();
     for spec in jobs::specs(args) {
-        let log = args
-            .logs
-            .iter()
-            .rev()
-            .find(|(t, _)| t == spec.task)
-            .map(|(_, p)| p.as_path());
-        let (mut check, info) = jobs::check(root, &spec, now, log);
+        let logs = args.log_sources(spec.task);
+        let (mut check, info) = jobs::check(root, &spec, now, &logs);
         if spec.task == "archive_history" {
             archive_store = store::annotate(root, &mut check, args.check_archive_store);
         }
@@ -603,7 +600,7 @@ pub(crate) fn rel_text(root: &Root, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::parse_log_arg;
+    use crate::args::{parse_journal_arg, parse_log_arg};
     use crate::render::perf_item;
 
     #[test]
@@ -654,5 +651,20 @@ mod tests {
         assert!(parse_log_arg("compact=/var/log/x").is_err());
         assert!(parse_log_arg("compact_events=").is_err());
         assert!(parse_log_arg("nothing").is_err());
+    }
+
+    #[test]
+    fn journal_arg_needs_a_known_task_and_one_unit() {
+        assert_eq!(
+            parse_journal_arg("compact_events=tmpa-compact.service"),
+            Ok(("compact_events".into(), "tmpa-compact.service".into()))
+        );
+        assert!(parse_journal_arg("archive_history=tmpa@x.service").is_ok());
+        assert!(parse_journal_arg("compact=tmpa-compact.service").is_err());
+        assert!(parse_journal_arg("compact_events=").is_err());
+        // A pattern would match other units; an option would be journalctl's.
+        assert!(parse_journal_arg("compact_events=tmpa-*").is_err());
+        assert!(parse_journal_arg("compact_events=--file=/x").is_err());
+        assert!(parse_journal_arg("compact_events=a b").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! `service`: runs the `--service-cmd` (e.g. `supervisorctl status app`) with `sh -c` and a
 //! timeout; the service is up when the command exits 0 and its output says RUNNING.
+//! [`run_command`] is also how the job checks run `journalctl` (`crate::logs`).
 //!
 //! The command runs in its own process group, so that on timeout the whole group (the
 //! shell and whatever it started) is killed, not just the shell. Output is read on two
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::{Check, Perf, Status, one_line};
 
-/// Bytes of the command's output kept (per stream).
+/// Bytes of the command's output kept (per stream), unless [`Limits`] says otherwise.
 pub const OUTPUT_BYTES_MAX: usize = 64 * 1024;
 /// How often the child is polled while it runs.
 const POLL: Duration = Duration::from_millis(20);
@@ -27,10 +28,30 @@ const DRAIN_WAIT: Duration = Duration::from_millis(500);
 pub struct Outcome {
     /// Its exit status; `None` when it was killed on timeout.
     pub status: Option<ExitStatus>,
-    /// Its standard output (at most [`OUTPUT_BYTES_MAX`]).
+    /// Its standard output (at most the limit's bytes).
     pub stdout: String,
-    /// Its standard error (at most [`OUTPUT_BYTES_MAX`]).
+    /// Whether the command wrote more than that (the rest was read and dropped).
+    pub stdout_truncated: bool,
+    /// Its standard error (at most the limit's bytes).
     pub stderr: String,
+}
+
+/// Bytes of a command's output kept, per stream.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Of standard output.
+    pub stdout: usize,
+    /// Of standard error.
+    pub stderr: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            stdout: OUTPUT_BYTES_MAX,
+            stderr: OUTPUT_BYTES_MAX,
+        }
+    }
 }
 
 /// Runs `cmd` with `sh -c`, killing its process group after `timeout`.
@@ -38,18 +59,29 @@ pub struct Outcome {
 /// # Errors
 /// When `sh` cannot be started or waited for.
 pub fn run(cmd: &str, timeout: Duration) -> io::Result<Outcome> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(cmd);
+    run_command(sh, timeout, Limits::default())
+}
+
+/// Runs `cmd` with no input, in its own process group, which is killed after `timeout`;
+/// keeps the first `limits` bytes of each output stream and drains the rest.
+///
+/// # Errors
+/// When the command cannot be started or waited for.
+pub fn run_command(mut cmd: Command, timeout: Duration, limits: Limits) -> io::Result<Outcome> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()?;
     let (tx, rx) = mpsc::channel();
-    let pipes: [(u8, Option<Box<dyn Read + Send>>); 2] = [
+    type Pipe = Option<Box<dyn Read + Send>>;
+    let pipes: [(u8, usize, Pipe); 2] = [
         (
             1,
+            limits.stdout,
             child
                 .stdout
                 .take()
@@ -57,22 +89,21 @@ pub fn run(cmd: &str, timeout: Duration) -> io::Result<Outcome> {
         ),
         (
             2,
+            limits.stderr,
             child
                 .stderr
                 .take()
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ),
     ];
-    for (which, pipe) in pipes {
+    for (which, limit, pipe) in pipes {
         let Some(mut pipe) = pipe else { continue };
         let tx = tx.clone();
         std::thread::spawn(move || {
             let mut kept = Vec::new();
-            let _ = (&mut pipe)
-                .take(OUTPUT_BYTES_MAX as u64)
-                .read_to_end(&mut kept);
-            let _ = io::copy(&mut pipe, &mut io::sink());
-            let _ = tx.send((which, kept));
+            let _ = (&mut pipe).take(limit as u64).read_to_end(&mut kept);
+            let dropped = io::copy(&mut pipe, &mut io::sink()).unwrap_or(0);
+            let _ = tx.send((which, kept, dropped > 0));
         });
     }
     drop(tx);
@@ -89,13 +120,14 @@ pub fn run(cmd: &str, timeout: Duration) -> io::Result<Outcome> {
         }
         std::thread::sleep(POLL);
     };
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let (mut stdout, mut stderr, mut stdout_truncated) = (Vec::new(), Vec::new(), false);
     let drain_until = Instant::now() + DRAIN_WAIT;
-    while let Ok((which, bytes)) =
+    while let Ok((which, bytes, dropped)) =
         rx.recv_timeout(drain_until.saturating_duration_since(Instant::now()))
     {
         if which == 1 {
             stdout = bytes;
+            stdout_truncated = dropped;
         } else {
             stderr = bytes;
         }
@@ -103,6 +135,7 @@ pub fn run(cmd: &str, timeout: Duration) -> io::Result<Outcome> {
     Ok(Outcome {
         status,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stdout_truncated,
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     })
 }

@@ -375,8 +375,9 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
         item(
             roff,
             log,
-            "The scheduled job's log (each run appends its whole output); rotated by \
-             /etc/logrotate.d/tmpa.",
+            "The job's log when cron runs it (each run appends its whole output); rotated \
+             by /etc/logrotate.d/tmpa. Run by its systemd unit, the job logs to the journal \
+             instead: journalctl -u followed by the program's name.",
         );
     }
     if !program.scheduled() {
