@@ -1234,6 +1234,119 @@ fn journal_deletion_after_failed_verification_is_critical() {
         "{detail}"
     );
     assert_eq!(code, 1);
+    // Nor is a directory without a journal in it, which journalctl reads as empty.
+    let empty = dirs.path().join("empty");
+    fs::create_dir(&empty).expect("mkdir");
+    let (code, doc) = patrol_json(
+        &ok_tree,
+        &[
+            "--journal",
+            "compact_events=tmpa-compact.service",
+            "--journal-directory",
+            &empty.display().to_string(),
+        ],
+    );
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "warning", "{c:#}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("no journal files"),
+        "{c:#}"
+    );
+    assert_eq!(code, 1);
+}
+
+fn chown_all(dir: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).expect("chown");
+    for e in fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() && !p.is_symlink() {
+            chown_all(&p, uid, gid);
+        } else {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).expect("chown");
+        }
+    }
+}
+
+/// As the patrol unit runs it (`User=` the tree's owner): a user who may not read the
+/// jobs' journal is told so, a warning, and never given a clean bill; the same user in
+/// the journal's group (the unit's `SupplementaryGroups=systemd-journal`) reads it and
+/// finds the deletion that went wrong.
+#[test]
+fn a_journal_the_patrol_may_not_read_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    if !tmpa_tests::is_root() {
+        tmpa_tests::missing_prerequisite("needs root to give the tree and the journal away");
+        return;
+    }
+    const OWNER: u32 = 4244;
+    const JOURNAL_GROUP: u32 = 4245;
+    let t = healthy_tree();
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    chown_all(t.root(), OWNER, OWNER);
+    let dirs = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(dirs.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = dirs.path().join("journal");
+    let unit = "tmpa-compact.service";
+    let entries = [
+        "t tmpa-compact COMPACT root=/opt/app",
+        "verification failed: /opt/app/token_stats/2026-11-01/evt_q.json",
+        "deleted /opt/app/token_stats/2026-11-01/evt_q.json",
+    ]
+    .map(|m| (unit, HOUR, m.to_owned()));
+    if tmpa_tests::journal(&dir, &entries).is_none() {
+        return;
+    }
+    // As journald keeps it: the directory open to all, the files to root and the group.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    for f in fs::read_dir(&dir).expect("read_dir") {
+        let f = f.expect("entry").path();
+        std::os::unix::fs::lchown(&f, Some(0), Some(JOURNAL_GROUP)).expect("chown");
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).expect("chmod");
+    }
+    let patrol = |groups: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                format!("--reuid={OWNER}"),
+                format!("--regid={OWNER}"),
+                groups.to_owned(),
+                "--".into(),
+            ])
+            .args(tmpa_tests::program_args("tmpa-patrol"))
+            .arg("--root")
+            .arg(t.root())
+            .args(["--json", "--journal", &format!("compact_events={unit}")])
+            .arg("--journal-directory")
+            .arg(&dir)
+            .output()
+            .expect("setpriv");
+        let r: tmpa_tests::Run = out.into();
+        (r.code, r.json())
+    };
+    let (code, doc) = patrol("--clear-groups");
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "warning", "{c:#}");
+    let detail = c["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("cannot read its log: the journal of tmpa-compact.service"),
+        "{detail}"
+    );
+    assert!(detail.contains("permission"), "{detail}");
+    assert_eq!(code, 1);
+
+    let (code, doc) = patrol(&format!("--groups={JOURNAL_GROUP}"));
+    let c = check(&doc, "compact_events_last_success");
+    assert_eq!(c["status"], "critical", "{c:#}");
+    assert!(
+        c["findings"][0]
+            .as_str()
+            .expect("finding")
+            .contains("evt_q.json"),
+        "{c:#}"
+    );
+    assert_eq!(code, 2);
 }
 
 /// Symlinks inside the tree are never followed: a symlinked inbox pointing at a crowded

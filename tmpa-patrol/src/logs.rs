@@ -106,6 +106,25 @@ pub fn is_unit_name(unit: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || ":_.@-".contains(c))
 }
 
+/// Whether `dir` or a directory in it (journald keeps one per machine id) holds a
+/// journal file.
+fn has_journal_files(dir: &Path) -> bool {
+    let is_journal = |name: &std::ffi::OsStr| {
+        let name = name.to_string_lossy();
+        name.ends_with(".journal") || name.ends_with(".journal~")
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // journalctl names the problem (missing, not permitted).
+        return true;
+    };
+    entries.flatten().any(|e| {
+        is_journal(&e.file_name())
+            || (e.file_type().is_ok_and(|t| t.is_dir())
+                && std::fs::read_dir(e.path())
+                    .is_ok_and(|sub| sub.flatten().any(|f| is_journal(&f.file_name()))))
+    })
+}
+
 /// What a job's log says.
 #[derive(Clone, Debug, Default)]
 pub struct LogScan {
@@ -159,14 +178,17 @@ fn read_journal(
     cmd.arg(format!("--unit={unit}"))
         .arg(format!("--since=@{since}"))
         .arg(format!("--lines={JOURNAL_LINES_MAX}"))
-        .args([
-            "--reverse",
-            "--output=cat",
-            "--all",
-            "--no-pager",
-            "--quiet",
-        ]);
+        // Not --quiet: it would also silence the notices that say journalctl saw nothing
+        // it may read, which are checked below.
+        .args(["--reverse", "--output=cat", "--all", "--no-pager"]);
     if let Some(d) = directory {
+        // journalctl reads an empty or wrong directory as an empty journal, silently.
+        if !has_journal_files(d) {
+            return Err(format!(
+                "no journal files (*.journal) in {} or its subdirectories",
+                path_text(d)
+            ));
+        }
         cmd.arg("--directory").arg(d);
     }
     let limits = Limits {
@@ -208,7 +230,20 @@ fn read_journal(
             said.unwrap_or_default()
         ));
     }
-    let mut lines: Vec<String> = o.stdout.lines().map(str::to_owned).collect();
+    // Nor is a system that keeps no journal (journald's Storage=none).
+    if o.stderr.contains("No journal files were found") {
+        return Err(
+            "journalctl found no journal files (does journald keep any? Storage= in \
+             journald.conf)"
+                .into(),
+        );
+    }
+    let mut lines: Vec<String> = o
+        .stdout
+        .lines()
+        .filter(|l| *l != "-- No entries --")
+        .map(str::to_owned)
+        .collect();
     if o.stdout_truncated {
         // The oldest line kept was cut by the bound.
         lines.pop();
