@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A backend writing one event file every INTERVAL ms, the way a careful backend does
-(tmp + fsync + rename + directory fsync), for SECONDS or until SIGTERM. Prints the write
-latencies (seconds) as one JSON list on stdout.
+(tmp + fsync + rename + directory fsync), for SECONDS or until SIGTERM. Prints each
+write as [end, latency] (seconds; `end` on CLOCK_MONOTONIC, which every process of the
+machine shares) in one JSON list on stdout.
 
     bench/latency_writer.py DIR SECONDS [INTERVAL_MS]
 """
@@ -35,7 +36,7 @@ def main():
         os.close(fd)
         os.rename(final + ".tmp", final)
         os.fsync(dfd)
-        lat.append(time.perf_counter() - t0)
+        lat.append([time.monotonic(), time.perf_counter() - t0])
         next_at += interval
         pause = next_at - time.monotonic()
         if pause > 0:

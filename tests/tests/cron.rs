@@ -1216,10 +1216,38 @@ fn systemd_units_verify() {
         ok && err.trim().is_empty(),
         "systemd-analyze verify {names:?}:\n{err}"
     );
+
+    // OPERATIONS.md's latency target for the service's own unit, as the operator adds it
+    // (`systemctl edit supervisor.service`), is a setting systemd knows.
+    let ops = fs::read_to_string(cron_dir().join("../docs/OPERATIONS.md")).expect("OPERATIONS.md");
+    let at = ops
+        .find("IODeviceLatencyTargetSec=/")
+        .expect("OPERATIONS.md: the latency target's drop-in");
+    let start = ops[..at].rfind("```ini").expect("its ```ini block") + "```ini".len();
+    let end = at + ops[at..].find("```").expect("the block's end");
+    let drop_in: String = ops[start..end]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(
+        units.join("supervisor.service"),
+        "[Service]\nExecStart=/usr/bin/tmpa-patrol --version\n",
+    )
+    .expect("write");
+    let d = units.join("supervisor.service.d");
+    fs::create_dir_all(&d).expect("mkdir");
+    fs::write(d.join("override.conf"), &drop_in).expect("write");
+    let (ok, err) = verify(&["supervisor.service".to_owned()]);
+    assert!(
+        ok && err.trim().is_empty(),
+        "OPERATIONS.md's drop-in {drop_in:?}:\n{err}"
+    );
 }
 
-/// Every log the crontab and the units write is rotated by the logrotate snippet, and
-/// each stanza is well formed.
+/// Every log the crontab writes is rotated by the logrotate snippet (the units log to the
+/// journal), and each stanza is well formed.
 #[test]
 fn logrotate_covers_every_log() {
     let Crontab { entries, .. } = crontab();

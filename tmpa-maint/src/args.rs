@@ -26,8 +26,8 @@ pub struct CommonArgs {
     /// incompatible version, or torn, is refused (exit 2)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "save_plan"])]
     pub apply_plan: Option<PathBuf>,
-    /// Run gently beside a live service writing to the same disk: delete in batches of 64,
-    /// each committed (directory fsync) and followed by a quarter of this pause; tmpa-compact
+    /// Run gently beside a live service writing to the same disk: delete in batches of 16,
+    /// each committed (directory fsync) and followed by a sixteenth of this pause; tmpa-compact
     /// also reads one file at a time with this pause per 256 files, and writes
     /// _compacted.json in steps of 256 KiB, each synced (fdatasync) and followed by this
     /// pause. The run takes longer; what it does is the same. The crontab and the systemd

@@ -145,12 +145,16 @@ impl Disposed {
 /// tmpa-compact) or deleted.
 pub const PACE_BATCH: usize = 256;
 /// In a paced run, deletions between two directory fsyncs, each followed by the same
-/// share of `--pace`: each fsync commits a journal transaction of this many unlinks at
-/// most, so a live service's own fsync never waits behind the metadata of a whole day's
-/// deletions. (At full speed the directory is fsynced once, after the batch: every
-/// fsync is a journal commit and a cache flush of the disk.)
+/// share of `--pace` (16 files, `--pace / 16`: the rate of one `--pace` per
+/// [`PACE_BATCH`] files). Whatever the run unlinked since its last fsync is carried by
+/// the next journal commit, and with it the freed blocks' discards: when that commit is
+/// the live service's own fsync, the service pays for it. Sixteen keeps that share
+/// small; measured beside a writer (docs/PERFORMANCE.md, "Latency"), 64 raised its p99
+/// during deletions about twice as much, at the same speed. (At full speed the directory
+/// is fsynced once, after the batch: every fsync is a journal commit and a cache flush
+/// of the disk.)
 const PACED_SYNC_BATCH: usize = PACE_BATCH / PACED_SHARE as usize;
-const PACED_SHARE: u32 = 4;
+const PACED_SHARE: u32 = 16;
 
 impl Run {
     /// Disposes of `doomed` (files whose data the caller verified to be durably
@@ -196,9 +200,9 @@ impl Run {
     /// `last_check` (`None` to go on, or why to keep it); then it is moved into the run's
     /// quarantine, checked there again (and its lease), and only then unlinked; a file
     /// that turns out to be another is put back. Then each directory is fsynced. A file kept after its receipt line gets a `kept` line. In a
-    /// paced run (`--pace`), every 64 unlinks the current directory is fsynced and the run
-    /// pauses for a quarter of `--pace`, which leaves a live service's writes room on the
-    /// same disk.
+    /// paced run (`--pace`), every 16 unlinks the current directory is fsynced and the run
+    /// pauses for a sixteenth of `--pace`, which leaves a live service's writes room on
+    /// the same disk.
     ///
     /// Returns the outcomes in the order of `doomed`, and the directories whose fsync
     /// failed.

@@ -152,8 +152,8 @@ impl Run {
     }
 
     /// `--pace`: in a program that reads many files, the pause per
-    /// [`PACE_BATCH`](crate::PACE_BATCH) files read (deletions pause a quarter of it
-    /// every 64, see [`Run::dispose`]); zero runs at full speed.
+    /// [`PACE_BATCH`](crate::PACE_BATCH) files read (deletions pause a sixteenth of it
+    /// every 16, see [`Run::dispose`]); zero runs at full speed.
     pub fn pace(&self) -> std::time::Duration {
         self.pace
     }
