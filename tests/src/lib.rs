@@ -501,6 +501,20 @@ pub fn journal(dir: &Path, entries: &[(&str, Duration, String)]) -> Option<()> {
     Some(())
 }
 
+/// Gives `path` and everything under it to `uid`:`gid` (`lchown`: a symlink itself,
+/// never what it points to), as a tree another user owns.
+///
+/// # Panics
+/// When a chown fails (the tests that call it run as root).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        for e in fs::read_dir(path).expect("ls") {
+            chown_tree(&e.expect("entry").path(), uid, gid);
+        }
+    }
+}
+
 /// Whether strace can inject faults here (installed, and allowed to trace).
 pub fn strace_works() -> bool {
     Command::new("strace")

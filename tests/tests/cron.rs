@@ -709,7 +709,7 @@ fn one_line_of_the_configuration_makes_compaction_real_as_the_tree_owner() {
         let t = Tree::new();
         let evt = t.event("2026-01-05", "e1", "u1", 3, 4);
         t.event("2026-01-05", "e2", "u1", 1, 1);
-        chown_tree(t.root(), 65_534, 65_534);
+        tmpa_tests::chown_tree(t.root(), 65_534, 65_534);
         let root = t.root().display().to_string();
         write_config(
             &conf,
@@ -1431,7 +1431,7 @@ fn units_allow_every_syscall_the_programs_make() {
     );
     if tmpa_tests::is_root() {
         // The backend's files belong to another user: the root jobs chown what they make.
-        chown_tree(t.root(), 65_534, 65_534);
+        tmpa_tests::chown_tree(t.root(), 65_534, 65_534);
     }
     for p in PROGRAMS {
         let service = unit(&format!("systemd/{p}.service"));
@@ -1493,16 +1493,4 @@ fn units_allow_every_syscall_the_programs_make() {
         );
     }
     assert!(!session.exists(), "the archive run did its work");
-}
-
-fn chown_tree(dir: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).expect("chown");
-    for e in fs::read_dir(dir).expect("read_dir") {
-        let p = e.expect("entry").path();
-        if p.is_dir() && !p.is_symlink() {
-            chown_tree(&p, uid, gid);
-        } else {
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).expect("chown");
-        }
-    }
 }

@@ -218,7 +218,7 @@ fn permission_denied_for_the_backend_user() {
     }
     let t = busy_tree();
     // The whole tree belongs to nobody, but for two directories.
-    chown_tree(t.root(), 65534);
+    tmpa_tests::chown_tree(t.root(), 65534, 65534);
     let (day, user) = (
         t.root().join("token_stats").join(D1),
         t.root().join("chat_history/bob"),
@@ -281,15 +281,6 @@ fn permission_denied_for_the_backend_user() {
         "patrol must say it could not read part of the tree:\n{}",
         p.stdout
     );
-}
-
-fn chown_tree(dir: &Path, uid: u32) {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).expect("chown");
-    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        for e in fs::read_dir(dir).expect("ls").flatten() {
-            chown_tree(&e.path(), uid);
-        }
-    }
 }
 
 /// What must hold after any run on a [`busy_tree_at`] tree, however it ended: every event

@@ -17,12 +17,7 @@ const MONTH: Duration = Duration::from_secs(40 * 86_400);
 
 /// Makes `root` and everything under it the owner's, as a backend's tree is.
 fn give_to_owner(dir: &Path) {
-    std::os::unix::fs::lchown(dir, Some(OWNER.0), Some(OWNER.1)).expect("chown");
-    if fs::symlink_metadata(dir).expect("stat").is_dir() {
-        for e in fs::read_dir(dir).expect("ls") {
-            give_to_owner(&e.expect("entry").path());
-        }
-    }
+    tmpa_tests::chown_tree(dir, OWNER.0, OWNER.1);
 }
 
 /// Runs `script` with `sh -c` as the tree's owner (no capability, no supplementary

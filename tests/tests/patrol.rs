@@ -1066,6 +1066,21 @@ fn log_deletion_after_failed_verification_is_critical() {
     assert_eq!(c["log_tail"].as_array().expect("tail").len(), 4);
 }
 
+/// The patrol with `--json --journal compact_events=tmpa-compact.service` reading the
+/// journal in `dir`: its exit code and the compact_events check.
+fn compact_check_from_journal(t: &Tree, dir: &Path) -> (i32, Value) {
+    let (code, doc) = patrol_json(
+        t,
+        &[
+            "--journal",
+            "compact_events=tmpa-compact.service",
+            "--journal-directory",
+            &dir.display().to_string(),
+        ],
+    );
+    (code, check(&doc, "compact_events_last_success").clone())
+}
+
 /// `--journal TASK=UNIT` reads the unit's journal as `--log` reads a file: a deletion after
 /// a failed verification in one run is critical and named, with the job's last 50 lines;
 /// another unit's entries and runs older than the lookback (8 days) are not read; a clean
@@ -1126,17 +1141,7 @@ fn journal_deletion_after_failed_verification_is_critical() {
     if tmpa_tests::journal(&bad, &entries).is_none() {
         return;
     }
-    let dir = bad.display().to_string();
-    let (code, doc) = patrol_json(
-        &t,
-        &[
-            "--journal",
-            "compact_events=tmpa-compact.service",
-            "--journal-directory",
-            &dir,
-        ],
-    );
-    let c = check(&doc, "compact_events_last_success");
+    let (code, c) = compact_check_from_journal(&t, &bad);
     assert_eq!(c["status"], "critical", "{c:#}");
     let detail = c["detail"].as_str().expect("detail");
     assert!(
@@ -1171,7 +1176,7 @@ fn journal_deletion_after_failed_verification_is_critical() {
             "--journal",
             "archive_history=tmpa-archive.service",
             "--journal-directory",
-            &dir,
+            &bad.display().to_string(),
         ],
     );
     let c = check(&doc, "archive_history_last_success");
@@ -1200,32 +1205,14 @@ fn journal_deletion_after_failed_verification_is_critical() {
     assert!(lines.len() >= 2, "{run:?}");
     let good = dirs.path().join("good");
     tmpa_tests::journal(&good, &lines).expect("journal");
-    let (code, doc) = patrol_json(
-        &ok_tree,
-        &[
-            "--journal",
-            "compact_events=tmpa-compact.service",
-            "--journal-directory",
-            &good.display().to_string(),
-        ],
-    );
-    let c = check(&doc, "compact_events_last_success");
+    let (code, c) = compact_check_from_journal(&ok_tree, &good);
     assert_eq!(c["status"], "ok", "{c:#}");
     assert!(c.get("log_tail").is_none());
-    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(code, 0, "{c:#}");
 
     // A journal that cannot be read: the check says so and is not ok.
-    let missing = dirs.path().join("missing").display().to_string();
-    let (code, doc) = patrol_json(
-        &ok_tree,
-        &[
-            "--journal",
-            "compact_events=tmpa-compact.service",
-            "--journal-directory",
-            &missing,
-        ],
-    );
-    let c = check(&doc, "compact_events_last_success");
+    let missing = dirs.path().join("missing");
+    let (code, c) = compact_check_from_journal(&ok_tree, &missing);
     assert_eq!(c["status"], "warning", "{c:#}");
     let detail = c["detail"].as_str().expect("detail");
     assert!(
@@ -1237,16 +1224,7 @@ fn journal_deletion_after_failed_verification_is_critical() {
     // Nor is a directory without a journal in it, which journalctl reads as empty.
     let empty = dirs.path().join("empty");
     fs::create_dir(&empty).expect("mkdir");
-    let (code, doc) = patrol_json(
-        &ok_tree,
-        &[
-            "--journal",
-            "compact_events=tmpa-compact.service",
-            "--journal-directory",
-            &empty.display().to_string(),
-        ],
-    );
-    let c = check(&doc, "compact_events_last_success");
+    let (code, c) = compact_check_from_journal(&ok_tree, &empty);
     assert_eq!(c["status"], "warning", "{c:#}");
     assert!(
         c["detail"]
@@ -1256,18 +1234,6 @@ fn journal_deletion_after_failed_verification_is_critical() {
         "{c:#}"
     );
     assert_eq!(code, 1);
-}
-
-fn chown_all(dir: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).expect("chown");
-    for e in fs::read_dir(dir).expect("read_dir") {
-        let p = e.expect("entry").path();
-        if p.is_dir() && !p.is_symlink() {
-            chown_all(&p, uid, gid);
-        } else {
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).expect("chown");
-        }
-    }
 }
 
 /// As the patrol unit runs it (`User=` the tree's owner): a user who may not read the
@@ -1285,7 +1251,7 @@ fn a_journal_the_patrol_may_not_read_is_a_warning() {
     const JOURNAL_GROUP: u32 = 4245;
     let t = healthy_tree();
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    chown_all(t.root(), OWNER, OWNER);
+    tmpa_tests::chown_tree(t.root(), OWNER, OWNER);
     let dirs = tempfile::tempdir().expect("tempdir");
     fs::set_permissions(dirs.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let dir = dirs.path().join("journal");
