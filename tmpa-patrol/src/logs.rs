@@ -81,11 +81,11 @@ impl LogSource {
     /// # Errors
     /// A message when the source cannot be read.
     pub fn scan(&self, now: SystemTime) -> Result<LogScan, String> {
-        let lines = match self {
+        let read = match self {
             Self::File(p) => read_file_end(p)?,
             Self::Journal { unit, directory } => read_journal(unit, directory.as_deref(), now)?,
         };
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let lines = read.lines();
         Ok(LogScan {
             tail: lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
                 .iter()
@@ -125,6 +125,29 @@ fn has_journal_files(dir: &Path) -> bool {
     })
 }
 
+/// The newest output of a source, as read: one text, borrowed line by line by the scan.
+struct Output {
+    text: String,
+    /// `journalctl --reverse` prints the newest entry first.
+    newest_first: bool,
+    /// The oldest line was cut by the byte bound.
+    oldest_cut: bool,
+}
+
+impl Output {
+    /// The lines, oldest first, without the one the bound cut.
+    fn lines(&self) -> Vec<&str> {
+        let mut lines: Vec<&str> = self.text.lines().collect();
+        if self.newest_first {
+            lines.reverse();
+        }
+        if self.oldest_cut && !lines.is_empty() {
+            lines.remove(0);
+        }
+        lines
+    }
+}
+
 /// What a job's log says.
 #[derive(Clone, Debug, Default)]
 pub struct LogScan {
@@ -137,7 +160,7 @@ pub struct LogScan {
 
 /// The lines of the end of a log file (at most [`LOG_BYTES_MAX`] bytes; never blocks on
 /// a FIFO).
-fn read_file_end(path: &Path) -> Result<Vec<String>, String> {
+fn read_file_end(path: &Path) -> Result<Output, String> {
     let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
     let mut f = File::options()
         .read(true)
@@ -154,22 +177,17 @@ fn read_file_end(path: &Path) -> Result<Vec<String>, String> {
     f.take(LOG_BYTES_MAX)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    if start > 0 && !lines.is_empty() {
+    Ok(Output {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        newest_first: false,
         // The first line was cut by the seek.
-        lines.remove(0);
-    }
-    Ok(lines)
+        oldest_cut: start > 0,
+    })
 }
 
 /// The messages the journal holds for `unit` over the last [`JOURNAL_LOOKBACK`], oldest
 /// first, read newest first with `journalctl` so that the bound keeps the newest.
-fn read_journal(
-    unit: &str,
-    directory: Option<&Path>,
-    now: SystemTime,
-) -> Result<Vec<String>, String> {
+fn read_journal(unit: &str, directory: Option<&Path>, now: SystemTime) -> Result<Output, String> {
     let since = now
         .checked_sub(JOURNAL_LOOKBACK)
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -238,18 +256,15 @@ fn read_journal(
                 .into(),
         );
     }
-    let mut lines: Vec<String> = o
-        .stdout
-        .lines()
-        .filter(|l| *l != "-- No entries --")
-        .map(str::to_owned)
-        .collect();
-    if o.stdout_truncated {
-        // The oldest line kept was cut by the bound.
-        lines.pop();
+    let mut text = o.stdout;
+    if text.trim_end() == "-- No entries --" {
+        text.clear();
     }
-    lines.reverse();
-    Ok(lines)
+    Ok(Output {
+        text,
+        newest_first: true,
+        oldest_cut: o.stdout_truncated,
+    })
 }
 
 /// A run's first line, as `program::header_line` writes it: `{time} tmpa-x {MODE} root=..`.
@@ -363,6 +378,28 @@ pub fn violations(lines: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_reads_oldest_first_without_the_cut_line() {
+        let file = Output {
+            text: "ut line\nb\nc\n".into(),
+            newest_first: false,
+            oldest_cut: true,
+        };
+        assert_eq!(file.lines(), ["b", "c"]);
+        let journal = Output {
+            text: "c\nb\na cut\n".into(),
+            newest_first: true,
+            oldest_cut: true,
+        };
+        assert_eq!(journal.lines(), ["b", "c"]);
+        let whole = Output {
+            text: "c\nb\n".into(),
+            newest_first: true,
+            oldest_cut: false,
+        };
+        assert_eq!(whole.lines(), ["b", "c"]);
+    }
 
     #[test]
     fn deletion_after_failed_verification_is_found() {
