@@ -211,22 +211,17 @@ fn image_holds_the_programs_their_libraries_and_no_shell() {
         );
     }
 
+    // Whether a passwd or group file has an entry with the numeric id `id` (third field).
+    let has_id = |text: &str, id: &str| text.lines().any(|l| l.split(':').nth(2) == Some(id));
     let passwd = fs::read_to_string(m.dir.join("etc/passwd")).expect("passwd");
     assert!(
-        passwd
-            .lines()
-            .any(|l| l.split(':').nth(2) == Some(&UID.to_string())),
+        has_id(&passwd, &UID.to_string()),
         "no user {UID} in /etc/passwd: {passwd}"
     );
-    assert!(
-        !passwd.lines().any(|l| l.split(':').nth(2) == Some("0")),
-        "/etc/passwd names root: {passwd}"
-    );
+    assert!(!has_id(&passwd, "0"), "/etc/passwd names root: {passwd}");
     let group = fs::read_to_string(m.dir.join("etc/group")).expect("group");
     assert!(
-        group
-            .lines()
-            .any(|l| l.split(':').nth(2) == Some(&UID.to_string())),
+        has_id(&group, &UID.to_string()),
         "no group {UID} in /etc/group: {group}"
     );
     assert_eq!(

@@ -1066,19 +1066,24 @@ fn log_deletion_after_failed_verification_is_critical() {
     assert_eq!(c["log_tail"].as_array().expect("tail").len(), 4);
 }
 
-/// The patrol with `--json --journal compact_events=tmpa-compact.service` reading the
-/// journal in `dir`: its exit code and the compact_events check.
-fn compact_check_from_journal(t: &Tree, dir: &Path) -> (i32, Value) {
+/// The patrol with `--json --journal TASK=UNIT` reading the journal in `dir`: its exit
+/// code and the check of `task` (`{task}_last_success`).
+fn job_check_from_journal(t: &Tree, task: &str, unit: &str, dir: &Path) -> (i32, Value) {
     let (code, doc) = patrol_json(
         t,
         &[
             "--journal",
-            "compact_events=tmpa-compact.service",
+            &format!("{task}={unit}"),
             "--journal-directory",
             &dir.display().to_string(),
         ],
     );
-    (code, check(&doc, "compact_events_last_success").clone())
+    (code, check(&doc, &format!("{task}_last_success")).clone())
+}
+
+/// [`job_check_from_journal`] for compaction.
+fn compact_check_from_journal(t: &Tree, dir: &Path) -> (i32, Value) {
+    job_check_from_journal(t, "compact_events", "tmpa-compact.service", dir)
 }
 
 /// `--journal TASK=UNIT` reads the unit's journal as `--log` reads a file: a deletion after
@@ -1170,16 +1175,7 @@ fn journal_deletion_after_failed_verification_is_critical() {
     );
     assert_eq!(code, 2);
     // The archive job reads its own unit: one violation there, none of compaction's.
-    let (_, doc) = patrol_json(
-        &t,
-        &[
-            "--journal",
-            "archive_history=tmpa-archive.service",
-            "--journal-directory",
-            &bad.display().to_string(),
-        ],
-    );
-    let c = check(&doc, "archive_history_last_success");
+    let (_, c) = job_check_from_journal(&t, "archive_history", "tmpa-archive.service", &bad);
     assert_eq!(
         c["findings"].as_array().expect("findings").len(),
         1,
