@@ -918,3 +918,81 @@ fn paced_run_pauses_and_writes_the_same_bytes() {
     );
     assert_eq!(threads, 0, "a paced run reads on its own thread");
 }
+
+/// `--pace` yields more when the disk is slow: each step's pause is at least five times
+/// the step's own time (the run works at most a sixth of the time), up to 16 times
+/// `--pace`. Every open is delayed from outside (strace) by 200 µs, so reading 256 files
+/// takes over 51 ms: the pauses after those steps are then at least 256 ms, where
+/// `--pace` alone asks for 20, and none is longer than 320.
+#[test]
+fn paced_run_pauses_longer_when_its_steps_are_slow() {
+    if Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=openat:delay_enter=1",
+            "true",
+        ])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        tmpa_tests::missing_prerequisite("no strace that injects delays");
+        return;
+    }
+    const EVENTS: usize = 800;
+    let t = Tree::new();
+    for i in 0..EVENTS {
+        t.event(D1, &format!("{i:05}"), "u", i as u64, 1);
+    }
+    let trace = t.root().parent().expect("parent").join(format!(
+        "{}.slow.strace",
+        t.root().file_name().expect("name").to_string_lossy()
+    ));
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=nanosleep,clock_nanosleep,openat",
+            "-e",
+            "inject=openat:delay_enter=200",
+        ])
+        .arg(bin("tmpa-compact").get_program())
+        .env_remove("TMPA_ROOT")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--before", D2, "--pace", "20ms"])
+        .output()
+        .expect("strace");
+    let text = fs::read_to_string(&trace).expect("trace");
+    fs::remove_file(&trace).expect("rm trace");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(loose_names(&t, D1).len(), 0, "every event compacted");
+    // The pauses asked for, in milliseconds, from `{tv_sec=S, tv_nsec=N}`.
+    let pauses: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains("nanosleep("))
+        .filter_map(|l| {
+            let num = |key: &str| -> Option<f64> {
+                let rest = &l[l.find(key)? + key.len()..];
+                let end = rest.find(|c: char| !c.is_ascii_digit())?;
+                rest[..end].parse().ok()
+            };
+            Some(num("tv_sec=")? * 1e3 + num("tv_nsec=")? / 1e6)
+        })
+        .collect();
+    // 800 files: three steps of reading after the first, each of 256 delayed opens.
+    let long = pauses.iter().filter(|&&p| p >= 256.0).count();
+    assert!(long >= 2, "pauses after slow reads: {pauses:?}");
+    assert!(
+        pauses.iter().all(|&p| p <= 320.0 + 1e-6),
+        "no pause over 16 x --pace: {pauses:?}"
+    );
+    assert!(
+        pauses.iter().all(|&p| p >= 20.0 / 16.0 - 1e-6),
+        "every pause at least its share of --pace: {pauses:?}"
+    );
+}

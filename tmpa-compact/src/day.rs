@@ -401,7 +401,7 @@ impl DayWork<'_> {
         let paced = PacedFile {
             file: f,
             unsynced: 0,
-            pace: self.pace,
+            pacer: tmpa_maint::Pacer::new(self.pace),
         };
         // On an error the AtomicFile is dropped with the writer: its temporary goes.
         self.serialize_into(paced, "write", &tmp)?.file.commit()
@@ -609,23 +609,23 @@ fn deletion(
 const PACE_WRITE_BYTES: usize = 256 << 10;
 
 /// The new `_compacted.json`; in a paced run (`--pace`) written to the disk every
-/// [`PACE_WRITE_BYTES`] with a pause after each, so that a live service's fsyncs never
+/// [`PACE_WRITE_BYTES`] with a pause after each ([`tmpa_maint::Pacer`]), so that a live service's fsyncs never
 /// wait behind the whole file's writeback at commit.
 struct PacedFile {
     file: AtomicFile,
     unsynced: usize,
-    pace: std::time::Duration,
+    pacer: tmpa_maint::Pacer,
 }
 
 impl std::io::Write for PacedFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
-        if !self.pace.is_zero() {
+        if self.pacer.is_paced() {
             self.unsynced += n;
             if self.unsynced >= PACE_WRITE_BYTES {
                 self.unsynced = 0;
                 self.file.sync_data()?;
-                std::thread::sleep(self.pace);
+                self.pacer.pause(1);
             }
         }
         Ok(n)

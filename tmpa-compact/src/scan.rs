@@ -52,8 +52,9 @@ pub struct DayOptions {
     /// lists, unchanged, are merged.
     pub applying_plan: bool,
     /// `--pace`: when not zero, loose files are read on one thread in batches of
-    /// [`tmpa_maint::PACE_BATCH`] with this pause after each, so that a live service
-    /// writing to the same disk finds the device's queue nearly empty.
+    /// [`tmpa_maint::PACE_BATCH`] with a pause after each ([`tmpa_maint::Pacer`]: at least
+    /// this, and five times what the batch took), so that a live service writing to the
+    /// same disk finds the device's queue nearly empty most of the time.
     pub pace: std::time::Duration,
     /// The hash of an event id, for the index of compacted ids; tests substitute a weak
     /// one to exercise collisions.
@@ -423,6 +424,7 @@ pub(crate) fn scan_loose(
     };
     let mut entries = dir.entries()?;
     let mut names = Names::default();
+    let mut pacer = tmpa_maint::Pacer::new(opts.pace);
     loop {
         names.clear();
         for entry in entries.by_ref() {
@@ -443,7 +445,7 @@ pub(crate) fn scan_loose(
         let mut start = 0;
         while start < names.len() {
             if paced && start > 0 {
-                std::thread::sleep(opts.pace);
+                pacer.pause(1);
             }
             let chunk = start..names.len().min(start + chunk_names);
             let threads = if paced || chunk.len() < PARALLEL_FILES_MIN {

@@ -26,12 +26,14 @@ pub struct CommonArgs {
     /// incompatible version, or torn, is refused (exit 2)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "save_plan"])]
     pub apply_plan: Option<PathBuf>,
-    /// Run gently beside a live service writing to the same disk: delete in batches of 16,
-    /// each committed (directory fsync) and followed by a sixteenth of this pause; tmpa-compact
-    /// also reads one file at a time with this pause per 256 files, and writes
-    /// _compacted.json in steps of 256 KiB, each synced (fdatasync) and followed by this
-    /// pause. The run takes longer; what it does is the same. The crontab and the systemd
-    /// units pass 20ms; 0 (the default) runs at full speed, e.g. for a catch-up by hand
+    /// Run gently beside a live service writing to the same disk: work in small steps,
+    /// each followed by a pause of at least this, and long enough that the run works at
+    /// most a sixth of the time (so a disk slowed by the service slows the run), up to
+    /// 16 times this. Deletions go in steps of 16, each committed (directory fsync), with at
+    /// least a sixteenth of this pause; tmpa-compact also reads one file at a time, 256 a
+    /// step, and writes _compacted.json 256 KiB a step, each synced (fdatasync). The run
+    /// takes longer; what it does is the same. The crontab and the systemd units pass 20ms;
+    /// 0 (the default) runs at full speed, e.g. for a catch-up by hand
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_pause)]
     pub pace: Duration,
     /// Diagnostics of the libraries beneath the program (see [`Diagnostics`]).

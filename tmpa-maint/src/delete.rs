@@ -141,12 +141,13 @@ impl Disposed {
     }
 }
 
-/// Files per `--pace` pause: a paced run pauses for `--pace` per this many files read (see
-/// tmpa-compact) or deleted.
+/// Files per `--pace` pause: a paced run pauses for at least `--pace` per this many files
+/// read (see tmpa-compact) or deleted, and longer after a slow step ([`crate::Pacer`]).
 pub const PACE_BATCH: usize = 256;
-/// In a paced run, deletions between two directory fsyncs, each followed by the same
-/// share of `--pace` (16 files, `--pace / 16`: the rate of one `--pace` per
-/// [`PACE_BATCH`] files). Whatever the run unlinked since its last fsync is carried by
+/// In a paced run, deletions between two directory fsyncs, each followed by a pause of
+/// at least the same share of `--pace` (16 files, `--pace / 16`: the rate of one `--pace`
+/// per [`PACE_BATCH`] files) and at least five times the step's own time
+/// ([`crate::Pacer`]). Whatever the run unlinked since its last fsync is carried by
 /// the next journal commit, and with it the freed blocks' discards: when that commit is
 /// the live service's own fsync, the service pays for it. Sixteen keeps that share
 /// small; measured beside a writer (docs/PERFORMANCE.md, "Latency"), 64 raised its p99
@@ -201,8 +202,8 @@ impl Run {
     /// quarantine, checked there again (and its lease), and only then unlinked; a file
     /// that turns out to be another is put back. Then each directory is fsynced. A file kept after its receipt line gets a `kept` line. In a
     /// paced run (`--pace`), every 16 unlinks the current directory is fsynced and the run
-    /// pauses for a sixteenth of `--pace`, which leaves a live service's writes room on
-    /// the same disk.
+    /// pauses ([`crate::Pacer`]: at least a sixteenth of `--pace`, and five times what the
+    /// 16 took), which leaves a live service's writes room on the same disk.
     ///
     /// Returns the outcomes in the order of `doomed`, and the directories whose fsync
     /// failed.
@@ -239,6 +240,7 @@ impl Run {
         let mut kept_lines = Vec::new();
         let mut dirs: Vec<&'a Dir> = Vec::new();
         let mut unlinked = 0usize;
+        let mut pacer = crate::Pacer::new(self.pace);
         for (d, refused) in doomed.into_iter().zip(not_as_planned) {
             if let Some(why) = refused {
                 outcomes.push(Outcome::Kept(Kept::NotAsPlanned(why)));
@@ -264,10 +266,10 @@ impl Run {
             drop(d);
             if matches!(outcome, Outcome::Deleted) {
                 unlinked += 1;
-                if !self.pace.is_zero() && unlinked.is_multiple_of(PACED_SYNC_BATCH) {
+                if pacer.is_paced() && unlinked.is_multiple_of(PACED_SYNC_BATCH) {
                     // A small journal commit now, then room for the live service.
                     let _ = dirs.last().map(|d| d.sync());
-                    std::thread::sleep(self.pace / PACED_SHARE);
+                    pacer.pause(PACED_SHARE);
                 }
             }
             outcomes.push(outcome);

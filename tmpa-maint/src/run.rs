@@ -151,9 +151,10 @@ impl Run {
         &self.root
     }
 
-    /// `--pace`: in a program that reads many files, the pause per
-    /// [`PACE_BATCH`](crate::PACE_BATCH) files read (deletions pause a sixteenth of it
-    /// every 16, see [`Run::dispose`]); zero runs at full speed.
+    /// `--pace`: in a program that reads many files, the least pause per
+    /// [`PACE_BATCH`](crate::PACE_BATCH) files read (deletions pause at least a sixteenth
+    /// of it every 16, see [`Run::dispose`]; every paced step also pauses five times its
+    /// own time, see [`Pacer`](crate::Pacer)); zero runs at full speed.
     pub fn pace(&self) -> std::time::Duration {
         self.pace
     }
