@@ -850,11 +850,7 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
 /// full speed, which pauses never. Seen from outside with strace.
 #[test]
 fn paced_run_pauses_and_writes_the_same_bytes() {
-    if Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "true"])
-        .status()
-        .map_or(true, |s| !s.success())
-    {
+    if !tmpa_tests::strace_works() {
         tmpa_tests::missing_prerequisite("no working strace");
         return;
     }
@@ -864,26 +860,14 @@ fn paced_run_pauses_and_writes_the_same_bytes() {
         for i in 0..EVENTS {
             t.event(D1, &format!("{i:05}-{}", "p".repeat(160)), "u", i as u64, 1);
         }
-        let trace = t.root().parent().expect("parent").join(format!(
-            "{}.strace",
-            t.root().file_name().expect("name").to_string_lossy()
-        ));
-        let out = Command::new("strace")
-            .args(["-f", "-qq", "-o"])
-            .arg(&trace)
-            .args([
+        let (out, text) = traced_compact(
+            &t,
+            &[
                 "-e",
                 "trace=nanosleep,clock_nanosleep,fdatasync,clone,clone3",
-            ])
-            .arg(bin("tmpa-compact").get_program())
-            .env_remove("TMPA_ROOT")
-            .arg("--root")
-            .arg(t.root())
-            .args(["--before", D2, "--pace", pace])
-            .output()
-            .expect("strace");
-        let text = fs::read_to_string(&trace).expect("trace");
-        fs::remove_file(&trace).expect("rm trace");
+            ],
+            pace,
+        );
         assert!(out.status.success(), "{pace}: {out:?}");
         let count = |call: &str| text.lines().filter(|l| l.contains(call)).count();
         let sleeps = count("nanosleep(");
@@ -926,19 +910,7 @@ fn paced_run_pauses_and_writes_the_same_bytes() {
 /// `--pace` alone asks for 20, and none is longer than 320.
 #[test]
 fn paced_run_pauses_longer_when_its_steps_are_slow() {
-    if Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=openat:delay_enter=1",
-            "true",
-        ])
-        .status()
-        .map_or(true, |s| !s.success())
-    {
+    if !tmpa_tests::strace_works() {
         tmpa_tests::missing_prerequisite("no strace that injects delays");
         return;
     }
@@ -947,28 +919,16 @@ fn paced_run_pauses_longer_when_its_steps_are_slow() {
     for i in 0..EVENTS {
         t.event(D1, &format!("{i:05}"), "u", i as u64, 1);
     }
-    let trace = t.root().parent().expect("parent").join(format!(
-        "{}.slow.strace",
-        t.root().file_name().expect("name").to_string_lossy()
-    ));
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-o"])
-        .arg(&trace)
-        .args([
+    let (out, text) = traced_compact(
+        &t,
+        &[
             "-e",
             "trace=nanosleep,clock_nanosleep,openat",
             "-e",
             "inject=openat:delay_enter=200",
-        ])
-        .arg(bin("tmpa-compact").get_program())
-        .env_remove("TMPA_ROOT")
-        .arg("--root")
-        .arg(t.root())
-        .args(["--before", D2, "--pace", "20ms"])
-        .output()
-        .expect("strace");
-    let text = fs::read_to_string(&trace).expect("trace");
-    fs::remove_file(&trace).expect("rm trace");
+        ],
+        "20ms",
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(loose_names(&t, D1).len(), 0, "every event compacted");
     // The pauses asked for, in milliseconds, from `{tv_sec=S, tv_nsec=N}`.
@@ -995,4 +955,27 @@ fn paced_run_pauses_longer_when_its_steps_are_slow() {
         pauses.iter().all(|&p| p >= 20.0 / 16.0 - 1e-6),
         "every pause at least its share of --pace: {pauses:?}"
     );
+}
+
+/// `tmpa-compact --before D2 --pace PACE` on `t`, under strace with `strace_args` (which
+/// calls to trace, what to inject): its output and the trace.
+fn traced_compact(t: &Tree, strace_args: &[&str], pace: &str) -> (std::process::Output, String) {
+    let trace = t.root().parent().expect("parent").join(format!(
+        "{}.strace",
+        t.root().file_name().expect("name").to_string_lossy()
+    ));
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args(strace_args)
+        .arg(bin("tmpa-compact").get_program())
+        .env_remove("TMPA_ROOT")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--before", D2, "--pace", pace])
+        .output()
+        .expect("strace");
+    let text = fs::read_to_string(&trace).expect("trace");
+    fs::remove_file(&trace).expect("rm trace");
+    (out, text)
 }
