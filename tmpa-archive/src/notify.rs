@@ -480,13 +480,15 @@ impl NotifyRun<'_> {
             return Ok(());
         }
         // Which archive holds each (only the lonely ids are kept from the indexes): where
-        // it is, how that was verified, and the SHA-256 of the ack it holds.
+        // it is, how that was verified, and the SHA-256 of the ack it holds. Each archive
+        // is read whole, every member checked against its index and the stream against
+        // its gzip checksum, before its index may vouch for a deletion.
         let mut held: HashMap<String, (String, Proof, String)> = HashMap::new();
         if let Some(dir) = archive {
             for name in archive_names(dir)? {
                 let file = dir.open_read(&name)?;
                 let bytes = Meta::of_fd(&file).map_or(0, |m| m.stamp.size);
-                let index = read_archive(file, &dir.join(&name), |_| false, |_| false)?;
+                let index = read_archive(file, &dir.join(&name), |_| true, |_| true)?;
                 let n = index.len() as u64;
                 for e in index {
                     if lonely.binary_search_by(|id| id.as_str().cmp(&e.id)).is_ok() {
@@ -564,7 +566,7 @@ impl NotifyRun<'_> {
                 continue;
             };
             let url = sr.store.object_url(&key);
-            let index = read_archive(&bytes[..], Path::new(&url), |_| false, |_| false)?;
+            let index = read_archive(&bytes[..], Path::new(&url), |_| true, |_| true)?;
             let object = StoredObject {
                 url: url.clone(),
                 bytes: Some(info.size),

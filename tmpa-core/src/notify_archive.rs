@@ -163,15 +163,18 @@ fn append<W: Write>(
 
 /// Reads the archive `file` (a file, or an object's bytes; shown as `shown` in errors): its index first; then, when
 /// `wanted(index)`, its members in order, each checked against the index and handed to
-/// `visit` until it returns `false`. Memory: the index and one notification. (A lookup
-/// of one notification reads and checks only its members.)
+/// `visit` until it returns `false`; when every member was visited, the stream is read
+/// to its end, so that the gzip trailer's checksum covers the index too. Memory: the
+/// index and one notification. (A lookup of one notification reads and checks only its
+/// members, and stops there; an index-only read checks only the index.)
 ///
 /// Returns the index.
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming `shown` when it is not an archive of this format, or a
 /// member is missing, misnamed, larger than [`NOTIFICATION_BYTES_MAX`] or not what the
-/// index says.
+/// index says, or, read whole, when another member follows the last or the stream fails
+/// its gzip checksum.
 pub fn read_archive<R: Read>(
     file: R,
     shown: &Path,
@@ -232,9 +235,29 @@ fn read_members<R: Read>(
             ));
         }
         if !visit(n) {
-            break;
+            // A lookup that found its member: it was checked against the index above.
+            return Ok(index.notifications);
         }
     }
+    // Read to the end: nothing after the last member the index names, then the gzip
+    // trailer, whose CRC-32 and length the decoder checks only at the end of the stream.
+    // Without this, damage to index.json's times (which no member's checksum covers)
+    // would read as a different batch instead of an error.
+    match entries.next() {
+        None => {}
+        Some(Ok(e)) => {
+            return Err(corrupt(
+                shown,
+                &format!(
+                    "holds {} after the last member index.json names",
+                    String::from_utf8_lossy(&e.path_bytes())
+                ),
+            ));
+        }
+        Some(Err(e)) => return Err(corrupt(shown, &format!("cannot read its end: {e}"))),
+    }
+    io::copy(&mut archive.into_inner(), &mut io::sink())
+        .map_err(|e| corrupt(shown, &format!("cannot read its end: {e}")))?;
     Ok(index.notifications)
 }
 

@@ -106,3 +106,42 @@ proptest! {
         prop_assert!(r.is_err() || again == batch);
     }
 }
+
+/// A digit of a time in index.json changed (no member's checksum covers the times): an
+/// archive read whole fails its gzip checksum instead of reading as another batch.
+/// Level 0 stores the bytes as they are, so the digit can be found and changed.
+#[test]
+fn a_changed_time_in_the_index_is_an_error() {
+    let batch = vec![ArchivedNotification {
+        id: NotificationId::new("n1").unwrap(),
+        body: b"{}".to_vec(),
+        mtime_ns: 1_700_000_000_123_456_789,
+        ack: b"{}".to_vec(),
+        acked_ns: 1_700_000_001_000_000_000,
+    }];
+    let good = write_archive(Vec::new(), &batch, 0).unwrap();
+    let at = good
+        .windows(9)
+        .position(|w| w == b"123456789")
+        .expect("the time in the stored index");
+    let mut bytes = good.clone();
+    bytes[at + 8] = b'8';
+    let shown = std::path::Path::new("n.tar.gz");
+    let mut read = Vec::new();
+    read_archive(
+        &good[..],
+        shown,
+        |_| true,
+        |n| {
+            read.push(n);
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(read, batch);
+    let err = read_archive(&bytes[..], shown, |_| true, |_| true).unwrap_err();
+    assert!(
+        format!("{err}").contains("n.tar.gz"),
+        "the error names the archive: {err}"
+    );
+}
