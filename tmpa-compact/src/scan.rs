@@ -416,7 +416,8 @@ pub(crate) fn scan_loose(
         .min(READ_THREADS_MAX);
     let names_max = (budget / LISTED_NAME_BYTES_EST / 8).max(READ_CHUNK_NAMES);
     // Paced: one read at a time in the device's queue, and a pause per batch.
-    let paced = !opts.pace.is_zero();
+    let mut pacer = tmpa_maint::Pacer::new(opts.pace);
+    let paced = pacer.is_paced();
     let chunk_names = if paced {
         tmpa_maint::PACE_BATCH
     } else {
@@ -424,7 +425,6 @@ pub(crate) fn scan_loose(
     };
     let mut entries = dir.entries()?;
     let mut names = Names::default();
-    let mut pacer = tmpa_maint::Pacer::new(opts.pace);
     loop {
         names.clear();
         for entry in entries.by_ref() {
