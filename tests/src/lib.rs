@@ -2,6 +2,7 @@
 //! a real binary on it, snapshot the tree to prove a run changed nothing; and a real
 //! S3-compatible server with a fault-injecting proxy ([`s3`]).
 
+pub mod fuse;
 pub mod s3;
 
 use std::collections::BTreeMap;

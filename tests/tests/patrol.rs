@@ -13,13 +13,15 @@ use tmpa_tests::{Run, Tmpfs, Tree, age, bin, event_json};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
-/// The nine checks of docs/OPERATIONS.md "tmpa-patrol" and the growth check, in report order.
-const CHECKS: [&str; 10] = [
+/// The nine checks of docs/OPERATIONS.md "tmpa-patrol", the file system and the growth
+/// check, in report order.
+const CHECKS: [&str; 11] = [
     "service",
     "directories",
     "inbox_files",
     "token_stats_files",
     "inodes",
+    "file_system",
     "tmp_files",
     "corrupt_json",
     "compact_events_last_success",
@@ -124,7 +126,7 @@ fn healthy_tree() -> Tree {
 }
 
 /// A healthy tree with a running service is ok on every check: exit 0, docs/OPERATIONS.md "tmpa-patrol" JSON with
-/// the ten checks in order, each with name, status, value and detail.
+/// the eleven checks in order, each with name, status, value and detail.
 #[test]
 fn healthy_tree_is_ok_and_json_matches_spec() {
     let t = healthy_tree();

@@ -189,9 +189,9 @@ pub mod maintenance {
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
-        Abbreviation, AtomicFile, Dir, Disposal, Entries, Entry, Expected, FinalName, Keep, Kind,
-        Lease, LeaseRefused, Meta, Stamp, TEMP_NAME_BYTES_MAX, dispose, temp_final_name,
-        temporary_of,
+        Abbreviation, AtomicFile, Dir, Disposal, Entries, Entry, Expected, FinalName, FsFamily,
+        FsType, Keep, Kind, Lease, LeaseRefused, Meta, MovesProbe, Stamp, TEMP_NAME_BYTES_MAX,
+        dispose, temp_final_name, temporary_of,
     };
     pub use crate::json::same_value as same_json_value;
     pub use crate::notify_archive::{

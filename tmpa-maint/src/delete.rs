@@ -58,6 +58,14 @@ pub enum Kept {
         /// Where it is kept.
         at: String,
     },
+    /// Moved aside for deletion and found to be another file than the verified one, on a
+    /// file system with no exclusive way to put it back (neither `RENAME_NOREPLACE` nor
+    /// hard links: a plain rename could replace a newer file at its name): kept in the
+    /// quarantine (`at`), never deleted; an operator moves it back if its name is free.
+    Stranded {
+        /// Where it is kept.
+        at: String,
+    },
 }
 
 impl Kept {
@@ -75,13 +83,16 @@ impl Kept {
             Kept::Superseded { at } => format!(
                 "replaced by a writer as it was deleted, and replaced again before it could be put back: kept at {at} (compare it with the file at its name)"
             ),
+            Kept::Stranded { at } => format!(
+                "replaced by a writer as it was deleted, and this file system has no way to put it back that could not replace a newer file (neither RENAME_NOREPLACE nor hard links): kept at {at} (move it back if its name is free, else compare the two)"
+            ),
         }
     }
 
     /// Whether an operator should look at it (the run exits 1): a file kept in the
     /// quarantine.
     pub fn needs_look(&self) -> bool {
-        matches!(self, Kept::Superseded { .. })
+        matches!(self, Kept::Superseded { .. } | Kept::Stranded { .. })
     }
 }
 
@@ -310,6 +321,10 @@ fn remove_one<'a>(
         Disposal::Superseded => match quarantine.keep(root, d.dir, &d.name) {
             Ok(at) => Outcome::Kept(Kept::Superseded { at }),
             // Still in the in-flight quarantine: the next run's recovery keeps it.
+            Err(e) => Outcome::Failed(e),
+        },
+        Disposal::CannotPutBack(_) => match quarantine.keep(root, d.dir, &d.name) {
+            Ok(at) => Outcome::Kept(Kept::Stranded { at }),
             Err(e) => Outcome::Failed(e),
         },
         Disposal::Failed { error, .. } => Outcome::Failed(error),

@@ -133,7 +133,9 @@ fn keep_aside(
     kept_rel: &Path,
 ) -> tmpa_core::Result<String> {
     let kept = root_dir(root).create_dir_all(kept_rel)?;
-    aside.move_noreplace(name, &kept, name)?;
+    // From one private name to another: no writer knows either, so where the file system
+    // has no RENAME_NOREPLACE a plain rename to the (checked absent) name is exact.
+    aside.move_aside(name, &kept, name)?;
     kept.sync()?;
     Ok(path_text(&kept.join(name)))
 }
@@ -159,11 +161,15 @@ pub enum RecoveredAction {
     /// Not the file its receipt names (or no receipt line names it): moved back under its
     /// name.
     Restored,
-    /// Not the file its receipt names, and a newer file has its name: kept in
+    /// Not the file its receipt names, and a newer file has its name (or, with `why`,
+    /// the file system has no way to put it back that could not replace one): kept in
     /// `quarantine/kept/`, never deleted.
     Kept {
         /// Where it is kept.
         at: String,
+        /// Why it could not go back, when not because its name is taken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     /// It could not be dealt with; it stays where it is and the next run tries again.
     Failed {
@@ -192,8 +198,12 @@ impl Recovered {
                 "  recovered: {}: moved back from the quarantine (a killed run had not verified it)",
                 self.file
             ),
-            RecoveredAction::Kept { at } => format!(
+            RecoveredAction::Kept { at, why: None } => format!(
                 "  problem: {}: a killed run moved it aside and a newer file has its name; kept at {at} (compare and keep one)",
+                self.file
+            ),
+            RecoveredAction::Kept { at, why: Some(why) } => format!(
+                "  problem: {}: a killed run moved it aside and it cannot go back: {why}; kept at {at} (move it back if its name is free, else compare and keep one)",
                 self.file
             ),
             RecoveredAction::Failed { error } => format!(
@@ -326,11 +336,21 @@ impl Recovery<'_> {
                 Err(e) => RecoveredAction::Failed { error: e.chain() },
             },
             Err(e) if e.io_kind() == std::io::ErrorKind::AlreadyExists => {
-                match keep_aside(self.root, aside, name, &self.kept_rel.join(rel)) {
-                    Ok(at) => RecoveredAction::Kept { at },
-                    Err(e) => RecoveredAction::Failed { error: e.chain() },
-                }
+                self.keep(aside, name, rel, None)
             }
+            Err(e) if e.io_kind() == std::io::ErrorKind::Unsupported => {
+                self.keep(aside, name, rel, Some(e.chain()))
+            }
+            Err(e) => RecoveredAction::Failed { error: e.chain() },
+        }
+    }
+}
+
+impl Recovery<'_> {
+    /// Moves a file that cannot go back under its name to `kept/`.
+    fn keep(&self, aside: &Dir, name: &OsStr, rel: &Path, why: Option<String>) -> RecoveredAction {
+        match keep_aside(self.root, aside, name, &self.kept_rel.join(rel)) {
+            Ok(at) => RecoveredAction::Kept { at, why },
             Err(e) => RecoveredAction::Failed { error: e.chain() },
         }
     }

@@ -209,6 +209,11 @@ mod tests {
             RecoveredAction::Restored,
             RecoveredAction::Kept {
                 at: "/r/.tmpa/quarantine/kept/x".into(),
+                why: None,
+            },
+            RecoveredAction::Kept {
+                at: "/r/.tmpa/quarantine/kept/y".into(),
+                why: Some("neither RENAME_NOREPLACE nor hard links".into()),
             },
             RecoveredAction::Failed {
                 error: "EIO".into(),

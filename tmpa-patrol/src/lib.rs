@@ -6,8 +6,9 @@
 //! textfile collector.
 //!
 //! The checks, by name: `service`, `directories`, `inbox_files`, `token_stats_files`,
-//! `inodes`, `tmp_files`, `corrupt_json`, `compact_events_last_success`,
-//! `archive_history_last_success`, and a tenth, `growth`: the counts of temporaries,
+//! `inodes`, `file_system` (the root's file system, and off a local disk which promises
+//! are weaker there), `tmp_files`, `corrupt_json`, `compact_events_last_success`,
+//! `archive_history_last_success`, and `growth`: the counts of temporaries,
 //! corrupt files and the largest directories against the patrol's previous runs
 //! (remembered in `{root}/.tmpa/patrol/history.json`), warning when one keeps growing run
 //! after run. Each has a status (ok, warning, critical, unknown), a value and a detail;
@@ -17,8 +18,10 @@
 //! Invariants:
 //! - Read-only in the data tree: it takes no lock and writes nothing there. The only
 //!   files it writes are the `--prometheus` file (atomically), its history
-//!   (`{root}/.tmpa/patrol/history.json`, atomically; not in `--watch`) and, with
-//!   `--incremental`, its JSON-check cache under `{root}/.tmpa/patrol/` (atomically).
+//!   (`{root}/.tmpa/patrol/history.json`, atomically; not in `--watch`), with
+//!   `--incremental` its JSON-check cache under `{root}/.tmpa/patrol/` (atomically) and,
+//!   off a local disk, the `file_system` check's probe files in `{root}/.tmpa/patrol/`,
+//!   removed at once.
 //! - One walk of the three data directories feeds every file-based check; symlinks are
 //!   never followed, reads are bounded in size and never block on a FIFO.
 //! - Exit code is the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
@@ -26,6 +29,7 @@
 
 mod args;
 pub mod corrupt;
+pub mod filesystem;
 pub mod history;
 pub mod jobs;
 pub mod logs;
@@ -57,12 +61,13 @@ use tmpa_maint::out;
 pub const PROGRAM: &str = "tmpa-patrol";
 
 /// The checks, in report order.
-pub const CHECK_NAMES: [&str; 10] = [
+pub const CHECK_NAMES: [&str; 11] = [
     "service",
     "directories",
     "inbox_files",
     "token_stats_files",
     "inodes",
+    "file_system",
     "tmp_files",
     "corrupt_json",
     "compact_events_last_success",
@@ -226,7 +231,7 @@ fn serialize_number<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok
 pub struct Report {
     /// Overall status: the worst of the checks that ran.
     pub status: Status,
-    /// The nine checks, in [`CHECK_NAMES`] order.
+    /// The checks, in [`CHECK_NAMES`] order.
     pub checks: Vec<Check>,
     /// The canonical root.
     pub root: String,
@@ -241,6 +246,8 @@ pub struct Report {
     pub archive_store: store::StoreInfo,
     /// Numbers from the walk, for the metrics.
     pub tree: walk::Totals,
+    /// The root's file system, and what its probe found.
+    pub file_system: filesystem::FsInfo,
     /// What the delete step left in `.tmpa/quarantine/`, per task.
     pub quarantine: quarantine::QuarantineInfo,
     /// How the counts grew since the previous patrol.
@@ -297,7 +304,7 @@ pub fn patrol_against(root: &Root, args: &Args, past: &[history::Sample]) -> Rep
     let checked_at = now_rfc3339();
     let now = SystemTime::now();
     // The service command runs while the tree is walked: both mostly wait.
-    let (service, (tree_checks, totals, largest)) = std::thread::scope(|s| {
+    let (service, (tree_checks, totals, largest, file_system)) = std::thread::scope(|s| {
         let service = s.spawn(|| service::check(args.service_cmd.as_deref(), args.service_timeout));
         let tree = tree_checks(root, args, now);
         (
@@ -361,6 +368,7 @@ pub fn patrol_against(root: &Root, args: &Args, past: &[history::Sample]) -> Rep
         jobs: infos,
         archive_store,
         tree: totals,
+        file_system,
         quarantine,
         growth,
         sample,
@@ -376,13 +384,20 @@ fn growth_thresholds(args: &Args) -> history::Thresholds {
     }
 }
 
-/// The checks fed by the walk, plus inodes; the walk's totals and largest directories.
+/// The checks fed by the walk, plus inodes and the file system; the walk's totals, the
+/// largest directories and the file system.
 fn tree_checks(
     root: &Root,
     args: &Args,
     now: SystemTime,
-) -> (Vec<Check>, walk::Totals, Vec<history::DirCount>) {
+) -> (
+    Vec<Check>,
+    walk::Totals,
+    Vec<history::DirCount>,
+    filesystem::FsInfo,
+) {
     let w = walk::walk(root, &args.required_dirs);
+    let (fs_check, fs_info) = filesystem::check(root);
     let mut largest: Vec<history::DirCount> = w
         .inboxes
         .iter()
@@ -415,6 +430,7 @@ fn tree_checks(
             args.token_stats_files_critical,
         ),
         inodes_check(root, args),
+        fs_check,
         walk::tmp_check(root, &w, args, now),
     ];
     if let Some(inbox) = checks.iter_mut().find(|c| c.name == "inbox_files") {
@@ -428,7 +444,7 @@ fn tree_checks(
         critical: args.corrupt_critical,
     };
     checks.push(corrupt::check(root, &w, &opts, now));
-    (checks, w.totals, largest)
+    (checks, w.totals, largest, fs_info)
 }
 
 /// `inodes`: the share of the root's file system's inodes in use (statvfs).

@@ -128,6 +128,17 @@ pub fn render(report: &Report) -> String {
         .sample(n, &[("url", url)], if up { 1.0 } else { 0.0 });
     }
 
+    if !report.file_system.kind.is_empty() {
+        let n = "tmpa_file_system_info";
+        let fs = &report.file_system;
+        Family::new(
+            &mut s,
+            n,
+            "Always 1: the root's file system (type) and its family (local, network, fuse, overlay, unknown); off a local disk some promises are weaker (the file_system check says which).",
+        )
+        .sample(n, &[("type", &fs.kind), ("family", &fs.family)], 1.0);
+    }
+
     let t = &report.tree;
     for (n, help, v) in [
         (

@@ -221,7 +221,7 @@ pub fn take(
     };
     t.manifest(root, &top)?;
     finish_dir(&top, &src.meta()?, t.as_root)?;
-    dest.parent.rename_noreplace(&dest.partial, &dest.name)?;
+    dest.parent.publish_dir(&dest.partial, &dest.name)?;
     dest.parent.sync()
 }
 

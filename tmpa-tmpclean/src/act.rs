@@ -33,6 +33,11 @@ pub const BATCH_FILES_MAX: usize = 512;
 pub struct Prover {
     /// `--proc-shows-all-writers`: accept `/proc` as proof where no lease can be had.
     pub trust_proc: bool,
+    /// Why neither a lease nor `/proc` proves anything on the root's file system, if they
+    /// do not: a network, FUSE, overlay or unknown file system without
+    /// `--writers-use-this-mount`, where both see only the opens made through this mount
+    /// on this host.
+    pub blind_fs: Option<String>,
     /// `--older-than`, for the receipt.
     pub older_than: Duration,
     /// The `/proc` scan, made once when first needed (`Err`: it did not finish in time).
@@ -49,11 +54,12 @@ pub struct Prover {
 pub const PROC_SCAN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Prover {
-    /// A prover for the temporaries of the root held by `anchor`.
-    pub fn new(anchor: &Anchor, trust_proc: bool, older_than: Duration) -> Prover {
+    /// A prover for the temporaries of the root held by `anchor`, by the rules of `args`.
+    pub fn new(anchor: &Anchor, args: &crate::Args) -> Prover {
         Prover {
-            trust_proc,
-            older_than,
+            trust_proc: args.proc_shows_all_writers,
+            blind_fs: blind_fs(&anchor.dir, args.writers_use_this_mount),
+            older_than: args.older_than,
             in_use: None,
             dev: anchor.meta.stamp.dev,
             hung: std::sync::OnceLock::new(),
@@ -106,6 +112,24 @@ impl Prover {
                 )
             })
     }
+}
+
+/// Why a lease or `/proc` proves nothing on the file system of `root`, if they do not
+/// (see [`Prover::blind_fs`]); a file system that cannot be asked counts as unknown.
+fn blind_fs(root: &Dir, writers_use_this_mount: bool) -> Option<String> {
+    if writers_use_this_mount {
+        return None;
+    }
+    let fs = match root.fs_type() {
+        Ok(fs) if fs.lease_sees_every_opener() => return None,
+        Ok(fs) => fs.to_string(),
+        Err(e) => format!("an unknown file system ({})", e.chain()),
+    };
+    Some(format!(
+        "the root is on {fs}, where a file lease and /proc see only the opens made through \
+         this mount on this host (not another host's, not a writer's underneath the mount): \
+         pass --writers-use-this-mount (TMPA_WRITERS_USE_THIS_MOUNT=yes) if that is every writer"
+    ))
 }
 
 /// What a `/proc` scan says of the inode `ino`, by the rule of `--proc-shows-all-writers`.
@@ -306,7 +330,9 @@ fn settle_batch(
             Outcome::Kept(Kept::LeaseBroken) => Reason::Changed(Kept::LeaseBroken.words()),
             Outcome::Kept(Kept::Refused(why) | Kept::NotAsPlanned(why)) => Reason::Changed(why),
             Outcome::Kept(Kept::Gone) => Reason::Changed("gone just before deletion".into()),
-            Outcome::Kept(k @ Kept::Superseded { .. }) => Reason::Failed(k.words()),
+            Outcome::Kept(k @ (Kept::Superseded { .. } | Kept::Stranded { .. })) => {
+                Reason::Failed(k.words())
+            }
             Outcome::Kept(Kept::Changed) => Reason::Changed(
                 "changed just before deletion (kept; the next run looks again)".into(),
             ),
@@ -430,6 +456,12 @@ fn prove(
             (NotOpenProof::Proc, None, Some(file))
         }
     };
+    // Open on this host through this mount is open anywhere; the converse holds only where
+    // the operator stated that every writer is such a one (the lease, if any, is released
+    // here).
+    if let Some(why) = &prover.blind_fs {
+        return Err(Reason::Unproven(why.clone()));
+    }
     // After the lease: the file it covers must still be the one that was found.
     let f: &std::fs::File = match (&lease, &file_ref) {
         (Some(l), _) => l.file(),

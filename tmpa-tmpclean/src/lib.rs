@@ -20,12 +20,14 @@
 //!    of the file exists, in any process of any pid, mount or user namespace, mapped
 //!    files included (`open` when refused); it is held through the receipt and the
 //!    `unlinkat`, so a process opening the file meanwhile waits and the file is kept.
-//!    Where no lease can be had (NFS, FUSE, overlay; a file of another user without
+//!    Where no lease can be had (NFS, overlay; a file of another user without
 //!    `CAP_LEASE`), `/proc` is evidence: a file it shows open or locked is kept
 //!    (`open`, `locked`); one it does not is kept as `unproven` (exit 1) unless
 //!    `--proc-shows-all-writers` states that `/proc` shows every process that can write
-//!    the tree. Each decision says which proof it rests on: `not open (lease)` or
-//!    `not open (/proc)`.
+//!    the tree. Off a local file system (NFS, SMB, FUSE, overlay) a lease and `/proc`
+//!    see only this host's opens through this mount, so neither is proof unless
+//!    `--writers-use-this-mount` states that every writer is such a one. Each decision
+//!    says which proof it rests on: `not open (lease)` or `not open (/proc)`.
 //!
 //! Invariants:
 //! - Never follows a symlink: every directory is reached from the root by descriptor
@@ -85,7 +87,9 @@ pub const TASK: Task = Task::TmpCleanup;
 /// --older-than, its final file exists, and it is proven not open: by the kernel, which
 /// grants a file lease only when no other process anywhere (any container, any pid
 /// namespace) has the file open or mapped, and holds it until the deletion; where no lease
-/// can be had (NFS, FUSE, overlay), /proc is only evidence (see --proc-shows-all-writers).
+/// can be had (NFS, overlay), /proc is only evidence (see --proc-shows-all-writers); off a
+/// local file system (NFS, SMB, FUSE) neither proves anything unless every writer uses
+/// this mount on this host (see --writers-use-this-mount).
 /// Each decision names its proof: "not open (lease)" or "not open (/proc)". Orphans (no
 /// final file) are kept and reported (exit 1). Never follows a symlink, never leaves the
 /// root's file system, never enters .tmpa/, never touches chat_history/*/profile/. Exit: 0
@@ -108,6 +112,15 @@ pub struct Args {
     /// temporaries are kept as "unproven" (exit 1).
     #[arg(long)]
     pub proc_shows_all_writers: bool,
+    /// State that every process that writes the tree runs on this host and writes through
+    /// this mount (not from another host sharing the export, not underneath a FUSE or
+    /// overlay mount). Where the root is on a network, FUSE, overlay or unknown file
+    /// system, a file lease (and /proc) sees only such writers, so without this statement
+    /// what they show is evidence, not proof: such temporaries are kept as "unproven"
+    /// (exit 1). Not needed on a local file system. Also set by
+    /// TMPA_WRITERS_USE_THIS_MOUNT=yes (in /etc/default/tmpa)
+    #[arg(long, env = "TMPA_WRITERS_USE_THIS_MOUNT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub writers_use_this_mount: bool,
 }
 
 /// What is done with a temporary.
@@ -289,8 +302,7 @@ pub fn clean(run: &mut Run, args: &Args, now: SystemTime) -> Report {
             w = walk::walk(&anchor, cutoff(now, args.older_than));
             let order = sorted_order(&w);
             progress.show(format!("{PROGRAM}: proving and deleting"));
-            let mut prover =
-                act::Prover::new(&anchor, args.proc_shows_all_writers, args.older_than);
+            let mut prover = act::Prover::new(&anchor, args);
             let fs_failures = act::settle(run, &anchor, &mut w, &order, &mut prover);
             failed |= !fs_failures.is_empty();
             problems.extend(fs_failures);
@@ -300,13 +312,20 @@ pub fn clean(run: &mut Run, args: &Args, now: SystemTime) -> Report {
                 .filter(|t| matches!(t.reason, Reason::Unproven(_)))
                 .count();
             if unproven > 0 {
+                let why = match &prover.blind_fs {
+                    Some(_) => {
+                        "the root is not on a local file system, where neither a file lease \
+                         nor /proc sees every writer (see --writers-use-this-mount)"
+                    }
+                    None => {
+                        "no file lease could be had on them and /proc is not proof enough \
+                         (see --proc-shows-all-writers)"
+                    }
+                };
                 problems.push(Problem::new(
                     &root,
                     ProblemKind::Unreadable,
-                    format!(
-                        "{unproven} stale temporaries kept: no file lease could be had on them \
-                         and /proc is not proof enough (see --proc-shows-all-writers)"
-                    ),
+                    format!("{unproven} stale temporaries kept: {why}"),
                 ));
             }
         }

@@ -35,6 +35,13 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// write elsewhere.
 ///
 /// # Not guaranteed
+/// [`commit_new`](AtomicFile::commit_new) is exclusive (it never replaces a file that
+/// exists, however close two writers come) on every file system with
+/// `renameat2(RENAME_NOREPLACE)` or hard links: local ones, NFS, SMB with hard links,
+/// bindfs and sshfs. On one with neither (s3fs, gcsfuse, rclone mount) it checks the
+/// name, then renames: a file another process creates at that name in between is
+/// replaced.
+///
 /// A process killed between creating and committing leaves its temporary behind (its
 /// name is a temporary's, docs/FORMAT.md "Temporaries": `tmpa-tmpclean` removes it once stale). Dropping an
 /// `AtomicFile` without committing removes the temporary on a best-effort basis; call
@@ -212,10 +219,24 @@ impl AtomicFile {
             .map_err(|e| self.tmp_error("write", e.into_error()))?;
         file.sync_all().map_err(|e| self.tmp_error("fsync", e))?;
         drop(file);
-        if no_replace {
-            self.dir.rename_noreplace(&self.tmp, &self.dest)
-        } else {
-            self.dir.rename(&self.tmp, &self.dest)
+        if !no_replace {
+            return self.dir.rename(&self.tmp, &self.dest);
+        }
+        match self.dir.rename_noreplace(&self.tmp, &self.dest) {
+            // Neither RENAME_NOREPLACE nor hard links (s3fs, gcsfuse, rclone mount): the
+            // most this file system allows is a check, then a rename (see "Not
+            // guaranteed").
+            Err(e) if e.io_kind() == io::ErrorKind::Unsupported => {
+                if self.dir.stat(&self.dest)?.is_some() {
+                    return Err(self.dir.error(
+                        "rename",
+                        &self.dest,
+                        io::Error::from_raw_os_error(rustix::io::Errno::EXIST.raw_os_error()),
+                    ));
+                }
+                self.dir.rename(&self.tmp, &self.dest)
+            }
+            other => other,
         }
     }
 }

@@ -9,10 +9,12 @@
 //!
 //! 1. the entry is checked by name: a regular file with exactly the verified [`Stamp`]
 //!    (ctime included), its lease (if any) intact, and the caller's last check passes;
-//! 2. it is moved with `renameat2(RENAME_NOREPLACE)` into a directory that only this
-//!    program uses (the quarantine, on the same file system). From now on no writer can
-//!    reach it by name: a writer that saves meanwhile creates a new file under the old
-//!    name, which is never touched;
+//! 2. it is moved into a directory that only this program uses (the quarantine, on the
+//!    same file system) under a name nobody else knows ([`Dir::move_aside`]:
+//!    `renameat2(RENAME_NOREPLACE)`, or a plain `renameat` where the file system has no
+//!    such flag, NFS, SMB and FUSE: either moves exactly the one inode at the name at that
+//!    instant). From now on no writer can reach it by name: a writer that saves meanwhile
+//!    creates a new file under the old name, which is never touched;
 //! 3. what was moved is checked again where nobody else can change the name: the same
 //!    inode, size and mtime ([`Stamp::same_but_ctime`]; the move itself changed
 //!    the ctime, which was checked in step 1), and for a leased temporary the lease still
@@ -21,9 +23,14 @@
 //!
 //! If step 3 finds another file (a writer replaced the verified one just before the
 //! move) or a pending lease break (a writer is opening it), the moved file is put back
-//! under its name with `RENAME_NOREPLACE`. If a newer file has taken the name meanwhile,
-//! the moved file is never deleted: it stays in the quarantine ([`Disposal::Superseded`])
-//! for the caller to keep and report.
+//! under its name only by an exclusive operation ([`Dir::move_noreplace`]:
+//! `RENAME_NOREPLACE`, else a hard link, which fails if the name exists). If a newer file
+//! has taken the name meanwhile, the moved file is never deleted: it stays in the
+//! quarantine ([`Disposal::Superseded`]) for the caller to keep and report; so it does
+//! where the file system has no exclusive operation at all ([`Disposal::CannotPutBack`]).
+//!
+//! No step unlinks a name another process can use: the only `unlinkat` is of the private
+//! name in the quarantine, after the check of what is there.
 //!
 //! A kill at any step leaves the file either at its name or in the quarantine, never
 //! deleted unverified; the programs' next run finds it there and finishes the job
@@ -79,6 +86,12 @@ pub enum Disposal {
     /// before it could be put back: it stays in the quarantine under the name it was
     /// moved to. Never deleted; the caller keeps and reports it.
     Superseded,
+    /// Moved aside and found not to be the verified file, and the file system has no
+    /// exclusive way to put it back (neither `RENAME_NOREPLACE` nor hard links: a plain
+    /// rename could replace a newer file): it stays in the quarantine under the name it
+    /// was moved to, with the error that says so. Never deleted; the caller keeps and
+    /// reports it.
+    CannotPutBack(Error),
     /// An operation failed after the move: the file is in the quarantine under the name
     /// it was moved to (`aside: true`), or an operation before it failed and it is at its
     /// name (`aside: false`).
@@ -129,7 +142,7 @@ pub fn dispose(
     if !lease_intact() {
         return Disposal::Kept(Keep::LeaseBroken);
     }
-    if let Err(e) = dir.move_noreplace(name, aside, aside_name) {
+    if let Err(e) = dir.move_aside(name, aside, aside_name) {
         return match e.io_kind() {
             std::io::ErrorKind::NotFound => Disposal::Kept(Keep::Gone),
             // Another mount: if this one is read-only, that is the reason worth saying
@@ -203,6 +216,7 @@ fn put_back(dir: &Dir, name: &OsStr, aside: &Dir, aside_name: &OsStr, keep: Keep
     match aside.move_noreplace(aside_name, dir, name) {
         Ok(()) => Disposal::Kept(keep),
         Err(e) if e.io_kind() == std::io::ErrorKind::AlreadyExists => Disposal::Superseded,
+        Err(e) if e.io_kind() == std::io::ErrorKind::Unsupported => Disposal::CannotPutBack(e),
         Err(error) => Disposal::Failed { error, aside: true },
     }
 }
@@ -237,6 +251,19 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// Every case again as on NFS, SMB or FUSE, which have no `RENAME_NOREPLACE`: the
+    /// same outcomes, and never an unlink of the shared name.
+    #[test]
+    fn every_case_holds_without_rename_noreplace() {
+        crate::fs::moves::without_rename_flags(|| {
+            deletes_the_verified_file_and_leaves_nothing_aside();
+            a_file_replaced_before_the_check_is_kept();
+            a_file_replaced_between_check_and_move_is_put_back();
+            a_superseded_file_stays_aside();
+            gone_refused_and_unmovable_files_are_kept_at_their_name();
+        });
     }
 
     #[test]
@@ -289,7 +316,7 @@ mod tests {
         std::fs::write(t.path().join("d/f.new"), b"two").unwrap();
         std::fs::rename(t.path().join("d/f.new"), t.path().join("d/f")).unwrap();
         // As if the first check had passed: move by hand, then a newer write.
-        d.move_noreplace("f".as_ref(), &q, "f".as_ref()).unwrap();
+        d.move_aside("f".as_ref(), &q, "f".as_ref()).unwrap();
         std::fs::write(t.path().join("d/f"), b"three").unwrap();
         let r = put_back(&d, "f".as_ref(), &q, "f".as_ref(), Keep::Changed);
         assert!(matches!(r, Disposal::Superseded), "{r:?}");

@@ -16,8 +16,10 @@
 mod atomic;
 #[cfg(feature = "maintenance")]
 mod dispose;
+mod fstype;
 #[cfg(feature = "maintenance")]
 mod lease;
+mod moves;
 mod temp;
 
 use std::ffi::{OsStr, OsString};
@@ -37,8 +39,10 @@ pub use atomic::AtomicFile;
 pub(crate) use atomic::write_in;
 #[cfg(feature = "maintenance")]
 pub use dispose::{Disposal, Expected, Keep, dispose};
+pub use fstype::{FsFamily, FsType};
 #[cfg(feature = "maintenance")]
 pub use lease::{Lease, LeaseRefused};
+pub use moves::MovesProbe;
 pub use temp::{Abbreviation, FinalName, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of};
 
 /// Identity and last change of a file: device, inode, size, and modification and
@@ -531,42 +535,6 @@ impl Dir {
             .map_err(|e| self.error("delete", name, e))
     }
 
-    /// Renames the entry `from` over `to` in this directory (replacing `to`).
-    ///
-    /// # Errors
-    /// [`Error::Io`] naming `to`.
-    pub fn rename(&self, from: &OsStr, to: &OsStr) -> Result<()> {
-        check_name(&self.path, from)?;
-        check_name(&self.path, to)?;
-        rustix::fs::renameat(&self.fd, from, &self.fd, to).map_err(|e| self.error("rename", to, e))
-    }
-
-    /// Renames the entry `from` to `to` in this directory unless `to` exists
-    /// (`RENAME_NOREPLACE`; on file systems without it, `linkat` then `unlinkat`, which is
-    /// as exclusive).
-    ///
-    /// # Errors
-    /// [`Error::Io`] of kind `AlreadyExists` naming `to` when it exists (nothing changed).
-    pub fn rename_noreplace(&self, from: &OsStr, to: &OsStr) -> Result<()> {
-        check_name(&self.path, from)?;
-        check_name(&self.path, to)?;
-        renameat_noreplace(self, from, self, to).map_err(|e| self.error("rename", to, e))
-    }
-
-    /// Moves the entry `name` of this directory to `to_name` in `to` (on the same file
-    /// system), unless `to_name` exists there (`RENAME_NOREPLACE`; where the file system
-    /// has no such flag, `linkat` then `unlinkat`, which is as exclusive).
-    ///
-    /// # Errors
-    /// [`Error::Io`] naming the source: kind `NotFound` when it is gone,
-    /// `AlreadyExists` when `to_name` exists (nothing changed), `CrossesDevices` (EXDEV)
-    /// when `to` is on another mount, `PermissionDenied` and others as the OS says.
-    pub fn move_noreplace(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> Result<()> {
-        check_name(&self.path, name)?;
-        check_name(&to.path, to_name)?;
-        renameat_noreplace(self, name, to, to_name).map_err(|e| self.error("move", name, e))
-    }
-
     /// Whether this directory is on a read-only mount (`fstatvfs`); `false` when the
     /// kernel does not say.
     pub fn on_read_only_mount(&self) -> bool {
@@ -583,21 +551,6 @@ impl Dir {
         check_name(&self.path, name)?;
         rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)
             .map_err(|e| self.error("remove directory", name, e))
-    }
-
-    /// Links the regular file `name` of this directory into `dest` as `dest_name`
-    /// (`linkat` without `AT_SYMLINK_FOLLOW`: a symlink is linked as itself, never
-    /// followed). The caller checks what it linked with [`Dir::stat`] on `dest`.
-    ///
-    /// # Errors
-    /// [`Error::Io`] naming the entry of this directory (kind `CrossesDevices` across file
-    /// systems or mounts, `AlreadyExists` when `dest_name` exists, `PermissionDenied`
-    /// where the kernel's `protected_hardlinks` refuses a file of another user).
-    pub fn link_into(&self, name: &OsStr, dest: &Dir, dest_name: &OsStr) -> Result<()> {
-        check_name(&self.path, name)?;
-        check_name(&dest.path, dest_name)?;
-        rustix::fs::linkat(&self.fd, name, &dest.fd, dest_name, AtFlags::empty())
-            .map_err(|e| self.error("link", name, e))
     }
 
     /// Creates the directory `name` in this one with permission bits `mode` (less the
@@ -690,20 +643,6 @@ impl Dir {
 impl AsFd for Dir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-}
-
-/// `renameat2(RENAME_NOREPLACE)`; where the file system has no such flag (`EINVAL`) or
-/// the kernel no `renameat2` (`ENOSYS`), `linkat` then `unlinkat`, which is as exclusive.
-fn renameat_noreplace(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
-    use rustix::fs::RenameFlags;
-    match rustix::fs::renameat_with(&from.fd, name, &to.fd, to_name, RenameFlags::NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::INVAL | Errno::NOSYS) => {
-            rustix::fs::linkat(&from.fd, name, &to.fd, to_name, AtFlags::empty())?;
-            Ok(rustix::fs::unlinkat(&from.fd, name, AtFlags::empty())?)
-        }
-        Err(e) => Err(e.into()),
     }
 }
 
