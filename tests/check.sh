@@ -24,7 +24,7 @@ echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc --workspace --no-deps, warnings denied (broken or private doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps -q
-echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, lintian, libfaketime, restic, borg, promtool, systemd-journal-remote, podman"
+echo "== test tools: systemd-analyze, strace, dpkg-shlibdeps, readelf, man, lintian, libfaketime, restic, borg, promtool, systemd-journal-remote, podman, bindfs"
 # tests/tests/cron.rs rates the units with systemd-analyze (and checks their system call
 # filters against what strace sees the programs call); packaging.rs builds the
 # Debian package (bash packaging/build-deb: cargo-deb runs dpkg-shlibdeps and strip) and
@@ -50,6 +50,9 @@ command -v promtool >/dev/null || missing+=(prometheus)
 # tests/tests/container.rs builds the image with podman (packaging/container/build) and
 # reads it through `podman image mount`; no container is ever run.
 command -v podman >/dev/null || missing+=(podman)
+# tests/tests/off_local_disk.rs mounts a real FUSE file system (bindfs) for what NFS, SMB
+# and FUSE do differently (no RENAME_NOREPLACE; leases that see only this mount).
+command -v bindfs >/dev/null || missing+=(bindfs fuse3)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "tests/check.sh: missing packages ${missing[*]}: install them (apt-get install)" >&2
