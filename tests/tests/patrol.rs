@@ -1245,6 +1245,7 @@ fn a_journal_the_patrol_may_not_read_is_a_warning() {
     }
     const OWNER: u32 = 4244;
     const JOURNAL_GROUP: u32 = 4245;
+    let bins = tmpa_tests::ReachableBins::copy(&["tmpa-patrol"]);
     let t = healthy_tree();
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).expect("chmod");
     tmpa_tests::chown_tree(t.root(), OWNER, OWNER);
@@ -1276,7 +1277,7 @@ fn a_journal_the_patrol_may_not_read_is_a_warning() {
                 groups.to_owned(),
                 "--".into(),
             ])
-            .args(tmpa_tests::program_args("tmpa-patrol"))
+            .args(bins.program_args("tmpa-patrol"))
             .arg("--root")
             .arg(t.root())
             .args(["--json", "--journal", &format!("compact_events={unit}")])
@@ -1284,7 +1285,7 @@ fn a_journal_the_patrol_may_not_read_is_a_warning() {
             .arg(&dir)
             .output()
             .expect("setpriv");
-        let r: tmpa_tests::Run = out.into();
+        let r = tmpa_tests::Run::from(out).started();
         (r.code, r.json())
     };
     let (code, doc) = patrol("--clear-groups");
