@@ -190,11 +190,6 @@ impl ReachableBins {
         ReachableBins { dir }
     }
 
-    /// The directory of the copies (where `/usr/bin` would be for an installed program).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The copy of `name`.
     ///
     /// # Panics
