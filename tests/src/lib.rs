@@ -26,7 +26,22 @@ pub fn target_dir() -> PathBuf {
 /// A command for one of the workspace's binaries (`tmpa-compact`, ...), building it once
 /// per test process so that `cargo test` alone is enough. Only the binary asked for is
 /// built, so a test of one program does not depend on the others compiling.
+///
+/// The command runs the binary where cargo put it, under the checkout: for root only. A
+/// program run as another user comes from [`ReachableBins`], since that user may not be
+/// able to reach the checkout (a clone in `/root`, or under `mktemp -d`, is 0700).
 pub fn bin(name: &str) -> Command {
+    let mut cmd = Command::new(built(name));
+    cmd.env_remove("TMPA_ROOT");
+    if name == "tmpa-tmpclean" {
+        clock_ahead(&mut cmd);
+    }
+    cmd
+}
+
+/// The path of the workspace's binary `name` in [`target_dir`], built once per test
+/// process (see [`bin`]).
+fn built(name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     {
         let mut built = BUILT
@@ -44,12 +59,7 @@ pub fn bin(name: &str) -> Command {
     }
     let path = target_dir().join(name);
     assert!(path.exists(), "{} not built", path.display());
-    let mut cmd = Command::new(path);
-    cmd.env_remove("TMPA_ROOT");
-    if name == "tmpa-tmpclean" {
-        clock_ahead(&mut cmd);
-    }
-    cmd
+    path
 }
 
 /// libfaketime, Debian's `libfaketime` (tests/check.sh installs it).
@@ -87,22 +97,180 @@ fn clock_ahead_env() -> [(&'static str, String); 3] {
     ]
 }
 
-/// The command line that runs the program `name` behind a wrapper (strace, setpriv,
+/// The command line that runs the program `name` behind a wrapper run as root (strace,
 /// unshare): its path, and for `tmpa-tmpclean` first `env` with [`clock_ahead`]'s
-/// variables, so that the wrapper itself runs on the real clock.
+/// variables, so that the wrapper itself runs on the real clock. Behind a wrapper that
+/// switches to another user (setpriv), [`ReachableBins::program_args`] instead.
 pub fn program_args(name: &str) -> Vec<std::ffi::OsString> {
-    let path = bin(name).get_program().to_owned();
+    let path = built(name).into_os_string();
     if name != "tmpa-tmpclean" {
         return vec![path];
     }
+    let mut args = clock_ahead_args();
+    args.push(path);
+    args
+}
+
+/// `env` and [`clock_ahead`]'s variables as its arguments.
+fn clock_ahead_args() -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec!["env".into()];
     args.extend(
         clock_ahead_env()
             .iter()
             .map(|(k, v)| format!("{k}={v}").into()),
     );
-    args.push(path);
     args
+}
+
+/// Copies of the workspace's binaries in a fresh directory that every user can reach, for
+/// the tests that run a program as another user (`runuser`, `setpriv`, a unit's `User=`):
+/// the one way such a test gets the program it runs. The directory is removed on drop, or
+/// by [`ReachableBins::close`].
+///
+/// # Why copies
+/// Cargo builds the binaries under the checkout, and a checkout may lie below a directory
+/// only its owner can enter: root's home (`/root` is 0700 on Debian) or any `mktemp -d`.
+/// Another user cannot start a program there (`runuser: failed to execute ...: Permission
+/// denied`). The copies are 0755, in a 0755 directory under the temporary directory
+/// (`TMPDIR`, else `/tmp`), whose every ancestor others may search: checked when they are
+/// made, so that a test fails at once, naming the directory, rather than later on a
+/// program that never started.
+///
+/// # Not guaranteed
+/// That the user can reach the rest of what the test gives it (the tree, a journal, a
+/// configuration file): the test makes those reachable itself, as before.
+///
+/// # Examples
+/// ```no_run
+/// let bins = tmpa_tests::ReachableBins::copy(&["tmpa-compact"]);
+/// let out = std::process::Command::new("runuser")
+///     .args(["-u", "nobody", "--"])
+///     .arg(bins.path("tmpa-compact"))
+///     .arg("--version")
+///     .output()
+///     .expect("runuser");
+/// let run = tmpa_tests::Run::from(out).started();
+/// assert_eq!(run.code, 0);
+/// ```
+pub struct ReachableBins {
+    dir: tempfile::TempDir,
+}
+
+impl ReachableBins {
+    /// Builds the binaries `names` (as [`bin`] does) and copies them.
+    ///
+    /// # Panics
+    /// At once, naming the directory and the remedy, when the temporary directory or one
+    /// above it is not searchable by other users (set `TMPDIR` to a directory every user
+    /// can reach, such as `/tmp`); when a copy fails, naming both paths.
+    pub fn copy(names: &[&str]) -> ReachableBins {
+        let tmp = std::env::temp_dir();
+        let tmp = fs::canonicalize(&tmp)
+            .unwrap_or_else(|e| panic!("the temporary directory {}: {e}", tmp.display()));
+        if let Some((closed, mode)) = closed_ancestor(&tmp) {
+            panic!(
+                "{} (mode {mode:04o}) is closed to other users, so a program a test runs as \
+                 another user cannot be placed in the temporary directory {} below it: set \
+                 TMPDIR to a directory every user can reach (/tmp is, mode 1777)",
+                closed.display(),
+                tmp.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("tmpa-bins.")
+            .tempdir_in(&tmp)
+            .unwrap_or_else(|e| panic!("a directory in {}: {e}", tmp.display()));
+        set_mode(dir.path(), 0o755);
+        for name in names {
+            let (from, to) = (built(name), dir.path().join(name));
+            fs::copy(&from, &to)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+            // Whatever the umask cargo ran with: every user may run the copy.
+            set_mode(&to, 0o755);
+        }
+        ReachableBins { dir }
+    }
+
+    /// The copy of `name`.
+    ///
+    /// # Panics
+    /// When `name` was not among the names given to [`ReachableBins::copy`].
+    pub fn path(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        assert!(
+            p.is_file(),
+            "{name} was not copied: name it in ReachableBins::copy"
+        );
+        p
+    }
+
+    /// The command line that runs the copy of `name` behind a wrapper that switches to
+    /// another user (`setpriv`; under strace too): `env`, [`clock_ahead`]'s variables for
+    /// `tmpa-tmpclean`, the copy's path. Through `env` for every program: setpriv still
+    /// holds root's capabilities while it executes its command, so it could start a
+    /// program the user cannot reach; `env` starts it as the user alone, as `runuser`,
+    /// cron and systemd's `User=` do.
+    pub fn program_args(&self, name: &str) -> Vec<std::ffi::OsString> {
+        let mut args = if name == "tmpa-tmpclean" {
+            clock_ahead_args()
+        } else {
+            vec!["env".into()]
+        };
+        args.push(self.path(name).into_os_string());
+        args
+    }
+
+    /// Removes the copies.
+    ///
+    /// # Errors
+    /// When the directory cannot be removed.
+    pub fn close(self) -> std::io::Result<()> {
+        self.dir.close()
+    }
+}
+
+/// The first of `dir` and its ancestors that other users may not search (no `o+x`), with
+/// its mode.
+fn closed_ancestor(dir: &Path) -> Option<(PathBuf, u32)> {
+    dir.ancestors().find_map(|a| {
+        let mode = fs::metadata(a)
+            .unwrap_or_else(|e| panic!("{}: {e}", a.display()))
+            .mode()
+            & 0o7777;
+        (mode & 0o001 == 0).then(|| (a.to_path_buf(), mode))
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The exit statuses with which a wrapper (`env`, `nice`, `sh`, `setpriv`) says it could
+/// not start its program: 126, found but not executable, or not reachable (`Permission
+/// denied`); 127, not found. None of the workspace's programs exits with either.
+const NOT_STARTED: [i32; 2] = [126, 127];
+
+/// Fails the test, saying why, when a program run as another user never started: its
+/// exit `code` is one a wrapper gives when it cannot execute its program (126, 127), or
+/// `output` (what it printed) has `runuser` or `setpriv` saying so (`runuser` itself
+/// exits 1).
+///
+/// # Panics
+/// When the program never started.
+pub fn assert_started(code: i32, output: &str) {
+    let said = output.lines().any(|l| {
+        (l.starts_with("runuser: ") || l.starts_with("setpriv: "))
+            && l.contains("failed to execute")
+    });
+    assert!(
+        !NOT_STARTED.contains(&code) && !said,
+        "the program run as another user never started (exit {code}):\n{output}\n\
+         A program run as another user must be a copy that user can reach \
+         (tmpa_tests::ReachableBins), never the build under the checkout, which may lie \
+         below a directory closed to it (docs/ARCHITECTURE.md, \"tests\")"
+    );
 }
 
 /// Removes the shared-memory files libfaketime leaves behind when a program that loaded
@@ -144,6 +312,17 @@ impl From<Output> for Run {
 }
 
 impl Run {
+    /// This run, once checked that its program started ([`assert_started`] on its exit
+    /// code and stderr): for a program run as another user.
+    ///
+    /// # Panics
+    /// When the program never started.
+    #[must_use]
+    pub fn started(self) -> Run {
+        assert_started(self.code, &self.stderr);
+        self
+    }
+
     /// stdout with RFC 3339 times replaced by `<TIME>` and `root` by `<ROOT>`, for
     /// comparing runs.
     pub fn stable_stdout(&self, root: &Path) -> String {
@@ -310,15 +489,28 @@ pub fn receipt_lines_after_kills(root: &Path, task: &str) -> Vec<serde_json::Val
     read_receipts(root, task, true)
 }
 
-/// Waits until a run of `task` under `root` has written a receipt line (at most a
-/// minute): the moment a slowed-down run is between its receipt and its deletions,
+/// Waits until `child`, a run of `task` under `root`, has written a receipt line (at most
+/// a minute): the moment a slowed-down run is between its receipt and its deletions,
 /// without guessing a time that a slow machine would miss.
 ///
 /// # Panics
-/// When no line comes within a minute.
-pub fn wait_for_receipt_line(root: &Path, task: &str) {
+/// When no line comes within a minute; at once when `child` ends without one, with its
+/// status and stderr (when piped), saying so if it never started ([`assert_started`]).
+pub fn wait_for_receipt_line(child: &mut std::process::Child, root: &Path, task: &str) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while receipt_lines_after_kills(root, task).is_empty() {
+        let ended = child.try_wait().expect("wait for the run");
+        if let Some(status) = ended {
+            if !receipt_lines_after_kills(root, task).is_empty() {
+                return;
+            }
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            assert_started(status.code().unwrap_or(-1), &stderr);
+            panic!("{task}: the run ended ({status}) without a receipt line:\n{stderr}");
+        }
         assert!(
             std::time::Instant::now() < until,
             "{task} wrote no receipt line in 60 s"

@@ -793,7 +793,7 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
         files.push(t.event(D1, &format!("e{i}"), "u", 1, 1));
     }
     let touched = files[2].clone();
-    let child = tmpa_tests::strace_inject("fdatasync:delay_enter=2000000", "tmpa-compact")
+    let mut child = tmpa_tests::strace_inject("fdatasync:delay_enter=2000000", "tmpa-compact")
         .args(["--day", D1, "--root"])
         .arg(t.root())
         .stdout(std::process::Stdio::piped())
@@ -801,7 +801,7 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
         .spawn()
         .expect("strace");
     // The receipt's line is written before its (slowed) fdatasync and the deletions.
-    tmpa_tests::wait_for_receipt_line(t.root(), "compact_events");
+    tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "compact_events");
     let before = fs::metadata(&touched).expect("stat");
     // Same bytes, same inode, same size: only the times change.
     let bytes = fs::read(&touched).expect("read");

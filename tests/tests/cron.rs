@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use tmpa_docgen::BIN_DIR;
-use tmpa_tests::{Run, Tree, bin, target_dir};
+use tmpa_tests::{ReachableBins, Run, Tree, bin, target_dir};
 
 /// The binaries this workspace builds.
 const PROGRAMS: [&str; 4] = [
@@ -621,23 +621,28 @@ fn configuration_installs_every_program_in_dry_run() {
 }
 
 /// A crontab job as sh runs it, with the configuration, the programs and the logs moved:
-/// `/etc/default/tmpa` → `conf`, `/usr/bin/tmpa-*` → the built binaries, `/var/log/tmpa/`
-/// → `logs`. Returns the run.
-fn run_cron_job(e: &Entry, conf: &Path, logs: &Path) -> Run {
+/// `/etc/default/tmpa` → `conf`, `/usr/bin/tmpa-*` → their copies in `bins` (the job runs
+/// them as `$TMPA_USER`, who may not reach the checkout), `/var/log/tmpa/` → `logs`.
+/// Returns the run; fails at once when the job's program never started (its log says why).
+fn run_cron_job(e: &Entry, conf: &Path, logs: &Path, bins: &ReachableBins) -> Run {
     let mut line = e.command.replace(CONFIG, &conf.display().to_string());
     for p in PROGRAMS {
-        let built = bin(p).get_program().to_string_lossy().into_owned();
-        line = line.replace(&format!("{BIN_DIR}{p} "), &format!("{built} "));
+        let copy = bins.path(p).display().to_string();
+        line = line.replace(&format!("{BIN_DIR}{p} "), &format!("{copy} "));
     }
     let line = line.replace("/var/log/tmpa/", &format!("{}/", logs.display()));
-    Command::new("sh")
+    let r: Run = Command::new("sh")
         .arg("-c")
         .arg(&line)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .output()
         .expect("sh")
-        .into()
+        .into();
+    let log = logs.join(e.log.rsplit('/').next().expect("log name"));
+    let log = fs::read_to_string(&log).unwrap_or_default();
+    tmpa_tests::assert_started(r.code, &format!("{}{log}", r.stderr));
+    r
 }
 
 /// The last run record of `task` on `root`.
@@ -663,8 +668,9 @@ fn cron_lines_run_in_dry_run_with_the_shipped_configuration() {
         &conf,
         &[("TMPA_ROOT", &root), ("TMPA_METRICS_DIR", &metrics)],
     );
+    let bins = ReachableBins::copy(&PROGRAMS);
     for e in &entries {
-        let r = run_cron_job(e, &conf, scratch.path());
+        let r = run_cron_job(e, &conf, scratch.path(), &bins);
         let p = e.call.program.as_str();
         let log = fs::read_to_string(scratch.path().join(e.log.rsplit('/').next().expect("name")))
             .unwrap_or_default();
@@ -697,6 +703,7 @@ fn one_line_of_the_configuration_makes_compaction_real_as_the_tree_owner() {
         tmpa_tests::missing_prerequisite("needs root to run the jobs as another user");
         return;
     }
+    let bins = ReachableBins::copy(&PROGRAMS);
     let scratch = tempfile::tempdir().expect("tempdir");
     let conf = scratch.path().join("tmpa");
     let Crontab { entries, .. } = crontab();
@@ -720,21 +727,23 @@ fn one_line_of_the_configuration_makes_compaction_real_as_the_tree_owner() {
             ],
         );
         let r: Run = if how == "cron" {
-            run_cron_job(cron_line, &conf, scratch.path())
+            run_cron_job(cron_line, &conf, scratch.path(), &bins)
         } else {
             let env = config_of(&fs::read_to_string(&conf).expect("conf"));
             let generated = scratch.path().join("generator");
             let user = generated_user(&conf, &generated, "tmpa-compact");
             let exec = expand_exec(&words(get(&service, "Service", "ExecStart")[0]), &env);
-            Command::new("/usr/sbin/runuser")
-                .args(["-u", &user, "--"])
-                .arg(bin("tmpa-compact").get_program())
-                .args(&exec[1..])
-                .env_clear()
-                .envs(&env)
-                .output()
-                .expect("run")
-                .into()
+            Run::from(
+                Command::new("/usr/sbin/runuser")
+                    .args(["-u", &user, "--"])
+                    .arg(bins.path("tmpa-compact"))
+                    .args(&exec[1..])
+                    .env_clear()
+                    .envs(&env)
+                    .output()
+                    .expect("run"),
+            )
+            .started()
         };
         assert!(matches!(r.code, 0), "{how}: {r:?}");
         let record = run_record(t.root(), "compact_events");

@@ -77,8 +77,8 @@ fn resume_during(syscall: &str) -> Run {
     assert!(strace_works(), "strace cannot inject here");
     let t = Tree::new();
     let live = old_session(&t, "u1", "s1", r#"{"messages":["old"]}"#);
-    let child = stretched("tmpa-archive", syscall, t.root(), &[]);
-    tmpa_tests::wait_for_receipt_line(t.root(), "archive_history");
+    let mut child = stretched("tmpa-archive", syscall, t.root(), &[]);
+    tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "archive_history");
     std::thread::sleep(WRITER_AFTER);
     save(&live, r#"{"messages":["old","new"]}"#);
     let r = finish(child);
@@ -137,8 +137,8 @@ fn event_rewritten_during_its_delete_is_kept() {
     for syscall in ["unlinkat", "renameat2"] {
         let t = Tree::new();
         let e = t.event(D1, "e1", "u", 1, 1);
-        let child = stretched("tmpa-compact", syscall, t.root(), &["--day", D1]);
-        tmpa_tests::wait_for_receipt_line(t.root(), "compact_events");
+        let mut child = stretched("tmpa-compact", syscall, t.root(), &["--day", D1]);
+        tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "compact_events");
         std::thread::sleep(WRITER_AFTER);
         let rewritten = tmpa_tests::event_json("e1", &format!("{D1}T12:00:00Z"), "u", "m", 7, 7);
         save(&e, &rewritten);
@@ -181,8 +181,8 @@ print("saved")
         let t = Tree::new();
         let fin = t.file("notifications/u1/inbox/ntf_1.json", "{}");
         t.file("notifications/u1/inbox/ntf_1.json.tmp", "{\"stale\"");
-        let child = stretched("tmpa-tmpclean", syscall, t.root(), &["--older-than", "1m"]);
-        tmpa_tests::wait_for_receipt_line(t.root(), "tmp_cleanup");
+        let mut child = stretched("tmpa-tmpclean", syscall, t.root(), &["--older-than", "1m"]);
+        tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "tmp_cleanup");
         std::thread::sleep(WRITER_AFTER);
         let w = Command::new("python3")
             .args(["-c", writer])

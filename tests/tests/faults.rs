@@ -216,6 +216,7 @@ fn permission_denied_for_the_backend_user() {
         tmpa_tests::missing_prerequisite("needs root and setpriv to run as another user");
         return;
     }
+    let bins = tmpa_tests::ReachableBins::copy(&["tmpa-compact", "tmpa-archive", "tmpa-patrol"]);
     let t = busy_tree();
     // The whole tree belongs to nobody, but for two directories.
     tmpa_tests::chown_tree(t.root(), 65534, 65534);
@@ -235,7 +236,7 @@ fn permission_denied_for_the_backend_user() {
                 "--clear-groups",
                 "--inh-caps=-all",
             ])
-            .args(tmpa_tests::program_args(program))
+            .args(bins.program_args(program))
             .arg("--root")
             .arg(t.root())
             .args(args)
@@ -243,6 +244,7 @@ fn permission_denied_for_the_backend_user() {
             .output()
             .expect("setpriv")
             .into();
+        let r = r.started();
         assert!(!r.stderr.contains("panicked"), "{r:?}");
         r
     };

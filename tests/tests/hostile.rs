@@ -303,12 +303,13 @@ fn as_owner_args() -> Vec<String> {
 #[test]
 fn proc_evidence_is_read_again_just_before_the_deletion() {
     let Some(t) = owned_tree() else { return };
+    let bins = tmpa_tests::ReachableBins::copy(&["tmpa-tmpclean"]);
     let tmp = t.file("notifications/u1/inbox/ntf_1.json.tmp", "partial");
     t.file("notifications/u1/inbox/ntf_1.json", "{}");
     give_to_owner(t.root());
     std::os::unix::fs::chown(&tmp, Some(5555), Some(5555)).expect("chown");
     std::thread::sleep(Duration::from_millis(1300));
-    let child = Command::new("strace")
+    let mut child = Command::new("strace")
         .args([
             "-f",
             "-qq",
@@ -318,7 +319,7 @@ fn proc_evidence_is_read_again_just_before_the_deletion() {
             "inject=fdatasync:delay_enter=2000000",
         ])
         .args(as_owner_args())
-        .args(tmpa_tests::program_args("tmpa-tmpclean"))
+        .args(bins.program_args("tmpa-tmpclean"))
         .arg("--root")
         .arg(t.root())
         .args(["--older-than", "1m", "--proc-shows-all-writers"])
@@ -328,7 +329,7 @@ fn proc_evidence_is_read_again_just_before_the_deletion() {
         .spawn()
         .expect("strace");
     // The receipt line is written after the proof, before its (slowed) fdatasync.
-    tmpa_tests::wait_for_receipt_line(t.root(), "tmp_cleanup");
+    tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "tmp_cleanup");
     let args = as_owner_args();
     let mut holder = Command::new(&args[0])
         .args(&args[1..])
@@ -336,7 +337,7 @@ fn proc_evidence_is_read_again_just_before_the_deletion() {
         .stdin(fs::File::open(&tmp).expect("open"))
         .spawn()
         .expect("holder");
-    let r: Run = child.wait_with_output().expect("wait").into();
+    let r = Run::from(child.wait_with_output().expect("wait")).started();
     let _ = holder.kill();
     let _ = holder.wait();
     assert!(tmp.exists(), "deleted while open: {r:?}");

@@ -329,8 +329,8 @@ fn delivered_and_acknowledged_during_the_run() {
         return;
     }
     let (t, mut want) = small_tree();
-    let child = stretched(t.root(), 300_000);
-    tmpa_tests::wait_for_receipt_line(t.root(), "archive_history");
+    let mut child = stretched(t.root(), 300_000);
+    tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "archive_history");
     let r = Root::open(t.root()).unwrap();
     let alice = UserId::new("alice").unwrap();
     for id in ["2", "new2"] {

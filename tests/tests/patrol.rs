@@ -1247,6 +1247,7 @@ fn a_journal_the_patrol_may_not_read_is_a_warning() {
     }
     const OWNER: u32 = 4244;
     const JOURNAL_GROUP: u32 = 4245;
+    let bins = tmpa_tests::ReachableBins::copy(&["tmpa-patrol"]);
     let t = healthy_tree();
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).expect("chmod");
     tmpa_tests::chown_tree(t.root(), OWNER, OWNER);
@@ -1278,7 +1279,7 @@ fn a_journal_the_patrol_may_not_read_is_a_warning() {
                 groups.to_owned(),
                 "--".into(),
             ])
-            .args(tmpa_tests::program_args("tmpa-patrol"))
+            .args(bins.program_args("tmpa-patrol"))
             .arg("--root")
             .arg(t.root())
             .args(["--json", "--journal", &format!("compact_events={unit}")])
@@ -1286,7 +1287,7 @@ fn a_journal_the_patrol_may_not_read_is_a_warning() {
             .arg(&dir)
             .output()
             .expect("setpriv");
-        let r: tmpa_tests::Run = out.into();
+        let r = tmpa_tests::Run::from(out).started();
         (r.code, r.json())
     };
     let (code, doc) = patrol("--clear-groups");

@@ -707,7 +707,7 @@ fn lease_broken_during_deletion_keeps_the_file() {
     let t = Tree::new();
     let p = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp", true);
     std::thread::sleep(WAIT);
-    let child = tmpa_tests::strace_inject("fdatasync:delay_enter=3000000", BIN)
+    let mut child = tmpa_tests::strace_inject("fdatasync:delay_enter=3000000", BIN)
         .arg("--root")
         .arg(t.root())
         .args(["--older-than", OLD])
@@ -717,7 +717,7 @@ fn lease_broken_during_deletion_keeps_the_file() {
         .expect("strace");
     // The receipt's fdatasync is the first; tmpclean holds the lease through it. Its line
     // is written once the lease is held: wait for it rather than guess a time.
-    tmpa_tests::wait_for_receipt_line(t.root(), "tmp_cleanup");
+    tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "tmp_cleanup");
     let opened = std::time::Instant::now();
     let content = fs::read(&p).expect("the opener waits for the lease, then reads the file");
     let waited = opened.elapsed();
