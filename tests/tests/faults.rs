@@ -152,8 +152,8 @@ fn read_only_data_file_system() {
     }
     let p = run(&root, "tmpa-patrol", &["--json"]);
     assert_ne!(p.code, 3, "patrol must still check a read-only tree: {p:?}");
-    // The nine checks of docs/OPERATIONS.md "tmpa-patrol" and the growth check.
-    assert!(p.json()["checks"].as_array().is_some_and(|c| c.len() == 10));
+    // The nine checks of docs/OPERATIONS.md "tmpa-patrol", the file system and growth.
+    assert!(p.json()["checks"].as_array().is_some_and(|c| c.len() == 11));
 
     drop(state_mount);
     assert!(remount(fsys.path(), "rw"), "remount read-write");

@@ -123,7 +123,7 @@ impl Place {
         syscall: &str,
         write: impl FnOnce(),
     ) -> Run {
-        let child: Child = self
+        let mut child: Child = self
             .command(
                 program,
                 &[format!("{syscall}:delay_enter={STRETCH_US}")],
@@ -133,7 +133,7 @@ impl Place {
             .stderr(Stdio::piped())
             .spawn()
             .expect("strace");
-        tmpa_tests::wait_for_receipt_line(self.root(), task);
+        tmpa_tests::wait_for_receipt_line(&mut child, self.root(), task);
         std::thread::sleep(WRITER_AFTER);
         write();
         let r: Run = child.wait_with_output().expect("wait").into();
