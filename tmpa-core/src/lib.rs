@@ -90,7 +90,7 @@ pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
 pub use event::Event;
 pub use fs::{AtomicFile, temp_final_name};
 pub use names::{Day, EventId, NotificationId, SessionId, UserId};
-pub use notify::{NotificationInfo, NotificationLocation};
+pub use notify::{Acked, InboxItem, InboxQuery, NotificationInfo, NotificationLocation};
 pub use problem::{Problem, ProblemKind};
 pub use root::Root;
 pub use session::SessionLocation;
@@ -202,7 +202,10 @@ pub mod maintenance {
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};
-    pub use crate::store::{CONFIG_NAME, TIMEOUT_SECS_DEFAULT, read_config_text};
+    pub use crate::store::{
+        CONFIG_NAME, ETC_CONFIG_DIR, TIMEOUT_SECS_DEFAULT, etc_config_dirs, is_whole,
+        read_config_text,
+    };
     pub use crate::summary::{SummaryFold, read_cached, source_stamp, write_summary};
     pub use crate::text::{line_text, name_text, path_text, serialize_path};
 

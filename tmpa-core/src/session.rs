@@ -133,11 +133,17 @@ impl Root {
         }
     }
 
-    /// The archive tier `{root}/tmpa.toml` configures; `None` when archives are local
-    /// (no file, or no `[archive]` table).
+    /// The archive tier the configuration names: `/etc/tmpa/tmpa.toml` (the machine's,
+    /// [`crate::ETC_CONFIG_DIR`]) when it exists, else `{root}/tmpa.toml`, the same
+    /// precedence as the maintenance programs' (which also take `--to`); `None` when
+    /// archives are local (no file, or no `[archive]` table in the one read). Read at
+    /// every call that needs it, never through a symlink. Unlike the programs, the library
+    /// does not check who could have written the file: it only reads archives by it, as
+    /// the tree's owner.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the file and the problem.
+    /// [`Error::Config`] naming the file and the problem (or `/etc/tmpa` when it is a
+    /// symlink or not a directory).
     ///
     /// # Examples
     /// ```
@@ -149,7 +155,7 @@ impl Root {
     /// assert_eq!(root.archive_config().unwrap().unwrap().url.to_string(), "s3://b/host-a");
     /// ```
     pub fn archive_config(&self) -> Result<Option<ArchiveConfig>> {
-        ArchiveConfig::load_from(self.dir())
+        ArchiveConfig::load(self.dir())
     }
 
     /// Every session of a user with where it lives, sorted by name: live, archived
