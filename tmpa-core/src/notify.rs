@@ -9,7 +9,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -441,7 +441,7 @@ impl Root {
     /// ```
     pub fn list_notifications(&self, user: &UserId) -> Result<Vec<NotificationInfo>> {
         let mut out: Vec<NotificationInfo> = self
-            .live_notifications(user)?
+            .live_notifications(user, |_| true)?
             .map(|(_, live)| live)
             .unwrap_or_default()
             .into_iter()
@@ -550,13 +550,10 @@ impl Root {
     /// assert_eq!(ids, ["a", "c"]);
     /// ```
     pub fn unacked(&self, user: &UserId) -> Result<Vec<NotificationId>> {
-        let Some((_, live)) = self.live_notifications(user)? else {
-            return Ok(Vec::new());
-        };
-        Ok(live
-            .into_iter()
-            .filter_map(|(id, acked)| (!acked).then_some(id))
-            .collect())
+        let live = self.live_notifications(user, |acked| !acked)?;
+        Ok(live.map_or_else(Vec::new, |(_, live)| {
+            live.into_iter().map(|(id, _)| id).collect()
+        }))
     }
 
     /// The live notifications of a user (those in `inbox/`), sorted by id, each with its
@@ -592,7 +589,8 @@ impl Root {
     /// assert_eq!(page[0].id.as_str(), "3");
     /// ```
     pub fn inbox(&self, user: &UserId, query: &InboxQuery) -> Result<Vec<InboxItem>> {
-        let Some((dir, live)) = self.live_notifications(user)? else {
+        let keep = |acked: bool| !(query.unacked_only && acked);
+        let Some((dir, live)) = self.live_notifications(user, keep)? else {
             return Ok(Vec::new());
         };
         let start = query
@@ -604,9 +602,6 @@ impl Root {
             if query.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
-            if query.unacked_only && acked {
-                continue;
-            }
             match dir.read(format!("ntf_{id}.json"), NOTIFICATION_BYTES_MAX) {
                 Ok((body, _)) => out.push(InboxItem { id, acked, body }),
                 Err(e) if e.io_kind() == io::ErrorKind::NotFound => {}
@@ -616,66 +611,68 @@ impl Root {
         Ok(out)
     }
 
-    /// The live notifications of a user, sorted by id, with whether each has its ack:
-    /// one listing of `inbox/` and one of `ack/`, names compared as bytes. An inbox entry
-    /// counts when the listing says it is a regular file (a `stat` only where the file
-    /// system does not say) and its name is `ntf_{id}.json` with a valid id; an ack
-    /// counts by its name alone (its presence is what counts, docs/FORMAT.md).
+    /// The live notifications of a user that `keep` keeps (given whether each has its
+    /// ack), sorted by id, with that flag, and the inbox they are in: one listing of
+    /// `inbox/` and one of `ack/`, names compared as bytes, nothing allocated per entry
+    /// but what is returned. An inbox entry counts when the listing says it is a regular
+    /// file (a `stat` only where the file system does not say) and its name is
+    /// `ntf_{id}.json` with a valid id; an ack counts by its name alone (its presence is
+    /// what counts, docs/FORMAT.md).
     fn live_notifications(
         &self,
         user: &UserId,
+        keep: impl Fn(bool) -> bool,
     ) -> Result<Option<(Dir, Vec<(NotificationId, bool)>)>> {
         let Some(inbox) = self.open_dir_if_any(&rel::inbox(user))? else {
             return Ok(None);
         };
-        let mut ids = Vec::new();
-        for entry in inbox.entries()? {
-            let entry = entry?;
-            let Some(id) = stem(entry.name.as_bytes(), b".json") else {
-                continue;
-            };
-            let regular = match entry.kind {
-                Some(kind) => kind == Kind::File,
-                None => inbox
-                    .stat(&entry.name)?
-                    .is_some_and(|m| m.kind == Kind::File),
-            };
-            if !regular {
+        let mut ids = Names::default();
+        let mut kind_unknown = Vec::new();
+        inbox.visit_entries(|name, kind, _| {
+            if let Some(id) = stem(name.as_bytes(), b".json") {
+                match kind {
+                    Some(Kind::File) => ids.push(id),
+                    None => kind_unknown.push(name.to_os_string()),
+                    Some(_) => {}
+                }
+            }
+        })?;
+        for name in kind_unknown {
+            if inbox.stat(&name)?.is_some_and(|m| m.kind == Kind::File)
+                && let Some(id) = stem(name.as_bytes(), b".json")
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        let mut acked = Names::default();
+        if !ids.is_empty()
+            && let Some(dir) = self.open_dir_if_any(&rel::ack(user))?
+        {
+            dir.visit_entries(|name, _, _| {
+                if let Some(id) = stem(name.as_bytes(), b".ack") {
+                    acked.push(id);
+                }
+            })?;
+            acked.sort();
+        }
+        // Both sorted: one pass over each.
+        let mut acks = acked.iter().peekable();
+        let mut out = Vec::new();
+        for id in ids.iter() {
+            while acks.next_if(|a| *a < id).is_some() {}
+            let is_acked = acks.peek() == Some(&id);
+            if !keep(is_acked) {
                 continue;
             }
             if let Some(id) = std::str::from_utf8(id)
                 .ok()
                 .and_then(|id| NotificationId::new(id).ok())
             {
-                ids.push(id);
+                out.push((id, is_acked));
             }
         }
-        ids.sort_unstable();
-        // The acks' ids, sorted as the inbox's are (by id, not by file name: "a-b" sorts
-        // after "a" but "ntf_a-b.ack" before "ntf_a.ack").
-        let mut acked: Vec<Vec<u8>> = Vec::new();
-        if !ids.is_empty()
-            && let Some(dir) = self.open_dir_if_any(&rel::ack(user))?
-        {
-            for entry in dir.entries()? {
-                let mut name = entry?.name.into_vec();
-                if let Some(len) = stem(&name, b".ack").map(<[u8]>::len) {
-                    name.truncate(STEM_PREFIX.len() + len);
-                    name.drain(..STEM_PREFIX.len());
-                    acked.push(name);
-                }
-            }
-            acked.sort_unstable();
-        }
-        let live = ids
-            .into_iter()
-            .map(|id| {
-                let bytes = id.as_str().as_bytes();
-                let is_acked = acked.binary_search_by(|a| a.as_slice().cmp(bytes)).is_ok();
-                (id, is_acked)
-            })
-            .collect();
-        Ok(Some((inbox, live)))
+        Ok(Some((inbox, out)))
     }
 
     /// The names in the directory `rel` that are valid UTF-8, end with `ext` and are not
@@ -700,6 +697,48 @@ const STEM_PREFIX: &[u8] = b"ntf_";
 /// The `{id}` of `ntf_{id}{ext}`, as bytes.
 fn stem<'a>(name: &'a [u8], ext: &[u8]) -> Option<&'a [u8]> {
     name.strip_prefix(STEM_PREFIX)?.strip_suffix(ext)
+}
+
+/// Names (as bytes) in one buffer, sortable without an allocation per name: a large
+/// listing's names cost their bytes and 16 bytes each.
+#[derive(Default)]
+struct Names {
+    bytes: Vec<u8>,
+    /// Per name: its first 8 bytes as a big-endian number (zero-padded), its start and
+    /// its length. Sorting by the number first orders most names by one integer
+    /// comparison, and the same as by their bytes: a shorter name padded with zeros
+    /// sorts first, and a tie is broken by the bytes themselves.
+    spans: Vec<(u64, u32, u32)>,
+}
+
+impl Names {
+    fn push(&mut self, name: &[u8]) {
+        let mut head = [0u8; 8];
+        let n = name.len().min(8);
+        head[..n].copy_from_slice(&name[..n]);
+        let start = u32::try_from(self.bytes.len()).expect("a listing's names fit in 4 GiB");
+        let len = u32::try_from(name.len()).expect("a name is at most 255 bytes");
+        self.bytes.extend_from_slice(name);
+        self.spans.push((u64::from_be_bytes(head), start, len));
+    }
+
+    fn get(&self, (_, start, len): (u64, u32, u32)) -> &[u8] {
+        &self.bytes[start as usize..][..len as usize]
+    }
+
+    fn sort(&mut self) {
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.get(*a).cmp(self.get(*b))));
+        self.spans = spans;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|s| self.get(*s))
+    }
 }
 
 /// `Ok(path)` when `old` and `new` hold the same JSON value (or the same bytes), else a
