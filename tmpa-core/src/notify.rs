@@ -1,7 +1,7 @@
 //! Notifications: `notifications/{user}/inbox/ntf_{id}.json` and their read receipts
 //! `notifications/{user}/ack/ntf_{id}.ack`, live, or archived by tmpa-archive into
 //! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz` (`notify_archive.rs`), or,
-//! when `{root}/tmpa.toml` names an object store, into its object
+//! when the configuration (`Root::archive_config`) names an object store, into its object
 //! `{prefix}/{user}/acked-{n}-{digest}.tar.gz`. Every read answers the same whether a
 //! notification is live, archived locally or in the store; like sessions, it looks live
 //! first, then in the local archives, then in the store (read at each call that gets
@@ -34,7 +34,7 @@ pub enum NotificationLocation {
     /// In an archive of `archive/` (acknowledged: only acknowledged notifications are
     /// archived).
     Archived,
-    /// In an archive in the object store `{root}/tmpa.toml` names (acknowledged).
+    /// In an archive in the object store the configuration names (acknowledged).
     Stored,
 }
 
@@ -357,7 +357,7 @@ impl Root {
 
     /// The bytes of a notification, live (`inbox/ntf_{id}.json`) or archived (then
     /// exactly the bytes it had in the inbox): looked for live, then in the local
-    /// archives, then in the object store `{root}/tmpa.toml` names (if any; read at each
+    /// archives, then in the object store the configuration names (if any; read at each
     /// call that gets that far). When an archival was interrupted before it deleted the
     /// inbox file, the live file is returned: it is the newer or an equal copy. Within
     /// the local archives, or within the store, the copy with the latest modification
@@ -411,7 +411,7 @@ impl Root {
 
     /// Every notification of a user, sorted by id: those in the inbox (acknowledged when
     /// their ack exists) and the archived ones not in the inbox (acknowledged), locally
-    /// ([`NotificationLocation::Archived`]) or in the object store `{root}/tmpa.toml`
+    /// ([`NotificationLocation::Archived`]) or in the object store the configuration
     /// names ([`NotificationLocation::Stored`]; one listing request, then a GET of each
     /// of the user's archives there). A notification found in several places is listed
     /// once, where [`Root::read_notification`] finds it. Live ones are listed as by
