@@ -622,7 +622,7 @@ impl Root {
         &self,
         user: &UserId,
         keep: impl Fn(bool) -> bool,
-    ) -> Result<Option<(Dir, Vec<(NotificationId, bool)>)>> {
+    ) -> Result<Option<(Dir, Vec<Live>)>> {
         let Some(inbox) = self.open_dir_if_any(&rel::inbox(user))? else {
             return Ok(None);
         };
@@ -690,6 +690,9 @@ impl Root {
         Ok(out)
     }
 }
+
+/// A live notification's id, and whether its ack exists.
+type Live = (NotificationId, bool);
 
 /// What every notification's file name starts with.
 const STEM_PREFIX: &[u8] = b"ntf_";
