@@ -34,7 +34,7 @@ pub enum SessionLocation {
     Live,
     /// `archive/{session}.json.gz`.
     Archived,
-    /// `{prefix}/{user}/{session}.json.gz` in the object store `{root}/tmpa.toml` names.
+    /// `{prefix}/{user}/{session}.json.gz` in the object store the configuration names ([`Root::archive_config`]).
     Stored,
 }
 
@@ -44,7 +44,7 @@ impl Root {
     /// normally a JSON object; nothing here parses it).
     ///
     /// # Errors
-    /// [`Error::Io`] / [`Error::Unsafe`] naming the path.
+    /// [`Error::Io`] / [`Error::Unsafe`] naming the path; [`Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
@@ -64,13 +64,14 @@ impl Root {
     ) -> Result<PathBuf> {
         let dir = self.hold_dir(&rel::sessions(user))?;
         let name = rel::session_file(session);
-        crate::fs::write_in(&dir, OsStr::new(&name), bytes, false)?;
+        crate::fs::write_in(&dir, OsStr::new(&name), bytes, false)
+            .map_err(|e| self.or_replaced(e))?;
         Ok(dir.join(&name))
     }
 
     /// The bytes of a session, live or archived (decompressed): looked for live, then in
-    /// the local `archive/`, then in the object store that `{root}/tmpa.toml` names (if
-    /// any; `tmpa.toml` is read at each call that gets that far).
+    /// the local `archive/`, then in the object store that the configuration names
+    /// ([`Root::archive_config`]; read at each call that gets that far).
     ///
     /// When several exist (an archival that was interrupted before deleting the source),
     /// the first found is returned: the live file is the newer or an equal copy.
@@ -84,7 +85,8 @@ impl Root {
     /// archive is not valid gzip or any copy is larger than 256 MiB; [`Error::Config`]
     /// when `tmpa.toml` cannot be used; [`Error::Store`] when the store fails (after
     /// retries); [`Error::StoreUnsupported`] when `tmpa.toml` names a store and the
-    /// library was built without the `object-store` feature.
+    /// library was built without the `object-store` feature; [`Error::RootReplaced`]
+    /// when the root directory was replaced since it was opened.
     ///
     /// # Examples
     /// ```
@@ -109,11 +111,11 @@ impl Root {
         }
         let archive_name = rel::archive_file(session);
         let not_found = || {
-            Error::io(
+            self.or_replaced(Error::io(
                 "read session",
                 self.path().join(&live_rel).join(&live_name),
                 rustix::io::Errno::NOENT.into(),
-            )
+            ))
         };
         if let Some(dir) = self.open_dir_if_any(&rel::archive(user))? {
             match dir.read(&archive_name, SESSION_BYTES_MAX) {
@@ -133,11 +135,17 @@ impl Root {
         }
     }
 
-    /// The archive tier `{root}/tmpa.toml` configures; `None` when archives are local
-    /// (no file, or no `[archive]` table).
+    /// The archive tier the configuration names: `/etc/tmpa/tmpa.toml` (the machine's)
+    /// when it exists, else `{root}/tmpa.toml` (the tree's), the same
+    /// precedence as the maintenance programs' (which also take `--to`); `None` when
+    /// archives are local (no file, or no `[archive]` table in the one read). Read at
+    /// every call that needs it, never through a symlink. Unlike the programs, the library
+    /// does not check who could have written the file: it only reads archives by it, as
+    /// the tree's owner.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the file and the problem.
+    /// [`Error::Config`] naming the file and the problem (or `/etc/tmpa` when it is a
+    /// symlink or not a directory).
     ///
     /// # Examples
     /// ```
@@ -149,11 +157,11 @@ impl Root {
     /// assert_eq!(root.archive_config().unwrap().unwrap().url.to_string(), "s3://b/host-a");
     /// ```
     pub fn archive_config(&self) -> Result<Option<ArchiveConfig>> {
-        ArchiveConfig::load_from(self.dir())
+        ArchiveConfig::load(self.dir())
     }
 
     /// Every session of a user with where it lives, sorted by name: live, archived
-    /// locally, and in the object store `{root}/tmpa.toml` names (one listing request).
+    /// locally, and in the object store the configuration names ([`Root::archive_config`]) (one listing request).
     /// A session found in several places is listed once, where [`Root::read_session`]
     /// finds it first (live, then local archive, then store). Temporaries and names that
     /// are not valid [`SessionId`]s are left out.

@@ -7,19 +7,19 @@
 //! used only when it is a regular file with one link, owned by root or this program's
 //! user and writable by neither its group nor everyone. Any other `tmpa.toml` stops the
 //! run (exit 2) naming the file and why. The library (the backend, which owns the tree)
-//! reads `{root}/tmpa.toml` as before: both must name the same store.
+//! reads the same two files in the same order, without the checks of who wrote them
+//! (`Root::archive_config`), so both name the same store.
 
 use std::path::Path;
 
-use tmpa_core::maintenance::{CONFIG_NAME, Dir, read_config_text, root_dir};
+pub use tmpa_core::maintenance::ETC_CONFIG_DIR;
+use tmpa_core::maintenance::{
+    CONFIG_NAME, Dir, etc_config_dirs, is_whole, read_config_text, root_dir,
+};
 use tmpa_core::{ArchiveConfig, Root, StoreUrl};
 
 use crate::exit::StartError;
 use crate::trust::{only_runner_writes, trusted_file};
-
-/// The machine's configuration directory: a `tmpa.toml` here is root's, and takes the
-/// place of the tree's.
-pub const ETC_CONFIG_DIR: &str = "/etc/tmpa";
 
 /// The archive configuration a program run on `root` uses: `to` (the command line) over
 /// `/etc/tmpa/tmpa.toml` over `{root}/tmpa.toml` (the timeout from the file when `to`
@@ -51,20 +51,18 @@ pub fn archive_config(
 /// `[archive]` table), every directory on the way checked.
 fn etc_config() -> Result<Option<Option<ArchiveConfig>>, StartError> {
     let usage = |e: tmpa_core::Error| StartError::Usage(e.chain());
-    let mut dir = Dir::open_path(Path::new("/")).map_err(usage)?;
-    check_dir(&dir)?;
-    for component in Path::new(ETC_CONFIG_DIR).iter().skip(1) {
-        dir = match dir.open_dir(component) {
-            Ok(next) => next,
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(usage(e)),
-        };
-        check_dir(&dir)?;
+    let etc = Path::new(ETC_CONFIG_DIR);
+    let dirs = etc_config_dirs(etc).map_err(usage)?;
+    // Each directory on the way, even when /etc/tmpa is missing: one that others may
+    // write is where they could make it.
+    for dir in &dirs {
+        check_dir(dir)?;
     }
-    if dir.stat(CONFIG_NAME).map_err(usage)?.is_none() {
+    let dir = dirs.last().expect("/ at least");
+    if !is_whole(&dirs, etc) || dir.stat(CONFIG_NAME).map_err(usage)?.is_none() {
         return Ok(None);
     }
-    trusted_config_in(&dir).map(Some)
+    trusted_config_in(dir).map(Some)
 }
 
 fn check_dir(dir: &Dir) -> Result<(), StartError> {
