@@ -67,7 +67,12 @@ fi
 echo "== cargo test --workspace (unit, integration, doctests; packaging.rs runs bash packaging/build-deb)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --locked --workspace 2>&1 | tee "$log"
+# The test binaries as `cargo test` runs them, three at a time (tests/run_tests.py: most
+# integration tests wait on child programs, strace's stretched calls and fsyncs), then
+# the doctests.
+cargo test --locked --workspace --no-run
+python3 tests/run_tests.py --jobs 3 --locked --workspace 2>&1 | tee "$log"
+cargo test --locked --workspace --doc 2>&1 | tee -a "$log"
 echo "== cargo test -p tmpa-core --test no_store_feature (the library without object-store)"
 cargo test --locked -p tmpa-core --test no_store_feature 2>&1 | tee -a "$log"
 

@@ -428,7 +428,9 @@ fn sigkill_at_random_moments_loses_nothing() {
         )
         .expect("write");
     }
-    // Scale kill times to this machine: a dry run reads and plans the whole day.
+    // Scale kill times to this machine: a dry run reads and plans the whole day. The
+    // first kills come early (a sixteenth of that), so that some land even when the
+    // machine's load fell after the dry run was timed.
     let started = Instant::now();
     assert_eq!(t.run("tmpa-compact", &["--dry-run", "--day", D1]).code, 0);
     let plan_us = started.elapsed().as_micros() as u64;
@@ -443,7 +445,7 @@ fn sigkill_at_random_moments_loses_nothing() {
             .spawn()
             .expect("spawn");
         std::thread::sleep(Duration::from_micros(
-            plan_us / 2 + plan_us * k / 16 + next(&mut seed) % (plan_us / 4 + 1),
+            plan_us * (k + 1) / 16 + next(&mut seed) % (plan_us / 4 + 1),
         ));
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill");
