@@ -73,6 +73,7 @@ mod day;
 mod error;
 mod event;
 mod fs;
+mod incremental;
 mod json;
 mod names;
 mod notify;
@@ -179,9 +180,9 @@ pub mod maintenance {
     //!   ([`source_stamp`]).
 
     pub use crate::compacted::{
-        COMPACTED_BYTES_MAX, COMPACTED_NAME, CompactedWriter, ReadBack, VisitError, open_compacted,
-        parse_compacted, visit_compacted, visit_compacted_slice, write_compacted,
-        write_compacted_to,
+        COMPACTED_BYTES_MAX, COMPACTED_FORMAT, COMPACTED_NAME, CompactedWriter, ReadBack, Salvaged,
+        VisitError, event_crc, open_compacted, parse_compacted, salvage_compacted, visit_compacted,
+        visit_compacted_slice, write_compacted, write_compacted_to,
     };
     pub use crate::day::{
         LooseRaw, PARALLEL_FILES_MIN, READ_THREADS_MAX, SUMMARY_NAME, conflict_problem_of,
@@ -214,6 +215,19 @@ pub mod maintenance {
             LISTED_OBJECTS_MAX, ObjectInfo, ObjectKey, PutGuard, PutNew, RETRIES_MAX, RETRY_WINDOW,
             Store,
         };
+    }
+
+    /// Forgets what this process keeps of `day` of `root` for its summaries (docs of
+    /// [`crate::Root::summary`]): the next summary of that day starts from `_summary.json`
+    /// or a full read, as in a new process.
+    ///
+    /// # Errors
+    /// When the day directory cannot be opened (a day without one has nothing to forget).
+    pub fn forget_summary(root: &crate::Root, day: crate::Day) -> crate::Result<()> {
+        match root.open_dir_if_any(&crate::root::rel::day(day))? {
+            Some(dir) => crate::incremental::forget(&dir),
+            None => Ok(()),
+        }
     }
 
     /// The root directory, held by descriptor.

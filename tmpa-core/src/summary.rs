@@ -240,7 +240,7 @@ pub fn source_stamp(compacted: Option<Stamp>, loose: &[(OsString, Stamp)]) -> St
         h.update(n.as_bytes());
         h.update(line(s));
     }
-    format!("v2:{}", &hex(&h.finalize())[..32])
+    format!("v3:{}", &hex(&h.finalize())[..32])
 }
 
 /// The current consistency stamp of the day directory `dir`: one listing, one `lstat` of
@@ -304,34 +304,7 @@ impl Root {
                 problems: Vec::new(),
             });
         };
-        // The stamp is taken before the events are read: if the day changes meanwhile, the
-        // stored stamp is stale and the next reader rebuilds again, which is safe.
-        let stamp = current_stamp(&dir)?;
-        if let Some(cached) = read_cached(&dir, day)
-            && cached.source == stamp
-        {
-            return Ok(SummaryRead {
-                summary: cached,
-                rebuilt: false,
-                problems: Vec::new(),
-            });
-        }
-        let read = self.read_day(day)?;
-        let mut summary = Summary::compute(day, &read.events);
-        summary.source = stamp;
-        let mut problems = read.problems;
-        if let Err(e) = write_summary(&dir, &summary) {
-            problems.push(Problem::new(
-                dir.join(SUMMARY_NAME),
-                ProblemKind::Unreadable,
-                format!("could not rewrite the summary cache: {}", e.chain()),
-            ));
-        }
-        Ok(SummaryRead {
-            summary,
-            rebuilt: true,
-            problems,
-        })
+        crate::incremental::summary(&dir, day, &self.path().join(rel::day(day)))
     }
 }
 

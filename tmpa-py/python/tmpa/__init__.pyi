@@ -66,7 +66,9 @@ class Root:
     def read_day(self, day: str) -> dict:
         """``{"events": [...], "problems": [{"path": str, "reason": str}]}``."""
     def summary(self, day: str) -> dict:
-        """The day's summary; rebuilt from the events (and rewritten) when stale."""
+        """The day's summary (the ``_summary.json`` format) plus ``"problems"``: what it
+        could not count (a corrupt file, a damaged line of ``_compacted.json`` with its
+        ``"line"``). Empty problems: the totals cover every event of the day."""
     def write_session(self, user: str, session: str, data: bytes) -> Path:
         """Writes chat_history/{user}/sessions/{session}.json atomically; returns its path."""
     def read_session(self, user: str, session: str) -> bytes:
