@@ -54,8 +54,8 @@ pub enum Compacted {
     /// its checksum), and a problem for each line that could not, and for what was lost.
     /// It must be left untouched.
     Damaged(Salvaged),
-    /// It exists but cannot be used at all (not a regular file, unreadable, another day's);
-    /// it must then be left untouched.
+    /// It exists but cannot be used at all (not a regular file, unreadable); it must then
+    /// be left untouched.
     Corrupt(Problem),
 }
 
@@ -68,16 +68,7 @@ pub fn read_compacted(dir: &Dir, day: Day) -> Compacted {
         Err(e) => Compacted::Corrupt(Problem::from_error(&path, e)),
         Ok((bytes, _)) => match parse_compacted(&bytes, &path, day) {
             Ok(events) => Compacted::Valid(events),
-            Err(strict) => {
-                let salvaged = salvage_compacted(&bytes, &path, day, strict);
-                if salvaged.foreign {
-                    Compacted::Corrupt(salvaged.problems.into_iter().next().unwrap_or_else(|| {
-                        Problem::new(&path, ProblemKind::Corrupt, "not a compacted file")
-                    }))
-                } else {
-                    Compacted::Damaged(salvaged)
-                }
-            }
+            Err(strict) => Compacted::Damaged(salvage_compacted(&bytes, &path, day, strict)),
         },
     }
 }
@@ -641,9 +632,6 @@ pub struct Salvaged {
     pub problems: Vec<Problem>,
     /// Events the file held that were not kept, when its checksum table says how many.
     pub lost: Option<u64>,
-    /// The file is not a compacted file of this day (another day's, another format):
-    /// nothing of it can be used here.
-    pub foreign: bool,
 }
 
 /// One line of a `_compacted.json` read as an event.
@@ -663,8 +651,8 @@ struct Candidate {
 /// or whose event matches no entry, is a problem naming the line. Table entries no line
 /// matched are events lost, and a last problem says how many. When the table itself is
 /// damaged, every valid event is kept and a problem says they were read without
-/// verification. A file whose head names another day or format is `foreign`: nothing of it
-/// is kept.
+/// verification. A head that names another day or format is a problem of line 1, and the
+/// lines are read all the same (a damaged digit of the day must not lose the day).
 ///
 /// # Examples
 /// ```
@@ -696,7 +684,6 @@ pub fn salvage_compacted(bytes: &[u8], path: &Path, day: Day, strict: Error) -> 
         events: Vec::new(),
         problems: Vec::new(),
         lost: None,
-        foreign: false,
     };
     let head = |format: u32| format!("{{\"format\":{format},\"day\":\"{day}\",\"events\":[");
     let first = lines.first().copied().unwrap_or_default();
@@ -704,15 +691,13 @@ pub fn salvage_compacted(bytes: &[u8], path: &Path, day: Day, strict: Error) -> 
         COMPACTED_FORMAT
     } else if first == head(1).as_bytes() {
         1
-    } else if first.starts_with(b"{\"format\":") && first.ends_with(b",\"events\":[") {
-        // Whole, but not ours: another day's file (or a future format), not damage.
-        s.foreign = true;
-        s.problems.push(Problem::from_error(path, strict));
-        return s;
     } else {
         s.problems.push(
-            problem("not the head of a compacted file: damaged, or not written by tmpa".into())
-                .at_line(1),
+            problem(format!(
+                "not the head of a compacted file of {day}: damaged, another day's, or not \
+                 written by tmpa"
+            ))
+            .at_line(1),
         );
         let last = lines.last().copied().unwrap_or_default();
         if last.windows(10).any(|w| w == b"\"crc32c\":\"") {

@@ -12,7 +12,7 @@
 //!   queue (one `read` that finds it empty when nothing changed) and re-reads exactly the
 //!   files it names: checking a current summary costs O(1), and N new events cost N reads.
 //!   A file rewritten in place is one of those events, whatever its size and mtime.
-//! - **Polled** (no inotify, or a network or FUSE file system, where other hosts' changes
+//! - **Polled** (no inotify, `TMPA_SUMMARY_WATCH=0`, or a network or FUSE file system, where other hosts' changes
 //!   raise no event): each call lists the directory and `lstat`s each file (O(files), as the
 //!   cache's stamp check always did), and re-reads only the files whose stamp (device,
 //!   inode, size, mtime, ctime) changed, those that are new, and those read in the same
@@ -72,6 +72,9 @@ pub const RESYNC_SECS: u64 = 60;
 const RACY_NS: i64 = 1_000_000_000;
 /// Names remembered for one watch between two calls; beyond, the next call polls.
 const PENDING_NAMES_MAX: usize = 1 << 16;
+/// `TMPA_SUMMARY_WATCH=0` in the environment: every day is polled, never watched (a
+/// process that must not use an inotify instance; the tests of the polled mode).
+pub const WATCH_ENV: &str = "TMPA_SUMMARY_WATCH";
 /// Bytes read from the inotify queue at a time.
 const QUEUE_BUF_BYTES: usize = 64 << 10;
 
@@ -712,6 +715,9 @@ fn day_state(key: (u64, u64), day: Day) -> Arc<Mutex<DayState>> {
 /// path, not a descriptor): only when the file system is watchable and `path` names the
 /// directory held both before and after the watch was added.
 fn add_watch(dir: &Dir, path: &Path, key: (u64, u64)) -> Option<i32> {
+    if std::env::var_os(WATCH_ENV).is_some_and(|v| v == "0") {
+        return None;
+    }
     let fs = rustix::fs::fstatfs(dir).ok()?;
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // differs between targets
     let magic = i64::from(fs.f_type as i64);
