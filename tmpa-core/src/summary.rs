@@ -20,11 +20,10 @@ use std::os::unix::ffi::OsStrExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::compacted::COMPACTED_NAME;
-use crate::day::{SUMMARY_NAME, event_names, hex, stamp_entries};
+use crate::day::{SUMMARY_NAME, hex};
 use crate::error::Result;
 use crate::event::Event;
-use crate::fs::{Dir, Kind, Stamp};
+use crate::fs::{Dir, Stamp};
 use crate::names::Day;
 use crate::problem::Problem;
 use crate::root::{Root, rel};
