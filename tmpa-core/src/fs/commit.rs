@@ -110,9 +110,9 @@ impl Committer {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Joins the open batch and returns once an fsync that started after this call has
-    /// ended, leading it when nobody else is syncing.
-    fn commit(&self, dir: &Dir) -> io::Result<()> {
+    /// Joins the open batch and returns once a `sync` that started after this call has
+    /// ended, leading it (calling `sync`) when nobody else is syncing.
+    fn commit(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let mut st = self.lock();
         let mine = Arc::clone(&st.open);
         loop {
@@ -127,7 +127,7 @@ impl Committer {
                 st.open = Arc::new(Batch::default());
                 st.syncing = true;
                 drop(st);
-                let result = rustix::fs::fsync(&dir.fd).map_err(io::Error::from);
+                let result = sync();
                 let _ = mine.outcome.set(Outcome::of(&result));
                 let mut st = self.lock();
                 st.syncing = false;
@@ -191,7 +191,7 @@ pub(crate) fn sync_dir(dir: &Dir) -> Result<()> {
     // same device and inode are the same directory for the whole commit.
     let key = (meta.stamp.dev, meta.stamp.ino);
     committer(key)
-        .commit(dir)
+        .commit(|| rustix::fs::fsync(&dir.fd).map_err(io::Error::from))
         .map_err(|e| dir.error("fsync directory", "", e))
 }
 
@@ -234,6 +234,48 @@ mod tests {
             }
         });
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 160);
+    }
+
+    /// The protocol itself, with a sync that records which "renames" (a counter taken
+    /// before joining) had happened when it started: every caller returns only after a
+    /// sync that started after its own rename ended, and syncs are shared.
+    #[test]
+    fn each_caller_is_covered_by_a_sync_that_started_after_it() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let c = Committer::new(0);
+        let renamed = AtomicU64::new(0);
+        // The highest rename covered by a sync that has ended.
+        let durable = AtomicU64::new(0);
+        let syncs = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let mine = renamed.fetch_add(1, Ordering::SeqCst) + 1;
+                        c.commit(|| {
+                            let covers = renamed.load(Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            syncs.fetch_add(1, Ordering::SeqCst);
+                            durable.fetch_max(covers, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                        assert!(durable.load(Ordering::SeqCst) >= mine, "returned uncovered");
+                    }
+                });
+            }
+        });
+        let n = syncs.load(Ordering::SeqCst);
+        assert!(n < 400, "{n} syncs for 400 commits: nothing shared");
+    }
+
+    /// A failed sync fails every member of its batch; the next batch tries again.
+    #[test]
+    fn a_failed_sync_fails_its_whole_batch() {
+        let c = Committer::new(0);
+        let e = c.commit(|| Err(io::Error::from_raw_os_error(5))).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(5));
+        c.commit(|| Ok(())).unwrap();
     }
 
     #[test]
