@@ -190,7 +190,10 @@ fn power_cut_at_every_fsync_of_a_group_commit() {
         let out = recorders(&root, Some(n));
         disk.power_cut();
         let said = returned(&out.stdout);
-        let what = format!("power cut at fsync #{n} of a thread ({} returned)", said.len());
+        let what = format!(
+            "power cut at fsync #{n} of a thread ({} returned)",
+            said.len()
+        );
         cut_before_end += usize::from(!out.status.success());
         let present = whole_events(&root, &what);
         lost_unreturned += 3 * EVENTS - present.len();

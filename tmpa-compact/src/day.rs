@@ -9,8 +9,8 @@ use std::path::Path;
 
 use tmpa_core::maintenance::{
     AtomicFile, COMPACTED_NAME, CompactedWriter, Dir, Kind, ReadBack, Stamp, SummaryFold,
-    conflict_problem_of, event_names, hex, open_compacted, parse_compacted, path_text,
-    read_cached, root_dir, salvage_compacted, source_stamp, stamp_entries, write_summary,
+    conflict_problem_of, event_names, hex, open_compacted, parse_compacted, path_text, read_cached,
+    root_dir, salvage_compacted, source_stamp, stamp_entries, write_summary,
 };
 use tmpa_core::{Day, Error, EventId, Problem, ProblemKind, Summary};
 use tmpa_maint::{Deletion, Doomed, Outcome, Planned, Proof, Run};
@@ -191,7 +191,11 @@ fn what_compacting_would_lose(dir: &Dir, day: Day, opts: &DayOptions) -> (String
         Err(e) => e,
     };
     let s = salvage_compacted(&bytes, &path, day, strict);
-    let lines: Vec<Problem> = s.problems.into_iter().filter(|p| p.line.is_some()).collect();
+    let lines: Vec<Problem> = s
+        .problems
+        .into_iter()
+        .filter(|p| p.line.is_some())
+        .collect();
     let words = match s.lost {
         Some(lost) => format!(
             "compacting it would lose {lost} of its {} events ({} readable)",

@@ -374,14 +374,20 @@ impl DayState {
         if changes.compacted {
             return Err(NeedsFullRead);
         }
+        let mut gone = false;
         for name in changes.names {
-            self.update(dir, name)?;
+            gone |= self.update(dir, name)?;
+        }
+        // A loose file gone may have been compacted since the changes were taken: then
+        // its event is in the new `_compacted.json`, which a full read counts.
+        if gone && compacted_stamp(dir).map_err(|_| NeedsFullRead)? != self.compacted_stamp {
+            return Err(NeedsFullRead);
         }
         Ok(())
     }
 
-    /// Reads the loose file `name` again and replaces what it counted.
-    fn update(&mut self, dir: &Dir, name: OsString) -> std::result::Result<(), NeedsFullRead> {
+    /// Reads the loose file `name` again and replaces what it counted; whether it is gone.
+    fn update(&mut self, dir: &Dir, name: OsString) -> std::result::Result<bool, NeedsFullRead> {
         if let Some(Loose {
             entry: Entry::FromCache,
             ..
@@ -412,13 +418,14 @@ impl DayState {
         {
             self.sums.sub(&c);
         }
+        let gone = new.is_none();
         if let Some(new) = new {
             if let Entry::Counted(c) = &new.entry {
                 self.sums.add(c);
             }
             self.loose.insert(name, new);
         }
-        Ok(())
+        Ok(gone)
     }
 
     /// Whether a loose event is new, the same as its compacted copy, or another event.
@@ -468,6 +475,10 @@ impl DayState {
             self.ready = true;
             return Ok(read);
         }
+        // The loose files first, then `_compacted.json`: an event that compaction moves
+        // meanwhile is gone from the first read only once it is in the second (compaction
+        // deletes a loose file only after the compacted file holding it is durable).
+        let reads = read_loose_stamped_all(dir, &names);
         match read_compacted(dir, day) {
             Compacted::Absent => {}
             Compacted::Valid(events) => self.count_compacted(&events),
@@ -483,7 +494,7 @@ impl DayState {
         if self.compacted_ids.is_none() {
             self.compacted_ids = Some(HashMap::new());
         }
-        for (name, read) in names.iter().zip(read_loose_stamped_all(dir, &names)) {
+        for (name, read) in names.iter().zip(reads) {
             let loose = match read {
                 Ok((event, stamp)) => Loose {
                     stamp: Some(stamp),

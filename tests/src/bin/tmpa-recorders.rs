@@ -32,7 +32,9 @@ fn main() -> ExitCode {
     };
     let out = Mutex::new(std::io::stdout());
     let say = |line: String| {
-        let mut o = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut o = out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = writeln!(o, "{line}");
         let _ = o.flush();
     };

@@ -273,7 +273,9 @@ mod tests {
     #[test]
     fn a_failed_sync_fails_its_whole_batch() {
         let c = Committer::new(0);
-        let e = c.commit(|| Err(io::Error::from_raw_os_error(5))).unwrap_err();
+        let e = c
+            .commit(|| Err(io::Error::from_raw_os_error(5)))
+            .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(5));
         c.commit(|| Ok(())).unwrap();
     }
