@@ -11,14 +11,17 @@
 //! corrupt files and the largest directories against the patrol's previous runs
 //! (remembered in `{root}/.tmpa/patrol/history.json`), warning when one keeps growing run
 //! after run. Each has a status (ok, warning, critical, unknown), a value and a detail;
-//! every threshold is a flag whose default is the card's. `--watch INTERVAL` repeats the
+//! every threshold is a flag whose default is the card's. With `--scrub`, an eleventh,
+//! `scrub`: compacted days and archives read against their checksums, a bounded share per
+//! patrol (`scrub.rs`). `--watch INTERVAL` repeats the
 //! patrol after a deployment: one line per interval with what changed, then a verdict.
 //!
 //! Invariants:
 //! - Read-only in the data tree: it takes no lock and writes nothing there. The only
 //!   files it writes are the `--prometheus` file (atomically), its history
-//!   (`{root}/.tmpa/patrol/history.json`, atomically; not in `--watch`) and, with
-//!   `--incremental`, its JSON-check cache under `{root}/.tmpa/patrol/` (atomically).
+//!   (`{root}/.tmpa/patrol/history.json`, atomically; not in `--watch`), with
+//!   `--incremental` its JSON-check cache under `{root}/.tmpa/patrol/`, and with `--scrub`
+//!   where the scrub stopped (`{root}/.tmpa/patrol/scrub.json`), all atomically.
 //! - One walk of the three data directories feeds every file-based check; symlinks are
 //!   never followed, reads are bounded in size and never block on a FIFO.
 //! - Exit code is the monitoring-plugin convention: 0 ok, 1 warning, 2 critical,
@@ -33,6 +36,7 @@ pub mod notify;
 pub mod prom;
 pub mod quarantine;
 mod render;
+pub mod scrub;
 pub mod service;
 pub mod store;
 pub mod walk;
@@ -248,6 +252,9 @@ pub struct Report {
     /// This patrol's counts, as the history remembers them.
     #[serde(skip)]
     pub sample: history::Sample,
+    /// What `--scrub` read in this patrol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<scrub::ScrubInfo>,
 }
 
 impl Report {
@@ -364,6 +371,7 @@ pub fn patrol_against(root: &Root, args: &Args, past: &[history::Sample]) -> Rep
         quarantine,
         growth,
         sample,
+        scrub: None,
     }
 }
 
@@ -493,6 +501,17 @@ pub fn run(args: &Args) -> Status {
     let header = tmpa_maint::header_line(PROGRAM, "PATROL", &root);
     let mut hist = history::History::load(&root);
     let mut report = patrol_against(&root, args, &hist.samples);
+    if args.scrub {
+        let (check, info) = scrub::run(
+            &root,
+            args.scrub_bytes,
+            args.scrub_window,
+            SystemTime::now(),
+        );
+        report.checks.push(check);
+        report.scrub = Some(info);
+        report.status = Report::overall(&report.checks);
+    }
     hist.push(report.sample.clone());
     if let Err(e) = hist.save(&root) {
         // The checks stand; the next run compares with an older run, or with none.
