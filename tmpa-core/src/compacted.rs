@@ -612,7 +612,7 @@ where
 /// The checksums of a `"crc32c"` table: eight lower-case hex digits an event.
 fn parse_table(table: &str) -> Option<Vec<u32>> {
     let b = table.as_bytes();
-    if b.len() % 8 != 0 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+    if !b.len().is_multiple_of(8) || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     b.chunks(8)

@@ -310,10 +310,11 @@ impl DayState {
     fn summary(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
         if self.ready {
             match self.changes(dir) {
-                Ok(changes) => match self.apply(dir, changes) {
-                    Ok(()) => return Ok(self.read(false)),
-                    Err(NeedsFullRead) => {}
-                },
+                Ok(changes) => {
+                    if let Ok(()) = self.apply(dir, changes) {
+                        return Ok(self.read(false));
+                    }
+                }
                 Err(e) => {
                     self.ready = false;
                     return Err(e);
@@ -471,7 +472,7 @@ impl DayState {
         self.last_sync = Instant::now();
         let names = event_names(dir)?;
         self.compacted_stamp = compacted_stamp(dir)?;
-        if let Some(read) = self.from_cache(dir, &names)? {
+        if let Some(read) = self.take_cache(dir, &names)? {
             self.ready = true;
             return Ok(read);
         }
@@ -533,7 +534,7 @@ impl DayState {
 
     /// The cached summary, when its stamp says it is the day as listed: every loose file
     /// then counts as [`Entry::FromCache`].
-    fn from_cache(&mut self, dir: &Dir, names: &[OsString]) -> Result<Option<SummaryRead>> {
+    fn take_cache(&mut self, dir: &Dir, names: &[OsString]) -> Result<Option<SummaryRead>> {
         let Some(cached) = read_cached(dir, self.day) else {
             return Ok(None);
         };
@@ -658,11 +659,14 @@ struct Pending {
     changes: Changes,
 }
 
+/// A day directory's device and inode, and what this process knows of it.
+type KnownDay = ((u64, u64), Arc<Mutex<DayState>>);
+
 #[derive(Debug)]
 struct Registry {
     pid: u32,
     /// Days, most recently used last.
-    days: Vec<((u64, u64), Arc<Mutex<DayState>>)>,
+    days: Vec<KnownDay>,
     inotify: Option<OwnedFd>,
     /// Whether creating the inotify instance failed (not tried again in this process).
     inotify_failed: bool,
@@ -811,12 +815,8 @@ fn drain(reg: &mut Registry) {
     };
     let mut buf = vec![MaybeUninit::<u8>::uninit(); QUEUE_BUF_BYTES];
     let mut reader = inotify::Reader::new(fd, &mut buf);
-    loop {
-        let event = match reader.next() {
-            Ok(e) => e,
-            // Empty (EAGAIN), or anything else: what was not read stays queued.
-            Err(_) => break,
-        };
+    // Until it is empty (EAGAIN), or anything else: what was not read stays queued.
+    while let Ok(event) = reader.next() {
         let flags = event.events();
         if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
             reg.overflows += 1;

@@ -140,7 +140,7 @@ fn the_reported_cases_name_their_line() {
     fs::create_dir_all(&dir).unwrap();
     let root = Root::open(t.path()).unwrap();
     let day: Day = DAY.parse().unwrap();
-    write_compacted(&Dir::open_path(&dir).unwrap(), day, &events()).unwrap();
+    write_compacted(&Dir::open_path(&dir).unwrap(), day, events()).unwrap();
     let path = dir.join("_compacted.json");
     let good = String::from_utf8(fs::read(&path).unwrap()).unwrap();
     for (from, to, line) in [

@@ -242,9 +242,9 @@ fn verify_compacted(dir: &Dir, shown: &Path, day: Day) -> Option<Result<u64, Str
 /// `7d`, `36h` or `90s`: a window as the flag takes it.
 fn words(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 86_400 == 0 {
+    if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
     } else {
         format!("{s}s")
