@@ -48,7 +48,7 @@ const SALVAGE_BYTES_MAX: u64 = 64 << 20;
 /// What `scrub.json` holds between patrols.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
-    /// Always [`FORMAT`].
+    /// The file's format, 1.
     pub format: u32,
     /// The last file read (relative to the root); empty at the start of a pass.
     pub cursor: String,
