@@ -12,7 +12,7 @@
 //! | [`Root::open`] | opens and checks a root |
 //! | [`Root::record_event`] | writes `token_stats/{day}/evt_{id}.json` (never replaces another event) |
 //! | [`Root::read_day`] | a day's events, compacted and loose, each id once, with the files it could not use |
-//! | [`Root::summary`] | a day's totals, from the `_summary.json` cache when it is current, else rebuilt |
+//! | [`Root::summary`] | a day's totals, kept up to date in memory by the process (only changed files read), with what it could not count |
 //! | [`Root::deliver`], [`Root::ack`], [`Root::is_acked`], [`Root::unacked`], [`Root::read_notification`], [`Root::list_notifications`] | notifications and read receipts, live or archived |
 //! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived (locally or in an object store) |
 //! | [`Root::archive_config`] | where archives go, from `{root}/tmpa.toml` |
@@ -37,7 +37,9 @@
 //!
 //! # What is guaranteed
 //! - Durability: when a call that writes returns `Ok`, the file and its directory entry
-//!   are on stable storage (fsync of the file, rename, fsync of the directory). A crash at
+//!   are on stable storage (fsync of the file, rename, fsync of the directory; the writers
+//!   of a process that renamed into one directory share its fsync, each returning only
+//!   after one that began after its own rename). A crash at
 //!   any instant leaves the old file or the new one, never a part; a killed writer may
 //!   leave a temporary (`{final}.tmp.{unique}`) that `tmpa-tmpclean` removes.
 //! - Containment: no call follows a symlink inside the root or reaches outside it, even
