@@ -34,6 +34,9 @@
 //! `lstat` per file, no event read), and compaction's check that a day is settled. A day
 //! with problems is never cached, so a cached summary is always a whole one.
 //!
+//! Locks: a day's lock is taken before the registry's (the watch queue), never the other
+//! way round; the registry's is held only for map look-ups and the queue's `read`.
+//!
 //! # Not guaranteed
 //! - A process keeps at most [`DAYS_MAX`] days (the least recently summarised goes),
 //!   about 150 bytes per loose file of each.
@@ -885,15 +888,22 @@ pub(crate) fn summary(dir: &Dir, day: Day, watch_path: &Path) -> Result<SummaryR
 pub(crate) fn forget(dir: &Dir) -> Result<()> {
     let meta = dir.meta()?;
     let key = (meta.stamp.dev, meta.stamp.ino);
+    let state = {
+        let mut guard = registry();
+        let reg = ours(&mut guard);
+        match reg.days.iter().position(|(k, _)| *k == key) {
+            Some(i) => reg.days.remove(i).1,
+            None => return Ok(()),
+        }
+    };
+    // Never the day's lock while holding the registry's: a summary holds them the other
+    // way round.
+    let wd = state.lock().unwrap_or_else(PoisonError::into_inner).wd;
     let mut guard = registry();
     let reg = ours(&mut guard);
-    if let Some(i) = reg.days.iter().position(|(k, _)| *k == key) {
-        let (_, state) = reg.days.remove(i);
-        let wd = state.lock().unwrap_or_else(PoisonError::into_inner).wd;
-        if let (Some(wd), Some(fd)) = (wd, &reg.inotify) {
-            let _ = inotify::remove_watch(fd, wd);
-            reg.pending.remove(&wd);
-        }
+    if let (Some(wd), Some(fd)) = (wd, &reg.inotify) {
+        let _ = inotify::remove_watch(fd, wd);
+        reg.pending.remove(&wd);
     }
     Ok(())
 }
