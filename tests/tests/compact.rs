@@ -300,6 +300,39 @@ fn corrupt_compacted_file_leaves_the_day_untouched() {
     assert_eq!(compacted_ids(&t, D2), vec!["fine"]);
 }
 
+/// A damaged byte in a compacted day (one digit of a count): compaction refuses to build
+/// on it, says what it would lose and names the damaged line; nothing is written or
+/// deleted; once the file is restored, the day compacts.
+#[test]
+fn damaged_compacted_file_is_refused_with_what_it_would_lose() {
+    let t = Tree::new();
+    for i in 0..3 {
+        t.event(D1, &format!("e{i}"), "u", 6225 + i, 1);
+    }
+    assert_eq!(t.run("tmpa-compact", &["--day", D1]).code, 0);
+    let path = t.root().join(format!("token_stats/{D1}/_compacted.json"));
+    let good = fs::read_to_string(&path).expect("compacted");
+    assert!(good.starts_with("{\"format\":2,"), "{good}");
+    fs::write(&path, good.replacen("6226", "6236", 1)).expect("damage");
+    t.event(D1, "late", "u", 1, 1);
+    let day = tmpa_tests::snapshot(&t.root().join(format!("token_stats/{D1}")), &[]);
+    let r = t.run("tmpa-compact", &["--day", D1]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("compacting it would lose 1 of its 3 events (2 readable)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("_compacted.json:3: fails its checksum"), "{}", r.stdout);
+    assert_eq!(
+        tmpa_tests::snapshot(&t.root().join(format!("token_stats/{D1}")), &[]),
+        day
+    );
+    fs::write(&path, &good).expect("restore");
+    assert_eq!(t.run("tmpa-compact", &["--day", D1]).code, 0);
+    assert_eq!(compacted_ids(&t, D1).len(), 4);
+}
+
 /// A loose event whose id is already compacted with other content is a conflict: both
 /// kept, reported, exit 1. The same id with the same content is just a duplicate: deleted.
 #[test]
