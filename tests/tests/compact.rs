@@ -319,11 +319,16 @@ fn damaged_compacted_file_is_refused_with_what_it_would_lose() {
     let r = t.run("tmpa-compact", &["--day", D1]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stdout.contains("compacting it would lose 1 of its 3 events (2 readable)"),
+        r.stdout
+            .contains("compacting it would lose 1 of its 3 events (2 readable)"),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("_compacted.json:3: fails its checksum"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("_compacted.json:3: fails its checksum"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(
         tmpa_tests::snapshot(&t.root().join(format!("token_stats/{D1}")), &[]),
         day
