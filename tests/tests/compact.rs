@@ -216,7 +216,12 @@ fn corrupt_loose_files_are_kept_and_named() {
         "{}",
         r.stdout
     );
-    assert_eq!(summary(&t, D1)["events"], 1);
+    // A day with problems is never cached: a cached summary is always a whole day's.
+    assert!(
+        !t.root()
+            .join(format!("token_stats/{D1}/_summary.json"))
+            .exists()
+    );
 }
 
 /// Odd names: a non-UTF-8 name, a symlinked event pointing outside the root and a FIFO
@@ -293,6 +298,44 @@ fn corrupt_compacted_file_leaves_the_day_untouched() {
         day1
     );
     assert_eq!(compacted_ids(&t, D2), vec!["fine"]);
+}
+
+/// A damaged byte in a compacted day (one digit of a count): compaction refuses to build
+/// on it, says what it would lose and names the damaged line; nothing is written or
+/// deleted; once the file is restored, the day compacts.
+#[test]
+fn damaged_compacted_file_is_refused_with_what_it_would_lose() {
+    let t = Tree::new();
+    for i in 0..3 {
+        t.event(D1, &format!("e{i}"), "u", 6225 + i, 1);
+    }
+    assert_eq!(t.run("tmpa-compact", &["--day", D1]).code, 0);
+    let path = t.root().join(format!("token_stats/{D1}/_compacted.json"));
+    let good = fs::read_to_string(&path).expect("compacted");
+    assert!(good.starts_with("{\"format\":2,"), "{good}");
+    fs::write(&path, good.replacen("6226", "6236", 1)).expect("damage");
+    t.event(D1, "late", "u", 1, 1);
+    let day = tmpa_tests::snapshot(&t.root().join(format!("token_stats/{D1}")), &[]);
+    let r = t.run("tmpa-compact", &["--day", D1]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("compacting it would lose 1 of its 3 events (2 readable)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("_compacted.json:3: fails its checksum"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        tmpa_tests::snapshot(&t.root().join(format!("token_stats/{D1}")), &[]),
+        day
+    );
+    fs::write(&path, &good).expect("restore");
+    assert_eq!(t.run("tmpa-compact", &["--day", D1]).code, 0);
+    assert_eq!(compacted_ids(&t, D1).len(), 4);
 }
 
 /// A loose event whose id is already compacted with other content is a conflict: both
@@ -744,7 +787,7 @@ fn foreign_compacted_file_is_rewritten_canonically() {
         .expect("read");
     assert!(
         text.starts_with(
-            "{\"format\":1,\"day\":\"2026-11-01\",\"events\":[\n{\"completion_tokens\":4"
+            "{\"format\":2,\"day\":\"2026-11-01\",\"events\":[\n{\"completion_tokens\":4"
         ),
         "{text}"
     );

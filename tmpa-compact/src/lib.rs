@@ -395,8 +395,11 @@ pub fn render_text(report: &Report) -> String {
             d.events,
             if d.summary_rewritten {
                 "rewritten"
-            } else {
+            } else if d.problems.is_empty() {
                 "current"
+            } else {
+                // A day with problems is never cached.
+                "none"
             },
         );
         if d.spilled_runs > 0 {

@@ -12,7 +12,7 @@
 //! | [`Root::open`], [`Root::create`], [`Root::reopen`] | opens and checks a root; makes one; opens again what its path names after a restore ([`Error::RootReplaced`]) |
 //! | [`Root::record_event`] | writes `token_stats/{day}/evt_{id}.json` (never replaces another event) |
 //! | [`Root::read_day`] | a day's events, compacted and loose, each id once, with the files it could not use |
-//! | [`Root::summary`] | a day's totals, from the `_summary.json` cache when it is current, else rebuilt |
+//! | [`Root::summary`] | a day's totals, kept up to date in memory by the process (only changed files read), with what it could not count |
 //! | [`Root::deliver`], [`Root::deliver_json`] | writes `notifications/{user}/inbox/ntf_{id}.json` (never replaces another notification: the same value again is a no-op) |
 //! | [`Root::ack`], [`Root::is_acked`], [`Root::unacked`], [`Root::inbox`], [`Root::read_notification`], [`Root::list_notifications`] | read receipts (of delivered notifications only), live or archived notifications |
 //! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived (locally or in an object store) |
@@ -38,7 +38,9 @@
 //!
 //! # What is guaranteed
 //! - Durability: when a call that writes returns `Ok`, the file and its directory entry
-//!   are on stable storage (fsync of the file, rename, fsync of the directory). A crash at
+//!   are on stable storage (fsync of the file, rename, fsync of the directory; the writers
+//!   of a process that renamed into one directory share its fsync, each returning only
+//!   after one that began after its own rename). A crash at
 //!   any instant leaves the old file or the new one, never a part; a killed writer may
 //!   leave a temporary (`{final}.tmp.{unique}`) that `tmpa-tmpclean` removes.
 //! - Containment: no call follows a symlink inside the root or reaches outside it, even
@@ -79,6 +81,7 @@ mod day;
 mod error;
 mod event;
 mod fs;
+mod incremental;
 mod json;
 mod names;
 mod notify;
@@ -185,9 +188,9 @@ pub mod maintenance {
     //!   ([`source_stamp`]).
 
     pub use crate::compacted::{
-        COMPACTED_BYTES_MAX, COMPACTED_NAME, CompactedWriter, ReadBack, VisitError, open_compacted,
-        parse_compacted, visit_compacted, visit_compacted_slice, write_compacted,
-        write_compacted_to,
+        COMPACTED_BYTES_MAX, COMPACTED_FORMAT, COMPACTED_NAME, CompactedWriter, ReadBack, Salvaged,
+        VisitError, event_crc, open_compacted, parse_compacted, salvage_compacted, visit_compacted,
+        visit_compacted_slice, write_compacted, write_compacted_to,
     };
     pub use crate::day::{
         LooseRaw, PARALLEL_FILES_MIN, READ_THREADS_MAX, SUMMARY_NAME, conflict_problem_of,
@@ -223,6 +226,19 @@ pub mod maintenance {
             LISTED_OBJECTS_MAX, ObjectInfo, ObjectKey, PutGuard, PutNew, RETRIES_MAX, RETRY_WINDOW,
             Store,
         };
+    }
+
+    /// Forgets what this process keeps of `day` of `root` for its summaries (docs of
+    /// [`crate::Root::summary`]): the next summary of that day starts from `_summary.json`
+    /// or a full read, as in a new process.
+    ///
+    /// # Errors
+    /// When the day directory cannot be opened (a day without one has nothing to forget).
+    pub fn forget_summary(root: &crate::Root, day: crate::Day) -> crate::Result<()> {
+        match root.open_dir_if_any(&crate::root::rel::day(day))? {
+            Some(dir) => crate::incremental::forget(&dir),
+            None => Ok(()),
+        }
     }
 
     /// The root directory, held by descriptor.

@@ -124,6 +124,21 @@ pub struct Args {
     #[arg(long)]
     pub check_archive_store: bool,
 
+    /// Read compacted days and local archives against their checksums, at most
+    /// --scrub-bytes per patrol, resuming where the last patrol stopped
+    /// ({root}/.tmpa/patrol/scrub.json); adds the scrub check, critical while a damaged
+    /// file is known
+    #[arg(long)]
+    pub scrub: bool,
+    /// With --scrub: bytes read per patrol (a file is read whole)
+    #[arg(long, value_name = "SIZE", default_value = "64M",
+          value_parser = crate::scrub::parse_bytes, requires = "scrub")]
+    pub scrub_bytes: u64,
+    /// With --scrub: warn when no complete pass ended within this long
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_age,
+          requires = "scrub")]
+    pub scrub_window: Duration,
+
     /// growth: temporaries and corrupt files grow in a run when their count rose by more
     /// than this since the previous patrol
     #[arg(long, value_name = "N", default_value_t = 0)]

@@ -117,6 +117,30 @@ pub fn render(report: &Report) -> String {
         }
     }
 
+    if let Some(scrub) = &report.scrub {
+        let n = "tmpa_scrub_damaged_files";
+        Family::new(
+            &mut s,
+            n,
+            "Compacted days and archives that failed their checksums when --scrub last read them (each the only copy of its data).",
+        )
+        .sample(n, &[], scrub.damaged as f64);
+        let n = "tmpa_scrub_checked_bytes";
+        Family::new(&mut s, n, "Bytes --scrub read in this patrol.").sample(
+            n,
+            &[],
+            scrub.bytes_checked as f64,
+        );
+        if let Some(t) = scrub.last_pass_completed_unix {
+            let n = "tmpa_scrub_last_pass_completed_timestamp_seconds";
+            Family::new(
+                &mut s,
+                n,
+                "When --scrub last finished reading every compacted day and archive.",
+            )
+            .sample(n, &[], t as f64);
+        }
+    }
     if let Some(up) = report.archive_store.reachable {
         let n = "tmpa_archive_store_up";
         let url = report.archive_store.url.as_deref().unwrap_or("");

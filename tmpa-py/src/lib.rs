@@ -588,8 +588,11 @@ impl Root {
         Ok(out)
     }
 
-    /// A day's summary (docs/FORMAT.md's `_summary.json` as a dict): the cached file when it is
-    /// consistent with the day, else rebuilt from the events and rewritten.
+    /// A day's summary (docs/FORMAT.md's `_summary.json` as a dict) plus `"problems"`: the
+    /// files (or lines of `_compacted.json`) it could not count, each
+    /// `{"path", "kind", "reason"[, "line"]}`. Empty problems: the totals cover every event
+    /// of the day; otherwise they cover only what could be read, and the problems say what
+    /// was left out.
     fn summary<'py>(
         &self,
         py: Python<'py>,
@@ -598,7 +601,10 @@ impl Root {
         let d = day_arg(day)?;
         let root = self.root();
         let read = py.detach(|| root.summary(d)).map_err(to_py)?;
-        loads(py, &read.summary.to_json())
+        let out = loads(py, &read.summary.to_json())?;
+        let problems = serde_json::to_vec(&read.problems).expect("problems serialize");
+        out.set_item("problems", loads(py, &problems)?)?;
+        Ok(out)
     }
 
     /// Writes a live chat session, `chat_history/{user}/sessions/{session}.json`,

@@ -14,6 +14,7 @@
 //! never a descriptor.
 
 mod atomic;
+mod commit;
 #[cfg(feature = "maintenance")]
 mod dispose;
 mod fstype;
@@ -37,6 +38,7 @@ use crate::error::{Error, Result, UnsafeReason};
 
 pub use atomic::AtomicFile;
 pub(crate) use atomic::write_in;
+pub(crate) use commit::sync_dir;
 #[cfg(feature = "maintenance")]
 pub use dispose::{Disposal, Expected, Keep, dispose};
 pub use fstype::{FsFamily, FsType};

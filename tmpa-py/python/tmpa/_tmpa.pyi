@@ -137,7 +137,9 @@ class Root:
     def read_day(self, day: DayArg) -> DayRead:
         """The day's events and the files that could not be used (``problems``)."""
     def summary(self, day: DayArg) -> Summary:
-        """The day's summary; rebuilt from the events (and rewritten) when stale."""
+        """The day's summary (the ``_summary.json`` format) plus ``"problems"``: what it
+        could not count (a corrupt file, a damaged line of ``_compacted.json`` with its
+        ``"line"``). Empty problems: the totals cover every event of the day."""
     def write_session(self, user: Id, session: Id, data: BytesArg) -> Path:
         """Write chat_history/{user}/sessions/{session}.json atomically; return its path.
         A str is a TypeError: encode it (``json.dumps(s).encode()``)."""

@@ -54,26 +54,34 @@ class Totals(TypedDict):
     total_tokens: int
 
 
+class _ProblemRequired(TypedDict):
+    path: str
+    kind: Literal["corrupt", "conflict", "unsafe", "unreadable"]
+    reason: str
+
+
+class Problem(_ProblemRequired, total=False):
+    """A file a read could not use, and why. ``kind``: its content does not follow the
+    format (``corrupt``), a loose event's id is compacted with other content
+    (``conflict``), a symlink or an entry of the wrong kind (``unsafe``), it could not be
+    read (``unreadable``). ``line`` (1-based), only when the problem is one line of the
+    file: a damaged line of a ``_compacted.json``, whose other lines were counted."""
+
+    line: int
+
+
 class Summary(Totals):
     """A day's summary (docs/FORMAT.md ``_summary.json``): its totals, and the same per
-    ``user_id`` and per ``model``. ``source`` is the cache's consistency stamp."""
+    ``user_id`` and per ``model``. ``source`` is the cache's consistency stamp.
+    ``problems``: what it could not count; empty, the totals cover every event of the
+    day; otherwise only what could be read."""
 
     format: int
     day: str
     by_user: Dict[str, Totals]
     by_model: Dict[str, Totals]
     source: str
-
-
-class Problem(TypedDict):
-    """A file a read could not use, and why. ``kind``: its content does not follow the
-    format (``corrupt``), a loose event's id is compacted with other content
-    (``conflict``), a symlink or an entry of the wrong kind (``unsafe``), it could not be
-    read (``unreadable``)."""
-
-    path: str
-    kind: Literal["corrupt", "conflict", "unsafe", "unreadable"]
-    reason: str
+    problems: List[Problem]
 
 
 class DayRead(TypedDict):
