@@ -114,6 +114,20 @@ pub struct Args {
     pub migrate_local: bool,
 }
 
+impl tmpa_maint::Program for Args {
+    const NAME: &'static str = PROGRAM;
+    const TASK: Task = TASK;
+    const REAL_MODE: &'static str = "ARCHIVE";
+
+    fn invocation(&self) -> Option<tmpa_maint::Invocation> {
+        Some(self.common.invocation())
+    }
+
+    fn run(&self) -> Result<ExitStatus, StartError> {
+        run(self)
+    }
+}
+
 /// Runs the program: resolves the root, takes the lock, archives, reports.
 ///
 /// # Errors
@@ -121,8 +135,11 @@ pub struct Args {
 /// is reported per session and reflected in the returned status.
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
+    // Started as root: the store's credentials are in this process's environment, which
+    // the switch to --user makes root's to read (not dumpable).
+    let prepared = tmpa_maint::prepare(&args.common)?;
     let store = open_store(args)?;
-    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "ARCHIVE", |run| {
+    tmpa_maint::run_program(prepared, PROGRAM, TASK, &args.common, mode, "ARCHIVE", |run| {
         let report = archive(run, args, store.as_ref());
         let status = report_status(&report);
         (report, status)

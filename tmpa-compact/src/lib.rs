@@ -191,6 +191,20 @@ pub struct Counts {
     pub days_skipped: u64,
 }
 
+impl tmpa_maint::Program for Args {
+    const NAME: &'static str = PROGRAM;
+    const TASK: Task = TASK;
+    const REAL_MODE: &'static str = "COMPACT";
+
+    fn invocation(&self) -> Option<tmpa_maint::Invocation> {
+        Some(self.common.invocation())
+    }
+
+    fn run(&self) -> Result<ExitStatus, StartError> {
+        run(self)
+    }
+}
+
 /// Runs the program: resolves the root, takes the lock, compacts, reports.
 ///
 /// # Errors
@@ -198,7 +212,8 @@ pub struct Counts {
 /// is reported per day and reflected in the returned status.
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
-    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "COMPACT", |run| {
+    let prepared = tmpa_maint::prepare(&args.common)?;
+    tmpa_maint::run_program(prepared, PROGRAM, TASK, &args.common, mode, "COMPACT", |run| {
         let report = compact(run, args);
         let status = report_status(&report);
         (report, status)

@@ -223,6 +223,20 @@ pub struct Report {
     pub failed: bool,
 }
 
+impl tmpa_maint::Program for Args {
+    const NAME: &'static str = PROGRAM;
+    const TASK: Task = TASK;
+    const REAL_MODE: &'static str = "CLEAN";
+
+    fn invocation(&self) -> Option<tmpa_maint::Invocation> {
+        Some(self.common.invocation())
+    }
+
+    fn run(&self) -> Result<ExitStatus, StartError> {
+        run(self)
+    }
+}
+
 /// Runs the program: resolves the root, takes the lock, cleans, reports.
 ///
 /// # Errors
@@ -230,7 +244,8 @@ pub struct Report {
 /// is reported per file and reflected in the returned status.
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, false);
-    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "CLEAN", |run| {
+    let prepared = tmpa_maint::prepare(&args.common)?;
+    tmpa_maint::run_program(prepared, PROGRAM, TASK, &args.common, mode, "CLEAN", |run| {
         let report = clean(run, args, SystemTime::now());
         let status = report_status(&report);
         (report, status)
