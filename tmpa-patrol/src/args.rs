@@ -77,7 +77,8 @@ pub struct Args {
     #[arg(long, value_name = "PCT", default_value_t = 85.0)]
     pub inodes_critical: f64,
 
-    /// A temporary unchanged for this long is stale (tmpa-tmpclean's --older-than)
+    /// A temporary unchanged for this long, neither its content (mtime) nor its inode
+    /// (ctime), is stale: tmpa-tmpclean's rule and --older-than
     #[arg(long, value_name = "AGE", default_value = "48h", value_parser = parse_age)]
     pub tmp_older_than: Duration,
     /// Warn when more than this many stale temporaries exist
