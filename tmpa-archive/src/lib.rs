@@ -213,6 +213,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     let progress = Progress::new();
     let mut young = 0u64;
     let mut seen = 0u64;
+    let mut beside_temporary = 0u64;
     for (i, user) in users.iter().enumerate() {
         progress.show(format!(
             "{PROGRAM}: user {user} ({}/{})",
@@ -227,10 +228,12 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             report: &mut report,
             young: 0,
             seen: 0,
+            beside_temporary: 0,
         };
         let outcome = u.archive_user(run);
         young += u.young;
         seen += u.seen;
+        beside_temporary += u.beside_temporary;
         if let Err(e) = outcome {
             user_not_archived(&mut report, run.root(), ("chat_history", user), "user", &e);
         }
@@ -264,6 +267,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     }
     report.problems.sort();
     report.counts = counts(&report, users.len() as u64, seen, young);
+    report.counts.beside_temporary = beside_temporary;
     report.counts.notifications = ncounts;
     let sessions_deleted = report
         .counts
@@ -419,6 +423,8 @@ struct UserRun<'a> {
     report: &'a mut Report,
     young: u64,
     seen: u64,
+    /// Old sessions left live because a temporary of their name lies beside them.
+    beside_temporary: u64,
 }
 
 impl UserRun<'_> {
@@ -521,10 +527,18 @@ impl UserRun<'_> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let mut old = Vec::new();
+        // A session with a temporary of its name beside it is being written, or its
+        // last write died: not idle, left live (tmpa_maint::finals_with_temporaries).
+        let beside = tmpa_maint::finals_with_temporaries(dir)?;
         for entry in dir.entries()? {
             let name = entry?.name;
             if temp_final_name(&name).is_some() || !name.as_encoded_bytes().ends_with(b".json") {
                 continue; // temporaries are tmpa-tmpclean's; other files are not sessions
+            }
+            if beside.contains(&name) {
+                self.seen += 1;
+                self.beside_temporary += 1;
+                continue;
             }
             self.seen += 1;
             let shown = dir.join(&name);
@@ -740,3 +754,10 @@ fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
         Err(e) => Err(e),
     }
 }
+
+/// For `skip_serializing_if`: counts that are new and rare stay out of reports and run
+/// records while they are zero.
+pub(crate) fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+

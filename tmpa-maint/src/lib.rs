@@ -34,6 +34,7 @@ mod quarantine;
 mod receipt;
 mod record;
 mod run;
+mod temps;
 mod trust;
 mod user;
 
@@ -54,5 +55,6 @@ pub use run::{
     DeleteCount, Ending, Prepared, Progress, Report, Run, conclude, footer_line, header_line,
     log_line, now_rfc3339, out, prepare, resolve_root, run_program,
 };
+pub use temps::finals_with_temporaries;
 pub use trust::{Distrust, only_runner_writes, runner_uid, trusted_file};
 pub use user::{Account, Became, become_user};
