@@ -94,7 +94,7 @@ pub use notify::{NotificationInfo, NotificationLocation};
 pub use problem::{Problem, ProblemKind};
 pub use root::Root;
 pub use session::SessionLocation;
-pub use store::{ArchiveConfig, StoreScheme, StoreUrl};
+pub use store::{ArchiveConfig, Credentials, StoreScheme, StoreUrl};
 pub use summary::{Summary, SummaryRead, Totals};
 
 /// Writes `bytes` to `dest` atomically and durably, replacing any previous file (its mode,

@@ -41,7 +41,7 @@ mod user;
 pub use args::{
     CommonArgs, Diagnostics, Mode, init_diagnostics, number_and_unit, parse_age, parse_pause,
 };
-pub use config::{ETC_CONFIG_DIR, archive_config};
+pub use config::{CREDENTIALS_FILE, ETC_CONFIG_DIR, archive_config, read_credentials};
 pub use delete::{Disposed, Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;

@@ -10,9 +10,11 @@
 #[cfg(feature = "object-store")]
 pub(crate) mod client;
 mod config;
+mod credentials;
 #[cfg(feature = "object-store")]
 mod local;
 
 #[cfg(feature = "maintenance")]
 pub use config::read_config_text;
 pub use config::{ArchiveConfig, CONFIG_NAME, StoreScheme, StoreUrl, TIMEOUT_SECS_DEFAULT};
+pub use credentials::Credentials;
