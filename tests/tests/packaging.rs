@@ -92,7 +92,10 @@ fn package_holds_what_an_operator_needs() {
     }
     for f in [
         "/etc/default/tmpa",
-        "/usr/lib/systemd/system-generators/tmpa-generator",
+        "/etc/tmpa/archive.env",
+        "/usr/sbin/tmpa",
+        "/usr/share/man/man8/tmpa.8.gz",
+        "/lib/systemd/system-generators/tmpa-generator",
         "/usr/share/tmpa/monitoring/tmpa.rules.yml",
         "/usr/share/tmpa/monitoring/tmpa-dashboard.json",
         "/etc/cron.d/tmpa",
@@ -100,6 +103,10 @@ fn package_holds_what_an_operator_needs() {
         "/usr/share/doc/tmpa/README.md",
         "/usr/share/doc/tmpa/OPERATIONS.md",
         "/usr/share/doc/tmpa/FORMAT.md",
+        "/usr/share/doc/tmpa/REFERENCE.md",
+        "/usr/share/doc/tmpa/PERFORMANCE.md",
+        "/usr/share/doc/tmpa/SCALING.md",
+        "/usr/share/doc/tmpa/RELIABILITY.md",
         "/usr/share/doc/tmpa/copyright",
         "/usr/share/doc/tmpa/changelog.gz",
         "/usr/share/lintian/overrides/tmpa",
@@ -111,10 +118,16 @@ fn package_holds_what_an_operator_needs() {
     assert_eq!(have, want, "the package's files");
     for (path, mode, owner) in &files {
         assert_eq!(owner, "0/0", "{path}: owned by root");
-        let want_mode = if path.starts_with("/usr/bin/") || path.contains("-generators/") {
+        let want_mode = if path.starts_with("/usr/bin/")
+            || path.starts_with("/usr/sbin/")
+            || path.contains("-generators/")
+        {
             "-rwxr-xr-x"
+        } else if path == "/etc/tmpa/archive.env" {
+            // The object store's keys: root's alone.
+            "-rw-------"
         } else if path == "/etc/default/tmpa" {
-            // It may hold the object store's credentials.
+            // Root's, the patrol's read-only store key may be there.
             "-rw-r-----"
         } else {
             "-rw-r--r--"
@@ -155,6 +168,7 @@ fn package_holds_what_an_operator_needs() {
         conffiles.lines().collect::<BTreeSet<_>>(),
         BTreeSet::from([
             "/etc/default/tmpa",
+            "/etc/tmpa/archive.env",
             "/etc/cron.d/tmpa",
             "/etc/logrotate.d/tmpa"
         ])
@@ -297,9 +311,11 @@ fn packaged_schedule_is_the_repository_one() {
         ("etc/logrotate.d/tmpa", "logrotate/tmpa"),
         ("etc/default/tmpa", "tmpa.default"),
         (
-            "usr/lib/systemd/system-generators/tmpa-generator",
+            "lib/systemd/system-generators/tmpa-generator",
             "tmpa-generator",
         ),
+        ("usr/sbin/tmpa", "tmpa"),
+        ("etc/tmpa/archive.env", "archive.env"),
         (
             "usr/share/tmpa/monitoring/tmpa.rules.yml",
             "monitoring/tmpa.rules.yml",
@@ -383,9 +399,12 @@ fn tree(dir: &Path) -> BTreeSet<PathBuf> {
 }
 
 /// Purges the package from `root`, which held `before` before it was installed: nothing
-/// is left but the directories postinst made the log directory in.
+/// is left but the directories postinst made the log directory in, and dpkg warns of
+/// nothing (a directory it could not remove: the /usr-merge aliases).
 fn purge_leaves_nothing(root: &Path, before: &BTreeSet<PathBuf>) {
-    dpkg(root, &["--purge", "tmpa"]);
+    let out = dpkg(root, &["--purge", "tmpa"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("warning"), "dpkg --purge: {said}");
     let left: BTreeSet<PathBuf> = tree(root).difference(before).cloned().collect();
     // deb-systemd-helper leaves its (empty) state and unit directories, as for any package
     // whose units it handled.
@@ -598,11 +617,39 @@ fn enable_state(root: &Path, unit: &str) -> String {
 }
 
 /// A throwaway root laid out as Debian's since bookworm (merged /usr: /lib is a link to
-/// usr/lib), where a unit moved from /lib to /usr/lib could be lost by a careless upgrade.
+/// usr/lib), where a unit moved from /lib to /usr/lib could be lost by a careless upgrade;
+/// with a package that owns what bookworm's own packages do (/etc: base-files;
+/// /usr/lib/systemd/system and /lib/systemd/system-generators with a generator in it:
+/// systemd), so that a directory this package names under its other alias has two names
+/// in dpkg's database, and a purge warns that it is "not empty".
 fn merged_usr_root() -> tempfile::TempDir {
     let root = dpkg_root();
     fs::create_dir_all(root.path().join("usr/lib")).expect("mkdir");
     std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).expect("symlink");
+    let work = tempfile::tempdir().expect("tempdir");
+    let pkg = work.path().join("pkg");
+    fs::create_dir_all(pkg.join("DEBIAN")).expect("mkdir");
+    for (file, text) in [
+        ("lib/systemd/system-generators/systemd-fstab-generator", "#!/bin/sh\n"),
+        ("usr/lib/systemd/system/fake.service", "[Service]\n"),
+        ("etc/fake.conf", ""),
+    ] {
+        let p = pkg.join(file);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, text).expect("write");
+    }
+    fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: fake-systemd\nVersion: 252\nArchitecture: all\nMaintainer: t <t@t>\n\
+         Description: owns /lib/systemd/system-generators, as bookworm's systemd\n",
+    )
+    .expect("control");
+    let deb = work.path().join("fake-systemd.deb");
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&pkg)
+        .arg(&deb));
+    dpkg(root.path(), &["-i", &deb.display().to_string()]);
     root
 }
 
