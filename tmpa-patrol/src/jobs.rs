@@ -296,7 +296,13 @@ fn judge(
             ),
         );
     }
+    // A run going on has no outcome yet: the last success stands.
     let running = !r.finished && r.pid.is_some_and(alive);
+    let base = if running {
+        format!("{base}; {last_run}")
+    } else {
+        base
+    };
     if !success.is_this_run && r.exit_code >= 2 && !running {
         return (
             Status::Warning,
