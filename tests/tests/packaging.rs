@@ -819,3 +819,55 @@ fn changelog_is_the_debian_changelog_of_this_version() {
         source.display()
     );
 }
+
+/// The installed OPERATIONS.md names only what the package ships: every document it names
+/// by file name is beside it in /usr/share/doc/tmpa/, every /usr/share path it names is in
+/// the package, and a file of the source tree (cron/, packaging/, tests/, ...) is named
+/// only as a link into the repository, or in the commands run in a checkout (code blocks).
+#[test]
+fn installed_operations_names_only_what_the_package_ships() {
+    let repository = {
+        let toml = fs::read_to_string(workspace().join("Cargo.toml")).expect("Cargo.toml");
+        toml.lines()
+            .find_map(|l| l.strip_prefix("repository = \""))
+            .and_then(|r| r.strip_suffix('"'))
+            .expect("repository")
+            .to_owned()
+    };
+    let doc = fs::read_to_string(extracted().join("usr/share/doc/tmpa/OPERATIONS.md"))
+        .expect("OPERATIONS.md");
+    // Prose only: the code blocks are commands (some run in a checkout).
+    let mut prose: String = doc.split("```").step_by(2).collect::<Vec<_>>().join(" ");
+    // Links into the repository, their text included, then bare URLs of it.
+    while let Some(at) = prose.find(&format!("]({repository}")) {
+        let start = prose[..at].rfind('[').expect("a link's [");
+        let end = at + prose[at..].find(')').expect("a link's )");
+        prose.replace_range(start..=end, " ");
+    }
+    while let Some(at) = prose.find(&repository) {
+        let end = prose[at..]
+            .find(|c: char| c.is_whitespace() || c == '`' || c == ')')
+            .map_or(prose.len(), |e| at + e);
+        prose.replace_range(at..end, " ");
+    }
+    let shipped: BTreeSet<String> = listing().into_iter().map(|(p, _, _)| p).collect();
+    let mut wrong = Vec::new();
+    for word in prose.split(|c: char| c.is_whitespace() || "`()[]\"',;:".contains(c)) {
+        let word = word.trim_end_matches(['.', '*']);
+        if ["docs/", "cron/", "tests/", "packaging/", "bench/", "target/"]
+            .iter()
+            .any(|p| word.starts_with(p) && word.len() > p.len())
+        {
+            wrong.push(format!("{word}: a file of the source tree, not a link"));
+        } else if word.ends_with(".md") && !word.contains('/') {
+            if !shipped.contains(&format!("/usr/share/doc/tmpa/{word}")) {
+                wrong.push(format!("{word}: not installed beside OPERATIONS.md"));
+            }
+        } else if (word.starts_with("/usr/share/doc/tmpa/") || word.starts_with("/usr/share/tmpa/"))
+            && !shipped.iter().any(|p| p.starts_with(word))
+        {
+            wrong.push(format!("{word}: not in the package"));
+        }
+    }
+    assert!(wrong.is_empty(), "the installed OPERATIONS.md names:\n{}", wrong.join("\n"));
+}

@@ -321,11 +321,13 @@ impl Noted {
 /// `--save-plan`'s destination: opened (created if missing, 0600) before the program
 /// becomes `--user`, so that it may be a file only root can write; written through that
 /// descriptor when the dry run ends. Not atomic: a plan torn by a kill no longer matches
-/// its digest, and `--apply-plan` refuses it.
+/// its digest, and `--apply-plan` refuses it. A file in a directory that does not exist
+/// yet (one the run makes, under `.tmpa/`) is written by its path at the end instead,
+/// atomically, by the user the run then is.
 #[derive(Debug)]
 pub(crate) struct Saving {
     pub(crate) path: PathBuf,
-    file: std::fs::File,
+    file: Option<std::fs::File>,
 }
 
 impl Saving {
@@ -333,18 +335,22 @@ impl Saving {
     /// written.
     pub(crate) fn open(path: &Path) -> Result<Saving, StartError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| {
-                StartError::Usage(format!(
+            .open(path);
+        let file = match opened {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(StartError::Usage(format!(
                     "--save-plan {}: cannot open it for writing: {e}; nothing done",
                     path.display()
-                ))
-            })?;
+                )));
+            }
+        };
         Ok(Saving {
             path: path.to_owned(),
             file,
@@ -354,9 +360,13 @@ impl Saving {
     /// Replaces the file's content with `bytes` and syncs it.
     pub(crate) fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.set_len(0)?;
-        self.file.write_all_at(bytes, 0)?;
-        self.file.sync_all()
+        let Some(file) = &self.file else {
+            return tmpa_core::write(&self.path, bytes)
+                .map_err(|e| std::io::Error::new(e.io_kind(), e.chain()));
+        };
+        file.set_len(0)?;
+        file.write_all_at(bytes, 0)?;
+        file.sync_all()
     }
 }
 

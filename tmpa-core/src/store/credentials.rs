@@ -75,6 +75,7 @@ impl Credentials {
     /// The settings whose name starts with `prefix`, as the client's configuration keys
     /// name them (`aws_secret_access_key`); the names of the others with that prefix
     /// that `key` does not know.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
     pub(crate) fn keys<K: std::str::FromStr>(&self, prefix: &str) -> (Vec<(K, &str)>, Vec<&str>) {
         let (mut known, mut unknown) = (Vec::new(), Vec::new());
         for (name, value) in self.pairs.iter().filter(|(n, _)| n.starts_with(prefix)) {
