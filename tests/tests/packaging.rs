@@ -2,8 +2,11 @@
 //! holding what an operator needs (programs, man pages, completions, units, cron.d,
 //! logrotate, docs); the packaged programs and man pages work; dpkg installs it into a
 //! throwaway root without enabling or scheduling anything, the installed cron.d deletes
-//! nothing even with every line uncommented, and a purge leaves nothing behind; lintian
-//! finds no error, and the changelog is this version's.
+//! nothing even with every line uncommented, and a purge leaves nothing behind (nor a
+//! warning, on a merged-/usr root); lintian finds no error, and the changelog is this
+//! version's; the installed OPERATIONS.md names only what the package ships; and the
+//! documented rollout, done on the installed package as a new operator does it, raises no
+//! alert and sees every failure (`rollout`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -15,6 +18,10 @@ use std::time::Duration;
 
 use tmpa_docgen::{PROGRAMS, SHELLS, completion_file_name};
 use tmpa_tests::{Tree, age, run_ok as run, stdout_ok as stdout};
+
+/// The documented rollout on the installed package (the package built once, here).
+#[path = "packaging/rollout.rs"]
+mod rollout;
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
