@@ -714,7 +714,11 @@ fn a_session_with_a_temporary_beside_it_stays_live() {
     assert_eq!(r.code, 0, "{r:?}");
     let live = t.root().join("chat_history/alice/sessions/s0.json");
     assert!(live.exists(), "kept live beside its temporary");
-    assert!(!t.root().join("chat_history/alice/sessions/s1.json").exists());
+    assert!(
+        !t.root()
+            .join("chat_history/alice/sessions/s1.json")
+            .exists()
+    );
     assert!(r.stdout.contains("beside_temporary=1"), "{}", r.stdout);
     fs::remove_file(&tmp).expect("rm");
     let r = t.run("tmpa-archive", &[]);

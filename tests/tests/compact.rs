@@ -1004,6 +1004,10 @@ fn a_loose_event_with_a_temporary_beside_it_stays() {
     fs::remove_file(&tmp).expect("rm");
     let r = t.run("tmpa-compact", &[]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(!e1.exists(), "deleted once the temporary is gone: {}", r.stdout);
+    assert!(
+        !e1.exists(),
+        "deleted once the temporary is gone: {}",
+        r.stdout
+    );
     assert_eq!(tmpa_tests::events_in_days(t.root(), &["2026-01-05"]), 2);
 }

@@ -614,10 +614,7 @@ fn configuration_installs_every_program_in_dry_run() {
 /// `/etc/default/tmpa` → `conf`, `/usr/bin/tmpa-*` → the built binaries, `/var/log/tmpa/`
 /// → `logs`. Returns the run.
 fn run_cron_job(e: &Entry, conf: &Path, logs: &Path) -> Run {
-    cron_job_command(e, conf, logs)
-        .output()
-        .expect("sh")
-        .into()
+    cron_job_command(e, conf, logs).output().expect("sh").into()
 }
 
 /// The command [`run_cron_job`] runs.
@@ -832,7 +829,9 @@ fn generator_writes_the_configured_user_and_paths() {
         ("TMPA_ROOT", "/root/app"),
         ("TMPA_METRICS_DIR", "/run/user/0/metrics"),
     ] {
-        let out = scratch.path().join(format!("hidden-{}", hidden.replace('/', "_")));
+        let out = scratch
+            .path()
+            .join(format!("hidden-{}", hidden.replace('/', "_")));
         write_config(&conf, &[(name, hidden)]);
         let r = run_generator(&conf, &out);
         assert_eq!(r.code, 0, "{name}={hidden}: {r:?}");
@@ -1633,7 +1632,13 @@ fn the_archive_keeps_the_store_keys_from_the_backends_user() {
     let environ = fs::read(format!("/proc/{pid}/environ")).expect("environ, as root");
     let as_owner = |what: &str| -> bool {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat", what])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "cat",
+                what,
+            ])
             .output()
             .expect("setpriv")
             .status
@@ -1649,16 +1654,26 @@ fn the_archive_keeps_the_store_keys_from_the_backends_user() {
         head.contains(&format!("Credential={KEY_ID}/")),
         "the request was signed with the file's key: {head}"
     );
-    assert_eq!(ids("Uid:"), ["65534"; 4], "the job runs as the tree's owner");
+    assert_eq!(
+        ids("Uid:"),
+        ["65534"; 4],
+        "the job runs as the tree's owner"
+    );
     assert_eq!(ids("Gid:"), ["65534"; 4], "and its group");
     let env = String::from_utf8_lossy(&environ);
     assert!(
         !env.contains(SECRET) && !env.contains(KEY_ID),
         "the keys are in no environment: {env}"
     );
-    assert!(!environ_readable, "the owner cannot read the job's environment");
+    assert!(
+        !environ_readable,
+        "the owner cannot read the job's environment"
+    );
     assert!(!keys_readable, "nor the key file");
     let record = run_record(t.root(), "archive_history");
-    assert_eq!(record["finished"], false, "killed: did not finish: {record}");
+    assert_eq!(
+        record["finished"], false,
+        "killed: did not finish: {record}"
+    );
     assert!(session.exists(), "nothing was archived or deleted");
 }

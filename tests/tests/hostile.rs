@@ -177,7 +177,11 @@ fn planted_lock_files_are_refused_and_never_written_through() {
         assert!(t.root().join("chat_history/u1/sessions/s1.json").exists());
     }
     let r = t.run("tmpa-archive", &[]);
-    assert!(r.stderr.contains("sudo chown 0 "), "the remedy: {}", r.stderr);
+    assert!(
+        r.stderr.contains("sudo chown 0 "),
+        "the remedy: {}",
+        r.stderr
+    );
     // The lock file root creates is the owner's (as every file root makes in the tree),
     // reused by the next run and never truncated.
     fs::remove_file(&lock).expect("unlink");

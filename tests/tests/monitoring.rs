@@ -344,7 +344,11 @@ fn patrol_metrics_pass_promtool_check_metrics() {
         std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
             .expect("write");
         let r: Run = child.wait_with_output().expect("promtool").into();
-        assert_eq!(r.code, 0, "promtool check metrics:\n{}{}\n{text}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "promtool check metrics:\n{}{}\n{text}",
+            r.stdout, r.stderr
+        );
         assert!(
             text.contains("tmpa_check_skipped{check=\"service\"} 1"),
             "{text}"
@@ -538,7 +542,10 @@ fn each_failure_raises_its_alert() {
     let (t, _store) = tree_after_runs(&["--dry-run"]);
     let r = t.run("tmpa-compact", &["--dryrun"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stdout.contains("exit=2 (usage error)"), "the log's last line: {r:?}");
+    assert!(
+        r.stdout.contains("exit=2 (usage error)"),
+        "the log's last line: {r:?}"
+    );
     let usage = parse_samples(&patrol_metrics(&t));
     let usage_group = group(
         input_series(&usage, &as_scheduled(patrol_now(&usage))),
@@ -558,7 +565,11 @@ fn each_failure_raises_its_alert() {
             .find(|s| is(s, name, "compact_events"))
             .map(|s| s.value)
     };
-    assert_eq!(exported("tmpa_job_last_run_exit_code"), Some(4.0), "did not finish");
+    assert_eq!(
+        exported("tmpa_job_last_run_exit_code"),
+        Some(4.0),
+        "did not finish"
+    );
     assert_eq!(exported("tmpa_job_running"), Some(0.0));
     let killed_group = group(
         input_series(&killed, &as_scheduled(patrol_now(&killed))),

@@ -637,7 +637,10 @@ fn merged_usr_root() -> tempfile::TempDir {
     let pkg = work.path().join("pkg");
     fs::create_dir_all(pkg.join("DEBIAN")).expect("mkdir");
     for (file, text) in [
-        ("lib/systemd/system-generators/systemd-fstab-generator", "#!/bin/sh\n"),
+        (
+            "lib/systemd/system-generators/systemd-fstab-generator",
+            "#!/bin/sh\n",
+        ),
         ("usr/lib/systemd/system/fake.service", "[Service]\n"),
         ("etc/fake.conf", ""),
     ] {
@@ -861,9 +864,16 @@ fn installed_operations_names_only_what_the_package_ships() {
     let mut wrong = Vec::new();
     for word in prose.split(|c: char| c.is_whitespace() || "`()[]\"',;:".contains(c)) {
         let word = word.trim_end_matches(['.', '*']);
-        if ["docs/", "cron/", "tests/", "packaging/", "bench/", "target/"]
-            .iter()
-            .any(|p| word.starts_with(p) && word.len() > p.len())
+        if [
+            "docs/",
+            "cron/",
+            "tests/",
+            "packaging/",
+            "bench/",
+            "target/",
+        ]
+        .iter()
+        .any(|p| word.starts_with(p) && word.len() > p.len())
         {
             wrong.push(format!("{word}: a file of the source tree, not a link"));
         } else if word.ends_with(".md") && !word.contains('/') {
@@ -876,5 +886,9 @@ fn installed_operations_names_only_what_the_package_ships() {
             wrong.push(format!("{word}: not in the package"));
         }
     }
-    assert!(wrong.is_empty(), "the installed OPERATIONS.md names:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "the installed OPERATIONS.md names:\n{}",
+        wrong.join("\n")
+    );
 }

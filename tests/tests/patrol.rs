@@ -561,7 +561,10 @@ fn patrol_json_ahead(t: &Tree, ahead: &str, args: &[&str]) -> (i32, Value) {
         .arg(t.root())
         .arg("--json")
         .args(args)
-        .env("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+        .env(
+            "LD_PRELOAD",
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        )
         .env("FAKETIME", ahead)
         .env("NO_FAKE_STAT", "1")
         .output()
@@ -1648,13 +1651,16 @@ fn a_run_going_on_is_not_a_failure_and_a_killed_one_is() {
     let metrics = |t: &Tree| -> (Value, String) {
         let out = tempfile::tempdir().expect("tempdir");
         let prom = out.path().join("tmpa.prom");
-        let (_, doc) = patrol_json(&t, &["--prometheus", prom.to_str().expect("utf-8")]);
+        let (_, doc) = patrol_json(t, &["--prometheus", prom.to_str().expect("utf-8")]);
         (doc, fs::read_to_string(&prom).expect("metrics"))
     };
     let (doc, prom) = metrics(&t);
     let detail = check(&doc, "compact_events_last_success")["detail"].to_string();
     assert!(detail.contains("is going on (pid"), "{detail}");
-    assert!(prom.contains("tmpa_job_running{task=\"compact_events\"} 1"), "{prom}");
+    assert!(
+        prom.contains("tmpa_job_running{task=\"compact_events\"} 1"),
+        "{prom}"
+    );
     assert!(
         !prom.contains("tmpa_job_last_run_exit_code{task=\"compact_events\"}"),
         "no exit code yet: {prom}"
@@ -1663,12 +1669,15 @@ fn a_run_going_on_is_not_a_failure_and_a_killed_one_is() {
     child.wait().expect("wait");
     let (doc, prom) = metrics(&t);
     let c = check(&doc, "compact_events_last_success");
-    assert!(
-        c["detail"].to_string().contains("did not finish"),
-        "{c:#}"
+    assert!(c["detail"].to_string().contains("did not finish"), "{c:#}");
+    assert_eq!(
+        c["status"], "warning",
+        "an earlier success is recent: {c:#}"
     );
-    assert_eq!(c["status"], "warning", "an earlier success is recent: {c:#}");
-    assert!(prom.contains("tmpa_job_running{task=\"compact_events\"} 0"), "{prom}");
+    assert!(
+        prom.contains("tmpa_job_running{task=\"compact_events\"} 0"),
+        "{prom}"
+    );
     assert!(
         prom.contains("tmpa_job_last_run_exit_code{task=\"compact_events\"} 4"),
         "{prom}"
@@ -1695,8 +1704,14 @@ fn service_command_from_the_configuration() {
     };
     let c = run("");
     assert_eq!(c["skipped"], true, "{c:#}");
-    assert!(c["detail"].to_string().contains("TMPA_SERVICE_CMD"), "{c:#}");
+    assert!(
+        c["detail"].to_string().contains("TMPA_SERVICE_CMD"),
+        "{c:#}"
+    );
     assert_eq!(run("echo RUNNING")["status"], "ok");
     let c = run("test -z \"$AWS_SECRET_ACCESS_KEY\" && echo RUNNING");
-    assert_eq!(c["status"], "ok", "the command's environment is bare: {c:#}");
+    assert_eq!(
+        c["status"], "ok",
+        "the command's environment is bare: {c:#}"
+    );
 }

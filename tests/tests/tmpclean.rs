@@ -568,12 +568,19 @@ fn usage_errors_exit_2() {
     );
     assert_eq!(t.snapshot(), before, "the tree is as it was");
     let state: Vec<String> = walk_names(&t.root().join(".tmpa"));
-    assert_eq!(state, ["runs", "runs/tmp_cleanup.json"], "only the run record");
+    assert_eq!(
+        state,
+        ["runs", "runs/tmp_cleanup.json"],
+        "only the run record"
+    );
     let record: serde_json::Value = serde_json::from_slice(
         &fs::read(t.root().join(".tmpa/runs/tmp_cleanup.json")).expect("record"),
     )
     .expect("json");
-    assert_eq!((record["exit_code"].as_u64(), record["finished"].as_bool()), (Some(2), None));
+    assert_eq!(
+        (record["exit_code"].as_u64(), record["finished"].as_bool()),
+        (Some(2), None)
+    );
 }
 
 /// Every path below `dir`, relative, sorted.

@@ -148,11 +148,19 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let credentials = tmpa_maint::read_credentials(args.credentials.as_deref())?;
     let prepared = tmpa_maint::prepare(&args.common)?;
     let store = open_store(args, &credentials)?;
-    tmpa_maint::run_program(prepared, PROGRAM, TASK, &args.common, mode, "ARCHIVE", |run| {
-        let report = archive(run, args, store.as_ref());
-        let status = report_status(&report);
-        (report, status)
-    })
+    tmpa_maint::run_program(
+        prepared,
+        PROGRAM,
+        TASK,
+        &args.common,
+        mode,
+        "ARCHIVE",
+        |run| {
+            let report = archive(run, args, store.as_ref());
+            let status = report_status(&report);
+            (report, status)
+        },
+    )
 }
 
 /// The store this run archives to: `--to`, else `{root}/tmpa.toml`'s `[archive] url`;
@@ -178,7 +186,11 @@ pub fn open_store(
         }
         return Ok(None);
     };
-    match Store::open_with(&config, tmpa_core::maintenance::store::RETRIES_MAX, credentials) {
+    match Store::open_with(
+        &config,
+        tmpa_core::maintenance::store::RETRIES_MAX,
+        credentials,
+    ) {
         Ok(store) => Ok(Some(StoreRun::new(store))),
         Err(
             e @ Error::Store {
@@ -772,4 +784,3 @@ fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
 pub(crate) fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
-

@@ -224,11 +224,19 @@ impl tmpa_maint::Program for Args {
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
     let prepared = tmpa_maint::prepare(&args.common)?;
-    tmpa_maint::run_program(prepared, PROGRAM, TASK, &args.common, mode, "COMPACT", |run| {
-        let report = compact(run, args);
-        let status = report_status(&report);
-        (report, status)
-    })
+    tmpa_maint::run_program(
+        prepared,
+        PROGRAM,
+        TASK,
+        &args.common,
+        mode,
+        "COMPACT",
+        |run| {
+            let report = compact(run, args);
+            let status = report_status(&report);
+            (report, status)
+        },
+    )
 }
 
 /// The exit status a report calls for: 4 if a day failed, 1 if anything needs a look.

@@ -47,9 +47,9 @@ pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
 pub use pace::{BUSY_SHARE, Pacer};
 pub use plan::{Applying, PLAN_FORMAT, Plan, Planned};
+pub use program::{Invocation, Program, main};
 pub use quarantine::{Recovered, RecoveredAction, quarantine_rel};
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
-pub use program::{Invocation, Program, main};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record, write_run_record};
 pub use run::{
     DeleteCount, Ending, Prepared, Progress, Report, Run, conclude, footer_line, header_line,

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use tmpa_core::Root;
 use rustix::process::{Gid, Uid};
+use tmpa_core::Root;
 use tmpa_core::maintenance::{Kind, Meta, STATE_DIR, name_text, root_dir};
 
 use crate::exit::StartError;
@@ -81,8 +81,12 @@ impl Lock {
         if meta.uid == 0 && runner_uid() == 0 && dir_owner.uid != 0 && meta.kind == Kind::File {
             // Root's lock file in the owner's directory: the owner's, as root gives every
             // file it makes in the tree (a run as the owner must be able to open it).
-            rustix::fs::fchown(&file, Some(Uid::from_raw(dir_owner.uid)), Some(Gid::from_raw(dir_owner.gid)))
-                .map_err(|e| dir.error("chown", &name, std::io::Error::from(e)))?;
+            rustix::fs::fchown(
+                &file,
+                Some(Uid::from_raw(dir_owner.uid)),
+                Some(Gid::from_raw(dir_owner.gid)),
+            )
+            .map_err(|e| dir.error("chown", &name, std::io::Error::from(e)))?;
             meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
         }
         check_lock_file(&meta, dir_owner.uid).map_err(|why| match why {

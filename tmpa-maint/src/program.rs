@@ -59,7 +59,9 @@ impl Invocation {
         let has = |flag: &str| raw.iter().skip(1).any(|a| a == flag);
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         Invocation {
-            root: value("--root").or_else(|| env("TMPA_ROOT")).map(PathBuf::from),
+            root: value("--root")
+                .or_else(|| env("TMPA_ROOT"))
+                .map(PathBuf::from),
             dry_run: has("--dry-run"),
             json: has("--json"),
             user: value("--user")
@@ -156,8 +158,12 @@ fn not_started<P: Program>(
     match &root {
         Ok(root) => {
             let previous = read_run_record(root, P::TASK.as_str()).ok().flatten();
-            let mut record =
-                RunRecord::new(P::TASK.as_str(), now_rfc3339(), inv.dry_run, previous.as_ref());
+            let mut record = RunRecord::new(
+                P::TASK.as_str(),
+                now_rfc3339(),
+                inv.dry_run,
+                previous.as_ref(),
+            );
             record.finished = true;
             record.pid = None;
             record.exit_code = status.code();

@@ -138,7 +138,12 @@ impl RunRecord {
     /// A record of a run of `task` (started at `started_at`, RFC 3339) with no outcome
     /// yet: not finished, exit 4, `finished_at` its start; the fields carried forward
     /// from `previous` (the last success). Its writer sets the rest.
-    pub fn new(task: &str, started_at: String, dry_run: bool, previous: Option<&RunRecord>) -> Self {
+    pub fn new(
+        task: &str,
+        started_at: String,
+        dry_run: bool,
+        previous: Option<&RunRecord>,
+    ) -> Self {
         let success = previous.and_then(|p| p.last_success().ok().flatten());
         RunRecord {
             task: task.to_owned(),
@@ -278,7 +283,12 @@ mod tests {
         };
         assert_eq!(failed.last_success().unwrap(), None);
         // A record written at a run's start carries the last success, is none itself.
-        let started = RunRecord::new("compact_events", "2026-11-25T02:30:00+00:00".into(), false, Some(&r));
+        let started = RunRecord::new(
+            "compact_events",
+            "2026-11-25T02:30:00+00:00".into(),
+            false,
+            Some(&r),
+        );
         assert!(!started.finished && !started.is_success());
         assert_eq!(started.exit_code, 4);
         let s = started.last_success().unwrap().unwrap();

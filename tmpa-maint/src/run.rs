@@ -79,8 +79,12 @@ impl Run {
         let lock = Lock::acquire(&root, task)?;
         let started = Local::now();
         let previous = read_run_record(&root, task.as_str()).ok().flatten();
-        let mut record =
-            RunRecord::new(task.as_str(), rfc3339(started), mode.is_plan(), previous.as_ref());
+        let mut record = RunRecord::new(
+            task.as_str(),
+            rfc3339(started),
+            mode.is_plan(),
+            previous.as_ref(),
+        );
         record.program = Some(program.to_owned());
         record.root = Some(path_text(root.path()));
         write_run_record(&root, &record)?;

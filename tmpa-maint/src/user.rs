@@ -132,7 +132,10 @@ pub enum Became {
 /// [`StartError::Usage`] (exit 2): no such user; started as another user, who cannot
 /// become it; or the system refused a step (the message names it).
 pub fn become_user(name: Option<&str>) -> Result<Became, StartError> {
-    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty() && *n != "root") else {
+    let Some(name) = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "root")
+    else {
         return Ok(Became::AsStarted);
     };
     let usage = |why: String| StartError::Usage(format!("TMPA_USER / --user {name}: {why}"));

@@ -178,10 +178,7 @@ pub fn open_before_switch<'a>(paths: impl IntoIterator<Item = &'a Path>) {
 /// Opens a log for reading, never blocking on a FIFO.
 fn open_log(path: &Path) -> std::io::Result<File> {
     let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-    File::options()
-        .read(true)
-        .custom_flags(nonblock)
-        .open(path)
+    File::options().read(true).custom_flags(nonblock).open(path)
 }
 
 /// The lines of the end of a log file (at most [`LOG_BYTES_MAX`] bytes; never blocks on

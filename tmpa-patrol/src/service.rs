@@ -254,7 +254,11 @@ mod tests {
         );
         let skipped = check(None, t);
         assert!(skipped.skipped && skipped.status == Status::Unknown);
-        assert!(skipped.detail.contains("TMPA_SERVICE_CMD"), "{}", skipped.detail);
+        assert!(
+            skipped.detail.contains("TMPA_SERVICE_CMD"),
+            "{}",
+            skipped.detail
+        );
         assert!(check(Some(" "), t).skipped, "empty, as shipped");
     }
 

@@ -259,11 +259,14 @@ fn print_verdict(
             "exit_code": gate.map_or(worst, |g| g.worst).code(),
         });
         if let (Some(g), Some(map)) = (gate, doc.as_object_mut()) {
-            map.insert("since_deploy".into(), json!({
-                "worst_seen": worst,
-                "worse": g.changes(),
-                "as_before": g.as_before(),
-            }));
+            map.insert(
+                "since_deploy".into(),
+                json!({
+                    "worst_seen": worst,
+                    "worse": g.changes(),
+                    "as_before": g.as_before(),
+                }),
+            );
         }
         out(&format!("{doc}\n"));
         return;
@@ -286,7 +289,10 @@ fn print_verdict(
             if before.is_empty() {
                 String::new()
             } else {
-                format!(" as before the deploy (not counted): {};", before.join(", "))
+                format!(
+                    " as before the deploy (not counted): {};",
+                    before.join(", ")
+                )
             },
             g.worst.code()
         ));

@@ -183,9 +183,10 @@ impl tmpa_maint::Program for Args {
     }
 
     fn invocation_of_raw(raw: &[std::ffi::OsString]) -> Option<tmpa_maint::Invocation> {
-        let verify = raw
-            .iter()
-            .any(|a| a.to_str().is_some_and(|a| a == "--verify" || a.starts_with("--verify=")));
+        let verify = raw.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == "--verify" || a.starts_with("--verify="))
+        });
         (!verify).then(|| tmpa_maint::Invocation {
             user: None,
             ..tmpa_maint::Invocation::from_raw(raw)

@@ -245,11 +245,19 @@ impl tmpa_maint::Program for Args {
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, false);
     let prepared = tmpa_maint::prepare(&args.common)?;
-    tmpa_maint::run_program(prepared, PROGRAM, TASK, &args.common, mode, "CLEAN", |run| {
-        let report = clean(run, args, SystemTime::now());
-        let status = report_status(&report);
-        (report, status)
-    })
+    tmpa_maint::run_program(
+        prepared,
+        PROGRAM,
+        TASK,
+        &args.common,
+        mode,
+        "CLEAN",
+        |run| {
+            let report = clean(run, args, SystemTime::now());
+            let status = report_status(&report);
+            (report, status)
+        },
+    )
 }
 
 /// The exit status a report calls for: 4 after an I/O failure, 1 if anything needs a

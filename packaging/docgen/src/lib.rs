@@ -382,7 +382,11 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
              instead: journalctl -u followed by the program's name.",
         );
     }
-    if program.kind == (Kind::Maintenance { task: "archive_history" }) {
+    if program.kind
+        == (Kind::Maintenance {
+            task: "archive_history",
+        })
+    {
         item(
             roff,
             "/etc/tmpa/archive.env",

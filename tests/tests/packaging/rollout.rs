@@ -86,11 +86,14 @@ impl Host {
 
     /// Runs `program`'s cron line with sh, as root's cron does, on `day`.
     fn cron(&self, program: &str, day: i64) -> Run {
-        faked(Command::new("sh").arg("-c").arg(self.cron_command(program)), day)
-            .env_clear_keep()
-            .output()
-            .expect("sh")
-            .into()
+        faked(
+            Command::new("sh").arg("-c").arg(self.cron_command(program)),
+            day,
+        )
+        .env_clear_keep()
+        .output()
+        .expect("sh")
+        .into()
     }
 
     /// `sudo tmpa PROGRAM ARGS` on `day`, with the installed wrapper and programs.
@@ -133,7 +136,9 @@ impl Host {
             .map(|(i, _)| log[..i].rfind('\n').map_or(0, |n| n + 1))
             .filter(|&start| {
                 let line = &log[start..];
-                line.split_whitespace().nth(3).is_some_and(|w| w.starts_with("root="))
+                line.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|w| w.starts_with("root="))
             })
             .last()
             .unwrap_or(0);
@@ -298,7 +303,10 @@ fn promtool_test(rules: &Path, series: Vec<Value>, checks: Vec<Value>) -> Run {
 
 /// The first number after `marker` in `text` (`about 15` → 15), commas allowed.
 fn number_after(text: &str, marker: &str) -> u64 {
-    let at = text.find(marker).unwrap_or_else(|| panic!("no {marker:?} in {text}")) + marker.len();
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in {text}"))
+        + marker.len();
     text[at..]
         .trim_start()
         .chars()
@@ -341,9 +349,15 @@ fn the_documented_rollout_as_a_new_operator() {
             t.event(&day_name(d), &format!("d{}e{i}", d + 3), "u1", 3, 4);
         }
     }
-    let old = t.file("chat_history/u1/sessions/s-old.json", br#"{"messages":[1]}"#);
+    let old = t.file(
+        "chat_history/u1/sessions/s-old.json",
+        br#"{"messages":[1]}"#,
+    );
     age(&old, Duration::from_secs(60 * DAY as u64));
-    t.file("chat_history/u1/sessions/s-new.json", br#"{"messages":[2]}"#);
+    t.file(
+        "chat_history/u1/sessions/s-new.json",
+        br#"{"messages":[2]}"#,
+    );
     let tree_root = t.root().to_path_buf();
     tmpa_tests::chown_tree(&tree_root, OWNER.0, OWNER.1);
     std::os::unix::fs::chown(host.metrics.path(), Some(OWNER.0), Some(OWNER.1)).expect("chown");
@@ -357,7 +371,10 @@ fn the_documented_rollout_as_a_new_operator() {
         &host.metrics.path().display().to_string(),
     );
     let conf = fs::read_to_string(host.path("etc/default/tmpa")).expect("config");
-    assert!(conf.contains("\nTMPA_SERVICE_CMD=\n"), "no service check as shipped");
+    assert!(
+        conf.contains("\nTMPA_SERVICE_CMD=\n"),
+        "no service check as shipped"
+    );
     let data_before = host.tree.snapshot();
 
     // Day 0, the patrol alone: the job checks critical ("never run"), the service check
@@ -372,7 +389,10 @@ fn the_documented_rollout_as_a_new_operator() {
     );
     assert!(log.contains("not configured"), "{log}");
     let day0 = &host.samples[0].1;
-    assert!(day0.contains("tmpa_check_skipped{check=\"service\"} 1"), "{day0}");
+    assert!(
+        day0.contains("tmpa_check_skipped{check=\"service\"} 1"),
+        "{day0}"
+    );
     assert!(day0.contains("tmpa_patrol_up 1"), "{day0}");
 
     // Days 1 to 3: the three dry runs a night. Each log's first line says DRY-RUN, the
@@ -395,7 +415,10 @@ fn the_documented_rollout_as_a_new_operator() {
             assert_eq!(r.code, 0, "{program} day {day}: {r:?}\n{}", host.log(job));
             let run = host.last_run(job, program);
             let first = run.lines().next().expect("a first line");
-            assert!(first.contains(&format!(" {program} DRY-RUN root=")), "{first}");
+            assert!(
+                first.contains(&format!(" {program} DRY-RUN root=")),
+                "{first}"
+            );
             let note = run.lines().last().expect("the plan note");
             let settled = format!("the same as the previous dry run's ({day} dry runs in a row)");
             match (program, day) {
@@ -417,7 +440,10 @@ fn the_documented_rollout_as_a_new_operator() {
         .into_iter()
         .filter(|(p, _)| !data_before.contains_key(p) && !p.starts_with("token_stats"))
         .collect();
-    assert!(changed.is_empty(), "the dry runs changed the tree: {changed:?}");
+    assert!(
+        changed.is_empty(),
+        "the dry runs changed the tree: {changed:?}"
+    );
     assert!(old.exists());
 
     // Review the plan, saved where only root can read it, by the job's user.
@@ -429,13 +455,21 @@ fn the_documented_rollout_as_a_new_operator() {
     let r = host.tmpa(&["archive", "--dry-run", "--save-plan", &plan_arg], 3);
     assert_eq!(r.code, 0, "{r:?}");
     let saved: Value = serde_json::from_slice(&fs::read(&plan).expect("plan")).expect("plan");
-    assert_eq!(saved["deletions"].as_array().map(Vec::len), Some(1), "{saved}");
+    assert_eq!(
+        saved["deletions"].as_array().map(Vec::len),
+        Some(1),
+        "{saved}"
+    );
 
     // Day 4: real runs. One line each (TMPA_*_MODE=); archival applies the reviewed plan
     // first (`sudo tmpa archive --apply-plan`); the logs' first lines no longer say
     // DRY-RUN; receipts; a snapshot for the backup into a directory only root can reach,
     // after which the jobs (as the owner) still run; the patrol is green.
-    for mode in ["TMPA_COMPACT_MODE", "TMPA_ARCHIVE_MODE", "TMPA_TMPCLEAN_MODE"] {
+    for mode in [
+        "TMPA_COMPACT_MODE",
+        "TMPA_ARCHIVE_MODE",
+        "TMPA_TMPCLEAN_MODE",
+    ] {
         host.configure(mode, "");
     }
     // A temporary a writer left beside its final file (stale by the fourth day).
@@ -457,9 +491,15 @@ fn the_documented_rollout_as_a_new_operator() {
         assert_eq!(r.code, 0, "{program}: {r:?}\n{}", host.log(job));
         let first = host.last_run(job, program);
         let first = first.lines().next().expect("first line");
-        assert!(!first.contains("DRY-RUN") && first.contains(" root="), "{first}");
+        assert!(
+            !first.contains("DRY-RUN") && first.contains(" root="),
+            "{first}"
+        );
     }
-    assert!(!tmp.exists(), "tmpclean removed the stale temporary beside its final file");
+    assert!(
+        !tmp.exists(),
+        "tmpclean removed the stale temporary beside its final file"
+    );
     assert!(
         tmpa_tests::receipt_lines(&tree_root, "compact_events").len() >= 9,
         "receipts of the deleted loose events"
@@ -469,7 +509,12 @@ fn the_documented_rollout_as_a_new_operator() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(snap.join(".tmpa/snapshot.json").is_file());
     let (r, healthy_lines) = host.patrol(4);
-    assert_eq!(r.code, 0, "green after the first real night: {r:?}\n{}", host.log("patrol"));
+    assert_eq!(
+        r.code,
+        0,
+        "green after the first real night: {r:?}\n{}",
+        host.log("patrol")
+    );
 
     // Day 5: a compaction killed midway (paced, to be killed while it runs): the patrol
     // says it did not finish, and exports exit 4.
@@ -501,14 +546,27 @@ fn the_documented_rollout_as_a_new_operator() {
         assert!(Instant::now() < until, "the compaction never started");
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let _ = job.wait();
     tmpa_tests::faketime_leftovers_removed();
     host.other_jobs(5);
     let (_, _) = host.patrol(5);
-    assert!(host.log("patrol").contains("did not finish"), "{}", host.log("patrol"));
+    assert!(
+        host.log("patrol").contains("did not finish"),
+        "{}",
+        host.log("patrol")
+    );
     let killed = &host.samples.last().expect("sample").1;
-    assert_eq!(job_metric(killed, "tmpa_job_last_run_exit_code", "compact_events"), Some(4.0));
+    assert_eq!(
+        job_metric(killed, "tmpa_job_last_run_exit_code", "compact_events"),
+        Some(4.0)
+    );
 
     // Day 6: the next night finishes the job; green again.
     host.configure("TMPA_PACE", "20ms");
@@ -545,7 +603,11 @@ fn the_documented_rollout_as_a_new_operator() {
     checks.push(expect("144h30m", &[]));
     checks.push(expect("168h20m", &[("TmpaJobFailing", "compact_events")]));
     let r = promtool_test(&rules, series, checks);
-    assert_eq!(r.code, 0, "promtool test rules:\n{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "promtool test rules:\n{}\n{}",
+        r.stdout, r.stderr
+    );
 
     // The patrol's log, as logrotate's comment sizes it: lines a run, healthy and with
     // the job checks' log tails (the dry-run nights), within the numbers it gives.

@@ -266,7 +266,9 @@ impl Store {
                 }
                 let b = known
                     .into_iter()
-                    .fold(GoogleCloudStorageBuilder::from_env(), |b, (k, v)| b.with_config(k, v));
+                    .fold(GoogleCloudStorageBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    });
                 let s = Arc::new(
                     b.with_url(cloud_url)
                         .with_http_connector(watch())
@@ -286,7 +288,9 @@ impl Store {
                 }
                 let b = known
                     .into_iter()
-                    .fold(MicrosoftAzureBuilder::from_env(), |b, (k, v)| b.with_config(k, v));
+                    .fold(MicrosoftAzureBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    });
                 let s = Arc::new(
                     b.with_url(cloud_url)
                         .with_http_connector(watch())
