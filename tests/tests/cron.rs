@@ -685,7 +685,7 @@ fn cron_lines_run_in_dry_run_with_the_shipped_configuration() {
 }
 
 /// Moving compaction to real runs is the one line the docs say (`TMPA_COMPACT_MODE=`),
-/// and with `TMPA_USER` the tree's owner both the cron line (runuser) and the unit
+/// and with `TMPA_USER` the tree's owner both the cron line (the program becomes the user itself) and the unit
 /// (ExecStart= as systemd expands it, run as the generator's `User=`) compact a tree that
 /// user owns: loose events merged and deleted, new files the owner's, no root needed.
 #[test]
