@@ -449,6 +449,7 @@ fn installs_enabling_nothing_and_purges_clean() {
     }
     let root = dpkg_root();
     let r = root.path();
+    with_system_packages(r);
     let before = tree(r);
     dpkg(r, &["-i", &deb().display().to_string()]);
 
@@ -633,6 +634,13 @@ fn merged_usr_root() -> tempfile::TempDir {
     let root = dpkg_root();
     fs::create_dir_all(root.path().join("usr/lib")).expect("mkdir");
     std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).expect("symlink");
+    with_system_packages(root.path());
+    root
+}
+
+/// Installs into `root` a package that owns what a Debian system's own packages own of
+/// the directories this package uses (see [`merged_usr_root`]).
+fn with_system_packages(root: &Path) {
     let work = tempfile::tempdir().expect("tempdir");
     let pkg = work.path().join("pkg");
     fs::create_dir_all(pkg.join("DEBIAN")).expect("mkdir");
@@ -659,8 +667,7 @@ fn merged_usr_root() -> tempfile::TempDir {
         .args(["--root-owner-group", "-b"])
         .arg(&pkg)
         .arg(&deb));
-    dpkg(root.path(), &["-i", &deb.display().to_string()]);
-    root
+    dpkg(root, &["-i", &deb.display().to_string()]);
 }
 
 /// The maintainer scripts handle exactly the packaged units; the admin's choice of
@@ -891,4 +898,40 @@ fn installed_operations_names_only_what_the_package_ships() {
         "the installed OPERATIONS.md names:\n{}",
         wrong.join("\n")
     );
+}
+
+/// `/usr/sbin/tmpa` has its page, tmpa(8), which formats without a warning and names
+/// every program it runs and the settings file it reads; the script refuses an unknown
+/// program (exit 2) and a configuration it cannot read, saying to run it as root.
+#[test]
+fn the_wrapper_has_its_page_and_refuses_what_it_cannot_run() {
+    let page = extracted().join("usr/share/man/man8/tmpa.8.gz");
+    let out = run(Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(&page)
+        .env("MANWIDTH", "200")
+        .env("PAGER", "cat"));
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(warnings.trim().is_empty(), "tmpa(8): {warnings}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for p in &PROGRAMS {
+        assert!(text.contains(p.name), "tmpa(8) names {}", p.name);
+    }
+    assert!(text.contains("/etc/default/tmpa"), "{text}");
+    let wrapper = extracted().join("usr/sbin/tmpa");
+    let r: tmpa_tests::Run = Command::new("sh")
+        .arg(&wrapper)
+        .arg("frobnicate")
+        .output()
+        .expect("sh")
+        .into();
+    assert_eq!(r.code, 2, "{r:?}");
+    let r: tmpa_tests::Run = Command::new("sh")
+        .arg(&wrapper)
+        .args(["compact", "--dry-run"])
+        .env("TMPA_CONFIG_FILE", "/nonexistent/tmpa")
+        .output()
+        .expect("sh")
+        .into();
+    assert!(r.code == 2 && r.stderr.contains("run it as root"), "{r:?}");
 }
