@@ -1024,3 +1024,35 @@ fn traced_compact(t: &Tree, strace_args: &[&str], pace: &str) -> (std::process::
     fs::remove_file(&trace).expect("rm trace");
     (out, text)
 }
+
+/// A loose event with a temporary of its name beside it (a write of the same file that
+/// died) is merged but not deleted: deleting it would leave the temporary an orphan. The
+/// run exits 0 and says so (`beside_temporary`); once tmpa-tmpclean removed the
+/// temporary, the next run deletes the event as a verified duplicate.
+#[test]
+fn a_loose_event_with_a_temporary_beside_it_stays() {
+    let t = Tree::new();
+    let e1 = t.event("2026-01-05", "e1", "u1", 3, 4);
+    let e2 = t.event("2026-01-05", "e2", "u1", 1, 1);
+    let tmp = t.file(
+        "token_stats/2026-01-05/evt_e1.json.tmp.77",
+        fs::read(&e1).expect("event"),
+    );
+    let r = t.run("tmpa-compact", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(e1.exists() && !e2.exists(), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("beside_temporary=1") && r.stdout.contains("left for the next run"),
+        "{}",
+        r.stdout
+    );
+    fs::remove_file(&tmp).expect("rm");
+    let r = t.run("tmpa-compact", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !e1.exists(),
+        "deleted once the temporary is gone: {}",
+        r.stdout
+    );
+    assert_eq!(tmpa_tests::events_in_days(t.root(), &["2026-01-05"]), 2);
+}

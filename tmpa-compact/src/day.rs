@@ -542,6 +542,9 @@ impl DayWork<'_> {
         r: &mut DayReport,
     ) -> tmpa_core::Result<()> {
         let (held_by, proof) = self.held_by();
+        // Listed now, just before the deletions: a temporary of the same name is a write
+        // of that file that died or is going on; its final file stays while it is there.
+        let beside = tmpa_maint::finals_with_temporaries(self.dir)?;
         let mut chunk: Vec<(OsString, Stamp, [u8; 32])> = Vec::with_capacity(DELETE_CHUNK);
         let flush = |chunk: &mut Vec<(OsString, Stamp, [u8; 32])>,
                      r: &mut DayReport|
@@ -552,6 +555,10 @@ impl DayWork<'_> {
             result
         };
         self.each_deletable(|name, stamp, sha| {
+            if beside.contains(&name) {
+                r.beside_temporary += 1;
+                return Ok(());
+            }
             chunk.push((name, stamp, sha));
             if chunk.len() == DELETE_CHUNK {
                 flush(&mut chunk, r)?;

@@ -103,7 +103,7 @@ pub use notify::{Acked, InboxItem, InboxQuery, NotificationInfo, NotificationLoc
 pub use problem::{Problem, ProblemKind};
 pub use root::Root;
 pub use session::SessionLocation;
-pub use store::{ArchiveConfig, StoreScheme, StoreUrl};
+pub use store::{ArchiveConfig, Credentials, StoreScheme, StoreUrl};
 pub use summary::{Summary, SummaryRead, Totals};
 
 /// Writes `bytes` to `dest` atomically and durably, replacing any previous file (its mode,

@@ -14,12 +14,67 @@ use std::path::Path;
 
 pub use tmpa_core::maintenance::ETC_CONFIG_DIR;
 use tmpa_core::maintenance::{
-    CONFIG_NAME, Dir, etc_config_dirs, is_whole, read_config_text, root_dir,
+    CONFIG_NAME, Dir, Meta, etc_config_dirs, is_whole, path_text, read_config_text, root_dir,
 };
-use tmpa_core::{ArchiveConfig, Root, StoreUrl};
+use tmpa_core::{ArchiveConfig, Credentials, Root, StoreUrl};
 
 use crate::exit::StartError;
 use crate::trust::{only_runner_writes, trusted_file};
+
+/// Where tmpa-archive's credentials are when `--credentials` does not say: root's file,
+/// read before the program becomes `TMPA_USER` (the package ships it, 0600, empty).
+pub const CREDENTIALS_FILE: &str = "/etc/tmpa/archive.env";
+/// Largest credentials file read.
+const CREDENTIALS_BYTES_MAX: u64 = 64 << 10;
+
+/// The store's credentials from `path`, else from [`CREDENTIALS_FILE`] when it exists
+/// (none when it does not). Believed only from a regular file that root or this
+/// program's user could have written alone, in a directory no one else may write: a
+/// file another user could write could send the archives elsewhere
+/// (`AWS_ENDPOINT_URL`).
+///
+/// # Errors
+/// [`StartError::Usage`] (exit 2) naming the file: it cannot be read (a run that is not
+/// root's, of root's file), or is not `NAME=value` lines; [`StartError::Untrusted`] when
+/// another user could have written it or its directory.
+pub fn read_credentials(path: Option<&Path>) -> Result<Credentials, StartError> {
+    let default = Path::new(CREDENTIALS_FILE);
+    let path = match path {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok(Credentials::default()),
+    };
+    let usage = |why: String| {
+        StartError::Usage(format!(
+            "credentials {}: {why}; nothing done",
+            path_text(path)
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| {
+        usage(format!(
+            "cannot read it ({e}): it is root's alone; run tmpa-archive as root (sudo tmpa \
+             archive ...), which reads it before it becomes TMPA_USER"
+        ))
+    })?;
+    let untrusted = |p: &Path, why| StartError::Untrusted {
+        path: p.to_path_buf(),
+        why,
+    };
+    let meta = Meta::of_fd(&file).map_err(|e| usage(e.to_string()))?;
+    trusted_file(&meta).map_err(|why| untrusted(path, why))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let dir = std::fs::File::open(parent).map_err(|e| usage(format!("{e}")))?;
+        let dmeta = Meta::of_fd(&dir).map_err(|e| usage(e.to_string()))?;
+        only_runner_writes(&dmeta).map_err(|why| untrusted(parent, why))?;
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(&file, CREDENTIALS_BYTES_MAX),
+        &mut text,
+    )
+    .map_err(|e| usage(format!("cannot read it: {e}")))?;
+    Credentials::parse(&text).map_err(usage)
+}
 
 /// The archive configuration a program run on `root` uses: `to` (the command line) over
 /// `/etc/tmpa/tmpa.toml` over `{root}/tmpa.toml` (the timeout from the file when `to`

@@ -31,10 +31,18 @@ pub struct Args {
     /// Diagnostics of the libraries beneath the patrol (`-v`/`-q`, as every program).
     #[command(flatten)]
     pub diagnostics: tmpa_maint::Diagnostics,
+    /// Started as root, patrol as USER (its uid, gid and groups from /etc/passwd and
+    /// /etc/group), for good, as the scheduled patrol does: only after opening the --log
+    /// files, so that these may stay root's and adm's. Started as USER: nothing to do;
+    /// as another user: cannot check (exit 3). root or empty: run as started
+    #[arg(long, env = "TMPA_USER", value_name = "USER")]
+    pub user: Option<String>,
 
-    /// Command that must exit 0 and print RUNNING, run with `sh -c`
-    /// (e.g. "supervisorctl status app") [default: none; the check is skipped]
-    #[arg(long, value_name = "CMD")]
+    /// Command that must exit 0 and print RUNNING, run with `sh -c` (e.g. "supervisorctl
+    /// status app", or "systemctl is-active --quiet app && echo RUNNING"); it gets only
+    /// PATH, LANG, LC_* and TZ of the patrol's environment [default: none, or empty: the
+    /// check is skipped and says it is not configured]
+    #[arg(long, value_name = "CMD", env = "TMPA_SERVICE_CMD")]
     pub service_cmd: Option<String>,
     /// Kill the service command after this long (it is then critical)
     #[arg(long, value_name = "AGE", default_value = "10s", value_parser = parse_age)]
@@ -69,7 +77,8 @@ pub struct Args {
     #[arg(long, value_name = "PCT", default_value_t = 85.0)]
     pub inodes_critical: f64,
 
-    /// A temporary unchanged for this long is stale (tmpa-tmpclean's --older-than)
+    /// A temporary unchanged for this long, neither its content (mtime) nor its inode
+    /// (ctime), is stale: tmpa-tmpclean's rule and --older-than
     #[arg(long, value_name = "AGE", default_value = "48h", value_parser = parse_age)]
     pub tmp_older_than: Duration,
     /// Warn when more than this many stale temporaries exist
@@ -159,6 +168,12 @@ pub struct Args {
     /// With --watch: stop after this long (e.g. 30m)
     #[arg(long = "for", value_name = "DURATION", requires = "watch", value_parser = parse_age)]
     pub watch_for: Option<Duration>,
+    /// With --watch, for a deploy gate: judge only what changed since the watch began.
+    /// The first patrol is the baseline; a check counts when it gets worse than it was
+    /// then (a warning that was there before, or the job checks' critical of the dry-run
+    /// weeks, does not), and the exit status is the worst such change (0 when none)
+    #[arg(long, requires = "watch")]
+    pub since_deploy: bool,
 }
 
 /// `TASK=VALUE` with a known task.

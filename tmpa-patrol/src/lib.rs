@@ -119,7 +119,7 @@ impl Status {
 
     /// Severity for combining: critical > warning > unknown > ok (the usual plugin
     /// rule: a known problem outranks a check that could not run).
-    fn severity(self) -> u8 {
+    pub(crate) fn severity(self) -> u8 {
         match self {
             Status::Ok => 0,
             Status::Unknown => 1,
@@ -506,6 +506,12 @@ pub fn run(args: &Args) -> Status {
     tmpa_maint::init_diagnostics(&args.diagnostics);
     if let Err(msg) = validate(args) {
         return cannot_check(args, &format!("usage error: {msg}"));
+    }
+    // What only root may read is opened first; then the patrol is --user, before it starts
+    // any thread (the service command's, the walk's).
+    logs::open_before_switch(args.logs.iter().map(|(_, p)| p.as_path()));
+    if let Err(e) = tmpa_maint::become_user(args.user.as_deref()) {
+        return cannot_check(args, &e.chain());
     }
     let root = match resolve_root(args.root.as_deref()) {
         Ok(r) => r,

@@ -32,6 +32,7 @@ use object_store::{
 };
 
 use super::config::{ArchiveConfig, StoreScheme, StoreUrl};
+use super::credentials::Credentials;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::names::{SessionId, UserId};
 
@@ -181,6 +182,19 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_with_retries(config: &ArchiveConfig, retries: usize) -> Result<Store> {
+        Store::open_with(config, retries, &Credentials::default())
+    }
+
+    /// [`Store::open_with_retries`], with `credentials` over the environment's settings.
+    ///
+    /// # Errors
+    /// As [`Store::open`]; also a configuration error naming a setting of `credentials`
+    /// the scheme's client does not know (a misspelt name would otherwise be ignored).
+    pub fn open_with(
+        config: &ArchiveConfig,
+        retries: usize,
+        credentials: &Credentials,
+    ) -> Result<Store> {
         let url = &config.url;
         let shown = url.to_string();
         let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Store {
@@ -214,12 +228,27 @@ impl Store {
             inner: s,
             paged: p,
         };
+        let unknown = |names: Vec<&str>| {
+            fail(
+                format!(
+                    "{}: not a setting of this store's client (misspelt?)",
+                    names.join(", ")
+                )
+                .into(),
+            )
+        };
         let (backend, base) = match url.scheme() {
             StoreScheme::S3 => {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
+                let (known, other) = credentials.keys::<K>("AWS_");
+                if !other.is_empty() {
+                    return Err(unknown(other));
+                }
+                let b = known
+                    .into_iter()
+                    .fold(AmazonS3Builder::from_env(), |b, (k, v)| b.with_config(k, v));
                 let s = Arc::new(
-                    AmazonS3Builder::from_env()
-                        .with_url(cloud_url)
+                    b.with_url(cloud_url)
                         .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)
@@ -231,9 +260,17 @@ impl Store {
             }
             StoreScheme::Gcs => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+                let (known, other) = credentials.keys::<K>("GOOGLE_");
+                if !other.is_empty() {
+                    return Err(unknown(other));
+                }
+                let b = known
+                    .into_iter()
+                    .fold(GoogleCloudStorageBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    });
                 let s = Arc::new(
-                    GoogleCloudStorageBuilder::from_env()
-                        .with_url(cloud_url)
+                    b.with_url(cloud_url)
                         .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)
@@ -245,9 +282,17 @@ impl Store {
             }
             StoreScheme::Azure => {
                 use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
+                let (known, other) = credentials.keys::<K>("AZURE_");
+                if !other.is_empty() {
+                    return Err(unknown(other));
+                }
+                let b = known
+                    .into_iter()
+                    .fold(MicrosoftAzureBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    });
                 let s = Arc::new(
-                    MicrosoftAzureBuilder::from_env()
-                        .with_url(cloud_url)
+                    b.with_url(cloud_url)
                         .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)

@@ -10,6 +10,7 @@
 #[cfg(feature = "object-store")]
 pub(crate) mod client;
 mod config;
+mod credentials;
 #[cfg(feature = "object-store")]
 mod local;
 
@@ -18,3 +19,4 @@ pub use config::{
 };
 #[cfg(feature = "maintenance")]
 pub use config::{etc_config_dirs, is_whole, read_config_text};
+pub use credentials::Credentials;
