@@ -450,7 +450,7 @@ pub fn only_a_usage_error_record(root: &Path, task: &str) {
     let record = PathBuf::from("runs").join(format!("{task}.json"));
     assert_eq!(
         state,
-        [record.clone()],
+        std::slice::from_ref(&record),
         "a refused run wrote more than its run record"
     );
     let text = fs::read(root.join(".tmpa").join(&record)).expect("run record");
