@@ -33,8 +33,13 @@ const SUFFIX: &str = ".spill";
 /// Buffer of the writer of a run.
 const WRITE_BUF_BYTES: usize = 256 << 10;
 
-/// Removes the spill files a killed run may have left. Only a run holding the
-/// compaction lock may call it: no other compaction can be using them.
+/// Leftovers one run removes at most (a kill leaves one; the directory may be the tree
+/// owner's, who could fill it with names).
+const SWEEP_MAX: usize = 64;
+
+/// Removes the spill files a killed run may have left: regular files of this program's
+/// user, at most [`SWEEP_MAX`] per run (names of others are not its leftovers). Only a
+/// run holding the compaction lock may call it: no other compaction can be using them.
 ///
 /// # Errors
 /// When the directory cannot be listed or a leftover cannot be removed.
@@ -44,14 +49,26 @@ pub(crate) fn sweep_leftovers(root: &Root) -> tmpa_core::Result<usize> {
         Err(e) if e.io_kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let leftovers = dir.names(|n| {
-        n.to_str()
-            .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+    let mut leftovers = Vec::new();
+    dir.visit_entries(|name, _, _| {
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX));
+        if ours && leftovers.len() < SWEEP_MAX {
+            leftovers.push(name.to_os_string());
+        }
     })?;
+    let runner = tmpa_maint::runner_uid();
+    let mut removed = 0;
     for name in &leftovers {
-        dir.unlink(name)?;
+        if dir.stat(name)?.is_some_and(|m| {
+            m.kind == tmpa_core::maintenance::Kind::File && m.uid == runner
+        }) {
+            dir.unlink(name)?;
+            removed += 1;
+        }
     }
-    Ok(leftovers.len())
+    Ok(removed)
 }
 
 /// Where a run is in the spill file.

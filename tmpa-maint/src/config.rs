@@ -4,8 +4,10 @@
 //! Sources, first found wins: `--to` (the command line, the caller's), then
 //! [`ETC_CONFIG_DIR`]`/tmpa.toml` (with `/`, `/etc` and `/etc/tmpa` each owned by root or
 //! this program's user and writable by no one else), then `{root}/tmpa.toml`, which is
-//! used only when it is a regular file with one link, owned by root or this program's
-//! user and writable by neither its group nor everyone. Any other `tmpa.toml` stops the
+//! used only when it is a regular file owned by root or this program's user, writable by
+//! neither its group nor everyone, whose other names (a hard-link backup's), if any,
+//! only someone who may write it could have made (`crate::trust::links_believed`). Any
+//! other `tmpa.toml` stops the
 //! run (exit 2) naming the file and why. The library (the backend, which owns the tree)
 //! reads the same two files in the same order, without the checks of who wrote them
 //! (`Root::archive_config`), so both name the same store.
@@ -61,12 +63,14 @@ pub fn read_credentials(path: Option<&Path>) -> Result<Credentials, StartError> 
         why,
     };
     let meta = Meta::of_fd(&file).map_err(|e| usage(e.to_string()))?;
-    trusted_file(&meta).map_err(|why| untrusted(path, why))?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let dir = std::fs::File::open(parent).map_err(|e| usage(format!("{e}")))?;
-        let dmeta = Meta::of_fd(&dir).map_err(|e| usage(e.to_string()))?;
-        only_runner_writes(&dmeta).map_err(|why| untrusted(parent, why))?;
-    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::File::open(parent).map_err(|e| usage(format!("{e}")))?;
+    let dmeta = Meta::of_fd(&dir).map_err(|e| usage(e.to_string()))?;
+    trusted_file(&meta, &dmeta).map_err(|why| untrusted(path, why))?;
+    only_runner_writes(&dmeta).map_err(|why| untrusted(parent, why))?;
     let mut text = String::new();
     std::io::Read::read_to_string(
         &mut std::io::Read::take(&file, CREDENTIALS_BYTES_MAX),
@@ -135,7 +139,8 @@ fn trusted_config_in(dir: &Dir) -> Result<Option<ArchiveConfig>, StartError> {
         return Ok(None);
     };
     let shown = dir.join(CONFIG_NAME);
-    trusted_file(&meta).map_err(|why| StartError::Untrusted {
+    let dir_meta = dir.meta().map_err(usage)?;
+    trusted_file(&meta, &dir_meta).map_err(|why| StartError::Untrusted {
         path: shown.clone(),
         why,
     })?;

@@ -245,6 +245,9 @@ impl Run {
             .map(|(d, _)| ReceiptLine::Delete(d.line.clone()))
             .collect();
         if !lines.is_empty() {
+            // Still this run's lock, by name: if someone took it away, another run may
+            // be deleting beside this one.
+            self.check_lock()?;
             self.record_receipt(&lines)?;
         }
         let mut outcomes = Vec::with_capacity(doomed.len());

@@ -1,160 +1,364 @@
 //! One run per program per root at a time.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, TryLockError};
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rustix::process::{Gid, Uid};
+use rustix::io::Errno;
 use tmpa_core::Root;
-use tmpa_core::maintenance::{Kind, Meta, STATE_DIR, name_text, root_dir};
+use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, name_text, root_dir, write_in};
 
 use crate::exit::StartError;
 use crate::record::Task;
-use crate::trust::{Distrust, runner_uid};
+use crate::trust::{Distrust, links_believed, runner_uid};
 
-/// Bytes of the holder's note at the start of the lock file (padded with spaces, so that a
-/// shorter note overwrites a longer one without truncating the file).
-const NOTE_BYTES: usize = 64;
+/// Largest holder note read (`pid 123 since 2026-11-25T02:30:00+01:00`).
+const NOTE_BYTES_MAX: u64 = 256;
+/// Times a lock is taken again when its file was replaced or removed between its open and
+/// its `flock` (see [`Lock::acquire`]).
+const ATTEMPTS: usize = 8;
+
+/// `.tmpa/locks`, relative to the root.
+fn locks_rel() -> PathBuf {
+    Path::new(STATE_DIR).join("locks")
+}
 
 /// The lock a program holds on a root for the duration of its run: an OS file lock
 /// (`flock`, via std's `File::try_lock`) on `{root}/.tmpa/locks/{task}.lock`.
 ///
 /// The OS releases it when the process dies, however it dies, so a killed run never
-/// leaves a stale lock. The file holds the holder's pid and start time, for the message
-/// that a second run prints.
+/// leaves a stale lock. Who holds it (pid and start time) is written beside it, in
+/// `{task}.holder`, for the message that a second run prints.
 ///
 /// # Security
-/// The lock file lies in a directory the tree's owner may write. It is opened without
-/// following a symlink, without blocking on a FIFO and without truncating, and is used
-/// only when it is a regular file with one link owned by this program's user, or (for a
-/// run as root) by the owner of the locks directory, whose file it is anyway: a link the
-/// owner planted there is refused (exit 2), and no other file is ever written through it.
-/// A run as root gives a lock file it finds root's the owner of the directory, as it does
-/// every file it creates in the tree, so that a run as that owner can use it next.
+/// The lock file lies in a directory the tree's owner may write, and is shared by the
+/// runs of every user (root's by hand, the owner's from cron, a snapshot's). It is
+/// opened **read-only** (created `O_EXCL` when missing), without following a symlink and
+/// without blocking on a FIFO, and is never written: `flock` needs no more. A name the
+/// owner planted there can therefore at worst be locked, never changed. It is used when
+/// it is a regular file whose other names, if any, could only have been made by someone
+/// who may write it ([`links_believed`]: a hard-link backup of the tree, `cp -al`, gives
+/// every lock file a second name, which stops nothing; a link to a file of root's planted
+/// by a user where `fs.protected_hardlinks` is 0 is refused, exit 2). Whose it is does
+/// not matter, so root's runs and the owner's share one lock file whoever made it. The
+/// holder's note is a separate file, replaced atomically (a temporary then a rename),
+/// never written through an existing name.
 ///
-/// A lock file another user owns (a run as root on a tree whose owner now runs the jobs,
-/// before this rule) is refused with exit 2, naming the file and the `chown` that fixes
-/// it, never reported as an I/O failure.
+/// # Guarantees
+/// After the `flock`, the path from the root (`.tmpa/locks/{task}.lock`, no symlink
+/// followed) must still name the locked file, or the lock is taken again: a file removed
+/// or replaced in the meantime is not a lock anyone else would see. [`Lock::still_held`]
+/// asks the same again, and a run asks it before each batch of deletions: a lock whose
+/// name was taken from it mid-run (by the owner of the directory, the one user who can)
+/// stops the run's deletions rather than let two runs delete side by side.
+///
+/// # Not guaranteed
+/// That a second run never starts: whoever may write `.tmpa/locks` (the tree's owner)
+/// can remove the lock file while a run holds it, and a run started then takes a new
+/// one. The first run then stops before its next batch of deletions (exit 4); a run as
+/// root on a tree whose root directory is root's is not exposed to this.
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
     path: PathBuf,
+    name: OsString,
+    stamp: Stamp,
 }
 
 impl Lock {
-    /// Takes the lock of `task` on `root` without waiting.
+    /// Takes the lock of `task` on `root` without waiting, and writes the holder's note.
+    ///
+    /// # Errors
+    /// As [`Lock::take`].
+    pub fn acquire(root: &Root, task: Task) -> Result<Lock, StartError> {
+        let lock = Lock::take(root, task)?;
+        lock.write_note(root);
+        Ok(lock)
+    }
+
+    /// Takes the lock of `task` on `root` without waiting, and without a note (for a
+    /// caller that takes several locks, all or none, and notes them once it has them).
     ///
     /// # Errors
     /// [`StartError::Locked`] naming the holder when another process holds it;
-    /// [`StartError::Untrusted`] when the lock file is a symlink, not a regular file, has
-    /// another link or another owner; [`StartError::Core`] when the state directory cannot
-    /// be made or the lock file opened.
-    pub fn acquire(root: &Root, task: Task) -> Result<Lock, StartError> {
-        let dir = root_dir(root).create_dir_all(Path::new(STATE_DIR).join("locks"))?;
-        let name = format!("{}.lock", task.as_str());
+    /// [`StartError::Untrusted`] when the lock file is a symlink, not a regular file, or
+    /// has a second name that someone who cannot write it could have made;
+    /// [`StartError::ForeignLock`] when it cannot be opened because another user owns it;
+    /// [`StartError::Core`] when the state directory cannot be made or the lock file
+    /// opened.
+    pub fn take(root: &Root, task: Task) -> Result<Lock, StartError> {
+        let dir = root_dir(root).create_dir_all(locks_rel())?;
+        let name = OsString::from(format!("{}.lock", task.as_str()));
         let path = dir.join(&name);
-        let mut file = match dir.open_or_create(OsStr::new(&name), 0o644) {
-            Err(e) if e.raw_os_error() == Some(libc_eloop()) => {
-                return Err(StartError::Untrusted {
-                    path,
-                    why: Distrust::Kind(tmpa_core::maintenance::Kind::Symlink),
-                });
-            }
-            Err(e) if e.io_kind() == std::io::ErrorKind::PermissionDenied => {
-                // Another user's file, which this one may not write: say whose, and how
-                // to give it back, not "I/O error".
-                return Err(match dir.stat(OsStr::new(&name)) {
-                    Ok(Some(meta)) if meta.uid != runner_uid() => StartError::ForeignLock {
+        for _ in 0..ATTEMPTS {
+            let file = open_checked(&dir, &name, &path)?;
+            let file = match file.try_lock() {
+                Ok(()) => file,
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StartError::Locked {
+                        holder: read_note(&dir, task),
                         path,
-                        owner: meta.uid,
-                        runner: runner_uid(),
-                    },
-                    _ => e.into(),
-                });
-            }
-            other => other?,
-        };
-        let mut meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
-        let dir_owner = dir.meta()?;
-        if meta.uid == 0 && runner_uid() == 0 && dir_owner.uid != 0 && meta.kind == Kind::File {
-            // Root's lock file in the owner's directory: the owner's, as root gives every
-            // file it makes in the tree (a run as the owner must be able to open it).
-            rustix::fs::fchown(
-                &file,
-                Some(Uid::from_raw(dir_owner.uid)),
-                Some(Gid::from_raw(dir_owner.gid)),
-            )
-            .map_err(|e| dir.error("chown", &name, std::io::Error::from(e)))?;
-            meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
-        }
-        check_lock_file(&meta, dir_owner.uid).map_err(|why| match why {
-            Distrust::Owner { uid, runner } => StartError::ForeignLock {
-                path: path.clone(),
-                owner: uid,
-                runner,
-            },
-            why => StartError::Untrusted {
-                path: path.clone(),
-                why,
-            },
-        })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = Vec::new();
-                let _ = (&mut file).take(NOTE_BYTES as u64).read_to_end(&mut holder);
-                let holder = String::from_utf8_lossy(&holder);
-                let holder = holder.trim();
-                return Err(StartError::Locked {
+                    });
+                }
+                // NFS emulates flock with byte-range locks, which want a descriptor
+                // open for writing: the same file, opened so (never written).
+                Err(TryLockError::Error(e)) if e.raw_os_error() == Some(Errno::BADF.raw_os_error()) => {
+                    lock_for_writing(&dir, &name, &path, &file, task)?
+                }
+                Err(TryLockError::Error(e)) => return Err(dir.error("lock", &name, e).into()),
+            };
+            let stamp = Meta::of_fd(&file)
+                .map_err(|e| dir.error("stat", &name, e))?
+                .stamp;
+            // Checked after the lock is taken: a file removed or replaced since it was
+            // opened is locked in vain; take the one its name names now.
+            if names_the_lock(root, &name, &stamp)? {
+                return Ok(Lock {
+                    _file: file,
                     path,
-                    holder: if holder.is_empty() {
-                        "unknown".into()
-                    } else {
-                        name_text(holder)
-                    },
+                    name,
+                    stamp,
                 });
             }
-            Err(TryLockError::Error(e)) => {
-                return Err(dir.error("lock", &name, e).into());
-            }
         }
-        let note = format!("pid {} since {}", std::process::id(), crate::now_rfc3339());
-        let note = format!("{note:<width$}\n", width = NOTE_BYTES - 1);
-        // The note is informational: failing to write it must not fail the run.
-        let _ = file.write_all_at(note.as_bytes(), 0);
-        Ok(Lock { _file: file, path })
+        Err(StartError::Locked {
+            path,
+            holder: "unknown (the lock file was removed or replaced each time it was \
+                     taken)"
+                .into(),
+        })
     }
 
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether `{root}/.tmpa/locks/{task}.lock` still names the file this lock holds (no
+    /// symlink followed): if not, someone removed or replaced it, and another run may
+    /// have taken a lock of its own.
+    ///
+    /// # Errors
+    /// [`tmpa_core::Error::Io`] naming the lock file when it does not, or when its
+    /// directory cannot be opened.
+    pub fn still_held(&self, root: &Root) -> tmpa_core::Result<()> {
+        match names_the_lock(root, &self.name, &self.stamp) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(tmpa_core::Error::io(
+                "check the lock",
+                self.path.clone(),
+                std::io::Error::other(
+                    "no longer names the lock this run holds (removed or replaced by \
+                     someone else while the run held it): another run may have started, \
+                     so this one stops before deleting more",
+                ),
+            )),
+            Err(StartError::Core(e)) => Err(e),
+            Err(e) => Err(tmpa_core::Error::io(
+                "check the lock",
+                self.path.clone(),
+                std::io::Error::other(e.chain()),
+            )),
+        }
+    }
+
+    /// Writes who holds the lock (`pid 123 since …`) to `{task}.holder` beside it,
+    /// replacing the previous note atomically. Informational: a failure is ignored.
+    pub fn write_note(&self, root: &Root) {
+        let Ok(dir) = root_dir(root).open_dir(locks_rel()) else {
+            return;
+        };
+        let note = format!(
+            "pid {} since {}\n",
+            std::process::id(),
+            crate::now_rfc3339()
+        );
+        let _ = write_in(&dir, &note_name_of(&self.name), note.as_bytes(), false);
+    }
 }
 
-/// `ELOOP`: what `O_NOFOLLOW` answers for a symlink.
-fn libc_eloop() -> i32 {
-    rustix::io::Errno::LOOP.raw_os_error()
+/// `{task}.holder` for `{task}.lock`.
+fn note_name_of(lock_name: &OsStr) -> OsString {
+    let stem = lock_name.to_string_lossy();
+    let stem = stem.strip_suffix(".lock").unwrap_or(&stem);
+    OsString::from(format!("{stem}.holder"))
 }
 
-/// A lock file is used only when it is a regular file with one link, owned by this
-/// program's user, or by root, or (for a run as root) by `dir_owner`, the owner of the
-/// locks directory, who could replace it anyway.
-fn check_lock_file(meta: &Meta, dir_owner: u32) -> Result<(), Distrust> {
+/// The holder's note of `task`'s lock, as its holder wrote it, or "unknown".
+fn read_note(dir: &Dir, task: Task) -> String {
+    let name = format!("{}.holder", task.as_str());
+    match dir.read(&name, NOTE_BYTES_MAX) {
+        Ok((bytes, _)) => {
+            let text = String::from_utf8_lossy(&bytes);
+            match text.trim() {
+                "" => "unknown".into(),
+                t => name_text(t),
+            }
+        }
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Opens the lock file `name` of `dir` read-only (created when missing) and checks it.
+fn open_checked(dir: &Dir, name: &OsStr, path: &Path) -> Result<File, StartError> {
+    let file = match dir.open_lock(name, 0o644) {
+        Ok((file, _created)) => file,
+        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+            return Err(StartError::Untrusted {
+                path: path.to_path_buf(),
+                why: Distrust::Kind(Kind::Symlink),
+            });
+        }
+        Err(e) if e.io_kind() == std::io::ErrorKind::PermissionDenied => {
+            // Another user's file that this one may not even read: say whose, and how
+            // to give it back, not "I/O error".
+            return Err(match dir.stat(name) {
+                Ok(Some(meta)) if meta.uid != runner_uid() => StartError::ForeignLock {
+                    path: path.to_path_buf(),
+                    owner: meta.uid,
+                    runner: runner_uid(),
+                },
+                _ => e.into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", name, e))?;
+    check_lock_file(&meta, &dir.meta()?).map_err(|why| StartError::Untrusted {
+        path: path.to_path_buf(),
+        why,
+    })?;
+    Ok(file)
+}
+
+/// The lock taken on a descriptor open for writing, where the file system wants one
+/// (NFS): only for a file of this program's user with one name, the very file `read`
+/// is open on. Nothing is written through it.
+fn lock_for_writing(
+    dir: &Dir,
+    name: &OsStr,
+    path: &Path,
+    read: &File,
+    task: Task,
+) -> Result<File, StartError> {
+    let read_meta = Meta::of_fd(read).map_err(|e| dir.error("stat", name, e))?;
+    if read_meta.uid != runner_uid() || read_meta.links != 1 {
+        return Err(StartError::Untrusted {
+            path: path.to_path_buf(),
+            why: if read_meta.links != 1 {
+                Distrust::Links(read_meta.links)
+            } else {
+                Distrust::Owner {
+                    uid: read_meta.uid,
+                    runner: runner_uid(),
+                }
+            },
+        });
+    }
+    let file = dir.open_write_existing(name)?;
+    let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", name, e))?;
+    if !meta.stamp.same_inode(&read_meta.stamp) || meta.kind != Kind::File {
+        return Err(StartError::Untrusted {
+            path: path.to_path_buf(),
+            why: Distrust::Kind(meta.kind),
+        });
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StartError::Locked {
+            holder: read_note(dir, task),
+            path: path.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(dir.error("lock", name, e).into()),
+    }
+}
+
+/// Whether `.tmpa/locks/{name}` of `root`, reached from the root without following a
+/// symlink, names the file `stamp` describes.
+fn names_the_lock(root: &Root, name: &OsStr, stamp: &Stamp) -> Result<bool, StartError> {
+    let dir = match root_dir(root).open_dir(locks_rel()) {
+        Ok(d) => d,
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(tmpa_core::Error::Unsafe { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(dir
+        .stat(name)?
+        .is_some_and(|m| m.kind == Kind::File && m.stamp.same_inode(stamp)))
+}
+
+/// A lock file is used when it is a regular file whose other names, if any, someone who
+/// could not write it could not have made (`dir` is the locks directory). Whose it is
+/// does not matter: it is never written.
+fn check_lock_file(meta: &Meta, dir: &Meta) -> Result<(), Distrust> {
     if meta.kind != Kind::File {
         return Err(Distrust::Kind(meta.kind));
     }
-    if meta.links != 1 {
-        return Err(Distrust::Links(meta.links));
+    links_believed(meta, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("token_stats")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        (t, root)
     }
-    let runner = runner_uid();
-    let ok = meta.uid == runner || meta.uid == 0 || (runner == 0 && meta.uid == dir_owner);
-    if !ok {
-        return Err(Distrust::Owner {
-            uid: meta.uid,
-            runner,
-        });
+
+    #[test]
+    fn a_second_run_is_refused_and_named_and_a_hard_link_copy_stops_nothing() {
+        let (t, root) = tree();
+        let held = Lock::acquire(&root, Task::CompactEvents).unwrap();
+        let lock = t.path().join(".tmpa/locks/compact_events.lock");
+        assert_eq!(std::fs::metadata(&lock).unwrap().len(), 0, "never written");
+        let e = Lock::acquire(&root, Task::CompactEvents).unwrap_err();
+        let StartError::Locked { holder, .. } = &e else {
+            panic!("{e}")
+        };
+        assert!(
+            holder.starts_with(&format!("pid {} since ", std::process::id())),
+            "{holder}"
+        );
+        drop(held);
+        // `cp -al` of the tree: every lock file gets a second name.
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::hard_link(&lock, copy.path().join("compact_events.lock")).unwrap();
+        let again = Lock::acquire(&root, Task::CompactEvents).unwrap();
+        again.still_held(&root).unwrap();
     }
-    Ok(())
+
+    #[test]
+    fn a_lock_whose_name_was_taken_is_no_longer_held() {
+        let (t, root) = tree();
+        let held = Lock::acquire(&root, Task::ArchiveHistory).unwrap();
+        let lock = t.path().join(".tmpa/locks/archive_history.lock");
+        std::fs::remove_file(&lock).unwrap();
+        let e = held.still_held(&root).unwrap_err();
+        assert!(e.chain().contains("no longer names"), "{}", e.chain());
+        // A second run takes a new lock, which the first one sees is not its own.
+        let second = Lock::acquire(&root, Task::ArchiveHistory).unwrap();
+        assert!(held.still_held(&root).is_err());
+        second.still_held(&root).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_or_a_symlink_at_the_lock_s_name_is_refused_without_blocking() {
+        let (t, root) = tree();
+        let locks = t.path().join(".tmpa/locks");
+        std::fs::create_dir_all(&locks).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            locks.join("tmp_cleanup.lock"),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        let e = Lock::acquire(&root, Task::TmpCleanup).unwrap_err();
+        assert!(e.to_string().contains("a fifo"), "{e}");
+        std::os::unix::fs::symlink("/etc/passwd", locks.join("snapshot.lock")).unwrap();
+        let e = Lock::acquire(&root, Task::Snapshot).unwrap_err();
+        assert!(e.to_string().contains("a symlink"), "{e}");
+    }
 }

@@ -1,17 +1,38 @@
 //! Receipts: an append-only, fsynced JSON-lines record of what a run deleted,
-//! `{root}/.tmpa/receipts/{task}/{start time}-{pid}.jsonl`. Each line is written and
-//! fsynced **before** the file it names is deleted.
+//! `{root}/.tmpa/receipts/{task}/{run}.jsonl` (`{run}`: the run's id, see
+//! `crate::run::RunId`). Each line is written and fsynced **before** the file it names is
+//! deleted.
+//!
+//! # Security
+//! The receipts' directory is the tree owner's. A receipt is created `O_EXCL` under a
+//! name no one can predict (its run's id ends in 64 random bits), never following a
+//! symlink, so no name planted there in advance (a FIFO that would block the run, a link
+//! to a file of root's that it would append to) is ever opened; it is a regular file of
+//! this program's user with one name, checked on the descriptor. Read back (by the
+//! recovery of a killed run) only when it is still such a file ([`read_deletions`]), line
+//! by line, each line at most [`RECEIPT_LINE_BYTES_MAX`] and the whole at most
+//! [`RECEIPT_READ_BYTES_MAX`]: what a receipt cannot prove is put back, never deleted.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
-use tmpa_core::maintenance::{Dir, STATE_DIR, Stamp, root_dir};
+use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, root_dir};
 
 use crate::record::Task;
+use crate::trust::{Distrust, links_believed, runner_uid};
+
+/// Longest receipt line read back; a longer one is skipped unread (a real line is well
+/// under 20 KiB: a path of 4096 bytes, escaped, and a held-by URL).
+pub const RECEIPT_LINE_BYTES_MAX: usize = 64 << 10;
+/// Most bytes of one receipt read back: a receipt holds a line (about 500 bytes) per
+/// deleted file, so this covers a run that deleted about eight million files; the
+/// recovery stops earlier when it found what it looked for.
+pub const RECEIPT_READ_BYTES_MAX: u64 = 4 << 30;
 
 /// One line of a receipt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -140,13 +161,29 @@ pub(crate) struct Receipt {
     pub(crate) path: PathBuf,
 }
 
+/// `.tmpa/receipts/{task}`, relative to the root.
+fn receipts_rel(task: Task) -> PathBuf {
+    Path::new(STATE_DIR).join("receipts").join(task.as_str())
+}
+
 impl Receipt {
-    /// Creates the receipt of the run `run_id` (`{run_id}.jsonl`).
+    /// Creates the receipt of the run `run_id` (`{run_id}.jsonl`): a new file (`O_EXCL`,
+    /// never following a symlink), checked on its descriptor to be a regular file of
+    /// this program's user with one name.
+    ///
+    /// # Errors
+    /// [`tmpa_core::Error::Io`] naming the receipt: it cannot be made, or its name is
+    /// taken (kind `AlreadyExists`: no run id repeats, so something was planted there).
     pub(crate) fn create(root: &Root, task: Task, run_id: &str) -> tmpa_core::Result<Receipt> {
-        let dir = root_dir(root)
-            .create_dir_all(Path::new(STATE_DIR).join("receipts").join(task.as_str()))?;
+        let dir = root_dir(root).create_dir_all(receipts_rel(task))?;
         let name = format!("{run_id}.jsonl");
-        let file = dir.open_append(OsStr::new(&name), 0o644)?;
+        let file = dir.create_new(OsStr::new(&name), 0o644)?;
+        let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
+        // What O_EXCL made: anything else is a bug of the file layer, not a plant.
+        assert!(
+            meta.kind == Kind::File && meta.links == 1 && meta.uid == runner_uid(),
+            "a receipt made with O_EXCL is a new regular file of this program's user"
+        );
         dir.sync()?;
         Ok(Receipt {
             file,
@@ -169,9 +206,142 @@ impl Receipt {
     }
 }
 
+/// What the receipt of the run `run_id` of `task` proves of `wanted`: the stamps among
+/// them that a complete `delete` line names (same inode, size and mtime; the move into
+/// the quarantine changed the ctime). Read only when the receipt is a regular file of
+/// this program's user whose other names, if any, could only have been made by someone
+/// who may write it (a receipt it did not write proves nothing), and within the bounds
+/// of [`RECEIPT_LINE_BYTES_MAX`] and [`RECEIPT_READ_BYTES_MAX`]; stops as soon as every
+/// stamp is found.
+///
+/// # Errors
+/// Why the receipt was not believed or read; what it proves is then nothing (the
+/// caller puts the files back).
+pub(crate) fn read_deletions(
+    root: &Root,
+    task: Task,
+    run_id: &str,
+    wanted: &[Stamp],
+) -> Result<HashSet<Stamp>, String> {
+    let dir = root_dir(root)
+        .open_dir(receipts_rel(task))
+        .map_err(|e| e.chain())?;
+    let name = format!("{run_id}.jsonl");
+    let file = dir.open_read(&name).map_err(|e| e.chain())?;
+    let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e).chain())?;
+    let untrusted = |why: Distrust| format!("{}: not believed: {why}", dir.join(&name).display());
+    if meta.kind != Kind::File {
+        return Err(untrusted(Distrust::Kind(meta.kind)));
+    }
+    if meta.uid != runner_uid() {
+        return Err(untrusted(Distrust::Owner {
+            uid: meta.uid,
+            runner: runner_uid(),
+        }));
+    }
+    links_believed(&meta, &dir.meta().map_err(|e| e.chain())?).map_err(untrusted)?;
+    let mut found = HashSet::new();
+    let reader = std::io::BufReader::with_capacity(64 << 10, file.take(RECEIPT_READ_BYTES_MAX));
+    let result = for_each_line(reader, RECEIPT_LINE_BYTES_MAX, |line| {
+        if let Ok(ReceiptLine::Delete(d)) = serde_json::from_slice::<ReceiptLine>(line)
+            && let Some(w) = wanted.iter().find(|w| w.same_but_ctime(&d.stamp))
+        {
+            found.insert(*w);
+        }
+        found.len() < wanted.len()
+    });
+    result.map_err(|e| dir.error("read", &name, e).chain())?;
+    Ok(found)
+}
+
+/// Calls `each` with every complete line of `reader` (without its newline) no longer
+/// than `line_max` bytes, until it returns `false`; a longer line is skipped without
+/// being held in memory, as is a last line without its newline (a torn write). Memory:
+/// `line_max` plus the reader's buffer, whatever the input.
+///
+/// # Errors
+/// A read error.
+pub(crate) fn for_each_line(
+    mut reader: impl BufRead,
+    line_max: usize,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (chunk, ends_line) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        if !too_long {
+            if line.len() + chunk.len() > line_max {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        let used = chunk.len() + usize::from(ends_line);
+        reader.consume(used);
+        if ends_line {
+            if !too_long && !each(&line) {
+                return Ok(());
+            }
+            line.clear();
+            too_long = false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_read_within_their_bound_and_torn_or_long_ones_skipped() {
+        let text = b"one\ntwo-is-long\n\nthree\ntorn".to_vec();
+        for cap in [1, 2, 3, 7, 64] {
+            let reader = std::io::BufReader::with_capacity(cap, &text[..]);
+            let mut seen = Vec::new();
+            for_each_line(reader, 5, |l| {
+                seen.push(String::from_utf8(l.to_vec()).unwrap());
+                true
+            })
+            .unwrap();
+            assert_eq!(seen, ["one", "", "three"], "buffer of {cap}");
+        }
+        // Stopped by the caller.
+        let mut n = 0;
+        for_each_line(&b"a\nb\nc\n"[..], 5, |_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_huge_line_without_a_newline_is_never_held() {
+        // 64 MiB of zeros: a sparse receipt with no newline, read through a 64 KiB
+        // buffer with a 64 KiB line bound.
+        let zeros = std::io::repeat(0).take(64 << 20);
+        let reader = std::io::BufReader::with_capacity(64 << 10, zeros);
+        let mut lines = 0;
+        for_each_line(reader, RECEIPT_LINE_BYTES_MAX, |_| {
+            lines += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(lines, 0);
+    }
 
     #[test]
     fn lines_are_typed_and_read_back() {

@@ -100,6 +100,11 @@ pub struct RunRecord {
     /// The digest of the plan a real run applied (`--apply-plan`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_plan: Option<String>,
+    /// The run's id (`{start time}-{16 hex digits}`): the stem of its receipt
+    /// (`receipts/{task}/{run}.jsonl`, when it deleted anything) and the name of its
+    /// quarantine directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// `false` in the record a run writes as it starts: the run is going on, or was
     /// killed ("did not finish"; its `exit_code` is then 4 and `finished_at` its start).
     /// Absent (true) once it finished.
@@ -162,6 +167,7 @@ impl RunRecord {
             plan_digest: None,
             plan_streak: None,
             applied_plan: None,
+            run: None,
             finished: false,
             pid: Some(std::process::id()),
         }

@@ -60,7 +60,9 @@ pub struct Run {
     /// The record the previous run left (read before this run wrote its own at start):
     /// what it carries forward, and the plan it compares with.
     previous: Option<RunRecord>,
-    _lock: Lock,
+    /// This run's id: the stem of its receipt, the name of its quarantine directories.
+    run_id: String,
+    lock: Lock,
 }
 
 impl Run {
@@ -79,6 +81,7 @@ impl Run {
     ) -> Result<Run, StartError> {
         let lock = Lock::acquire(&root, task)?;
         let started = Local::now();
+        let run_id = run_id(started);
         let previous = read_run_record(&root, task.as_str()).ok().flatten();
         let mut record = RunRecord::new(
             task.as_str(),
@@ -88,6 +91,7 @@ impl Run {
         );
         record.program = Some(program.to_owned());
         record.root = Some(path_text(root.path()));
+        record.run = Some(run_id.clone());
         if let Err(e) = write_run_record(&root, &record) {
             // A full disk is the usual cause, and this run may be what frees it (a day
             // compacted, sessions archived): the work goes on and says what fails, and
@@ -97,7 +101,6 @@ impl Run {
                 line_text(&e.chain())
             );
         }
-        let run_id = run_id(started);
         let recovered = if mode.deletes() {
             quarantine::recover(&root, task, &run_id)?
         } else {
@@ -114,10 +117,11 @@ impl Run {
             saving: None,
             applying: None,
             pace: std::time::Duration::ZERO,
-            quarantine: Quarantine::new(task, run_id),
+            quarantine: Quarantine::new(task, run_id.clone()),
             recovered,
             previous,
-            _lock: lock,
+            run_id,
+            lock,
         };
         if !run.recovered.is_empty() {
             // The killed run's receipt says "delete" of each; this one says what became
@@ -209,13 +213,25 @@ impl Run {
             "only a real run deletes and writes receipts"
         );
         if self.receipt.is_none() {
-            self.receipt = Some(Receipt::create(
-                &self.root,
-                self.task,
-                &run_id(self.started),
-            )?);
+            self.receipt = Some(Receipt::create(&self.root, self.task, &self.run_id)?);
         }
         self.receipt.as_mut().expect("created above").append(lines)
+    }
+
+    /// Whether this run still holds its lock by name ([`Lock::still_held`]): asked before
+    /// each batch of deletions, so that a run whose lock file someone removed or replaced
+    /// (and another run may have taken anew) deletes nothing more.
+    ///
+    /// # Errors
+    /// [`tmpa_core::Error::Io`] naming the lock file when it no longer names this run's.
+    pub(crate) fn check_lock(&self) -> tmpa_core::Result<()> {
+        self.lock.still_held(&self.root)
+    }
+
+    /// This run's id (`{start time}-{16 hex digits}`): the stem of its receipt and the
+    /// name of its quarantine directories.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// Writes the run record and returns it with the log's last line.
@@ -324,6 +340,7 @@ impl Run {
             plan_digest: plan_digest.clone(),
             plan_streak,
             applied_plan: applied_plan.clone(),
+            run: Some(self.run_id.clone()),
             finished: true,
             pid: None,
         };
@@ -352,13 +369,29 @@ impl Run {
     }
 }
 
-/// A run's name among the runs of its task, `{start time}-{pid}`: the stem of its receipt
-/// and the name of its quarantine directory.
+/// A run's name among the runs of its task, `{start time}-{16 hex digits}`: the stem of
+/// its receipt and the name of its quarantine directories. The 64 bits are the kernel's
+/// (`getrandom`): no two runs share an id, whatever their pids (every container's first
+/// process is pid 1) and however the clock steps, and no one can tell a run's id before
+/// the run makes its files, so no one can plant anything at their names. The time comes
+/// first so that a listing sorts by start.
 fn run_id(started: DateTime<Local>) -> String {
+    let mut random = [0u8; 8];
+    let mut filled = 0;
+    while filled < random.len() {
+        match rustix::rand::getrandom(&mut random[filled..], rustix::rand::GetRandomFlags::empty())
+        {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // getrandom(2) fails only before the kernel's pool is initialised (never
+            // with these flags: it waits) or without the call (Linux < 3.17).
+            Err(e) => panic!("getrandom: {e}"),
+        }
+    }
     format!(
-        "{}-{}",
+        "{}-{:016x}",
         started.format("%Y%m%dT%H%M%S%z"),
-        std::process::id()
+        u64::from_le_bytes(random)
     )
 }
 
@@ -691,4 +724,23 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         eprintln!("{}", line_text(&note));
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_never_repeat_and_sort_by_start() {
+        let now = Local::now();
+        let ids: std::collections::BTreeSet<String> = (0..1000).map(|_| run_id(now)).collect();
+        assert_eq!(ids.len(), 1000);
+        let id = ids.first().expect("ids");
+        let (time, random) = id.rsplit_once('-').expect("time-random");
+        assert_eq!(random.len(), 16, "{id}");
+        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(time, now.format("%Y%m%dT%H%M%S%z").to_string());
+        let later = run_id(now + chrono::Duration::seconds(1));
+        assert!(ids.iter().all(|i| *i < later), "{later}");
+    }
 }

@@ -92,8 +92,10 @@ pub struct Args {
     #[arg(long)]
     pub dry_run: bool,
     /// Wait this long at most for a running tmpa-compact, tmpa-archive or tmpa-tmpclean to
-    /// finish (their locks), then exit 3 (a whole number and a unit: s, m, h)
-    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = parse_age,
+    /// finish (their locks; none is held while waiting), then exit 3 (a whole number and a
+    /// unit: s, m, h; 0s: do not wait). The default covers a paced compaction or a weekly
+    /// archival of a large tree
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = parse_age,
           conflicts_with = "dry_run")]
     pub wait: Duration,
     /// Print the report as one JSON document on stdout (log lines go to stderr)
@@ -250,7 +252,7 @@ fn snapshot(run: &mut Run, dest: &take::Destination, wait: Duration) -> (Report,
         failure: None,
         exit_code: 0,
     };
-    let _locks = if run.dry_run() {
+    let locks = if run.dry_run() {
         Vec::new()
     } else {
         match hold_maintenance_locks(run, wait) {
@@ -263,7 +265,11 @@ fn snapshot(run: &mut Run, dest: &take::Destination, wait: Duration) -> (Report,
             }
         }
     };
-    let outcome = take::take(run.root(), dest, run.dry_run(), &mut report);
+    let root = run.root().clone();
+    // The locks still held by name once every file is taken: if someone removed one
+    // meanwhile, a maintenance run may have moved files during the pass.
+    let still_consistent = || locks.iter().try_for_each(|l| l.still_held(&root));
+    let outcome = take::take(run.root(), dest, run.dry_run(), &mut report, still_consistent);
     if !run.dry_run() {
         report.secs = Some(started.elapsed().as_secs_f64());
     }
@@ -273,32 +279,68 @@ fn snapshot(run: &mut Run, dest: &take::Destination, wait: Duration) -> (Report,
             eprintln!("{PROGRAM}: error: {}", e.chain());
             ExitStatus::Failure
         }
-        Ok(()) if report.counts.not_regular + report.counts.failed > 0 => ExitStatus::NeedsLook,
+        Ok(()) if report.counts.not_regular > 0 => ExitStatus::NeedsLook,
         Ok(()) => ExitStatus::Ok,
     };
     (report, status)
 }
 
-/// Takes the locks of [`HELD_TASKS`], waiting at most `wait` for their holders.
+/// How often a snapshot waiting for the maintenance locks tries them again.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Takes the locks of [`HELD_TASKS`], all of them or none: while one is held by a
+/// maintenance run, the others are let go again, so that a waiting snapshot never holds
+/// up a job; tried again every [`WAIT_POLL`] for at most `wait`, saying once on stderr
+/// what it waits for.
 ///
 /// # Errors
-/// [`StartError::Locked`] naming the last lock still held when the wait is over.
+/// [`StartError::Locked`] naming a lock still held when the wait is over; any other
+/// refusal of a lock at once.
 fn hold_maintenance_locks(run: &Run, wait: Duration) -> Result<Vec<Lock>, StartError> {
     let deadline = Instant::now() + wait;
-    let mut locks = Vec::with_capacity(HELD_TASKS.len());
-    for task in HELD_TASKS {
-        loop {
-            match Lock::acquire(run.root(), task) {
-                Ok(l) => {
-                    locks.push(l);
+    let mut said = false;
+    loop {
+        let mut locks = Vec::with_capacity(HELD_TASKS.len());
+        let mut busy = None;
+        for task in HELD_TASKS {
+            match Lock::take(run.root(), task) {
+                Ok(l) => locks.push(l),
+                Err(e @ StartError::Locked { .. }) => {
+                    busy = Some(e);
                     break;
-                }
-                Err(StartError::Locked { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(e),
             }
         }
+        let Some(busy) = busy else {
+            for l in &locks {
+                l.write_note(run.root());
+            }
+            return Ok(locks);
+        };
+        drop(locks);
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(busy);
+        }
+        if !said {
+            eprintln!(
+                "{} {PROGRAM}: waiting up to {} for {}",
+                tmpa_maint::now_rfc3339(),
+                age_words(wait),
+                busy.chain()
+            );
+            said = true;
+        }
+        std::thread::sleep(WAIT_POLL.min(deadline - now));
     }
-    Ok(locks)
+}
+
+/// `wait` as `--wait` takes it: `1h`, `30m`, `45s`.
+fn age_words(wait: Duration) -> String {
+    match wait.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }

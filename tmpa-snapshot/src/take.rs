@@ -1,21 +1,22 @@
 //! The snapshot pass: one descriptor walk of the tree, each regular file hard-linked or
 //! copied into the destination, which is built under a private name and published by one
-//! rename.
+//! rename only when every file was taken.
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::Serialize;
 use tmpa_core::maintenance::{
-    CONFIG_NAME, DATA_DIRS, Dir, Kind, Meta, STATE_DIR, SUMMARY_NAME, path_text, root_dir,
+    CONFIG_NAME, DATA_DIRS, Dir, Kind, Meta, STATE_DIR, SUMMARY_NAME, Stamp, path_text, root_dir,
     temp_final_name, write_in,
 };
-use tmpa_core::{Problem, ProblemKind, Root};
-use tmpa_maint::StartError;
+use tmpa_core::{Root, Problem, ProblemKind};
+use tmpa_maint::{StartError, Task, only_runner_writes, read_run_record, runner_uid};
 
 use crate::{PROBLEMS_LISTED_MAX, Report};
 
@@ -31,6 +32,11 @@ const DEPTH_MAX: usize = 32;
 const OWN_RUN_RECORD: &str = "snapshot.json";
 /// The snapshot's own record, in its `.tmpa/`.
 pub const MANIFEST_NAME: &str = "snapshot.json";
+/// The tasks that write receipts and quarantine directories.
+const DELETING_TASKS: [Task; 3] = [Task::CompactEvents, Task::ArchiveHistory, Task::TmpCleanup];
+/// Run directories of one task's `quarantine/in-flight/` looked at (a killed run leaves
+/// one; the directory may be the tree owner's, who could fill it with names).
+const IN_FLIGHT_RUNS_MAX: usize = 1024;
 
 /// How the files are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,20 +77,23 @@ pub struct Counts {
     pub dirs: u64,
     /// Files taken as hard links.
     pub linked: u64,
-    /// Files taken as copies (all with `--copy`; else where a link was refused: another
-    /// mount of the file system, `protected_hardlinks`, the link limit).
+    /// Files taken as copies (all with `--copy`; else `tmpa.toml`, the run records, the
+    /// receipts of runs that did not finish, and where a link was refused: another mount
+    /// of the file system, `protected_hardlinks`, the link limit).
     pub copied: u64,
     /// `_summary.json` caches left out.
     pub summaries_left_out: u64,
     /// Temporaries left out.
     pub temporaries_left_out: u64,
-    /// Symlinks, fifos, sockets, devices left out (each a problem).
+    /// Symlinks, fifos, sockets, devices, and directories deeper than 32 levels, left out
+    /// (each a problem).
     pub not_regular: u64,
     /// Entries at the top of the root that are not part of the tree, left out.
     pub other_left_out: u64,
     /// Files gone between the listing and the link or copy (deleted by the backend).
     pub vanished: u64,
-    /// Files that could not be read (each a problem).
+    /// Files or directories that could not be read or taken: any stops the pass, and
+    /// nothing is published.
     pub failed: u64,
 }
 
@@ -101,45 +110,73 @@ pub struct Destination {
 
 impl Destination {
     /// Checks `to` for a snapshot of `root`: a new name in an existing directory, outside
-    /// the root, with no partial build left by an interrupted run.
+    /// the root, with no partial build left by an interrupted run, reached from `/` one
+    /// directory at a time without following a symlink, through directories only root
+    /// (or this program's user) may write, or sticky ones of root's (`/tmp`), where no
+    /// one else may rename what root puts there. A directory on the way that another user
+    /// may write could swap the snapshot, or the directory above it, for its own while the
+    /// snapshot is built or after it is published; a symlink on the way could lead the
+    /// snapshot anywhere. A relative `to` starts from the current directory's real path.
     ///
     /// # Errors
-    /// [`StartError::Usage`] saying what is wrong; [`StartError::Core`] when the parent
-    /// cannot be opened.
+    /// [`StartError::Usage`] saying what is wrong; [`StartError::Untrusted`] naming a
+    /// directory on the way that another user may write; [`StartError::Core`] when a
+    /// directory cannot be opened.
     pub fn check(root: &Root, to: &Path, copy: bool) -> Result<Destination, StartError> {
-        let name = to
-            .file_name()
-            .filter(|n| !n.as_bytes().starts_with(b"."))
-            .ok_or_else(|| {
-                StartError::Usage(format!(
-                    "--to {}: give a directory name that does not start with '.'",
-                    path_text(to)
-                ))
-            })?
-            .to_owned();
-        let parent_path = match to.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
+        let usage = |why: String| StartError::Usage(format!("--to {}: {why}", path_text(to)));
+        let absolute = if to.is_absolute() {
+            to.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| usage(format!("the current directory cannot be used: {e}")))?
+                .join(to)
         };
-        let canonical = std::fs::canonicalize(&parent_path).map_err(|e| {
-            StartError::Usage(format!(
-                "--to {}: its parent directory cannot be used: {e}",
-                path_text(to)
-            ))
-        })?;
-        if canonical.join(&name).starts_with(root.path()) {
-            return Err(StartError::Usage(format!(
-                "--to {}: is inside the root {}; a snapshot goes outside the tree",
-                path_text(to),
-                path_text(root.path())
-            )));
+        // `..` is taken lexically: no symlink is ever followed, so it means the
+        // directory above.
+        let mut parts: Vec<OsString> = Vec::new();
+        for c in absolute.components() {
+            match c {
+                Component::Normal(n) => parts.push(n.to_os_string()),
+                Component::ParentDir => {
+                    parts.pop();
+                }
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
         }
-        let parent = Dir::open_path(&canonical)?;
+        let name = parts
+            .pop()
+            .filter(|n| !n.as_bytes().starts_with(b"."))
+            .ok_or_else(|| usage("give a directory name that does not start with '.'".into()))?;
+        let root_stamp = root_dir(root).meta()?.stamp;
+        let mut parent = Dir::open_path(Path::new("/"))?;
+        check_on_the_way(&parent, &root_stamp, to)?;
+        for part in &parts {
+            let shown = parent.join(part);
+            match parent.stat(part)? {
+                None => return Err(usage(format!("{} does not exist", path_text(&shown)))),
+                Some(m) if m.kind == Kind::Symlink => {
+                    return Err(usage(format!(
+                        "{} is a symlink, which is never followed (another user could point \
+                         it elsewhere): give the path it stands for (realpath)",
+                        path_text(&shown)
+                    )));
+                }
+                Some(m) if m.kind != Kind::Directory => {
+                    return Err(usage(format!("{} is not a directory", path_text(&shown))));
+                }
+                Some(_) => {}
+            }
+            parent = parent.open_dir(part).map_err(|e| match e {
+                tmpa_core::Error::Unsafe { .. } => usage(format!(
+                    "{} was replaced by a symlink as it was opened; never followed",
+                    path_text(&shown)
+                )),
+                other => other.into(),
+            })?;
+            check_on_the_way(&parent, &root_stamp, to)?;
+        }
         if parent.stat(&name)?.is_some() {
-            return Err(StartError::Usage(format!(
-                "--to {}: exists; a snapshot goes to a new directory",
-                path_text(to)
-            )));
+            return Err(usage("exists; a snapshot goes to a new directory".into()));
         }
         let mut partial = OsString::from(".");
         partial.push(&name);
@@ -150,17 +187,14 @@ impl Destination {
                 path_text(&parent.join(&partial))
             )));
         }
-        let same_fs = parent
-            .meta()?
-            .stamp
-            .same_device(&root_dir(root).meta()?.stamp);
+        let same_fs = parent.meta()?.stamp.same_device(&root_stamp);
         let method = match (copy, same_fs) {
             (true, _) => Method::CopyAsked,
             (false, false) => Method::CopyOtherFs,
             (false, true) => Method::Link,
         };
         Ok(Destination {
-            path: canonical.join(&name),
+            path: parent.join(&name),
             parent,
             name,
             partial,
@@ -179,67 +213,167 @@ impl Destination {
     }
 }
 
+/// A directory on the way to `--to`: not the root (the snapshot goes outside the tree),
+/// and written by no one but root and this program's user, or sticky and root's.
+fn check_on_the_way(dir: &Dir, root: &Stamp, to: &Path) -> Result<(), StartError> {
+    let meta = dir.meta()?;
+    if meta.stamp.same_inode(root) {
+        return Err(StartError::Usage(format!(
+            "--to {}: is inside the root {}; a snapshot goes outside the tree",
+            path_text(to),
+            path_text(dir.path())
+        )));
+    }
+    let sticky_and_ours = meta.mode & 0o1000 != 0 && (meta.uid == 0 || meta.uid == runner_uid());
+    match only_runner_writes(&meta) {
+        Ok(()) => Ok(()),
+        Err(_) if sticky_and_ours => Ok(()),
+        Err(why) => Err(StartError::Untrusted {
+            path: dir.path().to_path_buf(),
+            why,
+        }),
+    }
+}
+
 /// Why a pass stopped: the destination cannot be written (full, read-only, gone).
 pub type Fatal = tmpa_core::Error;
 
 /// Takes the snapshot of `root` into `dest` (a dry run counts what it would take).
+/// `still_consistent` is asked last, before the snapshot is published (the caller's
+/// maintenance locks still held by name).
 ///
 /// # Errors
-/// The first failure writing the destination; the partial build is then left, named.
+/// The first failure: a file or directory of the tree that cannot be read, the
+/// destination that cannot be written (full, read-only, gone), `still_consistent`'s
+/// refusal. Nothing is then published, and the partial build is removed (its error
+/// names it when it could not be).
 pub fn take(
     root: &Root,
     dest: &Destination,
     dry_run: bool,
     report: &mut Report,
+    still_consistent: impl FnOnce() -> Result<(), Fatal>,
 ) -> Result<(), Fatal> {
     let src = root_dir(root);
     let mut t = Taker {
         method: dest.method,
         as_root: rustix::process::geteuid().is_root(),
+        unfinished: unfinished_receipts(root),
         report,
     };
-    let top = if dry_run {
+    let Some(top) = (if dry_run {
         None
     } else {
         Some(dest.parent.create_dir_new(&dest.partial, 0o700)?)
+    }) else {
+        return t.top(src, None);
     };
-    let pass = t.top(src, top.as_ref());
-    let top = match (pass, top) {
-        (Err(e), Some(_)) => {
-            return Err(tmpa_core::Error::io(
-                "snapshot",
-                dest.parent.join(&dest.partial),
-                io::Error::other(format!(
-                    "{}; the incomplete snapshot is left there: remove it (rm -r)",
-                    e.chain()
-                )),
-            ));
-        }
-        (Err(e), None) => return Err(e),
-        (Ok(()), None) => return Ok(()),
-        (Ok(()), Some(top)) => top,
-    };
-    t.manifest(root, &top)?;
-    finish_dir(&top, &src.meta()?, t.as_root)?;
+    let built = t
+        .top(src, Some(&top))
+        .and_then(|()| t.manifest(root, &top))
+        .and_then(|()| finish_dir(&top, &src.meta()?, t.as_root))
+        .and_then(|()| still_consistent());
+    if let Err(e) = built {
+        drop(top);
+        let partial = dest.parent.join(&dest.partial);
+        let fate = match remove_tree(&dest.parent, &dest.partial, 0).and_then(|()| dest.parent.sync()) {
+            Ok(()) => format!("nothing published; the incomplete snapshot {} was removed", path_text(&partial)),
+            Err(r) => format!(
+                "nothing published; the incomplete snapshot {} could not be removed ({}): \
+                 remove it (rm -r)",
+                path_text(&partial),
+                r.chain()
+            ),
+        };
+        return Err(tmpa_core::Error::io(
+            "snapshot",
+            partial,
+            io::Error::other(format!("{}; {fate}", e.chain())),
+        ));
+    }
     dest.parent.publish_dir(&dest.partial, &dest.name)?;
     dest.parent.sync()
+}
+
+/// The receipts a snapshot copies rather than links, as `(task, file name)`: those of
+/// runs that did not finish (their record says so, or their files wait in the in-flight
+/// quarantine), the only receipts that anyone could still be writing or that a restored
+/// tree's next run reads; every other receipt is closed for good and safe to link.
+fn unfinished_receipts(root: &Root) -> BTreeSet<(OsString, OsString)> {
+    let mut out = BTreeSet::new();
+    for task in DELETING_TASKS {
+        let key = |id: &OsStr| {
+            let mut file = id.to_os_string();
+            file.push(".jsonl");
+            (OsString::from(task.as_str()), file)
+        };
+        if let Ok(Some(r)) = read_run_record(root, task.as_str())
+            && !r.finished
+            && let Some(id) = &r.run
+        {
+            out.insert(key(OsStr::new(id)));
+        }
+        let rel = Path::new(STATE_DIR)
+            .join("quarantine/in-flight")
+            .join(task.as_str());
+        if let Ok(dir) = root_dir(root).open_dir(rel) {
+            let mut n = 0;
+            let _ = dir.visit_entries(|id, _, _| {
+                if n < IN_FLIGHT_RUNS_MAX {
+                    n += 1;
+                    out.insert(key(id));
+                }
+            });
+        }
+    }
+    out
+}
+
+/// Removes the directory `name` of `parent` and everything below it, never following a
+/// symlink (the snapshot's own partial build).
+fn remove_tree(parent: &Dir, name: &OsStr, depth: usize) -> Result<(), Fatal> {
+    let dir = parent.open_dir(name)?;
+    if depth <= DEPTH_MAX + 4 {
+        for entry in dir.names(|_| true)? {
+            match dir.stat(&entry)? {
+                Some(m) if m.kind == Kind::Directory => remove_tree(&dir, &entry, depth + 1)?,
+                Some(_) => dir.unlink(&entry)?,
+                None => {}
+            }
+        }
+    }
+    parent.remove_dir(name)
 }
 
 struct Taker<'r> {
     method: Method,
     as_root: bool,
+    /// Receipts to copy rather than link ([`unfinished_receipts`]).
+    unfinished: BTreeSet<(OsString, OsString)>,
     report: &'r mut Report,
 }
 
 /// Where in the tree a directory is: `token_stats/` has summaries to leave out,
-/// `.tmpa/runs/` the snapshot's own run record.
+/// `.tmpa/runs/` the snapshot's own run record and files that are copied, receipts some
+/// that are copied.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Area {
     TokenStats,
     Runs,
-    /// The rest of `.tmpa/` that is kept (receipts, quarantine).
+    Receipts,
+    /// The quarantine.
     State,
     Other,
+}
+
+/// How one file is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// As the method says: a hard link on the root's file system.
+    AsMethod,
+    /// Copied whatever the method: a file that a program may later trust (a second link
+    /// would be one more name of it) or change in place.
+    Copy,
 }
 
 impl Taker<'_> {
@@ -263,16 +397,21 @@ impl Taker<'_> {
             };
             self.entry(src, dst, OsStr::new(d), None, area, 0)?;
         }
-        if src.stat(CONFIG_NAME)?.is_some() {
-            self.entry(src, dst, OsStr::new(CONFIG_NAME), None, Area::Other, 0)?;
+        match src.stat(CONFIG_NAME)? {
+            // Copied: the programs trust it, and a second name would be one more.
+            Some(m) if m.kind == Kind::File => self.file(src, dst, OsStr::new(CONFIG_NAME), Take::Copy)?,
+            Some(m) => self.not_regular(&src.join(CONFIG_NAME), m.kind),
+            None => {}
         }
         let state = match src.open_dir(STATE_DIR) {
             Ok(d) => d,
             Err(e) if e.io_kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
+            Err(e @ tmpa_core::Error::Unsafe { .. }) => {
+                self.report.counts.not_regular += 1;
                 self.problem(Problem::from_error(&src.join(STATE_DIR), e));
                 return Ok(());
             }
+            Err(e) => return Err(self.fatal(e)),
         };
         let state_dst = match dst {
             Some(d) => Some(d.create_dir_new(OsStr::new(STATE_DIR), 0o700)?),
@@ -280,7 +419,11 @@ impl Taker<'_> {
         };
         for d in STATE_KEPT {
             if state.stat(d)?.is_some() {
-                let area = if d == "runs" { Area::Runs } else { Area::State };
+                let area = match d {
+                    "runs" => Area::Runs,
+                    "receipts" => Area::Receipts,
+                    _ => Area::State,
+                };
                 self.entry(&state, state_dst.as_ref(), OsStr::new(d), None, area, 1)?;
             }
         }
@@ -308,10 +451,7 @@ impl Taker<'_> {
                     self.report.counts.vanished += 1;
                     return Ok(());
                 }
-                Err(e) => {
-                    self.failed(Problem::from_error(&src.join(name), e));
-                    return Ok(());
-                }
+                Err(e) => return Err(self.fatal(e)),
             },
         };
         match kind {
@@ -327,7 +467,12 @@ impl Taker<'_> {
             // The live tree's record of its snapshots: the snapshot has its own
             // (`.tmpa/snapshot.json`), and a dry run must not see the last one's.
             Kind::File if area == Area::Runs && name == OWN_RUN_RECORD => Ok(()),
-            Kind::File => self.file(src, dst, name),
+            // Run records are copied: small, and the restored tree's runs read them.
+            Kind::File if area == Area::Runs => self.file(src, dst, name, Take::Copy),
+            Kind::File if area == Area::Receipts && self.is_unfinished(src, name) => {
+                self.file(src, dst, name, Take::Copy)
+            }
+            Kind::File => self.file(src, dst, name, Take::AsMethod),
             other => {
                 self.not_regular(&src.join(name), other);
                 Ok(())
@@ -344,10 +489,12 @@ impl Taker<'_> {
         depth: usize,
     ) -> Result<(), Fatal> {
         if depth >= DEPTH_MAX {
-            self.failed(Problem::new(
+            // Left out, like a symlink: no data directory is this deep.
+            self.report.counts.not_regular += 1;
+            self.problem(Problem::new(
                 src.join(name),
-                ProblemKind::Unreadable,
-                format!("deeper than {DEPTH_MAX} levels: not entered"),
+                ProblemKind::Unsafe,
+                format!("deeper than {DEPTH_MAX} levels: not entered, left out of the snapshot"),
             ));
             return Ok(());
         }
@@ -363,10 +510,7 @@ impl Taker<'_> {
                 self.report.counts.vanished += 1;
                 return Ok(());
             }
-            Err(e) => {
-                self.failed(Problem::from_error(&src.join(name), e));
-                return Ok(());
-            }
+            Err(e) => return Err(self.fatal(e)),
         };
         let sub_dst = match dst {
             Some(d) => Some(d.create_dir_new(name, 0o700)?),
@@ -375,21 +519,10 @@ impl Taker<'_> {
         if matches!(area, Area::TokenStats | Area::Other) {
             self.report.counts.dirs += 1;
         }
-        let entries = match sub.entries() {
-            Ok(e) => e,
-            Err(e) => {
-                self.failed(Problem::from_error(sub.path(), e));
-                return Ok(());
-            }
-        };
+        let entries = sub.entries().map_err(|e| self.fatal(e))?;
         for e in entries {
-            match e {
-                Ok(e) => self.entry(&sub, sub_dst.as_ref(), &e.name, e.kind, area, depth + 1)?,
-                Err(e) => {
-                    self.failed(Problem::from_error(sub.path(), e));
-                    break;
-                }
-            }
+            let e = e.map_err(|e| self.fatal(e))?;
+            self.entry(&sub, sub_dst.as_ref(), &e.name, e.kind, area, depth + 1)?;
         }
         if let Some(sd) = &sub_dst {
             finish_dir(sd, &sub.meta()?, self.as_root)?;
@@ -397,20 +530,27 @@ impl Taker<'_> {
         Ok(())
     }
 
+    /// Whether the receipt `name` of `src` (`receipts/{task}/`) is one of a run that did
+    /// not finish.
+    fn is_unfinished(&self, src: &Dir, name: &OsStr) -> bool {
+        let task = src.path().file_name().unwrap_or_default().to_os_string();
+        self.unfinished.contains(&(task, name.to_os_string()))
+    }
+
     /// Takes the regular file `name` of `src`: a hard link (checked to be a regular file
-    /// once linked), else a copy.
-    fn file(&mut self, src: &Dir, dst: Option<&Dir>, name: &OsStr) -> Result<(), Fatal> {
+    /// once linked), else (or when `how` says) a copy.
+    fn file(&mut self, src: &Dir, dst: Option<&Dir>, name: &OsStr, how: Take) -> Result<(), Fatal> {
         let Some(dst) = dst else {
             // A dry run: what a real run would take.
             match src.stat(name) {
                 Ok(Some(m)) if m.kind == Kind::File => self.taken(m.stamp.size),
                 Ok(Some(m)) => self.not_regular(&src.join(name), m.kind),
                 Ok(None) => self.report.counts.vanished += 1,
-                Err(e) => self.failed(Problem::from_error(&src.join(name), e)),
+                Err(e) => return Err(self.fatal(e)),
             }
             return Ok(());
         };
-        if !self.method.copies() {
+        if !self.method.copies() && how == Take::AsMethod {
             match src.link_into(name, dst, name) {
                 Ok(()) => return self.check_link(src, dst, name),
                 Err(e) => match e.raw_os_error().map(Errno::from_raw_os_error) {
@@ -421,7 +561,7 @@ impl Taker<'_> {
                     // Another mount of the file system, protected_hardlinks, the link
                     // limit: this file is copied instead.
                     Some(Errno::XDEV | Errno::PERM | Errno::MLINK) => {}
-                    _ => return Err(e),
+                    _ => return Err(self.fatal(e)),
                 },
             }
         }
@@ -458,34 +598,23 @@ impl Taker<'_> {
                 self.not_regular(&src.join(name), Kind::Symlink);
                 return Ok(());
             }
-            Err(e) => {
-                self.failed(Problem::from_error(&src.join(name), e));
-                return Ok(());
-            }
+            Err(e) => return Err(self.fatal(e)),
         };
-        let meta = Meta::of_fd(&from).map_err(|e| src.error("stat", name, e))?;
+        let meta = Meta::of_fd(&from).map_err(|e| self.fatal(src.error("stat", name, e)))?;
         if meta.kind != Kind::File {
             self.not_regular(&src.join(name), meta.kind);
             return Ok(());
         }
         let mut to = dst.create_new(name, 0o600)?;
-        let bytes = match io::copy(&mut from, &mut to) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
-                return Err(dst.error("write", name, e));
-            }
-            Err(e) => {
-                // Which side failed is not known; a full or broken destination fails
-                // again on the next file's create, so the pass goes on for now.
-                drop(to);
-                dst.unlink(name)?;
-                self.failed(Problem::from_error(
-                    &src.join(name),
-                    src.error("copy", name, e),
-                ));
-                return Ok(());
-            }
-        };
+        // Either side may have failed (EIO reading the tree; EDQUOT, EFBIG, ENOSPC
+        // writing the copy): a snapshot without this file is not one.
+        let bytes = io::copy(&mut from, &mut to).map_err(|e| {
+            self.fatal(tmpa_core::Error::io(
+                "copy",
+                src.join(name),
+                io::Error::new(e.kind(), format!("{e}, to {}", path_text(&dst.join(name)))),
+            ))
+        })?;
         let write_err = |e: io::Error| dst.error("write", name, e);
         set_meta(&to, &meta, self.as_root).map_err(write_err)?;
         to.sync_all().map_err(write_err)?;
@@ -525,9 +654,10 @@ impl Taker<'_> {
         ));
     }
 
-    fn failed(&mut self, p: Problem) {
+    /// A failure that stops the pass: counted, and handed back for `?`.
+    fn fatal(&mut self, e: Fatal) -> Fatal {
         self.report.counts.failed += 1;
-        self.problem(p);
+        e
     }
 
     fn problem(&mut self, p: Problem) {

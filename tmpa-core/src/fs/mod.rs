@@ -639,36 +639,56 @@ impl Dir {
         }
     }
 
-    /// Opens (creating if missing) the file `name` for reading and writing at offset 0,
-    /// never following a symlink, never truncating, never blocking on a FIFO nor making it
-    /// a controlling terminal: lock files. The caller checks what it opened with
-    /// [`Meta::of_fd`] before writing.
+    /// Opens the file `name` for reading only, creating it first (`O_EXCL`, permission
+    /// bits `mode` less the umask) when there is none: lock files, which are only ever
+    /// `flock`ed and never written, so that a name that turns out to be another name of
+    /// someone else's file can at worst be locked, never changed. Never follows a
+    /// symlink, never blocks on a FIFO nor makes it a controlling terminal. The caller
+    /// checks what it opened with [`Meta::of_fd`]. Returns the file and whether this call
+    /// created it.
     ///
     /// # Errors
-    /// [`Error::Io`] naming the entry (a symlink is refused with `ELOOP`).
-    pub fn open_or_create(&self, name: &OsStr, mode: u32) -> Result<File> {
+    /// [`Error::Io`] naming the entry (a symlink is refused with `ELOOP`; a name that
+    /// keeps appearing and disappearing between the two opens, with `EAGAIN`).
+    pub fn open_lock(&self, name: &OsStr, mode: u32) -> Result<(File, bool)> {
+        /// Opens tried before giving up on a name another process creates and removes
+        /// again and again.
+        const ATTEMPTS: usize = 8;
         check_name(&self.path, name)?;
-        let flags = OFlags::RDWR
-            | OFlags::CREATE
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+        for _ in 0..ATTEMPTS {
+            match rustix::fs::openat(&self.fd, name, flags | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => return Ok((File::from(fd), false)),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(self.error("open", name, e)),
+            }
+            let create = flags | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+            match rustix::fs::openat(&self.fd, name, create, Mode::from_raw_mode(mode)) {
+                Ok(fd) => return Ok((File::from(fd), true)),
+                // Made by another process in between: open that one.
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(self.error("create", name, e)),
+            }
+        }
+        Err(self.error("open", name, Errno::AGAIN))
+    }
+
+    /// Opens the existing file `name` for writing, without creating, truncating or
+    /// following it, without blocking on a FIFO: the one use is a lock file on NFS, whose
+    /// client emulates `flock` with byte-range locks that need a descriptor open for
+    /// writing. Nothing is written through it; the caller checks it is the very file it
+    /// already checked ([`Meta::of_fd`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the entry.
+    pub fn open_write_existing(&self, name: &OsStr) -> Result<File> {
+        check_name(&self.path, name)?;
+        let flags = OFlags::WRONLY
             | OFlags::NOFOLLOW
             | OFlags::NONBLOCK
             | OFlags::NOCTTY
             | OFlags::CLOEXEC;
-        rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))
-            .map(File::from)
-            .map_err(|e| self.error("open", name, e))
-    }
-
-    /// Opens (creating if missing) the file `name` for appending, never following a
-    /// symlink: receipts.
-    ///
-    /// # Errors
-    /// [`Error::Io`] naming the entry.
-    pub fn open_append(&self, name: &OsStr, mode: u32) -> Result<File> {
-        check_name(&self.path, name)?;
-        let flags =
-            OFlags::RDWR | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))
+        rustix::fs::openat(&self.fd, name, flags, Mode::empty())
             .map(File::from)
             .map_err(|e| self.error("open", name, e))
     }
