@@ -170,12 +170,18 @@ fn writer(root: PathBuf, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Write>>>) {
     }
 }
 
-/// A writer records events, sessions and notifications without pause while tmpa-compact
-/// and tmpa-archive run in loops and snapshots are taken: every write completed before a
-/// snapshot started is in it, and --verify passes on each.
+/// A writer records events, sessions and notifications without pause while the nightly
+/// and weekly jobs (tmpa-compact, tmpa-tmpclean, tmpa-archive with the root's own
+/// `tmpa.toml`) run in loops and five snapshots are taken and kept: every write completed
+/// before a snapshot started is in it, --verify passes on each, and no job is ever
+/// stopped by the snapshots it finds (exit 0, or 3 while a snapshot holds its lock;
+/// before, the snapshots' second name of `tmpa.toml` made every archival exit 2).
 #[test]
 fn snapshots_beside_a_live_writer_and_maintenance_lose_nothing() {
     let t = Tree::new();
+    // Trusted by archival (root's, 0644), read at every run: a kept snapshot must not
+    // give it a second name.
+    t.file("tmpa.toml", "# archives in each user's archive/\n");
     let out = tempfile::tempdir().expect("tempdir");
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -198,7 +204,8 @@ fn snapshots_beside_a_live_writer_and_maintenance_lose_nothing() {
                 // 3: the snapshot (or the other program's lock) held it: expected.
                 assert!(
                     matches!(code, Some(0 | 3)),
-                    "{program} exit {code:?}: {}",
+                    "{program} exit {code:?}: {}{}",
+                    String::from_utf8_lossy(&r.stdout),
                     String::from_utf8_lossy(&r.stderr)
                 );
                 ran += usize::from(code == Some(0));
@@ -210,8 +217,10 @@ fn snapshots_beside_a_live_writer_and_maintenance_lose_nothing() {
     };
     let compact = maint("tmpa-compact", &[]);
     let archive = maint("tmpa-archive", &["--older-than", "30d"]);
+    // Not the writer's temporaries of the instant (tmpclean's clock runs 70 s ahead).
+    let tmpclean = maint("tmpa-tmpclean", &["--older-than", "1h"]);
     let mut taken = Vec::new();
-    for i in 0..4 {
+    for i in 0..5 {
         std::thread::sleep(Duration::from_millis(500));
         let before: Vec<Write> = log.lock().expect("log").clone();
         let to = out.path().join(format!("snap{i}"));
@@ -221,14 +230,24 @@ fn snapshots_beside_a_live_writer_and_maintenance_lose_nothing() {
     }
     stop.store(true, Ordering::Relaxed);
     w.join().expect("writer");
-    let (compacted, archived) = (
+    let (compacted, archived, cleaned) = (
         compact.join().expect("compact"),
         archive.join().expect("archive"),
+        tmpclean.join().expect("tmpclean"),
     );
     assert!(
-        compacted > 0 && archived > 0,
-        "maintenance ran: {compacted} {archived}"
+        compacted > 0 && archived > 0 && cleaned > 0,
+        "maintenance ran: {compacted} {archived} {cleaned}"
     );
+    // With the five snapshots kept, each job's next run is an ordinary one.
+    for (program, args) in [
+        ("tmpa-compact", &[][..]),
+        ("tmpa-archive", &["--older-than", "30d"][..]),
+        ("tmpa-tmpclean", &["--older-than", "1h"][..]),
+    ] {
+        let r = t.run(program, args);
+        assert_eq!(r.code, 0, "{program} beside five kept snapshots: {r:?}");
+    }
     for (to, before) in &taken {
         assert!(
             before.len() > 10,
@@ -310,9 +329,15 @@ fn leaves_out_caches_temporaries_and_internals() {
     assert_eq!(c["other_left_out"], 1);
     // tmpa.toml and the run record are copied: the programs trust or read them, and a
     // second name of either would be one more (docs/OPERATIONS.md "Backup and restore").
-    assert_eq!((c["linked"].as_u64(), c["copied"].as_u64()), (Some(7), Some(2)));
+    assert_eq!(
+        (c["linked"].as_u64(), c["copied"].as_u64()),
+        (Some(7), Some(2))
+    );
     for copied in ["tmpa.toml", ".tmpa/runs/compact_events.json"] {
-        assert_eq!(fs::metadata(t.root().join(copied)).expect("stat").nlink(), 1);
+        assert_eq!(
+            fs::metadata(t.root().join(copied)).expect("stat").nlink(),
+            1
+        );
     }
     // Hard links: the very inodes of the live tree.
     let ino = |p: &Path| fs::metadata(p).expect("stat").ino();
@@ -532,51 +557,6 @@ fn restored_tree_is_whole(tree: &Path) {
         br#"{"m":[0]}"#
     );
     assert!(tree.join(".tmpa/runs/archive_history.json").is_file());
-}
-
-/// The OPERATIONS.md recipe with restic (Debian's package): snapshot, back up, restore,
-/// verify.
-#[test]
-fn restic_backup_of_a_snapshot_restores_and_verifies() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let (_t, snap_dir) = backed_up_tree(work.path());
-    let repo = work.path().join("repo");
-    let restic = |args: &[&str], dir: &Path| {
-        let o = Command::new("restic")
-            .args(args)
-            .current_dir(dir)
-            .env("RESTIC_REPOSITORY", &repo)
-            .env("RESTIC_PASSWORD", "drill")
-            .env("RESTIC_CACHE_DIR", work.path().join("cache"))
-            .output()
-            .expect("restic is installed (tests/check.sh installs Debian's package)");
-        assert!(
-            o.status.success(),
-            "restic {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    restic(&["init"], work.path());
-    restic(&["backup", "--quiet", "."], &snap_dir);
-    let restored = work.path().join("restored");
-    restic(
-        &[
-            "restore",
-            "latest",
-            "--target",
-            restored.to_str().expect("utf-8"),
-        ],
-        work.path(),
-    );
-    // restic keeps the path it was given; find the tree it restored.
-    let tree = [
-        restored.clone(),
-        restored.join(snap_dir.strip_prefix("/").expect("absolute")),
-    ]
-    .into_iter()
-    .find(|p| p.join("token_stats").is_dir())
-    .expect("restored tree");
-    restored_tree_is_whole(&tree);
 }
 
 /// The OPERATIONS.md recipe with borg (Debian's borgbackup): snapshot, `borg create`
@@ -885,5 +865,255 @@ fn hostile_names_are_taken_as_they_are() {
         let v = verify(&to);
         assert_eq!(v.code, 0, "{v:?}");
         assert!(v.stdout.contains("5 sessions"), "{}", v.stdout);
+    }
+}
+
+/// A file that fails to copy (EIO reading the tree; EDQUOT or EFBIG writing the copy,
+/// injected by strace into `copy_file_range`) stops the pass: exit 4, the error said,
+/// nothing published and the partial build removed, the live tree unchanged. Before, the
+/// file was left out and the snapshot published with exit 1.
+#[test]
+fn a_file_that_fails_to_copy_publishes_nothing() {
+    let t = small_tree();
+    let before = t.snapshot();
+    for (errno, said) in [
+        ("EIO", "Input/output error"),
+        ("EDQUOT", "quota exceeded"),
+        ("EFBIG", "too large"),
+    ] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let to = out.path().join("s");
+        let r: tmpa_tests::Run = strace_inject(
+            &format!("copy_file_range:error={errno}:when=3"),
+            "tmpa-snapshot",
+        )
+        .arg("--root")
+        .arg(t.root())
+        .arg("--to")
+        .arg(&to)
+        .arg("--copy")
+        .output()
+        .expect("strace is installed (tests/check.sh installs it)")
+        .into();
+        assert_eq!(r.code, 4, "{errno}: {r:?}");
+        assert!(r.stderr.contains(said), "{errno}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("nothing published") && r.stderr.contains("was removed"),
+            "{errno}: {}",
+            r.stderr
+        );
+        assert!(!to.exists(), "{errno}: published");
+        assert!(
+            !out.path().join(".s.partial").exists(),
+            "{errno}: partial left"
+        );
+        assert_eq!(t.snapshot(), before, "{errno} changed the live tree");
+    }
+}
+
+/// `--to` is reached from `/` without following a symlink, through directories only root
+/// may write: a symlinked parent (which the tree's owner could point anywhere) and a
+/// parent the owner may write are refused (exit 2, naming them), and nothing is written
+/// where either leads. Before, the parent was canonicalized, then opened by path.
+#[test]
+fn to_is_never_reached_through_a_symlink_or_a_directory_others_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = small_tree();
+    let out = tempfile::tempdir().expect("tempdir");
+    let real = out.path().join("real");
+    fs::create_dir(&real).expect("mkdir");
+    symlink(&real, out.path().join("link")).expect("symlink");
+    let r = take(t.root(), &out.path().join("link/s"), &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("link is a symlink, which is never followed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fs::read_dir(&real).expect("ls").count(), 0);
+    // A directory the tree's owner may write, on the way or as the parent.
+    let owners = out.path().join("owners");
+    fs::create_dir_all(owners.join("sub")).expect("mkdir");
+    std::os::unix::fs::chown(&owners, Some(4242), Some(4242)).expect("chown");
+    for to in [owners.join("s"), owners.join("sub/s")] {
+        let r = take(t.root(), &to, &[]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(
+            r.stderr
+                .contains(&format!("{}: refused: owned by uid 4242", owners.display())),
+            "{}",
+            r.stderr
+        );
+    }
+    let shared = out.path().join("shared");
+    fs::create_dir(&shared).expect("mkdir");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let r = take(t.root(), &shared.join("s"), &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("refused: writable by"), "{}", r.stderr);
+    // A sticky directory of root's (as /tmp) is fine: no one else may rename what root
+    // puts there. And a relative --to starts from the current directory.
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let r: tmpa_tests::Run = bin("tmpa-snapshot")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--to", "s"])
+        .current_dir(&shared)
+        .output()
+        .expect("run")
+        .into();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(verify(&shared.join("s")).code, 0);
+}
+
+/// A hard-link copy of the live tree (`cp -al`, as rsnapshot makes one), kept while every
+/// program runs on the tree: each exits 0 (the copy gives every lock file and `tmpa.toml`
+/// a second name, which stopped every program with exit 2 before), and the copy itself is
+/// never written through.
+#[test]
+fn a_hard_link_copy_of_the_live_tree_stops_no_program() {
+    let t = small_tree();
+    t.file("tmpa.toml", "# archives in each user's archive/\n");
+    let old = t.file("chat_history/u1/sessions/s0.json", r#"{"m":[0]}"#);
+    age(&old, Duration::from_secs(60 * DAYS));
+    let jobs: [(&str, &[&str]); 4] = [
+        ("tmpa-compact", &[]),
+        ("tmpa-archive", &["--older-than", "30d"]),
+        ("tmpa-tmpclean", &["--older-than", "1m"]),
+        ("tmpa-patrol", &[]),
+    ];
+    // The jobs' lock files and run records exist, as on a tree in service.
+    for (program, args) in jobs {
+        let r = t.run(program, args);
+        assert!(r.code <= 1, "{program}: {r:?}");
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let copy = out.path().join("copy");
+    let cp = Command::new("cp")
+        .arg("-al")
+        .arg(t.root())
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+    assert_eq!(
+        fs::metadata(t.root().join(".tmpa/locks/compact_events.lock"))
+            .expect("lock")
+            .nlink(),
+        2
+    );
+    let copied = tmpa_tests::snapshot(&copy, &[]);
+    t.event("2026-01-02", "late", "u1", 1, 1);
+    let young = t.file("chat_history/u1/sessions/s9.json", "{}");
+    age(&young, Duration::from_secs(60 * DAYS));
+    for (program, args) in jobs {
+        let r = t.run(program, args);
+        assert_eq!(r.code, 0, "{program} beside a cp -al copy: {r:?}");
+    }
+    assert!(!young.exists(), "archived");
+    assert_eq!(
+        take(t.root(), &out.path().join("snap"), &[]).code,
+        0,
+        "the snapshot beside it"
+    );
+    assert_eq!(tmpa_tests::snapshot(&copy, &[]), copied, "the copy changed");
+}
+
+/// The restore drill, end to end: a snapshot taken while a writer records events,
+/// sessions and notifications; backed up with restic; restored elsewhere; `--verify`
+/// passes; every program exits 0 on the restored tree; the library reads every session
+/// and every notification the writer had finished before the snapshot.
+#[test]
+fn restore_drill_end_to_end() {
+    let t = Tree::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let w = {
+        let (root, stop, log) = (t.root().to_path_buf(), stop.clone(), log.clone());
+        std::thread::spawn(move || writer(root, stop, log))
+    };
+    while log.lock().expect("log").len() < 60 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before: Vec<Write> = log.lock().expect("log").clone();
+    let snap_dir = work.path().join("snap");
+    let r = take(t.root(), &snap_dir, &["--wait", "30s"]);
+    stop.store(true, Ordering::Relaxed);
+    w.join().expect("writer");
+    assert_eq!(r.code, 0, "{r:?}");
+    // Backed up, and the snapshot removed, as the recipe says.
+    let repo = work.path().join("repo");
+    let restic = |args: &[&str], dir: &Path| {
+        let o = Command::new("restic")
+            .args(args)
+            .current_dir(dir)
+            .env("RESTIC_REPOSITORY", &repo)
+            .env("RESTIC_PASSWORD", "drill")
+            .env("RESTIC_CACHE_DIR", work.path().join("cache"))
+            .output()
+            .expect("restic is installed (tests/check.sh installs Debian's package)");
+        assert!(
+            o.status.success(),
+            "restic {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    restic(&["init"], work.path());
+    restic(&["backup", "--quiet", "--ignore-ctime", "."], &snap_dir);
+    fs::remove_dir_all(&snap_dir).expect("rm -r");
+    let restored = work.path().join("restored");
+    restic(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            restored.to_str().expect("utf-8"),
+        ],
+        work.path(),
+    );
+    let tree = [
+        restored.clone(),
+        restored.join(snap_dir.strip_prefix("/").expect("absolute")),
+    ]
+    .into_iter()
+    .find(|p| p.join("token_stats").is_dir())
+    .expect("restored tree");
+    let v = verify(&tree);
+    assert_eq!(v.code, 0, "{v:?}");
+    for (program, args) in [
+        ("tmpa-compact", &[][..]),
+        ("tmpa-archive", &["--older-than", "30d"][..]),
+        ("tmpa-tmpclean", &["--older-than", "1m"][..]),
+        ("tmpa-patrol", &[][..]),
+    ] {
+        let r: tmpa_tests::Run = bin(program)
+            .arg("--root")
+            .arg(&tree)
+            .args(args)
+            .output()
+            .expect("run")
+            .into();
+        assert_eq!(r.code, 0, "{program} on the restored tree: {r:?}");
+    }
+    let held = Contents::of(&tree);
+    for write in &before {
+        assert!(
+            held.holds(write),
+            "{write:?} missing from the restored tree"
+        );
+    }
+    // Every session and notification reads back through the library.
+    let rt = Root::open(&tree).expect("root");
+    for user in ["u1", "u2"] {
+        let u = UserId::new(user).expect("user");
+        for (s, _) in rt.list_sessions(&u).expect("sessions") {
+            rt.read_session(&u, &s).expect("a session reads back");
+        }
+        for n in rt.list_notifications(&u).expect("notifications") {
+            rt.read_notification(&u, &n.id)
+                .expect("a notification reads back");
+        }
     }
 }

@@ -61,9 +61,10 @@ pub(crate) fn sweep_leftovers(root: &Root) -> tmpa_core::Result<usize> {
     let runner = tmpa_maint::runner_uid();
     let mut removed = 0;
     for name in &leftovers {
-        if dir.stat(name)?.is_some_and(|m| {
-            m.kind == tmpa_core::maintenance::Kind::File && m.uid == runner
-        }) {
+        if dir
+            .stat(name)?
+            .is_some_and(|m| m.kind == tmpa_core::maintenance::Kind::File && m.uid == runner)
+        {
             dir.unlink(name)?;
             removed += 1;
         }

@@ -102,7 +102,9 @@ impl Lock {
                 }
                 // NFS emulates flock with byte-range locks, which want a descriptor
                 // open for writing: the same file, opened so (never written).
-                Err(TryLockError::Error(e)) if e.raw_os_error() == Some(Errno::BADF.raw_os_error()) => {
+                Err(TryLockError::Error(e))
+                    if e.raw_os_error() == Some(Errno::BADF.raw_os_error()) =>
+                {
                     lock_for_writing(&dir, &name, &path, &file, task)?
                 }
                 Err(TryLockError::Error(e)) => return Err(dir.error("lock", &name, e).into()),

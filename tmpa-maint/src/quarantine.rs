@@ -14,7 +14,9 @@
 //! same task ([`recover`]) deletes it when its receipt has a `delete` line for exactly
 //! that inode (its size and mtime unchanged), and otherwise moves it back under its name.
 //! `kept/` holds files that a newer file replaced while they were aside: no program
-//! deletes them; the patrol reports them.
+//! deletes them; the patrol reports them. A run holds a lock (`flock`) on its own
+//! directory for as long as it lives, so that no recovery ever takes a live run's files
+//! for a killed run's, even when the task's lock was taken from it ([`crate::Lock`]).
 //!
 //! # Security
 //! `quarantine/`, `in-flight/`, `kept/` and the `{task}` directories are shared by the
@@ -34,6 +36,8 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
 use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, path_text, root_dir};
@@ -95,7 +99,12 @@ impl Quarantine {
         }
         if self.run_dir.is_none() {
             let area = root_dir(root).create_dir_all(area_rel(IN_FLIGHT, self.task))?;
-            self.run_dir = Some(area.create_dir_new(OsStr::new(&self.run_id), RUN_DIR_MODE)?);
+            let made = area.create_dir_new(OsStr::new(&self.run_id), RUN_DIR_MODE)?;
+            // Locked for the run's life: another run's recovery leaves a live run's
+            // directory alone (see `recover`). Where directories cannot be locked (NFS),
+            // the task's lock is all there is, as it was.
+            let _ = rustix::fs::flock(&made, FlockOperation::NonBlockingLockExclusive);
+            self.run_dir = Some(made);
         }
         let run_dir = self.run_dir.as_ref().expect("made above");
         // Below the run's own directory, every directory made is this user's too (a new
@@ -323,8 +332,7 @@ pub(crate) fn recover(
         // What the killed run's receipt proves (nothing when it is missing, torn before
         // the line, or not believed: then every file goes back).
         let stamps: Vec<Stamp> = found.files.iter().map(|f| f.meta.stamp).collect();
-        let verified =
-            crate::receipt::read_deletions(root, task, id, &stamps).unwrap_or_default();
+        let verified = crate::receipt::read_deletions(root, task, id, &stamps).unwrap_or_default();
         let ctx = Recovery {
             root,
             task,
@@ -346,8 +354,10 @@ pub(crate) fn recover(
     Ok(done)
 }
 
-/// The run directory `name` of `runs` when it is this program's user's alone; `None`
-/// when it is someone else's and empty (or not there); else why it is left alone.
+/// The run directory `name` of `runs` when it is this program's user's alone and no live
+/// run holds it (locked, in the returned descriptor, until the recovery is done); `None`
+/// when a live run holds it, or it is someone else's and empty (or not there); else why
+/// it is left alone.
 fn open_own(runs: &Dir, name: &OsStr) -> Result<Option<Dir>, String> {
     let meta = match runs.stat(name) {
         Ok(Some(m)) => m,
@@ -357,7 +367,13 @@ fn open_own(runs: &Dir, name: &OsStr) -> Result<Option<Dir>, String> {
     let why = match own_state_dir(&meta) {
         Ok(()) => match runs.open_dir(name) {
             Ok(d) if d.meta().is_ok_and(|m| m.stamp.same_inode(&meta.stamp)) => {
-                return Ok(Some(d));
+                // A live run holds its directory's lock (`Quarantine::aside_for`): the
+                // lock of the task was taken from it, and its files are in flight, not
+                // left by a kill.
+                return match rustix::fs::flock(&d, FlockOperation::NonBlockingLockExclusive) {
+                    Err(Errno::WOULDBLOCK) => Ok(None),
+                    _ => Ok(Some(d)),
+                };
             }
             Ok(_) => return Err("replaced while it was opened: left alone".into()),
             Err(e) => return Err(e.chain()),
@@ -480,7 +496,7 @@ impl Recovery<'_> {
             Ok(h) if could_have_put(&h, &f.meta) => {}
             Ok(h) => {
                 let why = format!(
-                    "its directory {} is uid {}'s (mode {:04o}), which its owner (uid {}) could                      not have written: never moved there",
+                    "its directory {} is uid {}'s (mode {:04o}), which its owner (uid {}) could not have written: never moved there",
                     path_text(home.path()),
                     h.uid,
                     h.mode,

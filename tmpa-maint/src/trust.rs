@@ -163,8 +163,7 @@ pub fn own_state_dir(meta: &Meta) -> Result<(), Distrust> {
 pub fn protected_hardlinks() -> bool {
     static PROTECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PROTECTED.get_or_init(|| {
-        std::fs::read("/proc/sys/fs/protected_hardlinks")
-            .is_ok_and(|b| b.trim_ascii() == b"1")
+        std::fs::read("/proc/sys/fs/protected_hardlinks").is_ok_and(|b| b.trim_ascii() == b"1")
     })
 }
 
@@ -224,7 +223,10 @@ mod tests {
         );
         let mut shared = meta_of(dir.path());
         shared.mode |= 0o020;
-        assert_eq!(links_believed(&file, &shared).is_ok(), protected_hardlinks());
+        assert_eq!(
+            links_believed(&file, &shared).is_ok(),
+            protected_hardlinks()
+        );
         let one = Meta { links: 1, ..file };
         assert_eq!(links_believed(&one, &others), Ok(()));
     }

@@ -269,7 +269,13 @@ fn snapshot(run: &mut Run, dest: &take::Destination, wait: Duration) -> (Report,
     // The locks still held by name once every file is taken: if someone removed one
     // meanwhile, a maintenance run may have moved files during the pass.
     let still_consistent = || locks.iter().try_for_each(|l| l.still_held(&root));
-    let outcome = take::take(run.root(), dest, run.dry_run(), &mut report, still_consistent);
+    let outcome = take::take(
+        run.root(),
+        dest,
+        run.dry_run(),
+        &mut report,
+        still_consistent,
+    );
     if !run.dry_run() {
         report.secs = Some(started.elapsed().as_secs_f64());
     }

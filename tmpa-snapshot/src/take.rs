@@ -15,7 +15,7 @@ use tmpa_core::maintenance::{
     CONFIG_NAME, DATA_DIRS, Dir, Kind, Meta, STATE_DIR, SUMMARY_NAME, Stamp, path_text, root_dir,
     temp_final_name, write_in,
 };
-use tmpa_core::{Root, Problem, ProblemKind};
+use tmpa_core::{Problem, ProblemKind, Root};
 use tmpa_maint::{StartError, Task, only_runner_writes, read_run_record, runner_uid};
 
 use crate::{PROBLEMS_LISTED_MAX, Report};
@@ -276,15 +276,19 @@ pub fn take(
     if let Err(e) = built {
         drop(top);
         let partial = dest.parent.join(&dest.partial);
-        let fate = match remove_tree(&dest.parent, &dest.partial, 0).and_then(|()| dest.parent.sync()) {
-            Ok(()) => format!("nothing published; the incomplete snapshot {} was removed", path_text(&partial)),
-            Err(r) => format!(
-                "nothing published; the incomplete snapshot {} could not be removed ({}): \
+        let fate =
+            match remove_tree(&dest.parent, &dest.partial, 0).and_then(|()| dest.parent.sync()) {
+                Ok(()) => format!(
+                    "nothing published; the incomplete snapshot {} was removed",
+                    path_text(&partial)
+                ),
+                Err(r) => format!(
+                    "nothing published; the incomplete snapshot {} could not be removed ({}): \
                  remove it (rm -r)",
-                path_text(&partial),
-                r.chain()
-            ),
-        };
+                    path_text(&partial),
+                    r.chain()
+                ),
+            };
         return Err(tmpa_core::Error::io(
             "snapshot",
             partial,
@@ -399,7 +403,9 @@ impl Taker<'_> {
         }
         match src.stat(CONFIG_NAME)? {
             // Copied: the programs trust it, and a second name would be one more.
-            Some(m) if m.kind == Kind::File => self.file(src, dst, OsStr::new(CONFIG_NAME), Take::Copy)?,
+            Some(m) if m.kind == Kind::File => {
+                self.file(src, dst, OsStr::new(CONFIG_NAME), Take::Copy)?
+            }
             Some(m) => self.not_regular(&src.join(CONFIG_NAME), m.kind),
             None => {}
         }

@@ -683,11 +683,8 @@ impl Dir {
     /// [`Error::Io`] naming the entry.
     pub fn open_write_existing(&self, name: &OsStr) -> Result<File> {
         check_name(&self.path, name)?;
-        let flags = OFlags::WRONLY
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::NOCTTY
-            | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         rustix::fs::openat(&self.fd, name, flags, Mode::empty())
             .map(File::from)
             .map_err(|e| self.error("open", name, e))
