@@ -12,14 +12,25 @@
 //! session, a notification with its ack); a write finished during the pass may or may not
 //! be, never in part. A maintenance run that starts meanwhile finds its lock held and
 //! exits 3 at once (the next scheduled run does its work); the snapshot itself waits for
-//! the locks at most `--wait`, then exits 3.
+//! the locks at most `--wait` (1 hour by default: a paced compaction runs for minutes),
+//! taking all three or none so that it never holds up a job while it waits, then exits 3.
 //!
 //! **How**: every file of the tree is written as a new inode (temporary, then rename),
 //! so a hard link captures a file exactly as it was when linked; on the root's file
 //! system the snapshot is hard links (about 3 s for 100,000 files on a cold cache,
 //! docs/PERFORMANCE.md), with `--copy` or on another file system it is a copy (content,
-//! mode, owner when run as root, mtime; each file and directory fsynced). It is built in `.{name}.partial` beside `DIR` and renamed
-//! to `DIR` when complete, so `DIR` is never a half snapshot.
+//! mode, owner when run as root, mtime; each file and directory fsynced). Whatever the
+//! method, `tmpa.toml`, the run records and the receipts of runs that did not finish are
+//! copied: a file the programs trust, or one that may still change, never gets a second
+//! name from a snapshot, so any number of kept snapshots leaves the jobs as they were. It
+//! is built in `.{name}.partial` beside `DIR` and renamed to `DIR` only when every file
+//! was taken: a file that cannot be (EIO, a full disk, a quota) stops the pass, nothing is
+//! published, the partial build is removed, exit 4.
+//!
+//! **Where**: `DIR` is reached from `/` one directory at a time without following a
+//! symlink, through directories only root may write (or sticky ones of root's, as `/tmp`):
+//! a directory on the way that another user could write, or a symlink there, could
+//! redirect root's snapshot, and is refused (exit 2).
 //!
 //! **What**: `notifications/`, `token_stats/`, `chat_history/`, `tmpa.toml`, and of
 //! `.tmpa/` the receipts, run records and the quarantine (a killed run's files between
@@ -30,9 +41,9 @@
 //! regular file or a directory (a symlink is never followed, and named as a problem).
 //!
 //! Invariants: every open, stat, link and mkdir goes through tmpa-core's descriptor-based
-//! file layer (`Dir`); nothing in the root is written or deleted (the run record and lock
-//! files under `.tmpa/` aside); a file linked into the snapshot is checked to be a regular
-//! file there, and taken back (from the snapshot only) when it is not.
+//! file layer (`Dir`); nothing in the root is written or deleted (the run record, lock
+//! files and their notes under `.tmpa/` aside); a file linked into the snapshot is checked
+//! to be a regular file there, and taken back (from the snapshot only) when it is not.
 
 mod take;
 mod verify;
@@ -62,12 +73,15 @@ pub const PROBLEMS_LISTED_MAX: usize = 1000;
 /// snapshot or restored tree (--verify).
 ///
 /// --to holds the locks of tmpa-compact, tmpa-archive and tmpa-tmpclean for the pass (a
-/// run of theirs that starts meanwhile exits 3), and copies notifications/, token_stats/,
-/// chat_history/, tmpa.toml and .tmpa/{receipts,runs}/ as hard links (same file system;
+/// run of theirs that starts meanwhile exits 3), and takes notifications/, token_stats/,
+/// chat_history/ and .tmpa/{receipts,runs,quarantine}/ as hard links (same file system;
 /// every file of the tree is a new inode when written, so a link keeps it as it was) or,
-/// with --copy or on another file system, as fsynced copies. Leaves out _summary.json,
+/// with --copy or on another file system, as fsynced copies; tmpa.toml, run records and
+/// the receipts of unfinished runs are always copied. Leaves out _summary.json,
 /// temporaries, .tmpa/ internals and anything not a regular file or directory (symlinks
-/// are never followed). Built in .{name}.partial and renamed to DIR when complete.
+/// are never followed). DIR is reached from / without a symlink, through directories only
+/// root may write. Built in .{name}.partial and renamed to DIR only when every file was
+/// taken (else exit 4, nothing published, the partial build removed).
 /// --verify reads every file of DIR: every event valid, compacted and loose copies of an
 /// id equal, every archive decompressing to JSON, every day's summary computable; exit 0
 /// or 1, each problem named. Exit: 0 ok, 1 needs a look, 2 usage, 3 locked, 4 failure.

@@ -172,12 +172,13 @@ const SNAPSHOT_EXIT: [(&str, &str); 5] = [
     (
         "1",
         "Needs a look: entries left out of the snapshot (symlinks and other non-regular \
-         files, files that could not be read), or the problems --verify names.",
+         files, directories deeper than 32 levels), or the problems --verify names.",
     ),
     (
         "2",
         "Usage error (bad flag, not a TMPA root, a destination that exists, is inside the \
-         root, or has a partial build left by an interrupted run); nothing written.",
+         root, is reached through a symlink or a directory another user may write, or has a \
+         partial build left by an interrupted run); nothing written.",
     ),
     (
         "3",
@@ -186,8 +187,9 @@ const SNAPSHOT_EXIT: [(&str, &str); 5] = [
     ),
     (
         "4",
-        "Failure writing the snapshot (no space, I/O error): DIR is not made, the partial \
-         build is left and named.",
+        "A file or directory could not be read or taken (I/O error, no space, a quota, a \
+         file too large), or a maintenance lock was removed during the pass: DIR is not \
+         made, and the partial build is removed (named when it could not be).",
     ),
 ];
 
@@ -343,7 +345,8 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
                 &state("locks/"),
                 "snapshot.lock for the run, and for a real snapshot's pass the locks of \
                  compact_events, archive_history and tmp_cleanup: a run of theirs that starts \
-                 meanwhile exits 3.",
+                 meanwhile exits 3. Only ever locked, never written; who holds each is in \
+                 its .holder file beside it.",
             );
             item(
                 roff,
