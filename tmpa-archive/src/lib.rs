@@ -46,36 +46,35 @@
 //! - `--migrate-local` moves local archives to the store the same way (the local archive
 //!   is deleted through the same deletion path once the object reads back equal).
 
+mod gz;
+mod lonely;
 pub mod notify;
+mod pipeline;
 mod report;
-pub mod session;
+mod session;
 pub mod store;
 mod tier;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use tmpa_core::maintenance::store::Store;
-use tmpa_core::maintenance::{Dir, Kind, SESSION_BYTES_MAX, path_text, root_dir, temp_final_name};
-use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, StoreErrorKind, StoreUrl, UserId};
-use tmpa_maint::{
-    CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Planned, Progress, Proof, Run,
-    StartError, Task,
-};
+use tmpa_core::maintenance::{Dir, Kind, path_text, root_dir};
+use tmpa_core::{Error, Problem, ProblemKind, Root, StoreErrorKind, StoreUrl, UserId};
+use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
 use report::counts;
-pub use report::{Counts, Destination, Origin, Report, SessionReport, render_text, report_status};
-pub use session::{Action, Options, StoredObject};
-pub use store::{SourceKind, StoreRun};
-use tier::Tier;
+pub use report::{
+    Action, Counts, Destination, Origin, Report, SessionReport, StoredObject, render_text,
+    report_status,
+};
+pub use store::StoreRun;
+use tier::Tiers;
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-archive";
 /// Task, as in `.tmpa/runs/archive_history.json`.
 pub const TASK: Task = Task::ArchiveHistory;
-/// Sessions handled between two receipt writes: bounds what a crash can leave archived but
-/// not yet deleted (the next run completes those) and the memory of one batch.
-const BATCH_MAX: usize = 256;
 
 /// Gzip old chat sessions into archive/, verify them from disk, then delete them
 /// (archive_history).
@@ -140,6 +139,8 @@ pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
     let root = tmpa_maint::resolve_root(args.common.root.as_deref())?;
     let usage = |e: Error| StartError::Usage(e.chain());
     let config = tmpa_maint::archive_config(&root, args.to.as_ref())?;
+    let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
+    where_the_library_reads(&root, args, config.as_ref().map(|c| &c.url), mode)?;
     let Some(config) = config else {
         if args.migrate_local {
             return Err(StartError::Usage(format!(
@@ -161,8 +162,58 @@ pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
     }
 }
 
+/// Refuses a run that would delete what it archived where the library does not read
+/// archives: sessions and notifications archived there could no longer be read by the
+/// backend (`Root::read_session` looks where the library's own configuration says). A
+/// `--to` other than the configuration (or a configuration for the programs that the
+/// library does not read) is for trying a store: with `--dry-run` or `--no-delete`, which
+/// delete nothing.
+///
+/// # Errors
+/// [`StartError::Usage`] (exit 2) saying where each would look and what to do.
+fn where_the_library_reads(
+    root: &Root,
+    args: &Args,
+    ours: Option<&StoreUrl>,
+    mode: Mode,
+) -> Result<(), StartError> {
+    if !mode.deletes() {
+        return Ok(());
+    }
+    let config_file = path_text(&root.path().join(tmpa_core::maintenance::CONFIG_NAME));
+    let theirs = match root.archive_config() {
+        Ok(c) => c.map(|c| c.url),
+        Err(e) => {
+            return Err(StartError::Usage(format!(
+                "the library cannot read its configuration ({}), so it could not find what this run archives; nothing done",
+                e.chain()
+            )));
+        }
+    };
+    if ours == theirs.as_ref() {
+        return Ok(());
+    }
+    let name = |u: Option<&StoreUrl>| {
+        u.map_or_else(
+            || "the local archive/ directories".to_owned(),
+            ToString::to_string,
+        )
+    };
+    let from = if args.to.is_some() {
+        "--to"
+    } else {
+        tmpa_maint::ETC_CONFIG_DIR
+    };
+    Err(StartError::Usage(format!(
+        "archives would go to {} ({from}), but the backend reads archives from {} ({config_file}):          what this run deleted once archived could not be read back by the library. Name the same          store in {config_file} first, or try the store with --dry-run or --no-delete (which delete          nothing); nothing done",
+        name(ours),
+        name(theirs.as_ref()),
+    )))
+}
+
 /// Archives the old sessions of every user of the run's root, to `store` when there is
-/// one (and, with `--migrate-local`, moves the local archives there).
+/// one (and, with `--migrate-local`, moves the local archives there), then every user's
+/// old acknowledged notifications: every unit through the one pipeline.
 pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     let mut report = Report {
         program: PROGRAM,
@@ -181,45 +232,68 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         counts: Counts::default(),
         exit_code: 0,
         failed: false,
+        tally: report::Tally::default(),
     };
-    let cutoff = SystemTime::now()
-        .checked_sub(args.older_than)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let users = list_users(run.root(), "chat_history", &mut report.problems);
-    if let Some(sr) = store.filter(|_| run.mode().writes()) {
+    let root = run.root().clone();
+    let tiers = Tiers::new(&root, store);
+    if let Some(sr) = store {
         // One cheap request before any work: a store that cannot be reached leaves every
         // session in place at the cost of one timeout.
         if let Err(e) = sr.store.probe() {
             let _ = sr.down.set(e.chain());
         }
     }
+    let cutoff = |age: Duration| {
+        SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
+    let opts = session::Options {
+        cutoff: cutoff(args.older_than),
+        level: args.level,
+        migrate_local: args.migrate_local,
+    };
+    let users = list_users(&root, "chat_history", &mut report.problems);
     let progress = Progress::new();
-    let mut young = 0u64;
-    let mut seen = 0u64;
+    let mut listed = session::Listed::default();
     for (i, user) in users.iter().enumerate() {
         progress.show(format!(
             "{PROGRAM}: user {user} ({}/{})",
             i + 1,
             users.len()
         ));
-        let mut u = UserRun {
-            user,
-            cutoff,
-            args,
-            store,
-            report: &mut report,
-            young: 0,
-            seen: 0,
-        };
-        let outcome = u.archive_user(run);
-        young += u.young;
-        seen += u.seen;
+        let outcome = session::archive_user(run, &tiers, user, opts, &mut report, &mut listed);
         if let Err(e) = outcome {
-            user_not_archived(&mut report, run.root(), ("chat_history", user), "user", &e);
+            user_not_archived(&mut report, &root, ("chat_history", user), "user", &e);
         }
     }
     progress.clear();
-    let (ncounts, ndeleted) = archive_notifications(run, args, store, &mut report);
+    let nopts = notify::Options {
+        cutoff: cutoff(args.notifications_older_than),
+        level: args.level,
+    };
+    let mut memory = lonely::Memory::load(&root);
+    for user in list_users(&root, "notifications", &mut report.problems) {
+        let outcome = notify::archive_user(run, &tiers, &user, nopts, &mut report, &mut memory);
+        if let Err(e) = outcome {
+            user_not_archived(
+                &mut report,
+                &root,
+                ("notifications", &user),
+                "notifications of",
+                &e,
+            );
+        }
+    }
+    if let Err(e) = memory.save(&root, run.mode()) {
+        report.failed = true;
+        report.problems.push(Problem::new(
+            e.path()
+                .map_or_else(|| root.path().join(".tmpa"), Path::to_path_buf),
+            ProblemKind::Unreadable,
+            format!("the memory of orphan acks cannot be written: {}", e.chain()),
+        ));
+    }
     if let Some(sr) = store {
         let put = report
             .sessions
@@ -228,7 +302,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             || report
                 .notification_batches
                 .iter()
-                .any(|b| b.object.is_some() && b.action == notify::BatchAction::Archive);
+                .any(|b| b.object.is_some() && b.action == Action::Archive);
         if run.mode().writes() && put {
             report.destination.put_guard = Some(sr.store.put_mode());
         }
@@ -236,7 +310,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             report.failed = true;
             report.destination.unavailable = Some(why.clone());
             report.problems.push(Problem::new(
-                run.root().path().join("chat_history"),
+                root.path().join("chat_history"),
                 ProblemKind::Unreadable,
                 format!(
                     "the store {} failed ({why}); every session and notification not yet verified was left in place",
@@ -246,56 +320,24 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         }
     }
     report.problems.sort();
-    report.counts = counts(&report, users.len() as u64, seen, young);
-    report.counts.notifications = ncounts;
+    let notifications = std::mem::take(&mut report.counts.notifications);
+    report.counts = counts(&report, users.len() as u64, listed.seen, listed.young);
+    report.counts.notifications = notifications;
     let sessions_deleted = report
         .counts
         .deletions
         .deleted
-        .or(report.counts.deletions.would_delete);
-    report.counts.deletions =
-        tmpa_maint::DeleteCount::of(run.mode(), sessions_deleted.unwrap_or(0) + ndeleted);
+        .or(report.counts.deletions.would_delete)
+        .unwrap_or(0);
+    let deleted = sessions_deleted
+        + report
+            .notification_batches
+            .iter()
+            .map(|b| 2 * b.deleted)
+            .sum::<u64>()
+        + report.counts.notifications.acks_completed;
+    report.counts.deletions = tmpa_maint::DeleteCount::of(run.mode(), deleted);
     report
-}
-
-/// Archives every user's old acknowledged notifications ([`notify`]), to `store` when
-/// there is one; returns the counts and the files deleted (or that a real run would
-/// delete).
-fn archive_notifications(
-    run: &mut Run,
-    args: &Args,
-    store: Option<&StoreRun>,
-    report: &mut Report,
-) -> (notify::NotificationCounts, u64) {
-    let cutoff = SystemTime::now()
-        .checked_sub(args.notifications_older_than)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut counts = notify::NotificationCounts::default();
-    let mut deleted = 0;
-    for user in list_users(run.root(), "notifications", &mut report.problems) {
-        let mut u = notify::NotifyRun {
-            user: &user,
-            store,
-            cutoff,
-            level: args.level,
-            batches: &mut report.notification_batches,
-            problems: &mut report.problems,
-            counts: &mut counts,
-            deleted: 0,
-        };
-        let outcome = u.archive_user(run);
-        deleted += u.deleted;
-        if let Err(e) = outcome {
-            user_not_archived(
-                report,
-                run.root(),
-                ("notifications", &user),
-                "notifications of",
-                &e,
-            );
-        }
-    }
-    (counts, deleted)
 }
 
 /// A user of `data` whose archival stopped on `e`: a problem naming the file (or the
@@ -393,330 +435,8 @@ fn list_users(root: &Root, data: &str, problems: &mut Vec<Problem>) -> Vec<UserI
     users
 }
 
-/// One user's share of the run.
-struct UserRun<'a> {
-    user: &'a UserId,
-    cutoff: SystemTime,
-    args: &'a Args,
-    store: Option<&'a StoreRun>,
-    report: &'a mut Report,
-    young: u64,
-    seen: u64,
-}
-
-impl UserRun<'_> {
-    /// Archives the user's old sessions in batches (then, with `--migrate-local`, moves
-    /// the user's local archives to the store).
-    fn archive_user(&mut self, run: &mut Run) -> tmpa_core::Result<()> {
-        let root = run.root().clone();
-        let user_rel = Path::new("chat_history").join(self.user.as_str());
-        let opts = Options {
-            level: self.args.level,
-            dry_run: run.dry_run(),
-        };
-        // Held by descriptor: a directory swapped for a symlink meanwhile cannot lead any
-        // read, write or delete of this run out of the root.
-        let sessions = open_if_any(&root, &user_rel.join("sessions"))?;
-        let old = match &sessions {
-            Some(dir) => {
-                let mut old = self.old_sessions(dir)?;
-                self.keep_planned(run, dir, &mut old);
-                old
-            }
-            None => Vec::new(),
-        };
-        if let (Some(sessions), false) = (&sessions, old.is_empty()) {
-            let tier = match self.store {
-                None => {
-                    Tier::Local(self.archive_dir(&root, &user_rel.join("archive"), run.mode())?)
-                }
-                Some(sr) => Tier::Store(sr),
-            };
-            for batch in old.chunks(BATCH_MAX) {
-                self.batch(run, &tier, (sessions, SourceKind::Session), batch, opts)?;
-            }
-        }
-        if let (Some(sr), true) = (self.store, self.args.migrate_local) {
-            let Some(archive) = open_if_any(&root, &user_rel.join("archive"))? else {
-                return Ok(());
-            };
-            let mut local = self.local_archives(&archive)?;
-            self.keep_planned(run, &archive, &mut local);
-            let tier = Tier::Store(sr);
-            for batch in local.chunks(BATCH_MAX) {
-                self.batch(
-                    run,
-                    &tier,
-                    (&archive, SourceKind::LocalArchive),
-                    batch,
-                    opts,
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The user's local archives (`{session}.json.gz` regular files), sorted; other
-    /// entries are left alone, symlinks reported.
-    fn local_archives(&mut self, dir: &Dir) -> tmpa_core::Result<Vec<(String, SessionId)>> {
-        let mut out = Vec::new();
-        for entry in dir.entries()? {
-            let name = entry?.name;
-            let Some(id) = name
-                .to_str()
-                .filter(|_| temp_final_name(&name).is_none())
-                .and_then(|n| n.strip_suffix(".json.gz"))
-                .and_then(|s| SessionId::new(s).ok())
-            else {
-                continue; // temporaries and files that are not archives
-            };
-            match dir.stat(&name)? {
-                Some(m) if m.kind == Kind::File => out.push((format!("{id}.json.gz"), id)),
-                Some(m) if m.kind == Kind::Symlink => self.problem(
-                    dir.join(&name),
-                    ProblemKind::Unsafe,
-                    "is a symlink (not followed, not moved)",
-                ),
-                _ => {}
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// The archive directory, created in a run that writes; in a dry run `None` when
-    /// missing.
-    fn archive_dir(&self, root: &Root, rel: &Path, mode: Mode) -> tmpa_core::Result<Option<Dir>> {
-        if mode.writes() {
-            return root_dir(root).create_dir_all(rel).map(Some);
-        }
-        match root_dir(root).open_dir(rel) {
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
-            other => other.map(Some),
-        }
-    }
-
-    /// The names of the user's sessions old enough to archive, sorted. Young ones are
-    /// counted; symlinks, odd names and non-regular files named like sessions are reported.
-    fn old_sessions(&mut self, dir: &Dir) -> tmpa_core::Result<Vec<(String, SessionId)>> {
-        let cutoff_ns = self
-            .cutoff
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let mut old = Vec::new();
-        for entry in dir.entries()? {
-            let name = entry?.name;
-            if temp_final_name(&name).is_some() || !name.as_encoded_bytes().ends_with(b".json") {
-                continue; // temporaries are tmpa-tmpclean's; other files are not sessions
-            }
-            self.seen += 1;
-            let shown = dir.join(&name);
-            let id = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|s| SessionId::new(s).ok());
-            let Some(id) = id else {
-                self.problem(
-                    shown,
-                    ProblemKind::Corrupt,
-                    "named like a session but not a valid session id (left alone)",
-                );
-                continue;
-            };
-            let meta = match dir.stat(&name) {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(e) => {
-                    self.problem(
-                        shown,
-                        ProblemKind::Unreadable,
-                        &format!("cannot stat: {}", e.chain()),
-                    );
-                    continue;
-                }
-            };
-            if meta.kind == Kind::Symlink {
-                self.problem(shown, ProblemKind::Unsafe, "is a symlink (not followed)");
-            } else if meta.kind != Kind::File {
-                self.problem(
-                    shown,
-                    ProblemKind::Unsafe,
-                    "is not a regular file (left alone)",
-                );
-            } else if meta.stamp.mtime_ns > cutoff_ns {
-                self.young += 1;
-            } else if meta.stamp.size > SESSION_BYTES_MAX {
-                // The library refuses to read a session this large, live or archived:
-                // archiving it would not make it any more usable. It needs a look.
-                self.problem(
-                    shown,
-                    ProblemKind::Corrupt,
-                    &format!(
-                        "larger than the session limit of {SESSION_BYTES_MAX} bytes (left live)"
-                    ),
-                );
-            } else {
-                old.push((format!("{id}.json"), id));
-            }
-        }
-        old.sort();
-        Ok(old)
-    }
-
-    /// Applying a plan: keeps only the files it lists (unchanged: the stamp is checked
-    /// here, the SHA-256 when the file is read); the others wait for the next run.
-    fn keep_planned(&mut self, run: &mut Run, dir: &Dir, files: &mut Vec<(String, SessionId)>) {
-        files.retain(|(name, _)| {
-            let file = path_text(&dir.join(name));
-            match run.planned(&file) {
-                Planned::NoPlan => true,
-                Planned::NotInPlan => false,
-                Planned::Listed(p) => {
-                    let now = dir.stat(name).ok().flatten().map(|m| m.stamp);
-                    if now == Some(p.stamp) {
-                        true
-                    } else {
-                        self.report.problems.push(Problem::new(
-                            dir.join(name),
-                            ProblemKind::Conflict,
-                            "changed since the plan was made (kept; the next run looks again)",
-                        ));
-                        false
-                    }
-                }
-            }
-        });
-    }
-
-    fn problem(&mut self, path: PathBuf, kind: ProblemKind, reason: &str) {
-        self.report.problems.push(Problem::new(path, kind, reason));
-    }
-
-    /// One batch, whatever the tier: each source archived and verified (on the tier's
-    /// threads), reported, then the verified ones disposed of through the one delete step
-    /// (receipt first, each only if still the same file).
-    fn batch(
-        &mut self,
-        run: &mut Run,
-        tier: &Tier<'_>,
-        (dir, kind): (&Dir, SourceKind),
-        batch: &[(String, SessionId)],
-        opts: Options,
-    ) -> tmpa_core::Result<()> {
-        let first = self.report.sessions.len();
-        let user = self.user;
-        let done = tier.map(batch, |(name, id)| {
-            tier.archive((dir, kind), name, (user, id), opts)
-        });
-        let from = match kind {
-            SourceKind::Session => Origin::Sessions,
-            SourceKind::LocalArchive => Origin::Archive,
-        };
-        let mut prepared = Vec::with_capacity(batch.len());
-        for ((name, id), p) in batch.iter().zip(done) {
-            self.report
-                .sessions
-                .push(SessionReport::prepared(user, id, dir.join(name), &p, from));
-            prepared.push((first + prepared.len(), name.as_str(), id, p));
-        }
-        let doomed: Vec<Verified<'_>> = prepared
-            .iter()
-            .filter(|(.., p)| p.action.deletes_source())
-            .map(|(i, name, id, p)| {
-                let (held_by, proof) = tier.holder(dir, (user, id), p);
-                Verified {
-                    report: *i,
-                    id,
-                    name,
-                    prepared: p,
-                    held_by,
-                    proof,
-                }
-            })
-            .collect();
-        self.delete_batch(run, dir, doomed, |v| {
-            tier.take_back((user, v.id), v.prepared)
-        })
-    }
-
-    /// Deletes the verified sources of a batch from `dir` through the one deletion path
-    /// (receipt first, each only if still the same file); a source that changed after
-    /// its verification is kept, and `take_back` undoes this run's copy of its old bytes.
-    fn delete_batch(
-        &mut self,
-        run: &mut Run,
-        dir: &Dir,
-        verified: Vec<Verified<'_>>,
-        take_back: impl Fn(&Verified<'_>),
-    ) -> tmpa_core::Result<()> {
-        if verified.is_empty() {
-            return Ok(());
-        }
-        let line = |v: &Verified<'_>| Deletion {
-            file: path_text(&dir.join(v.name)),
-            bytes: v.prepared.bytes(),
-            sha256: v.prepared.sha256.clone().unwrap_or_default(),
-            stamp: v.prepared.stamp,
-            held_by: v.held_by.clone(),
-            proof: v.proof.clone(),
-        };
-        let doomed: Vec<Doomed<'_>> = verified
-            .iter()
-            .map(|v| Doomed {
-                dir,
-                name: v.name.into(),
-                stamp: v.prepared.stamp,
-                line: line(v),
-                lease: None,
-            })
-            .collect();
-        // Per mode: noted in a dry run's plan, left by --no-delete, or deleted (the
-        // receipt durable before the first deletion it covers).
-        let (outcomes, synced) = run.dispose(doomed, |_| None)?.split();
-        for (v, outcome) in verified.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Deleted => self.report.sessions[v.report].deleted = true,
-                // A dry run's plan has it; --no-delete leaves it: the report's action
-                // says what a real run does.
-                Outcome::WouldDelete | Outcome::Left | Outcome::Kept(Kept::Gone) => {}
-                Outcome::Kept(_) => {
-                    take_back(v);
-                    let r = &mut self.report.sessions[v.report];
-                    r.action = Action::Changed;
-                    r.detail = "changed after it was verified (kept; retried next run)".into();
-                }
-                Outcome::Failed(e) => {
-                    let r = &mut self.report.sessions[v.report];
-                    r.action = Action::Failed;
-                    r.detail = format!(
-                        "archived and verified, but cannot delete: {} (kept; the next run completes)",
-                        e.chain()
-                    );
-                }
-            }
-        }
-        synced
-    }
-}
-
-/// A source whose data is verified to be held elsewhere, about to be deleted.
-struct Verified<'a> {
-    /// Its index in the report's sessions.
-    report: usize,
-    /// Its session.
-    id: &'a SessionId,
-    /// Its name in its directory.
-    name: &'a str,
-    /// What archiving it found.
-    prepared: &'a session::Prepared,
-    /// Where its data is now (a path or an object URL).
-    held_by: String,
-    /// How that was verified.
-    proof: Proof,
-}
-
 /// The directory `rel` of the root, held by descriptor; `None` when missing.
-fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
+pub(crate) fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
     match root_dir(root).open_dir(rel) {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
