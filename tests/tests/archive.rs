@@ -50,8 +50,9 @@ fn version_path(t: &Tree, user: &str, name: &str, n: u32) -> PathBuf {
     if n == 1 {
         return archive_path(t, user, name);
     }
-    t.root()
-        .join(format!("chat_history/{user}/archive/versions/{n}/{name}.json.gz"))
+    t.root().join(format!(
+        "chat_history/{user}/archive/versions/{n}/{name}.json.gz"
+    ))
 }
 
 /// Every receipt line of every archival run (a torn last line from a kill is skipped).
@@ -230,7 +231,11 @@ fn existing_archives_complete_add_a_version_or_conflict() {
     assert!(!t.root().join("chat_history/u/sessions/same.json").exists());
     assert_eq!(gunzip(&archive_path(&t, "u", "same")), same);
     assert!(r.stdout.contains("completed"), "{}", r.stdout);
-    assert!(!t.root().join("chat_history/u/sessions/differs.json").exists());
+    assert!(
+        !t.root()
+            .join("chat_history/u/sessions/differs.json")
+            .exists()
+    );
     assert_eq!(
         fs::read(archive_path(&t, "u", "differs")).expect("archive"),
         other_gz,

@@ -349,7 +349,10 @@ fn a_plan_applied_after_a_notification_changed_names_it_and_writes_no_orphan_arc
     assert_eq!(live(t.root(), "alice", "inbox").len(), 6);
     assert_eq!(live(t.root(), "alice", "ack").len(), 5);
     assert_eq!(archives(t.root(), "bob").len(), 1);
-    assert_eq!(live(t.root(), "bob", "inbox"), ["ntf_new.json", "ntf_unread.json"]);
+    assert_eq!(
+        live(t.root(), "bob", "inbox"),
+        ["ntf_new.json", "ntf_unread.json"]
+    );
     nothing_lost(t.root(), &want);
     let next = t.run("tmpa-archive", &[]);
     assert_eq!(next.code, 0, "{next:?}");
@@ -393,13 +396,21 @@ fn an_immutable_ack_directory_is_reported_and_fails_the_run() {
             "{problems:?}"
         );
     }
-    assert_eq!(live(t.root(), "alice", "inbox"), ["ntf_new.json", "ntf_unread.json"]);
+    assert_eq!(
+        live(t.root(), "alice", "inbox"),
+        ["ntf_new.json", "ntf_unread.json"]
+    );
     assert_eq!(live(t.root(), "alice", "ack").len(), 5);
     assert_eq!(live(t.root(), "bob", "ack"), ["ntf_new.ack"]);
     drop(guard);
     let next = t.run("tmpa-archive", &["--json"]);
     assert_eq!(next.code, 0, "{next:?}");
-    assert_eq!(next.json()["counts"]["acks_completed"], 4, "{}", next.stdout);
+    assert_eq!(
+        next.json()["counts"]["acks_completed"],
+        4,
+        "{}",
+        next.stdout
+    );
     assert_eq!(live(t.root(), "alice", "ack"), ["ntf_new.ack"]);
     nothing_lost(t.root(), &want);
 }
@@ -458,7 +469,12 @@ fn orphan_acks_beside_a_thousand_archives_are_searched_once() {
     assert_eq!(read, 1000, "each archive's index read once");
     let (second, read) = opens("--json");
     assert_eq!(second.code, 0, "{second:?}");
-    assert_eq!(second.json()["counts"]["orphan_acks_known"], 3, "{}", second.stdout);
+    assert_eq!(
+        second.json()["counts"]["orphan_acks_known"],
+        3,
+        "{}",
+        second.stdout
+    );
     assert_eq!(read, 0, "a known orphan costs no archive read");
 }
 

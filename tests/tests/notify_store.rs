@@ -511,7 +511,10 @@ fn a_dry_run_reads_the_store_and_writes_nothing() {
         .into_iter()
         .filter(|l| !(l.starts_with("GET ") || l.starts_with("HEAD ")))
         .collect();
-    assert!(writes.is_empty(), "a dry run wrote to the store: {writes:?}");
+    assert!(
+        writes.is_empty(),
+        "a dry run wrote to the store: {writes:?}"
+    );
     assert!(s.keys("notes-dry", "").is_empty());
     assert_eq!(t.snapshot(), before);
     assert!(

@@ -118,7 +118,10 @@ fn to_elsewhere_than_the_library_reads_deletes_nothing() {
     let r = t.run("tmpa-archive", &["--to", &url(other.path()), "--no-delete"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(other.path().join("u1/s1.json.gz").exists());
-    assert!(s.exists(), "--no-delete keeps the session, where the library reads it");
+    assert!(
+        s.exists(),
+        "--no-delete keeps the session, where the library reads it"
+    );
     assert_eq!(fs::read_dir(configured.path()).expect("ls").count(), 0);
     let r = t.run("tmpa-archive", &["--to", &url(configured.path())]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -132,7 +135,11 @@ fn to_elsewhere_than_the_library_reads_deletes_nothing() {
     let s = session(&t, "u1", "s1", b"{}");
     let r = t.run("tmpa-archive", &["--to", &url(other.path())]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("the local archive/ directories"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the local archive/ directories"),
+        "{}",
+        r.stderr
+    );
     assert!(s.exists());
 }
 
@@ -176,7 +183,10 @@ fn a_missing_store_directory_leaves_every_session() {
     let t = Tree::new();
     let s = session(&t, "u1", "s1", b"{}");
     let gone = tempfile::tempdir().expect("dir").path().join("missing");
-    t.file("tmpa.toml", format!("[archive]\nurl = \"{}\"\n", url(&gone)));
+    t.file(
+        "tmpa.toml",
+        format!("[archive]\nurl = \"{}\"\n", url(&gone)),
+    );
     let r = t.run("tmpa-archive", &[]);
     assert_eq!(r.code, 4, "{r:?}");
     assert!(r.stdout.contains("is not a directory"), "{}", r.stdout);

@@ -211,7 +211,10 @@ fn an_equal_object_completes_another_version_follows_and_garbage_conflicts() {
     );
     let v2 = format!("host-a/{USER}/versions/2/s1.json.gz");
     assert_eq!(
-        gunzip(&s.get_object("complete-or-conflict", &v2).expect("version 2")),
+        gunzip(
+            &s.get_object("complete-or-conflict", &v2)
+                .expect("version 2")
+        ),
         old[1].1
     );
     assert_eq!(library(&t, s.port(), Some("s1")).expect("newest"), old[1].1);
@@ -450,7 +453,10 @@ fn a_dry_run_reads_the_store_and_writes_nothing() {
         .into_iter()
         .filter(|l| !(l.starts_with("GET ") || l.starts_with("HEAD ")))
         .collect();
-    assert!(writes.is_empty(), "a dry run wrote to the store: {writes:?}");
+    assert!(
+        writes.is_empty(),
+        "a dry run wrote to the store: {writes:?}"
+    );
     assert!(s.keys("dry-only", "").is_empty());
     assert_eq!(t.snapshot(), before);
     for (name, _) in &old {
@@ -458,9 +464,7 @@ fn a_dry_run_reads_the_store_and_writes_nothing() {
             r.stdout.contains(&format!(
                 "would archive {}",
                 session_path(&t, name).display()
-            )) && r
-                .stdout
-                .contains(&format!("s3://dry-only/{}", key(name))),
+            )) && r.stdout.contains(&format!("s3://dry-only/{}", key(name))),
             "{}",
             r.stdout
         );
@@ -489,7 +493,11 @@ fn a_chat_resumed_after_archival_to_s3_three_times_over() {
         assert!(!p.exists());
         assert_eq!(library(&t, s.port(), Some("chat")).expect("newest"), b);
         let listed = String::from_utf8(library(&t, s.port(), None).expect("list")).expect("utf-8");
-        assert_eq!(listed.lines().filter(|l| l.contains("chat")).count(), 1, "{listed}");
+        assert_eq!(
+            listed.lines().filter(|l| l.contains("chat")).count(),
+            1,
+            "{listed}"
+        );
         assert!(listed.contains("stored"), "{listed}");
         for (i, v) in versions.iter().enumerate() {
             let k = match i {

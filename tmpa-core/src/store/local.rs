@@ -280,3 +280,56 @@ impl LocalStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::maintenance::store::{PutNew, Removal, Store};
+    use crate::{ArchiveConfig, SessionId, UserId};
+
+    /// An object taken back is removed only while it is the one written: a file that took
+    /// its name meanwhile stays, and nothing is left at a private name. Versions are
+    /// listed by number, each session once.
+    #[test]
+    fn delete_own_removes_only_the_object_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display()).parse().unwrap();
+        let store = Store::open(&ArchiveConfig::for_url(url)).unwrap();
+        let (u, s) = (UserId::new("u1").unwrap(), SessionId::new("s").unwrap());
+        let etag_of = |p: PutNew| match p {
+            PutNew::Created { etag, .. } => etag.unwrap(),
+            PutNew::Exists => panic!("exists"),
+        };
+        let v1 = store.key(&u, &s);
+        etag_of(store.put_new(&v1, b"one".to_vec()).unwrap());
+        let v2 = store.version_key(&u, &s, 2);
+        let mine = etag_of(store.put_new(&v2, b"mine".to_vec()).unwrap());
+        assert_eq!(v2.version(), Some(2));
+        let path = dir.path().join("u1/versions/2/s.json.gz");
+        assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+        // Another writer replaces it (a new file renamed over the name).
+        std::fs::write(dir.path().join("theirs"), b"theirs").unwrap();
+        std::fs::rename(dir.path().join("theirs"), &path).unwrap();
+        assert_eq!(
+            store.delete_own(&v2, &mine, None).unwrap(),
+            Removal::NotOurs
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+        let v3 = store.version_key(&u, &s, 3);
+        let third = etag_of(store.put_new(&v3, b"three".to_vec()).unwrap());
+        assert_eq!(store.later_versions(&u).unwrap()[&s], vec![2, 3]);
+        assert_eq!(store.list_sessions(&u).unwrap()[&s], 3);
+        assert_eq!(
+            store.delete_own(&v3, &third, None).unwrap(),
+            Removal::Deleted
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("u1/versions/3"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(store.list_sessions(&u).unwrap()[&s], 2);
+        assert_eq!(
+            store.delete_own(&v3, &third, None).unwrap(),
+            Removal::NotOurs
+        );
+    }
+}
