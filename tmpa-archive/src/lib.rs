@@ -1,50 +1,54 @@
 //! # tmpa-archive (archive_history)
 //!
 //! Weekly archival of chat sessions: every `chat_history/{user}/sessions/{session}.json`
-//! not modified for `--older-than` (default 30 days) is streamed through gzip into
-//! `chat_history/{user}/archive/{session}.json.gz`, verified by decompressing the archive
-//! from disk and comparing it byte for byte with the session, recorded in a fsynced
-//! receipt (path, size, SHA-256), and only then deleted from `sessions/`.
+//! not modified for `--older-than` (default 30 days) goes through gzip into a version of
+//! its archive (`chat_history/{user}/archive/{session}.json.gz` the first time,
+//! `archive/versions/{n}/{session}.json.gz` for a chat resumed after its archival), read
+//! back and compared byte for byte with the session, recorded in a fsynced receipt
+//! (path, size, SHA-256), and only then deleted from `sessions/`. Acknowledged
+//! notifications whose ack is older than `--notifications-older-than` (default 90 days)
+//! go per user in batches into `notifications/{user}/archive/acked-{n}-{digest}.tar.gz`
+//! the same way ([`notify`]). With an object store (`{root}/tmpa.toml` `[archive] url =
+//! "s3://bucket/prefix"`), both go to its objects of the same names below
+//! `{prefix}/{user}/` instead.
+//!
+//! Every unit (a session, a local archive moved with `--migrate-local`, a batch of
+//! notifications, the acks an archive already holds) goes through **one pipeline**
+//! (`pipeline.rs`) over either **tier** (`tier.rs`: the tree's archive directories or
+//! the store): open and build, look at what is already there, the plan's admission,
+//! write or put, read back and compare, dispose, take back.
 //!
 //! Invariants:
-//! - A session is deleted only after its archive read back equal from disk, its receipt
-//!   line is fsynced, and its directory entry is still the same file (inode, size, mtime,
-//!   ctime) that was read.
-//! - An existing archive is never overwritten: equal bytes complete an interrupted run,
-//!   other bytes are a conflict (both kept, exit 1).
-//! - A session rewritten while it is read is kept and retried next run; an archive this
-//!   run made of its old bytes is taken back.
-//! - `profile/`, temporaries (`*.json.tmp*`, tmpa-tmpclean's business) and anything that
-//!   is not a `{session}.json` regular file are never touched. Symlinks are never followed:
-//!   every directory is held by descriptor from the root down.
+//! - A file is deleted only after an archive holding its bytes was read back from where
+//!   it is kept and compared, its receipt line is fsynced, and its directory entry is
+//!   still the same file (inode, size, mtime, ctime) that was read (`Run::dispose`).
+//! - No archive is ever overwritten: a local one is written under a temporary name and
+//!   renamed without replacing; an object is put conditionally (`If-None-Match: *`, or a
+//!   HEAD first where the store has no conditional put). An archive already holding the
+//!   same data completes an interrupted run; an earlier version of a session makes the
+//!   live file the next version beside it; anything else is a conflict: everything kept
+//!   (exit 1), with a remedy that keeps the live file.
+//! - No archive is left that no deletion relies on: a plan being applied admits a unit
+//!   before its archive is made (`Run::admit`), and an archive whose sources all changed
+//!   before their deletion is taken back (the local one through the delete step, an
+//!   object only if it is still the one put: `Store::delete_own`).
+//! - `profile/`, temporaries (`*.tmp*`, tmpa-tmpclean's business) and anything that is not
+//!   a session, notification or ack regular file are never touched. Symlinks are never
+//!   followed: every directory is held by descriptor from the root down.
 //! - One user's failure (permission, immutable directory, full disk) is reported and the
-//!   run goes on with the other users.
+//!   run goes on with the other users; a file verified but not deleted is named (exit 4).
 //! - A session larger than the library's limit (`SESSION_BYTES_MAX`, 256 MiB) is reported
-//!   and left live: memory and time per session are bounded.
-//!
-//! Acknowledged notifications whose ack is older than `--notifications-older-than`
-//! (default 90 days) are archived per user in batches into
-//! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz`, verified from disk and
-//! receipted the same way, then their inbox files and acks deleted ([`notify`]); the
-//! library reads them there. With a store, each batch is the object
-//! `{prefix}/{user}/acked-{n}-{digest}.tar.gz` instead, stored and verified exactly as a
-//! session's object is (below), and the library reads it from the store.
-//!
-//! With an object store (`{root}/tmpa.toml` `[archive] url = "s3://bucket/prefix"`, or
-//! `--to URL` for one run), the same invariants hold with the object
-//! `{prefix}/{user}/{session}.json.gz` in place of the local archive ([`store`]):
-//! - An object is never replaced: a HEAD first, then a conditional put where the store
-//!   has one (the report says which); an object already there is compared.
-//! - A session is deleted only after its object, read back from the store with the ETag
-//!   its put returned and the bytes that were sent, decompressed to exactly the session's
-//!   bytes on disk, and after the receipt line (object URL, size, ETag, SHA-256 of the
-//!   object and of the session) is fsynced.
-//! - A store that cannot be reached, is too slow or keeps failing leaves every session
-//!   not yet verified in place (exit 4); after its first such failure no further request
-//!   is made in the run.
-//! - `--dry-run` makes no request at all: it lists what would be uploaded.
-//! - `--migrate-local` moves local archives to the store the same way (the local archive
-//!   is deleted through the same deletion path once the object reads back equal).
+//!   and left live: memory and time per session are bounded; the archives held in memory
+//!   at once are bounded by `store::IN_FLIGHT_BYTES_MAX`.
+//! - A store that cannot be reached, is too slow or keeps failing leaves every file not
+//!   yet verified in place (exit 4); after its first such failure no further request is
+//!   made in the run.
+//! - `--dry-run` writes nothing, locally or to the store; it reads what a real run would
+//!   compare (archives, the store's listings and objects), so that its plan names the
+//!   very archive (and version) each file would be held by.
+//! - A run that deletes archives only where the library reads them: a `--to` (or a
+//!   configuration of the programs) other than the library's is refused unless the run
+//!   deletes nothing.
 
 mod gz;
 mod lonely;
@@ -103,8 +107,11 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["dry_run", "apply_plan"])]
     pub no_delete: bool,
     /// Archive to this object store for this run, instead of what {root}/tmpa.toml says
-    /// (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir)
-    /// [default: the [archive] url of {root}/tmpa.toml, else the local archive/ directories]
+    /// (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir). A
+    /// store other than the one the library reads is for trying it: with --dry-run or
+    /// --no-delete only (a run that deletes is refused, exit 2: the backend could not
+    /// read what it archived there) [default: the [archive] url of {root}/tmpa.toml,
+    /// else the local archive/ directories]
     #[arg(long, value_name = "URL")]
     pub to: Option<StoreUrl>,
     /// Also move the local archives (chat_history/*/archive/*.json.gz) to the store: each

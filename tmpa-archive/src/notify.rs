@@ -488,21 +488,25 @@ impl BatchUnit<'_> {
         let mut problems = Vec::new();
         for (i, (file, outcome)) in done.fates.into_iter().enumerate() {
             let body = i < n;
+            if outcome.as_ref().is_some_and(Outcome::counts_as_deleted) {
+                report.tally.notification_files_deleted += 1;
+            }
             match outcome {
-                None => {}
                 Some(
                     Outcome::Deleted | Outcome::WouldDelete | Outcome::Kept(tmpa_maint::Kept::Gone),
-                ) => {
-                    if body {
-                        c.notifications_archived += 1;
-                        b.deleted += 1;
-                    }
+                ) if body => {
+                    c.notifications_archived += 1;
+                    b.deleted += 1;
                 }
-                Some(Outcome::Left) => {
-                    if body {
-                        c.notifications_archived += 1;
-                    }
-                }
+                Some(Outcome::Left) if body => c.notifications_archived += 1,
+                // Acks that went (or were left) with their notification; nothing offered.
+                None
+                | Some(
+                    Outcome::Deleted
+                    | Outcome::WouldDelete
+                    | Outcome::Left
+                    | Outcome::Kept(tmpa_maint::Kept::Gone),
+                ) => {}
                 Some(Outcome::Kept(k)) => {
                     if body {
                         c.notifications_changed += 1;

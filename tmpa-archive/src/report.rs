@@ -190,6 +190,8 @@ pub struct Report {
 pub(crate) struct Tally {
     pub(crate) deletions_failed: u64,
     pub(crate) taken_back: u64,
+    /// Inbox files and acks of batches deleted (or that a real run would delete).
+    pub(crate) notification_files_deleted: u64,
 }
 
 /// Totals of a run (the run record's `counts` and the log's last line).
