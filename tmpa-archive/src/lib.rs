@@ -52,6 +52,7 @@
 
 mod gz;
 mod lonely;
+mod migrate;
 pub mod notify;
 mod pipeline;
 mod report;

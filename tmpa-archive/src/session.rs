@@ -11,20 +11,19 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tmpa_core::maintenance::{
     Dir, Kind, LocalVersions, Meta, SESSION_BYTES_MAX, Stamp, VERSION_MAX, archive_file_name,
-    line_text, path_text, sha256_hex, temp_final_name, version_rel,
+    line_text, path_text, temp_final_name, version_rel,
 };
 use tmpa_core::{Error, Problem, ProblemKind, SessionId, UserId};
 use tmpa_maint::{Admission, Candidate, Kept, Mode, Outcome, Run};
 
 use crate::gz::{
-    CHUNK_BYTES, Tee, bounded, gzip, hash_and_check, json_valid, open_source, same_bytes,
-    source_unchanged,
+    CHUNK_BYTES, bounded, gzip, hash_and_check, open_source, same_bytes, source_unchanged,
 };
 use crate::pipeline::{self, Done, Early, Facts, Member, Opened, Other, Seen, Unit};
 use crate::report::{Action, Origin, Report, SessionReport, StoredObject};
@@ -47,7 +46,7 @@ pub(crate) struct Options {
 
 /// One user's sessions, and every archived version of them that the run can see.
 pub(crate) struct UserSessions<'d> {
-    user: &'d UserId,
+    pub(crate) user: &'d UserId,
     sessions: Option<Dir>,
     local: Option<LocalVersions>,
     /// The versions after the first in the store (one listing).
@@ -141,7 +140,7 @@ pub(crate) fn archive_user(
         for (n, dir) in local_versions(local) {
             for (name, id, meta) in local_archives(dir, report)? {
                 if admitted(run, dir, &name, &meta) {
-                    units.push(MigrateUnit {
+                    units.push(crate::migrate::MigrateUnit {
                         ctx: &ctx,
                         dir,
                         id,
@@ -287,7 +286,7 @@ fn local_archives(
 
 impl UserSessions<'_> {
     /// Where version `n` of `id` is, in the tier new archives go to, or locally.
-    fn place(&self, tiers: &Tiers<'_>, id: &SessionId, n: u32, in_store: bool) -> Place {
+    pub(crate) fn place(&self, tiers: &Tiers<'_>, id: &SessionId, n: u32, in_store: bool) -> Place {
         match (&tiers.store, in_store) {
             (Some(s), true) => Place::Store(s.run.store.version_key(self.user, id, n)),
             _ => Place::Local {
@@ -344,10 +343,11 @@ struct SessionUnit<'d> {
     size: u64,
 }
 
-/// A session opened: its file (compared again with what an archive holds).
-struct SessionOpen {
-    file: File,
-    stamp: Stamp,
+/// A session (or local archive) opened: its file (compared again with what an archive
+/// holds).
+pub(crate) struct SessionOpen {
+    pub(crate) file: File,
+    pub(crate) stamp: Stamp,
 }
 
 impl<'d> Unit<'d> for SessionUnit<'d> {
@@ -389,6 +389,14 @@ impl<'d> Unit<'d> for SessionUnit<'d> {
             sha256: Some(sha.clone()),
             valid_json: Some(valid),
         };
+        // A store that failed gets no more requests in this run.
+        if let Some(why) = tiers.store.as_ref().and_then(|s| s.run.untried()) {
+            return Err(Early {
+                action: Action::Failed,
+                detail: why,
+                facts,
+            });
+        }
         let (existing, next) = match self.ctx.versions(tiers, &self.id) {
             Ok(v) => v,
             Err(e) => {
@@ -474,114 +482,8 @@ impl SessionUnit<'_> {
     }
 }
 
-/// A local archive (`--migrate-local`): moved to the store's object of the same version,
-/// as it is.
-struct MigrateUnit<'d> {
-    ctx: &'d UserSessions<'d>,
-    dir: &'d Dir,
-    id: SessionId,
-    n: u32,
-    name: String,
-    size: u64,
-}
-
-impl<'d> Unit<'d> for MigrateUnit<'d> {
-    type Open = SessionOpen;
-
-    fn user(&self) -> &UserId {
-        self.ctx.user
-    }
-
-    fn source(&self) -> String {
-        path_text(&self.dir.join(&self.name))
-    }
-
-    fn charge(&self) -> u64 {
-        self.size.saturating_mul(2)
-    }
-
-    fn open(&self, tiers: &Tiers<'_>, mode: Mode) -> Result<Opened<'d, SessionOpen>, Early> {
-        let shown = self.dir.join(&self.name);
-        let (mut file, stamp) =
-            open_source(self.dir, &self.name).map_err(|e| Early::new(Action::Failed, e.chain()))?;
-        let mut bytes = Vec::with_capacity(usize::try_from(stamp.size).unwrap_or(0));
-        (&mut file)
-            .take(SESSION_BYTES_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Early::new(Action::Failed, Error::io("read", &shown, e).chain()))?;
-        if bytes.len() as u64 != stamp.size {
-            return Err(Early::new(
-                Action::Changed,
-                "changed while being read (kept; retried next run)",
-            ));
-        }
-        let sha = sha256_hex(&bytes);
-        let mut dec = bounded(flate2::read::MultiGzDecoder::new(&bytes[..]));
-        let mut tee = Tee::new(&mut dec, io::sink());
-        let valid = json_valid(&mut tee).map_err(|e| Early {
-            action: Action::Corrupt,
-            detail: format!("not valid gzip ({e}): kept, not moved"),
-            facts: Facts::default(),
-        })?;
-        let place = self.ctx.place(tiers, &self.id, self.n, true);
-        Ok(Opened {
-            open: SessionOpen { file, stamp },
-            bytes: mode.writes().then_some(bytes),
-            existing: Some(place.clone()),
-            new: Some(place),
-            other: Other::Conflict,
-            members: vec![Member {
-                dir: self.dir,
-                name: self.name.clone(),
-                stamp,
-                sha256: sha.clone(),
-                after: None,
-            }],
-            mode: 0o600,
-            bytes_max: SESSION_BYTES_MAX,
-            holds: Holds::Session,
-            facts: Facts {
-                sha256: Some(sha),
-                valid_json: Some(valid),
-            },
-        })
-    }
-
-    fn compare(&self, open: &mut SessionOpen, got: &[u8]) -> tmpa_core::Result<Seen> {
-        let shown = self.dir.join(&self.name);
-        let rewind = |f: &mut File| f.rewind().map_err(|e| Error::io("seek", &shown, e));
-        rewind(&mut open.file)?;
-        // Byte for byte (an object this run stored); else the same session compressed
-        // otherwise (an object an earlier run stored from the live file) counts too.
-        let raw = same_bytes(got, BufReader::with_capacity(CHUNK_BYTES, &mut open.file))
-            .map_err(|e| Error::io("read", &shown, e))?;
-        if raw == Ok(true) {
-            return Ok(Seen::Same);
-        }
-        rewind(&mut open.file)?;
-        let local = bounded(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-            CHUNK_BYTES,
-            &mut open.file,
-        )));
-        let same = same_bytes(bounded(flate2::read::MultiGzDecoder::new(got)), local)
-            .map_err(|e| Error::io("read", &shown, e))?;
-        Ok(match same {
-            Ok(true) => Seen::Same,
-            Ok(false) => Seen::Other,
-            Err(why) => Seen::Foreign(format!("cannot be read back: {why} (both kept)")),
-        })
-    }
-}
-
-impl MigrateUnit<'_> {
-    fn report(&self, done: Done, from: Origin, report: &mut Report) {
-        let path = self.dir.join(&self.name);
-        report_unit(report, self.ctx.user, &self.id, path, self.size, done, from);
-    }
-}
-
 /// The report line of one session (or local archive moved), from what the pipeline did.
-fn report_unit(
+pub(crate) fn report_unit(
     report: &mut Report,
     user: &UserId,
     id: &SessionId,
