@@ -25,16 +25,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tmpa_core::maintenance::{
-    Dir, IndexEntry, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_ARCHIVE_DIR,
-    NOTIFICATION_BYTES_MAX, STATE_DIR, Stamp, archive_name_of_index, archive_names, path_text,
+    Dir, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_BYTES_MAX, STATE_DIR, Stamp, path_text,
     read_archive, root_dir, sha256_hex, write_in,
 };
-use tmpa_core::{Error, NotificationId, Problem, ProblemKind, Root, UserId};
+use tmpa_core::{NotificationId, Problem, ProblemKind, Root, UserId};
 use tmpa_maint::{Admission, Candidate, Kept, Mode, Outcome, Run};
 
 use crate::pipeline::{self, Early, Facts, Member, Opened, Other, Seen, Unit};
 use crate::report::Report;
-use crate::tier::{Holds, Place, Tiers};
+use crate::tier::{Holds, Place, Tier, Tiers};
 
 /// The memory of orphan acks, relative to the root.
 const MEMORY_DIR: &str = "archive";
@@ -163,9 +162,7 @@ pub(crate) fn settle(
     let all_known = found.iter().all(known);
     // Where the user's archives are, and which to search: all of them for an ack not met
     // before, else only those not searched yet.
-    let mut search = Search::default();
-    search.local(run.root(), user)?;
-    search.store(tiers, user);
+    let mut search = Search::of(tiers, user)?;
     let wanted: BTreeSet<&str> = found.iter().map(|l| l.id.as_str()).collect();
     let mut held: HashMap<String, (Place, String, u64)> = HashMap::new();
     let mut searched = BTreeSet::new();
@@ -178,7 +175,7 @@ pub(crate) fn settle(
             search.compared = false;
             continue;
         }
-        let index = match read_index(tiers, place, name) {
+        let index = match tier.notification_index(place) {
             Ok(Some(index)) => index,
             Ok(None) => continue,
             Err(e) => {
@@ -284,84 +281,39 @@ struct Search {
 }
 
 impl Search {
-    fn local(&mut self, root: &Root, user: &UserId) -> tmpa_core::Result<()> {
-        self.compared = true;
-        let rel = Path::new("notifications")
-            .join(user.as_str())
-            .join(NOTIFICATION_ARCHIVE_DIR);
-        if let Some(dir) = crate::open_if_any(root, &rel)? {
-            for name in archive_names(&dir)? {
-                let place = Place::Local {
-                    dir: rel.clone(),
-                    name: name.clone(),
-                };
-                self.archives.push((name, place));
-            }
-        }
-        Ok(())
-    }
-
-    fn store(&mut self, tiers: &Tiers<'_>, user: &UserId) {
-        let Some(s) = &tiers.store else {
-            return;
+    /// Every archive of `user` in `tiers`; a tier that fails is noted (and an ack not
+    /// found is then not called an orphan).
+    fn of(tiers: &Tiers<'_>, user: &UserId) -> tmpa_core::Result<Search> {
+        let mut search = Search {
+            archives: Vec::new(),
+            compared: true,
         };
-        if s.run.untried().is_some() {
-            self.compared = false;
-            return;
+        for name in tiers.local.notification_archives(user)? {
+            search
+                .archives
+                .push((name.clone(), tiers.local.notifications(user, &name)));
         }
-        match s.run.store.list_notification_archives(user) {
+        let Some(s) = &tiers.store else {
+            return Ok(search);
+        };
+        if s.untried().is_some() {
+            search.compared = false;
+            return Ok(search);
+        }
+        match s.notification_archives(user) {
             Ok(names) => {
                 for name in names {
-                    let key = s.run.store.notification_key(user, &name);
-                    self.archives.push((name, Place::Store(key)));
+                    let place = s.notifications(user, &name);
+                    search.archives.push((name, place));
                 }
             }
             Err(e) => {
-                s.run.note(&e);
-                self.compared = false;
+                s.note(&e);
+                search.compared = false;
             }
         }
+        Ok(search)
     }
-}
-
-/// The index of the archive `name` at `place`, checked against the digest its name
-/// carries; `None` when it vanished.
-///
-/// # Errors
-/// [`Error::Corrupt`] when it is not an archive, or its index is not the one its name
-/// promises; the tier's error.
-fn read_index(
-    tiers: &Tiers<'_>,
-    place: &Place,
-    name: &str,
-) -> tmpa_core::Result<Option<Vec<IndexEntry>>> {
-    let tier = tiers.of(place);
-    let shown = PathBuf::from(tier.shown(place));
-    let index = match place {
-        // A local file: only its first member is decompressed.
-        Place::Local { dir, name } => {
-            let Some(d) = crate::open_if_any(tiers.local.root(), dir)? else {
-                return Ok(None);
-            };
-            match d.open_read(name) {
-                Ok(f) => read_archive(f, &shown, |_| false, |_| false)?,
-                Err(e) if e.io_kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
-        // An object is read whole (the client has no ranged read).
-        Place::Store(_) => match tier.read(place, NOTIFICATION_ARCHIVE_BYTES_MAX)? {
-            Some((bytes, _)) => read_archive(&bytes[..], &shown, |_| false, |_| false)?,
-            None => return Ok(None),
-        },
-    };
-    if archive_name_of_index(&index) != name {
-        return Err(Error::Corrupt {
-            path: shown,
-            reason: "its index is not the one its name's digest promises".into(),
-        });
-    }
-    Ok(Some(index))
 }
 
 /// The lonely acks one archive holds with exactly their bytes: deleted on its strength.

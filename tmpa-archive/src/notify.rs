@@ -24,16 +24,16 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use tmpa_core::maintenance::{
-    ArchivedNotification, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX,
-    NOTIFICATION_ARCHIVE_DIR, NOTIFICATION_BYTES_MAX, Stamp, archive_name, path_text, read_archive,
-    serialize_path, sha256_hex, temp_final_name, write_archive,
+    ArchivedNotification, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_BYTES_MAX,
+    Stamp, archive_name, path_text, read_archive, serialize_path, sha256_hex, temp_final_name,
+    write_archive,
 };
 use tmpa_core::{Error, NotificationId, Problem, ProblemKind, UserId};
 use tmpa_maint::{Admission, Candidate, Mode, Outcome, Run};
 
 use crate::pipeline::{self, Done, Early, Facts, Member, Opened, Other, Seen, Unit};
 use crate::report::{Action, Report, StoredObject};
-use crate::tier::{Holds, Place, TakenBack, Tiers};
+use crate::tier::{Holds, TakenBack, Tiers};
 
 /// Notifications per archive: bounds one archive's index (what a library lookup reads
 /// from each archive) and what a crash can leave archived but not yet deleted.
@@ -339,21 +339,6 @@ struct BatchUnit<'d> {
     level: u32,
 }
 
-impl BatchUnit<'_> {
-    /// Where the batch's archive goes: the store's object, or the user's `archive/`.
-    fn place(&self, tiers: &Tiers<'_>, name: &str) -> Place {
-        match &tiers.store {
-            Some(s) => Place::Store(s.run.store.notification_key(self.user, name)),
-            None => Place::Local {
-                dir: Path::new("notifications")
-                    .join(self.user.as_str())
-                    .join(NOTIFICATION_ARCHIVE_DIR),
-                name: name.to_owned(),
-            },
-        }
-    }
-}
-
 impl<'d> Unit<'d> for BatchUnit<'d> {
     type Open = Vec<ArchivedNotification>;
 
@@ -378,7 +363,7 @@ impl<'d> Unit<'d> for BatchUnit<'d> {
     ) -> Result<Opened<'d, Vec<ArchivedNotification>>, Early> {
         let notes: Vec<ArchivedNotification> = self.batch.iter().map(|r| r.n.clone()).collect();
         let name = archive_name(&notes);
-        let place = self.place(tiers, &name);
+        let place = tiers.write().notifications(self.user, &name);
         let bytes = if mode.writes() {
             let bytes = write_archive(Vec::new(), &notes, self.level)
                 .map_err(|e| Early::new(Action::Failed, format!("compress: {e}")))?;
@@ -455,7 +440,7 @@ impl BatchUnit<'_> {
         }
         let n = self.batch.len();
         let name = archive_name(&self.batch.iter().map(|r| r.n.clone()).collect::<Vec<_>>());
-        let place = self.place(tiers, &name);
+        let place = tiers.write().notifications(self.user, &name);
         let mut b = BatchReport {
             user: self.user.to_string(),
             archive: PathBuf::from(tiers.of(&place).shown(&place)),
@@ -469,17 +454,8 @@ impl BatchUnit<'_> {
             object: None,
         };
         if let Some(h) = &done.held {
-            let read = !h.sha256.is_empty();
-            b.archive_bytes = read.then_some(h.info.size);
-            if let Place::Store(_) = h.place {
-                b.object = Some(StoredObject {
-                    url: h.shown.clone(),
-                    bytes: read.then_some(h.info.size),
-                    etag: h.info.etag.clone(),
-                    version: h.info.version.clone(),
-                    sha256: read.then(|| h.sha256.clone()),
-                });
-            }
+            b.archive_bytes = (!h.sha256.is_empty()).then_some(h.info.size);
+            b.object = h.object();
         }
         let c = &mut report.counts.notifications;
         if done.action.deletes_source() {

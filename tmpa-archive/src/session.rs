@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use tmpa_core::maintenance::{
     Dir, Kind, LocalVersions, Meta, SESSION_BYTES_MAX, Stamp, VERSION_MAX, archive_file_name,
-    line_text, path_text, temp_final_name, version_rel,
+    line_text, path_text, temp_final_name,
 };
 use tmpa_core::{Error, Problem, ProblemKind, SessionId, UserId};
 use tmpa_maint::{Admission, Candidate, Kept, Mode, Outcome, Run};
@@ -26,8 +26,8 @@ use crate::gz::{
     CHUNK_BYTES, bounded, gzip, hash_and_check, open_source, same_bytes, source_unchanged,
 };
 use crate::pipeline::{self, Done, Early, Facts, Member, Opened, Other, Seen, Unit};
-use crate::report::{Action, Origin, Report, SessionReport, StoredObject};
-use crate::tier::{Holds, Place, TakenBack, Tiers};
+use crate::report::{Action, Origin, Report, SessionReport};
+use crate::tier::{Holds, Place, TakenBack, Tier, Tiers};
 
 /// Sessions handled between two receipt writes: bounds what a crash can leave archived but
 /// not yet deleted (the next run completes those) and the memory of one batch.
@@ -285,17 +285,11 @@ fn local_archives(
 }
 
 impl UserSessions<'_> {
-    /// Where version `n` of `id` is, in the tier new archives go to, or locally.
+    /// Where version `n` of `id` is: in the store when `in_store`, else locally.
     pub(crate) fn place(&self, tiers: &Tiers<'_>, id: &SessionId, n: u32, in_store: bool) -> Place {
         match (&tiers.store, in_store) {
-            (Some(s), true) => Place::Store(s.run.store.version_key(self.user, id, n)),
-            _ => Place::Local {
-                dir: Path::new("chat_history")
-                    .join(self.user.as_str())
-                    .join("archive")
-                    .join(version_rel(n)),
-                name: archive_file_name(id),
-            },
+            (Some(s), true) => s.session(self.user, id, n),
+            _ => tiers.local.session(self.user, id, n),
         }
     }
 
@@ -511,22 +505,12 @@ pub(crate) fn report_unit(
         version: None,
     };
     if let Some(h) = &done.held {
-        r.version = version_of(&h.place);
-        // Read back (found, or written): its size; a dry run's new archive has none yet.
-        let read = !h.sha256.is_empty();
-        r.archive_bytes = read.then_some(h.info.size);
+        r.version = h.place.version();
+        r.archive_bytes = (!h.sha256.is_empty()).then_some(h.info.size);
         if r.action == Action::Archive {
             r.detail = crate::pipeline::join(&format!("-> {}", h.shown), &r.detail);
         }
-        if let Place::Store(_) = h.place {
-            r.object = Some(StoredObject {
-                url: h.shown.clone(),
-                bytes: read.then_some(h.info.size),
-                etag: h.info.etag.clone(),
-                version: h.info.version.clone(),
-                sha256: read.then(|| h.sha256.clone()),
-            });
-        }
+        r.object = h.object();
     }
     if let Some((_, outcome)) = done.fates.into_iter().next() {
         match outcome {
@@ -567,15 +551,4 @@ pub(crate) fn report_unit(
         None => {}
     }
     report.sessions.push(r);
-}
-
-/// The version a place is of: 1 at the user's level, `n` in `versions/{n}/`.
-fn version_of(place: &Place) -> Option<u32> {
-    match place {
-        Place::Local { dir, .. } => {
-            let last = dir.file_name()?.to_str()?;
-            Some(tmpa_core::maintenance::version_of_dir(last).unwrap_or(1))
-        }
-        Place::Store(key) => key.version(),
-    }
 }

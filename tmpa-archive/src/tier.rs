@@ -9,10 +9,15 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use tmpa_core::maintenance::store::{ObjectKey, PutNew, Removal};
-use tmpa_core::maintenance::{AtomicFile, Dir, Stamp, path_text, root_dir};
-use tmpa_core::{Error, Root, UserId};
+use tmpa_core::maintenance::{
+    AtomicFile, Dir, IndexEntry, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_ARCHIVE_DIR, Stamp,
+    archive_file_name, archive_name_of_index, archive_names, path_text, read_archive, root_dir,
+    version_of_dir, version_rel,
+};
+use tmpa_core::{Error, Root, SessionId, UserId};
 use tmpa_maint::{Deletion, Doomed, Outcome, Proof, Run};
 
+use crate::report::StoredObject;
 use crate::store::{IN_FLIGHT_BYTES_MAX, InFlight, StoreRun};
 
 /// Where one archive is (or goes).
@@ -27,6 +32,20 @@ pub(crate) enum Place {
     },
     /// An object of the store.
     Store(ObjectKey),
+}
+
+impl Place {
+    /// The version of a session's archive this place is (1 at the user's level, `n` in
+    /// `versions/{n}/`); `None` for a notification archive's object.
+    pub(crate) fn version(&self) -> Option<u32> {
+        match self {
+            Place::Local { dir, .. } => {
+                let last = dir.file_name()?.to_str()?;
+                Some(version_of_dir(last).unwrap_or(1))
+            }
+            Place::Store(key) => key.version(),
+        }
+    }
 }
 
 /// What a tier says of an archive it holds.
@@ -97,6 +116,24 @@ pub(crate) struct Held {
     pub(crate) written: Option<Info>,
 }
 
+impl Held {
+    /// The object, as the report shows it, when this archive is one (in a store).
+    pub(crate) fn object(&self) -> Option<StoredObject> {
+        let Place::Store(_) = self.place else {
+            return None;
+        };
+        // Read back (found, or written): its size; a dry run's new object has none yet.
+        let read = !self.sha256.is_empty();
+        Some(StoredObject {
+            url: self.shown.clone(),
+            bytes: read.then_some(self.info.size),
+            etag: self.info.etag.clone(),
+            version: self.info.version.clone(),
+            sha256: read.then(|| self.sha256.clone()),
+        })
+    }
+}
+
 /// What [`Tier::take_back`] did with an archive this run made.
 #[derive(Debug)]
 pub(crate) enum TakenBack {
@@ -109,6 +146,17 @@ pub(crate) enum TakenBack {
 
 /// A place archives are kept.
 pub(crate) trait Tier: Sync {
+    /// Where version `n` of `user`'s `session` is kept here (docs/FORMAT.md "Archived
+    /// session").
+    fn session(&self, user: &UserId, session: &SessionId, n: u32) -> Place;
+    /// Where the archive `name` of `user`'s notifications is kept here.
+    fn notifications(&self, user: &UserId, name: &str) -> Place;
+    /// The names of `user`'s notification archives kept here.
+    fn notification_archives(&self, user: &UserId) -> tmpa_core::Result<Vec<String>>;
+    /// The index of the notification archive at `place` (only its first member where the
+    /// tier can read a part), checked against the digest its name carries; `None` when it
+    /// vanished.
+    fn notification_index(&self, place: &Place) -> tmpa_core::Result<Option<Vec<IndexEntry>>>;
     /// Where `place` is, as reports and receipts name it (a path or a URL).
     fn shown(&self, place: &Place) -> String;
     /// What is at `place`, read whole if at most `bytes_max` bytes.
@@ -182,11 +230,6 @@ pub(crate) struct LocalTier {
 }
 
 impl LocalTier {
-    /// The root it is in.
-    pub(crate) fn root(&self) -> &Root {
-        &self.root
-    }
-
     fn parts(place: &Place) -> (&Path, &str) {
         match place {
             Place::Local { dir, name } => (dir, name),
@@ -200,6 +243,44 @@ impl LocalTier {
 }
 
 impl Tier for LocalTier {
+    fn session(&self, user: &UserId, session: &SessionId, n: u32) -> Place {
+        Place::Local {
+            dir: Path::new("chat_history")
+                .join(user.as_str())
+                .join("archive")
+                .join(version_rel(n)),
+            name: archive_file_name(session),
+        }
+    }
+
+    fn notifications(&self, user: &UserId, name: &str) -> Place {
+        Place::Local {
+            dir: notification_dir(user),
+            name: name.to_owned(),
+        }
+    }
+
+    fn notification_archives(&self, user: &UserId) -> tmpa_core::Result<Vec<String>> {
+        match self.open(&notification_dir(user))? {
+            Some(d) => archive_names(&d),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn notification_index(&self, place: &Place) -> tmpa_core::Result<Option<Vec<IndexEntry>>> {
+        let (dir, name) = Self::parts(place);
+        let Some(d) = self.open(dir)? else {
+            return Ok(None);
+        };
+        // Only the first member is decompressed.
+        let index = match d.open_read(name) {
+            Ok(f) => read_archive(f, &d.join(name), |_| false, |_| false)?,
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        checked_index(index, name, &d.join(name)).map(Some)
+    }
+
     fn shown(&self, place: &Place) -> String {
         let (dir, name) = Self::parts(place);
         path_text(&self.root.path().join(dir).join(name))
@@ -335,6 +416,28 @@ impl Tier for LocalTier {
     }
 }
 
+/// A user's notification archives in the tree, relative to the root.
+fn notification_dir(user: &UserId) -> PathBuf {
+    Path::new("notifications")
+        .join(user.as_str())
+        .join(NOTIFICATION_ARCHIVE_DIR)
+}
+
+/// `index`, when it is the one the archive's name `name` promises (its digest).
+fn checked_index(
+    index: Vec<IndexEntry>,
+    name: &str,
+    shown: &Path,
+) -> tmpa_core::Result<Vec<IndexEntry>> {
+    if archive_name_of_index(&index) != name {
+        return Err(Error::Corrupt {
+            path: shown.to_path_buf(),
+            reason: "its index is not the one its name's digest promises".into(),
+        });
+    }
+    Ok(index)
+}
+
 /// Units in flight at once to a store: its latency, not the CPU, bounds a batch (their
 /// bytes in memory are bounded by [`crate::store::IN_FLIGHT_BYTES_MAX`]).
 const STORE_THREADS: usize = 8;
@@ -354,6 +457,33 @@ impl StoreTier<'_> {
 }
 
 impl Tier for StoreTier<'_> {
+    fn session(&self, user: &UserId, session: &SessionId, n: u32) -> Place {
+        Place::Store(self.run.store.version_key(user, session, n))
+    }
+
+    fn notifications(&self, user: &UserId, name: &str) -> Place {
+        Place::Store(self.run.store.notification_key(user, name))
+    }
+
+    fn notification_archives(&self, user: &UserId) -> tmpa_core::Result<Vec<String>> {
+        self.run.store.list_notification_archives(user)
+    }
+
+    fn notification_index(&self, place: &Place) -> tmpa_core::Result<Option<Vec<IndexEntry>>> {
+        let key = Self::key(place);
+        let shown = PathBuf::from(self.run.store.object_url(key));
+        // An object is read whole: the client has no ranged read.
+        let Some((bytes, _)) = self.run.store.get(key, NOTIFICATION_ARCHIVE_BYTES_MAX)? else {
+            return Ok(None);
+        };
+        let index = read_archive(&bytes[..], &shown, |_| false, |_| false)?;
+        let name = shown
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        checked_index(index, &name, &shown).map(Some)
+    }
+
     fn shown(&self, place: &Place) -> String {
         self.run.store.object_url(Self::key(place))
     }

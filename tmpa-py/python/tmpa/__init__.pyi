@@ -70,10 +70,12 @@ class Root:
     def write_session(self, user: str, session: str, data: bytes) -> Path:
         """Writes chat_history/{user}/sessions/{session}.json atomically; returns its path."""
     def read_session(self, user: str, session: str) -> bytes:
-        """A chat session's bytes: live, archived locally, or in the object store that
+        """A chat session's bytes: the live file, else its newest archived version (a chat
+        resumed after its archival has several), locally or in the object store that
         ``{root}/tmpa.toml`` names. FileNotFoundError when none; ConfigError, StoreError."""
     def list_sessions(self, user: str) -> List[Tuple[str, str]]:
-        """``(session, "live" | "archived" | "stored")`` for each of the user's sessions."""
+        """``(session, "live" | "archived" | "stored")`` for each of the user's sessions,
+        once: where ``read_session`` reads it (live, else where its newest version is)."""
 
 def write_atomic(path: _Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (its directory must exist)."""
