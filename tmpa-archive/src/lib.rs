@@ -46,9 +46,8 @@
 //! - `--dry-run` writes nothing, locally or to the store; it reads what a real run would
 //!   compare (archives, the store's listings and objects), so that its plan names the
 //!   very archive (and version) each file would be held by.
-//! - A run that deletes archives only where the library reads them: a `--to` (or a
-//!   configuration of the programs) other than the library's is refused unless the run
-//!   deletes nothing.
+//! - A run that deletes archives only where the library reads them: a `--to` other than
+//!   the library's store is refused unless the run deletes nothing.
 
 mod gz;
 mod lonely;
@@ -173,9 +172,9 @@ pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
 /// Refuses a run that would delete what it archived where the library does not read
 /// archives: sessions and notifications archived there could no longer be read by the
 /// backend (`Root::read_session` looks where the library's own configuration says). A
-/// `--to` other than the configuration (or a configuration for the programs that the
-/// library does not read) is for trying a store: with `--dry-run` or `--no-delete`, which
-/// delete nothing.
+/// `--to` other than the library's store is for trying a store: with `--dry-run` or
+/// `--no-delete`, which delete nothing. (Without `--to`, the programs and the library
+/// read the same files in the same order: `/etc/tmpa/tmpa.toml`, then the tree's.)
 ///
 /// # Errors
 /// [`StartError::Usage`] (exit 2) saying where each would look and what to do.
@@ -185,7 +184,7 @@ fn where_the_library_reads(
     ours: Option<&StoreUrl>,
     mode: Mode,
 ) -> Result<(), StartError> {
-    if !mode.deletes() {
+    if args.to.is_none() || !mode.deletes() {
         return Ok(());
     }
     let config_file = path_text(&root.path().join(tmpa_core::maintenance::CONFIG_NAME));
@@ -193,7 +192,8 @@ fn where_the_library_reads(
         Ok(c) => c.map(|c| c.url),
         Err(e) => {
             return Err(StartError::Usage(format!(
-                "the library cannot read its configuration ({}), so it could not find what this run archives; nothing done",
+                "the library cannot read its configuration ({}), so it could not find what \
+                 this run archives; nothing done",
                 e.chain()
             )));
         }
@@ -207,13 +207,11 @@ fn where_the_library_reads(
             ToString::to_string,
         )
     };
-    let from = if args.to.is_some() {
-        "--to"
-    } else {
-        tmpa_maint::ETC_CONFIG_DIR
-    };
     Err(StartError::Usage(format!(
-        "archives would go to {} ({from}), but the backend reads archives from {} ({config_file}):          what this run deleted once archived could not be read back by the library. Name the same          store in {config_file} first, or try the store with --dry-run or --no-delete (which delete          nothing); nothing done",
+        "--to {}: the backend reads archives from {} ({config_file}), so what this run \
+         deleted once archived there could not be read back by the library. Name that store \
+         in {config_file} first, or try it with --dry-run or --no-delete (which delete \
+         nothing); nothing done",
         name(ours),
         name(theirs.as_ref()),
     )))

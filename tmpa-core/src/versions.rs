@@ -100,6 +100,15 @@ impl LocalVersions {
                 let Some(n) = entry.name.to_str().and_then(version_of_dir) else {
                     continue;
                 };
+                let kind = match entry.kind {
+                    Some(k) => Some(k),
+                    None => versions.stat(&entry.name)?.map(|m| m.kind),
+                };
+                // A file that happens to have a version's name holds no version; a
+                // symlink is refused by `open_dir`, never followed.
+                if matches!(kind, Some(Kind::File) | None) {
+                    continue;
+                }
                 dirs.push((n, versions.open_dir(&entry.name)?));
             }
         }
@@ -218,6 +227,7 @@ mod tests {
         std::fs::create_dir_all(a.join("versions/10")).unwrap();
         std::fs::create_dir_all(a.join("versions/junk")).unwrap();
         std::fs::write(a.join("versions/readme"), b"").unwrap();
+        std::fs::write(a.join("versions/7"), b"not a directory").unwrap();
         std::fs::write(a.join("s.json.gz"), b"1").unwrap();
         std::fs::write(a.join("versions/10/s.json.gz"), b"10").unwrap();
         std::fs::write(a.join("versions/2/s.json.gz"), b"2").unwrap();
