@@ -11,13 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset TMPA_ALLOW_SKIP
-echo "== Python venv (target/py-venv): maturin, pytest, moto (the S3 server of the tests)"
+echo "== Python venv (target/py-venv): maturin, pytest, mypy, moto (the S3 server of the tests)"
 venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # moto[s3] and the server's web framework only: moto[server] would pull every AWS
 # service's dependencies (about three times the download) for nothing.
+# mypy: the package's stubs are checked against the built extension (stubtest) and a
+# backend's typed use of it (--strict) after pytest.
 "$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" \
-    "moto[s3]>=5,<6" "flask>=2,<4" "flask-cors>=4,<7"
+    "mypy>=1.18,<3" "moto[s3]>=5,<6" "flask>=2,<4" "flask-cors>=4,<7"
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
@@ -65,7 +67,12 @@ fi
 echo "== cargo test --workspace (unit, integration, doctests; packaging.rs runs bash packaging/build-deb)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --locked --workspace 2>&1 | tee "$log"
+# The test binaries as `cargo test` runs them, three at a time (tests/run_tests.py: most
+# integration tests wait on child programs, strace's stretched calls and fsyncs), then
+# the doctests.
+cargo test --locked --workspace --no-run
+python3 tests/run_tests.py --jobs 3 --locked --workspace 2>&1 | tee "$log"
+cargo test --locked --workspace --doc 2>&1 | tee -a "$log"
 echo "== cargo test -p tmpa-core --test no_store_feature (the library without object-store)"
 cargo test --locked -p tmpa-core --test no_store_feature 2>&1 | tee -a "$log"
 
@@ -75,6 +82,11 @@ cargo build -q --bin tmpa-compact --bin tmpa-archive
 pylog=$(mktemp)
 trap 'rm -f "$log" "$pylog"' EXIT
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tmpa-py/tests 2>&1 | tee "$pylog"
+echo "== Python types: mypy.stubtest tmpa (the stubs against the extension), mypy --strict"
+# Both keep their cache under target/ (stubtest writes .mypy_cache in its directory).
+export MYPY_CACHE_DIR="$PWD/target/mypy-cache"
+(cd target && "../$venv/bin/python" -m mypy.stubtest tmpa)
+"$venv/bin/python" -m mypy --strict tmpa-py/python/tmpa tmpa-py/tests/typing_check.py
 
 # cargo prints one "test result:" line per test binary, the last often a crate's empty
 # doctest run, and pytest one "N passed, M failed in Xs" line; sum them so the closing

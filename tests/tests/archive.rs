@@ -82,7 +82,7 @@ fn archives_old_sessions_and_leaves_the_rest() {
         );
         let prof = t.file(format!("chat_history/{user}/profile/p.json"), b"{}");
         age(&prof, MONTH);
-        let tmp = t.file(format!("chat_history/{user}/sessions/s0.json.tmp"), b"{");
+        let tmp = t.file(format!("chat_history/{user}/sessions/s9.json.tmp"), b"{");
         age(&tmp, MONTH);
     }
     fs::set_permissions(
@@ -116,7 +116,7 @@ fn archives_old_sessions_and_leaves_the_rest() {
         );
         assert!(
             t.root()
-                .join(format!("chat_history/{user}/sessions/s0.json.tmp"))
+                .join(format!("chat_history/{user}/sessions/s9.json.tmp"))
                 .exists()
         );
         assert!(
@@ -803,4 +803,33 @@ fn created_archives_belong_to_the_tree_owner() {
         let m = fs::metadata(&p).expect("meta");
         assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", p.display());
     }
+}
+
+/// A session with a temporary of its name beside it (a write of it going on, or one that
+/// died) is not archived: deleting it would leave the temporary an orphan that a person
+/// might rename in front of the archive. It is counted (`beside_temporary`), the run
+/// exits 0, and once the temporary is gone the next run archives it.
+#[test]
+fn a_session_with_a_temporary_beside_it_stays_live() {
+    let t = Tree::new();
+    let b = body("alice", "s0", 5);
+    session(&t, "alice", "s0", &b, MONTH);
+    session(&t, "alice", "s1", &body("alice", "s1", 6), MONTH);
+    let tmp = t.file("chat_history/alice/sessions/s0.json.tmp.4242", b"{\"torn");
+    age(&tmp, MONTH);
+    let r = t.run("tmpa-archive", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let live = t.root().join("chat_history/alice/sessions/s0.json");
+    assert!(live.exists(), "kept live beside its temporary");
+    assert!(
+        !t.root()
+            .join("chat_history/alice/sessions/s1.json")
+            .exists()
+    );
+    assert!(r.stdout.contains("beside_temporary=1"), "{}", r.stdout);
+    fs::remove_file(&tmp).expect("rm");
+    let r = t.run("tmpa-archive", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!live.exists(), "archived once the temporary is gone");
+    assert_eq!(&gunzip(&archive_path(&t, "alice", "s0")), &b);
 }

@@ -216,7 +216,12 @@ fn corrupt_loose_files_are_kept_and_named() {
         "{}",
         r.stdout
     );
-    assert_eq!(summary(&t, D1)["events"], 1);
+    // A day with problems is never cached: a cached summary is always a whole day's.
+    assert!(
+        !t.root()
+            .join(format!("token_stats/{D1}/_summary.json"))
+            .exists()
+    );
 }
 
 /// Odd names: a non-UTF-8 name, a symlinked event pointing outside the root and a FIFO
@@ -293,6 +298,44 @@ fn corrupt_compacted_file_leaves_the_day_untouched() {
         day1
     );
     assert_eq!(compacted_ids(&t, D2), vec!["fine"]);
+}
+
+/// A damaged byte in a compacted day (one digit of a count): compaction refuses to build
+/// on it, says what it would lose and names the damaged line; nothing is written or
+/// deleted; once the file is restored, the day compacts.
+#[test]
+fn damaged_compacted_file_is_refused_with_what_it_would_lose() {
+    let t = Tree::new();
+    for i in 0..3 {
+        t.event(D1, &format!("e{i}"), "u", 6225 + i, 1);
+    }
+    assert_eq!(t.run("tmpa-compact", &["--day", D1]).code, 0);
+    let path = t.root().join(format!("token_stats/{D1}/_compacted.json"));
+    let good = fs::read_to_string(&path).expect("compacted");
+    assert!(good.starts_with("{\"format\":2,"), "{good}");
+    fs::write(&path, good.replacen("6226", "6236", 1)).expect("damage");
+    t.event(D1, "late", "u", 1, 1);
+    let day = tmpa_tests::snapshot(&t.root().join(format!("token_stats/{D1}")), &[]);
+    let r = t.run("tmpa-compact", &["--day", D1]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("compacting it would lose 1 of its 3 events (2 readable)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("_compacted.json:3: fails its checksum"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        tmpa_tests::snapshot(&t.root().join(format!("token_stats/{D1}")), &[]),
+        day
+    );
+    fs::write(&path, &good).expect("restore");
+    assert_eq!(t.run("tmpa-compact", &["--day", D1]).code, 0);
+    assert_eq!(compacted_ids(&t, D1).len(), 4);
 }
 
 /// A loose event whose id is already compacted with other content is a conflict: both
@@ -428,7 +471,9 @@ fn sigkill_at_random_moments_loses_nothing() {
         )
         .expect("write");
     }
-    // Scale kill times to this machine: a dry run reads and plans the whole day.
+    // Scale kill times to this machine: a dry run reads and plans the whole day. The
+    // first kills come early (a sixteenth of that), so that some land even when the
+    // machine's load fell after the dry run was timed.
     let started = Instant::now();
     assert_eq!(t.run("tmpa-compact", &["--dry-run", "--day", D1]).code, 0);
     let plan_us = started.elapsed().as_micros() as u64;
@@ -443,7 +488,7 @@ fn sigkill_at_random_moments_loses_nothing() {
             .spawn()
             .expect("spawn");
         std::thread::sleep(Duration::from_micros(
-            plan_us / 2 + plan_us * k / 16 + next(&mut seed) % (plan_us / 4 + 1),
+            plan_us * (k + 1) / 16 + next(&mut seed) % (plan_us / 4 + 1),
         ));
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill");
@@ -742,7 +787,7 @@ fn foreign_compacted_file_is_rewritten_canonically() {
         .expect("read");
     assert!(
         text.starts_with(
-            "{\"format\":1,\"day\":\"2026-11-01\",\"events\":[\n{\"completion_tokens\":4"
+            "{\"format\":2,\"day\":\"2026-11-01\",\"events\":[\n{\"completion_tokens\":4"
         ),
         "{text}"
     );
@@ -978,4 +1023,36 @@ fn traced_compact(t: &Tree, strace_args: &[&str], pace: &str) -> (std::process::
     let text = fs::read_to_string(&trace).expect("trace");
     fs::remove_file(&trace).expect("rm trace");
     (out, text)
+}
+
+/// A loose event with a temporary of its name beside it (a write of the same file that
+/// died) is merged but not deleted: deleting it would leave the temporary an orphan. The
+/// run exits 0 and says so (`beside_temporary`); once tmpa-tmpclean removed the
+/// temporary, the next run deletes the event as a verified duplicate.
+#[test]
+fn a_loose_event_with_a_temporary_beside_it_stays() {
+    let t = Tree::new();
+    let e1 = t.event("2026-01-05", "e1", "u1", 3, 4);
+    let e2 = t.event("2026-01-05", "e2", "u1", 1, 1);
+    let tmp = t.file(
+        "token_stats/2026-01-05/evt_e1.json.tmp.77",
+        fs::read(&e1).expect("event"),
+    );
+    let r = t.run("tmpa-compact", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(e1.exists() && !e2.exists(), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("beside_temporary=1") && r.stdout.contains("left for the next run"),
+        "{}",
+        r.stdout
+    );
+    fs::remove_file(&tmp).expect("rm");
+    let r = t.run("tmpa-compact", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !e1.exists(),
+        "deleted once the temporary is gone: {}",
+        r.stdout
+    );
+    assert_eq!(tmpa_tests::events_in_days(t.root(), &["2026-01-05"]), 2);
 }

@@ -30,19 +30,9 @@ const ROOT: &str = "/opt/app";
 /// Where the configuration is installed; every job and unit reads it there.
 const CONFIG: &str = "/etc/default/tmpa";
 /// What every job of the crontab runs before its program: the configuration, exported
-/// (`set -a`), then the program as the configured user.
-const JOB_PREFIX: [&str; 10] = [
-    "set",
-    "-a",
-    "&&",
-    ".",
-    CONFIG,
-    "&&",
-    "/usr/sbin/runuser",
-    "-u",
-    "$TMPA_USER",
-    "--",
-];
+/// (`set -a`); then the program, started as root, which becomes `TMPA_USER` itself once
+/// it has read what only root may (no runuser: the archive's credentials file is root's).
+const JOB_PREFIX: [&str; 6] = ["set", "-a", "&&", ".", CONFIG, "&&"];
 
 fn cron_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -335,7 +325,7 @@ fn parse_job(line: &str, context: &str, user_column: bool) -> Entry {
     let prefix = JOB_PREFIX.map(str::to_owned);
     assert!(
         argv.starts_with(&prefix),
-        "{context}: a job reads {CONFIG} and runs as $TMPA_USER: {argv:?}"
+        "{context}: a job reads {CONFIG}: {argv:?}"
     );
     let argv = &argv[prefix.len()..];
     assert!(
@@ -621,21 +611,11 @@ fn configuration_installs_every_program_in_dry_run() {
 }
 
 /// A crontab job as sh runs it, with the configuration, the programs and the logs moved:
-/// `/etc/default/tmpa` → `conf`, `/usr/bin/tmpa-*` → their copies in `bins` (the job runs
-/// them as `$TMPA_USER`, who may not reach the checkout), `/var/log/tmpa/` → `logs`.
+/// `/etc/default/tmpa` → `conf`, `/usr/bin/tmpa-*` → their copies in `bins` (reachable by
+/// any user, as a program started as `$TMPA_USER` needs), `/var/log/tmpa/` → `logs`.
 /// Returns the run; fails at once when the job's program never started (its log says why).
 fn run_cron_job(e: &Entry, conf: &Path, logs: &Path, bins: &ReachableBins) -> Run {
-    let mut line = e.command.replace(CONFIG, &conf.display().to_string());
-    for p in PROGRAMS {
-        let copy = bins.path(p).display().to_string();
-        line = line.replace(&format!("{BIN_DIR}{p} "), &format!("{copy} "));
-    }
-    let line = line.replace("/var/log/tmpa/", &format!("{}/", logs.display()));
-    let r: Run = Command::new("sh")
-        .arg("-c")
-        .arg(&line)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+    let r: Run = cron_job_command(e, conf, logs, bins)
         .output()
         .expect("sh")
         .into();
@@ -643,6 +623,22 @@ fn run_cron_job(e: &Entry, conf: &Path, logs: &Path, bins: &ReachableBins) -> Ru
     let log = fs::read_to_string(&log).unwrap_or_default();
     tmpa_tests::assert_started(r.code, &format!("{}{log}", r.stderr));
     r
+}
+
+/// The command [`run_cron_job`] runs.
+fn cron_job_command(e: &Entry, conf: &Path, logs: &Path, bins: &ReachableBins) -> Command {
+    let mut line = e.command.replace(CONFIG, &conf.display().to_string());
+    for p in PROGRAMS {
+        let copy = bins.path(p).display().to_string();
+        line = line.replace(&format!("{BIN_DIR}{p} "), &format!("{copy} "));
+    }
+    let line = line.replace("/var/log/tmpa/", &format!("{}/", logs.display()));
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(&line)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    sh
 }
 
 /// The last run record of `task` on `root`.
@@ -675,11 +671,15 @@ fn cron_lines_run_in_dry_run_with_the_shipped_configuration() {
         let log = fs::read_to_string(scratch.path().join(e.log.rsplit('/').next().expect("name")))
             .unwrap_or_default();
         if p == "tmpa-patrol" {
-            // supervisorctl is absent here: critical, but the metrics are written.
+            // Critical (no real run has succeeded yet), the metrics written; no service
+            // check is configured as shipped, and it says so, counting for nothing.
+            let prom = fs::read_to_string(scratch.path().join("tmpa.prom"))
+                .unwrap_or_else(|e| panic!("{p}: {e}: {r:?} {log}"));
             assert!(
-                scratch.path().join("tmpa.prom").exists(),
-                "{p}: {r:?} {log}"
+                prom.contains("tmpa_check_skipped{check=\"service\"} 1"),
+                "{p}: {prom}"
             );
+            assert!(log.contains("not configured"), "{p}: {log}");
             continue;
         }
         assert_eq!(r.code, 0, "{p}: {r:?}\n{log}");
@@ -694,7 +694,7 @@ fn cron_lines_run_in_dry_run_with_the_shipped_configuration() {
 }
 
 /// Moving compaction to real runs is the one line the docs say (`TMPA_COMPACT_MODE=`),
-/// and with `TMPA_USER` the tree's owner both the cron line (runuser) and the unit
+/// and with `TMPA_USER` the tree's owner both the cron line (the program becomes the user itself) and the unit
 /// (ExecStart= as systemd expands it, run as the generator's `User=`) compact a tree that
 /// user owns: loose events merged and deleted, new files the owner's, no root needed.
 #[test]
@@ -730,8 +730,16 @@ fn one_line_of_the_configuration_makes_compaction_real_as_the_tree_owner() {
             run_cron_job(cron_line, &conf, scratch.path(), &bins)
         } else {
             let env = config_of(&fs::read_to_string(&conf).expect("conf"));
+            // The generator refuses a root under /tmp (the units' PrivateTmp=), where
+            // the test's tree is: its User= is read from the same settings elsewhere.
+            let unit_conf = scratch.path().join("unit-conf");
+            write_config(
+                &unit_conf,
+                &[("TMPA_USER", "nobody"), ("TMPA_COMPACT_MODE", "")],
+            );
             let generated = scratch.path().join("generator");
-            let user = generated_user(&conf, &generated, "tmpa-compact");
+            let user = generated_user(&unit_conf, &generated, "tmpa-compact");
+            assert_eq!(user, "nobody", "the unit's User=");
             let exec = expand_exec(&words(get(&service, "Service", "ExecStart")[0]), &env);
             Run::from(
                 Command::new("/usr/sbin/runuser")
@@ -816,9 +824,42 @@ fn generator_writes_the_configured_user_and_paths() {
     let out = scratch.path().join("owner");
     write_config(&conf, &[("TMPA_USER", "app"), ("TMPA_ROOT", "/srv/data")]);
     assert_eq!(run_generator(&conf, &out).code, 0);
+    for p in PROGRAMS {
+        let u = parse_unit(&dropin(&out, p));
+        // tmpa-archive starts as root, reads its credentials, then becomes app itself.
+        let want: &[&str] = if p == "tmpa-archive" { &[] } else { &["app"] };
+        assert_eq!(get(&u, "Service", "User"), want, "{p}");
+    }
     let u = parse_unit(&dropin(&out, "tmpa-archive"));
-    assert_eq!(get(&u, "Service", "User"), ["app"]);
     assert_eq!(get(&u, "Service", "ReadWritePaths"), ["-/srv/data"]);
+    // A root the sandbox hides (PrivateTmp=, ProtectHome=): named in the journal, every
+    // unit refuses to run; exit 0, since cron (not sandboxed) may be what runs the jobs.
+    for (name, hidden) in [
+        ("TMPA_ROOT", "/tmp/op-app"),
+        ("TMPA_ROOT", "/var/tmp/app"),
+        ("TMPA_ROOT", "/home/app/data"),
+        ("TMPA_ROOT", "/root/app"),
+        ("TMPA_METRICS_DIR", "/run/user/0/metrics"),
+    ] {
+        let out = scratch
+            .path()
+            .join(format!("hidden-{}", hidden.replace('/', "_")));
+        write_config(&conf, &[(name, hidden)]);
+        let r = run_generator(&conf, &out);
+        assert_eq!(r.code, 0, "{name}={hidden}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!("{name}=\"{hidden}\"")) && r.stderr.contains("sandbox"),
+            "{r:?}"
+        );
+        for p in PROGRAMS {
+            let u = parse_unit(&dropin(&out, p));
+            let exec = get(&u, "Service", "ExecStart");
+            assert!(
+                exec.len() == 2 && exec[1].contains("sandbox") && exec[1].contains("exit 2"),
+                "{p}: {exec:?}"
+            );
+        }
+    }
     for (name, bad) in [
         ("TMPA_ROOT", "srv/data"),
         ("TMPA_ROOT", "/srv/my data"),
@@ -1056,10 +1097,12 @@ fn systemd_units_mirror_the_crontab() {
 }
 
 /// The most `systemd-analyze security` may rate each service (0 is best, 10 worst): the
-/// root jobs that delete 2.0; the patrol, which runs a service command, 4.0.
+/// root jobs that delete 2.0; the archive 2.5, which starts as root to read its
+/// credentials and keeps CAP_SETUID and CAP_SETGID to become TMPA_USER itself (none left
+/// after); the patrol, which runs a service command, 4.0.
 const EXPOSURE_MAX: [(&str, f64); 4] = [
     ("tmpa-compact", 2.0),
-    ("tmpa-archive", 2.0),
+    ("tmpa-archive", 2.5),
     ("tmpa-tmpclean", 2.0),
     ("tmpa-patrol", 4.0),
 ];
@@ -1144,6 +1187,7 @@ fn systemd_units_pass_the_security_bar() {
         );
         let want_caps = match p {
             "tmpa-tmpclean" => caps(&["CAP_LEASE"]),
+            "tmpa-archive" => caps(&["CAP_SETUID", "CAP_SETGID"]),
             _ => caps(&[]),
         };
         let have_caps: BTreeSet<String> = one("CapabilityBoundingSet")
@@ -1451,10 +1495,17 @@ fn units_allow_every_syscall_the_programs_make() {
         }
         let exec = expand_exec(&words(get(&service, "Service", "ExecStart")[0]), &env);
         let mut argv = vec![bin(p).get_program().to_string_lossy().into_owned()];
+        if p == "tmpa-patrol" {
+            // A service command, as an operator sets TMPA_SERVICE_CMD: its sh runs too.
+            argv.extend(["--service-cmd".to_owned(), "echo RUNNING".to_owned()]);
+        }
+        if p == "tmpa-archive" && tmpa_tests::is_root() {
+            // Its unit starts it as root; it becomes the tree's owner itself (TMPA_USER):
+            // the calls of the switch (setgroups, setresgid, setresuid, prctl) too.
+            argv.extend(["--user".to_owned(), "nobody".to_owned()]);
+        }
         for a in &exec[1..] {
-            argv.push(if a.starts_with("supervisorctl") {
-                "echo RUNNING".to_owned()
-            } else if a.ends_with("/tmpa.prom") {
+            argv.push(if a.ends_with("/tmpa.prom") {
                 scratch.path().join("tmpa.prom").display().to_string()
             } else {
                 a.clone()
@@ -1502,4 +1553,140 @@ fn units_allow_every_syscall_the_programs_make() {
         );
     }
     assert!(!session.exists(), "the archive run did its work");
+}
+
+/// The pid of the running program `name` whose environment holds `needle` (read as root).
+fn pid_of(name: &str, needle: &str) -> Option<u32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = fs::read_to_string(e.path().join("comm")).ok()?;
+        let env = fs::read(e.path().join("environ")).ok()?;
+        let has = env.windows(needle.len()).any(|w| w == needle.as_bytes());
+        (comm.trim() == name && has).then_some(pid)
+    })
+}
+
+/// The object store's keys never reach the backend's user: tmpa-archive's cron line,
+/// started as root with `TMPA_USER` the tree's owner, reads them from a root-only file
+/// (not from any environment), signs its first request with them, and meanwhile runs as
+/// the owner (uid, gid) with a memory and an environment that user cannot read
+/// (`/proc/PID/environ` is root's), while the key file itself is unreadable to it. Killed
+/// there, the run leaves a record that says it did not finish.
+#[test]
+fn the_archive_keeps_the_store_keys_from_the_backends_user() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    if !tmpa_tests::is_root() {
+        tmpa_tests::missing_prerequisite("needs root to start the job as cron does");
+        return;
+    }
+    const KEY_ID: &str = "AKIATMPATESTKEY";
+    const SECRET: &str = "tmpa-secret-never-in-an-environment";
+    // A stand-in for the store: it takes the first request, tells the test what it was,
+    // and holds it unanswered until the test is done looking at the job.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().expect("accept");
+        let mut head = String::new();
+        let mut r = BufReader::new(conn.try_clone().expect("clone"));
+        while r.read_line(&mut head).is_ok_and(|n| n > 2) && !head.ends_with("\r\n\r\n") {}
+        let _ = tx.send(head);
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(conn);
+    });
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let keys = scratch.path().join("archive.env");
+    fs::write(
+        &keys,
+        format!(
+            "AWS_ACCESS_KEY_ID={KEY_ID}\nAWS_SECRET_ACCESS_KEY=\"{SECRET}\"\nAWS_REGION=us-east-1\n\
+             AWS_ENDPOINT_URL=http://127.0.0.1:{port}\nAWS_ALLOW_HTTP=true\n"
+        ),
+    )
+    .expect("keys");
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let t = Tree::new();
+    let session = t.file("chat_history/u1/sessions/s1.json", br#"{"m":[]}"#);
+    tmpa_tests::age(&session, std::time::Duration::from_secs(60 * 86_400));
+    t.file("tmpa.toml", "[archive]\nurl = \"s3://bucket/tmpa\"\n");
+    tmpa_tests::chown_tree(t.root(), 65_534, 65_534);
+    let conf = scratch.path().join("tmpa");
+    let root = t.root().display().to_string();
+    write_config(
+        &conf,
+        &[
+            ("TMPA_ROOT", &root),
+            ("TMPA_USER", "nobody"),
+            ("TMPA_ARCHIVE_MODE", ""),
+            ("TMPA_ARCHIVE_CREDENTIALS", &keys.display().to_string()),
+        ],
+    );
+    let Crontab { entries, .. } = crontab();
+    let line = entries
+        .iter()
+        .find(|e| e.call.program == "tmpa-archive")
+        .expect("archive line");
+    let bins = ReachableBins::copy(&PROGRAMS);
+    let mut job = cron_job_command(line, &conf, scratch.path(), &bins)
+        .spawn()
+        .expect("sh");
+    let head = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the archive's first request");
+    let pid = pid_of("tmpa-archive", &root).expect("the archive's process");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let ids = |key: &str| -> Vec<String> {
+        let line = status.lines().find(|l| l.starts_with(key)).expect(key);
+        line.split_whitespace().skip(1).map(str::to_owned).collect()
+    };
+    let environ = fs::read(format!("/proc/{pid}/environ")).expect("environ, as root");
+    let as_owner = |what: &str| -> bool {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "cat",
+                what,
+            ])
+            .output()
+            .expect("setpriv")
+            .status
+            .success()
+    };
+    let environ_readable = as_owner(&format!("/proc/{pid}/environ"));
+    let keys_readable = as_owner(&keys.display().to_string());
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let _ = job.wait();
+    drop(server);
+
+    assert!(
+        head.contains(&format!("Credential={KEY_ID}/")),
+        "the request was signed with the file's key: {head}"
+    );
+    assert_eq!(
+        ids("Uid:"),
+        ["65534"; 4],
+        "the job runs as the tree's owner"
+    );
+    assert_eq!(ids("Gid:"), ["65534"; 4], "and its group");
+    let env = String::from_utf8_lossy(&environ);
+    assert!(
+        !env.contains(SECRET) && !env.contains(KEY_ID),
+        "the keys are in no environment: {env}"
+    );
+    assert!(
+        !environ_readable,
+        "the owner cannot read the job's environment"
+    );
+    assert!(!keys_readable, "nor the key file");
+    let record = run_record(t.root(), "archive_history");
+    assert_eq!(
+        record["finished"], false,
+        "killed: did not finish: {record}"
+    );
+    assert!(session.exists(), "nothing was archived or deleted");
 }

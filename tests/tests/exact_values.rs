@@ -179,7 +179,8 @@ fn a_key_written_twice_keeps_the_file() {
 
 /// A `_compacted.json` written before numbers kept their text holds `1e2` as `100.0`: it
 /// still reads, and a loose file of the same event spelled `1e2` (an interrupted run's
-/// leftover) is a duplicate, deleted, not a conflict; the compacted file is unchanged.
+/// leftover) is a duplicate, deleted, not a conflict; the compacted file keeps `100.0`
+/// (rewritten in format 2, with its checksums).
 #[test]
 fn an_old_spelling_of_the_same_value_is_a_duplicate() {
     let t = Tree::new();
@@ -199,7 +200,11 @@ fn an_old_spelling_of_the_same_value_is_a_duplicate() {
     let r = t.run("tmpa-compact", &["--day", DAY]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!loose.exists(), "the duplicate goes");
-    assert_eq!(fs::read(&compacted).expect("read"), before);
+    let after = String::from_utf8(fs::read(&compacted).expect("read")).expect("utf-8");
+    let kept = String::from_utf8(before).expect("utf-8");
+    let event_line = kept.lines().nth(1).expect("the event line");
+    assert!(after.starts_with("{\"format\":2,"), "{after}");
+    assert_eq!(after.lines().nth(1), Some(event_line), "{after}");
     assert_eq!(tmpa_tests::events_in_days(t.root(), &[DAY]), 1);
     // Another value is a conflict, kept.
     let other = t.file(

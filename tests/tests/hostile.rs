@@ -132,8 +132,11 @@ fn a_symlinked_tmpa_toml_is_never_followed() {
 }
 
 /// Whatever the owner plants at the lock's name — a symlink to a file of root's, a hard
-/// link, a FIFO, a file of its own — the run refuses it (exit 2, naming it), never
-/// blocks, and never truncates or writes the other file.
+/// link, a FIFO — the run refuses it (exit 2, naming it), never blocks, and never
+/// truncates or writes the other file; a lock file of a third user is refused with the
+/// `chown` that fixes it. A plain file of the owner's own, in the owner's directory, is
+/// the owner's to replace anyway: root uses it (writes its note, never truncates), and
+/// gives a lock file it creates there to the owner, so that the owner's runs can use it.
 #[test]
 fn planted_lock_files_are_refused_and_never_written_through() {
     let Some(t) = owned_tree() else { return };
@@ -156,25 +159,35 @@ fn planted_lock_files_are_refused_and_never_written_through() {
             "2 hard links",
         ),
         (format!("mkfifo {}", lock.display()), "a fifo"),
-        (
-            format!("echo 'pid 1 since 2099' > {}", lock.display()),
-            "owned by uid 4242",
-        ),
+        // Another service's file (root makes it here: the owner cannot give it away).
+        (String::new(), "owned by uid 4343"),
     ];
     for (plant, why) in plants {
         let _ = fs::remove_file(&lock);
-        as_owner(&plant);
+        if plant.is_empty() {
+            fs::write(&lock, "pid 1 since 2099\n").expect("write");
+            std::os::unix::fs::chown(&lock, Some(4343), Some(4343)).expect("chown");
+        } else {
+            as_owner(&plant);
+        }
         let r = t.run("tmpa-archive", &[]);
         assert_refused(&r, &lock, why);
         assert_eq!(fs::read_to_string(&target).expect("read"), "root:x:0:0\n");
         assert_eq!(fs::read_to_string(&owners).expect("read"), "mine\n");
         assert!(t.root().join("chat_history/u1/sessions/s1.json").exists());
     }
-    // Root's own lock file, left by an earlier run, is reused and never truncated.
+    let r = t.run("tmpa-archive", &[]);
+    assert!(
+        r.stderr.contains("sudo chown 0 "),
+        "the remedy: {}",
+        r.stderr
+    );
+    // The lock file root creates is the owner's (as every file root makes in the tree),
+    // reused by the next run and never truncated.
     fs::remove_file(&lock).expect("unlink");
     assert_eq!(t.run("tmpa-archive", &["--dry-run"]).code, 0);
     let m = fs::metadata(&lock).expect("lock");
-    assert_eq!((m.uid(), m.nlink(), m.len()), (0, 1, 64));
+    assert_eq!((m.uid(), m.nlink(), m.len()), (OWNER.0, 1, 64));
     fs::write(&lock, format!("{:<200}\n", "a longer note")).expect("write");
     assert_eq!(t.run("tmpa-archive", &["--dry-run"]).code, 0);
     assert_eq!(

@@ -1,8 +1,12 @@
 //! cron/monitoring/: the Prometheus alert rules and the Grafana dashboard the package
 //! ships, checked by promtool and tested (`promtool test rules`) against the series a real
-//! tmpa-patrol writes after real runs of the programs: quiet through a correct dry-run
-//! rollout and a healthy real period, firing when a job fails, stops, stops succeeding or
-//! deletes after a failed verification, when the patrol stops or its metrics never arrive.
+//! tmpa-patrol writes (as shipped: no service check configured, as on a host without
+//! supervisord) after real runs of the programs: quiet through a correct dry-run rollout
+//! and a healthy real period, firing when a job fails (a bad flag, a run killed before it
+//! finished), stops, stops succeeding or deletes after a failed verification, when the
+//! patrol stops or its metrics never arrive. The metrics file passes `promtool check
+//! metrics`. (packaging.rs runs the same rules on the series of the documented rollout of
+//! the installed package.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -12,8 +16,6 @@ use std::process::Command;
 use serde_json::{Value, json};
 use tmpa_tests::{Run, Tree};
 
-/// The patrol's service command, answering as supervisorctl does for a running app.
-const RUNNING: &str = "echo 'app  RUNNING   pid 4242, uptime 3 days, 1:02:03'";
 /// The scenarios' sampling interval (the patrol's schedule) and length in steps (3 days).
 const STEP_SECS: i64 = 300;
 const STEPS: i64 = 3 * 86_400 / STEP_SECS;
@@ -81,6 +83,13 @@ fn parse_samples(text: &str) -> Vec<Sample> {
 /// would (`extra` flags: `--dry-run` for the rollout, none for real runs), then the
 /// patrol's metrics, as node_exporter would read them.
 fn patrol_after_runs(extra: &[&str]) -> Vec<Sample> {
+    let (t, _store) = tree_after_runs(extra);
+    parse_samples(&patrol_metrics(&t))
+}
+
+/// A tree with a day of events and an archive store, after each maintenance program ran
+/// on it with `extra`; and the store.
+fn tree_after_runs(extra: &[&str]) -> (Tree, tempfile::TempDir) {
     let t = Tree::new();
     t.event("2026-01-05", "e1", "u1", 3, 4);
     let store = tempfile::tempdir().expect("store");
@@ -96,20 +105,24 @@ fn patrol_after_runs(extra: &[&str]) -> Vec<Sample> {
         let r = t.run(program, &[args.as_slice(), extra].concat());
         assert_eq!(r.code, 0, "{program}: {r:?}");
     }
+    (t, store)
+}
+
+/// The metrics file the patrol writes for `t`, as the schedule runs it (no service
+/// command: none is configured as shipped), with the archive store probed.
+fn patrol_metrics(t: &Tree) -> String {
     let out = tempfile::tempdir().expect("out");
     let prom = out.path().join("tmpa.prom");
     let r: Run = t.run(
         "tmpa-patrol",
         &[
-            "--service-cmd",
-            RUNNING,
             "--check-archive-store",
             "--prometheus",
             prom.to_str().expect("utf-8"),
         ],
     );
     assert!(matches!(r.code, 0..=2), "patrol: {r:?}");
-    parse_samples(&fs::read_to_string(&prom).expect("metrics"))
+    fs::read_to_string(&prom).expect("metrics")
 }
 
 /// A series as promtool writes it, with the scrape's labels.
@@ -199,6 +212,37 @@ fn expect_firing(eval: &str, firing: &[Firing]) -> Value {
     json!({"expr": "ALERTS{alertstate=\"firing\"}", "eval_time": eval, "exp_samples": samples})
 }
 
+/// A real compaction of `t` (a past day of loose events), killed with SIGKILL once it has
+/// started (its run record says it has not finished): paced to a minute a step, so that
+/// it is still going when the signal comes.
+fn killed_compaction(t: &Tree) {
+    for i in 0..40 {
+        t.event("2026-01-06", &format!("k{i}"), "u1", 1, 1);
+    }
+    let mut child = tmpa_tests::bin("tmpa-compact")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--pace", "60s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tmpa-compact");
+    let record = t.root().join(".tmpa/runs/compact_events.json");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let started = fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|r| r["finished"] == false && r["dry_run"] == false);
+        if started {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
 /// Runs `promtool test rules` on the shipped rules with these test groups.
 fn promtool_test(tests: Vec<Value>) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -244,8 +288,16 @@ fn alert_rules_pass_promtool_and_point_into_operations() {
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
     assert!(alerts.len() >= 10, "{alerts:?}");
+    let repository = workspace_repository();
     for (i, alert) in alerts.iter().enumerate() {
         let body = text.split("- alert: ").nth(i + 1).expect("body");
+        // A link an Alertmanager or a pager can open, from wherever Prometheus runs.
+        assert!(
+            body.contains(&format!(
+                "runbook_url: \"{repository}/blob/main/docs/OPERATIONS.md#"
+            )),
+            "{alert}: runbook_url into the repository's OPERATIONS.md"
+        );
         assert!(
             body.contains("\n        for: ") || *alert == "TmpaDeletionAfterFailedVerification",
             "{alert}: no for:"
@@ -259,6 +311,47 @@ fn alert_rules_pass_promtool_and_point_into_operations() {
         assert!(
             ops.contains(&format!("\n#### {alert}\n")),
             "OPERATIONS.md has no section #### {alert}"
+        );
+    }
+}
+
+/// The workspace's `repository` (Cargo.toml), where the runbook links point.
+fn workspace_repository() -> String {
+    let toml = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+        .expect("Cargo.toml");
+    toml.lines()
+        .find_map(|l| l.strip_prefix("repository = \""))
+        .and_then(|r| r.strip_suffix('"'))
+        .expect("repository in [workspace.package]")
+        .to_owned()
+}
+
+/// The patrol's metrics file passes `promtool check metrics` (names, units, HELP and
+/// TYPE) after dry runs and after real runs; the service check, not configured as
+/// shipped, is exported as skipped.
+#[test]
+fn patrol_metrics_pass_promtool_check_metrics() {
+    for extra in [&["--dry-run"][..], &[]] {
+        let (t, _store) = tree_after_runs(extra);
+        let text = patrol_metrics(&t);
+        let mut child = promtool()
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
+            .expect("write");
+        let r: Run = child.wait_with_output().expect("promtool").into();
+        assert_eq!(
+            r.code, 0,
+            "promtool check metrics:\n{}{}\n{text}",
+            r.stdout, r.stderr
+        );
+        assert!(
+            text.contains("tmpa_check_skipped{check=\"service\"} 1"),
+            "{text}"
         );
     }
 }
@@ -444,7 +537,51 @@ fn each_failure_raises_its_alert() {
         ],
     );
 
+    // Real series: compaction's command line refused by clap, as a bad value in
+    // /etc/default/tmpa makes it (TMPA_COMPACT_MODE=--dryrun), after the dry runs.
+    let (t, _store) = tree_after_runs(&["--dry-run"]);
+    let r = t.run("tmpa-compact", &["--dryrun"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stdout.contains("exit=2 (usage error)"),
+        "the log's last line: {r:?}"
+    );
+    let usage = parse_samples(&patrol_metrics(&t));
+    let usage_group = group(
+        input_series(&usage, &as_scheduled(patrol_now(&usage))),
+        vec![expect_firing(
+            "20m",
+            &[("TmpaJobFailing", &compact, "critical")],
+        )],
+    );
+
+    // Real series: a real compaction killed before it finished (kill -9).
+    let (t, _store) = tree_after_runs(&["--dry-run"]);
+    killed_compaction(&t);
+    let killed = parse_samples(&patrol_metrics(&t));
+    let exported = |name: &str| {
+        killed
+            .iter()
+            .find(|s| is(s, name, "compact_events"))
+            .map(|s| s.value)
+    };
+    assert_eq!(
+        exported("tmpa_job_last_run_exit_code"),
+        Some(4.0),
+        "did not finish"
+    );
+    assert_eq!(exported("tmpa_job_running"), Some(0.0));
+    let killed_group = group(
+        input_series(&killed, &as_scheduled(patrol_now(&killed))),
+        vec![expect_firing(
+            "20m",
+            &[("TmpaJobFailing", &compact, "critical")],
+        )],
+    );
+
     let r = promtool_test(vec![
+        usage_group,
+        killed_group,
         failing_group,
         stopped_group,
         no_success_group,

@@ -493,9 +493,11 @@ fn stretched(root: &Path, us: u64) -> std::process::Child {
         .expect("strace")
 }
 
-/// While a run deletes (each move aside stretched), the backend delivers a notification
-/// again with new content, delivers a new one and acknowledges an unread one: the
-/// redelivered one is kept with its ack and reported, the others untouched, nothing lost.
+/// While a run deletes (each move aside stretched), the backend's own code rewrites a
+/// notification (tmp + rename, as before the library), the library delivers a new one and
+/// acknowledges an unread one: the rewritten one is kept with its ack and reported, the
+/// others untouched, nothing lost. The library refuses to deliver the rewritten id again
+/// with other content (it never replaces a notification).
 #[test]
 fn delivered_and_acknowledged_during_the_run() {
     if !tmpa_tests::strace_works() {
@@ -507,19 +509,29 @@ fn delivered_and_acknowledged_during_the_run() {
     tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "archive_history");
     let r = Root::open(t.root()).unwrap();
     let alice = UserId::new("alice").unwrap();
-    for id in ["2", "new2"] {
-        let body = serde_json::json!({"again": id});
-        r.deliver(&alice, &NotificationId::new(id).unwrap(), &body)
-            .unwrap();
-        let acked = id == "2";
-        want.insert(
-            ("alice".into(), id.into()),
-            (serde_json::to_vec(&body).unwrap(), acked),
-        );
-    }
+    let inbox = t.root().join("notifications/alice/inbox");
+    let rewritten = serde_json::to_vec(&serde_json::json!({"again": "2"})).unwrap();
+    fs::write(inbox.join("ntf_2.json.tmp"), &rewritten).unwrap();
+    fs::rename(inbox.join("ntf_2.json.tmp"), inbox.join("ntf_2.json")).unwrap();
+    want.insert(("alice".into(), "2".into()), (rewritten, true));
+    let body = serde_json::json!({"again": "new2"});
+    r.deliver(&alice, &NotificationId::new("new2").unwrap(), &body)
+        .unwrap();
+    want.insert(
+        ("alice".into(), "new2".into()),
+        (serde_json::to_vec(&body).unwrap(), false),
+    );
     r.ack(&alice, &NotificationId::new("unread").unwrap())
         .unwrap();
     want.get_mut(&("alice".into(), "unread".into())).unwrap().1 = true;
+    let e = r
+        .deliver(
+            &alice,
+            &NotificationId::new("2").unwrap(),
+            &serde_json::json!({"third": 3}),
+        )
+        .unwrap_err();
+    assert_eq!(e.io_kind(), std::io::ErrorKind::AlreadyExists, "{e}");
     let run: Run = child.wait_with_output().expect("wait").into();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(

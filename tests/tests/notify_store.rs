@@ -525,3 +525,54 @@ fn a_dry_run_reads_the_store_and_writes_nothing() {
         r.stdout
     );
 }
+
+/// The library's strictness against notifications archived in a `file://` store: `ack`
+/// of one is a no-op that writes nothing; with a receipt left behind (a run stopped
+/// between its deletions), `deliver` of the archived value is a no-op and of another
+/// value a conflict naming the object; an id never delivered is NotFound, and nothing is
+/// created for it.
+#[test]
+fn ack_and_deliver_against_the_store() {
+    use tmpa_core::{Acked, Error, NotificationId, Root, UserId};
+    let store = tempfile::tempdir().expect("store dir");
+    let url = format!("file://{}", store.path().display());
+    let (t, want) = tree(&["alice"], 2, &url);
+    let ack = t.root().join("notifications/alice/ack/ntf_o1.ack");
+    let saved = fs::read(&ack).expect("ack");
+    let r = archive(&t, None, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let root = Root::open(t.root()).expect("root");
+    let (alice, o0, o1) = (
+        UserId::new("alice").unwrap(),
+        NotificationId::new("o0").unwrap(),
+        NotificationId::new("o1").unwrap(),
+    );
+    let before = notifications_snapshot(&t);
+    assert_eq!(root.ack(&alice, &o0).expect("ack"), Acked::Archived);
+    assert_eq!(
+        notifications_snapshot(&t),
+        before,
+        "an archived ack writes nothing"
+    );
+
+    fs::write(&ack, &saved).expect("the receipt left behind");
+    let before = notifications_snapshot(&t);
+    let body: Value = serde_json::from_slice(&want[&("alice".into(), "o1".into())].0).unwrap();
+    root.deliver(&alice, &o1, &body)
+        .expect("the archived value: a no-op");
+    let e = root
+        .deliver(&alice, &o1, &serde_json::json!({"other": 1}))
+        .expect_err("another value");
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    let held = e.path().expect("a path").to_string_lossy().into_owned();
+    assert!(held.starts_with(&format!("{url}/alice/acked-2-")), "{held}");
+    assert_eq!(notifications_snapshot(&t), before, "nothing delivered");
+
+    let never = NotificationId::new("never").unwrap();
+    let e = root.ack(&alice, &never).expect_err("never delivered");
+    assert_eq!(e.io_kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert_eq!(notifications_snapshot(&t), before);
+    let bob = UserId::new("bob").unwrap();
+    assert!(root.ack(&bob, &never).is_err());
+    assert!(!t.root().join("notifications/bob").exists());
+}

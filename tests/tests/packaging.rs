@@ -2,8 +2,11 @@
 //! holding what an operator needs (programs, man pages, completions, units, cron.d,
 //! logrotate, docs); the packaged programs and man pages work; dpkg installs it into a
 //! throwaway root without enabling or scheduling anything, the installed cron.d deletes
-//! nothing even with every line uncommented, and a purge leaves nothing behind; lintian
-//! finds no error, and the changelog is this version's.
+//! nothing even with every line uncommented, and a purge leaves nothing behind (nor a
+//! warning, on a merged-/usr root); lintian finds no error, and the changelog is this
+//! version's; the installed OPERATIONS.md names only what the package ships; and the
+//! documented rollout, done on the installed package as a new operator does it, raises no
+//! alert and sees every failure (`rollout`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -15,6 +18,10 @@ use std::time::Duration;
 
 use tmpa_docgen::{PROGRAMS, SHELLS, completion_file_name};
 use tmpa_tests::{Tree, age, run_ok as run, stdout_ok as stdout};
+
+/// The documented rollout on the installed package (the package built once, here).
+#[path = "packaging/rollout.rs"]
+mod rollout;
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -92,7 +99,10 @@ fn package_holds_what_an_operator_needs() {
     }
     for f in [
         "/etc/default/tmpa",
-        "/usr/lib/systemd/system-generators/tmpa-generator",
+        "/etc/tmpa/archive.env",
+        "/usr/sbin/tmpa",
+        "/usr/share/man/man8/tmpa.8.gz",
+        "/lib/systemd/system-generators/tmpa-generator",
         "/usr/share/tmpa/monitoring/tmpa.rules.yml",
         "/usr/share/tmpa/monitoring/tmpa-dashboard.json",
         "/etc/cron.d/tmpa",
@@ -100,6 +110,10 @@ fn package_holds_what_an_operator_needs() {
         "/usr/share/doc/tmpa/README.md",
         "/usr/share/doc/tmpa/OPERATIONS.md",
         "/usr/share/doc/tmpa/FORMAT.md",
+        "/usr/share/doc/tmpa/REFERENCE.md",
+        "/usr/share/doc/tmpa/PERFORMANCE.md",
+        "/usr/share/doc/tmpa/SCALING.md",
+        "/usr/share/doc/tmpa/RELIABILITY.md",
         "/usr/share/doc/tmpa/copyright",
         "/usr/share/doc/tmpa/changelog.gz",
         "/usr/share/lintian/overrides/tmpa",
@@ -111,10 +125,16 @@ fn package_holds_what_an_operator_needs() {
     assert_eq!(have, want, "the package's files");
     for (path, mode, owner) in &files {
         assert_eq!(owner, "0/0", "{path}: owned by root");
-        let want_mode = if path.starts_with("/usr/bin/") || path.contains("-generators/") {
+        let want_mode = if path.starts_with("/usr/bin/")
+            || path.starts_with("/usr/sbin/")
+            || path.contains("-generators/")
+        {
             "-rwxr-xr-x"
+        } else if path == "/etc/tmpa/archive.env" {
+            // The object store's keys: root's alone.
+            "-rw-------"
         } else if path == "/etc/default/tmpa" {
-            // It may hold the object store's credentials.
+            // Root's, the patrol's read-only store key may be there.
             "-rw-r-----"
         } else {
             "-rw-r--r--"
@@ -155,6 +175,7 @@ fn package_holds_what_an_operator_needs() {
         conffiles.lines().collect::<BTreeSet<_>>(),
         BTreeSet::from([
             "/etc/default/tmpa",
+            "/etc/tmpa/archive.env",
             "/etc/cron.d/tmpa",
             "/etc/logrotate.d/tmpa"
         ])
@@ -297,9 +318,11 @@ fn packaged_schedule_is_the_repository_one() {
         ("etc/logrotate.d/tmpa", "logrotate/tmpa"),
         ("etc/default/tmpa", "tmpa.default"),
         (
-            "usr/lib/systemd/system-generators/tmpa-generator",
+            "lib/systemd/system-generators/tmpa-generator",
             "tmpa-generator",
         ),
+        ("usr/sbin/tmpa", "tmpa"),
+        ("etc/tmpa/archive.env", "archive.env"),
         (
             "usr/share/tmpa/monitoring/tmpa.rules.yml",
             "monitoring/tmpa.rules.yml",
@@ -383,9 +406,12 @@ fn tree(dir: &Path) -> BTreeSet<PathBuf> {
 }
 
 /// Purges the package from `root`, which held `before` before it was installed: nothing
-/// is left but the directories postinst made the log directory in.
+/// is left but the directories postinst made the log directory in, and dpkg warns of
+/// nothing (a directory it could not remove: the /usr-merge aliases).
 fn purge_leaves_nothing(root: &Path, before: &BTreeSet<PathBuf>) {
-    dpkg(root, &["--purge", "tmpa"]);
+    let out = dpkg(root, &["--purge", "tmpa"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("warning"), "dpkg --purge: {said}");
     let left: BTreeSet<PathBuf> = tree(root).difference(before).cloned().collect();
     // deb-systemd-helper leaves its (empty) state and unit directories, as for any package
     // whose units it handled.
@@ -423,6 +449,7 @@ fn installs_enabling_nothing_and_purges_clean() {
     }
     let root = dpkg_root();
     let r = root.path();
+    with_system_packages(r);
     let before = tree(r);
     dpkg(r, &["-i", &deb().display().to_string()]);
 
@@ -598,12 +625,49 @@ fn enable_state(root: &Path, unit: &str) -> String {
 }
 
 /// A throwaway root laid out as Debian's since bookworm (merged /usr: /lib is a link to
-/// usr/lib), where a unit moved from /lib to /usr/lib could be lost by a careless upgrade.
+/// usr/lib), where a unit moved from /lib to /usr/lib could be lost by a careless upgrade;
+/// with a package that owns what bookworm's own packages do (/etc: base-files;
+/// /usr/lib/systemd/system and /lib/systemd/system-generators with a generator in it:
+/// systemd), so that a directory this package names under its other alias has two names
+/// in dpkg's database, and a purge warns that it is "not empty".
 fn merged_usr_root() -> tempfile::TempDir {
     let root = dpkg_root();
     fs::create_dir_all(root.path().join("usr/lib")).expect("mkdir");
     std::os::unix::fs::symlink("usr/lib", root.path().join("lib")).expect("symlink");
+    with_system_packages(root.path());
     root
+}
+
+/// Installs into `root` a package that owns what a Debian system's own packages own of
+/// the directories this package uses (see [`merged_usr_root`]).
+fn with_system_packages(root: &Path) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let pkg = work.path().join("pkg");
+    fs::create_dir_all(pkg.join("DEBIAN")).expect("mkdir");
+    for (file, text) in [
+        (
+            "lib/systemd/system-generators/systemd-fstab-generator",
+            "#!/bin/sh\n",
+        ),
+        ("usr/lib/systemd/system/fake.service", "[Service]\n"),
+        ("etc/fake.conf", ""),
+    ] {
+        let p = pkg.join(file);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, text).expect("write");
+    }
+    fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: fake-systemd\nVersion: 252\nArchitecture: all\nMaintainer: t <t@t>\n\
+         Description: owns /lib/systemd/system-generators, as bookworm's systemd\n",
+    )
+    .expect("control");
+    let deb = work.path().join("fake-systemd.deb");
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&pkg)
+        .arg(&deb));
+    dpkg(root, &["-i", &deb.display().to_string()]);
 }
 
 /// The maintainer scripts handle exactly the packaged units; the admin's choice of
@@ -771,4 +835,103 @@ fn changelog_is_the_debian_changelog_of_this_version() {
         "{}",
         source.display()
     );
+}
+
+/// The installed OPERATIONS.md names only what the package ships: every document it names
+/// by file name is beside it in /usr/share/doc/tmpa/, every /usr/share path it names is in
+/// the package, and a file of the source tree (cron/, packaging/, tests/, ...) is named
+/// only as a link into the repository, or in the commands run in a checkout (code blocks).
+#[test]
+fn installed_operations_names_only_what_the_package_ships() {
+    let repository = {
+        let toml = fs::read_to_string(workspace().join("Cargo.toml")).expect("Cargo.toml");
+        toml.lines()
+            .find_map(|l| l.strip_prefix("repository = \""))
+            .and_then(|r| r.strip_suffix('"'))
+            .expect("repository")
+            .to_owned()
+    };
+    let doc = fs::read_to_string(extracted().join("usr/share/doc/tmpa/OPERATIONS.md"))
+        .expect("OPERATIONS.md");
+    // Prose only: the code blocks are commands (some run in a checkout).
+    let mut prose: String = doc.split("```").step_by(2).collect::<Vec<_>>().join(" ");
+    // Links into the repository, their text included, then bare URLs of it.
+    while let Some(at) = prose.find(&format!("]({repository}")) {
+        let start = prose[..at].rfind('[').expect("a link's [");
+        let end = at + prose[at..].find(')').expect("a link's )");
+        prose.replace_range(start..=end, " ");
+    }
+    while let Some(at) = prose.find(&repository) {
+        let end = prose[at..]
+            .find(|c: char| c.is_whitespace() || c == '`' || c == ')')
+            .map_or(prose.len(), |e| at + e);
+        prose.replace_range(at..end, " ");
+    }
+    let shipped: BTreeSet<String> = listing().into_iter().map(|(p, _, _)| p).collect();
+    let mut wrong = Vec::new();
+    for word in prose.split(|c: char| c.is_whitespace() || "`()[]\"',;:".contains(c)) {
+        let word = word.trim_end_matches(['.', '*']);
+        if [
+            "docs/",
+            "cron/",
+            "tests/",
+            "packaging/",
+            "bench/",
+            "target/",
+        ]
+        .iter()
+        .any(|p| word.starts_with(p) && word.len() > p.len())
+        {
+            wrong.push(format!("{word}: a file of the source tree, not a link"));
+        } else if word.ends_with(".md") && !word.contains('/') {
+            if !shipped.contains(&format!("/usr/share/doc/tmpa/{word}")) {
+                wrong.push(format!("{word}: not installed beside OPERATIONS.md"));
+            }
+        } else if (word.starts_with("/usr/share/doc/tmpa/") || word.starts_with("/usr/share/tmpa/"))
+            && !shipped.iter().any(|p| p.starts_with(word))
+        {
+            wrong.push(format!("{word}: not in the package"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the installed OPERATIONS.md names:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// `/usr/sbin/tmpa` has its page, tmpa(8), which formats without a warning and names
+/// every program it runs and the settings file it reads; the script refuses an unknown
+/// program (exit 2) and a configuration it cannot read, saying to run it as root.
+#[test]
+fn the_wrapper_has_its_page_and_refuses_what_it_cannot_run() {
+    let page = extracted().join("usr/share/man/man8/tmpa.8.gz");
+    let out = run(Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(&page)
+        .env("MANWIDTH", "200")
+        .env("PAGER", "cat"));
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(warnings.trim().is_empty(), "tmpa(8): {warnings}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for p in &PROGRAMS {
+        assert!(text.contains(p.name), "tmpa(8) names {}", p.name);
+    }
+    assert!(text.contains("/etc/default/tmpa"), "{text}");
+    let wrapper = extracted().join("usr/sbin/tmpa");
+    let r: tmpa_tests::Run = Command::new("sh")
+        .arg(&wrapper)
+        .arg("frobnicate")
+        .output()
+        .expect("sh")
+        .into();
+    assert_eq!(r.code, 2, "{r:?}");
+    let r: tmpa_tests::Run = Command::new("sh")
+        .arg(&wrapper)
+        .args(["compact", "--dry-run"])
+        .env("TMPA_CONFIG_FILE", "/nonexistent/tmpa")
+        .output()
+        .expect("sh")
+        .into();
+    assert!(r.code == 2 && r.stderr.contains("run it as root"), "{r:?}");
 }

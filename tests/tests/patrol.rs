@@ -554,8 +554,31 @@ fn service_running_failing_hanging_and_skipped() {
     assert_eq!(code, 2);
 }
 
-/// Fresh temporaries are writes in flight (ok); stale ones are a warning, many critical;
-/// names that only look like temporaries are not counted.
+/// The patrol's JSON report with its clock `ahead` of the real one (libfaketime): file
+/// times are the file system's, so every file is that much older; ctime cannot be set
+/// back, and a test cannot wait days.
+fn patrol_json_ahead(t: &Tree, ahead: &str, args: &[&str]) -> (i32, Value) {
+    let r: tmpa_tests::Run = tmpa_tests::bin("tmpa-patrol")
+        .arg("--root")
+        .arg(t.root())
+        .arg("--json")
+        .args(args)
+        .env(
+            "LD_PRELOAD",
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        )
+        .env("FAKETIME", ahead)
+        .env("NO_FAKE_STAT", "1")
+        .output()
+        .expect("patrol")
+        .into();
+    (r.code, r.json())
+}
+
+/// Fresh temporaries are writes in flight (ok); stale ones, unchanged (mtime and ctime,
+/// tmpa-tmpclean's rule) for longer than --tmp-older-than, are a warning, many critical; a
+/// temporary whose mtime alone is old is not stale (its inode changed since); names that
+/// only look like temporaries are not counted.
 #[test]
 fn tmp_files_ok_warning_critical() {
     let t = healthy_tree();
@@ -573,25 +596,31 @@ fn tmp_files_ok_warning_critical() {
         "dotted suffixes count too: {c:#}"
     );
 
+    // An mtime set back (a copy that kept its times, `touch -d`) is not an old file: its
+    // ctime says it changed now, as tmpa-tmpclean reads it too.
     age(
         &t.root().join("chat_history/u1/sessions/s2.json.tmp"),
         3 * DAY,
     );
-    let (code, doc) = patrol_json(&t, &[]);
+    let (_, doc) = patrol_json(&t, &[]);
+    assert_eq!(status_of(&doc, "tmp_files"), "ok", "{doc:#}");
+
+    // Three days on, all three are stale.
+    let (code, doc) = patrol_json_ahead(&t, "+3d", &[]);
     let c = check(&doc, "tmp_files");
     assert_eq!(c["status"], "warning", "{c:#}");
-    assert_eq!(c["findings"][0], "chat_history/u1/sessions/s2.json.tmp");
-    assert_eq!(code, 1);
-
-    age(
-        &t.root()
-            .join("token_stats/2026-11-01/evt_a3.json.tmp.77-1-ab"),
-        3 * DAY,
+    assert_eq!(c["value"], 3, "{c:#}");
+    assert!(
+        c["findings"]
+            .as_array()
+            .expect("findings")
+            .contains(&Value::from("chat_history/u1/sessions/s2.json.tmp")),
+        "{c:#}"
     );
-    let (code, doc) = patrol_json(&t, &["--tmp-critical", "1"]);
+    assert_eq!(code, 2, "the job checks are critical then too");
+    let (_, doc) = patrol_json_ahead(&t, "+3d", &["--tmp-critical", "1"]);
     assert_eq!(status_of(&doc, "tmp_files"), "critical");
-    assert_eq!(code, 2);
-    let (_, doc) = patrol_json(&t, &["--tmp-older-than", "4d"]);
+    let (_, doc) = patrol_json_ahead(&t, "+3d", &["--tmp-older-than", "4d"]);
     assert_eq!(status_of(&doc, "tmp_files"), "ok");
 }
 
@@ -1536,5 +1565,156 @@ fn watch_until_stopped_exits_with_the_worst_status() {
             .expect("list")
             .contains(&json!("compact_events_last_success=critical")),
         "{verdict:#}"
+    );
+}
+
+/// A deploy gate (`--watch --since-deploy`) judges what got worse after the first patrol:
+/// the job checks' critical of the dry-run weeks and a corrupt file that was there before
+/// do not count (exit 0, listed "as before the deploy"); a corrupt file on a tree that had
+/// none is a change (exit 1, "worse").
+#[test]
+fn watch_since_deploy_counts_only_what_got_worse() {
+    let gate = |t: &Tree, after: &dyn Fn(&Tree)| -> Run {
+        let child = bin("tmpa-patrol")
+            .arg("--root")
+            .arg(t.root())
+            .args(["--watch", "1s", "--for", "2s", "--since-deploy"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(1300));
+        after(t);
+        child.wait_with_output().expect("wait").into()
+    };
+    // The dry-run weeks: no real run has succeeded (critical), a corrupt event already.
+    let t = healthy_tree();
+    fs::remove_file(t.root().join(".tmpa/runs/compact_events.json")).expect("rm");
+    t.file("token_stats/2026-11-01/evt_bad.json", b"{");
+    let r = gate(&t, &|t| {
+        t.file("token_stats/2026-11-01/evt_bad2.json", b"{");
+    });
+    let verdict = r.stdout.lines().last().expect("verdict");
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        verdict.contains("verdict since the deploy: OK")
+            && verdict.contains("no check got worse")
+            && verdict.contains("compact_events_last_success=critical")
+            && verdict.contains("corrupt_json=warning"),
+        "{verdict}"
+    );
+    // Without --since-deploy the same watch is critical: no use as a gate.
+    let plain: Run = bin("tmpa-patrol")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--watch", "1s", "--for", "1s"])
+        .output()
+        .expect("watch")
+        .into();
+    assert_eq!(plain.code, 2, "{}", plain.stdout);
+
+    // A clean tree that gets a corrupt file during the watch.
+    let t = healthy_tree();
+    let r = gate(&t, &|t| {
+        t.file("token_stats/2026-11-01/evt_bad.json", b"{");
+    });
+    let verdict = r.stdout.lines().last().expect("verdict");
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        verdict.contains("WARNING") && verdict.contains("worse: corrupt_json ok->warning"),
+        "{verdict}"
+    );
+}
+
+/// A run going on (its record written at its start, its process alive) is not a failure:
+/// the job check says so and the metrics export it as running, with no exit code; killed,
+/// the same record is a run that did not finish, exit 4.
+#[test]
+fn a_run_going_on_is_not_a_failure_and_a_killed_one_is() {
+    let t = healthy_tree();
+    for i in 0..40 {
+        t.event("2026-11-02", &format!("k{i}"), "u1", 1, 1);
+    }
+    let mut child = bin("tmpa-compact")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--pace", "60s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("compact");
+    let record = t.root().join(".tmpa/runs/compact_events.json");
+    let until = Instant::now() + Duration::from_secs(60);
+    while !fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|r| r["finished"] == false)
+    {
+        assert!(Instant::now() < until, "the run never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let metrics = |t: &Tree| -> (Value, String) {
+        let out = tempfile::tempdir().expect("tempdir");
+        let prom = out.path().join("tmpa.prom");
+        let (_, doc) = patrol_json(t, &["--prometheus", prom.to_str().expect("utf-8")]);
+        (doc, fs::read_to_string(&prom).expect("metrics"))
+    };
+    let (doc, prom) = metrics(&t);
+    let detail = check(&doc, "compact_events_last_success")["detail"].to_string();
+    assert!(detail.contains("is going on (pid"), "{detail}");
+    assert!(
+        prom.contains("tmpa_job_running{task=\"compact_events\"} 1"),
+        "{prom}"
+    );
+    assert!(
+        !prom.contains("tmpa_job_last_run_exit_code{task=\"compact_events\"}"),
+        "no exit code yet: {prom}"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let (doc, prom) = metrics(&t);
+    let c = check(&doc, "compact_events_last_success");
+    assert!(c["detail"].to_string().contains("did not finish"), "{c:#}");
+    assert_eq!(
+        c["status"], "warning",
+        "an earlier success is recent: {c:#}"
+    );
+    assert!(
+        prom.contains("tmpa_job_running{task=\"compact_events\"} 0"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("tmpa_job_last_run_exit_code{task=\"compact_events\"} 4"),
+        "{prom}"
+    );
+}
+
+/// The service command comes from TMPA_SERVICE_CMD (as /etc/default/tmpa exports it);
+/// empty, as shipped, the check is skipped and says how to configure it; the command gets
+/// none of the patrol's other variables (a key in its environment stays there).
+#[test]
+fn service_command_from_the_configuration() {
+    let t = healthy_tree();
+    let run = |cmd: &str| -> Value {
+        let r: Run = bin("tmpa-patrol")
+            .arg("--root")
+            .arg(t.root())
+            .arg("--json")
+            .env("TMPA_SERVICE_CMD", cmd)
+            .env("AWS_SECRET_ACCESS_KEY", "k")
+            .output()
+            .expect("patrol")
+            .into();
+        check(&r.json(), "service").clone()
+    };
+    let c = run("");
+    assert_eq!(c["skipped"], true, "{c:#}");
+    assert!(
+        c["detail"].to_string().contains("TMPA_SERVICE_CMD"),
+        "{c:#}"
+    );
+    assert_eq!(run("echo RUNNING")["status"], "ok");
+    let c = run("test -z \"$AWS_SECRET_ACCESS_KEY\" && echo RUNNING");
+    assert_eq!(
+        c["status"], "ok",
+        "the command's environment is bare: {c:#}"
     );
 }

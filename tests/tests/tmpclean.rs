@@ -545,16 +545,59 @@ fn held_lock_exits_3() {
     drop(lock);
 }
 
-/// Usage errors exit 2 and write nothing: not a TMPA root, a bad --older-than, an
-/// unknown flag.
+/// Usage errors exit 2 and write nothing but their run record (so that the alert on a
+/// failing job sees them): not a TMPA root (no record: nowhere to write it), a bad
+/// --older-than, an unknown flag; the log's first and last lines are printed around
+/// clap's message.
 #[test]
 fn usage_errors_exit_2() {
     tmpa_tests::assert_refuses_non_root(BIN);
     let t = Tree::new();
+    let before = t.snapshot();
     assert_eq!(t.run(BIN, &["--older-than", "12"]).code, 2);
     assert_eq!(t.run(BIN, &["--older-than", "-1d"]).code, 2);
-    assert_eq!(t.run(BIN, &["--frobnicate"]).code, 2);
-    assert!(!t.root().join(".tmpa").exists());
+    let r = t.run(BIN, &["--frobnicate"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--frobnicate"), "clap's message: {r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].contains(" tmpa-tmpclean CLEAN root=")
+            && lines[1].contains("finished: exit=2 (usage error)"),
+        "{r:?}"
+    );
+    assert_eq!(t.snapshot(), before, "the tree is as it was");
+    let state: Vec<String> = walk_names(&t.root().join(".tmpa"));
+    assert_eq!(
+        state,
+        ["runs", "runs/tmp_cleanup.json"],
+        "only the run record"
+    );
+    let record: serde_json::Value = serde_json::from_slice(
+        &fs::read(t.root().join(".tmpa/runs/tmp_cleanup.json")).expect("record"),
+    )
+    .expect("json");
+    assert_eq!(
+        (record["exit_code"].as_u64(), record["finished"].as_bool()),
+        (Some(2), None)
+    );
+}
+
+/// Every path below `dir`, relative, sorted.
+fn walk_names(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("ls") {
+            let p = e.expect("entry").path();
+            out.push(p.strip_prefix(dir).expect("below").display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// An immutable directory (chattr +i) holding a stale temporary: its deletion fails, is

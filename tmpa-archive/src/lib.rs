@@ -59,7 +59,7 @@ mod session;
 pub mod store;
 mod tier;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tmpa_core::maintenance::store::Store;
@@ -118,6 +118,28 @@ pub struct Args {
     /// is uploaded as it is, read back and compared, then removed locally
     #[arg(long)]
     pub migrate_local: bool,
+    /// The object store's credentials and settings, as NAME=value lines (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL; GOOGLE_*, AZURE_*), over those
+    /// of the environment; read before the program becomes --user, so the file may be
+    /// root's alone (0600), and never put in any environment. Only a file root or this
+    /// program's user could have written alone is believed
+    /// [default: /etc/tmpa/archive.env, when it exists]
+    #[arg(long, value_name = "FILE", env = "TMPA_ARCHIVE_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
+}
+
+impl tmpa_maint::Program for Args {
+    const NAME: &'static str = PROGRAM;
+    const TASK: Task = TASK;
+    const REAL_MODE: &'static str = "ARCHIVE";
+
+    fn invocation(&self) -> Option<tmpa_maint::Invocation> {
+        Some(self.common.invocation())
+    }
+
+    fn run(&self) -> Result<ExitStatus, StartError> {
+        run(self)
+    }
 }
 
 /// Runs the program: resolves the root, takes the lock, archives, reports.
@@ -127,12 +149,24 @@ pub struct Args {
 /// is reported per session and reflected in the returned status.
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
-    let store = open_store(args)?;
-    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "ARCHIVE", |run| {
-        let report = archive(run, args, store.as_ref());
-        let status = report_status(&report);
-        (report, status)
-    })
+    // Started as root: the credentials are read from root's file first; then the switch
+    // to --user, which also makes this process's memory root's alone (not dumpable).
+    let credentials = tmpa_maint::read_credentials(args.credentials.as_deref())?;
+    let prepared = tmpa_maint::prepare(&args.common)?;
+    let store = open_store(args, &credentials)?;
+    tmpa_maint::run_program(
+        prepared,
+        PROGRAM,
+        TASK,
+        &args.common,
+        mode,
+        "ARCHIVE",
+        |run| {
+            let report = archive(run, args, store.as_ref());
+            let status = report_status(&report);
+            (report, status)
+        },
+    )
 }
 
 /// The store this run archives to: `--to`, else `{root}/tmpa.toml`'s `[archive] url`;
@@ -142,7 +176,10 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
 /// A usage error (exit 2) naming the file or URL and the problem: a `tmpa.toml` that
 /// cannot be used, a client that cannot be set up from the URL and the environment,
 /// `--migrate-local` without a store. A root that cannot be opened as in every program.
-pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
+pub fn open_store(
+    args: &Args,
+    credentials: &tmpa_core::Credentials,
+) -> Result<Option<StoreRun>, StartError> {
     let root = tmpa_maint::resolve_root(args.common.root.as_deref())?;
     let usage = |e: Error| StartError::Usage(e.chain());
     let config = tmpa_maint::archive_config(&root, args.to.as_ref())?;
@@ -157,7 +194,11 @@ pub fn open_store(args: &Args) -> Result<Option<StoreRun>, StartError> {
         }
         return Ok(None);
     };
-    match Store::open(&config) {
+    match Store::open_with(
+        &config,
+        tmpa_core::maintenance::store::RETRIES_MAX,
+        credentials,
+    ) {
         Ok(store) => Ok(Some(StoreRun::new(store))),
         Err(
             e @ Error::Store {
@@ -328,6 +369,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     report.problems.sort();
     let notifications = std::mem::take(&mut report.counts.notifications);
     report.counts = counts(&report, users.len() as u64, listed.seen, listed.young);
+    report.counts.beside_temporary = listed.beside_temporary;
     report.counts.notifications = notifications;
     let sessions_deleted = report
         .counts
@@ -448,4 +490,10 @@ pub(crate) fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<D
         Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// For `skip_serializing_if`: counts that are new and rare stay out of reports and run
+/// records while they are zero.
+pub(crate) fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }

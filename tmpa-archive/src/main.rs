@@ -1,10 +1,7 @@
-//! The tmpa-archive binary: parses flags, runs, maps the outcome to the exit code.
+//! The tmpa-archive binary: parses flags, runs, maps the outcome to the exit code (tmpa_maint::main).
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = tmpa_archive::Args::parse();
-    tmpa_maint::exit("tmpa-archive", tmpa_archive::run(&args))
+    tmpa_maint::main::<tmpa_archive::Args>()
 }

@@ -93,6 +93,10 @@ pub struct NotificationCounts {
     pub acks_not_compared: u64,
     /// Archives written (or that would be).
     pub notification_archives: u64,
+    /// Old acks left, their notification too, because a temporary of the notification's
+    /// or the ack's name lies beside it (tmpa_maint::finals_with_temporaries).
+    #[serde(skip_serializing_if = "crate::is_zero_u64")]
+    pub notifications_beside_temporary: u64,
 }
 
 /// What the run asks of the notifications.
@@ -209,6 +213,13 @@ fn old_acks(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     let (mut old, mut lonely) = (Vec::new(), Vec::new());
+    // A notification or ack with a temporary of its name beside it is being written, or
+    // its write died: both stay.
+    let ack_temps = tmpa_maint::finals_with_temporaries(acks)?;
+    let inbox_temps = match inbox {
+        Some(d) => tmpa_maint::finals_with_temporaries(d)?,
+        None => Default::default(),
+    };
     for entry in acks.entries()? {
         let name = entry?.name;
         let Some(id) = id_of(&name, ".ack") else {
@@ -223,6 +234,10 @@ fn old_acks(
             continue;
         }
         let inbox_name = format!("ntf_{id}.json");
+        if ack_temps.contains(&name) || inbox_temps.contains(OsStr::new(&inbox_name)) {
+            report.counts.notifications.notifications_beside_temporary += 1;
+            continue;
+        }
         let live = match inbox.map(|d| d.stat(&inbox_name)).transpose()? {
             Some(Some(m)) => Some(m),
             _ => None,

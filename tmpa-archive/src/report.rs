@@ -203,6 +203,10 @@ pub struct Counts {
     pub sessions: u64,
     /// Sessions too recent to archive.
     pub young: u64,
+    /// Sessions old enough, left live because a temporary of their name lies beside them
+    /// (a write of it going on, or one that died; tmpa_maint::finals_with_temporaries).
+    #[serde(skip_serializing_if = "crate::is_zero_u64")]
+    pub beside_temporary: u64,
     /// Sessions archived (new archive written and verified).
     pub archived: u64,
     /// Sessions whose archive already held their bytes (an interrupted run completed).

@@ -61,6 +61,8 @@ pub(crate) struct Listed {
     pub(crate) seen: u64,
     /// Sessions too recent.
     pub(crate) young: u64,
+    /// Old sessions left live because a temporary of their name lies beside them.
+    pub(crate) beside_temporary: u64,
 }
 
 /// Archives `user`'s old sessions (then, with `--migrate-local`, moves the user's local
@@ -194,12 +196,19 @@ fn old_sessions(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     let mut old = Vec::new();
+    // A session with a temporary of its name beside it is being written, or its last
+    // write died: not idle, left live (tmpa_maint::finals_with_temporaries).
+    let beside = tmpa_maint::finals_with_temporaries(dir)?;
     for entry in dir.entries()? {
         let name = entry?.name;
         if temp_final_name(&name).is_some() || !name.as_encoded_bytes().ends_with(b".json") {
             continue; // temporaries are tmpa-tmpclean's; other files are not sessions
         }
         counted.seen += 1;
+        if beside.contains(&name) {
+            counted.beside_temporary += 1;
+            continue;
+        }
         let shown = dir.join(&name);
         let problem = |report: &mut Report, kind, why: String| {
             report.problems.push(Problem::new(shown.clone(), kind, why));

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use tmpa_core::maintenance::{
     AtomicFile, COMPACTED_NAME, CompactedWriter, Dir, Kind, ReadBack, Stamp, SummaryFold,
-    conflict_problem_of, event_names, hex, open_compacted, path_text, read_cached, root_dir,
-    source_stamp, stamp_entries, write_summary,
+    conflict_problem_of, event_names, hex, open_compacted, parse_compacted, path_text, read_cached,
+    root_dir, salvage_compacted, source_stamp, stamp_entries, write_summary,
 };
 use tmpa_core::{Day, Error, EventId, Problem, ProblemKind, Summary};
 use tmpa_maint::{Admission, Candidate, Deletion, Doomed, Outcome, Proof, Run};
@@ -71,11 +71,13 @@ pub fn compact_day(run: &SharedRun<'_>, day: Day, opts: &DayOptions) -> DayRepor
         Ok(c) => c,
         Err(mut p) => {
             r.status = DayStatus::Skipped;
+            let (lost, lines) = what_compacting_would_lose(&dir, day, opts);
             p.reason = format!(
-                "{} (day left untouched: it may hold the only copy of deleted events)",
+                "{} (day left untouched: {lost}; it may hold the only copy of deleted events)",
                 p.reason
             );
             r.problems.push(p);
+            r.problems.extend(lines);
             return r;
         }
     };
@@ -167,6 +169,46 @@ fn admit_planned(
 
 fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// What building on the damaged `_compacted.json` of `dir` would lose, in words, and a
+/// problem for each of its damaged lines ([`salvage_compacted`]); only the words when the
+/// file is too large to read whole within a quarter of the memory budget.
+fn what_compacting_would_lose(dir: &Dir, day: Day, opts: &DayOptions) -> (String, Vec<Problem>) {
+    let path = dir.join(COMPACTED_NAME);
+    let unknown = || "compacting it would lose what cannot be read of it".to_owned();
+    let small = |m: &tmpa_core::maintenance::Meta| {
+        m.stamp.size <= opts.memory_budget_bytes / 4 && m.kind == Kind::File
+    };
+    let bytes = match dir.stat(COMPACTED_NAME) {
+        Ok(Some(m)) if small(&m) => match dir.read(COMPACTED_NAME, m.stamp.size) {
+            Ok((b, _)) => b,
+            Err(_) => return (unknown(), Vec::new()),
+        },
+        _ => return (unknown(), Vec::new()),
+    };
+    let strict = match parse_compacted(&bytes, &path, day) {
+        Ok(_) => return (unknown(), Vec::new()),
+        Err(e) => e,
+    };
+    let s = salvage_compacted(&bytes, &path, day, strict);
+    let lines: Vec<Problem> = s
+        .problems
+        .into_iter()
+        .filter(|p| p.line.is_some())
+        .collect();
+    let words = match s.lost {
+        Some(lost) => format!(
+            "compacting it would lose {lost} of its {} events ({} readable)",
+            lost + s.events.len() as u64,
+            s.events.len()
+        ),
+        None => format!(
+            "{} events of it are readable, without checksums to tell whether they are intact",
+            s.events.len()
+        ),
+    };
+    (words, lines)
 }
 
 /// A day with no loose event file whose summary's stamp matches the directory is settled:
@@ -281,8 +323,9 @@ impl DayWork<'_> {
         let stamp = self.compacted.stamp.filter(|_| self.added == 0);
         let mut summary = self.summary();
         summary.source = self.stamp_after(stamp, false);
-        r.summary_rewritten =
-            self.events() > 0 && !summary_is_current(self.dir, self.day, &summary, stamp.is_some());
+        r.summary_rewritten = self.events() > 0
+            && r.problems.is_empty()
+            && !summary_is_current(self.dir, self.day, &summary, stamp.is_some());
         // The plan lists each file with the receipt line a real run would write for it:
         // the same disposal as a real run's, which the dry run's mode turns into notes.
         self.delete(run, Holder::Planned, r)?;
@@ -345,7 +388,9 @@ impl DayWork<'_> {
         // leaves a summary that misses the deleted events.
         let mut summary = self.summary();
         summary.source = self.stamp_after(held, !deleting);
-        if !summary_is_current(self.dir, self.day, &summary, true) {
+        // A day with problems (corrupt or conflicting loose files stay) is never cached:
+        // a cached summary is always a whole day's (tmpa-core's `Root::summary`).
+        if r.problems.is_empty() && !summary_is_current(self.dir, self.day, &summary, true) {
             write_summary(self.dir, &summary)?;
             r.summary_rewritten = true;
         }
@@ -498,6 +543,9 @@ impl DayWork<'_> {
         r: &mut DayReport,
     ) -> tmpa_core::Result<()> {
         let (held_by, proof) = self.held_by();
+        // Listed now, just before the deletions: a temporary of the same name is a write
+        // of that file that died or is going on; its final file stays while it is there.
+        let beside = tmpa_maint::finals_with_temporaries(self.dir)?;
         let mut chunk: Vec<(OsString, Stamp, [u8; 32])> = Vec::with_capacity(DELETE_CHUNK);
         let flush = |chunk: &mut Vec<(OsString, Stamp, [u8; 32])>,
                      r: &mut DayReport|
@@ -508,6 +556,10 @@ impl DayWork<'_> {
             result
         };
         self.each_deletable(|name, stamp, sha| {
+            if beside.contains(&name) {
+                r.beside_temporary += 1;
+                return Ok(());
+            }
             chunk.push((name, stamp, sha));
             if chunk.len() == DELETE_CHUNK {
                 flush(&mut chunk, r)?;

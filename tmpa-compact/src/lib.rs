@@ -131,6 +131,13 @@ pub struct DayReport {
     /// Loose files left for the next run because the plan being applied does not list
     /// them.
     pub not_in_plan: usize,
+    /// Loose files left for the next run because a temporary of their name lies beside
+    /// them (a write of the same file that died, or is going on): deleting the final file
+    /// would leave the temporary an orphan, and a rename of it would bring back a file
+    /// that may be torn. tmpa-tmpclean removes a stale one while the final file is there;
+    /// the next run deletes the file.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub beside_temporary: usize,
     /// Events in `_compacted.json` after the run.
     pub events: usize,
     /// Whether `_summary.json` was (or would be) rewritten.
@@ -185,10 +192,28 @@ pub struct Counts {
     pub deletions: tmpa_maint::DeleteCount,
     /// Loose files kept because they changed or failed verification.
     pub kept: u64,
+    /// Loose files left for the next run because a temporary of their name lies beside
+    /// them (see [`DayReport::beside_temporary`]).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub beside_temporary: u64,
     /// Days an I/O error stopped.
     pub days_failed: u64,
     /// Days left untouched (corrupt `_compacted.json`, unsafe directory).
     pub days_skipped: u64,
+}
+
+impl tmpa_maint::Program for Args {
+    const NAME: &'static str = PROGRAM;
+    const TASK: Task = TASK;
+    const REAL_MODE: &'static str = "COMPACT";
+
+    fn invocation(&self) -> Option<tmpa_maint::Invocation> {
+        Some(self.common.invocation())
+    }
+
+    fn run(&self) -> Result<ExitStatus, StartError> {
+        run(self)
+    }
 }
 
 /// Runs the program: resolves the root, takes the lock, compacts, reports.
@@ -198,11 +223,20 @@ pub struct Counts {
 /// is reported per day and reflected in the returned status.
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
-    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "COMPACT", |run| {
-        let report = compact(run, args);
-        let status = report_status(&report);
-        (report, status)
-    })
+    let prepared = tmpa_maint::prepare(&args.common)?;
+    tmpa_maint::run_program(
+        prepared,
+        PROGRAM,
+        TASK,
+        &args.common,
+        mode,
+        "COMPACT",
+        |run| {
+            let report = compact(run, args);
+            let status = report_status(&report);
+            (report, status)
+        },
+    )
 }
 
 /// The exit status a report calls for: 4 if a day failed, 1 if anything needs a look.
@@ -223,6 +257,10 @@ pub fn report_status(report: &Report) -> ExitStatus {
 }
 
 fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
@@ -280,6 +318,7 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
         counts.conflicts += d.conflicts as u64;
         counts.corrupt += d.corrupt as u64;
         counts.kept += d.kept as u64;
+        counts.beside_temporary += d.beside_temporary as u64;
         deleted += d.deleted as u64;
         counts.days_failed += u64::from(d.status == DayStatus::Failed);
         counts.days_skipped += u64::from(d.status == DayStatus::Skipped);
@@ -395,8 +434,11 @@ pub fn render_text(report: &Report) -> String {
             d.events,
             if d.summary_rewritten {
                 "rewritten"
-            } else {
+            } else if d.problems.is_empty() {
                 "current"
+            } else {
+                // A day with problems is never cached.
+                "none"
             },
         );
         if d.spilled_runs > 0 {
@@ -413,6 +455,13 @@ pub fn render_text(report: &Report) -> String {
                 s,
                 "  {} loose files not in the plan being applied: left for the next run",
                 d.not_in_plan
+            );
+        }
+        if d.beside_temporary > 0 {
+            let _ = writeln!(
+                s,
+                "  {} loose files with a temporary of their name beside them: left for the next run (tmpa-tmpclean removes a stale temporary first)",
+                d.beside_temporary
             );
         }
         if let Some(e) = &d.error {

@@ -1,7 +1,16 @@
-//! The `_compacted.json` format (docs/FORMAT.md "The tree"): reading it whole or as a
-//! stream of raw events in constant memory, writing it canonically, and comparing a
+//! The `_compacted.json` format (docs/FORMAT.md "`_compacted.json`"): reading it whole or
+//! as a stream of raw events in constant memory, writing it canonically, and comparing a
 //! written file with what it should hold (`ReadBack`) without holding either. The day
 //! read (`day.rs`) and tmpa-compact build on it.
+//!
+//! **Checksums.** Format 2 (what [`CompactedWriter`] writes) ends with `"crc32c"`: the
+//! CRC-32C of each event's canonical JSON, eight hex digits an event, in file order. Every
+//! read checks every event against it, so a damaged byte anywhere in an event (a digit of
+//! a count, a letter of a user id, a quote) is an error, never a different number. A
+//! damaged file is refused whole by the strict readers ([`visit_compacted`],
+//! [`parse_compacted`]); [`salvage_compacted`] reads it line by line instead, keeping every
+//! event whose line still matches its checksum and naming each line that does not.
+//! Format 1 (files written before) has no checksums and still reads.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -14,12 +23,26 @@ use crate::error::{Error, Result};
 use crate::event::{Event, RawEvent};
 use crate::fs::{AtomicFile, Dir, Kind, Meta};
 use crate::names::Day;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// Largest `_compacted.json` read, in bytes (about three million events).
 pub const COMPACTED_BYTES_MAX: u64 = 1 << 30;
 /// Name of the merged events file of a day.
 pub const COMPACTED_NAME: &str = "_compacted.json";
+/// The format [`CompactedWriter`] writes: 2, with a checksum per event. Format 1 (no
+/// checksums) still reads.
+pub const COMPACTED_FORMAT: u32 = 2;
+/// How far ahead in the checksum table [`salvage_compacted`] looks for the checksum of a
+/// line whose predecessors were damaged (lines lost or split): far enough for a damaged
+/// block of the disk, near enough that a chance match (one in 2^32 per entry) stays rare.
+const SALVAGE_WINDOW: usize = 4096;
+
+/// The CRC-32C of an event's canonical JSON: its entry in a format 2 file's `"crc32c"`.
+pub fn event_crc(canonical: &[u8]) -> u32 {
+    // CRC-32/ISCSI is CRC-32C (Castagnoli); the value fits 32 bits.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, canonical) as u32
+}
+
 /// The state of a day's `_compacted.json`.
 #[derive(Clone, Debug)]
 pub enum Compacted {
@@ -27,10 +50,17 @@ pub enum Compacted {
     Absent,
     /// It was read and is valid: its events, in file order (sorted by `ts`, `id`).
     Valid(Vec<Event>),
-    /// It exists but cannot be used; it must then be left untouched.
+    /// It is damaged: the events that could be trusted (read line by line, each against
+    /// its checksum), and a problem for each line that could not, and for what was lost.
+    /// It must be left untouched.
+    Damaged(Salvaged),
+    /// It exists but cannot be used at all (not a regular file, unreadable); it must then
+    /// be left untouched.
     Corrupt(Problem),
 }
-/// Reads and validates the `_compacted.json` of the day directory `dir`.
+
+/// Reads and validates the `_compacted.json` of the day directory `dir`: strictly, and line
+/// by line ([`salvage_compacted`]) when that fails.
 pub fn read_compacted(dir: &Dir, day: Day) -> Compacted {
     let path = dir.join(COMPACTED_NAME);
     match dir.read(COMPACTED_NAME, COMPACTED_BYTES_MAX) {
@@ -38,7 +68,7 @@ pub fn read_compacted(dir: &Dir, day: Day) -> Compacted {
         Err(e) => Compacted::Corrupt(Problem::from_error(&path, e)),
         Ok((bytes, _)) => match parse_compacted(&bytes, &path, day) {
             Ok(events) => Compacted::Valid(events),
-            Err(e) => Compacted::Corrupt(Problem::from_error(&path, e)),
+            Err(strict) => Compacted::Damaged(salvage_compacted(&bytes, &path, day, strict)),
         },
     }
 }
@@ -189,6 +219,7 @@ fn visit_with<'de, R: serde_json::de::Read<'de>, E>(
         stop: None,
         events: 0,
         last: None,
+        crcs: Vec::new(),
     };
     let parsed = de
         .deserialize_map(DocVisitor { visit: &mut visit })
@@ -231,6 +262,9 @@ struct Visit<'f, F, E> {
     events: u64,
     /// The (instant, id) of the previous event, for the order check.
     last: Option<((i64, u32), String)>,
+    /// The checksum of each event read, for the table of a format 2 file (4 bytes an
+    /// event).
+    crcs: Vec<u32>,
 }
 
 impl<F: FnMut(RawEvent) -> std::result::Result<(), E>, E> Visit<'_, F, E> {
@@ -239,6 +273,7 @@ impl<F: FnMut(RawEvent) -> std::result::Result<(), E>, E> Visit<'_, F, E> {
     fn check_head(&mut self, format: Option<u32>, day: Option<&str>) -> bool {
         if let Some(format) = format
             && format != 1
+            && format != COMPACTED_FORMAT
         {
             self.stop = Some(Stop::Format(format!("unknown format {format}")));
             return false;
@@ -253,6 +288,30 @@ impl<F: FnMut(RawEvent) -> std::result::Result<(), E>, E> Visit<'_, F, E> {
             return false;
         }
         true
+    }
+
+    /// Checks every event read against the checksum table (`"crc32c"`) of a format 2
+    /// file; a format 1 file has none.
+    fn check_table(&mut self, format: u32, table: Option<&str>) -> bool {
+        let reason = match (format, table) {
+            (1, None) => return true,
+            (1, Some(_)) => "a format 1 file has no \"crc32c\"".to_owned(),
+            (_, None) => "missing field \"crc32c\"".to_owned(),
+            (_, Some(table)) => match parse_table(table) {
+                None => "\"crc32c\" is not eight hex digits an event".to_owned(),
+                Some(t) if t.len() != self.crcs.len() => format!(
+                    "\"crc32c\" lists {} events, the file holds {}",
+                    t.len(),
+                    self.crcs.len()
+                ),
+                Some(t) => match t.iter().zip(&self.crcs).position(|(a, b)| a != b) {
+                    None => return true,
+                    Some(i) => format!("event #{i} (line {}) fails its checksum", i + 2),
+                },
+            },
+        };
+        self.stop = Some(Stop::Format(reason));
+        false
     }
 
     fn event(&mut self, e: RawEvent) -> bool {
@@ -272,6 +331,7 @@ impl<F: FnMut(RawEvent) -> std::result::Result<(), E>, E> Visit<'_, F, E> {
             self.last = Some((key, e.id().as_str().to_owned()));
         }
         self.events += 1;
+        self.crcs.push(event_crc(e.canonical()));
         match (self.f)(e) {
             Ok(()) => true,
             Err(err) => {
@@ -303,10 +363,12 @@ impl<'de, F: FnMut(RawEvent) -> std::result::Result<(), E>, E> serde::de::Visito
         use serde::de::Error as _;
         let stopped = || A::Error::custom("stopped");
         let (mut format, mut day, mut events) = (None::<u32>, None::<String>, false);
+        let mut table = None::<String>;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "format" => format = Some(map.next_value()?),
                 "day" => day = Some(map.next_value()?),
+                "crc32c" => table = Some(map.next_value()?),
                 "events" => {
                     map.next_value_seed(EventsSeed {
                         visit: &mut *self.visit,
@@ -320,12 +382,14 @@ impl<'de, F: FnMut(RawEvent) -> std::result::Result<(), E>, E> serde::de::Visito
                 return Err(stopped());
             }
         }
-        format.ok_or_else(|| A::Error::missing_field("format"))?;
+        let format = format.ok_or_else(|| A::Error::missing_field("format"))?;
         let day = day.ok_or_else(|| A::Error::missing_field("day"))?;
         if !events {
             return Err(A::Error::missing_field("events"));
         }
-        if !self.visit.check_head(format, Some(&day)) {
+        if !self.visit.check_head(Some(format), Some(&day))
+            || !self.visit.check_table(format, table.as_deref())
+        {
             return Err(stopped());
         }
         Ok(())
@@ -373,21 +437,25 @@ impl<'de, F: FnMut(RawEvent) -> std::result::Result<(), E>, E> serde::de::Visito
 }
 
 /// Writes the canonical `_compacted.json` of a day one event at a time: exactly the bytes
-/// [`write_compacted_to`] writes for the same events, without holding them.
+/// [`write_compacted_to`] writes for the same events, without holding them (it keeps the
+/// four bytes of each event's checksum for the table at the end).
 ///
 /// # Examples
 /// ```
-/// use tmpa_core::maintenance::CompactedWriter;
+/// use tmpa_core::maintenance::{CompactedWriter, event_crc};
 /// let mut w = CompactedWriter::start(Vec::new(), "2026-11-01".parse().unwrap()).unwrap();
 /// w.event(br#"{"id":"a"}"#).unwrap();
 /// w.event(br#"{"id":"b"}"#).unwrap();
-/// let out = w.finish().unwrap();
-/// assert_eq!(out, b"{\"format\":1,\"day\":\"2026-11-01\",\"events\":[\n{\"id\":\"a\"},\n{\"id\":\"b\"}\n]}\n");
+/// let out = String::from_utf8(w.finish().unwrap()).unwrap();
+/// let crcs = format!("{:08x}{:08x}", event_crc(br#"{"id":"a"}"#), event_crc(br#"{"id":"b"}"#));
+/// assert_eq!(out, format!("{{\"format\":2,\"day\":\"2026-11-01\",\"events\":[\n\
+///     {{\"id\":\"a\"}},\n{{\"id\":\"b\"}}\n],\"crc32c\":\"{crcs}\"}}\n"));
 /// ```
 #[derive(Debug)]
 pub struct CompactedWriter<W: Write> {
     out: W,
     events: u64,
+    crcs: Vec<u32>,
 }
 
 impl<W: Write> CompactedWriter<W> {
@@ -396,8 +464,15 @@ impl<W: Write> CompactedWriter<W> {
     /// # Errors
     /// Whatever `out` returns.
     pub fn start(mut out: W, day: Day) -> std::io::Result<Self> {
-        write!(out, "{{\"format\":1,\"day\":\"{day}\",\"events\":[")?;
-        Ok(CompactedWriter { out, events: 0 })
+        write!(
+            out,
+            "{{\"format\":{COMPACTED_FORMAT},\"day\":\"{day}\",\"events\":["
+        )?;
+        Ok(CompactedWriter {
+            out,
+            events: 0,
+            crcs: Vec::new(),
+        })
     }
 
     /// Writes the next event's canonical bytes (the caller keeps them in (`ts`, `id`)
@@ -410,6 +485,7 @@ impl<W: Write> CompactedWriter<W> {
             .write_all(if self.events == 0 { b"\n" } else { b",\n" })?;
         self.out.write_all(canonical)?;
         self.events += 1;
+        self.crcs.push(event_crc(canonical));
         Ok(())
     }
 
@@ -423,7 +499,16 @@ impl<W: Write> CompactedWriter<W> {
     /// # Errors
     /// Whatever `out` returns.
     pub fn finish(mut self) -> std::io::Result<W> {
-        self.out.write_all(b"\n]}\n")?;
+        self.out.write_all(b"\n],\"crc32c\":\"")?;
+        let mut hex = Vec::with_capacity(8 * 512);
+        for chunk in self.crcs.chunks(512) {
+            hex.clear();
+            for c in chunk {
+                write!(hex, "{c:08x}")?;
+            }
+            self.out.write_all(&hex)?;
+        }
+        self.out.write_all(b"\"}\n")?;
         Ok(self.out)
     }
 }
@@ -522,4 +607,226 @@ where
     let mut f = AtomicFile::create_in(dir, OsStr::new(COMPACTED_NAME))?;
     write_compacted_to(&mut f, day, events).map_err(|e| Error::io("write", f.tmp_path(), e))?;
     f.commit()
+}
+
+/// The checksums of a `"crc32c"` table: eight lower-case hex digits an event.
+fn parse_table(table: &str) -> Option<Vec<u32>> {
+    let b = table.as_bytes();
+    if !b.len().is_multiple_of(8) || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    b.chunks(8)
+        .map(|c| u32::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+        .collect()
+}
+
+/// What a line-by-line read of a damaged `_compacted.json` kept ([`salvage_compacted`]).
+#[derive(Clone, Debug)]
+pub struct Salvaged {
+    /// The events that could be trusted: each line that matched its checksum (format 2),
+    /// or that is a valid event (format 1, or format 2 whose table is damaged, which
+    /// `problems` then says), each id once, in file order.
+    pub events: Vec<Event>,
+    /// A problem for each line that could not be used (with its line number), for events
+    /// that were lost, and for what else is wrong with the file; never empty.
+    pub problems: Vec<Problem>,
+    /// Events the file held that were not kept, when its checksum table says how many.
+    pub lost: Option<u64>,
+}
+
+/// One line of a `_compacted.json` read as an event.
+struct Candidate {
+    line: u64,
+    raw: RawEvent,
+    crc: u32,
+}
+
+/// Reads the bytes of a `_compacted.json` of `day` that the strict reader refused
+/// (`strict` says why), line by line: the canonical layout puts the head on line 1, one
+/// event a line, and the end (with the checksum table of format 2) on the last line.
+///
+/// Each event line is parsed alone and, in format 2, matched with the next entries of the
+/// checksum table (up to a few thousand ahead, so that lines lost or split by the damage
+/// do not shift the rest): a line whose event matches is kept; a line that is not an event,
+/// or whose event matches no entry, is a problem naming the line. Table entries no line
+/// matched are events lost, and a last problem says how many. When the table itself is
+/// damaged, every valid event is kept and a problem says they were read without
+/// verification. A head that names another day or format is a problem of line 1, and the
+/// lines are read all the same (a damaged digit of the day must not lose the day).
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::{CompactedWriter, salvage_compacted};
+/// let day = "2026-11-01".parse().unwrap();
+/// let ev = |id: &str, n: u32| format!(r#"{{"completion_tokens":1,"id":"{id}","model":"m","prompt_tokens":{n},"ts":"2026-11-01T10:00:00Z","user_id":"u"}}"#);
+/// let mut w = CompactedWriter::start(Vec::new(), day).unwrap();
+/// for (id, n) in [("a", 10), ("b", 20), ("c", 30)] {
+///     w.event(ev(id, n).as_bytes()).unwrap();
+/// }
+/// let good = String::from_utf8(w.finish().unwrap()).unwrap();
+/// let bad = good.replace(r#""prompt_tokens":20"#, r#""prompt_tokens":29"#); // one digit
+/// let path = std::path::Path::new("_compacted.json");
+/// let strict = tmpa_core::maintenance::parse_compacted(bad.as_bytes(), path, day).unwrap_err();
+/// let s = salvage_compacted(bad.as_bytes(), path, day, strict);
+/// let kept: Vec<_> = s.events.iter().map(|e| e.id().as_str()).collect();
+/// assert_eq!(kept, ["a", "c"]);
+/// let lines: Vec<_> = s.problems.iter().filter_map(|p| p.line).collect();
+/// assert_eq!(lines, [3]); // the line of "b"
+/// assert_eq!(s.lost, Some(1));
+/// ```
+pub fn salvage_compacted(bytes: &[u8], path: &Path, day: Day, strict: Error) -> Salvaged {
+    let problem = |reason: String| Problem::new(path, ProblemKind::Corrupt, reason);
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    while lines.last().is_some_and(|l| l.trim_ascii().is_empty()) {
+        lines.pop();
+    }
+    let mut s = Salvaged {
+        events: Vec::new(),
+        problems: Vec::new(),
+        lost: None,
+    };
+    let head = |format: u32| format!("{{\"format\":{format},\"day\":\"{day}\",\"events\":[");
+    let first = lines.first().copied().unwrap_or_default();
+    let format = if first == head(COMPACTED_FORMAT).as_bytes() {
+        COMPACTED_FORMAT
+    } else if first == head(1).as_bytes() {
+        1
+    } else {
+        s.problems.push(
+            problem(format!(
+                "not the head of a compacted file of {day}: damaged, another day's, or not \
+                 written by tmpa"
+            ))
+            .at_line(1),
+        );
+        let last = lines.last().copied().unwrap_or_default();
+        if last.windows(10).any(|w| w == b"\"crc32c\":\"") {
+            COMPACTED_FORMAT
+        } else {
+            1
+        }
+    };
+    // The end: `],"crc32c":"…"}` (format 2) or `]}` (format 1) on the last line.
+    let last_no = lines.len();
+    let (body_end, table) = match lines.last() {
+        Some(l) if lines.len() > 1 && l.starts_with(b"]") => {
+            let table = if format == COMPACTED_FORMAT {
+                let t = l
+                    .strip_prefix(b"],\"crc32c\":\"")
+                    .and_then(|r| r.strip_suffix(b"\"}"))
+                    .and_then(|t| std::str::from_utf8(t).ok())
+                    .and_then(parse_table);
+                if t.is_none() {
+                    s.problems.push(
+                        problem(
+                            "the checksum table is damaged: events read without verification"
+                                .into(),
+                        )
+                        .at_line(last_no as u64),
+                    );
+                }
+                t
+            } else {
+                if *l != b"]}" {
+                    s.problems.push(
+                        problem("not the end of a compacted file".into()).at_line(last_no as u64),
+                    );
+                }
+                None
+            };
+            (lines.len() - 1, table)
+        }
+        _ => {
+            s.problems.push(problem(
+                "the file stops before its end (truncated or damaged)".into(),
+            ));
+            (lines.len(), None)
+        }
+    };
+    let mut candidates = Vec::new();
+    for (i, line) in lines.iter().enumerate().take(body_end).skip(1) {
+        let no = i as u64 + 1;
+        let text = line.strip_suffix(b",").unwrap_or(line);
+        match RawEvent::from_json(text) {
+            Ok(raw) => candidates.push(Candidate {
+                line: no,
+                crc: event_crc(raw.canonical()),
+                raw,
+            }),
+            Err(e) => s
+                .problems
+                .push(problem(format!("not an event: {}", e.chain())).at_line(no)),
+        }
+    }
+    let kept = match &table {
+        Some(t) => {
+            let (kept, lost, mut problems) = align(candidates, t, &problem);
+            s.problems.append(&mut problems);
+            if lost > 0 {
+                s.problems.push(problem(format!(
+                    "{lost} of the {} events its checksum table lists could not be read",
+                    t.len()
+                )));
+            }
+            s.lost = Some(lost);
+            kept
+        }
+        None => candidates,
+    };
+    let mut seen = HashSet::with_capacity(kept.len());
+    let mut last: Option<((i64, u32), String)> = None;
+    for c in kept {
+        let key = (c.raw.instant(), c.raw.id().as_str().to_owned());
+        if !seen.insert(key.1.clone()) {
+            s.problems.push(
+                problem(format!(
+                    "event id {} appears twice (the first is kept)",
+                    key.1
+                ))
+                .at_line(c.line),
+            );
+            continue;
+        }
+        if last.as_ref().is_some_and(|l| *l > key) {
+            s.problems
+                .push(problem("event out of (ts, id) order (kept)".into()).at_line(c.line));
+        }
+        last = Some(key);
+        s.events.push(Event::from_raw(c.raw));
+    }
+    if s.problems.is_empty() {
+        // The strict reader saw something the lines do not show (e.g. an unknown field):
+        // never a silent pass.
+        s.problems.push(Problem::from_error(path, strict));
+    }
+    s.problems.sort();
+    s
+}
+
+/// Matches event lines with a checksum table in order: the kept lines, the number of
+/// table entries no line matched, and a problem for each line that matched none.
+fn align(
+    candidates: Vec<Candidate>,
+    table: &[u32],
+    problem: &dyn Fn(String) -> Problem,
+) -> (Vec<Candidate>, u64, Vec<Problem>) {
+    let (mut kept, mut problems, mut next) = (Vec::new(), Vec::new(), 0usize);
+    for c in candidates {
+        let ahead = &table[next.min(table.len())..table.len().min(next + SALVAGE_WINDOW)];
+        match ahead.iter().position(|&t| t == c.crc) {
+            Some(k) => {
+                next += k + 1;
+                kept.push(c);
+            }
+            None => problems.push(
+                problem(format!(
+                    "fails its checksum (event {:?} as the line reads now)",
+                    c.raw.id().as_str()
+                ))
+                .at_line(c.line),
+            ),
+        }
+    }
+    let lost = (table.len() - kept.len()) as u64;
+    (kept, lost, problems)
 }

@@ -61,6 +61,12 @@ impl Root {
         let compacted = match read_compacted(&dir, day) {
             Compacted::Valid(events) => events,
             Compacted::Absent => Vec::new(),
+            // What could be trusted, and a problem for each damaged line: never a day that
+            // silently lost (or changed) an event.
+            Compacted::Damaged(salvaged) => {
+                problems.extend(salvaged.problems);
+                salvaged.events
+            }
             Compacted::Corrupt(p) => {
                 problems.push(p);
                 Vec::new()
@@ -166,6 +172,34 @@ fn read_loose_chunk(dir: &Dir, names: &[OsString]) -> (Vec<Event>, Vec<Problem>)
         }
     }
     (loose, problems)
+}
+
+/// Reads every named loose file with the stamp of the file read (from its descriptor), in
+/// `names` order, on several threads for large days: what the incremental summary keeps
+/// per file.
+pub(crate) fn read_loose_stamped_all(dir: &Dir, names: &[OsString]) -> Vec<Result<(Event, Stamp)>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(READ_THREADS_MAX);
+    let read = |part: &[OsString]| -> Vec<Result<(Event, Stamp)>> {
+        part.iter().map(|n| read_loose_stamped(dir, n)).collect()
+    };
+    if threads < 2 || names.len() < PARALLEL_FILES_MIN {
+        return read(names);
+    }
+    let parts: Vec<&[OsString]> = names.chunks(names.len().div_ceil(threads)).collect();
+    crate::par::map_ordered_on(threads, &parts, |p| read(p))
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Reads and validates one loose event file, with the stamp of the file read.
+///
+/// # Errors
+/// As [`read_loose_raw`].
+pub(crate) fn read_loose_stamped(dir: &Dir, name: &OsStr) -> Result<(Event, Stamp)> {
+    read_valid_loose(dir, name).map(|(event, _, meta)| (Event::from_raw(event), meta.stamp))
 }
 
 /// A valid loose event file as compaction reads it: the event not yet made canonical,
@@ -367,7 +401,7 @@ mod tests {
                 "unknown field",
             ),
             (
-                format!(r#"{{"format":2,"day":"2026-11-01","events":[{e}]}}"#),
+                format!(r#"{{"format":3,"day":"2026-11-01","events":[{e}]}}"#),
                 "unknown format",
             ),
             (

@@ -117,6 +117,26 @@ pub enum Error {
         /// The store's URL.
         url: String,
     },
+    /// The root directory this [`crate::Root`] holds was removed or replaced since it was
+    /// opened (a restore from a backup, a `mv` of another tree into its place): `path` now
+    /// names another directory, or none, and the one held is gone. Nothing was done
+    /// through the old one. [`crate::Root::reopen`] opens what `path` names now.
+    #[error(
+        "{}: the root directory was replaced or removed since it was opened (reopen it)",
+        path_text(path)
+    )]
+    RootReplaced {
+        /// The root's path.
+        path: PathBuf,
+        /// The error the call met in the directory held (a `NotFound`, usually).
+        source: Box<Error>,
+    },
+    /// A notification given by the caller cannot be delivered (not JSON, too large).
+    #[error("invalid notification: {reason}")]
+    InvalidNotification {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A request to the object store failed (after its retries), or the store refused it.
     #[error("{op} {url}: {kind}")]
     Store {
@@ -279,22 +299,30 @@ impl Error {
             | Error::Conflict { path }
             | Error::Unsafe { path, .. }
             | Error::Config { path, .. }
-            | Error::StoreUnsupported { path, .. } => Some(path),
-            Error::InvalidName { .. } | Error::InvalidEvent { .. } | Error::Store { .. } => None,
+            | Error::StoreUnsupported { path, .. }
+            | Error::RootReplaced { path, .. } => Some(path),
+            Error::InvalidName { .. }
+            | Error::InvalidEvent { .. }
+            | Error::InvalidNotification { .. }
+            | Error::Store { .. } => None,
         }
     }
 
     /// The [`io::ErrorKind`] this error amounts to: the OS error's for I/O errors,
-    /// `AlreadyExists` for a conflict, `InvalidInput` for bad names, events, roots and
-    /// configuration, `InvalidData` for corrupt files, `Other` for unsafe paths, and
-    /// [`StoreErrorKind::io_kind`] for object-store failures.
+    /// `AlreadyExists` for a conflict, `InvalidInput` for bad names, events,
+    /// notifications, roots and configuration, `InvalidData` for corrupt files, `Other`
+    /// for unsafe paths, [`StoreErrorKind::io_kind`] for object-store failures, and
+    /// `StaleNetworkFileHandle` (`ESTALE`) for a root replaced since it was opened: never
+    /// `NotFound`, so that no caller takes a replaced root for a missing file.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
             Error::Io { source, .. } | Error::OpenRoot { source, .. } => source.kind(),
             Error::Conflict { .. } => io::ErrorKind::AlreadyExists,
-            Error::NotRoot { .. } | Error::InvalidName { .. } | Error::InvalidEvent { .. } => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::NotRoot { .. }
+            | Error::InvalidName { .. }
+            | Error::InvalidEvent { .. }
+            | Error::InvalidNotification { .. } => io::ErrorKind::InvalidInput,
+            Error::RootReplaced { .. } => io::ErrorKind::StaleNetworkFileHandle,
             Error::Corrupt { .. } => io::ErrorKind::InvalidData,
             Error::Unsafe { .. } => io::ErrorKind::Other,
             Error::Config { .. } => io::ErrorKind::InvalidInput,

@@ -319,6 +319,11 @@ impl Root {
     ///
     /// Recording the same event twice is harmless; recording a different event under an
     /// id that already has a loose file is refused, so a recorded event is never replaced.
+    /// When the call returns `Ok`, the file and its directory entry are durable, also when
+    /// another call had written it (that one may not have returned yet). Writers of one
+    /// process that record into the same day at the same time share the directory's fsync
+    /// (a group commit); each still returns only after an fsync that began after its own
+    /// rename.
     /// (An id that compaction already moved into `_compacted.json` is not looked up: ids
     /// are the backend's to keep unique, and the compactor reports such a conflict.)
     ///
@@ -353,6 +358,16 @@ impl Root {
                     .and_then(|(b, _)| Event::from_json(&b).ok())
                     .is_some_and(|old| old == *event);
                 if same {
+                    // Another call (of this process or another) put it there and may not
+                    // have made it durable yet: this call returns only once it is, file
+                    // and entry. Gone since (compaction moved it into a `_compacted.json`
+                    // it made durable first) is as good.
+                    match dir.open_read(&name) {
+                        Ok(f) => f.sync_all().map_err(|e| Error::io("fsync", &path, e))?,
+                        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                    crate::fs::sync_dir(&dir)?;
                     Ok(path)
                 } else {
                     Err(Error::Conflict { path })

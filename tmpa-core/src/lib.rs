@@ -9,13 +9,14 @@
 //!
 //! | call | what it does |
 //! |---|---|
-//! | [`Root::open`] | opens and checks a root |
+//! | [`Root::open`], [`Root::create`], [`Root::reopen`] | opens and checks a root; makes one; opens again what its path names after a restore ([`Error::RootReplaced`]) |
 //! | [`Root::record_event`] | writes `token_stats/{day}/evt_{id}.json` (never replaces another event) |
 //! | [`Root::read_day`] | a day's events, compacted and loose, each id once, with the files it could not use |
-//! | [`Root::summary`] | a day's totals, from the `_summary.json` cache when it is current, else rebuilt |
-//! | [`Root::deliver`], [`Root::ack`], [`Root::is_acked`], [`Root::unacked`], [`Root::read_notification`], [`Root::list_notifications`] | notifications and read receipts, live or archived |
+//! | [`Root::summary`] | a day's totals, kept up to date in memory by the process (only changed files read), with what it could not count |
+//! | [`Root::deliver`], [`Root::deliver_json`] | writes `notifications/{user}/inbox/ntf_{id}.json` (never replaces another notification: the same value again is a no-op) |
+//! | [`Root::ack`], [`Root::is_acked`], [`Root::unacked`], [`Root::inbox`], [`Root::read_notification`], [`Root::list_notifications`] | read receipts (of delivered notifications only), live or archived notifications |
 //! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived (locally or in an object store) |
-//! | [`Root::archive_config`] | where archives go, from `{root}/tmpa.toml` |
+//! | [`Root::archive_config`] | where archives go: `/etc/tmpa/tmpa.toml`, else `{root}/tmpa.toml` |
 //! | [`Root::write_file`] | any other file of the tree, atomically |
 //!
 //! Values are typed: [`Event`] (validated, kept as canonical JSON), [`Summary`],
@@ -37,7 +38,9 @@
 //!
 //! # What is guaranteed
 //! - Durability: when a call that writes returns `Ok`, the file and its directory entry
-//!   are on stable storage (fsync of the file, rename, fsync of the directory). A crash at
+//!   are on stable storage (fsync of the file, rename, fsync of the directory; the writers
+//!   of a process that renamed into one directory share its fsync, each returning only
+//!   after one that began after its own rename). A crash at
 //!   any instant leaves the old file or the new one, never a part; a killed writer may
 //!   leave a temporary (`{final}.tmp.{unique}`) that `tmpa-tmpclean` removes.
 //! - Containment: no call follows a symlink inside the root or reaches outside it, even
@@ -50,14 +53,19 @@
 //!   reported, not read.
 //! - Event ids are the backend's to keep unique; [`Root::record_event`] refuses to replace
 //!   a loose event with other content, but does not look into compacted days.
-//! - A [`Root`] keeps acting on the directory it opened even if that is renamed later.
+//! - A [`Root`] keeps acting on the directory it opened even if that is renamed later;
+//!   one removed and replaced (a restore) makes its calls fail with
+//!   [`Error::RootReplaced`] until [`Root::reopen`].
+//! - Notification ids are the backend's to keep unique too: [`Root::deliver`] refuses to
+//!   replace a live notification, but does not look into the archives for an id whose
+//!   notification and receipt were both archived.
 //!
 //! # Features
 //! - `maintenance` (off by default): the file layer and format internals that the
 //!   workspace's maintenance programs build on (the module `maintenance` when enabled).
 //!   A backend does not need it; it has no stability promise.
 //! - `object-store` (off by default): archived sessions and notifications in the object
-//!   store that `{root}/tmpa.toml` names (`[archive] url = "s3://bucket/prefix"`, also
+//!   store that `tmpa.toml` names (`[archive] url = "s3://bucket/prefix"`, also
 //!   `gs://`, `az://`, `file://`) are read by [`Root::read_session`],
 //!   [`Root::read_notification`] and [`Root::is_acked`] and listed by
 //!   [`Root::list_sessions`] and [`Root::list_notifications`]. It brings Apache Arrow's
@@ -73,6 +81,7 @@ mod day;
 mod error;
 mod event;
 mod fs;
+mod incremental;
 mod json;
 mod names;
 mod notify;
@@ -91,11 +100,11 @@ pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
 pub use event::Event;
 pub use fs::{AtomicFile, temp_final_name};
 pub use names::{Day, EventId, NotificationId, SessionId, UserId};
-pub use notify::{NotificationInfo, NotificationLocation};
+pub use notify::{Acked, InboxItem, InboxQuery, NotificationInfo, NotificationLocation};
 pub use problem::{Problem, ProblemKind};
 pub use root::Root;
 pub use session::SessionLocation;
-pub use store::{ArchiveConfig, StoreScheme, StoreUrl};
+pub use store::{ArchiveConfig, Credentials, StoreScheme, StoreUrl};
 pub use summary::{Summary, SummaryRead, Totals};
 
 /// Writes `bytes` to `dest` atomically and durably, replacing any previous file (its mode,
@@ -129,7 +138,7 @@ impl Root {
     ///
     /// # Errors
     /// [`Error::Unsafe`] when `rel` is absolute, holds `..`, or leads through a symlink;
-    /// [`Error::Io`] naming the path.
+    /// [`Error::Io`] naming the path; [`Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
@@ -157,7 +166,7 @@ impl Root {
         }
         let name = rel.file_name().ok_or_else(unsafe_path)?;
         let dir = self.hold_dir(rel.parent().unwrap_or(std::path::Path::new("")))?;
-        fs::write_in(&dir, name, bytes, false)?;
+        fs::write_in(&dir, name, bytes, false).map_err(|e| self.or_replaced(e))?;
         Ok(dir.join(name))
     }
 }
@@ -180,9 +189,9 @@ pub mod maintenance {
     //!   ([`source_stamp`]).
 
     pub use crate::compacted::{
-        COMPACTED_BYTES_MAX, COMPACTED_NAME, CompactedWriter, ReadBack, VisitError, open_compacted,
-        parse_compacted, visit_compacted, visit_compacted_slice, write_compacted,
-        write_compacted_to,
+        COMPACTED_BYTES_MAX, COMPACTED_FORMAT, COMPACTED_NAME, CompactedWriter, ReadBack, Salvaged,
+        VisitError, event_crc, open_compacted, parse_compacted, salvage_compacted, visit_compacted,
+        visit_compacted_slice, write_compacted, write_compacted_to,
     };
     pub use crate::day::{
         LooseRaw, PARALLEL_FILES_MIN, READ_THREADS_MAX, SUMMARY_NAME, conflict_problem_of,
@@ -203,7 +212,10 @@ pub mod maintenance {
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};
-    pub use crate::store::{CONFIG_NAME, TIMEOUT_SECS_DEFAULT, read_config_text};
+    pub use crate::store::{
+        CONFIG_NAME, ETC_CONFIG_DIR, TIMEOUT_SECS_DEFAULT, etc_config_dirs, is_whole,
+        read_config_text,
+    };
     pub use crate::summary::{SummaryFold, read_cached, source_stamp, write_summary};
     pub use crate::text::{line_text, name_text, path_text, serialize_path};
     pub use crate::versions::{
@@ -219,6 +231,19 @@ pub mod maintenance {
             LISTED_OBJECTS_MAX, ObjectInfo, ObjectKey, PutGuard, PutNew, RETRIES_MAX, RETRY_WINDOW,
             Removal, Store,
         };
+    }
+
+    /// Forgets what this process keeps of `day` of `root` for its summaries (docs of
+    /// [`crate::Root::summary`]): the next summary of that day starts from `_summary.json`
+    /// or a full read, as in a new process.
+    ///
+    /// # Errors
+    /// When the day directory cannot be opened (a day without one has nothing to forget).
+    pub fn forget_summary(root: &crate::Root, day: crate::Day) -> crate::Result<()> {
+        match root.open_dir_if_any(&crate::root::rel::day(day))? {
+            Some(dir) => crate::incremental::forget(&dir),
+            None => Ok(()),
+        }
     }
 
     /// The root directory, held by descriptor.

@@ -59,7 +59,11 @@ fn check_name(kind: NameKind, s: &str) -> Result<()> {
     if longest > FILE_NAME_BYTES_MAX {
         return bad("too long: its file name would exceed 255 bytes");
     }
+    // A wrapped name can look like a temporary only through a ".tmp" of the name itself:
+    // the wrappers' suffixes start with ".j", ".a" or ".g". Checked first, so that
+    // validating the names of a listing costs no allocation.
     if kind != NameKind::User
+        && s.contains(".tmp")
         && wrappers(kind)
             .iter()
             .any(|(p, x)| temp_final_name(OsStr::new(&format!("{p}{s}{x}"))).is_some())
@@ -113,6 +117,12 @@ macro_rules! component_name {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
             }
         }
     };

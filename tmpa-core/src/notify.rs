@@ -1,7 +1,7 @@
 //! Notifications: `notifications/{user}/inbox/ntf_{id}.json` and their read receipts
 //! `notifications/{user}/ack/ntf_{id}.ack`, live, or archived by tmpa-archive into
 //! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz` (`notify_archive.rs`), or,
-//! when `{root}/tmpa.toml` names an object store, into its object
+//! when the configuration (`Root::archive_config`) names an object store, into its object
 //! `{prefix}/{user}/acked-{n}-{digest}.tar.gz`. Every read answers the same whether a
 //! notification is live, archived locally or in the store; like sessions, it looks live
 //! first, then in the local archives, then in the store (read at each call that gets
@@ -9,12 +9,13 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::fs::Dir;
+use crate::fs::{Dir, Kind};
 use crate::names::{NotificationId, UserId};
 use crate::notify_archive::{
     ArchivedNotification, IndexEntry, NOTIFICATION_BYTES_MAX, archive_names, find_in_archive,
@@ -33,7 +34,7 @@ pub enum NotificationLocation {
     /// In an archive of `archive/` (acknowledged: only acknowledged notifications are
     /// archived).
     Archived,
-    /// In an archive in the object store `{root}/tmpa.toml` names (acknowledged).
+    /// In an archive in the object store the configuration names (acknowledged).
     Stored,
 }
 
@@ -48,21 +49,85 @@ pub struct NotificationInfo {
     pub acked: bool,
 }
 
+/// A live notification with its bytes and whether it is acknowledged ([`Root::inbox`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxItem {
+    /// Its id.
+    pub id: NotificationId,
+    /// Whether its read receipt exists.
+    pub acked: bool,
+    /// The exact bytes of `inbox/ntf_{id}.json`.
+    pub body: Vec<u8>,
+}
+
+/// Which live notifications [`Root::inbox`] returns, by id: by default every one.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::{InboxQuery, NotificationId};
+/// let page = InboxQuery { unacked_only: true, limit: Some(50), ..InboxQuery::default() };
+/// let next = InboxQuery { after: Some(NotificationId::new("0042").unwrap()), ..page.clone() };
+/// assert!(next.unacked_only && next.limit == Some(50));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboxQuery {
+    /// Only those without a read receipt. Default: false.
+    pub unacked_only: bool,
+    /// Only ids after this one (the last id of the previous page). Default: from the first.
+    pub after: Option<NotificationId>,
+    /// At most this many. Default: no limit (memory: every body, each at most 1 MiB).
+    pub limit: Option<usize>,
+}
+
+/// How a notification was acknowledged ([`Root::ack`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Acked {
+    /// Its read receipt `ack/ntf_{id}.ack`: written by this call, or already there (the
+    /// first receipt is kept).
+    Receipt(PathBuf),
+    /// It is archived, locally or in the object store (only acknowledged notifications
+    /// are): nothing was written.
+    Archived,
+}
+
 impl Root {
-    /// Delivers a notification: writes `inbox/ntf_{id}.json` atomically (a redelivery
-    /// with the same id replaces it).
+    /// Delivers a notification: writes `inbox/ntf_{id}.json` (the value as compact JSON,
+    /// keys sorted) atomically and durably, never replacing another notification.
+    ///
+    /// Delivering an id again is idempotent when the value is the same (compared as JSON
+    /// values, numbers as exact decimals: `{"a":1}` and `{ "a": 1.0 }` are the same), and
+    /// refused when it is not: the notification delivered first stays, with its read
+    /// receipt. Two processes delivering one id at once: one writes, the other compares
+    /// with what it wrote.
+    ///
+    /// An id whose read receipt exists without its inbox file (an acknowledged
+    /// notification being archived, or archived with its receipt left behind) is looked
+    /// up in the archives, locally then in the store: the same value is a no-op, another
+    /// is refused, and an id found nowhere is refused too, naming the receipt (a new
+    /// notification under it would be taken as read). An id archived with its receipt
+    /// is not looked for (that would cost a read of every archive, and of the store, on
+    /// every delivery): keep ids unique, as event ids across days; delivered again, it
+    /// is a new live notification, and reads take it before the archived one.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] / [`crate::Error::Unsafe`] naming the path.
+    /// [`crate::Error::Conflict`] (kind `AlreadyExists`) naming the existing notification
+    /// (its inbox file, or the archive holding it) when it holds another value;
+    /// [`crate::Error::Io`] of kind `AlreadyExists` naming the receipt when a receipt
+    /// without a notification is in the way; [`crate::Error::InvalidNotification`] when
+    /// the JSON is larger than 1 MiB (what readers read); [`crate::Error::Io`] /
+    /// [`crate::Error::Unsafe`] naming the path; [`crate::Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
     /// use tmpa_core::{NotificationId, Root, UserId};
     /// let dir = tempfile::tempdir().unwrap();
-    /// std::fs::create_dir(dir.path().join("notifications")).unwrap();
-    /// let root = Root::open(dir.path()).unwrap();
+    /// let root = Root::create(dir.path()).unwrap();
     /// let (u, n) = (UserId::new("u1").unwrap(), NotificationId::new("42").unwrap());
     /// root.deliver(&u, &n, &serde_json::json!({"text": "hello"})).unwrap();
+    /// root.deliver(&u, &n, &serde_json::json!({"text": "hello"})).unwrap(); // the same: a no-op
+    /// let e = root.deliver(&u, &n, &serde_json::json!({"text": "other"})).unwrap_err();
+    /// assert_eq!(e.io_kind(), std::io::ErrorKind::AlreadyExists);
     /// assert_eq!(root.unacked(&u).unwrap(), vec![n.clone()]);
     /// root.ack(&u, &n).unwrap();
     /// root.ack(&u, &n).unwrap(); // idempotent
@@ -70,34 +135,184 @@ impl Root {
     /// assert!(root.unacked(&u).unwrap().is_empty());
     /// ```
     pub fn deliver(&self, user: &UserId, id: &NotificationId, body: &Value) -> Result<PathBuf> {
-        let dir = self.hold_dir(&rel::inbox(user))?;
-        let name = format!("ntf_{id}.json");
         let bytes = serde_json::to_vec(body).expect("a JSON value always serializes");
-        crate::fs::write_in(&dir, OsStr::new(&name), &bytes, false)?;
-        Ok(dir.join(&name))
+        self.deliver_canonical(user, id, &bytes)
     }
 
-    /// Acknowledges a notification: writes `ack/ntf_{id}.ack` with `{"acked_at": now}`.
-    /// Acknowledging twice keeps the first receipt.
+    /// [`Root::deliver`] of a notification given as JSON text, kept exactly: keys sorted,
+    /// no whitespace, every number with the text it was written with (a 30-digit integer
+    /// stays one; [`serde_json::Value`] would make it a float). What the Python package
+    /// delivers.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] / [`crate::Error::Unsafe`] naming the path.
-    pub fn ack(&self, user: &UserId, id: &NotificationId) -> Result<PathBuf> {
-        let dir = self.hold_dir(&rel::ack(user))?;
-        let name = format!("ntf_{id}.ack");
-        let body = serde_json::json!({ "acked_at": chrono::Local::now().to_rfc3339() });
-        match crate::fs::write_in(&dir, OsStr::new(&name), body.to_string().as_bytes(), true) {
-            Err(e) if e.io_kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-            Ok(()) => {}
+    /// As [`Root::deliver`]; [`crate::Error::InvalidNotification`] when `json` is not one
+    /// JSON value, or names a key twice in an object.
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_core::{NotificationId, Root, UserId};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let root = Root::create(dir.path()).unwrap();
+    /// let (u, n) = (UserId::new("u1").unwrap(), NotificationId::new("1").unwrap());
+    /// root.deliver_json(&u, &n, br#"{ "n": 123456789012345678901234567890, "a": 1 }"#).unwrap();
+    /// assert_eq!(root.read_notification(&u, &n).unwrap(), br#"{"a":1,"n":123456789012345678901234567890}"#);
+    /// assert!(root.deliver_json(&u, &n, b"{").is_err());
+    /// ```
+    pub fn deliver_json(&self, user: &UserId, id: &NotificationId, json: &[u8]) -> Result<PathBuf> {
+        let invalid = |reason: String| Error::InvalidNotification { reason };
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_slice(json).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let mut bytes = Vec::with_capacity(json.len());
+        crate::json::write_canonical(raw, &mut bytes).map_err(invalid)?;
+        self.deliver_canonical(user, id, &bytes)
+    }
+
+    fn deliver_canonical(
+        &self,
+        user: &UserId,
+        id: &NotificationId,
+        bytes: &[u8],
+    ) -> Result<PathBuf> {
+        if bytes.len() as u64 > NOTIFICATION_BYTES_MAX {
+            return Err(Error::InvalidNotification {
+                reason: format!(
+                    "{} bytes as JSON, more than the {NOTIFICATION_BYTES_MAX} a reader reads",
+                    bytes.len()
+                ),
+            });
         }
-        Ok(dir.join(&name))
+        let name = format!("ntf_{id}.json");
+        let inbox = self.hold_dir(&rel::inbox(user))?;
+        let path = inbox.join(&name);
+        // Bounded: each turn but the last ends with the inbox file gone, which only an
+        // archival (of an acknowledged notification) does.
+        for _ in 0..3 {
+            if inbox.stat(&name)?.is_none()
+                && let Some(receipt) = self.receipt(user, id)?
+            {
+                return self.deliver_over_receipt(user, id, bytes, receipt);
+            }
+            match crate::fs::write_in(&inbox, OsStr::new(&name), bytes, true) {
+                Err(e) if e.io_kind() == io::ErrorKind::AlreadyExists => {}
+                other => return other.map(|()| path).map_err(|e| self.or_replaced(e)),
+            }
+            match inbox.read(&name, NOTIFICATION_BYTES_MAX) {
+                Ok((old, _)) => return same_or_conflict(&old, bytes, path),
+                Err(e) if e.io_kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict { path })
+    }
+
+    /// Delivery of an id whose receipt exists without its inbox file: a no-op when an
+    /// archive holds the same value, refused otherwise.
+    fn deliver_over_receipt(
+        &self,
+        user: &UserId,
+        id: &NotificationId,
+        bytes: &[u8],
+        receipt: PathBuf,
+    ) -> Result<PathBuf> {
+        if let Some((dir, name)) = self.archived_in(user, id)? {
+            let path = dir.join(&name);
+            let archived = find_in_archive(dir.open_read(&name)?, &path, id)?;
+            if let Some(n) = archived {
+                return same_or_conflict(&n.body, bytes, path);
+            }
+        }
+        if let Some(config) = self.archive_config()?
+            && let Some((n, url)) = stored::read(self, &config, user, id)?
+        {
+            return same_or_conflict(&n.body, bytes, PathBuf::from(url));
+        }
+        Err(Error::io(
+            "deliver: a read receipt without its notification is in the way",
+            receipt,
+            rustix::io::Errno::EXIST.into(),
+        ))
+    }
+
+    /// The path of the notification's read receipt, when it exists.
+    fn receipt(&self, user: &UserId, id: &NotificationId) -> Result<Option<PathBuf>> {
+        let Some(dir) = self.open_dir_if_any(&rel::ack(user))? else {
+            return Ok(None);
+        };
+        let name = format!("ntf_{id}.ack");
+        Ok(dir.stat(&name)?.map(|_| dir.join(&name)))
+    }
+
+    /// Acknowledges a notification: writes `ack/ntf_{id}.ack` with `{"acked_at": now}`
+    /// when the notification is in the inbox. Acknowledging twice keeps the first receipt;
+    /// an archived notification (locally or in the object store: only acknowledged ones
+    /// are archived) is acknowledged already, and nothing is written. Nothing is created
+    /// for an id never delivered, not even the user's directory.
+    ///
+    /// A call that finds neither the notification nor its receipt looks in the archives,
+    /// as [`Root::is_acked`] does (with a store: one listing and each of the user's
+    /// archives read).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] of kind `NotFound` naming `inbox/ntf_{id}.json` when the
+    /// notification was never delivered (or is gone); [`crate::Error::Io`] /
+    /// [`crate::Error::Unsafe`] naming the path; [`crate::Error::Corrupt`],
+    /// [`crate::Error::Config`], [`crate::Error::Store`] and
+    /// [`crate::Error::StoreUnsupported`] as for [`Root::is_acked`];
+    /// [`crate::Error::RootReplaced`].
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_core::{Acked, NotificationId, Root, UserId};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let root = Root::create(dir.path()).unwrap();
+    /// let (u, n) = (UserId::new("u1").unwrap(), NotificationId::new("7").unwrap());
+    /// let e = root.ack(&u, &n).unwrap_err(); // never delivered
+    /// assert_eq!(e.io_kind(), std::io::ErrorKind::NotFound);
+    /// assert!(!dir.path().join("notifications/u1").exists());
+    /// root.deliver(&u, &n, &serde_json::json!(1)).unwrap();
+    /// let Acked::Receipt(path) = root.ack(&u, &n).unwrap() else { panic!() };
+    /// assert!(path.ends_with("notifications/u1/ack/ntf_7.ack"));
+    /// ```
+    pub fn ack(&self, user: &UserId, id: &NotificationId) -> Result<Acked> {
+        if let Some(receipt) = self.receipt(user, id)? {
+            return Ok(Acked::Receipt(receipt));
+        }
+        let name = format!("ntf_{id}.json");
+        let inbox = self.open_dir_if_any(&rel::inbox(user))?;
+        if let Some(inbox) = &inbox
+            && inbox.stat(&name)?.is_some()
+        {
+            let dir = self.hold_dir(&rel::ack(user))?;
+            let ack = format!("ntf_{id}.ack");
+            let body = serde_json::json!({ "acked_at": chrono::Local::now().to_rfc3339() });
+            match crate::fs::write_in(&dir, OsStr::new(&ack), body.to_string().as_bytes(), true) {
+                Err(e) if e.io_kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(self.or_replaced(e)),
+                Ok(()) => {}
+            }
+            return Ok(Acked::Receipt(dir.join(&ack)));
+        }
+        if self.archived_in(user, id)?.is_some() {
+            return Ok(Acked::Archived);
+        }
+        if let Some(config) = self.archive_config()?
+            && stored::latest(self, &config, user, id)?.is_some()
+        {
+            return Ok(Acked::Archived);
+        }
+        let missing = self.path().join(rel::inbox(user)).join(&name);
+        Err(self.or_replaced(Error::io(
+            "acknowledge",
+            missing,
+            rustix::io::Errno::NOENT.into(),
+        )))
     }
 
     /// Whether the notification is acknowledged: its `ack/ntf_{id}.ack` exists, or (when
     /// it is not in the inbox) it is archived, locally or in the object store, which only
     /// acknowledged notifications are. A notification delivered again after it was
-    /// archived is the live one: acknowledged when it has an ack.
+    /// archived is the live one: acknowledged when it has an ack. An id never delivered
+    /// is not acknowledged.
     ///
     /// A call that gets past the live files and the local archives reads `tmpa.toml` and,
     /// when it names a store, lists the user's archives there and reads their indexes
@@ -107,14 +322,14 @@ impl Root {
     /// [`crate::Error::Io`] when the ack file's presence cannot be determined;
     /// [`crate::Error::Corrupt`] when an archive that had to be looked into is not one;
     /// [`crate::Error::Config`], [`crate::Error::Store`] and
-    /// [`crate::Error::StoreUnsupported`] as for [`Root::read_session`].
+    /// [`crate::Error::StoreUnsupported`] as for [`Root::read_session`];
+    /// [`crate::Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
     /// use tmpa_core::{NotificationId, Root, UserId};
     /// let dir = tempfile::tempdir().unwrap();
-    /// std::fs::create_dir(dir.path().join("notifications")).unwrap();
-    /// let root = Root::open(dir.path()).unwrap();
+    /// let root = Root::create(dir.path()).unwrap();
     /// let (u, n) = (UserId::new("u1").unwrap(), NotificationId::new("7").unwrap());
     /// assert!(!root.is_acked(&u, &n).unwrap()); // never delivered
     /// root.deliver(&u, &n, &serde_json::json!(1)).unwrap();
@@ -123,9 +338,7 @@ impl Root {
     /// assert!(root.is_acked(&u, &n).unwrap());
     /// ```
     pub fn is_acked(&self, user: &UserId, id: &NotificationId) -> Result<bool> {
-        if let Some(dir) = self.open_dir_if_any(&rel::ack(user))?
-            && dir.stat(format!("ntf_{id}.ack"))?.is_some()
-        {
+        if self.receipt(user, id)?.is_some() {
             return Ok(true);
         }
         if let Some(dir) = self.open_dir_if_any(&rel::inbox(user))?
@@ -144,7 +357,7 @@ impl Root {
 
     /// The bytes of a notification, live (`inbox/ntf_{id}.json`) or archived (then
     /// exactly the bytes it had in the inbox): looked for live, then in the local
-    /// archives, then in the object store `{root}/tmpa.toml` names (if any; read at each
+    /// archives, then in the object store the configuration names (if any; read at each
     /// call that gets that far). When an archival was interrupted before it deleted the
     /// inbox file, the live file is returned: it is the newer or an equal copy. Within
     /// the local archives, or within the store, the copy with the latest modification
@@ -156,14 +369,13 @@ impl Root {
     /// [`crate::Error::Corrupt`] when the file is larger than 1 MiB, a symlink, or an
     /// archive that had to be read is not valid; [`crate::Error::Config`],
     /// [`crate::Error::Store`] and [`crate::Error::StoreUnsupported`] as for
-    /// [`Root::read_session`].
+    /// [`Root::read_session`]; [`crate::Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
     /// use tmpa_core::{NotificationId, Root, UserId};
     /// let dir = tempfile::tempdir().unwrap();
-    /// std::fs::create_dir(dir.path().join("notifications")).unwrap();
-    /// let root = Root::open(dir.path()).unwrap();
+    /// let root = Root::create(dir.path()).unwrap();
     /// let (u, n) = (UserId::new("u1").unwrap(), NotificationId::new("42").unwrap());
     /// root.deliver(&u, &n, &serde_json::json!({"text": "hi"})).unwrap();
     /// assert_eq!(root.read_notification(&u, &n).unwrap(), br#"{"text":"hi"}"#);
@@ -179,11 +391,11 @@ impl Root {
             }
         }
         let not_found = || {
-            Error::io(
+            self.or_replaced(Error::io(
                 "read notification",
                 self.path().join(rel::inbox(user)).join(&name),
                 rustix::io::Errno::NOENT.into(),
-            )
+            ))
         };
         if let Some(n) = self.find_archived(user, id)? {
             return Ok(n.body);
@@ -192,19 +404,19 @@ impl Root {
             return Err(not_found());
         };
         match stored::read(self, &config, user, id)? {
-            Some(n) => Ok(n.body),
+            Some((n, _)) => Ok(n.body),
             None => Err(not_found()),
         }
     }
 
     /// Every notification of a user, sorted by id: those in the inbox (acknowledged when
     /// their ack exists) and the archived ones not in the inbox (acknowledged), locally
-    /// ([`NotificationLocation::Archived`]) or in the object store `{root}/tmpa.toml`
+    /// ([`NotificationLocation::Archived`]) or in the object store the configuration
     /// names ([`NotificationLocation::Stored`]; one listing request, then a GET of each
     /// of the user's archives there). A notification found in several places is listed
-    /// once, where [`Root::read_notification`] finds it. Names that are not
-    /// `ntf_{id}.json` with a valid id are left out; an ack without its notification lists
-    /// nothing.
+    /// once, where [`Root::read_notification`] finds it. Live ones are listed as by
+    /// [`Root::unacked`] (regular files named `ntf_{id}.json` with a valid id); an ack
+    /// without its notification lists nothing.
     ///
     /// Memory: the list, plus one archive's index at a time (an archive in the store is
     /// read whole: at most 128 MiB).
@@ -213,7 +425,8 @@ impl Root {
     /// [`crate::Error::Io`] when a directory cannot be listed (a missing one is empty) or
     /// an archive opened; [`crate::Error::Corrupt`] when an archive's index is not valid;
     /// [`crate::Error::Config`], [`crate::Error::Store`] and
-    /// [`crate::Error::StoreUnsupported`] as for [`Root::read_session`].
+    /// [`crate::Error::StoreUnsupported`] as for [`Root::read_session`];
+    /// [`crate::Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
@@ -227,17 +440,15 @@ impl Root {
     /// assert_eq!(root.list_notifications(&u).unwrap(), vec![info]);
     /// ```
     pub fn list_notifications(&self, user: &UserId) -> Result<Vec<NotificationInfo>> {
-        let acked = self.list_stems(&rel::ack(user), ".ack")?;
         let mut out: Vec<NotificationInfo> = self
-            .list_stems(&rel::inbox(user), ".json")?
+            .live_notifications(user, |_| true)?
+            .map(|(_, live)| live)
+            .unwrap_or_default()
             .into_iter()
-            .filter_map(|s| {
-                let id = NotificationId::new(s.strip_prefix("ntf_")?).ok()?;
-                Some(NotificationInfo {
-                    id,
-                    location: NotificationLocation::Live,
-                    acked: acked.binary_search(&s).is_ok(),
-                })
+            .map(|(id, acked)| NotificationInfo {
+                id,
+                location: NotificationLocation::Live,
+                acked,
             })
             .collect();
         let mut add = |index: &[IndexEntry], location| {
@@ -312,23 +523,156 @@ impl Root {
     }
 
     /// The notifications in a user's inbox without an ack, sorted by id. Names that are
-    /// not `ntf_{id}.json` with a valid id (temporaries, odd names) are skipped. Archived
-    /// notifications, local or in the store, are all acknowledged: this never needs to
-    /// look at them (and makes no request to a store).
+    /// not `ntf_{id}.json` with a valid id (temporaries, odd names), and entries that are
+    /// not regular files, are skipped. Archived notifications, local or in the store, are
+    /// all acknowledged: this never needs to look at them (and makes no request to a
+    /// store).
+    ///
+    /// Cost: one listing of `inbox/` and one of `ack/`, then nothing per entry but
+    /// comparing names (a `stat` only of an entry whose kind the file system's listing
+    /// does not give).
     ///
     /// # Errors
     /// [`crate::Error::Io`] when the inbox or the ack directory cannot be listed (a
-    /// missing directory is an empty one).
+    /// missing directory is an empty one); [`crate::Error::RootReplaced`].
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_core::{NotificationId, Root, UserId};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let root = Root::create(dir.path()).unwrap();
+    /// let u = UserId::new("u1").unwrap();
+    /// for n in ["b", "a", "c"] {
+    ///     root.deliver(&u, &NotificationId::new(n).unwrap(), &serde_json::json!(n)).unwrap();
+    /// }
+    /// root.ack(&u, &NotificationId::new("b").unwrap()).unwrap();
+    /// let ids: Vec<String> = root.unacked(&u).unwrap().iter().map(|n| n.to_string()).collect();
+    /// assert_eq!(ids, ["a", "c"]);
+    /// ```
     pub fn unacked(&self, user: &UserId) -> Result<Vec<NotificationId>> {
-        let acked = self.list_stems(&rel::ack(user), ".ack")?;
-        let mut out: Vec<NotificationId> = self
-            .list_stems(&rel::inbox(user), ".json")?
-            .into_iter()
-            .filter(|s| s.starts_with("ntf_") && acked.binary_search(s).is_err())
-            .filter_map(|s| NotificationId::new(s.strip_prefix("ntf_")?).ok())
-            .collect();
-        out.sort();
+        let live = self.live_notifications(user, |acked| !acked)?;
+        Ok(live.map_or_else(Vec::new, |(_, live)| {
+            live.into_iter().map(|(id, _)| id).collect()
+        }))
+    }
+
+    /// The live notifications of a user (those in `inbox/`), sorted by id, each with its
+    /// bytes and whether it is acknowledged: what a page of notifications shows, in one
+    /// call. `query` narrows it (unacknowledged only, after an id, at most so many).
+    ///
+    /// Cost: the listings of [`Root::unacked`], then one read of each notification
+    /// returned. A notification archived between the listing and its read (which only
+    /// acknowledged ones are) is left out. Memory: the bodies returned, each at most
+    /// 1 MiB; use [`InboxQuery::limit`] and [`InboxQuery::after`] to page a large inbox.
+    ///
+    /// # Errors
+    /// As [`Root::unacked`]; [`crate::Error::Corrupt`] naming a notification that is
+    /// larger than 1 MiB or not a regular file; [`crate::Error::Io`] naming one that
+    /// cannot be read.
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_core::{InboxQuery, NotificationId, Root, UserId};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let root = Root::create(dir.path()).unwrap();
+    /// let u = UserId::new("u1").unwrap();
+    /// for n in ["1", "2", "3"] {
+    ///     root.deliver(&u, &NotificationId::new(n).unwrap(), &serde_json::json!({"n": n})).unwrap();
+    /// }
+    /// root.ack(&u, &NotificationId::new("2").unwrap()).unwrap();
+    /// let all = root.inbox(&u, &InboxQuery::default()).unwrap();
+    /// assert_eq!(all.iter().map(|i| i.acked).collect::<Vec<_>>(), [false, true, false]);
+    /// assert_eq!(all[0].body, br#"{"n":"1"}"#);
+    /// let q = InboxQuery { unacked_only: true, after: Some(NotificationId::new("1").unwrap()), limit: Some(1) };
+    /// let page = root.inbox(&u, &q).unwrap();
+    /// assert_eq!(page.len(), 1);
+    /// assert_eq!(page[0].id.as_str(), "3");
+    /// ```
+    pub fn inbox(&self, user: &UserId, query: &InboxQuery) -> Result<Vec<InboxItem>> {
+        let keep = |acked: bool| !(query.unacked_only && acked);
+        let Some((dir, live)) = self.live_notifications(user, keep)? else {
+            return Ok(Vec::new());
+        };
+        let start = query
+            .after
+            .as_ref()
+            .map_or(0, |after| live.partition_point(|(id, _)| id <= after));
+        let mut out = Vec::new();
+        for (id, acked) in live.into_iter().skip(start) {
+            if query.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            match dir.read(format!("ntf_{id}.json"), NOTIFICATION_BYTES_MAX) {
+                Ok((body, _)) => out.push(InboxItem { id, acked, body }),
+                Err(e) if e.io_kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(out)
+    }
+
+    /// The live notifications of a user that `keep` keeps (given whether each has its
+    /// ack), sorted by id, with that flag, and the inbox they are in: one listing of
+    /// `inbox/` and one of `ack/`, names compared as bytes, nothing allocated per entry
+    /// but what is returned. An inbox entry counts when the listing says it is a regular
+    /// file (a `stat` only where the file system does not say) and its name is
+    /// `ntf_{id}.json` with a valid id; an ack counts by its name alone (its presence is
+    /// what counts, docs/FORMAT.md).
+    fn live_notifications(
+        &self,
+        user: &UserId,
+        keep: impl Fn(bool) -> bool,
+    ) -> Result<Option<(Dir, Vec<Live>)>> {
+        let Some(inbox) = self.open_dir_if_any(&rel::inbox(user))? else {
+            return Ok(None);
+        };
+        let mut ids = Names::default();
+        let mut kind_unknown = Vec::new();
+        inbox.visit_entries(|name, kind, _| {
+            if let Some(id) = stem(name.as_bytes(), b".json") {
+                match kind {
+                    Some(Kind::File) => ids.push(id),
+                    None => kind_unknown.push(name.to_os_string()),
+                    Some(_) => {}
+                }
+            }
+        })?;
+        for name in kind_unknown {
+            if inbox.stat(&name)?.is_some_and(|m| m.kind == Kind::File)
+                && let Some(id) = stem(name.as_bytes(), b".json")
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        let mut acked = Names::default();
+        if !ids.is_empty()
+            && let Some(dir) = self.open_dir_if_any(&rel::ack(user))?
+        {
+            dir.visit_entries(|name, _, _| {
+                if let Some(id) = stem(name.as_bytes(), b".ack") {
+                    acked.push(id);
+                }
+            })?;
+            acked.sort();
+        }
+        // Both sorted: one pass over each.
+        let mut acks = acked.iter().peekable();
+        let mut out = Vec::new();
+        for id in ids.iter() {
+            while acks.next_if(|a| *a < id).is_some() {}
+            let is_acked = acks.peek() == Some(&id);
+            if !keep(is_acked) {
+                continue;
+            }
+            if let Some(id) = std::str::from_utf8(id)
+                .ok()
+                .and_then(|id| NotificationId::new(id).ok())
+            {
+                out.push((id, is_acked));
+            }
+        }
+        Ok(Some((inbox, out)))
     }
 
     /// The names in the directory `rel` that are valid UTF-8, end with `ext` and are not
@@ -344,6 +688,74 @@ impl Root {
             .collect();
         out.sort();
         Ok(out)
+    }
+}
+
+/// A live notification's id, and whether its ack exists.
+type Live = (NotificationId, bool);
+
+/// What every notification's file name starts with.
+const STEM_PREFIX: &[u8] = b"ntf_";
+
+/// The `{id}` of `ntf_{id}{ext}`, as bytes.
+fn stem<'a>(name: &'a [u8], ext: &[u8]) -> Option<&'a [u8]> {
+    name.strip_prefix(STEM_PREFIX)?.strip_suffix(ext)
+}
+
+/// Names (as bytes) in one buffer, sortable without an allocation per name: a large
+/// listing's names cost their bytes and 16 bytes each.
+#[derive(Default)]
+struct Names {
+    bytes: Vec<u8>,
+    /// Per name: its first 8 bytes as a big-endian number (zero-padded), its start and
+    /// its length. Sorting by the number first orders most names by one integer
+    /// comparison, and the same as by their bytes: a shorter name padded with zeros
+    /// sorts first, and a tie is broken by the bytes themselves.
+    spans: Vec<(u64, u32, u32)>,
+}
+
+impl Names {
+    fn push(&mut self, name: &[u8]) {
+        let mut head = [0u8; 8];
+        let n = name.len().min(8);
+        head[..n].copy_from_slice(&name[..n]);
+        let start = u32::try_from(self.bytes.len()).expect("a listing's names fit in 4 GiB");
+        let len = u32::try_from(name.len()).expect("a name is at most 255 bytes");
+        self.bytes.extend_from_slice(name);
+        self.spans.push((u64::from_be_bytes(head), start, len));
+    }
+
+    fn get(&self, (_, start, len): (u64, u32, u32)) -> &[u8] {
+        &self.bytes[start as usize..][..len as usize]
+    }
+
+    fn sort(&mut self) {
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.get(*a).cmp(self.get(*b))));
+        self.spans = spans;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|s| self.get(*s))
+    }
+}
+
+/// `Ok(path)` when `old` and `new` hold the same JSON value (or the same bytes), else a
+/// conflict naming `path`.
+fn same_or_conflict(old: &[u8], new: &[u8], path: PathBuf) -> Result<PathBuf> {
+    let same = old == new
+        || matches!(
+            (std::str::from_utf8(old), std::str::from_utf8(new)),
+            (Ok(a), Ok(b)) if crate::json::same_value(a, b)
+        );
+    if same {
+        Ok(path)
+    } else {
+        Err(Error::Conflict { path })
     }
 }
 
@@ -402,13 +814,14 @@ mod stored {
         Ok(best.map(|(_, name)| name))
     }
 
-    /// The archived copy of `id` in the store (the latest when several archives hold it).
+    /// The archived copy of `id` in the store (the latest when several archives hold it),
+    /// with the URL of the object holding it.
     pub(super) fn read(
         root: &Root,
         config: &ArchiveConfig,
         user: &UserId,
         id: &NotificationId,
-    ) -> Result<Option<ArchivedNotification>> {
+    ) -> Result<Option<(ArchivedNotification, String)>> {
         let Some(name) = latest(root, config, user, id)? else {
             return Ok(None);
         };
@@ -417,8 +830,9 @@ mod stored {
         let Some((bytes, _)) = store.get(&key, NOTIFICATION_ARCHIVE_BYTES_MAX)? else {
             return Ok(None);
         };
-        let shown = std::path::PathBuf::from(store.object_url(&key));
-        find_in_archive(&bytes[..], &shown, id)
+        let url = store.object_url(&key);
+        let found = find_in_archive(&bytes[..], std::path::Path::new(&url), id)?;
+        Ok(found.map(|n| (n, url)))
     }
 }
 
@@ -451,7 +865,7 @@ mod stored {
         config: &ArchiveConfig,
         _user: &UserId,
         _id: &NotificationId,
-    ) -> Result<Option<ArchivedNotification>> {
+    ) -> Result<Option<(ArchivedNotification, String)>> {
         Err(config.unsupported(root.path()))
     }
 }

@@ -46,6 +46,10 @@ pub struct Problem {
     pub kind: ProblemKind,
     /// What is wrong, in words.
     pub reason: String,
+    /// The line of the file concerned (1-based), when the problem is in one line of it:
+    /// a damaged line of a `_compacted.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     /// The I/O error behind an [`ProblemKind::Unreadable`] file.
     #[serde(skip)]
     pub source: Option<Arc<io::Error>>,
@@ -58,8 +62,16 @@ impl Problem {
             path: path.into(),
             kind,
             reason: reason.into(),
+            line: None,
             source: None,
         }
+    }
+
+    /// The same problem, in line `line` (1-based) of its file.
+    #[must_use]
+    pub fn at_line(mut self, line: u64) -> Problem {
+        self.line = Some(line);
+        self
     }
 
     /// The problem a library error about `path` amounts to.
@@ -84,6 +96,7 @@ impl Problem {
             path: path.to_path_buf(),
             kind,
             reason,
+            line: None,
             source,
         }
     }
@@ -96,7 +109,7 @@ impl Problem {
 
 impl PartialEq for Problem {
     fn eq(&self, o: &Problem) -> bool {
-        (&self.path, self.kind, &self.reason) == (&o.path, o.kind, &o.reason)
+        (&self.path, self.line, self.kind, &self.reason) == (&o.path, o.line, o.kind, &o.reason)
     }
 }
 
@@ -110,12 +123,20 @@ impl PartialOrd for Problem {
 
 impl Ord for Problem {
     fn cmp(&self, o: &Problem) -> std::cmp::Ordering {
-        (&self.path, &self.reason, self.kind).cmp(&(&o.path, &o.reason, o.kind))
+        (&self.path, self.line, &self.reason, self.kind).cmp(&(&o.path, o.line, &o.reason, o.kind))
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", path_text(&self.path), line_text(&self.reason))
+        match self.line {
+            Some(n) => write!(
+                f,
+                "{}:{n}: {}",
+                path_text(&self.path),
+                line_text(&self.reason)
+            ),
+            None => write!(f, "{}: {}", path_text(&self.path), line_text(&self.reason)),
+        }
     }
 }

@@ -29,10 +29,19 @@ pub const STATE_DIR: &str = ".tmpa";
 /// - When running as root, new files and directories take the owner and group of their
 ///   directory, and a replaced file keeps its mode and owner.
 ///
+/// # A root replaced under a running service
+/// The root is held by descriptor from [`Root::open`] on. When the directory is removed
+/// and another put at its path (a restore from a backup), the one held is empty and
+/// gone: every call that then fails to find what it looks for, or would answer "none"
+/// from a directory that is missing only because the root is gone, fails with
+/// [`Error::RootReplaced`] instead (checked by comparing the held directory with what
+/// the path names: device and inode, and whether it still has a link). Nothing is
+/// written into the old directory. [`Root::reopen`] opens what the path names now.
+///
 /// # Not guaranteed
-/// - The root is held by descriptor from [`Root::open`] on: if the directory is renamed or
-///   replaced later, this `Root` keeps acting on the directory it opened (open a new one
-///   to follow the path).
+/// - A root *renamed* away (still present under another name) is not noticed: calls
+///   keep acting on the directory held, under its new name, until [`Root::reopen`].
+///   Stop the service, or reopen after a restore that moves the old tree aside.
 /// - Uniqueness of event ids across days is the backend's to keep (an id recorded on two
 ///   days is two events).
 /// - Reads are bounded (1 MiB an event, 256 MiB a session); larger files are reported,
@@ -81,9 +90,112 @@ impl Root {
         Ok(Root { dir: Arc::new(dir) })
     }
 
+    /// Makes `path` a root, durably, and opens it: creates the directory if it is missing
+    /// (its parent must exist), then `notifications/`, `token_stats/` and
+    /// `chat_history/` in it, each new directory fsynced into its parent (as root, each
+    /// takes the owner and group of its parent). Idempotent: an existing root, or a
+    /// directory holding some of the three, is completed and opened; nothing existing is
+    /// changed.
+    ///
+    /// # Errors
+    /// [`Error::OpenRoot`] when the path or its parent cannot be resolved or opened;
+    /// [`Error::Unsafe`] when one of the three data directories is a symlink or not a
+    /// directory; [`Error::Io`] naming the directory that could not be created.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("app");
+    /// let root = tmpa_core::Root::create(&path).unwrap();
+    /// assert!(path.join("notifications").is_dir() && path.join("chat_history").is_dir());
+    /// assert_eq!(tmpa_core::Root::create(&path).unwrap().path(), root.path()); // idempotent
+    /// ```
+    pub fn create(path: impl AsRef<Path>) -> Result<Root> {
+        let given = path.as_ref();
+        let open_root = |source| Error::OpenRoot {
+            path: given.to_path_buf(),
+            source,
+        };
+        let dir = match std::fs::canonicalize(given) {
+            Ok(canonical) => Dir::open_path(&canonical)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let name = given.file_name().ok_or_else(|| open_root(e))?;
+                let parent = match given.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let parent = std::fs::canonicalize(parent).map_err(open_root)?;
+                Dir::open_path(&parent)?.create_dir_all(name)?
+            }
+            Err(e) => return Err(open_root(e)),
+        };
+        for d in DATA_DIRS {
+            dir.create_dir_all(d)?;
+        }
+        Root::open(given)
+    }
+
+    /// Opens the directory the root's path names now, as [`Root::open`] does: after a
+    /// restore replaced the root ([`Error::RootReplaced`]), the new `Root` acts on the
+    /// restored tree. This `Root` (and its clones) keep the directory they hold.
+    ///
+    /// # Errors
+    /// As [`Root::open`].
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("app");
+    /// let root = tmpa_core::Root::create(&path).unwrap();
+    /// std::fs::rename(&path, dir.path().join("app.old")).unwrap(); // a restore moves it aside
+    /// std::fs::remove_dir_all(dir.path().join("app.old")).unwrap();  // and removes it
+    /// tmpa_core::Root::create(&path).unwrap();                        // the restored tree
+    /// let u = tmpa_core::UserId::new("u1").unwrap();
+    /// let e = root.unacked(&u).unwrap_err();
+    /// assert!(matches!(e, tmpa_core::Error::RootReplaced { .. }), "{e}");
+    /// let root = root.reopen().unwrap();
+    /// assert!(root.unacked(&u).unwrap().is_empty());
+    /// ```
+    pub fn reopen(&self) -> Result<Root> {
+        Root::open(self.path())
+    }
+
     /// The canonical path of the root.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Whether the directory held is no longer the root's: removed (no link left), or
+    /// the path names another directory or nothing. A question the held descriptor
+    /// cannot answer (`ESTALE` on NFS) counts as replaced.
+    fn replaced(&self) -> bool {
+        let Ok(held) = self.dir.meta() else {
+            return true;
+        };
+        if held.links == 0 {
+            return true;
+        }
+        match rustix::fs::stat(self.path()) {
+            Ok(now) => !(now.st_dev == held.stamp.dev && now.st_ino == held.stamp.ino),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// `e`, or, when it is a `NotFound` (or `ESTALE`) met because the root directory was
+    /// replaced, an [`Error::RootReplaced`] around it: the one check behind every call.
+    pub(crate) fn or_replaced(&self, e: Error) -> Error {
+        let kind = e.io_kind();
+        let may_be_replaced = kind == std::io::ErrorKind::NotFound
+            || kind == std::io::ErrorKind::StaleNetworkFileHandle;
+        if may_be_replaced && !matches!(e, Error::RootReplaced { .. }) && self.replaced() {
+            Error::RootReplaced {
+                path: self.path().to_path_buf(),
+                source: Box::new(e),
+            }
+        } else {
+            e
+        }
     }
 
     /// The root directory, held by descriptor.
@@ -92,17 +204,29 @@ impl Root {
     }
 
     /// Opens the directory `rel` inside the root, creating what is missing.
+    ///
+    /// # Errors
+    /// As [`Dir::create_dir_all`]; [`Error::RootReplaced`] when the root was replaced.
     pub(crate) fn hold_dir(&self, rel: &Path) -> Result<Dir> {
-        self.dir.create_dir_all(rel)
+        self.dir
+            .create_dir_all(rel)
+            .map_err(|e| self.or_replaced(e))
     }
 
     /// Opens the directory `rel` inside the root; `None` when it (or a parent) does not
     /// exist.
+    ///
+    /// # Errors
+    /// As [`Dir::open_dir`]; [`Error::RootReplaced`] when it is missing because the root
+    /// was replaced (a removed root has no directories: "none" would be a wrong answer).
     pub(crate) fn open_dir_if_any(&self, rel: &Path) -> Result<Option<Dir>> {
         match self.dir.open_dir(rel) {
             Ok(d) => Ok(Some(d)),
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => match self.or_replaced(e) {
+                replaced @ Error::RootReplaced { .. } => Err(replaced),
+                _ => Ok(None),
+            },
+            Err(e) => Err(self.or_replaced(e)),
         }
     }
 }

@@ -38,7 +38,8 @@ pub enum SessionLocation {
     /// `archive/{session}.json.gz` or `archive/versions/{n}/{session}.json.gz` (its newest
     /// version is there).
     Archived,
-    /// In the object store `{root}/tmpa.toml` names (its newest version is there).
+    /// In the object store the configuration names ([`Root::archive_config`]; its newest
+    /// version is there).
     Stored,
 }
 
@@ -48,7 +49,7 @@ impl Root {
     /// normally a JSON object; nothing here parses it).
     ///
     /// # Errors
-    /// [`Error::Io`] / [`Error::Unsafe`] naming the path.
+    /// [`Error::Io`] / [`Error::Unsafe`] naming the path; [`Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
@@ -68,16 +69,17 @@ impl Root {
     ) -> Result<PathBuf> {
         let dir = self.hold_dir(&rel::sessions(user))?;
         let name = rel::session_file(session);
-        crate::fs::write_in(&dir, OsStr::new(&name), bytes, false)?;
+        crate::fs::write_in(&dir, OsStr::new(&name), bytes, false)
+            .map_err(|e| self.or_replaced(e))?;
         Ok(dir.join(&name))
     }
 
     /// The bytes of a session, live or archived (decompressed): the live file when there
     /// is one, else the newest archived version (docs/FORMAT.md "Archived session": the
     /// highest version number, locally in `archive/` and `archive/versions/{n}/`, or in
-    /// the object store that `{root}/tmpa.toml` names, if any; `tmpa.toml` is read at
-    /// each call that gets that far). A version in the store and a local one of the same
-    /// number hold the same bytes (a migration in flight): the local one is read.
+    /// the object store that the configuration names ([`Root::archive_config`]), if any;
+    /// read at each call that gets that far). A version in the store and a local one of
+    /// the same number hold the same bytes (a migration in flight): the local one is read.
     ///
     /// When both a live file and an archive exist (an archival that was interrupted
     /// before deleting the source, or a chat resumed after its archival), the live file
@@ -95,7 +97,8 @@ impl Root {
     /// when `tmpa.toml` cannot be used; [`Error::Store`] when the store fails (after
     /// retries); [`Error::StoreUnsupported`] when `tmpa.toml` names a store and the
     /// library was built without the `object-store` feature (even when a local archive
-    /// exists: the store could hold a newer version).
+    /// exists: the store could hold a newer version); [`Error::RootReplaced`] when the
+    /// root directory was replaced since it was opened.
     ///
     /// # Examples
     /// ```
@@ -113,11 +116,11 @@ impl Root {
         let live_rel = rel::sessions(user);
         let live_name = rel::session_file(session);
         let not_found = || {
-            Error::io(
+            self.or_replaced(Error::io(
                 "read session",
                 self.path().join(&live_rel).join(&live_name),
                 rustix::io::Errno::NOENT.into(),
-            )
+            ))
         };
         // A version that vanishes between the lookup and its read (taken back by an
         // archival whose session changed meanwhile, which means the live file is back,
@@ -168,11 +171,17 @@ impl Root {
         }
     }
 
-    /// The archive tier `{root}/tmpa.toml` configures; `None` when archives are local
-    /// (no file, or no `[archive]` table).
+    /// The archive tier the configuration names: `/etc/tmpa/tmpa.toml` (the machine's)
+    /// when it exists, else `{root}/tmpa.toml` (the tree's), the same
+    /// precedence as the maintenance programs' (which also take `--to`); `None` when
+    /// archives are local (no file, or no `[archive]` table in the one read). Read at
+    /// every call that needs it, never through a symlink. Unlike the programs, the library
+    /// does not check who could have written the file: it only reads archives by it, as
+    /// the tree's owner.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the file and the problem.
+    /// [`Error::Config`] naming the file and the problem (or `/etc/tmpa` when it is a
+    /// symlink or not a directory).
     ///
     /// # Examples
     /// ```
@@ -184,15 +193,15 @@ impl Root {
     /// assert_eq!(root.archive_config().unwrap().unwrap().url.to_string(), "s3://b/host-a");
     /// ```
     pub fn archive_config(&self) -> Result<Option<ArchiveConfig>> {
-        ArchiveConfig::load_from(self.dir())
+        ArchiveConfig::load(self.dir())
     }
 
     /// Every session of a user with where it lives, sorted by name: live, archived
-    /// locally, and in the object store `{root}/tmpa.toml` names (one listing request).
-    /// A session found in several places (or in several versions) is listed once, where
-    /// [`Root::read_session`] reads it: live, else where its newest version is (locally
-    /// at equal numbers). Temporaries and names that are not valid [`SessionId`]s are
-    /// left out.
+    /// locally, and in the object store the configuration names ([`Root::archive_config`];
+    /// one listing request). A session found in several places (or in several versions)
+    /// is listed once, where [`Root::read_session`] reads it: live, else where its newest
+    /// version is (locally at equal numbers). Temporaries and names that are not valid
+    /// [`SessionId`]s are left out.
     ///
     /// # Errors
     /// [`Error::Io`] when a directory cannot be listed (a missing one is empty); the

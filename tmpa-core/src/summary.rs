@@ -1,18 +1,17 @@
-//! The day summary cache `token_stats/{day}/_summary.json`.
+//! The day summary: its format (`_summary.json`, a cache) and [`Root::summary`], which
+//! keeps it up to date in memory (`incremental.rs`).
 //!
-//! The summary is a cache: it can always be rebuilt from the day's events, and whoever
-//! finds it missing, unreadable or inconsistent rebuilds it.
-//!
-//! **Consistency check.** A summary carries a `source` stamp: a SHA-256 over the inode,
-//! size and mtime (ns) of `_compacted.json` and of every `evt_*.json` in the day directory,
-//! with their names, sorted. Checking a summary costs one directory listing and one
-//! `lstat` per loose event file (none on a compacted day), never a read of the events.
-//! Any way of changing a day's events changes the stamp: creating or deleting an event
-//! file, replacing one by rename (a repaired file: new inode), rewriting one in place
-//! (size or mtime), replacing `_compacted.json`. The summary is also checked on its own
-//! (totals equal the sums over `by_user` and `by_model`,
-//! `total_tokens = prompt_tokens + completion_tokens`). Not detected: a file edited in
-//! place by hand keeping its size and its mtime to the nanosecond (or resetting it).
+//! **The cache's consistency stamp.** A cached summary carries a `source` stamp: a SHA-256
+//! over the inode, size and mtime (ns) of `_compacted.json` and of every `evt_*.json` in
+//! the day directory, with their names, sorted (`v3:`; `v1:` and `v2:` stamps, of caches
+//! that may have been written for days with problems, are never taken). Checking it costs
+//! one listing and one `lstat` per loose file, never a read of the events: it is what a
+//! new process does on its first summary of a day, and compaction to know a day settled.
+//! A cache is only written for a day read whole without a problem. The summary is also
+//! checked on its own (totals equal the sums over `by_user` and `by_model`,
+//! `total_tokens = prompt_tokens + completion_tokens`). Not detected by the stamp: a file
+//! edited in place by hand keeping its size and its mtime to the nanosecond; a process
+//! that keeps the day (inotify) sees even that.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -21,13 +20,12 @@ use std::os::unix::ffi::OsStrExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::compacted::COMPACTED_NAME;
-use crate::day::{SUMMARY_NAME, event_names, hex, stamp_entries};
+use crate::day::{SUMMARY_NAME, hex};
 use crate::error::Result;
 use crate::event::Event;
-use crate::fs::{Dir, Kind, Stamp};
+use crate::fs::{Dir, Stamp};
 use crate::names::Day;
-use crate::problem::{Problem, ProblemKind};
+use crate::problem::Problem;
 use crate::root::{Root, rel};
 
 /// Largest `_summary.json` read, in bytes.
@@ -240,43 +238,72 @@ pub fn source_stamp(compacted: Option<Stamp>, loose: &[(OsString, Stamp)]) -> St
         h.update(n.as_bytes());
         h.update(line(s));
     }
-    format!("v2:{}", &hex(&h.finalize())[..32])
-}
-
-/// The current consistency stamp of the day directory `dir`: one listing, one `lstat` of
-/// the compacted file and one of each loose event file.
-///
-/// # Errors
-/// As [`event_names`].
-pub fn current_stamp(dir: &Dir) -> Result<String> {
-    let names = event_names(dir)?;
-    let compacted = dir
-        .stat(COMPACTED_NAME)?
-        .filter(|m| m.kind == Kind::File)
-        .map(|m| m.stamp);
-    Ok(source_stamp(compacted, &stamp_entries(dir, &names)))
+    format!("v3:{}", &hex(&h.finalize())[..32])
 }
 
 /// A day's summary as [`Root::summary`] returns it (see its example).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SummaryRead {
-    /// The summary, consistent with the day as it was listed.
+    /// The summary of every event of the day that could be read. Its `source` is the
+    /// cache's stamp when it came from the cache or was written to it, else empty.
     pub summary: Summary,
-    /// Whether it had to be rebuilt from the events.
+    /// Whether every event of the day was read for it (the first summary of a day in this
+    /// process without a current cache, or after `_compacted.json` changed); `false` when
+    /// it came from what this process knew and the files that changed, or from the cache.
     pub rebuilt: bool,
-    /// Files that could not be used while rebuilding, and a failed rewrite of the cache.
+    /// What it could not count, on every call until it is repaired: a corrupt or
+    /// conflicting loose file, a damaged line of `_compacted.json` (with its `line`); and
+    /// a failed rewrite of the cache. Empty: the totals cover every event of the day.
     pub problems: Vec<Problem>,
 }
 
+impl SummaryRead {
+    /// The summary, only if it covers every event of the day.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corrupt`] naming the first file (and line) it could not count.
+    pub fn complete(self) -> Result<Summary> {
+        match self
+            .problems
+            .iter()
+            .find(|p| !p.path.ends_with(crate::day::SUMMARY_NAME))
+        {
+            None => Ok(self.summary),
+            Some(p) => Err(crate::error::Error::Corrupt {
+                path: p.path.clone(),
+                reason: match p.line {
+                    Some(n) => format!("line {n}: {}", p.reason),
+                    None => p.reason.clone(),
+                },
+            }),
+        }
+    }
+}
+
 impl Root {
-    /// A day's summary: the cached `_summary.json` when it is consistent with the day,
-    /// else rebuilt from the events and rewritten atomically.
+    /// A day's summary, kept up to date by this process: the first call reads the day
+    /// (or takes `_summary.json` when its stamp says it is current), later calls read only
+    /// the files that changed since, as the kernel reports them (inotify; polled on file
+    /// systems where it cannot see every change). Checking a current summary costs O(1);
+    /// N new events cost N reads. tmpa-core/src/incremental.rs has the details.
     ///
-    /// A failure to rewrite the cache (read-only file system, permissions) does not fail
-    /// the call: the rebuilt summary is returned and the failure listed in `problems`.
+    /// `_summary.json` is written only after a full read of the day that met no problem
+    /// while nothing changed; never on every call (see `incremental.rs`: "When
+    /// `_summary.json` is written"). A failure to write it (read-only file system,
+    /// permissions) does not fail the call: it is listed in `problems`.
     ///
-    /// A day without a directory gets an empty summary, and no directory is created.
+    /// A day whose files could not all be read (a corrupt loose file, a damaged line of
+    /// `_compacted.json`) gets the summary of what could, with `problems` naming the rest,
+    /// on every call until it is repaired; it is never cached. [`SummaryRead::complete`]
+    /// turns that into an error. A day without a directory gets an empty summary, and no
+    /// directory is created.
+    ///
+    /// # Not guaranteed
+    /// - A snapshot: events recorded while the call runs may or may not be counted.
+    /// - Seeing a change the kernel does not report (a write through a hard link from
+    ///   another directory, through `mmap`, or from another host) before the next full
+    ///   check of the day's files, at most a minute later.
     ///
     /// # Errors
     /// As [`Root::read_day`]: only when the day directory cannot be opened or listed.
@@ -293,7 +320,9 @@ impl Root {
     /// let first = root.summary(day).unwrap();
     /// assert!(first.rebuilt);
     /// assert_eq!(first.summary.totals.total_tokens, 7);
-    /// assert!(!root.summary(day).unwrap().rebuilt); // the cache is now consistent
+    /// let second = root.summary(day).unwrap(); // from what this process knows
+    /// assert!(!second.rebuilt);
+    /// assert_eq!(second.complete().unwrap().totals.events, 1);
     /// ```
     pub fn summary(&self, day: Day) -> Result<SummaryRead> {
         let Some(dir) = self.open_dir_if_any(&rel::day(day))? else {
@@ -304,34 +333,7 @@ impl Root {
                 problems: Vec::new(),
             });
         };
-        // The stamp is taken before the events are read: if the day changes meanwhile, the
-        // stored stamp is stale and the next reader rebuilds again, which is safe.
-        let stamp = current_stamp(&dir)?;
-        if let Some(cached) = read_cached(&dir, day)
-            && cached.source == stamp
-        {
-            return Ok(SummaryRead {
-                summary: cached,
-                rebuilt: false,
-                problems: Vec::new(),
-            });
-        }
-        let read = self.read_day(day)?;
-        let mut summary = Summary::compute(day, &read.events);
-        summary.source = stamp;
-        let mut problems = read.problems;
-        if let Err(e) = write_summary(&dir, &summary) {
-            problems.push(Problem::new(
-                dir.join(SUMMARY_NAME),
-                ProblemKind::Unreadable,
-                format!("could not rewrite the summary cache: {}", e.chain()),
-            ));
-        }
-        Ok(SummaryRead {
-            summary,
-            rebuilt: true,
-            problems,
-        })
+        crate::incremental::summary(&dir, day, &self.path().join(rel::day(day)))
     }
 }
 

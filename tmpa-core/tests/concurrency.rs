@@ -116,3 +116,90 @@ fn writers_and_readers_on_one_day() {
 fn day_dir(root: &Root, day: Day) -> std::path::PathBuf {
     root.path().join("token_stats").join(day.to_string())
 }
+
+/// What tmpa-compact does to a day, as one step: every event read into `_compacted.json`
+/// (written and made durable first), then the loose files it holds deleted.
+fn compact_once(root: &Root, day: Day) {
+    let dir = day_dir(root, day);
+    let read = root.read_day(day).unwrap();
+    assert!(read.problems.is_empty(), "{:?}", read.problems);
+    let held = tmpa_core::maintenance::Dir::open_path(&dir).unwrap();
+    tmpa_core::maintenance::write_compacted(&held, day, &read.events).unwrap();
+    for e in &read.events {
+        let _ = fs::remove_file(dir.join(e.file_name()));
+    }
+}
+
+/// Writers record while readers take summaries and a compactor compacts the day over and
+/// over: every summary is clean and self-consistent, counts at least every event whose
+/// `record_event` returned before it began and never more than were recorded, and the
+/// last one is exactly the fold of everything recorded.
+#[test]
+fn writers_readers_and_compaction_at_once() {
+    use std::sync::atomic::AtomicU64;
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("token_stats")).unwrap();
+    let root = Root::open(dir.path()).unwrap();
+    let day: Day = DAY.parse().unwrap();
+    let returned = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut reads = 0u32;
+                    while !done.load(Ordering::SeqCst) {
+                        let before = returned.load(Ordering::SeqCst);
+                        let sum = root.summary(day).unwrap();
+                        assert!(sum.problems.is_empty(), "{:?}", sum.problems);
+                        assert!(sum.summary.is_self_consistent());
+                        let n = sum.summary.totals.events;
+                        assert!(n >= before, "{n} counted, {before} had returned before");
+                        assert!(n <= WRITERS * EVENTS_PER_WRITER);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        let compactor = s.spawn(|| {
+            let mut runs = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                if day_dir(&root, day).exists() {
+                    compact_once(&root, day);
+                    runs += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            runs
+        });
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (root, returned) = (&root, &returned);
+                s.spawn(move || {
+                    for i in 0..EVENTS_PER_WRITER {
+                        root.record_event(&event(w, i)).unwrap();
+                        returned.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+        assert!(compactor.join().unwrap() > 0);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    compact_once(&root, day);
+    let all: Vec<Event> = (0..WRITERS)
+        .flat_map(|w| (0..EVENTS_PER_WRITER).map(move |i| event(w, i)))
+        .collect();
+    let sum = root.summary(day).unwrap();
+    assert!(sum.problems.is_empty(), "{:?}", sum.problems);
+    let mut got = sum.summary;
+    got.source.clear();
+    assert_eq!(got, tmpa_core::Summary::compute(day, &all));
+}

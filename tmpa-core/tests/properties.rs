@@ -332,8 +332,9 @@ proptest! {
         }
     }
 
-    /// The summary equals a fold of the recorded events: computed, read through the cache,
-    /// and read again after the cache was corrupted, made stale or made inconsistent.
+    /// The summary equals a fold of the recorded events: computed, answered again, and
+    /// after new events, both by this process (incrementally) and by a new one that finds
+    /// the cache corrupted, stale or inconsistent and reads the day again.
     #[test]
     fn summary_is_a_fold_of_the_events(
         (specs, ops) in batch(),
@@ -368,13 +369,19 @@ proptest! {
         }
         for (d, set) in recorded.iter().enumerate() {
             let day: Day = DAYS[d].parse().unwrap();
+            // This process: what it knew, and only the new files read.
             let again = root.summary(day).unwrap();
             prop_assert!(again.problems.is_empty(), "{:?}", again.problems);
             assert_summary_is_fold(&again.summary, &all_specs, set, DAYS[d]);
+            // A new process: the damaged or stale cache is noticed and the day read again.
+            tmpa_core::maintenance::forget_summary(&root, day).unwrap();
+            let fresh = root.summary(day).unwrap();
+            prop_assert!(fresh.problems.is_empty(), "{:?}", fresh.problems);
+            assert_summary_is_fold(&fresh.summary, &all_specs, set, DAYS[d]);
             if set.is_empty() {
                 continue;
             }
-            // Whatever was rebuilt was also rewritten: the file on disk is the fold.
+            // Whatever was read again was also rewritten: the file on disk is the fold.
             let on_disk: Summary = serde_json::from_slice(
                 &fs::read(day_dir(&root, day).join(SUMMARY_NAME)).unwrap(),
             ).unwrap();

@@ -36,9 +36,28 @@ pub struct CommonArgs {
     /// 0 (the default) runs at full speed, e.g. for a catch-up by hand
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_pause)]
     pub pace: Duration,
+    /// Started as root, do the work as USER (its uid, gid and groups from /etc/passwd and
+    /// /etc/group), for good, as the scheduled jobs do: only after reading --apply-plan,
+    /// opening --save-plan and taking the credentials from the environment, so that these
+    /// may be root's alone. Started as USER: nothing to do; as another user: refused
+    /// (exit 2). root or empty: run as started
+    #[arg(long, env = "TMPA_USER", value_name = "USER")]
+    pub user: Option<String>,
     /// Diagnostics of the libraries beneath the program (see [`Diagnostics`]).
     #[command(flatten)]
     pub diagnostics: Diagnostics,
+}
+
+impl CommonArgs {
+    /// What these flags say about the run, for the record of one that does not start.
+    pub fn invocation(&self) -> crate::Invocation {
+        crate::Invocation {
+            root: self.root.clone(),
+            dry_run: self.dry_run,
+            json: self.json,
+            user: self.user.clone(),
+        }
+    }
 }
 
 /// `-v`/`-q`: how much the libraries beneath a program say on stderr, through `tracing`

@@ -7,19 +7,74 @@
 //! used only when it is a regular file with one link, owned by root or this program's
 //! user and writable by neither its group nor everyone. Any other `tmpa.toml` stops the
 //! run (exit 2) naming the file and why. The library (the backend, which owns the tree)
-//! reads `{root}/tmpa.toml` as before: both must name the same store.
+//! reads the same two files in the same order, without the checks of who wrote them
+//! (`Root::archive_config`), so both name the same store.
 
 use std::path::Path;
 
-use tmpa_core::maintenance::{CONFIG_NAME, Dir, read_config_text, root_dir};
-use tmpa_core::{ArchiveConfig, Root, StoreUrl};
+pub use tmpa_core::maintenance::ETC_CONFIG_DIR;
+use tmpa_core::maintenance::{
+    CONFIG_NAME, Dir, Meta, etc_config_dirs, is_whole, path_text, read_config_text, root_dir,
+};
+use tmpa_core::{ArchiveConfig, Credentials, Root, StoreUrl};
 
 use crate::exit::StartError;
 use crate::trust::{only_runner_writes, trusted_file};
 
-/// The machine's configuration directory: a `tmpa.toml` here is root's, and takes the
-/// place of the tree's.
-pub const ETC_CONFIG_DIR: &str = "/etc/tmpa";
+/// Where tmpa-archive's credentials are when `--credentials` does not say: root's file,
+/// read before the program becomes `TMPA_USER` (the package ships it, 0600, empty).
+pub const CREDENTIALS_FILE: &str = "/etc/tmpa/archive.env";
+/// Largest credentials file read.
+const CREDENTIALS_BYTES_MAX: u64 = 64 << 10;
+
+/// The store's credentials from `path`, else from [`CREDENTIALS_FILE`] when it exists
+/// (none when it does not). Believed only from a regular file that root or this
+/// program's user could have written alone, in a directory no one else may write: a
+/// file another user could write could send the archives elsewhere
+/// (`AWS_ENDPOINT_URL`).
+///
+/// # Errors
+/// [`StartError::Usage`] (exit 2) naming the file: it cannot be read (a run that is not
+/// root's, of root's file), or is not `NAME=value` lines; [`StartError::Untrusted`] when
+/// another user could have written it or its directory.
+pub fn read_credentials(path: Option<&Path>) -> Result<Credentials, StartError> {
+    let default = Path::new(CREDENTIALS_FILE);
+    let path = match path {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok(Credentials::default()),
+    };
+    let usage = |why: String| {
+        StartError::Usage(format!(
+            "credentials {}: {why}; nothing done",
+            path_text(path)
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| {
+        usage(format!(
+            "cannot read it ({e}): it is root's alone; run tmpa-archive as root (sudo tmpa \
+             archive ...), which reads it before it becomes TMPA_USER"
+        ))
+    })?;
+    let untrusted = |p: &Path, why| StartError::Untrusted {
+        path: p.to_path_buf(),
+        why,
+    };
+    let meta = Meta::of_fd(&file).map_err(|e| usage(e.to_string()))?;
+    trusted_file(&meta).map_err(|why| untrusted(path, why))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let dir = std::fs::File::open(parent).map_err(|e| usage(format!("{e}")))?;
+        let dmeta = Meta::of_fd(&dir).map_err(|e| usage(e.to_string()))?;
+        only_runner_writes(&dmeta).map_err(|why| untrusted(parent, why))?;
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(&file, CREDENTIALS_BYTES_MAX),
+        &mut text,
+    )
+    .map_err(|e| usage(format!("cannot read it: {e}")))?;
+    Credentials::parse(&text).map_err(usage)
+}
 
 /// The archive configuration a program run on `root` uses: `to` (the command line) over
 /// `/etc/tmpa/tmpa.toml` over `{root}/tmpa.toml` (the timeout from the file when `to`
@@ -51,20 +106,18 @@ pub fn archive_config(
 /// `[archive]` table), every directory on the way checked.
 fn etc_config() -> Result<Option<Option<ArchiveConfig>>, StartError> {
     let usage = |e: tmpa_core::Error| StartError::Usage(e.chain());
-    let mut dir = Dir::open_path(Path::new("/")).map_err(usage)?;
-    check_dir(&dir)?;
-    for component in Path::new(ETC_CONFIG_DIR).iter().skip(1) {
-        dir = match dir.open_dir(component) {
-            Ok(next) => next,
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(usage(e)),
-        };
-        check_dir(&dir)?;
+    let etc = Path::new(ETC_CONFIG_DIR);
+    let dirs = etc_config_dirs(etc).map_err(usage)?;
+    // Each directory on the way, even when /etc/tmpa is missing: one that others may
+    // write is where they could make it.
+    for dir in &dirs {
+        check_dir(dir)?;
     }
-    if dir.stat(CONFIG_NAME).map_err(usage)?.is_none() {
+    let dir = dirs.last().expect("/ at least");
+    if !is_whole(&dirs, etc) || dir.stat(CONFIG_NAME).map_err(usage)?.is_none() {
         return Ok(None);
     }
-    trusted_config_in(&dir).map(Some)
+    trusted_config_in(dir).map(Some)
 }
 
 fn check_dir(dir: &Dir) -> Result<(), StartError> {

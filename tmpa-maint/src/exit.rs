@@ -79,6 +79,23 @@ pub enum StartError {
         /// Why it is not trusted.
         why: crate::trust::Distrust,
     },
+    /// The lock file belongs to another user than this program's, who left it there (a
+    /// run as root on a tree whose owner now runs the jobs, or the reverse).
+    #[error(
+        "{}: owned by uid {owner}, not by this program's user (uid {runner}): a run as \
+         another user left it. Give it to this user while no run holds it (sudo chown \
+         {runner} {}), or run as uid {owner}",
+        path_text(path),
+        path_text(path)
+    )]
+    ForeignLock {
+        /// The lock file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This program's user.
+        runner: u32,
+    },
     /// The flags contradict each other or the root's configuration.
     #[error("{0}")]
     Usage(String),
@@ -95,6 +112,7 @@ impl StartError {
                 | tmpa_core::Error::InvalidName { .. },
             )
             | StartError::Untrusted { .. }
+            | StartError::ForeignLock { .. }
             | StartError::Usage(_) => ExitStatus::Usage,
             StartError::Locked { .. } => ExitStatus::Locked,
             StartError::Core(_) => ExitStatus::Failure,

@@ -6,8 +6,12 @@
 //!
 //! - [`CommonArgs`] (`--root`, `--dry-run`, `--json`), [`Mode`] (plan, write without
 //!   deleting, real), [`parse_age`];
-//! - [`run_program`]: root, lock ([`Lock`]), the log's first line, the work, then
-//!   [`conclude`]: run record ([`RunRecord`]), report ([`Report`]), the log's last line;
+//! - [`main`]: every program's `main`; a run that cannot start (a command line clap
+//!   refuses, a refusal, a held lock) still leaves a run record;
+//! - [`prepare`]: what only root may read is read, then `--user` ([`become_user`]);
+//! - [`run_program`]: root, lock ([`Lock`]), a run record that says "not finished", the
+//!   log's first line, the work, then [`conclude`]: run record ([`RunRecord`]), report
+//!   ([`Report`]), the log's last line;
 //! - the one deletion path ([`Run::dispose`]): a typed, fsynced receipt line
 //!   ([`Deletion`]) before each deletion, the full [`Stamp`](tmpa_core::maintenance::Stamp)
 //!   re-checked (and a file lease still intact, for tmpclean) immediately before
@@ -25,26 +29,32 @@ mod exit;
 mod lock;
 mod pace;
 mod plan;
+mod program;
 mod quarantine;
 mod receipt;
 mod record;
 mod run;
+mod temps;
 mod trust;
+mod user;
 
 pub use args::{
     CommonArgs, Diagnostics, Mode, init_diagnostics, number_and_unit, parse_age, parse_pause,
 };
-pub use config::{ETC_CONFIG_DIR, archive_config};
+pub use config::{CREDENTIALS_FILE, ETC_CONFIG_DIR, archive_config, read_credentials};
 pub use delete::{Disposed, Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
 pub use pace::{BUSY_SHARE, Pacer};
 pub use plan::{Admission, Applying, Candidate, PLAN_FORMAT, Plan, Refusal};
+pub use program::{Invocation, Program, main};
 pub use quarantine::{Recovered, RecoveredAction, quarantine_rel};
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
-pub use record::{LastSuccess, RunRecord, Task, read_run_record};
+pub use record::{LastSuccess, RunRecord, Task, read_run_record, write_run_record};
 pub use run::{
-    DeleteCount, Ending, Progress, Report, Run, conclude, footer_line, header_line, log_line,
-    now_rfc3339, out, resolve_root, run_program,
+    DeleteCount, Ending, Prepared, Progress, Report, Run, conclude, footer_line, header_line,
+    log_line, now_rfc3339, out, prepare, resolve_root, run_program,
 };
+pub use temps::finals_with_temporaries;
 pub use trust::{Distrust, only_runner_writes, runner_uid, trusted_file};
+pub use user::{Account, Became, become_user};

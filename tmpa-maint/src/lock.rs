@@ -6,8 +6,9 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use rustix::process::{Gid, Uid};
 use tmpa_core::Root;
-use tmpa_core::maintenance::{Meta, STATE_DIR, name_text, root_dir};
+use tmpa_core::maintenance::{Kind, Meta, STATE_DIR, name_text, root_dir};
 
 use crate::exit::StartError;
 use crate::record::Task;
@@ -27,8 +28,15 @@ const NOTE_BYTES: usize = 64;
 /// # Security
 /// The lock file lies in a directory the tree's owner may write. It is opened without
 /// following a symlink, without blocking on a FIFO and without truncating, and is used
-/// only when it is a regular file with one link owned by this program's user: a link the
+/// only when it is a regular file with one link owned by this program's user, or (for a
+/// run as root) by the owner of the locks directory, whose file it is anyway: a link the
 /// owner planted there is refused (exit 2), and no other file is ever written through it.
+/// A run as root gives a lock file it finds root's the owner of the directory, as it does
+/// every file it creates in the tree, so that a run as that owner can use it next.
+///
+/// A lock file another user owns (a run as root on a tree whose owner now runs the jobs,
+/// before this rule) is refused with exit 2, naming the file and the `chown` that fixes
+/// it, never reported as an I/O failure.
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
@@ -54,12 +62,43 @@ impl Lock {
                     why: Distrust::Kind(tmpa_core::maintenance::Kind::Symlink),
                 });
             }
+            Err(e) if e.io_kind() == std::io::ErrorKind::PermissionDenied => {
+                // Another user's file, which this one may not write: say whose, and how
+                // to give it back, not "I/O error".
+                return Err(match dir.stat(OsStr::new(&name)) {
+                    Ok(Some(meta)) if meta.uid != runner_uid() => StartError::ForeignLock {
+                        path,
+                        owner: meta.uid,
+                        runner: runner_uid(),
+                    },
+                    _ => e.into(),
+                });
+            }
             other => other?,
         };
-        let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
-        check_lock_file(&meta).map_err(|why| StartError::Untrusted {
-            path: path.clone(),
-            why,
+        let mut meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
+        let dir_owner = dir.meta()?;
+        if meta.uid == 0 && runner_uid() == 0 && dir_owner.uid != 0 && meta.kind == Kind::File {
+            // Root's lock file in the owner's directory: the owner's, as root gives every
+            // file it makes in the tree (a run as the owner must be able to open it).
+            rustix::fs::fchown(
+                &file,
+                Some(Uid::from_raw(dir_owner.uid)),
+                Some(Gid::from_raw(dir_owner.gid)),
+            )
+            .map_err(|e| dir.error("chown", &name, std::io::Error::from(e)))?;
+            meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", &name, e))?;
+        }
+        check_lock_file(&meta, dir_owner.uid).map_err(|why| match why {
+            Distrust::Owner { uid, runner } => StartError::ForeignLock {
+                path: path.clone(),
+                owner: uid,
+                runner,
+            },
+            why => StartError::Untrusted {
+                path: path.clone(),
+                why,
+            },
         })?;
         match file.try_lock() {
             Ok(()) => {}
@@ -100,16 +139,18 @@ fn libc_eloop() -> i32 {
 }
 
 /// A lock file is used only when it is a regular file with one link, owned by this
-/// program's user (root's lock is root's, the owner's run's is the owner's).
-fn check_lock_file(meta: &Meta) -> Result<(), Distrust> {
-    if meta.kind != tmpa_core::maintenance::Kind::File {
+/// program's user, or by root, or (for a run as root) by `dir_owner`, the owner of the
+/// locks directory, who could replace it anyway.
+fn check_lock_file(meta: &Meta, dir_owner: u32) -> Result<(), Distrust> {
+    if meta.kind != Kind::File {
         return Err(Distrust::Kind(meta.kind));
     }
     if meta.links != 1 {
         return Err(Distrust::Links(meta.links));
     }
     let runner = runner_uid();
-    if meta.uid != runner {
+    let ok = meta.uid == runner || meta.uid == 0 || (runner == 0 && meta.uid == dir_owner);
+    if !ok {
         return Err(Distrust::Owner {
             uid: meta.uid,
             runner,

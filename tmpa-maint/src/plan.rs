@@ -152,6 +152,15 @@ impl Plan {
     /// or a digest that does not match its content), of another format, program, task or
     /// root, or of an incompatible version (another major.minor).
     pub fn load(path: &Path, program: &str, task: Task, root: &str) -> Result<Plan, StartError> {
+        Plan::check(path, &Plan::read(path)?, program, task, root)
+    }
+
+    /// The bytes of the plan file at `path`, bounded: what a program started as root
+    /// reads before it becomes `--user` ([`Plan::check`] them then).
+    ///
+    /// # Errors
+    /// [`StartError::Usage`] naming the file: unreadable or too large.
+    pub fn read(path: &Path) -> Result<Vec<u8>, StartError> {
         let refuse = |why: String| {
             StartError::Usage(format!("plan {}: {why}; nothing done", path.display()))
         };
@@ -159,8 +168,25 @@ impl Plan {
         if meta.len() > PLAN_BYTES_MAX {
             return Err(refuse(format!("larger than {PLAN_BYTES_MAX} bytes")));
         }
-        let bytes = std::fs::read(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
-        let plan: Plan = serde_json::from_slice(&bytes)
+        std::fs::read(path).map_err(|e| refuse(format!("cannot read: {e}")))
+    }
+
+    /// The plan in `bytes` (read from `path`), if `program` (of this version) may apply it
+    /// for `task` on `root`.
+    ///
+    /// # Errors
+    /// As [`Plan::load`].
+    pub fn check(
+        path: &Path,
+        bytes: &[u8],
+        program: &str,
+        task: Task,
+        root: &str,
+    ) -> Result<Plan, StartError> {
+        let refuse = |why: String| {
+            StartError::Usage(format!("plan {}: {why}; nothing done", path.display()))
+        };
+        let plan: Plan = serde_json::from_slice(bytes)
             .map_err(|e| refuse(format!("not a plan (torn or edited?): {e}")))?;
         if plan.format != PLAN_FORMAT {
             return Err(refuse(format!(
@@ -389,10 +415,56 @@ impl Noted {
     }
 }
 
-/// `--save-plan`'s destination, written when the dry run ends.
+/// `--save-plan`'s destination: opened (created if missing, 0600) before the program
+/// becomes `--user`, so that it may be a file only root can write; written through that
+/// descriptor when the dry run ends. Not atomic: a plan torn by a kill no longer matches
+/// its digest, and `--apply-plan` refuses it. A file in a directory that does not exist
+/// yet (one the run makes, under `.tmpa/`) is written by its path at the end instead,
+/// atomically, by the user the run then is.
 #[derive(Debug)]
 pub(crate) struct Saving {
     pub(crate) path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Saving {
+    /// Opens `path` for the plan, without truncating what is there until the plan is
+    /// written.
+    pub(crate) fn open(path: &Path) -> Result<Saving, StartError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path);
+        let file = match opened {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(StartError::Usage(format!(
+                    "--save-plan {}: cannot open it for writing: {e}; nothing done",
+                    path.display()
+                )));
+            }
+        };
+        Ok(Saving {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// Replaces the file's content with `bytes` and syncs it.
+    pub(crate) fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(file) = &self.file else {
+            return tmpa_core::write(&self.path, bytes)
+                .map_err(|e| std::io::Error::new(e.io_kind(), e.chain()));
+        };
+        file.set_len(0)?;
+        file.write_all_at(bytes, 0)?;
+        file.sync_all()
+    }
 }
 
 #[cfg(test)]

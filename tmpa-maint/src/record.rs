@@ -1,11 +1,18 @@
 //! Run records: what every run leaves in `{root}/.tmpa/runs/{task}.json`, dry or not.
+//!
+//! A run writes its record twice: when it starts (holding its lock), with `"finished":
+//! false`, its pid, and the exit code a run that never finishes counts as (4); and when it
+//! ends, with its outcome. A run killed in between leaves the first: "did not finish".
+//! A run that cannot start (a usage error, a refusal, another run holding the lock) writes
+//! one record, finished, with its exit code (docs/FORMAT.md "Program state").
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
-use tmpa_core::maintenance::{STATE_DIR, root_dir};
+use tmpa_core::maintenance::{STATE_DIR, root_dir, write_in};
 
 /// The maintenance tasks that leave run records (docs/OPERATIONS.md "Exit codes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -93,6 +100,23 @@ pub struct RunRecord {
     /// The digest of the plan a real run applied (`--apply-plan`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_plan: Option<String>,
+    /// `false` in the record a run writes as it starts: the run is going on, or was
+    /// killed ("did not finish"; its `exit_code` is then 4 and `finished_at` its start).
+    /// Absent (true) once it finished.
+    #[serde(default = "finished_default", skip_serializing_if = "is_true")]
+    pub finished: bool,
+    /// The process of a run that has not finished, to tell one going on (alive) from one
+    /// killed (gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+fn finished_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The last successful real run a record tells of.
@@ -111,9 +135,41 @@ pub struct LastSuccess {
 }
 
 impl RunRecord {
+    /// A record of a run of `task` (started at `started_at`, RFC 3339) with no outcome
+    /// yet: not finished, exit 4, `finished_at` its start; the fields carried forward
+    /// from `previous` (the last success). Its writer sets the rest.
+    pub fn new(
+        task: &str,
+        started_at: String,
+        dry_run: bool,
+        previous: Option<&RunRecord>,
+    ) -> Self {
+        let success = previous.and_then(|p| p.last_success().ok().flatten());
+        RunRecord {
+            task: task.to_owned(),
+            finished_at: started_at.clone(),
+            started_at,
+            dry_run,
+            exit_code: crate::ExitStatus::Failure.code(),
+            program: None,
+            root: None,
+            duration_secs: None,
+            counts: None,
+            receipt: None,
+            last_success_at: success.as_ref().map(|s| s.at.clone()),
+            last_success_duration_secs: success.as_ref().map(|s| s.duration_secs),
+            last_success_exit_code: success.as_ref().map(|s| s.exit_code),
+            plan_digest: None,
+            plan_streak: None,
+            applied_plan: None,
+            finished: false,
+            pid: Some(std::process::id()),
+        }
+    }
+
     /// Whether this record's own run was a success: a real run that finished its work.
     pub fn is_success(&self) -> bool {
-        !self.dry_run && self.exit_code <= 1
+        self.finished && !self.dry_run && self.exit_code <= 1
     }
 
     /// The last success: the carried-forward fields when present; else, for a record
@@ -157,6 +213,22 @@ impl RunRecord {
 /// The state directory's `runs/` below the root.
 pub(crate) fn runs_rel() -> std::path::PathBuf {
     Path::new(STATE_DIR).join("runs")
+}
+
+/// Writes `record` as `{root}/.tmpa/runs/{task}.json`, atomically (the one writer of run
+/// records).
+///
+/// # Errors
+/// [`tmpa_core::Error::Io`] naming the directory or the file.
+pub fn write_run_record(root: &Root, record: &RunRecord) -> tmpa_core::Result<()> {
+    let dir = root_dir(root).create_dir_all(runs_rel())?;
+    let json = serde_json::to_vec_pretty(record).expect("a run record always serializes");
+    write_in(
+        &dir,
+        OsStr::new(&format!("{}.json", record.task)),
+        &json,
+        false,
+    )
 }
 
 /// Reads the run record of `task` (a task name as written in the file name), if there is
@@ -205,7 +277,28 @@ mod tests {
             ..r.clone()
         };
         assert_eq!(dry.last_success().unwrap(), None);
-        let failed = RunRecord { exit_code: 4, ..r };
+        let failed = RunRecord {
+            exit_code: 4,
+            ..r.clone()
+        };
         assert_eq!(failed.last_success().unwrap(), None);
+        // A record written at a run's start carries the last success, is none itself.
+        let started = RunRecord::new(
+            "compact_events",
+            "2026-11-25T02:30:00+00:00".into(),
+            false,
+            Some(&r),
+        );
+        assert!(!started.finished && !started.is_success());
+        assert_eq!(started.exit_code, 4);
+        let s = started.last_success().unwrap().unwrap();
+        assert_eq!(s.at, "2026-11-24T02:30:00+00:00");
+        assert!(!s.is_this_run);
+        let json = serde_json::to_value(&started).unwrap();
+        assert_eq!(json["finished"], false);
+        let back: RunRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, started);
+        // A finished record says nothing of it: older readers see what they saw.
+        assert!(serde_json::to_value(&r).unwrap().get("finished").is_none());
     }
 }

@@ -1,14 +1,13 @@
 //! A run from start to end: root, lock, the log's first line, the work, the run record,
 //! the report and the log's last line.
 
-use std::ffi::OsStr;
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local, SecondsFormat};
 use serde::Serialize;
 use tmpa_core::Root;
-use tmpa_core::maintenance::{line_text, path_text, root_dir, write_in};
+use tmpa_core::maintenance::{line_text, path_text};
 
 use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
@@ -18,7 +17,8 @@ use crate::plan::{
 };
 use crate::quarantine::{self, Quarantine, Recovered};
 use crate::receipt::{Deletion, Receipt, ReceiptLine};
-use crate::record::{RunRecord, Task, read_run_record, runs_rel};
+use crate::record::{RunRecord, Task, read_run_record, write_run_record};
+use crate::user::{Became, become_user};
 
 /// Now, in local time, as RFC 3339 with seconds.
 pub fn now_rfc3339() -> String {
@@ -61,14 +61,19 @@ pub struct Run {
     quarantine: Quarantine,
     /// What the recovery of killed runs found in the quarantine at the start.
     recovered: Vec<Recovered>,
+    /// The record the previous run left (read before this run wrote its own at start):
+    /// what it carries forward, and the plan it compares with.
+    previous: Option<RunRecord>,
     _lock: Lock,
 }
 
 impl Run {
-    /// Takes the lock of `task` on `root` and starts the clock.
+    /// Takes the lock of `task` on `root`, starts the clock and writes the run record of
+    /// a run that has not finished (a run killed from now on shows as one that did not).
     ///
     /// # Errors
-    /// [`StartError::Locked`] (exit 3) or [`StartError::Core`] from [`Lock::acquire`].
+    /// [`StartError::Locked`] (exit 3) or [`StartError::Core`] from [`Lock::acquire`];
+    /// [`StartError::Core`] when the record cannot be written.
     pub fn start(
         program: &'static str,
         task: Task,
@@ -77,6 +82,16 @@ impl Run {
     ) -> Result<Run, StartError> {
         let lock = Lock::acquire(&root, task)?;
         let started = Local::now();
+        let previous = read_run_record(&root, task.as_str()).ok().flatten();
+        let mut record = RunRecord::new(
+            task.as_str(),
+            rfc3339(started),
+            mode.is_plan(),
+            previous.as_ref(),
+        );
+        record.program = Some(program.to_owned());
+        record.root = Some(path_text(root.path()));
+        write_run_record(&root, &record)?;
         let run_id = run_id(started);
         let recovered = if mode.deletes() {
             quarantine::recover(&root, task, &run_id)?
@@ -97,6 +112,7 @@ impl Run {
             pace: std::time::Duration::ZERO,
             quarantine: Quarantine::new(task, run_id),
             recovered,
+            previous,
             _lock: lock,
         };
         if !run.recovered.is_empty() {
@@ -224,9 +240,7 @@ impl Run {
         let finished = Local::now();
         let duration_secs = (finished - self.started).as_seconds_f64().max(0.0);
         let counts = serde_json::to_value(counts).expect("counts always serialize");
-        let previous = read_run_record(&self.root, self.task.as_str())
-            .ok()
-            .flatten();
+        let previous = self.previous.take();
         let dry_run = self.mode.is_plan();
         let success = !dry_run && exit <= ExitStatus::NeedsLook;
         let (last_at, last_dur, last_exit) = if success {
@@ -284,7 +298,7 @@ impl Run {
         let mut exit = exit;
         let mut notes = Vec::new();
         if let (Some(plan), Some(saving)) = (&plan, &self.saving) {
-            match tmpa_core::write(&saving.path, &plan.to_json()) {
+            match saving.write(&plan.to_json()) {
                 Ok(()) => notes.push(format!(
                     "plan of {} deletions saved to {}",
                     plan.deletions.len(),
@@ -292,9 +306,10 @@ impl Run {
                 )),
                 Err(e) => {
                     eprintln!(
-                        "{}: error: cannot save the plan: {}",
+                        "{}: error: cannot save the plan to {}: {}",
                         self.program,
-                        line_text(&e.chain())
+                        path_text(&saving.path),
+                        line_text(&e.to_string())
                     );
                     exit = exit.worst(ExitStatus::Failure);
                 }
@@ -318,15 +333,10 @@ impl Run {
             plan_digest: plan_digest.clone(),
             plan_streak,
             applied_plan: applied_plan.clone(),
+            finished: true,
+            pid: None,
         };
-        let dir = root_dir(&self.root).create_dir_all(runs_rel())?;
-        let json = serde_json::to_vec_pretty(&record).expect("a run record always serializes");
-        write_in(
-            &dir,
-            OsStr::new(&format!("{}.json", self.task)),
-            &json,
-            false,
-        )?;
+        write_run_record(&self.root, &record)?;
         let mut line = footer_line(self.program, exit, &counts);
         if let Some(d) = &plan_digest {
             // The digest alone: on an unchanged tree, consecutive dry runs print the same
@@ -415,10 +425,10 @@ pub fn footer_line(program: &str, exit: ExitStatus, counts: &serde_json::Value) 
                 .collect()
         })
         .unwrap_or_default();
+    let counts: String = counts.iter().map(|c| format!("{c} ")).collect();
     format!(
-        "{} {program} finished: {} exit={} ({})",
+        "{} {program} finished: {counts}exit={} ({})",
         now_rfc3339(),
-        counts.join(" "),
         exit.code(),
         exit.describe()
     )
@@ -545,15 +555,50 @@ impl DeleteCount {
     }
 }
 
+/// What a run takes from before it becomes `--user` ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// `--apply-plan`: the file and its bytes.
+    applying: Option<(PathBuf, Vec<u8>)>,
+    /// `--save-plan`: the file, open.
+    saving: Option<Saving>,
+    /// Who the program now runs as.
+    pub became: Became,
+}
+
+/// Everything a maintenance program does before it touches the root, in this order: the
+/// diagnostics `-v`/`-q` ask for; the files of the command line only root may reach
+/// (`--apply-plan` read, `--save-plan` opened); then `--user` ([`become_user`]). Call it
+/// first, before any thread is started.
+///
+/// # Errors
+/// [`StartError::Usage`] (exit 2): a plan file that cannot be read or opened, a user
+/// that cannot be had.
+pub fn prepare(common: &CommonArgs) -> Result<Prepared, StartError> {
+    crate::args::init_diagnostics(&common.diagnostics);
+    let applying = match &common.apply_plan {
+        Some(path) => Some((path.clone(), Plan::read(path)?)),
+        None => None,
+    };
+    let saving = common.save_plan.as_deref().map(Saving::open).transpose()?;
+    let became = become_user(common.user.as_deref())?;
+    Ok(Prepared {
+        applying,
+        saving,
+        became,
+    })
+}
+
 /// Runs a maintenance program the same way for every program: resolves the root (flag,
 /// `TMPA_ROOT`, current directory), takes the task's lock, prints the log's first line
 /// (`DRY-RUN`, `{real_mode}-NO-DELETE` or `{real_mode}`), lets `work` do the run and judge
-/// it, then [`conclude`]s.
+/// it, then [`conclude`]s. `prepared` is what [`prepare`] made of `common`.
 ///
 /// # Errors
 /// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
 /// is `work`'s to report, and shows in the returned status.
 pub fn run_program<R: Report>(
+    prepared: Prepared,
     program: &'static str,
     task: Task,
     common: &CommonArgs,
@@ -561,12 +606,12 @@ pub fn run_program<R: Report>(
     real_mode: &str,
     work: impl FnOnce(&mut Run) -> (R, ExitStatus),
 ) -> Result<ExitStatus, StartError> {
-    crate::args::init_diagnostics(&common.diagnostics);
     let root = resolve_root(common.root.as_deref())?;
     // A plan that may not be applied is refused before anything is done (exit 2).
-    let applying = match &common.apply_plan {
-        Some(path) => Some(Applying::new(Plan::load(
+    let applying = match &prepared.applying {
+        Some((path, bytes)) => Some(Applying::new(Plan::check(
             path,
+            bytes,
             program,
             task,
             &path_text(root.path()),
@@ -574,10 +619,10 @@ pub fn run_program<R: Report>(
         None => None,
     };
     let mut run = Run::start(program, task, root, mode)?;
-    run.saving = common.save_plan.clone().map(|path| Saving { path });
-    if run.saving.is_some() {
+    if prepared.saving.is_some() {
         run.would_delete = Noted::Lines(Vec::new());
     }
+    run.saving = prepared.saving;
     run.applying = applying;
     run.pace = common.pace;
     log_line(common.json, &run.header(real_mode));

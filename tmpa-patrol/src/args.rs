@@ -31,10 +31,18 @@ pub struct Args {
     /// Diagnostics of the libraries beneath the patrol (`-v`/`-q`, as every program).
     #[command(flatten)]
     pub diagnostics: tmpa_maint::Diagnostics,
+    /// Started as root, patrol as USER (its uid, gid and groups from /etc/passwd and
+    /// /etc/group), for good, as the scheduled patrol does: only after opening the --log
+    /// files, so that these may stay root's and adm's. Started as USER: nothing to do;
+    /// as another user: cannot check (exit 3). root or empty: run as started
+    #[arg(long, env = "TMPA_USER", value_name = "USER")]
+    pub user: Option<String>,
 
-    /// Command that must exit 0 and print RUNNING, run with `sh -c`
-    /// (e.g. "supervisorctl status app") [default: none; the check is skipped]
-    #[arg(long, value_name = "CMD")]
+    /// Command that must exit 0 and print RUNNING, run with `sh -c` (e.g. "supervisorctl
+    /// status app", or "systemctl is-active --quiet app && echo RUNNING"); it gets only
+    /// PATH, LANG, LC_* and TZ of the patrol's environment [default: none, or empty: the
+    /// check is skipped and says it is not configured]
+    #[arg(long, value_name = "CMD", env = "TMPA_SERVICE_CMD")]
     pub service_cmd: Option<String>,
     /// Kill the service command after this long (it is then critical)
     #[arg(long, value_name = "AGE", default_value = "10s", value_parser = parse_age)]
@@ -69,7 +77,8 @@ pub struct Args {
     #[arg(long, value_name = "PCT", default_value_t = 85.0)]
     pub inodes_critical: f64,
 
-    /// A temporary unchanged for this long is stale (tmpa-tmpclean's --older-than)
+    /// A temporary unchanged for this long, neither its content (mtime) nor its inode
+    /// (ctime), is stale: tmpa-tmpclean's rule and --older-than
     #[arg(long, value_name = "AGE", default_value = "48h", value_parser = parse_age)]
     pub tmp_older_than: Duration,
     /// Warn when more than this many stale temporaries exist
@@ -124,6 +133,21 @@ pub struct Args {
     #[arg(long)]
     pub check_archive_store: bool,
 
+    /// Read compacted days and local archives against their checksums, at most
+    /// --scrub-bytes per patrol, resuming where the last patrol stopped
+    /// ({root}/.tmpa/patrol/scrub.json); adds the scrub check, critical while a damaged
+    /// file is known
+    #[arg(long)]
+    pub scrub: bool,
+    /// With --scrub: bytes read per patrol (a file is read whole)
+    #[arg(long, value_name = "SIZE", default_value = "64M",
+          value_parser = crate::scrub::parse_bytes, requires = "scrub")]
+    pub scrub_bytes: u64,
+    /// With --scrub: warn when no complete pass ended within this long
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_age,
+          requires = "scrub")]
+    pub scrub_window: Duration,
+
     /// growth: temporaries and corrupt files grow in a run when their count rose by more
     /// than this since the previous patrol
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -144,6 +168,12 @@ pub struct Args {
     /// With --watch: stop after this long (e.g. 30m)
     #[arg(long = "for", value_name = "DURATION", requires = "watch", value_parser = parse_age)]
     pub watch_for: Option<Duration>,
+    /// With --watch, for a deploy gate: judge only what changed since the watch began.
+    /// The first patrol is the baseline; a check counts when it gets worse than it was
+    /// then (a warning that was there before, or the job checks' critical of the dry-run
+    /// weeks, does not), and the exit status is the worst such change (0 when none)
+    #[arg(long, requires = "watch")]
+    pub since_deploy: bool,
 }
 
 /// `TASK=VALUE` with a known task.

@@ -3,7 +3,10 @@
 //! job's log.
 //!
 //! A success is a real run (not a dry run) that finished its work, exit 0 or 1; the
-//! record carries the last one forward through failed runs. Its age is measured from
+//! record carries the last one forward through failed runs. A record a run wrote as it
+//! started (`"finished": false`) is a run going on while its process is alive (`kill(pid,
+//! 0)`: the patrol must see the jobs' processes, as it does on their host), else a run
+//! that did not finish: killed, or the machine stopped under it, which counts as exit 4. Its age is measured from
 //! when it *finished* (start + duration), so tonight's run, while it is still running,
 //! does not make last night's look too old.
 
@@ -69,6 +72,11 @@ pub struct JobInfo {
     pub last_run_exit_code: Option<u8>,
     /// Whether it was a dry run.
     pub last_run_dry_run: Option<bool>,
+    /// Whether it is going on now (its record says it has not finished, and its process
+    /// is alive); its exit code is then not known yet.
+    pub running: Option<bool>,
+    /// Whether it finished (false: killed, or the machine stopped under it).
+    pub last_run_finished: Option<bool>,
     /// When the last success started.
     pub last_success_at: Option<String>,
     /// The same, as Unix seconds.
@@ -89,6 +97,21 @@ fn parse_time(s: &str) -> Option<DateTime<FixedOffset>> {
 
 fn unix(t: DateTime<FixedOffset>) -> f64 {
     t.timestamp() as f64 + f64::from(t.timestamp_subsec_millis()) / 1000.0
+}
+
+/// Whether the process `pid` exists (`kill(pid, 0)`: answered without /proc; a process
+/// of another user answers EPERM, which is alive too).
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 /// `3d 4h`, `5h 2m`, `12m 5s`, `40s`.
@@ -147,14 +170,29 @@ pub fn check(root: &Root, spec: &Spec, now: SystemTime, logs: &[LogSource]) -> (
                 let (s, f) = (parse_time(&r.started_at)?, parse_time(&r.finished_at)?);
                 Some((unix(f) - unix(s)).max(0.0))
             });
-            info.last_run_exit_code = Some(r.exit_code);
+            let running = !r.finished && r.pid.is_some_and(alive);
+            info.running = Some(running);
+            info.last_run_finished = Some(r.finished || running);
             info.last_run_dry_run = Some(r.dry_run);
-            let last_run = format!(
-                "last run {} exit {}{}",
-                r.started_at,
-                r.exit_code,
-                if r.dry_run { " (dry run)" } else { "" }
-            );
+            let dry = if r.dry_run { " (dry run)" } else { "" };
+            let last_run = if running {
+                format!(
+                    "a run{dry} started {} is going on (pid {})",
+                    r.started_at,
+                    r.pid.unwrap_or_default()
+                )
+            } else {
+                info.last_run_exit_code = Some(r.exit_code);
+                if r.finished {
+                    format!("last run {} exit {}{dry}", r.started_at, r.exit_code)
+                } else {
+                    format!(
+                        "last run {}{dry} did not finish (killed, or the machine stopped; \
+                         counted as exit {})",
+                        r.started_at, r.exit_code
+                    )
+                }
+            };
             match r.last_success() {
                 Ok(None) => (
                     Status::Critical,
@@ -258,7 +296,14 @@ fn judge(
             ),
         );
     }
-    if !success.is_this_run && r.exit_code >= 2 {
+    // A run going on has no outcome yet: the last success stands.
+    let running = !r.finished && r.pid.is_some_and(alive);
+    let base = if running {
+        format!("{base}; {last_run}")
+    } else {
+        base
+    };
+    if !success.is_this_run && r.exit_code >= 2 && !running {
         return (
             Status::Warning,
             format!("{base}; but the {last_run} (see its log)"),

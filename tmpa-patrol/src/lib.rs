@@ -12,14 +12,17 @@
 //! corrupt files and the largest directories against the patrol's previous runs
 //! (remembered in `{root}/.tmpa/patrol/history.json`), warning when one keeps growing run
 //! after run. Each has a status (ok, warning, critical, unknown), a value and a detail;
-//! every threshold is a flag whose default is the card's. `--watch INTERVAL` repeats the
+//! every threshold is a flag whose default is the card's. With `--scrub`, a twelfth,
+//! `scrub`: compacted days and archives read against their checksums, a bounded share per
+//! patrol (`scrub.rs`). `--watch INTERVAL` repeats the
 //! patrol after a deployment: one line per interval with what changed, then a verdict.
 //!
 //! Invariants:
 //! - Read-only in the data tree: it takes no lock and writes nothing there. The only
 //!   files it writes are the `--prometheus` file (atomically), its history
 //!   (`{root}/.tmpa/patrol/history.json`, atomically; not in `--watch`), with
-//!   `--incremental` its JSON-check cache under `{root}/.tmpa/patrol/` (atomically) and,
+//!   `--incremental` its JSON-check cache under `{root}/.tmpa/patrol/`, and with `--scrub`
+//!   where the scrub stopped (`{root}/.tmpa/patrol/scrub.json`), all atomically; and,
 //!   off a local disk, the `file_system` check's probe files in `{root}/.tmpa/patrol/`,
 //!   removed at once.
 //! - One walk of the three data directories feeds every file-based check; symlinks are
@@ -37,6 +40,7 @@ pub mod notify;
 pub mod prom;
 pub mod quarantine;
 mod render;
+pub mod scrub;
 pub mod service;
 pub mod store;
 pub mod walk;
@@ -115,7 +119,7 @@ impl Status {
 
     /// Severity for combining: critical > warning > unknown > ok (the usual plugin
     /// rule: a known problem outranks a check that could not run).
-    fn severity(self) -> u8 {
+    pub(crate) fn severity(self) -> u8 {
         match self {
             Status::Ok => 0,
             Status::Unknown => 1,
@@ -255,6 +259,9 @@ pub struct Report {
     /// This patrol's counts, as the history remembers them.
     #[serde(skip)]
     pub sample: history::Sample,
+    /// What `--scrub` read in this patrol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<scrub::ScrubInfo>,
 }
 
 impl Report {
@@ -372,6 +379,7 @@ pub fn patrol_against(root: &Root, args: &Args, past: &[history::Sample]) -> Rep
         quarantine,
         growth,
         sample,
+        scrub: None,
     }
 }
 
@@ -499,6 +507,12 @@ pub fn run(args: &Args) -> Status {
     if let Err(msg) = validate(args) {
         return cannot_check(args, &format!("usage error: {msg}"));
     }
+    // What only root may read is opened first; then the patrol is --user, before it starts
+    // any thread (the service command's, the walk's).
+    logs::open_before_switch(args.logs.iter().map(|(_, p)| p.as_path()));
+    if let Err(e) = tmpa_maint::become_user(args.user.as_deref()) {
+        return cannot_check(args, &e.chain());
+    }
     let root = match resolve_root(args.root.as_deref()) {
         Ok(r) => r,
         Err(e) => return cannot_check(args, &e.chain()),
@@ -509,6 +523,17 @@ pub fn run(args: &Args) -> Status {
     let header = tmpa_maint::header_line(PROGRAM, "PATROL", &root);
     let mut hist = history::History::load(&root);
     let mut report = patrol_against(&root, args, &hist.samples);
+    if args.scrub {
+        let (check, info) = scrub::run(
+            &root,
+            args.scrub_bytes,
+            args.scrub_window,
+            SystemTime::now(),
+        );
+        report.checks.push(check);
+        report.scrub = Some(info);
+        report.status = Report::overall(&report.checks);
+    }
     hist.push(report.sample.clone());
     if let Err(e) = hist.save(&root) {
         // The checks stand; the next run compares with an older run, or with none.

@@ -11,14 +11,17 @@
 //!   [`JOURNAL_TIMEOUT`]).
 //! - A source that cannot be read is an error naming it, never an empty log: a patrol
 //!   that cannot see the journal must not report that no deletion went wrong.
+//! - A log file opened before the patrol became `--user` ([`open_before_switch`]) is read
+//!   through that descriptor: the jobs' logs stay root's and adm's, and the patrol's user
+//!   needs no group that would also let the backend read the system's logs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use tmpa_core::maintenance::{line_text, path_text};
@@ -158,25 +161,54 @@ pub struct LogScan {
     pub violations: Vec<String>,
 }
 
-/// The lines of the end of a log file (at most [`LOG_BYTES_MAX`] bytes; never blocks on
-/// a FIFO).
-fn read_file_end(path: &Path) -> Result<Output, String> {
+/// The log files opened before the patrol became `--user`, by the path given.
+static OPENED: OnceLock<BTreeMap<PathBuf, File>> = OnceLock::new();
+
+/// Opens the log files `paths` (the `--log` files) for the rest of the process, before a
+/// patrol started as root becomes `--user`; a file that cannot be opened now is opened
+/// by its path when it is read, and its error reported then. Call it once.
+pub fn open_before_switch<'a>(paths: impl IntoIterator<Item = &'a Path>) {
+    let opened = paths
+        .into_iter()
+        .filter_map(|p| open_log(p).ok().map(|f| (p.to_owned(), f)))
+        .collect();
+    let _ = OPENED.set(opened);
+}
+
+/// Opens a log for reading, never blocking on a FIFO.
+fn open_log(path: &Path) -> std::io::Result<File> {
     let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-    let mut f = File::options()
-        .read(true)
-        .custom_flags(nonblock)
-        .open(path)
-        .map_err(|e| e.to_string())?;
+    File::options().read(true).custom_flags(nonblock).open(path)
+}
+
+/// The lines of the end of a log file (at most [`LOG_BYTES_MAX`] bytes; never blocks on
+/// a FIFO), through the descriptor opened before the switch when there is one.
+fn read_file_end(path: &Path) -> Result<Output, String> {
+    let own;
+    let f = match OPENED.get().and_then(|m| m.get(path)) {
+        Some(f) => f,
+        None => {
+            own = open_log(path).map_err(|e| e.to_string())?;
+            &own
+        }
+    };
     let meta = f.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
     let start = meta.len().saturating_sub(LOG_BYTES_MAX);
-    f.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(LOG_BYTES_MAX)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    // Positioned reads: the descriptor may be read again by the next patrol of a watch.
+    let mut bytes = vec![0; usize::try_from(meta.len() - start).unwrap_or(0)];
+    let mut got = 0;
+    while got < bytes.len() {
+        match f.read_at(&mut bytes[got..], start + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    bytes.truncate(got);
     Ok(Output {
         text: String::from_utf8_lossy(&bytes).into_owned(),
         newest_first: false,

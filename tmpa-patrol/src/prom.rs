@@ -117,6 +117,30 @@ pub fn render(report: &Report) -> String {
         }
     }
 
+    if let Some(scrub) = &report.scrub {
+        let n = "tmpa_scrub_damaged_files";
+        Family::new(
+            &mut s,
+            n,
+            "Compacted days and archives that failed their checksums when --scrub last read them (each the only copy of its data).",
+        )
+        .sample(n, &[], scrub.damaged as f64);
+        let n = "tmpa_scrub_checked_bytes";
+        Family::new(&mut s, n, "Bytes --scrub read in this patrol.").sample(
+            n,
+            &[],
+            scrub.bytes_checked as f64,
+        );
+        if let Some(t) = scrub.last_pass_completed_unix {
+            let n = "tmpa_scrub_last_pass_completed_timestamp_seconds";
+            Family::new(
+                &mut s,
+                n,
+                "When --scrub last finished reading every compacted day and archive.",
+            )
+            .sample(n, &[], t as f64);
+        }
+    }
     if let Some(up) = report.archive_store.reachable {
         let n = "tmpa_archive_store_up";
         let url = report.archive_store.url.as_deref().unwrap_or("");
@@ -153,7 +177,7 @@ pub fn render(report: &Report) -> String {
         ),
         ("tmpa_inboxes", "Inbox directories.", t.inboxes),
         (
-            "tmpa_token_stats_days",
+            "tmpa_token_stats_day_directories",
             "Day directories under token_stats/.",
             t.days,
         ),
@@ -172,7 +196,7 @@ pub fn render(report: &Report) -> String {
     }
 
     type Getter = fn(&crate::jobs::JobInfo) -> Option<f64>;
-    let job_metrics: [(&str, &str, Getter); 6] = [
+    let job_metrics: [(&str, &str, Getter); 7] = [
         (
             "tmpa_job_last_success_timestamp_seconds",
             "When the job's last successful real run started (Unix time).",
@@ -200,8 +224,13 @@ pub fn render(report: &Report) -> String {
         ),
         (
             "tmpa_job_last_run_exit_code",
-            "Exit code of the job's last run.",
+            "Exit code of the job's last run that is not going on; 4 for one that did not finish (killed).",
             |j| j.last_run_exit_code.map(f64::from),
+        ),
+        (
+            "tmpa_job_running",
+            "1 while a run of the job is going on (its record says it has not finished and its process is alive), else 0.",
+            |j| j.running.map(|r| if r { 1.0 } else { 0.0 }),
         ),
     ];
     for (n, help, get) in job_metrics {

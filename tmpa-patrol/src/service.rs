@@ -64,12 +64,31 @@ pub fn run(cmd: &str, timeout: Duration) -> io::Result<Outcome> {
     run_command(sh, timeout, Limits::default())
 }
 
+/// The variables a command the patrol starts gets from the patrol's environment: what a
+/// shell needs to find and word its programs, nothing that could hold a secret (the
+/// configuration of /etc/default/tmpa is exported to the patrol's cron line).
+const PASSED_ENV: [&str; 4] = ["PATH", "LANG", "TZ", "TERM"];
+
+/// Clears `cmd`'s environment but for [`PASSED_ENV`] and `LC_*`.
+fn minimal_env(cmd: &mut Command) {
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        let keep = k
+            .to_str()
+            .is_some_and(|k| PASSED_ENV.contains(&k) || k.starts_with("LC_"));
+        if keep {
+            cmd.env(k, v);
+        }
+    }
+}
+
 /// Runs `cmd` with no input, in its own process group, which is killed after `timeout`;
 /// keeps the first `limits` bytes of each output stream and drains the rest.
 ///
 /// # Errors
 /// When the command cannot be started or waited for.
 pub fn run_command(mut cmd: Command, timeout: Duration, limits: Limits) -> io::Result<Outcome> {
+    minimal_env(&mut cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -155,15 +174,18 @@ fn first_line(s: &str) -> Option<&str> {
     s.lines().map(str::trim).find(|l| !l.is_empty())
 }
 
-/// `service`: skipped (unknown, not counted) without a command.
+/// `service`: skipped (unknown, not counted) without a command, or with an empty one
+/// (`TMPA_SERVICE_CMD=` as /etc/default/tmpa ships it).
 pub fn check(cmd: Option<&str>, timeout: Duration) -> Check {
     let name = "service";
-    let Some(cmd) = cmd else {
+    let Some(cmd) = cmd.filter(|c| !c.trim().is_empty()) else {
         let mut c = Check::new(
             name,
             Status::Unknown,
             None,
-            "not configured (give --service-cmd, e.g. \"supervisorctl status app\")".into(),
+            "not configured: nothing to check (set TMPA_SERVICE_CMD in /etc/default/tmpa, \
+             or give --service-cmd, e.g. \"supervisorctl status app\")"
+                .into(),
         );
         c.skipped = true;
         return c;
@@ -232,6 +254,12 @@ mod tests {
         );
         let skipped = check(None, t);
         assert!(skipped.skipped && skipped.status == Status::Unknown);
+        assert!(
+            skipped.detail.contains("TMPA_SERVICE_CMD"),
+            "{}",
+            skipped.detail
+        );
+        assert!(check(Some(" "), t).skipped, "empty, as shipped");
     }
 
     #[test]

@@ -333,11 +333,13 @@ fn walk_tree(root: &Root, top: Dir, rel: PathBuf, w: &mut Walk, to_stat: &mut Ve
             continue;
         }
         if temporary_of(&name).is_some() {
-            // The age of the entry itself, never of a link's target.
+            // The age of the entry itself, never of a link's target, by tmpa-tmpclean's
+            // rule: since its last change, of content (mtime) or inode (ctime, which no
+            // one can set back), so that both call the same file stale.
             if let Ok(Some(m)) = level.dir.stat(&name) {
-                let mtime = SystemTime::UNIX_EPOCH
-                    + Duration::from_nanos(u64::try_from(m.stamp.mtime_ns).unwrap_or(0));
-                w.tmp.push((path, mtime));
+                let changed = SystemTime::UNIX_EPOCH
+                    + Duration::from_nanos(u64::try_from(m.stamp.changed_ns()).unwrap_or(0));
+                w.tmp.push((path, changed));
             }
             continue;
         }
@@ -486,7 +488,8 @@ pub fn count_check(
     c
 }
 
-/// `tmp_files`: temporaries older than `--tmp-older-than` against the thresholds. A
+/// `tmp_files`: temporaries unchanged (mtime and ctime) for longer than
+/// `--tmp-older-than`, against the thresholds. A
 /// fresh temporary is a write in flight and normal; a stale one is a write that died,
 /// which tmpa-tmpclean should have removed (or an orphan it keeps for a person).
 pub fn tmp_check(root: &Root, w: &Walk, args: &Args, now: SystemTime) -> Check {

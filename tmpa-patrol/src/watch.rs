@@ -3,6 +3,11 @@
 //! checks changed status; at the end a verdict, and the exit status of the worst check
 //! seen. The growth is measured against the previous interval (the first line against the
 //! last saved patrol); the history file is left to the scheduled patrols.
+//!
+//! With `--since-deploy` the verdict is a deploy gate's: the first patrol is the
+//! baseline, and only a check that got worse than it was then counts (its worst status
+//! is the exit status); what was already wrong before (a warning, the job checks'
+//! critical through the dry-run weeks) is listed, not counted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +38,8 @@ pub(crate) fn watch(root: &Root, args: &Args, interval: Duration) -> Status {
     let mut worst = Status::Ok;
     let mut worst_checks: BTreeMap<&'static str, Status> = BTreeMap::new();
     let mut before: Option<BTreeMap<&'static str, Status>> = None;
+    let mut baseline: Option<BTreeMap<&'static str, Status>> = None;
+    let mut worsened: BTreeMap<&'static str, Status> = BTreeMap::new();
     let mut first: Option<Sample> = None;
     let mut patrols: u32 = 0;
     loop {
@@ -60,6 +67,14 @@ pub(crate) fn watch(root: &Root, args: &Args, interval: Duration) -> Status {
             let w = worst_checks.entry(name).or_insert(Status::Ok);
             *w = w.worst(*st);
         }
+        let base = baseline.get_or_insert_with(|| statuses.clone());
+        for (name, st) in &statuses {
+            let was = base.get(name).copied().unwrap_or(Status::Ok);
+            if st.severity() > was.severity() {
+                let w = worsened.entry(name).or_insert(*st);
+                *w = w.worst(*st);
+            }
+        }
         before = Some(statuses);
         first.get_or_insert_with(|| report.sample.clone());
         past.push(report.sample);
@@ -71,6 +86,11 @@ pub(crate) fn watch(root: &Root, args: &Args, interval: Duration) -> Status {
         }
     }
     let last = past.last().cloned();
+    let gate = args.since_deploy.then(|| Gate {
+        worst: worsened.values().fold(Status::Ok, |s, w| s.worst(*w)),
+        worsened: &worsened,
+        before: baseline.as_ref(),
+    });
     print_verdict(
         args,
         worst,
@@ -78,8 +98,48 @@ pub(crate) fn watch(root: &Root, args: &Args, interval: Duration) -> Status {
         patrols,
         started.elapsed(),
         first.zip(last),
+        gate.as_ref(),
     );
-    worst
+    gate.map_or(worst, |g| g.worst)
+}
+
+/// `--since-deploy`: what got worse than at the first patrol.
+struct Gate<'a> {
+    /// The worst status among the checks that got worse (Ok when none did): the exit
+    /// status.
+    worst: Status,
+    /// Each check that got worse, at its worst.
+    worsened: &'a BTreeMap<&'static str, Status>,
+    /// The statuses at the first patrol.
+    before: Option<&'a BTreeMap<&'static str, Status>>,
+}
+
+impl Gate<'_> {
+    /// The checks not ok at the first patrol that did not get worse: `name=status`.
+    fn as_before(&self) -> Vec<String> {
+        self.before
+            .map(|b| {
+                b.iter()
+                    .filter(|(n, st)| **st != Status::Ok && !self.worsened.contains_key(*n))
+                    .map(|(n, st)| format!("{n}={}", word(*st)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The checks that got worse: `name was->worst`.
+    fn changes(&self) -> Vec<String> {
+        self.worsened
+            .iter()
+            .map(|(n, st)| {
+                let was = self
+                    .before
+                    .and_then(|b| b.get(n).copied())
+                    .unwrap_or(Status::Ok);
+                format!("{n} {}->{}", word(was), word(*st))
+            })
+            .collect()
+    }
 }
 
 /// Sleeps until `t`; false when a stop was asked for meanwhile.
@@ -181,6 +241,7 @@ fn print_verdict(
     patrols: u32,
     took: Duration,
     span: Option<(Sample, Sample)>,
+    gate: Option<&Gate<'_>>,
 ) {
     let thresholds = crate::growth_thresholds(args);
     let overall: Vec<Item> = span
@@ -189,18 +250,54 @@ fn print_verdict(
     let items = headline(&overall);
     let bad = not_ok(worst_checks);
     if args.json {
-        let doc = json!({
-            "verdict": worst,
+        let mut doc = json!({
+            "verdict": gate.map_or(worst, |g| g.worst),
             "patrols": patrols,
             "secs": took.as_secs_f64(),
             "growth": items,
             "worst_not_ok": bad,
-            "exit_code": worst.code(),
+            "exit_code": gate.map_or(worst, |g| g.worst).code(),
         });
+        if let (Some(g), Some(map)) = (gate, doc.as_object_mut()) {
+            map.insert(
+                "since_deploy".into(),
+                json!({
+                    "worst_seen": worst,
+                    "worse": g.changes(),
+                    "as_before": g.as_before(),
+                }),
+            );
+        }
         out(&format!("{doc}\n"));
         return;
     }
     let counts: Vec<String> = items.iter().map(|i| history::words(i)).collect();
+    if let Some(g) = gate {
+        let worse = g.changes();
+        let before = g.as_before();
+        out(&format!(
+            "{} {PROGRAM} watch verdict since the deploy: {} after {patrols} patrols in {}: {}{}{} exit={}\n",
+            now_rfc3339(),
+            g.worst.word(),
+            fmt_age(took.as_secs_f64()),
+            counts.join(", "),
+            if worse.is_empty() {
+                "; no check got worse;".to_owned()
+            } else {
+                format!("; worse: {};", worse.join(", "))
+            },
+            if before.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " as before the deploy (not counted): {};",
+                    before.join(", ")
+                )
+            },
+            g.worst.code()
+        ));
+        return;
+    }
     out(&format!(
         "{} {PROGRAM} watch verdict: {} after {patrols} patrols in {}: {}{} exit={}\n",
         now_rfc3339(),

@@ -3,25 +3,37 @@
 //!
 //! Every call releases the GIL while it does I/O. JSON crosses the boundary as text
 //! through Python's own `json` module, so Python values map to JSON exactly as
-//! `json.dumps`/`json.loads` map them (NaN and infinities are refused). Library errors
-//! become Python exceptions that name the path: [`tmpa_core::Error::Io`] an `OSError` with
-//! `errno` and `filename` (so `FileNotFoundError`, `PermissionError`, ... as usual), bad
-//! names and events `ValueError`, corrupt files `tmpa.CorruptError` (a `ValueError`), a
-//! directory that is not a root `tmpa.NotARootError` (a `ValueError`), a path leading
-//! through a symlink or out of the root `tmpa.UnsafePathError` (an `OSError`), a
-//! `{root}/tmpa.toml` that cannot be used `tmpa.ConfigError` (a `ValueError`, `.path`),
-//! an object store that fails or that this build cannot reach `tmpa.StoreError` (an
-//! `OSError`, `.url` and `.kind`).
+//! `json.dumps`/`json.loads` map them (NaN and infinities are refused), and numbers keep
+//! their text (a 30-digit int stays one). Arguments are taken in Python's terms: names
+//! (users, notification ids, sessions) as `str` or `int`, days as `"YYYY-MM-DD"` or a
+//! `datetime.date`, data as a bytes-like object; anything else is a `TypeError` saying
+//! what was expected.
 //!
-//! Built with tmpa-core's `object-store` feature: sessions archived in the object store
-//! that `{root}/tmpa.toml` names are read and listed like local ones.
+//! Library errors become Python exceptions that name the path once: [`tmpa_core::Error::Io`]
+//! an `OSError` with `errno`, `strerror` and `filename` (so `FileNotFoundError`,
+//! `PermissionError`, ... as usual), a file that exists with other content
+//! `FileExistsError`, bad names, events and notifications `ValueError`, corrupt files
+//! `tmpa.CorruptError` (a `ValueError`), a directory that is not a root
+//! `tmpa.NotARootError` (a `ValueError`), a path leading through a symlink or out of the
+//! root `tmpa.UnsafePathError` (an `OSError`), a `tmpa.toml` that cannot be used
+//! `tmpa.ConfigError` (a `ValueError`, `.path`), an object store that fails or that this
+//! build cannot reach `tmpa.StoreError` (an `OSError`, `.url` and `.kind`), and a root
+//! directory replaced since it was opened `tmpa.RootReplacedError` (an `OSError` with
+//! `errno.ESTALE`, never a `FileNotFoundError`: call `Root.reopen()`).
+//!
+//! Built with tmpa-core's `object-store` feature: sessions and notifications archived in
+//! the object store the configuration names are read and listed like local ones.
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
-use tmpa_core::{Day, Error, Event, NotificationId, SessionId, UserId};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryView, PyString};
+use tmpa_core::{
+    Acked, Day, Error, Event, InboxQuery, NotificationId, NotificationLocation, SessionId,
+    SessionLocation, UserId,
+};
 
 pyo3::create_exception!(
     _tmpa,
@@ -39,7 +51,7 @@ pyo3::create_exception!(
     _tmpa,
     ConfigError,
     PyValueError,
-    "{root}/tmpa.toml cannot be used; `.path` names it."
+    "tmpa.toml cannot be used; `.path` names it."
 );
 pyo3::create_exception!(
     _tmpa,
@@ -53,41 +65,107 @@ pyo3::create_exception!(
     PyOSError,
     "A path leads through a symlink, through a non-directory, or out of the root."
 );
+pyo3::create_exception!(
+    _tmpa,
+    RootReplacedError,
+    PyOSError,
+    "The root directory was removed or replaced (a restore) since this Root opened it; `.filename` is the root. Call Root.reopen()."
+);
 
 /// Maps a library error to the Python exception described in the module docs.
 fn to_py(e: Error) -> PyErr {
-    let message = e.chain();
-    match e {
-        Error::Io { path, source, .. } | Error::OpenRoot { path, source } => {
-            match source.raw_os_error() {
-                // OSError(errno, strerror, filename) picks the errno's subclass itself.
-                Some(errno) => PyOSError::new_err((errno, message, path_text(&path))),
-                None => PyOSError::new_err(message),
-            }
+    Python::attach(|py| match e {
+        Error::Io {
+            op,
+            ref path,
+            ref source,
+        } => os_error(py, source, Some(op), path).unwrap_or_else(|| PyOSError::new_err(e.chain())),
+        Error::OpenRoot {
+            ref path,
+            ref source,
+        } => os_error(py, source, None, path).unwrap_or_else(|| PyOSError::new_err(e.chain())),
+        Error::NotRoot { .. } => NotARootError::new_err(e.to_string()),
+        Error::Corrupt { ref path, .. } => with_path(py, CorruptError::new_err(e.chain()), path),
+        Error::Unsafe { ref path, .. } => with_path(py, UnsafePathError::new_err(e.chain()), path),
+        Error::Conflict { path } => PyOSError::new_err((
+            errno(py, "EEXIST"),
+            "already exists with different content",
+            path_text(&path),
+        )),
+        Error::InvalidName {
+            kind,
+            ref value,
+            reason,
+        } => {
+            let shown = PyString::new(py, value)
+                .repr()
+                .map_or_else(|_| format!("{value:?}"), |r| r.to_string());
+            PyValueError::new_err(format!("invalid {kind} {shown}: {reason}"))
         }
-        Error::NotRoot { .. } => NotARootError::new_err(message),
-        Error::Corrupt { path, .. } => with_path(CorruptError::new_err(message), &path),
-        Error::Unsafe { path, .. } => with_path(UnsafePathError::new_err(message), &path),
-        Error::Conflict { path } => PyOSError::new_err((libc_eexist(), message, path_text(&path))),
-        Error::InvalidName { .. } | Error::InvalidEvent { .. } => PyValueError::new_err(message),
-        Error::Config { path, .. } => with_path(ConfigError::new_err(message), &path),
-        Error::Store { url, kind, .. } => {
+        Error::InvalidEvent { .. } | Error::InvalidNotification { .. } => {
+            PyValueError::new_err(e.to_string())
+        }
+        Error::Config { ref path, .. } => with_path(py, ConfigError::new_err(e.chain()), path),
+        Error::Store { ref url, kind, .. } => {
             let kind = serde_json::to_value(kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
+            let url = url.clone();
             with_attrs(
-                StoreError::new_err(message),
+                py,
+                StoreError::new_err(e.chain()),
                 &[("url", url), ("kind", kind)],
             )
         }
-        Error::StoreUnsupported { url, .. } => with_attrs(
-            StoreError::new_err(message),
-            &[("url", url), ("kind", "unsupported".to_owned())],
-        ),
-        // A kind of error this version does not know: an OSError of the kind it amounts to.
+        Error::StoreUnsupported { ref url, .. } => {
+            let url = url.clone();
+            with_attrs(
+                py,
+                StoreError::new_err(e.chain()),
+                &[("url", url), ("kind", "unsupported".to_owned())],
+            )
+        }
+        Error::RootReplaced { path, source } => RootReplacedError::new_err((
+            errno(py, "ESTALE"),
+            format!(
+                "the root directory was removed or replaced since it was opened: call Root.reopen() ({})",
+                source.chain()
+            ),
+            path_text(&path),
+        )),
+        // A kind of error this version does not know: an OSError with the whole text.
         other => PyOSError::new_err(other.chain()),
-    }
+    })
+}
+
+/// `OSError(errno, "{op}: {strerror}", filename)`, which Python turns into the errno's
+/// subclass (`FileNotFoundError`, ...); `None` for an error without an OS error number.
+fn os_error(
+    py: Python<'_>,
+    source: &std::io::Error,
+    op: Option<&str>,
+    path: &Path,
+) -> Option<PyErr> {
+    let errno = source.raw_os_error()?;
+    let strerror = py
+        .import("os")
+        .and_then(|os| os.call_method1("strerror", (errno,)))
+        .and_then(|s| s.extract::<String>())
+        .unwrap_or_else(|_| source.to_string());
+    let message = match op {
+        Some(op) => format!("{op}: {strerror}"),
+        None => strerror,
+    };
+    Some(PyOSError::new_err((errno, message, path_text(path))))
+}
+
+/// The value of `errno.{name}` (`EEXIST`, `ESTALE`): Python's, for this platform.
+fn errno(py: Python<'_>, name: &str) -> i32 {
+    py.import("errno")
+        .and_then(|m| m.getattr(name))
+        .and_then(|v| v.extract())
+        .unwrap_or(0)
 }
 
 /// A path as text: as it is when it is UTF-8, else with its bytes escaped.
@@ -95,28 +173,17 @@ fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// `EEXIST`, without a libc dependency for one constant.
-fn libc_eexist() -> i32 {
-    std::io::Error::from(std::io::ErrorKind::AlreadyExists)
-        .raw_os_error()
-        .unwrap_or(17)
-}
-
 /// Sets `.path` on the exception's value.
-fn with_path(err: PyErr, path: &Path) -> PyErr {
-    Python::attach(|py| {
-        let _ = err.value(py).setattr("path", path_text(path));
-    });
+fn with_path(py: Python<'_>, err: PyErr, path: &Path) -> PyErr {
+    let _ = err.value(py).setattr("path", path_text(path));
     err
 }
 
 /// Sets string attributes on the exception's value.
-fn with_attrs(err: PyErr, attrs: &[(&str, String)]) -> PyErr {
-    Python::attach(|py| {
-        for (k, v) in attrs {
-            let _ = err.value(py).setattr(*k, v);
-        }
-    });
+fn with_attrs(py: Python<'_>, err: PyErr, attrs: &[(&str, String)]) -> PyErr {
+    for (k, v) in attrs {
+        let _ = err.value(py).setattr(*k, v);
+    }
     err
 }
 
@@ -137,9 +204,116 @@ fn loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         .call_method1("loads", (PyBytes::new(py, bytes),))
 }
 
-fn day(s: &str) -> PyResult<Day> {
-    s.parse::<Day>()
-        .map_err(|e| PyValueError::new_err(format!("invalid day {s:?}: {e}")))
+/// The type's name, for a `TypeError`.
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+/// A name argument (user, notification id, session): a `str`, or an `int` (not a
+/// `bool`) written in decimal.
+fn name_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(s.to_cow()?.into_owned());
+    }
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Ok(obj.str()?.to_cow()?.into_owned());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be str or int, not {}",
+        type_name(obj)
+    )))
+}
+
+fn user_arg(obj: &Bound<'_, PyAny>) -> PyResult<UserId> {
+    UserId::new(name_arg(obj, "user")?).map_err(to_py)
+}
+
+fn notification_arg(obj: &Bound<'_, PyAny>) -> PyResult<NotificationId> {
+    NotificationId::new(name_arg(obj, "id")?).map_err(to_py)
+}
+
+fn session_arg(obj: &Bound<'_, PyAny>) -> PyResult<SessionId> {
+    SessionId::new(name_arg(obj, "session")?).map_err(to_py)
+}
+
+/// A day argument: `"YYYY-MM-DD"` or a `datetime.date` (not a `datetime.datetime`, whose
+/// day depends on a time zone: pass `dt.date()`).
+fn day_arg(obj: &Bound<'_, PyAny>) -> PyResult<Day> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s.to_cow()?.parse::<Day>().map_err(to_py);
+    }
+    let datetime = obj.py().import("datetime")?;
+    let is = |class: &str| -> PyResult<bool> { obj.is_instance(&datetime.getattr(class)?) };
+    if is("date")? && !is("datetime")? {
+        let (y, m, d): (i32, u32, u32) = (
+            obj.getattr("year")?.extract()?,
+            obj.getattr("month")?.extract()?,
+            obj.getattr("day")?.extract()?,
+        );
+        let date = chrono_date(y, m, d)
+            .ok_or_else(|| PyValueError::new_err(format!("invalid day {y:04}-{m:02}-{d:02}")))?;
+        return Ok(date);
+    }
+    Err(PyTypeError::new_err(format!(
+        "day must be a str 'YYYY-MM-DD' or a datetime.date, not {}{}",
+        type_name(obj),
+        if is("datetime")? {
+            " (pass its .date())"
+        } else {
+            ""
+        }
+    )))
+}
+
+/// The [`Day`] of a calendar date, through its text (tmpa-py does not depend on chrono).
+fn chrono_date(y: i32, m: u32, d: u32) -> Option<Day> {
+    format!("{y:04}-{m:02}-{d:02}").parse().ok()
+}
+
+/// A data argument: a bytes-like object (`bytes`, `bytearray`, `memoryview`). A `str` is
+/// refused, as by a file opened in binary mode: encode it.
+fn bytes_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    if obj.is_instance_of::<PyMemoryView>() {
+        let b = obj
+            .py()
+            .import("builtins")?
+            .getattr("bytes")?
+            .call1((obj,))?;
+        return Ok(b.cast::<PyBytes>()?.as_bytes().to_vec());
+    }
+    let hint = if obj.is_instance_of::<PyString>() {
+        " (encode it: data.encode())"
+    } else {
+        ""
+    };
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a bytes-like object, not {}{hint}",
+        type_name(obj)
+    )))
+}
+
+/// A mapping argument as a `dict` (`json.dumps` takes no other mapping).
+fn mapping_arg<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyAny>> {
+    if obj.is_instance_of::<PyDict>() {
+        return Ok(obj.clone());
+    }
+    let py = obj.py();
+    let mapping = py.import("collections.abc")?.getattr("Mapping")?;
+    if obj.is_instance(&mapping)? {
+        return py.import("builtins")?.getattr("dict")?.call1((obj,));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a mapping (a dict), not {}",
+        type_name(obj)
+    )))
 }
 
 /// An opened TMPA root.
@@ -151,98 +325,157 @@ fn day(s: &str) -> PyResult<Day> {
 /// ```
 #[pyclass(frozen, module = "tmpa")]
 struct Root {
-    inner: tmpa_core::Root,
+    /// Replaced by `reopen`; every call takes a clone (one `Arc`) and works on it.
+    inner: RwLock<tmpa_core::Root>,
+}
+
+impl Root {
+    /// The root the next call works on.
+    fn root(&self) -> tmpa_core::Root {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 #[pymethods]
 impl Root {
     /// Opens `path` as a TMPA root (it must hold notifications/, token_stats/ or
-    /// chat_history/).
+    /// chat_history/; `Root.create` makes one).
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let inner = py.detach(|| tmpa_core::Root::open(&path)).map_err(to_py)?;
-        Ok(Root { inner })
+        Ok(Root {
+            inner: RwLock::new(inner),
+        })
+    }
+
+    /// Makes `path` a root and opens it: creates the directory if missing (its parent must
+    /// exist) and notifications/, token_stats/ and chat_history/ in it, each durably.
+    /// Idempotent.
+    #[staticmethod]
+    fn create(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py
+            .detach(|| tmpa_core::Root::create(&path))
+            .map_err(to_py)?;
+        Ok(Root {
+            inner: RwLock::new(inner),
+        })
+    }
+
+    /// Opens again the directory the root's path names now, after a restore replaced it
+    /// (`RootReplacedError`); this object then works on the new one, in every thread.
+    fn reopen(&self, py: Python<'_>) -> PyResult<()> {
+        let current = self.root();
+        let fresh = py.detach(|| current.reopen()).map_err(to_py)?;
+        *self.inner.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
     }
 
     /// The canonical path of the root.
     #[getter]
     fn path(&self) -> PathBuf {
-        self.inner.path().to_path_buf()
+        self.root().path().to_path_buf()
     }
 
     fn __repr__(&self) -> String {
-        format!("tmpa.Root({:?})", path_text(self.inner.path()))
+        format!("tmpa.Root({:?})", path_text(self.root().path()))
     }
 
     /// Writes `data` to `path` (relative to the root, or absolute inside it) atomically and
     /// durably, creating missing directories (never through a symlink). Returns the path.
-    fn write_atomic(&self, py: Python<'_>, path: PathBuf, data: Vec<u8>) -> PyResult<PathBuf> {
-        let rel = match path.strip_prefix(self.inner.path()) {
+    fn write_atomic(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<PathBuf> {
+        let data = bytes_arg(data, "data")?;
+        let root = self.root();
+        let rel = match path.strip_prefix(root.path()) {
             Ok(r) if path.is_absolute() => r.to_path_buf(),
             _ => path,
         };
-        py.detach(|| self.inner.write_file(&rel, &data))
-            .map_err(to_py)
+        py.detach(|| root.write_file(&rel, &data)).map_err(to_py)
     }
 
-    /// Records a usage event (a dict with at least id, ts, user_id, model, prompt_tokens,
-    /// completion_tokens; other keys are kept): writes `token_stats/{day}/evt_{id}.json`
-    /// atomically. Returns the path.
+    /// Records a usage event (a mapping with at least id, ts, user_id, model,
+    /// prompt_tokens, completion_tokens; other keys are kept): writes
+    /// `token_stats/{day}/evt_{id}.json` atomically. Returns the path.
     fn record_event(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
-        let bytes = dumps(event)?;
+        let bytes = dumps(&mapping_arg(event, "event")?)?;
+        let root = self.root();
         py.detach(|| {
             let e = Event::from_json(&bytes)?;
-            self.inner.record_event(&e)
+            root.record_event(&e)
         })
         .map_err(to_py)
     }
 
     /// Delivers a notification (any JSON value) to a user's inbox as
-    /// `inbox/ntf_{id}.json`. The id is `id`, else `notification["id"]`. Returns the id.
+    /// `inbox/ntf_{id}.json`. The id is `id`, else `notification["id"]`. Idempotent with
+    /// the same value; FileExistsError with another. Returns the id.
     #[pyo3(signature = (user, notification, id = None))]
     fn deliver(
         &self,
         py: Python<'_>,
-        user: &str,
+        user: &Bound<'_, PyAny>,
         notification: &Bound<'_, PyAny>,
         id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
         let id = match id {
-            Some(i) => i.str()?.to_string(),
-            None => notification
-                .get_item("id")
-                .map_err(|_| PyValueError::new_err("the notification has no \"id\"; pass id="))?
-                .str()?
-                .to_string(),
+            Some(i) => name_arg(i, "id")?,
+            None => {
+                let given = notification
+                    .cast::<PyDict>()
+                    .ok()
+                    .and_then(|d| d.get_item("id").ok().flatten())
+                    .ok_or_else(|| {
+                        PyValueError::new_err("the notification has no \"id\"; pass id=")
+                    })?;
+                name_arg(&given, "the notification's \"id\"")?
+            }
         };
         let (u, n) = (
-            UserId::new(user).map_err(to_py)?,
+            user_arg(user)?,
             NotificationId::new(id.clone()).map_err(to_py)?,
         );
-        let body: serde_json::Value = serde_json::from_slice(&dumps(notification)?)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        py.detach(|| self.inner.deliver(&u, &n, &body))
+        let json = dumps(notification)?;
+        let root = self.root();
+        py.detach(|| root.deliver_json(&u, &n, &json))
             .map_err(to_py)?;
         Ok(id)
     }
 
     /// Acknowledges a notification (idempotent: the first receipt is kept). Returns the
-    /// path of the receipt.
-    fn ack(&self, py: Python<'_>, user: &str, id: &str) -> PyResult<PathBuf> {
-        let (u, n) = (
-            UserId::new(user).map_err(to_py)?,
-            NotificationId::new(id).map_err(to_py)?,
-        );
-        py.detach(|| self.inner.ack(&u, &n)).map_err(to_py)
+    /// path of the receipt, or None for an archived notification (acknowledged already).
+    /// FileNotFoundError for an id never delivered; nothing is then created.
+    fn ack(
+        &self,
+        py: Python<'_>,
+        user: &Bound<'_, PyAny>,
+        id: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<PathBuf>> {
+        let (u, n) = (user_arg(user)?, notification_arg(id)?);
+        let root = self.root();
+        match py.detach(|| root.ack(&u, &n)).map_err(to_py)? {
+            Acked::Receipt(path) => Ok(Some(path)),
+            // Archived, or a way this version does not know: nothing was written.
+            _ => Ok(None),
+        }
     }
 
     /// Whether a notification has been acknowledged (an archived one always has).
-    fn is_acked(&self, py: Python<'_>, user: &str, id: &str) -> PyResult<bool> {
-        let (u, n) = (
-            UserId::new(user).map_err(to_py)?,
-            NotificationId::new(id).map_err(to_py)?,
-        );
-        py.detach(|| self.inner.is_acked(&u, &n)).map_err(to_py)
+    fn is_acked(
+        &self,
+        py: Python<'_>,
+        user: &Bound<'_, PyAny>,
+        id: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let (u, n) = (user_arg(user)?, notification_arg(id)?);
+        let root = self.root();
+        py.detach(|| root.is_acked(&u, &n)).map_err(to_py)
     }
 
     /// The bytes of a notification, live (`inbox/ntf_{id}.json`) or archived by
@@ -250,36 +483,33 @@ impl Root {
     fn read_notification<'py>(
         &self,
         py: Python<'py>,
-        user: &str,
-        id: &str,
+        user: &Bound<'py, PyAny>,
+        id: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let (u, n) = (
-            UserId::new(user).map_err(to_py)?,
-            NotificationId::new(id).map_err(to_py)?,
-        );
+        let (u, n) = (user_arg(user)?, notification_arg(id)?);
+        let root = self.root();
         let bytes = py
-            .detach(|| self.inner.read_notification(&u, &n))
+            .detach(|| root.read_notification(&u, &n))
             .map_err(to_py)?;
         Ok(PyBytes::new(py, &bytes))
     }
 
     /// A user's notifications as `(id, "live" | "archived" | "stored", acked)`, sorted by
-    /// id ("stored": archived in the object store `tmpa.toml` names).
+    /// id ("stored": archived in the object store the configuration names).
     fn list_notifications(
         &self,
         py: Python<'_>,
-        user: &str,
+        user: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<(String, String, bool)>> {
-        let u = UserId::new(user).map_err(to_py)?;
-        let list = py
-            .detach(|| self.inner.list_notifications(&u))
-            .map_err(to_py)?;
+        let u = user_arg(user)?;
+        let root = self.root();
+        let list = py.detach(|| root.list_notifications(&u)).map_err(to_py)?;
         Ok(list
             .into_iter()
             .map(|n| {
                 let where_ = match n.location {
-                    tmpa_core::NotificationLocation::Live => "live",
-                    tmpa_core::NotificationLocation::Stored => "stored",
+                    NotificationLocation::Live => "live",
+                    NotificationLocation::Stored => "stored",
                     // Archived, or a place this version does not know: archived somewhere.
                     _ => "archived",
                 };
@@ -289,25 +519,68 @@ impl Root {
     }
 
     /// The ids of a user's notifications that have not been acknowledged, sorted.
-    fn unacked(&self, py: Python<'_>, user: &str) -> PyResult<Vec<String>> {
-        let u = UserId::new(user).map_err(to_py)?;
-        let ids = py.detach(|| self.inner.unacked(&u)).map_err(to_py)?;
-        Ok(ids.into_iter().map(|i| i.to_string()).collect())
+    fn unacked(&self, py: Python<'_>, user: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+        let u = user_arg(user)?;
+        let root = self.root();
+        let ids = py.detach(|| root.unacked(&u)).map_err(to_py)?;
+        Ok(ids.into_iter().map(String::from).collect())
+    }
+
+    /// The live notifications of a user, sorted by id, as dicts
+    /// `{"id": str, "acked": bool, "body": bytes}`: one call for a page of notifications.
+    /// `unacked_only`: without a read receipt only; `after`: ids after this one; `limit`:
+    /// at most so many.
+    #[pyo3(signature = (user, *, unacked_only = false, after = None, limit = None))]
+    fn inbox<'py>(
+        &self,
+        py: Python<'py>,
+        user: &Bound<'py, PyAny>,
+        unacked_only: bool,
+        after: Option<&Bound<'py, PyAny>>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let u = user_arg(user)?;
+        let query = InboxQuery {
+            unacked_only,
+            after: after.map(notification_arg).transpose()?,
+            limit,
+        };
+        let root = self.root();
+        let items = py.detach(|| root.inbox(&u, &query)).map_err(to_py)?;
+        let out = PyList::empty(py);
+        for item in items {
+            let d = PyDict::new(py);
+            d.set_item("id", item.id.as_str())?;
+            d.set_item("acked", item.acked)?;
+            d.set_item("body", PyBytes::new(py, &item.body))?;
+            out.append(d)?;
+        }
+        Ok(out)
     }
 
     /// A day's valid events (compacted and loose, each id once, sorted by ts then id), as
     /// dicts. Corrupt files are skipped; `read_day` lists them.
-    fn day_events<'py>(&self, py: Python<'py>, day: &str) -> PyResult<Bound<'py, PyList>> {
-        let d = self::day(day)?;
-        let read = py.detach(|| self.inner.read_day(d)).map_err(to_py)?;
+    fn day_events<'py>(
+        &self,
+        py: Python<'py>,
+        day: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let d = day_arg(day)?;
+        let root = self.root();
+        let read = py.detach(|| root.read_day(d)).map_err(to_py)?;
         events_list(py, &read.events)
     }
 
     /// A day's events and the files that could not be used:
-    /// `{"events": [...], "problems": [{"path": ..., "reason": ...}]}`.
-    fn read_day<'py>(&self, py: Python<'py>, day: &str) -> PyResult<Bound<'py, PyDict>> {
-        let d = self::day(day)?;
-        let read = py.detach(|| self.inner.read_day(d)).map_err(to_py)?;
+    /// `{"events": [...], "problems": [{"path": ..., "kind": ..., "reason": ...}]}`.
+    fn read_day<'py>(
+        &self,
+        py: Python<'py>,
+        day: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = day_arg(day)?;
+        let root = self.root();
+        let read = py.detach(|| root.read_day(d)).map_err(to_py)?;
         let out = PyDict::new(py);
         out.set_item("events", events_list(py, &read.events)?)?;
         let problems = serde_json::to_vec(&read.problems).expect("problems serialize");
@@ -315,62 +588,74 @@ impl Root {
         Ok(out)
     }
 
-    /// A day's summary (docs/FORMAT.md's `_summary.json` as a dict): the cached file when it is
-    /// consistent with the day, else rebuilt from the events and rewritten.
-    fn summary<'py>(&self, py: Python<'py>, day: &str) -> PyResult<Bound<'py, PyAny>> {
-        let d = self::day(day)?;
-        let read = py.detach(|| self.inner.summary(d)).map_err(to_py)?;
-        loads(py, &read.summary.to_json())
+    /// A day's summary (docs/FORMAT.md's `_summary.json` as a dict) plus `"problems"`: the
+    /// files (or lines of `_compacted.json`) it could not count, each
+    /// `{"path", "kind", "reason"[, "line"]}`. Empty problems: the totals cover every event
+    /// of the day; otherwise they cover only what could be read, and the problems say what
+    /// was left out.
+    fn summary<'py>(
+        &self,
+        py: Python<'py>,
+        day: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let d = day_arg(day)?;
+        let root = self.root();
+        let read = py.detach(|| root.summary(d)).map_err(to_py)?;
+        let out = loads(py, &read.summary.to_json())?;
+        let problems = serde_json::to_vec(&read.problems).expect("problems serialize");
+        out.set_item("problems", loads(py, &problems)?)?;
+        Ok(out)
     }
 
     /// Writes a live chat session, `chat_history/{user}/sessions/{session}.json`,
-    /// atomically (replacing the previous version). Returns the path.
+    /// atomically (replacing the previous version). `data` is bytes-like (a str is a
+    /// TypeError: encode it). Returns the path.
     fn write_session(
         &self,
         py: Python<'_>,
-        user: &str,
-        session: &str,
-        data: Vec<u8>,
+        user: &Bound<'_, PyAny>,
+        session: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
     ) -> PyResult<PathBuf> {
-        let (u, s) = (
-            UserId::new(user).map_err(to_py)?,
-            SessionId::new(session).map_err(to_py)?,
-        );
-        py.detach(|| self.inner.write_session(&u, &s, &data))
+        let (u, s) = (user_arg(user)?, session_arg(session)?);
+        let data = bytes_arg(data, "data")?;
+        let root = self.root();
+        py.detach(|| root.write_session(&u, &s, &data))
             .map_err(to_py)
     }
 
     /// The bytes of a chat session, live or archived (decompressed): the live file, else
-    /// its newest archived version, locally or in the object store `{root}/tmpa.toml`
+    /// its newest archived version, locally or in the object store the configuration
     /// names.
     fn read_session<'py>(
         &self,
         py: Python<'py>,
-        user: &str,
-        session: &str,
+        user: &Bound<'py, PyAny>,
+        session: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let (u, s) = (
-            UserId::new(user).map_err(to_py)?,
-            SessionId::new(session).map_err(to_py)?,
-        );
-        let bytes = py
-            .detach(|| self.inner.read_session(&u, &s))
-            .map_err(to_py)?;
+        let (u, s) = (user_arg(user)?, session_arg(session)?);
+        let root = self.root();
+        let bytes = py.detach(|| root.read_session(&u, &s)).map_err(to_py)?;
         Ok(PyBytes::new(py, &bytes))
     }
 
     /// A user's sessions as `(session, "live" | "archived" | "stored")`, sorted by
-    /// session ("stored": in the object store `{root}/tmpa.toml` names).
-    fn list_sessions(&self, py: Python<'_>, user: &str) -> PyResult<Vec<(String, String)>> {
-        let u = UserId::new(user).map_err(to_py)?;
-        let list = py.detach(|| self.inner.list_sessions(&u)).map_err(to_py)?;
+    /// session ("stored": in the object store the configuration names).
+    fn list_sessions(
+        &self,
+        py: Python<'_>,
+        user: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<(String, String)>> {
+        let u = user_arg(user)?;
+        let root = self.root();
+        let list = py.detach(|| root.list_sessions(&u)).map_err(to_py)?;
         Ok(list
             .into_iter()
             .map(|(s, loc)| {
                 let where_ = match loc {
-                    tmpa_core::SessionLocation::Live => "live",
-                    tmpa_core::SessionLocation::Archived => "archived",
-                    tmpa_core::SessionLocation::Stored => "stored",
+                    SessionLocation::Live => "live",
+                    SessionLocation::Archived => "archived",
+                    SessionLocation::Stored => "stored",
                     // A place this version does not know: archived somewhere.
                     _ => "archived",
                 };
@@ -391,7 +676,8 @@ fn events_list<'py>(py: Python<'py>, events: &[Event]) -> PyResult<Bound<'py, Py
 /// Writes `data` to `path` atomically and durably (tmp in the same directory, fsync,
 /// rename, directory fsync). The directory must exist.
 #[pyfunction]
-fn write_atomic(py: Python<'_>, path: PathBuf, data: Vec<u8>) -> PyResult<()> {
+fn write_atomic(py: Python<'_>, path: PathBuf, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let data = bytes_arg(data, "data")?;
     py.detach(|| tmpa_core::write(&path, &data)).map_err(to_py)
 }
 
@@ -405,6 +691,7 @@ fn temp_final_name(name: &str) -> Option<String> {
 /// The `tmpa._tmpa` extension module (re-exported by `tmpa`).
 #[pymodule]
 fn _tmpa(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Root>()?;
     m.add_function(wrap_pyfunction!(write_atomic, m)?)?;
     m.add_function(wrap_pyfunction!(temp_final_name, m)?)?;
@@ -413,5 +700,6 @@ fn _tmpa(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UnsafePathError", m.py().get_type::<UnsafePathError>())?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
+    m.add("RootReplacedError", m.py().get_type::<RootReplacedError>())?;
     Ok(())
 }

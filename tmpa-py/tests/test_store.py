@@ -183,6 +183,44 @@ def test_reads_notifications_archived_in_s3(tmp_path, s3, s3_env):
         root.read_notification("u1", "nope")
 
 
+def test_ack_and_deliver_against_notifications_in_s3(tmp_path, s3, s3_env):
+    """Notifications archived to S3: ack is a no-op success (None) that writes nothing;
+    a receipt left behind by an interrupted archival makes deliver look in the store:
+    the archived value again is a no-op, another is a FileExistsError naming the object;
+    an id never delivered is a FileNotFoundError that creates nothing."""
+    create_bucket(s3, "py-strict")
+    root_dir = tree_with_old_sessions(tmp_path, {})
+    (root_dir / "tmpa.toml").write_text('[archive]\nurl = "s3://py-strict/host-a"\n')
+    root = tmpa.Root(root_dir)
+    for n in ("n0", "n1"):
+        root.deliver("u1", {"text": n}, id=n)
+        ack = root.ack("u1", n)
+        assert ack is not None
+        os.utime(ack, (OLD - 200 * 86400,) * 2)
+    saved = (root_dir / "notifications/u1/ack/ntf_n1.ack").read_bytes()
+    r = subprocess.run([program("tmpa-archive"), "--root", str(root_dir)],
+                       capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert list((root_dir / "notifications/u1/inbox").iterdir()) == []
+    acks = root_dir / "notifications/u1/ack"
+    assert list(acks.iterdir()) == []
+    assert root.ack("u1", "n0") is None
+    assert list(acks.iterdir()) == []
+    # As if a run had stopped between deleting the inbox file and its receipt.
+    (acks / "ntf_n1.ack").write_bytes(saved)
+    assert root.deliver("u1", {"text": "n1"}, id="n1") == "n1"
+    with pytest.raises(FileExistsError) as e:
+        root.deliver("u1", {"text": "changed"}, id="n1")
+    assert e.value.filename.startswith("s3://py-strict/host-a/u1/acked-")
+    assert list((root_dir / "notifications/u1/inbox").iterdir()) == []
+    assert root.read_notification("u1", "n1") == b'{"text":"n1"}'
+    with pytest.raises(FileNotFoundError):
+        root.ack("u1", "never")
+    with pytest.raises(FileNotFoundError):
+        root.ack("u2", "never")
+    assert not (root_dir / "notifications/u2").exists()
+
+
 def get_object(endpoint, bucket, key):
     req = urllib.request.Request(
         f"{endpoint}/{bucket}/{key}",

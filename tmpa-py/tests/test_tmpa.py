@@ -111,11 +111,12 @@ def test_read_day_reports_corrupt_files_by_path(root):
 
 
 def test_summary_is_exact_and_rebuilt_when_stale(root):
-    """The summary folds every event; a corrupt _summary.json is rebuilt and rewritten."""
+    """The summary folds every event; this process keeps it up to date; a new process
+    that finds _summary.json corrupt reads the day and rewrites it."""
     for i in range(1, 6):
         root.record_event(event(i, user=f"u{i % 2}"))
     s = root.summary(DAY)
-    assert s["events"] == 5
+    assert s["events"] == 5 and s["problems"] == []
     assert s["prompt_tokens"] == 15 and s["completion_tokens"] == 30
     assert s["total_tokens"] == 45
     assert s["by_user"]["u1"]["events"] == 3
@@ -124,6 +125,10 @@ def test_summary_is_exact_and_rebuilt_when_stale(root):
     with open(path, "w") as f:
         f.write("{corrupt")
     assert root.summary(DAY)["events"] == 5
+    fresh = subprocess.run([sys.executable, "-c", "import sys, tmpa; "
+                            "print(tmpa.Root(sys.argv[1]).summary(sys.argv[2])['events'])",
+                            str(root.path), DAY], capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == "5"
     with open(path) as f:
         assert json.load(f)["events"] == 5
     root.record_event(event(6))
@@ -422,3 +427,52 @@ def test_threads_and_processes_write_while_compaction_runs(root):
     s = root.summary(DAY)
     assert s["events"] == 1500
     assert s["prompt_tokens"] == sum(list(range(900)) + list(range(1000, 1600)))
+
+
+def test_a_flipped_bit_in_a_compacted_day_is_never_a_silent_change(root, tmp_path):
+    """One bit flipped at every byte of a compacted day (structure, digits, strings, the
+    checksums), read from Python: every read either returns exactly the original events
+    with no problem, or names the damage; what it returns is never a changed event; the
+    summary carries the same problems and the good _summary.json is never overwritten."""
+    evs = [event(1, user="u1"), event(2, user="Zoë"), event(3, user="u1")]
+    evs[1]["prompt_tokens"] = 6225
+    for e in evs:
+        root.record_event(e)
+    r = subprocess.run([program("tmpa-compact"), "--root", root.path, "--day", DAY],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    day_dir = os.path.join(root.path, "token_stats", DAY)
+    path = os.path.join(day_dir, "_compacted.json")
+    with open(path, "rb") as f:
+        good = f.read()
+    assert good.startswith(b'{"format":2,')
+    original = root.day_events(DAY)
+    want = root.summary(DAY)
+    assert want["problems"] == [] and want["events"] == 3
+    with open(os.path.join(day_dir, "_summary.json"), "rb") as f:
+        cached = f.read()
+    as_json = lambda e: json.dumps(e, sort_keys=True)
+    originals = {as_json(e) for e in original}
+    noticed = 0
+    for i in range(len(good)):
+        bad = bytearray(good)
+        bad[i] ^= 1 << (i % 8)
+        with open(path, "r+b") as f:  # in place, as a disk's damage would be
+            f.write(bad)
+            f.truncate()
+        read = root.read_day(DAY)
+        got = [as_json(e) for e in read["events"]]
+        assert set(got) <= originals, f"byte {i}: a changed event returned"
+        s = root.summary(DAY)
+        if read["problems"]:
+            noticed += 1
+            assert s["problems"] == read["problems"], f"byte {i}: the summary hides the damage"
+        else:
+            assert got == [as_json(e) for e in original], f"byte {i}: silently different"
+        assert s["events"] == len(read["events"]), f"byte {i}"
+        with open(os.path.join(day_dir, "_summary.json"), "rb") as f:
+            assert f.read() == cached, f"byte {i}: the cache was rewritten"
+    assert noticed == len(good)
+    with open(path, "wb") as f:
+        f.write(good)
+    assert root.summary(DAY)["problems"] == []

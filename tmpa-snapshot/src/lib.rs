@@ -167,6 +167,37 @@ pub fn render_text(report: &Report) -> String {
     s
 }
 
+impl tmpa_maint::Program for Args {
+    const NAME: &'static str = PROGRAM;
+    const TASK: Task = TASK;
+    const REAL_MODE: &'static str = "SNAPSHOT";
+
+    fn invocation(&self) -> Option<tmpa_maint::Invocation> {
+        // --verify reads a snapshot, not a root: no run record.
+        self.verify.is_none().then(|| tmpa_maint::Invocation {
+            root: self.root.clone(),
+            dry_run: self.dry_run,
+            json: self.json,
+            user: None,
+        })
+    }
+
+    fn invocation_of_raw(raw: &[std::ffi::OsString]) -> Option<tmpa_maint::Invocation> {
+        let verify = raw.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == "--verify" || a.starts_with("--verify="))
+        });
+        (!verify).then(|| tmpa_maint::Invocation {
+            user: None,
+            ..tmpa_maint::Invocation::from_raw(raw)
+        })
+    }
+
+    fn run(&self) -> Result<ExitStatus, StartError> {
+        run(self)
+    }
+}
+
 /// Runs the program: `--verify`, or a snapshot `--to`.
 ///
 /// # Errors
@@ -188,14 +219,18 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
         save_plan: None,
         apply_plan: None,
         pace: Duration::ZERO,
+        // The snapshot runs as it was started (see `Args`): a backup written where only
+        // root may write, with the files' owners kept.
+        user: None,
         diagnostics: args.diagnostics,
     };
     let mode = Mode::of_flags(args.dry_run, false);
+    let prepared = tmpa_maint::prepare(&common)?;
     let root = tmpa_maint::resolve_root(args.root.as_deref())?;
     // The destination is checked before the run starts: a bad one is a usage error.
     let dest = take::Destination::check(&root, &to, args.copy)?;
     drop(root);
-    tmpa_maint::run_program(PROGRAM, TASK, &common, mode, "SNAPSHOT", |run| {
+    tmpa_maint::run_program(prepared, PROGRAM, TASK, &common, mode, "SNAPSHOT", |run| {
         snapshot(run, &dest, args.wait)
     })
 }

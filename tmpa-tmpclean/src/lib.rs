@@ -236,6 +236,20 @@ pub struct Report {
     pub failed: bool,
 }
 
+impl tmpa_maint::Program for Args {
+    const NAME: &'static str = PROGRAM;
+    const TASK: Task = TASK;
+    const REAL_MODE: &'static str = "CLEAN";
+
+    fn invocation(&self) -> Option<tmpa_maint::Invocation> {
+        Some(self.common.invocation())
+    }
+
+    fn run(&self) -> Result<ExitStatus, StartError> {
+        run(self)
+    }
+}
+
 /// Runs the program: resolves the root, takes the lock, cleans, reports.
 ///
 /// # Errors
@@ -243,11 +257,20 @@ pub struct Report {
 /// is reported per file and reflected in the returned status.
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, false);
-    tmpa_maint::run_program(PROGRAM, TASK, &args.common, mode, "CLEAN", |run| {
-        let report = clean(run, args, SystemTime::now());
-        let status = report_status(&report);
-        (report, status)
-    })
+    let prepared = tmpa_maint::prepare(&args.common)?;
+    tmpa_maint::run_program(
+        prepared,
+        PROGRAM,
+        TASK,
+        &args.common,
+        mode,
+        "CLEAN",
+        |run| {
+            let report = clean(run, args, SystemTime::now());
+            let status = report_status(&report);
+            (report, status)
+        },
+    )
 }
 
 /// The exit status a report calls for: 4 after an I/O failure, 1 if anything needs a

@@ -1,10 +1,7 @@
-//! The tmpa-tmpclean binary: parses flags, runs, maps the outcome to the exit code.
+//! The tmpa-tmpclean binary: parses flags, runs, maps the outcome to the exit code (tmpa_maint::main).
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = tmpa_tmpclean::Args::parse();
-    tmpa_maint::exit(tmpa_tmpclean::PROGRAM, tmpa_tmpclean::run(&args))
+    tmpa_maint::main::<tmpa_tmpclean::Args>()
 }

@@ -5,6 +5,8 @@
 //!   long about, every option as `--help` lists it), followed by the sections clap has no
 //!   field for (exit status, environment, files, see also);
 //! - bash, zsh and fish completions from the same definitions (`clap_complete`);
+//! - `tmpa(8)`, the page of `/usr/sbin/tmpa` (cron/tmpa, a shell script: no clap
+//!   definition), from [`WRAPPER`] ([`wrapper_man_page`]);
 //! - `/etc/cron.d/tmpa` from root's crontab `cron/tmpa.crontab` ([`cron_d`]): the same
 //!   jobs with the user column, every job commented out, each deleting program's mode
 //!   read from `/etc/default/tmpa` ([`Program::mode_variable`]), which the package ships
@@ -380,6 +382,18 @@ fn files(roff: &mut Roff, program: &Program, schedule: &Schedule) {
              instead: journalctl -u followed by the program's name.",
         );
     }
+    if program.kind
+        == (Kind::Maintenance {
+            task: "archive_history",
+        })
+    {
+        item(
+            roff,
+            "/etc/tmpa/archive.env",
+            "The object store's keys (--credentials' default), root's alone: read before \
+             the program becomes --user, never put in an environment.",
+        );
+    }
     if !program.scheduled() {
         return;
     }
@@ -438,6 +452,99 @@ fn see_also(program: &Program) -> Roff {
          means), /usr/share/doc/tmpa/FORMAT.md (the data tree and its file formats).",
     )]);
     roff
+}
+
+/// `/usr/sbin/tmpa` (cron/tmpa): a program by hand, as its scheduled job runs it.
+pub const WRAPPER: &str = "tmpa";
+
+/// The page of [`WRAPPER`], `tmpa(8)`: what it does, the programs it runs, the settings
+/// it takes from `/etc/default/tmpa`, who the programs run as.
+///
+/// # Errors
+///
+/// Only those of writing into memory, which do not happen.
+pub fn wrapper_man_page(date: &str) -> io::Result<Vec<u8>> {
+    let mut r = Roff::new();
+    r.control(
+        "TH",
+        ["tmpa", "8", date, &format!("tmpa {VERSION}"), "TMPA Manual"],
+    );
+    r.control("SH", ["NAME"]);
+    r.text([roman(
+        "tmpa - run a TMPA program by hand as its scheduled job runs it",
+    )]);
+    r.control("SH", ["SYNOPSIS"]);
+    r.text([
+        bold("sudo tmpa"),
+        roman(" "),
+        italic("PROGRAM"),
+        roman(" ["),
+        italic("ARGUMENTS"),
+        roman("...]"),
+    ]);
+    r.control("SH", ["DESCRIPTION"]);
+    r.text([roman(
+        "Reads /etc/default/tmpa (root's: run it as root), exports its settings as every \
+         line of /etc/cron.d/tmpa does, and runs /usr/bin/tmpa-PROGRAM with ARGUMENTS. \
+         PROGRAM is compact, archive, tmpclean, patrol or snapshot. The program gets the \
+         root (TMPA_ROOT, unless --root is given), the user the jobs run as (TMPA_USER) \
+         and the patrol's service check (TMPA_SERVICE_CMD). The modes (TMPA_*_MODE) and \
+         the pace are the schedule's: by hand, give --dry-run or --pace yourself.",
+    )]);
+    r.control("PP", []).text([roman(
+        "Started as root, tmpa-compact, tmpa-archive, tmpa-tmpclean and tmpa-patrol first \
+         read and open what only root may (--apply-plan, --save-plan, the patrol's --log \
+         files, tmpa-archive's /etc/tmpa/archive.env), then become TMPA_USER for good: \
+         their files in the tree are the owner's, as the jobs' are, and a plan may still \
+         be saved where only root can write. tmpa-snapshot stays root: it only reads the \
+         tree, and writes a backup that keeps the files' owners.",
+    )]);
+    r.control("SH", ["EXAMPLES"]);
+    for example in [
+        "sudo tmpa compact --dry-run",
+        "sudo tmpa archive --dry-run --save-plan /root/archive-plan.json",
+        "sudo tmpa archive --apply-plan /root/archive-plan.json",
+        "sudo tmpa patrol --watch 1m --for 30m --since-deploy",
+        "sudo tmpa snapshot --to /var/backups/tmpa/snap-1",
+    ] {
+        r.control("PP", []).text([bold(example)]);
+    }
+    r.control("SH", ["EXIT STATUS"]);
+    r.text([roman(
+        "The program's (see its page); 2 when PROGRAM is unknown or /etc/default/tmpa \
+         cannot be read.",
+    )]);
+    r.control("SH", ["ENVIRONMENT"]);
+    item(
+        &mut r,
+        "TMPA_CONFIG_FILE",
+        "Another configuration file than /etc/default/tmpa.",
+    );
+    item(
+        &mut r,
+        "TMPA_BIN_DIR",
+        "Where the programs are, instead of /usr/bin.",
+    );
+    r.control("SH", ["FILES"]);
+    item(
+        &mut r,
+        "/etc/default/tmpa",
+        "The jobs' settings, read by the cron lines, the units and tmpa.",
+    );
+    item(
+        &mut r,
+        "/etc/tmpa/archive.env",
+        "The object store's keys, root's alone, read by tmpa-archive itself.",
+    );
+    r.control("SH", ["SEE ALSO"]);
+    let names: Vec<String> = PROGRAMS.iter().map(|p| format!("{}(1)", p.name)).collect();
+    r.text([roman(names.join(", "))]);
+    r.control("PP", []).text([roman(
+        "/usr/share/doc/tmpa/OPERATIONS.md, \"Running a program by hand\".",
+    )]);
+    let mut out = Vec::new();
+    r.to_writer(&mut out)?;
+    Ok(out)
 }
 
 /// The file name each shell looks a command's completion up by, in its directory.
@@ -691,6 +798,8 @@ pub fn generate(out_dir: &Path, crontab: &str, date: &str) -> Result<Vec<PathBuf
             )?;
         }
     }
+    let page = wrapper_man_page(date).context("render tmpa(8)")?;
+    write(format!("man/man8/{WRAPPER}.8"), &page)?;
     write("cron.d/tmpa".to_owned(), cron_d(crontab)?.as_bytes())?;
     Ok(written)
 }

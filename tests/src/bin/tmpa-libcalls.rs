@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tmpa_core::{Day, Event, NotificationId, Root, SessionId, SessionLocation, UserId};
+use tmpa_core::{Day, Event, InboxQuery, NotificationId, Root, SessionId, SessionLocation, UserId};
 
 fn main() -> ExitCode {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
@@ -42,8 +42,9 @@ fn check(what: &str, ok: bool) -> Result<(), String> {
 }
 
 fn run(dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir.join("token_stats")).map_err(|e| e.to_string())?;
+    step("create", Root::create(dir))?;
     let root = step("open", Root::open(dir))?;
+    let root = step("reopen", root.reopen())?;
     let day: Day = "2026-11-23"
         .parse()
         .map_err(|e: tmpa_core::Error| e.to_string())?;
@@ -84,7 +85,16 @@ fn run(dir: &std::path::Path) -> Result<(), String> {
         "unacked",
         step("unacked", root.unacked(&u))? == vec![n.clone()],
     )?;
+    check(
+        "inbox",
+        step("inbox", root.inbox(&u, &InboxQuery::default()))?.len() == 1,
+    )?;
     step("ack", root.ack(&u, &n))?;
+    check(
+        "ack of an id never delivered",
+        root.ack(&u, &NotificationId::new("none").map_err(|e| e.to_string())?)
+            .is_err_and(|e| e.io_kind() == std::io::ErrorKind::NotFound),
+    )?;
     check("is_acked", step("is_acked", root.is_acked(&u, &n))?)?;
     let sid = SessionId::new("s1").map_err(|e| e.to_string())?;
     step("write_session", root.write_session(&u, &sid, b"{\"m\":[]}"))?;

@@ -176,7 +176,10 @@ impl AtomicFile {
         out.get_ref().sync_data()
     }
 
-    /// Flushes, fsyncs, renames over the final name and fsyncs the directory.
+    /// Flushes, fsyncs, renames over the final name and fsyncs the directory. The
+    /// directory fsync is a group commit: writers of this process that renamed into the
+    /// same directory at about the same time share one (fs/commit.rs); each still returns
+    /// only after an fsync that started after its own rename.
     ///
     /// # Errors
     /// [`Error::Io`] naming the path; the temporary has then been removed.
@@ -210,7 +213,10 @@ impl AtomicFile {
             let _ = self.dir.unlink(&self.tmp);
         }
         result?;
-        self.dir.sync()
+        // Shared with the other writers of this process that renamed into the same
+        // directory meanwhile (fs/commit.rs): still an fsync that started after this
+        // rename.
+        super::commit::sync_dir(&self.dir)
     }
 
     fn sync_and_rename(&self, out: BufWriter<File>, no_replace: bool) -> Result<()> {

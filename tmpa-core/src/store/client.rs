@@ -39,6 +39,7 @@ use object_store::client::{
 use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
 
 use super::config::{ArchiveConfig, StoreScheme, StoreUrl};
+use super::credentials::Credentials;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::names::{SessionId, UserId};
 use crate::versions::{
@@ -243,6 +244,19 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_with_retries(config: &ArchiveConfig, retries: usize) -> Result<Store> {
+        Store::open_with(config, retries, &Credentials::default())
+    }
+
+    /// [`Store::open_with_retries`], with `credentials` over the environment's settings.
+    ///
+    /// # Errors
+    /// As [`Store::open`]; also a configuration error naming a setting of `credentials`
+    /// the scheme's client does not know (a misspelt name would otherwise be ignored).
+    pub fn open_with(
+        config: &ArchiveConfig,
+        retries: usize,
+        credentials: &Credentials,
+    ) -> Result<Store> {
         let url = &config.url;
         let shown = url.to_string();
         let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Store {
@@ -277,15 +291,32 @@ impl Store {
             paged: p,
             delete: None,
         };
+        let unknown = |names: Vec<&str>| {
+            fail(
+                format!(
+                    "{}: not a setting of this store's client (misspelt?)",
+                    names.join(", ")
+                )
+                .into(),
+            )
+        };
         let (backend, base) = match url.scheme() {
             StoreScheme::S3 => {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-                let builder = AmazonS3Builder::from_env()
+                let (known, other) = credentials.keys::<K>("AWS_");
+                if !other.is_empty() {
+                    return Err(unknown(other));
+                }
+                let builder = known
+                    .into_iter()
+                    .fold(AmazonS3Builder::from_env(), |b, (k, v)| b.with_config(k, v))
                     .with_url(cloud_url)
                     .with_http_connector(watch())
                     .with_retry(retry)
                     .with_config(K::Client(ClientConfigKey::Timeout), timeout.clone())
                     .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect.clone());
+                // The conditional DELETE goes out through a client of the same options
+                // (plain http allowed or not, timeouts), signed with the same credentials.
                 let allow_http = builder
                     .get_config_value(&K::Client(ClientConfigKey::AllowHttp))
                     .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
@@ -306,9 +337,17 @@ impl Store {
             }
             StoreScheme::Gcs => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+                let (known, other) = credentials.keys::<K>("GOOGLE_");
+                if !other.is_empty() {
+                    return Err(unknown(other));
+                }
+                let b = known
+                    .into_iter()
+                    .fold(GoogleCloudStorageBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    });
                 let s = Arc::new(
-                    GoogleCloudStorageBuilder::from_env()
-                        .with_url(cloud_url)
+                    b.with_url(cloud_url)
                         .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)
@@ -320,9 +359,17 @@ impl Store {
             }
             StoreScheme::Azure => {
                 use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
+                let (known, other) = credentials.keys::<K>("AZURE_");
+                if !other.is_empty() {
+                    return Err(unknown(other));
+                }
+                let b = known
+                    .into_iter()
+                    .fold(MicrosoftAzureBuilder::from_env(), |b, (k, v)| {
+                        b.with_config(k, v)
+                    });
                 let s = Arc::new(
-                    MicrosoftAzureBuilder::from_env()
-                        .with_url(cloud_url)
+                    b.with_url(cloud_url)
                         .with_http_connector(watch())
                         .with_retry(retry)
                         .with_config(K::Client(ClientConfigKey::Timeout), timeout)

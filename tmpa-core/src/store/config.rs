@@ -1,6 +1,11 @@
-//! `{root}/tmpa.toml`: where archived sessions live. Read by every build of the library,
-//! with or without the `object-store` feature, so that a tree whose archives are in a
-//! store is never mistaken for one whose archives are all local.
+//! `tmpa.toml`: where archived sessions and notifications live. Read by every build of
+//! the library, with or without the `object-store` feature, so that a tree whose archives
+//! are in a store is never mistaken for one whose archives are all local.
+//!
+//! Two places, the first found wins, for the library as for the programs
+//! (`tmpa_maint::archive_config`, which also takes `--to` and checks who could have
+//! written each file): [`ETC_CONFIG_DIR`]`/tmpa.toml`, the machine's, then
+//! `{root}/tmpa.toml`, the tree's.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +19,9 @@ use crate::fs::{Dir, Meta};
 
 /// Name of the configuration file in the root.
 pub const CONFIG_NAME: &str = "tmpa.toml";
+/// The machine's configuration directory: a `tmpa.toml` here takes the place of the
+/// tree's, for the library and the programs alike.
+pub const ETC_CONFIG_DIR: &str = "/etc/tmpa";
 /// Largest configuration file read, in bytes.
 const CONFIG_BYTES_MAX: u64 = 64 << 10;
 /// Default time one request to the store may take before it counts as failed (it is
@@ -298,9 +306,29 @@ impl ArchiveConfig {
         }))
     }
 
-    /// Reads `tmpa.toml` in `root` (never through a symlink). `None` when there is no such
-    /// file or it has no `[archive]` table.
-    pub(crate) fn load_from(root: &Dir) -> Result<Option<ArchiveConfig>> {
+    /// The configuration the library uses for the tree `root`: [`ETC_CONFIG_DIR`]`/tmpa.toml`
+    /// when it exists, else `{root}/tmpa.toml` (each read never through a symlink). `None`
+    /// when neither exists, or the one read has no `[archive]` table.
+    pub(crate) fn load(root: &Dir) -> Result<Option<ArchiveConfig>> {
+        ArchiveConfig::load_with(Path::new(ETC_CONFIG_DIR), root)
+    }
+
+    /// [`ArchiveConfig::load`] with the machine's directory at `etc`.
+    fn load_with(etc: &Path, root: &Dir) -> Result<Option<ArchiveConfig>> {
+        let unsafe_dir = |e: Error| match e {
+            Error::Unsafe { path, reason } => Error::Config {
+                path,
+                reason: reason.to_string(),
+            },
+            other => other,
+        };
+        let dirs = etc_config_dirs(etc).map_err(unsafe_dir)?;
+        if is_whole(&dirs, etc)
+            && let Some(dir) = dirs.last()
+            && let Some((text, _)) = read_config_text(dir)?
+        {
+            return ArchiveConfig::parse(&text, &dir.join(CONFIG_NAME));
+        }
         match read_config_text(root)? {
             Some((text, _)) => ArchiveConfig::parse(&text, &root.join(CONFIG_NAME)),
             None => Ok(None),
@@ -333,6 +361,32 @@ pub fn read_config_text(dir: &Dir) -> Result<Option<(String, Meta)>> {
         reason: "not UTF-8 text".into(),
     })?;
     Ok(Some((text, meta)))
+}
+
+/// The directories from `/` toward `etc` (an absolute path, usually [`ETC_CONFIG_DIR`])
+/// that exist, `/` first, each opened below the one before without following a symlink,
+/// for a caller that checks who could write them: all of them, `etc` last, when `etc`
+/// exists ([`is_whole`] says), else those down to the last that exists.
+///
+/// # Errors
+/// [`Error::Unsafe`] naming a directory on the way that is a symlink or not a directory;
+/// [`Error::Io`] when one cannot be opened.
+pub fn etc_config_dirs(etc: &Path) -> Result<Vec<Dir>> {
+    let mut dirs = vec![Dir::open_path(Path::new("/"))?];
+    for component in etc.iter().skip(1) {
+        let next = dirs.last().expect("/ at least").open_dir(component);
+        match next {
+            Ok(dir) => dirs.push(dir),
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dirs)
+}
+
+/// Whether `dirs`, from [`etc_config_dirs`]`(etc)`, reach `etc` itself.
+pub fn is_whole(dirs: &[Dir], etc: &Path) -> bool {
+    dirs.len() == etc.iter().count()
 }
 
 #[cfg(test)]
@@ -390,6 +444,39 @@ mod tests {
             parse("[archive\n").unwrap_err(),
             Error::Config { .. }
         ));
+    }
+
+    /// The machine's tmpa.toml takes the place of the tree's; without it, the tree's
+    /// counts; a symlinked machine directory is an error naming it, never a fallback.
+    #[test]
+    fn the_machine_s_file_comes_before_the_tree_s() {
+        let t = tempfile::tempdir().unwrap();
+        let (etc, tree) = (t.path().join("etc/tmpa"), t.path().join("tree"));
+        std::fs::create_dir_all(&tree).unwrap();
+        let root = Dir::open_path(&tree).unwrap();
+        let url = |c: Option<ArchiveConfig>| c.map(|c| c.url.to_string());
+        assert_eq!(url(ArchiveConfig::load_with(&etc, &root).unwrap()), None);
+        std::fs::write(tree.join(CONFIG_NAME), "[archive]\nurl = \"s3://tree/p\"\n").unwrap();
+        let got = ArchiveConfig::load_with(&etc, &root).unwrap();
+        assert_eq!(url(got).as_deref(), Some("s3://tree/p"));
+        std::fs::create_dir_all(&etc).unwrap();
+        let got = ArchiveConfig::load_with(&etc, &root).unwrap();
+        assert_eq!(
+            url(got).as_deref(),
+            Some("s3://tree/p"),
+            "an empty /etc/tmpa"
+        );
+        std::fs::write(etc.join(CONFIG_NAME), "[archive]\nurl = \"s3://etc/p\"\n").unwrap();
+        let got = ArchiveConfig::load_with(&etc, &root).unwrap();
+        assert_eq!(url(got).as_deref(), Some("s3://etc/p"));
+        std::fs::write(etc.join(CONFIG_NAME), "# archives are local\n").unwrap();
+        assert_eq!(url(ArchiveConfig::load_with(&etc, &root).unwrap()), None);
+        let moved = t.path().join("etc/elsewhere");
+        std::fs::rename(&etc, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &etc).unwrap();
+        let e = ArchiveConfig::load_with(&etc, &root).unwrap_err();
+        assert!(matches!(e, Error::Config { .. }), "{e}");
+        assert!(e.to_string().contains("symlink"), "{e}");
     }
 
     #[test]

@@ -10,9 +10,13 @@
 #[cfg(feature = "object-store")]
 pub(crate) mod client;
 mod config;
+mod credentials;
 #[cfg(feature = "object-store")]
 mod local;
 
+pub use config::{
+    ArchiveConfig, CONFIG_NAME, ETC_CONFIG_DIR, StoreScheme, StoreUrl, TIMEOUT_SECS_DEFAULT,
+};
 #[cfg(feature = "maintenance")]
-pub use config::read_config_text;
-pub use config::{ArchiveConfig, CONFIG_NAME, StoreScheme, StoreUrl, TIMEOUT_SECS_DEFAULT};
+pub use config::{etc_config_dirs, is_whole, read_config_text};
+pub use credentials::Credentials;

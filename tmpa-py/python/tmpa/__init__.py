@@ -6,10 +6,14 @@ directory fsynced, so readers (and the programs running from cron) see a whole o
 whole new file, never a part. The GIL is released during I/O.
 
     import tmpa
-    root = tmpa.Root("/opt/app")
+    root = tmpa.Root.create("/opt/app")      # or tmpa.Root("/opt/app") for an existing root
     root.record_event({"id": "a1", "ts": "2026-11-23T10:00:00Z", "user_id": "u1",
                        "model": "gpt-4o", "prompt_tokens": 120, "completion_tokens": 48})
     root.summary("2026-11-23")["total_tokens"]
+
+A root restored from a backup while the service runs: calls raise RootReplacedError (an
+OSError, errno ESTALE, never a FileNotFoundError); ``root.reopen()`` opens the restored
+tree for every thread using ``root``.
 """
 
 from ._tmpa import (
@@ -17,19 +21,47 @@ from ._tmpa import (
     CorruptError,
     NotARootError,
     Root,
+    RootReplacedError,
     StoreError,
     UnsafePathError,
+    __version__,
     temp_final_name,
     write_atomic,
 )
+from ._types import (
+    BytesArg,
+    DayArg,
+    DayRead,
+    Event,
+    Id,
+    InboxItem,
+    JSON,
+    PathArg,
+    Problem,
+    Summary,
+    Totals,
+)
 
 __all__ = [
+    "BytesArg",
     "ConfigError",
     "CorruptError",
+    "DayArg",
+    "DayRead",
+    "Event",
+    "Id",
+    "InboxItem",
+    "JSON",
     "NotARootError",
+    "PathArg",
+    "Problem",
     "Root",
+    "RootReplacedError",
     "StoreError",
+    "Summary",
+    "Totals",
     "UnsafePathError",
+    "__version__",
     "temp_final_name",
     "write_atomic",
 ]

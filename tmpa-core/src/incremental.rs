@@ -1,0 +1,909 @@
+//! Incremental summaries: each process keeps what it knows of the days it summarised
+//! (every loose file's contribution, the compacted ids) and, between two calls, learns
+//! what changed in the day directory from the kernel (inotify) instead of looking at every
+//! file again. [`Root::summary`] is built on it.
+//!
+//! # How a call knows what changed
+//! - **Watched** (a local file system, inotify available): the day directory has an
+//!   inotify watch, added *before* the first full read, so nothing that changes after
+//!   that read goes unseen. The kernel queues an event for every entry created, renamed in
+//!   or out, deleted, written (`IN_MODIFY`, `IN_CLOSE_WRITE`) or whose attributes change,
+//!   synchronously, before the call that changed it returns. A summary call reads the
+//!   queue (one `read` that finds it empty when nothing changed) and re-reads exactly the
+//!   files it names: checking a current summary costs O(1), and N new events cost N reads.
+//!   A file rewritten in place is one of those events, whatever its size and mtime.
+//! - **Polled** (no inotify, `TMPA_SUMMARY_WATCH=0`, or a network or FUSE file system, where other hosts' changes
+//!   raise no event): each call lists the directory and `lstat`s each file (O(files), as the
+//!   cache's stamp check always did), and re-reads only the files whose stamp (device,
+//!   inode, size, mtime, ctime) changed, those that are new, and those read in the same
+//!   second as their last change ("racily clean", as git calls it: a second change within
+//!   the file system's timestamp granularity would not show in the stamp).
+//! - Either way, every [`RESYNC_SECS`] a watched day is also checked as a polled one, so a
+//!   change the kernel does not report (a write through a hard link in another directory, a
+//!   write through `mmap`, the watch lost) is seen within that bound; and a full read from
+//!   the events stays the fallback: after the queue overflowed or the watch was lost (then a
+//!   poll), after `_compacted.json` changed, and when a file counted from the cache (whose
+//!   contribution is not known) changed or went.
+//!
+//! # When `_summary.json` is written
+//! Only after a full read of every event of the day found no problem and nothing changed
+//! while it read (watched) — never on an incremental answer. A rewrite is durable (two
+//! fsyncs) and changes the directory (which wakes every watcher), and for a live day it is
+//! stale within milliseconds; the process answers from memory. The file serves what
+//! memory cannot: the first call of a new process on a quiet day (one listing and one
+//! `lstat` per file, no event read), and compaction's check that a day is settled. A day
+//! with problems is never cached, so a cached summary is always a whole one.
+//!
+//! Locks: a day's lock is taken before the registry's (the watch queue), never the other
+//! way round; the registry's is held only for map look-ups and the queue's `read`.
+//!
+//! # Not guaranteed
+//! - A process keeps at most [`DAYS_MAX`] days (the least recently summarised goes),
+//!   about 150 bytes per loose file of each.
+//! - A forked child starts afresh (its own inotify instance, nothing of its parent's).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::hash::{Hash, Hasher};
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
+
+use crate::compacted::{COMPACTED_NAME, Compacted, read_compacted};
+use crate::day::{
+    SUMMARY_NAME, conflict_problem_of, event_names, is_event_name, read_loose_stamped,
+    read_loose_stamped_all,
+};
+use crate::error::Result;
+use crate::event::Event;
+use crate::fs::{Dir, Kind, Stamp};
+use crate::names::Day;
+use crate::problem::{Problem, ProblemKind};
+use crate::summary::{Summary, SummaryRead, Totals, read_cached, source_stamp, write_summary};
+
+/// Days a process keeps between calls.
+pub const DAYS_MAX: usize = 8;
+/// A watched day is also checked file by file this often (see the module docs).
+pub const RESYNC_SECS: u64 = 60;
+/// A file read within this long of its last change is read again by the next poll: its
+/// stamp could not show a second change in the same timestamp tick.
+const RACY_NS: i64 = 1_000_000_000;
+/// Names remembered for one watch between two calls; beyond, the next call polls.
+const PENDING_NAMES_MAX: usize = 1 << 16;
+/// `TMPA_SUMMARY_WATCH=0` in the environment: every day is polled, never watched (a
+/// process that must not use an inotify instance; the tests of the polled mode).
+pub const WATCH_ENV: &str = "TMPA_SUMMARY_WATCH";
+/// Bytes read from the inotify queue at a time.
+const QUEUE_BUF_BYTES: usize = 64 << 10;
+
+/// Counts of one set of events, wide enough never to saturate while kept, so that a
+/// contribution can be taken back out exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    events: u128,
+    prompt: u128,
+    completion: u128,
+}
+
+impl Tally {
+    fn add(&mut self, c: &Contrib) {
+        self.events += 1;
+        self.prompt += u128::from(c.prompt);
+        self.completion += u128::from(c.completion);
+    }
+
+    fn sub(&mut self, c: &Contrib) {
+        self.events -= 1;
+        self.prompt -= u128::from(c.prompt);
+        self.completion -= u128::from(c.completion);
+    }
+
+    fn of(t: &Totals) -> Tally {
+        Tally {
+            events: t.events.into(),
+            prompt: t.prompt_tokens.into(),
+            completion: t.completion_tokens.into(),
+        }
+    }
+
+    /// As a [`Summary`] counts: each sum saturating at `u64::MAX` (what folding the
+    /// events one by one with saturating additions gives).
+    fn totals(&self) -> Totals {
+        let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        Totals {
+            events: clamp(self.events),
+            prompt_tokens: clamp(self.prompt),
+            completion_tokens: clamp(self.completion),
+            total_tokens: clamp(self.prompt + self.completion),
+        }
+    }
+}
+
+/// What one counted event adds: its user and model (interned), its counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Contrib {
+    user: u32,
+    model: u32,
+    prompt: u64,
+    completion: u64,
+}
+
+/// User ids and model names, each kept once.
+#[derive(Debug, Default)]
+struct Interned {
+    list: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl Interned {
+    fn get(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = u32::try_from(self.list.len()).expect("fewer than 4G distinct names");
+        self.list.push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+}
+
+/// The sums of everything counted, overall, per user and per model.
+#[derive(Debug, Default)]
+struct Sums {
+    all: Tally,
+    by_user: HashMap<u32, Tally>,
+    by_model: HashMap<u32, Tally>,
+}
+
+impl Sums {
+    fn add(&mut self, c: &Contrib) {
+        self.all.add(c);
+        self.by_user.entry(c.user).or_default().add(c);
+        self.by_model.entry(c.model).or_default().add(c);
+    }
+
+    fn sub(&mut self, c: &Contrib) {
+        self.all.sub(c);
+        for (map, k) in [(&mut self.by_user, c.user), (&mut self.by_model, c.model)] {
+            if let Some(t) = map.get_mut(&k) {
+                t.sub(c);
+                if t.events == 0 {
+                    map.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn summary(&self, day: Day, users: &Interned, models: &Interned) -> Summary {
+        let named = |m: &HashMap<u32, Tally>, names: &Interned| -> BTreeMap<String, Totals> {
+            m.iter()
+                .map(|(k, t)| (names.list[*k as usize].to_string(), t.totals()))
+                .collect()
+        };
+        Summary {
+            format: 1,
+            day: day.to_string(),
+            totals: self.all.totals(),
+            by_user: named(&self.by_user, users),
+            by_model: named(&self.by_model, models),
+            source: String::new(),
+        }
+    }
+}
+
+/// What a loose file is to the day.
+#[derive(Clone, Debug)]
+enum Entry {
+    /// A new event, counted.
+    Counted(Contrib),
+    /// The same event as the compacted one of its id: not counted again.
+    Duplicate,
+    /// Another event than the compacted one of its id: not counted, a problem.
+    Conflict(Problem),
+    /// Not a valid event of its name: not counted, a problem.
+    Corrupt(Problem),
+    /// Counted in the cached summary the day started from; what it adds is not known, so
+    /// a change to it needs a full read.
+    FromCache,
+}
+
+#[derive(Clone, Debug)]
+struct Loose {
+    /// The stamp of the file read (or `lstat`ed, for [`Entry::FromCache`]).
+    stamp: Option<Stamp>,
+    entry: Entry,
+    /// Read within [`RACY_NS`] of its last change.
+    racy: bool,
+}
+
+/// What changed since the last call, as far as the call knows.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Loose names to read again.
+    names: HashSet<OsString>,
+    /// `_compacted.json` changed: a full read.
+    compacted: bool,
+    /// The queue overflowed, or the directory was moved: poll.
+    lost: bool,
+    /// The watch is gone (the directory deleted, its file system unmounted, or the watch
+    /// belongs to another process's registry): a full read, which watches it again.
+    gone: bool,
+}
+
+/// Why an incremental update cannot go on: a full read does.
+struct NeedsFullRead;
+
+/// One day directory as this process knows it.
+#[derive(Debug)]
+struct DayState {
+    day: Day,
+    /// Device and inode of the day directory.
+    key: (u64, u64),
+    /// Whether `sums` and `loose` describe the directory (else the next call reads it all).
+    ready: bool,
+    sums: Sums,
+    users: Interned,
+    models: Interned,
+    loose: HashMap<OsString, Loose>,
+    /// The stamp of `_compacted.json` read (`None`: there was none).
+    compacted_stamp: Option<Stamp>,
+    /// The compacted events' ids and content hashes; `None` until needed when the day
+    /// started from the cache.
+    compacted_ids: Option<HashMap<Box<str>, u64>>,
+    compacted_problems: Vec<Problem>,
+    /// The inotify watch of the directory.
+    wd: Option<i32>,
+    /// The registry's overflow count when this day last synchronised.
+    overflows: u64,
+    last_sync: Instant,
+}
+
+impl DayState {
+    fn new(day: Day, key: (u64, u64)) -> DayState {
+        DayState {
+            day,
+            key,
+            ready: false,
+            sums: Sums::default(),
+            users: Interned::default(),
+            models: Interned::default(),
+            loose: HashMap::new(),
+            compacted_stamp: None,
+            compacted_ids: None,
+            compacted_problems: Vec::new(),
+            wd: None,
+            overflows: 0,
+            last_sync: Instant::now(),
+        }
+    }
+
+    fn contrib(&mut self, e: &Event) -> Contrib {
+        Contrib {
+            user: self.users.get(e.user_id()),
+            model: self.models.get(e.model()),
+            prompt: e.prompt_tokens(),
+            completion: e.completion_tokens(),
+        }
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut p: Vec<Problem> = self.compacted_problems.clone();
+        p.extend(self.loose.values().filter_map(|l| match &l.entry {
+            Entry::Conflict(p) | Entry::Corrupt(p) => Some(p.clone()),
+            _ => None,
+        }));
+        p.sort();
+        p
+    }
+
+    fn read(&self, rebuilt: bool) -> SummaryRead {
+        SummaryRead {
+            summary: self.sums.summary(self.day, &self.users, &self.models),
+            rebuilt,
+            problems: self.problems(),
+        }
+    }
+
+    /// The day's summary now (see the module docs).
+    fn summary(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
+        if self.ready {
+            match self.changes(dir) {
+                Ok(changes) => {
+                    if let Ok(()) = self.apply(dir, changes) {
+                        return Ok(self.read(false));
+                    }
+                }
+                Err(e) => {
+                    self.ready = false;
+                    return Err(e);
+                }
+            }
+        }
+        self.full(dir, watch_path)
+    }
+
+    /// What changed since the last call: from the watch's queue, or by polling.
+    fn changes(&mut self, dir: &Dir) -> Result<Changes> {
+        let mut changes = match self.wd {
+            Some(wd) => take_pending(wd, &mut self.overflows),
+            None => Changes {
+                lost: true,
+                ..Changes::default()
+            },
+        };
+        if changes.gone {
+            self.wd = None;
+            changes.compacted = true;
+            return Ok(changes);
+        }
+        if changes.lost || self.last_sync.elapsed() >= Duration::from_secs(RESYNC_SECS) {
+            self.poll(dir, &mut changes)?;
+        }
+        Ok(changes)
+    }
+
+    /// Adds to `changes` every file whose stamp differs from what was read, every new
+    /// file, every racy one, and whether `_compacted.json` changed.
+    fn poll(&mut self, dir: &Dir, changes: &mut Changes) -> Result<()> {
+        let names = event_names(dir)?;
+        let listed: HashSet<&OsString> = names.iter().collect();
+        for name in self.loose.keys() {
+            if !listed.contains(name) {
+                changes.names.insert(name.clone());
+            }
+        }
+        for name in &names {
+            let now = dir.stat(name)?.map(|m| m.stamp);
+            match self.loose.get(name) {
+                Some(l) if l.stamp == now && !l.racy => {}
+                _ => {
+                    changes.names.insert(name.clone());
+                }
+            }
+        }
+        if compacted_stamp(dir)? != self.compacted_stamp {
+            changes.compacted = true;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Brings the sums up to date with `changes`, reading only the files named.
+    fn apply(&mut self, dir: &Dir, changes: Changes) -> std::result::Result<(), NeedsFullRead> {
+        if changes.compacted {
+            return Err(NeedsFullRead);
+        }
+        let mut gone = false;
+        for name in changes.names {
+            gone |= self.update(dir, name)?;
+        }
+        // A loose file gone may have been compacted since the changes were taken: then
+        // its event is in the new `_compacted.json`, which a full read counts.
+        if gone && compacted_stamp(dir).map_err(|_| NeedsFullRead)? != self.compacted_stamp {
+            return Err(NeedsFullRead);
+        }
+        Ok(())
+    }
+
+    /// Reads the loose file `name` again and replaces what it counted; whether it is gone.
+    fn update(&mut self, dir: &Dir, name: OsString) -> std::result::Result<bool, NeedsFullRead> {
+        if let Some(Loose {
+            entry: Entry::FromCache,
+            ..
+        }) = self.loose.get(&name)
+        {
+            return Err(NeedsFullRead);
+        }
+        let new = match read_loose_stamped(dir, &name) {
+            Ok((event, stamp)) => Some(Loose {
+                stamp: Some(stamp),
+                racy: is_racy(&stamp),
+                entry: self.classify(dir, &event)?,
+            }),
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                let stamp = dir.stat(&name).ok().flatten().map(|m| m.stamp);
+                Some(Loose {
+                    stamp,
+                    racy: true,
+                    entry: Entry::Corrupt(Problem::from_error(&dir.join(&name), e)),
+                })
+            }
+        };
+        if let Some(Loose {
+            entry: Entry::Counted(c),
+            ..
+        }) = self.loose.remove(&name)
+        {
+            self.sums.sub(&c);
+        }
+        let gone = new.is_none();
+        if let Some(new) = new {
+            if let Entry::Counted(c) = &new.entry {
+                self.sums.add(c);
+            }
+            self.loose.insert(name, new);
+        }
+        Ok(gone)
+    }
+
+    /// Whether a loose event is new, the same as its compacted copy, or another event.
+    fn classify(&mut self, dir: &Dir, e: &Event) -> std::result::Result<Entry, NeedsFullRead> {
+        if self.compacted_ids.is_none() {
+            if self.compacted_stamp.is_none() {
+                self.compacted_ids = Some(HashMap::new());
+            } else {
+                // Started from the cache: the compacted ids are read once, when a new
+                // loose file needs them. A damaged file needs the full read's problems.
+                match read_compacted(dir, self.day) {
+                    Compacted::Valid(events) => {
+                        self.compacted_ids = Some(ids_of(&events));
+                    }
+                    _ => return Err(NeedsFullRead),
+                }
+            }
+        }
+        let ids = self.compacted_ids.as_ref().expect("set above");
+        Ok(match ids.get(e.id().as_str()) {
+            None => Entry::Counted(self.contrib(e)),
+            Some(&h) if h == content_hash(e) => Entry::Duplicate,
+            Some(_) => Entry::Conflict(conflict_problem_of(dir, e.id())),
+        })
+    }
+
+    /// Reads the whole day (or takes the cached summary, when it is current), after
+    /// making sure the watch is in place, so that whatever changes from here on is seen.
+    fn full(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
+        let key = self.key;
+        let (day, wd) = (self.day, self.wd);
+        *self = DayState::new(day, key);
+        // Everything queued up to now is about to be read: taken and dropped. A watch the
+        // kernel removed (the inode of a deleted directory, whose number this one reuses)
+        // is replaced.
+        self.wd = wd.filter(|&wd| !take_pending(wd, &mut self.overflows).gone);
+        if self.wd.is_none() {
+            self.wd = add_watch(dir, watch_path, key);
+            if let Some(wd) = self.wd {
+                let _ = take_pending(wd, &mut self.overflows);
+            }
+        }
+        self.last_sync = Instant::now();
+        let names = event_names(dir)?;
+        self.compacted_stamp = compacted_stamp(dir)?;
+        if let Some(read) = self.take_cache(dir, &names)? {
+            self.ready = true;
+            return Ok(read);
+        }
+        // The loose files first, then `_compacted.json`: an event that compaction moves
+        // meanwhile is gone from the first read only once it is in the second (compaction
+        // deletes a loose file only after the compacted file holding it is durable).
+        let reads = read_loose_stamped_all(dir, &names);
+        match read_compacted(dir, day) {
+            Compacted::Absent => {}
+            Compacted::Valid(events) => self.count_compacted(&events),
+            Compacted::Damaged(s) => {
+                self.count_compacted(&s.events);
+                self.compacted_problems = s.problems;
+            }
+            Compacted::Corrupt(p) => {
+                self.compacted_ids = Some(HashMap::new());
+                self.compacted_problems = vec![p];
+            }
+        }
+        if self.compacted_ids.is_none() {
+            self.compacted_ids = Some(HashMap::new());
+        }
+        for (name, read) in names.iter().zip(reads) {
+            let loose = match read {
+                Ok((event, stamp)) => Loose {
+                    stamp: Some(stamp),
+                    racy: is_racy(&stamp),
+                    entry: match self.classify(dir, &event) {
+                        Ok(entry) => entry,
+                        Err(NeedsFullRead) => unreachable!("the compacted ids are known"),
+                    },
+                },
+                Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Loose {
+                    stamp: dir.stat(name).ok().flatten().map(|m| m.stamp),
+                    racy: true,
+                    entry: Entry::Corrupt(Problem::from_error(&dir.join(name), e)),
+                },
+            };
+            if let Entry::Counted(c) = &loose.entry {
+                self.sums.add(c);
+            }
+            self.loose.insert(name.clone(), loose);
+        }
+        self.ready = true;
+        let mut read = self.read(true);
+        if read.problems.is_empty() && self.quiet() {
+            read.summary.source = self.stamp();
+            if let Err(e) = write_summary(dir, &read.summary) {
+                read.problems.push(Problem::new(
+                    dir.join(SUMMARY_NAME),
+                    ProblemKind::Unreadable,
+                    format!("could not rewrite the summary cache: {}", e.chain()),
+                ));
+            }
+        }
+        Ok(read)
+    }
+
+    /// The cached summary, when its stamp says it is the day as listed: every loose file
+    /// then counts as [`Entry::FromCache`].
+    fn take_cache(&mut self, dir: &Dir, names: &[OsString]) -> Result<Option<SummaryRead>> {
+        let Some(cached) = read_cached(dir, self.day) else {
+            return Ok(None);
+        };
+        let mut stamps = Vec::with_capacity(names.len());
+        for n in names {
+            if let Some(m) = dir.stat(n)? {
+                stamps.push((n.clone(), m.stamp));
+            }
+        }
+        if cached.source != source_stamp(self.compacted_stamp, &stamps) {
+            return Ok(None);
+        }
+        self.sums.all = Tally::of(&cached.totals);
+        for (name, t) in &cached.by_user {
+            let k = self.users.get(name);
+            self.sums.by_user.insert(k, Tally::of(t));
+        }
+        for (name, t) in &cached.by_model {
+            let k = self.models.get(name);
+            self.sums.by_model.insert(k, Tally::of(t));
+        }
+        for (name, stamp) in stamps {
+            self.loose.insert(
+                name,
+                Loose {
+                    stamp: Some(stamp),
+                    entry: Entry::FromCache,
+                    racy: is_racy(&stamp),
+                },
+            );
+        }
+        Ok(Some(SummaryRead {
+            summary: cached,
+            rebuilt: false,
+            problems: Vec::new(),
+        }))
+    }
+
+    fn count_compacted(&mut self, events: &[Event]) {
+        for e in events {
+            let c = self.contrib(e);
+            self.sums.add(&c);
+        }
+        self.compacted_ids = Some(ids_of(events));
+    }
+
+    /// Whether nothing changed since the full read began, as far as the watch tells (a
+    /// polled day cannot tell cheaply: its cache's stamp is the one of the files read, so
+    /// a file changed since shows as a stale cache).
+    fn quiet(&mut self) -> bool {
+        match self.wd {
+            Some(wd) => {
+                let c = take_pending(wd, &mut self.overflows);
+                let quiet = c.names.is_empty() && !c.compacted && !c.lost && !c.gone;
+                put_back(wd, c);
+                quiet
+            }
+            None => true,
+        }
+    }
+
+    /// The cache's consistency stamp of the files as they were read.
+    fn stamp(&self) -> String {
+        let loose: Vec<(OsString, Stamp)> = self
+            .loose
+            .iter()
+            .filter_map(|(n, l)| Some((n.clone(), l.stamp?)))
+            .collect();
+        source_stamp(self.compacted_stamp, &loose)
+    }
+}
+
+fn ids_of(events: &[Event]) -> HashMap<Box<str>, u64> {
+    events
+        .iter()
+        .map(|e| (e.id().as_str().into(), content_hash(e)))
+        .collect()
+}
+
+/// A hash of an event's canonical JSON: equal events have equal hashes.
+fn content_hash(e: &Event) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    e.json_bytes().hash(&mut h);
+    h.finish()
+}
+
+fn compacted_stamp(dir: &Dir) -> Result<Option<Stamp>> {
+    Ok(dir
+        .stat(COMPACTED_NAME)?
+        .filter(|m| m.kind == Kind::File)
+        .map(|m| m.stamp))
+}
+
+/// Whether a file read now could change again without its stamp showing it.
+fn is_racy(stamp: &Stamp) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| {
+            i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+        });
+    now.saturating_sub(stamp.changed_ns()) < RACY_NS
+}
+
+// -- the process's days and its inotify instance -------------------------------------------
+
+/// File systems whose changes all pass through this kernel, so that inotify sees them:
+/// ext2/3/4, XFS, Btrfs, tmpfs, F2FS, ZFS, overlayfs, bcachefs (their `statfs` magic).
+/// Others (NFS, CIFS, FUSE, Ceph, 9p, ...) are polled.
+const WATCHABLE_FS: [i64; 8] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0xF2F5_2010,
+    0x2FC1_2FC1,
+    0x794C_7630,
+    0xCA45_1A4E,
+];
+
+#[derive(Debug, Default)]
+struct Pending {
+    changes: Changes,
+}
+
+/// A day directory's device and inode, and what this process knows of it.
+type KnownDay = ((u64, u64), Arc<Mutex<DayState>>);
+
+#[derive(Debug)]
+struct Registry {
+    pid: u32,
+    /// Days, most recently used last.
+    days: Vec<KnownDay>,
+    inotify: Option<OwnedFd>,
+    /// Whether creating the inotify instance failed (not tried again in this process).
+    inotify_failed: bool,
+    pending: HashMap<i32, Pending>,
+    /// Queue overflows seen: every watched day polls once after one.
+    overflows: u64,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn registry() -> MutexGuard<'static, Option<Registry>> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's registry (a new one after a fork).
+fn ours(reg: &mut Option<Registry>) -> &mut Registry {
+    let pid = rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs();
+    if reg.as_ref().is_none_or(|r| r.pid != pid) {
+        *reg = Some(Registry {
+            pid,
+            days: Vec::new(),
+            inotify: None,
+            inotify_failed: false,
+            pending: HashMap::new(),
+            overflows: 0,
+        });
+    }
+    reg.as_mut().expect("set above")
+}
+
+/// The state of the day directory `key`, created when new; the least recently used day
+/// beyond [`DAYS_MAX`] is forgotten (and its watch removed).
+fn day_state(key: (u64, u64), day: Day) -> Arc<Mutex<DayState>> {
+    let mut guard = registry();
+    let reg = ours(&mut guard);
+    if let Some(i) = reg.days.iter().position(|(k, _)| *k == key) {
+        let entry = reg.days.remove(i);
+        let state = Arc::clone(&entry.1);
+        reg.days.push(entry);
+        return state;
+    }
+    if reg.days.len() >= DAYS_MAX {
+        let (_, old) = reg.days.remove(0);
+        // A day being summarised right now keeps its watch until the next eviction.
+        if let Ok(old) = old.try_lock()
+            && let (Some(wd), Some(fd)) = (old.wd, &reg.inotify)
+        {
+            let _ = inotify::remove_watch(fd, wd);
+            reg.pending.remove(&wd);
+        }
+    }
+    let state = Arc::new(Mutex::new(DayState::new(day, key)));
+    reg.days.push((key, Arc::clone(&state)));
+    state
+}
+
+/// Adds an inotify watch on the day directory `dir`, reached by `path` (inotify takes a
+/// path, not a descriptor): only when the file system is watchable and `path` names the
+/// directory held both before and after the watch was added.
+fn add_watch(dir: &Dir, path: &Path, key: (u64, u64)) -> Option<i32> {
+    if std::env::var_os(WATCH_ENV).is_some_and(|v| v == "0") {
+        return None;
+    }
+    let fs = rustix::fs::fstatfs(dir).ok()?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // differs between targets
+    let magic = i64::from(fs.f_type as i64);
+    if !WATCHABLE_FS.contains(&magic) {
+        return None;
+    }
+    let same = || {
+        rustix::fs::statat(rustix::fs::CWD, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| (st.st_dev, st.st_ino) == key)
+    };
+    if !same() {
+        return None;
+    }
+    let mut guard = registry();
+    let reg = ours(&mut guard);
+    if reg.inotify.is_none() && !reg.inotify_failed {
+        match inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK) {
+            Ok(fd) => reg.inotify = Some(fd),
+            Err(_) => reg.inotify_failed = true,
+        }
+    }
+    let fd = reg.inotify.as_ref()?;
+    let mask = WatchFlags::CREATE
+        | WatchFlags::MOVED_TO
+        | WatchFlags::MOVED_FROM
+        | WatchFlags::DELETE
+        | WatchFlags::MODIFY
+        | WatchFlags::CLOSE_WRITE
+        | WatchFlags::ATTRIB
+        | WatchFlags::DELETE_SELF
+        | WatchFlags::MOVE_SELF
+        | WatchFlags::ONLYDIR
+        | WatchFlags::DONT_FOLLOW
+        | WatchFlags::EXCL_UNLINK;
+    let wd = inotify::add_watch(fd, path, mask).ok()?;
+    if !same() {
+        let _ = inotify::remove_watch(fd, wd);
+        return None;
+    }
+    reg.pending.entry(wd).or_default();
+    Some(wd)
+}
+
+/// Reads what the kernel queued, for every watch, and takes what concerns `wd`.
+fn take_pending(wd: i32, seen_overflows: &mut u64) -> Changes {
+    let mut guard = registry();
+    let reg = ours(&mut guard);
+    drain(reg);
+    let mut changes = match reg.pending.get_mut(&wd) {
+        Some(p) => std::mem::take(&mut p.changes),
+        // The watch was removed, or belongs to a registry before a fork.
+        None => Changes {
+            gone: true,
+            ..Changes::default()
+        },
+    };
+    if reg.overflows != *seen_overflows {
+        *seen_overflows = reg.overflows;
+        changes.lost = true;
+    }
+    changes
+}
+
+/// Gives back changes taken but not acted on.
+fn put_back(wd: i32, c: Changes) {
+    let mut guard = registry();
+    let reg = ours(&mut guard);
+    if let Some(p) = reg.pending.get_mut(&wd) {
+        p.changes.names.extend(c.names);
+        p.changes.compacted |= c.compacted;
+        p.changes.lost |= c.lost;
+        p.changes.gone |= c.gone;
+    }
+}
+
+/// Moves every queued inotify event into the pending changes of its watch.
+fn drain(reg: &mut Registry) {
+    let Some(fd) = &reg.inotify else {
+        return;
+    };
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); QUEUE_BUF_BYTES];
+    let mut reader = inotify::Reader::new(fd, &mut buf);
+    // Until it is empty (EAGAIN), or anything else: what was not read stays queued.
+    while let Ok(event) = reader.next() {
+        let flags = event.events();
+        if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+            reg.overflows += 1;
+            continue;
+        }
+        if flags.contains(ReadFlags::IGNORED) {
+            // The kernel removed the watch (directory deleted, file system unmounted):
+            // its day reads everything again and watches anew.
+            reg.pending.remove(&event.wd());
+            continue;
+        }
+        let Some(p) = reg.pending.get_mut(&event.wd()) else {
+            continue;
+        };
+        let c = &mut p.changes;
+        if flags.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF | ReadFlags::UNMOUNT) {
+            c.lost = true;
+            continue;
+        }
+        let Some(name) = event.file_name() else {
+            continue;
+        };
+        let name = OsStr::from_bytes(name.to_bytes());
+        if name == COMPACTED_NAME {
+            c.compacted = true;
+        } else if is_event_name(name) {
+            if c.names.len() >= PENDING_NAMES_MAX {
+                c.lost = true;
+                c.names.clear();
+            } else if !c.lost {
+                c.names.insert(name.to_os_string());
+            }
+        }
+    }
+}
+
+/// The summary of the day directory `dir` (device and inode `key`) of `day`, reachable by
+/// `watch_path`, kept up to date incrementally (see the module docs).
+///
+/// # Errors
+/// When the directory cannot be listed or a file in it `lstat`ed.
+pub(crate) fn summary(dir: &Dir, day: Day, watch_path: &Path) -> Result<SummaryRead> {
+    let meta = dir.meta()?;
+    let key = (meta.stamp.dev, meta.stamp.ino);
+    let state = day_state(key, day);
+    let mut st = state.lock().unwrap_or_else(|poisoned| {
+        // A panic during an update may have left it half done: start again.
+        let mut st = poisoned.into_inner();
+        st.ready = false;
+        st
+    });
+    state.clear_poison();
+    if st.day != day {
+        // The inode of a deleted day directory, reused by another day's.
+        st.day = day;
+        st.ready = false;
+    }
+    st.summary(dir, watch_path)
+}
+
+/// Forgets what this process knows of the day directory `dir` (and removes its watch):
+/// its next summary starts from the cache or a full read, as in a new process.
+///
+/// # Errors
+/// When `dir` cannot be stat'ed.
+pub(crate) fn forget(dir: &Dir) -> Result<()> {
+    let meta = dir.meta()?;
+    let key = (meta.stamp.dev, meta.stamp.ino);
+    let state = {
+        let mut guard = registry();
+        let reg = ours(&mut guard);
+        match reg.days.iter().position(|(k, _)| *k == key) {
+            Some(i) => reg.days.remove(i).1,
+            None => return Ok(()),
+        }
+    };
+    // Never the day's lock while holding the registry's: a summary holds them the other
+    // way round.
+    let wd = state.lock().unwrap_or_else(PoisonError::into_inner).wd;
+    let mut guard = registry();
+    let reg = ours(&mut guard);
+    if let (Some(wd), Some(fd)) = (wd, &reg.inotify) {
+        let _ = inotify::remove_watch(fd, wd);
+        reg.pending.remove(&wd);
+    }
+    Ok(())
+}

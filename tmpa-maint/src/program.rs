@@ -1,0 +1,193 @@
+//! A maintenance program's `main`: parses the command line, runs, and gives every run a
+//! run record, those that never start too. A command line clap refuses (a bad value in
+//! `/etc/default/tmpa`: `TMPA_COMPACT_MODE=--dryrun`), a refusal, another run holding the
+//! lock: each prints the log's first and last lines around its error and leaves a record
+//! with its exit code, so that the alert on a failing job sees it within minutes
+//! (docs/OPERATIONS.md "TmpaJobFailing").
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use tmpa_core::maintenance::line_text;
+
+use crate::args::Mode;
+use crate::exit::{ExitStatus, StartError};
+use crate::record::{RunRecord, Task, read_run_record, write_run_record};
+use crate::run::{footer_line, header_line, log_line, now_rfc3339, resolve_root};
+use crate::user::become_user;
+
+/// What the command line says about a run, enough to record one that did not start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// `--root` (else `TMPA_ROOT`, else the current directory).
+    pub root: Option<PathBuf>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--json`: the log lines go to stderr.
+    pub json: bool,
+    /// `--user` (else `TMPA_USER`).
+    pub user: Option<String>,
+}
+
+impl Invocation {
+    /// The invocation a command line clap refused seems to ask for: `--root DIR` or
+    /// `--root=DIR` (else `TMPA_ROOT`), `--dry-run`, `--json`, `--user` (else
+    /// `TMPA_USER`), wherever they are.
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_maint::Invocation;
+    /// let raw = ["tmpa-compact", "--dryrun", "--root=/srv/a", "--json"].map(Into::into);
+    /// let i = Invocation::from_raw(&raw);
+    /// assert_eq!(i.root.as_deref(), Some("/srv/a".as_ref()));
+    /// assert!(!i.dry_run && i.json);
+    /// ```
+    pub fn from_raw(raw: &[OsString]) -> Invocation {
+        let value = |flag: &str| -> Option<OsString> {
+            let eq = format!("{flag}=");
+            raw.iter().enumerate().skip(1).find_map(|(i, a)| {
+                let s = a.to_str()?;
+                if s == flag {
+                    raw.get(i + 1).cloned()
+                } else {
+                    s.strip_prefix(&eq).map(OsString::from)
+                }
+            })
+        };
+        let has = |flag: &str| raw.iter().skip(1).any(|a| a == flag);
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        Invocation {
+            root: value("--root")
+                .or_else(|| env("TMPA_ROOT"))
+                .map(PathBuf::from),
+            dry_run: has("--dry-run"),
+            json: has("--json"),
+            user: value("--user")
+                .or_else(|| env("TMPA_USER"))
+                .and_then(|u| u.into_string().ok()),
+        }
+    }
+}
+
+/// A maintenance program, as [`main`] runs it.
+pub trait Program: clap::Parser {
+    /// The binary's name (`tmpa-compact`).
+    const NAME: &'static str;
+    /// Its task (run record, lock).
+    const TASK: Task;
+    /// The word of the log's first line for a real run (`COMPACT`).
+    const REAL_MODE: &'static str;
+    /// What the parsed flags say, for the record of a run that fails to start; `None`
+    /// when this invocation is not a run on a root (`tmpa-snapshot --verify`).
+    fn invocation(&self) -> Option<Invocation>;
+    /// What a refused command line says; `None` when it is not a run on a root.
+    fn invocation_of_raw(raw: &[OsString]) -> Option<Invocation> {
+        Some(Invocation::from_raw(raw))
+    }
+    /// The run.
+    ///
+    /// # Errors
+    /// Start-up errors (see [`StartError::status`]).
+    fn run(&self) -> Result<ExitStatus, StartError>;
+}
+
+/// The `main` of a maintenance program: parses the command line, runs, and maps the
+/// outcome to the exit code (the only place it is decided). A run that cannot start
+/// prints the log's first line, its error and the last line, and leaves a run record.
+pub fn main<P: Program>() -> ExitCode {
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let args = match P::try_parse_from(&raw) {
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let Some(inv) = P::invocation_of_raw(&raw) else {
+                let _ = e.print();
+                return ExitStatus::Usage.into();
+            };
+            // As the run would have been: as the configured user.
+            let _ = become_user(inv.user.as_deref());
+            let print = || {
+                let _ = e.print();
+            };
+            return not_started::<P>(&inv, ExitStatus::Usage, print).into();
+        }
+    };
+    match args.run() {
+        Ok(status) => status.into(),
+        Err(e) => {
+            let print = || eprintln!("{}: error: {}", P::NAME, line_text(&e.chain()));
+            match args.invocation() {
+                Some(inv) => {
+                    // A refusal before the switch (a plan file that cannot be read) is
+                    // recorded as the user too.
+                    let _ = become_user(inv.user.as_deref());
+                    not_started::<P>(&inv, e.status(), print).into()
+                }
+                None => {
+                    print();
+                    e.status().into()
+                }
+            }
+        }
+    }
+}
+
+/// A run that did not start: the log's first line, `print_error`, the last line, and a
+/// run record (finished, with `status`) when the root can be opened.
+fn not_started<P: Program>(
+    inv: &Invocation,
+    status: ExitStatus,
+    print_error: impl FnOnce(),
+) -> ExitStatus {
+    let mode = Mode::of_flags(inv.dry_run, false).label(P::REAL_MODE);
+    let root = resolve_root(inv.root.as_deref());
+    match &root {
+        Ok(root) => log_line(inv.json, &header_line(P::NAME, &mode, root)),
+        Err(_) => log_line(
+            inv.json,
+            &format!("{} {} {mode} root=(none)", now_rfc3339(), P::NAME),
+        ),
+    }
+    print_error();
+    let mut status = status;
+    match &root {
+        Ok(root) => {
+            let previous = read_run_record(root, P::TASK.as_str()).ok().flatten();
+            let mut record = RunRecord::new(
+                P::TASK.as_str(),
+                now_rfc3339(),
+                inv.dry_run,
+                previous.as_ref(),
+            );
+            record.finished = true;
+            record.pid = None;
+            record.exit_code = status.code();
+            record.program = Some(P::NAME.to_owned());
+            record.root = Some(tmpa_core::maintenance::path_text(root.path()));
+            record.duration_secs = Some(0.0);
+            if let Err(e) = write_run_record(root, &record) {
+                eprintln!(
+                    "{}: error: cannot write the run record: {}",
+                    P::NAME,
+                    line_text(&e.chain())
+                );
+                status = status.worst(ExitStatus::Failure);
+            }
+        }
+        Err(e) => eprintln!(
+            "{}: no run record: the root cannot be opened ({})",
+            P::NAME,
+            line_text(&e.chain())
+        ),
+    }
+    log_line(
+        inv.json,
+        &footer_line(P::NAME, status, &serde_json::json!({})),
+    );
+    status
+}
