@@ -436,6 +436,28 @@ impl Tree {
     }
 }
 
+/// A run that was refused at its start (a usage or configuration error) wrote nothing but
+/// its run record, `.tmpa/runs/{task}.json`, which says exit 2 (docs/FORMAT.md "Program
+/// state": every run leaves one).
+///
+/// # Panics
+/// When `.tmpa/` holds anything else, or the record says otherwise.
+pub fn only_a_usage_error_record(root: &Path, task: &str) {
+    let state: Vec<PathBuf> = snapshot(&root.join(".tmpa"), &[])
+        .into_keys()
+        .filter(|p| !root.join(".tmpa").join(p).is_dir())
+        .collect();
+    let record = PathBuf::from("runs").join(format!("{task}.json"));
+    assert_eq!(
+        state,
+        std::slice::from_ref(&record),
+        "a refused run wrote more than its run record"
+    );
+    let text = fs::read(root.join(".tmpa").join(&record)).expect("run record");
+    let doc: serde_json::Value = serde_json::from_slice(&text).expect("run record JSON");
+    assert_eq!(doc["exit_code"], 2, "{doc}");
+}
+
 /// Snapshot of everything under `dir` (see [`Tree::snapshot`]), skipping top-level names
 /// in `skip`.
 pub fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, String> {

@@ -112,8 +112,14 @@ fn kill_at_every_fsync_of_a_group_commit() {
 }
 
 /// An ext4 image on a loop device, mounted at a fresh directory; unmounted on drop.
+///
+/// Each power cut goes on with a copy of the image (`disk-{cuts}.img`): another test that
+/// made a mount namespace meanwhile (`unshare --mount`) holds a copy of this mount, which
+/// keeps the shut-down file system alive after our `umount`, and mounting the same image
+/// again would reuse its loop device and get that dead file system back (`EIO`).
 struct LoopFs {
     dir: tempfile::TempDir,
+    cuts: std::cell::Cell<u32>,
 }
 
 impl LoopFs {
@@ -122,13 +128,16 @@ impl LoopFs {
             return None;
         }
         let dir = tempfile::tempdir().ok()?;
-        let img = dir.path().join("disk.img");
+        let img = dir.path().join("disk-0.img");
         fs::File::create(&img).ok()?.set_len(64 << 20).ok()?;
         let ok = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
         if !ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)) {
             return None;
         }
-        let fs = LoopFs { dir };
+        let fs = LoopFs {
+            dir,
+            cuts: std::cell::Cell::new(0),
+        };
         fs::create_dir(fs.mnt()).ok()?;
         fs.mount().then_some(fs)
     }
@@ -137,10 +146,16 @@ impl LoopFs {
         self.dir.path().join("mnt")
     }
 
+    fn image(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("disk-{}.img", self.cuts.get()))
+    }
+
     fn mount(&self) -> bool {
         Command::new("mount")
             .args(["-o", "loop"])
-            .arg(self.dir.path().join("disk.img"))
+            .arg(self.image())
             .arg(self.mnt())
             .status()
             .is_ok_and(|s| s.success())
@@ -160,6 +175,16 @@ impl LoopFs {
             .status();
         assert!(s.is_ok_and(|s| s.success()), "xfs_io shutdown");
         self.umount();
+        // The image holds what was durable at the cut: boot a copy of it.
+        let cut = self.image();
+        self.cuts.set(self.cuts.get() + 1);
+        let copied = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&cut)
+            .arg(self.image())
+            .status();
+        assert!(copied.is_ok_and(|s| s.success()), "copy the image");
+        let _ = fs::remove_file(&cut);
         assert!(self.mount(), "mount after the cut");
     }
 }

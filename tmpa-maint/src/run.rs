@@ -69,11 +69,12 @@ pub struct Run {
 
 impl Run {
     /// Takes the lock of `task` on `root`, starts the clock and writes the run record of
-    /// a run that has not finished (a run killed from now on shows as one that did not).
+    /// a run that has not finished (a run killed from now on shows as one that did not;
+    /// a record that cannot be written, on a full disk say, is a warning on stderr and the
+    /// run goes on).
     ///
     /// # Errors
-    /// [`StartError::Locked`] (exit 3) or [`StartError::Core`] from [`Lock::acquire`];
-    /// [`StartError::Core`] when the record cannot be written.
+    /// [`StartError::Locked`] (exit 3) or [`StartError::Core`] from [`Lock::acquire`].
     pub fn start(
         program: &'static str,
         task: Task,
@@ -91,7 +92,15 @@ impl Run {
         );
         record.program = Some(program.to_owned());
         record.root = Some(path_text(root.path()));
-        write_run_record(&root, &record)?;
+        if let Err(e) = write_run_record(&root, &record) {
+            // A full disk is the usual cause, and this run may be what frees it (a day
+            // compacted, sessions archived): the work goes on and says what fails, and
+            // the record is written again at the end.
+            eprintln!(
+                "{program}: warning: cannot write the run record at the start (the run goes on): {}",
+                line_text(&e.chain())
+            );
+        }
         let run_id = run_id(started);
         let recovered = if mode.deletes() {
             quarantine::recover(&root, task, &run_id)?

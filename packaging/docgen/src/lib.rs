@@ -154,7 +154,7 @@ const MAINTENANCE_EXIT: [(&str, &str); 5] = [
     ),
     (
         "2",
-        "Usage or configuration error (bad flag, bad date, not a TMPA root); nothing written.",
+        "Usage or configuration error (bad flag, bad date, not a TMPA root); nothing written but the run record (none outside a root).",
     ),
     (
         "3",
