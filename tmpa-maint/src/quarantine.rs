@@ -43,7 +43,7 @@ use tmpa_core::Root;
 use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, path_text, root_dir};
 
 use crate::record::Task;
-use crate::trust::own_state_dir;
+use crate::trust::{Distrust, own_state_dir, runner_uid};
 
 /// `{root}/.tmpa/quarantine`, relative to the root.
 pub fn quarantine_rel() -> PathBuf {
@@ -410,8 +410,9 @@ struct Found {
 
 impl Found {
     /// Collects every file below `dir`, which mirrors the directory `rel` of the root;
-    /// at most `files_left` more. Directories below must be this user's alone (it made
-    /// them); another is named, not entered.
+    /// at most `files_left` more. Directories below must be this user's (it made them;
+    /// whatever their mode, no one else can reach them below its run's 0700 directory);
+    /// another is named, not entered.
     fn walk(&mut self, dir: &Dir, rel: &Path, depth: usize, files_left: &mut usize) {
         let names = match dir.names(|_| true) {
             Ok(n) => n,
@@ -437,8 +438,14 @@ impl Found {
             };
             match meta.kind {
                 Kind::Directory if depth < DEPTH_MAX => {
-                    if let Err(why) = own_state_dir(&meta) {
-                        let why = format!("not believed: {why}");
+                    if meta.uid != runner_uid() {
+                        let why = format!(
+                            "not believed: {}",
+                            Distrust::StateOwner {
+                                uid: meta.uid,
+                                runner: runner_uid()
+                            }
+                        );
                         self.failures.push(failed(&dir.join(&name), &why));
                         continue;
                     }
@@ -558,4 +565,90 @@ fn remove_empty_tree(parent: &Dir, name: &OsStr, depth: usize) -> tmpa_core::Res
         }
     }
     parent.remove_dir(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const TASK: Task = Task::CompactEvents;
+
+    fn tree() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        (t, root)
+    }
+
+    /// A killed run's quarantine directory `id` holding `evt_{id}.json` of day 2026-11-01,
+    /// made as the run makes it (mode 0700).
+    fn left_by_a_killed_run(t: &tempfile::TempDir, id: &str) -> PathBuf {
+        let run_dir = t
+            .path()
+            .join(".tmpa/quarantine/in-flight/compact_events")
+            .join(id);
+        let day = run_dir.join("token_stats/2026-11-01");
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(day.join(format!("evt_{id}.json")), "{}").unwrap();
+        run_dir
+    }
+
+    #[test]
+    fn a_live_run_s_directory_is_left_alone_and_a_dead_one_s_put_back() {
+        let (t, root) = tree();
+        let run_dir = left_by_a_killed_run(&t, "r1");
+        let held = Dir::open_path(&run_dir).unwrap();
+        rustix::fs::flock(&held, FlockOperation::NonBlockingLockExclusive).unwrap();
+        assert_eq!(recover(&root, TASK, "now").unwrap(), Vec::new());
+        assert!(run_dir.join("token_stats/2026-11-01/evt_r1.json").is_file());
+        drop(held);
+        let done = recover(&root, TASK, "now").unwrap();
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].action, RecoveredAction::Restored);
+        assert!(
+            t.path()
+                .join("token_stats/2026-11-01/evt_r1.json")
+                .is_file()
+        );
+        assert!(!run_dir.exists(), "tidied");
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_named_never_entered() {
+        let (t, root) = tree();
+        let run_dir = left_by_a_killed_run(&t, "r2");
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let done = recover(&root, TASK, "now").unwrap();
+        assert_eq!(done.len(), 1, "{done:?}");
+        let RecoveredAction::Failed { error } = &done[0].action else {
+            panic!("{done:?}")
+        };
+        assert!(error.contains("not believed"), "{error}");
+        assert!(run_dir.join("token_stats/2026-11-01/evt_r2.json").is_file());
+        assert!(!t.path().join("token_stats/2026-11-01/evt_r2.json").exists());
+        // Empty, it is nobody's business: nothing said.
+        std::fs::remove_dir_all(run_dir.join("token_stats")).unwrap();
+        assert_eq!(recover(&root, TASK, "now").unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_file_goes_back_only_where_its_owner_could_have_put_it() {
+        let dir = |uid, mode| Meta {
+            uid,
+            mode,
+            ..Dir::open_path(Path::new("/")).unwrap().meta().unwrap()
+        };
+        let file = |uid| Meta {
+            uid,
+            ..dir(0, 0o644)
+        };
+        assert!(could_have_put(&dir(4444, 0o700), &file(4444)));
+        assert!(!could_have_put(&dir(4444, 0o500), &file(4444)));
+        assert!(!could_have_put(&dir(4242, 0o755), &file(4444)));
+        // Even a directory everyone may write: its owner could have made it so.
+        assert!(!could_have_put(&dir(4242, 0o777), &file(4444)));
+        assert!(could_have_put(&dir(4242, 0o755), &file(0)));
+    }
 }
