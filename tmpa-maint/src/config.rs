@@ -63,14 +63,14 @@ pub fn read_credentials(path: Option<&Path>) -> Result<Credentials, StartError> 
         why,
     };
     let meta = Meta::of_fd(&file).map_err(|e| usage(e.to_string()))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let dir = std::fs::File::open(parent).map_err(|e| usage(format!("{e}")))?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = std::fs::File::open(parent.unwrap_or(Path::new(".")))
+        .map_err(|e| usage(format!("{e}")))?;
     let dmeta = Meta::of_fd(&dir).map_err(|e| usage(e.to_string()))?;
     trusted_file(&meta, &dmeta).map_err(|why| untrusted(path, why))?;
-    only_runner_writes(&dmeta).map_err(|why| untrusted(parent, why))?;
+    if let Some(parent) = parent {
+        only_runner_writes(&dmeta).map_err(|why| untrusted(parent, why))?;
+    }
     let mut text = String::new();
     std::io::Read::read_to_string(
         &mut std::io::Read::take(&file, CREDENTIALS_BYTES_MAX),

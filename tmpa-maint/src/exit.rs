@@ -71,7 +71,8 @@ pub enum StartError {
         holder: String,
     },
     /// A file that decides what the run does is one that another user could have
-    /// written (the lock file, the archive configuration): refused, nothing done.
+    /// written or named (the lock file, the archive configuration): refused, nothing
+    /// done.
     #[error("{}: refused: {why}", path_text(path))]
     Untrusted {
         /// The file.
@@ -79,8 +80,9 @@ pub enum StartError {
         /// Why it is not trusted.
         why: crate::trust::Distrust,
     },
-    /// The lock file belongs to another user than this program's, who left it there (a
-    /// run as root on a tree whose owner now runs the jobs, or the reverse).
+    /// The lock file belongs to another user than this program's, and this program's user
+    /// may not even read it (a lock file is only ever opened for reading, so any other
+    /// is used as it is, whoever made it).
     #[error(
         "{}: owned by uid {owner}, not by this program's user (uid {runner}): a run as \
          another user left it. Give it to this user while no run holds it (sudo chown \
