@@ -64,8 +64,8 @@ pub fn read_credentials(path: Option<&Path>) -> Result<Credentials, StartError> 
     };
     let meta = Meta::of_fd(&file).map_err(|e| usage(e.to_string()))?;
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = std::fs::File::open(parent.unwrap_or(Path::new(".")))
-        .map_err(|e| usage(format!("{e}")))?;
+    let dir =
+        std::fs::File::open(parent.unwrap_or(Path::new("."))).map_err(|e| usage(format!("{e}")))?;
     let dmeta = Meta::of_fd(&dir).map_err(|e| usage(e.to_string()))?;
     trusted_file(&meta, &dmeta).map_err(|why| untrusted(path, why))?;
     if let Some(parent) = parent {

@@ -56,5 +56,8 @@ pub use run::{
     log_line, now_rfc3339, out, prepare, resolve_root, run_program,
 };
 pub use temps::finals_with_temporaries;
-pub use trust::{Distrust, only_runner_writes, runner_uid, trusted_file};
+pub use trust::{
+    Distrust, links_believed, only_runner_writes, own_state_dir, protected_hardlinks, runner_uid,
+    trusted_file,
+};
 pub use user::{Account, Became, become_user};
