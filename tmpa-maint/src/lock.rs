@@ -14,6 +14,9 @@ use crate::trust::{Distrust, links_believed, runner_uid};
 
 /// Largest holder note read (`pid 123 since 2026-11-25T02:30:00+01:00`).
 const NOTE_BYTES_MAX: u64 = 256;
+/// A lock file's mode: readable by every user whose runs share it (writable by its owner
+/// only for NFS's `flock`, which wants a descriptor open for writing; never written).
+const LOCK_MODE: u32 = 0o644;
 /// Times a lock is taken again when its file was replaced or removed between its open and
 /// its `flock` (see [`Lock::acquire`]).
 const ATTEMPTS: usize = 8;
@@ -203,8 +206,15 @@ fn read_note(dir: &Dir, task: Task) -> String {
 
 /// Opens the lock file `name` of `dir` read-only (created when missing) and checks it.
 fn open_checked(dir: &Dir, name: &OsStr, path: &Path) -> Result<File, StartError> {
-    let file = match dir.open_lock(name, 0o644) {
-        Ok((file, _created)) => file,
+    let file = match dir.open_lock(name, LOCK_MODE) {
+        Ok((file, created)) => {
+            if created {
+                // Whatever the umask: every user's runs open it for reading (a run as
+                // root used to give it away instead).
+                let _ = rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(LOCK_MODE));
+            }
+            file
+        }
         Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
             return Err(StartError::Untrusted {
                 path: path.to_path_buf(),
