@@ -642,8 +642,8 @@ fn planted_state_cannot_block_grow_or_misdirect_a_root_run() {
     );
 }
 
-/// While a root archival deletes another user's session (its unlink stretched to 1.5 s
-/// by strace), the file waits in root's own quarantine directory (0700): the tree's owner
+/// While a root archival deletes another user's session (its unlink, the run's first,
+/// stretched to 1.5 s by strace), the file waits in root's own quarantine directory (0700): the tree's owner
 /// can neither list it nor rename the file away (before, the quarantine's directories
 /// were the owner's, who could move the file anywhere and delete it).
 #[test]
@@ -652,7 +652,9 @@ fn the_tree_s_owner_cannot_take_a_user_s_file_out_of_root_s_quarantine() {
         return;
     };
     let root = t.root().to_path_buf();
-    let child = tmpa_tests::strace_inject("unlinkat:delay_enter=1500000", "tmpa-archive")
+    // u2's session the only one to go: the run's first unlinkat is its delete step's.
+    fs::remove_file(root.join("chat_history/u1/sessions/s1.json")).expect("rm");
+    let child = tmpa_tests::strace_inject("unlinkat:delay_enter=1500000:when=1", "tmpa-archive")
         .arg("--root")
         .arg(&root)
         .stdout(std::process::Stdio::piped())
