@@ -94,6 +94,7 @@ mod store;
 mod summary;
 mod text;
 mod versions;
+mod watch;
 
 pub use day::DayRead;
 pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
