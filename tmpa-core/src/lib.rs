@@ -86,6 +86,7 @@ mod json;
 mod names;
 mod notify;
 mod notify_archive;
+mod notify_view;
 mod par;
 mod problem;
 mod root;
