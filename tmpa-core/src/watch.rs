@@ -157,7 +157,7 @@ impl<T: Default> PerProcess<T> {
 /// reports every change to this kernel's inotify
 /// ([`crate::fs::FsType::inotify_sees_every_change`]). Costs an `fstatfs`.
 pub(crate) fn watchable(dir: &Dir) -> bool {
-    !std::env::var_os(WATCH_ENV).is_some_and(|v| v == "0")
+    std::env::var_os(WATCH_ENV).is_none_or(|v| v != "0")
         && dir.fs_type().is_ok_and(|t| t.inotify_sees_every_change())
 }
 
