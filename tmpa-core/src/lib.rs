@@ -86,6 +86,7 @@ mod json;
 mod names;
 mod notify;
 mod notify_archive;
+mod notify_view;
 mod par;
 mod problem;
 mod root;
@@ -94,6 +95,7 @@ mod store;
 mod summary;
 mod text;
 mod versions;
+mod watch;
 
 pub use day::DayRead;
 pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
