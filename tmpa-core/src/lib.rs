@@ -185,7 +185,7 @@ pub mod maintenance {
     //!   canonical `_compacted.json` streamed ([`visit_compacted`], [`parse_compacted`]),
     //!   written ([`CompactedWriter`], [`write_compacted`]) and compared with the disk
     //!   ([`ReadBack`]), the summary folded ([`SummaryFold`]) and its consistency stamp
-    //!   ([`source_stamp`]).
+    //!   ([`source_stamp`], or [`SourceStamper`] one file at a time).
 
     pub use crate::compacted::{
         COMPACTED_BYTES_MAX, COMPACTED_FORMAT, COMPACTED_NAME, CompactedWriter, ReadBack, Salvaged,
@@ -215,7 +215,9 @@ pub mod maintenance {
         CONFIG_NAME, ETC_CONFIG_DIR, TIMEOUT_SECS_DEFAULT, etc_config_dirs, is_whole,
         read_config_text,
     };
-    pub use crate::summary::{SummaryFold, read_cached, source_stamp, write_summary};
+    pub use crate::summary::{
+        SourceStamper, SummaryFold, read_cached, source_stamp, write_summary,
+    };
     pub use crate::text::{line_text, name_text, path_text, serialize_path};
 
     /// The archive store's client (feature `object-store`), for tmpa-archive and
