@@ -194,7 +194,7 @@ pub mod maintenance {
     };
     pub use crate::day::{
         LooseRaw, PARALLEL_FILES_MIN, READ_THREADS_MAX, SUMMARY_NAME, conflict_problem_of,
-        event_names, hex, is_event_name, read_loose_raw, sha256_hex, stamp_entries,
+        event_names, hex, is_event_name, read_loose_raw, sha256_hex,
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
