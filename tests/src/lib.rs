@@ -436,6 +436,35 @@ impl Tree {
     }
 }
 
+/// Saves `path` the way the library and the Python backend do: a temporary in the same
+/// directory, then a rename over the name (a writer acting in a program's instant).
+pub fn save_by_rename(path: &Path, bytes: &str) {
+    let tmp = path.with_extension("json.writer-tmp");
+    fs::write(&tmp, bytes).expect("write temporary");
+    fs::rename(&tmp, path).expect("rename over");
+}
+
+/// A writer that reuses a fixed temporary name, as a Python backend's `open(x.tmp, "w")`,
+/// write, fsync, `os.rename` does: saves `{"saved":true}` as `final` through
+/// `{final}.tmp` and prints `saved`.
+pub fn save_through_fixed_temporary(fin: &Path) -> std::process::Output {
+    const WRITER: &str = r#"
+import os, sys
+final = sys.argv[1]
+with open(final + ".tmp", "w") as f:
+    f.write('{"saved":true}')
+    f.flush()
+    os.fsync(f.fileno())
+os.rename(final + ".tmp", final)
+print("saved")
+"#;
+    Command::new("python3")
+        .args(["-c", WRITER])
+        .arg(fin)
+        .output()
+        .expect("python3")
+}
+
 /// A run that was refused at its start (a usage or configuration error) wrote nothing but
 /// its run record, `.tmpa/runs/{task}.json`, which says exit 2 (docs/FORMAT.md "Program
 /// state": every run leaves one).

@@ -378,6 +378,17 @@ pub enum Fault {
     /// A server without conditional puts: answers every PUT that carries `If-None-Match`
     /// with 501 Not Implemented (as some S3-compatible stores do), without forwarding it.
     RefuseIfNoneMatch,
+    /// Calls the hook before forwarding the first GET of an archive object (the test
+    /// changes the session then, so that the client takes its object back); with
+    /// `replace`, another writer in the instant between the client's check and its
+    /// delete: before forwarding the DELETE of an archive object, puts other bytes
+    /// ([`RACING_BYTES`]) at the same key directly. An unconditional DELETE then removes
+    /// the other writer's object; a conditional one (`If-Match` on the ETag the client
+    /// wrote) is refused by the store.
+    TakeBackRace {
+        /// Whether another writer replaces the object just before the DELETE.
+        replace: bool,
+    },
 }
 
 /// What [`Fault::RaceOnPut`]'s other writer puts.
@@ -387,12 +398,15 @@ pub const RACING_BYTES: &[u8] = b"written by another host";
 pub struct FaultProxy {
     port: u16,
     requests: Arc<AtomicUsize>,
+    /// Each request's method and target, in the order received.
+    log: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
     /// Starts a proxy to `upstream` (a port of 127.0.0.1). `on_die` runs once when a
-    /// [`Fault::DieAfter`] proxy dies.
+    /// [`Fault::DieAfter`] proxy dies, or at a [`Fault::TakeBackRace`] proxy's first GET
+    /// of an archive object.
     pub fn start(
         upstream: u16,
         fault: Fault,
@@ -401,9 +415,10 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(AtomicUsize::new(0));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let on_die: Hook = Arc::new(Mutex::new(Some(Box::new(on_die))));
-        let (req, st) = (requests.clone(), stop.clone());
+        let (req, lg, st) = (requests.clone(), log.clone(), stop.clone());
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
@@ -420,18 +435,29 @@ impl FaultProxy {
                     Err(_) => continue,
                 };
                 let _ = conn.set_nonblocking(false);
-                let (req, st, fault, on_die) =
-                    (req.clone(), st.clone(), fault.clone(), on_die.clone());
+                let (req, lg, st, fault, on_die) = (
+                    req.clone(),
+                    lg.clone(),
+                    st.clone(),
+                    fault.clone(),
+                    on_die.clone(),
+                );
                 std::thread::spawn(move || {
-                    let _ = serve(conn, upstream, &fault, &req, &st, &on_die);
+                    let _ = serve(conn, upstream, &fault, (&req, &lg), &st, &on_die);
                 });
             }
         });
         FaultProxy {
             port,
             requests,
+            log,
             stop,
         }
+    }
+
+    /// Each request so far as `{METHOD} {target}`, in the order received.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
     }
 
     /// The proxy's port.
@@ -457,7 +483,7 @@ fn serve(
     client: TcpStream,
     upstream: u16,
     fault: &Fault,
-    requests: &AtomicUsize,
+    (requests, log): (&AtomicUsize, &Mutex<Vec<String>>),
     stop: &AtomicBool,
     on_die: &Hook,
 ) -> std::io::Result<()> {
@@ -465,6 +491,13 @@ fn serve(
     let mut r = BufReader::new(client);
     while let Some(req) = read_message(&mut r, false, false)? {
         let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+        log.lock().expect("lock").push(
+            req.head
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         if stop.load(Ordering::SeqCst) {
             return out.shutdown(Shutdown::Both);
         }
@@ -503,6 +536,18 @@ fn serve(
         if matches!(fault, Fault::RaceOnPut) && method == "PUT" && object {
             let path = target.split('?').next().unwrap_or_default();
             http(upstream, "PUT", path, RACING_BYTES)?;
+        }
+        if let Fault::TakeBackRace { replace } = fault {
+            if method == "GET"
+                && object
+                && let Some(hook) = on_die.lock().expect("lock").take()
+            {
+                hook();
+            }
+            if *replace && method == "DELETE" && object {
+                let path = target.split('?').next().unwrap_or_default();
+                http(upstream, "PUT", path, RACING_BYTES)?;
+            }
         }
         let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
         let head = Message {

@@ -45,6 +45,16 @@ fn archive_path(t: &Tree, user: &str, name: &str) -> PathBuf {
         .join(format!("chat_history/{user}/archive/{name}.json.gz"))
 }
 
+/// Version `n` of a session's local archive (docs/FORMAT.md "Archived session").
+fn version_path(t: &Tree, user: &str, name: &str, n: u32) -> PathBuf {
+    if n == 1 {
+        return archive_path(t, user, name);
+    }
+    t.root().join(format!(
+        "chat_history/{user}/archive/versions/{n}/{name}.json.gz"
+    ))
+}
+
 /// Every receipt line of every archival run (a torn last line from a kill is skipped).
 fn receipts(t: &Tree) -> Vec<Value> {
     tmpa_tests::receipt_lines_after_kills(t.root(), "archive_history")
@@ -182,10 +192,12 @@ fn library_reads_live_and_archived_sessions() {
 }
 
 /// An interrupted run left an archive with the same bytes: the next run just deletes the
-/// source. An archive with other bytes (or not gzip) is a conflict: both kept, exit 1,
-/// the archive never overwritten.
+/// source. An archive of other bytes of this session (an earlier version) makes the live
+/// file the next version, beside it. An archive that is not gzip, or of another session,
+/// is a conflict: the live file kept, exit 1, the archive never overwritten, and a remedy
+/// that keeps the live file.
 #[test]
-fn existing_archives_complete_or_conflict() {
+fn existing_archives_complete_add_a_version_or_conflict() {
     let t = Tree::new();
     let same = body("u", "same", 3);
     session(&t, "u", "same", &same, MONTH);
@@ -206,34 +218,129 @@ fn existing_archives_complete_or_conflict() {
     session(&t, "u", "notgz", b"{}", MONTH);
     t.file("chat_history/u/archive/notgz.json.gz", b"plain text");
 
+    session(&t, "u", "foreign", b"{\"mine\":1}", MONTH);
+    let mut gz = flate2::GzBuilder::new()
+        .filename("someone-else.json")
+        .write(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b"{\"theirs\":1}").expect("gz");
+    let foreign_gz = gz.finish().expect("gz");
+    t.file("chat_history/u/archive/foreign.json.gz", &foreign_gz);
+
     let r = t.run("tmpa-archive", &[]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(!t.root().join("chat_history/u/sessions/same.json").exists());
     assert_eq!(gunzip(&archive_path(&t, "u", "same")), same);
     assert!(r.stdout.contains("completed"), "{}", r.stdout);
-    for name in ["differs", "notgz"] {
+    assert!(
+        !t.root()
+            .join("chat_history/u/sessions/differs.json")
+            .exists()
+    );
+    assert_eq!(
+        fs::read(archive_path(&t, "u", "differs")).expect("archive"),
+        other_gz,
+        "the earlier version is never rewritten"
+    );
+    assert_eq!(gunzip(&version_path(&t, "u", "differs", 2)), differs);
+    let root = Root::open(t.root()).expect("root");
+    let u = UserId::new("u").expect("user");
+    let differs_id = SessionId::new("differs").expect("id");
+    assert_eq!(root.read_session(&u, &differs_id).expect("read"), differs);
+    for name in ["notgz", "foreign"] {
         assert!(
             t.root()
                 .join(format!("chat_history/u/sessions/{name}.json"))
                 .exists(),
             "{name} deleted despite a conflict"
         );
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("conflict") && l.contains(&format!("{name}.json")))
+            .unwrap_or_else(|| panic!("{name} conflict not reported:\n{}", r.stdout));
         assert!(
-            r.stdout
-                .lines()
-                .any(|l| l.starts_with("conflict") && l.contains(&format!("{name}.json"))),
-            "{name} conflict not reported:\n{}",
-            r.stdout
+            line.contains("the live session is kept") && !line.contains("remove the wrong one"),
+            "{line}"
         );
     }
-    assert_eq!(
-        fs::read(archive_path(&t, "u", "differs")).expect("archive"),
-        other_gz
-    );
     assert_eq!(
         fs::read(archive_path(&t, "u", "notgz")).expect("archive"),
         b"plain text"
     );
+    assert_eq!(
+        fs::read(archive_path(&t, "u", "foreign")).expect("archive"),
+        foreign_gz
+    );
+    assert!(r.stdout.contains("someone-else.json"), "{}", r.stdout);
+    // Moving the unreadable archive aside, as the report says, clears the conflict: the
+    // next run archives the live session, exit 0.
+    fs::rename(
+        archive_path(&t, "u", "notgz"),
+        t.root().with_file_name("notgz.json.gz.checked"),
+    )
+    .expect("mv");
+    fs::rename(
+        archive_path(&t, "u", "foreign"),
+        t.root().with_file_name("foreign.json.gz.checked"),
+    )
+    .expect("mv");
+    let r = t.run("tmpa-archive", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        root.read_session(&u, &SessionId::new("foreign").expect("id"))
+            .expect("read"),
+        b"{\"mine\":1}"
+    );
+}
+
+/// A chat resumed after its archival, three times over: every run after a resume exits
+/// 0 and archives the session again, into a new version beside the old ones (none ever
+/// rewritten); the library reads the live file while there is one and the newest version
+/// after, lists the session once, and every version stays readable by `gzip -dc`.
+#[test]
+fn a_chat_resumed_after_archival_three_times_over() {
+    let t = Tree::new();
+    let root = Root::open(t.root()).expect("root");
+    let (u, s) = (
+        UserId::new("u").expect("user"),
+        SessionId::new("chat").expect("id"),
+    );
+    let mut versions: Vec<Vec<u8>> = Vec::new();
+    for round in 0..4 {
+        let b = body("u", "chat", 3 + 2 * round);
+        session(&t, "u", "chat", &b, MONTH);
+        assert_eq!(root.read_session(&u, &s).expect("live"), b);
+        versions.push(b.clone());
+        let r = t.run("tmpa-archive", &[]);
+        assert_eq!(r.code, 0, "round {round}: {r:?}");
+        assert!(
+            !t.root().join("chat_history/u/sessions/chat.json").exists(),
+            "round {round}"
+        );
+        assert_eq!(root.read_session(&u, &s).expect("archived"), b);
+        assert_eq!(
+            root.list_sessions(&u).expect("list"),
+            vec![(s.clone(), tmpa_core::SessionLocation::Archived)]
+        );
+        for (i, v) in versions.iter().enumerate() {
+            let n = u32::try_from(i).expect("small") + 1;
+            assert_eq!(&gunzip(&version_path(&t, "u", "chat", n)), v, "version {n}");
+        }
+        let again = t.run("tmpa-archive", &[]);
+        assert_eq!(again.code, 0, "{again:?}");
+        assert!(
+            !again.stdout.lines().any(|l| l.starts_with("archived")),
+            "{}",
+            again.stdout
+        );
+    }
+    let versions_dir = t.root().join("chat_history/u/archive/versions");
+    let mut dirs: Vec<String> = fs::read_dir(&versions_dir)
+        .expect("versions/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["2", "3", "4"]);
 }
 
 /// A session that is not valid JSON is still archived byte for byte (archival preserves

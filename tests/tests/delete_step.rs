@@ -56,14 +56,6 @@ fn quarantined(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Writes `path` the way the library and the Python backend do: a temporary in the same
-/// directory, then a rename over the name.
-fn save(path: &Path, bytes: &str) {
-    let tmp = path.with_extension("json.writer-tmp");
-    fs::write(&tmp, bytes).expect("write temporary");
-    fs::rename(&tmp, path).expect("rename over");
-}
-
 fn old_session(t: &Tree, user: &str, session: &str, body: &str) -> PathBuf {
     let p = t.file(format!("chat_history/{user}/sessions/{session}.json"), body);
     age(&p, OLD);
@@ -80,7 +72,7 @@ fn resume_during(syscall: &str) -> Run {
     let mut child = stretched("tmpa-archive", syscall, t.root(), &[]);
     tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "archive_history");
     std::thread::sleep(WRITER_AFTER);
-    save(&live, r#"{"messages":["old","new"]}"#);
+    tmpa_tests::save_by_rename(&live, r#"{"messages":["old","new"]}"#);
     let r = finish(child);
     assert!(matches!(r.code, 0 | 1), "{r:?}");
     let rt = tmpa_core::Root::open(t.root()).expect("root");
@@ -141,7 +133,7 @@ fn event_rewritten_during_its_delete_is_kept() {
         tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "compact_events");
         std::thread::sleep(WRITER_AFTER);
         let rewritten = tmpa_tests::event_json("e1", &format!("{D1}T12:00:00Z"), "u", "m", 7, 7);
-        save(&e, &rewritten);
+        tmpa_tests::save_by_rename(&e, &rewritten);
         let r = finish(child);
         assert!(matches!(r.code, 0 | 1), "{syscall}: {r:?}");
         assert_eq!(
@@ -167,16 +159,6 @@ fn event_rewritten_during_its_delete_is_kept() {
 #[test]
 fn writer_reopening_a_stale_temporary_saves() {
     assert!(strace_works(), "strace cannot inject here");
-    let writer = r#"
-import os, sys
-final = sys.argv[1]
-with open(final + ".tmp", "w") as f:
-    f.write('{"saved":true}')
-    f.flush()
-    os.fsync(f.fileno())
-os.rename(final + ".tmp", final)
-print("saved")
-"#;
     for (syscall, words) in [("renameat2", "lease broken"), ("unlinkat", "deleted")] {
         let t = Tree::new();
         let fin = t.file("notifications/u1/inbox/ntf_1.json", "{}");
@@ -184,11 +166,7 @@ print("saved")
         let mut child = stretched("tmpa-tmpclean", syscall, t.root(), &["--older-than", "1m"]);
         tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "tmp_cleanup");
         std::thread::sleep(WRITER_AFTER);
-        let w = Command::new("python3")
-            .args(["-c", writer])
-            .arg(&fin)
-            .output()
-            .expect("python3");
+        let w = tmpa_tests::save_through_fixed_temporary(&fin);
         let r = finish(child);
         assert!(
             w.status.success() && String::from_utf8_lossy(&w.stdout).contains("saved"),

@@ -27,10 +27,14 @@ fn verbose_shows_the_store_clients_retries() {
             let t = Tree::new();
             let session = t.file("chat_history/u1/sessions/s1.json", br#"{"m":[]}"#);
             age(&session, Duration::from_secs(60 * 86_400));
+            t.file(
+                "tmpa.toml",
+                "[archive]\nurl = \"s3://chat-archive/host-a\"\n",
+            );
             let child = bin("tmpa-archive")
                 .arg("--root")
                 .arg(t.root())
-                .args(["--older-than", "30d", "--to", "s3://chat-archive/host-a"])
+                .args(["--older-than", "30d"])
                 .args(flags)
                 .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
                 .env("AWS_ALLOW_HTTP", "true")

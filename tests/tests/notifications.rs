@@ -293,15 +293,189 @@ fn orphan_ack_is_kept_and_a_leftover_ack_completed() {
     fs::write(&ack1, &saved).unwrap();
     age(&ack1, DAY * 200);
     let second = t.run("tmpa-archive", &["--json"]);
-    assert_eq!(
-        second.json()["counts"]["acks_completed"],
-        1,
-        "{}",
-        second.stdout
-    );
+    // The orphan was reported once: this run counts it and exits 0.
+    assert_eq!(second.code, 0, "{second:?}");
+    let counts = &second.json()["counts"];
+    assert_eq!(counts["acks_completed"], 1, "{counts}");
+    assert_eq!(counts["orphan_acks"], 0, "{counts}");
+    assert_eq!(counts["orphan_acks_known"], 1, "{counts}");
     assert!(!ack1.exists());
     assert!(orphan.exists());
     nothing_lost(t.root(), &want);
+    // An orphan rewritten (another ack at that name) is another one: reported again.
+    fs::write(&orphan, b"{\"again\":1}").unwrap();
+    age(&orphan, DAY * 200);
+    let third = t.run("tmpa-archive", &[]);
+    assert_eq!(third.code, 1, "{third:?}");
+    assert!(third.stdout.contains("ntf_gone.ack"), "{}", third.stdout);
+}
+
+/// A plan applied after one of its notifications was written again (the backend's own
+/// temporary and rename): the run names that notification's file; the rest of its batch
+/// is kept too (the plan holds them in an archive that would now be another), and no
+/// archive is written that no deletion relies on. Other users' batches go as planned;
+/// the next run archives the kept ones, nothing lost.
+#[test]
+fn a_plan_applied_after_a_notification_changed_names_it_and_writes_no_orphan_archive() {
+    let (t, mut want) = small_tree();
+    let plan = t.root().with_file_name("notify-plan.json");
+    let plan_arg = plan.to_str().unwrap();
+    let dry = t.run("tmpa-archive", &["--dry-run", "--save-plan", plan_arg]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let inbox = t.root().join("notifications/alice/inbox");
+    let rewritten = br#"{"for":"alice","id":"2","edited":true}"#;
+    fs::write(inbox.join("ntf_2.json.tmp"), rewritten).unwrap();
+    fs::rename(inbox.join("ntf_2.json.tmp"), inbox.join("ntf_2.json")).unwrap();
+    want.insert(("alice".into(), "2".into()), (rewritten.to_vec(), true));
+    let applied = t.run("tmpa-archive", &["--apply-plan", plan_arg]);
+    let _ = fs::remove_file(&plan);
+    assert_eq!(applied.code, 1, "{applied:?}");
+    let named = format!(
+        "problem: {}: changed since the plan was made",
+        inbox.join("ntf_2.json").display()
+    );
+    assert!(applied.stdout.contains(&named), "{}", applied.stdout);
+    assert!(
+        !applied.stdout.contains("rewritten after it was read")
+            && !applied.stdout.contains("in the plan but not deleted"),
+        "{}",
+        applied.stdout
+    );
+    assert!(
+        archives(t.root(), "alice").is_empty(),
+        "an archive no deletion relies on: {:?}",
+        archives(t.root(), "alice")
+    );
+    assert_eq!(live(t.root(), "alice", "inbox").len(), 6);
+    assert_eq!(live(t.root(), "alice", "ack").len(), 5);
+    assert_eq!(archives(t.root(), "bob").len(), 1);
+    assert_eq!(
+        live(t.root(), "bob", "inbox"),
+        ["ntf_new.json", "ntf_unread.json"]
+    );
+    nothing_lost(t.root(), &want);
+    let next = t.run("tmpa-archive", &[]);
+    assert_eq!(next.code, 0, "{next:?}");
+    assert_eq!(archives(t.root(), "alice").len(), 1);
+    assert_eq!(
+        live(t.root(), "alice", "inbox"),
+        ["ntf_new.json", "ntf_unread.json"]
+    );
+    nothing_lost(t.root(), &want);
+}
+
+/// An immutable `ack/` (`chattr +i`): the notifications are archived and leave the
+/// inbox, but their acks cannot be deleted: each is named, and the run exits 4 (a stale
+/// ack would mark a notification delivered again under its id as read). Once `ack/` is
+/// writable again, the next run deletes them on the strength of the archive (exit 0).
+#[test]
+fn an_immutable_ack_directory_is_reported_and_fails_the_run() {
+    let (t, want) = small_tree();
+    let acks = t.root().join("notifications/alice/ack");
+    let Some(guard) = tmpa_tests::Immutable::set(&acks) else {
+        tmpa_tests::missing_prerequisite(
+            "chattr +i not available (needs root and a supporting fs)",
+        );
+        return;
+    };
+    let r = t.run("tmpa-archive", &["--json"]);
+    assert_eq!(r.code, 4, "{r:?}");
+    let report = r.json();
+    assert_eq!(report["counts"]["deletions_failed"], 4, "{report}");
+    let problems: Vec<String> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    for id in ["1", "2"] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&format!("ntf_{id}.ack")) && p.contains("cannot delete")),
+            "{problems:?}"
+        );
+    }
+    assert_eq!(
+        live(t.root(), "alice", "inbox"),
+        ["ntf_new.json", "ntf_unread.json"]
+    );
+    assert_eq!(live(t.root(), "alice", "ack").len(), 5);
+    assert_eq!(live(t.root(), "bob", "ack"), ["ntf_new.ack"]);
+    drop(guard);
+    let next = t.run("tmpa-archive", &["--json"]);
+    assert_eq!(next.code, 0, "{next:?}");
+    assert_eq!(
+        next.json()["counts"]["acks_completed"],
+        4,
+        "{}",
+        next.stdout
+    );
+    assert_eq!(live(t.root(), "alice", "ack"), ["ntf_new.ack"]);
+    nothing_lost(t.root(), &want);
+}
+
+/// Orphan acks beside 1000 archives: the first run reads each archive's index once
+/// (only the index: the first member) and reports the orphans; later runs know them and
+/// read no archive at all (counted under strace), exit 0.
+#[test]
+fn orphan_acks_beside_a_thousand_archives_are_searched_once() {
+    if !tmpa_tests::strace_works() {
+        tmpa_tests::missing_prerequisite("strace");
+        return;
+    }
+    let t = Tree::new();
+    let dir = t.root().join("notifications/u/archive");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..1000 {
+        let n = tmpa_core::maintenance::ArchivedNotification {
+            id: NotificationId::new(format!("a{i}")).unwrap(),
+            body: format!(r#"{{"n":{i}}}"#).into_bytes(),
+            mtime_ns: 1_000_000_000,
+            ack: b"{}".to_vec(),
+            acked_ns: 1_000_000_000,
+        };
+        let batch = [n];
+        let name = tmpa_core::maintenance::archive_name(&batch);
+        let bytes = tmpa_core::maintenance::write_archive(Vec::new(), &batch, 1).unwrap();
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+    for id in ["x", "y", "z"] {
+        let p = t.file(format!("notifications/u/ack/ntf_{id}.ack"), b"{}");
+        age(&p, DAY * 200);
+    }
+    let opens = |json: &str| -> (Run, usize) {
+        let trace = t.root().with_file_name("orphans.strace");
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=openat,openat2", "-o"])
+            .arg(&trace)
+            .args(tmpa_tests::program_args("tmpa-archive"))
+            .arg("--root")
+            .arg(t.root())
+            .arg(json)
+            .output()
+            .expect("strace");
+        let text = fs::read_to_string(&trace).unwrap_or_default();
+        let _ = fs::remove_file(&trace);
+        let n = text
+            .lines()
+            .filter(|l| l.contains("acked-1-") && !l.contains("ENOENT"))
+            .count();
+        (out.into(), n)
+    };
+    let (first, read) = opens("--json");
+    assert_eq!(first.code, 1, "{first:?}");
+    assert_eq!(first.json()["counts"]["orphan_acks"], 3, "{}", first.stdout);
+    assert_eq!(read, 1000, "each archive's index read once");
+    let (second, read) = opens("--json");
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(
+        second.json()["counts"]["orphan_acks_known"],
+        3,
+        "{}",
+        second.stdout
+    );
+    assert_eq!(read, 0, "a known orphan costs no archive read");
 }
 
 /// Runs tmpa-archive on `root` under strace with every `renameat2` delayed by `us`.

@@ -232,8 +232,9 @@ fn notifications_go_to_a_file_store_and_read_back() {
 
 /// An ack left behind by a run stopped between its two deletions is deleted on the
 /// strength of the store's archive that holds its notification with exactly that ack
-/// (receipt `store_read_back`); an ack no archive holds is kept and reported (exit 1). A
-/// dry run makes no request to decide either: both are kept and counted as not compared.
+/// (receipt `store_read_back`); an ack no archive holds is kept and reported (exit 1),
+/// once: later runs count it as known, without reading the archives again (exit 0). A
+/// dry run reads the store to decide both, and deletes nothing.
 #[test]
 fn a_leftover_ack_is_completed_from_the_store_and_an_orphan_kept() {
     let store = tempfile::tempdir().expect("store dir");
@@ -249,8 +250,10 @@ fn a_leftover_ack_is_completed_from_the_store_and_an_orphan_kept() {
     let orphan = t.file("notifications/alice/ack/ntf_gone.ack", b"{}");
     age(&orphan, DAY * 200);
     let dry = archive(&t, None, &["--dry-run", "--json"]);
-    assert_eq!(dry.code, 0, "{dry:?}");
-    assert_eq!(dry.json()["counts"]["acks_not_compared"], 2, "{dry:?}");
+    assert_eq!(dry.code, 1, "{dry:?}");
+    assert_eq!(dry.json()["counts"]["acks_completed"], 1, "{dry:?}");
+    assert_eq!(dry.json()["counts"]["orphan_acks"], 1, "{dry:?}");
+    assert!(ack.exists() && orphan.exists());
     let receipts_before = receipts(&t).len();
     let r = archive(&t, None, &["--json"]);
     assert_eq!(r.code, 1, "{r:?}");
@@ -281,6 +284,12 @@ fn a_leftover_ack_is_completed_from_the_store_and_an_orphan_kept() {
         );
     }
     reads_back(&t, None, &want, |_| true);
+    // Reported once: the next run counts it as known, exit 0.
+    let again = archive(&t, None, &["--json"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["counts"]["orphan_acks"], 0, "{again:?}");
+    assert_eq!(again.json()["counts"]["orphan_acks_known"], 1, "{again:?}");
+    assert!(orphan.exists());
 }
 
 /// A dry run to a directory store saves a plan naming each object it would write (and
@@ -486,21 +495,31 @@ fn a_corrupted_read_back_keeps_the_notifications() {
     reads_back(&t, Some(s.port()), &want, |_| true);
 }
 
-/// A dry run lists the batches it would store, with their object URLs, and makes no
-/// request at all.
+/// A dry run lists the batches it would store, with their object URLs; it reads the
+/// store (to compare what is there, as a real run would) and writes nothing to it.
 #[test]
-fn a_dry_run_makes_no_request() {
+fn a_dry_run_reads_the_store_and_writes_nothing() {
     let s = server();
-    let (t, _) = tree(&["alice"], 3, "s3://notes-never/host-a");
+    s.create_bucket("notes-dry");
+    let (t, _) = tree(&["alice"], 3, "s3://notes-dry/host-a");
     let proxy = FaultProxy::start(s.port(), Fault::None, || {});
     let before = t.snapshot();
     let r = archive(&t, Some(proxy.port()), &["--dry-run"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(proxy.requests(), 0, "a dry run contacted the store");
+    let writes: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| !(l.starts_with("GET ") || l.starts_with("HEAD ")))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a dry run wrote to the store: {writes:?}"
+    );
+    assert!(s.keys("notes-dry", "").is_empty());
     assert_eq!(t.snapshot(), before);
     assert!(
         r.stdout.contains(
-            "would archive 3 notifications of alice into s3://notes-never/host-a/alice/acked-3-"
+            "would archive 3 notifications of alice into s3://notes-dry/host-a/alice/acked-3-"
         ),
         "{}",
         r.stdout

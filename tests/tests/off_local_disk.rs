@@ -162,167 +162,117 @@ fn walk(d: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Saves `path` the way the library and the Python backend do: a temporary in the same
-/// directory, then a rename over the name.
-fn save(path: &Path, bytes: &str) {
-    let tmp = path.with_extension("json.writer-tmp");
-    fs::write(&tmp, bytes).expect("write temporary");
-    fs::rename(&tmp, path).expect("rename over");
-}
-
 /// The stretched calls: the move aside (a plain `renameat` where `RENAME_NOREPLACE` is
 /// refused) and the unlink in the quarantine.
 const GAPS: [&str; 2] = ["renameat", "unlinkat"];
+
+/// Runs `race` on a fresh tree in each place (bindfs, `EINVAL` injected) with each gap
+/// stretched in turn, `what` naming both; afterwards nothing may be left in the quarantine.
+fn in_every_place_and_gap(race: impl Fn(&Place, &str, &str)) {
+    for on in BOTH {
+        for gap in GAPS {
+            let Some(p) = Place::new(on) else { return };
+            let what = format!("{on:?} {gap}");
+            race(&p, gap, &what);
+            assert!(p.quarantined().is_empty(), "{what}: {:?}", p.quarantined());
+        }
+    }
+}
 
 /// The backend rewrites an event of a past day in the instant compaction deletes its
 /// loose file: the rewritten event is live afterwards, and the next run reports the
 /// conflict instead of dropping either version.
 #[test]
 fn an_event_rewritten_in_the_gap_is_never_deleted() {
-    for on in BOTH {
-        for gap in GAPS {
-            let Some(p) = Place::new(on) else { return };
-            let e = p.file(
-                format!("token_stats/{D1}/evt_e1.json"),
-                tmpa_tests::event_json("e1", &format!("{D1}T12:00:00Z"), "u", "m", 1, 1),
-            );
-            let rewritten =
-                tmpa_tests::event_json("e1", &format!("{D1}T12:00:00Z"), "u", "m", 7, 7);
-            p.in_the_gap(
-                "tmpa-compact",
-                "compact_events",
-                &["--day", D1],
-                gap,
-                || {
-                    save(&e, &rewritten);
-                },
-            );
-            let live = fs::read_to_string(&e);
-            assert_eq!(live.ok().as_deref(), Some(&rewritten[..]), "{on:?} {gap}");
-            assert!(
-                p.quarantined().is_empty(),
-                "{on:?} {gap}: {:?}",
-                p.quarantined()
-            );
-            let again = p.run("tmpa-compact", &["--day", D1]);
-            assert_eq!(
-                again.code, 1,
-                "{on:?} {gap}: the conflict needs a look: {again:?}"
-            );
-            assert!(e.exists(), "{on:?} {gap}");
-        }
-    }
+    in_every_place_and_gap(|p, gap, what| {
+        let event = |n| tmpa_tests::event_json("e1", &format!("{D1}T12:00:00Z"), "u", "m", n, n);
+        let e = p.file(format!("token_stats/{D1}/evt_e1.json"), event(1));
+        let rewritten = event(7);
+        p.in_the_gap(
+            "tmpa-compact",
+            "compact_events",
+            &["--day", D1],
+            gap,
+            || {
+                tmpa_tests::save_by_rename(&e, &rewritten);
+            },
+        );
+        let live = fs::read_to_string(&e);
+        assert_eq!(live.ok().as_deref(), Some(&rewritten[..]), "{what}");
+        let again = p.run("tmpa-compact", &["--day", D1]);
+        assert_eq!(
+            again.code, 1,
+            "{what}: the conflict needs a look: {again:?}"
+        );
+        assert!(e.exists(), "{what}");
+    });
 }
 
 /// A user resumes a 120-day-old chat in the instant its session is deleted after
 /// archival: the resumed session is the live one afterwards, read through the library.
 #[test]
 fn a_session_resumed_in_the_gap_is_never_deleted() {
-    for on in BOTH {
-        for gap in GAPS {
-            let Some(p) = Place::new(on) else { return };
-            let live = p.file(
-                "chat_history/u1/sessions/s1.json",
-                r#"{"messages":["old"]}"#,
-            );
-            age(&live, OLD);
-            p.in_the_gap("tmpa-archive", "archive_history", &[], gap, || {
-                save(&live, r#"{"messages":["old","new"]}"#);
-            });
-            let bytes = tmpa_core::Root::open(p.root())
-                .expect("root")
-                .read_session(&"u1".parse().unwrap(), &"s1".parse().unwrap())
-                .expect("read");
-            assert_eq!(bytes, br#"{"messages":["old","new"]}"#, "{on:?} {gap}");
-            assert!(
-                p.quarantined().is_empty(),
-                "{on:?} {gap}: {:?}",
-                p.quarantined()
-            );
-        }
-    }
+    in_every_place_and_gap(|p, gap, what| {
+        let live = p.file(
+            "chat_history/u1/sessions/s1.json",
+            r#"{"messages":["old"]}"#,
+        );
+        age(&live, OLD);
+        p.in_the_gap("tmpa-archive", "archive_history", &[], gap, || {
+            tmpa_tests::save_by_rename(&live, r#"{"messages":["old","new"]}"#);
+        });
+        let bytes = tmpa_core::Root::open(p.root())
+            .expect("root")
+            .read_session(&"u1".parse().unwrap(), &"s1".parse().unwrap())
+            .expect("read");
+        assert_eq!(bytes, br#"{"messages":["old","new"]}"#, "{what}");
+    });
 }
 
 /// The backend re-delivers an archived, acknowledged notification in the instant its
 /// inbox file is deleted: the new inbox file is live afterwards.
 #[test]
 fn a_notification_redelivered_in_the_gap_is_never_deleted() {
-    for on in BOTH {
-        for gap in GAPS {
-            let Some(p) = Place::new(on) else { return };
-            let inbox = p.file("notifications/u1/inbox/ntf_1.json", r#"{"v":1}"#);
-            age(&inbox, OLD);
-            let ack = p.file("notifications/u1/ack/ntf_1.ack", r#"{"acked_at":"then"}"#);
-            age(&ack, OLD);
-            p.in_the_gap("tmpa-archive", "archive_history", &[], gap, || {
-                save(&inbox, r#"{"v":2}"#);
-            });
-            let live = fs::read_to_string(&inbox);
-            assert_eq!(live.ok().as_deref(), Some(r#"{"v":2}"#), "{on:?} {gap}");
-            assert!(
-                p.quarantined().is_empty(),
-                "{on:?} {gap}: {:?}",
-                p.quarantined()
-            );
-        }
-    }
+    in_every_place_and_gap(|p, gap, what| {
+        let inbox = p.file("notifications/u1/inbox/ntf_1.json", r#"{"v":1}"#);
+        age(&inbox, OLD);
+        let ack = p.file("notifications/u1/ack/ntf_1.ack", r#"{"acked_at":"then"}"#);
+        age(&ack, OLD);
+        p.in_the_gap("tmpa-archive", "archive_history", &[], gap, || {
+            tmpa_tests::save_by_rename(&inbox, r#"{"v":2}"#);
+        });
+        let live = fs::read_to_string(&inbox);
+        assert_eq!(live.ok().as_deref(), Some(r#"{"v":2}"#), "{what}");
+    });
 }
 
 /// A writer that reuses a fixed temporary name reopens a stale temporary while tmpclean
 /// deletes it: its save succeeds and its file is live.
 #[test]
 fn a_temporary_reopened_in_the_gap_is_never_lost() {
-    let writer = r#"
-import os, sys
-final = sys.argv[1]
-with open(final + ".tmp", "w") as f:
-    f.write('{"saved":true}')
-    f.flush()
-    os.fsync(f.fileno())
-os.rename(final + ".tmp", final)
-"#;
-    for on in BOTH {
-        for gap in GAPS {
-            let Some(p) = Place::new(on) else { return };
-            let fin = p.file("notifications/u1/inbox/ntf_1.json", "{}");
-            p.file("notifications/u1/inbox/ntf_1.json.tmp", "{\"stale\"");
-            let mut saved = None;
-            p.in_the_gap(
-                "tmpa-tmpclean",
-                "tmp_cleanup",
-                &["--older-than", "1m"],
-                gap,
-                || {
-                    saved = Some(
-                        Command::new("python3")
-                            .args(["-c", writer])
-                            .arg(&fin)
-                            .output()
-                            .expect("python3"),
-                    );
-                },
-            );
-            let w = saved.expect("the writer ran");
-            let live = fs::read_to_string(&fin).ok();
-            if w.status.success() {
-                assert_eq!(live.as_deref(), Some(r#"{"saved":true}"#), "{on:?} {gap}");
-            } else {
-                // A path-based FUSE daemon (bindfs, sshfs) forgets a file that was moved
-                // aside and linked back while an open of it waited for the lease: that
-                // open fails (ENOENT) and the writer sees the error; it wrote nothing
-                // yet, and nothing is lost. Only there.
-                assert!(matches!(on, On::Fuse), "{on:?} {gap}: {w:?}");
-                let err = String::from_utf8_lossy(&w.stderr);
-                assert!(err.contains("FileNotFoundError"), "{on:?} {gap}: {err}");
-                assert_eq!(live.as_deref(), Some("{}"), "{on:?} {gap}");
-            }
-            assert!(
-                p.quarantined().is_empty(),
-                "{on:?} {gap}: {:?}",
-                p.quarantined()
-            );
+    in_every_place_and_gap(|p, gap, what| {
+        let fin = p.file("notifications/u1/inbox/ntf_1.json", "{}");
+        p.file("notifications/u1/inbox/ntf_1.json.tmp", "{\"stale\"");
+        let mut saved = None;
+        let args = ["--older-than", "1m"];
+        p.in_the_gap("tmpa-tmpclean", "tmp_cleanup", &args, gap, || {
+            saved = Some(tmpa_tests::save_through_fixed_temporary(&fin));
+        });
+        let w = saved.expect("the writer ran");
+        let live = fs::read_to_string(&fin).ok();
+        if w.status.success() {
+            assert_eq!(live.as_deref(), Some(r#"{"saved":true}"#), "{what}");
+        } else {
+            // A path-based FUSE daemon (bindfs, sshfs) forgets a file that was moved
+            // aside and linked back while an open of it waited for the lease: that open
+            // fails (ENOENT) and the writer sees the error; it wrote nothing yet, and
+            // nothing is lost. Only there.
+            assert!(matches!(p.on, On::Fuse), "{what}: {w:?}");
+            let err = String::from_utf8_lossy(&w.stderr);
+            assert!(err.contains("FileNotFoundError"), "{what}: {err}");
+            assert_eq!(live.as_deref(), Some("{}"), "{what}");
         }
-    }
+    });
 }
 
 /// The three programs' work, small: loose events of a past day, an old session, an old

@@ -86,21 +86,61 @@ fn the_library_reads_the_store_from_inside_a_callers_runtime() {
     assert_eq!(got.expect("read inside a runtime"), b"{\"in\":\"runtime\"}");
 }
 
-/// `--to` sends one run elsewhere than tmpa.toml says.
+/// `--to` other than the store the library reads (tmpa.toml) is for trying a store: a
+/// run that would delete is refused (exit 2, nothing written), since the backend could not
+/// read what it archived; `--dry-run` and `--no-delete` (which delete nothing) go there;
+/// `--to` naming the configured store is a real run like any other.
 #[test]
-fn to_overrides_the_configured_store_for_one_run() {
+fn to_elsewhere_than_the_library_reads_deletes_nothing() {
     let t = Tree::new();
     let configured = tempfile::tempdir().expect("dir");
     let other = tempfile::tempdir().expect("dir");
-    session(&t, "u1", "s1", b"{}");
+    let s = session(&t, "u1", "s1", b"{}");
     t.file(
         "tmpa.toml",
         format!("[archive]\nurl = \"{}\"\n", url(configured.path())),
     );
     let r = t.run("tmpa-archive", &["--to", &url(other.path())]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&url(other.path()))
+            && r.stderr.contains(&url(configured.path()))
+            && r.stderr.contains("--no-delete"),
+        "{}",
+        r.stderr
+    );
+    assert!(s.exists());
+    assert_eq!(fs::read_dir(other.path()).expect("ls").count(), 0);
+    tmpa_tests::only_a_usage_error_record(t.root(), "archive_history");
+    let r = t.run("tmpa-archive", &["--to", &url(other.path()), "--dry-run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(fs::read_dir(other.path()).expect("ls").count(), 0);
+    let r = t.run("tmpa-archive", &["--to", &url(other.path()), "--no-delete"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(other.path().join("u1/s1.json.gz").exists());
+    assert!(
+        s.exists(),
+        "--no-delete keeps the session, where the library reads it"
+    );
     assert_eq!(fs::read_dir(configured.path()).expect("ls").count(), 0);
+    let r = t.run("tmpa-archive", &["--to", &url(configured.path())]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!s.exists());
+    let root = Root::open(t.root()).expect("root");
+    let u1 = UserId::new("u1").expect("user");
+    let s1 = SessionId::new("s1").expect("session");
+    assert_eq!(root.read_session(&u1, &s1).expect("read"), b"{}");
+    // Without tmpa.toml the library reads the local archives: a store is for trying only.
+    let t = Tree::new();
+    let s = session(&t, "u1", "s1", b"{}");
+    let r = t.run("tmpa-archive", &["--to", &url(other.path())]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("the local archive/ directories"),
+        "{}",
+        r.stderr
+    );
+    assert!(s.exists());
 }
 
 /// A tmpa.toml or URL that cannot be used is a usage error (exit 2) naming the file and
@@ -144,7 +184,11 @@ fn a_missing_store_directory_leaves_every_session() {
     let t = Tree::new();
     let s = session(&t, "u1", "s1", b"{}");
     let gone = tempfile::tempdir().expect("dir").path().join("missing");
-    let r = t.run("tmpa-archive", &["--to", &url(&gone)]);
+    t.file(
+        "tmpa.toml",
+        format!("[archive]\nurl = \"{}\"\n", url(&gone)),
+    );
+    let r = t.run("tmpa-archive", &[]);
     assert_eq!(r.code, 4, "{r:?}");
     assert!(r.stdout.contains("is not a directory"), "{}", r.stdout);
     assert!(s.exists());

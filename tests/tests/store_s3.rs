@@ -163,31 +163,44 @@ fn archives_to_s3_with_read_back_then_a_rerun_changes_nothing() {
 
 /// An object that already holds the session's bytes (a run killed between upload and
 /// deletion) completes the archival: the session is deleted, the object is not
-/// rewritten. An object with other bytes is a conflict: both kept, exit 1.
+/// rewritten. An object with other bytes of the session (an earlier version) makes the
+/// session the next version, beside it. An object that is not gzip is a conflict: both
+/// kept, exit 1, with a remedy that keeps the live session.
 #[test]
-fn an_equal_object_completes_and_a_different_one_is_a_conflict() {
+fn an_equal_object_completes_another_version_follows_and_garbage_conflicts() {
     let Some(s) = server() else { return };
     s.create_bucket("complete-or-conflict");
-    let (t, old) = tree("complete-or-conflict", 2);
+    let (t, old) = tree("complete-or-conflict", 3);
     let equal = gzip(&old[0].1);
     s.put_object("complete-or-conflict", &key("s0"), &equal);
-    let other = gzip(b"{\"someone\":\"else\"}");
+    let other = gzip(b"{\"earlier\":\"version\"}");
     s.put_object("complete-or-conflict", &key("s1"), &other);
+    s.put_object("complete-or-conflict", &key("s2"), b"not gzip at all");
     let r = archive(&t, s.port(), &["--json"]);
     assert_eq!(r.code, 1, "{r:?}");
     let report = r.json();
-    let action = |name: &str| {
+    let session = |name: &str| {
         report["sessions"]
             .as_array()
             .expect("sessions")
             .iter()
             .find(|x| x["session"] == name)
-            .map(|x| x["action"].clone())
+            .cloned()
+            .unwrap_or_default()
     };
-    assert_eq!(action("s0"), Some("complete".into()));
-    assert_eq!(action("s1"), Some("conflict".into()));
+    assert_eq!(session("s0")["action"], "complete");
+    assert_eq!(session("s1")["action"], "archive");
+    assert_eq!(session("s1")["version"], 2);
+    assert_eq!(session("s2")["action"], "conflict");
+    assert!(
+        session("s2")["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("the live session is kept")),
+        "{report}"
+    );
     assert!(!session_path(&t, "s0").exists());
-    assert_eq!(fs::read(session_path(&t, "s1")).expect("s1 kept"), old[1].1);
+    assert!(!session_path(&t, "s1").exists());
+    assert_eq!(fs::read(session_path(&t, "s2")).expect("s2 kept"), old[2].1);
     assert_eq!(
         s.get_object("complete-or-conflict", &key("s0")),
         Some(equal)
@@ -196,6 +209,15 @@ fn an_equal_object_completes_and_a_different_one_is_a_conflict() {
         s.get_object("complete-or-conflict", &key("s1")),
         Some(other)
     );
+    let v2 = format!("host-a/{USER}/versions/2/s1.json.gz");
+    assert_eq!(
+        gunzip(
+            &s.get_object("complete-or-conflict", &v2)
+                .expect("version 2")
+        ),
+        old[1].1
+    );
+    assert_eq!(library(&t, s.port(), Some("s1")).expect("newest"), old[1].1);
 }
 
 /// Another writer puts an object at the key between this run's HEAD and its put: the
@@ -415,28 +437,129 @@ fn a_wrong_etag_on_read_back_is_caught() {
     assert!(receipts(&t).is_empty());
 }
 
-/// --dry-run lists what would be uploaded and makes no request at all.
+/// --dry-run lists what would be uploaded; it reads the store (the versions there
+/// decide what a real run would do) and writes nothing to it.
 #[test]
-fn a_dry_run_makes_no_request() {
+fn a_dry_run_reads_the_store_and_writes_nothing() {
     let Some(s) = server() else { return };
-    let (t, old) = tree("never-created", 2);
+    s.create_bucket("dry-only");
+    let (t, old) = tree("dry-only", 2);
     let proxy = FaultProxy::start(s.port(), Fault::None, || {});
     let before = t.snapshot();
     let r = archive(&t, proxy.port(), &["--dry-run"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(proxy.requests(), 0, "a dry run contacted the store");
+    let writes: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| !(l.starts_with("GET ") || l.starts_with("HEAD ")))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a dry run wrote to the store: {writes:?}"
+    );
+    assert!(s.keys("dry-only", "").is_empty());
     assert_eq!(t.snapshot(), before);
     for (name, _) in &old {
         assert!(
             r.stdout.contains(&format!(
                 "would archive {}",
                 session_path(&t, name).display()
-            )) && r
-                .stdout
-                .contains(&format!("s3://never-created/{}", key(name))),
+            )) && r.stdout.contains(&format!("s3://dry-only/{}", key(name))),
             "{}",
             r.stdout
         );
+    }
+}
+
+/// A chat resumed after its archival to S3, three times over: every run exits 0 and
+/// puts a new version beside the old ones (`versions/{n}/`), none ever overwritten; the
+/// library, as a backend, reads the live session while there is one and the newest
+/// version after, lists it once as stored, and every version reads back.
+#[test]
+fn a_chat_resumed_after_archival_to_s3_three_times_over() {
+    let Some(s) = server() else { return };
+    s.create_bucket("resumed");
+    let t = Tree::new();
+    config(&t, "s3://resumed/host-a", None);
+    let mut versions: Vec<Vec<u8>> = Vec::new();
+    for round in 0..4 {
+        let b = body("chat", 3 + 2 * round);
+        let p = t.file(format!("chat_history/{USER}/sessions/chat.json"), &b);
+        age(&p, MONTH);
+        assert_eq!(library(&t, s.port(), Some("chat")).expect("live"), b);
+        versions.push(b.clone());
+        let r = archive(&t, s.port(), &[]);
+        assert_eq!(r.code, 0, "round {round}: {r:?}");
+        assert!(!p.exists());
+        assert_eq!(library(&t, s.port(), Some("chat")).expect("newest"), b);
+        let listed = String::from_utf8(library(&t, s.port(), None).expect("list")).expect("utf-8");
+        assert_eq!(
+            listed.lines().filter(|l| l.contains("chat")).count(),
+            1,
+            "{listed}"
+        );
+        assert!(listed.contains("stored"), "{listed}");
+        for (i, v) in versions.iter().enumerate() {
+            let k = match i {
+                0 => key("chat"),
+                _ => format!("host-a/{USER}/versions/{}/chat.json.gz", i + 1),
+            };
+            assert_eq!(&gunzip(&s.get_object("resumed", &k).expect(&k)), v, "{k}");
+        }
+        assert_eq!(archive(&t, s.port(), &[]).code, 0);
+    }
+}
+
+/// Taking back an object this run put (its session changed before it could be
+/// deleted: the session stays, newer) deletes that very object only: the DELETE is
+/// conditional (`If-Match` on the ETag the put answered), so another writer's object
+/// that took the key in the instant before it stays (the store refuses with 412).
+#[test]
+fn taking_back_an_object_never_deletes_another_writers() {
+    let Some(s) = server() else { return };
+    for (bucket, replace) in [("taken-back", false), ("replaced-meanwhile", true)] {
+        s.create_bucket(bucket);
+        let (t, _) = tree(bucket, 1);
+        let live = session_path(&t, "s0");
+        let newer = body("s0", 9);
+        let (path, bytes) = (live.clone(), newer.clone());
+        // The session is written again while its object is read back: the run keeps it
+        // and takes the object back.
+        let proxy = FaultProxy::start(s.port(), Fault::TakeBackRace { replace }, move || {
+            let tmp = path.with_extension("json.tmp.x");
+            fs::write(&tmp, &bytes).expect("write");
+            age(&tmp, MONTH);
+            fs::rename(&tmp, &path).expect("rename");
+        });
+        let r = archive(&t, proxy.port(), &["--json"]);
+        assert_eq!(r.code, 0, "{bucket}: {r:?}");
+        assert_eq!(fs::read(&live).expect("kept"), newer, "{bucket}");
+        let report = r.json();
+        assert_eq!(report["sessions"][0]["action"], "changed", "{report}");
+        let deletes: Vec<String> = proxy
+            .log()
+            .into_iter()
+            .filter(|l| l.starts_with("DELETE "))
+            .collect();
+        assert_eq!(deletes.len(), 1, "{bucket}: {:?}", proxy.log());
+        assert!(deletes[0].contains("if-match"), "{}", deletes[0]);
+        if replace {
+            assert_eq!(
+                s.get_object(bucket, &key("s0")).as_deref(),
+                Some(tmpa_tests::s3::RACING_BYTES),
+                "the other writer's object was deleted"
+            );
+            assert_eq!(report["counts"]["taken_back"], 0, "{report}");
+            assert!(
+                report["sessions"][0]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("another object has its key")),
+                "{report}"
+            );
+        } else {
+            assert_eq!(s.get_object(bucket, &key("s0")), None, "not taken back");
+            assert_eq!(report["counts"]["taken_back"], 1, "{report}");
+        }
     }
 }
 

@@ -1,54 +1,61 @@
 //! # tmpa-archive (archive_history)
 //!
 //! Weekly archival of chat sessions: every `chat_history/{user}/sessions/{session}.json`
-//! not modified for `--older-than` (default 30 days) is streamed through gzip into
-//! `chat_history/{user}/archive/{session}.json.gz`, verified by decompressing the archive
-//! from disk and comparing it byte for byte with the session, recorded in a fsynced
-//! receipt (path, size, SHA-256), and only then deleted from `sessions/`.
+//! not modified for `--older-than` (default 30 days) goes through gzip into a version of
+//! its archive (`chat_history/{user}/archive/{session}.json.gz` the first time,
+//! `archive/versions/{n}/{session}.json.gz` for a chat resumed after its archival), read
+//! back and compared byte for byte with the session, recorded in a fsynced receipt
+//! (path, size, SHA-256), and only then deleted from `sessions/`. Acknowledged
+//! notifications whose ack is older than `--notifications-older-than` (default 90 days)
+//! go per user in batches into `notifications/{user}/archive/acked-{n}-{digest}.tar.gz`
+//! the same way ([`notify`]). With an object store (`{root}/tmpa.toml` `[archive] url =
+//! "s3://bucket/prefix"`), both go to its objects of the same names below
+//! `{prefix}/{user}/` instead.
+//!
+//! Every unit (a session, a local archive moved with `--migrate-local`, a batch of
+//! notifications, the acks an archive already holds) goes through **one pipeline**
+//! (`pipeline.rs`) over either **tier** (`tier.rs`: the tree's archive directories or
+//! the store): open and build, look at what is already there, the plan's admission,
+//! write or put, read back and compare, dispose, take back.
 //!
 //! Invariants:
-//! - A session is deleted only after its archive read back equal from disk, its receipt
-//!   line is fsynced, and its directory entry is still the same file (inode, size, mtime,
-//!   ctime) that was read.
-//! - An existing archive is never overwritten: equal bytes complete an interrupted run,
-//!   other bytes are a conflict (both kept, exit 1).
-//! - A session rewritten while it is read is kept and retried next run; an archive this
-//!   run made of its old bytes is taken back.
-//! - `profile/`, temporaries (`*.json.tmp*`, tmpa-tmpclean's business) and anything that
-//!   is not a `{session}.json` regular file are never touched. Symlinks are never followed:
-//!   every directory is held by descriptor from the root down.
+//! - A file is deleted only after an archive holding its bytes was read back from where
+//!   it is kept and compared, its receipt line is fsynced, and its directory entry is
+//!   still the same file (inode, size, mtime, ctime) that was read (`Run::dispose`).
+//! - No archive is ever overwritten: a local one is written under a temporary name and
+//!   renamed without replacing; an object is put conditionally (`If-None-Match: *`, or a
+//!   HEAD first where the store has no conditional put). An archive already holding the
+//!   same data completes an interrupted run; an earlier version of a session makes the
+//!   live file the next version beside it; anything else is a conflict: everything kept
+//!   (exit 1), with a remedy that keeps the live file.
+//! - No archive is left that no deletion relies on: a plan being applied admits a unit
+//!   before its archive is made (`Run::admit`), and an archive whose sources all changed
+//!   before their deletion is taken back (the local one through the delete step, an
+//!   object only if it is still the one put: `Store::delete_own`).
+//! - `profile/`, temporaries (`*.tmp*`, tmpa-tmpclean's business) and anything that is not
+//!   a session, notification or ack regular file are never touched. Symlinks are never
+//!   followed: every directory is held by descriptor from the root down.
 //! - One user's failure (permission, immutable directory, full disk) is reported and the
-//!   run goes on with the other users.
+//!   run goes on with the other users; a file verified but not deleted is named (exit 4).
 //! - A session larger than the library's limit (`SESSION_BYTES_MAX`, 256 MiB) is reported
-//!   and left live: memory and time per session are bounded.
-//!
-//! Acknowledged notifications whose ack is older than `--notifications-older-than`
-//! (default 90 days) are archived per user in batches into
-//! `notifications/{user}/archive/acked-{n}-{digest}.tar.gz`, verified from disk and
-//! receipted the same way, then their inbox files and acks deleted ([`notify`]); the
-//! library reads them there. With a store, each batch is the object
-//! `{prefix}/{user}/acked-{n}-{digest}.tar.gz` instead, stored and verified exactly as a
-//! session's object is (below), and the library reads it from the store.
-//!
-//! With an object store (`{root}/tmpa.toml` `[archive] url = "s3://bucket/prefix"`, or
-//! `--to URL` for one run), the same invariants hold with the object
-//! `{prefix}/{user}/{session}.json.gz` in place of the local archive ([`store`]):
-//! - An object is never replaced: a HEAD first, then a conditional put where the store
-//!   has one (the report says which); an object already there is compared.
-//! - A session is deleted only after its object, read back from the store with the ETag
-//!   its put returned and the bytes that were sent, decompressed to exactly the session's
-//!   bytes on disk, and after the receipt line (object URL, size, ETag, SHA-256 of the
-//!   object and of the session) is fsynced.
-//! - A store that cannot be reached, is too slow or keeps failing leaves every session
-//!   not yet verified in place (exit 4); after its first such failure no further request
-//!   is made in the run.
-//! - `--dry-run` makes no request at all: it lists what would be uploaded.
-//! - `--migrate-local` moves local archives to the store the same way (the local archive
-//!   is deleted through the same deletion path once the object reads back equal).
+//!   and left live: memory and time per session are bounded; the archives held in memory
+//!   at once are bounded by `store::IN_FLIGHT_BYTES_MAX`.
+//! - A store that cannot be reached, is too slow or keeps failing leaves every file not
+//!   yet verified in place (exit 4); after its first such failure no further request is
+//!   made in the run.
+//! - `--dry-run` writes nothing, locally or to the store; it reads what a real run would
+//!   compare (archives, the store's listings and objects), so that its plan names the
+//!   very archive (and version) each file would be held by.
+//! - A run that deletes archives only where the library reads them: a `--to` other than
+//!   the library's store is refused unless the run deletes nothing.
 
+mod gz;
+mod lonely;
+mod migrate;
 pub mod notify;
+mod pipeline;
 mod report;
-pub mod session;
+mod session;
 pub mod store;
 mod tier;
 
@@ -56,26 +63,22 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tmpa_core::maintenance::store::Store;
-use tmpa_core::maintenance::{Dir, Kind, SESSION_BYTES_MAX, path_text, root_dir, temp_final_name};
-use tmpa_core::{Error, Problem, ProblemKind, Root, SessionId, StoreErrorKind, StoreUrl, UserId};
-use tmpa_maint::{
-    CommonArgs, Deletion, Doomed, ExitStatus, Kept, Mode, Outcome, Planned, Progress, Proof, Run,
-    StartError, Task,
-};
+use tmpa_core::maintenance::{Dir, Kind, path_text, root_dir};
+use tmpa_core::{Error, Problem, ProblemKind, Root, StoreErrorKind, StoreUrl, UserId};
+use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
 use report::counts;
-pub use report::{Counts, Destination, Origin, Report, SessionReport, render_text, report_status};
-pub use session::{Action, Options, StoredObject};
-pub use store::{SourceKind, StoreRun};
-use tier::Tier;
+pub use report::{
+    Action, Counts, Destination, Origin, Report, SessionReport, StoredObject, render_text,
+    report_status,
+};
+pub use store::StoreRun;
+use tier::Tiers;
 
 /// Program name, as in the logs.
 pub const PROGRAM: &str = "tmpa-archive";
 /// Task, as in `.tmpa/runs/archive_history.json`.
 pub const TASK: Task = Task::ArchiveHistory;
-/// Sessions handled between two receipt writes: bounds what a crash can leave archived but
-/// not yet deleted (the next run completes those) and the memory of one batch.
-const BATCH_MAX: usize = 256;
 
 /// Gzip old chat sessions into archive/, verify them from disk, then delete them
 /// (archive_history).
@@ -104,8 +107,11 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["dry_run", "apply_plan"])]
     pub no_delete: bool,
     /// Archive to this object store for this run, instead of what {root}/tmpa.toml says
-    /// (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir)
-    /// [default: the [archive] url of {root}/tmpa.toml, else the local archive/ directories]
+    /// (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir). A
+    /// store other than the one the library reads is for trying it: with --dry-run or
+    /// --no-delete only (a run that deletes is refused, exit 2: the backend could not
+    /// read what it archived there) [default: the [archive] url of {root}/tmpa.toml,
+    /// else the local archive/ directories]
     #[arg(long, value_name = "URL")]
     pub to: Option<StoreUrl>,
     /// Also move the local archives (chat_history/*/archive/*.json.gz) to the store: each
@@ -177,6 +183,8 @@ pub fn open_store(
     let root = tmpa_maint::resolve_root(args.common.root.as_deref())?;
     let usage = |e: Error| StartError::Usage(e.chain());
     let config = tmpa_maint::archive_config(&root, args.to.as_ref())?;
+    let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
+    where_the_library_reads(&root, args, config.as_ref().map(|c| &c.url), mode)?;
     let Some(config) = config else {
         if args.migrate_local {
             return Err(StartError::Usage(format!(
@@ -202,8 +210,57 @@ pub fn open_store(
     }
 }
 
+/// Refuses a run that would delete what it archived where the library does not read
+/// archives: sessions and notifications archived there could no longer be read by the
+/// backend (`Root::read_session` looks where the library's own configuration says). A
+/// `--to` other than the library's store is for trying a store: with `--dry-run` or
+/// `--no-delete`, which delete nothing. (Without `--to`, the programs and the library
+/// read the same files in the same order: `/etc/tmpa/tmpa.toml`, then the tree's.)
+///
+/// # Errors
+/// [`StartError::Usage`] (exit 2) saying where each would look and what to do.
+fn where_the_library_reads(
+    root: &Root,
+    args: &Args,
+    ours: Option<&StoreUrl>,
+    mode: Mode,
+) -> Result<(), StartError> {
+    if args.to.is_none() || !mode.deletes() {
+        return Ok(());
+    }
+    let config_file = path_text(&root.path().join(tmpa_core::maintenance::CONFIG_NAME));
+    let theirs = match root.archive_config() {
+        Ok(c) => c.map(|c| c.url),
+        Err(e) => {
+            return Err(StartError::Usage(format!(
+                "the library cannot read its configuration ({}), so it could not find what \
+                 this run archives; nothing done",
+                e.chain()
+            )));
+        }
+    };
+    if ours == theirs.as_ref() {
+        return Ok(());
+    }
+    let name = |u: Option<&StoreUrl>| {
+        u.map_or_else(
+            || "the local archive/ directories".to_owned(),
+            ToString::to_string,
+        )
+    };
+    Err(StartError::Usage(format!(
+        "--to {}: the backend reads archives from {} ({config_file}), so what this run \
+         deleted once archived there could not be read back by the library. Name that store \
+         in {config_file} first, or try it with --dry-run or --no-delete (which delete \
+         nothing); nothing done",
+        name(ours),
+        name(theirs.as_ref()),
+    )))
+}
+
 /// Archives the old sessions of every user of the run's root, to `store` when there is
-/// one (and, with `--migrate-local`, moves the local archives there).
+/// one (and, with `--migrate-local`, moves the local archives there), then every user's
+/// old acknowledged notifications: every unit through the one pipeline.
 pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     let mut report = Report {
         program: PROGRAM,
@@ -222,48 +279,68 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         counts: Counts::default(),
         exit_code: 0,
         failed: false,
+        tally: report::Tally::default(),
     };
-    let cutoff = SystemTime::now()
-        .checked_sub(args.older_than)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let users = list_users(run.root(), "chat_history", &mut report.problems);
-    if let Some(sr) = store.filter(|_| run.mode().writes()) {
+    let root = run.root().clone();
+    let tiers = Tiers::new(&root, store);
+    if let Some(sr) = store {
         // One cheap request before any work: a store that cannot be reached leaves every
         // session in place at the cost of one timeout.
         if let Err(e) = sr.store.probe() {
             let _ = sr.down.set(e.chain());
         }
     }
+    let cutoff = |age: Duration| {
+        SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
+    let opts = session::Options {
+        cutoff: cutoff(args.older_than),
+        level: args.level,
+        migrate_local: args.migrate_local,
+    };
+    let users = list_users(&root, "chat_history", &mut report.problems);
     let progress = Progress::new();
-    let mut young = 0u64;
-    let mut seen = 0u64;
-    let mut beside_temporary = 0u64;
+    let mut listed = session::Listed::default();
     for (i, user) in users.iter().enumerate() {
         progress.show(format!(
             "{PROGRAM}: user {user} ({}/{})",
             i + 1,
             users.len()
         ));
-        let mut u = UserRun {
-            user,
-            cutoff,
-            args,
-            store,
-            report: &mut report,
-            young: 0,
-            seen: 0,
-            beside_temporary: 0,
-        };
-        let outcome = u.archive_user(run);
-        young += u.young;
-        seen += u.seen;
-        beside_temporary += u.beside_temporary;
+        let outcome = session::archive_user(run, &tiers, user, opts, &mut report, &mut listed);
         if let Err(e) = outcome {
-            user_not_archived(&mut report, run.root(), ("chat_history", user), "user", &e);
+            user_not_archived(&mut report, &root, ("chat_history", user), "user", &e);
         }
     }
     progress.clear();
-    let (ncounts, ndeleted) = archive_notifications(run, args, store, &mut report);
+    let nopts = notify::Options {
+        cutoff: cutoff(args.notifications_older_than),
+        level: args.level,
+    };
+    let mut memory = lonely::Memory::load(&root);
+    for user in list_users(&root, "notifications", &mut report.problems) {
+        let outcome = notify::archive_user(run, &tiers, &user, nopts, &mut report, &mut memory);
+        if let Err(e) = outcome {
+            user_not_archived(
+                &mut report,
+                &root,
+                ("notifications", &user),
+                "notifications of",
+                &e,
+            );
+        }
+    }
+    if let Err(e) = memory.save(&root, run.mode()) {
+        report.failed = true;
+        report.problems.push(Problem::new(
+            e.path()
+                .map_or_else(|| root.path().join(".tmpa"), Path::to_path_buf),
+            ProblemKind::Unreadable,
+            format!("the memory of orphan acks cannot be written: {}", e.chain()),
+        ));
+    }
     if let Some(sr) = store {
         let put = report
             .sessions
@@ -272,7 +349,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             || report
                 .notification_batches
                 .iter()
-                .any(|b| b.object.is_some() && b.action == notify::BatchAction::Archive);
+                .any(|b| b.object.is_some() && b.action == Action::Archive);
         if run.mode().writes() && put {
             report.destination.put_guard = Some(sr.store.put_mode());
         }
@@ -280,7 +357,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             report.failed = true;
             report.destination.unavailable = Some(why.clone());
             report.problems.push(Problem::new(
-                run.root().path().join("chat_history"),
+                root.path().join("chat_history"),
                 ProblemKind::Unreadable,
                 format!(
                     "the store {} failed ({why}); every session and notification not yet verified was left in place",
@@ -290,57 +367,25 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         }
     }
     report.problems.sort();
-    report.counts = counts(&report, users.len() as u64, seen, young);
-    report.counts.beside_temporary = beside_temporary;
-    report.counts.notifications = ncounts;
+    let notifications = std::mem::take(&mut report.counts.notifications);
+    report.counts = counts(&report, users.len() as u64, listed.seen, listed.young);
+    report.counts.beside_temporary = listed.beside_temporary;
+    report.counts.notifications = notifications;
     let sessions_deleted = report
         .counts
         .deletions
         .deleted
-        .or(report.counts.deletions.would_delete);
-    report.counts.deletions =
-        tmpa_maint::DeleteCount::of(run.mode(), sessions_deleted.unwrap_or(0) + ndeleted);
+        .or(report.counts.deletions.would_delete)
+        .unwrap_or(0);
+    let deleted = sessions_deleted
+        + report
+            .notification_batches
+            .iter()
+            .map(|b| 2 * b.deleted)
+            .sum::<u64>()
+        + report.counts.notifications.acks_completed;
+    report.counts.deletions = tmpa_maint::DeleteCount::of(run.mode(), deleted);
     report
-}
-
-/// Archives every user's old acknowledged notifications ([`notify`]), to `store` when
-/// there is one; returns the counts and the files deleted (or that a real run would
-/// delete).
-fn archive_notifications(
-    run: &mut Run,
-    args: &Args,
-    store: Option<&StoreRun>,
-    report: &mut Report,
-) -> (notify::NotificationCounts, u64) {
-    let cutoff = SystemTime::now()
-        .checked_sub(args.notifications_older_than)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut counts = notify::NotificationCounts::default();
-    let mut deleted = 0;
-    for user in list_users(run.root(), "notifications", &mut report.problems) {
-        let mut u = notify::NotifyRun {
-            user: &user,
-            store,
-            cutoff,
-            level: args.level,
-            batches: &mut report.notification_batches,
-            problems: &mut report.problems,
-            counts: &mut counts,
-            deleted: 0,
-        };
-        let outcome = u.archive_user(run);
-        deleted += u.deleted;
-        if let Err(e) = outcome {
-            user_not_archived(
-                report,
-                run.root(),
-                ("notifications", &user),
-                "notifications of",
-                &e,
-            );
-        }
-    }
-    (counts, deleted)
 }
 
 /// A user of `data` whose archival stopped on `e`: a problem naming the file (or the
@@ -438,340 +483,8 @@ fn list_users(root: &Root, data: &str, problems: &mut Vec<Problem>) -> Vec<UserI
     users
 }
 
-/// One user's share of the run.
-struct UserRun<'a> {
-    user: &'a UserId,
-    cutoff: SystemTime,
-    args: &'a Args,
-    store: Option<&'a StoreRun>,
-    report: &'a mut Report,
-    young: u64,
-    seen: u64,
-    /// Old sessions left live because a temporary of their name lies beside them.
-    beside_temporary: u64,
-}
-
-impl UserRun<'_> {
-    /// Archives the user's old sessions in batches (then, with `--migrate-local`, moves
-    /// the user's local archives to the store).
-    fn archive_user(&mut self, run: &mut Run) -> tmpa_core::Result<()> {
-        let root = run.root().clone();
-        let user_rel = Path::new("chat_history").join(self.user.as_str());
-        let opts = Options {
-            level: self.args.level,
-            dry_run: run.dry_run(),
-        };
-        // Held by descriptor: a directory swapped for a symlink meanwhile cannot lead any
-        // read, write or delete of this run out of the root.
-        let sessions = open_if_any(&root, &user_rel.join("sessions"))?;
-        let old = match &sessions {
-            Some(dir) => {
-                let mut old = self.old_sessions(dir)?;
-                self.keep_planned(run, dir, &mut old);
-                old
-            }
-            None => Vec::new(),
-        };
-        if let (Some(sessions), false) = (&sessions, old.is_empty()) {
-            let tier = match self.store {
-                None => {
-                    Tier::Local(self.archive_dir(&root, &user_rel.join("archive"), run.mode())?)
-                }
-                Some(sr) => Tier::Store(sr),
-            };
-            for batch in old.chunks(BATCH_MAX) {
-                self.batch(run, &tier, (sessions, SourceKind::Session), batch, opts)?;
-            }
-        }
-        if let (Some(sr), true) = (self.store, self.args.migrate_local) {
-            let Some(archive) = open_if_any(&root, &user_rel.join("archive"))? else {
-                return Ok(());
-            };
-            let mut local = self.local_archives(&archive)?;
-            self.keep_planned(run, &archive, &mut local);
-            let tier = Tier::Store(sr);
-            for batch in local.chunks(BATCH_MAX) {
-                self.batch(
-                    run,
-                    &tier,
-                    (&archive, SourceKind::LocalArchive),
-                    batch,
-                    opts,
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The user's local archives (`{session}.json.gz` regular files), sorted; other
-    /// entries are left alone, symlinks reported.
-    fn local_archives(&mut self, dir: &Dir) -> tmpa_core::Result<Vec<(String, SessionId)>> {
-        let mut out = Vec::new();
-        for entry in dir.entries()? {
-            let name = entry?.name;
-            let Some(id) = name
-                .to_str()
-                .filter(|_| temp_final_name(&name).is_none())
-                .and_then(|n| n.strip_suffix(".json.gz"))
-                .and_then(|s| SessionId::new(s).ok())
-            else {
-                continue; // temporaries and files that are not archives
-            };
-            match dir.stat(&name)? {
-                Some(m) if m.kind == Kind::File => out.push((format!("{id}.json.gz"), id)),
-                Some(m) if m.kind == Kind::Symlink => self.problem(
-                    dir.join(&name),
-                    ProblemKind::Unsafe,
-                    "is a symlink (not followed, not moved)",
-                ),
-                _ => {}
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// The archive directory, created in a run that writes; in a dry run `None` when
-    /// missing.
-    fn archive_dir(&self, root: &Root, rel: &Path, mode: Mode) -> tmpa_core::Result<Option<Dir>> {
-        if mode.writes() {
-            return root_dir(root).create_dir_all(rel).map(Some);
-        }
-        match root_dir(root).open_dir(rel) {
-            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),
-            other => other.map(Some),
-        }
-    }
-
-    /// The names of the user's sessions old enough to archive, sorted. Young ones are
-    /// counted; symlinks, odd names and non-regular files named like sessions are reported.
-    fn old_sessions(&mut self, dir: &Dir) -> tmpa_core::Result<Vec<(String, SessionId)>> {
-        let cutoff_ns = self
-            .cutoff
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let mut old = Vec::new();
-        // A session with a temporary of its name beside it is being written, or its
-        // last write died: not idle, left live (tmpa_maint::finals_with_temporaries).
-        let beside = tmpa_maint::finals_with_temporaries(dir)?;
-        for entry in dir.entries()? {
-            let name = entry?.name;
-            if temp_final_name(&name).is_some() || !name.as_encoded_bytes().ends_with(b".json") {
-                continue; // temporaries are tmpa-tmpclean's; other files are not sessions
-            }
-            if beside.contains(&name) {
-                self.seen += 1;
-                self.beside_temporary += 1;
-                continue;
-            }
-            self.seen += 1;
-            let shown = dir.join(&name);
-            let id = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|s| SessionId::new(s).ok());
-            let Some(id) = id else {
-                self.problem(
-                    shown,
-                    ProblemKind::Corrupt,
-                    "named like a session but not a valid session id (left alone)",
-                );
-                continue;
-            };
-            let meta = match dir.stat(&name) {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(e) => {
-                    self.problem(
-                        shown,
-                        ProblemKind::Unreadable,
-                        &format!("cannot stat: {}", e.chain()),
-                    );
-                    continue;
-                }
-            };
-            if meta.kind == Kind::Symlink {
-                self.problem(shown, ProblemKind::Unsafe, "is a symlink (not followed)");
-            } else if meta.kind != Kind::File {
-                self.problem(
-                    shown,
-                    ProblemKind::Unsafe,
-                    "is not a regular file (left alone)",
-                );
-            } else if meta.stamp.mtime_ns > cutoff_ns {
-                self.young += 1;
-            } else if meta.stamp.size > SESSION_BYTES_MAX {
-                // The library refuses to read a session this large, live or archived:
-                // archiving it would not make it any more usable. It needs a look.
-                self.problem(
-                    shown,
-                    ProblemKind::Corrupt,
-                    &format!(
-                        "larger than the session limit of {SESSION_BYTES_MAX} bytes (left live)"
-                    ),
-                );
-            } else {
-                old.push((format!("{id}.json"), id));
-            }
-        }
-        old.sort();
-        Ok(old)
-    }
-
-    /// Applying a plan: keeps only the files it lists (unchanged: the stamp is checked
-    /// here, the SHA-256 when the file is read); the others wait for the next run.
-    fn keep_planned(&mut self, run: &mut Run, dir: &Dir, files: &mut Vec<(String, SessionId)>) {
-        files.retain(|(name, _)| {
-            let file = path_text(&dir.join(name));
-            match run.planned(&file) {
-                Planned::NoPlan => true,
-                Planned::NotInPlan => false,
-                Planned::Listed(p) => {
-                    let now = dir.stat(name).ok().flatten().map(|m| m.stamp);
-                    if now == Some(p.stamp) {
-                        true
-                    } else {
-                        self.report.problems.push(Problem::new(
-                            dir.join(name),
-                            ProblemKind::Conflict,
-                            "changed since the plan was made (kept; the next run looks again)",
-                        ));
-                        false
-                    }
-                }
-            }
-        });
-    }
-
-    fn problem(&mut self, path: PathBuf, kind: ProblemKind, reason: &str) {
-        self.report.problems.push(Problem::new(path, kind, reason));
-    }
-
-    /// One batch, whatever the tier: each source archived and verified (on the tier's
-    /// threads), reported, then the verified ones disposed of through the one delete step
-    /// (receipt first, each only if still the same file).
-    fn batch(
-        &mut self,
-        run: &mut Run,
-        tier: &Tier<'_>,
-        (dir, kind): (&Dir, SourceKind),
-        batch: &[(String, SessionId)],
-        opts: Options,
-    ) -> tmpa_core::Result<()> {
-        let first = self.report.sessions.len();
-        let user = self.user;
-        let done = tier.map(batch, |(name, id)| {
-            tier.archive((dir, kind), name, (user, id), opts)
-        });
-        let from = match kind {
-            SourceKind::Session => Origin::Sessions,
-            SourceKind::LocalArchive => Origin::Archive,
-        };
-        let mut prepared = Vec::with_capacity(batch.len());
-        for ((name, id), p) in batch.iter().zip(done) {
-            self.report
-                .sessions
-                .push(SessionReport::prepared(user, id, dir.join(name), &p, from));
-            prepared.push((first + prepared.len(), name.as_str(), id, p));
-        }
-        let doomed: Vec<Verified<'_>> = prepared
-            .iter()
-            .filter(|(.., p)| p.action.deletes_source())
-            .map(|(i, name, id, p)| {
-                let (held_by, proof) = tier.holder(dir, (user, id), p);
-                Verified {
-                    report: *i,
-                    id,
-                    name,
-                    prepared: p,
-                    held_by,
-                    proof,
-                }
-            })
-            .collect();
-        self.delete_batch(run, dir, doomed, |v| {
-            tier.take_back((user, v.id), v.prepared)
-        })
-    }
-
-    /// Deletes the verified sources of a batch from `dir` through the one deletion path
-    /// (receipt first, each only if still the same file); a source that changed after
-    /// its verification is kept, and `take_back` undoes this run's copy of its old bytes.
-    fn delete_batch(
-        &mut self,
-        run: &mut Run,
-        dir: &Dir,
-        verified: Vec<Verified<'_>>,
-        take_back: impl Fn(&Verified<'_>),
-    ) -> tmpa_core::Result<()> {
-        if verified.is_empty() {
-            return Ok(());
-        }
-        let line = |v: &Verified<'_>| Deletion {
-            file: path_text(&dir.join(v.name)),
-            bytes: v.prepared.bytes(),
-            sha256: v.prepared.sha256.clone().unwrap_or_default(),
-            stamp: v.prepared.stamp,
-            held_by: v.held_by.clone(),
-            proof: v.proof.clone(),
-        };
-        let doomed: Vec<Doomed<'_>> = verified
-            .iter()
-            .map(|v| Doomed {
-                dir,
-                name: v.name.into(),
-                stamp: v.prepared.stamp,
-                line: line(v),
-                lease: None,
-            })
-            .collect();
-        // Per mode: noted in a dry run's plan, left by --no-delete, or deleted (the
-        // receipt durable before the first deletion it covers).
-        let (outcomes, synced) = run.dispose(doomed, |_| None)?.split();
-        for (v, outcome) in verified.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Deleted => self.report.sessions[v.report].deleted = true,
-                // A dry run's plan has it; --no-delete leaves it: the report's action
-                // says what a real run does.
-                Outcome::WouldDelete | Outcome::Left | Outcome::Kept(Kept::Gone) => {}
-                Outcome::Kept(_) => {
-                    take_back(v);
-                    let r = &mut self.report.sessions[v.report];
-                    r.action = Action::Changed;
-                    r.detail = "changed after it was verified (kept; retried next run)".into();
-                }
-                Outcome::Failed(e) => {
-                    let r = &mut self.report.sessions[v.report];
-                    r.action = Action::Failed;
-                    r.detail = format!(
-                        "archived and verified, but cannot delete: {} (kept; the next run completes)",
-                        e.chain()
-                    );
-                }
-            }
-        }
-        synced
-    }
-}
-
-/// A source whose data is verified to be held elsewhere, about to be deleted.
-struct Verified<'a> {
-    /// Its index in the report's sessions.
-    report: usize,
-    /// Its session.
-    id: &'a SessionId,
-    /// Its name in its directory.
-    name: &'a str,
-    /// What archiving it found.
-    prepared: &'a session::Prepared,
-    /// Where its data is now (a path or an object URL).
-    held_by: String,
-    /// How that was verified.
-    proof: Proof,
-}
-
 /// The directory `rel` of the root, held by descriptor; `None` when missing.
-fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
+pub(crate) fn open_if_any(root: &Root, rel: &Path) -> tmpa_core::Result<Option<Dir>> {
     match root_dir(root).open_dir(rel) {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(None),

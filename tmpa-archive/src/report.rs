@@ -6,13 +6,87 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::Serialize;
+use tmpa_core::Problem;
 use tmpa_core::maintenance::store::PutGuard;
 use tmpa_core::maintenance::{line_text, path_text, serialize_path};
-use tmpa_core::{Problem, SessionId, UserId};
 use tmpa_maint::ExitStatus;
 
 use crate::notify;
-use crate::session::{self, Action, StoredObject};
+
+/// What was found or done for one unit (a session, a local archive moved, a batch of
+/// notifications).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new archive was written and verified; the sources are deleted (or would be).
+    Archive,
+    /// An archive already held exactly the sources' data (an interrupted run): the
+    /// sources are deleted (or would be).
+    Complete,
+    /// An archive holds other data, or one that cannot be read as this source's: all
+    /// kept.
+    Conflict,
+    /// The source changed while it was being archived: kept, retried next run.
+    Changed,
+    /// The archive did not read back equal to the sources: all kept.
+    VerificationFailed,
+    /// An I/O error (full disk, permission, immutable directory) or a store that could
+    /// not be reached: the sources are kept.
+    Failed,
+    /// A local archive to move (`--migrate-local`) is not valid gzip: kept, not moved.
+    Corrupt,
+}
+
+impl Action {
+    /// The word the text report shows, for a real run or a dry run.
+    pub fn word(self, dry_run: bool) -> &'static str {
+        match (self, dry_run) {
+            (Action::Archive, false) => "archived",
+            (Action::Archive, true) => "would archive",
+            (Action::Complete, false) => "completed",
+            (Action::Complete, true) => "would complete",
+            (Action::Conflict, _) => "conflict",
+            (Action::Changed, _) => "changed",
+            (Action::VerificationFailed, _) => "verification failed",
+            (Action::Failed, _) => "failed",
+            (Action::Corrupt, _) => "corrupt",
+        }
+    }
+
+    /// Whether the sources may be deleted once the receipt is written.
+    pub fn deletes_source(self) -> bool {
+        matches!(self, Action::Archive | Action::Complete)
+    }
+
+    /// The exit status it calls for.
+    pub fn status(self) -> ExitStatus {
+        match self {
+            Action::Failed => ExitStatus::Failure,
+            Action::Conflict | Action::VerificationFailed | Action::Corrupt => {
+                ExitStatus::NeedsLook
+            }
+            Action::Archive | Action::Complete | Action::Changed => ExitStatus::Ok,
+        }
+    }
+}
+
+/// An archive object as read back from the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoredObject {
+    /// Its URL (`s3://bucket/prefix/user/session.json.gz`).
+    pub url: String,
+    /// Its size in bytes (`None` in a dry run, which writes nothing).
+    pub bytes: Option<u64>,
+    /// Its ETag, as the store gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Its version, on a versioned bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// SHA-256 of its bytes as read back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
 
 /// What happened to one session old enough to archive.
 #[derive(Clone, Debug, Serialize)]
@@ -44,33 +118,11 @@ pub struct SessionReport {
     /// The object that holds it, when archiving to a store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<StoredObject>,
-}
-
-impl SessionReport {
-    /// The report of `user`'s session `session` (file `path`, from `from`) as prepared;
-    /// not deleted (yet).
-    pub(crate) fn prepared(
-        user: &UserId,
-        session: &SessionId,
-        path: PathBuf,
-        p: &session::Prepared,
-        from: Origin,
-    ) -> SessionReport {
-        SessionReport {
-            user: user.to_string(),
-            session: session.to_string(),
-            path,
-            action: p.action,
-            deleted: false,
-            bytes: p.bytes(),
-            archive_bytes: p.archive_bytes,
-            sha256: p.sha256.clone(),
-            valid_json: p.valid_json,
-            detail: p.detail.clone(),
-            from,
-            object: p.object.clone(),
-        }
-    }
+    /// The version of its archive that holds (or would hold) it: 1 for
+    /// `archive/{session}.json.gz`, `n` for `archive/versions/{n}/` (a chat resumed
+    /// after its archival, docs/FORMAT.md "Archived session").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// Where an archived item came from.
@@ -128,6 +180,18 @@ pub struct Report {
     pub exit_code: u8,
     #[serde(skip)]
     pub(crate) failed: bool,
+    /// Deletions that failed, and archives taken back (copied into the counts).
+    #[serde(skip)]
+    pub(crate) tally: Tally,
+}
+
+/// What the pipeline counted beside the units' own reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) deletions_failed: u64,
+    pub(crate) taken_back: u64,
+    /// Inbox files and acks of batches deleted (or that a real run would delete).
+    pub(crate) notification_files_deleted: u64,
 }
 
 /// Totals of a run (the run record's `counts` and the log's last line).
@@ -169,6 +233,12 @@ pub struct Counts {
     /// Notifications archived, and what else the notification archival found.
     #[serde(flatten)]
     pub notifications: notify::NotificationCounts,
+    /// Files (sessions, inbox files, acks, local archives) verified elsewhere whose
+    /// deletion failed (kept; the next run completes): each a `problem:` line, exit 4.
+    pub deletions_failed: u64,
+    /// Archives this run made and took back, because every file they held changed
+    /// before its deletion (those stay, newer).
+    pub taken_back: u64,
     /// Problems reported.
     pub problems: u64,
 }
@@ -181,23 +251,13 @@ pub fn report_status(report: &Report) -> ExitStatus {
         status = ExitStatus::NeedsLook;
     }
     for s in &report.sessions {
-        status = status.worst(match s.action {
-            Action::Failed => ExitStatus::Failure,
-            Action::Conflict | Action::VerificationFailed | Action::Corrupt => {
-                ExitStatus::NeedsLook
-            }
-            _ if s.valid_json == Some(false) => ExitStatus::NeedsLook,
-            _ => ExitStatus::Ok,
-        });
+        status = status.worst(s.action.status());
+        if s.valid_json == Some(false) {
+            status = status.worst(ExitStatus::NeedsLook);
+        }
     }
     for b in &report.notification_batches {
-        status = status.worst(match b.action {
-            notify::BatchAction::Failed => ExitStatus::Failure,
-            notify::BatchAction::Conflict | notify::BatchAction::VerificationFailed => {
-                ExitStatus::NeedsLook
-            }
-            _ => ExitStatus::Ok,
-        });
+        status = status.worst(b.action.status());
     }
     if report.failed {
         status = status.worst(ExitStatus::Failure);
@@ -211,6 +271,8 @@ pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Coun
         sessions: seen,
         young,
         problems: report.problems.len() as u64,
+        deletions_failed: report.tally.deletions_failed,
+        taken_back: report.tally.taken_back,
         ..Counts::default()
     };
     let mut deleted = 0;
@@ -255,7 +317,7 @@ pub fn render_text(report: &Report) -> String {
             "  store: {}{}",
             report.destination.url,
             match (report.dry_run, report.destination.put_guard) {
-                (true, _) => " (dry run: no request made)".to_owned(),
+                (true, _) => " (dry run: read, nothing written)".to_owned(),
                 (false, Some(g)) => format!(" ({})", g.words()),
                 (false, None) => String::new(),
             }

@@ -1,549 +1,563 @@
-//! Archiving one chat session: stream it through gzip into `archive/{session}.json.gz`,
-//! verify the archive by decompressing it from disk and comparing it byte for byte with
-//! the source, and say whether the source may now be deleted.
+//! Chat sessions as units of the pipeline (`pipeline.rs`): a live session becomes one
+//! version of its archive (gzip of exactly its bytes, its name and mtime in the header),
+//! and with `--migrate-local` a local archive becomes the object of the same version.
 //!
-//! Nothing here deletes a source: [`archive_one`] returns a [`Prepared`] that the caller
-//! deletes only after writing the receipt, and only if the source is still the file archived (`source_unchanged`).
+//! Versions (docs/FORMAT.md "Archived session"; the names are tmpa-core's): a session
+//! is compared with its newest archived version, locally or in the store. The same bytes
+//! complete an interrupted run; other bytes, in an archive that is a version of this
+//! session, make the live file the next version, one above every version found; an
+//! archive that is not readable, not gzip, or of another session is a conflict: the live
+//! file is kept, and the report says how to clear it without touching the live file.
 
-use std::ffi::OsStr;
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, Write};
-use std::path::Path;
+use std::io::{BufReader, Seek};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use flate2::{Compression, GzBuilder};
-use serde::de::IgnoredAny;
-use sha2::{Digest, Sha256};
-use tmpa_core::Error;
-use tmpa_core::maintenance::{AtomicFile, Dir, Kind, Meta, Stamp, path_text};
+use tmpa_core::maintenance::{
+    Dir, Kind, LocalVersions, Meta, SESSION_BYTES_MAX, Stamp, VERSION_MAX, archive_file_name,
+    line_text, path_text, temp_final_name,
+};
+use tmpa_core::{Error, Problem, ProblemKind, SessionId, UserId};
+use tmpa_maint::{Admission, Candidate, Kept, Mode, Outcome, Run};
 
-/// Chunk size for streaming a session and comparing it with its archive.
-pub(crate) const CHUNK_BYTES: usize = 128 * 1024;
+use crate::gz::{
+    CHUNK_BYTES, bounded, gzip, hash_and_check, open_source, same_bytes, source_unchanged,
+};
+use crate::pipeline::{self, Done, Early, Facts, Member, Opened, Other, Seen, Unit};
+use crate::report::{Action, Origin, Report, SessionReport};
+use crate::tier::{Holds, Place, TakenBack, Tier, Tiers};
 
-/// What was found or done for one session that was old enough to archive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// A new archive was written and verified; the source is deleted (or would be).
-    Archive,
-    /// The archive already held exactly the session's bytes (an interrupted run): the source
-    /// is deleted (or would be).
-    Complete,
-    /// The archive holds other bytes, or is not valid gzip: both kept.
-    Conflict,
-    /// The session changed while it was being archived: kept, retried next run.
-    Changed,
-    /// The archive did not read back equal to the session: both kept.
-    VerificationFailed,
-    /// An I/O error (full disk, permission, immutable directory) or a store that could
-    /// not be reached: the session is kept.
-    Failed,
-    /// A local archive to move (`--migrate-local`) is not valid gzip: kept, not moved.
-    Corrupt,
-}
+/// Sessions handled between two receipt writes: bounds what a crash can leave archived but
+/// not yet deleted (the next run completes those) and the memory of one batch.
+const BATCH_MAX: usize = 256;
 
-impl Action {
-    /// The word the text report shows, for a real run or a dry run.
-    pub fn word(self, dry_run: bool) -> &'static str {
-        match (self, dry_run) {
-            (Action::Archive, false) => "archived",
-            (Action::Archive, true) => "would archive",
-            (Action::Complete, false) => "completed",
-            (Action::Complete, true) => "would complete",
-            (Action::Conflict, _) => "conflict",
-            (Action::Changed, _) => "changed",
-            (Action::VerificationFailed, _) => "verification failed",
-            (Action::Failed, _) => "failed",
-            (Action::Corrupt, _) => "corrupt",
-        }
-    }
-
-    /// Whether the source may be deleted once the receipt is written.
-    pub fn deletes_source(self) -> bool {
-        matches!(self, Action::Archive | Action::Complete)
-    }
-}
-
-/// The outcome of archiving one session.
-#[derive(Debug)]
-pub struct Prepared {
-    /// What happened.
-    pub action: Action,
-    /// In words, for the report (names the paths concerned).
-    pub detail: String,
-    /// SHA-256 of the session's bytes, when they were read whole.
-    pub sha256: Option<String>,
-    /// Size of the archive, when one was written or found.
-    pub archive_bytes: Option<u64>,
-    /// Whether the session is valid JSON (`None` when it was not read whole).
-    pub valid_json: Option<bool>,
-    /// Inode of an archive written by this run (so that it can be taken back if the
-    /// source changes before it is deleted).
-    pub written_ino: Option<u64>,
-    /// The session's identity and times when it was read.
-    pub stamp: Stamp,
-    /// The object in the store that holds (or would hold) the data, when archiving to a
-    /// store.
-    pub object: Option<StoredObject>,
-    /// Whether this run created that object (so that it can be taken back if the source
-    /// changes before it is deleted).
-    pub wrote_object: bool,
-}
-
-/// An archive object as read back from the store.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StoredObject {
-    /// Its URL (`s3://bucket/prefix/user/session.json.gz`).
-    pub url: String,
-    /// Its size in bytes (`None` in a dry run, which contacts no store).
-    pub bytes: Option<u64>,
-    /// Its ETag, as the store gave it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// Its version, on a versioned bucket.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// SHA-256 of its bytes as read back.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-}
-
-impl Prepared {
-    /// Removes the archive this run wrote for the session (when it did), because the
-    /// session changed before it could be deleted: the live file is newer.
-    pub fn take_back(&self, archive: &Dir, archive_name: &str) {
-        if let Some(ino) = self.written_ino {
-            take_back(archive, archive_name, ino);
-        }
-    }
-
-    /// Size of the session in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.stamp.size
-    }
-
-    /// A session read with `stamp`, nothing decided yet.
-    pub(crate) fn new(stamp: Stamp) -> Prepared {
-        Prepared {
-            action: Action::Failed,
-            detail: String::new(),
-            sha256: None,
-            archive_bytes: None,
-            valid_json: None,
-            written_ino: None,
-            stamp,
-            object: None,
-            wrote_object: false,
-        }
-    }
-}
-
-/// Options of an archival.
+/// What the run asks of the sessions.
 #[derive(Clone, Copy, Debug)]
-pub struct Options {
+pub(crate) struct Options {
+    /// Sessions modified before this are archived.
+    pub(crate) cutoff: SystemTime,
     /// gzip level, 0 to 9.
-    pub level: u32,
-    /// Plan only: read and compare, write nothing.
-    pub dry_run: bool,
+    pub(crate) level: u32,
+    /// Also move the local archives to the store.
+    pub(crate) migrate_local: bool,
 }
 
-/// Archives session `name` of `sessions` into `archive_name` of `archive` (`None` in a dry
-/// run when the archive directory does not exist yet). `shown_*` are the ordinary paths for
-/// reports. Never deletes, never overwrites an existing archive.
-pub fn archive_one(
-    sessions: &Dir,
-    name: &str,
-    archive: Option<&Dir>,
-    archive_name: &str,
-    opts: Options,
-) -> Prepared {
-    let shown = sessions.join(name);
-    let shown_archive = archive.map_or_else(
-        || sessions.path().with_file_name("archive").join(archive_name),
-        |a| a.join(archive_name),
-    );
-    let (mut source, stamp) = match open_source(sessions, name) {
-        Ok(opened) => opened,
-        Err(e) => return failed_early(e),
-    };
-    let mut p = Prepared::new(stamp);
-    let existing = archive.and_then(|a| a.stat(archive_name).ok().flatten());
-    let result = match existing {
-        Some(m) => compare_existing(
-            &mut p,
-            (&mut source, &shown),
-            archive.expect("exists"),
-            archive_name,
-            &m,
-            !opts.dry_run,
-        ),
-        None => write_new_archive(&mut p, (&mut source, &shown), archive, archive_name, opts),
-    };
-    if let Err(e) = result {
-        p.action = Action::Failed;
-        p.detail = e.chain();
-        return p;
-    }
-    // A session rewritten while we read it is retried next run; an archive this run made
-    // of the old bytes is taken back (the live file is newer, so nothing is lost).
-    if p.action.deletes_source() && !source_unchanged(&source, sessions, name, &stamp) {
-        if let (Some(a), Some(ino)) = (archive, p.written_ino) {
-            take_back(a, archive_name, ino);
-            p.written_ino = None;
-        }
-        p.action = Action::Changed;
-        p.detail = "changed while being archived (kept; retried next run)".into();
-    }
-    if p.detail.is_empty() {
-        p.detail = match p.action {
-            Action::Archive => format!("-> {}", path_text(&shown_archive)),
-            Action::Complete => format!(
-                "{} already holds these bytes (an earlier run was interrupted)",
-                path_text(&shown_archive)
-            ),
-            _ => String::new(),
-        };
-    }
-    p
+/// One user's sessions, and every archived version of them that the run can see.
+pub(crate) struct UserSessions<'d> {
+    pub(crate) user: &'d UserId,
+    sessions: Option<Dir>,
+    local: Option<LocalVersions>,
+    /// The versions after the first in the store (one listing).
+    stored: BTreeMap<SessionId, Vec<u32>>,
+    level: u32,
 }
 
-/// Opens the file `name` of `dir` to archive it, with the stamp of what was opened (from
-/// its descriptor: the file the archive is made of is the one later deletions check).
+/// What a listing found besides the sessions to archive.
+#[derive(Debug, Default)]
+pub(crate) struct Listed {
+    /// Session files seen.
+    pub(crate) seen: u64,
+    /// Sessions too recent.
+    pub(crate) young: u64,
+    /// Old sessions left live because a temporary of their name lies beside them.
+    pub(crate) beside_temporary: u64,
+}
+
+/// Archives `user`'s old sessions (then, with `--migrate-local`, moves the user's local
+/// archives to the store), reporting into `report`.
 ///
 /// # Errors
-/// The open or stat error naming the file; [`Error::Corrupt`] when it is not a regular
-/// file.
-pub(crate) fn open_source(dir: &Dir, name: &str) -> Result<(File, Stamp), Error> {
-    let source = dir.open_read(name)?;
-    match Meta::of_fd(&source) {
-        Ok(m) if m.kind == Kind::File => Ok((source, m.stamp)),
-        Ok(_) => Err(Error::Corrupt {
-            path: dir.join(name),
-            reason: "not a regular file".into(),
-        }),
-        Err(e) => Err(dir.error("stat", name, e)),
-    }
-}
-
-pub(crate) fn failed_early(err: Error) -> Prepared {
-    let mut p = Prepared::new(Stamp {
-        dev: 0,
-        ino: 0,
-        size: 0,
-        mtime_ns: 0,
-        ctime_ns: 0,
-    });
-    p.detail = err.chain();
-    p
-}
-
-/// Whether the open source and its directory entry still match `stamp`.
-pub(crate) fn source_unchanged(source: &File, dir: &Dir, name: &str, stamp: &Stamp) -> bool {
-    Meta::of_fd(source).is_ok_and(|m| m.stamp == *stamp)
-        && dir
-            .stat(name)
-            .ok()
-            .flatten()
-            .is_some_and(|m| m.stamp == *stamp)
-}
-
-/// Removes the archive this run wrote, if the entry is still that file: the one removal
-/// of the workspace outside the deletion path, and it only undoes this run's own write
-/// (the live session, which is newer, stays).
-fn take_back(archive: &Dir, archive_name: &str, ino: u64) {
-    if archive
-        .stat(archive_name)
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.stamp.ino == ino)
-    {
-        // Best effort: a leftover archive of an older version is reported as a conflict
-        // by the next run, never silently replaced.
-        let _ = archive.unlink(archive_name);
-        let _ = archive.sync();
-    }
-}
-
-/// An archive already exists: it completes an interrupted run when it holds exactly the
-/// session's bytes, and is a conflict otherwise. It is never rewritten.
-fn compare_existing(
-    p: &mut Prepared,
-    (source, source_shown): (&mut File, &Path),
-    archive: &Dir,
-    archive_name: &str,
-    meta: &Meta,
-    make_durable: bool,
-) -> tmpa_core::Result<()> {
-    let shown = archive.join(archive_name);
-    if meta.kind != Kind::File {
-        p.action = Action::Conflict;
-        p.detail = format!(
-            "{} exists but is not a regular file (both kept)",
-            path_text(&shown)
-        );
-        return Ok(());
-    }
-    p.archive_bytes = Some(meta.stamp.size);
-    match archive_equals_source(archive, archive_name, source, source_shown)? {
-        Ok(true) => p.action = Action::Complete,
-        Ok(false) => {
-            p.action = Action::Conflict;
-            p.detail = format!(
-                "{} holds different bytes (both kept; compare them and remove the wrong one)",
-                path_text(&shown)
-            );
-        }
-        Err(reason) => {
-            p.action = Action::Conflict;
-            p.detail = format!(
-                "{} cannot be read back: {reason} (both kept)",
-                path_text(&shown)
-            );
-        }
-    }
-    if p.action == Action::Complete && make_durable {
-        // The session is deleted on the strength of an archive an earlier run wrote and
-        // may not have synced (it stopped in between): file and directory are made
-        // durable first.
-        archive
-            .open_read(archive_name)?
-            .sync_all()
-            .map_err(|e| Error::io("fsync", &shown, e))?;
-        archive.sync()?;
-    }
-    if p.action == Action::Complete {
-        let (sha, valid) = hash_and_check(source, source_shown)?;
-        p.sha256 = Some(sha);
-        p.valid_json = Some(valid);
-    }
-    Ok(())
-}
-
-/// Reads the source whole once more for its SHA-256 (for the receipt) and JSON validity.
-pub(crate) fn hash_and_check(source: &mut File, shown: &Path) -> tmpa_core::Result<(String, bool)> {
-    source.rewind().map_err(|e| Error::io("seek", shown, e))?;
-    let mut tee = Tee::new(&mut *source, io::sink());
-    let valid = json_valid(&mut tee).map_err(|e| Error::io("read", shown, e))?;
-    Ok((format!("{:x}", tee.hash.finalize()), valid))
-}
-
-/// Streams the source through gzip into a new archive (a temporary in the archive
-/// directory, committed without replacing anything), then verifies it from disk.
-fn write_new_archive(
-    p: &mut Prepared,
-    (source, source_shown): (&mut File, &Path),
-    archive: Option<&Dir>,
-    archive_name: &str,
+/// A directory of the user that cannot be opened or listed, the store's listing, or a
+/// receipt that cannot be written: the caller reports the user as not archived.
+pub(crate) fn archive_user(
+    run: &mut Run,
+    tiers: &Tiers<'_>,
+    user: &UserId,
     opts: Options,
+    report: &mut Report,
+    counted: &mut Listed,
 ) -> tmpa_core::Result<()> {
-    let Some(archive) = archive.filter(|_| !opts.dry_run) else {
-        // Dry run: read the session as a real run would (hash, JSON check), write nothing.
-        let (sha, valid) = hash_and_check(source, source_shown)?;
-        p.sha256 = Some(sha);
-        p.valid_json = Some(valid);
-        p.action = Action::Archive;
-        return Ok(());
+    let root = run.root().clone();
+    let base = Path::new("chat_history").join(user.as_str());
+    // Held by descriptor: a directory swapped for a symlink meanwhile cannot lead any
+    // read, write or delete of this run out of the root.
+    let sessions = crate::open_if_any(&root, &base.join("sessions"))?;
+    let mut old = match &sessions {
+        Some(dir) => old_sessions(dir, opts.cutoff, report, counted)?,
+        None => Vec::new(),
     };
-    let out = AtomicFile::create_in(archive, OsStr::new(archive_name))?;
-    // The archive is as private as the session it holds.
-    let mode = Meta::of_fd(&*source)
-        .map_err(|e| Error::io("stat", source_shown, e))?
-        .mode;
-    out.set_mode(mode & 0o777)?;
-    let inner_name = archive_name.strip_suffix(".gz").unwrap_or(archive_name);
-    let gz = GzBuilder::new()
-        .filename(inner_name.as_bytes())
-        .mtime(u32::try_from((p.stamp.mtime_ns / 1_000_000_000).max(0)).unwrap_or(0))
-        .write(out, Compression::new(opts.level));
-    let mut tee = Tee::new(&mut *source, gz);
-    // An error here is either reading the session or writing the archive (full disk):
-    // name both.
-    let valid = json_valid(&mut tee).map_err(|e| {
-        archive.error(
-            "archive",
-            "",
-            io::Error::new(
-                e.kind(),
-                format!("{} into it: {e}", path_text(source_shown)),
-            ),
-        )
-    })?;
-    let Tee { hash, out: gz, .. } = tee;
-    let out = gz
-        .finish()
-        .map_err(|e| archive.error("compress", archive_name, e))?;
-    p.sha256 = Some(format!("{:x}", hash.finalize()));
-    p.valid_json = Some(valid);
-    // Rewritten while we read it: nothing is committed, the session is retried next run.
-    let now = Meta::of_fd(&*source).map(|m| m.stamp);
-    if now.ok() != Some(p.stamp) {
-        out.discard()?;
-        p.action = Action::Changed;
-        p.detail = "changed while being archived (kept; retried next run)".into();
+    if let Some(dir) = &sessions {
+        old.retain(|(name, _, meta)| admitted(run, dir, name, meta));
+    }
+    let migrate = opts.migrate_local && tiers.store.is_some();
+    if old.is_empty() && !migrate {
         return Ok(());
     }
-    match out.commit_new() {
-        Ok(()) => {}
-        Err(e) if e.io_kind() == io::ErrorKind::AlreadyExists => {
-            p.action = Action::Conflict;
-            p.detail = format!(
-                "{} appeared while this run was writing it (both kept; the next run compares)",
-                path_text(&archive.join(archive_name))
-            );
-            return Ok(());
+    let local = match crate::open_if_any(&root, &base.join("archive"))? {
+        Some(dir) => Some(LocalVersions::open(dir)?),
+        None => None,
+    };
+    let stored = match &tiers.store {
+        Some(s) if !old.is_empty() => match s.run.untried() {
+            Some(_) => BTreeMap::new(),
+            None => match s.run.store.later_versions(user) {
+                Ok(v) => v,
+                Err(e) => {
+                    s.run.note(&e);
+                    BTreeMap::new()
+                }
+            },
+        },
+        _ => BTreeMap::new(),
+    };
+    let ctx = UserSessions {
+        user,
+        sessions,
+        local,
+        stored,
+        level: opts.level,
+    };
+    if let Some(dir) = &ctx.sessions {
+        let units: Vec<SessionUnit<'_>> = old
+            .into_iter()
+            .map(|(name, id, meta)| SessionUnit {
+                ctx: &ctx,
+                dir,
+                id,
+                name,
+                size: meta.stamp.size,
+            })
+            .collect();
+        for chunk in units.chunks(BATCH_MAX) {
+            let done = pipeline::archive(run, tiers, chunk)?;
+            for (u, d) in chunk.iter().zip(done) {
+                u.report(d, Origin::Sessions, report);
+            }
         }
-        Err(e) => return Err(e),
     }
-    let written = archive.stat(archive_name)?.ok_or_else(|| {
-        archive.error(
-            "stat",
-            archive_name,
-            io::Error::from(io::ErrorKind::NotFound),
-        )
-    })?;
-    p.written_ino = Some(written.stamp.ino);
-    p.archive_bytes = Some(written.stamp.size);
-    // Verification: decompress what is on disk and compare with the session's bytes.
-    match archive_equals_source(archive, archive_name, source, source_shown)? {
-        Ok(true) => p.action = Action::Archive,
-        Ok(false) | Err(_) => {
-            p.action = Action::VerificationFailed;
-            p.detail = format!(
-                "verification failed: {} does not decompress to the session's bytes (both kept)",
-                path_text(&archive.join(archive_name))
-            );
+    if migrate && let Some(local) = &ctx.local {
+        let mut units = Vec::new();
+        for (n, dir) in local_versions(local) {
+            for (name, id, meta) in local_archives(dir, report)? {
+                if admitted(run, dir, &name, &meta) {
+                    units.push(crate::migrate::MigrateUnit {
+                        ctx: &ctx,
+                        dir,
+                        id,
+                        n,
+                        name,
+                        size: meta.stamp.size,
+                    });
+                }
+            }
+        }
+        for chunk in units.chunks(BATCH_MAX) {
+            let done = pipeline::archive(run, tiers, chunk)?;
+            for (u, d) in chunk.iter().zip(done) {
+                u.report(d, Origin::Archive, report);
+            }
         }
     }
     Ok(())
 }
 
-/// Decompresses the archive from disk and compares it with the source from its start.
-/// The outer error is an I/O error on the source; the inner one says why the archive
-/// cannot be read back (not gzip, truncated, unreadable).
-fn archive_equals_source(
-    archive: &Dir,
-    archive_name: &str,
-    source: &mut File,
-    source_shown: &Path,
-) -> tmpa_core::Result<Result<bool, String>> {
-    let file = match archive.open_read(archive_name) {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(e.chain())),
-    };
-    source
-        .rewind()
-        .map_err(|e| Error::io("seek", source_shown, e))?;
-    let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK_BYTES, file));
-    same_bytes(gz, &mut *source).map_err(|e| Error::io("read", source_shown, e))
+/// Applying a plan: whether the file `name` of `dir` (as listed) is one it lists
+/// unchanged (the run names a changed one itself).
+fn admitted(run: &mut Run, dir: &Dir, name: &str, meta: &Meta) -> bool {
+    let file = path_text(&dir.join(name));
+    let group = [Candidate {
+        file: &file,
+        stamp: &meta.stamp,
+        sha256: None,
+        held_by: None,
+    }];
+    run.admit(&group) == Admission::Admitted
 }
 
-/// Compares two streams byte for byte. An error reading `a` (the archive) is a reason in
-/// the inner result; an error reading `b` (the source) is the outer error.
-pub(crate) fn same_bytes(a: impl Read, b: impl Read) -> io::Result<Result<bool, String>> {
-    let mut a = BufReader::with_capacity(CHUNK_BYTES, a);
-    let mut b = BufReader::with_capacity(CHUNK_BYTES, b);
-    loop {
-        let ab = match io::BufRead::fill_buf(&mut a) {
-            Ok(x) => x,
-            Err(e) => return Ok(Err(e.to_string())),
+/// Every version directory of the user's local archive, oldest first.
+fn local_versions(local: &LocalVersions) -> Vec<(u32, &Dir)> {
+    (1..=local.highest_dir())
+        .filter_map(|n| local.dir(n).map(|d| (n, d)))
+        .collect()
+}
+
+/// The names of the user's sessions old enough to archive, sorted, with their metadata.
+/// Young ones are counted; symlinks, odd names and non-regular files named like sessions
+/// are reported.
+fn old_sessions(
+    dir: &Dir,
+    cutoff: SystemTime,
+    report: &mut Report,
+    counted: &mut Listed,
+) -> tmpa_core::Result<Vec<(String, SessionId, Meta)>> {
+    let cutoff_ns = cutoff
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let mut old = Vec::new();
+    // A session with a temporary of its name beside it is being written, or its last
+    // write died: not idle, left live (tmpa_maint::finals_with_temporaries).
+    let beside = tmpa_maint::finals_with_temporaries(dir)?;
+    for entry in dir.entries()? {
+        let name = entry?.name;
+        if temp_final_name(&name).is_some() || !name.as_encoded_bytes().ends_with(b".json") {
+            continue; // temporaries are tmpa-tmpclean's; other files are not sessions
+        }
+        counted.seen += 1;
+        if beside.contains(&name) {
+            counted.beside_temporary += 1;
+            continue;
+        }
+        let shown = dir.join(&name);
+        let problem = |report: &mut Report, kind, why: String| {
+            report.problems.push(Problem::new(shown.clone(), kind, why));
         };
-        let bb = io::BufRead::fill_buf(&mut b)?;
-        if ab.is_empty() || bb.is_empty() {
-            return Ok(Ok(ab.is_empty() && bb.is_empty()));
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|s| SessionId::new(s).ok());
+        let Some(id) = id else {
+            problem(
+                report,
+                ProblemKind::Corrupt,
+                "named like a session but not a valid session id (left alone)".into(),
+            );
+            continue;
+        };
+        let meta = match dir.stat(&name) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                problem(
+                    report,
+                    ProblemKind::Unreadable,
+                    format!("cannot stat: {}", e.chain()),
+                );
+                continue;
+            }
+        };
+        if meta.kind == Kind::Symlink {
+            problem(
+                report,
+                ProblemKind::Unsafe,
+                "is a symlink (not followed)".into(),
+            );
+        } else if meta.kind != Kind::File {
+            problem(
+                report,
+                ProblemKind::Unsafe,
+                "is not a regular file (left alone)".into(),
+            );
+        } else if meta.stamp.mtime_ns > cutoff_ns {
+            counted.young += 1;
+        } else if meta.stamp.size > SESSION_BYTES_MAX {
+            // The library refuses to read a session this large, live or archived:
+            // archiving it would not make it any more usable. It needs a look.
+            problem(
+                report,
+                ProblemKind::Corrupt,
+                format!("larger than the session limit of {SESSION_BYTES_MAX} bytes (left live)"),
+            );
+        } else {
+            old.push((format!("{id}.json"), id, meta));
         }
-        let n = ab.len().min(bb.len());
-        if ab[..n] != bb[..n] {
-            return Ok(Ok(false));
+    }
+    old.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(old)
+}
+
+/// The archives of one version directory (`{session}.json.gz` regular files), sorted;
+/// other entries are left alone, symlinks reported.
+fn local_archives(
+    dir: &Dir,
+    report: &mut Report,
+) -> tmpa_core::Result<Vec<(String, SessionId, Meta)>> {
+    let mut out = Vec::new();
+    for entry in dir.entries()? {
+        let name = entry?.name;
+        let Some(id) = tmpa_core::maintenance::session_of_archive_name(&name) else {
+            continue; // temporaries, version directories and files that are not archives
+        };
+        match dir.stat(&name)? {
+            Some(m) if m.kind == Kind::File => out.push((archive_file_name(&id), id, m)),
+            Some(m) if m.kind == Kind::Symlink => report.problems.push(Problem::new(
+                dir.join(&name),
+                ProblemKind::Unsafe,
+                "is a symlink (not followed, not moved)",
+            )),
+            _ => {}
         }
-        io::BufRead::consume(&mut a, n);
-        io::BufRead::consume(&mut b, n);
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+impl UserSessions<'_> {
+    /// Where version `n` of `id` is: in the store when `in_store`, else locally.
+    pub(crate) fn place(&self, tiers: &Tiers<'_>, id: &SessionId, n: u32, in_store: bool) -> Place {
+        match (&tiers.store, in_store) {
+            (Some(s), true) => s.session(self.user, id, n),
+            _ => tiers.local.session(self.user, id, n),
+        }
+    }
+
+    /// The newest archived version of `id` (where it is), and the number a new version
+    /// gets: one above every version found, locally and in the store.
+    ///
+    /// # Errors
+    /// The store's HEAD of version 1 (asked only when the listing found no later one).
+    fn versions(
+        &self,
+        tiers: &Tiers<'_>,
+        id: &SessionId,
+    ) -> tmpa_core::Result<(Option<Place>, u32)> {
+        let local = match &self.local {
+            Some(l) => l.of(id)?.last().map(|(n, _)| *n),
+            None => None,
+        };
+        let stored = match &tiers.store {
+            None => None,
+            Some(s) => match self.stored.get(id).and_then(|v| v.last()) {
+                Some(n) => Some(*n),
+                None => {
+                    let key = s.run.store.version_key(self.user, id, 1);
+                    s.run.store.head(&key)?.map(|_| 1)
+                }
+            },
+        };
+        let newest = match (local, stored) {
+            (Some(l), Some(s)) if s > l => Some((s, true)),
+            (Some(l), _) => Some((l, false)),
+            (None, Some(s)) => Some((s, true)),
+            (None, None) => None,
+        };
+        let next = newest.map_or(1, |(n, _)| n + 1);
+        Ok((newest.map(|(n, st)| self.place(tiers, id, n, st)), next))
     }
 }
 
-/// Reads the whole of `tee` (so every byte reaches its output and hash) and says whether it
-/// was one valid JSON document. Only I/O errors are errors.
-pub(crate) fn json_valid<R: Read, W: Write>(tee: &mut Tee<R, W>) -> io::Result<bool> {
-    let parsed = {
-        let reader = BufReader::with_capacity(CHUNK_BYTES, &mut *tee);
-        serde_json::from_reader::<_, IgnoredAny>(reader)
+/// A live session: one file, one version of its archive.
+struct SessionUnit<'d> {
+    ctx: &'d UserSessions<'d>,
+    dir: &'d Dir,
+    id: SessionId,
+    name: String,
+    size: u64,
+}
+
+/// A session (or local archive) opened: its file (compared again with what an archive
+/// holds).
+pub(crate) struct SessionOpen {
+    pub(crate) file: File,
+    pub(crate) stamp: Stamp,
+}
+
+impl<'d> Unit<'d> for SessionUnit<'d> {
+    type Open = SessionOpen;
+
+    fn user(&self) -> &UserId {
+        self.ctx.user
+    }
+
+    fn source(&self) -> String {
+        path_text(&self.dir.join(&self.name))
+    }
+
+    fn charge(&self) -> u64 {
+        // The compressed bytes and the copy read back: at most the session twice.
+        self.size.saturating_mul(2)
+    }
+
+    fn open(&self, tiers: &Tiers<'_>, mode: Mode) -> Result<Opened<'d, SessionOpen>, Early> {
+        let (mut file, stamp) =
+            open_source(self.dir, &self.name).map_err(|e| Early::new(Action::Failed, e.chain()))?;
+        let shown = self.dir.join(&self.name);
+        let fail = |e: Error| Early::new(Action::Failed, e.chain());
+        let (sha, valid, bytes) = if mode.writes() {
+            let (sha, valid, gz) = gzip(&mut file, &shown, stamp, self.ctx.level).map_err(fail)?;
+            // Rewritten while we read it: nothing is stored, retried next run.
+            if Meta::of_fd(&file).map(|m| m.stamp).ok() != Some(stamp) {
+                return Err(Early::new(
+                    Action::Changed,
+                    "changed while being archived (kept; retried next run)",
+                ));
+            }
+            (sha, valid, Some(gz))
+        } else {
+            let (sha, valid) = hash_and_check(&mut file, &shown).map_err(fail)?;
+            (sha, valid, None)
+        };
+        let facts = Facts {
+            sha256: Some(sha.clone()),
+            valid_json: Some(valid),
+        };
+        // A store that failed gets no more requests in this run.
+        if let Some(why) = tiers.store.as_ref().and_then(|s| s.run.untried()) {
+            return Err(Early {
+                action: Action::Failed,
+                detail: why,
+                facts,
+            });
+        }
+        let (existing, next) = match self.ctx.versions(tiers, &self.id) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(s) = &tiers.store {
+                    s.run.note(&e);
+                }
+                return Err(Early {
+                    action: Action::Failed,
+                    detail: format!("left in place: {}", e.chain()),
+                    facts,
+                });
+            }
+        };
+        if next > VERSION_MAX {
+            return Err(Early {
+                action: Action::Conflict,
+                detail: format!(
+                    "archived {VERSION_MAX} times already: kept live (it needs a look)"
+                ),
+                facts,
+            });
+        }
+        let mode_bits = Meta::of_fd(&file).map_or(0o600, |m| m.mode);
+        Ok(Opened {
+            open: SessionOpen { file, stamp },
+            bytes,
+            existing,
+            new: Some(self.ctx.place(tiers, &self.id, next, tiers.store.is_some())),
+            other: Other::NewVersion,
+            members: vec![Member {
+                dir: self.dir,
+                name: self.name.clone(),
+                stamp,
+                sha256: sha,
+                after: None,
+            }],
+            mode: mode_bits,
+            bytes_max: SESSION_BYTES_MAX,
+            holds: Holds::Session,
+            facts,
+        })
+    }
+
+    fn compare(&self, open: &mut SessionOpen, got: &[u8]) -> tmpa_core::Result<Seen> {
+        let shown = self.dir.join(&self.name);
+        open.file
+            .rewind()
+            .map_err(|e| Error::io("seek", &shown, e))?;
+        let mut gz = flate2::read::MultiGzDecoder::new(got);
+        let same = same_bytes(
+            bounded(&mut gz),
+            BufReader::with_capacity(CHUNK_BYTES, &mut open.file),
+        )
+        .map_err(|e| Error::io("read", &shown, e))?;
+        let remedy = "the live session is kept: it is the newest copy. Check that archive and \
+                      move it out of the archive (keep it elsewhere if unsure); the next run then \
+                      archives the session as a new version";
+        Ok(match same {
+            Ok(true) => Seen::Same,
+            Err(why) => Seen::Foreign(format!("is not a readable archive ({why}): {remedy}")),
+            Ok(false) => {
+                let ours = format!("{}.json", self.id);
+                match gz.header().and_then(|h| h.filename()) {
+                    Some(n) if n != ours.as_bytes() => Seen::Foreign(format!(
+                        "is an archive of {}, not of this session: {remedy}",
+                        line_text(&String::from_utf8_lossy(n))
+                    )),
+                    _ => Seen::Other,
+                }
+            }
+        })
+    }
+
+    fn unchanged(&self, open: &SessionOpen) -> bool {
+        source_unchanged(&open.file, self.dir, &self.name, &open.stamp)
+    }
+}
+
+impl SessionUnit<'_> {
+    fn report(&self, done: Done, from: Origin, report: &mut Report) {
+        let path = self.dir.join(&self.name);
+        report_unit(report, self.ctx.user, &self.id, path, self.size, done, from);
+    }
+}
+
+/// The report line of one session (or local archive moved), from what the pipeline did.
+pub(crate) fn report_unit(
+    report: &mut Report,
+    user: &UserId,
+    id: &SessionId,
+    path: PathBuf,
+    size: u64,
+    done: Done,
+    from: Origin,
+) {
+    if !done.admitted {
+        return; // the run names what is not as planned
+    }
+    let mut r = SessionReport {
+        user: user.to_string(),
+        session: id.to_string(),
+        path,
+        action: done.action,
+        deleted: false,
+        bytes: size,
+        archive_bytes: None,
+        sha256: done.facts.sha256,
+        valid_json: done.facts.valid_json,
+        detail: done.detail,
+        from,
+        object: None,
+        version: None,
     };
-    if let Some(e) = tee.error.take() {
-        return Err(e);
+    if let Some(h) = &done.held {
+        r.version = h.place.version();
+        r.archive_bytes = (!h.sha256.is_empty()).then_some(h.info.size);
+        if r.action == Action::Archive {
+            r.detail = crate::pipeline::join(&format!("-> {}", h.shown), &r.detail);
+        }
+        r.object = h.object();
     }
-    // A parse error stops reading early: the rest must still be archived.
-    io::copy(tee, &mut io::sink())?;
-    if let Some(e) = tee.error.take() {
-        return Err(e);
-    }
-    Ok(parsed.is_ok())
-}
-
-/// A reader that copies everything it reads to `out` and into a SHA-256.
-pub(crate) struct Tee<R, W> {
-    inner: R,
-    pub(crate) out: W,
-    pub(crate) hash: Sha256,
-    error: Option<io::Error>,
-}
-
-impl<R, W> Tee<R, W> {
-    pub(crate) fn new(inner: R, out: W) -> Self {
-        Tee {
-            inner,
-            out,
-            hash: Sha256::new(),
-            error: None,
+    if let Some((_, outcome)) = done.fates.into_iter().next() {
+        match outcome {
+            Some(Outcome::Deleted) => r.deleted = true,
+            // A dry run's plan has it; --no-delete leaves it: the action says what a real
+            // run does.
+            Some(Outcome::WouldDelete | Outcome::Left | Outcome::Kept(Kept::Gone)) | None => {}
+            Some(Outcome::Kept(k)) => {
+                if k.needs_look() {
+                    report.problems.push(Problem::new(
+                        r.path.clone(),
+                        ProblemKind::Conflict,
+                        k.words(),
+                    ));
+                }
+                r.action = Action::Changed;
+                r.detail = "changed after it was verified (kept; retried next run)".into();
+            }
+            Some(Outcome::Failed(e)) => {
+                report.tally.deletions_failed += 1;
+                r.action = Action::Failed;
+                r.detail = format!(
+                    "archived and verified, but cannot delete: {} (kept; the next run completes)",
+                    e.chain()
+                );
+            }
         }
     }
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).inspect_err(|e| {
-            self.error = Some(io::Error::new(e.kind(), e.to_string()));
-        })?;
-        self.hash.update(&buf[..n]);
-        if let Err(e) = self.out.write_all(&buf[..n]) {
-            let kind = e.kind();
-            let msg = e.to_string();
-            self.error = Some(e);
-            return Err(io::Error::new(kind, msg));
+    match done.taken_back {
+        Some(TakenBack::Removed) => report.tally.taken_back += 1,
+        Some(TakenBack::Left(why)) => {
+            let at = done
+                .held
+                .as_ref()
+                .map_or(String::new(), |h| h.shown.clone());
+            r.detail = format!("{}; its archive {at} stays: {why}", r.detail);
         }
-        Ok(n)
+        None => {}
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn same_bytes_compares_streams_of_any_chunking() {
-        let a = vec![7u8; 300_000];
-        let mut b = a.clone();
-        assert_eq!(same_bytes(&a[..], &b[..]).unwrap(), Ok(true));
-        b[299_999] = 8;
-        assert_eq!(same_bytes(&a[..], &b[..]).unwrap(), Ok(false));
-        assert_eq!(same_bytes(&a[..10], &a[..11]).unwrap(), Ok(false));
-        assert_eq!(same_bytes(&[][..], &[][..]).unwrap(), Ok(true));
-    }
-
-    #[test]
-    fn tee_passes_every_byte_even_after_a_parse_error() {
-        let input = b"{\"a\": [1, 2, oops]} and trailing bytes".to_vec();
-        let mut out = Vec::new();
-        let mut tee = Tee::new(&input[..], &mut out);
-        assert!(!json_valid(&mut tee).unwrap());
-        drop(tee);
-        assert_eq!(out, input);
-        let mut out = Vec::new();
-        let mut tee = Tee::new(&b"{\"ok\": true}\n"[..], &mut out);
-        assert!(json_valid(&mut tee).unwrap());
-    }
-
-    #[test]
-    fn json_nesting_bomb_is_invalid_not_a_crash() {
-        let bomb = "[".repeat(100_000);
-        let mut tee = Tee::new(bomb.as_bytes(), io::sink());
-        assert!(!json_valid(&mut tee).unwrap());
-    }
+    report.sessions.push(r);
 }

@@ -13,7 +13,7 @@ use tmpa_core::maintenance::{
     path_text, read_cached, root_dir, salvage_compacted, source_stamp, write_summary,
 };
 use tmpa_core::{Day, Error, EventId, Problem, ProblemKind, Root, Summary};
-use tmpa_maint::{Deletion, Doomed, Outcome, Planned, Proof, Run};
+use tmpa_maint::{Admission, Candidate, Deletion, Doomed, Outcome, Proof, Run};
 
 use crate::merge::{Cursor, Discard, Findings, Sink, merge_pass, resolve_pending};
 use crate::names::NameSort;
@@ -137,9 +137,9 @@ pub fn compact_day(run: &SharedRun<'_>, day: Day, opts: &DayOptions) -> DayRepor
     r
 }
 
-/// Applying a plan: whether the loose file `name` takes part in this run. Only the files
-/// the plan lists, unchanged, do; the others are left for the next run (a changed one is
-/// reported).
+/// Applying a plan: whether the loose file `name` takes part in this run (the one plan
+/// admission, [`tmpa_maint::Run::admit`], which reports a changed file itself). Only the
+/// files the plan lists, unchanged, do; the others are left for the next run.
 fn admit_planned(
     run: &SharedRun<'_>,
     dir: &Dir,
@@ -149,20 +149,21 @@ fn admit_planned(
     r: &mut DayReport,
 ) -> bool {
     let file = path_text(&dir.join(name));
-    match lock(run).planned(&file) {
-        Planned::NoPlan => true,
-        Planned::NotInPlan => {
+    let sha = hex(sha);
+    let group = [Candidate {
+        file: &file,
+        stamp,
+        sha256: Some(&sha),
+        held_by: None,
+    }];
+    match lock(run).admit(&group) {
+        Admission::Admitted => true,
+        Admission::NotInPlan => {
             r.not_in_plan += 1;
             false
         }
-        Planned::Listed(p) if p.stamp == *stamp && p.sha256 == hex(sha) => true,
-        Planned::Listed(_) => {
+        Admission::Refused => {
             r.kept += 1;
-            r.problems.push(Problem::new(
-                dir.join(name),
-                ProblemKind::Conflict,
-                "changed since the plan was made (kept; the next run looks again)",
-            ));
             false
         }
     }

@@ -18,7 +18,7 @@
 //!   inode, size, mtime, ctime) changed, those that are new, and those read in the same
 //!   second as their last change ("racily clean", as git calls it: a second change within
 //!   the file system's timestamp granularity would not show in the stamp).
-//! - Either way, every [`RESYNC_SECS`] a watched day is also checked as a polled one, so a
+//! - Either way, every [`RESYNC_SECS`](crate::watch::RESYNC_SECS) a watched day is also checked as a polled one, so a
 //!   change the kernel does not report (a write through a hard link in another directory, a
 //!   write through `mmap`, the watch lost) is seen within that bound; and a full read from
 //!   the events stays the fallback: after the queue overflowed or the watch was lost (then a
@@ -34,8 +34,12 @@
 //! `lstat` per file, no event read), and compaction's check that a day is settled. A day
 //! with problems is never cached, so a cached summary is always a whole one.
 //!
-//! Locks: a day's lock is taken before the registry's (the watch queue), never the other
-//! way round; the registry's is held only for map look-ups and the queue's `read`.
+//! The inotify instance and its queue are the process's one watch registry
+//! (`watch.rs`), which the notification views share.
+//!
+//! Locks: the list of days, then a day's, then the watch registry's (the queue), never
+//! the other way round; the list's is held only to find a day, the registry's only for
+//! map look-ups and the queue's `read`.
 //!
 //! # Not guaranteed
 //! - A process keeps at most [`DAYS_MAX`] days (the least recently summarised goes),
@@ -45,14 +49,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::hash::{Hash, Hasher};
-use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 
 use crate::compacted::{COMPACTED_NAME, Compacted, read_compacted};
 use crate::day::{
@@ -65,21 +64,13 @@ use crate::fs::{Dir, Kind, Stamp};
 use crate::names::Day;
 use crate::problem::{Problem, ProblemKind};
 use crate::summary::{Summary, SummaryRead, Totals, read_cached, source_stamp, write_summary};
+use crate::watch::{PerProcess, RESYNC_SECS, Watch};
 
 /// Days a process keeps between calls.
 pub const DAYS_MAX: usize = 8;
-/// A watched day is also checked file by file this often (see the module docs).
-pub const RESYNC_SECS: u64 = 60;
 /// A file read within this long of its last change is read again by the next poll: its
 /// stamp could not show a second change in the same timestamp tick.
 const RACY_NS: i64 = 1_000_000_000;
-/// Names remembered for one watch between two calls; beyond, the next call polls.
-const PENDING_NAMES_MAX: usize = 1 << 16;
-/// `TMPA_SUMMARY_WATCH=0` in the environment: every day is polled, never watched (a
-/// process that must not use an inotify instance; the tests of the polled mode).
-pub const WATCH_ENV: &str = "TMPA_SUMMARY_WATCH";
-/// Bytes read from the inotify queue at a time.
-const QUEUE_BUF_BYTES: usize = 64 << 10;
 
 /// Counts of one set of events, wide enough never to saturate while kept, so that a
 /// contribution can be taken back out exactly.
@@ -257,9 +248,7 @@ struct DayState {
     compacted_ids: Option<HashMap<Box<str>, u64>>,
     compacted_problems: Vec<Problem>,
     /// The inotify watch of the directory.
-    wd: Option<i32>,
-    /// The registry's overflow count when this day last synchronised.
-    overflows: u64,
+    watch: Option<Watch>,
     last_sync: Instant,
 }
 
@@ -276,8 +265,7 @@ impl DayState {
             compacted_stamp: None,
             compacted_ids: None,
             compacted_problems: Vec::new(),
-            wd: None,
-            overflows: 0,
+            watch: None,
             last_sync: Instant::now(),
         }
     }
@@ -329,15 +317,15 @@ impl DayState {
 
     /// What changed since the last call: from the watch's queue, or by polling.
     fn changes(&mut self, dir: &Dir) -> Result<Changes> {
-        let mut changes = match self.wd {
-            Some(wd) => take_pending(wd, &mut self.overflows),
+        let mut changes = match &mut self.watch {
+            Some(w) => Changes::of(w.take()),
             None => Changes {
                 lost: true,
                 ..Changes::default()
             },
         };
         if changes.gone {
-            self.wd = None;
+            self.watch = None;
             changes.compacted = true;
             return Ok(changes);
         }
@@ -460,17 +448,14 @@ impl DayState {
     /// making sure the watch is in place, so that whatever changes from here on is seen.
     fn full(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
         let key = self.key;
-        let (day, wd) = (self.day, self.wd);
+        let (day, watch) = (self.day, self.watch.take());
         *self = DayState::new(day, key);
         // Everything queued up to now is about to be read: taken and dropped. A watch the
         // kernel removed (the inode of a deleted directory, whose number this one reuses)
         // is replaced.
-        self.wd = wd.filter(|&wd| !take_pending(wd, &mut self.overflows).gone);
-        if self.wd.is_none() {
-            self.wd = add_watch(dir, watch_path, key);
-            if let Some(wd) = self.wd {
-                let _ = take_pending(wd, &mut self.overflows);
-            }
+        self.watch = watch.and_then(|mut w| (!w.take().gone).then_some(w));
+        if self.watch.is_none() {
+            self.watch = Watch::add(dir, watch_path, is_watched_name);
         }
         self.last_sync = Instant::now();
         let names = event_names(dir)?;
@@ -588,11 +573,11 @@ impl DayState {
     /// polled day cannot tell cheaply: its cache's stamp is the one of the files read, so
     /// a file changed since shows as a stale cache).
     fn quiet(&mut self) -> bool {
-        match self.wd {
-            Some(wd) => {
-                let c = take_pending(wd, &mut self.overflows);
-                let quiet = c.names.is_empty() && !c.compacted && !c.lost && !c.gone;
-                put_back(wd, c);
+        match &mut self.watch {
+            Some(w) => {
+                let c = w.take();
+                let quiet = c.is_empty();
+                w.put_back(c);
                 quiet
             }
             None => true,
@@ -641,219 +626,49 @@ fn is_racy(stamp: &Stamp) -> bool {
     now.saturating_sub(stamp.changed_ns()) < RACY_NS
 }
 
-// -- the process's days and its inotify instance -------------------------------------------
-
-/// File systems whose changes all pass through this kernel, so that inotify sees them:
-/// ext2/3/4, XFS, Btrfs, tmpfs, F2FS, ZFS, overlayfs, bcachefs (their `statfs` magic).
-/// Others (NFS, CIFS, FUSE, Ceph, 9p, ...) are polled.
-const WATCHABLE_FS: [i64; 8] = [
-    0xEF53,
-    0x5846_5342,
-    0x9123_683E,
-    0x0102_1994,
-    0xF2F5_2010,
-    0x2FC1_2FC1,
-    0x794C_7630,
-    0xCA45_1A4E,
-];
-
-#[derive(Debug, Default)]
-struct Pending {
-    changes: Changes,
-}
+// -- the process's days ---------------------------------------------------------------------
 
 /// A day directory's device and inode, and what this process knows of it.
 type KnownDay = ((u64, u64), Arc<Mutex<DayState>>);
 
-#[derive(Debug)]
-struct Registry {
-    pid: u32,
-    /// Days, most recently used last.
-    days: Vec<KnownDay>,
-    inotify: Option<OwnedFd>,
-    /// Whether creating the inotify instance failed (not tried again in this process).
-    inotify_failed: bool,
-    pending: HashMap<i32, Pending>,
-    /// Queue overflows seen: every watched day polls once after one.
-    overflows: u64,
+/// The days this process knows, most recently used last.
+static DAYS: PerProcess<Vec<KnownDay>> = PerProcess::new();
+
+/// The names whose changes a day's watch records: the loose events and `_compacted.json`.
+fn is_watched_name(name: &OsStr) -> bool {
+    name == COMPACTED_NAME || is_event_name(name)
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-
-fn registry() -> MutexGuard<'static, Option<Registry>> {
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// This process's registry (a new one after a fork).
-fn ours(reg: &mut Option<Registry>) -> &mut Registry {
-    let pid = rustix::process::getpid()
-        .as_raw_nonzero()
-        .get()
-        .unsigned_abs();
-    if reg.as_ref().is_none_or(|r| r.pid != pid) {
-        *reg = Some(Registry {
-            pid,
-            days: Vec::new(),
-            inotify: None,
-            inotify_failed: false,
-            pending: HashMap::new(),
-            overflows: 0,
-        });
+impl Changes {
+    fn of(c: crate::watch::Changes) -> Changes {
+        let mut names = c.names;
+        let compacted = names.remove(OsStr::new(COMPACTED_NAME));
+        Changes {
+            names,
+            compacted,
+            lost: c.lost,
+            gone: c.gone,
+        }
     }
-    reg.as_mut().expect("set above")
 }
 
 /// The state of the day directory `key`, created when new; the least recently used day
-/// beyond [`DAYS_MAX`] is forgotten (and its watch removed).
+/// beyond [`DAYS_MAX`] is forgotten (its watch goes with the last reference to it).
 fn day_state(key: (u64, u64), day: Day) -> Arc<Mutex<DayState>> {
-    let mut guard = registry();
-    let reg = ours(&mut guard);
-    if let Some(i) = reg.days.iter().position(|(k, _)| *k == key) {
-        let entry = reg.days.remove(i);
-        let state = Arc::clone(&entry.1);
-        reg.days.push(entry);
-        return state;
-    }
-    if reg.days.len() >= DAYS_MAX {
-        let (_, old) = reg.days.remove(0);
-        // A day being summarised right now keeps its watch until the next eviction.
-        if let Ok(old) = old.try_lock()
-            && let (Some(wd), Some(fd)) = (old.wd, &reg.inotify)
-        {
-            let _ = inotify::remove_watch(fd, wd);
-            reg.pending.remove(&wd);
+    DAYS.with(|days| {
+        if let Some(i) = days.iter().position(|(k, _)| *k == key) {
+            let entry = days.remove(i);
+            let state = Arc::clone(&entry.1);
+            days.push(entry);
+            return state;
         }
-    }
-    let state = Arc::new(Mutex::new(DayState::new(day, key)));
-    reg.days.push((key, Arc::clone(&state)));
-    state
-}
-
-/// Adds an inotify watch on the day directory `dir`, reached by `path` (inotify takes a
-/// path, not a descriptor): only when the file system is watchable and `path` names the
-/// directory held both before and after the watch was added.
-fn add_watch(dir: &Dir, path: &Path, key: (u64, u64)) -> Option<i32> {
-    if std::env::var_os(WATCH_ENV).is_some_and(|v| v == "0") {
-        return None;
-    }
-    let fs = rustix::fs::fstatfs(dir).ok()?;
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // differs between targets
-    let magic = i64::from(fs.f_type as i64);
-    if !WATCHABLE_FS.contains(&magic) {
-        return None;
-    }
-    let same = || {
-        rustix::fs::statat(rustix::fs::CWD, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| (st.st_dev, st.st_ino) == key)
-    };
-    if !same() {
-        return None;
-    }
-    let mut guard = registry();
-    let reg = ours(&mut guard);
-    if reg.inotify.is_none() && !reg.inotify_failed {
-        match inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK) {
-            Ok(fd) => reg.inotify = Some(fd),
-            Err(_) => reg.inotify_failed = true,
+        if days.len() >= DAYS_MAX {
+            days.remove(0);
         }
-    }
-    let fd = reg.inotify.as_ref()?;
-    let mask = WatchFlags::CREATE
-        | WatchFlags::MOVED_TO
-        | WatchFlags::MOVED_FROM
-        | WatchFlags::DELETE
-        | WatchFlags::MODIFY
-        | WatchFlags::CLOSE_WRITE
-        | WatchFlags::ATTRIB
-        | WatchFlags::DELETE_SELF
-        | WatchFlags::MOVE_SELF
-        | WatchFlags::ONLYDIR
-        | WatchFlags::DONT_FOLLOW
-        | WatchFlags::EXCL_UNLINK;
-    let wd = inotify::add_watch(fd, path, mask).ok()?;
-    if !same() {
-        let _ = inotify::remove_watch(fd, wd);
-        return None;
-    }
-    reg.pending.entry(wd).or_default();
-    Some(wd)
-}
-
-/// Reads what the kernel queued, for every watch, and takes what concerns `wd`.
-fn take_pending(wd: i32, seen_overflows: &mut u64) -> Changes {
-    let mut guard = registry();
-    let reg = ours(&mut guard);
-    drain(reg);
-    let mut changes = match reg.pending.get_mut(&wd) {
-        Some(p) => std::mem::take(&mut p.changes),
-        // The watch was removed, or belongs to a registry before a fork.
-        None => Changes {
-            gone: true,
-            ..Changes::default()
-        },
-    };
-    if reg.overflows != *seen_overflows {
-        *seen_overflows = reg.overflows;
-        changes.lost = true;
-    }
-    changes
-}
-
-/// Gives back changes taken but not acted on.
-fn put_back(wd: i32, c: Changes) {
-    let mut guard = registry();
-    let reg = ours(&mut guard);
-    if let Some(p) = reg.pending.get_mut(&wd) {
-        p.changes.names.extend(c.names);
-        p.changes.compacted |= c.compacted;
-        p.changes.lost |= c.lost;
-        p.changes.gone |= c.gone;
-    }
-}
-
-/// Moves every queued inotify event into the pending changes of its watch.
-fn drain(reg: &mut Registry) {
-    let Some(fd) = &reg.inotify else {
-        return;
-    };
-    let mut buf = vec![MaybeUninit::<u8>::uninit(); QUEUE_BUF_BYTES];
-    let mut reader = inotify::Reader::new(fd, &mut buf);
-    // Until it is empty (EAGAIN), or anything else: what was not read stays queued.
-    while let Ok(event) = reader.next() {
-        let flags = event.events();
-        if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
-            reg.overflows += 1;
-            continue;
-        }
-        if flags.contains(ReadFlags::IGNORED) {
-            // The kernel removed the watch (directory deleted, file system unmounted):
-            // its day reads everything again and watches anew.
-            reg.pending.remove(&event.wd());
-            continue;
-        }
-        let Some(p) = reg.pending.get_mut(&event.wd()) else {
-            continue;
-        };
-        let c = &mut p.changes;
-        if flags.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF | ReadFlags::UNMOUNT) {
-            c.lost = true;
-            continue;
-        }
-        let Some(name) = event.file_name() else {
-            continue;
-        };
-        let name = OsStr::from_bytes(name.to_bytes());
-        if name == COMPACTED_NAME {
-            c.compacted = true;
-        } else if is_event_name(name) {
-            if c.names.len() >= PENDING_NAMES_MAX {
-                c.lost = true;
-                c.names.clear();
-            } else if !c.lost {
-                c.names.insert(name.to_os_string());
-            }
-        }
-    }
+        let state = Arc::new(Mutex::new(DayState::new(day, key)));
+        days.push((key, Arc::clone(&state)));
+        state
+    })
 }
 
 /// The summary of the day directory `dir` (device and inode `key`) of `day`, reachable by
@@ -888,22 +703,14 @@ pub(crate) fn summary(dir: &Dir, day: Day, watch_path: &Path) -> Result<SummaryR
 pub(crate) fn forget(dir: &Dir) -> Result<()> {
     let meta = dir.meta()?;
     let key = (meta.stamp.dev, meta.stamp.ino);
-    let state = {
-        let mut guard = registry();
-        let reg = ours(&mut guard);
-        match reg.days.iter().position(|(k, _)| *k == key) {
-            Some(i) => reg.days.remove(i).1,
-            None => return Ok(()),
-        }
-    };
-    // Never the day's lock while holding the registry's: a summary holds them the other
-    // way round.
-    let wd = state.lock().unwrap_or_else(PoisonError::into_inner).wd;
-    let mut guard = registry();
-    let reg = ours(&mut guard);
-    if let (Some(wd), Some(fd)) = (wd, &reg.inotify) {
-        let _ = inotify::remove_watch(fd, wd);
-        reg.pending.remove(&wd);
+    let state = DAYS.with(|days| {
+        let i = days.iter().position(|(k, _)| *k == key)?;
+        Some(days.remove(i).1)
+    });
+    // The watch goes now, even while another thread still holds the day: the next
+    // summary watches the directory anew. Never the day's lock inside the list's.
+    if let Some(state) = state {
+        state.lock().unwrap_or_else(PoisonError::into_inner).watch = None;
     }
     Ok(())
 }

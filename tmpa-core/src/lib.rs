@@ -86,6 +86,7 @@ mod json;
 mod names;
 mod notify;
 mod notify_archive;
+mod notify_view;
 mod par;
 mod problem;
 mod root;
@@ -93,6 +94,8 @@ mod session;
 mod store;
 mod summary;
 mod text;
+mod versions;
+mod watch;
 
 pub use day::DayRead;
 pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
@@ -205,8 +208,8 @@ pub mod maintenance {
     pub use crate::json::same_value as same_json_value;
     pub use crate::notify_archive::{
         ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_ARCHIVE_DIR,
-        NOTIFICATION_BYTES_MAX, archive_count, archive_name, archive_names, read_archive,
-        write_archive,
+        NOTIFICATION_BYTES_MAX, archive_count, archive_name, archive_name_of_index, archive_names,
+        read_archive, write_archive,
     };
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::{DATA_DIRS, STATE_DIR};
@@ -219,6 +222,10 @@ pub mod maintenance {
         SourceStamper, SummaryFold, read_cached, source_stamp, write_summary,
     };
     pub use crate::text::{line_text, name_text, path_text, serialize_path};
+    pub use crate::versions::{
+        LocalVersions, VERSION_MAX, VERSIONS_DIR, archive_file_name, session_of_archive_name,
+        version_of_dir, version_rel,
+    };
 
     /// The archive store's client (feature `object-store`), for tmpa-archive and
     /// tmpa-patrol.
@@ -226,7 +233,7 @@ pub mod maintenance {
     pub mod store {
         pub use crate::store::client::{
             LISTED_OBJECTS_MAX, ObjectInfo, ObjectKey, PutGuard, PutNew, RETRIES_MAX, RETRY_WINDOW,
-            Store,
+            Removal, Store,
         };
     }
 

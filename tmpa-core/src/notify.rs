@@ -9,18 +9,18 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::fs::{Dir, Kind};
+use crate::fs::Dir;
 use crate::names::{NotificationId, UserId};
 use crate::notify_archive::{
     ArchivedNotification, IndexEntry, NOTIFICATION_BYTES_MAX, archive_names, find_in_archive,
     read_archive,
 };
+use crate::notify_view::Live;
 use crate::root::{Root, rel};
 use crate::store::ArchiveConfig;
 
@@ -528,13 +528,33 @@ impl Root {
     /// all acknowledged: this never needs to look at them (and makes no request to a
     /// store).
     ///
-    /// Cost: one listing of `inbox/` and one of `ack/`, then nothing per entry but
-    /// comparing names (a `stat` only of an entry whose kind the file system's listing
-    /// does not give).
+    /// Cost, on a local file system: the process keeps a view of each user's inbox and
+    /// acks, filled by the first call and kept current by inotify, so a call opens the two
+    /// directories, reads the watch queue without blocking and looks up (one `fstatat`
+    /// each for the ack and the inbox entry) only the ids the kernel says changed since
+    /// the last call: O(1) for an unchanged inbox, O(N) for N changes, then the answer
+    /// copied out. Elsewhere (network and FUSE file systems, `TMPA_SUMMARY_WATCH=0`), and
+    /// for a view to fill: one listing of `ack/` and one of `inbox/`, then nothing per
+    /// entry but comparing names (a `stat` only of an entry whose kind the file system's
+    /// listing does not give).
+    ///
+    /// Every delivery and acknowledgement that returned before the call began, in any
+    /// thread or process, is in the answer.
+    ///
+    /// # Not guaranteed
+    /// - The view is per process: at most 64 users' views, and 262,144 live
+    ///   notifications in all (the least recently used go; about 80 bytes each and the
+    ///   id's length); a larger inbox is listed at each call.
+    /// - A change the kernel does not report to inotify (another host's, on a file system
+    ///   that is not recognised as network or FUSE) is seen within 60 s, when the view is
+    ///   listed again whole.
+    /// - A snapshot: a delivery or acknowledgement concurrent with the call may or may
+    ///   not be in it.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] when the inbox or the ack directory cannot be listed (a
-    /// missing directory is an empty one); [`crate::Error::RootReplaced`].
+    /// [`crate::Error::Io`] when the inbox or the ack directory cannot be listed, or an
+    /// entry looked up (a missing directory is an empty one);
+    /// [`crate::Error::RootReplaced`].
     ///
     /// # Examples
     /// ```
@@ -560,7 +580,7 @@ impl Root {
     /// bytes and whether it is acknowledged: what a page of notifications shows, in one
     /// call. `query` narrows it (unacknowledged only, after an id, at most so many).
     ///
-    /// Cost: the listings of [`Root::unacked`], then one read of each notification
+    /// Cost: the ids as [`Root::unacked`] finds them, then one read of each notification
     /// returned. A notification archived between the listing and its read (which only
     /// acknowledged ones are) is left out. Memory: the bodies returned, each at most
     /// 1 MiB; use [`InboxQuery::limit`] and [`InboxQuery::after`] to page a large inbox.
@@ -612,12 +632,9 @@ impl Root {
     }
 
     /// The live notifications of a user that `keep` keeps (given whether each has its
-    /// ack), sorted by id, with that flag, and the inbox they are in: one listing of
-    /// `inbox/` and one of `ack/`, names compared as bytes, nothing allocated per entry
-    /// but what is returned. An inbox entry counts when the listing says it is a regular
-    /// file (a `stat` only where the file system does not say) and its name is
-    /// `ntf_{id}.json` with a valid id; an ack counts by its name alone (its presence is
-    /// what counts, docs/FORMAT.md).
+    /// ack), sorted by id, with that flag, and the inbox they are in: from this process's
+    /// view of the user's `inbox/` and `ack/` (`notify_view.rs`), which a call brings up
+    /// to date from what the kernel says changed, or from one listing of each.
     fn live_notifications(
         &self,
         user: &UserId,
@@ -626,53 +643,10 @@ impl Root {
         let Some(inbox) = self.open_dir_if_any(&rel::inbox(user))? else {
             return Ok(None);
         };
-        let mut ids = Names::default();
-        let mut kind_unknown = Vec::new();
-        inbox.visit_entries(|name, kind, _| {
-            if let Some(id) = stem(name.as_bytes(), b".json") {
-                match kind {
-                    Some(Kind::File) => ids.push(id),
-                    None => kind_unknown.push(name.to_os_string()),
-                    Some(_) => {}
-                }
-            }
-        })?;
-        for name in kind_unknown {
-            if inbox.stat(&name)?.is_some_and(|m| m.kind == Kind::File)
-                && let Some(id) = stem(name.as_bytes(), b".json")
-            {
-                ids.push(id);
-            }
-        }
-        ids.sort();
-        let mut acked = Names::default();
-        if !ids.is_empty()
-            && let Some(dir) = self.open_dir_if_any(&rel::ack(user))?
-        {
-            dir.visit_entries(|name, _, _| {
-                if let Some(id) = stem(name.as_bytes(), b".ack") {
-                    acked.push(id);
-                }
-            })?;
-            acked.sort();
-        }
-        // Both sorted: one pass over each.
-        let mut acks = acked.iter().peekable();
-        let mut out = Vec::new();
-        for id in ids.iter() {
-            while acks.next_if(|a| *a < id).is_some() {}
-            let is_acked = acks.peek() == Some(&id);
-            if !keep(is_acked) {
-                continue;
-            }
-            if let Some(id) = std::str::from_utf8(id)
-                .ok()
-                .and_then(|id| NotificationId::new(id).ok())
-            {
-                out.push((id, is_acked));
-            }
-        }
-        Ok(Some((inbox, out)))
+        let ack = self.open_dir_if_any(&rel::ack(user))?;
+        let live = crate::notify_view::live(self, user, &inbox, ack.as_ref(), keep)
+            .map_err(|e| self.or_replaced(e))?;
+        Ok(Some((inbox, live)))
     }
 
     /// The names in the directory `rel` that are valid UTF-8, end with `ext` and are not
@@ -688,59 +662,6 @@ impl Root {
             .collect();
         out.sort();
         Ok(out)
-    }
-}
-
-/// A live notification's id, and whether its ack exists.
-type Live = (NotificationId, bool);
-
-/// What every notification's file name starts with.
-const STEM_PREFIX: &[u8] = b"ntf_";
-
-/// The `{id}` of `ntf_{id}{ext}`, as bytes.
-fn stem<'a>(name: &'a [u8], ext: &[u8]) -> Option<&'a [u8]> {
-    name.strip_prefix(STEM_PREFIX)?.strip_suffix(ext)
-}
-
-/// Names (as bytes) in one buffer, sortable without an allocation per name: a large
-/// listing's names cost their bytes and 16 bytes each.
-#[derive(Default)]
-struct Names {
-    bytes: Vec<u8>,
-    /// Per name: its first 8 bytes as a big-endian number (zero-padded), its start and
-    /// its length. Sorting by the number first orders most names by one integer
-    /// comparison, and the same as by their bytes: a shorter name padded with zeros
-    /// sorts first, and a tie is broken by the bytes themselves.
-    spans: Vec<(u64, u32, u32)>,
-}
-
-impl Names {
-    fn push(&mut self, name: &[u8]) {
-        let mut head = [0u8; 8];
-        let n = name.len().min(8);
-        head[..n].copy_from_slice(&name[..n]);
-        let start = u32::try_from(self.bytes.len()).expect("a listing's names fit in 4 GiB");
-        let len = u32::try_from(name.len()).expect("a name is at most 255 bytes");
-        self.bytes.extend_from_slice(name);
-        self.spans.push((u64::from_be_bytes(head), start, len));
-    }
-
-    fn get(&self, (_, start, len): (u64, u32, u32)) -> &[u8] {
-        &self.bytes[start as usize..][..len as usize]
-    }
-
-    fn sort(&mut self) {
-        let mut spans = std::mem::take(&mut self.spans);
-        spans.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.get(*a).cmp(self.get(*b))));
-        self.spans = spans;
-    }
-
-    fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.spans.iter().map(|s| self.get(*s))
     }
 }
 

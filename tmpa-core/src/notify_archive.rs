@@ -91,20 +91,37 @@ impl ArchivedNotification {
 }
 
 fn index_json(batch: &[ArchivedNotification]) -> Vec<u8> {
-    let index = Index {
-        format: FORMAT,
-        notifications: batch
+    entries_json(
+        batch
             .iter()
             .map(ArchivedNotification::index_entry)
             .collect(),
+    )
+}
+
+fn entries_json(notifications: Vec<IndexEntry>) -> Vec<u8> {
+    let index = Index {
+        format: FORMAT,
+        notifications,
     };
     serde_json::to_vec(&index).expect("an index always serializes")
 }
 
 /// The file name of the archive of `batch`: `acked-{n}-{16 hex}.tar.gz`.
 pub fn archive_name(batch: &[ArchivedNotification]) -> String {
-    let digest = sha256_hex(&index_json(batch));
-    format!("acked-{}-{}.tar.gz", batch.len(), &digest[..16])
+    name_of(batch.len(), &index_json(batch))
+}
+
+/// The file name an archive whose index is `index` has: what a reader of the index
+/// alone checks the name against (the name's digest is the index's), so that an index
+/// read without the rest of the archive is known to be the one its name promises.
+pub fn archive_name_of_index(index: &[IndexEntry]) -> String {
+    name_of(index.len(), &entries_json(index.to_vec()))
+}
+
+fn name_of(n: usize, index_json: &[u8]) -> String {
+    let digest = sha256_hex(index_json);
+    format!("acked-{n}-{}.tar.gz", &digest[..16])
 }
 
 /// How many notifications the archive named `name` holds; `None` when `name` is not an

@@ -272,8 +272,4 @@ pub(crate) mod rel {
     pub(crate) fn session_file(session: &SessionId) -> String {
         format!("{session}.json")
     }
-
-    pub(crate) fn archive_file(session: &SessionId) -> String {
-        format!("{session}.json.gz")
-    }
 }

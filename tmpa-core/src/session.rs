@@ -1,7 +1,9 @@
 //! Chat sessions, live (`sessions/{session}.json`), archived locally
-//! (`archive/{session}.json.gz`) or in the root's object store (`{root}/tmpa.toml`),
-//! written and read through one call each.
+//! (`archive/{session}.json.gz`, and `archive/versions/{n}/{session}.json.gz` for the
+//! versions of a chat resumed after its archival: `versions.rs`) or in the root's object
+//! store (`{root}/tmpa.toml`), written and read through one call each.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::names::{SessionId, UserId};
 use crate::root::{Root, rel};
 use crate::store::ArchiveConfig;
+use crate::versions::{LocalVersions, archive_file_name};
 
 /// Largest session read into memory, in bytes (compressed or not).
 pub const SESSION_BYTES_MAX: u64 = 256 << 20;
@@ -32,9 +35,11 @@ pub const SESSION_BYTES_MAX: u64 = 256 << 20;
 pub enum SessionLocation {
     /// `sessions/{session}.json`.
     Live,
-    /// `archive/{session}.json.gz`.
+    /// `archive/{session}.json.gz` or `archive/versions/{n}/{session}.json.gz` (its newest
+    /// version is there).
     Archived,
-    /// `{prefix}/{user}/{session}.json.gz` in the object store the configuration names ([`Root::archive_config`]).
+    /// In the object store the configuration names ([`Root::archive_config`]; its newest
+    /// version is there).
     Stored,
 }
 
@@ -69,24 +74,31 @@ impl Root {
         Ok(dir.join(&name))
     }
 
-    /// The bytes of a session, live or archived (decompressed): looked for live, then in
-    /// the local `archive/`, then in the object store that the configuration names
-    /// ([`Root::archive_config`]; read at each call that gets that far).
+    /// The bytes of a session, live or archived (decompressed): the live file when there
+    /// is one, else the newest archived version (docs/FORMAT.md "Archived session": the
+    /// highest version number, locally in `archive/` and `archive/versions/{n}/`, or in
+    /// the object store that the configuration names ([`Root::archive_config`]), if any;
+    /// read at each call that gets that far). A version in the store and a local one of
+    /// the same number hold the same bytes (a migration in flight): the local one is read.
     ///
-    /// When several exist (an archival that was interrupted before deleting the source),
-    /// the first found is returned: the live file is the newer or an equal copy.
+    /// When both a live file and an archive exist (an archival that was interrupted
+    /// before deleting the source, or a chat resumed after its archival), the live file
+    /// is returned: it is the newer or an equal copy.
     ///
-    /// A call that reaches the store sets up its client and runtime for that call (a
-    /// tokio current-thread runtime of its own: the caller needs none, and may be inside
-    /// one), so connections are not reused between calls.
+    /// A call that gets past the live file with a store configured lists the user's
+    /// `versions/` in the store (one request; it holds only sessions that came back after
+    /// their archival) and reads the version it picks; it sets up its client and runtime
+    /// for that call (a tokio current-thread runtime of its own: the caller needs none,
+    /// and may be inside one), so connections are not reused between calls.
     ///
     /// # Errors
     /// [`Error::Io`] of kind `NotFound` when none exists; [`Error::Corrupt`] when the
     /// archive is not valid gzip or any copy is larger than 256 MiB; [`Error::Config`]
     /// when `tmpa.toml` cannot be used; [`Error::Store`] when the store fails (after
     /// retries); [`Error::StoreUnsupported`] when `tmpa.toml` names a store and the
-    /// library was built without the `object-store` feature; [`Error::RootReplaced`]
-    /// when the root directory was replaced since it was opened.
+    /// library was built without the `object-store` feature (even when a local archive
+    /// exists: the store could hold a newer version); [`Error::RootReplaced`] when the
+    /// root directory was replaced since it was opened.
     ///
     /// # Examples
     /// ```
@@ -103,13 +115,6 @@ impl Root {
     pub fn read_session(&self, user: &UserId, session: &SessionId) -> Result<Vec<u8>> {
         let live_rel = rel::sessions(user);
         let live_name = rel::session_file(session);
-        if let Some(dir) = self.open_dir_if_any(&live_rel)? {
-            match dir.read(&live_name, SESSION_BYTES_MAX) {
-                Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
-                other => return other.map(|(b, _)| b),
-            }
-        }
-        let archive_name = rel::archive_file(session);
         let not_found = || {
             self.or_replaced(Error::io(
                 "read session",
@@ -117,21 +122,52 @@ impl Root {
                 rustix::io::Errno::NOENT.into(),
             ))
         };
-        if let Some(dir) = self.open_dir_if_any(&rel::archive(user))? {
-            match dir.read(&archive_name, SESSION_BYTES_MAX) {
-                Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
-                other => {
-                    let gz = other?.0;
-                    return gunzip_bounded(&gz, &dir.join(&archive_name), SESSION_BYTES_MAX);
+        // A version that vanishes between the lookup and its read (taken back by an
+        // archival whose session changed meanwhile, which means the live file is back,
+        // or moved to the store): look again, from the live file on.
+        for _ in 0..READ_TURNS_MAX {
+            if let Some(dir) = self.open_dir_if_any(&live_rel)? {
+                match dir.read(&live_name, SESSION_BYTES_MAX) {
+                    Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+                    other => return other.map(|(b, _)| b),
                 }
             }
+            match self.read_archived_session(user, session)? {
+                Lookup::Found(bytes) => return Ok(bytes),
+                Lookup::Absent => return Err(not_found()),
+                Lookup::Raced => {}
+            }
         }
-        let Some(config) = self.archive_config()? else {
-            return Err(not_found());
+        Err(not_found())
+    }
+
+    /// The newest archived version of a session, local or stored.
+    fn read_archived_session(&self, user: &UserId, session: &SessionId) -> Result<Lookup> {
+        let local = match self.open_dir_if_any(&rel::archive(user))? {
+            Some(dir) => Some(LocalVersions::open(dir)?),
+            None => None,
         };
-        match stored::read(self, &config, user, session)? {
-            Some(bytes) => Ok(bytes),
-            None => Err(not_found()),
+        let newest = match &local {
+            Some(l) => l.newest(session)?,
+            None => None,
+        };
+        if let Some(config) = self.archive_config()? {
+            let above = newest.map(|(n, _)| n);
+            match stored::read_newer(self, &config, user, session, above)? {
+                Lookup::Absent => {}
+                found_or_raced => return Ok(found_or_raced),
+            }
+        }
+        let Some((_, dir)) = newest else {
+            return Ok(Lookup::Absent);
+        };
+        let name = archive_file_name(session);
+        match dir.read(&name, SESSION_BYTES_MAX) {
+            Ok((gz, _)) => {
+                gunzip_bounded(&gz, &dir.join(&name), SESSION_BYTES_MAX).map(Lookup::Found)
+            }
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => Ok(Lookup::Raced),
+            Err(e) => Err(e),
         }
     }
 
@@ -161,48 +197,51 @@ impl Root {
     }
 
     /// Every session of a user with where it lives, sorted by name: live, archived
-    /// locally, and in the object store the configuration names ([`Root::archive_config`]) (one listing request).
-    /// A session found in several places is listed once, where [`Root::read_session`]
-    /// finds it first (live, then local archive, then store). Temporaries and names that
-    /// are not valid [`SessionId`]s are left out.
+    /// locally, and in the object store the configuration names ([`Root::archive_config`];
+    /// one listing request). A session found in several places (or in several versions)
+    /// is listed once, where [`Root::read_session`] reads it: live, else where its newest
+    /// version is (locally at equal numbers). Temporaries and names that are not valid
+    /// [`SessionId`]s are left out.
     ///
     /// # Errors
     /// [`Error::Io`] when a directory cannot be listed (a missing one is empty); the
     /// errors of [`Root::read_session`] for the configuration and the store.
     pub fn list_sessions(&self, user: &UserId) -> Result<Vec<(SessionId, SessionLocation)>> {
-        let mut out = self.list_located(&rel::sessions(user), ".json", SessionLocation::Live)?;
-        out.extend(self.list_located(
-            &rel::archive(user),
-            ".json.gz",
-            SessionLocation::Archived,
-        )?);
-        if let Some(config) = self.archive_config()? {
-            out.extend(
-                stored::list(self, &config, user)?
-                    .into_iter()
-                    .map(|id| (id, SessionLocation::Stored)),
-            );
+        let mut out: BTreeMap<SessionId, (u32, SessionLocation)> = BTreeMap::new();
+        if let Some(dir) = self.open_dir_if_any(&rel::archive(user))? {
+            for (id, n) in LocalVersions::open(dir)?.sessions()? {
+                out.insert(id, (n, SessionLocation::Archived));
+            }
         }
-        // Live sorts before Archived before Stored: dedup keeps the first.
-        out.sort();
-        out.dedup_by(|b, a| a.0 == b.0);
-        Ok(out)
-    }
-
-    fn list_located(
-        &self,
-        dir: &Path,
-        ext: &str,
-        loc: SessionLocation,
-    ) -> Result<Vec<(SessionId, SessionLocation)>> {
-        Ok(self
-            .list_stems(dir, ext)?
-            .into_iter()
-            .filter_map(|s| SessionId::new(s).ok())
-            .map(|id| (id, loc))
-            .collect())
+        if let Some(config) = self.archive_config()? {
+            for (id, n) in stored::list(self, &config, user)? {
+                let at = out.entry(id).or_insert((n, SessionLocation::Stored));
+                if n > at.0 {
+                    *at = (n, SessionLocation::Stored);
+                }
+            }
+        }
+        for s in self.list_stems(&rel::sessions(user), ".json")? {
+            if let Ok(id) = SessionId::new(s) {
+                out.insert(id, (u32::MAX, SessionLocation::Live));
+            }
+        }
+        Ok(out.into_iter().map(|(id, (_, loc))| (id, loc)).collect())
     }
 }
+
+/// What a look for an archived session found.
+enum Lookup {
+    /// Its newest version's bytes, decompressed.
+    Found(Vec<u8>),
+    /// No archived version anywhere.
+    Absent,
+    /// The version picked vanished before it could be read.
+    Raced,
+}
+
+/// Looks for a session at most this many times when versions vanish under the reader.
+const READ_TURNS_MAX: usize = 3;
 
 /// Sessions in the object store.
 #[cfg(feature = "object-store")]
@@ -210,25 +249,41 @@ mod stored {
     use super::*;
     use crate::store::client::Store;
 
-    pub(super) fn read(
+    /// The session's newest version in the store, read, when its number is above
+    /// `above` (the newest local one): one listing of the user's `versions/`, then a GET
+    /// (of version 1 only when there is no local copy to prefer).
+    pub(super) fn read_newer(
         _root: &Root,
         config: &ArchiveConfig,
         user: &UserId,
         session: &SessionId,
-    ) -> Result<Option<Vec<u8>>> {
+        above: Option<u32>,
+    ) -> Result<Lookup> {
         let store = Store::open(config)?;
-        let key = store.key(user, session);
-        let Some((gz, _)) = store.get(&key, SESSION_BYTES_MAX)? else {
-            return Ok(None);
-        };
-        gunzip_bounded(&gz, Path::new(&store.object_url(&key)), SESSION_BYTES_MAX).map(Some)
+        let later = store.later_versions(user)?;
+        let n = later
+            .get(session)
+            .and_then(|v| v.last().copied())
+            .unwrap_or(1);
+        if above.is_some_and(|a| n <= a) {
+            return Ok(Lookup::Absent);
+        }
+        let key = store.version_key(user, session, n);
+        match store.get(&key, SESSION_BYTES_MAX)? {
+            Some((gz, _)) => {
+                gunzip_bounded(&gz, Path::new(&store.object_url(&key)), SESSION_BYTES_MAX)
+                    .map(Lookup::Found)
+            }
+            None if n > 1 => Ok(Lookup::Raced),
+            None => Ok(Lookup::Absent),
+        }
     }
 
     pub(super) fn list(
         _root: &Root,
         config: &ArchiveConfig,
         user: &UserId,
-    ) -> Result<Vec<SessionId>> {
+    ) -> Result<BTreeMap<SessionId, u32>> {
         Store::open(config)?.list_sessions(user)
     }
 }
@@ -239,12 +294,13 @@ mod stored {
 mod stored {
     use super::*;
 
-    pub(super) fn read(
+    pub(super) fn read_newer(
         root: &Root,
         config: &ArchiveConfig,
         _user: &UserId,
         _session: &SessionId,
-    ) -> Result<Option<Vec<u8>>> {
+        _above: Option<u32>,
+    ) -> Result<Lookup> {
         Err(config.unsupported(root.path()))
     }
 
@@ -252,7 +308,7 @@ mod stored {
         root: &Root,
         config: &ArchiveConfig,
         _user: &UserId,
-    ) -> Result<Vec<SessionId>> {
+    ) -> Result<BTreeMap<SessionId, u32>> {
         Err(config.unsupported(root.path()))
     }
 }

@@ -10,7 +10,8 @@
 use tmpa_core::{Error, NotificationId, Root, SessionId, SessionLocation, UserId};
 
 /// read_session and list_sessions say that the store cannot be reached by this build;
-/// live and locally archived sessions are still read.
+/// live sessions are still read (a locally archived one is not: the store could hold a
+/// newer version of it).
 #[test]
 fn a_store_without_the_feature_is_an_error_not_a_missing_session() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,10 +45,20 @@ fn a_store_without_the_feature_is_an_error_not_a_missing_session() {
             .unwrap(),
         b"{}"
     );
+    std::fs::create_dir_all(dir.path().join("chat_history/u1/archive")).unwrap();
+    std::fs::write(dir.path().join("chat_history/u1/archive/old.json.gz"), b"").unwrap();
+    assert!(matches!(
+        root.read_session(&u, &SessionId::new("old").unwrap())
+            .unwrap_err(),
+        Error::StoreUnsupported { .. }
+    ));
     std::fs::remove_file(dir.path().join("tmpa.toml")).unwrap();
     assert_eq!(
         root.list_sessions(&u).unwrap(),
-        vec![(SessionId::new("live").unwrap(), SessionLocation::Live)]
+        vec![
+            (SessionId::new("live").unwrap(), SessionLocation::Live),
+            (SessionId::new("old").unwrap(), SessionLocation::Archived)
+        ]
     );
 }
 

@@ -9,7 +9,8 @@ use std::ffi::OsStr;
 
 use proptest::prelude::*;
 use tmpa_core::maintenance::{
-    ArchivedNotification, Dir, archive_count, archive_name, read_archive, write_archive,
+    ArchivedNotification, Dir, archive_count, archive_name, archive_name_of_index, read_archive,
+    write_archive,
 };
 use tmpa_core::{AtomicFile, NotificationId, NotificationLocation, Root, UserId};
 
@@ -73,6 +74,9 @@ proptest! {
         let file = held.open_read(&name).unwrap();
         read_archive(file, &archive.join(&name), |_| true, |n| { read.push(n); true }).unwrap();
         prop_assert_eq!(&read, &batch);
+        // The index alone names its archive: what a reader of only the index checks.
+        let index = read_archive(held.open_read(&name).unwrap(), &archive, |_| false, |_| false).unwrap();
+        prop_assert_eq!(archive_name_of_index(&index), name.clone());
 
         let root = Root::open(dir.path()).unwrap();
         let u = UserId::new("u1").unwrap();

@@ -192,7 +192,8 @@ impl Run {
                 .collect(),
             Mode::KeepSources => doomed.iter().map(|_| Outcome::Left).collect(),
             Mode::Real => {
-                let (outcomes, sync_failures) = self.delete_verified(doomed, last_check)?;
+                let (outcomes, sync_failures) =
+                    self.delete_verified(doomed, last_check, AsPlanned::Checked)?;
                 return Ok(Disposed {
                     outcomes,
                     sync_failures,
@@ -202,6 +203,27 @@ impl Run {
         Ok(Disposed {
             outcomes,
             sync_failures: Vec::new(),
+        })
+    }
+
+    /// Takes back files this run itself wrote and no deletion relies on: an archive of a
+    /// source that changed after the archive was verified (the source, newer, stays).
+    /// Through the same steps as every deletion (receipt line first, check, move aside,
+    /// check again, unlink, directory fsync), in every mode that writes (a `--no-delete`
+    /// run takes back its own archives too: it deletes no source). No plan lists such a
+    /// file, so none is asked: the plan's files are the sources.
+    ///
+    /// # Errors
+    /// The receipt cannot be written: then nothing was deleted.
+    ///
+    /// # Panics
+    /// In a dry run, which writes nothing to take back.
+    pub fn take_back<'a>(&mut self, doomed: Vec<Doomed<'a>>) -> tmpa_core::Result<Disposed> {
+        let (outcomes, sync_failures) =
+            self.delete_verified(doomed, |_| None, AsPlanned::NotAsked)?;
+        Ok(Disposed {
+            outcomes,
+            sync_failures,
         })
     }
 
@@ -223,20 +245,28 @@ impl Run {
     /// When the receipt cannot be written: then nothing was deleted.
     ///
     /// # Panics
-    /// In a run whose mode does not delete.
+    /// In a run whose mode does not delete (with [`AsPlanned::NotAsked`]: in a dry run).
     fn delete_verified<'a>(
         &mut self,
         doomed: Vec<Doomed<'a>>,
         last_check: impl Fn(&Doomed<'a>) -> Option<String>,
+        planned: AsPlanned,
     ) -> tmpa_core::Result<(Vec<Outcome>, Vec<tmpa_core::Error>)> {
-        assert!(self.mode().deletes(), "only a real run deletes");
+        match planned {
+            AsPlanned::Checked => assert!(self.mode().deletes(), "only a real run deletes"),
+            AsPlanned::NotAsked => {
+                assert!(self.mode().writes(), "a dry run has nothing to take back")
+            }
+        }
         if doomed.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         // Applying a plan: only what it lists, as it lists it.
-        let not_as_planned: Vec<Option<String>> = match self.applying_mut() {
-            Some(a) => doomed.iter().map(|d| a.check(&d.line).err()).collect(),
-            None => vec![None; doomed.len()],
+        let not_as_planned: Vec<Option<String>> = match (planned, self.applying_mut()) {
+            (AsPlanned::Checked, Some(a)) => {
+                doomed.iter().map(|d| a.check(&d.line).err()).collect()
+            }
+            _ => vec![None; doomed.len()],
         };
         let lines: Vec<ReceiptLine> = doomed
             .iter()
@@ -294,6 +324,15 @@ impl Run {
         }
         Ok((outcomes, sync_failures))
     }
+}
+
+/// Whether the deletions of a call are checked against the plan being applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AsPlanned {
+    /// Data files: each must be the one the plan lists.
+    Checked,
+    /// Files the run itself wrote (taken back): no plan lists them.
+    NotAsked,
 }
 
 /// The verified delete step for one doomed file, in the run's quarantine.
@@ -419,9 +458,11 @@ mod tests {
         std::fs::rename(day.join("b.new"), day.join("b.json")).unwrap();
         std::fs::remove_file(day.join("c.json")).unwrap();
         let (outcomes, sync_failures) = run
-            .delete_verified(all, |d| {
-                (d.name == OsStr::new("d.json")).then(|| "not today".to_owned())
-            })
+            .delete_verified(
+                all,
+                |d| (d.name == OsStr::new("d.json")).then(|| "not today".to_owned()),
+                AsPlanned::Checked,
+            )
             .unwrap();
         assert!(sync_failures.is_empty());
         let words: Vec<String> = outcomes
@@ -522,6 +563,15 @@ mod tests {
     fn a_dry_run_cannot_delete() {
         let (_t, root) = tree();
         let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Plan).unwrap();
-        let _ = run.delete_verified(Vec::new(), |_| None);
+        let _ = run.delete_verified(Vec::new(), |_| None, AsPlanned::Checked);
+    }
+
+    /// Nor does it take anything back: it wrote nothing.
+    #[test]
+    #[should_panic(expected = "a dry run has nothing to take back")]
+    fn a_dry_run_takes_nothing_back() {
+        let (_t, root) = tree();
+        let mut run = Run::start("tmpa-test", Task::ArchiveHistory, root, Mode::Plan).unwrap();
+        let _ = run.take_back(Vec::new());
     }
 }

@@ -46,7 +46,7 @@ pub use delete::{Disposed, Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
 pub use pace::{BUSY_SHARE, Pacer};
-pub use plan::{Applying, PLAN_FORMAT, Plan, Planned};
+pub use plan::{Admission, Applying, Candidate, PLAN_FORMAT, Plan, Refusal};
 pub use program::{Invocation, Program, main};
 pub use quarantine::{Recovered, RecoveredAction, quarantine_rel};
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use tmpa_core::maintenance::Stamp;
+
 use crate::exit::StartError;
 use crate::receipt::Deletion;
 use crate::record::Task;
@@ -231,15 +233,65 @@ pub struct Applying {
     offered: BTreeSet<String>,
 }
 
-/// What a plan says of a file.
-#[derive(Debug, PartialEq)]
-pub enum Planned<'a> {
-    /// No plan is being applied: a real run decides for itself.
-    NoPlan,
-    /// The plan does not list it: it is left for the next run.
+/// A file a unit of work would delete, as the run sees it now: what [`Run::admit`]
+/// compares with the plan being applied.
+///
+/// [`Run::admit`]: crate::Run::admit
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The file, as `path_text` writes it.
+    pub file: &'a str,
+    /// Its identity and times now.
+    pub stamp: &'a Stamp,
+    /// The SHA-256 of its bytes, once they were read.
+    pub sha256: Option<&'a str>,
+    /// Where its data would be held, once that is known.
+    pub held_by: Option<&'a str>,
+}
+
+/// What [`Run::admit`] decided of a group of files.
+///
+/// [`Run::admit`]: crate::Run::admit
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// No plan is applied, or the plan lists every file of the group exactly as it is
+    /// now: the group takes part in this run.
+    Admitted,
+    /// The plan lists none of the group: it is left for the next run.
     NotInPlan,
-    /// The plan lists it, as this line.
-    Listed(&'a Deletion),
+    /// The plan lists the group, but not as it is now: the whole group is kept, and the
+    /// run reports why, naming the file (a [`Refusal`]).
+    Refused,
+}
+
+/// A group of planned files a run applying the plan keeps: the file that made it so,
+/// how many other files of its group are kept with it, and why. The run reports each
+/// (`problem:` lines; exit 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// The file (as `path_text` writes it).
+    pub file: String,
+    /// Other files of its group kept with it.
+    pub with: usize,
+    /// Why, in words.
+    pub why: String,
+}
+
+impl Refusal {
+    /// The report line's text after the file: why, and what is kept with it.
+    pub fn words(&self) -> String {
+        match self.with {
+            0 => format!("{} (kept; the next run looks again)", self.why),
+            1 => format!(
+                "{} (kept, with the other file of its group; the next run looks again)",
+                self.why
+            ),
+            n => format!(
+                "{} (kept, with the {n} other files of its group; the next run looks again)",
+                self.why
+            ),
+        }
+    }
 }
 
 impl Applying {
@@ -256,9 +308,54 @@ impl Applying {
         }
     }
 
-    /// The plan's line for `file` (as `path_text` writes it), if any.
-    pub fn get(&self, file: &str) -> Option<&Deletion> {
-        self.by_file.get(file)
+    /// The one plan admission ([`Run::admit`](crate::Run::admit)): whether `group`, files
+    /// that go together (a session; a notification and its ack; a batch of them), takes
+    /// part in the run. Every planned file of the group is marked as met, kept or not.
+    pub(crate) fn admit(&mut self, group: &[Candidate<'_>]) -> (Admission, Vec<Refusal>) {
+        let listed: Vec<Option<&Deletion>> =
+            group.iter().map(|c| self.by_file.get(c.file)).collect();
+        if listed.iter().all(Option::is_none) {
+            return (Admission::NotInPlan, Vec::new());
+        }
+        let others = group.len().saturating_sub(1);
+        let mut refusals = Vec::new();
+        for (c, p) in group.iter().zip(&listed) {
+            let why = match p {
+                None => Some("not in the plan, while the rest of its group is".to_owned()),
+                Some(p) if p.stamp != *c.stamp || c.sha256.is_some_and(|sha| sha != p.sha256) => {
+                    Some("changed since the plan was made".to_owned())
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                refusals.push(Refusal {
+                    file: c.file.to_owned(),
+                    with: others,
+                    why,
+                });
+            }
+        }
+        if refusals.is_empty() {
+            let moved = group.iter().zip(&listed).find_map(|(c, p)| {
+                let (now, planned) = (c.held_by?, &p.as_ref()?.held_by);
+                (now != planned).then(|| (now.to_owned(), planned.clone()))
+            });
+            if let Some((now, planned)) = moved {
+                refusals.push(Refusal {
+                    file: group[0].file.to_owned(),
+                    with: others,
+                    why: format!("its data would now be held by {now}, the plan says {planned}"),
+                });
+            }
+        }
+        for c in group {
+            self.seen(c.file);
+        }
+        if refusals.is_empty() {
+            (Admission::Admitted, refusals)
+        } else {
+            (Admission::Refused, refusals)
+        }
     }
 
     /// Whether a deletion the run is about to make is the one the plan lists: the same
@@ -456,6 +553,53 @@ mod tests {
         assert!(refused("tmpa-compact", Task::CompactEvents, "/r").contains("digest"));
         std::fs::write(&path, &p.to_json()[..20]).unwrap();
         assert!(refused("tmpa-compact", Task::CompactEvents, "/r").contains("not a plan"));
+    }
+
+    /// Admission: a group is admitted only when every file is listed unchanged and held
+    /// where the plan says; a changed file is named, and what is kept with it counted;
+    /// a group the plan does not know is left without a word.
+    #[test]
+    fn admission_names_the_changed_file_and_keeps_its_group() {
+        let mut a = Applying::new(plan(vec![line("/r/a", 1), line("/r/b", 2)]));
+        let (sa, sb, sx) = (
+            line("/r/a", 1).stamp,
+            line("/r/b", 2).stamp,
+            line("/r/x", 9).stamp,
+        );
+        let c = |file, stamp| Candidate {
+            file,
+            stamp,
+            sha256: None,
+            held_by: None,
+        };
+        assert_eq!(a.admit(&[c("/r/x", &sx)]), (Admission::NotInPlan, vec![]));
+        assert_eq!(
+            a.admit(&[c("/r/a", &sa), c("/r/b", &sb)]).0,
+            Admission::Admitted
+        );
+        let (verdict, why) = a.admit(&[c("/r/a", &sa), c("/r/b", &sa)]);
+        assert_eq!(verdict, Admission::Refused);
+        assert_eq!(why.len(), 1);
+        assert_eq!((why[0].file.as_str(), why[0].with), ("/r/b", 1));
+        assert!(
+            why[0].words().contains("changed since the plan"),
+            "{}",
+            why[0].words()
+        );
+        let sha = "cd".repeat(32);
+        let changed = Candidate {
+            sha256: Some(&sha),
+            ..c("/r/a", &sa)
+        };
+        assert_eq!(a.admit(&[changed]).0, Admission::Refused);
+        let elsewhere = Candidate {
+            held_by: Some("/r/other.json"),
+            ..c("/r/a", &sa)
+        };
+        let (verdict, why) = a.admit(&[elsewhere, c("/r/b", &sb)]);
+        assert_eq!(verdict, Admission::Refused);
+        assert!(why[0].why.contains("/r/other.json"), "{}", why[0].why);
+        assert_eq!(a.unseen(), Vec::<&str>::new());
     }
 
     /// Applying: only the listed file, only unchanged, only held where the plan says;

@@ -99,6 +99,13 @@ pub enum Proof {
         /// SHA-256 of the object's bytes as read back, lower-case hex.
         object_sha256: String,
     },
+    /// An archive this run wrote (`file`) of a source (`held_by`) that changed after the
+    /// archive was verified, so that the source was kept: the source, newer, stays, and
+    /// no deletion relies on the archive, which is taken back (tmpa-archive).
+    TakenBack {
+        /// The source's user.
+        user: String,
+    },
     /// A leftover of a completed atomic write: its final file (`held_by`) exists, it was
     /// unchanged for `older_than_secs`, and it was proven not open.
     StaleTemporary {

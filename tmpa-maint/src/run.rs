@@ -12,7 +12,9 @@ use tmpa_core::maintenance::{line_text, path_text};
 use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
 use crate::lock::Lock;
-use crate::plan::{self, Applying, Noted, PLAN_FORMAT, Plan, Planned, Saving};
+use crate::plan::{
+    self, Admission, Applying, Candidate, Noted, PLAN_FORMAT, Plan, Refusal, Saving,
+};
 use crate::quarantine::{self, Quarantine, Recovered};
 use crate::receipt::{Deletion, Receipt, ReceiptLine};
 use crate::record::{RunRecord, Task, read_run_record, write_run_record};
@@ -51,6 +53,8 @@ pub struct Run {
     saving: Option<Saving>,
     /// A real run with `--apply-plan`: the plan being applied.
     applying: Option<Applying>,
+    /// The planned groups this run kept because they are not as planned ([`Run::admit`]).
+    refused: Vec<Refusal>,
     /// `--pace`: the pause after each batch of deletions.
     pub(crate) pace: std::time::Duration,
     /// Where the delete step moves files (`{root}/.tmpa/quarantine/in-flight/{task}/{run}`).
@@ -113,6 +117,7 @@ impl Run {
             would_delete: Noted::Hashes(Vec::new()),
             saving: None,
             applying: None,
+            refused: Vec::new(),
             pace: std::time::Duration::ZERO,
             quarantine: Quarantine::new(task, run_id),
             recovered,
@@ -151,19 +156,32 @@ impl Run {
         }
     }
 
-    /// What the plan being applied says of `file` (as `path_text` writes it): a run
-    /// applying a plan considers only the files it lists.
-    pub fn planned(&mut self, file: &str) -> Planned<'_> {
-        match &mut self.applying {
-            None => Planned::NoPlan,
-            Some(a) => {
-                a.seen(file);
-                match a.get(file) {
-                    Some(d) => Planned::Listed(d),
-                    None => Planned::NotInPlan,
-                }
-            }
-        }
+    /// The one plan admission of every program: whether `group`, files that go together
+    /// (an event file; a session; a notification and its ack; a batch of notifications
+    /// and acks; a temporary), takes part in this run. Without a plan, always. Applying
+    /// a plan, only when the plan lists every file of the group with exactly the stamp
+    /// (and SHA-256, and place that would hold its data, when given) it has now: a group
+    /// the plan does not list is left for the next run without a word; one it lists
+    /// otherwise is kept, and this run reports it itself, naming the file that is not as
+    /// planned (`problem:` lines, exit 1).
+    ///
+    /// Call it before the work that a deletion relies on (an archive written, a file
+    /// compacted), so that nothing is made for files that are then kept: once with what
+    /// a listing knows (stamps), and again with SHA-256 and the place of the data once
+    /// known.
+    pub fn admit(&mut self, group: &[Candidate<'_>]) -> Admission {
+        let Some(a) = &mut self.applying else {
+            return Admission::Admitted;
+        };
+        let (admission, mut refused) = a.admit(group);
+        self.refused.append(&mut refused);
+        admission
+    }
+
+    /// The groups this run kept because the plan does not list them as they are (what
+    /// [`Run::admit`] refused), in the order met.
+    pub fn refused(&self) -> &[Refusal] {
+        &self.refused
     }
 
     /// The plan being applied, if any (the delete path checks every deletion against it).
@@ -205,8 +223,8 @@ impl Run {
     /// [`tmpa_core::Error::Io`] naming the receipt; the caller must then not delete.
     pub(crate) fn record_receipt(&mut self, lines: &[ReceiptLine]) -> tmpa_core::Result<()> {
         assert!(
-            self.mode.deletes(),
-            "only a real run deletes and writes receipts"
+            self.mode.writes(),
+            "only a run that writes deletes (or takes back) and writes receipts"
         );
         if self.receipt.is_none() {
             self.receipt = Some(Receipt::create(
@@ -633,7 +651,8 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         .as_ref()
         .map(|a| a.unseen().into_iter().map(str::to_owned).collect())
         .unwrap_or_default();
-    let status = if unseen.is_empty() {
+    let refused = run.refused.clone();
+    let status = if unseen.is_empty() && refused.is_empty() {
         status
     } else {
         status.worst(ExitStatus::NeedsLook)
@@ -665,6 +684,12 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
                 serde_json::to_value(&recovered).expect("recoveries always serialize"),
             );
         }
+        if let (false, Some(map)) = (refused.is_empty(), doc.as_object_mut()) {
+            map.insert(
+                "plan_kept".into(),
+                serde_json::to_value(&refused).expect("refusals always serialize"),
+            );
+        }
         let mut doc = serde_json::to_string_pretty(&doc).expect("a report always serializes");
         doc.push('\n');
         out(&doc);
@@ -676,6 +701,16 @@ pub fn conclude(run: Run, status: ExitStatus, json: bool, report: &mut impl Repo
         }
         text.push_str(&report.render_text());
         out(&text);
+    }
+    for r in &refused {
+        log_line(
+            json,
+            &format!(
+                "  problem: {}: {}",
+                line_text(&r.file),
+                line_text(&r.words())
+            ),
+        );
     }
     for f in &unseen {
         log_line(

@@ -624,8 +624,9 @@ impl Root {
             .map_err(to_py)
     }
 
-    /// The bytes of a chat session, live or archived (decompressed): live, then the local
-    /// archive, then the object store the configuration names.
+    /// The bytes of a chat session, live or archived (decompressed): the live file, else
+    /// its newest archived version, locally or in the object store the configuration
+    /// names.
     fn read_session<'py>(
         &self,
         py: Python<'py>,

@@ -110,8 +110,9 @@ def test_reads_sessions_archived_in_s3(tmp_path, s3, s3_env):
 
 
 def test_an_unreachable_store_is_a_store_error(tmp_path, monkeypatch):
-    """A store that does not answer is a StoreError naming the object, not a missing
-    session."""
+    """A store that does not answer is a StoreError naming what was asked (the listing of
+    the user's versions, the first request of a read past the live file and the local
+    archive), not a missing session."""
     for k in list(os.environ):
         if k.startswith("AWS_"):
             monkeypatch.delenv(k)
@@ -124,7 +125,7 @@ def test_an_unreachable_store_is_a_store_error(tmp_path, monkeypatch):
     (root_dir / "tmpa.toml").write_text('[archive]\nurl = "s3://gone/host-a"\ntimeout_secs = 2\n')
     with pytest.raises(tmpa.StoreError) as e:
         tmpa.Root(root_dir).read_session("u1", "s1")
-    assert e.value.url == "s3://gone/host-a/u1/s1.json.gz"
+    assert e.value.url == "s3://gone/host-a/u1/versions/"
     assert e.value.kind == "unavailable"
     assert isinstance(e.value, OSError)
 
@@ -218,3 +219,60 @@ def test_ack_and_deliver_against_notifications_in_s3(tmp_path, s3, s3_env):
     with pytest.raises(FileNotFoundError):
         root.ack("u2", "never")
     assert not (root_dir / "notifications/u2").exists()
+
+
+def get_object(endpoint, bucket, key):
+    req = urllib.request.Request(
+        f"{endpoint}/{bucket}/{key}",
+        headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"},
+    )
+    with urllib.request.urlopen(req) as r:
+        return r.read()
+
+
+@pytest.mark.parametrize("tier", ["local", "file", "s3"])
+def test_a_chat_resumed_after_archival_three_times_over(tmp_path, tier, request):
+    """A chat archived, resumed by the backend, archived again, three times over (to the
+    tree's archive/, a file:// store, S3): every tmpa-archive run exits 0 and adds a
+    version beside the old ones; read_session returns the live session while there is
+    one and the newest version after; list_sessions lists it once; every version stays
+    readable."""
+    (tmp_path / "root").mkdir()
+    root_dir = tree_with_old_sessions(tmp_path / "root", {})
+    env = dict(os.environ)
+    version = None
+    if tier == "file":
+        store = tmp_path / "store"
+        store.mkdir()
+        (root_dir / "tmpa.toml").write_text(f'[archive]\nurl = "file://{store}"\n')
+        version = lambda n: store / "u1" / ("chat.json.gz" if n == 1 else f"versions/{n}/chat.json.gz")
+    elif tier == "s3":
+        s3 = request.getfixturevalue("s3")
+        env = {**env, **request.getfixturevalue("s3_env")}
+        create_bucket(s3, "py-resumed")
+        (root_dir / "tmpa.toml").write_text('[archive]\nurl = "s3://py-resumed/host-a"\n')
+    else:
+        archive = root_dir / "chat_history" / "u1" / "archive"
+        version = lambda n: archive / ("chat.json.gz" if n == 1 else f"versions/{n}/chat.json.gz")
+    where = {"local": "archived", "file": "stored", "s3": "stored"}[tier]
+    root = tmpa.Root(root_dir)
+    written = []
+    for round_ in range(4):
+        data = json.dumps({"messages": list(range(3 + 2 * round_))}).encode()
+        p = root.write_session("u1", "chat", data)
+        os.utime(p, (OLD, OLD))
+        assert root.read_session("u1", "chat") == data
+        written.append(data)
+        r = subprocess.run([program("tmpa-archive"), "--root", str(root_dir)],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not os.path.exists(p)
+        assert root.read_session("u1", "chat") == data
+        assert root.list_sessions("u1") == [("chat", where)]
+        for n, old in enumerate(written, start=1):
+            if tier == "s3":
+                key = "host-a/u1/" + ("chat.json.gz" if n == 1 else f"versions/{n}/chat.json.gz")
+                got = gzip.decompress(get_object(s3, "py-resumed", key))
+            else:
+                got = gzip.decompress(version(n).read_bytes())
+            assert got == old, n

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use tmpa_core::maintenance::{
-    Dir, Kind, SESSION_BYTES_MAX, STATE_DIR, gunzip_bounded, map_ordered, read_archive, root_dir,
-    serialize_path, temp_final_name,
+    Dir, Kind, SESSION_BYTES_MAX, STATE_DIR, VERSIONS_DIR, gunzip_bounded, map_ordered,
+    read_archive, root_dir, serialize_path, temp_final_name, version_of_dir,
 };
 use tmpa_core::{Day, Problem, ProblemKind, Root, Summary};
 use tmpa_maint::{ExitStatus, StartError, header_line, log_line, now_rfc3339, out};
@@ -276,6 +276,30 @@ impl Verifier {
                     SESSION_BYTES_MAX,
                     Some(gunzip_bounded),
                 );
+                // The later versions of sessions resumed after their archival.
+                if let Some(versions) = self.open_if_any(&archive, VERSIONS_DIR) {
+                    for (name, kind) in self.list(&versions) {
+                        let Some(n) = name.to_str().filter(|n| version_of_dir(n).is_some()) else {
+                            continue;
+                        };
+                        if kind != Kind::Directory {
+                            self.problem(not_regular(
+                                &versions.join(&name),
+                                kind,
+                                "a version directory",
+                            ));
+                            continue;
+                        }
+                        if let Some(dir) = self.open_if_any(&versions, n) {
+                            self.counts.archives += self.json_files(
+                                &dir,
+                                ".json.gz",
+                                SESSION_BYTES_MAX,
+                                Some(gunzip_bounded),
+                            );
+                        }
+                    }
+                }
             }
         }
     }

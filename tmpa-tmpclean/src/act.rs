@@ -16,7 +16,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tmpa_core::maintenance::{Dir, Kind, Lease, LeaseRefused, Meta, path_text};
 use tmpa_core::{Problem, ProblemKind};
-use tmpa_maint::{Deletion, Doomed, Kept, NotOpenProof, Outcome, Planned, Proof, Run};
+use tmpa_maint::{Admission, Candidate, Deletion, Doomed, Kept, NotOpenProof, Outcome, Proof, Run};
 
 use crate::inuse::{InUse, Use};
 use crate::walk::{Anchor, Reason, Temporary, Walk, final_kind};
@@ -250,9 +250,23 @@ fn settle_batch(
         }
         let dir = &open.last().expect("opened above").1;
         let file = path_text(&dir.join(&walk.temps[i].name));
-        if run.planned(&file) == Planned::NotInPlan {
-            walk.temps[i].reason = Reason::NotInPlan;
-            continue;
+        let group = [Candidate {
+            file: &file,
+            stamp: &walk.temps[i].meta.stamp,
+            sha256: None,
+            held_by: None,
+        }];
+        match run.admit(&group) {
+            Admission::Admitted => {}
+            Admission::NotInPlan => {
+                walk.temps[i].reason = Reason::NotInPlan;
+                continue;
+            }
+            // The run names it itself (`problem:` line).
+            Admission::Refused => {
+                walk.temps[i].reason = Reason::Changed("changed since the plan was made".into());
+                continue;
+            }
         }
         match prove(dir, &walk.temps[i], prover) {
             Ok((proof, lease, sha256)) => proven.push(Proven {

@@ -88,6 +88,14 @@ impl FsType {
     pub fn lease_sees_every_opener(self) -> bool {
         self.family == FsFamily::Local
     }
+
+    /// Whether inotify reports every change of a directory here: on a local file system
+    /// and an overlay (whose writers go through the overlay, in a container), where every
+    /// change passes through this kernel; not on a network or FUSE file system, where
+    /// another host, or the process behind the mount, changes what this kernel never sees.
+    pub fn inotify_sees_every_change(self) -> bool {
+        matches!(self.family, FsFamily::Local | FsFamily::Overlay)
+    }
 }
 
 impl fmt::Display for FsType {
@@ -126,6 +134,9 @@ mod tests {
         assert_eq!(odd.family, FsFamily::Unknown);
         assert_eq!(odd.to_string(), "unknown (f_type 0x1234)");
         assert!(!odd.lease_sees_every_opener());
+        assert!(FsType::of_magic(0x794C_7630).inotify_sees_every_change());
+        assert!(!FsType::of_magic(0x6969).inotify_sees_every_change());
+        assert!(!odd.inotify_sees_every_change());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub use fstype::{FsFamily, FsType};
 #[cfg(feature = "maintenance")]
 pub use lease::{Lease, LeaseRefused};
 pub use moves::MovesProbe;
+#[cfg(feature = "object-store")]
+pub(crate) use temp::temp_name_for;
 pub use temp::{Abbreviation, FinalName, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of};
 
 /// Identity and last change of a file: device, inode, size, and modification and

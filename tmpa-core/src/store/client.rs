@@ -18,6 +18,8 @@
 //! S3-compatible servers) refuses an overwrite. The HEAD that tmpa-archive makes before
 //! each upload narrows that to a race with another writer of the same key.
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +33,21 @@ use object_store::{
     PutPayload, RetryConfig,
 };
 
+use object_store::client::{
+    HttpClient, HttpConnector, HttpRequest, HttpRequestBody, ReqwestConnector,
+};
+use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
+
 use super::config::{ArchiveConfig, StoreScheme, StoreUrl};
 use super::credentials::Credentials;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::names::{SessionId, UserId};
+use crate::versions::{
+    VERSIONS_DIR, archive_file_name, session_of_archive_name, version_of_dir, version_rel,
+};
+
+/// How long the signed URL of a conditional DELETE is valid: it is sent at once.
+const SIGNED_DELETE_VALIDITY: Duration = Duration::from_secs(60);
 
 /// Retries of a failed request (transient failures only).
 pub const RETRIES_MAX: usize = 3;
@@ -93,7 +106,8 @@ pub enum PutNew {
     Exists,
 }
 
-/// An archive object's key: `{prefix}/{user}/{session}.json.gz`, or
+/// An archive object's key: `{prefix}/{user}/{session}.json.gz` (a session's first
+/// version), `{prefix}/{user}/versions/{n}/{session}.json.gz` (its version `n`), or
 /// `{prefix}/{user}/acked-{n}-{16 hex}.tar.gz` for notifications; each name one key
 /// segment (characters S3 advises against are percent-encoded; a `file://` store uses
 /// the names as they are, one directory entry each).
@@ -101,7 +115,45 @@ pub enum PutNew {
 pub struct ObjectKey {
     path: ObjectPath,
     user: String,
+    /// The directories between the user's and the name (`versions/{n}`), if any.
+    dirs: Vec<String>,
     name: String,
+}
+
+impl ObjectKey {
+    /// The version of a session's archive this key is ([`Store::version_key`]); `None`
+    /// for a notification archive's key.
+    pub fn version(&self) -> Option<u32> {
+        match self.dirs.as_slice() {
+            [] => self.name.ends_with(".json.gz").then_some(1),
+            [_, n] => version_of_dir(n),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub(crate) fn dirs(&self) -> &[String] {
+        &self.dirs
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What [`Store::delete_own`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The object was exactly the one given (ETag, or version), and is deleted.
+    Deleted,
+    /// Another object is at the key, or none: nothing was deleted.
+    NotOurs,
+    /// This store (or this client for it) has no delete that acts on that very object
+    /// only: nothing was deleted, for the reason given.
+    Unsupported(String),
 }
 
 /// Where the objects are: a cloud store through Arrow's client, or a directory through
@@ -110,8 +162,18 @@ enum Backend {
     Cloud {
         inner: Arc<dyn ObjectStore>,
         paged: Arc<dyn PaginatedListStore>,
+        /// S3: signs the conditional DELETE that `object_store` has no call for, sent by
+        /// `http` ([`Store::delete_own`]). `None` for GCS and Azure.
+        delete: Option<ConditionalDelete>,
     },
     Local(super::local::LocalStore),
+}
+
+/// What a conditional DELETE needs: a signer with the store's credentials and an HTTP
+/// client with the store's options (plain http allowed or not, timeouts).
+struct ConditionalDelete {
+    signer: Arc<dyn Signer>,
+    http: HttpClient,
 }
 
 /// A connection to the archive store of a root.
@@ -227,6 +289,7 @@ impl Store {
         let cloud = |s: Arc<dyn ObjectStore>, p: Arc<dyn PaginatedListStore>| Backend::Cloud {
             inner: s,
             paged: p,
+            delete: None,
         };
         let unknown = |names: Vec<&str>| {
             fail(
@@ -244,19 +307,33 @@ impl Store {
                 if !other.is_empty() {
                     return Err(unknown(other));
                 }
-                let b = known
+                let builder = known
                     .into_iter()
-                    .fold(AmazonS3Builder::from_env(), |b, (k, v)| b.with_config(k, v));
-                let s = Arc::new(
-                    b.with_url(cloud_url)
-                        .with_http_connector(watch())
-                        .with_retry(retry)
-                        .with_config(K::Client(ClientConfigKey::Timeout), timeout)
-                        .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect)
-                        .build()
-                        .map_err(|e| fail(Box::new(e)))?,
-                );
-                (cloud(s.clone(), s), prefix_path(url))
+                    .fold(AmazonS3Builder::from_env(), |b, (k, v)| b.with_config(k, v))
+                    .with_url(cloud_url)
+                    .with_http_connector(watch())
+                    .with_retry(retry)
+                    .with_config(K::Client(ClientConfigKey::Timeout), timeout.clone())
+                    .with_config(K::Client(ClientConfigKey::ConnectTimeout), connect.clone());
+                // The conditional DELETE goes out through a client of the same options
+                // (plain http allowed or not, timeouts), signed with the same credentials.
+                let allow_http = builder
+                    .get_config_value(&K::Client(ClientConfigKey::AllowHttp))
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+                let s = Arc::new(builder.build().map_err(|e| fail(Box::new(e)))?);
+                let options = object_store::ClientOptions::new()
+                    .with_allow_http(allow_http)
+                    .with_config(ClientConfigKey::Timeout, timeout)
+                    .with_config(ClientConfigKey::ConnectTimeout, connect);
+                let http = ReqwestConnector::default()
+                    .connect(&options)
+                    .map_err(|e| fail(Box::new(e)))?;
+                let backend = Backend::Cloud {
+                    inner: s.clone(),
+                    paged: s.clone(),
+                    delete: Some(ConditionalDelete { signer: s, http }),
+                };
+                (backend, prefix_path(url))
             }
             StoreScheme::Gcs => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
@@ -338,12 +415,30 @@ impl Store {
         }
     }
 
-    /// The key of a session's archive.
+    /// The key of a session's first archived version, `{prefix}/{user}/{session}.json.gz`.
     pub fn key(&self, user: &UserId, session: &SessionId) -> ObjectKey {
-        let name = format!("{session}.json.gz");
+        self.version_key(user, session, 1)
+    }
+
+    /// The key of version `n` of a session's archive: [`Store::key`] for 1, else
+    /// `{prefix}/{user}/versions/{n}/{session}.json.gz` (crate `versions` module).
+    ///
+    /// # Panics
+    /// When `n` is 0 or above [`crate::maintenance::VERSION_MAX`].
+    pub fn version_key(&self, user: &UserId, session: &SessionId, n: u32) -> ObjectKey {
+        let name = archive_file_name(session);
+        let dirs: Vec<String> = version_rel(n)
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        let mut path = self.user_dir(user);
+        for d in &dirs {
+            path = path.join(PathPart::from(d.as_str()));
+        }
         ObjectKey {
-            path: self.user_dir(user).join(PathPart::from(name.as_str())),
+            path: path.join(PathPart::from(name.as_str())),
             user: user.as_str().to_owned(),
+            dirs,
             name,
         }
     }
@@ -362,6 +457,7 @@ impl Store {
         ObjectKey {
             path: self.user_dir(user).join(PathPart::from(archive)),
             user: user.as_str().to_owned(),
+            dirs: Vec::new(),
             name: archive.to_owned(),
         }
     }
@@ -417,7 +513,7 @@ impl Store {
     /// [`Error::Store`] naming the object URL.
     pub fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>> {
         let inner = match &self.backend {
-            Backend::Local(l) => return l.head(&key.user, &key.name, self.object_url(key)),
+            Backend::Local(l) => return l.head(l.at(key), self.object_url(key)),
             Backend::Cloud { inner, .. } => inner,
         };
         match self.block_on(inner.head(&key.path)) {
@@ -446,7 +542,7 @@ impl Store {
             source: Some(format!("{size} bytes, more than {bytes_max}").into()),
         };
         let inner = match &self.backend {
-            Backend::Local(l) => return l.get(&key.user, &key.name, bytes_max, url()),
+            Backend::Local(l) => return l.get(l.at(key), bytes_max, url()),
             Backend::Cloud { inner, .. } => inner,
         };
         let fut = async {
@@ -485,7 +581,7 @@ impl Store {
     pub fn put_new(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<PutNew> {
         let inner = match &self.backend {
             Backend::Local(l) => {
-                return l.put_new(&key.user, &key.name, &bytes, self.object_url(key));
+                return l.put_new(l.at(key), &bytes, self.object_url(key));
             }
             Backend::Cloud { inner, .. } => inner,
         };
@@ -528,40 +624,154 @@ impl Store {
         }
     }
 
-    /// Deletes the object if it still has the ETag `etag` (an object this run wrote and
-    /// must take back). Returns whether it was deleted.
+    /// Deletes the object at `key` only if it is the one with this ETag (or, on a
+    /// versioned bucket, this version): an object this run created and must take back.
+    /// Never deletes another object that took the key meanwhile.
+    ///
+    /// - S3 (and S3-compatible stores): a HEAD (the ETag must match), then one DELETE
+    ///   that the store itself makes conditional: `?versionId=` on a versioned bucket
+    ///   (it removes exactly that version), else `If-Match: {etag}` (S3 has honoured it
+    ///   on DeleteObject since 2025; a store that ignores the header deletes what the
+    ///   HEAD just saw, which only another writer of the same key could have replaced
+    ///   in between). A store that answers 501 Not Implemented has none:
+    ///   [`Removal::Unsupported`].
+    /// - `file://`: moved aside to a fresh private name, checked there (inode, mtime,
+    ///   size), and only then unlinked; another file is put back without replacing
+    ///   anything.
+    /// - GCS and Azure: [`Removal::Unsupported`] (the client has no conditional delete
+    ///   for them); the object stays.
     ///
     /// # Errors
     /// [`Error::Store`] naming the object URL.
-    pub fn delete_own(&self, key: &ObjectKey, etag: &str) -> Result<bool> {
-        let inner = match &self.backend {
+    pub fn delete_own(
+        &self,
+        key: &ObjectKey,
+        etag: &str,
+        version: Option<&str>,
+    ) -> Result<Removal> {
+        let delete = match &self.backend {
             Backend::Local(l) => {
-                return l.delete_own(&key.user, &key.name, etag, self.object_url(key));
+                return l.delete_own(l.at(key), etag, self.object_url(key));
             }
-            Backend::Cloud { inner, .. } => inner,
+            Backend::Cloud { delete: None, .. } => {
+                return Ok(Removal::Unsupported(format!(
+                    "no conditional delete for {}:// stores in this client",
+                    self.url.scheme().as_str()
+                )));
+            }
+            Backend::Cloud {
+                delete: Some(d), ..
+            } => d,
         };
         match self.head(key)? {
-            Some(info) if info.etag.as_deref() == Some(etag) => {
-                self.block_on(inner.delete(&key.path))
-                    .map_err(|e| self.error("delete", key, e))?;
-                Ok(true)
+            Some(info) if info.etag.as_deref() == Some(etag) => {}
+            _ => return Ok(Removal::NotOurs),
+        }
+        self.block_on(self.conditional_delete(delete, key, etag, version))
+    }
+
+    /// The signed, conditional DELETE of [`Store::delete_own`].
+    async fn conditional_delete(
+        &self,
+        d: &ConditionalDelete,
+        key: &ObjectKey,
+        etag: &str,
+        version: Option<&str>,
+    ) -> Result<Removal> {
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Store {
+            op: "delete",
+            url: self.object_url(key),
+            kind: StoreErrorKind::Other,
+            source: Some(source),
+        };
+        let mut options = SignedUrlOptions::new();
+        let condition = match version {
+            Some(v) => {
+                options = options.with_query([("versionId", v)]);
+                None
             }
-            _ => Ok(false),
+            None => {
+                let value = HeaderValue::from_str(etag).map_err(|e| fail(Box::new(e)))?;
+                options =
+                    options.with_signed_header(HeaderName::from_static("if-match"), value.clone());
+                Some(value)
+            }
+        };
+        let url = d
+            .signer
+            .signed_url_opts(Method::DELETE, &key.path, SIGNED_DELETE_VALIDITY, &options)
+            .await
+            .map_err(|e| self.error("delete", key, e))?;
+        let mut req = HttpRequest::new(HttpRequestBody::empty());
+        *req.method_mut() = Method::DELETE;
+        *req.uri_mut() = url.as_str().parse().map_err(|e| fail(Box::new(e)))?;
+        if let Some(value) = condition {
+            req.headers_mut()
+                .insert(HeaderName::from_static("if-match"), value);
+        }
+        let resp = d.http.execute(req).await.map_err(|e| Error::Store {
+            op: "delete",
+            url: self.object_url(key),
+            kind: StoreErrorKind::Unavailable,
+            source: Some(Box::new(e)),
+        })?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => Ok(Removal::Deleted),
+            // Another object has the key (412), or none does (404): not ours to delete.
+            404 | 412 => Ok(Removal::NotOurs),
+            501 => Ok(Removal::Unsupported(
+                "the store answered 501 Not Implemented to a conditional DELETE".into(),
+            )),
+            _ => {
+                let body = resp.into_body().bytes().await.unwrap_or_default();
+                let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+                if text.contains("NotImplemented") {
+                    return Ok(Removal::Unsupported(format!(
+                        "the store refused a conditional DELETE ({status}: NotImplemented)"
+                    )));
+                }
+                Err(fail(format!("HTTP {status}: {text}").into()))
+            }
         }
     }
 
-    /// The sessions archived in the store for `user`, sorted. Objects that are not
-    /// `{session}.json.gz` with a valid session name are left out.
+    /// The sessions archived in the store for `user`, each with its newest version
+    /// (one listing of the user's prefix). Objects that are not `{session}.json.gz` with
+    /// a valid session name, at the user's level or in a version directory, are left out.
     ///
     /// # Errors
     /// [`Error::Store`] naming the user's prefix; of kind [`StoreErrorKind::TooLarge`]
     /// past [`LISTED_OBJECTS_MAX`] objects.
-    pub fn list_sessions(&self, user: &UserId) -> Result<Vec<SessionId>> {
-        Ok(self
-            .list_user(user, ".json.gz")?
-            .into_iter()
-            .filter_map(|s| SessionId::new(s).ok())
-            .collect())
+    pub fn list_sessions(&self, user: &UserId) -> Result<BTreeMap<SessionId, u32>> {
+        let mut out = BTreeMap::new();
+        for rel in self.list_user(user, None)? {
+            if let Some((id, n)) = session_version_of(&rel) {
+                let newest = out.entry(id).or_insert(n);
+                *newest = (*newest).max(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The versions after the first of every session of `user` in the store
+    /// (`versions/{n}/{session}.json.gz`), ascending: one listing of the user's
+    /// `versions/`, which holds only sessions that came back after their archival.
+    ///
+    /// # Errors
+    /// As [`Store::list_sessions`].
+    pub fn later_versions(&self, user: &UserId) -> Result<BTreeMap<SessionId, Vec<u32>>> {
+        let mut out: BTreeMap<SessionId, Vec<u32>> = BTreeMap::new();
+        for rel in self.list_user(user, Some(VERSIONS_DIR))? {
+            if let Some((id, n)) = session_version_of(&rel).filter(|(_, n)| *n > 1) {
+                out.entry(id).or_default().push(n);
+            }
+        }
+        for v in out.values_mut() {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Ok(out)
     }
 
     /// The names of the archives of acknowledged notifications in the store for `user`
@@ -570,27 +780,37 @@ impl Store {
     /// # Errors
     /// As [`Store::list_sessions`].
     pub fn list_notification_archives(&self, user: &UserId) -> Result<Vec<String>> {
-        Ok(self
-            .list_user(user, "")?
+        let mut out: Vec<String> = self
+            .list_user(user, None)?
             .into_iter()
-            .filter(|n| crate::notify_archive::archive_count(n).is_some())
-            .collect())
+            .filter_map(|mut rel| {
+                (rel.len() == 1 && crate::notify_archive::archive_count(&rel[0]).is_some())
+                    .then(|| rel.remove(0))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
-    /// The names of the objects directly under the user's prefix that end in `suffix`,
-    /// without it, sorted and each once.
-    fn list_user(&self, user: &UserId, suffix: &str) -> Result<Vec<String>> {
-        let dir = self.user_dir(user);
-        let shown = format!("{}/{}/", self.url, PathPart::from(user.as_str()).as_ref());
+    /// The objects below the user's prefix (or its directory `sub`), each as its key
+    /// segments below the user's prefix, decoded.
+    fn list_user(&self, user: &UserId, sub: Option<&str>) -> Result<Vec<Vec<String>>> {
+        let mut dir = self.user_dir(user);
+        let shown = format!(
+            "{}/{}/{}",
+            self.url,
+            PathPart::from(user.as_str()).as_ref(),
+            sub.map(|s| format!("{s}/")).unwrap_or_default()
+        );
         let inner = match &self.backend {
-            Backend::Local(l) => {
-                let mut out = l.list(user.as_str(), suffix, shown)?;
-                out.sort();
-                out.dedup();
-                return Ok(out);
-            }
+            Backend::Local(l) => return l.list(user.as_str(), sub, shown),
             Backend::Cloud { inner, .. } => inner,
         };
+        let user_depth = dir.parts().count();
+        if let Some(sub) = sub {
+            dir = dir.join(PathPart::from(sub));
+        }
         let fut = async {
             let mut out = Vec::new();
             let mut stream = inner.list(Some(&dir));
@@ -606,23 +826,17 @@ impl Store {
                         source: Some(format!("more than {LISTED_OBJECTS_MAX} objects").into()),
                     });
                 }
-                // Only direct children: `{user}/{name}`.
-                if meta.location.parts().count() != dir.parts().count() + 1 {
-                    continue;
-                }
-                let Some(name) = meta.location.filename().map(percent_decode) else {
-                    continue;
-                };
-                if let Some(stem) = name.strip_suffix(suffix) {
-                    out.push(stem.to_owned());
-                }
+                out.push(
+                    meta.location
+                        .parts()
+                        .skip(user_depth)
+                        .map(|p| percent_decode(p.as_ref()))
+                        .collect(),
+                );
             }
             Ok(out)
         };
-        let mut out = self.block_on(fut)?;
-        out.sort();
-        out.dedup();
-        Ok(out)
+        self.block_on(fut)
     }
 
     /// One cheap request that proves the store answers and the credentials are accepted:
@@ -725,6 +939,19 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The session and version a key below a user's prefix stands for: `[{session}.json.gz]`
+/// is version 1, `[versions, {n}, {session}.json.gz]` version `n`.
+fn session_version_of(rel: &[String]) -> Option<(SessionId, u32)> {
+    match rel {
+        [name] => Some((session_of_archive_name(OsStr::new(name))?, 1)),
+        [dir, n, name] if dir == VERSIONS_DIR => Some((
+            session_of_archive_name(OsStr::new(name))?,
+            version_of_dir(n)?,
+        )),
+        _ => None,
+    }
 }
 
 /// An object_store error as the library's, with its kind.

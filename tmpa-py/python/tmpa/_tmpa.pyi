@@ -144,12 +144,14 @@ class Root:
         """Write chat_history/{user}/sessions/{session}.json atomically; return its path.
         A str is a TypeError: encode it (``json.dumps(s).encode()``)."""
     def read_session(self, user: Id, session: Id) -> bytes:
-        """A chat session's bytes: live, archived locally, or in the object store the
+        """A chat session's bytes: the live file, else its newest archived version (a chat
+        resumed after its archival has several), locally or in the object store the
         configuration names. FileNotFoundError when none; ConfigError, StoreError."""
     def list_sessions(
         self, user: Id
     ) -> List[Tuple[str, Literal["live", "archived", "stored"]]]:
-        """``(session, "live" | "archived" | "stored")`` for each of the user's sessions."""
+        """``(session, "live" | "archived" | "stored")`` for each of the user's sessions,
+        once: where ``read_session`` reads it (live, else where its newest version is)."""
 
 def write_atomic(path: PathArg, data: BytesArg) -> None:
     """Write ``data`` to ``path`` atomically and durably (its directory must exist)."""
