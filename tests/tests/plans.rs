@@ -276,7 +276,7 @@ fn plans_that_may_not_be_applied_are_refused() {
         ),
         (
             "another format",
-            edit(&|v| v["format"] = 2.into()),
+            edit(&|v| v["format"] = 3.into()),
             "tmpa-compact",
             &t,
         ),

@@ -8,14 +8,15 @@ use std::io::BufReader;
 use std::path::Path;
 
 use tmpa_core::maintenance::{
-    AtomicFile, COMPACTED_NAME, CompactedWriter, Dir, Kind, ReadBack, Stamp, SummaryFold,
-    conflict_problem_of, event_names, hex, open_compacted, parse_compacted, path_text, read_cached,
-    root_dir, salvage_compacted, source_stamp, stamp_entries, write_summary,
+    AtomicFile, COMPACTED_NAME, CompactedWriter, Dir, Kind, ReadBack, SourceStamper, Stamp,
+    SummaryFold, conflict_problem_of, hex, is_event_name, open_compacted, parse_compacted,
+    path_text, read_cached, root_dir, salvage_compacted, source_stamp, write_summary,
 };
-use tmpa_core::{Day, Error, EventId, Problem, ProblemKind, Summary};
+use tmpa_core::{Day, Error, EventId, Problem, ProblemKind, Root, Summary};
 use tmpa_maint::{Admission, Candidate, Deletion, Doomed, Outcome, Proof, Run};
 
 use crate::merge::{Cursor, Discard, Findings, Sink, merge_pass, resolve_pending};
+use crate::names::NameSort;
 use crate::record::Class;
 use crate::scan::{
     Admit, CompactedDay, DayOptions, LooseDay, event_file_name_of, scan_compacted, scan_loose,
@@ -103,6 +104,7 @@ pub fn compact_day(run: &SharedRun<'_>, day: Day, opts: &DayOptions) -> DayRepor
     r.already_compacted = usize::try_from(compacted.events).unwrap_or(usize::MAX);
     r.spilled_runs = loose.spill.as_ref().map_or(0, |s| s.runs());
     let mut work = DayWork {
+        root: &root,
         dir: &dir,
         day,
         compacted,
@@ -215,10 +217,10 @@ fn what_compacting_would_lose(dir: &Dir, day: Day, opts: &DayOptions) -> (String
 /// nothing to merge, delete or rewrite. Recognising it costs one listing and one `lstat`,
 /// so nightly runs do not re-read the whole history. (A `_compacted.json` damaged in place
 /// without a change of size or mtime is not noticed here; tmpa-patrol's corrupt_json check
-/// parses it.)
+/// parses it.) The listing stops at the first loose file and holds no name: a day of
+/// millions of them is read within the budget by [`scan_loose`] alone.
 fn settled_day(dir: &Dir, day: Day) -> Option<DayReport> {
-    let names = event_names(dir).ok()?;
-    if !names.is_empty() {
+    if has_loose_file(dir).unwrap_or(true) {
         return None;
     }
     let cached = read_cached(dir, day)?;
@@ -236,8 +238,21 @@ fn settled_day(dir: &Dir, day: Day) -> Option<DayReport> {
     })
 }
 
+/// Whether `dir` holds a loose event file (`evt_*.json`), by a listing that stops at
+/// the first.
+fn has_loose_file(dir: &Dir) -> tmpa_core::Result<bool> {
+    for entry in dir.entries()? {
+        if is_event_name(&entry?.name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A day read, being compacted.
 struct DayWork<'d> {
+    /// The root, where a spill file goes.
+    root: &'d Root,
     dir: &'d Dir,
     day: Day,
     compacted: CompactedDay,
@@ -321,11 +336,13 @@ impl DayWork<'_> {
         // A new _compacted.json would be written when there is something new: its stamp
         // is not known yet.
         let stamp = self.compacted.stamp.filter(|_| self.added == 0);
-        let mut summary = self.summary();
-        summary.source = self.stamp_after(stamp, false);
-        r.summary_rewritten = self.events() > 0
-            && r.problems.is_empty()
-            && !summary_is_current(self.dir, self.day, &summary, stamp.is_some());
+        // A day with problems is never cached (see `act`): its stamp is not needed.
+        if self.events() > 0 && r.problems.is_empty() {
+            let mut summary = self.summary();
+            summary.source = self.stamp_after(stamp, false)?;
+            r.summary_rewritten =
+                !summary_is_current(self.dir, self.day, &summary, stamp.is_some());
+        }
         // The plan lists each file with the receipt line a real run would write for it:
         // the same disposal as a real run's, which the dry run's mode turns into notes.
         self.delete(run, Holder::Planned, r)?;
@@ -385,14 +402,16 @@ impl DayWork<'_> {
         }
         let deleting = lock(run).mode().deletes() && verified && self.to_delete() > 0;
         // The summary is written before any deletion, so a crash after a deletion never
-        // leaves a summary that misses the deleted events.
-        let mut summary = self.summary();
-        summary.source = self.stamp_after(held, !deleting);
-        // A day with problems (corrupt or conflicting loose files stay) is never cached:
-        // a cached summary is always a whole day's (tmpa-core's `Root::summary`).
-        if r.problems.is_empty() && !summary_is_current(self.dir, self.day, &summary, true) {
-            write_summary(self.dir, &summary)?;
-            r.summary_rewritten = true;
+        // leaves a summary that misses the deleted events. A day with problems (corrupt or
+        // conflicting loose files stay) is never cached: a cached summary is always a
+        // whole day's (tmpa-core's `Root::summary`).
+        if r.problems.is_empty() {
+            let mut summary = self.summary();
+            summary.source = self.stamp_after(held, !deleting)?;
+            if !summary_is_current(self.dir, self.day, &summary, true) {
+                write_summary(self.dir, &summary)?;
+                r.summary_rewritten = true;
+            }
         }
         if deleting {
             if !wrote && let Some(f) = &held_file {
@@ -468,31 +487,33 @@ impl DayWork<'_> {
     }
 
     /// The consistency stamp of the day directory as it will be once the loose files to
-    /// delete are gone (or, with `keeping`, all still there); empty when that is not
-    /// known without holding every name (a spilled day whose loose files stay).
-    fn stamp_after(&self, compacted: Option<Stamp>, keeping: bool) -> String {
-        let mut remaining = self.loose.unloaded.clone();
-        remaining.extend(
-            self.conflicts
-                .iter()
-                .map(|id| event_file_name_of(id.as_str().as_bytes())),
-        );
-        if keeping && self.to_delete() > 0 {
-            if self.loose.spill.is_some() {
-                return String::new();
-            }
-            let arena = &self.loose.arena;
-            remaining.extend(
-                self.loose
-                    .recs
-                    .iter()
-                    .filter(|r| self.loose.classes[r.ordinal as usize].deletes())
-                    .map(|r| event_file_name_of(r.id(arena))),
-            );
+    /// delete are gone (or, with `keeping`, all still there). The names that stay are
+    /// gathered with the ones the scan did not load ([`NameSort`]: spilled in sorted runs
+    /// beyond its share of the budget) and stamped one at a time in name order, as they
+    /// are now (one gone meanwhile is left out). Called once per day: it takes them.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming a spill file.
+    fn stamp_after(
+        &mut self,
+        compacted: Option<Stamp>,
+        keeping: bool,
+    ) -> tmpa_core::Result<String> {
+        let mut remaining = std::mem::replace(&mut self.loose.unloaded, NameSort::new(0));
+        for id in &self.conflicts {
+            remaining.push(self.root, &event_file_name_of(id.as_str().as_bytes()))?;
         }
-        remaining.sort();
-        remaining.dedup();
-        source_stamp(compacted, &stamp_entries(self.dir, &remaining))
+        if keeping && self.to_delete() > 0 {
+            self.each_deletable(|name, _, _| remaining.push(self.root, &name))?;
+        }
+        let mut stamp = SourceStamper::new(compacted);
+        remaining.for_each(self.root, |name| {
+            if let Some(now) = self.dir.stat(name).ok().flatten() {
+                stamp.add(name, &now.stamp);
+            }
+            Ok(())
+        })?;
+        Ok(stamp.finish())
     }
 
     /// Calls `f` with the name, stamp and SHA-256 of every loose file to delete, in

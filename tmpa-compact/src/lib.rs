@@ -19,6 +19,7 @@
 mod arena;
 mod day;
 mod merge;
+mod names;
 mod record;
 mod scan;
 mod size;

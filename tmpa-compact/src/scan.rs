@@ -20,6 +20,7 @@ use tmpa_core::maintenance::{
 use tmpa_core::{Day, Error, Problem, Root};
 
 use crate::arena::Arena;
+use crate::names::NameSort;
 use crate::record::{Class, CompactedRec, Instant, LooseRec, cmp_key};
 use crate::spill::{PositionedReader, Spill};
 
@@ -29,10 +30,13 @@ const READ_CHUNK_NAMES: usize = 4096;
 /// a chunk ends at [`READ_CHUNK_NAMES`] files or at this many bytes, whichever comes
 /// first, so that the readers' buffers are bounded whatever the size of the events.
 pub(crate) const READ_CHUNK_BYTES: usize = 8 << 20;
-/// What a name listed costs, about, in bytes: names are listed (then sorted by inode) in
-/// batches of up to an eighth of the budget, so a day of up to about half a million
-/// files is read in one pass in inode order with the default budget.
-const LISTED_NAME_BYTES_EST: usize = 64;
+/// The share of the budget that a batch of the listing holds (names and inode numbers,
+/// sorted by inode): with the default budget, a day of up to about 100,000 files of long
+/// names (a 100-byte id) is read in one pass in inode order.
+const LISTING_SHARE: usize = 8;
+/// The share of the budget that the names of the loose files left on disk hold
+/// ([`NameSort`]: beyond it they are spilled in sorted runs).
+const NAMES_SHARE: usize = 16;
 /// A `_compacted.json` up to this share of the budget is held in memory (its canonical
 /// bytes and records take about its size again); a larger one is re-read from disk by
 /// each pass of the merge.
@@ -336,8 +340,9 @@ pub(crate) struct LooseDay {
     pub(crate) spill: Option<Spill>,
     /// What is known of each record, by ordinal.
     pub(crate) classes: Vec<Class>,
-    /// `evt_*` names listed that gave no record (corrupt, odd, or gone since listed).
-    pub(crate) unloaded: Vec<OsString>,
+    /// `evt_*` names listed that gave no record (corrupt, odd, gone since listed, or not
+    /// admitted by the plan being applied).
+    pub(crate) unloaded: NameSort,
     /// Why each corrupt or odd file cannot be used.
     pub(crate) problems: Vec<Problem>,
     /// The loose events known to be new, folded into the summary.
@@ -396,17 +401,19 @@ pub(crate) fn scan_loose(
     mut admit: Option<&mut Admit<'_>>,
 ) -> tmpa_core::Result<LooseDay> {
     let budget = usize::try_from(opts.memory_budget_bytes).unwrap_or(usize::MAX);
-    // The listing batch (an eighth of the budget) comes out of the budget too.
+    // The listing batch and the names left come out of the budget too.
+    let listing_bytes_max = budget / LISTING_SHARE;
     let run_bytes_max = budget
         .saturating_sub(compacted.bytes())
-        .saturating_sub(budget / 8)
+        .saturating_sub(listing_bytes_max)
+        .saturating_sub(budget / NAMES_SHARE)
         .max(RUN_BYTES_MIN);
     let mut l = LooseDay {
         arena: Arena::with_chunk_bytes(run_bytes_max / 8),
         recs: Vec::new(),
         spill: None,
         classes: Vec::new(),
-        unloaded: Vec::new(),
+        unloaded: NameSort::new(budget / NAMES_SHARE),
         problems: Vec::new(),
         fold: SummaryFold::new(day),
         suspects: 0,
@@ -414,7 +421,6 @@ pub(crate) fn scan_loose(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(READ_THREADS_MAX);
-    let names_max = (budget / LISTED_NAME_BYTES_EST / 8).max(READ_CHUNK_NAMES);
     // Paced: one read at a time in the device's queue, and a pause per batch.
     let mut pacer = tmpa_maint::Pacer::new(opts.pace);
     let paced = pacer.is_paced();
@@ -431,7 +437,8 @@ pub(crate) fn scan_loose(
             let entry = entry?;
             if is_event_name(&entry.name) {
                 names.push(entry.ino, &entry.name);
-                if names.len() == names_max {
+                // At least a read chunk's worth, whatever the budget.
+                if names.len() >= READ_CHUNK_NAMES && names.bytes() >= listing_bytes_max {
                     break;
                 }
             }
@@ -455,7 +462,7 @@ pub(crate) fn scan_loose(
             };
             let (outs, next) = read_batch(dir, &names, chunk, threads, compacted, opts);
             for out in outs {
-                take_batch(&mut l, out, admit.as_deref_mut(), |l| {
+                take_batch(root, &mut l, out, admit.as_deref_mut(), |l| {
                     if l.run_bytes() > run_bytes_max {
                         l.spill_run(root)?;
                     }
@@ -485,6 +492,12 @@ struct Names {
 }
 
 impl Names {
+    /// Memory held, about: what the names take, and as much again of spare capacity at
+    /// most (a vector grows by doubling; the next batch reuses it).
+    fn bytes(&self) -> usize {
+        2 * (self.bytes.len() + self.list.len() * size_of::<(u64, u32, u8)>())
+    }
+
     fn push(&mut self, ino: u64, name: &OsStr) {
         let offset = u32::try_from(self.bytes.len()).expect("names of a batch under 4 GiB");
         // A file name is at most 255 bytes.
@@ -516,6 +529,7 @@ impl Names {
 /// Moves what one reader found into the day's records, calling `after_each` after each
 /// one (which spills the run when it outgrows the budget).
 fn take_batch(
+    root: &Root,
     l: &mut LooseDay,
     out: ReaderOut,
     mut admit: Option<&mut Admit<'_>>,
@@ -528,7 +542,7 @@ fn take_batch(
         if let Some(admit) = admit.as_deref_mut() {
             let name = event_file_name_of(id);
             if !admit(&name, &it.stamp, &it.sha256) {
-                l.unloaded.push(name);
+                l.unloaded.push(root, &name)?;
                 continue;
             }
         }
@@ -562,7 +576,9 @@ fn take_batch(
         });
         after_each(l)?;
     }
-    l.unloaded.extend(out.unloaded);
+    for name in &out.unloaded {
+        l.unloaded.push(root, name)?;
+    }
     l.problems.extend(out.problems);
     Ok(())
 }

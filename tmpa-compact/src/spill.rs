@@ -152,25 +152,35 @@ impl Spill {
     /// # Errors
     /// [`Error::Io`] naming the spill file (a full disk is `StorageFull`).
     pub(crate) fn write_run(&mut self, recs: &[LooseRec], arena: &Arena) -> tmpa_core::Result<()> {
-        let start = self.len;
-        let mut out = BufWriter::with_capacity(
-            WRITE_BUF_BYTES,
-            PositionedWriter {
-                file: &self.write,
-                pos: start,
-            },
-        );
-        let written = recs
-            .iter()
-            .try_for_each(|r| write_spilled(&mut out, r, arena))
-            .and_then(|()| out.into_inner().map_err(io::IntoInnerError::into_error));
-        let end = written.map_err(|e| Error::io("write", &self.path, e))?.pos;
-        self.len = end;
-        self.runs.push(RunSpan {
-            start,
-            len: end - start,
-        });
-        Ok(())
+        let mut run = self.run_writer();
+        for r in recs {
+            write_spilled(&mut run, r, arena).map_err(|e| run.error(e))?;
+        }
+        run.finish()
+    }
+
+    /// A writer of one more run, which counts once [`RunWriter::finish`]ed.
+    pub(crate) fn run_writer(&mut self) -> RunWriter<'_> {
+        let Spill {
+            write,
+            path,
+            len,
+            runs,
+            ..
+        } = self;
+        RunWriter {
+            out: BufWriter::with_capacity(
+                WRITE_BUF_BYTES,
+                PositionedWriter {
+                    file: write,
+                    pos: *len,
+                },
+            ),
+            start: *len,
+            len,
+            runs,
+            path,
+        }
     }
 
     /// Number of runs written.
@@ -178,22 +188,82 @@ impl Spill {
         self.runs.len()
     }
 
-    /// A reader of run `i`, with a buffer of `buf_bytes`.
-    pub(crate) fn reader(&self, i: usize, buf_bytes: usize) -> RunReader<'_> {
+    /// The path it had, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bytes of run `i`, through a buffer of `buf_bytes`.
+    pub(crate) fn run(&self, i: usize, buf_bytes: usize) -> BufReader<PositionedReader<'_>> {
         let run = self.runs[i];
+        BufReader::with_capacity(
+            buf_bytes,
+            PositionedReader {
+                file: &self.read,
+                pos: run.start,
+                end: run.start + run.len,
+            },
+        )
+    }
+
+    /// A reader of the records of run `i`, with a buffer of `buf_bytes`.
+    pub(crate) fn reader(&self, i: usize, buf_bytes: usize) -> RunReader<'_> {
         RunReader {
-            input: BufReader::with_capacity(
-                buf_bytes,
-                PositionedReader {
-                    file: &self.read,
-                    pos: run.start,
-                    end: run.start + run.len,
-                },
-            ),
+            input: self.run(i, buf_bytes),
             path: &self.path,
             head: Spilled::default(),
             live: false,
         }
+    }
+}
+
+/// One run being appended to a spill file; dropped without [`RunWriter::finish`] (an
+/// error), it is not one of the file's runs, and the next one is written over it.
+pub(crate) struct RunWriter<'s> {
+    out: BufWriter<PositionedWriter<'s>>,
+    start: u64,
+    len: &'s mut u64,
+    runs: &'s mut Vec<RunSpan>,
+    path: &'s Path,
+}
+
+impl RunWriter<'_> {
+    /// An error writing it, naming the spill file.
+    pub(crate) fn error(&self, e: io::Error) -> Error {
+        Error::io("write", self.path, e)
+    }
+
+    /// Writes what is buffered and makes the run one of the file's.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the spill file (a full disk is `StorageFull`).
+    pub(crate) fn finish(self) -> tmpa_core::Result<()> {
+        let path = self.path;
+        let end = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("write", path, e.into_error()))?
+            .pos;
+        *self.len = end;
+        self.runs.push(RunSpan {
+            start: self.start,
+            len: end - self.start,
+        });
+        Ok(())
+    }
+}
+
+impl io::Write for RunWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 

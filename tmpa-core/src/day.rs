@@ -123,16 +123,6 @@ pub fn event_names(dir: &Dir) -> Result<Vec<OsString>> {
     dir.names(is_event_name)
 }
 
-/// The stamps of the entries `names` of `dir` (not following symlinks), in the order
-/// given. An entry gone since it was listed is left out: the result describes the
-/// directory as it is now.
-pub fn stamp_entries(dir: &Dir, names: &[OsString]) -> Vec<(OsString, Stamp)> {
-    names
-        .iter()
-        .filter_map(|n| Some((n.clone(), dir.stat(n).ok()??.stamp)))
-        .collect()
-}
-
 /// Below this many files a day is read on the calling thread: threads cost more than
 /// they save (the library's day read and tmpa-compact's alike).
 pub const PARALLEL_FILES_MIN: usize = 512;

@@ -188,7 +188,7 @@ pub mod maintenance {
     //!   canonical `_compacted.json` streamed ([`visit_compacted`], [`parse_compacted`]),
     //!   written ([`CompactedWriter`], [`write_compacted`]) and compared with the disk
     //!   ([`ReadBack`]), the summary folded ([`SummaryFold`]) and its consistency stamp
-    //!   ([`source_stamp`]).
+    //!   ([`source_stamp`], or [`SourceStamper`] one file at a time).
 
     pub use crate::compacted::{
         COMPACTED_BYTES_MAX, COMPACTED_FORMAT, COMPACTED_NAME, CompactedWriter, ReadBack, Salvaged,
@@ -197,7 +197,7 @@ pub mod maintenance {
     };
     pub use crate::day::{
         LooseRaw, PARALLEL_FILES_MIN, READ_THREADS_MAX, SUMMARY_NAME, conflict_problem_of,
-        event_names, hex, is_event_name, read_loose_raw, sha256_hex, stamp_entries,
+        event_names, hex, is_event_name, read_loose_raw, sha256_hex,
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
@@ -218,7 +218,9 @@ pub mod maintenance {
         CONFIG_NAME, ETC_CONFIG_DIR, TIMEOUT_SECS_DEFAULT, etc_config_dirs, is_whole,
         read_config_text,
     };
-    pub use crate::summary::{SummaryFold, read_cached, source_stamp, write_summary};
+    pub use crate::summary::{
+        SourceStamper, SummaryFold, read_cached, source_stamp, write_summary,
+    };
     pub use crate::text::{line_text, name_text, path_text, serialize_path};
     pub use crate::versions::{
         LocalVersions, VERSION_MAX, VERSIONS_DIR, archive_file_name, session_of_archive_name,

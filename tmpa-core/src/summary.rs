@@ -226,19 +226,62 @@ fn totals_of<'m>(m: &'m mut BTreeMap<String, Totals>, key: &str) -> &'m mut Tota
 /// The consistency stamp of a day directory state (see the module docs): the compacted
 /// file's stamp and each loose event file's name and stamp, in name order.
 pub fn source_stamp(compacted: Option<Stamp>, loose: &[(OsString, Stamp)]) -> String {
-    let mut h = Sha256::new();
-    let line = |s: &Stamp| format!(" {} {} {}\n", s.ino, s.size, s.mtime_ns);
-    match compacted {
-        Some(s) => h.update(format!("compacted{}", line(&s))),
-        None => h.update("compacted none\n"),
-    }
     let mut loose: Vec<&(OsString, Stamp)> = loose.iter().collect();
     loose.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut stamper = SourceStamper::new(compacted);
     for (n, s) in loose {
-        h.update(n.as_bytes());
-        h.update(line(s));
+        stamper.add(n, s);
     }
-    format!("v3:{}", &hex(&h.finalize())[..32])
+    stamper.finish()
+}
+
+/// [`source_stamp`] made one loose file at a time, for a caller that cannot hold every
+/// name of a day (tmpa-compact, which merges them from sorted runs on disk).
+///
+/// The loose files must be added in name order (`OsStr`'s, bytes), each once: the stamp
+/// is the same as [`source_stamp`]'s of the same entries only then. That is not checked.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::maintenance::{SourceStamper, Stamp, source_stamp};
+/// let s = |ino| Stamp { dev: 1, ino, size: 9, mtime_ns: 5, ctime_ns: 5 };
+/// let mut stamper = SourceStamper::new(None);
+/// stamper.add("evt_a.json".as_ref(), &s(1));
+/// stamper.add("evt_b.json".as_ref(), &s(2));
+/// let loose = [("evt_b.json".into(), s(2)), ("evt_a.json".into(), s(1))];
+/// assert_eq!(stamper.finish(), source_stamp(None, &loose));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SourceStamper {
+    h: Sha256,
+}
+
+impl SourceStamper {
+    /// A stamp of the state with the compacted file `compacted` (`None`: there is none).
+    pub fn new(compacted: Option<Stamp>) -> SourceStamper {
+        let mut h = Sha256::new();
+        match compacted {
+            Some(s) => h.update(format!("compacted{}", stamp_line(&s))),
+            None => h.update("compacted none\n"),
+        }
+        SourceStamper { h }
+    }
+
+    /// Adds the loose file `name` with its stamp (after every name before it).
+    pub fn add(&mut self, name: &OsStr, stamp: &Stamp) {
+        self.h.update(name.as_bytes());
+        self.h.update(stamp_line(stamp));
+    }
+
+    /// The stamp.
+    pub fn finish(self) -> String {
+        format!("v3:{}", &hex(&self.h.finalize())[..32])
+    }
+}
+
+/// What a stamp hashes of a file's stamp.
+fn stamp_line(s: &Stamp) -> String {
+    format!(" {} {} {}\n", s.ino, s.size, s.mtime_ns)
 }
 
 /// A day's summary as [`Root::summary`] returns it (see its example).

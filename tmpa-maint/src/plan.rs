@@ -27,8 +27,9 @@ use crate::exit::StartError;
 use crate::receipt::Deletion;
 use crate::record::Task;
 
-/// The plan format this version writes and reads.
-pub const PLAN_FORMAT: u32 = 1;
+/// The plan format this version writes (format 1, whose digest sorted the deletions'
+/// hashes, is still read).
+pub const PLAN_FORMAT: u32 = 2;
 /// Largest plan file read (about two million entries).
 const PLAN_BYTES_MAX: u64 = 1 << 30;
 
@@ -68,16 +69,62 @@ pub(crate) fn deletion_hash(d: &Deletion) -> [u8; 32] {
     Sha256::digest(serde_json::to_vec(d).expect("a deletion always serializes")).into()
 }
 
+/// The deletions' part of a plan's digest, gathered in constant memory in any order: how
+/// many, and the sum of their [`deletion_hash`]es read as 256-bit little-endian numbers,
+/// modulo 2^256 (a multiset hash). A dry run of millions of files keeps 40 bytes, not 32
+/// a file. It tells apart any two plans that differ by accident (a torn or edited file,
+/// a run that would delete something else); it is no defence against file names crafted
+/// to collide, which would gain nothing: applying a plan re-verifies every file it lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeletionSum {
+    count: u64,
+    sum: [u64; 4],
+}
+
+impl DeletionSum {
+    /// Adds one deletion.
+    pub(crate) fn add(&mut self, d: &Deletion) {
+        let h = deletion_hash(d);
+        let mut carry = false;
+        for (i, limb) in self.sum.iter_mut().enumerate() {
+            let word = u64::from_le_bytes(h[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            let (s, c1) = limb.overflowing_add(word);
+            let (s, c2) = s.overflowing_add(u64::from(carry));
+            *limb = s;
+            carry = c1 || c2;
+        }
+        self.count += 1;
+    }
+
+    /// The sum of `deletions`.
+    pub(crate) fn of<'a>(deletions: impl IntoIterator<Item = &'a Deletion>) -> DeletionSum {
+        let mut s = DeletionSum::default();
+        for d in deletions {
+            s.add(d);
+        }
+        s
+    }
+
+    fn bytes(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..8].copy_from_slice(&self.count.to_le_bytes());
+        for (i, limb) in self.sum.iter().enumerate() {
+            b[8 + i * 8..16 + i * 8].copy_from_slice(&limb.to_le_bytes());
+        }
+        b
+    }
+}
+
 /// The digest of a plan: SHA-256 of the compact JSON of its format, program, task and
-/// root, then of the SHA-256 of each deletion's compact JSON, sorted. It does not depend
-/// on the order in which the run met the files, and a dry run that saves no plan keeps
-/// only 32 bytes per file to compute it, whatever the day's size.
+/// root, then of its deletions: for format 2, their [`DeletionSum`] (count, then sum,
+/// little-endian); for format 1, each deletion's SHA-256, sorted. It does not depend on
+/// the order in which the run met the files.
 pub(crate) fn digest_of(
     format: u32,
     program: &str,
     task: Task,
     root: &str,
-    mut hashes: Vec<[u8; 32]>,
+    rest: Rest<'_>,
 ) -> String {
     let head = Head {
         format,
@@ -87,11 +134,25 @@ pub(crate) fn digest_of(
     };
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&head).expect("a plan head always serializes"));
-    hashes.sort_unstable();
-    for d in &hashes {
-        h.update(d);
+    match rest {
+        Rest::Sum(sum) => h.update(sum.bytes()),
+        Rest::Sorted(deletions) => {
+            let mut hashes: Vec<[u8; 32]> = deletions.iter().map(deletion_hash).collect();
+            hashes.sort_unstable();
+            for d in &hashes {
+                h.update(d);
+            }
+        }
     }
     format!("{:x}", h.finalize())
+}
+
+/// The deletions as a digest's format covers them.
+pub(crate) enum Rest<'a> {
+    /// Format 2.
+    Sum(DeletionSum),
+    /// Format 1 (plans written before the sum).
+    Sorted(&'a [Deletion]),
 }
 
 impl Plan {
@@ -118,18 +179,15 @@ impl Plan {
         p
     }
 
-    /// The digest of the plan's content, not its version or the time it was made: the
-    /// SHA-256 of the compact JSON of its format, program, task and root, then of the
-    /// sorted SHA-256s of each deletion's compact JSON (so a dry run that saves no plan
-    /// computes the same digest from 32 bytes a file).
+    /// The digest of the plan's content, not its version or the time it was made (see
+    /// [`digest_of`]; a dry run that saves no plan computes the same one in 40 bytes).
     pub fn compute_digest(&self) -> String {
-        digest_of(
-            self.format,
-            &self.program,
-            self.task,
-            &self.root,
-            self.deletions.iter().map(deletion_hash).collect(),
-        )
+        let rest = if self.format == 1 {
+            Rest::Sorted(&self.deletions)
+        } else {
+            Rest::Sum(DeletionSum::of(&self.deletions))
+        };
+        digest_of(self.format, &self.program, self.task, &self.root, rest)
     }
 
     /// The digest's first 12 hex digits, for log lines.
@@ -188,9 +246,9 @@ impl Plan {
         };
         let plan: Plan = serde_json::from_slice(bytes)
             .map_err(|e| refuse(format!("not a plan (torn or edited?): {e}")))?;
-        if plan.format != PLAN_FORMAT {
+        if !(1..=PLAN_FORMAT).contains(&plan.format) {
             return Err(refuse(format!(
-                "plan format {} (this version reads format {PLAN_FORMAT})",
+                "plan format {} (this version reads formats 1 to {PLAN_FORMAT})",
                 plan.format
             )));
         }
@@ -398,19 +456,19 @@ impl Applying {
 }
 
 /// What a dry run notes of each file a real run would delete: the lines themselves when
-/// the plan is saved (`--save-plan`), else only their hashes (32 bytes a file, whatever
-/// the day's size), which is all its digest needs.
+/// the plan is saved (`--save-plan`), else only their [`DeletionSum`] (40 bytes, whatever
+/// the number of files), which is all its digest needs.
 #[derive(Debug)]
 pub(crate) enum Noted {
     Lines(Vec<Deletion>),
-    Hashes(Vec<[u8; 32]>),
+    Sum(DeletionSum),
 }
 
 impl Noted {
     pub(crate) fn push(&mut self, line: Deletion) {
         match self {
             Noted::Lines(lines) => lines.push(line),
-            Noted::Hashes(hashes) => hashes.push(deletion_hash(&line)),
+            Noted::Sum(sum) => sum.add(&line),
         }
     }
 }
@@ -513,10 +571,7 @@ mod tests {
         b.created_at = "t1".into();
         assert_eq!(a.digest, b.compute_digest());
         assert_ne!(a.digest, plan(vec![line("/r/a", 1)]).digest);
-        let hashes = [line("/r/b", 2), line("/r/a", 1)]
-            .iter()
-            .map(deletion_hash)
-            .collect();
+        let sum = DeletionSum::of(&[line("/r/b", 2), line("/r/a", 1)]);
         assert_eq!(
             a.digest,
             digest_of(
@@ -524,7 +579,7 @@ mod tests {
                 "tmpa-compact",
                 Task::CompactEvents,
                 "/r",
-                hashes
+                Rest::Sum(sum)
             )
         );
     }
@@ -553,6 +608,37 @@ mod tests {
         assert!(refused("tmpa-compact", Task::CompactEvents, "/r").contains("digest"));
         std::fs::write(&path, &p.to_json()[..20]).unwrap();
         assert!(refused("tmpa-compact", Task::CompactEvents, "/r").contains("not a plan"));
+    }
+
+    /// A plan written before the sum (format 1: the sorted hashes) is still read and its
+    /// digest still checked; a format from the future is refused; a file listed twice
+    /// has another digest than once (the sum counts, it does not cancel).
+    #[test]
+    fn format_1_plans_still_load_and_the_sum_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let mut p = plan(vec![line("/r/a", 1), line("/r/b", 2)]);
+        let v2 = p.digest.clone();
+        p.format = 1;
+        p.digest = p.compute_digest();
+        assert_ne!(p.digest, v2);
+        std::fs::write(&path, p.to_json()).unwrap();
+        assert_eq!(
+            Plan::load(&path, "tmpa-compact", Task::CompactEvents, "/r").unwrap(),
+            p
+        );
+        p.format = PLAN_FORMAT + 1;
+        p.digest = p.compute_digest();
+        std::fs::write(&path, p.to_json()).unwrap();
+        match Plan::load(&path, "tmpa-compact", Task::CompactEvents, "/r") {
+            Err(StartError::Usage(why)) => assert!(why.contains("plan format 3"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let a = line("/r/a", 1);
+        let b = line("/r/b", 2);
+        assert_eq!(DeletionSum::of([&a, &b]), DeletionSum::of([&b, &a]));
+        assert_ne!(DeletionSum::of([&a, &a, &b]), DeletionSum::of([&a, &b]));
+        assert_ne!(DeletionSum::of([&a, &a]), DeletionSum::of([&b, &b]));
     }
 
     /// Admission: a group is admitted only when every file is listed unchanged and held

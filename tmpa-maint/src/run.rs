@@ -117,7 +117,7 @@ impl Run {
             mode,
             started,
             receipt: None,
-            would_delete: Noted::Hashes(Vec::new()),
+            would_delete: Noted::Sum(plan::DeletionSum::default()),
             saving: None,
             applying: None,
             refused: Vec::new(),
@@ -284,7 +284,10 @@ impl Run {
         };
         let root_text = path_text(self.root.path());
         // The plan itself only when it is saved; its digest for every dry run.
-        let noted = std::mem::replace(&mut self.would_delete, Noted::Hashes(Vec::new()));
+        let noted = std::mem::replace(
+            &mut self.would_delete,
+            Noted::Sum(plan::DeletionSum::default()),
+        );
         let (plan, plan_digest) = match noted {
             // A task that never deletes (the snapshot) has no plan to review.
             _ if !dry_run || !self.task.deletes() => (None, None),
@@ -299,14 +302,14 @@ impl Run {
                 let digest = plan.digest.clone();
                 (Some(plan), Some(digest))
             }
-            Noted::Hashes(hashes) => (
+            Noted::Sum(sum) => (
                 None,
                 Some(plan::digest_of(
                     PLAN_FORMAT,
                     self.program,
                     self.task,
                     &root_text,
-                    hashes,
+                    plan::Rest::Sum(sum),
                 )),
             ),
         };

@@ -28,6 +28,14 @@ struct Args {
     /// Loose events per day
     #[arg(long, default_value_t = 1000)]
     events_per_day: u64,
+    /// Length of each event id in bytes (at least 18, at most 246): long ids make long
+    /// file names, what a day's listing holds per file
+    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u64).range(18..=246))]
+    id_bytes: u64,
+    /// Usage events with only the fields an event must have (about 130 bytes besides the
+    /// id), not the request's details a backend adds: many small files
+    #[arg(long)]
+    lean_events: bool,
     /// First day
     #[arg(long, default_value = "2026-01-01")]
     start_day: NaiveDate,
@@ -124,7 +132,11 @@ fn write_day(a: &Args, day: u32) -> std::io::Result<()> {
     let mut rng = Rng(a.seed ^ (u64::from(day) << 32) ^ 0xD1);
     let mut buf = Vec::with_capacity(512);
     for i in 0..a.events_per_day {
-        let id = format!("{:04}{:08x}{:06}", day, rng.next() as u32, i);
+        let mut id = format!("{:04}{:08x}{:06}", day, rng.next() as u32, i);
+        while (id.len() as u64) < a.id_bytes {
+            id.push_str(&format!("{:016x}", rng.next()));
+        }
+        id.truncate(a.id_bytes as usize);
         let secs = rng.below(86_400);
         buf.clear();
         write!(
@@ -145,6 +157,15 @@ fn write_day(a: &Args, day: u32) -> std::io::Result<()> {
             rng.below(256),
             rng.below(256),
         )?;
+        if a.lean_events {
+            // The same event up to its required fields.
+            let end = buf
+                .windows(14)
+                .position(|w| w == br#","request_id":"#)
+                .expect("written above");
+            buf.truncate(end);
+            buf.push(b'}');
+        }
         fs::write(dir.join(format!("evt_{id}.json")), &buf)?;
     }
     Ok(())
