@@ -311,6 +311,10 @@ pub fn merge<'a>(compacted: &'a [Event], loose: &'a [Event]) -> Merge<'a> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 mod tests {
     use super::*;
     use std::path::Path;
