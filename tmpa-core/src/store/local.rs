@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::fs::{Dir, Kind, Meta, temp_name_for};
 
-use super::client::{ObjectInfo, ObjectKey, PutNew, Removal};
+use super::object::{ObjectInfo, ObjectKey, PutNew, Removal};
 
 /// The directory of a `file://` store.
 #[derive(Debug)]
