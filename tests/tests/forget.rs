@@ -250,7 +250,11 @@ fn delete_notification_and_session_in_a_file_store() {
     let (code, r, err) = forget(&t, None, &["notification", "u1", "b"]);
     assert_eq!(code, 0, "{err}");
     let rw = &r["batches_rewritten"][0];
-    assert_eq!((rw["removed"].as_u64(), rw["kept"].as_u64()), (Some(1), Some(3)), "{r}");
+    assert_eq!(
+        (rw["removed"].as_u64(), rw["kept"].as_u64()),
+        (Some(1), Some(3)),
+        "{r}"
+    );
     let now: Vec<String> = files(&store.path().join("u1"))
         .into_iter()
         .filter(|f| f.starts_with("acked-"))
@@ -366,11 +370,12 @@ fn a_forget_killed_anywhere_is_finished_by_running_it_again() {
                 .unwrap();
             let notification_done = out.status.success();
             if notification_done {
-                let out = strace_inject(&format!("{syscall}:signal=SIGKILL:when={n}"), "tmpa-forget")
-                    .arg(t.root())
-                    .args(["user", "u1"])
-                    .output()
-                    .unwrap();
+                let out =
+                    strace_inject(&format!("{syscall}:signal=SIGKILL:when={n}"), "tmpa-forget")
+                        .arg(t.root())
+                        .args(["user", "u1"])
+                        .output()
+                        .unwrap();
                 if out.status.success() {
                     break;
                 }
@@ -421,7 +426,10 @@ fn maintenance_started_during_a_forget_is_locked_out() {
     let note = t.root().join(".tmpa/locks/compact_events.holder");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !fs::read_to_string(&note).is_ok_and(|n| n.contains("tmpa-core")) {
-        assert!(std::time::Instant::now() < deadline, "the forget never took its locks");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forget never took its locks"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let archive = t.run("tmpa-archive", &[]);

@@ -25,8 +25,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tmpa_core::maintenance::{
     ArchivedNotification, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_BYTES_MAX,
-    Stamp, archive_name, path_text, same_batch, serialize_path, sha256_hex,
-    temp_final_name, write_archive,
+    Stamp, archive_name, path_text, same_batch, serialize_path, sha256_hex, temp_final_name,
+    write_archive,
 };
 use tmpa_core::{Error, NotificationId, Problem, ProblemKind, UserId};
 use tmpa_maint::{Admission, Candidate, Mode, Outcome, Run};

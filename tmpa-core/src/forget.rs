@@ -59,6 +59,11 @@ const BATCH_LEVEL: u32 = 6;
 /// removed unread: it is a cache).
 const SUMMARY_BYTES_MAX: u64 = 64 << 20;
 
+/// tmpa-archive's memory of orphan acks, in `.tmpa/archive/`.
+const ORPHAN_ACKS_NAME: &str = "orphan_acks.json";
+/// Its bound, as tmpa-archive reads it.
+const ORPHAN_ACKS_BYTES_MAX: u64 = 64 << 20;
+
 /// What to forget ([`Root::forget`]).
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -109,7 +114,8 @@ impl ForgetOptions {
 #[non_exhaustive]
 pub struct ForgetReport {
     /// Live files deleted: sessions, inbox files and acks, temporaries of them, and for a
-    /// whole user every other file of `chat_history/{user}/` and `notifications/{user}/`.
+    /// whole user every other file of `chat_history/{user}/` and `notifications/{user}/`,
+    /// and tmpa-archive's memory of orphan acks when it names the user.
     pub live_files: Vec<PathBuf>,
     /// Local archived session versions deleted (`archive/…json.gz`, every version).
     pub archive_versions: Vec<PathBuf>,
@@ -457,7 +463,38 @@ impl Root {
                 Err(e) => return Err(e),
             }
         }
+        self.forget_orphan_acks_memory(user, report)?;
         self.erase_events(user, report)
+    }
+
+    /// tmpa-archive's memory of orphan acks (docs/FORMAT.md "Program state",
+    /// `archive/orphan_acks.json`) names users and their notification ids: when it names
+    /// this one it goes (safe to delete: the next run searches again), under the archive
+    /// lock this call holds.
+    fn forget_orphan_acks_memory(&self, user: &UserId, report: &mut ForgetReport) -> Result<()> {
+        let Some(dir) = self.open_dir_if_any(&Path::new(crate::root::STATE_DIR).join("archive"))?
+        else {
+            return Ok(());
+        };
+        let names_user = match dir.read(ORPHAN_ACKS_NAME, ORPHAN_ACKS_BYTES_MAX) {
+            Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_or(true, |v| {
+                    v.get("users").and_then(|u| u.get(user.as_str())).is_some()
+                }),
+            Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => false,
+            Err(_) => true,
+        };
+        if names_user {
+            match dir.unlink(ORPHAN_ACKS_NAME) {
+                Ok(()) => {
+                    dir.sync()?;
+                    report.live_files.push(dir.join(ORPHAN_ACKS_NAME));
+                }
+                Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Erases the user's usage events from every day of `token_stats/`.
@@ -572,7 +609,10 @@ fn rewrite_compacted(dir: &Dir, day: Day, user: &UserId) -> Result<Option<u64>> 
     let mut back = ReadBack::new(std::io::BufReader::new(disk));
     crate::compacted::write_compacted_to(&mut back, day, &kept)
         .map_err(|e| Error::io("read back", &path, e))?;
-    if !back.finish().map_err(|e| Error::io("read back", &path, e))? {
+    if !back
+        .finish()
+        .map_err(|e| Error::io("read back", &path, e))?
+    {
         return Err(Error::NotForgotten {
             path,
             reason: "the rewritten day does not read back as written (the disk may be \
@@ -586,8 +626,11 @@ fn rewrite_compacted(dir: &Dir, day: Day, user: &UserId) -> Result<Option<u64>> 
 /// Whether the day's `_summary.json` names the user (or cannot be read, so might).
 fn summary_names(dir: &Dir, user: &UserId) -> bool {
     match dir.read(SUMMARY_NAME, SUMMARY_BYTES_MAX) {
-        Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .map_or(true, |v| v.get("by_user").and_then(|b| b.get(user.as_str())).is_some()),
+        Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes).map_or(true, |v| {
+            v.get("by_user")
+                .and_then(|b| b.get(user.as_str()))
+                .is_some()
+        }),
         Err(e) => e.io_kind() != std::io::ErrorKind::NotFound,
     }
 }
@@ -810,8 +853,7 @@ mod stored {
             let Some((bytes, info)) = store.get(&key, NOTIFICATION_ARCHIVE_BYTES_MAX)? else {
                 continue;
             };
-            let Some((kept, removed)) = split_batch(&bytes[..], Path::new(&url), forgotten)?
-            else {
+            let Some((kept, removed)) = split_batch(&bytes[..], Path::new(&url), forgotten)? else {
                 continue;
             };
             if !kept.is_empty() {
@@ -844,7 +886,9 @@ mod stored {
             reason,
         };
         let Some((back, _)) = store.get(&key, NOTIFICATION_ARCHIVE_BYTES_MAX)? else {
-            return Err(not("the rewritten batch is not in the store after its put".into()));
+            return Err(not(
+                "the rewritten batch is not in the store after its put".into()
+            ));
         };
         match same_batch(&back[..], Path::new(&url), kept) {
             Ok(true) => Ok(url),

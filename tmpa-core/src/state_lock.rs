@@ -43,7 +43,10 @@ pub(crate) struct StateLocks {
 /// What one try of one lock found.
 enum Try {
     Held(File),
-    Busy { path: std::path::PathBuf, holder: String },
+    Busy {
+        path: std::path::PathBuf,
+        holder: String,
+    },
 }
 
 impl StateLocks {

@@ -123,7 +123,11 @@ fn delete_session_removes_the_live_file_and_every_local_version() {
     );
     assert_eq!(root.read_session(&u, &other).unwrap(), b"other");
     assert_eq!(root.read_session(&user("u2"), &s).unwrap(), b"u2's");
-    for p in ["s1.json.gz", "versions/2/s1.json.gz", "versions/5/s1.json.gz"] {
+    for p in [
+        "s1.json.gz",
+        "versions/2/s1.json.gz",
+        "versions/5/s1.json.gz",
+    ] {
         assert!(!a.join(p).exists(), "{p}");
     }
     // Idempotent: nothing left, nothing done, no error.
@@ -140,13 +144,18 @@ fn delete_session_removes_the_live_file_and_every_local_version() {
 fn delete_notification_rewrites_the_batch_and_removes_live_copy_and_ack() {
     let (t, root) = root();
     let u = user("u1");
-    let (a, b, c) = (note("a", r#"{"n":1}"#), note("b", r#"{"n":2}"#), note("c", "3"));
+    let (a, b, c) = (
+        note("a", r#"{"n":1}"#),
+        note("b", r#"{"n":2}"#),
+        note("c", "3"),
+    );
     let old = batch(t.path(), "u1", &[a.clone(), b.clone(), c.clone()]);
     let only_b = batch(t.path(), "u1", std::slice::from_ref(&b));
     let u2 = batch(t.path(), "u2", std::slice::from_ref(&b));
     let u2_bytes = fs::read(&u2).unwrap();
     let id = NotificationId::new("b").unwrap();
-    root.deliver_json(&u, &id, br#"{"n":2,"again":true}"#).unwrap();
+    root.deliver_json(&u, &id, br#"{"n":2,"again":true}"#)
+        .unwrap();
     root.ack(&u, &id).unwrap();
 
     let r = root.delete_notification(&u, &id).unwrap();
@@ -267,14 +276,24 @@ fn forget_user_erases_events_from_compacted_days_and_loose_files() {
     root.ack(&u1, &n).unwrap();
     batch(t.path(), "u1", &[note("old", "0")]);
     root.deliver_json(&u2, &n, b"2").unwrap();
+    let memory = t.path().join(".tmpa/archive/orphan_acks.json");
+    put(
+        &memory,
+        br#"{"format":1,"users":{"u1":{"searched":[],"acks":[]}}}"#,
+    );
 
     let r = root.forget_user(&u1).unwrap();
+    assert!(!memory.exists(), "tmpa-archive's memory named u1");
     assert_eq!(r.events_erased, 3, "{r:?}");
     assert_eq!(r.event_files.len(), 1);
     assert_eq!(r.compacted_rewritten.len(), 1);
     assert_eq!(r.summaries_removed, vec![summary_path.clone()]);
     assert_eq!(r.batches_deleted.len(), 1, "{r:?}");
-    assert_eq!(r.live_files.len(), 4, "session, profile, inbox, ack: {r:?}");
+    assert_eq!(
+        r.live_files.len(),
+        5,
+        "session, profile, inbox, ack, memory: {r:?}"
+    );
     assert!(!t.path().join("chat_history/u1").exists());
     assert!(!t.path().join("notifications/u1").exists());
     assert_eq!(root.read_notification(&u2, &n).unwrap(), b"2");
@@ -394,10 +413,7 @@ fn a_held_maintenance_lock_is_waited_for_then_named() {
 #[test]
 fn bad_names_are_refused() {
     for bad in ["", ".", "..", "a/b", "a\0b"] {
-        assert!(matches!(
-            UserId::new(bad),
-            Err(Error::InvalidName { .. })
-        ));
+        assert!(matches!(UserId::new(bad), Err(Error::InvalidName { .. })));
     }
     assert!(SessionId::new("a.json.tmp").is_err());
 }

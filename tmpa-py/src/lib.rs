@@ -35,8 +35,8 @@ use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryView, PyString};
 use tmpa_core::{
-    Acked, Day, Error, Event, Forget, ForgetOptions, ForgetReport, InboxQuery, NotificationId, NotificationLocation, SessionId,
-    SessionLocation, UserId,
+    Acked, Day, Error, Event, Forget, ForgetOptions, ForgetReport, InboxQuery, NotificationId,
+    NotificationLocation, SessionId, SessionLocation, UserId,
 };
 
 pyo3::create_exception!(
@@ -712,7 +712,9 @@ impl Root {
     ) -> PyResult<Bound<'py, PyAny>> {
         let u = user_arg(user)?;
         let options = lock_wait_arg(lock_wait)?;
-        forget(py, self.root(), move |r| r.forget(Forget::User(&u), &options))
+        forget(py, self.root(), move |r| {
+            r.forget(Forget::User(&u), &options)
+        })
     }
 
     /// A user's sessions as `(session, "live" | "archived" | "stored")`, sorted by

@@ -26,14 +26,20 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("tmpa-forget: {}", e.chain());
-            ExitCode::from(if matches!(e, Error::Locked { .. }) { 3 } else { 1 })
+            ExitCode::from(if matches!(e, Error::Locked { .. }) {
+                3
+            } else {
+                1
+            })
         }
     }
 }
 
 fn run(args: &[String], options: &ForgetOptions) -> tmpa_core::Result<String> {
-    let usage = || Error::InvalidEvent {
+    let usage = || {
+        Error::InvalidEvent {
         reason: "usage: tmpa-forget ROOT (user USER | session USER ID | notification USER ID) [--lock-wait-ms N]".into(),
+    }
     };
     let [root, what, user, rest @ ..] = args else {
         return Err(usage());
