@@ -131,7 +131,9 @@ pub struct ForgetReport {
     pub event_files: Vec<PathBuf>,
     /// `_compacted.json` files rewritten without the user's events.
     pub compacted_rewritten: Vec<PathBuf>,
-    /// Usage events erased, loose and compacted.
+    /// Usage events erased: loose files deleted plus compacted entries removed (an event
+    /// both loose and compacted, a compaction stopped before it deleted the loose file,
+    /// counts twice).
     pub events_erased: u64,
     /// `_summary.json` caches removed (the next summary of the day rebuilds it).
     pub summaries_removed: Vec<PathBuf>,

@@ -417,3 +417,19 @@ fn bad_names_are_refused() {
     }
     assert!(SessionId::new("a.json.tmp").is_err());
 }
+
+/// A compacted day that held only the user's events is rewritten empty: it still reads
+/// strictly, and the day sums to nothing.
+#[test]
+fn a_day_of_only_the_user_s_events_is_left_empty_and_valid() {
+    let (t, root) = root();
+    compact(t.path(), &[event("a", "u1", "2026-11-23T10:00:00Z", 10)]);
+    let r = root.forget_user(&user("u1")).unwrap();
+    assert_eq!(r.events_erased, 1);
+    let path = t.path().join("token_stats/2026-11-23/_compacted.json");
+    let bytes = fs::read(&path).unwrap();
+    assert!(parse_compacted(&bytes, &path, day()).unwrap().is_empty());
+    let s = root.summary(day()).unwrap().complete().unwrap();
+    assert_eq!(s.totals.events, 0);
+    assert!(s.by_user.is_empty());
+}
