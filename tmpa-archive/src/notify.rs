@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use tmpa_core::maintenance::{
     ArchivedNotification, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_BYTES_MAX,
-    Stamp, archive_name, path_text, read_archive, sha256_hex, temp_final_name, write_archive,
+    Stamp, archive_name, path_text, same_batch, sha256_hex, temp_final_name, write_archive,
 };
 use tmpa_core::{Error, NotificationId, Problem, ProblemKind, UserId};
 use tmpa_maint::{Admission, Candidate, Mode, Outcome, Run};
@@ -474,30 +474,6 @@ impl BatchUnit<'_> {
             None => {}
         }
         report.notification_batches.push(b);
-    }
-}
-
-/// Whether the archive read from `r` holds exactly `batch`, in order; `Err` says why it
-/// cannot be read.
-fn same_batch(
-    r: impl io::Read,
-    shown: &Path,
-    batch: &[ArchivedNotification],
-) -> Result<bool, String> {
-    let mut equal = 0usize;
-    let read = read_archive(
-        r,
-        shown,
-        |_| true,
-        |n| {
-            let same = batch.get(equal) == Some(&n);
-            equal += usize::from(same);
-            same
-        },
-    );
-    match read {
-        Ok(index) => Ok(index.len() == batch.len() && equal == batch.len()),
-        Err(e) => Err(e.chain()),
     }
 }
 

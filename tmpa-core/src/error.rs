@@ -137,6 +137,36 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A maintenance program's lock (`{root}/.tmpa/locks/{task}.lock`) that a call which
+    /// must not run beside that program needs (forgetting data: [`crate::Root::forget`])
+    /// was held by a running job for longer than the call was allowed to wait. Nothing
+    /// was changed; call again once the job has finished.
+    #[error(
+        "{}: held by a running {task} job ({holder}); waited {waited_ms} ms, nothing was changed (try again when it has finished)",
+        path_text(path)
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The job's task, as in `.tmpa/runs/{task}.json` (`archive_history`,
+        /// `compact_events`).
+        task: &'static str,
+        /// Who holds it, as its holder's note says (`pid 123 since …`), or `unknown`.
+        holder: String,
+        /// How long the call waited for it, in milliseconds.
+        waited_ms: u64,
+    },
+    /// Data that was to be forgotten could not be removed from `path` (a file, or an
+    /// object's URL), for the reason given: a rewritten archive that does not read back
+    /// as written, an object the store would not delete. What was already removed stays
+    /// removed; calling again finishes the job once the cause is fixed.
+    #[error("{}: not forgotten: {reason}", path_text(path))]
+    NotForgotten {
+        /// The file, or the object's URL.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A request to the object store failed (after its retries), or the store refused it.
     #[error("{op} {url}: {kind}")]
     Store {
@@ -300,7 +330,9 @@ impl Error {
             | Error::Unsafe { path, .. }
             | Error::Config { path, .. }
             | Error::StoreUnsupported { path, .. }
-            | Error::RootReplaced { path, .. } => Some(path),
+            | Error::RootReplaced { path, .. }
+            | Error::Locked { path, .. }
+            | Error::NotForgotten { path, .. } => Some(path),
             Error::InvalidName { .. }
             | Error::InvalidEvent { .. }
             | Error::InvalidNotification { .. }
@@ -313,7 +345,9 @@ impl Error {
     /// notifications, roots and configuration, `InvalidData` for corrupt files, `Other`
     /// for unsafe paths, [`StoreErrorKind::io_kind`] for object-store failures, and
     /// `StaleNetworkFileHandle` (`ESTALE`) for a root replaced since it was opened: never
-    /// `NotFound`, so that no caller takes a replaced root for a missing file.
+    /// `NotFound`, so that no caller takes a replaced root for a missing file; `WouldBlock`
+    /// for a maintenance lock held too long ([`Error::Locked`]), `Other` for data that
+    /// could not be forgotten.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
             Error::Io { source, .. } | Error::OpenRoot { source, .. } => source.kind(),
@@ -328,6 +362,8 @@ impl Error {
             Error::Config { .. } => io::ErrorKind::InvalidInput,
             Error::StoreUnsupported { .. } => io::ErrorKind::Unsupported,
             Error::Store { kind, .. } => kind.io_kind(),
+            Error::Locked { .. } => io::ErrorKind::WouldBlock,
+            Error::NotForgotten { .. } => io::ErrorKind::Other,
         }
     }
 

@@ -16,6 +16,7 @@
 //! | [`Root::deliver`], [`Root::deliver_json`] | writes `notifications/{user}/inbox/ntf_{id}.json` (never replaces another notification: the same value again is a no-op) |
 //! | [`Root::ack`], [`Root::is_acked`], [`Root::unacked`], [`Root::inbox`], [`Root::read_notification`], [`Root::list_notifications`] | read receipts (of delivered notifications only), live or archived notifications |
 //! | [`Root::write_session`], [`Root::read_session`], [`Root::list_sessions`] | chat sessions, live or archived (locally or in an object store) |
+//! | [`Root::delete_session`], [`Root::delete_notification`], [`Root::forget_user`], [`Root::forget`] | a user's data removed live, in the local archives (every version, batches rewritten without it) and in the store, with the user's usage events erased; a [`ForgetReport`] of what went where |
 //! | [`Root::archive_config`] | where archives go: `/etc/tmpa/tmpa.toml`, else `{root}/tmpa.toml` |
 //! | [`Root::write_file`] | any other file of the tree, atomically |
 //!
@@ -80,6 +81,7 @@ mod compacted;
 mod day;
 mod error;
 mod event;
+mod forget;
 mod fs;
 mod incremental;
 mod json;
@@ -91,6 +93,7 @@ mod par;
 mod problem;
 mod root;
 mod session;
+mod state_lock;
 mod store;
 mod summary;
 mod text;
@@ -100,6 +103,7 @@ mod watch;
 pub use day::DayRead;
 pub use error::{Error, NameKind, Result, StoreErrorKind, UnsafeReason};
 pub use event::Event;
+pub use forget::{BatchRewrite, Forget, ForgetOptions, ForgetReport, LOCK_WAIT_DEFAULT};
 pub use fs::{AtomicFile, temp_final_name};
 pub use names::{Day, EventId, NotificationId, SessionId, UserId};
 pub use notify::{Acked, InboxItem, InboxQuery, NotificationInfo, NotificationLocation};
@@ -209,7 +213,7 @@ pub mod maintenance {
     pub use crate::notify_archive::{
         ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_BYTES_MAX,
         archive_count, archive_name, archive_name_of_index, archive_names, read_archive,
-        write_archive,
+        same_batch, write_archive,
     };
     pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
     pub use crate::root::rel::NOTIFICATION_ARCHIVE_DIR;

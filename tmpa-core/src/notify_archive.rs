@@ -276,6 +276,46 @@ fn read_members<R: Read>(
     Ok(index.notifications)
 }
 
+/// Whether the archive read from `r` (shown as `shown`) holds exactly `batch`, in order,
+/// every member read and the stream to its end (so the gzip checksum covers the index
+/// too): the one check of an archive written and read back, before anything is deleted on
+/// its strength (tmpa-archive's batches, the library's rewritten ones). `Err` says why it
+/// cannot be read.
+///
+/// # Examples
+/// ```
+/// use tmpa_core::NotificationId;
+/// use tmpa_core::maintenance::{ArchivedNotification, same_batch, write_archive};
+/// let n = ArchivedNotification { id: NotificationId::new("1").unwrap(), body: b"{}".to_vec(),
+///     mtime_ns: 0, ack: b"{}".to_vec(), acked_ns: 0 };
+/// let bytes = write_archive(Vec::new(), std::slice::from_ref(&n), 6).unwrap();
+/// let shown = std::path::Path::new("a.tar.gz");
+/// assert_eq!(same_batch(&bytes[..], shown, &[n.clone()]), Ok(true));
+/// assert_eq!(same_batch(&bytes[..], shown, &[n.clone(), n]), Ok(false));
+/// assert!(same_batch(&bytes[..10], shown, &[]).is_err());
+/// ```
+pub fn same_batch(
+    r: impl Read,
+    shown: &Path,
+    batch: &[ArchivedNotification],
+) -> std::result::Result<bool, String> {
+    let mut equal = 0usize;
+    let read = read_archive(
+        r,
+        shown,
+        |_| true,
+        |n| {
+            let same = batch.get(equal) == Some(&n);
+            equal += usize::from(same);
+            same
+        },
+    );
+    match read {
+        Ok(index) => Ok(index.len() == batch.len() && equal == batch.len()),
+        Err(e) => Err(e.chain()),
+    }
+}
+
 /// The notification `id` from the archive `file`, when it holds it.
 ///
 /// # Errors

@@ -92,3 +92,29 @@ fn a_store_without_the_feature_is_an_error_not_a_missing_notification() {
     assert!(!root.is_acked(&u, &live).unwrap());
     assert_eq!(root.unacked(&u).unwrap(), vec![live]);
 }
+
+/// A forget on such a tree fails before it removes anything: the store could hold the
+/// user's archives, and a forget that left them would not be one.
+#[test]
+fn a_store_without_the_feature_stops_a_forget_before_it_removes_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::create(dir.path()).unwrap();
+    let (u, s) = (UserId::new("u1").unwrap(), SessionId::new("s").unwrap());
+    root.write_session(&u, &s, b"{}").unwrap();
+    let n = NotificationId::new("1").unwrap();
+    root.deliver_json(&u, &n, b"1").unwrap();
+    std::fs::write(
+        dir.path().join("tmpa.toml"),
+        "[archive]\nurl = \"s3://chat-archive/host-a\"\n",
+    )
+    .unwrap();
+    for e in [
+        root.delete_session(&u, &s).unwrap_err(),
+        root.delete_notification(&u, &n).unwrap_err(),
+        root.forget_user(&u).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::StoreUnsupported { .. }), "{e}");
+    }
+    assert_eq!(root.read_session(&u, &s).unwrap(), b"{}");
+    assert_eq!(root.read_notification(&u, &n).unwrap(), b"1");
+}

@@ -19,20 +19,24 @@
 //! `tmpa.ConfigError` (a `ValueError`, `.path`), an object store that fails or that this
 //! build cannot reach `tmpa.StoreError` (an `OSError`, `.url` and `.kind`), and a root
 //! directory replaced since it was opened `tmpa.RootReplacedError` (an `OSError` with
-//! `errno.ESTALE`, never a `FileNotFoundError`: call `Root.reopen()`).
+//! `errno.ESTALE`, never a `FileNotFoundError`: call `Root.reopen()`), a maintenance
+//! job's lock that a forget waited for in vain `BlockingIOError` (`errno.EAGAIN`,
+//! `.filename` the lock, `.task` and `.holder` the job), data that could not be forgotten
+//! an `OSError` with `errno.EIO`.
 //!
 //! Built with tmpa-core's `object-store` feature: sessions and notifications archived in
 //! the object store the configuration names are read and listed like local ones.
 
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryView, PyString};
 use tmpa_core::{
-    Acked, Day, Error, Event, InboxQuery, NotificationId, NotificationLocation, SessionId,
-    SessionLocation, UserId,
+    Acked, Day, Error, Event, Forget, ForgetOptions, ForgetReport, InboxQuery, NotificationId,
+    NotificationLocation, SessionId, SessionLocation, UserId,
 };
 
 pyo3::create_exception!(
@@ -134,6 +138,22 @@ fn to_py(e: Error) -> PyErr {
             ),
             path_text(&path),
         )),
+        Error::Locked {
+            ref path,
+            task,
+            ref holder,
+            ..
+        } => {
+            let (holder, task) = (holder.clone(), task.to_owned());
+            with_attrs(
+                py,
+                PyOSError::new_err((errno(py, "EAGAIN"), e.to_string(), path_text(path))),
+                &[("task", task), ("holder", holder)],
+            )
+        }
+        Error::NotForgotten { ref path, .. } => {
+            PyOSError::new_err((errno(py, "EIO"), e.to_string(), path_text(path)))
+        }
         // A kind of error this version does not know: an OSError with the whole text.
         other => PyOSError::new_err(other.chain()),
     })
@@ -639,6 +659,64 @@ impl Root {
         Ok(PyBytes::new(py, &bytes))
     }
 
+    /// Deletes one chat session of a user everywhere: live, every archived version
+    /// locally and in the object store. Returns a `ForgetReport` (what went where; all
+    /// lists empty when nothing was left). Idempotent. Waits at most `lock_wait` seconds
+    /// for a running tmpa-archive (then `BlockingIOError`, nothing changed).
+    #[pyo3(signature = (user, session, *, lock_wait = 30.0))]
+    fn delete_session<'py>(
+        &self,
+        py: Python<'py>,
+        user: &Bound<'py, PyAny>,
+        session: &Bound<'py, PyAny>,
+        lock_wait: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (u, s) = (user_arg(user)?, session_arg(session)?);
+        let options = lock_wait_arg(lock_wait)?;
+        forget(py, self.root(), move |r| {
+            r.forget(Forget::Session(&u, &s), &options)
+        })
+    }
+
+    /// Deletes one notification of a user everywhere: the inbox file, its ack, and every
+    /// archived copy (a batch holding others is rewritten without it, verified, then the
+    /// old one deleted). Returns a `ForgetReport`. Idempotent; `lock_wait` as for
+    /// `delete_session`.
+    #[pyo3(signature = (user, id, *, lock_wait = 30.0))]
+    fn delete_notification<'py>(
+        &self,
+        py: Python<'py>,
+        user: &Bound<'py, PyAny>,
+        id: &Bound<'py, PyAny>,
+        lock_wait: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (u, n) = (user_arg(user)?, notification_arg(id)?);
+        let options = lock_wait_arg(lock_wait)?;
+        forget(py, self.root(), move |r| {
+            r.forget(Forget::Notification(&u, &n), &options)
+        })
+    }
+
+    /// Forgets a user (a data-deletion request): `chat_history/{user}/` and
+    /// `notifications/{user}/` whole, the user's archives in the object store, and every
+    /// usage event of the user, loose or compacted (erased: past days' totals change).
+    /// Returns a `ForgetReport`. Idempotent: a forget interrupted anywhere is finished by
+    /// calling it again. Waits at most `lock_wait` seconds for a running tmpa-archive or
+    /// tmpa-compact (then `BlockingIOError`, nothing changed).
+    #[pyo3(signature = (user, *, lock_wait = 30.0))]
+    fn forget_user<'py>(
+        &self,
+        py: Python<'py>,
+        user: &Bound<'py, PyAny>,
+        lock_wait: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let u = user_arg(user)?;
+        let options = lock_wait_arg(lock_wait)?;
+        forget(py, self.root(), move |r| {
+            r.forget(Forget::User(&u), &options)
+        })
+    }
+
     /// A user's sessions as `(session, "live" | "archived" | "stored")`, sorted by
     /// session ("stored": in the object store the configuration names).
     fn list_sessions(
@@ -663,6 +741,28 @@ impl Root {
             })
             .collect())
     }
+}
+
+/// The `lock_wait` argument of the forget calls: seconds, finite and not negative.
+fn lock_wait_arg(secs: f64) -> PyResult<ForgetOptions> {
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "lock_wait must be a finite number of seconds, not negative: {secs}"
+        )));
+    }
+    Ok(ForgetOptions::with_lock_wait(Duration::from_secs_f64(secs)))
+}
+
+/// Runs a forget with the GIL released and returns its report as a dict.
+fn forget<'py>(
+    py: Python<'py>,
+    root: tmpa_core::Root,
+    what: impl FnOnce(&tmpa_core::Root) -> tmpa_core::Result<ForgetReport> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    let report = py.detach(|| what(&root)).map_err(to_py)?;
+    let json = serde_json::to_vec(&report)
+        .map_err(|e| PyValueError::new_err(format!("a path of the report is not UTF-8: {e}")))?;
+    loads(py, &json)
 }
 
 fn events_list<'py>(py: Python<'py>, events: &[Event]) -> PyResult<Bound<'py, PyList>> {

@@ -276,3 +276,47 @@ def test_a_chat_resumed_after_archival_three_times_over(tmp_path, tier, request)
             else:
                 got = gzip.decompress(version(n).read_bytes())
             assert got == old, n
+
+
+def test_forget_removes_what_tmpa_archive_put_in_s3(tmp_path, s3, s3_env):
+    """After tmpa-archive moved a user's sessions and notifications to S3: delete_session
+    removes the session's object, delete_notification rewrites the stored batch without
+    the notification (the others still read back), forget_user removes the rest; the
+    reports say so, and a second forget finds nothing."""
+    create_bucket(s3, "py-forget")
+    root_dir = tree_with_old_sessions(tmp_path, {"s1": b"{\"a\":1}", "s2": b"{\"b\":2}"})
+    (root_dir / "tmpa.toml").write_text('[archive]\nurl = "s3://py-forget/host-a"\n')
+    root = tmpa.Root(root_dir)
+    for n in ("n0", "n1", "n2"):
+        root.deliver("u1", {"text": n}, id=n)
+        ack = root.ack("u1", n)
+        assert ack is not None
+        os.utime(ack, (OLD - 200 * 86400,) * 2)
+    r = subprocess.run([program("tmpa-archive"), "--root", str(root_dir)],
+                       capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert root.list_sessions("u1") == [("s1", "stored"), ("s2", "stored")]
+
+    report = root.delete_session("u1", "s1")
+    assert report["store_objects"] == ["s3://py-forget/host-a/u1/s1.json.gz"]
+    with pytest.raises(FileNotFoundError):
+        root.read_session("u1", "s1")
+    assert root.read_session("u1", "s2") == b"{\"b\":2}"
+
+    report = root.delete_notification("u1", "n1")
+    [rewrite] = report["batches_rewritten"]
+    assert (rewrite["removed"], rewrite["kept"]) == (1, 2)
+    assert rewrite["old"].startswith("s3://py-forget/host-a/u1/acked-3-")
+    assert rewrite["new"].startswith("s3://py-forget/host-a/u1/acked-2-")
+    assert root.list_notifications("u1") == [("n0", "stored", True), ("n2", "stored", True)]
+    assert json.loads(root.read_notification("u1", "n2")) == {"text": "n2"}
+    with pytest.raises(FileNotFoundError):
+        root.read_notification("u1", "n1")
+
+    report = root.forget_user("u1")
+    assert report["store_objects"] == sorted([
+        "s3://py-forget/host-a/u1/s2.json.gz",
+        rewrite["new"],
+    ])
+    assert root.list_sessions("u1") == [] and root.list_notifications("u1") == []
+    assert all(not v for v in root.forget_user("u1").values())

@@ -36,3 +36,18 @@ def notify(root: tmpa.Root) -> None:
         root.unacked(7)
     except tmpa.RootReplacedError:
         root.reopen()
+
+
+def forget(root: tmpa.Root) -> None:
+    report: tmpa.ForgetReport = root.forget_user("u1", lock_wait=5.0)
+    erased: int = report["events_erased"]
+    for b in report["batches_rewritten"]:
+        rewrite: tmpa.BatchRewrite = b
+        print(rewrite["old"], rewrite["new"], rewrite["kept"])
+    gone: List[str] = root.delete_session("u1", "s1")["archive_versions"]
+    acks: List[str] = root.delete_notification(7, 1)["live_files"]
+    try:
+        root.forget_user(7, lock_wait=0)
+    except BlockingIOError as e:
+        print(e.filename)
+    print(erased, gone, acks)

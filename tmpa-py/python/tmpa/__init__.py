@@ -14,6 +14,10 @@ whole new file, never a part. The GIL is released during I/O.
 A root restored from a backup while the service runs: calls raise RootReplacedError (an
 OSError, errno ESTALE, never a FileNotFoundError); ``root.reopen()`` opens the restored
 tree for every thread using ``root``.
+
+A data-deletion request: ``root.forget_user("u1")`` removes the user's sessions,
+notifications and usage events everywhere (live, local archives, the object store) and
+returns a ``ForgetReport``; ``delete_session`` and ``delete_notification`` remove one.
 """
 
 from ._tmpa import (
@@ -29,10 +33,12 @@ from ._tmpa import (
     write_atomic,
 )
 from ._types import (
+    BatchRewrite,
     BytesArg,
     DayArg,
     DayRead,
     Event,
+    ForgetReport,
     Id,
     InboxItem,
     JSON,
@@ -43,12 +49,14 @@ from ._types import (
 )
 
 __all__ = [
+    "BatchRewrite",
     "BytesArg",
     "ConfigError",
     "CorruptError",
     "DayArg",
     "DayRead",
     "Event",
+    "ForgetReport",
     "Id",
     "InboxItem",
     "JSON",

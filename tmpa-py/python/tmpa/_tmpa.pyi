@@ -10,6 +10,7 @@ from ._types import (
     DayArg,
     DayRead,
     Event,
+    ForgetReport,
     Id,
     InboxItem,
     PathArg,
@@ -152,6 +153,25 @@ class Root:
     ) -> List[Tuple[str, Literal["live", "archived", "stored"]]]:
         """``(session, "live" | "archived" | "stored")`` for each of the user's sessions,
         once: where ``read_session`` reads it (live, else where its newest version is)."""
+
+    def delete_session(
+        self, user: Id, session: Id, *, lock_wait: float = 30.0
+    ) -> ForgetReport:
+        """Delete a chat session everywhere: live, every archived version locally and in
+        the object store. Idempotent. Waits at most ``lock_wait`` seconds for a running
+        tmpa-archive, then BlockingIOError (``.task``, ``.holder``; nothing changed)."""
+    def delete_notification(
+        self, user: Id, id: Id, *, lock_wait: float = 30.0
+    ) -> ForgetReport:
+        """Delete a notification, its ack and every archived copy (a batch holding others
+        is rewritten without it, read back and checked, then the old one deleted).
+        Idempotent; ``lock_wait`` as for ``delete_session``."""
+    def forget_user(self, user: Id, *, lock_wait: float = 30.0) -> ForgetReport:
+        """Forget a user (a data-deletion request): chat_history/{user}/ and
+        notifications/{user}/ whole, the user's archives in the object store, and the
+        user's usage events, loose and compacted (erased: past days' totals change).
+        Idempotent: call again to finish one that was interrupted. Waits at most
+        ``lock_wait`` seconds for a running tmpa-archive or tmpa-compact."""
 
 def write_atomic(path: PathArg, data: BytesArg) -> None:
     """Write ``data`` to ``path`` atomically and durably (its directory must exist)."""

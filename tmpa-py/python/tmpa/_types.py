@@ -100,3 +100,32 @@ class InboxItem(TypedDict):
     acked: bool
     body: bytes
 
+
+
+class BatchRewrite(TypedDict):
+    """A notification batch that held other notifications too, rewritten without the
+    forgotten ones: ``new`` (a path or an object URL) was read back and checked before
+    ``old`` was deleted."""
+
+    old: str
+    new: str
+    removed: int
+    kept: int
+
+
+class ForgetReport(TypedDict):
+    """What ``delete_session``, ``delete_notification`` and ``forget_user`` removed, and
+    where (every list sorted; all empty when nothing was left to forget). Paths are
+    absolute; ``store_objects`` are object URLs. ``unreadable_events``: loose event files
+    that could not be read, so whose user is unknown (kept: look at them)."""
+
+    live_files: List[str]
+    archive_versions: List[str]
+    store_objects: List[str]
+    batches_rewritten: List[BatchRewrite]
+    batches_deleted: List[str]
+    event_files: List[str]
+    compacted_rewritten: List[str]
+    events_erased: int
+    summaries_removed: List[str]
+    unreadable_events: List[str]

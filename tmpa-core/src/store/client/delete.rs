@@ -61,6 +61,42 @@ impl Store {
         self.block_on(self.conditional_delete(delete, key, etag, version))
     }
 
+    /// Deletes whatever object is at `key`, without a condition: for a caller that wants
+    /// the key empty whatever it holds (forgetting a user's data) on a store whose
+    /// conditional delete this client lacks ([`Removal::Unsupported`] from
+    /// [`Store::delete_own`]: GCS, Azure, or an S3-compatible server without one).
+    /// `Ok(false)` when there was no object. On a `file://` store, the same steps as
+    /// [`Store::delete_own`] with the file's own tag, so nothing but that file is removed.
+    ///
+    /// # Errors
+    /// [`Error::Store`] naming the object URL.
+    pub fn delete_any(&self, key: &ObjectKey) -> Result<bool> {
+        let inner = match &self.backend {
+            Backend::Local(l) => {
+                for _ in 0..RETRIES_MAX {
+                    let Some(tag) = self.head(key)?.and_then(|i| i.etag) else {
+                        return Ok(false);
+                    };
+                    if l.delete_own(l.at(key), &tag, self.object_url(key))? == Removal::Deleted {
+                        return Ok(true);
+                    }
+                }
+                return Err(Error::Store {
+                    op: "delete",
+                    url: self.object_url(key),
+                    kind: StoreErrorKind::Other,
+                    source: Some("replaced again at each attempt".into()),
+                });
+            }
+            Backend::Cloud { inner, .. } => inner,
+        };
+        let existed = self.head(key)?.is_some();
+        match self.block_on(inner.delete(&key.path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
+    }
+
     /// The signed, conditional DELETE of [`Store::delete_own`].
     async fn conditional_delete(
         &self,
