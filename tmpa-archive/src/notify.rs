@@ -36,8 +36,9 @@ use crate::report::{Action, Report, StoredObject};
 use crate::tier::{Holds, TakenBack, Tiers};
 
 /// Notifications per archive: bounds one archive's index (what a library lookup reads
-/// from each archive) and what a crash can leave archived but not yet deleted.
-const BATCH_MAX: usize = 4096;
+/// from each archive) and what a crash can leave archived but not yet deleted. Not
+/// session.rs's `BATCH_MAX` (sessions between two receipt writes).
+const NOTIFICATIONS_PER_ARCHIVE_MAX: usize = 4096;
 /// Bytes of notifications and acks held in memory for one batch.
 const BATCH_BYTES_MAX: u64 = 64 << 20;
 
@@ -151,7 +152,7 @@ pub(crate) fn archive_user(
         };
         bytes += r.stamp.size + r.ack_stamp.size;
         batch.push(r);
-        if batch.len() == BATCH_MAX || bytes >= BATCH_BYTES_MAX {
+        if batch.len() == NOTIFICATIONS_PER_ARCHIVE_MAX || bytes >= BATCH_BYTES_MAX {
             archive_batch(
                 run,
                 tiers,

@@ -48,8 +48,8 @@ pub use lock::Lock;
 pub use pace::{BUSY_SHARE, Pacer};
 pub use plan::{Admission, Applying, Candidate, PLAN_FORMAT, Plan, Refusal};
 pub use program::{Invocation, Program, main};
-pub use quarantine::{Recovered, RecoveredAction, quarantine_rel};
-pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
+pub use quarantine::quarantine_rel;
+pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine, Recovered, RecoveredAction};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record, write_run_record};
 pub use run::{
     DeleteCount, Ending, Prepared, Progress, Report, Run, conclude, footer_line, header_line,

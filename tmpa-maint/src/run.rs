@@ -15,8 +15,8 @@ use crate::lock::Lock;
 use crate::plan::{
     self, Admission, Applying, Candidate, Noted, PLAN_FORMAT, Plan, Refusal, Saving,
 };
-use crate::quarantine::{self, Quarantine, Recovered};
-use crate::receipt::{Deletion, Receipt, ReceiptLine};
+use crate::quarantine::{self, Quarantine};
+use crate::receipt::{Deletion, Receipt, ReceiptLine, Recovered};
 use crate::record::{RunRecord, Task, read_run_record, write_run_record};
 use crate::user::{Became, become_user};
 
