@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use tmpa_core::maintenance::{
     COMPACTED_BYTES_MAX, COMPACTED_NAME, Dir, PARALLEL_FILES_MIN, READ_THREADS_MAX, RawEvent,
-    Stamp, SummaryFold, VisitError, cores_up_to, fold_within_budget, is_event_name, open_compacted, read_loose_raw, visit_compacted,
-    visit_compacted_slice,
+    Stamp, SummaryFold, VisitError, cores_up_to, fold_within_budget, is_event_name, open_compacted,
+    read_loose_raw, visit_compacted, visit_compacted_slice,
 };
 use tmpa_core::{Day, Error, Problem, Root};
 
@@ -630,17 +630,12 @@ fn read_batch(
         unloaded: Vec::new(),
         problems: Vec::new(),
     };
-    let (outs, read) = fold_within_budget(
-        threads,
-        chunk.len(),
-        READ_CHUNK_BYTES,
-        new_out,
-        |out, i| {
+    let (outs, read) =
+        fold_within_budget(threads, chunk.len(), READ_CHUNK_BYTES, new_out, |out, i| {
             let before = out.bytes.len();
             read_one(dir, names.get(chunk.start + i), compacted, opts, out);
             out.bytes.len() - before
-        },
-    );
+        });
     (outs, chunk.start + read)
 }
 

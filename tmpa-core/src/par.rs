@@ -403,7 +403,10 @@ mod tests {
         assert_eq!(r, Ok(()));
         assert_eq!(handed, items.len());
         // 4 chunks per worker waiting, and one chunk in each worker's hands.
-        assert!(most_ahead <= 2 * 4 + 2, "{most_ahead} computed ahead of the sink");
+        assert!(
+            most_ahead <= 2 * 4 + 2,
+            "{most_ahead} computed ahead of the sink"
+        );
     }
 
     #[test]
@@ -432,9 +435,15 @@ mod tests {
         // Stopped well before the end: the window bounds what was computed after it.
         assert!(computed.load(Ordering::SeqCst) < 1000);
         // On the calling thread too.
-        let r = for_each_ordered(streamed(1, 1), &items, || (), |(), &x| x, |_, x| {
-            if x == 3 { Err(x) } else { Ok(()) }
-        });
+        let r = for_each_ordered(
+            streamed(1, 1),
+            &items,
+            || (),
+            |(), &x| x,
+            |_, x| {
+                if x == 3 { Err(x) } else { Ok(()) }
+            },
+        );
         assert_eq!(r, Err(3));
     }
 
@@ -467,10 +476,16 @@ mod tests {
         .expect_err("the panic is propagated");
         assert_eq!(message(&*sink_panic), "sink fails at 40");
         let fold_panic = catch_unwind(AssertUnwindSafe(|| {
-            fold_within_budget(4, 1000, usize::MAX, || (), |(), i| {
-                assert!(i != 900, "fold fails at 900");
-                1
-            })
+            fold_within_budget(
+                4,
+                1000,
+                usize::MAX,
+                || (),
+                |(), i| {
+                    assert!(i != 900, "fold fails at 900");
+                    1
+                },
+            )
         }))
         .expect_err("the panic is propagated");
         assert_eq!(message(&*fold_panic), "fold fails at 900");
@@ -500,13 +515,22 @@ mod tests {
             // Every item taken is folded: a prefix, nothing twice.
             assert_eq!(done, (0..taken).collect::<Vec<_>>(), "threads {threads}");
             // The budget (10 items) plus at most one item per worker.
-            assert!((10..=10 + threads).contains(&taken), "{taken} of threads {threads}");
+            assert!(
+                (10..=10 + threads).contains(&taken),
+                "{taken} of threads {threads}"
+            );
         }
         // A budget never reached: every item, each once.
-        let (accs, taken) = fold_within_budget(3, 50, usize::MAX, || 0usize, |n, _| {
-            *n += 1;
-            0
-        });
+        let (accs, taken) = fold_within_budget(
+            3,
+            50,
+            usize::MAX,
+            || 0usize,
+            |n, _| {
+                *n += 1;
+                0
+            },
+        );
         assert_eq!(taken, 50);
         assert_eq!(accs.iter().sum::<usize>(), 50);
         // No items: one empty accumulator.
@@ -517,7 +541,10 @@ mod tests {
     #[test]
     fn maps_keep_item_order() {
         let items: Vec<usize> = (0..300).collect();
-        assert_eq!(map_ordered_on(5, &items, |&x| x + 1), (1..301).collect::<Vec<_>>());
+        assert_eq!(
+            map_ordered_on(5, &items, |&x| x + 1),
+            (1..301).collect::<Vec<_>>()
+        );
         assert_eq!(map_ordered(&items[..1], |&x| x), vec![0]);
     }
 }
