@@ -69,7 +69,7 @@ use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
 use report::counts;
 pub use report::{
-    Action, Counts, Destination, Origin, Report, SessionReport, StoredObject, render_text,
+    Action, Body, Counts, Destination, Origin, Report, SessionReport, StoredObject, render_text,
     report_status,
 };
 pub use store::StoreRun;
@@ -262,10 +262,7 @@ fn where_the_library_reads(
 /// one (and, with `--migrate-local`, moves the local archives there), then every user's
 /// old acknowledged notifications: every unit through the one pipeline.
 pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
-    let mut report = Report {
-        program: PROGRAM,
-        root: run.root().path().to_path_buf(),
-        dry_run: run.dry_run(),
+    let body = Body {
         older_than_secs: args.older_than.as_secs(),
         destination: Destination {
             url: store.map_or_else(|| "local".to_owned(), |s| s.store.url().to_string()),
@@ -276,11 +273,10 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         notifications_older_than_secs: args.notifications_older_than.as_secs(),
         notification_batches: Vec::new(),
         problems: Vec::new(),
-        counts: Counts::default(),
-        exit_code: 0,
         failed: false,
         tally: report::Tally::default(),
     };
+    let mut report = Report::new(run, body, Counts::default());
     let root = run.root().clone();
     let tiers = Tiers::new(&root, store);
     if let Some(sr) = store {
@@ -368,7 +364,13 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     }
     report.problems.sort();
     let notifications = std::mem::take(&mut report.counts.notifications);
-    report.counts = counts(&report, users.len() as u64, listed.seen, listed.young);
+    report.counts = counts(
+        &report,
+        run.mode(),
+        users.len() as u64,
+        listed.seen,
+        listed.young,
+    );
     report.counts.beside_temporary = listed.beside_temporary;
     report.counts.notifications = notifications;
     let sessions_deleted = report

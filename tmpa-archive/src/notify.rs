@@ -481,7 +481,7 @@ impl BatchUnit<'_> {
         for (i, (file, outcome)) in done.fates.into_iter().enumerate() {
             let body = i < n;
             if outcome.as_ref().is_some_and(Outcome::counts_as_deleted) {
-                report.tally.notification_files_deleted += 1;
+                report.body.tally.notification_files_deleted += 1;
             }
             match outcome {
                 Some(
@@ -513,8 +513,8 @@ impl BatchUnit<'_> {
                     }
                 }
                 Some(Outcome::Failed(e)) => {
-                    report.tally.deletions_failed += 1;
-                    report.failed = true;
+                    report.body.tally.deletions_failed += 1;
+                    report.body.failed = true;
                     problems.push(Problem::new(
                         PathBuf::from(file),
                         ProblemKind::Unreadable,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tmpa_core::Problem;
 use tmpa_core::maintenance::store::PutGuard;
 use tmpa_core::maintenance::{line_text, path_text, serialize_path};
-use tmpa_maint::ExitStatus;
+use tmpa_maint::{ExitStatus, Mode};
 
 use crate::notify;
 
@@ -149,16 +149,12 @@ pub struct Destination {
     pub unavailable: Option<String>,
 }
 
-/// The whole run's report.
+/// The whole run's report: the head every program's report has, around [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-archive's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-archive`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
+pub struct Body {
     /// `--older-than`, in seconds.
     pub older_than_secs: u64,
     /// Where archives go.
@@ -174,10 +170,6 @@ pub struct Report {
     /// Files and directories that need a look (symlinks, odd names, invalid JSON, acks
     /// without their notification), and per-user failures.
     pub problems: Vec<Problem>,
-    /// Totals.
-    pub counts: Counts,
-    /// The exit code.
-    pub exit_code: u8,
     #[serde(skip)]
     pub(crate) failed: bool,
     /// Deletions that failed, and archives taken back (copied into the counts).
@@ -265,7 +257,7 @@ pub fn report_status(report: &Report) -> ExitStatus {
     status
 }
 
-pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
+pub(crate) fn counts(report: &Report, mode: Mode, users: u64, seen: u64, young: u64) -> Counts {
     let mut c = Counts {
         users,
         sessions: seen,
@@ -289,7 +281,7 @@ pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Coun
         if s.valid_json == Some(false) {
             c.invalid_json += 1;
         }
-        let gone = if report.dry_run {
+        let gone = if mode.is_plan() {
             s.action.deletes_source()
         } else {
             s.deleted
@@ -300,12 +292,16 @@ pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Coun
             c.bytes_out += s.archive_bytes.unwrap_or(0);
         }
     }
-    c.deletions =
-        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(report.dry_run, false), deleted);
+    c.deletions = tmpa_maint::DeleteCount::of(mode, deleted);
     c
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
+    fn render_text(report: &Report) -> String {
+        render_text(report)
+    }
+}
 
 /// The report as text: where archives go (with a store), one line per problem, one line
 /// per session acted on, sorted.

@@ -28,10 +28,9 @@ mod spill;
 mod tests;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use serde::Serialize;
-use tmpa_core::maintenance::{Kind, map_ordered_on, root_dir, serialize_path};
+use tmpa_core::maintenance::{Kind, map_ordered_on, root_dir};
 use tmpa_core::{Day, Error, Problem, ProblemKind, Root};
 use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
@@ -152,16 +151,12 @@ pub struct DayReport {
     pub spilled_runs: usize,
 }
 
-/// The whole run's report.
+/// The whole run's report: the head every program's report has, around [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-compact's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-compact`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
+pub struct Body {
     /// Per day, in date order.
     pub days: Vec<DayReport>,
     /// Problems outside any day (symlinked or odd entries in token_stats/).
@@ -169,10 +164,6 @@ pub struct Report {
     /// Spill files left by a run killed as it created one, removed by this run.
     #[serde(skip_serializing_if = "is_zero")]
     pub spill_leftovers_removed: usize,
-    /// Totals over all days.
-    pub counts: Counts,
-    /// The exit code.
-    pub exit_code: u8,
 }
 
 /// Totals over all days (the run record's `counts` and the log's last line).
@@ -325,16 +316,12 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
         counts.days_skipped += u64::from(d.status == DayStatus::Skipped);
     }
     counts.deletions = tmpa_maint::DeleteCount::of(run.mode(), deleted);
-    Report {
-        program: PROGRAM,
-        root: run.root().path().to_path_buf(),
-        dry_run: run.dry_run(),
+    let body = Body {
         days: reports,
         problems,
         spill_leftovers_removed,
-        counts,
-        exit_code: 0,
-    }
+    };
+    Report::new(run, body, counts)
 }
 
 /// The day directories to compact, sorted, and the entries of `token_stats/` that look
@@ -405,7 +392,12 @@ fn select_days(root: &Root, args: &Args) -> (Vec<Day>, Vec<Problem>) {
     (days, problems)
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
+    fn render_text(report: &Report) -> String {
+        render_text(report)
+    }
+}
 
 /// The report as text: one line per day, one indented line per problem, sorted.
 pub fn render_text(report: &Report) -> String {

@@ -284,7 +284,7 @@ impl Run {
         let mut kept_lines = Vec::new();
         let mut dirs: Vec<&'a Dir> = Vec::new();
         let mut unlinked = 0usize;
-        let mut pacer = crate::Pacer::new(self.pace);
+        let mut pacer = crate::Pacer::new(self.pace());
         for (d, refused) in doomed.into_iter().zip(not_as_planned) {
             if let Some(why) = refused {
                 outcomes.push(Outcome::Kept(Kept::NotAsPlanned(why)));
@@ -394,6 +394,7 @@ mod tests {
     use crate::args::Mode;
     use crate::receipt::Proof;
     use crate::record::Task;
+    use crate::run::Setup;
 
     fn tree() -> (tempfile::TempDir, Root) {
         let t = tempfile::tempdir().unwrap();
@@ -446,7 +447,14 @@ mod tests {
             std::fs::write(day.join(n), n).unwrap();
         }
         let root_path = root.path().to_path_buf();
-        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Real).unwrap();
+        let mut run = Run::start(
+            "tmpa-test",
+            Task::CompactEvents,
+            root,
+            Mode::Real,
+            Setup::default(),
+        )
+        .unwrap();
         let dir = root_dir(run.root())
             .open_dir("token_stats/2026-11-01")
             .unwrap();
@@ -526,7 +534,14 @@ mod tests {
                 std::fs::write(day.join(n), n).unwrap();
             }
             let root_path = root.path().to_path_buf();
-            let mut run = Run::start("tmpa-test", Task::CompactEvents, root, mode).unwrap();
+            let mut run = Run::start(
+                "tmpa-test",
+                Task::CompactEvents,
+                root,
+                mode,
+                Setup::default(),
+            )
+            .unwrap();
             let dir = root_dir(run.root())
                 .open_dir("token_stats/2026-11-01")
                 .unwrap();
@@ -565,7 +580,14 @@ mod tests {
     #[should_panic(expected = "only a real run deletes")]
     fn a_dry_run_cannot_delete() {
         let (_t, root) = tree();
-        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Plan).unwrap();
+        let mut run = Run::start(
+            "tmpa-test",
+            Task::CompactEvents,
+            root,
+            Mode::Plan,
+            Setup::default(),
+        )
+        .unwrap();
         let _ = run.delete_verified(Vec::new(), |_| None, AsPlanned::Checked);
     }
 
@@ -574,7 +596,14 @@ mod tests {
     #[should_panic(expected = "a dry run has nothing to take back")]
     fn a_dry_run_takes_nothing_back() {
         let (_t, root) = tree();
-        let mut run = Run::start("tmpa-test", Task::ArchiveHistory, root, Mode::Plan).unwrap();
+        let mut run = Run::start(
+            "tmpa-test",
+            Task::ArchiveHistory,
+            root,
+            Mode::Plan,
+            Setup::default(),
+        )
+        .unwrap();
         let _ = run.take_back(Vec::new());
     }
 }

@@ -3,20 +3,25 @@
 //! `/etc/default/tmpa`: `TMPA_COMPACT_MODE=--dryrun`), a refusal, another run holding the
 //! lock: each prints the log's first and last lines around its error and leaves a record
 //! with its exit code, so that the alert on a failing job sees it within minutes
-//! (docs/OPERATIONS.md "TmpaJobFailing").
+//! (docs/OPERATIONS.md "TmpaJobFailing"). And the run itself, the same for every program:
+//! [`prepare`] (what only root may read, then `--user`), then [`run_program`] (root, plan
+//! checked, [`Run::start`], the work, [`conclude`]).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use tmpa_core::maintenance::line_text;
+use tmpa_core::maintenance::{line_text, path_text};
 
-use crate::args::Mode;
+use crate::args::{CommonArgs, Mode};
 use crate::exit::{ExitStatus, StartError};
+use crate::output::{footer_line, header_line, log_line, now_rfc3339};
+use crate::plan::{Applying, Plan, Saving};
 use crate::record::{RunRecord, Task, read_run_record, write_run_record};
-use crate::run::{footer_line, header_line, log_line, now_rfc3339, resolve_root};
-use crate::user::become_user;
+use crate::report::{Report, ReportBody, conclude};
+use crate::run::{Run, Setup, resolve_root};
+use crate::user::{Became, become_user};
 
 /// What the command line says about a run, enough to record one that did not start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -190,4 +195,78 @@ fn not_started<P: Program>(
         &footer_line(P::NAME, status, &serde_json::json!({})),
     );
     status
+}
+
+/// What a run takes from before it becomes `--user` ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// `--apply-plan`: the file and its bytes.
+    applying: Option<(PathBuf, Vec<u8>)>,
+    /// `--save-plan`: the file, open.
+    saving: Option<Saving>,
+    /// Who the program now runs as.
+    pub became: Became,
+}
+
+/// Everything a maintenance program does before it touches the root, in this order: the
+/// diagnostics `-v`/`-q` ask for; the files of the command line only root may reach
+/// (`--apply-plan` read, `--save-plan` opened); then `--user` ([`become_user`]). Call it
+/// first, before any thread is started.
+///
+/// # Errors
+/// [`StartError::Usage`] (exit 2): a plan file that cannot be read or opened, a user
+/// that cannot be had.
+pub fn prepare(common: &CommonArgs) -> Result<Prepared, StartError> {
+    crate::args::init_diagnostics(&common.diagnostics);
+    let applying = match &common.apply_plan {
+        Some(path) => Some((path.clone(), Plan::read(path)?)),
+        None => None,
+    };
+    let saving = common.save_plan.as_deref().map(Saving::open).transpose()?;
+    let became = become_user(common.user.as_deref())?;
+    Ok(Prepared {
+        applying,
+        saving,
+        became,
+    })
+}
+
+/// Runs a maintenance program the same way for every program: resolves the root (flag,
+/// `TMPA_ROOT`, current directory), takes the task's lock, prints the log's first line
+/// (`DRY-RUN`, `{real_mode}-NO-DELETE` or `{real_mode}`), lets `work` do the run and judge
+/// it, then [`conclude`]s. `prepared` is what [`prepare`] made of `common`.
+///
+/// # Errors
+/// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
+/// is `work`'s to report, and shows in the returned status.
+pub fn run_program<B: ReportBody>(
+    prepared: Prepared,
+    program: &'static str,
+    task: Task,
+    common: &CommonArgs,
+    mode: Mode,
+    real_mode: &str,
+    work: impl FnOnce(&mut Run) -> (Report<B>, ExitStatus),
+) -> Result<ExitStatus, StartError> {
+    let root = resolve_root(common.root.as_deref())?;
+    // A plan that may not be applied is refused before anything is done (exit 2).
+    let applying = match &prepared.applying {
+        Some((path, bytes)) => Some(Applying::new(Plan::check(
+            path,
+            bytes,
+            program,
+            task,
+            &path_text(root.path()),
+        )?)),
+        None => None,
+    };
+    let setup = Setup {
+        saving: prepared.saving,
+        applying,
+        pace: common.pace,
+    };
+    let mut run = Run::start(program, task, root, mode, setup)?;
+    log_line(common.json, &run.header(real_mode));
+    let (mut report, status) = work(&mut run);
+    Ok(conclude(run, status, common.json, &mut report))
 }

@@ -120,36 +120,34 @@ pub struct Args {
     pub diagnostics: tmpa_maint::Diagnostics,
 }
 
-/// The whole snapshot run's report.
+/// The whole snapshot run's report: the head every program's report has, around
+/// [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-snapshot's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-snapshot`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
+pub struct Body {
     /// Where the snapshot went (or would go).
     #[serde(serialize_with = "serialize_path")]
     pub to: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
     /// Hard links or copies, and why copies.
     pub method: Method,
     /// Wall time of the pass in seconds (`null` for a dry run, whose output is the same
     /// from run to run on an unchanged tree).
     pub secs: Option<f64>,
-    /// What was taken and left out.
-    pub counts: Counts,
     /// Entries left out as problems (symlinks and other non-regular files) and files
     /// that could not be taken, at most [`PROBLEMS_LISTED_MAX`].
     pub problems: Vec<Problem>,
     /// Why the pass stopped, when it did (the snapshot is then not published).
     pub failure: Option<String>,
-    /// The exit code.
-    pub exit_code: u8,
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
+    fn render_text(report: &Report) -> String {
+        render_text(report)
+    }
+}
 
 /// The report as text: what was taken, how, in how long; then each problem.
 pub fn render_text(report: &Report) -> String {
@@ -254,18 +252,14 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
 /// The pass: the maintenance locks (not for a dry run), then the walk.
 fn snapshot(run: &mut Run, dest: &take::Destination, wait: Duration) -> (Report, ExitStatus) {
     let started = Instant::now();
-    let mut report = Report {
-        program: PROGRAM,
-        root: run.root().path().to_path_buf(),
+    let body = Body {
         to: dest.path().to_path_buf(),
-        dry_run: run.dry_run(),
         method: dest.method(),
         secs: None,
-        counts: Counts::default(),
         problems: Vec::new(),
         failure: None,
-        exit_code: 0,
     };
+    let mut report = Report::new(run, body, Counts::default());
     let locks = if run.dry_run() {
         Vec::new()
     } else {

@@ -63,7 +63,7 @@ mod reason;
 pub mod walk;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -209,16 +209,12 @@ pub struct Counts {
     pub not_entered: u64,
 }
 
-/// The whole run's report.
+/// The whole run's report: the head every program's report has, around [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-tmpclean's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-tmpclean`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
+pub struct Body {
     /// `--older-than`, in seconds.
     pub older_than_secs: u64,
     /// Every temporary found, sorted by path.
@@ -227,10 +223,6 @@ pub struct Report {
     pub not_entered: Vec<Problem>,
     /// What went wrong or needs a look outside any single temporary, sorted.
     pub problems: Vec<Problem>,
-    /// Totals.
-    pub counts: Counts,
-    /// The exit code.
-    pub exit_code: u8,
     /// Whether an I/O failure happened (exit 4).
     #[serde(skip)]
     pub failed: bool,
@@ -363,7 +355,7 @@ pub fn clean(run: &mut Run, args: &Args, now: SystemTime) -> Report {
     problems.append(&mut w.problems);
     problems.sort();
     w.not_entered.sort();
-    build_report(run.dry_run(), &root, args.older_than, w, problems, failed)
+    build_report(run, args.older_than, w, problems, failed)
 }
 
 /// Indexes of the temporaries sorted by (directory, name): the order of the report and
@@ -378,13 +370,13 @@ fn sorted_order(w: &Walk) -> Vec<usize> {
 }
 
 fn build_report(
-    dry_run: bool,
-    root: &Path,
+    run: &Run,
     older_than: Duration,
     w: Walk,
     problems: Vec<Problem>,
     mut failed: bool,
 ) -> Report {
+    let (root, mode) = (run.root().path(), run.mode());
     let order = sorted_order(&w);
     let older = age_text(older_than);
     let mut counts = Counts {
@@ -400,7 +392,7 @@ fn build_report(
         let dir = root.join(&w.dirs[t.dir as usize].rel);
         let action = match t.reason {
             Reason::Deleted(_) => Action::Deleted,
-            Reason::Stale(Some(_)) if dry_run => Action::WouldDelete,
+            Reason::Stale(Some(_)) if mode.is_plan() => Action::WouldDelete,
             // A real run attempts every stale temporary; none is left Stale.
             _ => Action::Keep,
         };
@@ -435,20 +427,15 @@ fn build_report(
             needs_look: t.reason.needs_look(),
         });
     }
-    counts.deletions =
-        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(dry_run, false), gone);
-    Report {
-        program: PROGRAM,
-        root: root.to_path_buf(),
-        dry_run,
+    counts.deletions = tmpa_maint::DeleteCount::of(mode, gone);
+    let body = Body {
         older_than_secs: older_than.as_secs(),
         temporaries,
         not_entered: w.not_entered,
         problems,
-        counts,
-        exit_code: 0,
         failed,
-    }
+    };
+    Report::new(run, body, counts)
 }
 
 /// `86400s` as `24h`, `7d` as `1w`: the largest whole unit.
@@ -462,7 +449,12 @@ fn age_text(d: Duration) -> String {
     format!("{s}s")
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
+    fn render_text(report: &Report) -> String {
+        render_text(report)
+    }
+}
 
 /// The report as text: one line per temporary (`action reason path: detail`), sorted by
 /// path, then the directories not entered and the problems.
