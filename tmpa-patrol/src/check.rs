@@ -171,4 +171,3 @@ fn serialize_number<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok
         _ => s.serialize_none(),
     }
 }
-
