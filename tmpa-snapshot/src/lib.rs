@@ -45,6 +45,7 @@
 //! files and their notes under `.tmpa/` aside); a file linked into the snapshot is checked
 //! to be a regular file there, and taken back (from the snapshot only) when it is not.
 
+mod destination;
 mod take;
 mod verify;
 
@@ -57,7 +58,8 @@ use tmpa_core::Problem;
 use tmpa_core::maintenance::{path_text, serialize_path};
 use tmpa_maint::{CommonArgs, ExitStatus, Lock, Mode, Run, StartError, Task, parse_age};
 
-pub use crate::take::{Counts, Method};
+pub use crate::destination::{Destination, Method};
+pub use crate::take::Counts;
 pub use crate::verify::{VerifyCounts, VerifyReport, verify};
 
 /// Program name, as in the logs.
@@ -242,7 +244,7 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let prepared = tmpa_maint::prepare(&common)?;
     let root = tmpa_maint::resolve_root(args.root.as_deref())?;
     // The destination is checked before the run starts: a bad one is a usage error.
-    let dest = take::Destination::check(&root, &to, args.copy)?;
+    let dest = Destination::check(&root, &to, args.copy)?;
     drop(root);
     tmpa_maint::run_program(prepared, PROGRAM, TASK, &common, mode, "SNAPSHOT", |run| {
         snapshot(run, &dest, args.wait)
@@ -250,7 +252,7 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
 }
 
 /// The pass: the maintenance locks (not for a dry run), then the walk.
-fn snapshot(run: &mut Run, dest: &take::Destination, wait: Duration) -> (Report, ExitStatus) {
+fn snapshot(run: &mut Run, dest: &Destination, wait: Duration) -> (Report, ExitStatus) {
     let started = Instant::now();
     let body = Body {
         to: dest.path().to_path_buf(),
