@@ -326,4 +326,207 @@ mod tests {
         let later = run_id(now + chrono::Duration::seconds(1));
         assert!(ids.iter().all(|i| *i < later), "{later}");
     }
+
+    use crate::ExitStatus;
+    use crate::plan::Plan;
+    use crate::receipt::Proof;
+
+    fn tree() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
+        let root = Root::open(t.path()).unwrap();
+        (t, root)
+    }
+
+    fn start(root: &Root, mode: Mode, setup: Setup) -> Run {
+        Run::start("tmpa-test", Task::CompactEvents, root.clone(), mode, setup).unwrap()
+    }
+
+    fn line(t: &tempfile::TempDir, name: &str) -> Deletion {
+        let path = t.path().join("token_stats/2026-11-01").join(name);
+        std::fs::write(&path, name).unwrap();
+        let dir = tmpa_core::maintenance::Dir::open_path(path.parent().unwrap()).unwrap();
+        let stamp = dir.stat(name).unwrap().unwrap().stamp;
+        Deletion {
+            file: path_text(&path),
+            bytes: stamp.size,
+            sha256: "00".into(),
+            stamp,
+            held_by: "elsewhere".into(),
+            proof: Proof::CompactedEvent {
+                day: "2026-11-01".into(),
+                held_events: 1,
+            },
+        }
+    }
+
+    /// Started, a run holds its task's lock and says in its record that it has not
+    /// finished, under its id; finished, its record says how it ended, and the lock is
+    /// free again.
+    #[test]
+    fn a_run_is_recorded_unfinished_at_its_start_and_finished_at_its_end() {
+        let (_t, root) = tree();
+        let run = start(&root, Mode::Real, Setup::default());
+        let at_start = read_run_record(&root, "compact_events").unwrap().unwrap();
+        assert!(!at_start.finished);
+        assert_eq!(at_start.run.as_deref(), Some(run.run_id()));
+        assert_eq!(at_start.program.as_deref(), Some("tmpa-test"));
+        assert!(matches!(
+            Lock::acquire(&root, Task::CompactEvents),
+            Err(StartError::Locked { .. })
+        ));
+        let id = run.run_id().to_owned();
+        let end = run
+            .finish(ExitStatus::NeedsLook, &serde_json::json!({"deleted": 2}))
+            .unwrap();
+        assert!(end.record.finished);
+        assert_eq!(end.record.run.as_deref(), Some(id.as_str()));
+        assert_eq!(end.record.exit_code, 1);
+        assert_eq!(end.record.counts, Some(serde_json::json!({"deleted": 2})));
+        // A real run that needs at most a look is a success.
+        assert_eq!(end.record.last_success_exit_code, Some(1));
+        assert_eq!(
+            end.record.last_success_at.as_deref(),
+            Some(end.record.started_at.as_str())
+        );
+        assert!(
+            end.footer
+                .contains(" tmpa-test finished: deleted=2 exit=1 ("),
+            "{}",
+            end.footer
+        );
+        assert!(end.plan_note.is_none());
+        assert_eq!(
+            read_run_record(&root, "compact_events").unwrap().unwrap(),
+            end.record
+        );
+        Lock::acquire(&root, Task::CompactEvents).unwrap();
+    }
+
+    /// A dry run or a failed run is no success: the previous success is carried forward.
+    #[test]
+    fn the_last_success_is_carried_forward_by_runs_that_are_not_one() {
+        let (_t, root) = tree();
+        let ok = start(&root, Mode::Real, Setup::default())
+            .finish(ExitStatus::Ok, &serde_json::json!({}))
+            .unwrap()
+            .record;
+        for (mode, exit) in [
+            (Mode::Plan, ExitStatus::Ok),
+            (Mode::Real, ExitStatus::Failure),
+        ] {
+            let end = start(&root, mode, Setup::default())
+                .finish(exit, &serde_json::json!({}))
+                .unwrap();
+            assert_eq!(end.record.last_success_at, ok.last_success_at, "{mode:?}");
+            assert_eq!(end.record.last_success_exit_code, Some(0), "{mode:?}");
+            assert_eq!(end.record.dry_run, mode.is_plan());
+        }
+    }
+
+    /// Dry runs that would delete the same files have the same plan digest, counted in a
+    /// streak that a different plan starts again; the note on stderr says which.
+    #[test]
+    fn consecutive_dry_runs_compare_their_plans() {
+        let (t, root) = tree();
+        let a = line(&t, "evt_a.json");
+        let b = line(&t, "evt_b.json");
+        let dry = |lines: &[&Deletion]| {
+            let mut run = start(&root, Mode::Plan, Setup::default());
+            for l in lines {
+                run.would_delete((*l).clone());
+            }
+            run.finish(ExitStatus::Ok, &serde_json::json!({})).unwrap()
+        };
+        let first = dry(&[&a, &b]);
+        let digest = first
+            .record
+            .plan_digest
+            .clone()
+            .expect("a dry run's plan digest");
+        assert_eq!(first.record.plan_streak, Some(1));
+        assert!(
+            first
+                .plan_note
+                .unwrap()
+                .ends_with("no earlier dry run to compare with")
+        );
+        assert!(
+            first
+                .footer
+                .ends_with(&format!(" plan={}", Plan::short_digest(&digest)))
+        );
+        let second = dry(&[&a, &b]);
+        assert_eq!(second.record.plan_digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(second.record.plan_streak, Some(2));
+        assert!(second.plan_note.unwrap().ends_with("(2 dry runs in a row)"));
+        let other = dry(&[&a]);
+        assert_ne!(other.record.plan_digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(other.record.plan_streak, Some(1));
+        assert!(other.plan_note.unwrap().ends_with("(a new plan)"));
+        // A real run keeps no plan; it notes nothing of what a dry run would delete.
+        let real = start(&root, Mode::Real, Setup::default());
+        let end = real.finish(ExitStatus::Ok, &serde_json::json!({})).unwrap();
+        assert!(end.record.plan_digest.is_none() && end.plan_note.is_none());
+    }
+
+    /// `--save-plan` is part of the setup: the dry run keeps its lines and writes the
+    /// plan, whose digest is the one its record keeps (the same as without saving).
+    #[test]
+    fn a_saved_plan_is_the_plan_the_record_names() {
+        let (t, root) = tree();
+        let a = line(&t, "evt_a.json");
+        let unsaved = {
+            let mut run = start(&root, Mode::Plan, Setup::default());
+            run.would_delete(a.clone());
+            run.finish(ExitStatus::Ok, &serde_json::json!({})).unwrap()
+        };
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join("plan.json");
+        let setup = Setup {
+            saving: Some(Saving::open(&path).unwrap()),
+            ..Setup::default()
+        };
+        let mut run = start(&root, Mode::Plan, setup);
+        run.would_delete(a);
+        let end = run.finish(ExitStatus::Ok, &serde_json::json!({})).unwrap();
+        assert_eq!(end.record.plan_digest, unsaved.record.plan_digest);
+        let saved = std::fs::read(&path).unwrap();
+        let plan = Plan::check(
+            &path,
+            &saved,
+            "tmpa-test",
+            Task::CompactEvents,
+            &path_text(root.path()),
+        )
+        .unwrap();
+        assert_eq!(Some(plan.digest), end.record.plan_digest);
+        assert_eq!(plan.deletions.len(), 1);
+    }
+
+    /// A real run first finishes what a killed run left in the quarantine: the
+    /// `recovered` lines open its receipt; a dry run recovers nothing.
+    #[test]
+    fn a_real_run_recovers_a_killed_run_s_files_before_its_work() {
+        let (t, root) = tree();
+        let left = t
+            .path()
+            .join(".tmpa/quarantine/in-flight/compact_events/killed/token_stats/2026-11-01");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("evt_k.json"), "{}").unwrap();
+        let dry = start(&root, Mode::Plan, Setup::default());
+        assert!(dry.recovered().is_empty());
+        drop(dry);
+        let run = start(&root, Mode::Real, Setup::default());
+        assert_eq!(run.recovered().len(), 1);
+        let receipt = t
+            .path()
+            .join(".tmpa/receipts/compact_events")
+            .join(format!("{}.jsonl", run.run_id()));
+        let text = std::fs::read_to_string(receipt).unwrap();
+        assert!(text.starts_with(r#"{"line":"recovered","#), "{text}");
+        assert!(t.path().join("token_stats/2026-11-01/evt_k.json").is_file());
+        let end = run.finish(ExitStatus::Ok, &serde_json::json!({})).unwrap();
+        assert!(end.record.receipt.is_some());
+    }
 }
