@@ -69,8 +69,7 @@ use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
 use report::counts;
 pub use report::{
-    Action, Body, Counts, Destination, Origin, Report, SessionReport, StoredObject, render_text,
-    report_status,
+    Action, Body, Counts, Destination, Origin, Report, SessionReport, StoredObject, report_status,
 };
 pub use store::StoreRun;
 use tier::Tiers;
@@ -154,19 +153,11 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let credentials = tmpa_maint::read_credentials(args.credentials.as_deref())?;
     let prepared = tmpa_maint::prepare(&args.common)?;
     let store = open_store(args, &credentials)?;
-    tmpa_maint::run_program(
-        prepared,
-        PROGRAM,
-        TASK,
-        &args.common,
-        mode,
-        "ARCHIVE",
-        |run| {
-            let report = archive(run, args, store.as_ref());
-            let status = report_status(&report);
-            (report, status)
-        },
-    )
+    tmpa_maint::run_program::<Args, _>(prepared, &args.common, mode, |run| {
+        let report = archive(run, args, store.as_ref());
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The store this run archives to: `--to`, else `{root}/tmpa.toml`'s `[archive] url`;

@@ -298,57 +298,54 @@ pub(crate) fn counts(report: &Report, mode: Mode, users: u64, seen: u64, young: 
 
 impl tmpa_maint::ReportBody for Body {
     type Counts = Counts;
-    fn render_text(report: &Report) -> String {
-        render_text(report)
-    }
-}
 
-/// The report as text: where archives go (with a store), one line per problem, one line
-/// per session acted on, sorted.
-pub fn render_text(report: &Report) -> String {
-    let mut s = String::new();
-    if report.destination.url != "local" {
-        let _ = writeln!(
-            s,
-            "  store: {}{}",
-            report.destination.url,
-            match (report.dry_run, report.destination.put_guard) {
-                (true, _) => " (dry run: read, nothing written)".to_owned(),
-                (false, Some(g)) => format!(" ({})", g.words()),
-                (false, None) => String::new(),
-            }
-        );
-    }
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
-    }
-    for b in &report.notification_batches {
-        let _ = writeln!(s, "{}", notify::render_batch(b, report.dry_run));
-    }
-    for r in &report.sessions {
-        let size = match r.archive_bytes {
-            Some(a) => format!("{} -> {a} bytes", r.bytes),
-            None => format!("{} bytes", r.bytes),
-        };
-        let word = match (r.from, r.action, report.dry_run) {
-            (Origin::Archive, Action::Archive, false) => "moved",
-            (Origin::Archive, Action::Archive, true) => "would move",
-            (_, action, dry) => action.word(dry),
-        };
-        let _ = writeln!(
-            s,
-            "{word} {} ({size}){}{}",
-            path_text(&r.path),
-            if r.detail.is_empty() { "" } else { ": " },
-            line_text(&r.detail),
-        );
-        if r.valid_json == Some(false) {
+    /// The report as text: where archives go (with a store), one line per problem, one line
+    /// per session acted on, sorted.
+    fn render_text(report: &Report) -> String {
+        let mut s = String::new();
+        if report.destination.url != "local" {
             let _ = writeln!(
                 s,
-                "  problem: {}: not valid JSON (archived as it is: archival preserves bytes)",
-                path_text(&r.path)
+                "  store: {}{}",
+                report.destination.url,
+                match (report.dry_run, report.destination.put_guard) {
+                    (true, _) => " (dry run: read, nothing written)".to_owned(),
+                    (false, Some(g)) => format!(" ({})", g.words()),
+                    (false, None) => String::new(),
+                }
             );
         }
+        for p in &report.problems {
+            let _ = writeln!(s, "  problem: {p}");
+        }
+        for b in &report.notification_batches {
+            let _ = writeln!(s, "{}", notify::render_batch(b, report.dry_run));
+        }
+        for r in &report.sessions {
+            let size = match r.archive_bytes {
+                Some(a) => format!("{} -> {a} bytes", r.bytes),
+                None => format!("{} bytes", r.bytes),
+            };
+            let word = match (r.from, r.action, report.dry_run) {
+                (Origin::Archive, Action::Archive, false) => "moved",
+                (Origin::Archive, Action::Archive, true) => "would move",
+                (_, action, dry) => action.word(dry),
+            };
+            let _ = writeln!(
+                s,
+                "{word} {} ({size}){}{}",
+                path_text(&r.path),
+                if r.detail.is_empty() { "" } else { ": " },
+                line_text(&r.detail),
+            );
+            if r.valid_json == Some(false) {
+                let _ = writeln!(
+                    s,
+                    "  problem: {}: not valid JSON (archived as it is: archival preserves bytes)",
+                    path_text(&r.path)
+                );
+            }
+        }
+        s
     }
-    s
 }

@@ -216,19 +216,11 @@ impl tmpa_maint::Program for Args {
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
     let prepared = tmpa_maint::prepare(&args.common)?;
-    tmpa_maint::run_program(
-        prepared,
-        PROGRAM,
-        TASK,
-        &args.common,
-        mode,
-        "COMPACT",
-        |run| {
-            let report = compact(run, args);
-            let status = report_status(&report);
-            (report, status)
-        },
-    )
+    tmpa_maint::run_program::<Args, _>(prepared, &args.common, mode, |run| {
+        let report = compact(run, args);
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The exit status a report calls for: 4 if a day failed, 1 if anything needs a look.
@@ -394,75 +386,72 @@ fn select_days(root: &Root, args: &Args) -> (Vec<Day>, Vec<Problem>) {
 
 impl tmpa_maint::ReportBody for Body {
     type Counts = Counts;
-    fn render_text(report: &Report) -> String {
-        render_text(report)
-    }
-}
 
-/// The report as text: one line per day, one indented line per problem, sorted.
-pub fn render_text(report: &Report) -> String {
-    let mut s = String::new();
-    let del = if report.dry_run {
-        "would_delete"
-    } else {
-        "deleted"
-    };
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
-    }
-    for d in &report.days {
-        let _ = writeln!(
-            s,
-            "{} {}: loose={} already_compacted={} merged={} duplicates={} conflicts={} corrupt={} {del}={} kept={} events={} summary={}",
-            d.day,
-            d.status.word(),
-            d.loose,
-            d.already_compacted,
-            d.merged,
-            d.duplicates,
-            d.conflicts,
-            d.corrupt,
-            d.deleted,
-            d.kept,
-            d.events,
-            if d.summary_rewritten {
-                "rewritten"
-            } else if d.problems.is_empty() {
-                "current"
-            } else {
-                // A day with problems is never cached.
-                "none"
-            },
-        );
-        if d.spilled_runs > 0 {
-            // The day did not fit the memory budget: say so on its own line, so that the
-            // day line keeps one shape.
-            let _ = writeln!(
-                s,
-                "  note: larger than --memory-budget: merged from sorted runs spilled to disk (runs={})",
-                d.spilled_runs
-            );
-        }
-        if d.not_in_plan > 0 {
-            let _ = writeln!(
-                s,
-                "  {} loose files not in the plan being applied: left for the next run",
-                d.not_in_plan
-            );
-        }
-        if d.beside_temporary > 0 {
-            let _ = writeln!(
-                s,
-                "  {} loose files with a temporary of their name beside them: left for the next run (tmpa-tmpclean removes a stale temporary first)",
-                d.beside_temporary
-            );
-        }
-        if let Some(e) = &d.error {
-            let _ = writeln!(s, "  error: {e}");
-        }
-        for p in &d.problems {
+    /// The report as text: one line per day, one indented line per problem, sorted.
+    fn render_text(report: &Report) -> String {
+        let mut s = String::new();
+        let del = if report.dry_run {
+            "would_delete"
+        } else {
+            "deleted"
+        };
+        for p in &report.problems {
             let _ = writeln!(s, "  problem: {p}");
         }
+        for d in &report.days {
+            let _ = writeln!(
+                s,
+                "{} {}: loose={} already_compacted={} merged={} duplicates={} conflicts={} corrupt={} {del}={} kept={} events={} summary={}",
+                d.day,
+                d.status.word(),
+                d.loose,
+                d.already_compacted,
+                d.merged,
+                d.duplicates,
+                d.conflicts,
+                d.corrupt,
+                d.deleted,
+                d.kept,
+                d.events,
+                if d.summary_rewritten {
+                    "rewritten"
+                } else if d.problems.is_empty() {
+                    "current"
+                } else {
+                    // A day with problems is never cached.
+                    "none"
+                },
+            );
+            if d.spilled_runs > 0 {
+                // The day did not fit the memory budget: say so on its own line, so that the
+                // day line keeps one shape.
+                let _ = writeln!(
+                    s,
+                    "  note: larger than --memory-budget: merged from sorted runs spilled to disk (runs={})",
+                    d.spilled_runs
+                );
+            }
+            if d.not_in_plan > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {} loose files not in the plan being applied: left for the next run",
+                    d.not_in_plan
+                );
+            }
+            if d.beside_temporary > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {} loose files with a temporary of their name beside them: left for the next run (tmpa-tmpclean removes a stale temporary first)",
+                    d.beside_temporary
+                );
+            }
+            if let Some(e) = &d.error {
+                let _ = writeln!(s, "  error: {e}");
+            }
+            for p in &d.problems {
+                let _ = writeln!(s, "  problem: {p}");
+            }
+        }
+        s
     }
-    s
 }

@@ -37,6 +37,8 @@ mod record;
 mod report;
 mod run;
 mod temps;
+#[cfg(test)]
+mod testing;
 mod trust;
 mod user;
 

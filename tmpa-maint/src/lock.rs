@@ -312,13 +312,7 @@ fn check_lock_file(meta: &Meta, dir: &Meta) -> Result<(), Distrust> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tree() -> (tempfile::TempDir, Root) {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir(t.path().join("token_stats")).unwrap();
-        let root = Root::open(t.path()).unwrap();
-        (t, root)
-    }
+    use crate::testing::tree;
 
     #[test]
     fn a_second_run_is_refused_and_named_and_a_hard_link_copy_stops_nothing() {

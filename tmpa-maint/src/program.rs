@@ -231,23 +231,22 @@ pub fn prepare(common: &CommonArgs) -> Result<Prepared, StartError> {
     })
 }
 
-/// Runs a maintenance program the same way for every program: resolves the root (flag,
-/// `TMPA_ROOT`, current directory), takes the task's lock, prints the log's first line
-/// (`DRY-RUN`, `{real_mode}-NO-DELETE` or `{real_mode}`), lets `work` do the run and judge
-/// it, then [`conclude`]s. `prepared` is what [`prepare`] made of `common`.
+/// Runs the program `P` the same way for every program, as its [`Program`] constants say
+/// (the name, task and mode word that a run that never starts records too): resolves the
+/// root (flag, `TMPA_ROOT`, current directory), takes the task's lock, prints the log's
+/// first line (`DRY-RUN`, `{REAL_MODE}-NO-DELETE` or `{REAL_MODE}`), lets `work` do the
+/// run and judge it, then [`conclude`]s. `prepared` is what [`prepare`] made of `common`.
 ///
 /// # Errors
 /// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
 /// is `work`'s to report, and shows in the returned status.
-pub fn run_program<B: ReportBody>(
+pub fn run_program<P: Program, B: ReportBody>(
     prepared: Prepared,
-    program: &'static str,
-    task: Task,
     common: &CommonArgs,
     mode: Mode,
-    real_mode: &str,
     work: impl FnOnce(&mut Run) -> (Report<B>, ExitStatus),
 ) -> Result<ExitStatus, StartError> {
+    let (program, task) = (P::NAME, P::TASK);
     let root = resolve_root(common.root.as_deref())?;
     // A plan that may not be applied is refused before anything is done (exit 2).
     let applying = match &prepared.applying {
@@ -266,7 +265,7 @@ pub fn run_program<B: ReportBody>(
         pace: common.pace,
     };
     let mut run = Run::start(program, task, root, mode, setup)?;
-    log_line(common.json, &run.header(real_mode));
+    log_line(common.json, &run.header(P::REAL_MODE));
     let (mut report, status) = work(&mut run);
     Ok(conclude(run, status, common.json, &mut report))
 }

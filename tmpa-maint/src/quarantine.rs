@@ -500,12 +500,7 @@ mod tests {
 
     const TASK: Task = Task::CompactEvents;
 
-    fn tree() -> (tempfile::TempDir, Root) {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
-        let root = Root::open(t.path()).unwrap();
-        (t, root)
-    }
+    use crate::testing::{deletion, tree};
 
     /// A killed run's quarantine directory `id` holding `evt_{id}.json` of day 2026-11-01,
     /// made as the run makes it (mode 0700).
@@ -596,23 +591,12 @@ mod tests {
         let day = t.path().join("token_stats/2026-11-01");
         std::fs::write(day.join("evt_a.json"), "{\"a\":1}").unwrap();
         let dir = root_dir(root).open_dir("token_stats/2026-11-01").unwrap();
-        let stamp = dir.stat("evt_a.json").unwrap().unwrap().stamp;
         let mut receipt = crate::receipt::Receipt::create(root, TASK, "killed").unwrap();
         if torn {
             let path = t.path().join(".tmpa/receipts/compact_events/killed.jsonl");
             std::fs::write(path, "{\"line\":\"delete\",\"file\":").unwrap();
         } else {
-            let line = crate::receipt::Deletion {
-                file: path_text(&day.join("evt_a.json")),
-                bytes: stamp.size,
-                sha256: "00".into(),
-                stamp,
-                held_by: "compacted".into(),
-                proof: crate::receipt::Proof::CompactedEvent {
-                    day: "2026-11-01".into(),
-                    held_events: 1,
-                },
-            };
+            let line = deletion(&dir, "evt_a.json");
             receipt
                 .append(&[crate::receipt::ReceiptLine::Delete(line)])
                 .unwrap();

@@ -62,8 +62,8 @@ impl<B: ReportBody> Report<B> {
         }
     }
 
-    /// The text report.
-    fn render_text(&self) -> String {
+    /// The text report ([`ReportBody::render_text`]).
+    pub fn render_text(&self) -> String {
         B::render_text(self)
     }
 }

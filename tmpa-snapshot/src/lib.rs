@@ -146,41 +146,38 @@ pub struct Body {
 
 impl tmpa_maint::ReportBody for Body {
     type Counts = Counts;
-    fn render_text(report: &Report) -> String {
-        render_text(report)
-    }
-}
 
-/// The report as text: what was taken, how, in how long; then each problem.
-pub fn render_text(report: &Report) -> String {
-    let c = &report.counts;
-    let mut s = String::new();
-    let verb = if report.dry_run { "would take" } else { "took" };
-    let _ = writeln!(
-        s,
-        "  {verb} {} files, {} bytes, {} directories into {} ({}){}",
-        c.files,
-        c.bytes,
-        c.dirs,
-        path_text(&report.to),
-        report.method.words(),
-        report
-            .secs
-            .map(|t| format!(" in {t:.2} s"))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        s,
-        "  left out: {} summaries (_summary.json), {} temporaries, {} not regular files, {} other top-level entries",
-        c.summaries_left_out, c.temporaries_left_out, c.not_regular, c.other_left_out
-    );
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
+    /// The report as text: what was taken, how, in how long; then each problem.
+    fn render_text(report: &Report) -> String {
+        let c = &report.counts;
+        let mut s = String::new();
+        let verb = if report.dry_run { "would take" } else { "took" };
+        let _ = writeln!(
+            s,
+            "  {verb} {} files, {} bytes, {} directories into {} ({}){}",
+            c.files,
+            c.bytes,
+            c.dirs,
+            path_text(&report.to),
+            report.method.words(),
+            report
+                .secs
+                .map(|t| format!(" in {t:.2} s"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "  left out: {} summaries (_summary.json), {} temporaries, {} not regular files, {} other top-level entries",
+            c.summaries_left_out, c.temporaries_left_out, c.not_regular, c.other_left_out
+        );
+        for p in &report.problems {
+            let _ = writeln!(s, "  problem: {p}");
+        }
+        if let Some(f) = &report.failure {
+            let _ = writeln!(s, "  failed: {f}");
+        }
+        s
     }
-    if let Some(f) = &report.failure {
-        let _ = writeln!(s, "  failed: {f}");
-    }
-    s
 }
 
 impl tmpa_maint::Program for Args {
@@ -246,7 +243,7 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     // The destination is checked before the run starts: a bad one is a usage error.
     let dest = Destination::check(&root, &to, args.copy)?;
     drop(root);
-    tmpa_maint::run_program(prepared, PROGRAM, TASK, &common, mode, "SNAPSHOT", |run| {
+    tmpa_maint::run_program::<Args, _>(prepared, &common, mode, |run| {
         snapshot(run, &dest, args.wait)
     })
 }

@@ -250,19 +250,11 @@ impl tmpa_maint::Program for Args {
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, false);
     let prepared = tmpa_maint::prepare(&args.common)?;
-    tmpa_maint::run_program(
-        prepared,
-        PROGRAM,
-        TASK,
-        &args.common,
-        mode,
-        "CLEAN",
-        |run| {
-            let report = clean(run, args, SystemTime::now());
-            let status = report_status(&report);
-            (report, status)
-        },
-    )
+    tmpa_maint::run_program::<Args, _>(prepared, &args.common, mode, |run| {
+        let report = clean(run, args, SystemTime::now());
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The exit status a report calls for: 4 after an I/O failure, 1 if anything needs a
@@ -451,32 +443,29 @@ fn age_text(d: Duration) -> String {
 
 impl tmpa_maint::ReportBody for Body {
     type Counts = Counts;
-    fn render_text(report: &Report) -> String {
-        render_text(report)
-    }
-}
 
-/// The report as text: one line per temporary (`action reason path: detail`), sorted by
-/// path, then the directories not entered and the problems.
-pub fn render_text(report: &Report) -> String {
-    let mut s = String::new();
-    for d in &report.temporaries {
-        let _ = writeln!(
-            s,
-            "{:<12} {:<11} {}: {}",
-            d.action.as_str(),
-            d.reason.as_str(),
-            path_text(&d.path),
-            line_text(&d.detail)
-        );
+    /// The report as text: one line per temporary (`action reason path: detail`), sorted by
+    /// path, then the directories not entered and the problems.
+    fn render_text(report: &Report) -> String {
+        let mut s = String::new();
+        for d in &report.temporaries {
+            let _ = writeln!(
+                s,
+                "{:<12} {:<11} {}: {}",
+                d.action.as_str(),
+                d.reason.as_str(),
+                path_text(&d.path),
+                line_text(&d.detail)
+            );
+        }
+        for p in &report.not_entered {
+            let _ = writeln!(s, "  not entered: {p}");
+        }
+        for p in &report.problems {
+            let _ = writeln!(s, "  problem: {p}");
+        }
+        s
     }
-    for p in &report.not_entered {
-        let _ = writeln!(s, "  not entered: {p}");
-    }
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
-    }
-    s
 }
 
 #[cfg(test)]

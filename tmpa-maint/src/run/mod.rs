@@ -329,35 +329,18 @@ mod tests {
 
     use crate::ExitStatus;
     use crate::plan::Plan;
-    use crate::receipt::Proof;
-
-    fn tree() -> (tempfile::TempDir, Root) {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
-        let root = Root::open(t.path()).unwrap();
-        (t, root)
-    }
+    use crate::testing::{DAY, deletion, tree};
 
     fn start(root: &Root, mode: Mode, setup: Setup) -> Run {
         Run::start("tmpa-test", Task::CompactEvents, root.clone(), mode, setup).unwrap()
     }
 
     fn line(t: &tempfile::TempDir, name: &str) -> Deletion {
-        let path = t.path().join("token_stats/2026-11-01").join(name);
-        std::fs::write(&path, name).unwrap();
-        let dir = tmpa_core::maintenance::Dir::open_path(path.parent().unwrap()).unwrap();
-        let stamp = dir.stat(name).unwrap().unwrap().stamp;
-        Deletion {
-            file: path_text(&path),
-            bytes: stamp.size,
-            sha256: "00".into(),
-            stamp,
-            held_by: "elsewhere".into(),
-            proof: Proof::CompactedEvent {
-                day: "2026-11-01".into(),
-                held_events: 1,
-            },
-        }
+        std::fs::write(t.path().join(DAY).join(name), name).unwrap();
+        deletion(
+            &tmpa_core::maintenance::Dir::open_path(&t.path().join(DAY)).unwrap(),
+            name,
+        )
     }
 
     /// Started, a run holds its task's lock and says in its record that it has not
