@@ -181,7 +181,7 @@ impl Plan {
     }
 
     /// The digest of the plan's content, not its version or the time it was made (see
-    /// [`digest_of`]; a dry run that saves no plan computes the same one in 40 bytes).
+    /// `digest_of`; a dry run that saves no plan computes the same one in 40 bytes).
     pub fn compute_digest(&self) -> String {
         let rest = if self.format == 1 {
             Rest::Sorted(&self.deletions)
