@@ -43,7 +43,8 @@ mod trust;
 mod user;
 
 pub use args::{
-    CommonArgs, Diagnostics, Mode, init_diagnostics, number_and_unit, parse_age, parse_pause,
+    CommonArgs, Diagnostics, Invocation, Mode, init_diagnostics, number_and_unit, parse_age,
+    parse_pause,
 };
 pub use config::{CREDENTIALS_FILE, ETC_CONFIG_DIR, archive_config, read_credentials};
 pub use delete::{Disposed, Doomed, Kept, Outcome, PACE_BATCH};
@@ -52,7 +53,7 @@ pub use lock::Lock;
 pub use output::{Progress, footer_line, header_line, log_line, now_rfc3339, out};
 pub use pace::{BUSY_SHARE, Pacer};
 pub use plan::{Admission, Applying, Candidate, PLAN_FORMAT, Plan, Refusal};
-pub use program::{Invocation, Prepared, Program, main, prepare, run_program};
+pub use program::{Prepared, Program, main, prepare, run_program};
 pub use quarantine::quarantine_rel;
 pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine, Recovered, RecoveredAction};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record, write_run_record};

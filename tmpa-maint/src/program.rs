@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use tmpa_core::maintenance::{line_text, path_text};
 
-use crate::args::{CommonArgs, Mode};
+use crate::args::{CommonArgs, Invocation, Mode};
 use crate::exit::{ExitStatus, StartError};
 use crate::output::{footer_line, header_line, log_line, now_rfc3339};
 use crate::plan::{Applying, Plan, Saving};
@@ -22,59 +22,6 @@ use crate::record::{RunRecord, Task, read_run_record, write_run_record};
 use crate::report::{Report, ReportBody, conclude};
 use crate::run::{Run, Setup, resolve_root};
 use crate::user::{Became, become_user};
-
-/// What the command line says about a run, enough to record one that did not start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Invocation {
-    /// `--root` (else `TMPA_ROOT`, else the current directory).
-    pub root: Option<PathBuf>,
-    /// `--dry-run`.
-    pub dry_run: bool,
-    /// `--json`: the log lines go to stderr.
-    pub json: bool,
-    /// `--user` (else `TMPA_USER`).
-    pub user: Option<String>,
-}
-
-impl Invocation {
-    /// The invocation a command line clap refused seems to ask for: `--root DIR` or
-    /// `--root=DIR` (else `TMPA_ROOT`), `--dry-run`, `--json`, `--user` (else
-    /// `TMPA_USER`), wherever they are.
-    ///
-    /// # Examples
-    /// ```
-    /// use tmpa_maint::Invocation;
-    /// let raw = ["tmpa-compact", "--dryrun", "--root=/srv/a", "--json"].map(Into::into);
-    /// let i = Invocation::from_raw(&raw);
-    /// assert_eq!(i.root.as_deref(), Some("/srv/a".as_ref()));
-    /// assert!(!i.dry_run && i.json);
-    /// ```
-    pub fn from_raw(raw: &[OsString]) -> Invocation {
-        let value = |flag: &str| -> Option<OsString> {
-            let eq = format!("{flag}=");
-            raw.iter().enumerate().skip(1).find_map(|(i, a)| {
-                let s = a.to_str()?;
-                if s == flag {
-                    raw.get(i + 1).cloned()
-                } else {
-                    s.strip_prefix(&eq).map(OsString::from)
-                }
-            })
-        };
-        let has = |flag: &str| raw.iter().skip(1).any(|a| a == flag);
-        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        Invocation {
-            root: value("--root")
-                .or_else(|| env("TMPA_ROOT"))
-                .map(PathBuf::from),
-            dry_run: has("--dry-run"),
-            json: has("--json"),
-            user: value("--user")
-                .or_else(|| env("TMPA_USER"))
-                .and_then(|u| u.into_string().ok()),
-        }
-    }
-}
 
 /// A maintenance program, as [`main`] runs it.
 pub trait Program: clap::Parser {

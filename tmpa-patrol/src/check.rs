@@ -1,6 +1,6 @@
 //! What one check says: its [`Status`] (ordered from ok to unknown, the plugin exit
 //! codes), its perfdata ([`Perf`]) and the [`Check`] itself as `--json` prints it; the
-//! checks' names in report order.
+//! checks' names in report order, and the tasks the job checks watch.
 
 use std::process::ExitCode;
 
@@ -20,6 +20,10 @@ pub const CHECK_NAMES: [&str; 11] = [
     "archive_history_last_success",
     "growth",
 ];
+
+/// The tasks a job check watches (and `--log` and `--journal` accept): here, below both
+/// the flags that name them and the job checks.
+pub const TASKS: [&str; 2] = ["compact_events", "archive_history"];
 
 /// How many paths a check lists at most (the count is always exact).
 pub const FINDINGS_MAX: usize = 20;
