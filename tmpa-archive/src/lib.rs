@@ -50,6 +50,7 @@
 //!   the library's store is refused unless the run deletes nothing.
 
 mod gz;
+mod history;
 mod lonely;
 mod migrate;
 pub mod notify;
@@ -69,7 +70,8 @@ use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
 use report::counts;
 pub use report::{
-    Action, Body, Counts, Destination, Origin, Report, SessionReport, StoredObject, report_status,
+    Action, BatchReport, Body, Counts, Destination, NotificationCounts, Origin, Report,
+    SessionReport, StoredObject, report_status,
 };
 pub use store::StoreRun;
 use tier::Tiers;
@@ -282,7 +284,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             .checked_sub(age)
             .unwrap_or(SystemTime::UNIX_EPOCH)
     };
-    let opts = session::Options {
+    let opts = history::Options {
         cutoff: cutoff(args.older_than),
         level: args.level,
         migrate_local: args.migrate_local,
@@ -296,7 +298,7 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
             i + 1,
             users.len()
         ));
-        let outcome = session::archive_user(run, &tiers, user, opts, &mut report, &mut listed);
+        let outcome = history::archive_user(run, &tiers, user, opts, &mut report, &mut listed);
         if let Err(e) = outcome {
             user_not_archived(&mut report, &root, ("chat_history", user), "user", &e);
         }

@@ -22,17 +22,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Serialize;
 use tmpa_core::maintenance::{
     ArchivedNotification, Dir, Kind, Meta, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_BYTES_MAX,
-    Stamp, archive_name, path_text, read_archive, serialize_path, sha256_hex, temp_final_name,
-    write_archive,
+    Stamp, archive_name, path_text, read_archive, sha256_hex, temp_final_name, write_archive,
 };
 use tmpa_core::{Error, NotificationId, Problem, ProblemKind, UserId};
 use tmpa_maint::{Admission, Candidate, Mode, Outcome, Run};
 
 use crate::pipeline::{self, Done, Early, Facts, Member, Opened, Other, Seen, Unit};
-use crate::report::{Action, Report, StoredObject};
+use crate::report::{Action, BatchReport, Report};
 use crate::tier::{Holds, TakenBack, Tiers};
 
 /// Notifications per archive: bounds one archive's index (what a library lookup reads
@@ -41,64 +39,6 @@ use crate::tier::{Holds, TakenBack, Tiers};
 const NOTIFICATIONS_PER_ARCHIVE_MAX: usize = 4096;
 /// Bytes of notifications and acks held in memory for one batch.
 const BATCH_BYTES_MAX: u64 = 64 << 20;
-
-/// One archive of a user's notifications (or one that would be written).
-#[derive(Clone, Debug, Serialize)]
-pub struct BatchReport {
-    /// The user.
-    pub user: String,
-    /// The archive: its path, or with a store its object's URL.
-    #[serde(serialize_with = "serialize_path")]
-    pub archive: PathBuf,
-    /// What was (or would be) done.
-    pub action: Action,
-    /// Notifications in the batch.
-    pub notifications: u64,
-    /// Notifications deleted from the inbox (with their acks); in a dry run, that would be.
-    pub deleted: u64,
-    /// Bytes of the notifications and acks of the batch.
-    pub bytes_in: u64,
-    /// Size of the archive, when one was written or found.
-    pub archive_bytes: Option<u64>,
-    /// Notifications kept because they changed after they were read (rewritten, delivered
-    /// again): their inbox files.
-    pub changed: Vec<String>,
-    /// Details in words.
-    pub detail: String,
-    /// The object that holds the batch, when archiving to a store.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<StoredObject>,
-}
-
-/// Totals of the notification archival (in the run's counts).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct NotificationCounts {
-    /// Acks looked at.
-    pub acks: u64,
-    /// Acks younger than `--notifications-older-than` (their notifications left).
-    pub acks_young: u64,
-    /// Notifications archived (or that would be).
-    pub notifications_archived: u64,
-    /// Notifications kept because they changed during the run.
-    pub notifications_changed: u64,
-    /// Acks whose notification an archive already held (an interrupted run completed).
-    pub acks_completed: u64,
-    /// Old acks without their notification found by this run, that no archive holds
-    /// (kept, each reported once with what to do).
-    pub orphan_acks: u64,
-    /// Old acks without their notification that an earlier run reported (kept, not
-    /// looked for again in the archives it searched then).
-    pub orphan_acks_known: u64,
-    /// Old acks without their notification that could not be compared with the store's
-    /// archives (a store that failed gets no request): kept, for the next run to decide.
-    pub acks_not_compared: u64,
-    /// Archives written (or that would be).
-    pub notification_archives: u64,
-    /// Old acks left, their notification too, because a temporary of the notification's
-    /// or the ack's name lies beside it (tmpa_maint::finals_with_temporaries).
-    #[serde(skip_serializing_if = "crate::is_zero_u64")]
-    pub notifications_beside_temporary: u64,
-}
 
 /// What the run asks of the notifications.
 #[derive(Clone, Copy, Debug)]
@@ -569,28 +509,4 @@ pub(crate) fn id_of(name: &OsStr, ext: &str) -> Option<NotificationId> {
     }
     let id = name.to_str()?.strip_prefix("ntf_")?.strip_suffix(ext)?;
     NotificationId::new(id).ok()
-}
-
-/// One line of the text report for a batch (and one per notification kept because it
-/// changed).
-pub(crate) fn render_batch(b: &BatchReport, dry_run: bool) -> String {
-    let size = match b.archive_bytes {
-        Some(a) => format!("{} -> {a} bytes", b.bytes_in),
-        None => format!("{} bytes", b.bytes_in),
-    };
-    let mut s = format!(
-        "{} {} notifications of {} into {} ({size}){}{}",
-        b.action.word(dry_run),
-        b.notifications,
-        b.user,
-        path_text(&b.archive),
-        if b.detail.is_empty() { "" } else { ": " },
-        b.detail,
-    );
-    for f in &b.changed {
-        s.push_str(&format!(
-            "\n  changed {f}: rewritten after it was read (kept with its ack; the next run looks again)"
-        ));
-    }
-    s
 }

@@ -11,8 +11,6 @@ use tmpa_core::maintenance::store::PutGuard;
 use tmpa_core::maintenance::{line_text, path_text, serialize_path};
 use tmpa_maint::{ExitStatus, Mode};
 
-use crate::notify;
-
 /// What was found or done for one unit (a session, a local archive moved, a batch of
 /// notifications).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -166,7 +164,7 @@ pub struct Body {
     pub notifications_older_than_secs: u64,
     /// Every archive of acknowledged notifications written, completed or attempted, by
     /// user.
-    pub notification_batches: Vec<notify::BatchReport>,
+    pub notification_batches: Vec<BatchReport>,
     /// Files and directories that need a look (symlinks, odd names, invalid JSON, acks
     /// without their notification), and per-user failures.
     pub problems: Vec<Problem>,
@@ -224,7 +222,7 @@ pub struct Counts {
     pub bytes_out: u64,
     /// Notifications archived, and what else the notification archival found.
     #[serde(flatten)]
-    pub notifications: notify::NotificationCounts,
+    pub notifications: NotificationCounts,
     /// Files (sessions, inbox files, acks, local archives) verified elsewhere whose
     /// deletion failed (kept; the next run completes): each a `problem:` line, exit 4.
     pub deletions_failed: u64,
@@ -319,7 +317,7 @@ impl tmpa_maint::ReportBody for Body {
             let _ = writeln!(s, "  problem: {p}");
         }
         for b in &report.notification_batches {
-            let _ = writeln!(s, "{}", notify::render_batch(b, report.dry_run));
+            let _ = writeln!(s, "{}", render_batch(b, report.dry_run));
         }
         for r in &report.sessions {
             let size = match r.archive_bytes {
@@ -348,4 +346,86 @@ impl tmpa_maint::ReportBody for Body {
         }
         s
     }
+}
+
+/// One archive of a user's notifications (or one that would be written).
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchReport {
+    /// The user.
+    pub user: String,
+    /// The archive: its path, or with a store its object's URL.
+    #[serde(serialize_with = "serialize_path")]
+    pub archive: PathBuf,
+    /// What was (or would be) done.
+    pub action: Action,
+    /// Notifications in the batch.
+    pub notifications: u64,
+    /// Notifications deleted from the inbox (with their acks); in a dry run, that would be.
+    pub deleted: u64,
+    /// Bytes of the notifications and acks of the batch.
+    pub bytes_in: u64,
+    /// Size of the archive, when one was written or found.
+    pub archive_bytes: Option<u64>,
+    /// Notifications kept because they changed after they were read (rewritten, delivered
+    /// again): their inbox files.
+    pub changed: Vec<String>,
+    /// Details in words.
+    pub detail: String,
+    /// The object that holds the batch, when archiving to a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<StoredObject>,
+}
+
+/// Totals of the notification archival (in the run's counts).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NotificationCounts {
+    /// Acks looked at.
+    pub acks: u64,
+    /// Acks younger than `--notifications-older-than` (their notifications left).
+    pub acks_young: u64,
+    /// Notifications archived (or that would be).
+    pub notifications_archived: u64,
+    /// Notifications kept because they changed during the run.
+    pub notifications_changed: u64,
+    /// Acks whose notification an archive already held (an interrupted run completed).
+    pub acks_completed: u64,
+    /// Old acks without their notification found by this run, that no archive holds
+    /// (kept, each reported once with what to do).
+    pub orphan_acks: u64,
+    /// Old acks without their notification that an earlier run reported (kept, not
+    /// looked for again in the archives it searched then).
+    pub orphan_acks_known: u64,
+    /// Old acks without their notification that could not be compared with the store's
+    /// archives (a store that failed gets no request): kept, for the next run to decide.
+    pub acks_not_compared: u64,
+    /// Archives written (or that would be).
+    pub notification_archives: u64,
+    /// Old acks left, their notification too, because a temporary of the notification's
+    /// or the ack's name lies beside it (tmpa_maint::finals_with_temporaries).
+    #[serde(skip_serializing_if = "crate::is_zero_u64")]
+    pub notifications_beside_temporary: u64,
+}
+
+/// One line of the text report for a batch (and one per notification kept because it
+/// changed).
+fn render_batch(b: &BatchReport, dry_run: bool) -> String {
+    let size = match b.archive_bytes {
+        Some(a) => format!("{} -> {a} bytes", b.bytes_in),
+        None => format!("{} bytes", b.bytes_in),
+    };
+    let mut s = format!(
+        "{} {} notifications of {} into {} ({size}){}{}",
+        b.action.word(dry_run),
+        b.notifications,
+        b.user,
+        path_text(&b.archive),
+        if b.detail.is_empty() { "" } else { ": " },
+        b.detail,
+    );
+    for f in &b.changed {
+        s.push_str(&format!(
+            "\n  changed {f}: rewritten after it was read (kept with its ack; the next run looks again)"
+        ));
+    }
+    s
 }

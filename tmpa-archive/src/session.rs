@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Seek};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use tmpa_core::maintenance::{
@@ -25,34 +25,9 @@ use tmpa_maint::{Admission, Candidate, Kept, Mode, Outcome, Run};
 use crate::gz::{
     CHUNK_BYTES, bounded, gzip, hash_and_check, open_source, same_bytes, source_unchanged,
 };
-use crate::pipeline::{self, Done, Early, Facts, Member, Opened, Other, Seen, Unit};
+use crate::pipeline::{Done, Early, Facts, Member, Opened, Other, Seen, Unit};
 use crate::report::{Action, Origin, Report, SessionReport};
 use crate::tier::{Holds, Place, TakenBack, Tier, Tiers};
-
-/// Sessions handled between two receipt writes: bounds what a crash can leave archived but
-/// not yet deleted (the next run completes those) and the memory of one batch.
-const BATCH_MAX: usize = 256;
-
-/// What the run asks of the sessions.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Options {
-    /// Sessions modified before this are archived.
-    pub(crate) cutoff: SystemTime,
-    /// gzip level, 0 to 9.
-    pub(crate) level: u32,
-    /// Also move the local archives to the store.
-    pub(crate) migrate_local: bool,
-}
-
-/// One user's sessions, and every archived version of them that the run can see.
-pub(crate) struct UserSessions<'d> {
-    pub(crate) user: &'d UserId,
-    sessions: Option<Dir>,
-    local: Option<LocalVersions>,
-    /// The versions after the first in the store (one listing).
-    stored: BTreeMap<SessionId, Vec<u32>>,
-    level: u32,
-}
 
 /// What a listing found besides the sessions to archive.
 #[derive(Debug, Default)]
@@ -65,107 +40,19 @@ pub(crate) struct Listed {
     pub(crate) beside_temporary: u64,
 }
 
-/// Archives `user`'s old sessions (then, with `--migrate-local`, moves the user's local
-/// archives to the store), reporting into `report`.
-///
-/// # Errors
-/// A directory of the user that cannot be opened or listed, the store's listing, or a
-/// receipt that cannot be written: the caller reports the user as not archived.
-pub(crate) fn archive_user(
-    run: &mut Run,
-    tiers: &Tiers<'_>,
-    user: &UserId,
-    opts: Options,
-    report: &mut Report,
-    counted: &mut Listed,
-) -> tmpa_core::Result<()> {
-    let root = run.root().clone();
-    let base = Path::new("chat_history").join(user.as_str());
-    // Held by descriptor: a directory swapped for a symlink meanwhile cannot lead any
-    // read, write or delete of this run out of the root.
-    let sessions = crate::open_if_any(&root, &base.join("sessions"))?;
-    let mut old = match &sessions {
-        Some(dir) => old_sessions(dir, opts.cutoff, report, counted)?,
-        None => Vec::new(),
-    };
-    if let Some(dir) = &sessions {
-        old.retain(|(name, _, meta)| admitted(run, dir, name, meta));
-    }
-    let migrate = opts.migrate_local && tiers.store.is_some();
-    if old.is_empty() && !migrate {
-        return Ok(());
-    }
-    let local = match crate::open_if_any(&root, &base.join("archive"))? {
-        Some(dir) => Some(LocalVersions::open(dir)?),
-        None => None,
-    };
-    let stored = match &tiers.store {
-        Some(s) if !old.is_empty() => match s.run.untried() {
-            Some(_) => BTreeMap::new(),
-            None => match s.run.store.later_versions(user) {
-                Ok(v) => v,
-                Err(e) => {
-                    s.run.note(&e);
-                    BTreeMap::new()
-                }
-            },
-        },
-        _ => BTreeMap::new(),
-    };
-    let ctx = UserSessions {
-        user,
-        sessions,
-        local,
-        stored,
-        level: opts.level,
-    };
-    if let Some(dir) = &ctx.sessions {
-        let units: Vec<SessionUnit<'_>> = old
-            .into_iter()
-            .map(|(name, id, meta)| SessionUnit {
-                ctx: &ctx,
-                dir,
-                id,
-                name,
-                size: meta.stamp.size,
-            })
-            .collect();
-        for chunk in units.chunks(BATCH_MAX) {
-            let done = pipeline::archive(run, tiers, chunk)?;
-            for (u, d) in chunk.iter().zip(done) {
-                u.report(d, Origin::Sessions, report);
-            }
-        }
-    }
-    if migrate && let Some(local) = &ctx.local {
-        let mut units = Vec::new();
-        for (n, dir) in local_versions(local) {
-            for (name, id, meta) in local_archives(dir, report)? {
-                if admitted(run, dir, &name, &meta) {
-                    units.push(crate::migrate::MigrateUnit {
-                        ctx: &ctx,
-                        dir,
-                        id,
-                        n,
-                        name,
-                        size: meta.stamp.size,
-                    });
-                }
-            }
-        }
-        for chunk in units.chunks(BATCH_MAX) {
-            let done = pipeline::archive(run, tiers, chunk)?;
-            for (u, d) in chunk.iter().zip(done) {
-                u.report(d, Origin::Archive, report);
-            }
-        }
-    }
-    Ok(())
+/// One user's sessions, and every archived version of them that the run can see.
+pub(crate) struct UserSessions<'d> {
+    pub(crate) user: &'d UserId,
+    pub(crate) sessions: Option<Dir>,
+    pub(crate) local: Option<LocalVersions>,
+    /// The versions after the first in the store (one listing).
+    pub(crate) stored: BTreeMap<SessionId, Vec<u32>>,
+    pub(crate) level: u32,
 }
 
 /// Applying a plan: whether the file `name` of `dir` (as listed) is one it lists
 /// unchanged (the run names a changed one itself).
-fn admitted(run: &mut Run, dir: &Dir, name: &str, meta: &Meta) -> bool {
+pub(crate) fn admitted(run: &mut Run, dir: &Dir, name: &str, meta: &Meta) -> bool {
     let file = path_text(&dir.join(name));
     let group = [Candidate {
         file: &file,
@@ -177,7 +64,7 @@ fn admitted(run: &mut Run, dir: &Dir, name: &str, meta: &Meta) -> bool {
 }
 
 /// Every version directory of the user's local archive, oldest first.
-fn local_versions(local: &LocalVersions) -> Vec<(u32, &Dir)> {
+pub(crate) fn local_versions(local: &LocalVersions) -> Vec<(u32, &Dir)> {
     (1..=local.highest_dir())
         .filter_map(|n| local.dir(n).map(|d| (n, d)))
         .collect()
@@ -186,7 +73,7 @@ fn local_versions(local: &LocalVersions) -> Vec<(u32, &Dir)> {
 /// The names of the user's sessions old enough to archive, sorted, with their metadata.
 /// Young ones are counted; symlinks, odd names and non-regular files named like sessions
 /// are reported.
-fn old_sessions(
+pub(crate) fn old_sessions(
     dir: &Dir,
     cutoff: SystemTime,
     report: &mut Report,
@@ -269,7 +156,7 @@ fn old_sessions(
 
 /// The archives of one version directory (`{session}.json.gz` regular files), sorted;
 /// other entries are left alone, symlinks reported.
-fn local_archives(
+pub(crate) fn local_archives(
     dir: &Dir,
     report: &mut Report,
 ) -> tmpa_core::Result<Vec<(String, SessionId, Meta)>> {
@@ -338,12 +225,12 @@ impl UserSessions<'_> {
 }
 
 /// A live session: one file, one version of its archive.
-struct SessionUnit<'d> {
-    ctx: &'d UserSessions<'d>,
-    dir: &'d Dir,
-    id: SessionId,
-    name: String,
-    size: u64,
+pub(crate) struct SessionUnit<'d> {
+    pub(crate) ctx: &'d UserSessions<'d>,
+    pub(crate) dir: &'d Dir,
+    pub(crate) id: SessionId,
+    pub(crate) name: String,
+    pub(crate) size: u64,
 }
 
 /// A session (or local archive) opened: its file (compared again with what an archive
@@ -479,7 +366,7 @@ impl<'d> Unit<'d> for SessionUnit<'d> {
 }
 
 impl SessionUnit<'_> {
-    fn report(&self, done: Done, from: Origin, report: &mut Report) {
+    pub(crate) fn report(&self, done: Done, from: Origin, report: &mut Report) {
         let path = self.dir.join(&self.name);
         report_unit(report, self.ctx.user, &self.id, path, self.size, done, from);
     }

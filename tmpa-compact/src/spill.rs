@@ -65,6 +65,11 @@ pub(crate) fn sweep_leftovers(root: &Root) -> tmpa_core::Result<usize> {
             .stat(name)?
             .is_some_and(|m| m.kind == tmpa_core::maintenance::Kind::File && m.uid == runner)
         {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a spill file of an earlier run of this program (its name, our uid), \
+                          under the lock: nobody else's data"
+            )]
             dir.unlink(name)?;
             removed += 1;
         }
@@ -120,7 +125,12 @@ impl Spill {
         let write = dir.create_new(&name, 0o600)?;
         let opened = Spill::open_and_unlink(dir, &name, write);
         if opened.is_err() {
-            let _ = dir.unlink(&name); // best effort; the next run's sweep gets it otherwise
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the spill file this run just created O_EXCL; best effort, the next \
+                          run's sweep gets it otherwise"
+            )]
+            let _ = dir.unlink(&name);
         }
         opened
     }
@@ -128,15 +138,18 @@ impl Spill {
     fn open_and_unlink(dir: &Dir, name: &OsStr, write: File) -> tmpa_core::Result<Spill> {
         let path = dir.join(name);
         let read = dir.open_read(name)?;
-        let same = |f: &File| Meta::of_fd(f).map(|m| (m.stamp.dev, m.stamp.ino));
-        let (w, r) = (same(&write), same(&read));
-        if w.is_err() || w.ok() != r.ok() {
+        let (w, r) = (Meta::of_fd(&write), Meta::of_fd(&read));
+        if !matches!((&w, &r), (Ok(w), Ok(r)) if w.stamp.same_inode(&r.stamp)) {
             return Err(Error::io(
                 "open",
                 &path,
                 io::Error::other("the spill file was replaced while it was being opened"),
             ));
         }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the spill file this run created O_EXCL, checked above to be the one open"
+        )]
         dir.unlink(name)?;
         Ok(Spill {
             write,

@@ -2,6 +2,10 @@
 //! more than: open, write, fsync, rename, fsync directory, written directly here.
 //! Both run in the same process, on the same file system, interleaved by criterion.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 #![allow(missing_docs)]
 
 use std::fs::{self, File};

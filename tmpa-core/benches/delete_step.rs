@@ -3,6 +3,10 @@
 //! file of a few hundred bytes, on the disk under target/, cache warm; both in the same
 //! process, interleaved by criterion. Directory syncs are per batch in both, so not here.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 #![allow(missing_docs)]
 
 use std::ffi::OsString;

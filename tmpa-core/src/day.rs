@@ -263,22 +263,6 @@ fn read_valid_loose(dir: &Dir, name: &OsStr) -> Result<(RawEvent, Vec<u8>, Meta)
     Ok((event, bytes, meta))
 }
 
-/// SHA-256 of `bytes` as lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// `bytes` as lower-case hex (a SHA-256 as receipts write it).
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// The result of merging compacted and loose events.
 #[derive(Clone, Debug, Default)]
 pub struct Merge<'a> {
@@ -311,6 +295,10 @@ pub fn merge<'a>(compacted: &'a [Event], loose: &'a [Event]) -> Merge<'a> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 mod tests {
     use super::*;
     use std::path::Path;

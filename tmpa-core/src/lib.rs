@@ -197,7 +197,7 @@ pub mod maintenance {
     };
     pub use crate::day::{
         LooseRaw, PARALLEL_FILES_MIN, READ_THREADS_MAX, SUMMARY_NAME, conflict_problem_of,
-        event_names, hex, is_event_name, read_loose_raw, sha256_hex,
+        event_names, is_event_name, read_loose_raw,
     };
     pub use crate::event::{EVENT_BYTES_MAX, RawEvent, event_file_name, event_id_from_file_name};
     pub use crate::fs::{
@@ -207,14 +207,15 @@ pub mod maintenance {
     };
     pub use crate::json::same_value as same_json_value;
     pub use crate::notify_archive::{
-        ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_ARCHIVE_DIR,
-        NOTIFICATION_BYTES_MAX, archive_count, archive_name, archive_name_of_index, archive_names,
-        read_archive, write_archive,
+        ArchivedNotification, IndexEntry, NOTIFICATION_ARCHIVE_BYTES_MAX, NOTIFICATION_BYTES_MAX,
+        archive_count, archive_name, archive_name_of_index, archive_names, read_archive,
+        write_archive,
     };
     pub use crate::par::{
         Streamed, THREADS_MAX, cores_up_to, fold_within_budget, for_each_ordered, map_ordered,
         map_ordered_on,
     };
+    pub use crate::root::rel::NOTIFICATION_ARCHIVE_DIR;
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};
     pub use crate::store::{
@@ -224,6 +225,7 @@ pub mod maintenance {
     pub use crate::summary::{
         SourceStamper, SummaryFold, read_cached, source_stamp, write_summary,
     };
+    pub use crate::text::{hex, sha256_hex};
     pub use crate::text::{line_text, name_text, path_text, serialize_path};
     pub use crate::versions::{
         LocalVersions, VERSION_MAX, VERSIONS_DIR, archive_file_name, session_of_archive_name,

@@ -16,13 +16,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::day::sha256_hex;
 use crate::error::{Error, Result};
 use crate::fs::Dir;
 use crate::names::NotificationId;
+use crate::text::sha256_hex;
 
-/// The directory of a user's archived notifications, beside `inbox/` and `ack/`.
-pub const NOTIFICATION_ARCHIVE_DIR: &str = "archive";
 /// Largest notification (and ack) read into memory, live or archived, in bytes.
 pub const NOTIFICATION_BYTES_MAX: u64 = 1 << 20;
 /// Largest archive file or object, in bytes: a batch holds at most 64 MiB of

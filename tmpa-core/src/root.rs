@@ -235,6 +235,9 @@ impl Root {
 pub(crate) mod rel {
     use super::*;
 
+    /// The directory of a user's archived notifications, beside `inbox/` and `ack/`.
+    pub const NOTIFICATION_ARCHIVE_DIR: &str = "archive";
+
     pub(crate) fn token_stats() -> PathBuf {
         PathBuf::from("token_stats")
     }
@@ -254,7 +257,7 @@ pub(crate) mod rel {
     pub(crate) fn notification_archive(user: &UserId) -> PathBuf {
         Path::new("notifications")
             .join(user.as_str())
-            .join(crate::notify_archive::NOTIFICATION_ARCHIVE_DIR)
+            .join(NOTIFICATION_ARCHIVE_DIR)
     }
 
     pub(crate) fn chat_history() -> PathBuf {

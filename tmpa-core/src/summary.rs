@@ -20,13 +20,13 @@ use std::os::unix::ffi::OsStrExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::day::{SUMMARY_NAME, hex};
+use crate::day::SUMMARY_NAME;
 use crate::error::Result;
 use crate::event::Event;
 use crate::fs::{Dir, Stamp};
 use crate::names::Day;
 use crate::problem::Problem;
-use crate::root::{Root, rel};
+use crate::text::hex;
 
 /// Largest `_summary.json` read, in bytes.
 const SUMMARY_BYTES_MAX: u64 = 64 << 20;
@@ -321,62 +321,6 @@ impl SummaryRead {
                 },
             }),
         }
-    }
-}
-
-impl Root {
-    /// A day's summary, kept up to date by this process: the first call reads the day
-    /// (or takes `_summary.json` when its stamp says it is current), later calls read only
-    /// the files that changed since, as the kernel reports them (inotify; polled on file
-    /// systems where it cannot see every change). Checking a current summary costs O(1);
-    /// N new events cost N reads. tmpa-core/src/incremental.rs has the details.
-    ///
-    /// `_summary.json` is written only after a full read of the day that met no problem
-    /// while nothing changed; never on every call (see `incremental.rs`: "When
-    /// `_summary.json` is written"). A failure to write it (read-only file system,
-    /// permissions) does not fail the call: it is listed in `problems`.
-    ///
-    /// A day whose files could not all be read (a corrupt loose file, a damaged line of
-    /// `_compacted.json`) gets the summary of what could, with `problems` naming the rest,
-    /// on every call until it is repaired; it is never cached. [`SummaryRead::complete`]
-    /// turns that into an error. A day without a directory gets an empty summary, and no
-    /// directory is created.
-    ///
-    /// # Not guaranteed
-    /// - A snapshot: events recorded while the call runs may or may not be counted.
-    /// - Seeing a change the kernel does not report (a write through a hard link from
-    ///   another directory, through `mmap`, or from another host) before the next full
-    ///   check of the day's files, at most a minute later.
-    ///
-    /// # Errors
-    /// As [`Root::read_day`]: only when the day directory cannot be opened or listed.
-    ///
-    /// # Examples
-    /// ```
-    /// let dir = tempfile::tempdir().unwrap();
-    /// std::fs::create_dir(dir.path().join("token_stats")).unwrap();
-    /// let root = tmpa_core::Root::open(dir.path()).unwrap();
-    /// let e = tmpa_core::Event::from_json(br#"{"id":"a1","ts":"2026-11-23T10:00:00Z",
-    ///   "user_id":"u1","model":"m","prompt_tokens":3,"completion_tokens":4}"#).unwrap();
-    /// root.record_event(&e).unwrap();
-    /// let day = "2026-11-23".parse().unwrap();
-    /// let first = root.summary(day).unwrap();
-    /// assert!(first.rebuilt);
-    /// assert_eq!(first.summary.totals.total_tokens, 7);
-    /// let second = root.summary(day).unwrap(); // from what this process knows
-    /// assert!(!second.rebuilt);
-    /// assert_eq!(second.complete().unwrap().totals.events, 1);
-    /// ```
-    pub fn summary(&self, day: Day) -> Result<SummaryRead> {
-        let Some(dir) = self.open_dir_if_any(&rel::day(day))? else {
-            // Nothing recorded that day: an empty summary, and no directory created.
-            return Ok(SummaryRead {
-                summary: Summary::compute(day, []),
-                rebuilt: false,
-                problems: Vec::new(),
-            });
-        };
-        crate::incremental::summary(&dir, day, &self.path().join(rel::day(day)))
     }
 }
 

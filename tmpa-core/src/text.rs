@@ -1,6 +1,8 @@
-//! Paths as text for logs and JSON: one line, always serializable.
+//! Paths and digests as text for logs and JSON: one line, always serializable.
 
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 /// A path as text for logs and JSON: as it is when it is UTF-8 without control
 /// characters, else quoted and escaped (`"evt_\xFF.json"`, `"a\nb"`), so that one
@@ -66,4 +68,19 @@ pub fn line_text(s: &str) -> std::borrow::Cow<'_, str> {
 /// Whatever the serializer returns for a string.
 pub fn serialize_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&path_text(path))
+}
+/// SHA-256 of `bytes` as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` as lower-case hex (a SHA-256 as receipts write it).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -386,6 +386,10 @@ fn drain(reg: &mut Registry) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

@@ -3,6 +3,11 @@
 //! a problem or a duplicate, and once the writers are done the day and the summary hold
 //! exactly what was recorded.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::sync::Arc;

@@ -6,6 +6,11 @@
 //! The child is this test binary itself, re-run with `CHILD_ENV` set and `--exact
 //! child_rewrites_one_file_in_a_loop`; without the variable that test does nothing.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader};

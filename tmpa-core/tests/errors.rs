@@ -7,6 +7,11 @@
 //! `chattr` and `mount` need root and a file system that supports them; a test that cannot
 //! set up its scenario says so on stderr and passes without checking anything.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
+
 mod support;
 
 use std::collections::BTreeMap;

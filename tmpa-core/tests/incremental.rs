@@ -8,6 +8,11 @@
 //! The same property runs watched (inotify) and polled (`TMPA_SUMMARY_WATCH=0`, in a child
 //! process: the choice is made per process).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;

@@ -4,6 +4,11 @@
 //! a root replaced under a running service and `Root::reopen`; `unacked` and `inbox` from
 //! one listing of each directory.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;

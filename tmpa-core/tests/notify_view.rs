@@ -11,6 +11,11 @@
 //! archive while others read: every delivery and every acknowledgement that returned
 //! before a read began is in its answer.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

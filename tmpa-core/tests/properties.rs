@@ -3,6 +3,11 @@
 //! a summary is a fold of the events (whatever state the cache was left in), and exactly
 //! the temporary names of docs/FORMAT.md "Temporaries" map back to a final name.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;

@@ -383,6 +383,10 @@ fn sync_all(dirs: &[&Dir]) -> Vec<tmpa_core::Error> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 mod tests {
     use std::ffi::OsStr;
     use std::path::Path;

@@ -310,6 +310,10 @@ fn check_lock_file(meta: &Meta, dir: &Meta) -> Result<(), Distrust> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 mod tests {
     use super::*;
     use crate::testing::tree;

@@ -170,6 +170,10 @@ fn unfinished_receipts(root: &Root) -> BTreeSet<(OsString, OsString)> {
 
 /// Removes the directory `name` of `parent` and everything below it, never following a
 /// symlink (the snapshot's own partial build).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the snapshot's own partial build, made by this run in the destination"
+)]
 fn remove_tree(parent: &Dir, name: &OsStr, depth: usize) -> Result<(), Fatal> {
     let dir = parent.open_dir(name)?;
     if depth <= DEPTH_MAX + 4 {
@@ -418,6 +422,10 @@ impl Taker<'_> {
                 self.taken(m.stamp.size);
             }
             Some(m) => {
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "a link this run just made in its own partial snapshot"
+                )]
                 dst.unlink(name)?;
                 self.not_regular(&src.join(name), m.kind);
             }

@@ -13,13 +13,22 @@
 //! Errors name the path a person would type (`{root}/token_stats/2026-11-01/evt_a.json`),
 //! never a descriptor.
 
+// The file layer is where renaming and unlinking by name live, each proven safe where it
+// is used (see clippy.toml for the rule everywhere else).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the file layer: the one place that renames and unlinks by name"
+)]
+
 mod atomic;
 mod commit;
 #[cfg(feature = "maintenance")]
 mod dispose;
+mod entries;
 mod fstype;
 #[cfg(feature = "maintenance")]
 mod lease;
+mod meta;
 mod moves;
 mod temp;
 
@@ -41,160 +50,15 @@ pub(crate) use atomic::write_in;
 pub(crate) use commit::sync_dir;
 #[cfg(feature = "maintenance")]
 pub use dispose::{Disposal, Expected, Keep, dispose};
+pub use entries::{Entries, Entry};
 pub use fstype::{FsFamily, FsType};
 #[cfg(feature = "maintenance")]
 pub use lease::{Lease, LeaseRefused};
+pub use meta::{Kind, Meta, Stamp};
 pub use moves::MovesProbe;
 #[cfg(feature = "object-store")]
 pub(crate) use temp::temp_name_for;
 pub use temp::{Abbreviation, FinalName, TEMP_NAME_BYTES_MAX, temp_final_name, temporary_of};
-
-/// Identity and last change of a file: device, inode, size, and modification and
-/// status-change times in nanoseconds. Taken when data is read and compared again
-/// immediately before the file is deleted: any rewrite (new inode by rename, or size,
-/// mtime or ctime in place) shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Stamp {
-    /// Device (`st_dev`).
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Last modification of the content, nanoseconds since the epoch.
-    pub mtime_ns: i64,
-    /// Last change of the inode (content, mode, owner, links, rename), nanoseconds since
-    /// the epoch; cannot be set by a user.
-    pub ctime_ns: i64,
-}
-
-impl Stamp {
-    fn of(st: &rustix::fs::Stat) -> Stamp {
-        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
-        Stamp {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: u64::try_from(st.st_size).unwrap_or(0),
-            #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
-            #[allow(clippy::unnecessary_cast)]
-            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
-        }
-    }
-
-    /// The later of mtime and ctime: the last time anything about the file changed.
-    pub fn changed_ns(&self) -> i64 {
-        self.mtime_ns.max(self.ctime_ns)
-    }
-
-    /// On the same file system (device): what a walk that must not cross into another
-    /// mount, or a hard link (which cannot cross one), asks.
-    pub fn same_device(&self, other: &Stamp) -> bool {
-        self.dev == other.dev
-    }
-
-    /// The same inode: device and inode number (what a `rename` over the name changes).
-    pub fn same_inode(&self, other: &Stamp) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
-    }
-
-    /// The same inode with the same content as far as the inode tells: device, inode,
-    /// size and mtime, but not ctime. A `rename` of the file itself, or the unlink of
-    /// another of its links, changes its ctime and nothing else, so this is the
-    /// comparison for a file this program just moved (the delete step) or whose name
-    /// another file replaced (a compacted file read while the next one is committed);
-    /// everywhere else the whole stamp (`==`) is compared, ctime included, which also
-    /// shows a content rewrite that restored the mtime (`touch -d`).
-    pub fn same_but_ctime(&self, other: &Stamp) -> bool {
-        self.same_inode(other) && (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
-    }
-}
-
-/// What kind of entry a name is, as `fstatat` says without following it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Directory,
-    /// A symbolic link (never followed).
-    Symlink,
-    /// A named pipe.
-    Fifo,
-    /// A Unix socket.
-    Socket,
-    /// A character or block device.
-    Device,
-    /// Anything else.
-    Other,
-}
-
-impl Kind {
-    fn of_type(t: FileType) -> Kind {
-        match t {
-            FileType::RegularFile => Kind::File,
-            FileType::Directory => Kind::Directory,
-            FileType::Symlink => Kind::Symlink,
-            FileType::Fifo => Kind::Fifo,
-            FileType::Socket => Kind::Socket,
-            FileType::CharacterDevice | FileType::BlockDevice => Kind::Device,
-            FileType::Unknown => Kind::Other,
-        }
-    }
-
-    /// A few words for reports ("a symlink").
-    pub fn words(self) -> &'static str {
-        match self {
-            Kind::File => "a regular file",
-            Kind::Directory => "a directory",
-            Kind::Symlink => "a symlink",
-            Kind::Fifo => "a fifo",
-            Kind::Socket => "a socket",
-            Kind::Device => "a device",
-            Kind::Other => "an unknown kind of file",
-        }
-    }
-}
-
-/// What `fstatat` says of one entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
-    /// Identity, size and times.
-    pub stamp: Stamp,
-    /// Kind of entry.
-    pub kind: Kind,
-    /// Permission bits (`0o7777`).
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Hard links to it (`st_nlink`).
-    pub links: u64,
-}
-
-impl Meta {
-    fn of(st: &rustix::fs::Stat) -> Meta {
-        Meta {
-            stamp: Stamp::of(st),
-            kind: Kind::of_type(FileType::from_raw_mode(st.st_mode)),
-            mode: st.st_mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            #[allow(clippy::unnecessary_cast)] // the field type differs between targets
-            links: st.st_nlink as u64,
-        }
-    }
-
-    /// The metadata of an open file.
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn of_fd(fd: impl AsFd) -> io::Result<Meta> {
-        Ok(Meta::of(&rustix::fs::fstat(fd)?))
-    }
-}
 
 /// A directory held by descriptor, with the path a person would type for it.
 ///
@@ -699,60 +563,6 @@ impl AsFd for Dir {
     }
 }
 
-/// One entry of a directory listing.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    /// Its name.
-    pub name: OsString,
-    /// Its kind as the listing says (`d_type`); `None` where the file system does not
-    /// say (ask [`Dir::stat`]).
-    pub kind: Option<Kind>,
-    /// Its inode number as the listing says (`d_ino`): visiting many files in this order
-    /// reads the inode tables and data of a large directory in disk order (what `find`
-    /// does on directories of more than 10,000 entries). Not a proof of identity: the
-    /// entry may be replaced after the listing; [`Stamp`] from its descriptor is.
-    pub ino: u64,
-}
-
-/// The entries of a [`Dir`], without `.` and `..` (see [`Dir::entries`]). It reads
-/// through a descriptor of its own, so it outlives neither nor borrows the [`Dir`].
-pub struct Entries {
-    path: PathBuf,
-    stream: rustix::fs::Dir,
-}
-
-impl std::fmt::Debug for Entries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entries").field("dir", &self.path).finish()
-    }
-}
-
-impl Iterator for Entries {
-    type Item = Result<Entry>;
-
-    fn next(&mut self) -> Option<Result<Entry>> {
-        loop {
-            let e = match self.stream.read()? {
-                Ok(e) => e,
-                Err(e) => return Some(Err(Error::io("list", self.path.clone(), e.into()))),
-            };
-            let name = e.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let kind = match e.file_type() {
-                FileType::Unknown => None,
-                t => Some(Kind::of_type(t)),
-            };
-            return Some(Ok(Entry {
-                name: OsStr::from_bytes(name).to_os_string(),
-                kind,
-                ino: e.ino(),
-            }));
-        }
-    }
-}
-
 /// Gives an open file or directory the owner and group `(uid, gid)`, unless it has them.
 pub(crate) fn chown_to(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
     let st = rustix::fs::fstat(&fd)?;
@@ -796,114 +606,4 @@ fn read_open(mut file: File, path: &Path, bytes_max: u64) -> Result<(Vec<u8>, Me
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_symlinks_on_the_way_and_survives_a_swap() {
-        let t = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("a/d1")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), t.path().join("a/d2")).unwrap();
-        let top = Dir::open_path(t.path()).unwrap();
-        let e = top.open_dir("a/d2").unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unsafe {
-                    reason: UnsafeReason::Symlink,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert!(e.to_string().contains("a/d2"), "{e}");
-        let e = top.open_dir("a/../a").unwrap_err();
-        assert!(matches!(e, Error::Unsafe { .. }), "{e}");
-        let h = top.open_dir("a/d1").unwrap();
-        // Swap the directory for a symlink to the outside: the handle still acts inside.
-        std::fs::rename(t.path().join("a/d1"), t.path().join("a/moved")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), t.path().join("a/d1")).unwrap();
-        let mut f = AtomicFile::create_in(&h, OsStr::new("x.json")).unwrap();
-        std::io::Write::write_all(&mut f, b"{}").unwrap();
-        f.commit().unwrap();
-        assert!(t.path().join("a/moved/x.json").exists());
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn the_stepwise_walk_refuses_what_openat2_refuses() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
-        std::fs::write(t.path().join("a/f"), b"x").unwrap();
-        std::os::unix::fs::symlink(t.path().join("a/b"), t.path().join("a/l")).unwrap();
-        let top = Dir::open_path(t.path()).unwrap();
-        assert!(top.open_dir_stepwise(Path::new("a/b")).is_ok());
-        let e = top.open_dir_stepwise(Path::new("a/l")).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unsafe {
-                    reason: UnsafeReason::Symlink,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        let e = top.open_dir_stepwise(Path::new("a/f/x")).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unsafe {
-                    reason: UnsafeReason::NotADirectory,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        let e = top.open_dir_stepwise(Path::new("a/none")).unwrap_err();
-        assert_eq!(e.io_kind(), io::ErrorKind::NotFound);
-        assert!(e.to_string().contains("a/none"), "{e}");
-    }
-
-    #[test]
-    fn names_that_are_not_one_component_are_refused() {
-        let t = tempfile::tempdir().unwrap();
-        let d = Dir::open_path(t.path()).unwrap();
-        for bad in ["", ".", "..", "a/b"] {
-            assert!(d.stat(bad).is_err(), "{bad:?}");
-            assert!(d.unlink(bad).is_err(), "{bad:?}");
-        }
-        assert!(d.stat("fine").unwrap().is_none());
-    }
-
-    #[test]
-    fn stat_sees_a_symlink_not_its_target() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("f"), b"abc").unwrap();
-        std::os::unix::fs::symlink(t.path().join("f"), t.path().join("l")).unwrap();
-        let d = Dir::open_path(t.path()).unwrap();
-        let f = d.stat("f").unwrap().unwrap();
-        let l = d.stat("l").unwrap().unwrap();
-        assert_eq!((f.kind, f.stamp.size), (Kind::File, 3));
-        assert_eq!(l.kind, Kind::Symlink);
-        assert_ne!(f.stamp, l.stamp);
-        let e = d.read("l", 100).unwrap_err();
-        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-    }
-
-    #[test]
-    fn create_dir_all_makes_and_reuses() {
-        let t = tempfile::tempdir().unwrap();
-        let d = Dir::open_path(t.path()).unwrap();
-        let made = d.create_dir_all("x/y/z").unwrap();
-        assert_eq!(made.path(), t.path().join("x/y/z"));
-        assert!(t.path().join("x/y/z").is_dir());
-        assert!(d.create_dir_all("x/y/z").is_ok());
-        std::fs::write(t.path().join("x/file"), b"").unwrap();
-        assert!(matches!(
-            d.create_dir_all("x/file/q").unwrap_err(),
-            Error::Unsafe { .. }
-        ));
-    }
-}
+mod tests;

@@ -390,6 +390,10 @@ pub fn is_whole(dirs: &[Dir], etc: &Path) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests build and break trees by path"
+)]
 mod tests {
     use super::*;
 

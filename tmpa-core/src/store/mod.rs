@@ -13,6 +13,8 @@ mod config;
 mod credentials;
 #[cfg(feature = "object-store")]
 mod local;
+#[cfg(feature = "object-store")]
+mod object;
 
 pub use config::{
     ArchiveConfig, CONFIG_NAME, ETC_CONFIG_DIR, StoreScheme, StoreUrl, TIMEOUT_SECS_DEFAULT,

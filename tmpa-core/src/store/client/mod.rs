@@ -38,16 +38,20 @@ use object_store::client::{
 };
 use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
 
+mod delete;
+mod list;
+
 use super::config::{ArchiveConfig, StoreScheme, StoreUrl};
 use super::credentials::Credentials;
+use super::local::LocalStore;
+pub use super::object::{ObjectInfo, ObjectKey, PutNew, Removal};
 use crate::error::{Error, Result, StoreErrorKind};
 use crate::names::{SessionId, UserId};
 use crate::versions::{
     VERSIONS_DIR, archive_file_name, session_of_archive_name, version_of_dir, version_rel,
 };
-
-/// How long the signed URL of a conditional DELETE is valid: it is sent at once.
-const SIGNED_DELETE_VALIDITY: Duration = Duration::from_secs(60);
+use delete::ConditionalDelete;
+pub use list::LISTED_OBJECTS_MAX;
 
 /// Retries of a failed request (transient failures only).
 pub const RETRIES_MAX: usize = 3;
@@ -55,8 +59,6 @@ pub const RETRIES_MAX: usize = 3;
 pub const RETRY_WINDOW: Duration = Duration::from_secs(120);
 /// Time to establish a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most objects one listing returns (a user's archived sessions).
-pub const LISTED_OBJECTS_MAX: usize = 1_000_000;
 
 /// How [`Store::put_new`] keeps from replacing an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -81,81 +83,6 @@ impl PutGuard {
     }
 }
 
-/// What the store says about one object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its ETag, when the store gives one.
-    pub etag: Option<String>,
-    /// Its version, on a versioned bucket.
-    pub version: Option<String>,
-}
-
-/// What [`Store::put_new`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PutNew {
-    /// The object was created with this ETag and version.
-    Created {
-        /// The ETag the store answered.
-        etag: Option<String>,
-        /// The version, on a versioned bucket.
-        version: Option<String>,
-    },
-    /// An object was already there: nothing was written.
-    Exists,
-}
-
-/// An archive object's key: `{prefix}/{user}/{session}.json.gz` (a session's first
-/// version), `{prefix}/{user}/versions/{n}/{session}.json.gz` (its version `n`), or
-/// `{prefix}/{user}/acked-{n}-{16 hex}.tar.gz` for notifications; each name one key
-/// segment (characters S3 advises against are percent-encoded; a `file://` store uses
-/// the names as they are, one directory entry each).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectKey {
-    path: ObjectPath,
-    user: String,
-    /// The directories between the user's and the name (`versions/{n}`), if any.
-    dirs: Vec<String>,
-    name: String,
-}
-
-impl ObjectKey {
-    /// The version of a session's archive this key is ([`Store::version_key`]); `None`
-    /// for a notification archive's key.
-    pub fn version(&self) -> Option<u32> {
-        match self.dirs.as_slice() {
-            [] => self.name.ends_with(".json.gz").then_some(1),
-            [_, n] => version_of_dir(n),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn user(&self) -> &str {
-        &self.user
-    }
-
-    pub(crate) fn dirs(&self) -> &[String] {
-        &self.dirs
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// What [`Store::delete_own`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Removal {
-    /// The object was exactly the one given (ETag, or version), and is deleted.
-    Deleted,
-    /// Another object is at the key, or none: nothing was deleted.
-    NotOurs,
-    /// This store (or this client for it) has no delete that acts on that very object
-    /// only: nothing was deleted, for the reason given.
-    Unsupported(String),
-}
-
 /// Where the objects are: a cloud store through Arrow's client, or a directory through
 /// the file layer (never following a symlink below the configured directory).
 enum Backend {
@@ -166,14 +93,7 @@ enum Backend {
         /// `http` ([`Store::delete_own`]). `None` for GCS and Azure.
         delete: Option<ConditionalDelete>,
     },
-    Local(super::local::LocalStore),
-}
-
-/// What a conditional DELETE needs: a signer with the store's credentials and an HTTP
-/// client with the store's options (plain http allowed or not, timeouts).
-struct ConditionalDelete {
-    signer: Arc<dyn Signer>,
-    http: HttpClient,
+    Local(LocalStore),
 }
 
 /// A connection to the archive store of a root.
@@ -624,221 +544,6 @@ impl Store {
         }
     }
 
-    /// Deletes the object at `key` only if it is the one with this ETag (or, on a
-    /// versioned bucket, this version): an object this run created and must take back.
-    /// Never deletes another object that took the key meanwhile.
-    ///
-    /// - S3 (and S3-compatible stores): a HEAD (the ETag must match), then one DELETE
-    ///   that the store itself makes conditional: `?versionId=` on a versioned bucket
-    ///   (it removes exactly that version), else `If-Match: {etag}` (S3 has honoured it
-    ///   on DeleteObject since 2025; a store that ignores the header deletes what the
-    ///   HEAD just saw, which only another writer of the same key could have replaced
-    ///   in between). A store that answers 501 Not Implemented has none:
-    ///   [`Removal::Unsupported`].
-    /// - `file://`: moved aside to a fresh private name, checked there (inode, mtime,
-    ///   size), and only then unlinked; another file is put back without replacing
-    ///   anything.
-    /// - GCS and Azure: [`Removal::Unsupported`] (the client has no conditional delete
-    ///   for them); the object stays.
-    ///
-    /// # Errors
-    /// [`Error::Store`] naming the object URL.
-    pub fn delete_own(
-        &self,
-        key: &ObjectKey,
-        etag: &str,
-        version: Option<&str>,
-    ) -> Result<Removal> {
-        let delete = match &self.backend {
-            Backend::Local(l) => {
-                return l.delete_own(l.at(key), etag, self.object_url(key));
-            }
-            Backend::Cloud { delete: None, .. } => {
-                return Ok(Removal::Unsupported(format!(
-                    "no conditional delete for {}:// stores in this client",
-                    self.url.scheme().as_str()
-                )));
-            }
-            Backend::Cloud {
-                delete: Some(d), ..
-            } => d,
-        };
-        match self.head(key)? {
-            Some(info) if info.etag.as_deref() == Some(etag) => {}
-            _ => return Ok(Removal::NotOurs),
-        }
-        self.block_on(self.conditional_delete(delete, key, etag, version))
-    }
-
-    /// The signed, conditional DELETE of [`Store::delete_own`].
-    async fn conditional_delete(
-        &self,
-        d: &ConditionalDelete,
-        key: &ObjectKey,
-        etag: &str,
-        version: Option<&str>,
-    ) -> Result<Removal> {
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| Error::Store {
-            op: "delete",
-            url: self.object_url(key),
-            kind: StoreErrorKind::Other,
-            source: Some(source),
-        };
-        let mut options = SignedUrlOptions::new();
-        let condition = match version {
-            Some(v) => {
-                options = options.with_query([("versionId", v)]);
-                None
-            }
-            None => {
-                let value = HeaderValue::from_str(etag).map_err(|e| fail(Box::new(e)))?;
-                options =
-                    options.with_signed_header(HeaderName::from_static("if-match"), value.clone());
-                Some(value)
-            }
-        };
-        let url = d
-            .signer
-            .signed_url_opts(Method::DELETE, &key.path, SIGNED_DELETE_VALIDITY, &options)
-            .await
-            .map_err(|e| self.error("delete", key, e))?;
-        let mut req = HttpRequest::new(HttpRequestBody::empty());
-        *req.method_mut() = Method::DELETE;
-        *req.uri_mut() = url.as_str().parse().map_err(|e| fail(Box::new(e)))?;
-        if let Some(value) = condition {
-            req.headers_mut()
-                .insert(HeaderName::from_static("if-match"), value);
-        }
-        let resp = d.http.execute(req).await.map_err(|e| Error::Store {
-            op: "delete",
-            url: self.object_url(key),
-            kind: StoreErrorKind::Unavailable,
-            source: Some(Box::new(e)),
-        })?;
-        let status = resp.status().as_u16();
-        match status {
-            200..=299 => Ok(Removal::Deleted),
-            // Another object has the key (412), or none does (404): not ours to delete.
-            404 | 412 => Ok(Removal::NotOurs),
-            501 => Ok(Removal::Unsupported(
-                "the store answered 501 Not Implemented to a conditional DELETE".into(),
-            )),
-            _ => {
-                let body = resp.into_body().bytes().await.unwrap_or_default();
-                let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-                if text.contains("NotImplemented") {
-                    return Ok(Removal::Unsupported(format!(
-                        "the store refused a conditional DELETE ({status}: NotImplemented)"
-                    )));
-                }
-                Err(fail(format!("HTTP {status}: {text}").into()))
-            }
-        }
-    }
-
-    /// The sessions archived in the store for `user`, each with its newest version
-    /// (one listing of the user's prefix). Objects that are not `{session}.json.gz` with
-    /// a valid session name, at the user's level or in a version directory, are left out.
-    ///
-    /// # Errors
-    /// [`Error::Store`] naming the user's prefix; of kind [`StoreErrorKind::TooLarge`]
-    /// past [`LISTED_OBJECTS_MAX`] objects.
-    pub fn list_sessions(&self, user: &UserId) -> Result<BTreeMap<SessionId, u32>> {
-        let mut out = BTreeMap::new();
-        for rel in self.list_user(user, None)? {
-            if let Some((id, n)) = session_version_of(&rel) {
-                let newest = out.entry(id).or_insert(n);
-                *newest = (*newest).max(n);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The versions after the first of every session of `user` in the store
-    /// (`versions/{n}/{session}.json.gz`), ascending: one listing of the user's
-    /// `versions/`, which holds only sessions that came back after their archival.
-    ///
-    /// # Errors
-    /// As [`Store::list_sessions`].
-    pub fn later_versions(&self, user: &UserId) -> Result<BTreeMap<SessionId, Vec<u32>>> {
-        let mut out: BTreeMap<SessionId, Vec<u32>> = BTreeMap::new();
-        for rel in self.list_user(user, Some(VERSIONS_DIR))? {
-            if let Some((id, n)) = session_version_of(&rel).filter(|(_, n)| *n > 1) {
-                out.entry(id).or_default().push(n);
-            }
-        }
-        for v in out.values_mut() {
-            v.sort_unstable();
-            v.dedup();
-        }
-        Ok(out)
-    }
-
-    /// The names of the archives of acknowledged notifications in the store for `user`
-    /// (`acked-{n}-{16 hex}.tar.gz`), sorted; other objects are left out.
-    ///
-    /// # Errors
-    /// As [`Store::list_sessions`].
-    pub fn list_notification_archives(&self, user: &UserId) -> Result<Vec<String>> {
-        let mut out: Vec<String> = self
-            .list_user(user, None)?
-            .into_iter()
-            .filter_map(|mut rel| {
-                (rel.len() == 1 && crate::notify_archive::archive_count(&rel[0]).is_some())
-                    .then(|| rel.remove(0))
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
-    }
-
-    /// The objects below the user's prefix (or its directory `sub`), each as its key
-    /// segments below the user's prefix, decoded.
-    fn list_user(&self, user: &UserId, sub: Option<&str>) -> Result<Vec<Vec<String>>> {
-        let mut dir = self.user_dir(user);
-        let shown = format!(
-            "{}/{}/{}",
-            self.url,
-            PathPart::from(user.as_str()).as_ref(),
-            sub.map(|s| format!("{s}/")).unwrap_or_default()
-        );
-        let inner = match &self.backend {
-            Backend::Local(l) => return l.list(user.as_str(), sub, shown),
-            Backend::Cloud { inner, .. } => inner,
-        };
-        let user_depth = dir.parts().count();
-        if let Some(sub) = sub {
-            dir = dir.join(PathPart::from(sub));
-        }
-        let fut = async {
-            let mut out = Vec::new();
-            let mut stream = inner.list(Some(&dir));
-            let mut seen = 0usize;
-            while let Some(meta) = stream.next().await {
-                let meta = meta.map_err(|e| store_error("list", shown.clone(), e))?;
-                seen += 1;
-                if seen > LISTED_OBJECTS_MAX {
-                    return Err(Error::Store {
-                        op: "list",
-                        url: shown.clone(),
-                        kind: StoreErrorKind::TooLarge,
-                        source: Some(format!("more than {LISTED_OBJECTS_MAX} objects").into()),
-                    });
-                }
-                out.push(
-                    meta.location
-                        .parts()
-                        .skip(user_depth)
-                        .map(|p| percent_decode(p.as_ref()))
-                        .collect(),
-                );
-            }
-            Ok(out)
-        };
-        self.block_on(fut)
-    }
-
     /// One cheap request that proves the store answers and the credentials are accepted:
     /// a listing of at most one key under the prefix (for `file://`, that the directory
     /// exists, and its first entry).
@@ -920,40 +625,6 @@ fn humantime_secs(d: Duration) -> String {
     format!("{}s", d.as_secs().max(1))
 }
 
-/// Decodes the `%XX` escapes of a key segment.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The session and version a key below a user's prefix stands for: `[{session}.json.gz]`
-/// is version 1, `[versions, {n}, {session}.json.gz]` version `n`.
-fn session_version_of(rel: &[String]) -> Option<(SessionId, u32)> {
-    match rel {
-        [name] => Some((session_of_archive_name(OsStr::new(name))?, 1)),
-        [dir, n, name] if dir == VERSIONS_DIR => Some((
-            session_of_archive_name(OsStr::new(name))?,
-            version_of_dir(n)?,
-        )),
-        _ => None,
-    }
-}
-
 /// An object_store error as the library's, with its kind.
 fn store_error(op: &'static str, url: String, e: object_store::Error) -> Error {
     use object_store::Error as E;
@@ -975,20 +646,5 @@ fn store_error(op: &'static str, url: String, e: object_store::Error) -> Error {
         url,
         kind,
         source: Some(Box::new(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_escape_what_s3_advises_against_and_decode_back() {
-        for name in ["plain", "a b", "50%", "x#y", "é", "a?b*c"] {
-            let part = PathPart::from(name);
-            assert_eq!(percent_decode(part.as_ref()), name, "{}", part.as_ref());
-        }
-        assert_eq!(percent_decode("%2E%2E"), "..");
-        assert_eq!(percent_decode("100%"), "100%");
     }
 }

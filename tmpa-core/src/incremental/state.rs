@@ -1,56 +1,11 @@
-//! Incremental summaries: each process keeps what it knows of the days it summarised
-//! (every loose file's contribution, the compacted ids) and, between two calls, learns
-//! what changed in the day directory from the kernel (inotify) instead of looking at every
-//! file again. [`Root::summary`] is built on it.
-//!
-//! # How a call knows what changed
-//! - **Watched** (a local file system, inotify available): the day directory has an
-//!   inotify watch, added *before* the first full read, so nothing that changes after
-//!   that read goes unseen. The kernel queues an event for every entry created, renamed in
-//!   or out, deleted, written (`IN_MODIFY`, `IN_CLOSE_WRITE`) or whose attributes change,
-//!   synchronously, before the call that changed it returns. A summary call reads the
-//!   queue (one `read` that finds it empty when nothing changed) and re-reads exactly the
-//!   files it names: checking a current summary costs O(1), and N new events cost N reads.
-//!   A file rewritten in place is one of those events, whatever its size and mtime.
-//! - **Polled** (no inotify, `TMPA_SUMMARY_WATCH=0`, or a network or FUSE file system, where other hosts' changes
-//!   raise no event): each call lists the directory and `lstat`s each file (O(files), as the
-//!   cache's stamp check always did), and re-reads only the files whose stamp (device,
-//!   inode, size, mtime, ctime) changed, those that are new, and those read in the same
-//!   second as their last change ("racily clean", as git calls it: a second change within
-//!   the file system's timestamp granularity would not show in the stamp).
-//! - Either way, every [`RESYNC_SECS`](crate::watch::RESYNC_SECS) a watched day is also checked as a polled one, so a
-//!   change the kernel does not report (a write through a hard link in another directory, a
-//!   write through `mmap`, the watch lost) is seen within that bound; and a full read from
-//!   the events stays the fallback: after the queue overflowed or the watch was lost (then a
-//!   poll), after `_compacted.json` changed, and when a file counted from the cache (whose
-//!   contribution is not known) changed or went.
-//!
-//! # When `_summary.json` is written
-//! Only after a full read of every event of the day found no problem and nothing changed
-//! while it read (watched) — never on an incremental answer. A rewrite is durable (two
-//! fsyncs) and changes the directory (which wakes every watcher), and for a live day it is
-//! stale within milliseconds; the process answers from memory. The file serves what
-//! memory cannot: the first call of a new process on a quiet day (one listing and one
-//! `lstat` per file, no event read), and compaction's check that a day is settled. A day
-//! with problems is never cached, so a cached summary is always a whole one.
-//!
-//! The inotify instance and its queue are the process's one watch registry
-//! (`watch.rs`), which the notification views share.
-//!
-//! Locks: the list of days, then a day's, then the watch registry's (the queue), never
-//! the other way round; the list's is held only to find a day, the registry's only for
-//! map look-ups and the queue's `read`.
-//!
-//! # Not guaranteed
-//! - A process keeps at most [`DAYS_MAX`] days (the least recently summarised goes),
-//!   about 150 bytes per loose file of each.
-//! - A forked child starts afresh (its own inotify instance, nothing of its parent's).
+//! One day directory as a process knows it ([`DayState`]): every loose file's
+//! contribution, the compacted ids, the watch, and how a call brings it up to date (the
+//! changes the watch reports, a poll, or a full read).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::compacted::{COMPACTED_NAME, Compacted, read_compacted};
@@ -63,133 +18,18 @@ use crate::event::Event;
 use crate::fs::{Dir, Kind, Stamp};
 use crate::names::Day;
 use crate::problem::{Problem, ProblemKind};
-use crate::summary::{Summary, SummaryRead, Totals, read_cached, source_stamp, write_summary};
-use crate::watch::{PerProcess, RESYNC_SECS, Watch};
+use crate::summary::{SummaryRead, read_cached, source_stamp, write_summary};
+use crate::watch::{RESYNC_SECS, Watch};
 
-/// Days a process keeps between calls.
-pub const DAYS_MAX: usize = 8;
+use super::tally::{Contrib, Interned, Sums, Tally};
+
 /// A file read within this long of its last change is read again by the next poll: its
 /// stamp could not show a second change in the same timestamp tick.
-const RACY_NS: i64 = 1_000_000_000;
-
-/// Counts of one set of events, wide enough never to saturate while kept, so that a
-/// contribution can be taken back out exactly.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Tally {
-    events: u128,
-    prompt: u128,
-    completion: u128,
-}
-
-impl Tally {
-    fn add(&mut self, c: &Contrib) {
-        self.events += 1;
-        self.prompt += u128::from(c.prompt);
-        self.completion += u128::from(c.completion);
-    }
-
-    fn sub(&mut self, c: &Contrib) {
-        self.events -= 1;
-        self.prompt -= u128::from(c.prompt);
-        self.completion -= u128::from(c.completion);
-    }
-
-    fn of(t: &Totals) -> Tally {
-        Tally {
-            events: t.events.into(),
-            prompt: t.prompt_tokens.into(),
-            completion: t.completion_tokens.into(),
-        }
-    }
-
-    /// As a [`Summary`] counts: each sum saturating at `u64::MAX` (what folding the
-    /// events one by one with saturating additions gives).
-    fn totals(&self) -> Totals {
-        let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-        Totals {
-            events: clamp(self.events),
-            prompt_tokens: clamp(self.prompt),
-            completion_tokens: clamp(self.completion),
-            total_tokens: clamp(self.prompt + self.completion),
-        }
-    }
-}
-
-/// What one counted event adds: its user and model (interned), its counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Contrib {
-    user: u32,
-    model: u32,
-    prompt: u64,
-    completion: u64,
-}
-
-/// User ids and model names, each kept once.
-#[derive(Debug, Default)]
-struct Interned {
-    list: Vec<Box<str>>,
-    index: HashMap<Box<str>, u32>,
-}
-
-impl Interned {
-    fn get(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
-        }
-        let i = u32::try_from(self.list.len()).expect("fewer than 4G distinct names");
-        self.list.push(s.into());
-        self.index.insert(s.into(), i);
-        i
-    }
-}
-
-/// The sums of everything counted, overall, per user and per model.
-#[derive(Debug, Default)]
-struct Sums {
-    all: Tally,
-    by_user: HashMap<u32, Tally>,
-    by_model: HashMap<u32, Tally>,
-}
-
-impl Sums {
-    fn add(&mut self, c: &Contrib) {
-        self.all.add(c);
-        self.by_user.entry(c.user).or_default().add(c);
-        self.by_model.entry(c.model).or_default().add(c);
-    }
-
-    fn sub(&mut self, c: &Contrib) {
-        self.all.sub(c);
-        for (map, k) in [(&mut self.by_user, c.user), (&mut self.by_model, c.model)] {
-            if let Some(t) = map.get_mut(&k) {
-                t.sub(c);
-                if t.events == 0 {
-                    map.remove(&k);
-                }
-            }
-        }
-    }
-
-    fn summary(&self, day: Day, users: &Interned, models: &Interned) -> Summary {
-        let named = |m: &HashMap<u32, Tally>, names: &Interned| -> BTreeMap<String, Totals> {
-            m.iter()
-                .map(|(k, t)| (names.list[*k as usize].to_string(), t.totals()))
-                .collect()
-        };
-        Summary {
-            format: 1,
-            day: day.to_string(),
-            totals: self.all.totals(),
-            by_user: named(&self.by_user, users),
-            by_model: named(&self.by_model, models),
-            source: String::new(),
-        }
-    }
-}
+pub(super) const RACY_NS: i64 = 1_000_000_000;
 
 /// What a loose file is to the day.
 #[derive(Clone, Debug)]
-enum Entry {
+pub(super) enum Entry {
     /// A new event, counted.
     Counted(Contrib),
     /// The same event as the compacted one of its id: not counted again.
@@ -204,7 +44,7 @@ enum Entry {
 }
 
 #[derive(Clone, Debug)]
-struct Loose {
+pub(super) struct Loose {
     /// The stamp of the file read (or `lstat`ed, for [`Entry::FromCache`]).
     stamp: Option<Stamp>,
     entry: Entry,
@@ -214,7 +54,7 @@ struct Loose {
 
 /// What changed since the last call, as far as the call knows.
 #[derive(Debug, Default)]
-struct Changes {
+pub(super) struct Changes {
     /// Loose names to read again.
     names: HashSet<OsString>,
     /// `_compacted.json` changed: a full read.
@@ -227,16 +67,16 @@ struct Changes {
 }
 
 /// Why an incremental update cannot go on: a full read does.
-struct NeedsFullRead;
+pub(super) struct NeedsFullRead;
 
 /// One day directory as this process knows it.
 #[derive(Debug)]
-struct DayState {
-    day: Day,
+pub(super) struct DayState {
+    pub(super) day: Day,
     /// Device and inode of the day directory.
     key: (u64, u64),
     /// Whether `sums` and `loose` describe the directory (else the next call reads it all).
-    ready: bool,
+    pub(super) ready: bool,
     sums: Sums,
     users: Interned,
     models: Interned,
@@ -248,12 +88,12 @@ struct DayState {
     compacted_ids: Option<HashMap<Box<str>, u64>>,
     compacted_problems: Vec<Problem>,
     /// The inotify watch of the directory.
-    watch: Option<Watch>,
+    pub(super) watch: Option<Watch>,
     last_sync: Instant,
 }
 
 impl DayState {
-    fn new(day: Day, key: (u64, u64)) -> DayState {
+    pub(super) fn new(day: Day, key: (u64, u64)) -> DayState {
         DayState {
             day,
             key,
@@ -270,7 +110,7 @@ impl DayState {
         }
     }
 
-    fn contrib(&mut self, e: &Event) -> Contrib {
+    pub(super) fn contrib(&mut self, e: &Event) -> Contrib {
         Contrib {
             user: self.users.get(e.user_id()),
             model: self.models.get(e.model()),
@@ -279,7 +119,7 @@ impl DayState {
         }
     }
 
-    fn problems(&self) -> Vec<Problem> {
+    pub(super) fn problems(&self) -> Vec<Problem> {
         let mut p: Vec<Problem> = self.compacted_problems.clone();
         p.extend(self.loose.values().filter_map(|l| match &l.entry {
             Entry::Conflict(p) | Entry::Corrupt(p) => Some(p.clone()),
@@ -289,7 +129,7 @@ impl DayState {
         p
     }
 
-    fn read(&self, rebuilt: bool) -> SummaryRead {
+    pub(super) fn read(&self, rebuilt: bool) -> SummaryRead {
         SummaryRead {
             summary: self.sums.summary(self.day, &self.users, &self.models),
             rebuilt,
@@ -298,7 +138,7 @@ impl DayState {
     }
 
     /// The day's summary now (see the module docs).
-    fn summary(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
+    pub(super) fn summary(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
         if self.ready {
             match self.changes(dir) {
                 Ok(changes) => {
@@ -316,7 +156,7 @@ impl DayState {
     }
 
     /// What changed since the last call: from the watch's queue, or by polling.
-    fn changes(&mut self, dir: &Dir) -> Result<Changes> {
+    pub(super) fn changes(&mut self, dir: &Dir) -> Result<Changes> {
         let mut changes = match &mut self.watch {
             Some(w) => Changes::of(w.take()),
             None => Changes {
@@ -337,7 +177,7 @@ impl DayState {
 
     /// Adds to `changes` every file whose stamp differs from what was read, every new
     /// file, every racy one, and whether `_compacted.json` changed.
-    fn poll(&mut self, dir: &Dir, changes: &mut Changes) -> Result<()> {
+    pub(super) fn poll(&mut self, dir: &Dir, changes: &mut Changes) -> Result<()> {
         let names = event_names(dir)?;
         let listed: HashSet<&OsString> = names.iter().collect();
         for name in self.loose.keys() {
@@ -362,7 +202,11 @@ impl DayState {
     }
 
     /// Brings the sums up to date with `changes`, reading only the files named.
-    fn apply(&mut self, dir: &Dir, changes: Changes) -> std::result::Result<(), NeedsFullRead> {
+    pub(super) fn apply(
+        &mut self,
+        dir: &Dir,
+        changes: Changes,
+    ) -> std::result::Result<(), NeedsFullRead> {
         if changes.compacted {
             return Err(NeedsFullRead);
         }
@@ -379,7 +223,11 @@ impl DayState {
     }
 
     /// Reads the loose file `name` again and replaces what it counted; whether it is gone.
-    fn update(&mut self, dir: &Dir, name: OsString) -> std::result::Result<bool, NeedsFullRead> {
+    pub(super) fn update(
+        &mut self,
+        dir: &Dir,
+        name: OsString,
+    ) -> std::result::Result<bool, NeedsFullRead> {
         if let Some(Loose {
             entry: Entry::FromCache,
             ..
@@ -421,7 +269,11 @@ impl DayState {
     }
 
     /// Whether a loose event is new, the same as its compacted copy, or another event.
-    fn classify(&mut self, dir: &Dir, e: &Event) -> std::result::Result<Entry, NeedsFullRead> {
+    pub(super) fn classify(
+        &mut self,
+        dir: &Dir,
+        e: &Event,
+    ) -> std::result::Result<Entry, NeedsFullRead> {
         if self.compacted_ids.is_none() {
             if self.compacted_stamp.is_none() {
                 self.compacted_ids = Some(HashMap::new());
@@ -446,7 +298,7 @@ impl DayState {
 
     /// Reads the whole day (or takes the cached summary, when it is current), after
     /// making sure the watch is in place, so that whatever changes from here on is seen.
-    fn full(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
+    pub(super) fn full(&mut self, dir: &Dir, watch_path: &Path) -> Result<SummaryRead> {
         let key = self.key;
         let (day, watch) = (self.day, self.watch.take());
         *self = DayState::new(day, key);
@@ -522,7 +374,11 @@ impl DayState {
 
     /// The cached summary, when its stamp says it is the day as listed: every loose file
     /// then counts as [`Entry::FromCache`].
-    fn take_cache(&mut self, dir: &Dir, names: &[OsString]) -> Result<Option<SummaryRead>> {
+    pub(super) fn take_cache(
+        &mut self,
+        dir: &Dir,
+        names: &[OsString],
+    ) -> Result<Option<SummaryRead>> {
         let Some(cached) = read_cached(dir, self.day) else {
             return Ok(None);
         };
@@ -561,7 +417,7 @@ impl DayState {
         }))
     }
 
-    fn count_compacted(&mut self, events: &[Event]) {
+    pub(super) fn count_compacted(&mut self, events: &[Event]) {
         for e in events {
             let c = self.contrib(e);
             self.sums.add(&c);
@@ -572,7 +428,7 @@ impl DayState {
     /// Whether nothing changed since the full read began, as far as the watch tells (a
     /// polled day cannot tell cheaply: its cache's stamp is the one of the files read, so
     /// a file changed since shows as a stale cache).
-    fn quiet(&mut self) -> bool {
+    pub(super) fn quiet(&mut self) -> bool {
         match &mut self.watch {
             Some(w) => {
                 let c = w.take();
@@ -585,7 +441,7 @@ impl DayState {
     }
 
     /// The cache's consistency stamp of the files as they were read.
-    fn stamp(&self) -> String {
+    pub(super) fn stamp(&self) -> String {
         let loose: Vec<(OsString, Stamp)> = self
             .loose
             .iter()
@@ -595,7 +451,7 @@ impl DayState {
     }
 }
 
-fn ids_of(events: &[Event]) -> HashMap<Box<str>, u64> {
+pub(super) fn ids_of(events: &[Event]) -> HashMap<Box<str>, u64> {
     events
         .iter()
         .map(|e| (e.id().as_str().into(), content_hash(e)))
@@ -603,13 +459,13 @@ fn ids_of(events: &[Event]) -> HashMap<Box<str>, u64> {
 }
 
 /// A hash of an event's canonical JSON: equal events have equal hashes.
-fn content_hash(e: &Event) -> u64 {
+pub(super) fn content_hash(e: &Event) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     e.json_bytes().hash(&mut h);
     h.finish()
 }
 
-fn compacted_stamp(dir: &Dir) -> Result<Option<Stamp>> {
+pub(super) fn compacted_stamp(dir: &Dir) -> Result<Option<Stamp>> {
     Ok(dir
         .stat(COMPACTED_NAME)?
         .filter(|m| m.kind == Kind::File)
@@ -617,7 +473,7 @@ fn compacted_stamp(dir: &Dir) -> Result<Option<Stamp>> {
 }
 
 /// Whether a file read now could change again without its stamp showing it.
-fn is_racy(stamp: &Stamp) -> bool {
+pub(super) fn is_racy(stamp: &Stamp) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(i64::MAX, |d| {
@@ -626,21 +482,13 @@ fn is_racy(stamp: &Stamp) -> bool {
     now.saturating_sub(stamp.changed_ns()) < RACY_NS
 }
 
-// -- the process's days ---------------------------------------------------------------------
-
-/// A day directory's device and inode, and what this process knows of it.
-type KnownDay = ((u64, u64), Arc<Mutex<DayState>>);
-
-/// The days this process knows, most recently used last.
-static DAYS: PerProcess<Vec<KnownDay>> = PerProcess::new();
-
 /// The names whose changes a day's watch records: the loose events and `_compacted.json`.
-fn is_watched_name(name: &OsStr) -> bool {
+pub(super) fn is_watched_name(name: &OsStr) -> bool {
     name == COMPACTED_NAME || is_event_name(name)
 }
 
 impl Changes {
-    fn of(c: crate::watch::Changes) -> Changes {
+    pub(super) fn of(c: crate::watch::Changes) -> Changes {
         let mut names = c.names;
         let compacted = names.remove(OsStr::new(COMPACTED_NAME));
         Changes {
@@ -650,67 +498,4 @@ impl Changes {
             gone: c.gone,
         }
     }
-}
-
-/// The state of the day directory `key`, created when new; the least recently used day
-/// beyond [`DAYS_MAX`] is forgotten (its watch goes with the last reference to it).
-fn day_state(key: (u64, u64), day: Day) -> Arc<Mutex<DayState>> {
-    DAYS.with(|days| {
-        if let Some(i) = days.iter().position(|(k, _)| *k == key) {
-            let entry = days.remove(i);
-            let state = Arc::clone(&entry.1);
-            days.push(entry);
-            return state;
-        }
-        if days.len() >= DAYS_MAX {
-            days.remove(0);
-        }
-        let state = Arc::new(Mutex::new(DayState::new(day, key)));
-        days.push((key, Arc::clone(&state)));
-        state
-    })
-}
-
-/// The summary of the day directory `dir` (device and inode `key`) of `day`, reachable by
-/// `watch_path`, kept up to date incrementally (see the module docs).
-///
-/// # Errors
-/// When the directory cannot be listed or a file in it `lstat`ed.
-pub(crate) fn summary(dir: &Dir, day: Day, watch_path: &Path) -> Result<SummaryRead> {
-    let meta = dir.meta()?;
-    let key = (meta.stamp.dev, meta.stamp.ino);
-    let state = day_state(key, day);
-    let mut st = state.lock().unwrap_or_else(|poisoned| {
-        // A panic during an update may have left it half done: start again.
-        let mut st = poisoned.into_inner();
-        st.ready = false;
-        st
-    });
-    state.clear_poison();
-    if st.day != day {
-        // The inode of a deleted day directory, reused by another day's.
-        st.day = day;
-        st.ready = false;
-    }
-    st.summary(dir, watch_path)
-}
-
-/// Forgets what this process knows of the day directory `dir` (and removes its watch):
-/// its next summary starts from the cache or a full read, as in a new process.
-///
-/// # Errors
-/// When `dir` cannot be stat'ed.
-pub(crate) fn forget(dir: &Dir) -> Result<()> {
-    let meta = dir.meta()?;
-    let key = (meta.stamp.dev, meta.stamp.ino);
-    let state = DAYS.with(|days| {
-        let i = days.iter().position(|(k, _)| *k == key)?;
-        Some(days.remove(i).1)
-    });
-    // The watch goes now, even while another thread still holds the day: the next
-    // summary watches the directory anew. Never the day's lock inside the list's.
-    if let Some(state) = state {
-        state.lock().unwrap_or_else(PoisonError::into_inner).watch = None;
-    }
-    Ok(())
 }
