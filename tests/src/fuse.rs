@@ -20,14 +20,14 @@ impl Bindfs {
     /// # Panics
     /// When bindfs is available but the mount fails.
     pub fn mount(backing: &Path) -> Option<Bindfs> {
-        if !crate::is_root() || !Path::new("/dev/fuse").exists() {
-            crate::missing_prerequisite("root and /dev/fuse, to mount bindfs");
-            return None;
-        }
-        if Command::new("bindfs").arg("--version").output().is_err() {
-            crate::missing_prerequisite("bindfs (apt-get install bindfs)");
-            return None;
-        }
+        crate::prerequisite(
+            crate::is_root() && Path::new("/dev/fuse").exists(),
+            "root and /dev/fuse, to mount bindfs",
+        )?;
+        crate::prerequisite(
+            Command::new("bindfs").arg("--version").output().is_ok(),
+            "bindfs (apt-get install bindfs)",
+        )?;
         let mount = tempfile::tempdir().expect("mount point");
         crate::run_ok(Command::new("bindfs").arg(backing).arg(mount.path()));
         let on = Bindfs { mount };

@@ -684,14 +684,61 @@ pub fn stdout_ok(cmd: &mut Command) -> String {
 /// The variable that lets a test whose prerequisite is missing skip instead of failing.
 pub const ALLOW_SKIP: &str = "TMPA_ALLOW_SKIP";
 
-/// A test's prerequisite (root, a tool, a kernel feature) is missing. The tests run
-/// everything in CI (tests/check.sh runs as root and installs every tool), so this
-/// panics, naming what is missing, unless [`ALLOW_SKIP`] is set (a developer's machine
-/// without root): then it prints `SKIPPED: {what}` and the caller returns.
+/// A test's prerequisite (root, a tool, a kernel feature): `Some` of what was found (`()`
+/// for a condition) when it is there. When it is missing, the test fails, naming what is
+/// missing: the tests run everything in CI (tests/check.sh runs as root and installs every
+/// tool). Only with [`ALLOW_SKIP`] set (a developer's machine without root) it prints
+/// `SKIPPED: {what}` and returns `None`, and the caller must then return: the result is
+/// `#[must_use]`, so the compiler holds every caller to
+/// `let Some(found) = prerequisite(...) else { return };` (or `?` in a helper that returns
+/// an `Option`), and no test can go on without what it needs.
 ///
 /// # Panics
-/// Unless `TMPA_ALLOW_SKIP` is set.
-pub fn missing_prerequisite(what: &str) {
+/// When the prerequisite is missing, unless `TMPA_ALLOW_SKIP` is set.
+///
+/// # Examples
+/// ```no_run
+/// # fn a_test() {
+/// let Some(()) = tmpa_tests::prerequisite(tmpa_tests::is_root(), "needs root") else {
+///     return;
+/// };
+/// # }
+/// ```
+#[must_use = "a test whose prerequisite is missing must return: `let Some(..) = prerequisite(..) else { return }`"]
+pub fn prerequisite<F: Found>(found: F, what: &str) -> Option<F::Value> {
+    let found = found.found();
+    if found.is_none() {
+        missing_prerequisite(what);
+    }
+    found
+}
+
+/// What [`prerequisite`] takes: a condition (`true`: there), or an `Option` of the thing
+/// (a mount, a guard) that is `None` when it could not be had.
+pub trait Found {
+    /// What the test gets when the prerequisite is there.
+    type Value;
+    /// `Some` when the prerequisite is there.
+    fn found(self) -> Option<Self::Value>;
+}
+
+impl Found for bool {
+    type Value = ();
+    fn found(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Found for Option<T> {
+    type Value = T;
+    fn found(self) -> Option<T> {
+        self
+    }
+}
+
+/// Fails the test naming `what`, or with [`ALLOW_SKIP`] prints `SKIPPED: {what}`; only
+/// [`prerequisite`] calls it, so that its caller gets the `None` it must return on.
+fn missing_prerequisite(what: &str) {
     if std::env::var_os(ALLOW_SKIP).is_some() {
         eprintln!("SKIPPED: {what}");
         return;
@@ -714,10 +761,10 @@ pub const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 /// # Panics
 /// When the writer fails, or is missing without [`ALLOW_SKIP`].
 pub fn journal(dir: &Path, entries: &[(&str, Duration, String)]) -> Option<()> {
-    if !Path::new(JOURNAL_REMOTE).exists() {
-        missing_prerequisite("systemd-journal-remote (package systemd-journal-remote)");
-        return None;
-    }
+    prerequisite(
+        Path::new(JOURNAL_REMOTE).exists(),
+        "systemd-journal-remote (package systemd-journal-remote)",
+    )?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock");

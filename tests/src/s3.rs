@@ -6,7 +6,7 @@
 //! The server is found as the module `moto.server` of `$TMPA_TEST_PYTHON`, else of the
 //! workspace's `target/py-venv` (which tests/check.sh builds and installs moto into), else
 //! of `python3`. When none has it, [`S3Server::start`] fails the test (a missing
-//! prerequisite, [`crate::missing_prerequisite`]), or with `TMPA_ALLOW_SKIP` set returns
+//! prerequisite, [`crate::prerequisite`]), or with `TMPA_ALLOW_SKIP` set returns
 //! `None` after printing why, so that a developer without moto sees the S3 tests skipped,
 //! never silently passed.
 //!
@@ -87,15 +87,12 @@ impl S3Server {
     /// When it cannot be started and `TMPA_ALLOW_SKIP` is unset, or when it was found
     /// but does not come up.
     pub fn start() -> Option<S3Server> {
-        let py = match python_with_moto() {
-            Ok(p) => p,
-            Err(why) => {
-                crate::missing_prerequisite(&format!(
-                    "S3 tests need a local S3 server (moto): {why}"
-                ));
-                return None;
-            }
-        };
+        let found = python_with_moto();
+        let why = found.as_ref().err().cloned().unwrap_or_default();
+        let py = crate::prerequisite(
+            found.ok(),
+            &format!("S3 tests need a local S3 server (moto): {why}"),
+        )?;
         let port = free_port();
         let mut child = Command::new(&py)
             .args(["-c", SERVE, &port.to_string()])

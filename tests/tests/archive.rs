@@ -589,8 +589,9 @@ fn session_rewritten_during_archival_is_never_lost() {
 /// the next run after space returns completes.
 #[test]
 fn full_disk_mid_run_loses_nothing() {
-    let Some(fsys) = Tmpfs::mount("2m", 1000) else {
-        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
+    let Some(fsys) =
+        tmpa_tests::prerequisite(Tmpfs::mount("2m", 1000), "needs root to mount a tmpfs")
+    else {
         return;
     };
     let root = fsys.path().join("root");
@@ -667,10 +668,10 @@ fn immutable_archive_dir_fails_one_user_only() {
     session(&t, "open", "s", b"{\"b\":1}", MONTH);
     let dir = t.root().join("chat_history/locked/archive");
     fs::create_dir_all(&dir).expect("mkdir");
-    let Some(_guard) = Immutable::set(&dir) else {
-        tmpa_tests::missing_prerequisite(
-            "chattr +i not available (needs root and a supporting fs)",
-        );
+    let Some(_guard) = tmpa_tests::prerequisite(
+        Immutable::set(&dir),
+        "chattr +i not available (needs root and a supporting fs)",
+    ) else {
         return;
     };
     let r = t.run("tmpa-archive", &[]);
@@ -785,10 +786,9 @@ fn log_lines() {
 #[test]
 fn created_archives_belong_to_the_tree_owner() {
     use std::os::unix::fs::MetadataExt;
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite("needs root");
+    let Some(()) = tmpa_tests::prerequisite(tmpa_tests::is_root(), "needs root") else {
         return;
-    }
+    };
     let t = Tree::new();
     session(&t, "u", "s", b"{}", MONTH);
     let (uid, gid) = (4242u32, 4343u32);

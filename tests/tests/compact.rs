@@ -585,8 +585,9 @@ fn concurrent_writer_loses_nothing() {
 /// returns completes.
 #[test]
 fn full_disk_loses_nothing_and_next_run_completes() {
-    let Some(fs_) = Tmpfs::mount("6m", 10_000) else {
-        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
+    let Some(fs_) =
+        tmpa_tests::prerequisite(Tmpfs::mount("6m", 10_000), "needs root to mount a tmpfs")
+    else {
         return;
     };
     let root = fs_.path();
@@ -647,15 +648,16 @@ fn full_disk_loses_nothing_and_next_run_completes() {
 /// exit 4.
 #[test]
 fn immutable_day_is_reported_others_proceed() {
-    if !is_root() {
-        tmpa_tests::missing_prerequisite("needs root for chattr");
+    let Some(()) = tmpa_tests::prerequisite(is_root(), "needs root for chattr") else {
         return;
-    }
+    };
     let t = Tree::new();
     t.event(D1, "stuck", "u", 1, 1);
     t.event(D2, "free", "u", 1, 1);
-    let Some(guard) = Immutable::set(&t.root().join(format!("token_stats/{D1}"))) else {
-        tmpa_tests::missing_prerequisite("chattr +i not supported here");
+    let Some(guard) = tmpa_tests::prerequisite(
+        Immutable::set(&t.root().join(format!("token_stats/{D1}"))),
+        "chattr +i not supported here",
+    ) else {
         return;
     };
     let r = t.run("tmpa-compact", &["--before", "2026-11-04"]);
@@ -672,10 +674,9 @@ fn immutable_day_is_reported_others_proceed() {
 /// to that user.
 #[test]
 fn created_files_belong_to_the_tree_owner() {
-    if !is_root() {
-        tmpa_tests::missing_prerequisite("needs root");
+    let Some(()) = tmpa_tests::prerequisite(is_root(), "needs root") else {
         return;
-    }
+    };
     let t = Tree::new();
     t.event(D1, "a", "u", 1, 1);
     let (uid, gid) = (4242u32, 4343u32);
@@ -828,10 +829,12 @@ fn symlinked_token_stats_is_not_followed() {
 /// lands while the receipt's fdatasync is slowed down with strace.
 #[test]
 fn loose_file_rewritten_in_place_after_verification_is_kept() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::strace_works(),
+        "strace cannot inject faults here",
+    ) else {
         return;
-    }
+    };
     let t = Tree::new();
     let mut files = Vec::new();
     for i in 0..4 {
@@ -895,10 +898,9 @@ fn loose_file_rewritten_in_place_after_verification_is_kept() {
 /// full speed, which pauses never. Seen from outside with strace.
 #[test]
 fn paced_run_pauses_and_writes_the_same_bytes() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("no working strace");
+    let Some(()) = tmpa_tests::prerequisite(tmpa_tests::strace_works(), "no working strace") else {
         return;
-    }
+    };
     const EVENTS: usize = 1200;
     let run = |pace: &str| -> (Vec<u8>, usize, usize, usize) {
         let t = Tree::new();
@@ -955,10 +957,11 @@ fn paced_run_pauses_and_writes_the_same_bytes() {
 /// `--pace` alone asks for 20, and none is longer than 320.
 #[test]
 fn paced_run_pauses_longer_when_its_steps_are_slow() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("no strace that injects delays");
+    let Some(()) =
+        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "no strace that injects delays")
+    else {
         return;
-    }
+    };
     const EVENTS: usize = 800;
     let t = Tree::new();
     for i in 0..EVENTS {

@@ -248,8 +248,9 @@ fn sigkill_during_the_spill_loses_nothing_and_leaves_no_spill_file() {
 /// file is left, and the next run after space returns completes.
 #[test]
 fn full_disk_during_the_spill_loses_nothing() {
-    let Some(fs_) = Tmpfs::mount("8m", 10_000) else {
-        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
+    let Some(fs_) =
+        tmpa_tests::prerequisite(Tmpfs::mount("8m", 10_000), "needs root to mount a tmpfs")
+    else {
         return;
     };
     let root = fs_.path();

@@ -699,10 +699,12 @@ fn cron_lines_run_in_dry_run_with_the_shipped_configuration() {
 /// user owns: loose events merged and deleted, new files the owner's, no root needed.
 #[test]
 fn one_line_of_the_configuration_makes_compaction_real_as_the_tree_owner() {
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite("needs root to run the jobs as another user");
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root to run the jobs as another user",
+    ) else {
         return;
-    }
+    };
     let bins = ReachableBins::copy(&PROGRAMS);
     let scratch = tempfile::tempdir().expect("tempdir");
     let conf = scratch.path().join("tmpa");
@@ -1242,12 +1244,12 @@ fn systemd_units_verify() {
         )
     };
     let (ok, err) = verify(&["canary.service".to_owned()]);
-    if !ok {
-        tmpa_tests::missing_prerequisite(&format!(
-            "systemd-analyze verify cannot run offline here: {err}"
-        ));
+    let Some(()) = tmpa_tests::prerequisite(
+        ok,
+        &format!("systemd-analyze verify cannot run offline here: {err}"),
+    ) else {
         return;
-    }
+    };
     // As installed: the configuration, and tmpa-generator's drop-ins from it.
     let etc = root.path().join("etc/default");
     fs::create_dir_all(&etc).expect("mkdir");
@@ -1576,10 +1578,12 @@ fn pid_of(name: &str, needle: &str) -> Option<u32> {
 fn the_archive_keeps_the_store_keys_from_the_backends_user() {
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::PermissionsExt;
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite("needs root to start the job as cron does");
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root to start the job as cron does",
+    ) else {
         return;
-    }
+    };
     const KEY_ID: &str = "AKIATMPATESTKEY";
     const SECRET: &str = "tmpa-secret-never-in-an-environment";
     // A stand-in for the store: it takes the first request, tells the test what it was,

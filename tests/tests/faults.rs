@@ -114,8 +114,10 @@ fn loose_events(root: &Path, day: &str) -> usize {
 /// finishes the job.
 #[test]
 fn read_only_data_file_system() {
-    let Some(fsys) = tmpa_tests::Tmpfs::mount("16m", 10_000) else {
-        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
+    let Some(fsys) = tmpa_tests::prerequisite(
+        tmpa_tests::Tmpfs::mount("16m", 10_000),
+        "needs root to mount a tmpfs",
+    ) else {
         return;
     };
     let root = fsys.path().join("root");
@@ -123,8 +125,10 @@ fn read_only_data_file_system() {
     let state = tempfile::tempdir().expect("state dir");
     fs::create_dir_all(root.join(".tmpa")).expect("mkdir");
     let bind_arg = state.path().to_str().expect("utf-8 temp path").to_owned();
-    let Some(state_mount) = mount(&["--bind", &bind_arg], &root.join(".tmpa")) else {
-        tmpa_tests::missing_prerequisite("cannot bind-mount");
+    let Some(state_mount) = tmpa_tests::prerequisite(
+        mount(&["--bind", &bind_arg], &root.join(".tmpa")),
+        "cannot bind-mount",
+    ) else {
         return;
     };
     assert!(remount(fsys.path(), "ro"), "remount read-only");
@@ -182,12 +186,13 @@ fn read_only_data_file_system() {
 fn read_only_root_fails_before_any_work() {
     let t = busy_tree();
     let root = t.root().to_str().expect("utf-8 temp path").to_owned();
-    if !is_root() {
-        tmpa_tests::missing_prerequisite("needs root to make read-only bind mounts");
+    let Some(()) = tmpa_tests::prerequisite(is_root(), "needs root to make read-only bind mounts")
+    else {
         return;
-    }
-    let Some(_ro) = mount(&["--bind", &root], t.root()) else {
-        tmpa_tests::missing_prerequisite("cannot bind-mount");
+    };
+    let Some(_ro) =
+        tmpa_tests::prerequisite(mount(&["--bind", &root], t.root()), "cannot bind-mount")
+    else {
         return;
     };
     assert!(remount(t.root(), "bind,ro"), "remount read-only");
@@ -212,10 +217,12 @@ fn read_only_root_fails_before_any_work() {
 /// are done.
 #[test]
 fn permission_denied_for_the_backend_user() {
-    if !is_root() || Command::new("setpriv").arg("--help").output().is_err() {
-        tmpa_tests::missing_prerequisite("needs root and setpriv to run as another user");
+    let Some(()) = tmpa_tests::prerequisite(
+        is_root() && Command::new("setpriv").arg("--help").output().is_ok(),
+        "needs root and setpriv to run as another user",
+    ) else {
         return;
-    }
+    };
     let bins = tmpa_tests::ReachableBins::copy(&["tmpa-compact", "tmpa-archive", "tmpa-patrol"]);
     let t = busy_tree();
     // The whole tree belongs to nobody, but for two directories.
@@ -317,10 +324,10 @@ fn nothing_lost(root: &Path) {
 /// then finishes the job.
 #[test]
 fn eio_at_every_sync_loses_nothing() {
-    if !strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
+    let Some(()) = tmpa_tests::prerequisite(strace_works(), "strace cannot inject faults here")
+    else {
         return;
-    }
+    };
     for (program, args) in [
         ("tmpa-compact", &["--before", "2026-11-03"][..]),
         ("tmpa-archive", &[]),
@@ -372,10 +379,10 @@ fn eio_at_every_sync_loses_nothing() {
 /// `kept` receipt line after its `delete` line, exit 4; the next run deletes them.
 #[test]
 fn eio_at_every_unlink_keeps_the_files_and_says_so() {
-    if !strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
+    let Some(()) = tmpa_tests::prerequisite(strace_works(), "strace cannot inject faults here")
+    else {
         return;
-    }
+    };
     let t = busy_tree();
     let r: Run = tmpa_tests::strace_inject("unlinkat:error=EIO", "tmpa-compact")
         .args(["--before", "2026-11-03", "--root"])

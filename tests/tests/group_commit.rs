@@ -94,10 +94,11 @@ fn check_and_finish(root: &Path, said: &BTreeSet<String>, what: &str) {
 /// is there, whole, and nothing is half written.
 #[test]
 fn kill_at_every_fsync_of_a_group_commit() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject here");
+    let Some(()) =
+        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
+    else {
         return;
-    }
+    };
     let t = tempfile::tempdir().expect("tempdir");
     let mut kills = 0;
     for n in 1..=2 * EVENTS + 2 {
@@ -199,12 +200,13 @@ impl Drop for LoopFs {
 /// returned before the cut survives it, whole.
 #[test]
 fn power_cut_at_every_fsync_of_a_group_commit() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject here");
+    let Some(()) =
+        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
+    else {
         return;
-    }
-    let Some(disk) = LoopFs::new() else {
-        tmpa_tests::missing_prerequisite("root, mkfs.ext4 and a loop device");
+    };
+    let Some(disk) = tmpa_tests::prerequisite(LoopFs::new(), "root, mkfs.ext4 and a loop device")
+    else {
         return;
     };
     let (mut cut_before_end, mut lost_unreturned) = (0, 0);

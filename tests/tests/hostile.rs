@@ -39,10 +39,10 @@ fn as_owner(script: &str) {
 /// A tree with one old session of `u1`, owned by the unprivileged owner; `None` (test
 /// skipped) when not root.
 fn owned_tree() -> Option<Tree> {
-    if !is_root() {
-        tmpa_tests::missing_prerequisite("needs root to chown the tree and to drop to its owner");
-        return None;
-    }
+    tmpa_tests::prerequisite(
+        is_root(),
+        "needs root to chown the tree and to drop to its owner",
+    )?;
     let t = Tree::new();
     // The temporary directory is the runner's (0700): the owner must reach its tree.
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).expect("chmod");

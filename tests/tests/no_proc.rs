@@ -20,10 +20,10 @@ fn without_proc(program: &[std::ffi::OsString], args: &[&std::ffi::OsStr]) -> Op
             "umount -l /proc",
         ])
         .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        tmpa_tests::missing_prerequisite("cannot unmount /proc in a private mount namespace here");
-        return None;
-    }
+    tmpa_tests::prerequisite(
+        probe.is_ok_and(|s| s.success()),
+        "cannot unmount /proc in a private mount namespace here",
+    )?;
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(r#"umount -l /proc && ! test -e /proc/self && exec "$@""#)

@@ -372,10 +372,10 @@ fn a_plan_applied_after_a_notification_changed_names_it_and_writes_no_orphan_arc
 fn an_immutable_ack_directory_is_reported_and_fails_the_run() {
     let (t, want) = small_tree();
     let acks = t.root().join("notifications/alice/ack");
-    let Some(guard) = tmpa_tests::Immutable::set(&acks) else {
-        tmpa_tests::missing_prerequisite(
-            "chattr +i not available (needs root and a supporting fs)",
-        );
+    let Some(guard) = tmpa_tests::prerequisite(
+        tmpa_tests::Immutable::set(&acks),
+        "chattr +i not available (needs root and a supporting fs)",
+    ) else {
         return;
     };
     let r = t.run("tmpa-archive", &["--json"]);
@@ -420,10 +420,9 @@ fn an_immutable_ack_directory_is_reported_and_fails_the_run() {
 /// read no archive at all (counted under strace), exit 0.
 #[test]
 fn orphan_acks_beside_a_thousand_archives_are_searched_once() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("strace");
+    let Some(()) = tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace") else {
         return;
-    }
+    };
     let t = Tree::new();
     let dir = t.root().join("notifications/u/archive");
     fs::create_dir_all(&dir).unwrap();
@@ -500,10 +499,11 @@ fn stretched(root: &Path, us: u64) -> std::process::Child {
 /// with other content (it never replaces a notification).
 #[test]
 fn delivered_and_acknowledged_during_the_run() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject here");
+    let Some(()) =
+        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
+    else {
         return;
-    }
+    };
     let (t, mut want) = small_tree();
     let mut child = stretched(t.root(), 300_000);
     tmpa_tests::wait_for_receipt_line(&mut child, t.root(), "archive_history");
@@ -549,10 +549,11 @@ fn delivered_and_acknowledged_during_the_run() {
 /// quarantine empty).
 #[test]
 fn kill_at_every_syscall_loses_nothing() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject here");
+    let Some(()) =
+        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
+    else {
         return;
-    }
+    };
     let mut kills = 0;
     for syscall in ["write", "renameat2", "fsync", "fdatasync", "unlinkat"] {
         for n in 1..=300 {

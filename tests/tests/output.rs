@@ -1,5 +1,6 @@
-//! Snapshot tests (insta) of what each program prints, text and JSON, on fixed trees: the
-//! operator reads the text, the patrol and scripts read the JSON, and a change to either
+//! Snapshot tests (insta) of what each program prints, text and JSON (and the patrol's
+//! Prometheus file), on fixed trees: the operator reads the text, the patrol, alerting and
+//! scripts read the JSON and the metrics, and a change to any
 //! shows here as a reviewed diff (`cargo insta review`, or `INSTA_UPDATE=always` and
 //! `git diff tests/tests/snapshots/`), not as a `contains()` that still passes.
 //!
@@ -161,5 +162,99 @@ fn snapshot_dry_run_and_verify() {
                 .into();
             insta::assert_snapshot!("snapshot_verify", shown(&v));
         });
+    });
+}
+
+/// A tree with something for each of the patrol's checks to say: events, a compacted
+/// day, an inbox, a session, a corrupt event file, a temporary, and both jobs' run
+/// records, written as the programs write them, of runs that succeeded 2h 30m 30s ago (the
+/// ages the patrol prints keep to the minute for 30 seconds).
+fn patrol_tree() -> Tree {
+    let t = events_tree();
+    t.file("notifications/u1/inbox/ntf_1.json", r#"{"title":"hi"}"#);
+    t.file("chat_history/u1/sessions/s1.json", r#"{"m":[]}"#);
+    t.file("notifications/u1/inbox/ntf_2.json.tmp", "{");
+    let started = chrono::Local::now() - chrono::Duration::seconds(2 * 3600 + 30 * 60 + 30);
+    let at =
+        |t: chrono::DateTime<chrono::Local>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    for task in ["compact_events", "archive_history"] {
+        let record = serde_json::json!({
+            "task": task,
+            "program": "tmpa-x",
+            "root": t.root().display().to_string(),
+            "started_at": at(started),
+            "finished_at": at(started + chrono::Duration::seconds(60)),
+            "duration_secs": 60.0,
+            "dry_run": false,
+            "exit_code": 0,
+            "counts": {"deleted": 3},
+            "receipt": null,
+            "last_success_at": at(started),
+            "last_success_duration_secs": 60.0,
+            "last_success_exit_code": 0,
+        });
+        t.file(
+            format!(".tmpa/runs/{task}.json"),
+            serde_json::to_vec_pretty(&record).expect("json"),
+        );
+    }
+    t
+}
+
+/// What varies in the patrol's output from machine to machine and run to run besides the
+/// filters of every program: the file system under the temporary root (its type, its
+/// inodes), the jobs' ages in seconds, Unix times, the history's interval.
+fn patrol_settings(t: &Tree) -> insta::Settings {
+    let mut s = settings(t);
+    s.add_filter(
+        r"\d+(\.\d+)?% of inodes used \(\d+ of \d+, \d+ free\)",
+        "[PCT]% of inodes used ([USED] of [TOTAL], [FREE] free)",
+    );
+    s.add_filter(r"inodes_used=\d+(\.\d+)?%", "inodes_used=[PCT]%");
+    s.add_filter(r"(inodes +ok) +[0-9.]+", "$1 [PCT]");
+    s.add_filter(
+        r#"("name": "(inodes|\w+_last_success)",\n\s+"status": "\w+",\n\s+"value": )[0-9.e-]+"#,
+        "$1[N]",
+    );
+    s.add_filter(r"(_last_success +\w+) +[0-9.]+", "$1 [AGE]");
+    s.add_filter(r"(_last_success_age)=\d+s", "$1=[AGE]s");
+    s.add_filter(
+        r#""(last_success_age_secs|interval_secs)": [0-9.e-]+"#,
+        r#""$1": [SECS]"#,
+    );
+    s.add_filter(
+        r#"(tmpa_check_value\{check="(inodes|\w+_last_success)"\}) [0-9.e-]+"#,
+        "$1 [N]",
+    );
+    s.add_filter(r"(tmpa_patrol_duration_seconds) [0-9.e-]+", "$1 [SECS]");
+    s.add_filter(r"\b(ext4|tmpfs|xfs|btrfs|overlay|zfs)\b", "[FS]");
+    s.add_filter(r"\b1\d{9}(\.\d+)?\b", "[UNIX]");
+    s.add_filter(r"\b\d+s ago\b", "[AGO] ago");
+    s
+}
+
+#[test]
+fn patrol_text_json_and_prometheus() {
+    let t = patrol_tree();
+    let service =
+        "echo 'app                              RUNNING   pid 4242, uptime 3 days, 1:02:03'";
+    let prom_dir = tempfile::tempdir().expect("tempdir");
+    let prom = prom_dir.path().join("tmpa.prom");
+    patrol_settings(&t).bind(|| {
+        let text = t.run("tmpa-patrol", &["--service-cmd", service]);
+        insta::assert_snapshot!("patrol_text", shown(&text));
+        let json = t.run(
+            "tmpa-patrol",
+            &[
+                "--service-cmd",
+                service,
+                "--json",
+                "--prometheus",
+                prom.to_str().expect("utf-8"),
+            ],
+        );
+        insta::assert_snapshot!("patrol_json", shown(&json));
+        let metrics = std::fs::read_to_string(&prom).expect("the Prometheus file");
+        insta::assert_snapshot!("patrol_prometheus", metrics);
     });
 }

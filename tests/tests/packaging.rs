@@ -441,12 +441,12 @@ fn purge_leaves_nothing(root: &Path, before: &BTreeSet<PathBuf>) {
 /// a purge removes every file, the conffiles and the logs.
 #[test]
 fn installs_enabling_nothing_and_purges_clean() {
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite(
-            "needs root (postinst gives /var/log/tmpa to root:adm); CI runs as root",
-        );
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root (postinst gives /var/log/tmpa to root:adm); CI runs as root",
+    ) else {
         return;
-    }
+    };
     let root = dpkg_root();
     let r = root.path();
     with_system_packages(r);
@@ -684,12 +684,12 @@ fn remove_and_reinstall_keep_the_admins_enabled_timers() {
         })
         .collect();
     assert_eq!(script_units(), packaged, "the scripts' units= lists");
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite(
-            "needs root (dpkg into a throwaway root); CI runs as root",
-        );
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root (dpkg into a throwaway root); CI runs as root",
+    ) else {
         return;
-    }
+    };
     let root = merged_usr_root();
     let r = root.path();
     let before = tree(r);
@@ -719,12 +719,12 @@ fn remove_and_reinstall_keep_the_admins_enabled_timers() {
 /// there under /usr/lib (none lost to the /lib alias), and `dpkg --verify` is clean.
 #[test]
 fn upgrade_from_the_previous_layout_keeps_settings_and_timers() {
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite(
-            "needs root (dpkg into a throwaway root); CI runs as root",
-        );
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root (dpkg into a throwaway root); CI runs as root",
+    ) else {
         return;
-    }
+    };
     // The previous package: this one's files with the units where 0.1.0 put them, and a
     // lower version.
     let work = tempfile::tempdir().expect("tempdir");

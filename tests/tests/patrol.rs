@@ -296,8 +296,9 @@ fn inodes_thresholds_via_flags() {
 /// to warning and then critical.
 #[test]
 fn inodes_on_a_small_tmpfs() {
-    let Some(fsys) = Tmpfs::mount("4m", 100) else {
-        tmpa_tests::missing_prerequisite("needs root to mount a tmpfs");
+    let Some(fsys) =
+        tmpa_tests::prerequisite(Tmpfs::mount("4m", 100), "needs root to mount a tmpfs")
+    else {
         return;
     };
     let root = fsys.path();
@@ -1270,10 +1271,12 @@ fn journal_deletion_after_failed_verification_is_critical() {
 #[test]
 fn a_journal_the_patrol_may_not_read_is_a_warning() {
     use std::os::unix::fs::PermissionsExt;
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite("needs root to give the tree and the journal away");
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root to give the tree and the journal away",
+    ) else {
         return;
-    }
+    };
     const OWNER: u32 = 4244;
     const JOURNAL_GROUP: u32 = 4245;
     let bins = tmpa_tests::ReachableBins::copy(&["tmpa-patrol"]);

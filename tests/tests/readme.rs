@@ -136,10 +136,12 @@ const PROGRAMS: [&str; 4] = [
 /// uses `ReachableBins` without a test here.
 #[test]
 fn tests_that_run_programs_as_another_user_pass_from_a_private_directory() {
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite("needs root to run programs as another user");
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root to run programs as another user",
+    ) else {
         return;
-    }
+    };
     assert_the_list_is_whole();
     let private = tempfile::tempdir().expect("tempdir");
     fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700)).expect("chmod");

@@ -361,10 +361,9 @@ fn symlinked_directories_and_loops_are_not_followed() {
 /// temporaries untouched (root only).
 #[test]
 fn tmpfs_mounted_inside_the_root_is_not_entered() {
-    if !is_root() {
-        tmpa_tests::missing_prerequisite("mounting a tmpfs needs root");
+    let Some(()) = tmpa_tests::prerequisite(is_root(), "mounting a tmpfs needs root") else {
         return;
-    }
+    };
     struct Mount(PathBuf);
     impl Drop for Mount {
         fn drop(&mut self) {
@@ -379,10 +378,9 @@ fn tmpfs_mounted_inside_the_root_is_not_entered() {
         .arg(&mnt)
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        tmpa_tests::missing_prerequisite("cannot mount a tmpfs here");
+    let Some(()) = tmpa_tests::prerequisite(ok, "cannot mount a tmpfs here") else {
         return;
-    }
+    };
     let _mount = Mount(mnt.clone());
     let on_tmpfs = temp(&t, "token_stats/2026-11-01/evt_1.json.tmp", true);
     let local = temp(&t, "token_stats/2026-11-02/evt_2.json.tmp", true);
@@ -605,17 +603,16 @@ fn walk_names(dir: &std::path::Path) -> Vec<String> {
 /// elsewhere are still deleted and nothing else is lost (root only).
 #[test]
 fn immutable_directory_is_reported_and_nothing_else_lost() {
-    if !is_root() {
-        tmpa_tests::missing_prerequisite("chattr +i needs root");
+    let Some(()) = tmpa_tests::prerequisite(is_root(), "chattr +i needs root") else {
         return;
-    }
+    };
     let t = Tree::new();
     let stuck = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp", true);
     let fine = temp(&t, "notifications/u2/inbox/ntf_2.json.tmp", true);
     let dir = t.root().join("notifications/u1/inbox");
     std::thread::sleep(WAIT);
-    let Some(_imm) = Immutable::set(&dir) else {
-        tmpa_tests::missing_prerequisite("chattr +i not supported here");
+    let Some(_imm) = tmpa_tests::prerequisite(Immutable::set(&dir), "chattr +i not supported here")
+    else {
         return;
     };
     let Some(r) = clean(&t, &["--older-than", OLD]) else {
@@ -671,10 +668,12 @@ fn temporary_held_open_outside_the_pid_namespace_is_kept() {
     let probe = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "true"])
         .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        tmpa_tests::missing_prerequisite("cannot make a pid namespace here (unshare)");
+    let Some(()) = tmpa_tests::prerequisite(
+        probe.is_ok_and(|s| s.success()),
+        "cannot make a pid namespace here (unshare)",
+    ) else {
         return;
-    }
+    };
     let t = Tree::new();
     let held = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp.4242.9f3a", true);
     let free = temp(&t, "notifications/u1/inbox/ntf_2.json.tmp", true);
@@ -743,10 +742,12 @@ fn mapped_temporary_is_kept() {
 /// file is kept and said so, and the opener goes on with the file intact.
 #[test]
 fn lease_broken_during_deletion_keeps_the_file() {
-    if !tmpa_tests::strace_works() {
-        tmpa_tests::missing_prerequisite("strace cannot inject faults here");
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::strace_works(),
+        "strace cannot inject faults here",
+    ) else {
         return;
-    }
+    };
     let t = Tree::new();
     let p = temp(&t, "notifications/u1/inbox/ntf_1.json.tmp", true);
     std::thread::sleep(WAIT);

@@ -51,10 +51,10 @@ fn line_for<'a>(r: &'a Run, p: &Path) -> &'a str {
 /// `/proc` shows open is kept and a free one deleted, each decision naming `/proc`.
 #[test]
 fn without_leases_proc_is_evidence_and_proof_only_when_the_operator_says_so() {
-    let Some(_off) = LeasesOff::set() else {
-        tmpa_tests::missing_prerequisite(&format!(
-            "cannot turn leases off here ({SYSCTL} not writable)"
-        ));
+    let Some(_off) = tmpa_tests::prerequisite(
+        LeasesOff::set(),
+        &format!("cannot turn leases off here ({SYSCTL} not writable)"),
+    ) else {
         return;
     };
     let t = Tree::new();

@@ -70,8 +70,8 @@ use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
 use report::counts;
 pub use report::{
-    Action, BatchReport, Counts, Destination, NotificationCounts, Origin, Report, SessionReport,
-    StoredObject, render_text, report_status,
+    Action, BatchReport, Body, Counts, Destination, NotificationCounts, Origin, Report,
+    SessionReport, StoredObject, report_status,
 };
 pub use store::StoreRun;
 use tier::Tiers;
@@ -155,19 +155,11 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let credentials = tmpa_maint::read_credentials(args.credentials.as_deref())?;
     let prepared = tmpa_maint::prepare(&args.common)?;
     let store = open_store(args, &credentials)?;
-    tmpa_maint::run_program(
-        prepared,
-        PROGRAM,
-        TASK,
-        &args.common,
-        mode,
-        "ARCHIVE",
-        |run| {
-            let report = archive(run, args, store.as_ref());
-            let status = report_status(&report);
-            (report, status)
-        },
-    )
+    tmpa_maint::run_program::<Args, _>(prepared, &args.common, mode, |run| {
+        let report = archive(run, args, store.as_ref());
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The store this run archives to: `--to`, else `{root}/tmpa.toml`'s `[archive] url`;
@@ -263,10 +255,7 @@ fn where_the_library_reads(
 /// one (and, with `--migrate-local`, moves the local archives there), then every user's
 /// old acknowledged notifications: every unit through the one pipeline.
 pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
-    let mut report = Report {
-        program: PROGRAM,
-        root: run.root().path().to_path_buf(),
-        dry_run: run.dry_run(),
+    let body = Body {
         older_than_secs: args.older_than.as_secs(),
         destination: Destination {
             url: store.map_or_else(|| "local".to_owned(), |s| s.store.url().to_string()),
@@ -277,11 +266,10 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
         notifications_older_than_secs: args.notifications_older_than.as_secs(),
         notification_batches: Vec::new(),
         problems: Vec::new(),
-        counts: Counts::default(),
-        exit_code: 0,
         failed: false,
         tally: report::Tally::default(),
     };
+    let mut report = Report::new(run, body, Counts::default());
     let root = run.root().clone();
     let tiers = Tiers::new(&root, store);
     if let Some(sr) = store {
@@ -369,7 +357,13 @@ pub fn archive(run: &mut Run, args: &Args, store: Option<&StoreRun>) -> Report {
     }
     report.problems.sort();
     let notifications = std::mem::take(&mut report.counts.notifications);
-    report.counts = counts(&report, users.len() as u64, listed.seen, listed.young);
+    report.counts = counts(
+        &report,
+        run.mode(),
+        users.len() as u64,
+        listed.seen,
+        listed.young,
+    );
     report.counts.beside_temporary = listed.beside_temporary;
     report.counts.notifications = notifications;
     let sessions_deleted = report

@@ -34,8 +34,9 @@ use crate::report::{Action, BatchReport, Report};
 use crate::tier::{Holds, TakenBack, Tiers};
 
 /// Notifications per archive: bounds one archive's index (what a library lookup reads
-/// from each archive) and what a crash can leave archived but not yet deleted.
-const BATCH_MAX: usize = 4096;
+/// from each archive) and what a crash can leave archived but not yet deleted. Not
+/// session.rs's `BATCH_MAX` (sessions between two receipt writes).
+const NOTIFICATIONS_PER_ARCHIVE_MAX: usize = 4096;
 /// Bytes of notifications and acks held in memory for one batch.
 const BATCH_BYTES_MAX: u64 = 64 << 20;
 
@@ -91,7 +92,7 @@ pub(crate) fn archive_user(
         };
         bytes += r.stamp.size + r.ack_stamp.size;
         batch.push(r);
-        if batch.len() == BATCH_MAX || bytes >= BATCH_BYTES_MAX {
+        if batch.len() == NOTIFICATIONS_PER_ARCHIVE_MAX || bytes >= BATCH_BYTES_MAX {
             archive_batch(
                 run,
                 tiers,
@@ -420,7 +421,7 @@ impl BatchUnit<'_> {
         for (i, (file, outcome)) in done.fates.into_iter().enumerate() {
             let body = i < n;
             if outcome.as_ref().is_some_and(Outcome::counts_as_deleted) {
-                report.tally.notification_files_deleted += 1;
+                report.body.tally.notification_files_deleted += 1;
             }
             match outcome {
                 Some(
@@ -452,8 +453,8 @@ impl BatchUnit<'_> {
                     }
                 }
                 Some(Outcome::Failed(e)) => {
-                    report.tally.deletions_failed += 1;
-                    report.failed = true;
+                    report.body.tally.deletions_failed += 1;
+                    report.body.failed = true;
                     problems.push(Problem::new(
                         PathBuf::from(file),
                         ProblemKind::Unreadable,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tmpa_core::Problem;
 use tmpa_core::maintenance::store::PutGuard;
 use tmpa_core::maintenance::{line_text, path_text, serialize_path};
-use tmpa_maint::ExitStatus;
+use tmpa_maint::{ExitStatus, Mode};
 
 /// What was found or done for one unit (a session, a local archive moved, a batch of
 /// notifications).
@@ -147,16 +147,12 @@ pub struct Destination {
     pub unavailable: Option<String>,
 }
 
-/// The whole run's report.
+/// The whole run's report: the head every program's report has, around [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-archive's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-archive`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
+pub struct Body {
     /// `--older-than`, in seconds.
     pub older_than_secs: u64,
     /// Where archives go.
@@ -172,10 +168,6 @@ pub struct Report {
     /// Files and directories that need a look (symlinks, odd names, invalid JSON, acks
     /// without their notification), and per-user failures.
     pub problems: Vec<Problem>,
-    /// Totals.
-    pub counts: Counts,
-    /// The exit code.
-    pub exit_code: u8,
     #[serde(skip)]
     pub(crate) failed: bool,
     /// Deletions that failed, and archives taken back (copied into the counts).
@@ -263,7 +255,7 @@ pub fn report_status(report: &Report) -> ExitStatus {
     status
 }
 
-pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Counts {
+pub(crate) fn counts(report: &Report, mode: Mode, users: u64, seen: u64, young: u64) -> Counts {
     let mut c = Counts {
         users,
         sessions: seen,
@@ -287,7 +279,7 @@ pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Coun
         if s.valid_json == Some(false) {
             c.invalid_json += 1;
         }
-        let gone = if report.dry_run {
+        let gone = if mode.is_plan() {
             s.action.deletes_source()
         } else {
             s.deleted
@@ -298,61 +290,62 @@ pub(crate) fn counts(report: &Report, users: u64, seen: u64, young: u64) -> Coun
             c.bytes_out += s.archive_bytes.unwrap_or(0);
         }
     }
-    c.deletions =
-        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(report.dry_run, false), deleted);
+    c.deletions = tmpa_maint::DeleteCount::of(mode, deleted);
     c
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
 
-/// The report as text: where archives go (with a store), one line per problem, one line
-/// per session acted on, sorted.
-pub fn render_text(report: &Report) -> String {
-    let mut s = String::new();
-    if report.destination.url != "local" {
-        let _ = writeln!(
-            s,
-            "  store: {}{}",
-            report.destination.url,
-            match (report.dry_run, report.destination.put_guard) {
-                (true, _) => " (dry run: read, nothing written)".to_owned(),
-                (false, Some(g)) => format!(" ({})", g.words()),
-                (false, None) => String::new(),
-            }
-        );
-    }
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
-    }
-    for b in &report.notification_batches {
-        let _ = writeln!(s, "{}", render_batch(b, report.dry_run));
-    }
-    for r in &report.sessions {
-        let size = match r.archive_bytes {
-            Some(a) => format!("{} -> {a} bytes", r.bytes),
-            None => format!("{} bytes", r.bytes),
-        };
-        let word = match (r.from, r.action, report.dry_run) {
-            (Origin::Archive, Action::Archive, false) => "moved",
-            (Origin::Archive, Action::Archive, true) => "would move",
-            (_, action, dry) => action.word(dry),
-        };
-        let _ = writeln!(
-            s,
-            "{word} {} ({size}){}{}",
-            path_text(&r.path),
-            if r.detail.is_empty() { "" } else { ": " },
-            line_text(&r.detail),
-        );
-        if r.valid_json == Some(false) {
+    /// The report as text: where archives go (with a store), one line per problem, one line
+    /// per session acted on, sorted.
+    fn render_text(report: &Report) -> String {
+        let mut s = String::new();
+        if report.destination.url != "local" {
             let _ = writeln!(
                 s,
-                "  problem: {}: not valid JSON (archived as it is: archival preserves bytes)",
-                path_text(&r.path)
+                "  store: {}{}",
+                report.destination.url,
+                match (report.dry_run, report.destination.put_guard) {
+                    (true, _) => " (dry run: read, nothing written)".to_owned(),
+                    (false, Some(g)) => format!(" ({})", g.words()),
+                    (false, None) => String::new(),
+                }
             );
         }
+        for p in &report.problems {
+            let _ = writeln!(s, "  problem: {p}");
+        }
+        for b in &report.notification_batches {
+            let _ = writeln!(s, "{}", render_batch(b, report.dry_run));
+        }
+        for r in &report.sessions {
+            let size = match r.archive_bytes {
+                Some(a) => format!("{} -> {a} bytes", r.bytes),
+                None => format!("{} bytes", r.bytes),
+            };
+            let word = match (r.from, r.action, report.dry_run) {
+                (Origin::Archive, Action::Archive, false) => "moved",
+                (Origin::Archive, Action::Archive, true) => "would move",
+                (_, action, dry) => action.word(dry),
+            };
+            let _ = writeln!(
+                s,
+                "{word} {} ({size}){}{}",
+                path_text(&r.path),
+                if r.detail.is_empty() { "" } else { ": " },
+                line_text(&r.detail),
+            );
+            if r.valid_json == Some(false) {
+                let _ = writeln!(
+                    s,
+                    "  problem: {}: not valid JSON (archived as it is: archival preserves bytes)",
+                    path_text(&r.path)
+                );
+            }
+        }
+        s
     }
-    s
 }
 
 /// One archive of a user's notifications (or one that would be written).

@@ -28,10 +28,9 @@ mod spill;
 mod tests;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use serde::Serialize;
-use tmpa_core::maintenance::{Kind, map_ordered_on, root_dir, serialize_path};
+use tmpa_core::maintenance::{Kind, map_ordered_on, root_dir};
 use tmpa_core::{Day, Error, Problem, ProblemKind, Root};
 use tmpa_maint::{CommonArgs, ExitStatus, Mode, Progress, Run, StartError, Task};
 
@@ -152,16 +151,12 @@ pub struct DayReport {
     pub spilled_runs: usize,
 }
 
-/// The whole run's report.
+/// The whole run's report: the head every program's report has, around [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-compact's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-compact`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
+pub struct Body {
     /// Per day, in date order.
     pub days: Vec<DayReport>,
     /// Problems outside any day (symlinked or odd entries in token_stats/).
@@ -169,10 +164,6 @@ pub struct Report {
     /// Spill files left by a run killed as it created one, removed by this run.
     #[serde(skip_serializing_if = "is_zero")]
     pub spill_leftovers_removed: usize,
-    /// Totals over all days.
-    pub counts: Counts,
-    /// The exit code.
-    pub exit_code: u8,
 }
 
 /// Totals over all days (the run record's `counts` and the log's last line).
@@ -225,19 +216,11 @@ impl tmpa_maint::Program for Args {
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, args.no_delete);
     let prepared = tmpa_maint::prepare(&args.common)?;
-    tmpa_maint::run_program(
-        prepared,
-        PROGRAM,
-        TASK,
-        &args.common,
-        mode,
-        "COMPACT",
-        |run| {
-            let report = compact(run, args);
-            let status = report_status(&report);
-            (report, status)
-        },
-    )
+    tmpa_maint::run_program::<Args, _>(prepared, &args.common, mode, |run| {
+        let report = compact(run, args);
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The exit status a report calls for: 4 if a day failed, 1 if anything needs a look.
@@ -325,16 +308,12 @@ pub fn compact(run: &mut Run, args: &Args) -> Report {
         counts.days_skipped += u64::from(d.status == DayStatus::Skipped);
     }
     counts.deletions = tmpa_maint::DeleteCount::of(run.mode(), deleted);
-    Report {
-        program: PROGRAM,
-        root: run.root().path().to_path_buf(),
-        dry_run: run.dry_run(),
+    let body = Body {
         days: reports,
         problems,
         spill_leftovers_removed,
-        counts,
-        exit_code: 0,
-    }
+    };
+    Report::new(run, body, counts)
 }
 
 /// The day directories to compact, sorted, and the entries of `token_stats/` that look
@@ -405,72 +384,74 @@ fn select_days(root: &Root, args: &Args) -> (Vec<Day>, Vec<Problem>) {
     (days, problems)
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
 
-/// The report as text: one line per day, one indented line per problem, sorted.
-pub fn render_text(report: &Report) -> String {
-    let mut s = String::new();
-    let del = if report.dry_run {
-        "would_delete"
-    } else {
-        "deleted"
-    };
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
-    }
-    for d in &report.days {
-        let _ = writeln!(
-            s,
-            "{} {}: loose={} already_compacted={} merged={} duplicates={} conflicts={} corrupt={} {del}={} kept={} events={} summary={}",
-            d.day,
-            d.status.word(),
-            d.loose,
-            d.already_compacted,
-            d.merged,
-            d.duplicates,
-            d.conflicts,
-            d.corrupt,
-            d.deleted,
-            d.kept,
-            d.events,
-            if d.summary_rewritten {
-                "rewritten"
-            } else if d.problems.is_empty() {
-                "current"
-            } else {
-                // A day with problems is never cached.
-                "none"
-            },
-        );
-        if d.spilled_runs > 0 {
-            // The day did not fit the memory budget: say so on its own line, so that the
-            // day line keeps one shape.
-            let _ = writeln!(
-                s,
-                "  note: larger than --memory-budget: merged from sorted runs spilled to disk (runs={})",
-                d.spilled_runs
-            );
-        }
-        if d.not_in_plan > 0 {
-            let _ = writeln!(
-                s,
-                "  {} loose files not in the plan being applied: left for the next run",
-                d.not_in_plan
-            );
-        }
-        if d.beside_temporary > 0 {
-            let _ = writeln!(
-                s,
-                "  {} loose files with a temporary of their name beside them: left for the next run (tmpa-tmpclean removes a stale temporary first)",
-                d.beside_temporary
-            );
-        }
-        if let Some(e) = &d.error {
-            let _ = writeln!(s, "  error: {e}");
-        }
-        for p in &d.problems {
+    /// The report as text: one line per day, one indented line per problem, sorted.
+    fn render_text(report: &Report) -> String {
+        let mut s = String::new();
+        let del = if report.dry_run {
+            "would_delete"
+        } else {
+            "deleted"
+        };
+        for p in &report.problems {
             let _ = writeln!(s, "  problem: {p}");
         }
+        for d in &report.days {
+            let _ = writeln!(
+                s,
+                "{} {}: loose={} already_compacted={} merged={} duplicates={} conflicts={} corrupt={} {del}={} kept={} events={} summary={}",
+                d.day,
+                d.status.word(),
+                d.loose,
+                d.already_compacted,
+                d.merged,
+                d.duplicates,
+                d.conflicts,
+                d.corrupt,
+                d.deleted,
+                d.kept,
+                d.events,
+                if d.summary_rewritten {
+                    "rewritten"
+                } else if d.problems.is_empty() {
+                    "current"
+                } else {
+                    // A day with problems is never cached.
+                    "none"
+                },
+            );
+            if d.spilled_runs > 0 {
+                // The day did not fit the memory budget: say so on its own line, so that the
+                // day line keeps one shape.
+                let _ = writeln!(
+                    s,
+                    "  note: larger than --memory-budget: merged from sorted runs spilled to disk (runs={})",
+                    d.spilled_runs
+                );
+            }
+            if d.not_in_plan > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {} loose files not in the plan being applied: left for the next run",
+                    d.not_in_plan
+                );
+            }
+            if d.beside_temporary > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {} loose files with a temporary of their name beside them: left for the next run (tmpa-tmpclean removes a stale temporary first)",
+                    d.beside_temporary
+                );
+            }
+            if let Some(e) = &d.error {
+                let _ = writeln!(s, "  error: {e}");
+            }
+            for p in &d.problems {
+                let _ = writeln!(s, "  problem: {p}");
+            }
+        }
+        s
     }
-    s
 }

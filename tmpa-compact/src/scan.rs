@@ -10,12 +10,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tmpa_core::maintenance::{
     COMPACTED_BYTES_MAX, COMPACTED_NAME, Dir, PARALLEL_FILES_MIN, READ_THREADS_MAX, RawEvent,
-    Stamp, SummaryFold, VisitError, is_event_name, open_compacted, read_loose_raw, visit_compacted,
-    visit_compacted_slice,
+    Stamp, SummaryFold, VisitError, cores_up_to, fold_within_budget, is_event_name, open_compacted,
+    read_loose_raw, visit_compacted, visit_compacted_slice,
 };
 use tmpa_core::{Day, Error, Problem, Root};
 
@@ -418,9 +417,7 @@ pub(crate) fn scan_loose(
         fold: SummaryFold::new(day),
         suspects: 0,
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(READ_THREADS_MAX);
+    let threads = cores_up_to(READ_THREADS_MAX);
     // Paced: one read at a time in the device's queue, and a pause per batch.
     let mut pacer = tmpa_maint::Pacer::new(opts.pace);
     let paced = pacer.is_paced();
@@ -627,39 +624,18 @@ fn read_batch(
     compacted: &CompactedDay,
     opts: &DayOptions,
 ) -> (Vec<ReaderOut>, usize) {
-    let next = AtomicUsize::new(0);
-    let held = AtomicUsize::new(0);
-    let work = || {
-        let mut out = ReaderOut {
-            bytes: Vec::new(),
-            items: Vec::new(),
-            unloaded: Vec::new(),
-            problems: Vec::new(),
-        };
-        // Checked before a name is taken: every name taken is read.
-        while held.load(Ordering::Relaxed) < READ_CHUNK_BYTES {
-            let i = chunk.start + next.fetch_add(1, Ordering::Relaxed);
-            if i >= chunk.end {
-                break;
-            }
+    let new_out = || ReaderOut {
+        bytes: Vec::new(),
+        items: Vec::new(),
+        unloaded: Vec::new(),
+        problems: Vec::new(),
+    };
+    let (outs, read) =
+        fold_within_budget(threads, chunk.len(), READ_CHUNK_BYTES, new_out, |out, i| {
             let before = out.bytes.len();
-            read_one(dir, names.get(i), compacted, opts, &mut out);
-            held.fetch_add(out.bytes.len() - before, Ordering::Relaxed);
-        }
-        out
-    };
-    let outs = if threads < 2 {
-        vec![work()]
-    } else {
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
-    };
-    let read = next.load(Ordering::Relaxed).min(chunk.len());
+            read_one(dir, names.get(chunk.start + i), compacted, opts, out);
+            out.bytes.len() - before
+        });
     (outs, chunk.start + read)
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use tmpa_core::maintenance::{COMPACTED_NAME, write_compacted, write_compacted_to};
 use tmpa_core::{Day, Event, Root, Summary};
-use tmpa_maint::{Mode, Run};
+use tmpa_maint::{Mode, Run, Setup};
 
 use crate::scan::{DayOptions, RUN_BYTES_MIN};
 use crate::{DayStatus, PROGRAM, TASK, compact_day};
@@ -166,7 +166,7 @@ fn weak_hash(id: &[u8]) -> u64 {
 
 fn compact(root: &Path, opts: &DayOptions) -> crate::DayReport {
     let root = Root::open(root).unwrap();
-    let mut run = Run::start(PROGRAM, TASK, root, Mode::Real).unwrap();
+    let mut run = Run::start(PROGRAM, TASK, root, Mode::Real, Setup::default()).unwrap();
     compact_day(&std::sync::Mutex::new(&mut run), DAY.parse().unwrap(), opts)
 }
 

@@ -215,7 +215,10 @@ pub mod maintenance {
         archive_count, archive_name, archive_name_of_index, archive_names, read_archive,
         same_batch, write_archive,
     };
-    pub use crate::par::{THREADS_MAX, map_ordered, map_ordered_on};
+    pub use crate::par::{
+        Streamed, THREADS_MAX, cores_up_to, fold_within_budget, for_each_ordered, map_ordered,
+        map_ordered_on,
+    };
     pub use crate::root::rel::NOTIFICATION_ARCHIVE_DIR;
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};

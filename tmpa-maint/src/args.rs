@@ -1,5 +1,7 @@
-//! The flags every program takes, the three modes a run can be in, and ages.
+//! The flags every program takes (and what a command line clap refused seems to ask
+//! for: [`Invocation`]), the three modes a run can be in, and ages.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,12 +52,65 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     /// What these flags say about the run, for the record of one that does not start.
-    pub fn invocation(&self) -> crate::Invocation {
-        crate::Invocation {
+    pub fn invocation(&self) -> Invocation {
+        Invocation {
             root: self.root.clone(),
             dry_run: self.dry_run,
             json: self.json,
             user: self.user.clone(),
+        }
+    }
+}
+
+/// What the command line says about a run, enough to record one that did not start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// `--root` (else `TMPA_ROOT`, else the current directory).
+    pub root: Option<PathBuf>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--json`: the log lines go to stderr.
+    pub json: bool,
+    /// `--user` (else `TMPA_USER`).
+    pub user: Option<String>,
+}
+
+impl Invocation {
+    /// The invocation a command line clap refused seems to ask for: `--root DIR` or
+    /// `--root=DIR` (else `TMPA_ROOT`), `--dry-run`, `--json`, `--user` (else
+    /// `TMPA_USER`), wherever they are.
+    ///
+    /// # Examples
+    /// ```
+    /// use tmpa_maint::Invocation;
+    /// let raw = ["tmpa-compact", "--dryrun", "--root=/srv/a", "--json"].map(Into::into);
+    /// let i = Invocation::from_raw(&raw);
+    /// assert_eq!(i.root.as_deref(), Some("/srv/a".as_ref()));
+    /// assert!(!i.dry_run && i.json);
+    /// ```
+    pub fn from_raw(raw: &[OsString]) -> Invocation {
+        let value = |flag: &str| -> Option<OsString> {
+            let eq = format!("{flag}=");
+            raw.iter().enumerate().skip(1).find_map(|(i, a)| {
+                let s = a.to_str()?;
+                if s == flag {
+                    raw.get(i + 1).cloned()
+                } else {
+                    s.strip_prefix(&eq).map(OsString::from)
+                }
+            })
+        };
+        let has = |flag: &str| raw.iter().skip(1).any(|a| a == flag);
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        Invocation {
+            root: value("--root")
+                .or_else(|| env("TMPA_ROOT"))
+                .map(PathBuf::from),
+            dry_run: has("--dry-run"),
+            json: has("--json"),
+            user: value("--user")
+                .or_else(|| env("TMPA_USER"))
+                .and_then(|u| u.into_string().ok()),
         }
     }
 }

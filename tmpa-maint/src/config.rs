@@ -96,14 +96,19 @@ pub fn archive_config(
         Some(found) => found,
         None => trusted_config_in(root_dir(root))?,
     };
-    Ok(match (to, file) {
+    Ok(chosen(to, file))
+}
+
+/// `--to` over the file's URL, keeping the file's timeout; the file alone; else local.
+fn chosen(to: Option<&StoreUrl>, file: Option<ArchiveConfig>) -> Option<ArchiveConfig> {
+    match (to, file) {
         (Some(url), Some(file)) => Some(ArchiveConfig {
             url: url.clone(),
             ..file
         }),
         (Some(url), None) => Some(ArchiveConfig::for_url(url.clone())),
         (None, file) => file,
-    })
+    }
 }
 
 /// `/etc/tmpa/tmpa.toml`: `Some` when the file exists (`Some(None)`: it has no
@@ -145,4 +150,129 @@ fn trusted_config_in(dir: &Dir) -> Result<Option<ArchiveConfig>, StartError> {
         why,
     })?;
     ArchiveConfig::parse(&text, &shown).map_err(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A directory of this user's alone (0700), as a tree's root or /etc/tmpa would be.
+    fn own_dir() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        t
+    }
+
+    fn write(path: &Path, text: &str, mode: u32) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn url(text: &str) -> StoreUrl {
+        text.parse().unwrap()
+    }
+
+    /// A `tmpa.toml` of this user's, writable by no one else, is read; without an
+    /// `[archive]` table, or without a file, archives are local.
+    #[test]
+    fn a_trusted_config_is_read_and_a_missing_one_means_local() {
+        let t = own_dir();
+        let dir = Dir::open_path(t.path()).unwrap();
+        assert!(trusted_config_in(&dir).unwrap().is_none(), "no file");
+        write(
+            &t.path().join(CONFIG_NAME),
+            "[archive]\nurl = \"s3://bucket/tmpa\"\ntimeout_secs = 7\n",
+            0o644,
+        );
+        let c = trusted_config_in(&dir)
+            .unwrap()
+            .expect("an [archive] table");
+        assert_eq!(c.url, url("s3://bucket/tmpa"));
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        write(&t.path().join(CONFIG_NAME), "# nothing\n", 0o644);
+        assert!(
+            trusted_config_in(&dir).unwrap().is_none(),
+            "no [archive] table"
+        );
+    }
+
+    /// A `tmpa.toml` that others may write could send the archives anywhere: refused
+    /// (exit 2), naming the file; one that does not parse is a usage error naming it.
+    #[test]
+    fn a_config_others_may_write_or_that_does_not_parse_stops_the_run() {
+        let t = own_dir();
+        let dir = Dir::open_path(t.path()).unwrap();
+        let file = t.path().join(CONFIG_NAME);
+        write(&file, "[archive]\nurl = \"s3://b/p\"\n", 0o666);
+        let e = trusted_config_in(&dir).unwrap_err();
+        let StartError::Untrusted { path, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(path, &file);
+        assert_eq!(e.status(), crate::ExitStatus::Usage);
+        write(&file, "[archive]\nurl = 3\n", 0o644);
+        let e = trusted_config_in(&dir).unwrap_err();
+        assert!(matches!(e, StartError::Usage(_)), "{e}");
+        assert!(e.to_string().contains(CONFIG_NAME), "{e}");
+    }
+
+    /// `--to` names the store and keeps the file's timeout; the file alone decides
+    /// without it; neither: local archives.
+    #[test]
+    fn the_command_line_names_the_store_over_the_file() {
+        let file = ArchiveConfig {
+            url: url("s3://file/p"),
+            timeout: Duration::from_secs(9),
+        };
+        let to = url("gs://flag/q");
+        let c = chosen(Some(&to), Some(file.clone())).unwrap();
+        assert_eq!((c.url, c.timeout), (to.clone(), Duration::from_secs(9)));
+        let c = chosen(Some(&to), None).unwrap();
+        assert_eq!(c.url, to);
+        assert_eq!(c.timeout, ArchiveConfig::for_url(to.clone()).timeout);
+        assert_eq!(chosen(None, Some(file.clone())).unwrap().url, file.url);
+        assert!(chosen(None, None).is_none());
+    }
+
+    /// Credentials are read from a file of this user's alone; one others may write, or
+    /// in a directory others may write, is refused; one that cannot be read, or is not
+    /// `NAME=value` lines, is a usage error naming it.
+    #[test]
+    fn credentials_only_from_a_file_no_one_else_could_write() {
+        let t = own_dir();
+        let file = t.path().join("archive.env");
+        write(
+            &file,
+            "# keys\nAWS_ACCESS_KEY_ID=AK\nAWS_SECRET_ACCESS_KEY='s k'\n",
+            0o600,
+        );
+        let c = read_credentials(Some(&file)).unwrap();
+        assert_eq!(
+            c.names().collect::<Vec<_>>(),
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        );
+        write(&file, "AWS_ACCESS_KEY_ID=AK\n", 0o666);
+        let e = read_credentials(Some(&file)).unwrap_err();
+        assert!(
+            matches!(e, StartError::Untrusted { ref path, .. } if *path == file),
+            "{e}"
+        );
+        write(&file, "AWS_ACCESS_KEY_ID=AK\n", 0o600);
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = read_credentials(Some(&file)).unwrap_err();
+        assert!(
+            matches!(e, StartError::Untrusted { ref path, .. } if path == t.path()),
+            "{e}"
+        );
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        write(&file, "export AWS_REGION=x\n", 0o600);
+        let e = read_credentials(Some(&file)).unwrap_err();
+        assert!(e.to_string().contains("not NAME=value"), "{e}");
+        let e = read_credentials(Some(&t.path().join("missing.env"))).unwrap_err();
+        assert!(matches!(e, StartError::Usage(_)), "{e}");
+        assert!(e.to_string().contains("missing.env"), "{e}");
+    }
 }

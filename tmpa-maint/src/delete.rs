@@ -284,7 +284,7 @@ impl Run {
         let mut kept_lines = Vec::new();
         let mut dirs: Vec<&'a Dir> = Vec::new();
         let mut unlinked = 0usize;
-        let mut pacer = crate::Pacer::new(self.pace);
+        let mut pacer = crate::Pacer::new(self.pace());
         for (d, refused) in doomed.into_iter().zip(not_as_planned) {
             if let Some(why) = refused {
                 outcomes.push(Outcome::Kept(Kept::NotAsPlanned(why)));
@@ -391,38 +391,20 @@ mod tests {
     use std::ffi::OsStr;
     use std::path::Path;
 
-    use tmpa_core::Root;
     use tmpa_core::maintenance::{Dir, root_dir};
 
     use super::*;
     use crate::args::Mode;
-    use crate::receipt::Proof;
     use crate::record::Task;
-
-    fn tree() -> (tempfile::TempDir, Root) {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
-        let root = Root::open(t.path()).unwrap();
-        (t, root)
-    }
+    use crate::testing::{deletion, start, tree};
 
     fn doomed<'a>(dir: &'a Dir, name: &str) -> Doomed<'a> {
-        let stamp = dir.stat(name).unwrap().unwrap().stamp;
+        let line = deletion(dir, name);
         Doomed {
             dir,
             name: name.into(),
-            stamp,
-            line: Deletion {
-                file: dir.join(name).display().to_string(),
-                bytes: stamp.size,
-                sha256: "00".into(),
-                stamp,
-                held_by: "elsewhere".into(),
-                proof: Proof::CompactedEvent {
-                    day: "2026-11-01".into(),
-                    held_events: 1,
-                },
-            },
+            stamp: line.stamp,
+            line,
             lease: None,
         }
     }
@@ -450,7 +432,7 @@ mod tests {
             std::fs::write(day.join(n), n).unwrap();
         }
         let root_path = root.path().to_path_buf();
-        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Real).unwrap();
+        let mut run = start(&root, Task::CompactEvents, Mode::Real);
         let dir = root_dir(run.root())
             .open_dir("token_stats/2026-11-01")
             .unwrap();
@@ -530,7 +512,7 @@ mod tests {
                 std::fs::write(day.join(n), n).unwrap();
             }
             let root_path = root.path().to_path_buf();
-            let mut run = Run::start("tmpa-test", Task::CompactEvents, root, mode).unwrap();
+            let mut run = start(&root, Task::CompactEvents, mode);
             let dir = root_dir(run.root())
                 .open_dir("token_stats/2026-11-01")
                 .unwrap();
@@ -569,7 +551,7 @@ mod tests {
     #[should_panic(expected = "only a real run deletes")]
     fn a_dry_run_cannot_delete() {
         let (_t, root) = tree();
-        let mut run = Run::start("tmpa-test", Task::CompactEvents, root, Mode::Plan).unwrap();
+        let mut run = start(&root, Task::CompactEvents, Mode::Plan);
         let _ = run.delete_verified(Vec::new(), |_| None, AsPlanned::Checked);
     }
 
@@ -578,7 +560,7 @@ mod tests {
     #[should_panic(expected = "a dry run has nothing to take back")]
     fn a_dry_run_takes_nothing_back() {
         let (_t, root) = tree();
-        let mut run = Run::start("tmpa-test", Task::ArchiveHistory, root, Mode::Plan).unwrap();
+        let mut run = start(&root, Task::ArchiveHistory, Mode::Plan);
         let _ = run.take_back(Vec::new());
     }
 }

@@ -27,34 +27,38 @@ mod config;
 mod delete;
 mod exit;
 mod lock;
+mod output;
 mod pace;
 mod plan;
 mod program;
 mod quarantine;
 mod receipt;
 mod record;
+mod report;
 mod run;
 mod temps;
+#[cfg(test)]
+mod testing;
 mod trust;
 mod user;
 
 pub use args::{
-    CommonArgs, Diagnostics, Mode, init_diagnostics, number_and_unit, parse_age, parse_pause,
+    CommonArgs, Diagnostics, Invocation, Mode, init_diagnostics, number_and_unit, parse_age,
+    parse_pause,
 };
 pub use config::{CREDENTIALS_FILE, ETC_CONFIG_DIR, archive_config, read_credentials};
 pub use delete::{Disposed, Doomed, Kept, Outcome, PACE_BATCH};
 pub use exit::{ExitStatus, StartError, exit};
 pub use lock::Lock;
+pub use output::{Progress, footer_line, header_line, log_line, now_rfc3339, out};
 pub use pace::{BUSY_SHARE, Pacer};
 pub use plan::{Admission, Applying, Candidate, PLAN_FORMAT, Plan, Refusal};
-pub use program::{Invocation, Program, main};
-pub use quarantine::{Recovered, RecoveredAction, quarantine_rel};
-pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine};
+pub use program::{Prepared, Program, main, prepare, run_program};
+pub use quarantine::quarantine_rel;
+pub use receipt::{Deletion, NotOpenProof, Proof, ReceiptLine, Recovered, RecoveredAction};
 pub use record::{LastSuccess, RunRecord, Task, read_run_record, write_run_record};
-pub use run::{
-    DeleteCount, Ending, Prepared, Progress, Report, Run, conclude, footer_line, header_line,
-    log_line, now_rfc3339, out, prepare, resolve_root, run_program,
-};
+pub use report::{DeleteCount, Report, ReportBody, conclude};
+pub use run::{Ending, Run, Setup, resolve_root};
 pub use temps::finals_with_temporaries;
 pub use trust::{
     Distrust, links_believed, only_runner_writes, own_state_dir, protected_hardlinks, runner_uid,

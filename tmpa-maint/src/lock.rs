@@ -316,13 +316,7 @@ fn check_lock_file(meta: &Meta, dir: &Meta) -> Result<(), Distrust> {
 )]
 mod tests {
     use super::*;
-
-    fn tree() -> (tempfile::TempDir, Root) {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir(t.path().join("token_stats")).unwrap();
-        let root = Root::open(t.path()).unwrap();
-        (t, root)
-    }
+    use crate::testing::tree;
 
     #[test]
     fn a_second_run_is_refused_and_named_and_a_hard_link_copy_stops_nothing() {
@@ -376,5 +370,32 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", locks.join("snapshot.lock")).unwrap();
         let e = Lock::acquire(&root, Task::Snapshot).unwrap_err();
         assert!(e.to_string().contains("a symlink"), "{e}");
+    }
+
+    /// Each task has a lock of its own: a compaction does not stop an archival; a lock
+    /// taken without a note (a snapshot's, all or none) names no holder until noted, and
+    /// the note is replaced, never written through the lock file.
+    #[test]
+    fn tasks_lock_apart_and_the_holder_s_note_is_a_file_of_its_own() {
+        let (t, root) = tree();
+        let compacting = Lock::acquire(&root, Task::CompactEvents).unwrap();
+        let archiving = Lock::take(&root, Task::ArchiveHistory).unwrap();
+        let locks = t.path().join(".tmpa/locks");
+        assert!(
+            !locks.join("archive_history.holder").exists(),
+            "no note yet"
+        );
+        archiving.write_note(&root);
+        let note = std::fs::read_to_string(locks.join("archive_history.holder")).unwrap();
+        assert!(
+            note.starts_with(&format!("pid {} since ", std::process::id())),
+            "{note}"
+        );
+        assert_eq!(std::fs::metadata(archiving.path()).unwrap().len(), 0);
+        assert_eq!(archiving.path(), locks.join("archive_history.lock"));
+        drop(compacting);
+        let again = Lock::acquire(&root, Task::CompactEvents).unwrap();
+        again.still_held(&root).unwrap();
+        archiving.still_held(&root).unwrap();
     }
 }

@@ -3,73 +3,25 @@
 //! `/etc/default/tmpa`: `TMPA_COMPACT_MODE=--dryrun`), a refusal, another run holding the
 //! lock: each prints the log's first and last lines around its error and leaves a record
 //! with its exit code, so that the alert on a failing job sees it within minutes
-//! (docs/OPERATIONS.md "TmpaJobFailing").
+//! (docs/OPERATIONS.md "TmpaJobFailing"). And the run itself, the same for every program:
+//! [`prepare`] (what only root may read, then `--user`), then [`run_program`] (root, plan
+//! checked, [`Run::start`], the work, [`conclude`]).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use tmpa_core::maintenance::line_text;
+use tmpa_core::maintenance::{line_text, path_text};
 
-use crate::args::Mode;
+use crate::args::{CommonArgs, Invocation, Mode};
 use crate::exit::{ExitStatus, StartError};
+use crate::output::{footer_line, header_line, log_line, now_rfc3339};
+use crate::plan::{Applying, Plan, Saving};
 use crate::record::{RunRecord, Task, read_run_record, write_run_record};
-use crate::run::{footer_line, header_line, log_line, now_rfc3339, resolve_root};
-use crate::user::become_user;
-
-/// What the command line says about a run, enough to record one that did not start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Invocation {
-    /// `--root` (else `TMPA_ROOT`, else the current directory).
-    pub root: Option<PathBuf>,
-    /// `--dry-run`.
-    pub dry_run: bool,
-    /// `--json`: the log lines go to stderr.
-    pub json: bool,
-    /// `--user` (else `TMPA_USER`).
-    pub user: Option<String>,
-}
-
-impl Invocation {
-    /// The invocation a command line clap refused seems to ask for: `--root DIR` or
-    /// `--root=DIR` (else `TMPA_ROOT`), `--dry-run`, `--json`, `--user` (else
-    /// `TMPA_USER`), wherever they are.
-    ///
-    /// # Examples
-    /// ```
-    /// use tmpa_maint::Invocation;
-    /// let raw = ["tmpa-compact", "--dryrun", "--root=/srv/a", "--json"].map(Into::into);
-    /// let i = Invocation::from_raw(&raw);
-    /// assert_eq!(i.root.as_deref(), Some("/srv/a".as_ref()));
-    /// assert!(!i.dry_run && i.json);
-    /// ```
-    pub fn from_raw(raw: &[OsString]) -> Invocation {
-        let value = |flag: &str| -> Option<OsString> {
-            let eq = format!("{flag}=");
-            raw.iter().enumerate().skip(1).find_map(|(i, a)| {
-                let s = a.to_str()?;
-                if s == flag {
-                    raw.get(i + 1).cloned()
-                } else {
-                    s.strip_prefix(&eq).map(OsString::from)
-                }
-            })
-        };
-        let has = |flag: &str| raw.iter().skip(1).any(|a| a == flag);
-        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        Invocation {
-            root: value("--root")
-                .or_else(|| env("TMPA_ROOT"))
-                .map(PathBuf::from),
-            dry_run: has("--dry-run"),
-            json: has("--json"),
-            user: value("--user")
-                .or_else(|| env("TMPA_USER"))
-                .and_then(|u| u.into_string().ok()),
-        }
-    }
-}
+use crate::report::{Report, ReportBody, conclude};
+use crate::run::{Run, Setup, resolve_root};
+use crate::user::{Became, become_user};
 
 /// A maintenance program, as [`main`] runs it.
 pub trait Program: clap::Parser {
@@ -190,4 +142,77 @@ fn not_started<P: Program>(
         &footer_line(P::NAME, status, &serde_json::json!({})),
     );
     status
+}
+
+/// What a run takes from before it becomes `--user` ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// `--apply-plan`: the file and its bytes.
+    applying: Option<(PathBuf, Vec<u8>)>,
+    /// `--save-plan`: the file, open.
+    saving: Option<Saving>,
+    /// Who the program now runs as.
+    pub became: Became,
+}
+
+/// Everything a maintenance program does before it touches the root, in this order: the
+/// diagnostics `-v`/`-q` ask for; the files of the command line only root may reach
+/// (`--apply-plan` read, `--save-plan` opened); then `--user` ([`become_user`]). Call it
+/// first, before any thread is started.
+///
+/// # Errors
+/// [`StartError::Usage`] (exit 2): a plan file that cannot be read or opened, a user
+/// that cannot be had.
+pub fn prepare(common: &CommonArgs) -> Result<Prepared, StartError> {
+    crate::args::init_diagnostics(&common.diagnostics);
+    let applying = match &common.apply_plan {
+        Some(path) => Some((path.clone(), Plan::read(path)?)),
+        None => None,
+    };
+    let saving = common.save_plan.as_deref().map(Saving::open).transpose()?;
+    let became = become_user(common.user.as_deref())?;
+    Ok(Prepared {
+        applying,
+        saving,
+        became,
+    })
+}
+
+/// Runs the program `P` the same way for every program, as its [`Program`] constants say
+/// (the name, task and mode word that a run that never starts records too): resolves the
+/// root (flag, `TMPA_ROOT`, current directory), takes the task's lock, prints the log's
+/// first line (`DRY-RUN`, `{REAL_MODE}-NO-DELETE` or `{REAL_MODE}`), lets `work` do the
+/// run and judge it, then [`conclude`]s. `prepared` is what [`prepare`] made of `common`.
+///
+/// # Errors
+/// Start-up errors only (not a root: exit 2; locked: exit 3); everything after start-up
+/// is `work`'s to report, and shows in the returned status.
+pub fn run_program<P: Program, B: ReportBody>(
+    prepared: Prepared,
+    common: &CommonArgs,
+    mode: Mode,
+    work: impl FnOnce(&mut Run) -> (Report<B>, ExitStatus),
+) -> Result<ExitStatus, StartError> {
+    let (program, task) = (P::NAME, P::TASK);
+    let root = resolve_root(common.root.as_deref())?;
+    // A plan that may not be applied is refused before anything is done (exit 2).
+    let applying = match &prepared.applying {
+        Some((path, bytes)) => Some(Applying::new(Plan::check(
+            path,
+            bytes,
+            program,
+            task,
+            &path_text(root.path()),
+        )?)),
+        None => None,
+    };
+    let setup = Setup {
+        saving: prepared.saving,
+        applying,
+        pace: common.pace,
+    };
+    let mut run = Run::start(program, task, root, mode, setup)?;
+    log_line(common.json, &run.header(P::REAL_MODE));
+    let (mut report, status) = work(&mut run);
+    Ok(conclude(run, status, common.json, &mut report))
 }

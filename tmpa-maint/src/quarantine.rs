@@ -38,10 +38,10 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
 use tmpa_core::Root;
 use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, path_text, root_dir};
 
+use crate::receipt::{Recovered, RecoveredAction, read_deletions};
 use crate::record::Task;
 use crate::trust::{Distrust, own_state_dir, runner_uid};
 
@@ -210,80 +210,6 @@ fn keep_aside(
     Ok(path_text(&kept.join(name)))
 }
 
-/// What the recovery of a killed run did with one file it found in the quarantine (a
-/// `recovered` line of the receipt of the run that recovered it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recovered {
-    /// Where the file was before the killed run moved it (its path below the root).
-    pub file: String,
-    /// What became of it.
-    #[serde(flatten)]
-    pub action: RecoveredAction,
-}
-
-/// What the recovery did with a file left in the quarantine by a killed run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum RecoveredAction {
-    /// The killed run's receipt names exactly this inode, unchanged: its delete step was
-    /// finished.
-    Deleted,
-    /// Not the file its receipt names (or no receipt line names it): moved back under its
-    /// name.
-    Restored,
-    /// Not the file its receipt names, and a newer file has its name (or, with `why`,
-    /// the file system has no way to put it back that could not replace one): kept in
-    /// `quarantine/kept/`, never deleted.
-    Kept {
-        /// Where it is kept.
-        at: String,
-        /// Why it could not go back, when not because its name is taken.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        why: Option<String>,
-    },
-    /// It could not be dealt with; it stays where it is and the next run tries again.
-    Failed {
-        /// Why.
-        error: String,
-    },
-}
-
-impl Recovered {
-    /// Whether an operator should look (exit 1).
-    pub fn needs_look(&self) -> bool {
-        matches!(
-            self.action,
-            RecoveredAction::Kept { .. } | RecoveredAction::Failed { .. }
-        )
-    }
-
-    /// One line of the text report.
-    pub fn words(&self) -> String {
-        match &self.action {
-            RecoveredAction::Deleted => format!(
-                "  recovered: {}: deleted from the quarantine (a killed run's verified deletion, finished)",
-                self.file
-            ),
-            RecoveredAction::Restored => format!(
-                "  recovered: {}: moved back from the quarantine (a killed run had not verified it)",
-                self.file
-            ),
-            RecoveredAction::Kept { at, why: None } => format!(
-                "  problem: {}: a killed run moved it aside and a newer file has its name; kept at {at} (compare and keep one)",
-                self.file
-            ),
-            RecoveredAction::Kept { at, why: Some(why) } => format!(
-                "  problem: {}: a killed run moved it aside and it cannot go back: {why}; kept at {at} (move it back if its name is free, else compare and keep one)",
-                self.file
-            ),
-            RecoveredAction::Failed { error } => format!(
-                "  problem: {}: left in the quarantine by a killed run, not recovered: {error}",
-                self.file
-            ),
-        }
-    }
-}
-
 /// Finishes the delete steps of earlier runs of `task` that were killed in the middle
 /// (see the module's documentation); skips `current_run`. Call with the task's lock held.
 ///
@@ -332,7 +258,7 @@ pub(crate) fn recover(
         // What the killed run's receipt proves (nothing when it is missing, torn before
         // the line, or not believed: then every file goes back).
         let stamps: Vec<Stamp> = found.files.iter().map(|f| f.meta.stamp).collect();
-        let verified = crate::receipt::read_deletions(root, task, id, &stamps).unwrap_or_default();
+        let verified = read_deletions(root, task, id, &stamps).unwrap_or_default();
         let ctx = Recovery {
             root,
             task,
@@ -580,87 +506,4 @@ fn remove_empty_tree(parent: &Dir, name: &OsStr, depth: usize) -> tmpa_core::Res
     clippy::disallowed_methods,
     reason = "tests build and break trees by path"
 )]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    const TASK: Task = Task::CompactEvents;
-
-    fn tree() -> (tempfile::TempDir, Root) {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("token_stats/2026-11-01")).unwrap();
-        let root = Root::open(t.path()).unwrap();
-        (t, root)
-    }
-
-    /// A killed run's quarantine directory `id` holding `evt_{id}.json` of day 2026-11-01,
-    /// made as the run makes it (mode 0700).
-    fn left_by_a_killed_run(t: &tempfile::TempDir, id: &str) -> PathBuf {
-        let run_dir = t
-            .path()
-            .join(".tmpa/quarantine/in-flight/compact_events")
-            .join(id);
-        let day = run_dir.join("token_stats/2026-11-01");
-        std::fs::create_dir_all(&day).unwrap();
-        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::write(day.join(format!("evt_{id}.json")), "{}").unwrap();
-        run_dir
-    }
-
-    #[test]
-    fn a_live_run_s_directory_is_left_alone_and_a_dead_one_s_put_back() {
-        let (t, root) = tree();
-        let run_dir = left_by_a_killed_run(&t, "r1");
-        let held = Dir::open_path(&run_dir).unwrap();
-        rustix::fs::flock(&held, FlockOperation::NonBlockingLockExclusive).unwrap();
-        assert_eq!(recover(&root, TASK, "now").unwrap(), Vec::new());
-        assert!(run_dir.join("token_stats/2026-11-01/evt_r1.json").is_file());
-        drop(held);
-        let done = recover(&root, TASK, "now").unwrap();
-        assert_eq!(done.len(), 1, "{done:?}");
-        assert_eq!(done[0].action, RecoveredAction::Restored);
-        assert!(
-            t.path()
-                .join("token_stats/2026-11-01/evt_r1.json")
-                .is_file()
-        );
-        assert!(!run_dir.exists(), "tidied");
-    }
-
-    #[test]
-    fn a_directory_others_may_write_is_named_never_entered() {
-        let (t, root) = tree();
-        let run_dir = left_by_a_killed_run(&t, "r2");
-        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let done = recover(&root, TASK, "now").unwrap();
-        assert_eq!(done.len(), 1, "{done:?}");
-        let RecoveredAction::Failed { error } = &done[0].action else {
-            panic!("{done:?}")
-        };
-        assert!(error.contains("not believed"), "{error}");
-        assert!(run_dir.join("token_stats/2026-11-01/evt_r2.json").is_file());
-        assert!(!t.path().join("token_stats/2026-11-01/evt_r2.json").exists());
-        // Empty, it is nobody's business: nothing said.
-        std::fs::remove_dir_all(run_dir.join("token_stats")).unwrap();
-        assert_eq!(recover(&root, TASK, "now").unwrap(), Vec::new());
-    }
-
-    #[test]
-    fn a_file_goes_back_only_where_its_owner_could_have_put_it() {
-        let dir = |uid, mode| Meta {
-            uid,
-            mode,
-            ..Dir::open_path(Path::new("/")).unwrap().meta().unwrap()
-        };
-        let file = |uid| Meta {
-            uid,
-            ..dir(0, 0o644)
-        };
-        assert!(could_have_put(&dir(4444, 0o700), &file(4444)));
-        assert!(!could_have_put(&dir(4444, 0o500), &file(4444)));
-        assert!(!could_have_put(&dir(4242, 0o755), &file(4444)));
-        // Even a directory everyone may write: its owner could have made it so.
-        assert!(!could_have_put(&dir(4242, 0o777), &file(4444)));
-        assert!(could_have_put(&dir(4242, 0o755), &file(0)));
-    }
-}
+mod tests;

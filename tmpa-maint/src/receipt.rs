@@ -49,7 +49,81 @@ pub enum ReceiptLine {
         reason: String,
     },
     /// A file a killed run left in the quarantine, and what this run did with it.
-    Recovered(crate::quarantine::Recovered),
+    Recovered(Recovered),
+}
+
+/// What the recovery of a killed run did with one file it found in the quarantine (a
+/// `recovered` line of the receipt of the run that recovered it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// Where the file was before the killed run moved it (its path below the root).
+    pub file: String,
+    /// What became of it.
+    #[serde(flatten)]
+    pub action: RecoveredAction,
+}
+
+/// What the recovery did with a file left in the quarantine by a killed run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum RecoveredAction {
+    /// The killed run's receipt names exactly this inode, unchanged: its delete step was
+    /// finished.
+    Deleted,
+    /// Not the file its receipt names (or no receipt line names it): moved back under its
+    /// name.
+    Restored,
+    /// Not the file its receipt names, and a newer file has its name (or, with `why`,
+    /// the file system has no way to put it back that could not replace one): kept in
+    /// `quarantine/kept/`, never deleted.
+    Kept {
+        /// Where it is kept.
+        at: String,
+        /// Why it could not go back, when not because its name is taken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
+    /// It could not be dealt with; it stays where it is and the next run tries again.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+impl Recovered {
+    /// Whether an operator should look (exit 1).
+    pub fn needs_look(&self) -> bool {
+        matches!(
+            self.action,
+            RecoveredAction::Kept { .. } | RecoveredAction::Failed { .. }
+        )
+    }
+
+    /// One line of the text report.
+    pub fn words(&self) -> String {
+        match &self.action {
+            RecoveredAction::Deleted => format!(
+                "  recovered: {}: deleted from the quarantine (a killed run's verified deletion, finished)",
+                self.file
+            ),
+            RecoveredAction::Restored => format!(
+                "  recovered: {}: moved back from the quarantine (a killed run had not verified it)",
+                self.file
+            ),
+            RecoveredAction::Kept { at, why: None } => format!(
+                "  problem: {}: a killed run moved it aside and a newer file has its name; kept at {at} (compare and keep one)",
+                self.file
+            ),
+            RecoveredAction::Kept { at, why: Some(why) } => format!(
+                "  problem: {}: a killed run moved it aside and it cannot go back: {why}; kept at {at} (move it back if its name is free, else compare and keep one)",
+                self.file
+            ),
+            RecoveredAction::Failed { error } => format!(
+                "  problem: {}: left in the quarantine by a killed run, not recovered: {error}",
+                self.file
+            ),
+        }
+    }
 }
 
 /// What a receipt says of a file before it is deleted.
@@ -380,7 +454,6 @@ mod tests {
 
     #[test]
     fn recovered_lines_are_typed_and_read_back() {
-        use crate::quarantine::{Recovered, RecoveredAction};
         for action in [
             RecoveredAction::Deleted,
             RecoveredAction::Restored,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tmpa_maint::parse_age;
 
-use crate::jobs;
+use crate::check::TASKS;
 use crate::logs::{self, LogSource};
 
 /// Check a TMPA root against the nine-item operations checklist (read-only), and how its
@@ -181,10 +181,10 @@ fn task_and(s: &str, example: &str) -> Result<(String, String), String> {
     let (task, value) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected {example}"))?;
-    if !jobs::TASKS.contains(&task) {
+    if !TASKS.contains(&task) {
         return Err(format!(
             "{task:?}: unknown task; use one of {}",
-            jobs::TASKS.join(", ")
+            TASKS.join(", ")
         ));
     }
     if value.is_empty() {

@@ -21,17 +21,18 @@
 //! `touch -d` change the ctime, which no user can set.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::de::IgnoredAny;
 use tmpa_core::maintenance::{
-    COMPACTED_BYTES_MAX, Dir, EVENT_BYTES_MAX, SESSION_BYTES_MAX, STATE_DIR,
-    event_id_from_file_name, parse_compacted, root_dir, write_in,
+    COMPACTED_BYTES_MAX, Dir, EVENT_BYTES_MAX, READ_THREADS_MAX, SESSION_BYTES_MAX, STATE_DIR,
+    Streamed, cores_up_to, event_id_from_file_name, for_each_ordered, parse_compacted, root_dir,
+    write_in,
 };
 use tmpa_core::{Error, Event, Root};
 
@@ -46,8 +47,6 @@ pub const BUCKET_BYTES_MAX: u64 = 256 << 20;
 pub const BUCKETS: usize = 256;
 /// Fewer files than this are parsed on the calling thread (threads would cost more).
 const PARALLEL_FILES_MIN: usize = 256;
-/// Most parsing threads (each may hold one file of up to its kind's limit in memory).
-const THREADS_MAX: usize = 4;
 /// Files a worker takes at a time.
 const CHUNK: usize = 32;
 const CACHE_HEADER: &str = "tmpa-patrol json-cache v2";
@@ -169,8 +168,8 @@ fn unix_secs(t: SystemTime) -> u64 {
 }
 
 /// Validates `files[i]` for every `i` in `todo`, on every core when there are enough,
-/// handing each result to `record` on the calling thread as it comes (so results never
-/// pile up in memory beside the outcomes).
+/// handing each result to `record` on the calling thread as it comes, in `todo` order (so
+/// results never pile up in memory beside the outcomes).
 fn validate_all(
     root: &Root,
     w: &Walk,
@@ -178,48 +177,25 @@ fn validate_all(
     mut record: impl FnMut(usize, (Verdict, Option<Stamp>)),
 ) {
     let (files, dirs) = (&w.json, &w.dirs);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(THREADS_MAX);
-    if threads == 1 || todo.len() < PARALLEL_FILES_MIN {
-        let mut held = HeldDir::default();
-        for &i in todo {
-            record(i, validate(root, dirs, &mut held, &files[i]));
-        }
-        return;
+    let how = Streamed {
+        threads: cores_up_to(READ_THREADS_MAX),
+        chunk: CHUNK,
+        sequential_below: PARALLEL_FILES_MIN,
+    };
+    let done: Result<(), Infallible> = for_each_ordered(
+        how,
+        todo,
+        HeldDir::default,
+        |held, &i| validate(root, dirs, held, &files[i]),
+        |k, r| {
+            record(todo[k], r);
+            Ok(())
+        },
+    );
+    match done {
+        Ok(()) => {}
+        Err(never) => match never {},
     }
-    let next = AtomicUsize::new(0);
-    // Bounded: workers wait when the recording thread falls behind.
-    let (tx, rx) =
-        std::sync::mpsc::sync_channel::<Vec<(usize, (Verdict, Option<Stamp>))>>(threads * 4);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let next = &next;
-            s.spawn(move || {
-                let mut held = HeldDir::default();
-                loop {
-                    let start = next.fetch_add(CHUNK, Ordering::Relaxed);
-                    if start >= todo.len() {
-                        break;
-                    }
-                    let batch = todo[start..(start + CHUNK).min(todo.len())]
-                        .iter()
-                        .map(|&i| (i, validate(root, dirs, &mut held, &files[i])))
-                        .collect();
-                    if tx.send(batch).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        for batch in rx {
-            for (i, r) in batch {
-                record(i, r);
-            }
-        }
-    });
 }
 
 /// `corrupt_json`.

@@ -20,8 +20,7 @@ use tmpa_maint::{LastSuccess, RunRecord, read_run_record};
 use crate::logs::LogSource;
 use crate::{Args, Check, FINDINGS_MAX, Perf, Status};
 
-/// The tasks a job check watches (and `--log` and `--journal` accept).
-pub const TASKS: [&str; 2] = ["compact_events", "archive_history"];
+pub use crate::check::TASKS;
 /// Tasks whose run record is exported as metrics (`tmpa_job_*`) without a check of their
 /// own: tmpclean's runs, for the alert rules (a failing or stopped cleanup), while the
 /// checklist keeps its nine items (`tmp_files` already watches what tmpclean leaves).

@@ -32,6 +32,8 @@ pub const DEPTH_MAX: usize = 16;
 /// `corrupt_json` is a warning that says so.
 pub const JSON_FILES_MAX: usize = 4_000_000;
 /// Threads that `stat` the listed files (more than cores: they mostly wait on inodes).
+/// Not `READ_THREADS_MAX`, which caps CPU-bound parsing at the cores (tmpa-core par.rs
+/// "Thread counts"): this one is a number of requests in flight, on any machine.
 const STAT_THREADS: usize = 4;
 /// Files a `stat` worker takes at a time.
 const STAT_CHUNK: usize = 4096;

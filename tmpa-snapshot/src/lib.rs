@@ -45,6 +45,7 @@
 //! files and their notes under `.tmpa/` aside); a file linked into the snapshot is checked
 //! to be a regular file there, and taken back (from the snapshot only) when it is not.
 
+mod destination;
 mod take;
 mod verify;
 
@@ -57,7 +58,8 @@ use tmpa_core::Problem;
 use tmpa_core::maintenance::{path_text, serialize_path};
 use tmpa_maint::{CommonArgs, ExitStatus, Lock, Mode, Run, StartError, Task, parse_age};
 
-pub use crate::take::{Counts, Method};
+pub use crate::destination::{Destination, Method};
+pub use crate::take::Counts;
 pub use crate::verify::{VerifyCounts, VerifyReport, verify};
 
 /// Program name, as in the logs.
@@ -120,67 +122,62 @@ pub struct Args {
     pub diagnostics: tmpa_maint::Diagnostics,
 }
 
-/// The whole snapshot run's report.
+/// The whole snapshot run's report: the head every program's report has, around
+/// [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-snapshot's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-snapshot`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
+pub struct Body {
     /// Where the snapshot went (or would go).
     #[serde(serialize_with = "serialize_path")]
     pub to: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
     /// Hard links or copies, and why copies.
     pub method: Method,
     /// Wall time of the pass in seconds (`null` for a dry run, whose output is the same
     /// from run to run on an unchanged tree).
     pub secs: Option<f64>,
-    /// What was taken and left out.
-    pub counts: Counts,
     /// Entries left out as problems (symlinks and other non-regular files) and files
     /// that could not be taken, at most [`PROBLEMS_LISTED_MAX`].
     pub problems: Vec<Problem>,
     /// Why the pass stopped, when it did (the snapshot is then not published).
     pub failure: Option<String>,
-    /// The exit code.
-    pub exit_code: u8,
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
 
-/// The report as text: what was taken, how, in how long; then each problem.
-pub fn render_text(report: &Report) -> String {
-    let c = &report.counts;
-    let mut s = String::new();
-    let verb = if report.dry_run { "would take" } else { "took" };
-    let _ = writeln!(
-        s,
-        "  {verb} {} files, {} bytes, {} directories into {} ({}){}",
-        c.files,
-        c.bytes,
-        c.dirs,
-        path_text(&report.to),
-        report.method.words(),
-        report
-            .secs
-            .map(|t| format!(" in {t:.2} s"))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        s,
-        "  left out: {} summaries (_summary.json), {} temporaries, {} not regular files, {} other top-level entries",
-        c.summaries_left_out, c.temporaries_left_out, c.not_regular, c.other_left_out
-    );
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
+    /// The report as text: what was taken, how, in how long; then each problem.
+    fn render_text(report: &Report) -> String {
+        let c = &report.counts;
+        let mut s = String::new();
+        let verb = if report.dry_run { "would take" } else { "took" };
+        let _ = writeln!(
+            s,
+            "  {verb} {} files, {} bytes, {} directories into {} ({}){}",
+            c.files,
+            c.bytes,
+            c.dirs,
+            path_text(&report.to),
+            report.method.words(),
+            report
+                .secs
+                .map(|t| format!(" in {t:.2} s"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "  left out: {} summaries (_summary.json), {} temporaries, {} not regular files, {} other top-level entries",
+            c.summaries_left_out, c.temporaries_left_out, c.not_regular, c.other_left_out
+        );
+        for p in &report.problems {
+            let _ = writeln!(s, "  problem: {p}");
+        }
+        if let Some(f) = &report.failure {
+            let _ = writeln!(s, "  failed: {f}");
+        }
+        s
     }
-    if let Some(f) = &report.failure {
-        let _ = writeln!(s, "  failed: {f}");
-    }
-    s
 }
 
 impl tmpa_maint::Program for Args {
@@ -244,28 +241,24 @@ pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let prepared = tmpa_maint::prepare(&common)?;
     let root = tmpa_maint::resolve_root(args.root.as_deref())?;
     // The destination is checked before the run starts: a bad one is a usage error.
-    let dest = take::Destination::check(&root, &to, args.copy)?;
+    let dest = Destination::check(&root, &to, args.copy)?;
     drop(root);
-    tmpa_maint::run_program(prepared, PROGRAM, TASK, &common, mode, "SNAPSHOT", |run| {
+    tmpa_maint::run_program::<Args, _>(prepared, &common, mode, |run| {
         snapshot(run, &dest, args.wait)
     })
 }
 
 /// The pass: the maintenance locks (not for a dry run), then the walk.
-fn snapshot(run: &mut Run, dest: &take::Destination, wait: Duration) -> (Report, ExitStatus) {
+fn snapshot(run: &mut Run, dest: &Destination, wait: Duration) -> (Report, ExitStatus) {
     let started = Instant::now();
-    let mut report = Report {
-        program: PROGRAM,
-        root: run.root().path().to_path_buf(),
+    let body = Body {
         to: dest.path().to_path_buf(),
-        dry_run: run.dry_run(),
         method: dest.method(),
         secs: None,
-        counts: Counts::default(),
         problems: Vec::new(),
         failure: None,
-        exit_code: 0,
     };
+    let mut report = Report::new(run, body, Counts::default());
     let locks = if run.dry_run() {
         Vec::new()
     } else {

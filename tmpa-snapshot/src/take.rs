@@ -5,19 +5,19 @@
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::Serialize;
 use tmpa_core::maintenance::{
-    CONFIG_NAME, DATA_DIRS, Dir, Kind, Meta, STATE_DIR, SUMMARY_NAME, Stamp, path_text, root_dir,
+    CONFIG_NAME, DATA_DIRS, Dir, Kind, Meta, STATE_DIR, SUMMARY_NAME, path_text, root_dir,
     temp_final_name, write_in,
 };
 use tmpa_core::{Problem, ProblemKind, Root};
-use tmpa_maint::{StartError, Task, only_runner_writes, read_run_record, runner_uid};
+use tmpa_maint::{Task, read_run_record};
 
+use crate::destination::{Destination, Method};
 use crate::{PROBLEMS_LISTED_MAX, Report};
 
 /// The parts of `.tmpa/` a snapshot keeps: what the runs did and deleted, and the
@@ -37,33 +37,6 @@ const DELETING_TASKS: [Task; 3] = [Task::CompactEvents, Task::ArchiveHistory, Ta
 /// Run directories of one task's `quarantine/in-flight/` looked at (a killed run leaves
 /// one; the directory may be the tree owner's, who could fill it with names).
 const IN_FLIGHT_RUNS_MAX: usize = 1024;
-
-/// How the files are taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// Hard links (the destination is on the root's file system).
-    Link,
-    /// Copies, because `--copy` asked.
-    CopyAsked,
-    /// Copies, because the destination is on another file system.
-    CopyOtherFs,
-}
-
-impl Method {
-    /// A few words for the report.
-    pub fn words(self) -> &'static str {
-        match self {
-            Method::Link => "hard links",
-            Method::CopyAsked => "copies, --copy",
-            Method::CopyOtherFs => "copies: another file system",
-        }
-    }
-
-    fn copies(self) -> bool {
-        self != Method::Link
-    }
-}
 
 /// What a snapshot took and left out (the run record's `counts`, the log's last line).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -95,144 +68,6 @@ pub struct Counts {
     /// Files or directories that could not be read or taken: any stops the pass, and
     /// nothing is published.
     pub failed: u64,
-}
-
-/// A checked destination: its parent held by descriptor, the names of the snapshot and
-/// of its partial build.
-#[derive(Debug)]
-pub struct Destination {
-    path: PathBuf,
-    parent: Dir,
-    name: OsString,
-    partial: OsString,
-    method: Method,
-}
-
-impl Destination {
-    /// Checks `to` for a snapshot of `root`: a new name in an existing directory, outside
-    /// the root, with no partial build left by an interrupted run, reached from `/` one
-    /// directory at a time without following a symlink, through directories only root
-    /// (or this program's user) may write, or sticky ones of root's (`/tmp`), where no
-    /// one else may rename what root puts there. A directory on the way that another user
-    /// may write could swap the snapshot, or the directory above it, for its own while the
-    /// snapshot is built or after it is published; a symlink on the way could lead the
-    /// snapshot anywhere. A relative `to` starts from the current directory's real path.
-    ///
-    /// # Errors
-    /// [`StartError::Usage`] saying what is wrong; [`StartError::Untrusted`] naming a
-    /// directory on the way that another user may write; [`StartError::Core`] when a
-    /// directory cannot be opened.
-    pub fn check(root: &Root, to: &Path, copy: bool) -> Result<Destination, StartError> {
-        let usage = |why: String| StartError::Usage(format!("--to {}: {why}", path_text(to)));
-        let absolute = if to.is_absolute() {
-            to.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| usage(format!("the current directory cannot be used: {e}")))?
-                .join(to)
-        };
-        // `..` is taken lexically: no symlink is ever followed, so it means the
-        // directory above.
-        let mut parts: Vec<OsString> = Vec::new();
-        for c in absolute.components() {
-            match c {
-                Component::Normal(n) => parts.push(n.to_os_string()),
-                Component::ParentDir => {
-                    parts.pop();
-                }
-                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            }
-        }
-        let name = parts
-            .pop()
-            .filter(|n| !n.as_bytes().starts_with(b"."))
-            .ok_or_else(|| usage("give a directory name that does not start with '.'".into()))?;
-        let root_stamp = root_dir(root).meta()?.stamp;
-        let mut parent = Dir::open_path(Path::new("/"))?;
-        check_on_the_way(&parent, &root_stamp, to)?;
-        for part in &parts {
-            let shown = parent.join(part);
-            match parent.stat(part)? {
-                None => return Err(usage(format!("{} does not exist", path_text(&shown)))),
-                Some(m) if m.kind == Kind::Symlink => {
-                    return Err(usage(format!(
-                        "{} is a symlink, which is never followed (another user could point \
-                         it elsewhere): give the path it stands for (realpath)",
-                        path_text(&shown)
-                    )));
-                }
-                Some(m) if m.kind != Kind::Directory => {
-                    return Err(usage(format!("{} is not a directory", path_text(&shown))));
-                }
-                Some(_) => {}
-            }
-            parent = parent.open_dir(part).map_err(|e| match e {
-                tmpa_core::Error::Unsafe { .. } => usage(format!(
-                    "{} was replaced by a symlink as it was opened; never followed",
-                    path_text(&shown)
-                )),
-                other => other.into(),
-            })?;
-            check_on_the_way(&parent, &root_stamp, to)?;
-        }
-        if parent.stat(&name)?.is_some() {
-            return Err(usage("exists; a snapshot goes to a new directory".into()));
-        }
-        let mut partial = OsString::from(".");
-        partial.push(&name);
-        partial.push(".partial");
-        if parent.stat(&partial)?.is_some() {
-            return Err(StartError::Usage(format!(
-                "{}: left by an interrupted snapshot; remove it (rm -r) and run again",
-                path_text(&parent.join(&partial))
-            )));
-        }
-        let same_fs = parent.meta()?.stamp.same_device(&root_stamp);
-        let method = match (copy, same_fs) {
-            (true, _) => Method::CopyAsked,
-            (false, false) => Method::CopyOtherFs,
-            (false, true) => Method::Link,
-        };
-        Ok(Destination {
-            path: parent.join(&name),
-            parent,
-            name,
-            partial,
-            method,
-        })
-    }
-
-    /// Where the snapshot goes.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Links or copies.
-    pub fn method(&self) -> Method {
-        self.method
-    }
-}
-
-/// A directory on the way to `--to`: not the root (the snapshot goes outside the tree),
-/// and written by no one but root and this program's user, or sticky and root's.
-fn check_on_the_way(dir: &Dir, root: &Stamp, to: &Path) -> Result<(), StartError> {
-    let meta = dir.meta()?;
-    if meta.stamp.same_inode(root) {
-        return Err(StartError::Usage(format!(
-            "--to {}: is inside the root {}; a snapshot goes outside the tree",
-            path_text(to),
-            path_text(dir.path())
-        )));
-    }
-    let sticky_and_ours = meta.mode & 0o1000 != 0 && (meta.uid == 0 || meta.uid == runner_uid());
-    match only_runner_writes(&meta) {
-        Ok(()) => Ok(()),
-        Err(_) if sticky_and_ours => Ok(()),
-        Err(why) => Err(StartError::Untrusted {
-            path: dir.path().to_path_buf(),
-            why,
-        }),
-    }
 }
 
 /// Why a pass stopped: the destination cannot be written (full, read-only, gone).

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use tmpa_core::maintenance::{
-    Dir, Kind, SESSION_BYTES_MAX, STATE_DIR, VERSIONS_DIR, gunzip_bounded, map_ordered,
-    read_archive, root_dir, serialize_path, temp_final_name, version_of_dir,
+    Dir, Kind, NOTIFICATION_BYTES_MAX, SESSION_BYTES_MAX, STATE_DIR, VERSIONS_DIR, gunzip_bounded,
+    map_ordered, read_archive, root_dir, serialize_path, temp_final_name, version_of_dir,
 };
 use tmpa_core::{Day, Problem, ProblemKind, Root, Summary};
 use tmpa_maint::{ExitStatus, StartError, header_line, log_line, now_rfc3339, out};
@@ -20,9 +20,6 @@ use crate::take::MANIFEST_NAME;
 
 /// How a file's bytes become the JSON they hold (an archive's gunzip).
 type Decode = fn(&[u8], &Path, u64) -> tmpa_core::Result<Vec<u8>>;
-
-/// Largest notification read (the library writes small JSON values).
-const NOTIFICATION_BYTES_MAX: u64 = 1 << 20;
 
 /// What a verification read.
 #[derive(Clone, Debug, Default, Serialize)]

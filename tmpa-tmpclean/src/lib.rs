@@ -63,7 +63,7 @@ mod reason;
 pub mod walk;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -209,16 +209,12 @@ pub struct Counts {
     pub not_entered: u64,
 }
 
-/// The whole run's report.
+/// The whole run's report: the head every program's report has, around [`Body`].
+pub type Report = tmpa_maint::Report<Body>;
+
+/// What tmpa-tmpclean's report holds beside the head every program's report has.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// `tmpa-tmpclean`.
-    pub program: &'static str,
-    /// The canonical root.
-    #[serde(serialize_with = "serialize_path")]
-    pub root: PathBuf,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
+pub struct Body {
     /// `--older-than`, in seconds.
     pub older_than_secs: u64,
     /// Every temporary found, sorted by path.
@@ -227,10 +223,6 @@ pub struct Report {
     pub not_entered: Vec<Problem>,
     /// What went wrong or needs a look outside any single temporary, sorted.
     pub problems: Vec<Problem>,
-    /// Totals.
-    pub counts: Counts,
-    /// The exit code.
-    pub exit_code: u8,
     /// Whether an I/O failure happened (exit 4).
     #[serde(skip)]
     pub failed: bool,
@@ -258,19 +250,11 @@ impl tmpa_maint::Program for Args {
 pub fn run(args: &Args) -> Result<ExitStatus, StartError> {
     let mode = Mode::of_flags(args.common.dry_run, false);
     let prepared = tmpa_maint::prepare(&args.common)?;
-    tmpa_maint::run_program(
-        prepared,
-        PROGRAM,
-        TASK,
-        &args.common,
-        mode,
-        "CLEAN",
-        |run| {
-            let report = clean(run, args, SystemTime::now());
-            let status = report_status(&report);
-            (report, status)
-        },
-    )
+    tmpa_maint::run_program::<Args, _>(prepared, &args.common, mode, |run| {
+        let report = clean(run, args, SystemTime::now());
+        let status = report_status(&report);
+        (report, status)
+    })
 }
 
 /// The exit status a report calls for: 4 after an I/O failure, 1 if anything needs a
@@ -363,7 +347,7 @@ pub fn clean(run: &mut Run, args: &Args, now: SystemTime) -> Report {
     problems.append(&mut w.problems);
     problems.sort();
     w.not_entered.sort();
-    build_report(run.dry_run(), &root, args.older_than, w, problems, failed)
+    build_report(run, args.older_than, w, problems, failed)
 }
 
 /// Indexes of the temporaries sorted by (directory, name): the order of the report and
@@ -378,13 +362,13 @@ fn sorted_order(w: &Walk) -> Vec<usize> {
 }
 
 fn build_report(
-    dry_run: bool,
-    root: &Path,
+    run: &Run,
     older_than: Duration,
     w: Walk,
     problems: Vec<Problem>,
     mut failed: bool,
 ) -> Report {
+    let (root, mode) = (run.root().path(), run.mode());
     let order = sorted_order(&w);
     let older = age_text(older_than);
     let mut counts = Counts {
@@ -400,7 +384,7 @@ fn build_report(
         let dir = root.join(&w.dirs[t.dir as usize].rel);
         let action = match t.reason {
             Reason::Deleted(_) => Action::Deleted,
-            Reason::Stale(Some(_)) if dry_run => Action::WouldDelete,
+            Reason::Stale(Some(_)) if mode.is_plan() => Action::WouldDelete,
             // A real run attempts every stale temporary; none is left Stale.
             _ => Action::Keep,
         };
@@ -435,20 +419,15 @@ fn build_report(
             needs_look: t.reason.needs_look(),
         });
     }
-    counts.deletions =
-        tmpa_maint::DeleteCount::of(tmpa_maint::Mode::of_flags(dry_run, false), gone);
-    Report {
-        program: PROGRAM,
-        root: root.to_path_buf(),
-        dry_run,
+    counts.deletions = tmpa_maint::DeleteCount::of(mode, gone);
+    let body = Body {
         older_than_secs: older_than.as_secs(),
         temporaries,
         not_entered: w.not_entered,
         problems,
-        counts,
-        exit_code: 0,
         failed,
-    }
+    };
+    Report::new(run, body, counts)
 }
 
 /// `86400s` as `24h`, `7d` as `1w`: the largest whole unit.
@@ -462,29 +441,31 @@ fn age_text(d: Duration) -> String {
     format!("{s}s")
 }
 
-tmpa_maint::impl_report!(Report, Counts);
+impl tmpa_maint::ReportBody for Body {
+    type Counts = Counts;
 
-/// The report as text: one line per temporary (`action reason path: detail`), sorted by
-/// path, then the directories not entered and the problems.
-pub fn render_text(report: &Report) -> String {
-    let mut s = String::new();
-    for d in &report.temporaries {
-        let _ = writeln!(
-            s,
-            "{:<12} {:<11} {}: {}",
-            d.action.as_str(),
-            d.reason.as_str(),
-            path_text(&d.path),
-            line_text(&d.detail)
-        );
+    /// The report as text: one line per temporary (`action reason path: detail`), sorted by
+    /// path, then the directories not entered and the problems.
+    fn render_text(report: &Report) -> String {
+        let mut s = String::new();
+        for d in &report.temporaries {
+            let _ = writeln!(
+                s,
+                "{:<12} {:<11} {}: {}",
+                d.action.as_str(),
+                d.reason.as_str(),
+                path_text(&d.path),
+                line_text(&d.detail)
+            );
+        }
+        for p in &report.not_entered {
+            let _ = writeln!(s, "  not entered: {p}");
+        }
+        for p in &report.problems {
+            let _ = writeln!(s, "  problem: {p}");
+        }
+        s
     }
-    for p in &report.not_entered {
-        let _ = writeln!(s, "  not entered: {p}");
-    }
-    for p in &report.problems {
-        let _ = writeln!(s, "  problem: {p}");
-    }
-    s
 }
 
 #[cfg(test)]

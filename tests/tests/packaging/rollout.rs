@@ -322,12 +322,12 @@ fn number_after(text: &str, marker: &str) -> u64 {
 /// metrics the patrol wrote meanwhile.
 #[test]
 fn the_documented_rollout_as_a_new_operator() {
-    if !tmpa_tests::is_root() {
-        tmpa_tests::missing_prerequisite(
-            "needs root (dpkg into a throwaway root, jobs that become the tree's owner)",
-        );
+    let Some(()) = tmpa_tests::prerequisite(
+        tmpa_tests::is_root(),
+        "needs root (dpkg into a throwaway root, jobs that become the tree's owner)",
+    ) else {
         return;
-    }
+    };
     // Installing: the package (built once for the packaging tests) into a throwaway root.
     let deb = deb().display().to_string();
     let started = Instant::now();
