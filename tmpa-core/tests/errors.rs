@@ -108,13 +108,13 @@ impl Immutable {
             .arg(path)
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            support::missing_prerequisite(&format!(
+        support::prerequisite(
+            ok,
+            &format!(
                 "chattr +i {} failed (needs root and ext4/xfs/btrfs)",
                 path.display()
-            ));
-            return None;
-        }
+            ),
+        )?;
         Some(Immutable(path.to_path_buf()))
     }
 }
@@ -149,13 +149,10 @@ impl Tmpfs {
             .arg(dir)
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            support::missing_prerequisite(&format!(
-                "cannot mount a tmpfs on {} (needs root)",
-                dir.display()
-            ));
-            return None;
-        }
+        support::prerequisite(
+            ok,
+            &format!("cannot mount a tmpfs on {} (needs root)", dir.display()),
+        )?;
         Some(Tmpfs(dir.to_path_buf()))
     }
 }

@@ -1,7 +1,7 @@
 //! Modes and owners of written files (docs/FORMAT.md "Temporaries"), as cron's root sees them: a replaced file
 //! keeps its mode and owner; a new file and a new directory take the owner and group of
 //! the directory they are made in, so the backend's user can still write there. They need
-//! root (`support::missing_prerequisite`).
+//! root (`support::prerequisite`).
 
 mod support;
 
@@ -15,12 +15,12 @@ use tmpa_core::{Event, Root};
 const BACKEND_UID: u32 = 4711;
 const BACKEND_GID: u32 = 4712;
 
-fn is_root() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        support::missing_prerequisite("ownership tests need root");
-    }
-    root
+/// `Some(())` as root; see [`support::prerequisite`].
+fn root() -> Option<()> {
+    support::prerequisite(
+        rustix::process::geteuid().is_root(),
+        "ownership tests need root",
+    )
 }
 
 fn owner(path: &Path) -> (u32, u32) {
@@ -36,9 +36,9 @@ fn mode(path: &Path) -> u32 {
 /// backend-owned directory becomes the backend's.
 #[test]
 fn replaced_file_keeps_owner_and_mode_new_file_takes_the_directory_owner() {
-    if !is_root() {
+    let Some(()) = root() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(dir.path(), Some(BACKEND_UID), Some(BACKEND_GID)).unwrap();
 
@@ -62,9 +62,9 @@ fn replaced_file_keeps_owner_and_mode_new_file_takes_the_directory_owner() {
 /// event file (and the summary cache) belong to the backend.
 #[test]
 fn directories_and_events_made_by_root_belong_to_the_tree_owner() {
-    if !is_root() {
+    let Some(()) = root() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("token_stats");
     fs::create_dir(&stats).unwrap();

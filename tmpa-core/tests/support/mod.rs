@@ -5,16 +5,22 @@
 /// The variable that lets a test whose prerequisite is missing skip instead of failing.
 pub const ALLOW_SKIP: &str = "TMPA_ALLOW_SKIP";
 
-/// A test's prerequisite (root, `chattr`, a tmpfs) is missing: a panic naming it, unless
-/// [`ALLOW_SKIP`] is set (a developer's machine without root), when it prints
-/// `SKIPPED: {what}` and the caller returns. CI (tests/check.sh, as root) runs everything.
+/// A test's prerequisite (root, `chattr`, a tmpfs): `Some(())` when `found`; when not, a
+/// panic naming it, unless [`ALLOW_SKIP`] is set (a developer's machine without root),
+/// when it prints `SKIPPED: {what}` and returns `None`, which the caller must act on
+/// (`#[must_use]`: `let Some(()) = prerequisite(..) else { return }`). CI
+/// (tests/check.sh, as root) runs everything.
 ///
 /// # Panics
-/// Unless `TMPA_ALLOW_SKIP` is set.
-pub fn missing_prerequisite(what: &str) {
+/// When `found` is false, unless `TMPA_ALLOW_SKIP` is set.
+#[must_use = "a test whose prerequisite is missing must return: `let Some(()) = prerequisite(..) else { return }`"]
+pub fn prerequisite(found: bool, what: &str) -> Option<()> {
+    if found {
+        return Some(());
+    }
     if std::env::var_os(ALLOW_SKIP).is_some() {
         eprintln!("SKIPPED: {what}");
-        return;
+        return None;
     }
     panic!(
         "missing prerequisite: {what} (bash tests/check.sh as root provides it; \
