@@ -1,4 +1,4 @@
-//! The day summary: its format (`_summary.json`, a cache) and [`Root::summary`], which
+//! The day summary: its format (`_summary.json`, a cache) and [`Root::summary`](crate::Root::summary), which
 //! keeps it up to date in memory (`incremental.rs`).
 //!
 //! **The cache's consistency stamp.** A cached summary carries a `source` stamp: a SHA-256
@@ -88,7 +88,7 @@ impl Totals {
 ///
 /// # Not guaranteed
 /// As a cache file, `_summary.json` is only as current as its consistency stamp can tell
-/// (see [`Root::summary`]): a hand edit of an event file in place that keeps its size and
+/// (see [`Root::summary`](crate::Root::summary)): a hand edit of an event file in place that keeps its size and
 /// its mtime to the nanosecond is not noticed until the day changes otherwise.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
@@ -284,7 +284,7 @@ fn stamp_line(s: &Stamp) -> String {
     format!(" {} {} {}\n", s.ino, s.size, s.mtime_ns)
 }
 
-/// A day's summary as [`Root::summary`] returns it (see its example).
+/// A day's summary as [`Root::summary`](crate::Root::summary) returns it (see its example).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SummaryRead {

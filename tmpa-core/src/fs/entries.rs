@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use rustix::fs::FileType;
 
 use super::Kind;
+#[cfg(doc)]
+use super::{Dir, Stamp};
 use crate::error::{Error, Result};
 
 /// One entry of a directory listing.

@@ -17,7 +17,7 @@ pub struct ObjectInfo {
     pub version: Option<String>,
 }
 
-/// What [`Store::put_new`] did.
+/// What [`Store::put_new`](super::client::Store::put_new) did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PutNew {
     /// The object was created with this ETag and version.
@@ -46,7 +46,7 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
-    /// The version of a session's archive this key is ([`Store::version_key`]); `None`
+    /// The version of a session's archive this key is ([`Store::version_key`](super::client::Store::version_key)); `None`
     /// for a notification archive's key.
     pub fn version(&self) -> Option<u32> {
         match self.dirs.as_slice() {
@@ -69,7 +69,7 @@ impl ObjectKey {
     }
 }
 
-/// What [`Store::delete_own`] did.
+/// What [`Store::delete_own`](super::client::Store::delete_own) did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Removal {
     /// The object was exactly the one given (ETag, or version), and is deleted.
