@@ -35,7 +35,7 @@ mod erase;
 mod events;
 mod stored;
 
-use batch::{batch_bytes, split_batch, temp_of, write_local_batch};
+use batch::{split_batch, temp_of, write_local_batch};
 use erase::{Entry, erase, remove_named, remove_tree};
 use events::erase_day;
 

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "object-store")]
 mod client {
+    use super::super::batch::batch_bytes;
     use super::super::*;
     use crate::store::client::{ObjectKey, Removal, Store};
 
