@@ -287,7 +287,7 @@ fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {
 
 fn key_of(dir: &Dir) -> Result<(u64, u64)> {
     let m = dir.meta()?;
-    Ok((m.stamp.dev, m.stamp.ino))
+    Ok(m.stamp.inode())
 }
 
 /// The live notifications of `user`, whose `inbox/` and `ack/` (if any) the caller

@@ -176,7 +176,7 @@ impl Root {
             return true;
         }
         match rustix::fs::stat(self.path()) {
-            Ok(now) => !(now.st_dev == held.stamp.dev && now.st_ino == held.stamp.ino),
+            Ok(now) => !crate::fs::Stamp::of(&now).same_inode(&held.stamp),
             Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => true,
             Err(_) => false,
         }

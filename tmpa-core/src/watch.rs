@@ -207,7 +207,7 @@ impl Watch {
             return None;
         }
         let meta = dir.meta().ok()?;
-        let key = (meta.stamp.dev, meta.stamp.ino);
+        let key = meta.stamp.inode();
         if !names(path, key) {
             return None;
         }

@@ -359,7 +359,7 @@ fn first_decision(
     if meta.kind != Kind::File {
         return Reason::NotRegular(meta.kind);
     }
-    if meta.stamp.dev != anchor.meta.stamp.dev {
+    if !meta.stamp.same_device(&anchor.meta.stamp) {
         return Reason::OtherFs;
     }
     if meta.stamp.changed_ns() > cutoff.0 {

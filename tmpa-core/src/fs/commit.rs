@@ -189,7 +189,7 @@ pub(crate) fn sync_dir(dir: &Dir) -> Result<()> {
     let meta = Meta::of_fd(&dir.fd).map_err(|e| dir.error("stat", "", e))?;
     // Every member holds its directory open while it waits, so two descriptors with the
     // same device and inode are the same directory for the whole commit.
-    let key = (meta.stamp.dev, meta.stamp.ino);
+    let key = meta.stamp.inode();
     committer(key)
         .commit(|| rustix::fs::fsync(&dir.fd).map_err(io::Error::from))
         .map_err(|e| dir.error("fsync directory", "", e))
@@ -209,7 +209,7 @@ mod tests {
         }
         let key = {
             let m = Meta::of_fd(&dir.fd).unwrap();
-            (m.stamp.dev, m.stamp.ino)
+            m.stamp.inode()
         };
         let c = committer(key);
         let st = c.lock();

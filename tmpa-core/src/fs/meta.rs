@@ -26,7 +26,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    fn of(st: &rustix::fs::Stat) -> Stamp {
+    pub(crate) fn of(st: &rustix::fs::Stat) -> Stamp {
         let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         Stamp {
             dev: st.st_dev,
@@ -52,7 +52,13 @@ impl Stamp {
 
     /// The same inode: device and inode number (what a `rename` over the name changes).
     pub fn same_inode(&self, other: &Stamp) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
+        self.inode() == other.inode()
+    }
+
+    /// Device and inode number: the file's identity as a key (of a map of directories,
+    /// say), for which [`Stamp::same_inode`] is the comparison.
+    pub fn inode(&self) -> (u64, u64) {
+        (self.dev, self.ino)
     }
 
     /// The same inode with the same content as far as the inode tells: device, inode,

@@ -154,7 +154,7 @@ fn day_state(key: (u64, u64), day: Day) -> Arc<Mutex<DayState>> {
 /// When the directory cannot be listed or a file in it `lstat`ed.
 pub(crate) fn summary(dir: &Dir, day: Day, watch_path: &Path) -> Result<SummaryRead> {
     let meta = dir.meta()?;
-    let key = (meta.stamp.dev, meta.stamp.ino);
+    let key = meta.stamp.inode();
     let state = day_state(key, day);
     let mut st = state.lock().unwrap_or_else(|poisoned| {
         // A panic during an update may have left it half done: start again.
@@ -178,7 +178,7 @@ pub(crate) fn summary(dir: &Dir, day: Day, watch_path: &Path) -> Result<SummaryR
 /// When `dir` cannot be stat'ed.
 pub(crate) fn forget(dir: &Dir) -> Result<()> {
     let meta = dir.meta()?;
-    let key = (meta.stamp.dev, meta.stamp.ino);
+    let key = meta.stamp.inode();
     let state = DAYS.with(|days| {
         let i = days.iter().position(|(k, _)| *k == key)?;
         Some(days.remove(i).1)
