@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -446,4 +447,70 @@ fn maintenance_started_during_a_forget_is_locked_out() {
     for f in files(t.root()) {
         assert!(!f.contains("u1"), "came back: {f}");
     }
+}
+
+/// Where `flock` wants a descriptor open for writing (NFS emulates it with byte-range
+/// locks: `EBADF` on a read-only one, injected here at each lock's first try), the
+/// library takes the maintenance locks on the same file opened for writing, as the
+/// programs do, and the forget goes on; a lock file of another user is then refused,
+/// naming it, before anything is removed.
+#[test]
+fn a_forget_locks_for_writing_where_flock_wants_a_writer() {
+    assert!(strace_works(), "strace is a prerequisite of this test");
+    let t = tree(None);
+    maintain(&t, None);
+    let log = t.root().with_file_name("forget.strace");
+    let run = |t: &Tree| {
+        Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args([
+                "-e",
+                "trace=openat,flock",
+                "-e",
+                "inject=flock:error=EBADF:when=1+2",
+            ])
+            .args(tmpa_tests::program_args("tmpa-forget"))
+            .arg(t.root())
+            .args(["user", "u1"])
+            .env_remove("TMPA_ROOT")
+            .output()
+            .unwrap()
+    };
+    let out = run(&t);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    u1_is_gone(&t, None);
+    let trace = std::fs::read_to_string(&log).unwrap();
+    for task in ["archive_history", "compact_events"] {
+        assert!(
+            trace
+                .lines()
+                .any(|l| l.contains(&format!("\"{task}.lock\", O_WRONLY"))),
+            "{task}.lock was never opened for writing:\n{trace}"
+        );
+    }
+    // Another user's lock file is never opened for writing: refused, nothing removed.
+    let Some(()) = tmpa_tests::prerequisite(tmpa_tests::is_root(), "chown needs root") else {
+        return;
+    };
+    let t = tree(None);
+    maintain(&t, None);
+    let before = reads(&t, "u1");
+    let lock = t.root().join(".tmpa/locks/archive_history.lock");
+    if !lock.exists() {
+        fs::write(&lock, "").unwrap();
+    }
+    std::os::unix::fs::chown(&lock, Some(4242), Some(4242)).unwrap();
+    let out = run(&t);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("archive_history.lock") && err.contains("uid 4242"),
+        "{err}"
+    );
+    assert_eq!(reads(&t, "u1"), before, "something was removed");
 }

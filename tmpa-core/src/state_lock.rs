@@ -12,12 +12,15 @@
 //! held while waiting for another: a program that takes several (tmpa-snapshot) never
 //! waits for the library, nor the library for it while holding one.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+
+/// `EBADF`: what `flock` answers on NFS for a descriptor not open for writing.
+const EBADF: i32 = rustix::io::Errno::BADF.raw_os_error();
 use crate::fs::{Dir, Kind, Meta};
 use crate::root::{Root, STATE_DIR};
 
@@ -118,16 +121,29 @@ fn try_one(root: &Root, dir: &Dir, task: &str) -> Result<Try> {
                 reason: format!("is {}, not a lock file (refused)", meta.kind.words()),
             });
         }
-        match file.try_lock() {
-            Ok(()) => {}
+        let file = match file.try_lock() {
+            Ok(()) => file,
             Err(TryLockError::WouldBlock) => {
                 return Ok(Try::Busy {
-                    holder: read_note(dir, task),
+                    holder: holder_note(dir, task),
                     path,
                 });
             }
+            // NFS emulates flock with byte-range locks, which want a descriptor open for
+            // writing: the same file, opened so (never written), as the programs do.
+            Err(TryLockError::Error(e)) if e.raw_os_error() == Some(EBADF) => {
+                match lock_for_writing(dir, &name, &path, &meta)? {
+                    Some(f) => f,
+                    None => {
+                        return Ok(Try::Busy {
+                            holder: holder_note(dir, task),
+                            path,
+                        });
+                    }
+                }
+            }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
-        }
+        };
         // A file removed or replaced between the open and the lock is locked in vain:
         // take the one the name names now (reached again from the root).
         let now = root
@@ -145,8 +161,46 @@ fn try_one(root: &Root, dir: &Dir, task: &str) -> Result<Try> {
     })
 }
 
-/// The holder's note of `task`'s lock, or `unknown`.
-fn read_note(dir: &Dir, task: &str) -> String {
+/// The lock taken on a descriptor open for writing, where the file system wants one
+/// (NFS), by the programs' rule (tmpa-maint's `lock.rs`): only for a file of this
+/// process's user with one name, the very file `read` (its metadata) describes. `None`
+/// when another process holds it.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the lock file when it is
+/// another user's or has other names; [`Error::Io`] when it cannot be opened or locked.
+fn lock_for_writing(dir: &Dir, name: &OsStr, path: &Path, read: &Meta) -> Result<Option<File>> {
+    let euid = rustix::process::geteuid().as_raw();
+    if read.uid != euid || read.links != 1 {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "cannot be locked on this file system without opening it for writing, \
+                 which is done only for a lock file of this user (uid {euid}) with one \
+                 name; it is uid {}'s with {} names",
+                read.uid, read.links
+            ),
+        });
+    }
+    let file = dir.open_write_existing(name)?;
+    let meta = Meta::of_fd(&file).map_err(|e| Error::io("stat", path, e))?;
+    if meta.kind != Kind::File || !meta.stamp.same_inode(&read.stamp) {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: "was replaced while it was being locked (refused)".into(),
+        });
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+    }
+}
+
+/// The holder's note of `task`'s lock (`{task}.holder` in the locks directory `dir`), as
+/// its holder wrote it and escaped for one line, or `unknown`: what a refused run or
+/// call names. tmpa-maint's locks read it here too.
+pub fn holder_note(dir: &Dir, task: &str) -> String {
     match dir.read(format!("{task}.holder"), NOTE_BYTES_MAX) {
         Ok((bytes, _)) => match String::from_utf8_lossy(&bytes).trim() {
             "" => "unknown".into(),

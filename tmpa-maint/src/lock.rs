@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 use tmpa_core::Root;
-use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, name_text, root_dir, write_in};
+use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, root_dir, write_in};
 
 use crate::exit::StartError;
 use crate::record::Task;
 use crate::trust::{Distrust, links_believed, runner_uid};
 
-/// Largest holder note read (`pid 123 since 2026-11-25T02:30:00+01:00`).
-const NOTE_BYTES_MAX: u64 = 256;
 /// A lock file's mode: readable by every user whose runs share it (writable by its owner
 /// only for NFS's `flock`, which wants a descriptor open for writing; never written).
 const LOCK_MODE: u32 = 0o644;
@@ -189,19 +187,9 @@ fn note_name_of(lock_name: &OsStr) -> OsString {
     OsString::from(format!("{stem}.holder"))
 }
 
-/// The holder's note of `task`'s lock, as its holder wrote it, or "unknown".
+/// The holder's note of `task`'s lock (tmpa-core reads it for the library's locks too).
 fn read_note(dir: &Dir, task: Task) -> String {
-    let name = format!("{}.holder", task.as_str());
-    match dir.read(&name, NOTE_BYTES_MAX) {
-        Ok((bytes, _)) => {
-            let text = String::from_utf8_lossy(&bytes);
-            match text.trim() {
-                "" => "unknown".into(),
-                t => name_text(t),
-            }
-        }
-        Err(_) => "unknown".into(),
-    }
+    tmpa_core::maintenance::holder_note(dir, task.as_str())
 }
 
 /// Opens the lock file `name` of `dir` read-only (created when missing) and checks it.
