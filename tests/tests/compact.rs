@@ -1059,3 +1059,40 @@ fn a_loose_event_with_a_temporary_beside_it_stays() {
     );
     assert_eq!(tmpa_tests::events_in_days(t.root(), &["2026-01-05"]), 2);
 }
+
+/// Where `flock` wants a descriptor open for writing (NFS: `EBADF` on a read-only one,
+/// injected at the lock's first try), a run locks the same file opened for writing and
+/// compacts; a lock file of another user is then refused (exit 2, naming it), nothing
+/// touched.
+#[test]
+fn a_run_locks_for_writing_where_flock_wants_a_writer() {
+    assert!(tmpa_tests::strace_works(), "strace is a prerequisite");
+    let t = Tree::new();
+    t.event(D1, "e1", "u", 1, 2);
+    let root = t.root().to_str().expect("UTF-8");
+    let run = || {
+        tmpa_tests::strace_inject("flock:error=EBADF:when=1", "tmpa-compact")
+            .args(["--root", root])
+            .output()
+            .expect("strace")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(compacted_ids(&t, D1), ["e1"]);
+    assert!(loose_names(&t, D1).is_empty());
+    let Some(()) = tmpa_tests::prerequisite(is_root(), "chown needs root") else {
+        return;
+    };
+    t.event(D1, "e2", "u", 1, 2);
+    let lock = t.root().join(".tmpa/locks/compact_events.lock");
+    std::os::unix::fs::chown(&lock, Some(4242), Some(4242)).expect("chown");
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("compact_events.lock"), "{err}");
+    assert_eq!(loose_names(&t, D1), ["evt_e2.json"]);
+}

@@ -222,7 +222,9 @@ pub mod maintenance {
     pub use crate::root::rel::NOTIFICATION_ARCHIVE_DIR;
     pub use crate::root::{DATA_DIRS, STATE_DIR};
     pub use crate::session::{SESSION_BYTES_MAX, gunzip_bounded};
-    pub use crate::state_lock::holder_note;
+    pub use crate::state_lock::{
+        LOCK_MODE, LockRules, LockTry, holder_note, lock_names, take_lock_file,
+    };
     pub use crate::store::{
         CONFIG_NAME, ETC_CONFIG_DIR, TIMEOUT_SECS_DEFAULT, etc_config_dirs, is_whole,
         read_config_text,

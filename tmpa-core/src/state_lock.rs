@@ -18,18 +18,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::fs::{Dir, Kind, Meta, Stamp};
+use crate::root::{Root, STATE_DIR};
 
 /// `EBADF`: what `flock` answers on NFS for a descriptor not open for writing.
 const EBADF: i32 = rustix::io::Errno::BADF.raw_os_error();
-use crate::fs::{Dir, Kind, Meta};
-use crate::root::{Root, STATE_DIR};
 
 /// tmpa-archive's task: it copies sessions and notifications into archives.
 pub(crate) const ARCHIVE_TASK: &str = "archive_history";
 /// tmpa-compact's task: it copies loose events into `_compacted.json`.
 pub(crate) const COMPACT_TASK: &str = "compact_events";
-/// A lock file's mode (tmpa-maint's `LOCK_MODE`).
-const LOCK_MODE: u32 = 0o644;
+/// A lock file's mode: readable by every user whose runs share it (writable by its owner
+/// only for NFS's `flock`; never written).
+pub const LOCK_MODE: u32 = 0o644;
 /// Largest holder note read.
 const NOTE_BYTES_MAX: u64 = 256;
 /// Pause between two tries while a job holds a lock.
@@ -104,97 +105,165 @@ impl StateLocks {
     }
 }
 
-/// One try of the lock of `task`, without waiting.
+/// One try of the lock of `task`, without waiting, by the library's rules: the lock file
+/// must be a regular file; on NFS it is opened for writing only when it is this process
+/// user's with one name.
 fn try_one(root: &Root, dir: &Dir, task: &str) -> Result<Try> {
     let name = OsString::from(format!("{task}.lock"));
     let path = dir.join(&name);
-    for _ in 0..ATTEMPTS {
-        let (file, created) = dir.open_lock(&name, LOCK_MODE)?;
-        if created {
-            // Whatever the umask: every user's runs open it for reading.
-            let _ = rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(LOCK_MODE));
-        }
-        let meta = Meta::of_fd(&file).map_err(|e| Error::io("stat", &path, e))?;
-        if meta.kind != Kind::File {
-            return Err(Error::Corrupt {
-                path,
-                reason: format!("is {}, not a lock file (refused)", meta.kind.words()),
-            });
-        }
-        let file = match file.try_lock() {
-            Ok(()) => file,
-            Err(TryLockError::WouldBlock) => {
-                return Ok(Try::Busy {
-                    holder: holder_note(dir, task),
-                    path,
-                });
+    let refuse = |reason: String| Error::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let rules = LockRules {
+        check: &|meta: &Meta, _dir: &Meta| {
+            if meta.kind == Kind::File {
+                Ok(())
+            } else {
+                Err(refuse(format!(
+                    "is {}, not a lock file (refused)",
+                    meta.kind.words()
+                )))
             }
-            // NFS emulates flock with byte-range locks, which want a descriptor open for
-            // writing: the same file, opened so (never written), as the programs do.
-            Err(TryLockError::Error(e)) if e.raw_os_error() == Some(EBADF) => {
-                match lock_for_writing(dir, &name, &path, &meta)? {
-                    Some(f) => f,
-                    None => {
-                        return Ok(Try::Busy {
-                            holder: holder_note(dir, task),
-                            path,
-                        });
-                    }
-                }
+        },
+        may_write: &|meta: &Meta| {
+            let euid = rustix::process::geteuid().as_raw();
+            if meta.uid == euid && meta.links == 1 {
+                Ok(())
+            } else {
+                Err(refuse(format!(
+                    "cannot be locked on this file system without opening it for writing, \
+                     which is done only for a lock file of this user (uid {euid}) with one \
+                     name; it is uid {}'s with {} names",
+                    meta.uid, meta.links
+                )))
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
-        };
-        // A file removed or replaced between the open and the lock is locked in vain:
-        // take the one the name names now (reached again from the root).
-        let now = root
-            .dir()
-            .open_dir(Path::new(STATE_DIR).join("locks"))
-            .ok()
-            .and_then(|d| d.stat(&name).ok().flatten());
-        if now.is_some_and(|m| m.kind == Kind::File && m.stamp.same_inode(&meta.stamp)) {
-            return Ok(Try::Held(file));
-        }
-    }
-    Ok(Try::Busy {
-        path,
-        holder: "unknown (the lock file was removed or replaced each time it was taken)".into(),
+        },
+        open_error: &|e: Error| e,
+    };
+    Ok(match take_lock_file(root, dir, &name, &rules)? {
+        LockTry::Held { file, .. } => Try::Held(file),
+        LockTry::Busy => Try::Busy {
+            holder: holder_note(dir, task),
+            path,
+        },
+        LockTry::Replaced => Try::Busy {
+            path,
+            holder: "unknown (the lock file was removed or replaced each time it was taken)".into(),
+        },
     })
 }
 
-/// The lock taken on a descriptor open for writing, where the file system wants one
-/// (NFS), by the programs' rule (tmpa-maint's `lock.rs`): only for a file of this
-/// process's user with one name, the very file `read` (its metadata) describes. `None`
-/// when another process holds it.
+/// How a caller judges a lock file (the library and tmpa-maint each have theirs), for
+/// [`take_lock_file`].
+pub struct LockRules<'a, E> {
+    /// Whether the lock file opened read-only (`meta`) may be used, beside its
+    /// directory (`dir`).
+    pub check: &'a dyn Fn(&Meta, &Meta) -> std::result::Result<(), E>,
+    /// Whether it may be opened for writing, where `flock` wants that (NFS).
+    pub may_write: &'a dyn Fn(&Meta) -> std::result::Result<(), E>,
+    /// An error opening it read-only, in the caller's words.
+    pub open_error: &'a dyn Fn(Error) -> E,
+}
+
+/// What one try of a lock file found.
+#[derive(Debug)]
+pub enum LockTry {
+    /// Locked: the file, and its stamp (what [`lock_names`] checks later).
+    Held {
+        /// The lock file, locked until dropped.
+        file: File,
+        /// Its stamp when locked.
+        stamp: Stamp,
+    },
+    /// Another process holds it.
+    Busy,
+    /// Its name was removed or replaced each time it was locked: no lock anyone else
+    /// would see.
+    Replaced,
+}
+
+/// Tries once, without waiting, to lock `name` of `dir` (the locks directory of `root`)
+/// by the protocol every process of a root shares (docs/FORMAT.md "Program state"): the
+/// file opened read-only (made `O_EXCL`, [`LOCK_MODE`] whatever the umask, when
+/// missing), never followed, never blocked on, never written, judged by `rules.check`;
+/// `flock`ed; where `flock` wants a descriptor open for writing (NFS emulates it with
+/// byte-range locks: `EBADF` on a read-only one), the same file opened for writing if
+/// `rules.may_write` allows; then the name, reached again from the root, must still name
+/// the file locked, else it is taken again (a few times).
 ///
 /// # Errors
-/// [`Error::Corrupt`] naming the lock file when it is
-/// another user's or has other names; [`Error::Io`] when it cannot be opened or locked.
-fn lock_for_writing(dir: &Dir, name: &OsStr, path: &Path, read: &Meta) -> Result<Option<File>> {
-    let euid = rustix::process::geteuid().as_raw();
-    if read.uid != euid || read.links != 1 {
-        return Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!(
-                "cannot be locked on this file system without opening it for writing, \
-                 which is done only for a lock file of this user (uid {euid}) with one \
-                 name; it is uid {}'s with {} names",
-                read.uid, read.links
-            ),
-        });
+/// What `rules` says, and [`Error::Io`] (as `E`) when the file cannot be stat'ed or
+/// locked.
+pub fn take_lock_file<E: From<Error>>(
+    root: &Root,
+    dir: &Dir,
+    name: &OsStr,
+    rules: &LockRules<'_, E>,
+) -> std::result::Result<LockTry, E> {
+    let path = dir.join(name);
+    for _ in 0..ATTEMPTS {
+        let file = match dir.open_lock(name, LOCK_MODE) {
+            Ok((file, created)) => {
+                if created {
+                    // Whatever the umask: every user's runs open it for reading.
+                    let _ = rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(LOCK_MODE));
+                }
+                file
+            }
+            Err(e) => return Err((rules.open_error)(e)),
+        };
+        let meta = Meta::of_fd(&file).map_err(|e| Error::io("stat", &path, e))?;
+        (rules.check)(&meta, &dir.meta()?)?;
+        let file = match file.try_lock() {
+            Ok(()) => file,
+            Err(TryLockError::WouldBlock) => return Ok(LockTry::Busy),
+            Err(TryLockError::Error(e)) if e.raw_os_error() == Some(EBADF) => {
+                (rules.may_write)(&meta)?;
+                let file = dir.open_write_existing(name)?;
+                let now = Meta::of_fd(&file).map_err(|e| Error::io("stat", &path, e))?;
+                (rules.check)(&now, &dir.meta()?)?;
+                if !now.stamp.same_inode(&meta.stamp) {
+                    // Replaced between the two opens: try again.
+                    continue;
+                }
+                match file.try_lock() {
+                    Ok(()) => file,
+                    Err(TryLockError::WouldBlock) => return Ok(LockTry::Busy),
+                    Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e).into()),
+                }
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e).into()),
+        };
+        // A file removed or replaced between the open and the lock is locked in vain:
+        // take the one the name names now.
+        if lock_names(root, name, &meta.stamp)? {
+            return Ok(LockTry::Held {
+                file,
+                stamp: meta.stamp,
+            });
+        }
     }
-    let file = dir.open_write_existing(name)?;
-    let meta = Meta::of_fd(&file).map_err(|e| Error::io("stat", path, e))?;
-    if meta.kind != Kind::File || !meta.stamp.same_inode(&read.stamp) {
-        return Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            reason: "was replaced while it was being locked (refused)".into(),
-        });
-    }
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
-    }
+    Ok(LockTry::Replaced)
+}
+
+/// Whether `.tmpa/locks/{name}` of `root`, reached from the root without following a
+/// symlink, names the file `stamp` describes (a lock still held is one whose name was not
+/// taken from it).
+///
+/// # Errors
+/// [`Error::Io`] when the locks directory cannot be opened for another reason than its
+/// absence or a symlink on the way (both: `false`).
+pub fn lock_names(root: &Root, name: &OsStr, stamp: &Stamp) -> Result<bool> {
+    let dir = match root.dir().open_dir(Path::new(STATE_DIR).join("locks")) {
+        Ok(d) => d,
+        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(Error::Unsafe { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(dir
+        .stat(name)?
+        .is_some_and(|m| m.kind == Kind::File && m.stamp.same_inode(stamp)))
 }
 
 /// The holder's note of `task`'s lock (`{task}.holder` in the locks directory `dir`), as

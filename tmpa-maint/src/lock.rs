@@ -1,23 +1,19 @@
 //! One run per program per root at a time.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 use tmpa_core::Root;
-use tmpa_core::maintenance::{Dir, Kind, Meta, STATE_DIR, Stamp, root_dir, write_in};
+use tmpa_core::maintenance::{
+    Dir, Kind, LockRules, LockTry, Meta, STATE_DIR, Stamp, lock_names, root_dir, take_lock_file,
+    write_in,
+};
 
 use crate::exit::StartError;
 use crate::record::Task;
 use crate::trust::{Distrust, links_believed, runner_uid};
-
-/// A lock file's mode: readable by every user whose runs share it (writable by its owner
-/// only for NFS's `flock`, which wants a descriptor open for writing; never written).
-const LOCK_MODE: u32 = 0o644;
-/// Times a lock is taken again when its file was replaced or removed between its open and
-/// its `flock` (see [`Lock::acquire`]).
-const ATTEMPTS: usize = 8;
 
 /// `.tmpa/locks`, relative to the root.
 fn locks_rel() -> PathBuf {
@@ -91,45 +87,46 @@ impl Lock {
         let dir = root_dir(root).create_dir_all(locks_rel())?;
         let name = OsString::from(format!("{}.lock", task.as_str()));
         let path = dir.join(&name);
-        for _ in 0..ATTEMPTS {
-            let file = open_checked(&dir, &name, &path)?;
-            let file = match file.try_lock() {
-                Ok(()) => file,
-                Err(TryLockError::WouldBlock) => {
-                    return Err(StartError::Locked {
-                        holder: read_note(&dir, task),
-                        path,
-                    });
+        let untrusted = |why| StartError::Untrusted {
+            path: path.clone(),
+            why,
+        };
+        let rules = LockRules {
+            check: &|meta: &Meta, locks: &Meta| check_lock_file(meta, locks).map_err(untrusted),
+            // Opened for writing (NFS) only when it is this program's user's with one
+            // name, the very file checked read-only; nothing is written through it.
+            may_write: &|meta: &Meta| {
+                if meta.links != 1 {
+                    Err(untrusted(Distrust::Links(meta.links)))
+                } else if meta.uid != runner_uid() {
+                    Err(untrusted(Distrust::Owner {
+                        uid: meta.uid,
+                        runner: runner_uid(),
+                    }))
+                } else {
+                    Ok(())
                 }
-                // NFS emulates flock with byte-range locks, which want a descriptor
-                // open for writing: the same file, opened so (never written).
-                Err(TryLockError::Error(e))
-                    if e.raw_os_error() == Some(Errno::BADF.raw_os_error()) =>
-                {
-                    lock_for_writing(&dir, &name, &path, &file, task)?
-                }
-                Err(TryLockError::Error(e)) => return Err(dir.error("lock", &name, e).into()),
-            };
-            let stamp = Meta::of_fd(&file)
-                .map_err(|e| dir.error("stat", &name, e))?
-                .stamp;
-            // Checked after the lock is taken: a file removed or replaced since it was
-            // opened is locked in vain; take the one its name names now.
-            if names_the_lock(root, &name, &stamp)? {
-                return Ok(Lock {
-                    _file: file,
-                    path,
-                    name,
-                    stamp,
-                });
-            }
+            },
+            open_error: &|e: tmpa_core::Error| open_error(&dir, &name, &path, e),
+        };
+        match take_lock_file(root, &dir, &name, &rules)? {
+            LockTry::Held { file, stamp } => Ok(Lock {
+                _file: file,
+                path,
+                name,
+                stamp,
+            }),
+            LockTry::Busy => Err(StartError::Locked {
+                holder: read_note(&dir, task),
+                path,
+            }),
+            LockTry::Replaced => Err(StartError::Locked {
+                path,
+                holder: "unknown (the lock file was removed or replaced each time it was \
+                         taken)"
+                    .into(),
+            }),
         }
-        Err(StartError::Locked {
-            path,
-            holder: "unknown (the lock file was removed or replaced each time it was \
-                     taken)"
-                .into(),
-        })
     }
 
     /// The lock file.
@@ -145,7 +142,7 @@ impl Lock {
     /// [`tmpa_core::Error::Io`] naming the lock file when it does not, or when its
     /// directory cannot be opened.
     pub fn still_held(&self, root: &Root) -> tmpa_core::Result<()> {
-        match names_the_lock(root, &self.name, &self.stamp) {
+        match lock_names(root, &self.name, &self.stamp) {
             Ok(true) => Ok(()),
             Ok(false) => Err(tmpa_core::Error::io(
                 "check the lock",
@@ -156,12 +153,7 @@ impl Lock {
                      so this one stops before deleting more",
                 ),
             )),
-            Err(StartError::Core(e)) => Err(e),
-            Err(e) => Err(tmpa_core::Error::io(
-                "check the lock",
-                self.path.clone(),
-                std::io::Error::other(e.chain()),
-            )),
+            Err(e) => Err(e),
         }
     }
 
@@ -192,99 +184,27 @@ fn read_note(dir: &Dir, task: Task) -> String {
     tmpa_core::maintenance::holder_note(dir, task.as_str())
 }
 
-/// Opens the lock file `name` of `dir` read-only (created when missing) and checks it.
-fn open_checked(dir: &Dir, name: &OsStr, path: &Path) -> Result<File, StartError> {
-    let file = match dir.open_lock(name, LOCK_MODE) {
-        Ok((file, created)) => {
-            if created {
-                // Whatever the umask: every user's runs open it for reading (a run as
-                // root used to give it away instead).
-                let _ = rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(LOCK_MODE));
-            }
-            file
-        }
-        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
-            return Err(StartError::Untrusted {
+/// An error opening the lock file `name` of `dir` read-only, as a run reports it: a
+/// symlink at its name is untrusted; another user's file that this one may not even read
+/// says whose, and how to give it back, not "I/O error".
+fn open_error(dir: &Dir, name: &OsStr, path: &Path, e: tmpa_core::Error) -> StartError {
+    if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+        return StartError::Untrusted {
+            path: path.to_path_buf(),
+            why: Distrust::Kind(Kind::Symlink),
+        };
+    }
+    if e.io_kind() == std::io::ErrorKind::PermissionDenied {
+        return match dir.stat(name) {
+            Ok(Some(meta)) if meta.uid != runner_uid() => StartError::ForeignLock {
                 path: path.to_path_buf(),
-                why: Distrust::Kind(Kind::Symlink),
-            });
-        }
-        Err(e) if e.io_kind() == std::io::ErrorKind::PermissionDenied => {
-            // Another user's file that this one may not even read: say whose, and how
-            // to give it back, not "I/O error".
-            return Err(match dir.stat(name) {
-                Ok(Some(meta)) if meta.uid != runner_uid() => StartError::ForeignLock {
-                    path: path.to_path_buf(),
-                    owner: meta.uid,
-                    runner: runner_uid(),
-                },
-                _ => e.into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", name, e))?;
-    check_lock_file(&meta, &dir.meta()?).map_err(|why| StartError::Untrusted {
-        path: path.to_path_buf(),
-        why,
-    })?;
-    Ok(file)
-}
-
-/// The lock taken on a descriptor open for writing, where the file system wants one
-/// (NFS): only for a file of this program's user with one name, the very file `read`
-/// is open on. Nothing is written through it.
-fn lock_for_writing(
-    dir: &Dir,
-    name: &OsStr,
-    path: &Path,
-    read: &File,
-    task: Task,
-) -> Result<File, StartError> {
-    let read_meta = Meta::of_fd(read).map_err(|e| dir.error("stat", name, e))?;
-    if read_meta.uid != runner_uid() || read_meta.links != 1 {
-        return Err(StartError::Untrusted {
-            path: path.to_path_buf(),
-            why: if read_meta.links != 1 {
-                Distrust::Links(read_meta.links)
-            } else {
-                Distrust::Owner {
-                    uid: read_meta.uid,
-                    runner: runner_uid(),
-                }
+                owner: meta.uid,
+                runner: runner_uid(),
             },
-        });
+            _ => e.into(),
+        };
     }
-    let file = dir.open_write_existing(name)?;
-    let meta = Meta::of_fd(&file).map_err(|e| dir.error("stat", name, e))?;
-    if !meta.stamp.same_inode(&read_meta.stamp) || meta.kind != Kind::File {
-        return Err(StartError::Untrusted {
-            path: path.to_path_buf(),
-            why: Distrust::Kind(meta.kind),
-        });
-    }
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(StartError::Locked {
-            holder: read_note(dir, task),
-            path: path.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(dir.error("lock", name, e).into()),
-    }
-}
-
-/// Whether `.tmpa/locks/{name}` of `root`, reached from the root without following a
-/// symlink, names the file `stamp` describes.
-fn names_the_lock(root: &Root, name: &OsStr, stamp: &Stamp) -> Result<bool, StartError> {
-    let dir = match root_dir(root).open_dir(locks_rel()) {
-        Ok(d) => d,
-        Err(e) if e.io_kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(tmpa_core::Error::Unsafe { .. }) => return Ok(false),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(dir
-        .stat(name)?
-        .is_some_and(|m| m.kind == Kind::File && m.stamp.same_inode(stamp)))
+    e.into()
 }
 
 /// A lock file is used when it is a regular file whose other names, if any, someone who
