@@ -1,4 +1,4 @@
-//! The incremental summary (tmpa-core/src/incremental.rs) against a full read, over every
+//! The incremental summary (tmpa-core/src/incremental/) against a full read, over every
 //! kind of change a day directory sees: events recorded and recorded again, loose files
 //! deleted, rewritten in place (same size too), replaced by rename, damaged; the day
 //! compacted; `_compacted.json` damaged; loose copies of compacted events, equal and not.
@@ -13,11 +13,12 @@
     reason = "tests build and break trees by path"
 )]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use proptest::prelude::*;
 use tmpa_core::maintenance::{Dir, forget_summary, write_compacted};
@@ -263,17 +264,5 @@ proptest! {
 /// whose environment says `TMPA_SUMMARY_WATCH=0`.
 #[test]
 fn incremental_equals_full_read_when_polled() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "polled_child", "--test-threads=1"])
-        .env(POLLED_CHILD, "1")
-        .env("TMPA_SUMMARY_WATCH", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    support::run_polled_child("polled_child", POLLED_CHILD);
 }

@@ -16,11 +16,12 @@
     reason = "tests build and break trees by path"
 )]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -343,19 +344,7 @@ proptest! {
 /// environment says `TMPA_SUMMARY_WATCH=0`.
 #[test]
 fn view_equals_fresh_listing_when_polled() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "polled_child", "--test-threads=1"])
-        .env(POLLED_CHILD, "1")
-        .env("TMPA_SUMMARY_WATCH", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    support::run_polled_child("polled_child", POLLED_CHILD);
 }
 
 /// What the writers did to one user's notifications.
