@@ -457,6 +457,14 @@ impl FaultProxy {
         self.log.lock().expect("lock").clone()
     }
 
+    /// The requests so far that may change the store: all but `GET` and `HEAD`.
+    pub fn writes(&self) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|l| !(l.starts_with("GET ") || l.starts_with("HEAD ")))
+            .collect()
+    }
+
     /// The proxy's port.
     pub fn port(&self) -> u16 {
         self.port
