@@ -1,5 +1,5 @@
 //! A day of usage events: scanning `token_stats/{day}/` and merging `_compacted.json`
-//! (its format is `compacted.rs`) with the loose `evt_{id}.json` files.
+//! (its format is `compacted/`) with the loose `evt_{id}.json` files.
 //!
 //! Scanning never stops at a bad file: every file that cannot be used is returned as a
 //! [`Problem`] with its path and reason, and the rest of the day is still read. Symlinks

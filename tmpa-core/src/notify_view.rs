@@ -1,7 +1,7 @@
 //! What a process keeps of the inboxes it listed: per user, the live notifications
 //! (`inbox/ntf_{id}.json`) and whether each has its receipt (`ack/ntf_{id}.ack`), kept
 //! current between calls by what the kernel says changed, as the incremental summaries
-//! are (`incremental.rs`). [`Root::unacked`], [`Root::inbox`] and
+//! are (`incremental/`). [`Root::unacked`], [`Root::inbox`] and
 //! [`Root::list_notifications`] read the live notifications from here.
 //!
 //! # How a call knows what changed

@@ -1,5 +1,5 @@
 //! The day summary: its format (`_summary.json`, a cache) and [`Root::summary`](crate::Root::summary), which
-//! keeps it up to date in memory (`incremental.rs`).
+//! keeps it up to date in memory (`incremental/`).
 //!
 //! **The cache's consistency stamp.** A cached summary carries a `source` stamp: a SHA-256
 //! over the inode, size and mtime (ns) of `_compacted.json` and of every `evt_*.json` in

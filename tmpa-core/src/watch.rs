@@ -1,6 +1,6 @@
 //! The process's one inotify instance, shared by the caches that learn from the kernel
 //! what changed in a directory instead of looking at every entry again: the incremental
-//! summaries (`incremental.rs`, a watch per day directory) and the notification views
+//! summaries (`incremental/`, a watch per day directory) and the notification views
 //! (`notify_view.rs`, a watch per `inbox/` and per `ack/`).
 //!
 //! A [`Watch`] is one directory's watch. Its changes are the names of the entries created,

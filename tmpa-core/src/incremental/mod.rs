@@ -69,10 +69,10 @@ impl Root {
     /// (or takes `_summary.json` when its stamp says it is current), later calls read only
     /// the files that changed since, as the kernel reports them (inotify; polled on file
     /// systems where it cannot see every change). Checking a current summary costs O(1);
-    /// N new events cost N reads. tmpa-core/src/incremental.rs has the details.
+    /// N new events cost N reads. tmpa-core/src/incremental/ has the details.
     ///
     /// `_summary.json` is written only after a full read of the day that met no problem
-    /// while nothing changed; never on every call (see `incremental.rs`: "When
+    /// while nothing changed; never on every call (see `incremental/mod.rs`: "When
     /// `_summary.json` is written"). A failure to write it (read-only file system,
     /// permissions) does not fail the call: it is listed in `problems`.
     ///
