@@ -1,14 +1,17 @@
-//! The group commit of `record_event` (tmpa-core/src/fs/commit.rs) under kills and power
-//! cuts: several threads of one process record events (`tmpa-recorders`, which prints
-//! `ok {id}` the instant a call returned), and the process is killed at every fsync it
-//! makes, the file's and the directory's (`strace -e inject=fsync:signal=SIGKILL:when=N`:
-//! the fsync is not made). Every call that returned is there, whole; no event file is half
-//! there; recording again finishes the job.
+//! The group commit of `record_event` (tmpa-core/src/fs/commit.rs) and its commit order
+//! (tmpa-core/src/fs/journal.rs) under kills and power cuts: several threads of one process
+//! record events (`tmpa-recorders`, which prints `ok {id}` the instant a call returned),
+//! and the process is killed at every step that makes a file durable: the file's fsync or
+//! write-back, the rename, the directory's fsync (`strace -e
+//! inject=fsync:signal=SIGKILL:when=N`: the call is not made). Every call that returned is
+//! there, whole; no event file is half there; recording again finishes the job.
 //!
-//! The power cut: the same, in an ext4 image mounted on a loop device, shut down at the
-//! kill without flushing its journal (`FS_IOC_SHUTDOWN`, `xfs_io -x -c shutdown`), then
-//! mounted again (the journal replayed): what was not made durable is gone, as after a
-//! power cut. Every call that returned before the cut is still there.
+//! The power cut: the same, in an ext4 or XFS image mounted on a loop device, shut down at
+//! the kill without flushing its journal (`FS_IOC_SHUTDOWN`, `xfs_io -x -c shutdown`),
+//! then mounted again (the journal replayed): what was not made durable is gone, as after
+//! a power cut. Every call that returned before the cut is still there. On these two the
+//! library writes a file back instead of fsyncing it and lets the directory's one journal
+//! commit cover it; the cut checks that a rename is never durable without the content.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -54,13 +57,15 @@ fn whole_events(root: &Path, what: &str) -> BTreeSet<String> {
     ids
 }
 
-fn recorders(root: &Path, inject: Option<usize>) -> std::process::Output {
+fn recorders(root: &Path, inject: Option<(&str, usize)>) -> std::process::Output {
     let program = tmpa_tests::program_args("tmpa-recorders");
     let mut cmd = match inject {
-        Some(n) => {
+        Some((call, n)) => {
             let mut c = Command::new("strace");
-            c.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync", "-e"])
-                .arg(format!("inject=fsync:signal=SIGKILL:when={n}"))
+            c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                .arg(format!("trace={call}"))
+                .arg("-e")
+                .arg(format!("inject={call}:signal=SIGKILL:when={n}"))
                 .args(program);
             c
         }
@@ -71,6 +76,9 @@ fn recorders(root: &Path, inject: Option<usize>) -> std::process::Output {
         .output()
         .expect("run tmpa-recorders")
 }
+
+/// The calls that make a new file durable, in either order (fs/journal.rs).
+const STEPS: [&str; 3] = ["fsync", "sync_file_range", "renameat2"];
 
 fn new_root(at: &Path) -> PathBuf {
     let root = at.join("root");
@@ -90,8 +98,8 @@ fn check_and_finish(root: &Path, said: &BTreeSet<String>, what: &str) {
     assert_eq!(whole_events(root, what).len(), 3 * EVENTS, "{what}");
 }
 
-/// A SIGKILL at every fsync of several threads recording at once: every call that returned
-/// is there, whole, and nothing is half written.
+/// A SIGKILL at every fsync and rename of several threads recording at once: every call
+/// that returned is there, whole, and nothing is half written.
 #[test]
 fn kill_at_every_fsync_of_a_group_commit() {
     let Some(()) =
@@ -101,18 +109,57 @@ fn kill_at_every_fsync_of_a_group_commit() {
     };
     let t = tempfile::tempdir().expect("tempdir");
     let mut kills = 0;
-    for n in 1..=2 * EVENTS + 2 {
-        let root = new_root(t.path());
-        let out = recorders(&root, Some(n));
-        let said = returned(&out.stdout);
-        let what = format!("kill at fsync #{n} of a thread ({} returned)", said.len());
-        kills += usize::from(!out.status.success());
-        check_and_finish(&root, &said, &what);
+    for call in ["fsync", "renameat2"] {
+        for n in 1..=2 * EVENTS + 2 {
+            let root = new_root(t.path());
+            let out = recorders(&root, Some((call, n)));
+            let said = returned(&out.stdout);
+            let what = format!("kill at {call} #{n} of a thread ({} returned)", said.len());
+            kills += usize::from(!out.status.success());
+            check_and_finish(&root, &said, &what);
+        }
     }
-    assert!(kills > EVENTS, "only {kills} kills landed");
+    assert!(kills > 2 * EVENTS, "only {kills} kills landed");
 }
 
-/// An ext4 image on a loop device, mounted at a fresh directory; unmounted on drop.
+/// A file system to make in an image.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// `mkfs.ext4` as it comes: with a journal.
+    Ext4,
+    /// ext4 without a journal (`-O ^has_journal`).
+    Ext4NoJournal,
+    Xfs,
+}
+
+impl Layout {
+    fn mkfs(self, img: &Path) -> Command {
+        let (program, args): (&str, &[&str]) = match self {
+            Layout::Ext4 => ("mkfs.ext4", &["-q", "-F"]),
+            Layout::Ext4NoJournal => ("mkfs.ext4", &["-q", "-F", "-O", "^has_journal"]),
+            Layout::Xfs => ("mkfs.xfs", &["-q", "-f"]),
+        };
+        let mut c = Command::new(program);
+        c.args(args).arg(img);
+        c
+    }
+
+    /// The image's size: XFS wants at least 300 MiB (sparse: only what is written is on
+    /// the disk).
+    fn bytes(self) -> u64 {
+        match self {
+            Layout::Xfs => 320 << 20,
+            _ => 64 << 20,
+        }
+    }
+
+    /// Whether the library makes a new file durable with one journal commit here.
+    fn one_commit(self) -> bool {
+        !matches!(self, Layout::Ext4NoJournal)
+    }
+}
+
+/// A file system image on a loop device, mounted at a fresh directory; unmounted on drop.
 ///
 /// Each power cut goes on with a copy of the image (`disk-{cuts}.img`): another test that
 /// made a mount namespace meanwhile (`unshare --mount`) holds a copy of this mount, which
@@ -124,15 +171,14 @@ struct LoopFs {
 }
 
 impl LoopFs {
-    fn new() -> Option<LoopFs> {
+    fn new(layout: Layout) -> Option<LoopFs> {
         if !tmpa_tests::is_root() {
             return None;
         }
         let dir = tempfile::tempdir().ok()?;
         let img = dir.path().join("disk-0.img");
-        fs::File::create(&img).ok()?.set_len(64 << 20).ok()?;
-        let ok = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
-        if !ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)) {
+        fs::File::create(&img).ok()?.set_len(layout.bytes()).ok()?;
+        if !layout.mkfs(&img).output().is_ok_and(|o| o.status.success()) {
             return None;
         }
         let fs = LoopFs {
@@ -196,37 +242,153 @@ impl Drop for LoopFs {
     }
 }
 
-/// A power cut at every fsync of several threads recording at once: every call that
-/// returned before the cut survives it, whole.
-#[test]
-fn power_cut_at_every_fsync_of_a_group_commit() {
+/// A power cut at every step (fsync, write-back, rename) of several threads recording at
+/// once, on `layout`: every call that returned before the cut survives it, whole, and no
+/// event file is there without its content.
+fn power_cut_at_every_step(layout: Layout) {
     let Some(()) =
         tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
     else {
         return;
     };
-    let Some(disk) = tmpa_tests::prerequisite(LoopFs::new(), "root, mkfs.ext4 and a loop device")
+    let Some(disk) = tmpa_tests::prerequisite(LoopFs::new(layout), "root, mkfs and a loop device")
     else {
         return;
     };
-    let (mut cut_before_end, mut lost_unreturned) = (0, 0);
-    for n in 1..=2 * EVENTS + 2 {
-        let root = new_root(&disk.mnt());
-        // The root itself is made durable first: the cut is about the recorders' calls.
-        Command::new("sync").status().expect("sync");
-        let out = recorders(&root, Some(n));
-        disk.power_cut();
-        let said = returned(&out.stdout);
-        let what = format!(
-            "power cut at fsync #{n} of a thread ({} returned)",
-            said.len()
-        );
-        cut_before_end += usize::from(!out.status.success());
-        let present = whole_events(&root, &what);
-        lost_unreturned += 3 * EVENTS - present.len();
-        check_and_finish(&root, &said, &what);
+    let (mut cuts, mut lost_unreturned) = (0, 0);
+    for call in STEPS {
+        for n in 1..=2 * EVENTS + 2 {
+            let root = new_root(&disk.mnt());
+            // The root itself is made durable first: the cut is about the recorders' calls.
+            Command::new("sync").status().expect("sync");
+            let out = recorders(&root, Some((call, n)));
+            disk.power_cut();
+            let said = returned(&out.stdout);
+            let what = format!(
+                "{layout:?}: power cut at {call} #{n} of a thread ({} returned)",
+                said.len()
+            );
+            let cut = !out.status.success();
+            cuts += usize::from(cut);
+            let present = whole_events(&root, &what);
+            lost_unreturned += 3 * EVENTS - present.len();
+            check_and_finish(&root, &said, &what);
+            if !cut {
+                break; // fewer such calls than n: the later ones would not cut either
+            }
+        }
     }
-    assert!(cut_before_end > EVENTS, "only {cut_before_end} cuts landed");
+    assert!(cuts > EVENTS, "{layout:?}: only {cuts} cuts landed");
     // The cut is real: calls that had not returned were lost at least once.
-    assert!(lost_unreturned > 0, "no cut lost anything: not a power cut");
+    assert!(
+        lost_unreturned > 0,
+        "{layout:?}: no cut lost anything: not a power cut"
+    );
+}
+
+/// ext4 with its journal: one journal commit per file (fs/journal.rs).
+#[test]
+fn power_cut_at_every_step_of_a_group_commit_on_ext4() {
+    power_cut_at_every_step(Layout::Ext4);
+}
+
+/// XFS: one log force per file (fs/journal.rs).
+#[test]
+fn power_cut_at_every_step_of_a_group_commit_on_xfs() {
+    power_cut_at_every_step(Layout::Xfs);
+}
+
+/// Which calls made the temporaries of `tmpa-recorders` durable: (fsyncs, write-backs).
+fn temporaries_synced(root: &Path) -> (usize, usize) {
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,sync_file_range", "-o"])
+        .arg(log.path())
+        .args(tmpa_tests::program_args("tmpa-recorders"))
+        .arg(root)
+        .args(["2", "4"])
+        .output()
+        .expect("strace tmpa-recorders");
+    assert!(out.status.success(), "{out:?}");
+    let text = fs::read_to_string(log.path()).expect("strace log");
+    let on_temporary = |call: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("{call}(")) && l.contains(".json.tmp."))
+            .count()
+    };
+    (on_temporary("fsync"), on_temporary("sync_file_range"))
+}
+
+/// The commit order each file system gets: the write-back and one commit on ext4 with a
+/// journal and on XFS; the file's own fsync on ext4 without a journal and on tmpfs, where
+/// nothing orders a rename after the file's blocks.
+#[test]
+fn each_file_system_gets_its_commit_order() {
+    let Some(()) = tmpa_tests::prerequisite(
+        Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "strace",
+    ) else {
+        return;
+    };
+    for layout in [Layout::Ext4, Layout::Ext4NoJournal, Layout::Xfs] {
+        let Some(disk) =
+            tmpa_tests::prerequisite(LoopFs::new(layout), "root, mkfs and a loop device")
+        else {
+            return;
+        };
+        let (fsyncs, write_backs) = temporaries_synced(&new_root(&disk.mnt()));
+        let expected = if layout.one_commit() { (0, 8) } else { (8, 0) };
+        assert_eq!(
+            (fsyncs, write_backs),
+            expected,
+            "{layout:?}: (fsyncs, write-backs)"
+        );
+    }
+    if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+        assert_eq!(temporaries_synced(&new_root(shm.path())), (8, 0), "tmpfs");
+    }
+}
+
+/// A write-back that fails (`EIO`, as a failing disk gives it) fails the call, naming the
+/// temporary: nothing is at the final name, no temporary is left, and the next call
+/// records the event.
+#[test]
+fn a_failed_write_back_fails_the_call_and_leaves_nothing() {
+    let Some(()) =
+        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
+    else {
+        return;
+    };
+    let Some(disk) =
+        tmpa_tests::prerequisite(LoopFs::new(Layout::Ext4), "root, mkfs and a loop device")
+    else {
+        return;
+    };
+    let root = new_root(&disk.mnt());
+    let out = tmpa_tests::strace_inject("sync_file_range:error=EIO:when=1", "tmpa-recorders")
+        .arg(&root)
+        .args(["1", "1"])
+        .output()
+        .expect("run tmpa-recorders");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        said.starts_with("err t0-0 ")
+            && said.contains("write back")
+            && said.contains("evt_t0-0.json.tmp.")
+            && said.contains("Input/output error"),
+        "{said}"
+    );
+    let day = root.join("token_stats").join(DAY);
+    let left: Vec<_> = fs::read_dir(&day)
+        .expect("day")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let again = recorders(&root, None);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(whole_events(&root, "again").len(), 3 * EVENTS);
 }

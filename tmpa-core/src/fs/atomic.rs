@@ -1,8 +1,8 @@
 //! Atomic, durable file replacement (docs/FORMAT.md "Temporaries") in a held directory.
 //!
 //! Every file the library or a program creates or replaces goes through [`AtomicFile`]:
-//! write a temporary in the same directory, fsync it, rename it over `{final}`, fsync
-//! the directory. A reader sees the old file or the new one, never a part; after
+//! write a temporary in the same directory, fsync it (where the journal is ordered, write
+//! it back instead: fs/journal.rs), rename it over `{final}`, fsync the directory. A reader sees the old file or the new one, never a part; after
 //! [`AtomicFile::commit`] returns, both the content and the directory entry are on stable
 //! storage (as far as the file system honours fsync).
 //!
@@ -17,6 +17,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::journal::ContentSync;
 use super::{Dir, Kind, Meta, chown_to, temp};
 use crate::error::{Error, Result};
 
@@ -223,7 +224,14 @@ impl AtomicFile {
         let file = out
             .into_inner()
             .map_err(|e| self.tmp_error("write", e.into_error()))?;
-        file.sync_all().map_err(|e| self.tmp_error("fsync", e))?;
+        // The directory's fsync in `finish` commits the rename; where the journal is
+        // ordered it commits the file's metadata with it (fs/journal.rs).
+        match super::journal::content_sync(&self.dir) {
+            ContentSync::Fsync => file.sync_all().map_err(|e| self.tmp_error("fsync", e))?,
+            ContentSync::WriteBack => {
+                super::journal::write_back(&file).map_err(|e| self.tmp_error("write back", e))?;
+            }
+        }
         drop(file);
         if !no_replace {
             return self.dir.rename(&self.tmp, &self.dest);

@@ -8,8 +8,8 @@
 //! process, with `signal-hook`); whether a lease is still intact is read from the kernel
 //! with `F_GETLEASE` ([`Lease::intact`]), which reports a pending break.
 //!
-//! Neither `rustix` nor `nix` wraps `F_SETLEASE`; [`fcntl_lease`] is the one audited
-//! `unsafe` call of the workspace.
+//! Neither `rustix` nor `nix` wraps `F_SETLEASE`; [`fcntl_lease`] is one of the two audited
+//! `unsafe` calls of the workspace (the other is `write_back` in fs/journal.rs).
 
 use std::fs::File;
 use std::io;

@@ -26,6 +26,7 @@ mod commit;
 mod dispose;
 mod entries;
 mod fstype;
+mod journal;
 #[cfg(feature = "maintenance")]
 mod lease;
 mod meta;
