@@ -4,7 +4,10 @@ process, and processes) as an SVG, from `bench/run --only embedded --json FILE` 
 JSON `bench/embedded.py` prints): events per second, median of the repetitions, one line
 per series.
 
-    bench/plot_embedded.py REPORT.json OUT.svg
+    bench/plot_embedded.py REPORT.json OUT.svg [KEY [LABEL]]
+
+KEY picks the run in a bench/run report: `embedded` (the scratch directory, the default) or
+`embedded_journal` (the ext4 image with a journal); LABEL names its file system in the title.
 """
 import json
 import statistics
@@ -20,9 +23,11 @@ CALLERS = [1, 4, 16]
 
 def main():
     report, out = sys.argv[1], sys.argv[2]
+    key = sys.argv[3] if len(sys.argv) > 3 else "embedded"
+    where = f", {sys.argv[4]}" if len(sys.argv) > 4 else ""
     with open(report) as fh:
         doc = json.load(fh)
-    rec = doc.get("extra", {}).get("embedded", doc)["record_per_s"]
+    rec = doc.get("extra", {}).get(key, doc)["record_per_s"]
     med = {k: statistics.median(v) for k, v in rec.items()}
     y_max = max(med.values()) * 1.15
     px = lambda i: PAD_L + i / (len(CALLERS) - 1) * (W - PAD_L - PAD_R)
@@ -31,7 +36,7 @@ def main():
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{PAD_L}" y="18" font-size="14">record_event vs SQLite (WAL, synchronous=FULL), '
-           f'same disk, same run</text>',
+           f'same run{where}</text>',
            f'<line x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}" stroke="black"/>',
            f'<line x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{H - PAD_B}" stroke="black"/>']
     for i, n in enumerate(CALLERS):

@@ -39,9 +39,11 @@
 //!
 //! # What is guaranteed
 //! - Durability: when a call that writes returns `Ok`, the file and its directory entry
-//!   are on stable storage (fsync of the file, rename, fsync of the directory; the writers
-//!   of a process that renamed into one directory share its fsync, each returning only
-//!   after one that began after its own rename). A crash at
+//!   are on stable storage (fsync of the file, rename, fsync of the directory; on ext4
+//!   with a journal and XFS the file is written back instead of fsynced and the
+//!   directory's one journal commit covers it; the writers of a process that renamed
+//!   into one directory share its fsync, each returning only after one that began after
+//!   its own rename). A crash at
 //!   any instant leaves the old file or the new one, never a part; a killed writer may
 //!   leave a temporary (`{final}.tmp.{unique}`) that `tmpa-tmpclean` removes.
 //! - Containment: no call follows a symlink inside the root or reaches outside it, even

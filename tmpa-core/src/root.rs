@@ -22,8 +22,8 @@ pub const STATE_DIR: &str = ".tmpa";
 ///   following any symlink: a directory swapped for a symlink, even while a call runs,
 ///   makes the call fail ([`Error::Unsafe`]), never act outside the root.
 /// - Every file is written atomically and durably (temporary in the same directory,
-///   fsync, rename, directory fsync): a reader, or a crash, sees the old file or the new
-///   one, never a part.
+///   fsync or, on ext4 with a journal and XFS, write-back; rename; directory fsync): a
+///   reader, or a crash, sees the old file or the new one, never a part.
 /// - Safe from many threads and processes at once, and while the maintenance programs
 ///   run. Nothing needs `/proc`.
 /// - When running as root, new files and directories take the owner and group of their
