@@ -1,7 +1,8 @@
 """tmpa: durable, atomic access to a TMPA data tree, for Python backends.
 
 The same Rust core (tmpa-core) that the maintenance programs use: every file is written
-as a temporary in the same directory, fsynced, renamed over the final name and the
+as a temporary in the same directory, fsynced (on ext4 with a journal and XFS: written
+back, the directory's journal commit covering it), renamed over the final name and the
 directory fsynced, so readers (and the programs running from cron) see a whole old or a
 whole new file, never a part. The GIL is released during I/O.
 
