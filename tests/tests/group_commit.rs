@@ -168,6 +168,7 @@ impl Layout {
 struct LoopFs {
     dir: tempfile::TempDir,
     cuts: std::cell::Cell<u32>,
+    layout: Layout,
 }
 
 impl LoopFs {
@@ -184,6 +185,7 @@ impl LoopFs {
         let fs = LoopFs {
             dir,
             cuts: std::cell::Cell::new(0),
+            layout,
         };
         fs::create_dir(fs.mnt()).ok()?;
         fs.mount().then_some(fs)
@@ -200,8 +202,14 @@ impl LoopFs {
     }
 
     fn mount(&self) -> bool {
+        // XFS refuses a second file system with the same UUID, and the copy after a cut
+        // has its original's, which a mount namespace may keep alive (above).
+        let options = match self.layout {
+            Layout::Xfs => "loop,nouuid",
+            Layout::Ext4 | Layout::Ext4NoJournal => "loop",
+        };
         Command::new("mount")
-            .args(["-o", "loop"])
+            .args(["-o", options])
             .arg(self.image())
             .arg(self.mnt())
             .status()
