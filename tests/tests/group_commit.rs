@@ -400,3 +400,45 @@ fn a_failed_write_back_fails_the_call_and_leaves_nothing() {
     assert!(again.status.success(), "{again:?}");
     assert_eq!(whole_events(&root, "again").len(), 3 * EVENTS);
 }
+
+/// A write-back the system refuses (`ENOSYS` or `EPERM` from a seccomp filter) is replaced
+/// by the file's own fsync: every call succeeds and each temporary was fsynced.
+#[test]
+fn a_refused_write_back_falls_back_to_the_file_s_fsync() {
+    let Some(()) =
+        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
+    else {
+        return;
+    };
+    let Some(disk) =
+        tmpa_tests::prerequisite(LoopFs::new(Layout::Ext4), "root, mkfs and a loop device")
+    else {
+        return;
+    };
+    for errno in ["ENOSYS", "EPERM"] {
+        let root = new_root(&disk.mnt());
+        let log = tempfile::NamedTempFile::new().expect("log");
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-y", "-e", "trace=fsync,sync_file_range", "-e"])
+            .arg(format!("inject=sync_file_range:error={errno}"))
+            .arg("-o")
+            .arg(log.path())
+            .args(tmpa_tests::program_args("tmpa-recorders"))
+            .arg(&root)
+            .args([THREADS, &EVENTS.to_string()])
+            .output()
+            .expect("run tmpa-recorders");
+        assert!(out.status.success(), "{errno}: {out:?}");
+        assert_eq!(whole_events(&root, errno).len(), 3 * EVENTS, "{errno}");
+        let text = fs::read_to_string(log.path()).expect("strace log");
+        let fsynced = text
+            .lines()
+            .filter(|l| l.contains("fsync(") && l.contains(".json.tmp."))
+            .count();
+        assert_eq!(
+            fsynced,
+            3 * EVENTS,
+            "{errno}: each temporary fsynced\n{text}"
+        );
+    }
+}

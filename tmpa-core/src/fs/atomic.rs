@@ -228,9 +228,15 @@ impl AtomicFile {
         // ordered it commits the file's metadata with it (fs/journal.rs).
         match super::journal::content_sync(&self.dir) {
             ContentSync::Fsync => file.sync_all().map_err(|e| self.tmp_error("fsync", e))?,
-            ContentSync::WriteBack => {
-                super::journal::write_back(&file).map_err(|e| self.tmp_error("write back", e))?;
-            }
+            ContentSync::WriteBack => match super::journal::write_back(&file) {
+                Ok(()) => {}
+                // A seccomp filter or a sandbox that refuses the call: the file's own
+                // fsync is right everywhere.
+                Err(e) if super::journal::refused(&e) => {
+                    file.sync_all().map_err(|e| self.tmp_error("fsync", e))?;
+                }
+                Err(e) => return Err(self.tmp_error("write back", e)),
+            },
         }
         drop(file);
         if !no_replace {

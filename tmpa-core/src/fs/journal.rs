@@ -156,6 +156,15 @@ pub(crate) fn write_back(file: &File) -> io::Result<()> {
     }
 }
 
+/// Whether `write_back` failed because the call is not allowed or not there (a seccomp
+/// filter, a sandbox such as gVisor), not because the write failed: the caller then
+/// fsyncs the file instead.
+pub(crate) fn refused(e: &io::Error) -> bool {
+    [libc::ENOSYS, libc::EPERM, libc::EINVAL, libc::EOPNOTSUPP]
+        .iter()
+        .any(|&errno| e.raw_os_error() == Some(errno))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
