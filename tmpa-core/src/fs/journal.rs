@@ -34,6 +34,10 @@
 //! when neither can be read, the answer is the portable order. The answer is remembered
 //! per mount (its unique id, Linux 6.8) and otherwise asked again at every commit.
 //!
+//! Where the system refuses `sync_file_range` (`ENOSYS`, `EPERM`: a seccomp filter, a
+//! sandbox), the file is fsynced instead ([`refused`]); systemd's `@system-service`, which
+//! the programs' units allow, includes it.
+//!
 //! `sync_file_range` has no safe wrapper in `rustix` or `nix`: [`write_back`] is one of the
 //! two audited `unsafe` calls of the workspace (the other is fs/lease.rs).
 
