@@ -306,18 +306,29 @@ fn power_cut_at_every_step_of_a_group_commit_on_xfs() {
     power_cut_at_every_step(Layout::Xfs);
 }
 
-/// Which calls made the temporaries of `tmpa-recorders` durable: (fsyncs, write-backs).
-fn temporaries_synced(root: &Path) -> (usize, usize) {
+/// `tmpa-recorders ROOT THREADS EVENTS` under strace, with `inject` (`sync_file_range:error=EPERM`)
+/// if given: it must succeed; returns how many fsyncs and write-backs the temporaries got.
+fn temporaries_synced(
+    root: &Path,
+    threads: usize,
+    events: usize,
+    inject: Option<&str>,
+) -> (usize, usize) {
     let log = tempfile::NamedTempFile::new().expect("log");
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-y", "-e", "trace=fsync,sync_file_range", "-o"])
+    let mut strace = Command::new("strace");
+    strace.args(["-f", "-qq", "-y", "-e", "trace=fsync,sync_file_range"]);
+    if let Some(inject) = inject {
+        strace.arg("-e").arg(format!("inject={inject}"));
+    }
+    let out = strace
+        .arg("-o")
         .arg(log.path())
         .args(tmpa_tests::program_args("tmpa-recorders"))
         .arg(root)
-        .args(["2", "4"])
+        .args([threads.to_string(), events.to_string()])
         .output()
         .expect("strace tmpa-recorders");
-    assert!(out.status.success(), "{out:?}");
+    assert!(out.status.success(), "{inject:?}: {out:?}");
     let text = fs::read_to_string(log.path()).expect("strace log");
     let on_temporary = |call: &str| {
         text.lines()
@@ -325,6 +336,12 @@ fn temporaries_synced(root: &Path) -> (usize, usize) {
             .count()
     };
     (on_temporary("fsync"), on_temporary("sync_file_range"))
+}
+
+/// An ext4 image with a journal, where strace can inject faults.
+fn injectable_ext4() -> Option<LoopFs> {
+    tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")?;
+    tmpa_tests::prerequisite(LoopFs::new(Layout::Ext4), "root, mkfs and a loop device")
 }
 
 /// The commit order each file system gets: the write-back and one commit on ext4 with a
@@ -347,7 +364,7 @@ fn each_file_system_gets_its_commit_order() {
         else {
             return;
         };
-        let (fsyncs, write_backs) = temporaries_synced(&new_root(&disk.mnt()));
+        let (fsyncs, write_backs) = temporaries_synced(&new_root(&disk.mnt()), 2, 4, None);
         let expected = if layout.one_commit() { (0, 8) } else { (8, 0) };
         assert_eq!(
             (fsyncs, write_backs),
@@ -356,7 +373,11 @@ fn each_file_system_gets_its_commit_order() {
         );
     }
     if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
-        assert_eq!(temporaries_synced(&new_root(shm.path())), (8, 0), "tmpfs");
+        assert_eq!(
+            temporaries_synced(&new_root(shm.path()), 2, 4, None),
+            (8, 0),
+            "tmpfs"
+        );
     }
 }
 
@@ -365,14 +386,7 @@ fn each_file_system_gets_its_commit_order() {
 /// records the event.
 #[test]
 fn a_failed_write_back_fails_the_call_and_leaves_nothing() {
-    let Some(()) =
-        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
-    else {
-        return;
-    };
-    let Some(disk) =
-        tmpa_tests::prerequisite(LoopFs::new(Layout::Ext4), "root, mkfs and a loop device")
-    else {
+    let Some(disk) = injectable_ext4() else {
         return;
     };
     let root = new_root(&disk.mnt());
@@ -405,40 +419,14 @@ fn a_failed_write_back_fails_the_call_and_leaves_nothing() {
 /// by the file's own fsync: every call succeeds and each temporary was fsynced.
 #[test]
 fn a_refused_write_back_falls_back_to_the_file_s_fsync() {
-    let Some(()) =
-        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
-    else {
-        return;
-    };
-    let Some(disk) =
-        tmpa_tests::prerequisite(LoopFs::new(Layout::Ext4), "root, mkfs and a loop device")
-    else {
+    let Some(disk) = injectable_ext4() else {
         return;
     };
     for errno in ["ENOSYS", "EPERM"] {
         let root = new_root(&disk.mnt());
-        let log = tempfile::NamedTempFile::new().expect("log");
-        let out = Command::new("strace")
-            .args(["-f", "-qq", "-y", "-e", "trace=fsync,sync_file_range", "-e"])
-            .arg(format!("inject=sync_file_range:error={errno}"))
-            .arg("-o")
-            .arg(log.path())
-            .args(tmpa_tests::program_args("tmpa-recorders"))
-            .arg(&root)
-            .args([THREADS, &EVENTS.to_string()])
-            .output()
-            .expect("run tmpa-recorders");
-        assert!(out.status.success(), "{errno}: {out:?}");
+        let inject = format!("sync_file_range:error={errno}");
+        let (fsyncs, _) = temporaries_synced(&root, 3, EVENTS, Some(&inject));
         assert_eq!(whole_events(&root, errno).len(), 3 * EVENTS, "{errno}");
-        let text = fs::read_to_string(log.path()).expect("strace log");
-        let fsynced = text
-            .lines()
-            .filter(|l| l.contains("fsync(") && l.contains(".json.tmp."))
-            .count();
-        assert_eq!(
-            fsynced,
-            3 * EVENTS,
-            "{errno}: each temporary fsynced\n{text}"
-        );
+        assert_eq!(fsyncs, 3 * EVENTS, "{errno}: each temporary fsynced");
     }
 }
