@@ -55,6 +55,10 @@ command -v podman >/dev/null || missing+=(podman)
 # tests/tests/off_local_disk.rs mounts a real FUSE file system (bindfs) for what NFS, SMB
 # and FUSE do differently (no RENAME_NOREPLACE; leases that see only this mount).
 command -v bindfs >/dev/null || missing+=(bindfs fuse3)
+# tests/tests/group_commit.rs power-cuts ext4 and XFS images on loop devices (mkfs.ext4,
+# mkfs.xfs; xfs_io's shutdown, FS_IOC_SHUTDOWN, works on both).
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+{ command -v mkfs.xfs >/dev/null && command -v xfs_io >/dev/null; } || missing+=(xfsprogs)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "tests/check.sh: missing packages ${missing[*]}: install them (apt-get install)" >&2
