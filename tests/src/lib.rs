@@ -3,6 +3,7 @@
 //! S3-compatible server with a fault-injecting proxy ([`s3`]).
 
 pub mod fuse;
+pub mod loopfs;
 pub mod s3;
 
 use std::collections::BTreeMap;
