@@ -1,94 +1,172 @@
-//! tmpa-compact under power cuts: the nightly job writes `_compacted.json` and only then
-//! deletes the loose files it holds, so the day must read the same events after a power
-//! cut at any step, and a rerun must finish the job. On ext4 with a journal and XFS the
-//! library writes `_compacted.json` back rather than fsyncing it, and lets the directory's
-//! one journal commit cover it (tmpa-core/src/fs/journal.rs): these tests check that the
-//! delete step never runs ahead of that commit.
+//! tmpa-compact and tmpa-archive under power cuts. Each job writes what it makes
+//! (`_compacted.json`, a session's `.json.gz`) and only then deletes what that holds, so
+//! the data must read the same after a power cut at any step, and a rerun must finish the
+//! job. On ext4 with a journal and XFS the library writes a new file back rather than
+//! fsyncing it, and lets the directory's one journal commit cover it
+//! (tmpa-core/src/fs/journal.rs): these tests check that no delete step runs ahead of
+//! that commit.
 //!
-//! Each cut: a day of events recorded by `tmpa-recorders`, made durable (`sync`); then
-//! tmpa-compact, killed (`strace -e inject=CALL:signal=SIGKILL:when=N`: the call is not
-//! made) at the Nth write-back, fsync, rename or unlink; then the file system is shut down
-//! without flushing its journal and mounted again ([`tmpa_tests::loopfs`]).
+//! Each cut: the data made durable (`sync`); then the job, killed (`strace -e
+//! inject=CALL:signal=SIGKILL:when=N`: the call is not made) at the Nth write-back, fsync,
+//! rename or unlink; then the file system is shut down without flushing its journal and
+//! mounted again ([`tmpa_tests::loopfs`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use tmpa_core::{SessionId, UserId};
 use tmpa_tests::loopfs::{Layout, LoopFs};
 
 const DAY: &str = "2026-11-01";
 /// Threads and events per thread of `tmpa-recorders`: 8 events.
 const RECORDERS: [&str; 2] = ["2", "4"];
+const USERS: [&str; 2] = ["alice", "bob"];
+const SESSIONS: usize = 3;
 
-/// The steps of compaction that make something durable or remove something.
+/// The steps of a job that make something durable or remove something.
 const STEPS: [&str; 4] = ["sync_file_range", "fsync", "renameat2", "unlinkat"];
 
-/// The day as the library reads it, by id (each event's JSON), and its problems.
-fn day(root: &Path, what: &str) -> BTreeMap<String, String> {
-    let rt = tmpa_core::Root::open(root).expect("root");
-    let read = rt
-        .read_day(DAY.parse().expect("day"))
-        .expect("read the day");
-    assert!(read.problems.is_empty(), "{what}: {:?}", read.problems);
-    read.events
-        .iter()
-        .map(|e| {
-            let json = String::from_utf8(e.json_bytes().to_vec()).expect("utf-8");
-            (e.id().as_str().to_owned(), json)
-        })
-        .collect()
+/// A maintenance job that makes a file and then deletes what it holds.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// tmpa-compact of one day of loose events.
+    Compact,
+    /// tmpa-archive of old sessions.
+    Archive,
 }
 
-/// Loose event files left in the day's directory.
-fn loose(root: &Path) -> usize {
-    std::fs::read_dir(root.join("token_stats").join(DAY))
-        .expect("day")
-        .filter(|e| {
-            let name = e.as_ref().expect("entry").file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("evt_") && name.ends_with(".json")
-        })
-        .count()
-}
-
-fn compact(root: &Path, inject: Option<(&str, usize)>) -> std::process::Output {
-    let program = tmpa_tests::program_args("tmpa-compact");
-    let mut cmd = match inject {
-        Some((call, n)) => {
-            let mut c = Command::new("strace");
-            c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
-                .arg(format!("trace={call}"))
-                .arg("-e")
-                .arg(format!("inject={call}:signal=SIGKILL:when={n}"))
-                .args(program);
-            c
+impl Job {
+    fn program(self) -> &'static str {
+        match self {
+            Job::Compact => "tmpa-compact",
+            Job::Archive => "tmpa-archive",
         }
-        None => Command::new(&program[0]),
-    };
-    cmd.arg("--root")
-        .arg(root)
-        .args(["--day", DAY])
-        .env_remove("TMPA_ROOT")
-        .output()
-        .expect("run tmpa-compact")
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Job::Compact => &["--day", DAY],
+            Job::Archive => &[],
+        }
+    }
+
+    /// A fresh root under `at` with the job's data, made durable.
+    fn fresh_root(self, at: &Path) -> PathBuf {
+        let root = at.join("root");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("token_stats")).expect("root");
+        match self {
+            Job::Compact => {
+                let out = Command::new(&tmpa_tests::program_args("tmpa-recorders")[0])
+                    .arg(&root)
+                    .args(RECORDERS)
+                    .output()
+                    .expect("run tmpa-recorders");
+                assert!(out.status.success(), "{out:?}");
+            }
+            Job::Archive => {
+                for user in USERS {
+                    let dir = root.join(format!("chat_history/{user}/sessions"));
+                    std::fs::create_dir_all(&dir).expect("sessions");
+                    for i in 0..SESSIONS {
+                        let path = dir.join(format!("s{i}.json"));
+                        let body = serde_json::json!({"session": i, "user": user,
+                            "messages": ["hello", "again"]});
+                        std::fs::write(&path, body.to_string()).expect("session");
+                        tmpa_tests::age(&path, Duration::from_secs(40 * 86_400));
+                    }
+                }
+            }
+        }
+        // The data is durable before the cut: the cut is about the job.
+        Command::new("sync").status().expect("sync");
+        root
+    }
+
+    /// The data as the library reads it: each event's JSON by id, or each session's
+    /// bytes by user and id. A problem the library reports fails the test.
+    fn read(self, root: &Path, what: &str) -> BTreeMap<String, String> {
+        let rt = tmpa_core::Root::open(root).expect("root");
+        match self {
+            Job::Compact => {
+                let read = rt
+                    .read_day(DAY.parse().expect("day"))
+                    .expect("read the day");
+                assert!(read.problems.is_empty(), "{what}: {:?}", read.problems);
+                read.events
+                    .iter()
+                    .map(|e| {
+                        let json = String::from_utf8_lossy(e.json_bytes()).into_owned();
+                        (e.id().as_str().to_owned(), json)
+                    })
+                    .collect()
+            }
+            Job::Archive => USERS
+                .iter()
+                .flat_map(|user| (0..SESSIONS).map(move |i| (*user, format!("s{i}"))))
+                .map(|(user, id)| {
+                    let u = UserId::new(user.to_owned()).expect("user");
+                    let s = SessionId::new(id.clone()).expect("session");
+                    let bytes = rt
+                        .read_session(&u, &s)
+                        .unwrap_or_else(|e| panic!("{what}: {user}/{id}: {}", e.chain()));
+                    (
+                        format!("{user}/{id}"),
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// What the job leaves live once it has finished: loose event files, live sessions.
+    fn left_live(self, root: &Path) -> usize {
+        let (dirs, prefix): (Vec<PathBuf>, &str) = match self {
+            Job::Compact => (vec![root.join("token_stats").join(DAY)], "evt_"),
+            Job::Archive => (
+                USERS
+                    .iter()
+                    .map(|u| root.join(format!("chat_history/{u}/sessions")))
+                    .collect(),
+                "s",
+            ),
+        };
+        dirs.iter()
+            .flat_map(|d| std::fs::read_dir(d).expect("list"))
+            .filter(|e| {
+                let name = e.as_ref().expect("entry").file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(prefix) && name.ends_with(".json")
+            })
+            .count()
+    }
+
+    fn run(self, root: &Path, inject: Option<(&str, usize)>) -> std::process::Output {
+        let program = tmpa_tests::program_args(self.program());
+        let mut cmd = match inject {
+            Some((call, n)) => {
+                let mut c = Command::new("strace");
+                c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                    .arg(format!("trace={call}"))
+                    .arg("-e")
+                    .arg(format!("inject={call}:signal=SIGKILL:when={n}"))
+                    .args(program);
+                c
+            }
+            None => Command::new(&program[0]),
+        };
+        cmd.arg("--root")
+            .arg(root)
+            .args(self.args())
+            .env_remove("TMPA_ROOT")
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.program()))
+    }
 }
 
-fn new_day(at: &Path) -> PathBuf {
-    let root = at.join("root");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("token_stats")).expect("root");
-    let out = Command::new(&tmpa_tests::program_args("tmpa-recorders")[0])
-        .arg(&root)
-        .args(RECORDERS)
-        .output()
-        .expect("run tmpa-recorders");
-    assert!(out.status.success(), "{out:?}");
-    // The day is durable before the cut: the cut is about compaction.
-    Command::new("sync").status().expect("sync");
-    root
-}
-
-fn compaction_survives_a_power_cut_at_every_step(layout: Layout) {
+fn survives_a_power_cut_at_every_step(job: Job, layout: Layout) {
     let Some(()) =
         tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
     else {
@@ -101,35 +179,51 @@ fn compaction_survives_a_power_cut_at_every_step(layout: Layout) {
     let mut cuts = 0;
     for call in STEPS {
         for n in 1.. {
-            let root = new_day(&disk.mnt());
-            let before = day(&root, "before");
-            assert_eq!(before.len(), 8);
-            let out = compact(&root, Some((call, n)));
+            let root = job.fresh_root(&disk.mnt());
+            let before = job.read(&root, "before");
+            assert!(before.len() >= 6, "{before:?}");
+            let out = job.run(&root, Some((call, n)));
             let cut = !out.status.success();
             disk.power_cut();
-            let what = format!("{layout:?}: power cut at {call} #{n} of tmpa-compact");
-            assert_eq!(day(&root, &what), before, "{what}: the day changed");
-            let again = compact(&root, None);
+            let what = format!("{job:?} on {layout:?}: power cut at {call} #{n}");
+            assert_eq!(job.read(&root, &what), before, "{what}: the data changed");
+            let again = job.run(&root, None);
             assert!(again.status.success(), "{what}: the rerun: {again:?}");
-            assert_eq!(day(&root, &what), before, "{what}: after the rerun");
-            assert_eq!(loose(&root), 0, "{what}: the rerun left loose files");
+            assert_eq!(job.read(&root, &what), before, "{what}: after the rerun");
+            assert_eq!(job.left_live(&root), 0, "{what}: the rerun left live files");
             if !cut {
                 break; // fewer such calls than n
             }
             cuts += 1;
         }
     }
-    assert!(cuts >= STEPS.len(), "{layout:?}: only {cuts} cuts landed");
+    assert!(
+        cuts >= STEPS.len(),
+        "{job:?} on {layout:?}: only {cuts} cuts landed"
+    );
 }
 
 /// ext4 with its journal: `_compacted.json` is written back and committed with its name.
 #[test]
 fn compaction_survives_a_power_cut_at_every_step_on_ext4() {
-    compaction_survives_a_power_cut_at_every_step(Layout::Ext4);
+    survives_a_power_cut_at_every_step(Job::Compact, Layout::Ext4);
 }
 
 /// XFS: the same, through its log.
 #[test]
 fn compaction_survives_a_power_cut_at_every_step_on_xfs() {
-    compaction_survives_a_power_cut_at_every_step(Layout::Xfs);
+    survives_a_power_cut_at_every_step(Job::Compact, Layout::Xfs);
+}
+
+/// ext4 with its journal: a session's archive is written back and committed with its
+/// name before the session is deleted.
+#[test]
+fn archival_survives_a_power_cut_at_every_step_on_ext4() {
+    survives_a_power_cut_at_every_step(Job::Archive, Layout::Ext4);
+}
+
+/// XFS: the same, through its log.
+#[test]
+fn archival_survives_a_power_cut_at_every_step_on_xfs() {
+    survives_a_power_cut_at_every_step(Job::Archive, Layout::Xfs);
 }
