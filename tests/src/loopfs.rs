@@ -134,6 +134,25 @@ impl LoopFs {
     }
 }
 
+/// A [`LoopFs`] of `layout` where strace can inject faults: what a power-cut test needs
+/// (see [`crate::prerequisite`] for what happens when it is missing).
+pub fn injectable(layout: Layout) -> Option<LoopFs> {
+    crate::prerequisite(crate::strace_works(), "strace cannot inject here")?;
+    crate::prerequisite(LoopFs::new(layout), "root, mkfs and a loop device")
+}
+
+/// The program `program` (a workspace binary), killed with SIGKILL at the `n`th call of
+/// `call` when `kill_at` is given (`strace -e inject=CALL:signal=SIGKILL:when=N`: the
+/// call is not made); without it, the program alone.
+pub fn killed_at(program: &str, kill_at: Option<(&str, usize)>) -> Command {
+    match kill_at {
+        Some((call, n)) => {
+            crate::strace_inject(&format!("{call}:signal=SIGKILL:when={n}"), program)
+        }
+        None => crate::bin(program),
+    }
+}
+
 impl Drop for LoopFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.mnt()).status();

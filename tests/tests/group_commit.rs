@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tmpa_core::Event;
-use tmpa_tests::loopfs::{Layout, LoopFs};
+use tmpa_tests::loopfs::{Layout, LoopFs, injectable, killed_at};
 
 const THREADS: &str = "3";
 const EVENTS: usize = 6;
@@ -58,21 +58,9 @@ fn whole_events(root: &Path, what: &str) -> BTreeSet<String> {
     ids
 }
 
-fn recorders(root: &Path, inject: Option<(&str, usize)>) -> std::process::Output {
-    let program = tmpa_tests::program_args("tmpa-recorders");
-    let mut cmd = match inject {
-        Some((call, n)) => {
-            let mut c = Command::new("strace");
-            c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
-                .arg(format!("trace={call}"))
-                .arg("-e")
-                .arg(format!("inject={call}:signal=SIGKILL:when={n}"))
-                .args(program);
-            c
-        }
-        None => Command::new(&program[0]),
-    };
-    cmd.arg(root)
+fn recorders(root: &Path, kill_at: Option<(&str, usize)>) -> std::process::Output {
+    killed_at("tmpa-recorders", kill_at)
+        .arg(root)
         .args([THREADS, &EVENTS.to_string()])
         .output()
         .expect("run tmpa-recorders")
@@ -127,13 +115,7 @@ fn kill_at_every_fsync_of_a_group_commit() {
 /// once, on `layout`: every call that returned before the cut survives it, whole, and no
 /// event file is there without its content.
 fn power_cut_at_every_step(layout: Layout) {
-    let Some(()) =
-        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
-    else {
-        return;
-    };
-    let Some(disk) = tmpa_tests::prerequisite(LoopFs::new(layout), "root, mkfs and a loop device")
-    else {
+    let Some(disk) = injectable(layout) else {
         return;
     };
     let (mut cuts, mut lost_unreturned) = (0, 0);
@@ -211,12 +193,6 @@ fn temporaries_synced(
     (on_temporary("fsync"), on_temporary("sync_file_range"))
 }
 
-/// An ext4 image with a journal, where strace can inject faults.
-fn injectable_ext4() -> Option<LoopFs> {
-    tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")?;
-    tmpa_tests::prerequisite(LoopFs::new(Layout::Ext4), "root, mkfs and a loop device")
-}
-
 /// The commit order each file system gets: the write-back and one commit on ext4 with a
 /// journal and on XFS; the file's own fsync on ext4 without a journal and on tmpfs, where
 /// nothing orders a rename after the file's blocks.
@@ -259,7 +235,7 @@ fn each_file_system_gets_its_commit_order() {
 /// records the event.
 #[test]
 fn a_failed_write_back_fails_the_call_and_leaves_nothing() {
-    let Some(disk) = injectable_ext4() else {
+    let Some(disk) = injectable(Layout::Ext4) else {
         return;
     };
     let root = new_root(&disk.mnt());
@@ -292,7 +268,7 @@ fn a_failed_write_back_fails_the_call_and_leaves_nothing() {
 /// by the file's own fsync: every call succeeds and each temporary was fsynced.
 #[test]
 fn a_refused_write_back_falls_back_to_the_file_s_fsync() {
-    let Some(disk) = injectable_ext4() else {
+    let Some(disk) = injectable(Layout::Ext4) else {
         return;
     };
     for errno in ["ENOSYS", "EPERM"] {

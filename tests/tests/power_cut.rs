@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tmpa_core::{SessionId, UserId};
-use tmpa_tests::loopfs::{Layout, LoopFs};
+use tmpa_tests::loopfs::{Layout, injectable, killed_at};
 
 const DAY: &str = "2026-11-01";
 /// Threads and events per thread of `tmpa-recorders`: 8 events.
@@ -143,37 +143,18 @@ impl Job {
             .count()
     }
 
-    fn run(self, root: &Path, inject: Option<(&str, usize)>) -> std::process::Output {
-        let program = tmpa_tests::program_args(self.program());
-        let mut cmd = match inject {
-            Some((call, n)) => {
-                let mut c = Command::new("strace");
-                c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
-                    .arg(format!("trace={call}"))
-                    .arg("-e")
-                    .arg(format!("inject={call}:signal=SIGKILL:when={n}"))
-                    .args(program);
-                c
-            }
-            None => Command::new(&program[0]),
-        };
-        cmd.arg("--root")
+    fn run(self, root: &Path, kill_at: Option<(&str, usize)>) -> std::process::Output {
+        killed_at(self.program(), kill_at)
+            .arg("--root")
             .arg(root)
             .args(self.args())
-            .env_remove("TMPA_ROOT")
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", self.program()))
     }
 }
 
 fn survives_a_power_cut_at_every_step(job: Job, layout: Layout) {
-    let Some(()) =
-        tmpa_tests::prerequisite(tmpa_tests::strace_works(), "strace cannot inject here")
-    else {
-        return;
-    };
-    let Some(disk) = tmpa_tests::prerequisite(LoopFs::new(layout), "root, mkfs and a loop device")
-    else {
+    let Some(disk) = injectable(layout) else {
         return;
     };
     let mut cuts = 0;
