@@ -14,6 +14,9 @@ pub enum Layout {
     Ext4,
     /// ext4 without a journal (`-O ^has_journal`).
     Ext4NoJournal,
+    /// ext4 with fast commits (`-O fast_commit`): an fsync may log only what changed
+    /// since the last full commit, in its own area.
+    Ext4FastCommit,
     /// `mkfs.xfs` (its log is always there).
     Xfs,
 }
@@ -24,6 +27,7 @@ impl Layout {
         let (program, args): (&str, &[&str]) = match self {
             Layout::Ext4 => ("mkfs.ext4", &["-q", "-F"]),
             Layout::Ext4NoJournal => ("mkfs.ext4", &["-q", "-F", "-O", "^has_journal"]),
+            Layout::Ext4FastCommit => ("mkfs.ext4", &["-q", "-F", "-O", "fast_commit"]),
             Layout::Xfs => ("mkfs.xfs", &["-q", "-f"]),
         };
         let mut c = Command::new(program);
@@ -96,7 +100,7 @@ impl LoopFs {
         // has its original's, which a mount namespace may keep alive (above).
         let options = match self.layout {
             Layout::Xfs => "loop,nouuid",
-            Layout::Ext4 | Layout::Ext4NoJournal => "loop",
+            Layout::Ext4 | Layout::Ext4NoJournal | Layout::Ext4FastCommit => "loop",
         };
         Command::new("mount")
             .args(["-o", options])

@@ -155,6 +155,13 @@ fn power_cut_at_every_step_of_a_group_commit_on_ext4() {
     power_cut_at_every_step(Layout::Ext4);
 }
 
+/// ext4 with fast commits: the directory's fsync may be a fast commit, which must still
+/// carry the file's blocks and size with its name.
+#[test]
+fn power_cut_at_every_step_of_a_group_commit_on_ext4_with_fast_commits() {
+    power_cut_at_every_step(Layout::Ext4FastCommit);
+}
+
 /// XFS: one log force per file (fs/journal.rs).
 #[test]
 fn power_cut_at_every_step_of_a_group_commit_on_xfs() {

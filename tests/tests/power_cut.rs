@@ -190,6 +190,12 @@ fn compaction_survives_a_power_cut_at_every_step_on_ext4() {
     survives_a_power_cut_at_every_step(Job::Compact, Layout::Ext4);
 }
 
+/// ext4 with fast commits: the directory's fsync may be a fast commit.
+#[test]
+fn compaction_survives_a_power_cut_at_every_step_on_ext4_with_fast_commits() {
+    survives_a_power_cut_at_every_step(Job::Compact, Layout::Ext4FastCommit);
+}
+
 /// XFS: the same, through its log.
 #[test]
 fn compaction_survives_a_power_cut_at_every_step_on_xfs() {

@@ -24,7 +24,8 @@
 //! reader never finds a half-written file at the final name, and a call that returned
 //! (step 3 done) is durable: the same promises as the portable order.
 //!
-//! This holds for ext4 with a journal (ext3 too, through the same driver) and XFS. Every
+//! This holds for ext4 with a journal (ext3 too, through the same driver; with or without
+//! fast commits, which log every inode changed since the last full commit) and XFS. Every
 //! other file system gets the portable order: ext4 without a journal (an ext2 layout, or
 //! `mkfs -O ^has_journal`), btrfs (whose fsync of a directory logs only that directory),
 //! tmpfs, NFS, FUSE and every file system this module does not know.
