@@ -2,9 +2,10 @@
 //!
 //! Every file the library or a program creates or replaces goes through [`AtomicFile`]:
 //! write a temporary in the same directory, fsync it (where the journal is ordered, write
-//! it back instead: fs/journal.rs), rename it over `{final}`, fsync the directory. A reader sees the old file or the new one, never a part; after
-//! [`AtomicFile::commit`] returns, both the content and the directory entry are on stable
-//! storage (as far as the file system honours fsync).
+//! it back instead: fs/journal.rs), rename it over `{final}`, fsync the directory. A
+//! reader sees the old file or the new one, never a part; after [`AtomicFile::commit`]
+//! returns, both the content and the directory entry are on stable storage (as far as the
+//! file system honours fsync).
 //!
 //! Ownership and mode: a replaced file keeps its mode (and, when running as root, its owner
 //! and group); a new file gets mode `0644` less the umask and, when running as root, the
