@@ -38,10 +38,15 @@ pub struct FsType {
     pub magic: u64,
 }
 
+/// `f_type` of ext2, ext3 and ext4 (one driver).
+pub(crate) const EXT4_MAGIC: u64 = 0xEF53;
+/// `f_type` of XFS.
+pub(crate) const XFS_MAGIC: u64 = 0x5846_5342;
+
 /// Known `f_type` magic numbers (linux/magic.h and the file systems' own headers).
 const KNOWN: &[(u64, &str, FsFamily)] = &[
-    (0xEF53, "ext4", FsFamily::Local),
-    (0x5846_5342, "xfs", FsFamily::Local),
+    (EXT4_MAGIC, "ext4", FsFamily::Local),
+    (XFS_MAGIC, "xfs", FsFamily::Local),
     (0x9123_683E, "btrfs", FsFamily::Local),
     (0x0102_1994, "tmpfs", FsFamily::Local),
     (0x8584_58F6, "ramfs", FsFamily::Local),

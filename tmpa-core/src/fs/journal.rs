@@ -50,6 +50,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use super::Dir;
+use super::fstype::{EXT4_MAGIC, XFS_MAGIC};
 
 /// What makes a new file's content durable before it is renamed into place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,22 +66,19 @@ pub(crate) enum ContentSync {
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8): a mount id that is never reused.
 const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 
-const EXT4_MAGIC: u64 = 0xEF53;
-const XFS_MAGIC: u64 = 0x5846_5342;
-
 /// The answers for mounts this process has written to, by (device, unique mount id).
 static BY_MOUNT: Mutex<Option<HashMap<(u64, u64), ContentSync>>> = Mutex::new(None);
 
 /// How a new file in `dir` is made durable before its rename.
 pub(crate) fn content_sync(dir: &Dir) -> ContentSync {
     let flags = rustix::fs::StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
-    let mount = rustix::fs::statx(&dir.fd, "", rustix::fs::AtFlags::EMPTY_PATH, flags)
-        .ok()
-        .filter(|st| st.stx_mask & STATX_MNT_ID_UNIQUE != 0)
-        .map(|st| {
-            let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
-            (dev, st.stx_mnt_id)
-        });
+    // Without statx (Linux before 4.11) nothing is known: the portable order.
+    let Ok(st) = rustix::fs::statx(&dir.fd, "", rustix::fs::AtFlags::EMPTY_PATH, flags) else {
+        return ContentSync::Fsync;
+    };
+    let device = (st.stx_dev_major, st.stx_dev_minor);
+    let mount = (st.stx_mask & STATX_MNT_ID_UNIQUE != 0)
+        .then(|| (rustix::fs::makedev(device.0, device.1), st.stx_mnt_id));
     let remembered = |key| {
         let map = BY_MOUNT.lock().unwrap_or_else(PoisonError::into_inner);
         map.as_ref()
@@ -89,7 +87,7 @@ pub(crate) fn content_sync(dir: &Dir) -> ContentSync {
     if let Some(known) = mount.and_then(remembered) {
         return known;
     }
-    let answer = ask(dir);
+    let answer = ask(dir, device);
     if let Some(key) = mount {
         let mut map = BY_MOUNT.lock().unwrap_or_else(PoisonError::into_inner);
         map.get_or_insert_with(HashMap::new).insert(key, answer);
@@ -97,19 +95,15 @@ pub(crate) fn content_sync(dir: &Dir) -> ContentSync {
     answer
 }
 
-/// Asks the file system of `dir` (fstatfs, and sysfs for ext4).
-fn ask(dir: &Dir) -> ContentSync {
-    let Ok(st) = rustix::fs::fstatfs(&dir.fd) else {
+/// Asks the file system of `dir`, on the block device `device` (its type, and sysfs for
+/// an ext4's journal).
+fn ask(dir: &Dir, device: (u32, u32)) -> ContentSync {
+    let Ok(fs) = dir.fs_type() else {
         return ContentSync::Fsync;
     };
-    #[allow(clippy::unnecessary_cast)] // the field type differs between targets
-    let magic = st.f_type as u64;
-    let ordered = match magic {
+    let ordered = match fs.magic {
         XFS_MAGIC => true,
-        EXT4_MAGIC => rustix::fs::fstat(&dir.fd).is_ok_and(|m| {
-            let dev = (rustix::fs::major(m.st_dev), rustix::fs::minor(m.st_dev));
-            ext4_has_journal(Path::new("/sys"), Path::new("/proc"), dev) == Some(true)
-        }),
+        EXT4_MAGIC => ext4_has_journal(Path::new("/sys"), Path::new("/proc"), device) == Some(true),
         _ => false,
     };
     if ordered {
