@@ -5,7 +5,6 @@
 //! which tier it has.
 
 use std::ffi::OsStr;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use tmpa_core::maintenance::store::{ObjectKey, PutNew, Removal};
@@ -309,13 +308,7 @@ impl Tier for LocalTier {
         let (dir, name) = Self::parts(place);
         // New directories (archive/, archive/versions/{n}/) take their parent's owner.
         let d = root_dir(&self.root).create_dir_all(dir)?;
-        let shown = d.join(name);
-        let mut out = AtomicFile::create_in(&d, OsStr::new(name))?;
-        out.set_mode(mode & 0o777)?;
-        out.write_all(&bytes)
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::io("write", &shown, e))?;
-        match out.commit_new() {
+        match AtomicFile::write_new_in(&d, OsStr::new(name), &bytes, mode & 0o777) {
             Ok(()) => {}
             Err(e) if e.io_kind() == std::io::ErrorKind::AlreadyExists => {
                 return Ok(Created::Exists);

@@ -59,13 +59,8 @@ pub(super) fn batch_bytes(
 pub(super) fn write_local_batch(dir: &Dir, kept: &[ArchivedNotification]) -> Result<String> {
     let (name, bytes) = batch_bytes(kept, &dir.join("new batch"))?;
     let shown = dir.join(&name);
-    let mut out = AtomicFile::create_in(dir, OsStr::new(&name))?;
     // Notifications are private to their user: so is their archive.
-    out.set_mode(0o600)?;
-    out.write_all(&bytes)
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("write", &shown, e))?;
-    match out.commit_new() {
+    match AtomicFile::write_new_in(dir, OsStr::new(&name), &bytes, 0o600) {
         Ok(()) => {}
         Err(e) if e.io_kind() == std::io::ErrorKind::AlreadyExists => {
             // Made durable as if written now: the old batch goes on its strength.

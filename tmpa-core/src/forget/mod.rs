@@ -40,7 +40,6 @@ use erase::{Entry, erase, remove_named, remove_tree};
 use events::erase_day;
 
 use std::ffi::{OsStr, OsString};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

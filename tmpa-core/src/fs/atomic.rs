@@ -198,6 +198,22 @@ impl AtomicFile {
         self.finish(true)
     }
 
+    /// Writes `bytes` as the new entry `name` of `dir` with the permission bits `mode`
+    /// (the umask does not apply), never replacing a file there
+    /// ([`commit_new`](AtomicFile::commit_new)).
+    ///
+    /// # Errors
+    /// As [`commit_new`](AtomicFile::commit_new): kind `AlreadyExists` when the name is
+    /// taken, the file there untouched; a failed write names the final path.
+    pub fn write_new_in(dir: &Dir, name: &OsStr, bytes: &[u8], mode: u32) -> Result<()> {
+        let mut out = AtomicFile::create_in(dir, name)?;
+        out.set_mode(mode)?;
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("write", dir.join(name), e))?;
+        out.commit_new()
+    }
+
     /// Removes the temporary without touching the final name.
     ///
     /// # Errors
