@@ -42,7 +42,7 @@
 //! `sync_file_range` has no safe wrapper in `rustix` or `nix`: [`write_back`] is one of the
 //! two audited `unsafe` calls of the workspace (the other is fs/lease.rs).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -67,7 +67,7 @@ pub(crate) enum ContentSync {
 const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 
 /// The answers for mounts this process has written to, by (device, unique mount id).
-static BY_MOUNT: Mutex<Option<HashMap<(u64, u64), ContentSync>>> = Mutex::new(None);
+static BY_MOUNT: Mutex<BTreeMap<(u64, u64), ContentSync>> = Mutex::new(BTreeMap::new());
 
 /// How a new file in `dir` is made durable before its rename.
 pub(crate) fn content_sync(dir: &Dir) -> ContentSync {
@@ -81,8 +81,7 @@ pub(crate) fn content_sync(dir: &Dir) -> ContentSync {
         .then(|| (rustix::fs::makedev(device.0, device.1), st.stx_mnt_id));
     let remembered = |key| {
         let map = BY_MOUNT.lock().unwrap_or_else(PoisonError::into_inner);
-        map.as_ref()
-            .and_then(|m: &HashMap<_, _>| m.get(&key).copied())
+        map.get(&key).copied()
     };
     if let Some(known) = mount.and_then(remembered) {
         return known;
@@ -90,7 +89,7 @@ pub(crate) fn content_sync(dir: &Dir) -> ContentSync {
     let answer = ask(dir, device);
     if let Some(key) = mount {
         let mut map = BY_MOUNT.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get_or_insert_with(HashMap::new).insert(key, answer);
+        map.insert(key, answer);
     }
     answer
 }
